@@ -1,0 +1,270 @@
+//! What a replica asks its caller to do, and the errors of its inputs.
+
+use crate::message::Message;
+use crate::types::{Ballot, Configuration, NodeId, Proposal, RequestId, Slot, Value};
+
+/// The role a replica plays in its ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Accepts and applies what the primary proposes.
+    Secondary,
+    /// Runs an election (pre-vote or phase 1).
+    Candidate,
+    /// Proposes values and serves requests.
+    Primary,
+}
+
+/// A batch of writes to make durable, in ticket order. `on_persisted(ticket)` tells the
+/// replica that this request and every earlier one are on stable storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistRequest {
+    /// Increasing by one per request.
+    pub ticket: u64,
+    /// A new promise to record (always higher than the previous one).
+    pub promise: Option<Ballot>,
+    /// Proposals to record, replacing any earlier proposal for the same slot.
+    pub proposals: Vec<Proposal>,
+    /// A hint: every slot up to here is chosen (speeds up recovery; may lag).
+    pub chosen: Option<Slot>,
+}
+
+impl PersistRequest {
+    /// Whether the request writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.promise.is_none() && self.proposals.is_empty() && self.chosen.is_none()
+    }
+}
+
+/// An output of [`crate::Replica::poll_action`]. Perform them in the order given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write to the log store, then call `on_persisted(ticket)`.
+    Persist(PersistRequest),
+    /// Send a message. Messages that needed a durable write are only released after it.
+    Send(Message),
+    /// Apply a chosen value to the state machine, strictly in slot order, then call
+    /// `on_applied(slot)`.
+    Apply {
+        /// The slot.
+        slot: Slot,
+        /// The chosen value.
+        value: Value,
+    },
+    /// Save a checkpoint of the state machine as of `slot` (every earlier `Apply` done,
+    /// no later one), then call `on_checkpoint_saved(slot)`.
+    TakeCheckpoint {
+        /// The slot the checkpoint reflects.
+        slot: Slot,
+    },
+    /// Slots below `below` are no longer needed: the log store may delete them.
+    TruncateLog {
+        /// The new first slot of the log.
+        below: Slot,
+    },
+    /// The slots this replica needs were truncated on `from`: fetch its checkpoint at
+    /// `slot` (or newer), load it into the state machine and call
+    /// `on_checkpoint_installed`.
+    FetchCheckpoint {
+        /// Who has it.
+        from: NodeId,
+        /// The slot of the checkpoint `from` advertised.
+        slot: Slot,
+    },
+    /// The replica's role or ballot changed.
+    RoleChanged {
+        /// The new role.
+        role: Role,
+        /// The ballot of the primary now followed (or owned, or campaigned for).
+        ballot: Ballot,
+        /// The primary, if known.
+        primary: Option<NodeId>,
+    },
+    /// Queued requests that were never given a slot: this replica stopped being primary.
+    /// They certainly did not take effect; the client may retry at `primary`.
+    RequestsDropped {
+        /// The dropped requests.
+        ids: Vec<RequestId>,
+        /// Who is primary now, if known.
+        primary: Option<NodeId>,
+    },
+}
+
+/// Why a proposal was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// Only the primary proposes.
+    #[error("not primary; primary is {hint:?}")]
+    NotPrimary {
+        /// The primary, if this replica knows it.
+        hint: Option<NodeId>,
+    },
+    /// The primary is handing over and takes no new requests.
+    #[error("primary is relinquishing to {target}")]
+    Relinquishing {
+        /// The replica taking over.
+        target: NodeId,
+    },
+    /// The proposal queue is full.
+    #[error("proposal queue full: {queued} requests queued, maximum {max}")]
+    Busy {
+        /// Requests queued.
+        queued: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// One request is larger than a whole batch may be.
+    #[error("request of {bytes} bytes exceeds batch_bytes_max {max}")]
+    TooLarge {
+        /// The request's size.
+        bytes: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+}
+
+/// Why a lease read cannot be served here now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// Only the primary serves lease reads.
+    #[error("not primary; primary is {hint:?}")]
+    NotPrimary {
+        /// The primary, if known.
+        hint: Option<NodeId>,
+    },
+    /// The primary has not heard from a quorum recently enough to be sure it still is.
+    #[error("primary lease expired")]
+    LeaseExpired,
+    /// The new primary has not yet re-proposed the slots it inherited.
+    #[error("primary still recovering slots up to {recovering_to}")]
+    Recovering {
+        /// The last inherited slot.
+        recovering_to: Slot,
+    },
+}
+
+/// Why a relinquish request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RelinquishError {
+    /// Only the primary can relinquish.
+    #[error("not primary; primary is {hint:?}")]
+    NotPrimary {
+        /// The primary, if known.
+        hint: Option<NodeId>,
+    },
+    /// The named target is not another member of the configuration.
+    #[error("{target} is not another member of configuration {configuration}")]
+    NotAMember {
+        /// The target named.
+        target: NodeId,
+        /// The configuration number.
+        configuration: u64,
+    },
+    /// No other member has been heard from recently.
+    #[error("no live replica to hand over to")]
+    NoLiveTarget,
+}
+
+/// Why a peer's message was dropped. Counted in statistics; never a panic.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// Addressed to another ring.
+    #[error("message for ring {found}, this is ring {expected}")]
+    WrongRing {
+        /// This ring.
+        expected: u64,
+        /// The message's ring.
+        found: u64,
+    },
+    /// Addressed to another node.
+    #[error("message addressed to {found}, this is {expected}")]
+    WrongReceiver {
+        /// This node.
+        expected: NodeId,
+        /// The addressee.
+        found: NodeId,
+    },
+    /// From a node outside the configuration.
+    #[error("message from {from}, not a member of configuration {configuration}")]
+    NotAMember {
+        /// The sender.
+        from: NodeId,
+        /// This replica's configuration number.
+        configuration: u64,
+    },
+    /// From another configuration.
+    #[error("message in configuration {found}, this replica is in {expected}")]
+    WrongConfiguration {
+        /// This replica's configuration number.
+        expected: u64,
+        /// The message's configuration number.
+        found: u64,
+    },
+    /// Well-formed but impossible (e.g. a ballot owned by someone else than the sender).
+    #[error("malformed {kind} from {from}: {reason}")]
+    Malformed {
+        /// Message kind.
+        kind: &'static str,
+        /// The sender.
+        from: NodeId,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A snapshot of a replica's state, for `status()` and notifications.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This replica.
+    pub node: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// The highest ballot promised.
+    pub promised: Ballot,
+    /// The primary it follows (itself when primary), if known.
+    pub primary: Option<NodeId>,
+    /// Every slot up to here is chosen and durable here.
+    pub chosen: Slot,
+    /// Every slot up to here has been applied.
+    pub applied: Slot,
+    /// The first slot still held in the log.
+    pub log_start: Slot,
+    /// The newest durable checkpoint.
+    pub checkpoint: Slot,
+    /// The configuration in force.
+    pub configuration: Configuration,
+}
+
+/// Counters, monotonically increasing (RSL's statistics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Statistics {
+    /// Messages handled.
+    pub messages_received: u64,
+    /// Messages dropped for a [`MessageError`].
+    pub messages_rejected: u64,
+    /// Messages produced.
+    pub messages_sent: u64,
+    /// Requests accepted by `handle_propose`.
+    pub requests_proposed: u64,
+    /// Slots this replica proposed as primary (including re-proposals).
+    pub slots_proposed: u64,
+    /// Slots learned chosen.
+    pub slots_chosen: u64,
+    /// Slots handed to `Apply`.
+    pub slots_applied: u64,
+    /// Elections started (pre-vote or transfer).
+    pub elections_started: u64,
+    /// Times this replica became primary.
+    pub elections_won: u64,
+    /// Times this replica stopped being primary.
+    pub primary_step_downs: u64,
+    /// Persist requests produced.
+    pub persists: u64,
+    /// Accepts retransmitted by the primary.
+    pub accepts_retransmitted: u64,
+    /// Fetches sent.
+    pub fetches_sent: u64,
+    /// Checkpoints requested.
+    pub checkpoints_requested: u64,
+    /// Accepts refused (below the promise, or conflicting with a durable accept).
+    pub accepts_refused: u64,
+}

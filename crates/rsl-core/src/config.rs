@@ -1,0 +1,243 @@
+//! Replica configuration: every queue, batch and window has a named maximum here.
+
+use crate::types::{NodeId, RingId};
+
+/// The hard ceiling on `pipeline_depth`: the number of unchosen slots a primary keeps in
+/// flight. RSL keeps one; we keep up to this many.
+pub const PIPELINE_DEPTH_MAX: u64 = 65_536;
+/// The hard ceiling on requests in one batch (one slot's value).
+pub const BATCH_REQUESTS_MAX: u32 = 1 << 20;
+/// The hard ceiling on bytes in one batch.
+pub const BATCH_BYTES_MAX: u64 = 64 << 20;
+/// The hard ceiling on members of a configuration.
+pub const MEMBERS_MAX: usize = 64;
+
+const _: () = assert!(PIPELINE_DEPTH_MAX <= u32::MAX as u64);
+const _: () = assert!(MEMBERS_MAX <= 64, "vote sets are 64-bit masks");
+
+/// How a replica behaves. Build with [`Config::new`], adjust fields, then the replica
+/// validates it on construction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The ring.
+    pub ring: RingId,
+    /// This replica.
+    pub node: NodeId,
+    /// The initial configuration's members (configuration number 1, first slot 1).
+    pub members: Vec<NodeId>,
+    /// How often the primary heartbeats.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomised election delay. Also the read lease length and the
+    /// window in which a replica that heard a live primary refuses to elect another.
+    pub election_delay_min_ms: u64,
+    /// Upper bound of the randomised election delay.
+    pub election_delay_max_ms: u64,
+    /// Assumed bound on the relative clock rate drift between replicas, in parts per
+    /// million. The primary's lease is shortened by this factor.
+    pub clock_drift_max_ppm: u64,
+    /// Unchosen slots the primary keeps in flight at once.
+    pub pipeline_depth: u64,
+    /// Requests per batch (one slot's value).
+    pub batch_requests_max: u32,
+    /// Bytes per batch, counted by [`crate::Request::size_bytes`].
+    pub batch_bytes_max: u64,
+    /// How long a partial batch may wait for more requests while the pipeline has room.
+    /// Zero proposes at once.
+    pub batch_linger_us: u64,
+    /// Requests the primary queues waiting for a slot before it refuses with `Busy`.
+    pub proposal_queue_max: u64,
+    /// Ask the state machine for a checkpoint every this many applied slots (0: never).
+    pub checkpoint_interval_slots: u64,
+    /// Slots kept in the log below the newest checkpoint, so a lagging replica can catch
+    /// up from slots instead of a whole checkpoint.
+    pub log_retain_slots: u64,
+    /// Chosen values per fetch reply.
+    pub fetch_slots_max: u64,
+    /// Proposals an acceptor sends in one promise; a candidate further behind must catch
+    /// up first.
+    pub promise_slots_max: u64,
+    /// Seed of the replica's deterministic election-delay generator. Give each replica of
+    /// a ring a different seed (the runtime mixes the node id in).
+    pub seed: u64,
+    /// A seeded protocol bug (simulator only), to prove that the checkers catch it.
+    #[cfg(feature = "mutations")]
+    pub mutation: Option<crate::Mutation>,
+}
+
+impl Config {
+    /// A configuration with defaults tuned for a LAN.
+    pub fn new(ring: RingId, node: NodeId, members: Vec<NodeId>) -> Config {
+        Config {
+            ring,
+            node,
+            members,
+            heartbeat_interval_ms: 50,
+            election_delay_min_ms: 500,
+            election_delay_max_ms: 1000,
+            clock_drift_max_ppm: 10_000,
+            pipeline_depth: 64,
+            batch_requests_max: 4096,
+            batch_bytes_max: 1 << 20,
+            batch_linger_us: 0,
+            proposal_queue_max: 200_000,
+            checkpoint_interval_slots: 10_000,
+            log_retain_slots: 1_000,
+            fetch_slots_max: 128,
+            promise_slots_max: 4096,
+            seed: node.0,
+            #[cfg(feature = "mutations")]
+            mutation: None,
+        }
+    }
+
+    /// Checks every field and relation; the error names the field and the rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, reason: String| Err(ConfigError::Invalid { field, reason });
+        let mut members = self.members.clone();
+        members.sort_unstable();
+        members.dedup();
+        if members.len() != self.members.len() {
+            return invalid("members", format!("duplicate node in {:?}", self.members));
+        }
+        if members.is_empty() || members.len() > MEMBERS_MAX {
+            return invalid("members", format!("need 1..={MEMBERS_MAX} members, got {}", members.len()));
+        }
+        if !members.contains(&self.node) {
+            return invalid("node", format!("{} is not among members {:?}", self.node, self.members));
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return invalid("heartbeat_interval_ms", "must be positive".into());
+        }
+        if self.election_delay_min_ms < 2 * self.heartbeat_interval_ms {
+            return invalid(
+                "election_delay_min_ms",
+                format!(
+                    "{} must be at least twice heartbeat_interval_ms ({})",
+                    self.election_delay_min_ms, self.heartbeat_interval_ms
+                ),
+            );
+        }
+        if self.election_delay_max_ms < self.election_delay_min_ms {
+            return invalid(
+                "election_delay_max_ms",
+                format!(
+                    "{} is below election_delay_min_ms ({})",
+                    self.election_delay_max_ms, self.election_delay_min_ms
+                ),
+            );
+        }
+        if self.clock_drift_max_ppm >= 500_000 {
+            return invalid(
+                "clock_drift_max_ppm",
+                format!("{} must be below 500000", self.clock_drift_max_ppm),
+            );
+        }
+        if self.pipeline_depth == 0 || self.pipeline_depth > PIPELINE_DEPTH_MAX {
+            return invalid(
+                "pipeline_depth",
+                format!("{} not in 1..={PIPELINE_DEPTH_MAX}", self.pipeline_depth),
+            );
+        }
+        if self.batch_requests_max == 0 || self.batch_requests_max > BATCH_REQUESTS_MAX {
+            return invalid(
+                "batch_requests_max",
+                format!("{} not in 1..={BATCH_REQUESTS_MAX}", self.batch_requests_max),
+            );
+        }
+        if self.batch_bytes_max == 0 || self.batch_bytes_max > BATCH_BYTES_MAX {
+            return invalid(
+                "batch_bytes_max",
+                format!("{} not in 1..={BATCH_BYTES_MAX}", self.batch_bytes_max),
+            );
+        }
+        if self.proposal_queue_max == 0 {
+            return invalid("proposal_queue_max", "must be positive".into());
+        }
+        if self.fetch_slots_max == 0 {
+            return invalid("fetch_slots_max", "must be positive".into());
+        }
+        if self.promise_slots_max < 2 * self.pipeline_depth {
+            return invalid(
+                "promise_slots_max",
+                format!(
+                    "{} must be at least twice pipeline_depth ({})",
+                    self.promise_slots_max, self.pipeline_depth
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The read lease length in microseconds: the election delay shortened by the drift.
+    pub fn lease_us(&self) -> u64 {
+        let window = self.election_delay_min_ms * 1000;
+        window - window * self.clock_drift_max_ppm / 1_000_000
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A field breaks a rule.
+    #[error("invalid config field `{field}`: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// The rule and the value found.
+        reason: String,
+    },
+    /// The recovered durable state contradicts itself.
+    #[error("inconsistent durable state: {reason}")]
+    Durable {
+        /// What contradicts what.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config::new(RingId(1), NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)])
+    }
+
+    #[test]
+    fn default_is_valid() {
+        base().validate().unwrap();
+    }
+
+    #[test]
+    fn each_broken_field_is_named() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+            ("members", Box::new(|c| c.members = vec![NodeId(1), NodeId(1)])),
+            ("members", Box::new(|c| c.members = vec![])),
+            ("node", Box::new(|c| c.node = NodeId(9))),
+            ("heartbeat_interval_ms", Box::new(|c| c.heartbeat_interval_ms = 0)),
+            ("election_delay_min_ms", Box::new(|c| c.election_delay_min_ms = 60)),
+            ("election_delay_max_ms", Box::new(|c| c.election_delay_max_ms = 10)),
+            ("clock_drift_max_ppm", Box::new(|c| c.clock_drift_max_ppm = 600_000)),
+            ("pipeline_depth", Box::new(|c| c.pipeline_depth = 0)),
+            ("batch_requests_max", Box::new(|c| c.batch_requests_max = 0)),
+            ("batch_bytes_max", Box::new(|c| c.batch_bytes_max = 0)),
+            ("proposal_queue_max", Box::new(|c| c.proposal_queue_max = 0)),
+            ("fetch_slots_max", Box::new(|c| c.fetch_slots_max = 0)),
+            ("promise_slots_max", Box::new(|c| c.promise_slots_max = 1)),
+        ];
+        for (field, break_it) in cases {
+            let mut config = base();
+            break_it(&mut config);
+            match config.validate() {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected an error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn lease_is_shorter_than_the_election_delay() {
+        let config = base();
+        assert!(config.lease_us() < config.election_delay_min_ms * 1000);
+        assert_eq!(config.lease_us(), 495_000);
+    }
+}

@@ -1,0 +1,179 @@
+//! Messages between replicas of one ring. Every message names its ring, sender,
+//! receiver and the configuration number the sender is in, so a transport can route many
+//! rings over one connection and a receiver can reject strangers.
+
+use crate::types::{Ballot, NodeId, Proposal, RingId, Slot, Value};
+
+/// A protocol message and its envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The ring this message belongs to.
+    pub ring: RingId,
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// The sender's configuration number.
+    pub configuration: u64,
+    /// What is said.
+    pub body: MessageBody,
+}
+
+/// Why an acceptor refused a pre-vote, a prepare or an accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The acceptor promised a higher ballot (carried in `Reject::promised`).
+    Promised,
+    /// The acceptor heard a live primary (or just booted) less than one election delay
+    /// ago; electing someone else now could break that primary's read lease.
+    PrimaryAlive,
+    /// The candidate is too far behind to be recovered through a promise: it must catch
+    /// up (fetch chosen slots or a checkpoint) first. Carries the acceptor's chosen slot.
+    Behind {
+        /// The acceptor's chosen watermark.
+        chosen: Slot,
+    },
+}
+
+/// The body of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// "Would you vote for me at `ballot`?" Changes no state on the receiver.
+    PreVote {
+        /// The ballot the candidate would prepare with.
+        ballot: Ballot,
+        /// The candidate's chosen watermark.
+        chosen: Slot,
+    },
+    /// Answer to [`MessageBody::PreVote`].
+    PreVoteGranted {
+        /// The ballot being granted.
+        ballot: Ballot,
+    },
+    /// Phase 1a.
+    Prepare {
+        /// The candidate's ballot.
+        ballot: Ballot,
+        /// Acceptors answer with every proposal they accepted from this slot on.
+        first_unchosen: Slot,
+        /// Set when the candidate was asked to take over by the primary of this ballot
+        /// (leader transfer); acceptors following that primary then skip the lease guard.
+        transfer_from: Option<Ballot>,
+    },
+    /// Phase 1b: the acceptor promised `ballot` (durably, before this was sent).
+    Promise {
+        /// The promised ballot.
+        ballot: Ballot,
+        /// Every proposal the acceptor holds at or above the prepare's `first_unchosen`.
+        accepted: Vec<Proposal>,
+        /// The acceptor's chosen watermark.
+        chosen: Slot,
+    },
+    /// A refusal of a pre-vote, prepare or accept at `ballot`.
+    Reject {
+        /// The ballot refused.
+        ballot: Ballot,
+        /// The acceptor's current promise.
+        promised: Ballot,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Phase 2a, pipelined: one slot per message, many in flight.
+    Accept {
+        /// The primary's ballot.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
+        /// The value proposed.
+        value: Value,
+        /// The primary's chosen watermark (piggybacked).
+        chosen: Slot,
+    },
+    /// Phase 2b: the acceptor durably accepted `(ballot, slot)`.
+    Accepted {
+        /// The ballot accepted.
+        ballot: Ballot,
+        /// The slot accepted.
+        slot: Slot,
+    },
+    /// The primary's liveness signal and chosen watermark.
+    Heartbeat {
+        /// The primary's ballot.
+        ballot: Ballot,
+        /// The primary's chosen watermark.
+        chosen: Slot,
+        /// The primary's clock when sent, echoed back to measure its read lease.
+        sent_at: u64,
+    },
+    /// Answer to a heartbeat.
+    HeartbeatReply {
+        /// The ballot of the heartbeat.
+        ballot: Ballot,
+        /// The heartbeat's `sent_at`, echoed.
+        sent_at: u64,
+        /// The replier's chosen watermark (lets the primary pick a relinquish target).
+        chosen: Slot,
+    },
+    /// "What do you know?" Sent by a replica that has no primary to follow.
+    StatusQuery,
+    /// Answer to [`MessageBody::StatusQuery`].
+    StatusReply {
+        /// The replier's promise.
+        promised: Ballot,
+        /// Whom the replier follows, if anyone.
+        primary: Option<NodeId>,
+        /// The replier's chosen watermark.
+        chosen: Slot,
+        /// The first slot the replier still holds in its log.
+        log_start: Slot,
+    },
+    /// A request for chosen values in `[from, to]`.
+    Fetch {
+        /// First slot wanted.
+        from: Slot,
+        /// Last slot wanted (inclusive).
+        to: Slot,
+    },
+    /// Chosen values, in slot order, contiguous from the fetch's `from`.
+    FetchReply {
+        /// Chosen proposals (ballot as accepted by the sender).
+        chosen_values: Vec<Proposal>,
+        /// The sender's chosen watermark.
+        chosen: Slot,
+    },
+    /// The fetch asked for slots below the sender's log start: install a checkpoint.
+    FetchTruncated {
+        /// The slot of the sender's newest checkpoint.
+        checkpoint: Slot,
+        /// The first slot the sender still holds.
+        log_start: Slot,
+    },
+    /// The primary of `ballot` hands over: campaign now, skipping pre-vote.
+    TimeoutNow {
+        /// The relinquishing primary's ballot.
+        ballot: Ballot,
+    },
+}
+
+impl MessageBody {
+    /// A short name, for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MessageBody::PreVote { .. } => "pre_vote",
+            MessageBody::PreVoteGranted { .. } => "pre_vote_granted",
+            MessageBody::Prepare { .. } => "prepare",
+            MessageBody::Promise { .. } => "promise",
+            MessageBody::Reject { .. } => "reject",
+            MessageBody::Accept { .. } => "accept",
+            MessageBody::Accepted { .. } => "accepted",
+            MessageBody::Heartbeat { .. } => "heartbeat",
+            MessageBody::HeartbeatReply { .. } => "heartbeat_reply",
+            MessageBody::StatusQuery => "status_query",
+            MessageBody::StatusReply { .. } => "status_reply",
+            MessageBody::Fetch { .. } => "fetch",
+            MessageBody::FetchReply { .. } => "fetch_reply",
+            MessageBody::FetchTruncated { .. } => "fetch_truncated",
+            MessageBody::TimeoutNow { .. } => "timeout_now",
+        }
+    }
+}

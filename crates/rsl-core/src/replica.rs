@@ -1,0 +1,1792 @@
+//! The replica: proposer, acceptor and learner of one ring, as a plain state machine.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::action::{
+    Action, MessageError, PersistRequest, ProposeError, ReadError, RelinquishError, Role, Statistics, Status,
+};
+use crate::config::{Config, ConfigError};
+use crate::message::{Message, MessageBody, RejectReason};
+use crate::quorum;
+use crate::time::{SplitMix64, Time};
+use crate::types::{Ballot, Configuration, NodeId, Proposal, Request, Slot, Value};
+
+/// What the log store recovered after a restart (all of it durable).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DurableState {
+    /// The highest ballot promised.
+    pub promise: Ballot,
+    /// Every proposal held, any order, at most one per slot.
+    pub proposals: Vec<Proposal>,
+    /// Chosen-watermark hint: the proposals up to here are chosen.
+    pub chosen: Slot,
+    /// The slot of the checkpoint the state machine was loaded from (zero: none).
+    pub checkpoint: Slot,
+}
+
+/// The timers a replica uses: a closed set in a fixed table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// Primary: send heartbeats and retransmit unacknowledged accepts.
+    Heartbeat = 0,
+    /// Secondary or candidate: no primary heard; campaign.
+    Election = 1,
+    /// Primary: step down unless a quorum was heard from recently.
+    CheckQuorum = 2,
+    /// Primary: a partial batch waited long enough.
+    BatchLinger = 3,
+    /// Catch-up: retry a fetch or status query.
+    CatchUp = 4,
+    /// Primary relinquishing: give up waiting for in-flight slots.
+    Relinquish = 5,
+}
+
+const TIMER_COUNT: usize = 6;
+const TIMERS: [Timer; TIMER_COUNT] = [
+    Timer::Heartbeat,
+    Timer::Election,
+    Timer::CheckQuorum,
+    Timer::BatchLinger,
+    Timer::CatchUp,
+    Timer::Relinquish,
+];
+const _: () = assert!(Timer::Relinquish as usize == TIMER_COUNT - 1);
+
+/// A seeded protocol bug, for the simulator to prove its checkers catch it.
+#[cfg(feature = "mutations")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// The acceptor accepts proposals below its promise.
+    AcceptBelowPromise,
+    /// Votes (the primary's own and secondaries' `Accepted`) count before they are durable.
+    CountVoteBeforePersist,
+    /// Chosen values are applied out of slot order.
+    ApplyOutOfOrder,
+    /// A restarted replica forgets its durable promise.
+    ForgetPromiseOnRestart,
+}
+
+/// One slot of the log as this replica holds it.
+#[derive(Clone, Debug)]
+struct Entry {
+    proposal: Proposal,
+    /// The persist ticket that wrote it; durable once `ticket <= persisted_ticket`.
+    ticket: u64,
+    /// Known chosen (learned from a quorum, a fetch, or the primary's watermark).
+    chosen: bool,
+}
+
+/// Votes for one in-flight slot at the primary.
+#[derive(Clone, Debug)]
+struct InFlight {
+    /// Bit `i` set: member `i` durably accepted.
+    votes: u64,
+    /// The primary's own write of this slot.
+    self_ticket: u64,
+    /// When the accept was last sent to peers that had not voted.
+    sent_at: Time,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Peer {
+    /// Last time any message at the primary's ballot arrived from this peer.
+    heard_at: Option<Time>,
+    /// Highest heartbeat `sent_at` this peer echoed (the lease clock).
+    echoed: u64,
+    /// The peer's chosen watermark, from its last heartbeat reply.
+    chosen: Slot,
+}
+
+#[derive(Debug)]
+struct PrimaryState {
+    ballot: Ballot,
+    /// The next slot to assign.
+    next_slot: Slot,
+    /// Unchosen slots this primary proposed, by slot.
+    in_flight: BTreeMap<Slot, InFlight>,
+    /// Inherited slots are re-proposed up to here; lease reads wait until it is chosen.
+    recovery_end: Slot,
+    /// Requests waiting for a slot.
+    queue: VecDeque<Request>,
+    queued_bytes: u64,
+    /// When the oldest queued request arrived (for the linger bound).
+    queued_since: Option<Time>,
+    peers: Vec<Peer>,
+    /// Relinquishing to this member.
+    relinquish_to: Option<NodeId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CandidatePhase {
+    PreVote,
+    Prepare,
+}
+
+#[derive(Debug)]
+struct CandidateState {
+    ballot: Ballot,
+    phase: CandidatePhase,
+    /// Pre-votes granted (bit per member).
+    granted: u64,
+    /// Promises received, by member index.
+    promises: Vec<Option<Vec<Proposal>>>,
+    /// Highest chosen watermark among promises.
+    promised_chosen: Slot,
+    /// The persist ticket of our own promise.
+    self_ticket: u64,
+    first_unchosen: Slot,
+}
+
+/// A multi-Paxos replica, sans IO.
+///
+/// Call order: construct with [`Replica::new`] from the recovered [`DurableState`]; then,
+/// in any interleaving, feed inputs (`handle_message`, `handle_timeout` when
+/// `poll_timeout` says, `handle_propose`, `handle_relinquish`) and completions
+/// (`on_persisted`, `on_applied`, `on_checkpoint_saved`, `on_checkpoint_installed`), and
+/// after each call drain [`Replica::poll_action`] until it returns `None`, performing the
+/// actions in order. Every input takes `now`, which must not go backwards.
+///
+/// Safety does not depend on the caller's memory: a message that needs a write on disk
+/// first is held inside the replica and only released by `on_persisted`.
+#[derive(Debug)]
+pub struct Replica {
+    config: Config,
+    configuration: Configuration,
+    member_index: usize,
+    rng: SplitMix64,
+    now: Time,
+    boot_at: Time,
+
+    // Acceptor state (as requested to persist) and durability tracking.
+    promised: Ballot,
+    promised_ticket: u64,
+    log: BTreeMap<Slot, Entry>,
+    log_start: Slot,
+    next_ticket: u64,
+    persisted_ticket: u64,
+    staged: Option<PersistRequest>,
+    held: VecDeque<(u64, Message)>,
+
+    // Learner state.
+    chosen: Slot,
+    chosen_persisted_hint: Slot,
+    applied: Slot,
+    apply_emitted: Slot,
+    checkpoint: Slot,
+    checkpoint_requested: Slot,
+    /// Chosen watermark reported by the primary of `remote_chosen.1`.
+    remote_chosen: (Slot, Ballot),
+    fetch_pending_until: Option<Time>,
+    checkpoint_fetch_pending: bool,
+
+    // Roles.
+    role: Role,
+    /// The primary followed (or self), and its ballot.
+    primary: Option<(NodeId, Ballot)>,
+    /// Last time a live primary was heard (self included while primary).
+    primary_heard_at: Option<Time>,
+    /// Highest ballot seen anywhere (to pick the next candidacy above it).
+    highest_seen: Ballot,
+    candidate: Option<CandidateState>,
+    leader: Option<PrimaryState>,
+    can_become_primary: bool,
+    reported_role: Option<(Role, Ballot, Option<NodeId>)>,
+
+    timers: [Option<Time>; TIMER_COUNT],
+    actions: VecDeque<Action>,
+    stats: Statistics,
+    #[cfg(feature = "mutations")]
+    mutation: Option<Mutation>,
+}
+
+impl Replica {
+    /// Builds a replica from its configuration and what its log store recovered.
+    pub fn new(config: Config, durable: DurableState, now: Time) -> Result<Replica, ConfigError> {
+        config.validate()?;
+        let configuration = Configuration::new(1, config.members.clone(), Slot(1));
+        let member_index = configuration
+            .members
+            .iter()
+            .position(|&m| m == config.node)
+            .expect("validated: node is a member");
+        let mut log = BTreeMap::new();
+        let mut promise = durable.promise;
+        #[cfg(feature = "mutations")]
+        if config.mutation == Some(Mutation::ForgetPromiseOnRestart) {
+            promise = Ballot::ZERO;
+        }
+        for proposal in durable.proposals {
+            let slot = proposal.slot;
+            if slot == Slot::ZERO {
+                return Err(ConfigError::Durable { reason: "a proposal for slot 0".into() });
+            }
+            let entry = Entry { proposal, ticket: 0, chosen: slot <= durable.chosen };
+            if log.insert(slot, entry).is_some() {
+                return Err(ConfigError::Durable { reason: format!("two proposals for slot {slot}") });
+            }
+        }
+        // Any durable accept implies a promise at least as high (the promise may have been
+        // recorded in a torn write that the accept's write superseded).
+        if let Some(max) = log.values().filter(|e| !e.chosen).map(|e| e.proposal.ballot).max() {
+            promise = promise.max(max);
+        }
+        let log_start =
+            log.keys().next().copied().unwrap_or(durable.checkpoint.next()).min(durable.checkpoint.next());
+        // The chosen hint is only good as far as the log is contiguous.
+        let mut chosen = durable.checkpoint;
+        while chosen < durable.chosen {
+            match log.get(&chosen.next()) {
+                Some(_) => chosen = chosen.next(),
+                None => break,
+            }
+        }
+        for (slot, entry) in log.iter_mut() {
+            entry.chosen = *slot <= chosen;
+        }
+        let seed = config.seed;
+        let mut replica = Replica {
+            configuration,
+            member_index,
+            rng: SplitMix64::new(seed ^ config.node.0.rotate_left(32)),
+            now,
+            boot_at: now,
+            promised: promise,
+            promised_ticket: 0,
+            log,
+            log_start,
+            next_ticket: 1,
+            persisted_ticket: 0,
+            staged: None,
+            held: VecDeque::new(),
+            chosen,
+            chosen_persisted_hint: chosen,
+            applied: durable.checkpoint,
+            apply_emitted: durable.checkpoint,
+            checkpoint: durable.checkpoint,
+            checkpoint_requested: durable.checkpoint,
+            remote_chosen: (chosen, Ballot::ZERO),
+            fetch_pending_until: None,
+            checkpoint_fetch_pending: false,
+            role: Role::Secondary,
+            primary: None,
+            primary_heard_at: None,
+            highest_seen: promise,
+            candidate: None,
+            leader: None,
+            can_become_primary: true,
+            reported_role: None,
+            timers: [None; TIMER_COUNT],
+            actions: VecDeque::new(),
+            stats: Statistics::default(),
+            #[cfg(feature = "mutations")]
+            mutation: config.mutation,
+            config,
+        };
+        replica.reset_election_timer();
+        // Learn what the others know: the primary, and how far the ring got.
+        replica.broadcast(MessageBody::StatusQuery);
+        replica.set_timer(Timer::CatchUp, now.plus_ms(replica.config.heartbeat_interval_ms * 2));
+        replica.emit_applies();
+        replica.finish();
+        Ok(replica)
+    }
+
+    // ----- Queries -----
+
+    /// This replica's node id.
+    pub fn node(&self) -> NodeId {
+        self.config.node
+    }
+
+    /// Its current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// A snapshot of its state.
+    pub fn status(&self) -> Status {
+        Status {
+            node: self.config.node,
+            role: self.role,
+            promised: self.promised,
+            primary: self.primary.map(|(node, _)| node),
+            chosen: self.chosen,
+            applied: self.applied,
+            log_start: self.log_start,
+            checkpoint: self.checkpoint,
+            configuration: self.configuration.clone(),
+        }
+    }
+
+    /// Counters.
+    pub fn statistics(&self) -> &Statistics {
+        &self.stats
+    }
+
+    /// Every slot up to here has been applied (the fast-read watermark).
+    pub fn applied(&self) -> Slot {
+        self.applied
+    }
+
+    /// Every slot up to here is chosen and durable here.
+    pub fn chosen(&self) -> Slot {
+        self.chosen
+    }
+
+    /// The primary this replica follows, if known.
+    pub fn primary_hint(&self) -> Option<NodeId> {
+        self.primary.map(|(node, _)| node)
+    }
+
+    /// Requests queued at the primary waiting for a slot.
+    pub fn queued_requests(&self) -> u64 {
+        self.leader.as_ref().map_or(0, |l| l.queue.len() as u64)
+    }
+
+    /// Unchosen slots in flight at the primary.
+    pub fn in_flight_slots(&self) -> u64 {
+        self.leader.as_ref().map_or(0, |l| l.in_flight.len() as u64)
+    }
+
+    // ----- Outputs -----
+
+    /// The next action to perform, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When `handle_timeout` must next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    // ----- Inputs -----
+
+    /// Sets RSL's CanBecomePrimary veto: when false this replica never campaigns.
+    pub fn set_can_become_primary(&mut self, allowed: bool) {
+        self.can_become_primary = allowed;
+    }
+
+    /// Fires every timer whose deadline is at or before `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.advance_clock(now);
+        for timer in TIMERS {
+            match self.timers[timer as usize] {
+                Some(deadline) if deadline <= now => {
+                    self.timers[timer as usize] = None;
+                    self.on_timer(timer);
+                }
+                _ => {}
+            }
+        }
+        self.finish();
+    }
+
+    /// Queues a client request for a slot. Only the primary accepts; the request's
+    /// outcome is its `Apply` (or a `RequestsDropped`).
+    pub fn handle_propose(&mut self, now: Time, request: Request) -> Result<(), ProposeError> {
+        self.advance_clock(now);
+        let hint = self.primary_hint();
+        let batch_bytes_max = self.config.batch_bytes_max;
+        let queue_max = self.config.proposal_queue_max;
+        let Some(leader) = self.leader.as_mut() else {
+            return Err(ProposeError::NotPrimary { hint });
+        };
+        if let Some(target) = leader.relinquish_to {
+            return Err(ProposeError::Relinquishing { target });
+        }
+        let bytes = request.size_bytes();
+        if bytes > batch_bytes_max {
+            return Err(ProposeError::TooLarge { bytes, max: batch_bytes_max });
+        }
+        if leader.queue.len() as u64 >= queue_max {
+            return Err(ProposeError::Busy { queued: leader.queue.len() as u64, max: queue_max });
+        }
+        let queued_before = leader.queue.len();
+        leader.queue.push_back(request);
+        leader.queued_bytes += bytes;
+        if leader.queued_since.is_none() {
+            leader.queued_since = Some(now);
+        }
+        postcondition!(leader.queue.len() == queued_before + 1);
+        self.stats.requests_proposed += 1;
+        self.propose_queued();
+        self.finish();
+        Ok(())
+    }
+
+    /// A linearizable read without a slot: returns the slot the state machine must have
+    /// applied before the read is served locally. Needs a valid primary lease.
+    pub fn handle_read(&mut self, now: Time) -> Result<Slot, ReadError> {
+        self.advance_clock(now);
+        let hint = self.primary_hint();
+        let Some(leader) = self.leader.as_ref() else {
+            return Err(ReadError::NotPrimary { hint });
+        };
+        if leader.relinquish_to.is_some() {
+            return Err(ReadError::NotPrimary { hint: leader.relinquish_to });
+        }
+        if self.chosen < leader.recovery_end {
+            return Err(ReadError::Recovering { recovering_to: leader.recovery_end });
+        }
+        if now >= self.lease_until() {
+            return Err(ReadError::LeaseExpired);
+        }
+        Ok(self.chosen)
+    }
+
+    /// Hands primacy to `target` (or the most up-to-date live member): stops taking
+    /// requests, waits for in-flight slots to be chosen, then tells the target to
+    /// campaign at once.
+    pub fn handle_relinquish(
+        &mut self,
+        now: Time,
+        target: Option<NodeId>,
+    ) -> Result<NodeId, RelinquishError> {
+        self.advance_clock(now);
+        let hint = self.primary_hint();
+        let Some(leader) = self.leader.as_ref() else {
+            return Err(RelinquishError::NotPrimary { hint });
+        };
+        let live_since = now.0.saturating_sub(self.config.election_delay_min_ms * 1000);
+        let target = match target {
+            Some(target) => {
+                if target == self.config.node || !self.configuration.contains(target) {
+                    return Err(RelinquishError::NotAMember {
+                        target,
+                        configuration: self.configuration.number,
+                    });
+                }
+                target
+            }
+            None => {
+                let best = self
+                    .configuration
+                    .members
+                    .iter()
+                    .zip(&leader.peers)
+                    .filter(|(&m, p)| m != self.config.node && p.heard_at.is_some_and(|t| t.0 >= live_since))
+                    .max_by_key(|(&m, p)| (p.chosen, std::cmp::Reverse(m)));
+                match best {
+                    Some((&m, _)) => m,
+                    None => return Err(RelinquishError::NoLiveTarget),
+                }
+            }
+        };
+        let leader = self.leader.as_mut().expect("checked above");
+        leader.relinquish_to = Some(target);
+        leader.queued_bytes = 0;
+        leader.queued_since = None;
+        let dropped: Vec<_> = leader.queue.drain(..).map(|r| r.id).collect();
+        if !dropped.is_empty() {
+            self.actions.push_back(Action::RequestsDropped { ids: dropped, primary: Some(target) });
+        }
+        self.set_timer(Timer::Relinquish, now.plus_ms(self.config.election_delay_min_ms));
+        self.try_complete_relinquish();
+        self.finish();
+        Ok(target)
+    }
+
+    /// Handles a message from a peer. Bad messages are counted and returned as errors
+    /// for the caller to log; they never change state.
+    pub fn handle_message(&mut self, now: Time, message: Message) -> Result<(), MessageError> {
+        self.advance_clock(now);
+        self.stats.messages_received += 1;
+        if let Err(error) = self.validate(&message) {
+            self.stats.messages_rejected += 1;
+            return Err(error);
+        }
+        let from = message.from;
+        match message.body {
+            MessageBody::PreVote { ballot, chosen } => self.on_pre_vote(from, ballot, chosen),
+            MessageBody::PreVoteGranted { ballot } => self.on_pre_vote_granted(from, ballot),
+            MessageBody::Prepare { ballot, first_unchosen, transfer_from } => {
+                self.on_prepare(from, ballot, first_unchosen, transfer_from)
+            }
+            MessageBody::Promise { ballot, accepted, chosen } => {
+                self.on_promise(from, ballot, accepted, chosen)
+            }
+            MessageBody::Reject { ballot, promised, reason } => {
+                self.on_reject(from, ballot, promised, reason)
+            }
+            MessageBody::Accept { ballot, slot, value, chosen } => {
+                self.on_accept(from, ballot, slot, value, chosen)
+            }
+            MessageBody::Accepted { ballot, slot } => self.on_accepted(from, ballot, slot),
+            MessageBody::Heartbeat { ballot, chosen, sent_at } => {
+                self.on_heartbeat(from, ballot, chosen, sent_at)
+            }
+            MessageBody::HeartbeatReply { ballot, sent_at, chosen } => {
+                self.on_heartbeat_reply(from, ballot, sent_at, chosen)
+            }
+            MessageBody::StatusQuery => self.on_status_query(from),
+            MessageBody::StatusReply { promised, primary, chosen, log_start } => {
+                self.on_status_reply(from, promised, primary, chosen, log_start)
+            }
+            MessageBody::Fetch { from: first, to } => self.on_fetch(from, first, to),
+            MessageBody::FetchReply { chosen_values, chosen } => {
+                self.on_fetch_reply(from, chosen_values, chosen)
+            }
+            MessageBody::FetchTruncated { checkpoint, log_start } => {
+                self.on_fetch_truncated(from, checkpoint, log_start)
+            }
+            MessageBody::TimeoutNow { ballot } => self.on_timeout_now(from, ballot),
+        }
+        self.finish();
+        Ok(())
+    }
+
+    // ----- Completions -----
+
+    /// Every persist request with a ticket up to `ticket` is durable.
+    pub fn on_persisted(&mut self, now: Time, ticket: u64) {
+        self.advance_clock(now);
+        precondition!(ticket < self.next_ticket, "ticket {ticket} was never issued");
+        if ticket <= self.persisted_ticket {
+            return;
+        }
+        self.persisted_ticket = ticket;
+        // Release what waited on the disk.
+        while let Some((t, _)) = self.held.front() {
+            if *t > ticket {
+                break;
+            }
+            let (t, message) = self.held.pop_front().expect("front exists");
+            postcondition!(t <= self.persisted_ticket, "released a message before its write was durable");
+            self.push_send(message);
+        }
+        // Our own votes and promises count now.
+        if let Some(candidate) = self.candidate.as_ref() {
+            if candidate.phase == CandidatePhase::Prepare && candidate.self_ticket <= ticket {
+                self.check_promise_quorum();
+            }
+        }
+        if self.leader.is_some() {
+            let self_bit = 1u64 << self.member_index;
+            let leader = self.leader.as_mut().expect("checked");
+            for flight in leader.in_flight.values_mut() {
+                if flight.self_ticket <= ticket {
+                    flight.votes |= self_bit;
+                }
+            }
+            self.advance_primary_chosen();
+        } else {
+            self.advance_learned_chosen();
+        }
+        self.finish();
+    }
+
+    /// The state machine applied every slot up to `slot`.
+    pub fn on_applied(&mut self, slot: Slot) {
+        precondition!(
+            slot <= self.apply_emitted,
+            "applied {slot} beyond what was handed out ({})",
+            self.apply_emitted
+        );
+        if slot > self.applied {
+            self.applied = slot;
+        }
+        postcondition!(self.applied <= self.chosen);
+        self.finish();
+    }
+
+    /// The checkpoint at `slot` is durable: the log may be truncated below it.
+    pub fn on_checkpoint_saved(&mut self, slot: Slot) {
+        precondition!(
+            slot <= self.apply_emitted,
+            "checkpoint at {slot} beyond applied {}",
+            self.apply_emitted
+        );
+        if slot <= self.checkpoint {
+            return;
+        }
+        self.checkpoint = slot;
+        let below = Slot(slot.0.saturating_sub(self.config.log_retain_slots).max(1));
+        self.truncate_below(below);
+        self.finish();
+    }
+
+    /// The state machine was replaced by a checkpoint at `slot` fetched from a peer.
+    pub fn on_checkpoint_installed(&mut self, now: Time, slot: Slot) {
+        self.advance_clock(now);
+        self.checkpoint_fetch_pending = false;
+        if slot <= self.applied {
+            return;
+        }
+        // Slots up to `slot` are chosen somewhere (a checkpoint is only taken of applied,
+        // hence chosen, slots), and the state machine now reflects them.
+        self.applied = slot;
+        self.apply_emitted = slot;
+        self.checkpoint = slot;
+        self.checkpoint_requested = slot;
+        if self.chosen < slot {
+            self.chosen = slot;
+        }
+        self.truncate_below(slot.next());
+        // Entries above the checkpoint may now be contiguous with it.
+        self.advance_learned_chosen();
+        self.request_fetch_if_behind();
+        postcondition!(self.applied <= self.chosen);
+        self.finish();
+    }
+
+    // ----- Internals: plumbing -----
+
+    fn advance_clock(&mut self, now: Time) {
+        precondition!(now >= self.now, "time went backwards: {now} < {}", self.now);
+        self.now = self.now.max(now);
+    }
+
+    fn set_timer(&mut self, timer: Timer, at: Time) {
+        self.timers[timer as usize] = Some(at);
+    }
+
+    fn cancel_timer(&mut self, timer: Timer) {
+        self.timers[timer as usize] = None;
+    }
+
+    fn reset_election_timer(&mut self) {
+        let delay = self.rng.between(self.config.election_delay_min_ms, self.config.election_delay_max_ms);
+        self.set_timer(Timer::Election, self.now.plus_ms(delay));
+    }
+
+    fn message(&self, to: NodeId, body: MessageBody) -> Message {
+        Message {
+            ring: self.config.ring,
+            from: self.config.node,
+            to,
+            configuration: self.configuration.number,
+            body,
+        }
+    }
+
+    fn push_send(&mut self, message: Message) {
+        self.stats.messages_sent += 1;
+        self.actions.push_back(Action::Send(message));
+    }
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        let message = self.message(to, body);
+        self.push_send(message);
+    }
+
+    /// Sends once every write up to `ticket` is durable.
+    fn send_after(&mut self, ticket: u64, to: NodeId, body: MessageBody) {
+        let message = self.message(to, body);
+        if ticket <= self.persisted_ticket {
+            self.push_send(message);
+        } else {
+            // Keep `held` sorted by ticket so release is a prefix.
+            let position = self.held.partition_point(|(t, _)| *t <= ticket);
+            self.held.insert(position, (ticket, message));
+        }
+    }
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.config.node;
+        self.configuration.members.iter().copied().filter(move |&m| m != me)
+    }
+
+    fn broadcast(&mut self, body: MessageBody) {
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send(peer, body.clone());
+        }
+    }
+
+    fn member_bit(&self, node: NodeId) -> Option<u64> {
+        self.configuration.members.iter().position(|&m| m == node).map(|i| 1u64 << i)
+    }
+
+    /// Appends to the persist request being built in this step; returns its ticket.
+    fn stage(&mut self) -> &mut PersistRequest {
+        if self.staged.is_none() {
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
+            self.staged = Some(PersistRequest { ticket, promise: None, proposals: Vec::new(), chosen: None });
+        }
+        self.staged.as_mut().expect("just staged")
+    }
+
+    fn stage_promise(&mut self, ballot: Ballot) -> u64 {
+        assert!(ballot >= self.promised, "promise must never decrease: {} -> {ballot}", self.promised);
+        self.promised = ballot;
+        self.highest_seen = self.highest_seen.max(ballot);
+        let staged = self.stage();
+        staged.promise = Some(ballot);
+        let ticket = staged.ticket;
+        self.promised_ticket = ticket;
+        ticket
+    }
+
+    /// Records `proposal` in the log; the always-on checks guard the acceptor contract.
+    fn stage_proposal(&mut self, proposal: Proposal, chosen: bool) -> u64 {
+        if let Some(existing) = self.log.get(&proposal.slot) {
+            assert!(
+                existing.proposal.ballot != proposal.ballot || existing.proposal.value == proposal.value,
+                "second value for ballot {} slot {}",
+                proposal.ballot,
+                proposal.slot
+            );
+            assert!(
+                !existing.chosen || existing.proposal.value == proposal.value,
+                "chosen value of slot {} would change",
+                proposal.slot
+            );
+        }
+        let staged = self.stage();
+        staged.proposals.push(proposal.clone());
+        let ticket = staged.ticket;
+        let slot = proposal.slot;
+        self.log.insert(slot, Entry { proposal, ticket, chosen });
+        ticket
+    }
+
+    /// Flushes the step's persist request, then checks invariants.
+    fn finish(&mut self) {
+        if let Some(mut staged) = self.staged.take() {
+            if self.chosen > self.chosen_persisted_hint {
+                staged.chosen = Some(self.chosen);
+                self.chosen_persisted_hint = self.chosen;
+            }
+            self.stats.persists += 1;
+            // Persists go before any send they gate, which are held anyway.
+            self.actions.push_back(Action::Persist(staged));
+        }
+        self.check_invariants();
+    }
+
+    fn is_durable(&self, entry: &Entry) -> bool {
+        entry.ticket <= self.persisted_ticket
+    }
+
+    fn lease_until(&self) -> Time {
+        let Some(leader) = self.leader.as_ref() else { return Time(0) };
+        let mut echoes: Vec<u64> = leader.peers.iter().map(|p| p.echoed).collect();
+        echoes[self.member_index] = self.now.0;
+        let start = quorum::quorum_watermark(&mut echoes, self.configuration.quorum()).unwrap_or(0);
+        if start == 0 {
+            return Time(0);
+        }
+        Time(start).plus_us(self.config.lease_us())
+    }
+
+    /// Whether this replica must refuse to help elect anyone but the primary it heard.
+    fn in_lease_guard(&self, transfer_from: Option<Ballot>) -> bool {
+        let window = self.config.election_delay_min_ms * 1000;
+        if self.now.since(self.boot_at) < window {
+            return true;
+        }
+        if let (Some(from), Some((_, ballot))) = (transfer_from, self.primary) {
+            if from == ballot {
+                return false;
+            }
+        }
+        if self.leader.is_some() {
+            return self.leader.as_ref().is_some_and(|l| l.relinquish_to.is_none());
+        }
+        self.primary_heard_at.is_some_and(|t| self.now.since(t) < window)
+    }
+
+    fn validate(&self, message: &Message) -> Result<(), MessageError> {
+        if message.ring != self.config.ring {
+            return Err(MessageError::WrongRing { expected: self.config.ring.0, found: message.ring.0 });
+        }
+        if message.to != self.config.node {
+            return Err(MessageError::WrongReceiver { expected: self.config.node, found: message.to });
+        }
+        if !self.configuration.contains(message.from) || message.from == self.config.node {
+            return Err(MessageError::NotAMember {
+                from: message.from,
+                configuration: self.configuration.number,
+            });
+        }
+        if message.configuration != self.configuration.number {
+            return Err(MessageError::WrongConfiguration {
+                expected: self.configuration.number,
+                found: message.configuration,
+            });
+        }
+        let malformed = |reason: String| {
+            Err(MessageError::Malformed { kind: message.body.kind(), from: message.from, reason })
+        };
+        match &message.body {
+            MessageBody::PreVote { ballot, .. }
+            | MessageBody::Prepare { ballot, .. }
+            | MessageBody::Accept { ballot, .. }
+            | MessageBody::Heartbeat { ballot, .. }
+            | MessageBody::TimeoutNow { ballot }
+                if ballot.node != message.from =>
+            {
+                malformed(format!("ballot {ballot} is not owned by the sender"))
+            }
+            MessageBody::Accept { slot, .. } | MessageBody::Accepted { slot, .. } if *slot == Slot::ZERO => {
+                malformed("slot 0".into())
+            }
+            MessageBody::Prepare { first_unchosen, .. } if *first_unchosen == Slot::ZERO => {
+                malformed("first_unchosen 0".into())
+            }
+            MessageBody::Promise { ballot, accepted, .. } => {
+                if accepted.len() as u64 > self.config.promise_slots_max {
+                    return malformed(format!(
+                        "{} proposals, more than promise_slots_max {}",
+                        accepted.len(),
+                        self.config.promise_slots_max
+                    ));
+                }
+                let _ = ballot;
+                if accepted.iter().any(|p| p.slot == Slot::ZERO) {
+                    return malformed("proposal for slot 0".into());
+                }
+                if accepted.windows(2).any(|w| w[0].slot >= w[1].slot) {
+                    return malformed("proposals not in increasing slot order".into());
+                }
+                Ok(())
+            }
+            MessageBody::Fetch { from, to } if from > to || *from == Slot::ZERO => {
+                malformed(format!("empty or invalid range {from}..={to}"))
+            }
+            MessageBody::FetchReply { chosen_values, chosen } => {
+                if chosen_values.windows(2).any(|w| w[1].slot != w[0].slot.next()) {
+                    return malformed("chosen values not contiguous".into());
+                }
+                if chosen_values.last().is_some_and(|p| p.slot > *chosen) {
+                    return malformed(format!("value above the sender's chosen watermark {chosen}"));
+                }
+                if chosen_values.iter().any(|p| p.slot == Slot::ZERO) {
+                    return malformed("value for slot 0".into());
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    // ----- Internals: timers -----
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Heartbeat => self.on_heartbeat_timer(),
+            Timer::Election => self.on_election_timer(),
+            Timer::CheckQuorum => self.on_check_quorum_timer(),
+            Timer::BatchLinger => self.propose_queued(),
+            Timer::CatchUp => self.on_catch_up_timer(),
+            Timer::Relinquish => self.on_relinquish_timer(),
+        }
+    }
+
+    fn on_heartbeat_timer(&mut self) {
+        let Some(leader) = self.leader.as_ref() else { return };
+        let ballot = leader.ballot;
+        let body = MessageBody::Heartbeat { ballot, chosen: self.chosen, sent_at: self.now.0 };
+        self.broadcast(body);
+        // Retransmit accepts the peers have not answered within a heartbeat interval.
+        let interval_us = self.config.heartbeat_interval_ms * 1000;
+        let now = self.now;
+        let chosen = self.chosen;
+        let members = self.configuration.members.clone();
+        let me = self.member_index;
+        let live_since = now.0.saturating_sub(self.config.election_delay_min_ms * 1000);
+        let mut resend: Vec<(NodeId, MessageBody)> = Vec::new();
+        let leader = self.leader.as_mut().expect("checked");
+        for (slot, flight) in leader.in_flight.iter_mut() {
+            if now.since(flight.sent_at) < interval_us {
+                continue;
+            }
+            flight.sent_at = now;
+            let Some(entry) = self.log.get(slot) else { continue };
+            for (i, &member) in members.iter().enumerate() {
+                let live = leader.peers[i].heard_at.is_some_and(|t| t.0 >= live_since);
+                if i != me && flight.votes & (1 << i) == 0 && live {
+                    resend.push((
+                        member,
+                        MessageBody::Accept {
+                            ballot,
+                            slot: *slot,
+                            value: entry.proposal.value.clone(),
+                            chosen,
+                        },
+                    ));
+                }
+            }
+        }
+        self.stats.accepts_retransmitted += resend.len() as u64;
+        for (to, body) in resend {
+            self.send(to, body);
+        }
+        self.set_timer(Timer::Heartbeat, now.plus_ms(self.config.heartbeat_interval_ms));
+    }
+
+    fn on_check_quorum_timer(&mut self) {
+        let Some(leader) = self.leader.as_ref() else { return };
+        let window = self.config.election_delay_min_ms * 1000;
+        let heard = leader
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| {
+                *i == self.member_index || p.heard_at.is_some_and(|t| self.now.since(t) < window)
+            })
+            .count();
+        if heard < self.configuration.quorum() {
+            self.step_down(None);
+            return;
+        }
+        self.set_timer(Timer::CheckQuorum, self.now.plus_ms(self.config.election_delay_min_ms));
+    }
+
+    fn on_election_timer(&mut self) {
+        self.reset_election_timer();
+        if self.leader.is_some() {
+            return;
+        }
+        if !self.can_become_primary {
+            return;
+        }
+        self.start_pre_vote();
+    }
+
+    fn on_catch_up_timer(&mut self) {
+        self.fetch_pending_until = None;
+        if self.primary.is_none() && self.leader.is_none() {
+            self.broadcast(MessageBody::StatusQuery);
+        }
+        self.request_fetch_if_behind();
+        self.set_timer(Timer::CatchUp, self.now.plus_ms(self.config.heartbeat_interval_ms * 4));
+    }
+
+    fn on_relinquish_timer(&mut self) {
+        // The in-flight slots did not drain in time: stay primary and take requests again.
+        if let Some(leader) = self.leader.as_mut() {
+            leader.relinquish_to = None;
+        }
+    }
+
+    // ----- Internals: election -----
+
+    fn start_pre_vote(&mut self) {
+        precondition!(self.leader.is_none());
+        let ballot = self.highest_seen.max(self.promised).successor_for(self.config.node);
+        self.stats.elections_started += 1;
+        let first_unchosen = self.chosen.next();
+        self.candidate = Some(CandidateState {
+            ballot,
+            phase: CandidatePhase::PreVote,
+            granted: 1 << self.member_index,
+            promises: vec![None; self.configuration.members.len()],
+            promised_chosen: self.chosen,
+            self_ticket: u64::MAX,
+            first_unchosen,
+        });
+        self.set_role(Role::Candidate, ballot, None);
+        self.broadcast(MessageBody::PreVote { ballot, chosen: self.chosen });
+        self.check_pre_vote_quorum();
+    }
+
+    fn check_pre_vote_quorum(&mut self) {
+        let Some(candidate) = self.candidate.as_ref() else { return };
+        if candidate.phase == CandidatePhase::PreVote
+            && candidate.granted.count_ones() as usize >= self.configuration.quorum()
+        {
+            self.start_prepare(None);
+        }
+    }
+
+    fn start_prepare(&mut self, transfer_from: Option<Ballot>) {
+        let ballot = match self.candidate.as_ref() {
+            Some(c) if c.ballot > self.promised => c.ballot,
+            _ => self.highest_seen.max(self.promised).successor_for(self.config.node),
+        };
+        let first_unchosen = self.chosen.next();
+        if self.candidate.is_none() {
+            self.stats.elections_started += 1;
+        }
+        let ticket = self.stage_promise(ballot);
+        let own: Vec<Proposal> = self.log.range(first_unchosen..).map(|(_, e)| e.proposal.clone()).collect();
+        let mut promises = vec![None; self.configuration.members.len()];
+        promises[self.member_index] = Some(own);
+        self.candidate = Some(CandidateState {
+            ballot,
+            phase: CandidatePhase::Prepare,
+            granted: 0,
+            promises,
+            promised_chosen: self.chosen,
+            self_ticket: ticket,
+            first_unchosen,
+        });
+        self.primary = None;
+        self.primary_heard_at = None;
+        self.set_role(Role::Candidate, ballot, None);
+        self.broadcast(MessageBody::Prepare { ballot, first_unchosen, transfer_from });
+        self.reset_election_timer();
+        self.check_promise_quorum();
+    }
+
+    fn on_pre_vote(&mut self, from: NodeId, ballot: Ballot, chosen: Slot) {
+        let reason = if ballot <= self.promised {
+            Some(RejectReason::Promised)
+        } else if self.in_lease_guard(None) {
+            Some(RejectReason::PrimaryAlive)
+        } else if self.is_behind(chosen.next()) {
+            Some(RejectReason::Behind { chosen: self.chosen })
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                let promised = self.promised;
+                self.send(from, MessageBody::Reject { ballot, promised, reason });
+            }
+            None => self.send(from, MessageBody::PreVoteGranted { ballot }),
+        }
+    }
+
+    /// Whether a candidate whose first unchosen slot is `first_unchosen` cannot be
+    /// recovered through one promise from this acceptor.
+    fn is_behind(&self, first_unchosen: Slot) -> bool {
+        if first_unchosen < self.log_start {
+            return true;
+        }
+        let held = self.log.range(first_unchosen..).count() as u64;
+        held > self.config.promise_slots_max
+    }
+
+    fn on_pre_vote_granted(&mut self, from: NodeId, ballot: Ballot) {
+        let Some(bit) = self.member_bit(from) else { return };
+        let Some(candidate) = self.candidate.as_mut() else { return };
+        if candidate.ballot != ballot || candidate.phase != CandidatePhase::PreVote {
+            return;
+        }
+        candidate.granted |= bit;
+        self.check_pre_vote_quorum();
+    }
+
+    fn on_prepare(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        first_unchosen: Slot,
+        transfer_from: Option<Ballot>,
+    ) {
+        self.highest_seen = self.highest_seen.max(ballot);
+        let reason = if ballot < self.promised {
+            Some(RejectReason::Promised)
+        } else if ballot == self.promised && self.primary.is_some_and(|(_, b)| b == ballot) {
+            // Already following this ballot's primary: a stale duplicate.
+            None
+        } else if self.in_lease_guard(transfer_from) {
+            Some(RejectReason::PrimaryAlive)
+        } else if self.is_behind(first_unchosen) {
+            Some(RejectReason::Behind { chosen: self.chosen })
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let promised = self.promised;
+            self.send(from, MessageBody::Reject { ballot, promised, reason });
+            return;
+        }
+        let before = self.promised;
+        let ticket = if ballot > self.promised {
+            // A higher ballot: whoever we were, we now follow the candidate's round.
+            if self.leader.is_some() || self.candidate.is_some() {
+                self.step_down(None);
+            }
+            self.stage_promise(ballot)
+        } else {
+            self.promised_ticket
+        };
+        postcondition!(self.promised >= before, "promise decreased");
+        postcondition!(self.promised == ballot);
+        let accepted: Vec<Proposal> =
+            self.log.range(first_unchosen..).map(|(_, e)| e.proposal.clone()).collect();
+        let chosen = self.chosen;
+        self.send_after(ticket, from, MessageBody::Promise { ballot, accepted, chosen });
+        // Give the candidate time to finish before campaigning ourselves.
+        self.reset_election_timer();
+    }
+
+    fn on_promise(&mut self, from: NodeId, ballot: Ballot, accepted: Vec<Proposal>, chosen: Slot) {
+        let Some(index) = self.configuration.members.iter().position(|&m| m == from) else { return };
+        let Some(candidate) = self.candidate.as_mut() else { return };
+        if candidate.ballot != ballot || candidate.phase != CandidatePhase::Prepare {
+            return;
+        }
+        if accepted.first().is_some_and(|p| p.slot < candidate.first_unchosen) {
+            return;
+        }
+        candidate.promised_chosen = candidate.promised_chosen.max(chosen);
+        candidate.promises[index] = Some(accepted);
+        self.check_promise_quorum();
+    }
+
+    fn check_promise_quorum(&mut self) {
+        let Some(candidate) = self.candidate.as_ref() else { return };
+        if candidate.phase != CandidatePhase::Prepare {
+            return;
+        }
+        let self_counts = candidate.self_ticket <= self.persisted_ticket;
+        let count = candidate
+            .promises
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| p.is_some() && (*i != self.member_index || self_counts))
+            .count();
+        if count >= self.configuration.quorum() {
+            self.become_primary();
+        }
+    }
+
+    fn become_primary(&mut self) {
+        let candidate = self.candidate.take().expect("candidate");
+        precondition!(candidate.ballot == self.promised, "primary must own its promise");
+        let ballot = candidate.ballot;
+        // Merge: for each slot, the proposal with the highest ballot among the quorum.
+        let mut merged: BTreeMap<Slot, Proposal> = BTreeMap::new();
+        for proposals in candidate.promises.iter().flatten() {
+            for proposal in proposals {
+                match merged.get(&proposal.slot) {
+                    Some(existing) if existing.ballot >= proposal.ballot => {}
+                    _ => {
+                        merged.insert(proposal.slot, proposal.clone());
+                    }
+                }
+            }
+        }
+        let first = candidate.first_unchosen;
+        let last = merged.keys().next_back().copied().unwrap_or(first.prev()).max(first.prev());
+        self.stats.elections_won += 1;
+        let mut leader = PrimaryState {
+            ballot,
+            next_slot: first,
+            in_flight: BTreeMap::new(),
+            recovery_end: last,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            queued_since: None,
+            peers: vec![Peer::default(); self.configuration.members.len()],
+            relinquish_to: None,
+        };
+        for (i, peer) in leader.peers.iter_mut().enumerate() {
+            if candidate.promises[i].is_some() {
+                peer.heard_at = Some(self.now);
+            }
+        }
+        self.leader = Some(leader);
+        self.primary = Some((self.config.node, ballot));
+        self.primary_heard_at = Some(self.now);
+        self.cancel_timer(Timer::Election);
+        self.set_role(Role::Primary, ballot, Some(self.config.node));
+        // Re-propose every inherited slot at our ballot; holes become no-ops.
+        let mut slot = first;
+        while slot <= last {
+            let value = match merged.remove(&slot) {
+                Some(p) => p.value,
+                None => match self.log.get(&slot) {
+                    Some(e) if e.chosen => e.proposal.value.clone(),
+                    _ => Value::Noop,
+                },
+            };
+            self.propose_value(value);
+            slot = slot.next();
+        }
+        postcondition!(self.leader.as_ref().is_some_and(|l| l.next_slot == last.next()));
+        self.on_heartbeat_timer();
+        self.set_timer(Timer::CheckQuorum, self.now.plus_ms(self.config.election_delay_min_ms));
+    }
+
+    fn on_reject(&mut self, from: NodeId, ballot: Ballot, promised: Ballot, reason: RejectReason) {
+        self.highest_seen = self.highest_seen.max(promised);
+        let ours = self.candidate.as_ref().is_some_and(|c| c.ballot == ballot)
+            || self.leader.as_ref().is_some_and(|l| l.ballot == ballot);
+        if !ours {
+            return;
+        }
+        match reason {
+            RejectReason::Promised if promised > ballot => {
+                self.step_down(None);
+            }
+            RejectReason::Promised | RejectReason::PrimaryAlive => {}
+            RejectReason::Behind { chosen } => {
+                if self.candidate.is_some() {
+                    self.step_down(None);
+                    if chosen > self.remote_chosen.0 {
+                        self.remote_chosen = (chosen, Ballot::ZERO);
+                    }
+                    self.send_fetch(from, self.chosen.next(), chosen);
+                }
+            }
+        }
+    }
+
+    fn on_timeout_now(&mut self, from: NodeId, ballot: Ballot) {
+        let follows = self.primary.is_some_and(|(node, b)| node == from && b == ballot);
+        if !follows || self.leader.is_some() || !self.can_become_primary {
+            return;
+        }
+        self.stats.elections_started += 1;
+        self.candidate = None;
+        self.start_prepare(Some(ballot));
+    }
+
+    fn try_complete_relinquish(&mut self) {
+        let Some(leader) = self.leader.as_ref() else { return };
+        let Some(target) = leader.relinquish_to else { return };
+        if !leader.in_flight.is_empty() {
+            return;
+        }
+        let ballot = leader.ballot;
+        self.send(target, MessageBody::TimeoutNow { ballot });
+        self.cancel_timer(Timer::Relinquish);
+        self.step_down(Some((target, ballot)));
+        // Follow the old ballot until the target's prepare arrives; no lease guard for it.
+        self.primary_heard_at = None;
+    }
+
+    /// Leaves primary or candidate state and becomes a secondary following `primary`.
+    fn step_down(&mut self, primary: Option<(NodeId, Ballot)>) {
+        if let Some(leader) = self.leader.take() {
+            self.stats.primary_step_downs += 1;
+            let ids: Vec<_> = leader.queue.into_iter().map(|r| r.id).collect();
+            if !ids.is_empty() {
+                self.actions
+                    .push_back(Action::RequestsDropped { ids, primary: primary.map(|(node, _)| node) });
+            }
+            self.cancel_timer(Timer::Heartbeat);
+            self.cancel_timer(Timer::CheckQuorum);
+            self.cancel_timer(Timer::BatchLinger);
+            self.cancel_timer(Timer::Relinquish);
+        }
+        self.candidate = None;
+        self.primary = primary;
+        self.primary_heard_at = None;
+        let ballot = primary.map_or(self.promised, |(_, b)| b);
+        self.set_role(Role::Secondary, ballot, primary.map(|(node, _)| node));
+        self.reset_election_timer();
+    }
+
+    /// Records the role and reports it when role, ballot or primary changed.
+    fn set_role(&mut self, role: Role, ballot: Ballot, primary: Option<NodeId>) {
+        self.role = role;
+        let report = (role, ballot, primary);
+        if self.reported_role != Some(report) {
+            self.reported_role = Some(report);
+            self.actions.push_back(Action::RoleChanged { role, ballot, primary });
+        }
+    }
+
+    /// A message from the primary of `ballot` (>= our promise): follow it.
+    fn follow(&mut self, from: NodeId, ballot: Ballot) {
+        precondition!(ballot >= self.promised);
+        self.highest_seen = self.highest_seen.max(ballot);
+        if self.leader.as_ref().is_some_and(|l| l.ballot < ballot) || self.candidate.is_some() {
+            self.step_down(Some((from, ballot)));
+        }
+        self.primary = Some((from, ballot));
+        self.primary_heard_at = Some(self.now);
+        self.set_role(Role::Secondary, ballot, Some(from));
+        self.reset_election_timer();
+    }
+
+    // ----- Internals: phase 2 -----
+
+    fn propose_queued(&mut self) {
+        let depth = self.config.pipeline_depth;
+        let linger = self.config.batch_linger_us;
+        let requests_max = self.config.batch_requests_max as usize;
+        let bytes_max = self.config.batch_bytes_max;
+        loop {
+            let now = self.now;
+            let Some(leader) = self.leader.as_mut() else { return };
+            if leader.relinquish_to.is_some() || leader.queue.is_empty() {
+                self.cancel_timer(Timer::BatchLinger);
+                return;
+            }
+            if leader.in_flight.len() as u64 >= depth {
+                return;
+            }
+            let full = leader.queue.len() >= requests_max || leader.queued_bytes >= bytes_max;
+            let waited = leader.queued_since.is_some_and(|t| now.since(t) >= linger);
+            if !full && !waited {
+                let at = leader.queued_since.unwrap_or(now).plus_us(linger);
+                self.set_timer(Timer::BatchLinger, at);
+                return;
+            }
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            while let Some(request) = leader.queue.front() {
+                let size = request.size_bytes();
+                if !batch.is_empty() && (batch.len() >= requests_max || bytes + size > bytes_max) {
+                    break;
+                }
+                bytes += size;
+                batch.push(leader.queue.pop_front().expect("front exists"));
+            }
+            leader.queued_bytes -= bytes;
+            leader.queued_since = if leader.queue.is_empty() { None } else { Some(now) };
+            postcondition!(!batch.is_empty() && batch.len() <= requests_max);
+            postcondition!(bytes <= bytes_max || batch.len() == 1);
+            self.propose_value(Value::Batch(batch));
+        }
+    }
+
+    /// Assigns the next slot to `value` and sends accepts.
+    fn propose_value(&mut self, value: Value) {
+        let leader = self.leader.as_ref().expect("only the primary proposes");
+        let ballot = leader.ballot;
+        let slot = leader.next_slot;
+        precondition!(ballot == self.promised, "a primary proposes only at its own promise");
+        precondition!(slot > self.chosen, "slot {slot} is already chosen here");
+        precondition!(!leader.in_flight.contains_key(&slot));
+        let proposal = Proposal { ballot, slot, value: value.clone() };
+        let ticket = self.stage_proposal(proposal, false);
+        #[allow(unused_mut)]
+        let mut votes = 0;
+        #[cfg(feature = "mutations")]
+        if self.mutation == Some(Mutation::CountVoteBeforePersist) {
+            votes = 1 << self.member_index;
+        }
+        let leader = self.leader.as_mut().expect("checked");
+        leader.in_flight.insert(slot, InFlight { votes, self_ticket: ticket, sent_at: self.now });
+        leader.next_slot = slot.next();
+        self.stats.slots_proposed += 1;
+        let chosen = self.chosen;
+        self.broadcast(MessageBody::Accept { ballot, slot, value, chosen });
+        postcondition!(self.log.get(&slot).is_some_and(|e| e.proposal.ballot == ballot));
+    }
+
+    /// The acceptor's phase 2b. The contracts here are the ones the protocol's safety
+    /// rests on.
+    fn on_accept(&mut self, from: NodeId, ballot: Ballot, slot: Slot, value: Value, chosen: Slot) {
+        precondition!(ballot.node == from, "validated: the sender owns the ballot");
+        precondition!(slot > Slot::ZERO, "validated: no slot 0");
+        let promised_before = self.promised;
+        self.highest_seen = self.highest_seen.max(ballot);
+        let below_promise = ballot < self.promised;
+        #[allow(unused_mut)]
+        let mut honour_promise = true;
+        #[cfg(feature = "mutations")]
+        if self.mutation == Some(Mutation::AcceptBelowPromise) {
+            honour_promise = false;
+        }
+        if below_promise && honour_promise {
+            self.stats.accepts_refused += 1;
+            let promised = self.promised;
+            self.send(from, MessageBody::Reject { ballot, promised, reason: RejectReason::Promised });
+            postcondition!(self.promised == promised_before, "a refusal changes no promise");
+            return;
+        }
+        if !below_promise {
+            self.follow(from, ballot);
+        }
+        if slot < self.log_start {
+            // Long since chosen and truncated here; nothing to record.
+            return;
+        }
+        if let Some(existing) = self.log.get(&slot) {
+            if existing.chosen || slot <= self.chosen {
+                // Already chosen here: the primary can only be re-proposing that value.
+                if existing.proposal.value == value {
+                    let ticket = existing.ticket;
+                    invariant!(self.is_durable(existing), "chosen entries are durable");
+                    self.send_after(ticket, from, MessageBody::Accepted { ballot, slot });
+                } else {
+                    self.stats.accepts_refused += 1;
+                }
+                self.learn_chosen(chosen, ballot);
+                return;
+            }
+            if existing.proposal.ballot == ballot {
+                if existing.proposal.value != value {
+                    // A second value for one (ballot, slot): refuse, never overwrite.
+                    self.stats.accepts_refused += 1;
+                    return;
+                }
+                // A duplicate: answer again once the first write is durable.
+                let ticket = existing.ticket.max(self.promised_ticket);
+                self.send_after(ticket, from, MessageBody::Accepted { ballot, slot });
+                self.learn_chosen(chosen, ballot);
+                return;
+            }
+            if existing.proposal.ballot > ballot && honour_promise {
+                // Unreachable when ballot >= promise >= every accepted ballot.
+                invariant!(
+                    false,
+                    "accepted ballot {} above promise {}",
+                    existing.proposal.ballot,
+                    self.promised
+                );
+                return;
+            }
+        }
+        if ballot > self.promised {
+            self.stage_promise(ballot);
+        }
+        invariant!(
+            honour_promise == false || ballot == self.promised,
+            "accept at {ballot} with promise {}",
+            self.promised
+        );
+        let ticket = self.stage_proposal(Proposal { ballot, slot, value: value.clone() }, false);
+        let ticket = ticket.max(self.promised_ticket);
+        #[allow(unused_mut)]
+        let mut answer_ticket = ticket;
+        #[cfg(feature = "mutations")]
+        if self.mutation == Some(Mutation::CountVoteBeforePersist) {
+            answer_ticket = 0;
+        }
+        self.send_after(answer_ticket, from, MessageBody::Accepted { ballot, slot });
+        postcondition!(self.promised >= promised_before, "promise never decreases");
+        postcondition!(
+            self.log.get(&slot).is_some_and(|e| e.proposal.ballot == ballot && e.proposal.value == value),
+            "the accepted proposal is recorded"
+        );
+        postcondition!(!honour_promise || self.promised == ballot, "accepting implies promising");
+        postcondition!(
+            answer_ticket == 0
+                || self.held.iter().any(|(t, _)| *t == answer_ticket)
+                || answer_ticket <= self.persisted_ticket,
+            "the answer waits for its write"
+        );
+        self.learn_chosen(chosen, ballot);
+    }
+
+    fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot) {
+        let Some(bit) = self.member_bit(from) else { return };
+        let index = bit.trailing_zeros() as usize;
+        let now = self.now;
+        let Some(leader) = self.leader.as_mut() else { return };
+        if leader.ballot != ballot {
+            return;
+        }
+        leader.peers[index].heard_at = Some(now);
+        let Some(flight) = leader.in_flight.get_mut(&slot) else { return };
+        let before = flight.votes;
+        flight.votes |= bit;
+        postcondition!(flight.votes & before == before, "votes are never lost");
+        self.advance_primary_chosen();
+    }
+
+    /// Primary: marks slots with a durable quorum chosen, in order.
+    fn advance_primary_chosen(&mut self) {
+        let quorum = self.configuration.quorum();
+        let before = self.chosen;
+        loop {
+            let Some(leader) = self.leader.as_mut() else { return };
+            let Some((&slot, flight)) = leader.in_flight.iter().next() else { break };
+            if (flight.votes.count_ones() as usize) < quorum {
+                break;
+            }
+            invariant!(slot == self.chosen.next(), "in-flight slots start right after chosen");
+            leader.in_flight.remove(&slot);
+            let entry = self.log.get_mut(&slot).expect("the primary holds what it proposed");
+            entry.chosen = true;
+            self.chosen = slot;
+            self.stats.slots_chosen += 1;
+        }
+        if self.chosen > before {
+            postcondition!(self.chosen > before);
+            self.emit_applies();
+            self.try_complete_relinquish();
+            self.propose_queued();
+        }
+    }
+
+    fn on_heartbeat(&mut self, from: NodeId, ballot: Ballot, chosen: Slot, sent_at: u64) {
+        if ballot < self.promised {
+            let promised = self.promised;
+            self.send(from, MessageBody::Reject { ballot, promised, reason: RejectReason::Promised });
+            return;
+        }
+        self.follow(from, ballot);
+        self.learn_chosen(chosen, ballot);
+        let chosen = self.chosen;
+        self.send(from, MessageBody::HeartbeatReply { ballot, sent_at, chosen });
+    }
+
+    fn on_heartbeat_reply(&mut self, from: NodeId, ballot: Ballot, sent_at: u64, chosen: Slot) {
+        let Some(bit) = self.member_bit(from) else { return };
+        let now = self.now;
+        let Some(leader) = self.leader.as_mut() else { return };
+        if leader.ballot != ballot {
+            return;
+        }
+        let peer = &mut leader.peers[bit.trailing_zeros() as usize];
+        peer.heard_at = Some(now);
+        // Only echoes of our own past heartbeats extend the lease.
+        if sent_at <= now.0 {
+            peer.echoed = peer.echoed.max(sent_at);
+        }
+        peer.chosen = peer.chosen.max(chosen);
+    }
+
+    // ----- Internals: learning and catch-up -----
+
+    /// The primary of `ballot` says every slot up to `chosen` is chosen.
+    fn learn_chosen(&mut self, chosen: Slot, ballot: Ballot) {
+        if self.leader.is_some() {
+            return;
+        }
+        if ballot > self.remote_chosen.1 || (ballot == self.remote_chosen.1 && chosen > self.remote_chosen.0)
+        {
+            self.remote_chosen = (
+                chosen.max(if ballot == self.remote_chosen.1 { self.remote_chosen.0 } else { Slot::ZERO }),
+                ballot,
+            );
+        }
+        self.advance_learned_chosen();
+        self.request_fetch_if_behind();
+    }
+
+    /// Secondary: a slot is chosen here when it is durable and either known chosen or
+    /// accepted at the ballot of the primary whose watermark covers it.
+    fn advance_learned_chosen(&mut self) {
+        let (watermark, ballot) = self.remote_chosen;
+        let before = self.chosen;
+        loop {
+            let slot = self.chosen.next();
+            let Some(entry) = self.log.get(&slot) else { break };
+            if entry.ticket > self.persisted_ticket {
+                break;
+            }
+            let chosen = entry.chosen || (slot <= watermark && entry.proposal.ballot == ballot);
+            if !chosen {
+                break;
+            }
+            self.log.get_mut(&slot).expect("present").chosen = true;
+            self.chosen = slot;
+            self.stats.slots_chosen += 1;
+        }
+        if self.chosen > before {
+            self.emit_applies();
+        }
+    }
+
+    fn request_fetch_if_behind(&mut self) {
+        if self.leader.is_some() || self.checkpoint_fetch_pending {
+            return;
+        }
+        let target = self.remote_chosen.0;
+        if self.chosen >= target {
+            return;
+        }
+        if self.fetch_pending_until.is_some_and(|t| self.now < t) {
+            return;
+        }
+        let from = match self.primary {
+            Some((node, _)) if node != self.config.node => node,
+            _ => match self.remote_chosen.1 {
+                b if b.node != self.config.node
+                    && self.configuration.contains(b.node)
+                    && b != Ballot::ZERO =>
+                {
+                    b.node
+                }
+                _ => return,
+            },
+        };
+        // Only fetch what the watermark does not already cover through our own accepts.
+        self.send_fetch(from, self.chosen.next(), target);
+    }
+
+    fn send_fetch(&mut self, to: NodeId, from: Slot, last: Slot) {
+        if from > last || to == self.config.node {
+            return;
+        }
+        let last = Slot(last.0.min(from.0 + self.config.fetch_slots_max - 1));
+        self.stats.fetches_sent += 1;
+        self.fetch_pending_until = Some(self.now.plus_ms(self.config.heartbeat_interval_ms * 2));
+        self.send(to, MessageBody::Fetch { from, to: last });
+    }
+
+    fn on_status_query(&mut self, from: NodeId) {
+        let body = MessageBody::StatusReply {
+            promised: self.promised,
+            primary: self.primary_hint(),
+            chosen: self.chosen,
+            log_start: self.log_start,
+        };
+        self.send(from, body);
+    }
+
+    fn on_status_reply(
+        &mut self,
+        from: NodeId,
+        promised: Ballot,
+        _primary: Option<NodeId>,
+        chosen: Slot,
+        _log_start: Slot,
+    ) {
+        self.highest_seen = self.highest_seen.max(promised);
+        if self.leader.is_some() || chosen <= self.chosen {
+            return;
+        }
+        if chosen > self.remote_chosen.0 && self.primary.is_none() {
+            self.remote_chosen.0 = chosen;
+        }
+        if self.fetch_pending_until.is_none_or(|t| self.now >= t) {
+            self.send_fetch(from, self.chosen.next(), chosen);
+        }
+    }
+
+    fn on_fetch(&mut self, from: NodeId, first: Slot, last: Slot) {
+        if first < self.log_start {
+            let body = MessageBody::FetchTruncated { checkpoint: self.checkpoint, log_start: self.log_start };
+            self.send(from, body);
+            return;
+        }
+        let last =
+            Slot(last.0.min(self.chosen.0).min(first.0.saturating_add(self.config.fetch_slots_max - 1)));
+        let chosen_values: Vec<Proposal> = if first <= last {
+            self.log.range(first..=last).map(|(_, e)| e.proposal.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        postcondition!(chosen_values.iter().all(|p| p.slot <= self.chosen), "only chosen values are served");
+        let chosen = self.chosen;
+        self.send(from, MessageBody::FetchReply { chosen_values, chosen });
+    }
+
+    fn on_fetch_reply(&mut self, _from: NodeId, chosen_values: Vec<Proposal>, _chosen: Slot) {
+        self.fetch_pending_until = None;
+        for proposal in chosen_values {
+            let slot = proposal.slot;
+            if slot <= self.chosen || slot < self.log_start {
+                continue;
+            }
+            match self.log.get_mut(&slot) {
+                Some(existing) if existing.proposal.value == proposal.value => {
+                    existing.chosen = true;
+                }
+                Some(existing) => {
+                    // A differing value we accepted at a higher ballot than the chosen one
+                    // would mean two values were chosen.
+                    assert!(
+                        !existing.chosen,
+                        "slot {slot}: fetched chosen value differs from the chosen value held"
+                    );
+                    self.stage_proposal(proposal, true);
+                }
+                None => {
+                    self.stage_proposal(proposal, true);
+                }
+            }
+        }
+        self.advance_learned_chosen();
+        self.request_fetch_if_behind();
+    }
+
+    fn on_fetch_truncated(&mut self, from: NodeId, checkpoint: Slot, _log_start: Slot) {
+        self.fetch_pending_until = None;
+        if checkpoint <= self.applied || self.checkpoint_fetch_pending {
+            return;
+        }
+        self.checkpoint_fetch_pending = true;
+        self.actions.push_back(Action::FetchCheckpoint { from, slot: checkpoint });
+    }
+
+    // ----- Internals: apply and checkpoints -----
+
+    fn emit_applies(&mut self) {
+        let interval = self.config.checkpoint_interval_slots;
+        #[cfg(feature = "mutations")]
+        if self.mutation == Some(Mutation::ApplyOutOfOrder) && self.chosen.0 >= self.apply_emitted.0 + 2 {
+            // Hand out the next two slots swapped.
+            let a = self.apply_emitted.next();
+            let b = a.next();
+            for slot in [b, a] {
+                let value = self.log[&slot].proposal.value.clone();
+                self.actions.push_back(Action::Apply { slot, value });
+            }
+            self.apply_emitted = b;
+            self.stats.slots_applied += 2;
+        }
+        while self.apply_emitted < self.chosen {
+            let slot = self.apply_emitted.next();
+            let entry = self.log.get(&slot).expect("chosen slots above the checkpoint are held");
+            invariant!(entry.chosen && self.is_durable(entry), "apply only chosen, durable values");
+            let value = entry.proposal.value.clone();
+            self.actions.push_back(Action::Apply { slot, value });
+            self.apply_emitted = slot;
+            self.stats.slots_applied += 1;
+            if interval > 0 && slot.0 >= self.checkpoint_requested.0 + interval {
+                self.checkpoint_requested = slot;
+                self.stats.checkpoints_requested += 1;
+                self.actions.push_back(Action::TakeCheckpoint { slot });
+            }
+        }
+        postcondition!(self.apply_emitted <= self.chosen);
+    }
+
+    fn truncate_below(&mut self, below: Slot) {
+        if below <= self.log_start {
+            return;
+        }
+        precondition!(below.prev() <= self.chosen, "truncate only chosen slots");
+        self.log = self.log.split_off(&below);
+        self.log_start = below;
+        self.actions.push_back(Action::TruncateLog { below });
+        postcondition!(self.log.keys().next().is_none_or(|&s| s >= below));
+    }
+
+    // ----- Invariants -----
+
+    fn check_invariants(&self) {
+        if !crate::contracts::ENABLED {
+            return;
+        }
+        invariant!(self.applied <= self.apply_emitted);
+        invariant!(self.apply_emitted <= self.chosen, "applied beyond chosen");
+        invariant!(self.checkpoint <= self.apply_emitted);
+        invariant!(self.persisted_ticket < self.next_ticket);
+        invariant!(
+            self.held.iter().all(|(t, _)| *t > self.persisted_ticket),
+            "a releasable message was held"
+        );
+        invariant!(self.held.iter().zip(self.held.iter().skip(1)).all(|(a, b)| a.0 <= b.0));
+        invariant!(self.promised >= self.highest_seen.min(self.promised));
+        let mut expected = self.chosen;
+        for (slot, entry) in self.log.range(..=self.chosen).rev() {
+            if *slot < self.log_start || *slot > self.chosen {
+                break;
+            }
+            invariant!(
+                entry.chosen && self.is_durable(entry),
+                "slot {slot} below chosen is not chosen and durable"
+            );
+            invariant!(*slot == expected || *slot <= self.checkpoint, "hole at {expected} below chosen");
+            expected = expected.prev();
+        }
+        for (slot, entry) in &self.log {
+            invariant!(*slot >= self.log_start, "entry {slot} below log start {}", self.log_start);
+            invariant!(entry.proposal.slot == *slot);
+            #[cfg(feature = "mutations")]
+            if self.mutation == Some(Mutation::AcceptBelowPromise) {
+                continue;
+            }
+            invariant!(
+                entry.chosen || entry.proposal.ballot <= self.promised,
+                "accepted ballot {} above promise {} at slot {slot}",
+                entry.proposal.ballot,
+                self.promised
+            );
+        }
+        match self.role {
+            Role::Primary => {
+                let leader = self.leader.as_ref();
+                invariant!(leader.is_some() && self.candidate.is_none());
+                if let Some(leader) = leader {
+                    invariant!(leader.ballot == self.promised, "primary's ballot is its promise");
+                    invariant!(leader.next_slot > self.chosen);
+                    invariant!(leader.in_flight.keys().all(|&s| s > self.chosen && s < leader.next_slot));
+                    invariant!(
+                        leader.queue.iter().map(Request::size_bytes).sum::<u64>() == leader.queued_bytes
+                    );
+                    invariant!(leader.queue.len() as u64 <= self.config.proposal_queue_max);
+                }
+            }
+            Role::Candidate => invariant!(self.candidate.is_some() && self.leader.is_none()),
+            Role::Secondary => invariant!(self.candidate.is_none() && self.leader.is_none()),
+        }
+    }
+}

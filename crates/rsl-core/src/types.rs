@@ -1,0 +1,171 @@
+//! The protocol's vocabulary: node, ring, slot, ballot, request, value, proposal and
+//! configuration. Fixed-width integers only: these types cross the wire and the disk.
+
+use bytes::Bytes;
+use std::fmt;
+
+/// Identity of a replica. Unique within a ring's lifetime; never reused for a new replica.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u64);
+
+/// Identity of a replicated state machine (a ring). One process may host many rings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RingId(pub u64);
+
+/// A decree number: the position of a value in the replicated log. Slot 0 is never used;
+/// the first value of a ring lives in slot 1, and "chosen up to slot 0" means nothing chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot(pub u64);
+
+impl Slot {
+    /// The slot before the first real slot: "nothing yet".
+    pub const ZERO: Slot = Slot(0);
+
+    /// The following slot.
+    #[must_use]
+    pub fn next(self) -> Slot {
+        Slot(self.0.checked_add(1).expect("slot number overflow"))
+    }
+
+    /// The preceding slot, saturating at zero.
+    #[must_use]
+    pub fn prev(self) -> Slot {
+        Slot(self.0.saturating_sub(1))
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// A round of the protocol, totally ordered by `(round, node)`. Two candidates never
+/// share a ballot because the node id breaks ties.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ballot {
+    /// Monotonic round number.
+    pub round: u64,
+    /// The node that owns this ballot (the candidate that chose it).
+    pub node: NodeId,
+}
+
+impl Ballot {
+    /// The ballot below every real ballot: nothing promised.
+    pub const ZERO: Ballot = Ballot { round: 0, node: NodeId(0) };
+
+    /// Builds a ballot.
+    pub fn new(round: u64, node: NodeId) -> Ballot {
+        Ballot { round, node }
+    }
+
+    /// The smallest ballot owned by `node` that is greater than `self`.
+    #[must_use]
+    pub fn successor_for(self, node: NodeId) -> Ballot {
+        let round = self.round.checked_add(1).expect("ballot round overflow");
+        Ballot { round, node }
+    }
+}
+
+impl fmt::Display for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.round, self.node.0)
+    }
+}
+
+/// Identifies a client request for de-duplication: `(client, sequence)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId {
+    /// The client session.
+    pub client: u64,
+    /// The client's sequence number, increasing per client.
+    pub sequence: u64,
+}
+
+/// One client request: opaque bytes the state machine interprets.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Request {
+    /// Client-chosen identity; the state machine may use it to drop retried duplicates.
+    pub id: RequestId,
+    /// The request body.
+    pub payload: Bytes,
+}
+
+impl Request {
+    /// Bytes this request counts for against batch limits.
+    pub fn size_bytes(&self) -> u64 {
+        self.payload.len() as u64 + REQUEST_OVERHEAD_BYTES
+    }
+}
+
+/// Per-request framing overhead counted against `batch_bytes_max` (id + length).
+pub const REQUEST_OVERHEAD_BYTES: u64 = 24;
+
+/// A membership of the ring and the first slot it governs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Configuration {
+    /// Configuration number; increases by one per change.
+    pub number: u64,
+    /// Voting members, sorted and de-duplicated.
+    pub members: Vec<NodeId>,
+    /// The first slot decided under this configuration.
+    pub first_slot: Slot,
+}
+
+impl Configuration {
+    /// Builds a configuration, sorting and de-duplicating `members`.
+    pub fn new(number: u64, mut members: Vec<NodeId>, first_slot: Slot) -> Configuration {
+        members.sort_unstable();
+        members.dedup();
+        Configuration { number, members, first_slot }
+    }
+
+    /// Number of acceptors that form a majority.
+    pub fn quorum(&self) -> usize {
+        crate::quorum::majority(self.members.len())
+    }
+
+    /// Whether `node` votes in this configuration.
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.members.binary_search(&node).is_ok()
+    }
+}
+
+/// What a slot decides.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Value {
+    /// Fills a hole left by a previous primary; applies nothing.
+    Noop,
+    /// A batch of client requests, applied in order.
+    Batch(Vec<Request>),
+    /// A membership change: the new configuration starts at the next slot.
+    Configuration(Configuration),
+}
+
+impl Value {
+    /// Bytes counted against message and batch limits.
+    pub fn size_bytes(&self) -> u64 {
+        match self {
+            Value::Noop => 1,
+            Value::Batch(requests) => 8 + requests.iter().map(Request::size_bytes).sum::<u64>(),
+            Value::Configuration(configuration) => 24 + 8 * configuration.members.len() as u64,
+        }
+    }
+}
+
+/// A value proposed (and possibly accepted) at a ballot for a slot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Proposal {
+    /// Ballot of the primary that proposed it.
+    pub ballot: Ballot,
+    /// Where in the log.
+    pub slot: Slot,
+    /// What.
+    pub value: Value,
+}
