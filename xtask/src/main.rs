@@ -1,1 +1,148 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! Every subcommand runs cargo (or a binary cargo built) as a child process from the
+//! workspace root, echoes the command line first, and stops at the first failure with an
+//! error naming the command. xtask depends on no rsl crate, so it builds even when they don't.
+
+mod ci;
+mod contracts;
+mod process;
+mod scan;
+mod sim;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::process::{Cmd, CommandFailed};
+use crate::sim::SimArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Project automation for rsl: CI, tests, contracts, the simulator",
+    after_help = "Run `cargo xtask <COMMAND> --help` for what a command runs."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run exactly what CI runs, in order, stopping at the first failing step
+    #[command(
+        long_about = "Run exactly what CI (.ci/run) runs, in order, stopping at the first failing step:\n\
+        \n  1. fmt        cargo fmt --all -- --check\
+        \n  2. clippy     cargo clippy --workspace --all-targets -- -D warnings\
+        \n  3. test       cargo xtask test\
+        \n  4. contracts  cargo xtask contracts\
+        \n  5. sim-3      cargo xtask sim --seeds N --replicas 3\
+        \n  6. sim-5      cargo xtask sim --seeds N --replicas 5\
+        \n  7. doc        RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps\n\
+        \nN is 1000, or the value of RSL_CI_SIM_SEEDS. Each step prints a header and its time; \
+        the run ends with the time of every step."
+    )]
+    Ci,
+
+    /// Run every test target of the workspace, then the doctests
+    #[command(long_about = "Run every test target of the workspace, then the doctests:\n\
+        \n  cargo test --workspace --all-targets\
+        \n  cargo test --workspace --doc")]
+    Test,
+
+    /// Check rsl-core's dependencies, count contract sites, run tests with contracts on
+    #[command(long_about = "Check the contracts machinery, in three parts:\n\
+        \n  1. Dependency hygiene: `cargo tree -p rsl-core -e normal` (with and without\
+        \n     --features contracts,mutations, for every target) must not contain tokio, tonic,\
+        \n     libc, mio, getrandom, rand, rand_core, socket2, nix, or any crate whose name\
+        \n     contains \"async\": rsl-core is sans-IO.\
+        \n  2. Census: precondition!/postcondition!/invariant! sites per file of crates/*/src\
+        \n     (outside contracts.rs and #[cfg(test)] code), and the always-on asserts.\
+        \n  3. cargo test -p rsl-core --features contracts; cargo test -p rsl-sim; then the\
+        \n     simulator in release, which builds rsl-core with contracts, for 200 seeds.")]
+    Contracts,
+
+    /// Build the deterministic simulator in release and run it
+    #[command(long_about = "Build the deterministic simulator (rsl-sim) in release and run it with \
+        these arguments, streaming its output. It ends with a line \
+        `sim: seeds=N passed=P failed=F seeds_per_sec=X`; every failing seed prints the command \
+        that replays it. The exit code is the simulator's.")]
+    Sim(SimArgs),
+
+    /// Run the demo (for now: the simulated 5-replica cluster)
+    #[command(long_about = "Run the demo. The network cluster is not built yet, so for now this \
+        runs the simulated 5-replica cluster: `cargo xtask sim --seeds 200 --replicas 5`.")]
+    Demo,
+
+    /// Run the component benchmarks (criterion): cargo bench -p rsl-benches
+    #[command(long_about = "Run the criterion component benchmarks: `cargo bench -p rsl-benches`, \
+        with any arguments after `--` passed on (for example `-- --quick`). Whole-cluster figures \
+        are not built yet.")]
+    Bench {
+        /// Arguments passed to `cargo bench -p rsl-benches` after `--`
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<OsString>,
+    },
+
+    /// Fault-injection runs against a real cluster (not implemented yet)
+    Fault,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ci => ci::run(),
+        Command::Test => ci::test(),
+        Command::Contracts => contracts::run(),
+        Command::Sim(args) => sim::run(&args),
+        Command::Demo => demo(),
+        Command::Bench { args } => bench(&args),
+        Command::Fault => {
+            eprintln!("xtask fault: not implemented yet");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let code = error
+                .chain()
+                .find_map(|cause| cause.downcast_ref::<CommandFailed>())
+                .map_or(1, CommandFailed::exit_code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn demo() -> Result<()> {
+    eprintln!("demo: the network cluster is not built yet; running the simulated 5-replica cluster");
+    sim::run(&SimArgs { seeds: Some(200), replicas: Some(5), ..SimArgs::default() })
+}
+
+fn bench(args: &[OsString]) -> Result<()> {
+    eprintln!(
+        "bench: whole-cluster benchmarks are not built yet; running the criterion component benchmarks"
+    );
+    let metadata = Cmd::cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .read()
+        .context("listing the workspace packages")?;
+    let metadata: serde_json::Value =
+        serde_json::from_str(&metadata).context("parsing `cargo metadata` output")?;
+    let has_benches = metadata["packages"]
+        .as_array()
+        .is_some_and(|packages| packages.iter().any(|package| package["name"] == "rsl-benches"));
+    if !has_benches {
+        bail!("the workspace has no `rsl-benches` package (benches/) yet, so there is nothing to benchmark");
+    }
+    let mut cmd = Cmd::cargo().args(["bench", "-p", "rsl-benches"]);
+    if !args.is_empty() {
+        cmd = cmd.arg("--").args(args);
+    }
+    cmd.run()
+}

@@ -209,7 +209,8 @@ mod tests {
 
     #[test]
     fn each_broken_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        type Breaker = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Breaker)> = vec![
             ("members", Box::new(|c| c.members = vec![NodeId(1), NodeId(1)])),
             ("members", Box::new(|c| c.members = vec![])),
             ("node", Box::new(|c| c.node = NodeId(9))),

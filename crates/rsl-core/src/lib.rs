@@ -59,9 +59,7 @@ pub use action::{
 };
 pub use config::{Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, MEMBERS_MAX, PIPELINE_DEPTH_MAX};
 pub use message::{Message, MessageBody, RejectReason};
-#[cfg(feature = "mutations")]
-pub use replica::Mutation;
-pub use replica::{DurableState, Replica, Timer};
+pub use replica::{DurableState, Mutation, Replica, Timer};
 pub use time::Time;
 pub use types::{
     Ballot, Configuration, NodeId, Proposal, Request, RequestId, RingId, Slot, Value, REQUEST_OVERHEAD_BYTES,

@@ -52,8 +52,9 @@ const TIMERS: [Timer; TIMER_COUNT] = [
 ];
 const _: () = assert!(Timer::Relinquish as usize == TIMER_COUNT - 1);
 
-/// A seeded protocol bug, for the simulator to prove its checkers catch it.
-#[cfg(feature = "mutations")]
+/// A seeded protocol bug, for the simulator to prove its checkers catch it. Has an
+/// effect only in builds with the `mutations` feature (the simulator's); elsewhere
+/// [`Replica::mutated`] is constant false and the bug paths compile away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mutation {
     /// The acceptor accepts proposals below its promise.
@@ -176,7 +177,8 @@ pub struct Replica {
     checkpoint_requested: Slot,
     /// Chosen watermark reported by the primary of `remote_chosen.1`.
     remote_chosen: (Slot, Ballot),
-    fetch_pending_until: Option<Time>,
+    /// An outstanding fetch: when to give up on it, and the last slot it asked for.
+    fetch_pending: Option<(Time, Slot)>,
     checkpoint_fetch_pending: bool,
 
     // Roles.
@@ -211,10 +213,6 @@ impl Replica {
             .expect("validated: node is a member");
         let mut log = BTreeMap::new();
         let mut promise = durable.promise;
-        #[cfg(feature = "mutations")]
-        if config.mutation == Some(Mutation::ForgetPromiseOnRestart) {
-            promise = Ballot::ZERO;
-        }
         for proposal in durable.proposals {
             let slot = proposal.slot;
             if slot == Slot::ZERO {
@@ -229,6 +227,10 @@ impl Replica {
         // recorded in a torn write that the accept's write superseded).
         if let Some(max) = log.values().filter(|e| !e.chosen).map(|e| e.proposal.ballot).max() {
             promise = promise.max(max);
+        }
+        #[cfg(feature = "mutations")]
+        if config.mutation == Some(Mutation::ForgetPromiseOnRestart) {
+            promise = Ballot::ZERO;
         }
         let log_start =
             log.keys().next().copied().unwrap_or(durable.checkpoint.next()).min(durable.checkpoint.next());
@@ -265,7 +267,7 @@ impl Replica {
             checkpoint: durable.checkpoint,
             checkpoint_requested: durable.checkpoint,
             remote_chosen: (chosen, Ballot::ZERO),
-            fetch_pending_until: None,
+            fetch_pending: None,
             checkpoint_fetch_pending: false,
             role: Role::Secondary,
             primary: None,
@@ -630,6 +632,14 @@ impl Replica {
         self.finish();
     }
 
+    /// The checkpoint requested by `FetchCheckpoint` could not be fetched; catch-up will
+    /// try again (possibly from another replica).
+    pub fn on_checkpoint_fetch_failed(&mut self, now: Time) {
+        self.advance_clock(now);
+        self.checkpoint_fetch_pending = false;
+        self.finish();
+    }
+
     // ----- Internals: plumbing -----
 
     fn advance_clock(&mut self, now: Time) {
@@ -947,7 +957,6 @@ impl Replica {
     }
 
     fn on_catch_up_timer(&mut self) {
-        self.fetch_pending_until = None;
         if self.primary.is_none() && self.leader.is_none() {
             self.broadcast(MessageBody::StatusQuery);
         }
@@ -1153,7 +1162,8 @@ impl Replica {
                 }
             }
         }
-        let first = candidate.first_unchosen;
+        // The candidate may have learned more chosen slots while campaigning.
+        let first = candidate.first_unchosen.max(self.chosen.next());
         let last = merged.keys().next_back().copied().unwrap_or(first.prev()).max(first.prev());
         self.stats.elections_won += 1;
         let mut leader = PrimaryState {
@@ -1342,8 +1352,7 @@ impl Replica {
         let ticket = self.stage_proposal(proposal, false);
         #[allow(unused_mut)]
         let mut votes = 0;
-        #[cfg(feature = "mutations")]
-        if self.mutation == Some(Mutation::CountVoteBeforePersist) {
+        if self.mutated(Mutation::CountVoteBeforePersist) {
             votes = 1 << self.member_index;
         }
         let leader = self.leader.as_mut().expect("checked");
@@ -1363,12 +1372,8 @@ impl Replica {
         let promised_before = self.promised;
         self.highest_seen = self.highest_seen.max(ballot);
         let below_promise = ballot < self.promised;
-        #[allow(unused_mut)]
-        let mut honour_promise = true;
-        #[cfg(feature = "mutations")]
-        if self.mutation == Some(Mutation::AcceptBelowPromise) {
-            honour_promise = false;
-        }
+        let honour_promise =
+            !(self.mutated(Mutation::AcceptBelowPromise) || self.mutated(Mutation::ForgetPromiseOnRestart));
         if below_promise && honour_promise {
             self.stats.accepts_refused += 1;
             let promised = self.promised;
@@ -1388,7 +1393,6 @@ impl Replica {
                 // Already chosen here: the primary can only be re-proposing that value.
                 if existing.proposal.value == value {
                     let ticket = existing.ticket;
-                    invariant!(self.is_durable(existing), "chosen entries are durable");
                     self.send_after(ticket, from, MessageBody::Accepted { ballot, slot });
                 } else {
                     self.stats.accepts_refused += 1;
@@ -1423,7 +1427,7 @@ impl Replica {
             self.stage_promise(ballot);
         }
         invariant!(
-            honour_promise == false || ballot == self.promised,
+            !honour_promise || ballot == self.promised,
             "accept at {ballot} with promise {}",
             self.promised
         );
@@ -1431,8 +1435,7 @@ impl Replica {
         let ticket = ticket.max(self.promised_ticket);
         #[allow(unused_mut)]
         let mut answer_ticket = ticket;
-        #[cfg(feature = "mutations")]
-        if self.mutation == Some(Mutation::CountVoteBeforePersist) {
+        if self.mutated(Mutation::CountVoteBeforePersist) {
             answer_ticket = 0;
         }
         self.send_after(answer_ticket, from, MessageBody::Accepted { ballot, slot });
@@ -1471,10 +1474,13 @@ impl Replica {
     fn advance_primary_chosen(&mut self) {
         let quorum = self.configuration.quorum();
         let before = self.chosen;
+        let premature = self.mutated(Mutation::CountVoteBeforePersist);
         loop {
             let Some(leader) = self.leader.as_mut() else { return };
             let Some((&slot, flight)) = leader.in_flight.iter().next() else { break };
-            if (flight.votes.count_ones() as usize) < quorum {
+            // Chosen here means chosen by a quorum and durable here: we apply it next.
+            let durable_here = flight.self_ticket <= self.persisted_ticket || premature;
+            if (flight.votes.count_ones() as usize) < quorum || !durable_here {
                 break;
             }
             invariant!(slot == self.chosen.next(), "in-flight slots start right after chosen");
@@ -1567,10 +1573,8 @@ impl Replica {
             return;
         }
         let target = self.remote_chosen.0;
-        if self.chosen >= target {
-            return;
-        }
-        if self.fetch_pending_until.is_some_and(|t| self.now < t) {
+        let start = self.fetch_start();
+        if start > target || !self.fetch_allowed(start) {
             return;
         }
         let from = match self.primary {
@@ -1585,8 +1589,25 @@ impl Replica {
                 _ => return,
             },
         };
-        // Only fetch what the watermark does not already cover through our own accepts.
-        self.send_fetch(from, self.chosen.next(), target);
+        self.send_fetch(from, start, target);
+    }
+
+    /// The first slot above the chosen watermark not already held as a chosen value
+    /// (held ones only wait for their write to become durable).
+    fn fetch_start(&self) -> Slot {
+        let mut slot = self.chosen.next();
+        while self.log.get(&slot).is_some_and(|e| e.chosen) {
+            slot = slot.next();
+        }
+        slot
+    }
+
+    /// At most one fetch is outstanding, unless it expired or was answered past its end.
+    fn fetch_allowed(&self, start: Slot) -> bool {
+        match self.fetch_pending {
+            None => true,
+            Some((until, last)) => self.now >= until || start > last,
+        }
     }
 
     fn send_fetch(&mut self, to: NodeId, from: Slot, last: Slot) {
@@ -1595,7 +1616,7 @@ impl Replica {
         }
         let last = Slot(last.0.min(from.0 + self.config.fetch_slots_max - 1));
         self.stats.fetches_sent += 1;
-        self.fetch_pending_until = Some(self.now.plus_ms(self.config.heartbeat_interval_ms * 2));
+        self.fetch_pending = Some((self.now.plus_ms(self.config.heartbeat_interval_ms * 2), last));
         self.send(to, MessageBody::Fetch { from, to: last });
     }
 
@@ -1624,8 +1645,9 @@ impl Replica {
         if chosen > self.remote_chosen.0 && self.primary.is_none() {
             self.remote_chosen.0 = chosen;
         }
-        if self.fetch_pending_until.is_none_or(|t| self.now >= t) {
-            self.send_fetch(from, self.chosen.next(), chosen);
+        let start = self.fetch_start();
+        if self.fetch_allowed(start) {
+            self.send_fetch(from, start, chosen);
         }
     }
 
@@ -1648,7 +1670,10 @@ impl Replica {
     }
 
     fn on_fetch_reply(&mut self, _from: NodeId, chosen_values: Vec<Proposal>, _chosen: Slot) {
-        self.fetch_pending_until = None;
+        if self.leader.is_some() {
+            // A primary learns chosen slots from its own quorum; a late reply is stale.
+            return;
+        }
         for proposal in chosen_values {
             let slot = proposal.slot;
             if slot <= self.chosen || slot < self.log_start {
@@ -1677,7 +1702,7 @@ impl Replica {
     }
 
     fn on_fetch_truncated(&mut self, from: NodeId, checkpoint: Slot, _log_start: Slot) {
-        self.fetch_pending_until = None;
+        self.fetch_pending = None;
         if checkpoint <= self.applied || self.checkpoint_fetch_pending {
             return;
         }
@@ -1689,8 +1714,7 @@ impl Replica {
 
     fn emit_applies(&mut self) {
         let interval = self.config.checkpoint_interval_slots;
-        #[cfg(feature = "mutations")]
-        if self.mutation == Some(Mutation::ApplyOutOfOrder) && self.chosen.0 >= self.apply_emitted.0 + 2 {
+        if self.mutated(Mutation::ApplyOutOfOrder) && self.chosen.0 >= self.apply_emitted.0 + 2 {
             // Hand out the next two slots swapped.
             let a = self.apply_emitted.next();
             let b = a.next();
@@ -1704,7 +1728,8 @@ impl Replica {
         while self.apply_emitted < self.chosen {
             let slot = self.apply_emitted.next();
             let entry = self.log.get(&slot).expect("chosen slots above the checkpoint are held");
-            invariant!(entry.chosen && self.is_durable(entry), "apply only chosen, durable values");
+            let durable = self.is_durable(entry) || self.mutated(Mutation::CountVoteBeforePersist);
+            invariant!(entry.chosen && durable, "apply only chosen, durable values");
             let value = entry.proposal.value.clone();
             self.actions.push_back(Action::Apply { slot, value });
             self.apply_emitted = slot;
@@ -1729,6 +1754,18 @@ impl Replica {
         postcondition!(self.log.keys().next().is_none_or(|&s| s >= below));
     }
 
+    /// Whether the seeded bug `mutation` is switched on (never, without the feature).
+    #[inline(always)]
+    fn mutated(&self, mutation: Mutation) -> bool {
+        #[cfg(feature = "mutations")]
+        return self.mutation == Some(mutation);
+        #[cfg(not(feature = "mutations"))]
+        {
+            let _ = mutation;
+            false
+        }
+    }
+
     // ----- Invariants -----
 
     fn check_invariants(&self) {
@@ -1751,7 +1788,7 @@ impl Replica {
                 break;
             }
             invariant!(
-                entry.chosen && self.is_durable(entry),
+                entry.chosen && (self.is_durable(entry) || self.mutated(Mutation::CountVoteBeforePersist)),
                 "slot {slot} below chosen is not chosen and durable"
             );
             invariant!(*slot == expected || *slot <= self.checkpoint, "hole at {expected} below chosen");
@@ -1760,8 +1797,9 @@ impl Replica {
         for (slot, entry) in &self.log {
             invariant!(*slot >= self.log_start, "entry {slot} below log start {}", self.log_start);
             invariant!(entry.proposal.slot == *slot);
-            #[cfg(feature = "mutations")]
-            if self.mutation == Some(Mutation::AcceptBelowPromise) {
+            // These bugs break this invariant directly; the simulator's checkers must
+            // catch their consequences instead.
+            if self.mutated(Mutation::AcceptBelowPromise) || self.mutated(Mutation::ForgetPromiseOnRestart) {
                 continue;
             }
             invariant!(

@@ -1,0 +1,2775 @@
+//! Linearizability checker for a key-value store of independent registers.
+//!
+//! # Model
+//!
+//! Every key is an independent register whose initial value is absent
+//! (`None`). Operations are [`Input::Put`], [`Input::Get`], [`Input::Delete`]
+//! and [`Input::Cas`] (compare-and-set, where `expected: None` means "the key
+//! is absent"). A history is a set of [`Operation`]s, each with a call time
+//! and, if it completed, a return time and an [`Output`].
+//!
+//! An operation whose outcome is unknown (a timeout, Jepsen's `:info`) has
+//! `output: None`: it may have taken effect at any instant after its call, or
+//! never, and its result is unconstrained. Operations known to have failed
+//! (Jepsen's `:fail`) must not be passed to the checker at all.
+//!
+//! A history is linearizable if there is a total order of all completed
+//! operations, plus any subset of the unknown-outcome ones, that (a) respects
+//! real time — if `a` returned before `b` was called, `a` comes first — and
+//! (b) is a legal sequential execution of the register. Intervals that merely
+//! touch (`a.return_ns == b.call_ns`) count as concurrent, which is the
+//! permissive choice: the checker never rejects a history because of
+//! timestamp granularity.
+//!
+//! # Algorithm
+//!
+//! 1. **P-compositionality.** Linearizability is local (Herlihy & Wing): a
+//!    history is linearizable iff its restriction to every key is. [`check`]
+//!    splits the history per key and checks each key separately, which turns
+//!    one exponential search into many small ones.
+//! 2. **Wing & Gong search with Lowe's memoisation** (the algorithm used by
+//!    porcupine and Knossos' `wgl`). Per key, every completed operation
+//!    contributes a call entry and a return entry, sorted by time into a
+//!    doubly linked list (unknown-outcome operations contribute only a call
+//!    entry: their return is at +∞). The search scans the list from its head:
+//!    any call entry before the first return entry belongs to an operation that
+//!    may be linearized next. If the model accepts it, the operation's entries
+//!    are unlinked ("lifted") from the list and the scan restarts from the head;
+//!    reaching a return entry means that operation's response would precede
+//!    its linearization point, so the search backtracks: it pops the last
+//!    choice from an explicit stack (no recursion, so no stack overflow),
+//!    relinks its entries and tries the next candidate. The search succeeds as
+//!    soon as every *completed* operation is linearized; unknown-outcome
+//!    operations left over are deemed never to have taken effect.
+//! 3. **Memo cache.** Whether the rest of the history can be linearized
+//!    depends only on the configuration: the set of operations linearized so
+//!    far and the register's value. Every configuration entered is recorded;
+//!    reaching it again (by linearizing the same operations in another order)
+//!    is pruned. The set is stored exactly but compactly: operations are
+//!    numbered in call order, and the set is encoded as `hi` (one past the
+//!    highest linearized number) plus the sorted list of *un*linearized
+//!    numbers below `hi`. Because an operation can only be linearized while
+//!    its call precedes every pending response, that list never holds more
+//!    than the operations concurrent at one instant plus pending
+//!    unknown-outcome ones, so a key costs `O(concurrency)` words instead of a
+//!    bitset of `O(n)` bits, however many thousands of operations it has.
+//! 4. **Dominance pruning for unknown-outcome operations.** Such an operation
+//!    is optional and its result unconstrained, so a configuration in which it
+//!    has been linearized can do nothing that the same configuration without
+//!    it cannot. Linearizing it is skipped when it would not change the
+//!    register, or when the configuration "same set, new value, without it" has
+//!    already been explored.
+//!
+//! # Complexity
+//!
+//! Deciding linearizability is NP-complete in general (Gibbons & Korach), and
+//! the worst case here is exponential in the number of mutually concurrent
+//! operations. The memo cache bounds the work per key by the number of
+//! distinct configurations, roughly `n · 2^c · v` for `n` operations, `c`
+//! operations concurrent at any instant and `v` candidate register values,
+//! and each search step costs `O(c)` (encoding and hashing the
+//! configuration). On realistic histories the search rarely backtracks and
+//! runs in near-linear time: `O(n log n)` for sorting plus `O(n · c)` steps.
+//! [`CheckBudget::max_steps`] caps the steps per key; exhausting it yields
+//! [`CheckResult::Unknown`] rather than a wrong answer.
+//!
+//! # Witnesses
+//!
+//! When a key is not linearizable, [`CheckResult::NotLinearizable`] carries a
+//! witness: among all configurations explored, the one whose search got
+//! furthest in real time (latest first pending response; ties go to the one
+//! with more operations linearized). The witness lists its linearized
+//! operations in linearization order, followed by the operation whose
+//! response it could not reach: in that configuration that operation cannot
+//! be applied to the register, and no other pending operation can be applied
+//! that would lead anywhere new.
+//!
+//! # Histories on disk
+//!
+//! [`parse_jsonl`] and [`to_jsonl`] read and write Jepsen-style JSON lines,
+//! one invocation or completion event per line.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The request of an operation on one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// Set the key to `value`.
+    Put {
+        /// The value written.
+        value: i64,
+    },
+    /// Read the key.
+    Get,
+    /// Remove the key (it becomes absent, `None`).
+    Delete,
+    /// Compare-and-set: if the key currently holds `expected` (`None`: the key
+    /// is absent), set it to `new`; otherwise leave it unchanged.
+    Cas {
+        /// The value the key must hold for the swap to happen.
+        expected: Option<i64>,
+        /// The value written if the comparison succeeds.
+        new: i64,
+    },
+}
+
+/// The response of a completed operation. Its variant must match the
+/// operation's [`Input`]; an operation whose output does not match can never
+/// be linearized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    /// A put completed.
+    Put,
+    /// A get completed, reading `value` (`None`: the key was absent).
+    Get {
+        /// The value read.
+        value: Option<i64>,
+    },
+    /// A delete completed.
+    Delete,
+    /// A compare-and-set completed: `ok` tells whether the swap happened.
+    /// `ok: false` asserts that the key did not hold `expected` at the
+    /// linearization point.
+    Cas {
+        /// Whether the comparison succeeded and the new value was written.
+        ok: bool,
+    },
+}
+
+/// One operation of a history: a call by `process` on `key` and, if known, its
+/// response.
+///
+/// * `output: Some(_)` and `return_ns: Some(_)`: a completed operation, which
+///   must be linearized somewhere in `[call_ns, return_ns]` (a `return_ns`
+///   below `call_ns` is treated as `call_ns`).
+/// * `output: None`: the outcome is unknown. The operation may have taken
+///   effect at any time after `call_ns`, or never; `return_ns` is ignored.
+/// * `output: Some(_)` with `return_ns: None`: the response is known but not
+///   when it arrived; the operation must be linearized somewhere after
+///   `call_ns`.
+///
+/// `process` is not used by [`check`] (only real time matters); it is kept so
+/// that histories round-trip through [`to_jsonl`] / [`parse_jsonl`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    /// The client process that issued the operation.
+    pub process: u64,
+    /// The key (register) the operation acts on.
+    pub key: String,
+    /// The request.
+    pub input: Input,
+    /// The response, or `None` if the outcome is unknown.
+    pub output: Option<Output>,
+    /// When the operation was invoked, in nanoseconds.
+    pub call_ns: u64,
+    /// When the response arrived, in nanoseconds, or `None` if it never did.
+    pub return_ns: Option<u64>,
+}
+
+/// Limits on the work [`check`] may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckBudget {
+    /// Maximum number of search steps (attempts to linearize one operation)
+    /// spent on any single key before giving up with
+    /// [`CheckResult::Unknown`]. Memory use grows with the steps taken, by at
+    /// most a few dozen bytes per step.
+    pub max_steps: u64,
+}
+
+impl Default for CheckBudget {
+    /// 50 million search steps per key.
+    fn default() -> Self {
+        CheckBudget { max_steps: 50_000_000 }
+    }
+}
+
+/// The verdict of [`check`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckResult {
+    /// Every key's sub-history is linearizable.
+    Linearizable,
+    /// The sub-history of `key` is not linearizable.
+    NotLinearizable {
+        /// The first key (in order of first appearance in the history) found
+        /// not to be linearizable.
+        key: String,
+        /// Indices into the checked slice: the operations of the partial
+        /// linearization that reached furthest in real time, in linearization
+        /// order, followed by the operation that could not be linearized
+        /// after them before its response (always the last element). See the
+        /// module documentation.
+        witness: Vec<usize>,
+    },
+    /// The step budget ran out on `key` before a verdict was reached (and no
+    /// other key was found not to be linearizable).
+    Unknown {
+        /// The first key whose search was abandoned.
+        key: String,
+        /// Human-readable description of why.
+        reason: String,
+    },
+}
+
+impl CheckResult {
+    /// Whether the result is [`CheckResult::Linearizable`].
+    pub fn is_linearizable(&self) -> bool {
+        matches!(self, CheckResult::Linearizable)
+    }
+}
+
+/// Checks whether `history` is linearizable with respect to a map of
+/// independent registers, each initially absent.
+///
+/// Keys are checked independently, in order of first appearance; the first
+/// key found not to be linearizable is reported. If no key is found not to be
+/// linearizable but some key exhausted `budget`, the first such key is
+/// reported as [`CheckResult::Unknown`].
+pub fn check(history: &[Operation], budget: CheckBudget) -> CheckResult {
+    let mut order: Vec<&str> = Vec::new();
+    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (index, op) in history.iter().enumerate() {
+        groups
+            .entry(op.key.as_str())
+            .or_insert_with(|| {
+                order.push(op.key.as_str());
+                Vec::new()
+            })
+            .push(index);
+    }
+
+    let mut unknown = None;
+    for key in order {
+        let Some(indices) = groups.get(key) else {
+            continue;
+        };
+        match check_key(history, indices, budget.max_steps) {
+            KeyOutcome::Linearizable => {}
+            KeyOutcome::NotLinearizable(witness) => {
+                return CheckResult::NotLinearizable { key: key.to_owned(), witness };
+            }
+            KeyOutcome::Unknown(reason) => {
+                if unknown.is_none() {
+                    unknown = Some(CheckResult::Unknown { key: key.to_owned(), reason });
+                }
+            }
+        }
+    }
+    unknown.unwrap_or(CheckResult::Linearizable)
+}
+
+// ---------------------------------------------------------------------------
+// Search
+// ---------------------------------------------------------------------------
+
+/// Verdict for a single key.
+enum KeyOutcome {
+    Linearizable,
+    NotLinearizable(Vec<usize>),
+    Unknown(String),
+}
+
+/// A register value up to indistinguishability. Only the values some
+/// operation of the key reads or compares against (the expected value of a
+/// cas) can be told apart; every other value behaves identically in every
+/// operation, so they all share class [`ANON`]. Searching over classes
+/// instead of values merges configurations that differ only in such a value.
+type Class = u32;
+
+/// The class of all values no operation reads or compares against.
+const ANON: Class = 0;
+
+/// Assigns classes to register values.
+#[derive(Debug, Default)]
+struct Classes {
+    ids: FastMap<Option<i64>, Class>,
+}
+
+impl Classes {
+    fn new(ops: &[(usize, &Operation)]) -> Classes {
+        let mut classes = Classes::default();
+        for (_, op) in ops {
+            let distinguished = match (&op.input, &op.output) {
+                (Input::Cas { expected, .. }, _) => Some(*expected),
+                (Input::Get, Some(Output::Get { value })) => Some(*value),
+                _ => None,
+            };
+            if let Some(value) = distinguished {
+                let next = classes.ids.len() as Class + 1;
+                classes.ids.entry(value).or_insert(next);
+            }
+        }
+        classes
+    }
+
+    fn of(&self, value: Option<i64>) -> Class {
+        self.ids.get(&value).copied().unwrap_or(ANON)
+    }
+}
+
+/// The register transition of one operation, precompiled from its input and
+/// output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Unconditionally set the register (put, delete; any outcome).
+    Set(Class),
+    /// A completed read: legal only if the register holds exactly this.
+    Read(Class),
+    /// A successful compare-and-set: legal only if the register == expected.
+    CasOk { expected: Class, new: Class },
+    /// A compare-and-set reported as not applied: legal only if the register
+    /// differs from expected.
+    CasFailed { expected: Class },
+    /// A compare-and-set of unknown outcome: swaps iff register == expected.
+    CasMaybe { expected: Class, new: Class },
+    /// The output does not match the input: never legal.
+    Impossible,
+}
+
+impl Step {
+    /// Compiles an operation; `None` for operations that cannot affect the
+    /// verdict (a get with unknown outcome neither changes the register nor
+    /// constrains it).
+    fn compile(op: &Operation, classes: &Classes) -> Option<Step> {
+        let class = |value: Option<i64>| classes.of(value);
+        match (&op.input, &op.output) {
+            (Input::Put { value }, None | Some(Output::Put)) => Some(Step::Set(class(Some(*value)))),
+            (Input::Delete, None | Some(Output::Delete)) => Some(Step::Set(class(None))),
+            (Input::Get, None) => None,
+            (Input::Get, Some(Output::Get { value })) => Some(Step::Read(class(*value))),
+            (Input::Cas { expected, new }, None) => {
+                Some(Step::CasMaybe { expected: class(*expected), new: class(Some(*new)) })
+            }
+            (Input::Cas { expected, new }, Some(Output::Cas { ok: true })) => {
+                Some(Step::CasOk { expected: class(*expected), new: class(Some(*new)) })
+            }
+            (Input::Cas { expected, .. }, Some(Output::Cas { ok: false })) => {
+                Some(Step::CasFailed { expected: class(*expected) })
+            }
+            (_, Some(_)) => Some(Step::Impossible),
+        }
+    }
+
+    /// The register after the step, or `None` if the step is illegal from
+    /// `state`.
+    fn apply(self, state: Class) -> Option<Class> {
+        match self {
+            Step::Set(value) => Some(value),
+            Step::Read(value) => (state == value).then_some(state),
+            Step::CasOk { expected, new } => (state == expected).then_some(new),
+            Step::CasFailed { expected } => (state != expected).then_some(state),
+            Step::CasMaybe { expected, new } => Some(if state == expected { new } else { state }),
+            Step::Impossible => None,
+        }
+    }
+
+    /// The class whose value the step compares the register against.
+    fn distinguishes(self) -> Option<Class> {
+        match self {
+            Step::Read(class)
+            | Step::CasOk { expected: class, .. }
+            | Step::CasFailed { expected: class }
+            | Step::CasMaybe { expected: class, .. } => Some(class),
+            Step::Set(_) | Step::Impossible => None,
+        }
+    }
+
+    /// Whether the step never changes the register, whatever its value.
+    fn is_pure(self) -> bool {
+        match self {
+            Step::Read(_) | Step::CasFailed { .. } | Step::Impossible => true,
+            Step::CasOk { expected, new } | Step::CasMaybe { expected, new } => expected == new,
+            Step::Set(_) => false,
+        }
+    }
+}
+
+/// Sentinel for "no node".
+const NO_NODE: usize = usize::MAX;
+/// Index of the list's head sentinel.
+const HEAD: usize = 0;
+
+/// Doubly linked list of call/return entries over index arrays, with
+/// dancing-links style removal (a removed node remembers its neighbours, so
+/// removals undone in reverse order restore the list exactly).
+#[derive(Debug)]
+struct EntryList {
+    next: Vec<usize>,
+    prev: Vec<usize>,
+}
+
+impl EntryList {
+    /// A list `HEAD, 1, ..., entries, tail` with `tail = entries + 1`.
+    fn new(entries: usize) -> Self {
+        let len = entries + 2;
+        EntryList { next: (1..=len).collect(), prev: (0..len).map(|i| i.wrapping_sub(1)).collect() }
+    }
+
+    fn unlink(&mut self, node: usize) {
+        let (prev, next) = (self.prev[node], self.next[node]);
+        self.next[prev] = next;
+        self.prev[next] = prev;
+    }
+
+    fn relink(&mut self, node: usize) {
+        let (prev, next) = (self.prev[node], self.next[node]);
+        self.next[prev] = node;
+        self.prev[next] = node;
+    }
+}
+
+/// How to undo the change to the `missing` list made when a completed
+/// operation was linearized.
+#[derive(Debug, Clone, Copy)]
+enum Undo {
+    /// The operation was removed from `missing` at this position.
+    Reinsert(usize),
+    /// `missing` was extended from this length.
+    Truncate(usize),
+}
+
+/// A linearization choice: a completed operation (by its number among the
+/// completed operations) or an unknown-outcome one (by its number among
+/// those), with its position in the list of alternatives it was taken from.
+#[derive(Debug, Clone, Copy)]
+enum Choice {
+    Required { id: usize, undo: Undo, candidate_index: usize },
+    Optional { id: usize, option_index: usize },
+}
+
+/// One linearization choice on the explicit search stack, with what is
+/// needed to undo it.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    choice: Choice,
+    /// Index of the operation in the checked history.
+    global: usize,
+    /// The register before it.
+    state: Class,
+    /// The run context before it.
+    run_start: Option<Class>,
+    /// `hi` before it.
+    hi: u32,
+    /// Whether this was a forced (dominating) choice: if it fails, so does
+    /// the configuration it was made from.
+    forced: bool,
+}
+
+/// The configuration that got furthest, kept incrementally: `prefix` shares
+/// its first `common` elements with the current search stack, so recording a
+/// new best copies only the frames pushed since the last divergence.
+#[derive(Debug, Default)]
+struct Best {
+    found: bool,
+    /// List position of the first pending return entry (later is further).
+    node: usize,
+    /// Indices in the history, in linearization order.
+    prefix: Vec<usize>,
+    common: usize,
+    /// Index in the history of the operation whose return was reached.
+    blocker: usize,
+}
+
+impl Best {
+    fn consider(&mut self, node: usize, stack: &[Frame], blocker: usize) {
+        if self.found && (node, stack.len()) <= (self.node, self.prefix.len()) {
+            return;
+        }
+        self.found = true;
+        self.node = node;
+        self.blocker = blocker;
+        self.prefix.truncate(self.common);
+        self.prefix.extend(stack[self.common..].iter().map(|frame| frame.global));
+        self.common = stack.len();
+    }
+}
+
+/// FxHash-style hasher with a final avalanche; the cache keys are not
+/// attacker-controlled, so a fast non-cryptographic hash is appropriate.
+#[derive(Debug, Default, Clone, Copy)]
+struct FastHasher {
+    hash: u64,
+}
+
+impl FastHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.add(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.add(value);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // murmur3 fmix64, so that hashbrown's use of both the high and the
+        // low bits sees well-mixed values.
+        let mut h = self.hash;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// Memo cache of the configurations entered, with subsumption: each is
+/// split by [`encode_config`] into a base, compared exactly, and a
+/// dominance vector of counts of unknown-outcome operations used. Among
+/// configurations with equal bases, one that used no more of any kind
+/// dominates: it can do everything the other can.
+#[derive(Debug, Default)]
+struct Memo {
+    /// Base -> the non-dominated vectors entered with it, concatenated, each
+    /// preceded by its length.
+    map: FastMap<Box<[u32]>, Vec<u32>>,
+}
+
+impl Memo {
+    /// Whether `a` dominates `b`: `a[0] <= b[0]`, and every `(class, count)`
+    /// pair of `a` (sorted by class) is matched in `b` by a count at least
+    /// as large.
+    fn dominates(a: &[u32], b: &[u32]) -> bool {
+        let (Some((a_anonymous, a_pairs)), Some((b_anonymous, b_pairs))) = (a.split_first(), b.split_first())
+        else {
+            return a.is_empty();
+        };
+        if a_anonymous > b_anonymous {
+            return false;
+        }
+        let mut b_pairs = b_pairs.chunks_exact(2);
+        a_pairs.chunks_exact(2).all(|a_pair| loop {
+            match b_pairs.next() {
+                Some(b_pair) if b_pair[0] < a_pair[0] => continue,
+                Some(b_pair) => break b_pair[0] == a_pair[0] && b_pair[1] >= a_pair[1],
+                None => break false,
+            }
+        })
+    }
+
+    /// Records configuration (`base`, `dominance`) and returns true, unless
+    /// it is dominated by one recorded before (then returns false).
+    fn visit(&mut self, base: &[u32], dominance: &[u32]) -> bool {
+        let Some(flat) = self.map.get_mut(base) else {
+            let mut flat = Vec::with_capacity(dominance.len() + 1);
+            flat.push(dominance.len() as u32);
+            flat.extend_from_slice(dominance);
+            self.map.insert(base.into(), flat);
+            return true;
+        };
+        let vectors = || {
+            let mut rest: &[u32] = flat;
+            std::iter::from_fn(move || {
+                let (&len, tail) = rest.split_first()?;
+                let (vector, tail) = tail.split_at((len as usize).min(tail.len()));
+                rest = tail;
+                Some(vector)
+            })
+        };
+        if vectors().any(|recorded| Memo::dominates(recorded, dominance)) {
+            return false;
+        }
+        let mut kept = Vec::with_capacity(flat.len() + dominance.len() + 1);
+        for recorded in vectors().filter(|recorded| !Memo::dominates(dominance, recorded)) {
+            kept.push(recorded.len() as u32);
+            kept.extend_from_slice(recorded);
+        }
+        kept.push(dominance.len() as u32);
+        kept.extend_from_slice(dominance);
+        *flat = kept;
+        true
+    }
+}
+
+/// SplitMix64 finaliser: a bijective 64-bit mix.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The 128-bit Zobrist code of an unknown-outcome operation; the set of such
+/// operations linearized is fingerprinted by XOR-ing the codes of its
+/// members.
+fn zobrist(id: usize) -> [u64; 2] {
+    let id = id as u64;
+    [mix64(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x243f_6a88_85a3_08d3), mix64(id ^ 0x1319_8a2e_0370_7344)]
+}
+
+/// XOR of two Zobrist codes.
+fn xor(a: [u64; 2], b: [u64; 2]) -> [u64; 2] {
+    [a[0] ^ b[0], a[1] ^ b[1]]
+}
+
+/// Encodes the base of a configuration into `buf`: the register's class,
+/// the run context, the cas of unknown outcome linearized (as a 128-bit
+/// Zobrist fingerprint of the set), and the set of completed operations
+/// linearized, given as `hi` and the sorted unlinearized numbers below it.
+fn encode_config(
+    buf: &mut Vec<u32>,
+    state: Class,
+    run_start: Option<Class>,
+    cas_used: [u64; 2],
+    hi: u32,
+    missing: &[u32],
+) {
+    buf.clear();
+    buf.push(state);
+    buf.push(run_start.map_or(0, |start| start + 1));
+    for word in cas_used {
+        buf.extend_from_slice(&[word as u32, (word >> 32) as u32]);
+    }
+    buf.push(hi);
+    buf.extend_from_slice(missing);
+}
+
+/// Why a search stopped early.
+enum Abort {
+    /// The step budget ran out.
+    Budget,
+}
+
+/// Where the search is within the current configuration.
+#[derive(Debug, Clone, Copy)]
+enum Cursor {
+    /// Just entered: look for a forced choice first.
+    Fresh,
+    /// Trying completed operations, from this index of the candidate list.
+    Scan(usize),
+    /// Trying unknown-outcome operations, from this index of the option list.
+    Options(usize),
+    /// The configuration is exhausted: backtrack.
+    Fail,
+}
+
+/// The unknown-outcome operations of a key, indexed for run generation.
+#[derive(Debug, Default)]
+struct OptionalOps {
+    step: Vec<Step>,
+    call: Vec<u64>,
+    global: Vec<usize>,
+    done: Vec<bool>,
+    /// Puts and deletes by the class they write, each list in call order.
+    set_by_class: FastMap<Class, Vec<usize>>,
+    /// The keys of `set_by_class`, sorted.
+    set_classes: Vec<Class>,
+    /// State-changing cas by expected class, each list in call order.
+    cas_by_expected: FastMap<Class, Vec<usize>>,
+    /// State-changing cas by new class, each list in call order.
+    cas_by_new: FastMap<Class, Vec<usize>>,
+}
+
+impl OptionalOps {
+    /// `ops` are `(global index, call time, step)` in call order.
+    fn new(ops: Vec<(usize, u64, Step)>) -> OptionalOps {
+        let mut index = OptionalOps::default();
+        for (id, (global, call, step)) in ops.into_iter().enumerate() {
+            index.step.push(step);
+            index.call.push(call);
+            index.global.push(global);
+            index.done.push(false);
+            match step {
+                Step::Set(class) => index.set_by_class.entry(class).or_default().push(id),
+                Step::CasMaybe { expected, new } if expected != new => {
+                    index.cas_by_expected.entry(expected).or_default().push(id);
+                    index.cas_by_new.entry(new).or_default().push(id);
+                }
+                _ => {}
+            }
+        }
+        index.set_classes = index.set_by_class.keys().copied().collect();
+        index.set_classes.sort_unstable();
+        index
+    }
+
+    /// The operations of `list` called by `frontier` and not yet linearized.
+    fn available<'a>(&'a self, list: &'a [usize], frontier: u64) -> impl Iterator<Item = usize> + 'a {
+        list.iter().copied().take_while(move |&id| self.call[id] <= frontier).filter(|&id| !self.done[id])
+    }
+
+    /// Adds to `classes` every class from which a chain of available cas
+    /// leads to `target`, and `target` itself.
+    fn chain_sources(&self, target: Class, frontier: u64, classes: &mut Vec<Class>) {
+        let mut todo = vec![target];
+        while let Some(class) = todo.pop() {
+            if classes.contains(&class) {
+                continue;
+            }
+            classes.push(class);
+            if let Some(list) = self.cas_by_new.get(&class) {
+                for id in self.available(list, frontier) {
+                    if let Step::CasMaybe { expected, .. } = self.step[id] {
+                        todo.push(expected);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The Wing & Gong search over one key's operations. See the module
+/// documentation for the algorithm and the pruning rules.
+#[derive(Debug)]
+struct Search {
+    // --- completed operations, numbered in call order -------------------
+    steps_of: Vec<Step>,
+    /// Completed operations that never change the register.
+    pure: Vec<bool>,
+    global_of: Vec<usize>,
+    /// Order in which pending completed operations are tried: by the
+    /// midpoint of their interval, the likeliest linearization order.
+    priority: Vec<u64>,
+    // --- unknown-outcome operations -------------------------------------
+    optional: OptionalOps,
+    // --- the entry list of completed operations --------------------------
+    list: EntryList,
+    tail: usize,
+    node_op: Vec<usize>,
+    node_time: Vec<u64>,
+    node_is_return: Vec<bool>,
+    call_node: Vec<usize>,
+    return_node: Vec<usize>,
+    /// The class of the initial value, `None`.
+    initial: Class,
+    // --- the current configuration -------------------------------------
+    state: Class,
+    /// `Some(start)` while in a run of unknown-outcome operations that began
+    /// with the register in class `start`.
+    run_start: Option<Class>,
+    /// Fingerprint of the cas of unknown outcome linearized.
+    cas_used: [u64; 2],
+    /// Per class, how many puts and deletes of unknown outcome writing it
+    /// are linearized. Equal operations are interchangeable and always used
+    /// earliest call first, so the count identifies which.
+    used_counts: Vec<u32>,
+    /// The classes of those operations, in the order they were linearized.
+    used_classes: Vec<Class>,
+    /// How many of them write a class no operation left distinguishes: all
+    /// such operations are interchangeable once called.
+    anonymous: u32,
+    /// Per class, how many operations not yet linearized compare the
+    /// register against it. A class none of them does is, from then on,
+    /// indistinguishable from [`ANON`] (see [`Search::canon`]).
+    remaining: Vec<u32>,
+    /// One past the highest linearized completed operation number.
+    hi: u32,
+    /// Sorted numbers below `hi` of completed operations not linearized.
+    missing: Vec<u32>,
+    stack: Vec<Frame>,
+    required_left: usize,
+    // --- bookkeeping -----------------------------------------------------
+    memo: Memo,
+    key_buf: Vec<u32>,
+    dominance_buf: Vec<u32>,
+    candidates_buf: Vec<usize>,
+    options_buf: Vec<(usize, Class)>,
+    steps: u64,
+    max_steps: u64,
+    best: Best,
+}
+
+impl Search {
+    /// Prepares the search; `ops` are `(index in history, operation)`.
+    fn new(ops: Vec<(usize, &Operation)>, max_steps: u64) -> Search {
+        let classes = Classes::new(&ops);
+        // (global index, call, return, step), in call order.
+        let mut compiled: Vec<(usize, u64, Option<u64>, Step)> = ops
+            .into_iter()
+            .filter_map(|(global, op)| {
+                let step = Step::compile(op, &classes)?;
+                let ret = op.output.as_ref().map(|_| op.return_ns.unwrap_or(u64::MAX).max(op.call_ns));
+                Some((global, op.call_ns, ret, step))
+            })
+            .collect();
+        compiled.sort_by_key(|&(global, call, _, _)| (call, global));
+        let mut required: Vec<(usize, u64, u64, Step)> = Vec::new();
+        let mut optional: Vec<(usize, u64, Step)> = Vec::new();
+        for (global, call, ret, step) in compiled {
+            match ret {
+                Some(ret) => required.push((global, call, ret, step)),
+                None => optional.push((global, call, step)),
+            }
+        }
+        let n = required.len();
+
+        // Entries sorted by time; at equal times calls precede returns, so
+        // touching intervals are concurrent. Node 0 is the head sentinel,
+        // nodes 1..=entries.len() the entries, entries.len() + 1 the tail.
+        let mut entries: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
+        for (id, &(_, call, ret, _)) in required.iter().enumerate() {
+            entries.push((call, false, id));
+            entries.push((ret, true, id));
+        }
+        entries.sort_unstable();
+        let tail = entries.len() + 1;
+        let mut node_op = vec![0usize; tail + 1];
+        let mut node_time = vec![u64::MAX; tail + 1];
+        let mut node_is_return = vec![false; tail + 1];
+        let mut call_node = vec![NO_NODE; n];
+        let mut return_node = vec![NO_NODE; n];
+        for (position, &(time, is_return, id)) in entries.iter().enumerate() {
+            let node = position + 1;
+            node_op[node] = id;
+            node_time[node] = time;
+            node_is_return[node] = is_return;
+            if is_return {
+                return_node[id] = node;
+            } else {
+                call_node[id] = node;
+            }
+        }
+        let mut remaining = vec![0u32; classes.ids.len() + 1];
+        for step in required.iter().map(|op| op.3).chain(optional.iter().map(|op| op.2)) {
+            if let Some(class) = step.distinguishes() {
+                remaining[class as usize] += 1;
+            }
+        }
+        let initial = classes.of(None);
+        Search {
+            steps_of: required.iter().map(|op| op.3).collect(),
+            pure: required.iter().map(|op| op.3.is_pure()).collect(),
+            global_of: required.iter().map(|op| op.0).collect(),
+            priority: required.iter().map(|&(_, call, ret, _)| call / 2 + ret / 2).collect(),
+            required_left: n,
+            optional: OptionalOps::new(optional),
+            list: EntryList::new(entries.len()),
+            tail,
+            node_op,
+            node_time,
+            node_is_return,
+            call_node,
+            return_node,
+            state: if remaining[initial as usize] == 0 { ANON } else { initial },
+            initial,
+            run_start: None,
+            cas_used: [0, 0],
+            used_counts: vec![0; remaining.len()],
+            used_classes: Vec::new(),
+            anonymous: 0,
+            remaining,
+            hi: 0,
+            missing: Vec::new(),
+            stack: Vec::new(),
+            memo: Memo::default(),
+            dominance_buf: Vec::new(),
+            key_buf: Vec::new(),
+            candidates_buf: Vec::new(),
+            options_buf: Vec::new(),
+            steps: 0,
+            max_steps,
+            best: Best::default(),
+        }
+    }
+
+    /// Counts one search step.
+    fn tick(&mut self) -> Result<(), Abort> {
+        self.steps += 1;
+        if self.steps > self.max_steps {
+            Err(Abort::Budget)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The first pending return entry (or the tail).
+    fn first_return(&self) -> usize {
+        let mut node = self.list.next[HEAD];
+        while node != self.tail && !self.node_is_return[node] {
+            node = self.list.next[node];
+        }
+        node
+    }
+
+    /// The register after linearizing completed operation `id` next, if that
+    /// is legal and, within a run, if the run was needed to enable it.
+    fn successor(&self, id: usize) -> Option<Class> {
+        let step = self.steps_of[id];
+        let after = step.apply(self.state)?;
+        if let Some(start) = self.run_start {
+            if step.apply(start).is_some() {
+                return None;
+            }
+        }
+        Some(after)
+    }
+
+    /// `class`, or [`ANON`] if no operation left can tell it apart.
+    fn canon(&self, class: Class) -> Class {
+        if self.remaining[class as usize] == 0 {
+            ANON
+        } else {
+            class
+        }
+    }
+
+    /// Adjusts `remaining` for linearizing or un-linearizing a step. When a
+    /// class becomes (or stops being) indistinguishable, the puts and deletes
+    /// of unknown outcome writing it that were used join (or leave)
+    /// `anonymous`.
+    fn count(&mut self, step: Step, linearized: bool) {
+        let Some(class) = step.distinguishes() else {
+            return;
+        };
+        let class = class as usize;
+        let before = self.remaining[class];
+        self.remaining[class] = if linearized { before.saturating_sub(1) } else { before + 1 };
+        if (before == 0) != (self.remaining[class] == 0) {
+            if linearized {
+                self.anonymous += self.used_counts[class];
+            } else {
+                self.anonymous -= self.used_counts[class];
+            }
+        }
+    }
+
+    /// Records linearizing (or un-linearizing, which must happen in the
+    /// reverse order) unknown-outcome operation `id`.
+    fn use_optional(&mut self, id: usize, linearized: bool) {
+        let step = self.optional.step[id];
+        if linearized {
+            self.count(step, true);
+        }
+        match step {
+            Step::Set(class) => {
+                let dead = self.remaining[class as usize] == 0;
+                let count = &mut self.used_counts[class as usize];
+                if linearized {
+                    *count += 1;
+                    self.used_classes.push(class);
+                    self.anonymous += u32::from(dead);
+                } else {
+                    *count = count.saturating_sub(1);
+                    self.used_classes.pop();
+                    self.anonymous -= u32::from(dead);
+                }
+            }
+            _ => self.cas_used = xor(self.cas_used, zobrist(id)),
+        }
+        if !linearized {
+            self.count(step, false);
+        }
+        self.optional.done[id] = linearized;
+    }
+
+    /// Enters a new configuration unless it was explored before; returns
+    /// whether it did. `remaining` must already account for the operation.
+    fn enter(&mut self, frame: Frame, after: Class, run_start: Option<Class>) -> bool {
+        let after = self.canon(after);
+        encode_config(&mut self.key_buf, after, run_start, self.cas_used, self.hi, &self.missing);
+        // Dominance vector: the anonymous count, then (class, count) for the
+        // distinguishable classes used.
+        let mut live: Vec<Class> =
+            self.used_classes.iter().copied().filter(|&class| self.remaining[class as usize] > 0).collect();
+        live.sort_unstable();
+        live.dedup();
+        self.dominance_buf.clear();
+        self.dominance_buf.push(self.anonymous);
+        for class in live {
+            self.dominance_buf.extend_from_slice(&[class, self.used_counts[class as usize]]);
+        }
+        if !self.memo.visit(&self.key_buf, &self.dominance_buf) {
+            return false;
+        }
+        self.stack.push(frame);
+        self.state = after;
+        self.run_start = run_start;
+        true
+    }
+
+    /// Linearizes completed operation `id`, leaving the register in class
+    /// `after`, unless the resulting configuration was explored before;
+    /// returns whether it did.
+    fn push_required(&mut self, id: usize, after: Class, forced: bool, candidate_index: usize) -> bool {
+        let id32 = id as u32;
+        let old_hi = self.hi;
+        let undo = if id32 < self.hi {
+            match self.missing.binary_search(&id32) {
+                Ok(position) => {
+                    self.missing.remove(position);
+                    Undo::Reinsert(position)
+                }
+                // Unreachable: an operation still in the list is not
+                // linearized, so it is in `missing` when below `hi`.
+                Err(_) => return false,
+            }
+        } else {
+            let len = self.missing.len();
+            self.missing.extend(self.hi..id32);
+            self.hi = id32 + 1;
+            Undo::Truncate(len)
+        };
+        let frame = Frame {
+            choice: Choice::Required { id, undo, candidate_index },
+            global: self.global_of[id],
+            state: self.state,
+            run_start: self.run_start,
+            hi: old_hi,
+            forced,
+        };
+        self.count(self.steps_of[id], true);
+        if !self.enter(frame, after, None) {
+            self.count(self.steps_of[id], false);
+            self.undo_missing(id32, undo);
+            self.hi = old_hi;
+            return false;
+        }
+        self.list.unlink(self.call_node[id]);
+        self.list.unlink(self.return_node[id]);
+        self.required_left -= 1;
+        true
+    }
+
+    /// Linearizes unknown-outcome operation `id` (option `option_index` of
+    /// the current configuration), leaving the register in class `after`,
+    /// unless the resulting configuration was explored before; returns
+    /// whether it did.
+    fn push_optional(&mut self, id: usize, after: Class, option_index: usize) -> bool {
+        let frame = Frame {
+            choice: Choice::Optional { id, option_index },
+            global: self.optional.global[id],
+            state: self.state,
+            run_start: self.run_start,
+            hi: self.hi,
+            forced: false,
+        };
+        let run_start = Some(self.run_start.unwrap_or(self.state));
+        self.use_optional(id, true);
+        if !self.enter(frame, after, run_start) {
+            self.use_optional(id, false);
+            return false;
+        }
+        true
+    }
+
+    fn undo_missing(&mut self, id32: u32, undo: Undo) {
+        match undo {
+            Undo::Reinsert(position) => self.missing.insert(position, id32),
+            Undo::Truncate(len) => self.missing.truncate(len),
+        }
+    }
+
+    /// Undoes the last linearization.
+    fn pop(&mut self) -> Option<Frame> {
+        let frame = self.stack.pop()?;
+        self.best.common = self.best.common.min(self.stack.len());
+        self.state = frame.state;
+        self.run_start = frame.run_start;
+        self.hi = frame.hi;
+        match frame.choice {
+            Choice::Required { id, undo, .. } => {
+                self.undo_missing(id as u32, undo);
+                self.count(self.steps_of[id], false);
+                self.list.relink(self.return_node[id]);
+                self.list.relink(self.call_node[id]);
+                self.required_left += 1;
+            }
+            Choice::Optional { id, .. } => self.use_optional(id, false),
+        }
+        Some(frame)
+    }
+
+    /// A pending completed operation that never changes the register and
+    /// may be linearized now. Linearizing it dominates every alternative, so
+    /// it is the only choice that needs exploring.
+    fn forced_choice(&mut self) -> Result<Option<(usize, Class)>, Abort> {
+        let mut node = self.list.next[HEAD];
+        while node != self.tail && !self.node_is_return[node] {
+            let id = self.node_op[node];
+            if self.pure[id] {
+                self.tick()?;
+                if let Some(after) = self.successor(id) {
+                    return Ok(Some((id, after)));
+                }
+            }
+            node = self.list.next[node];
+        }
+        Ok(None)
+    }
+
+    /// The pending completed operations that may be linearized next (calls
+    /// before the first pending response), except pure ones (which
+    /// [`Search::forced_choice`] handles), in the order to try them.
+    fn candidates(&self, out: &mut Vec<usize>) {
+        out.clear();
+        let mut node = self.list.next[HEAD];
+        while node != self.tail && !self.node_is_return[node] {
+            let id = self.node_op[node];
+            if !self.pure[id] {
+                out.push(id);
+            }
+            node = self.list.next[node];
+        }
+        out.sort_by_key(|&id| (self.priority[id], id));
+    }
+
+    /// The unknown-outcome operations worth linearizing next, with the class
+    /// each leaves the register in, in a deterministic order. A run of them
+    /// must enable a pending completed operation that is illegal in the
+    /// state the run starts from, so only operations that lead towards what
+    /// such an operation needs are offered: outside a run, a put or delete
+    /// (one per class: equal ones are interchangeable, so the earliest
+    /// available stands for all) or a cas from the current class; inside a
+    /// run, a cas extending it (a put or delete would make the run's earlier
+    /// operations pointless).
+    fn options(&self, out: &mut Vec<(usize, Class)>) {
+        out.clear();
+        if self.optional.step.is_empty() {
+            return;
+        }
+        let frontier_node = self.first_return();
+        let frontier = self.node_time[frontier_node];
+        let origin = self.run_start.unwrap_or(self.state);
+        // Classes the run may usefully pass through, or all of them.
+        let mut targets: Vec<Class> = Vec::new();
+        let mut any = false;
+        let mut node = self.list.next[HEAD];
+        while node != frontier_node {
+            let step = self.steps_of[self.node_op[node]];
+            if step.apply(origin).is_none() {
+                match step {
+                    Step::Read(target) | Step::CasOk { expected: target, .. } => {
+                        self.optional.chain_sources(target, frontier, &mut targets);
+                    }
+                    Step::CasFailed { .. } => any = true,
+                    Step::Set(_) | Step::CasMaybe { .. } | Step::Impossible => {}
+                }
+            }
+            node = self.list.next[node];
+        }
+        if self.run_start.is_none() {
+            let classes = if any { &self.optional.set_classes } else { &targets };
+            let mut anonymous_offered = false;
+            for &class in classes {
+                let canonical = self.canon(class);
+                if canonical == self.state || (canonical == ANON && anonymous_offered) {
+                    continue;
+                }
+                let first = self.optional.set_by_class.get(&class).and_then(|list| {
+                    let mut available = self.optional.available(list, frontier);
+                    available.next()
+                });
+                if let Some(id) = first {
+                    anonymous_offered |= canonical == ANON;
+                    out.push((id, canonical));
+                }
+            }
+        }
+        if let Some(list) = self.optional.cas_by_expected.get(&self.state) {
+            let start = out.len();
+            for id in self.optional.available(list, frontier) {
+                if let Step::CasMaybe { new, .. } = self.optional.step[id] {
+                    let new = self.canon(new);
+                    let useful = any || targets.contains(&new);
+                    if useful && !out[start..].iter().any(|&(_, after)| after == new) {
+                        out.push((id, new));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A completed operation that can never be linearized, whatever the
+    /// order: one whose output does not match its input, or that reads (or
+    /// successfully compares against) a value that is neither the initial
+    /// one nor written by any operation.
+    fn never_legal(&self) -> Option<usize> {
+        let mut producible = vec![false; self.remaining.len()];
+        producible[self.initial as usize] = true;
+        for step in self.steps_of.iter().chain(&self.optional.step) {
+            match *step {
+                Step::Set(class) | Step::CasOk { new: class, .. } | Step::CasMaybe { new: class, .. } => {
+                    producible[class as usize] = true;
+                }
+                Step::Read(_) | Step::CasFailed { .. } | Step::Impossible => {}
+            }
+        }
+        let id = (0..self.steps_of.len()).find(|&id| match self.steps_of[id] {
+            Step::Read(class) | Step::CasOk { expected: class, .. } => !producible[class as usize],
+            Step::Impossible => true,
+            Step::Set(_) | Step::CasFailed { .. } | Step::CasMaybe { .. } => false,
+        })?;
+        Some(self.global_of[id])
+    }
+
+    fn run(&mut self) -> KeyOutcome {
+        if let Some(global) = self.never_legal() {
+            return KeyOutcome::NotLinearizable(vec![global]);
+        }
+        match self.search() {
+            Ok(true) => KeyOutcome::Linearizable,
+            Ok(false) => {
+                let mut witness = self.best.prefix.clone();
+                if self.best.found {
+                    witness.push(self.best.blocker);
+                }
+                KeyOutcome::NotLinearizable(witness)
+            }
+            Err(Abort::Budget) => KeyOutcome::Unknown(format!(
+                "search budget of {} steps exhausted on {} operations (furthest partial \
+                 linearization found: {} operations)",
+                self.max_steps,
+                self.steps_of.len() + self.optional.step.len(),
+                self.best.prefix.len().max(self.stack.len())
+            )),
+        }
+    }
+
+    /// The search proper; `Ok(true)` if a linearization exists.
+    fn search(&mut self) -> Result<bool, Abort> {
+        let mut cursor = Cursor::Fresh;
+        loop {
+            if self.required_left == 0 {
+                return Ok(true);
+            }
+            cursor = match cursor {
+                Cursor::Fresh => match self.forced_choice()? {
+                    Some((id, after)) => {
+                        if self.push_required(id, after, true, 0) {
+                            Cursor::Fresh
+                        } else {
+                            // The dominating successor was explored and failed.
+                            Cursor::Fail
+                        }
+                    }
+                    None => Cursor::Scan(0),
+                },
+                Cursor::Scan(mut index) => {
+                    let mut candidates = std::mem::take(&mut self.candidates_buf);
+                    self.candidates(&mut candidates);
+                    let mut next = Cursor::Options(0);
+                    while let Some(&id) = candidates.get(index) {
+                        self.tick()?;
+                        if let Some(after) = self.successor(id) {
+                            if self.push_required(id, after, false, index) {
+                                next = Cursor::Fresh;
+                                break;
+                            }
+                        }
+                        index += 1;
+                    }
+                    self.candidates_buf = candidates;
+                    next
+                }
+                Cursor::Options(mut index) => {
+                    let mut options = std::mem::take(&mut self.options_buf);
+                    self.options(&mut options);
+                    let mut next = Cursor::Fail;
+                    while let Some(&(id, after)) = options.get(index) {
+                        self.tick()?;
+                        if self.push_optional(id, after, index) {
+                            next = Cursor::Fresh;
+                            break;
+                        }
+                        index += 1;
+                    }
+                    self.options_buf = options;
+                    if matches!(next, Cursor::Fail) {
+                        // Exhausted at the first pending response.
+                        let node = self.first_return();
+                        if node != self.tail {
+                            self.best.consider(node, &self.stack, self.global_of[self.node_op[node]]);
+                        }
+                    }
+                    next
+                }
+                Cursor::Fail => {
+                    let Some(frame) = self.pop() else {
+                        return Ok(false);
+                    };
+                    match frame.choice {
+                        _ if frame.forced => Cursor::Fail,
+                        Choice::Required { candidate_index, .. } => Cursor::Scan(candidate_index + 1),
+                        Choice::Optional { option_index, .. } => Cursor::Options(option_index + 1),
+                    }
+                }
+            };
+        }
+    }
+}
+
+/// Checks the operations `indices` of `history`, which all share one key.
+fn check_key(history: &[Operation], indices: &[usize], max_steps: u64) -> KeyOutcome {
+    let ops: Vec<(usize, &Operation)> =
+        indices.iter().filter_map(|&global| Some((global, history.get(global)?))).collect();
+    if u32::try_from(ops.len()).is_err() {
+        return KeyOutcome::Unknown(format!(
+            "{} operations on one key exceed the supported maximum of {}",
+            ops.len(),
+            u32::MAX
+        ));
+    }
+    Search::new(ops, max_steps).run()
+}
+
+// ---------------------------------------------------------------------------
+// JSON lines
+// ---------------------------------------------------------------------------
+
+/// An error in a JSON-lines history. Every variant carries the 1-based line
+/// number it was found on ([`ParseError::line`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// The line is not valid JSON.
+    Json {
+        /// 1-based line number.
+        line: usize,
+        /// 1-based column reported by the JSON parser.
+        column: usize,
+        /// What the JSON parser objected to.
+        message: String,
+    },
+    /// The line is JSON but not a valid event: not an object, a missing or
+    /// ill-typed field, an unknown `type` or `f`, or a `value` of the wrong
+    /// shape.
+    InvalidEvent {
+        /// 1-based line number.
+        line: usize,
+        /// What was wrong.
+        message: String,
+    },
+    /// A completion (`ok`, `fail`, `info`) for a process with no outstanding
+    /// invocation.
+    CompletionWithoutInvoke {
+        /// 1-based line number of the completion.
+        line: usize,
+        /// The process named by the completion.
+        process: u64,
+    },
+    /// An invocation by a process whose previous invocation has not completed.
+    OverlappingInvoke {
+        /// 1-based line number of the second invocation.
+        line: usize,
+        /// The process.
+        process: u64,
+        /// 1-based line number of the outstanding invocation.
+        pending_line: usize,
+    },
+    /// A completion that does not match its invocation (different `f` or
+    /// `key`, an earlier `time`, or a `value` that contradicts the request).
+    MismatchedCompletion {
+        /// 1-based line number of the completion.
+        line: usize,
+        /// 1-based line number of the invocation it was paired with.
+        invoke_line: usize,
+        /// What did not match.
+        message: String,
+    },
+}
+
+impl ParseError {
+    /// The 1-based line number the error was found on.
+    pub fn line(&self) -> usize {
+        match self {
+            ParseError::Json { line, .. }
+            | ParseError::InvalidEvent { line, .. }
+            | ParseError::CompletionWithoutInvoke { line, .. }
+            | ParseError::OverlappingInvoke { line, .. }
+            | ParseError::MismatchedCompletion { line, .. } => *line,
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Json { line, column, message } => {
+                write!(f, "line {line}, column {column}: malformed JSON: {message}")
+            }
+            ParseError::InvalidEvent { line, message } => {
+                write!(f, "line {line}: invalid event: {message}")
+            }
+            ParseError::CompletionWithoutInvoke { line, process } => write!(
+                f,
+                "line {line}: completion for process {process}, which has no outstanding invocation"
+            ),
+            ParseError::OverlappingInvoke { line, process, pending_line } => write!(
+                f,
+                "line {line}: process {process} invoked an operation while its invocation \
+                 on line {pending_line} is still outstanding"
+            ),
+            ParseError::MismatchedCompletion { line, invoke_line, message } => write!(
+                f,
+                "line {line}: completion does not match the invocation on line {invoke_line}: {message}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Event `type` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventType {
+    Invoke,
+    Ok,
+    Fail,
+    Info,
+}
+
+impl EventType {
+    fn name(self) -> &'static str {
+        match self {
+            EventType::Invoke => "invoke",
+            EventType::Ok => "ok",
+            EventType::Fail => "fail",
+            EventType::Info => "info",
+        }
+    }
+}
+
+/// Event `f` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Function {
+    Put,
+    Get,
+    Cas,
+    Delete,
+}
+
+impl Function {
+    fn of(input: &Input) -> Function {
+        match input {
+            Input::Put { .. } => Function::Put,
+            Input::Get => Function::Get,
+            Input::Cas { .. } => Function::Cas,
+            Input::Delete => Function::Delete,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Function::Put => "put",
+            Function::Get => "get",
+            Function::Cas => "cas",
+            Function::Delete => "delete",
+        }
+    }
+}
+
+/// One decoded line.
+#[derive(Debug)]
+struct Event {
+    process: u64,
+    kind: EventType,
+    f: Function,
+    key: String,
+    value: Value,
+    time: u64,
+}
+
+impl Event {
+    fn parse(text: &str, line: usize) -> Result<Event, ParseError> {
+        let json: Value = serde_json::from_str(text).map_err(|error| ParseError::Json {
+            line,
+            column: error.column(),
+            message: json_message(&error),
+        })?;
+        let invalid = |message: String| ParseError::InvalidEvent { line, message };
+        let Value::Object(mut map) = json else {
+            return Err(invalid("expected a JSON object".to_owned()));
+        };
+        let mut field =
+            |name: &str| map.remove(name).ok_or_else(|| invalid(format!("missing field `{name}`")));
+
+        let process_value = field("process")?;
+        let process = process_value.as_u64().ok_or_else(|| {
+            invalid(format!("`process` must be a non-negative integer, got {process_value}"))
+        })?;
+        let kind = match field("type")? {
+            Value::String(s) => match s.as_str() {
+                "invoke" => EventType::Invoke,
+                "ok" => EventType::Ok,
+                "fail" => EventType::Fail,
+                "info" => EventType::Info,
+                _ => {
+                    return Err(invalid(format!("unknown type \"{s}\" (expected invoke, ok, fail or info)")))
+                }
+            },
+            other => return Err(invalid(format!("`type` must be a string, got {other}"))),
+        };
+        let f = match field("f")? {
+            Value::String(s) => match s.as_str() {
+                "put" => Function::Put,
+                "get" => Function::Get,
+                "cas" => Function::Cas,
+                "delete" => Function::Delete,
+                _ => return Err(invalid(format!("unknown f \"{s}\" (expected put, get, cas or delete)"))),
+            },
+            other => return Err(invalid(format!("`f` must be a string, got {other}"))),
+        };
+        let key = match field("key")? {
+            Value::String(s) => s,
+            Value::Number(number) if number.is_i64() || number.is_u64() => number.to_string(),
+            other => return Err(invalid(format!("`key` must be a string or an integer, got {other}"))),
+        };
+        let time_value = field("time")?;
+        let time = time_value
+            .as_u64()
+            .ok_or_else(|| invalid(format!("`time` must be a non-negative integer, got {time_value}")))?;
+        let value = field("value").unwrap_or(Value::Null);
+        Ok(Event { process, kind, f, key, value, time })
+    }
+
+    /// The request of an invocation.
+    fn input(&self, line: usize) -> Result<Input, ParseError> {
+        let invalid = |message: String| ParseError::InvalidEvent { line, message };
+        match self.f {
+            Function::Put => match self.value.as_i64() {
+                Some(value) => Ok(Input::Put { value }),
+                None => Err(invalid(format!("put invocation value must be an integer, got {}", self.value))),
+            },
+            Function::Get | Function::Delete => {
+                if self.value.is_null() {
+                    Ok(if self.f == Function::Get { Input::Get } else { Input::Delete })
+                } else {
+                    Err(invalid(format!(
+                        "{} invocation value must be null, got {}",
+                        self.f.name(),
+                        self.value
+                    )))
+                }
+            }
+            Function::Cas => parse_cas_pair(&self.value)
+                .map(|(expected, new)| Input::Cas { expected, new })
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "cas invocation value must be [expected or null, new], got {}",
+                        self.value
+                    ))
+                }),
+        }
+    }
+
+    /// The response of an `ok` completion of `input`.
+    fn output(&self, input: &Input, line: usize, invoke_line: usize) -> Result<Output, ParseError> {
+        let mismatch = |message: String| ParseError::MismatchedCompletion { line, invoke_line, message };
+        let invalid = |message: String| ParseError::InvalidEvent { line, message };
+        match input {
+            Input::Put { value } => match &self.value {
+                Value::Null => Ok(Output::Put),
+                v if v.as_i64() == Some(*value) => Ok(Output::Put),
+                v => {
+                    Err(mismatch(format!("put completion value {v} differs from the value written, {value}")))
+                }
+            },
+            Input::Get => match &self.value {
+                Value::Null => Ok(Output::Get { value: None }),
+                v => v.as_i64().map(|read| Output::Get { value: Some(read) }).ok_or_else(|| {
+                    invalid(format!("get completion value must be an integer or null, got {v}"))
+                }),
+            },
+            Input::Delete => match &self.value {
+                Value::Null => Ok(Output::Delete),
+                v => Err(invalid(format!("delete completion value must be null, got {v}"))),
+            },
+            Input::Cas { expected, new } => match &self.value {
+                Value::Bool(ok) => Ok(Output::Cas { ok: *ok }),
+                v => match parse_cas_pair(v) {
+                    Some(pair) if pair == (*expected, *new) => Ok(Output::Cas { ok: true }),
+                    Some(_) => Err(mismatch(format!(
+                        "cas completion value {v} differs from the invoked [expected, new]"
+                    ))),
+                    None => Err(invalid(format!(
+                        "cas completion value must be [expected or null, new], true or false, got {v}"
+                    ))),
+                },
+            },
+        }
+    }
+}
+
+/// Decodes `[expected or null, new]`.
+fn parse_cas_pair(value: &Value) -> Option<(Option<i64>, i64)> {
+    match value.as_array()?.as_slice() {
+        [expected, new] => {
+            let expected = if expected.is_null() { None } else { Some(expected.as_i64()?) };
+            Some((expected, new.as_i64()?))
+        }
+        _ => None,
+    }
+}
+
+/// A serde_json error message without its (single-line, hence redundant)
+/// "at line 1 column N" suffix.
+fn json_message(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    match text.strip_suffix(&suffix) {
+        Some(stripped) => stripped.to_owned(),
+        None => text,
+    }
+}
+
+/// Parses a Jepsen-style JSON-lines history.
+///
+/// Each non-blank line is one event:
+/// `{"process": int, "type": "invoke"|"ok"|"fail"|"info", "f": "put"|"get"|"cas"|"delete", "key": str, "value": ..., "time": ns}`
+/// (`key` may also be an integer; other fields are ignored). `value` is:
+///
+/// | `f`      | invoke                     | ok                                                      |
+/// |----------|----------------------------|---------------------------------------------------------|
+/// | `put`    | the integer written        | the same integer, or null                               |
+/// | `get`    | null (or absent)           | the integer read, or null if the key was absent         |
+/// | `delete` | null (or absent)           | null (or absent)                                        |
+/// | `cas`    | `[expected or null, new]`  | the same pair or `true` (swapped); `false` (not swapped) |
+///
+/// and is ignored on `fail` and `info` events.
+///
+/// Each invocation is paired with the next completion of the same process,
+/// which must have the same `f` and `key` and a `time` no earlier than the
+/// invocation's. `ok` gives a completed operation; `fail` removes the
+/// operation (it did not happen); `info`, or no completion before the end of
+/// the input, gives an operation of unknown outcome (`output` and `return_ns`
+/// are `None`). Operations are returned in invocation order.
+pub fn parse_jsonl(text: &str) -> Result<Vec<Operation>, ParseError> {
+    let mut ops: Vec<Operation> = Vec::new();
+    let mut failed: Vec<bool> = Vec::new();
+    // process -> (index in ops, line of the invocation)
+    let mut pending: HashMap<u64, (usize, usize)> = HashMap::new();
+
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let event = Event::parse(raw, line)?;
+        if event.kind == EventType::Invoke {
+            if let Some(&(_, pending_line)) = pending.get(&event.process) {
+                return Err(ParseError::OverlappingInvoke { line, process: event.process, pending_line });
+            }
+            let input = event.input(line)?;
+            pending.insert(event.process, (ops.len(), line));
+            ops.push(Operation {
+                process: event.process,
+                key: event.key,
+                input,
+                output: None,
+                call_ns: event.time,
+                return_ns: None,
+            });
+            failed.push(false);
+            continue;
+        }
+
+        let Some((op_index, invoke_line)) = pending.remove(&event.process) else {
+            return Err(ParseError::CompletionWithoutInvoke { line, process: event.process });
+        };
+        let mismatch = |message: String| ParseError::MismatchedCompletion { line, invoke_line, message };
+        let Some(op) = ops.get_mut(op_index) else {
+            // Unreachable: pending indices always point into `ops`.
+            return Err(mismatch("internal error: lost invocation".to_owned()));
+        };
+        let invoked_f = Function::of(&op.input);
+        if event.f != invoked_f {
+            return Err(mismatch(format!(
+                "f is \"{}\" but the invocation's is \"{}\"",
+                event.f.name(),
+                invoked_f.name()
+            )));
+        }
+        if event.key != op.key {
+            return Err(mismatch(format!("key is {:?} but the invocation's is {:?}", event.key, op.key)));
+        }
+        if event.time < op.call_ns {
+            return Err(mismatch(format!(
+                "{} at time {} precedes the invocation at time {}",
+                event.kind.name(),
+                event.time,
+                op.call_ns
+            )));
+        }
+        match event.kind {
+            EventType::Ok => {
+                op.output = Some(event.output(&op.input, line, invoke_line)?);
+                op.return_ns = Some(event.time);
+            }
+            EventType::Fail => {
+                if let Some(flag) = failed.get_mut(op_index) {
+                    *flag = true;
+                }
+            }
+            EventType::Info | EventType::Invoke => {}
+        }
+    }
+
+    Ok(ops.into_iter().zip(failed).filter_map(|(op, failed)| (!failed).then_some(op)).collect())
+}
+
+/// Writes `ops` as Jepsen-style JSON lines in the format read by
+/// [`parse_jsonl`]: an `invoke` event at `call_ns` and a completion per
+/// operation, all ordered by time (ties keep each process's own sequence).
+///
+/// A completed operation gets an `ok` event at `return_ns` (or at
+/// `u64::MAX` if `return_ns` is `None`); an operation of unknown outcome gets
+/// an `info` event at `return_ns`, or at `call_ns` if `return_ns` is `None`
+/// (so a process may go on to issue further operations). A cas reported as
+/// not swapped (`ok: false`) is written as an `ok` event with value `false`.
+///
+/// `parse_jsonl(&to_jsonl(ops))` gives back `ops` (in invocation order) as
+/// long as no process has two operations outstanding at once and every
+/// unknown-outcome operation has `return_ns: None`.
+pub fn to_jsonl(ops: &[Operation]) -> String {
+    let completion_time = |op: &Operation| {
+        let time = match (&op.output, op.return_ns) {
+            (Some(_), ret) => ret.unwrap_or(u64::MAX),
+            (None, ret) => ret.unwrap_or(op.call_ns),
+        };
+        time.max(op.call_ns)
+    };
+    // Rank operations by invocation, so that events at equal times keep
+    // each process's invoke / complete / invoke sequence.
+    let mut by_call: Vec<usize> = (0..ops.len()).collect();
+    by_call.sort_by_key(|&i| (ops[i].call_ns, completion_time(&ops[i]), i));
+    // (time, rank, is_completion, index)
+    let mut events: Vec<(u64, usize, bool, usize)> = Vec::with_capacity(2 * ops.len());
+    for (rank, &i) in by_call.iter().enumerate() {
+        events.push((ops[i].call_ns, rank, false, i));
+        events.push((completion_time(&ops[i]), rank, true, i));
+    }
+    events.sort_unstable();
+
+    let mut out = String::new();
+    for (time, _, is_completion, i) in events {
+        let op = &ops[i];
+        let f = Function::of(&op.input).name();
+        let (kind, value) = if !is_completion {
+            let value = match &op.input {
+                Input::Put { value } => Value::from(*value),
+                Input::Get | Input::Delete => Value::Null,
+                Input::Cas { expected, new } => cas_pair_json(*expected, *new),
+            };
+            ("invoke", value)
+        } else {
+            match (&op.input, &op.output) {
+                (_, None) => ("info", Value::Null),
+                (Input::Put { value }, Some(_)) => ("ok", Value::from(*value)),
+                (_, Some(Output::Get { value })) => ("ok", value.map_or(Value::Null, Value::from)),
+                (Input::Cas { expected, new }, Some(Output::Cas { ok: true })) => {
+                    ("ok", cas_pair_json(*expected, *new))
+                }
+                (_, Some(Output::Cas { ok })) => ("ok", Value::Bool(*ok)),
+                (_, Some(_)) => ("ok", Value::Null),
+            }
+        };
+        out.push_str(&format!(
+            "{{\"process\":{},\"type\":\"{kind}\",\"f\":\"{f}\",\"key\":{},\"value\":{value},\"time\":{time}}}\n",
+            op.process,
+            Value::from(op.key.as_str()),
+        ));
+    }
+    out
+}
+
+fn cas_pair_json(expected: Option<i64>, new: i64) -> Value {
+    Value::Array(vec![expected.map_or(Value::Null, Value::from), Value::from(new)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Instant;
+
+    // ----- builders -------------------------------------------------------
+
+    fn op(key: &str, input: Input, output: Option<Output>, call: u64, ret: Option<u64>) -> Operation {
+        Operation { process: 0, key: key.to_owned(), input, output, call_ns: call, return_ns: ret }
+    }
+
+    fn put(value: i64, call: u64, ret: u64) -> Operation {
+        op("k", Input::Put { value }, Some(Output::Put), call, Some(ret))
+    }
+
+    fn get(value: Option<i64>, call: u64, ret: u64) -> Operation {
+        op("k", Input::Get, Some(Output::Get { value }), call, Some(ret))
+    }
+
+    fn del(call: u64, ret: u64) -> Operation {
+        op("k", Input::Delete, Some(Output::Delete), call, Some(ret))
+    }
+
+    fn cas(expected: Option<i64>, new: i64, ok: bool, call: u64, ret: u64) -> Operation {
+        op("k", Input::Cas { expected, new }, Some(Output::Cas { ok }), call, Some(ret))
+    }
+
+    fn unknown(input: Input, call: u64) -> Operation {
+        op("k", input, None, call, None)
+    }
+
+    fn on(key: &str, mut operation: Operation) -> Operation {
+        operation.key = key.to_owned();
+        operation
+    }
+
+    fn assert_linearizable(history: &[Operation]) {
+        let result = check(history, CheckBudget::default());
+        assert_eq!(result, CheckResult::Linearizable, "history: {history:#?}");
+    }
+
+    /// Asserts rejection on `key` with a witness ending in `offender`.
+    fn assert_rejected(history: &[Operation], key: &str, offender: usize) {
+        match check(history, CheckBudget::default()) {
+            CheckResult::NotLinearizable { key: bad_key, witness } => {
+                assert_eq!(bad_key, key);
+                assert!(!witness.is_empty());
+                assert!(witness.iter().all(|&i| i < history.len()));
+                assert_eq!(
+                    witness.last(),
+                    Some(&offender),
+                    "witness {witness:?} should end with op {offender}"
+                );
+            }
+            other => panic!("expected NotLinearizable, got {other:?} for {history:#?}"),
+        }
+    }
+
+    // ----- linearizable histories ----------------------------------------
+
+    #[test]
+    fn empty_history_is_linearizable() {
+        assert_linearizable(&[]);
+    }
+
+    #[test]
+    fn sequential_history_is_linearizable() {
+        assert_linearizable(&[
+            get(None, 0, 1),
+            put(1, 2, 3),
+            get(Some(1), 4, 5),
+            put(2, 6, 7),
+            get(Some(2), 8, 9),
+            del(10, 11),
+            get(None, 12, 13),
+        ]);
+    }
+
+    #[test]
+    fn concurrent_overlapping_writes_are_linearizable() {
+        // Both orders of the overlapping puts are allowed; the read fixes one.
+        assert_linearizable(&[put(1, 0, 10), put(2, 5, 15), get(Some(1), 20, 21)]);
+        assert_linearizable(&[put(1, 0, 10), put(2, 5, 15), get(Some(2), 20, 21)]);
+    }
+
+    #[test]
+    fn read_concurrent_with_two_writes_sees_either() {
+        for seen in [None, Some(1), Some(2)] {
+            assert_linearizable(&[put(1, 0, 10), put(2, 0, 10), get(seen, 0, 10)]);
+        }
+    }
+
+    #[test]
+    fn reads_concurrent_with_a_write_may_flip_once() {
+        assert_linearizable(&[
+            put(1, 0, 1),
+            put(2, 10, 50),
+            get(Some(1), 11, 12),
+            get(Some(2), 13, 14),
+            get(Some(2), 15, 16),
+        ]);
+    }
+
+    #[test]
+    fn touching_intervals_are_concurrent() {
+        // The get returns exactly when the put is called: they may be ordered
+        // either way.
+        assert_linearizable(&[get(Some(1), 0, 5), put(1, 5, 6)]);
+    }
+
+    #[test]
+    fn cas_chain_is_linearizable() {
+        assert_linearizable(&[
+            cas(None, 1, true, 0, 1),
+            cas(Some(1), 2, true, 2, 3),
+            cas(Some(1), 3, false, 4, 5),
+            cas(Some(2), 3, true, 6, 7),
+            get(Some(3), 8, 9),
+        ]);
+    }
+
+    #[test]
+    fn concurrent_cas_chain_is_linearizable() {
+        // Listed in an order different from the only valid one.
+        assert_linearizable(&[
+            cas(Some(3), 4, true, 0, 100),
+            cas(Some(1), 2, true, 0, 100),
+            cas(Some(2), 3, true, 0, 100),
+            cas(None, 1, true, 0, 100),
+            cas(Some(1), 9, false, 0, 100),
+            get(Some(4), 101, 102),
+        ]);
+    }
+
+    #[test]
+    fn unknown_write_that_happened_is_linearizable() {
+        assert_linearizable(&[put(1, 0, 1), unknown(Input::Put { value: 2 }, 2), get(Some(2), 10, 11)]);
+    }
+
+    #[test]
+    fn unknown_write_that_did_not_happen_is_linearizable() {
+        assert_linearizable(&[
+            put(1, 0, 1),
+            unknown(Input::Put { value: 2 }, 2),
+            get(Some(1), 10, 11),
+            get(Some(1), 12, 13),
+        ]);
+    }
+
+    #[test]
+    fn unknown_write_may_take_effect_much_later() {
+        assert_linearizable(&[
+            unknown(Input::Put { value: 7 }, 0),
+            put(1, 1, 2),
+            get(Some(1), 3, 4),
+            put(2, 5, 6),
+            get(Some(2), 7, 8),
+            get(Some(7), 9, 10),
+            get(Some(7), 11, 12),
+        ]);
+    }
+
+    #[test]
+    fn unknown_cas_and_delete_are_optional() {
+        assert_linearizable(&[
+            put(1, 0, 1),
+            unknown(Input::Cas { expected: Some(1), new: 5 }, 2),
+            unknown(Input::Delete, 3),
+            get(Some(1), 4, 5),
+            get(Some(5), 6, 7),
+            get(None, 8, 9),
+        ]);
+    }
+
+    #[test]
+    fn unknown_get_is_ignored() {
+        assert_linearizable(&[put(1, 0, 1), unknown(Input::Get, 2), get(Some(1), 3, 4)]);
+    }
+
+    #[test]
+    fn completed_op_with_unknown_return_time_may_linearize_late() {
+        assert_linearizable(&[
+            op("k", Input::Put { value: 3 }, Some(Output::Put), 0, None),
+            get(None, 1, 2),
+            get(Some(3), 10, 11),
+        ]);
+    }
+
+    #[test]
+    fn deletes_are_linearizable() {
+        assert_linearizable(&[
+            put(1, 0, 1),
+            del(2, 20),
+            get(Some(1), 3, 4),
+            get(None, 5, 6),
+            del(21, 22),
+            get(None, 23, 24),
+            cas(None, 8, true, 25, 26),
+            get(Some(8), 27, 28),
+        ]);
+    }
+
+    #[test]
+    fn keys_are_independent() {
+        assert_linearizable(&[
+            on("a", put(1, 0, 1)),
+            on("b", put(2, 2, 3)),
+            on("a", get(Some(1), 4, 5)),
+            on("b", get(Some(2), 4, 5)),
+            on("c", get(None, 6, 7)),
+        ]);
+    }
+
+    // ----- non-linearizable histories ------------------------------------
+
+    #[test]
+    fn rejects_stale_read() {
+        assert_rejected(&[put(1, 0, 1), put(2, 2, 3), get(Some(1), 4, 5)], "k", 2);
+    }
+
+    #[test]
+    fn rejects_read_of_value_never_written() {
+        assert_rejected(&[put(1, 0, 1), get(Some(5), 2, 3)], "k", 1);
+        assert_rejected(&[get(Some(5), 0, 1)], "k", 0);
+    }
+
+    #[test]
+    fn rejects_reads_in_impossible_order() {
+        assert_rejected(&[put(1, 0, 10), put(2, 0, 10), get(Some(2), 11, 12), get(Some(1), 13, 14)], "k", 3);
+        // Two writes ordered by real time, two concurrent readers that
+        // observe them in opposite orders.
+        assert_rejected(
+            &[
+                put(1, 0, 100),
+                put(2, 0, 100),
+                get(Some(1), 0, 10),
+                get(Some(2), 11, 20),
+                get(Some(2), 0, 10),
+                get(Some(1), 11, 20),
+            ],
+            "k",
+            5,
+        );
+    }
+
+    #[test]
+    fn rejects_cas_succeeding_against_wrong_value() {
+        assert_rejected(&[put(1, 0, 1), cas(Some(2), 3, true, 2, 3)], "k", 1);
+        assert_rejected(&[cas(Some(0), 3, true, 0, 1)], "k", 0);
+    }
+
+    #[test]
+    fn rejects_cas_failing_against_matching_value() {
+        assert_rejected(&[put(1, 0, 1), cas(Some(1), 3, false, 2, 3)], "k", 1);
+    }
+
+    #[test]
+    fn rejects_two_successful_cas_from_same_value() {
+        assert_rejected(&[put(1, 0, 1), cas(Some(1), 2, true, 2, 10), cas(Some(1), 3, true, 2, 10)], "k", 2);
+    }
+
+    #[test]
+    fn rejects_lost_write() {
+        assert_rejected(&[put(1, 0, 1), get(None, 2, 3)], "k", 1);
+        assert_rejected(&[put(1, 0, 1), put(2, 2, 3), get(Some(2), 4, 5), get(Some(1), 6, 7)], "k", 3);
+    }
+
+    #[test]
+    fn rejects_read_of_deleted_value() {
+        assert_rejected(&[put(1, 0, 1), del(2, 3), get(Some(1), 4, 5)], "k", 2);
+    }
+
+    #[test]
+    fn rejects_read_from_the_future() {
+        assert_rejected(&[get(Some(1), 0, 1), put(1, 2, 3)], "k", 0);
+    }
+
+    #[test]
+    fn rejects_read_before_unknown_write_was_invoked() {
+        assert_rejected(&[get(Some(2), 0, 1), unknown(Input::Put { value: 2 }, 2)], "k", 0);
+    }
+
+    #[test]
+    fn rejects_read_of_value_written_only_by_failed_op() {
+        let text = r#"{"process":0,"type":"invoke","f":"put","key":"k","value":1,"time":0}
+{"process":0,"type":"ok","f":"put","key":"k","value":1,"time":1}
+{"process":1,"type":"invoke","f":"put","key":"k","value":2,"time":2}
+{"process":1,"type":"fail","f":"put","key":"k","value":2,"time":3}
+{"process":0,"type":"invoke","f":"get","key":"k","value":null,"time":4}
+{"process":0,"type":"ok","f":"get","key":"k","value":2,"time":5}
+"#;
+        let history = parse_jsonl(text).expect("valid history");
+        assert_eq!(history.len(), 2);
+        assert_rejected(&history, "k", 1);
+    }
+
+    #[test]
+    fn rejects_output_of_the_wrong_kind() {
+        assert_rejected(&[op("k", Input::Get, Some(Output::Put), 0, Some(1))], "k", 0);
+    }
+
+    #[test]
+    fn reports_the_failing_key() {
+        assert_rejected(
+            &[
+                on("a", put(1, 0, 1)),
+                on("b", put(2, 0, 1)),
+                on("a", get(Some(1), 2, 3)),
+                on("b", get(Some(1), 2, 3)),
+            ],
+            "b",
+            3,
+        );
+    }
+
+    #[test]
+    fn witness_is_the_furthest_partial_linearization() {
+        let history = [put(1, 0, 1), put(2, 2, 3), get(Some(2), 4, 5), put(3, 6, 7), get(Some(2), 8, 9)];
+        assert_eq!(
+            check(&history, CheckBudget::default()),
+            CheckResult::NotLinearizable { key: "k".to_owned(), witness: vec![0, 1, 2, 3, 4] }
+        );
+    }
+
+    #[test]
+    fn exhausted_budget_reports_unknown() {
+        let history = [put(1, 0, 10), put(2, 0, 10), put(3, 0, 10), get(Some(1), 11, 12)];
+        match check(&history, CheckBudget { max_steps: 2 }) {
+            CheckResult::Unknown { key, reason } => {
+                assert_eq!(key, "k");
+                assert!(reason.contains("budget"), "{reason}");
+            }
+            other => panic!("expected Unknown, got {other:?}"),
+        }
+        // A violation on another key still wins over an unknown verdict.
+        let mut both = history.to_vec();
+        both.push(on("z", get(Some(9), 0, 1)));
+        assert!(matches!(
+            check(&both, CheckBudget { max_steps: 2 }),
+            CheckResult::NotLinearizable { key, .. } if key == "z"
+        ));
+    }
+
+    // ----- randomized histories -------------------------------------------
+
+    /// SplitMix64.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, bound: u64) -> u64 {
+            self.next() % bound
+        }
+    }
+
+    /// Simulates `processes` clients issuing `count` operations against an
+    /// atomic key-value store with `keys` keys. Each process runs one
+    /// operation at a time; each operation takes effect at a random instant
+    /// inside its interval. About `unknown_per_mille`/1000 of the operations
+    /// time out (unknown outcome; half of those really took effect).
+    fn simulate(
+        seed: u64,
+        count: usize,
+        keys: u64,
+        processes: u64,
+        unknown_per_mille: u64,
+    ) -> Vec<Operation> {
+        let mut rng = Rng(seed);
+        // (process, call, linearization point, return)
+        let mut free_at = vec![0u64; processes as usize];
+        let mut slots = Vec::with_capacity(count);
+        for _ in 0..count {
+            let process = (0..processes as usize).min_by_key(|&p| (free_at[p], p)).unwrap_or(0);
+            let call = free_at[process] + rng.below(20);
+            let point = call + 1 + rng.below(60);
+            let ret = point + 1 + rng.below(60);
+            free_at[process] = ret;
+            slots.push((process as u64, call, point, ret));
+        }
+        let mut by_point: Vec<usize> = (0..count).collect();
+        by_point.sort_by_key(|&i| (slots[i].2, i));
+
+        let mut store: HashMap<String, Option<i64>> = HashMap::new();
+        let mut written: Vec<i64> = Vec::new();
+        let mut next_value = 1i64;
+        let mut ops: Vec<Option<Operation>> = vec![None; count];
+        for i in by_point {
+            let (process, call, _, ret) = slots[i];
+            let key = format!("key{}", rng.below(keys));
+            let current = store.get(&key).copied().flatten();
+            let times_out = rng.below(1000) < unknown_per_mille;
+            let takes_effect = !times_out || rng.below(2) == 0;
+            let (input, output, new_state) = match rng.below(10) {
+                0..=3 => (Input::Get, Output::Get { value: current }, current),
+                4..=6 => {
+                    next_value += 1;
+                    (Input::Put { value: next_value }, Output::Put, Some(next_value))
+                }
+                7 => (Input::Delete, Output::Delete, None),
+                _ => {
+                    let expected = match rng.below(4) {
+                        0 => None,
+                        1 if !written.is_empty() => Some(written[rng.below(written.len() as u64) as usize]),
+                        _ => current,
+                    };
+                    next_value += 1;
+                    let ok = expected == current;
+                    let after = if ok { Some(next_value) } else { current };
+                    (Input::Cas { expected, new: next_value }, Output::Cas { ok }, after)
+                }
+            };
+            if takes_effect {
+                if let Some(value) = new_state {
+                    written.push(value);
+                }
+                store.insert(key.clone(), new_state);
+            }
+            ops[i] = Some(Operation {
+                process,
+                key,
+                input,
+                output: (!times_out).then_some(output),
+                call_ns: call,
+                return_ns: (!times_out).then_some(ret),
+            });
+        }
+        ops.into_iter().flatten().collect()
+    }
+
+    /// Index of a completed get, to corrupt.
+    fn some_completed_get(history: &[Operation], pick: usize) -> Option<usize> {
+        let gets: Vec<usize> = history
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| matches!(op.output, Some(Output::Get { .. })))
+            .map(|(i, _)| i)
+            .collect();
+        (!gets.is_empty()).then(|| gets[pick % gets.len()])
+    }
+
+    #[test]
+    fn large_randomized_history_checks_quickly() {
+        let history = simulate(42, 20_000, 5, 8, 5);
+        let start = Instant::now();
+        let result = check(&history, CheckBudget::default());
+        let elapsed = start.elapsed();
+        eprintln!("20,000 ops / 5 keys / 8 processes checked in {elapsed:?}");
+        assert_eq!(result, CheckResult::Linearizable);
+
+        let mut corrupted = history.clone();
+        let victim = some_completed_get(&corrupted, 12_345).expect("history has gets");
+        corrupted[victim].output = Some(Output::Get { value: Some(-1) });
+        let start = Instant::now();
+        let result = check(&corrupted, CheckBudget::default());
+        eprintln!("corrupted variant checked in {:?}", start.elapsed());
+        match result {
+            CheckResult::NotLinearizable { key, witness } => {
+                assert_eq!(key, corrupted[victim].key);
+                assert_eq!(witness.last(), Some(&victim));
+            }
+            other => panic!("expected NotLinearizable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hundred_thousand_ops_check_quickly() {
+        let history = simulate(7, 100_000, 10, 10, 2);
+        let start = Instant::now();
+        let result = check(&history, CheckBudget::default());
+        eprintln!("100,000 ops / 10 keys / 10 processes checked in {:?}", start.elapsed());
+        assert_eq!(result, CheckResult::Linearizable);
+    }
+
+    #[test]
+    fn single_hot_key_with_many_unknowns() {
+        let history = simulate(3, 5_000, 1, 10, 50);
+        let start = Instant::now();
+        let result = check(&history, CheckBudget::default());
+        eprintln!("5,000 ops / 1 key / 10 processes / 5% unknown checked in {:?}", start.elapsed());
+        assert_eq!(result, CheckResult::Linearizable);
+    }
+
+    /// Raw material for one operation of a proptest history.
+    type OpSeed = (u8, u8, bool, u64, u64, u8);
+
+    /// Builds a history by running the ops sequentially against a register,
+    /// one linearization point every 100ns, then stretching each interval
+    /// backwards by `pre` and forwards by `post` (so intervals overlap, but the
+    /// points stay inside them and in order). A completed get of key 0 ends
+    /// the history.
+    fn build_history(seeds: &[OpSeed]) -> Vec<Operation> {
+        let mut store: HashMap<String, Option<i64>> = HashMap::new();
+        let mut next_value = 0i64;
+        let mut history = Vec::new();
+        let last = (0u8, 0u8, false, 0u64, 0u64, 2u8);
+        for (i, &(key, kind, flag, pre, post, fate)) in seeds.iter().chain([&last]).enumerate() {
+            let point = 1_000 + 100 * i as u64;
+            let key = format!("k{key}");
+            let current = store.get(&key).copied().flatten();
+            next_value += 1;
+            let (input, output, after) = match kind % 10 {
+                0..=3 => (Input::Get, Output::Get { value: current }, current),
+                4..=6 => (Input::Put { value: next_value }, Output::Put, Some(next_value)),
+                7 => (Input::Delete, Output::Delete, None),
+                _ => {
+                    let expected = if flag { current } else { Some(next_value - 1) };
+                    let ok = expected == current;
+                    (
+                        Input::Cas { expected, new: next_value },
+                        Output::Cas { ok },
+                        if ok { Some(next_value) } else { current },
+                    )
+                }
+            };
+            // fate 0: unknown outcome, took effect; 1: unknown, did not; else completed.
+            let completed = fate >= 2;
+            if fate != 1 {
+                store.insert(key.clone(), after);
+            }
+            history.push(Operation {
+                process: i as u64 % 5,
+                key,
+                input,
+                output: completed.then_some(output),
+                call_ns: point - pre,
+                return_ns: completed.then_some(point + post),
+            });
+        }
+        history
+    }
+
+    fn arb_seeds() -> impl Strategy<Value = Vec<OpSeed>> {
+        prop::collection::vec((0u8..3, 0u8..10, any::<bool>(), 0u64..350, 0u64..350, 0u8..12), 0..60)
+    }
+
+    proptest! {
+        #[test]
+        fn prop_stretched_sequential_histories_are_linearizable(seeds in arb_seeds()) {
+            let history = build_history(&seeds);
+            prop_assert_eq!(check(&history, CheckBudget::default()), CheckResult::Linearizable);
+        }
+
+        #[test]
+        fn prop_read_of_unwritten_value_is_rejected(seeds in arb_seeds(), pick in any::<usize>()) {
+            let mut history = build_history(&seeds);
+            let victim = some_completed_get(&history, pick).expect("the final get is completed");
+            history[victim].output = Some(Output::Get { value: Some(-1) });
+            match check(&history, CheckBudget::default()) {
+                CheckResult::NotLinearizable { key, witness } => {
+                    prop_assert_eq!(key, history[victim].key.clone());
+                    prop_assert_eq!(witness.last(), Some(&victim));
+                }
+                other => prop_assert!(false, "expected NotLinearizable, got {:?}", other),
+            }
+        }
+
+        #[test]
+        fn prop_simulated_histories_round_trip_and_are_linearizable(seed in any::<u64>()) {
+            let history = simulate(seed, 60, 3, 4, 100);
+            prop_assert_eq!(check(&history, CheckBudget::default()), CheckResult::Linearizable);
+            let parsed = parse_jsonl(&to_jsonl(&history));
+            prop_assert!(parsed.is_ok(), "{:?}", parsed);
+            let mut parsed = parsed.unwrap_or_default();
+            let mut expected = history.clone();
+            parsed.sort_by_key(|op| (op.call_ns, op.process));
+            expected.sort_by_key(|op| (op.call_ns, op.process));
+            prop_assert_eq!(parsed, expected);
+        }
+    }
+
+    /// Brute-force reference: tries every order of every subset of the
+    /// operations that contains all completed ones, on a whole map of
+    /// registers (no per-key decomposition).
+    fn brute_force_linearizable(history: &[Operation]) -> bool {
+        fn search(
+            history: &[Operation],
+            used: &mut Vec<bool>,
+            state: &mut HashMap<String, Option<i64>>,
+        ) -> bool {
+            let pending_required = |i: usize, used: &[bool]| !used[i] && history[i].output.is_some();
+            if (0..history.len()).all(|i| !pending_required(i, used)) {
+                return true;
+            }
+            for next in 0..history.len() {
+                if used[next] {
+                    continue;
+                }
+                let call = history[next].call_ns;
+                // Every completed operation that returned before `next` was
+                // called must already be placed.
+                let blocked = (0..history.len()).any(|a| {
+                    pending_required(a, used)
+                        && a != next
+                        && history[a].return_ns.is_some_and(|ret| ret < call)
+                });
+                if blocked {
+                    continue;
+                }
+                let op = &history[next];
+                let before = state.get(&op.key).copied().flatten();
+                // An independent statement of the register's semantics.
+                let after = match (&op.input, &op.output) {
+                    (Input::Put { value }, None | Some(Output::Put)) => Some(Some(*value)),
+                    (Input::Get, None) => Some(before),
+                    (Input::Get, Some(Output::Get { value })) => {
+                        if *value == before {
+                            Some(before)
+                        } else {
+                            None
+                        }
+                    }
+                    (Input::Delete, None | Some(Output::Delete)) => Some(None),
+                    (Input::Cas { expected, new }, output) => {
+                        let swaps = *expected == before;
+                        match output {
+                            None => Some(if swaps { Some(*new) } else { before }),
+                            Some(Output::Cas { ok }) if *ok == swaps => {
+                                Some(if swaps { Some(*new) } else { before })
+                            }
+                            Some(_) => None,
+                        }
+                    }
+                    (_, Some(_)) => None,
+                };
+                let Some(after) = after else {
+                    continue;
+                };
+                used[next] = true;
+                state.insert(op.key.clone(), after);
+                if search(history, used, state) {
+                    return true;
+                }
+                state.insert(op.key.clone(), before);
+                used[next] = false;
+            }
+            false
+        }
+        search(history, &mut vec![false; history.len()], &mut HashMap::new())
+    }
+
+    fn arb_small_history() -> impl Strategy<Value = Vec<Operation>> {
+        let value = prop_oneof![Just(None), (1i64..4).prop_map(Some)];
+        let one = (0u8..2, 0u8..4, value.clone(), 1i64..4, value, any::<bool>(), 0u64..10, 0u64..6, 0u8..5)
+            .prop_map(|(key, kind, v1, v2, read, ok, call, len, fate)| {
+                let (input, output) = match kind {
+                    0 => (Input::Put { value: v2 }, Output::Put),
+                    1 => (Input::Get, Output::Get { value: read }),
+                    2 => (Input::Delete, Output::Delete),
+                    _ => (Input::Cas { expected: v1, new: v2 }, Output::Cas { ok }),
+                };
+                let completed = fate != 0;
+                Operation {
+                    process: 0,
+                    key: if key == 0 { "a".to_owned() } else { "b".to_owned() },
+                    input,
+                    output: completed.then_some(output),
+                    call_ns: call,
+                    return_ns: completed.then_some(call + len),
+                }
+            });
+        prop::collection::vec(one, 0..8)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn prop_agrees_with_brute_force(history in arb_small_history()) {
+            let expected = brute_force_linearizable(&history);
+            let result = check(&history, CheckBudget::default());
+            prop_assert_eq!(result.is_linearizable(), expected, "{:?}", result);
+            if let CheckResult::NotLinearizable { key, witness } = result {
+                prop_assert!(!witness.is_empty());
+                let blocker = witness.last().copied().unwrap_or(usize::MAX);
+                prop_assert!(blocker < history.len());
+                prop_assert!(history[blocker].output.is_some());
+                prop_assert!(witness.iter().all(|&i| history[i].key == key));
+            }
+        }
+    }
+
+    // ----- JSON lines ------------------------------------------------------
+
+    #[test]
+    fn jsonl_round_trip() {
+        let history = vec![
+            Operation {
+                process: 1,
+                key: "a \"quoted\" key".to_owned(),
+                input: Input::Put { value: -3 },
+                output: Some(Output::Put),
+                call_ns: 0,
+                return_ns: Some(10),
+            },
+            Operation {
+                process: 2,
+                key: "b".to_owned(),
+                input: Input::Cas { expected: None, new: 4 },
+                output: Some(Output::Cas { ok: true }),
+                call_ns: 5,
+                return_ns: Some(10),
+            },
+            Operation {
+                process: 1,
+                key: "b".to_owned(),
+                input: Input::Cas { expected: Some(9), new: 5 },
+                output: Some(Output::Cas { ok: false }),
+                call_ns: 10,
+                return_ns: Some(10),
+            },
+            Operation {
+                process: 3,
+                key: "a \"quoted\" key".to_owned(),
+                input: Input::Get,
+                output: Some(Output::Get { value: None }),
+                call_ns: 11,
+                return_ns: Some(12),
+            },
+            Operation {
+                process: 2,
+                key: "a \"quoted\" key".to_owned(),
+                input: Input::Delete,
+                output: None,
+                call_ns: 13,
+                return_ns: None,
+            },
+            Operation {
+                process: 2,
+                key: "b".to_owned(),
+                input: Input::Get,
+                output: Some(Output::Get { value: Some(4) }),
+                call_ns: 14,
+                return_ns: Some(20),
+            },
+        ];
+        let text = to_jsonl(&history);
+        assert_eq!(text.lines().count(), 12);
+        assert_eq!(parse_jsonl(&text), Ok(history));
+    }
+
+    #[test]
+    fn jsonl_pairs_events_and_handles_fail_and_info() {
+        let text = r#"
+{"process":0,"type":"invoke","f":"put","key":"x","value":1,"time":0}
+{"process":1,"type":"invoke","f":"cas","key":"x","value":[null,2],"time":1}
+{"process":0,"type":"ok","f":"put","key":"x","value":1,"time":2}
+{"process":1,"type":"info","f":"cas","key":"x","value":[null,2],"time":3}
+{"process":0,"type":"invoke","f":"get","key":"x","value":null,"time":4}
+{"process":0,"type":"ok","f":"get","key":"x","value":1,"time":5}
+{"process":0,"type":"invoke","f":"delete","key":"x","time":6}
+{"process":0,"type":"fail","f":"delete","key":"x","time":7,"error":"nope"}
+{"process":2,"type":"invoke","f":"cas","key":"x","value":[1,3],"time":8}
+{"process":2,"type":"ok","f":"cas","key":"x","value":[1,3],"time":9}
+{"process":3,"type":"invoke","f":"put","key":"x","value":4,"time":10}
+"#;
+        let history = parse_jsonl(text).expect("valid");
+        let expected = vec![
+            Operation {
+                process: 0,
+                key: "x".to_owned(),
+                input: Input::Put { value: 1 },
+                output: Some(Output::Put),
+                call_ns: 0,
+                return_ns: Some(2),
+            },
+            Operation {
+                process: 1,
+                key: "x".to_owned(),
+                input: Input::Cas { expected: None, new: 2 },
+                output: None,
+                call_ns: 1,
+                return_ns: None,
+            },
+            Operation {
+                process: 0,
+                key: "x".to_owned(),
+                input: Input::Get,
+                output: Some(Output::Get { value: Some(1) }),
+                call_ns: 4,
+                return_ns: Some(5),
+            },
+            Operation {
+                process: 2,
+                key: "x".to_owned(),
+                input: Input::Cas { expected: Some(1), new: 3 },
+                output: Some(Output::Cas { ok: true }),
+                call_ns: 8,
+                return_ns: Some(9),
+            },
+            Operation {
+                process: 3,
+                key: "x".to_owned(),
+                input: Input::Put { value: 4 },
+                output: None,
+                call_ns: 10,
+                return_ns: None,
+            },
+        ];
+        assert_eq!(history, expected);
+        assert_linearizable(&history);
+    }
+
+    fn parse_error(text: &str) -> ParseError {
+        match parse_jsonl(text) {
+            Err(error) => error,
+            Ok(ops) => panic!("expected a parse error, got {ops:?}"),
+        }
+    }
+
+    const INVOKE_PUT: &str = r#"{"process":0,"type":"invoke","f":"put","key":"k","value":1,"time":0}"#;
+    const OK_PUT: &str = r#"{"process":0,"type":"ok","f":"put","key":"k","value":1,"time":1}"#;
+
+    #[test]
+    fn parse_error_malformed_json() {
+        let text = format!("{INVOKE_PUT}\n{OK_PUT}\n{{\"process\":1,\"type\":\n");
+        let error = parse_error(&text);
+        assert!(matches!(error, ParseError::Json { line: 3, .. }), "{error:?}");
+        assert_eq!(error.line(), 3);
+        assert!(error.to_string().starts_with("line 3"), "{error}");
+    }
+
+    #[test]
+    fn parse_error_unknown_type() {
+        let text = format!(
+            "{INVOKE_PUT}\n{}\n",
+            r#"{"process":0,"type":"done","f":"put","key":"k","value":1,"time":1}"#
+        );
+        let error = parse_error(&text);
+        assert_eq!(error.line(), 2);
+        assert!(
+            matches!(&error, ParseError::InvalidEvent { message, .. } if message.contains("done")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn parse_error_completion_without_invoke() {
+        let text = format!("{INVOKE_PUT}\n{OK_PUT}\n{OK_PUT}\n");
+        assert_eq!(parse_error(&text), ParseError::CompletionWithoutInvoke { line: 3, process: 0 });
+        let error = parse_error(&format!("\n{OK_PUT}"));
+        assert_eq!(error.line(), 2);
+    }
+
+    #[test]
+    fn parse_error_overlapping_invoke() {
+        let text = format!("{INVOKE_PUT}\n{INVOKE_PUT}\n");
+        assert_eq!(
+            parse_error(&text),
+            ParseError::OverlappingInvoke { line: 2, process: 0, pending_line: 1 }
+        );
+    }
+
+    #[test]
+    fn parse_error_bad_fields() {
+        let cases = [
+            (r#"[1,2,3]"#, "object"),
+            (r#"{"type":"invoke","f":"put","key":"k","value":1,"time":0}"#, "process"),
+            (r#"{"process":-1,"type":"invoke","f":"put","key":"k","value":1,"time":0}"#, "process"),
+            (r#"{"process":0,"type":"invoke","f":"incr","key":"k","value":1,"time":0}"#, "incr"),
+            (r#"{"process":0,"type":"invoke","f":"put","value":1,"time":0}"#, "key"),
+            (r#"{"process":0,"type":"invoke","f":"put","key":"k","value":1}"#, "time"),
+            (r#"{"process":0,"type":"invoke","f":"put","key":"k","value":"x","time":0}"#, "put"),
+            (r#"{"process":0,"type":"invoke","f":"put","key":"k","value":1.5,"time":0}"#, "put"),
+            (r#"{"process":0,"type":"invoke","f":"get","key":"k","value":1,"time":0}"#, "get"),
+            (r#"{"process":0,"type":"invoke","f":"cas","key":"k","value":[1],"time":0}"#, "cas"),
+        ];
+        for (line, expected) in cases {
+            let text = format!("{INVOKE_PUT}\n{OK_PUT}\n{line}\n");
+            let error = parse_error(&text);
+            assert_eq!(error.line(), 3, "{line}: {error}");
+            assert!(matches!(error, ParseError::InvalidEvent { .. }), "{line}: {error:?}");
+            assert!(error.to_string().contains(expected), "{line}: {error}");
+        }
+    }
+
+    #[test]
+    fn parse_error_mismatched_completion() {
+        let cases = [
+            r#"{"process":0,"type":"ok","f":"get","key":"k","value":1,"time":1}"#,
+            r#"{"process":0,"type":"ok","f":"put","key":"j","value":1,"time":1}"#,
+            r#"{"process":0,"type":"ok","f":"put","key":"k","value":2,"time":1}"#,
+        ];
+        for completion in cases {
+            let text = format!("\n{INVOKE_PUT}\n{completion}\n");
+            match parse_error(&text) {
+                ParseError::MismatchedCompletion { line, invoke_line, .. } => {
+                    assert_eq!((line, invoke_line), (3, 2), "{completion}")
+                }
+                other => panic!("{completion}: unexpected {other:?}"),
+            }
+        }
+        let early = r#"{"process":0,"type":"invoke","f":"get","key":"k","time":5}
+{"process":0,"type":"ok","f":"get","key":"k","value":null,"time":4}"#;
+        assert_eq!(parse_error(early).line(), 2);
+    }
+
+    #[test]
+    #[ignore]
+    fn zz_stress() {
+        for (name, seed, n, keys, procs, unk) in [
+            ("1key10p", 1u64, 20_000usize, 1u64, 10u64, 20u64),
+            ("1key30p", 2, 20_000, 1, 30, 20),
+            ("1key10p-20%unk", 3, 20_000, 1, 10, 200),
+        ] {
+            let h = simulate(seed, n, keys, procs, unk);
+            let t = Instant::now();
+            let r = check(&h, CheckBudget::default());
+            eprintln!("{name}: {:?} in {:?}", r.is_linearizable(), t.elapsed());
+            let mut c = h.clone();
+            let v = some_completed_get(&c, n / 2).unwrap();
+            c[v].output = Some(Output::Get { value: Some(-1) });
+            let t = Instant::now();
+            let r = check(&c, CheckBudget::default());
+            let w = match &r {
+                CheckResult::NotLinearizable { witness, .. } => witness.len(),
+                _ => 0,
+            };
+            eprintln!(
+                "{name} corrupted at {v}: {} witness len {w} in {:?}",
+                matches!(r, CheckResult::NotLinearizable { .. }),
+                t.elapsed()
+            );
+        }
+        // pathological: 40 concurrent puts then an impossible read.
+        let mut h: Vec<Operation> = (0..40).map(|i| put(i + 1, 0, 100)).collect();
+        h.push(get(Some(-1), 101, 102));
+        let t = Instant::now();
+        let r = check(&h, CheckBudget::default());
+        eprintln!("pathological: {:?} in {:?}", r, t.elapsed());
+    }
+
+    #[test]
+    #[ignore]
+    fn zz_profile() {
+        let cases: Vec<(u64, usize, u64, u64)> = vec![(1, 5_000, 6, 20), (2, 5_000, 6, 50), (6, 5000, 4, 100), (8, 5000, 4, 20), (3, 20_000, 6, 20), (5, 20_000, 10, 20), (9, 20_000, 10, 100), (10, 20_000, 6, 200)];
+        for (seed, n, procs, unk) in cases {
+            let h = simulate(seed, n, 1, procs, unk);
+            let mut c = h.clone();
+            let v = some_completed_get(&c, n / 2).unwrap();
+            c[v].output = Some(Output::Get { value: Some(-1) });
+            for (label, hist) in [("ok", &h), ("bad", &c)] {
+                let ops: Vec<(usize, &Operation)> = hist.iter().enumerate().collect();
+                let mut search = Search::new(ops, 20_000_000);
+                let t = Instant::now();
+                let r = search.search();
+                eprintln!("n={n} p={procs} unk={unk} {label}: {:?} steps {} cache {} in {:?}", r.as_ref().ok(), search.steps, search.memo.map.len(), t.elapsed());
+            }
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn zz_patho() {
+        let mut h: Vec<Operation> = (0..40).map(|i| put(i + 1, 0, 100)).collect();
+        h.push(get(Some(1), 101, 102));
+        h.push(get(Some(2), 103, 104));
+        let t = Instant::now();
+        let r = check(&h, CheckBudget::default());
+        eprintln!("pathological: {:?} in {:?}", r, t.elapsed());
+        // Unknown-heavy pathological: 30 unknown puts, concurrent CasFailed everywhere.
+        let mut h: Vec<Operation> = (0..30).map(|i| unknown(Input::Put { value: i + 1 }, 0)).collect();
+        for j in 0..30u64 { h.push(cas(Some(1000), 5, false, 10 + 3 * j, 11 + 3 * j)); h.push(get(Some((j % 30) as i64 + 1), 10 + 3*j, 12 + 3*j)); }
+        h.push(get(Some(-5), 200, 201));
+        h.push(put(-5, 0, 1000));
+        h.push(get(Some(-6), 300, 301));
+        let t = Instant::now();
+        let r = check(&h, CheckBudget::default());
+        eprintln!("pathological2: {:?} in {:?}", r, t.elapsed());
+    }
+}
