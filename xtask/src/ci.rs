@@ -23,6 +23,7 @@ enum Action {
     Test,
     Contracts,
     Sim { replicas: u8 },
+    Mutations,
     Doc,
 }
 
@@ -52,6 +53,11 @@ const STEPS: &[Step] = &[
         name: "sim-5",
         script: "cargo xtask sim --seeds \"$sim_seeds\" --replicas 5",
         action: Action::Sim { replicas: 5 },
+    },
+    Step {
+        name: "mutations",
+        script: "cargo xtask sim --mutation all --until-caught --seeds 1000 --replicas 3",
+        action: Action::Mutations,
     },
     Step { name: "doc", script: "cargo doc --workspace --no-deps", action: Action::Doc },
 ];
@@ -100,6 +106,13 @@ fn run_action(action: Action, sim_seeds: u64) -> Result<()> {
         Action::Sim { replicas } => {
             sim::run(&SimArgs { seeds: Some(sim_seeds), replicas: Some(replicas), ..SimArgs::default() })
         }
+        Action::Mutations => sim::run(&SimArgs {
+            seeds: Some(1000),
+            replicas: Some(3),
+            mutation: Some("all".into()),
+            until_caught: true,
+            ..SimArgs::default()
+        }),
         Action::Doc => {
             let flags = match std::env::var("RUSTDOCFLAGS") {
                 Ok(flags) if !flags.trim().is_empty() => format!("{flags} -D warnings"),

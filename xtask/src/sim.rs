@@ -32,9 +32,10 @@ pub struct SimArgs {
     /// Worker threads running seeds in parallel (each seed is still single-threaded)
     #[arg(long, value_name = "T")]
     pub threads: Option<u32>,
-    /// Simulated ticks per seed
-    #[arg(long, value_name = "K")]
-    pub ticks: Option<u64>,
+    /// With --mutation (a name or `all`): stop at the first seed a checker fails and
+    /// succeed only if one does within --seeds
+    #[arg(long)]
+    pub until_caught: bool,
     /// Further arguments, after `--`, passed to rsl-sim unchanged
     #[arg(last = true, value_name = "RSL_SIM_ARGS")]
     pub extra: Vec<OsString>,
@@ -68,7 +69,9 @@ impl SimArgs {
         push("--replicas", self.replicas.map(|v| v.to_string()));
         push("--mutation", self.mutation.clone());
         push("--threads", self.threads.map(|v| v.to_string()));
-        push("--ticks", self.ticks.map(|v| v.to_string()));
+        if self.until_caught {
+            args.push("--until-caught".into());
+        }
         args.extend(self.extra.iter().cloned());
         args
     }
@@ -141,7 +144,7 @@ mod tests {
             replicas: Some(3),
             mutation: Some("accept-below-promise".into()),
             threads: Some(2),
-            ticks: Some(5000),
+            until_caught: true,
             extra: vec!["--verbose".into()],
         };
         assert_eq!(
@@ -157,8 +160,7 @@ mod tests {
                 "accept-below-promise",
                 "--threads",
                 "2",
-                "--ticks",
-                "5000",
+                "--until-caught",
                 "--verbose"
             ]
         );

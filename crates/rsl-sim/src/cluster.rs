@@ -44,6 +44,8 @@ pub struct RunStats {
     pub relinquishes: u64,
     /// Checkpoints installed from a peer.
     pub checkpoint_installs: u64,
+    /// Pauses injected.
+    pub pauses: u64,
 }
 
 /// The result of one run.
@@ -86,6 +88,20 @@ enum Event {
     Partition,
     Heal,
     Relinquish,
+    Pause,
+}
+
+impl Event {
+    /// The replica this event happens at, if it is addressed to one.
+    fn node(&self) -> Option<usize> {
+        match self {
+            Event::Deliver(message) => Some(node_index(message.to)),
+            Event::DiskDone { node, .. }
+            | Event::CheckpointArrives { node, .. }
+            | Event::ClientToReplica { node, .. } => Some(*node),
+            _ => None,
+        }
+    }
 }
 
 /// A replica's durable storage: what survives a crash.
@@ -184,6 +200,8 @@ struct Node {
     /// The next slot this replica's state machine expects.
     apply_position: Slot,
     crashed_at: Option<u64>,
+    /// A paused (frozen) replica handles nothing until this time.
+    paused_until: u64,
 }
 
 #[derive(Debug)]
@@ -286,6 +304,7 @@ impl Simulation {
                 waiting_reads: Vec::new(),
                 apply_position: Slot(1),
                 crashed_at: None,
+                paused_until: 0,
             });
         }
         for i in 0..n {
@@ -304,6 +323,10 @@ impl Simulation {
             let at = sim.rng.between(0, sim.options.crash_every_us * 2);
             sim.schedule(at, Event::Crash);
         }
+        if sim.options.pause_every_us > 0 {
+            let at = sim.rng.between(0, sim.options.pause_every_us * 2);
+            sim.schedule(at, Event::Pause);
+        }
         if sim.options.relinquish_every_us > 0 {
             let at = sim.rng.between(0, sim.options.relinquish_every_us * 2);
             sim.schedule(at, Event::Relinquish);
@@ -316,7 +339,7 @@ impl Simulation {
         let mut config = Config::new(RingId(7), node_id(index), members);
         config.heartbeat_interval_ms = 50;
         config.election_delay_min_ms = 300;
-        config.election_delay_max_ms = 600;
+        config.election_delay_max_ms = 300 + self.options.election_delay_spread_ms;
         config.pipeline_depth = self.options.pipeline_depth;
         config.promise_slots_max = config.promise_slots_max.max(2 * config.pipeline_depth);
         config.batch_requests_max = self.options.batch_requests_max;
@@ -368,7 +391,12 @@ impl Simulation {
                 .nodes
                 .iter()
                 .enumerate()
-                .filter_map(|(i, n)| n.replica.as_ref().and_then(|r| r.poll_timeout()).map(|t| (t.0, i)))
+                .filter_map(|(i, n)| {
+                    // A resumed replica handles the messages that queued up first, as a
+                    // process drains its sockets before its timer wheel.
+                    let eligible = if n.paused_until > 0 { n.paused_until + 2_000 } else { 0 };
+                    n.replica.as_ref().and_then(|r| r.poll_timeout()).map(|t| (t.0.max(eligible), i))
+                })
                 .min();
             let timer_first = match (next_event, next_timer) {
                 (None, None) => break,
@@ -424,6 +452,14 @@ impl Simulation {
     }
 
     fn handle_event(&mut self, event: Event) {
+        if let Some(node) = event.node() {
+            let until = self.nodes[node].paused_until;
+            if self.now < until {
+                // Frozen: the event waits, in order, for the replica to resume.
+                self.schedule(until, event);
+                return;
+            }
+        }
         match event {
             Event::Deliver(message) => {
                 let index = node_index(message.to);
@@ -490,6 +526,7 @@ impl Simulation {
                 }
             }
             Event::Relinquish => self.relinquish(),
+            Event::Pause => self.pause(),
         }
     }
 
@@ -906,6 +943,7 @@ impl Simulation {
         node.waiting_writes.clear();
         node.waiting_reads.clear();
         node.crashed_at = Some(self.now);
+        node.paused_until = 0;
         let down = self.rng.between(50_000, 3_000_000);
         self.schedule(self.now + down, Event::Restart { node: index });
     }
@@ -971,6 +1009,28 @@ impl Simulation {
         }
         let length = self.rng.between(200_000, 3_000_000);
         self.schedule(self.now + length, Event::Heal);
+    }
+
+    /// Freezes a replica (often the primary) as a long garbage-collection pause or a
+    /// SIGSTOP would: it keeps its state and wakes up believing it is still whatever
+    /// it was.
+    fn pause(&mut self) {
+        if self.healed {
+            return;
+        }
+        let next = self.rng.between(self.options.pause_every_us / 2, self.options.pause_every_us * 3 / 2);
+        self.schedule(self.now + next, Event::Pause);
+        let primary =
+            self.nodes.iter().position(|n| n.replica.as_ref().is_some_and(|r| r.role() == Role::Primary));
+        let index = match primary {
+            Some(p) if self.rng.chance(0.7) => p,
+            _ => self.rng.index(self.nodes.len()),
+        };
+        if self.nodes[index].replica.is_none() || self.nodes[index].paused_until > self.now {
+            return;
+        }
+        self.stats.pauses += 1;
+        self.nodes[index].paused_until = self.now + self.rng.between(300_000, 3_000_000);
     }
 
     fn relinquish(&mut self) {

@@ -27,38 +27,66 @@
 //!    history is linearizable iff its restriction to every key is. [`check`]
 //!    splits the history per key and checks each key separately, which turns
 //!    one exponential search into many small ones.
-//! 2. **Wing & Gong search with Lowe's memoisation** (the algorithm used by
-//!    porcupine and Knossos' `wgl`). Per key, every completed operation
-//!    contributes a call entry and a return entry, sorted by time into a
-//!    doubly linked list (unknown-outcome operations contribute only a call
-//!    entry: their return is at +∞). The search scans the list from its head:
-//!    any call entry before the first return entry belongs to an operation that
-//!    may be linearized next. If the model accepts it, the operation's entries
-//!    are unlinked ("lifted") from the list and the scan restarts from the head;
-//!    reaching a return entry means that operation's response would precede
-//!    its linearization point, so the search backtracks: it pops the last
-//!    choice from an explicit stack (no recursion, so no stack overflow),
-//!    relinks its entries and tries the next candidate. The search succeeds as
-//!    soon as every *completed* operation is linearized; unknown-outcome
-//!    operations left over are deemed never to have taken effect.
-//! 3. **Memo cache.** Whether the rest of the history can be linearized
-//!    depends only on the configuration: the set of operations linearized so
-//!    far and the register's value. Every configuration entered is recorded;
-//!    reaching it again (by linearizing the same operations in another order)
-//!    is pruned. The set is stored exactly but compactly: operations are
-//!    numbered in call order, and the set is encoded as `hi` (one past the
-//!    highest linearized number) plus the sorted list of *un*linearized
-//!    numbers below `hi`. Because an operation can only be linearized while
-//!    its call precedes every pending response, that list never holds more
-//!    than the operations concurrent at one instant plus pending
-//!    unknown-outcome ones, so a key costs `O(concurrency)` words instead of a
-//!    bitset of `O(n)` bits, however many thousands of operations it has.
-//! 4. **Dominance pruning for unknown-outcome operations.** Such an operation
-//!    is optional and its result unconstrained, so a configuration in which it
-//!    has been linearized can do nothing that the same configuration without
-//!    it cannot. Linearizing it is skipped when it would not change the
-//!    register, or when the configuration "same set, new value, without it" has
-//!    already been explored.
+//! 2. **Wing & Gong search** (as in porcupine and Knossos' `wgl`). Per key,
+//!    every completed operation contributes a call entry and a return entry,
+//!    sorted by time into a doubly linked list. An operation whose call entry
+//!    precedes the first return entry still in the list may be linearized
+//!    next; if the register model accepts it, its entries are unlinked
+//!    ("lifted") and the search goes on from the new configuration. When no
+//!    candidate is left, the first pending response would precede its
+//!    operation's linearization point, so the search backtracks: it pops the
+//!    last choice from an explicit stack (no recursion, so no stack overflow),
+//!    relinks its entries and tries the next alternative. The search succeeds
+//!    as soon as every *completed* operation is linearized; unknown-outcome
+//!    operations have no response, so they are kept out of the list, may be
+//!    linearized any time after their call, and are deemed never to have
+//!    taken effect if left over.
+//! 3. **Memo cache** (Lowe). Whether the rest can be linearized depends only
+//!    on the configuration: which operations are linearized and the
+//!    register's value. Every configuration entered is recorded, and reaching
+//!    one again (by linearizing the same operations in another order) is
+//!    pruned. The set of completed operations linearized is stored exactly
+//!    but compactly: they are numbered in call order, and the set is encoded
+//!    as `hi` (one past the highest linearized number) plus the sorted list
+//!    of *un*linearized numbers below `hi`. Because an operation can only be
+//!    linearized while its call precedes every pending response, that list
+//!    never holds more than the operations concurrent at one instant, so a
+//!    configuration costs `O(concurrency)` words instead of a bitset of `O(n)`
+//!    bits, however many thousands of operations the key has.
+//! 4. **Reductions.** Each of these preserves the verdict exactly; together
+//!    they keep the number of configurations close to the number of
+//!    genuinely different ones.
+//!    * *Value classes.* Values that no operation reads or compares against
+//!      (as a cas's expected value) behave identically in every operation,
+//!      so the register holds a class of values, and all such values share
+//!      one class; a value also joins it once every operation that could
+//!      tell it apart has been linearized.
+//!    * *Forced reads.* A pending completed operation that never changes the
+//!      register (a get, a cas reported as not applied) and is legal now is
+//!      linearized at once without branching: any linearization can be
+//!      rearranged to do so.
+//!    * *Runs of unknown-outcome operations.* In any linearization, a maximal
+//!      run of consecutive unknown-outcome operations can be dropped or
+//!      rearranged until it is immediately followed by a completed operation
+//!      that it enables (one illegal before the run). So such operations are
+//!      only tried after the completed candidates, only when leading towards
+//!      a value a pending completed operation needs, a run holds at most one
+//!      put or delete (first), and equal ones are interchangeable (the
+//!      earliest-called available one stands for all).
+//!    * *Subsumption.* Configurations that differ only in how many
+//!      interchangeable unknown-outcome puts and deletes they have used are
+//!      compared, and one that used no more of each kind dominates. (The set
+//!      of unknown-outcome cas used is compared by a 128-bit Zobrist
+//!      fingerprint; a collision, with probability below `2^-70` even for the
+//!      largest searches the default budget allows, could only hide a
+//!      linearization.)
+//!    * *Order.* Candidates are tried by the midpoint of their interval, the
+//!      likeliest linearization order, which makes backtracking rare on
+//!      linearizable histories.
+//!
+//!    Before searching, a completed operation that can never be legal (it
+//!    reads a value nothing writes, or its output does not match its input)
+//!    is reported at once.
 //!
 //! # Complexity
 //!
@@ -66,10 +94,12 @@
 //! the worst case here is exponential in the number of mutually concurrent
 //! operations. The memo cache bounds the work per key by the number of
 //! distinct configurations, roughly `n · 2^c · v` for `n` operations, `c`
-//! operations concurrent at any instant and `v` candidate register values,
-//! and each search step costs `O(c)` (encoding and hashing the
-//! configuration). On realistic histories the search rarely backtracks and
-//! runs in near-linear time: `O(n log n)` for sorting plus `O(n · c)` steps.
+//! operations concurrent at any instant and `v` register values those can
+//! produce, and each search step costs `O(c)` (candidates, encoding and
+//! hashing the configuration). On realistic histories the search rarely
+//! backtracks and runs in near-linear time, `O(n log n + n · c)`; a history
+//! that is not linearizable makes it explore every configuration reachable
+//! before the violation, which is still fast at moderate concurrency.
 //! [`CheckBudget::max_steps`] caps the steps per key; exhausting it yields
 //! [`CheckResult::Unknown`] rather than a wrong answer.
 //!
@@ -80,9 +110,9 @@
 //! furthest in real time (latest first pending response; ties go to the one
 //! with more operations linearized). The witness lists its linearized
 //! operations in linearization order, followed by the operation whose
-//! response it could not reach: in that configuration that operation cannot
-//! be applied to the register, and no other pending operation can be applied
-//! that would lead anywhere new.
+//! response it reached without being able to linearize it: after that
+//! prefix, neither it nor any alternative leads to a linearization. An
+//! operation that can never be legal is reported alone.
 //!
 //! # Histories on disk
 //!
@@ -198,11 +228,13 @@ pub enum CheckResult {
         /// The first key (in order of first appearance in the history) found
         /// not to be linearizable.
         key: String,
-        /// Indices into the checked slice: the operations of the partial
-        /// linearization that reached furthest in real time, in linearization
-        /// order, followed by the operation that could not be linearized
-        /// after them before its response (always the last element). See the
-        /// module documentation.
+        /// Indices into the checked slice, never empty: the operations of the
+        /// partial linearization that reached furthest in real time, in
+        /// linearization order, followed by the operation that could not be
+        /// linearized after them before its response (always the last
+        /// element). An operation that can never be legal (a read of a value
+        /// nothing writes, an output that does not match the input) is
+        /// reported alone. See the module documentation.
         witness: Vec<usize>,
     },
     /// The step budget ran out on `key` before a verdict was reached (and no
@@ -549,14 +581,30 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 /// dominance vector of counts of unknown-outcome operations used. Among
 /// configurations with equal bases, one that used no more of any kind
 /// dominates: it can do everything the other can.
+///
+/// Bases live in one arena and are found through an open-addressing table
+/// of offsets, which keeps a configuration to a few dozen bytes.
 #[derive(Debug, Default)]
 struct Memo {
-    /// Base -> the non-dominated vectors entered with it, concatenated, each
-    /// preceded by its length.
-    map: FastMap<Box<[u32]>, Vec<u32>>,
+    /// Records `[base length, base.., vectors]`, where `vectors` is 0 for
+    /// the usual single dominance vector [`Memo::NOTHING_USED`] (which
+    /// dominates every other), or `1 + i` for the vectors in `vectors[i]`.
+    arena: Vec<u32>,
+    /// Offsets of records in `arena`, plus one; 0 marks an empty slot. The
+    /// length is zero or a power of two.
+    slots: Vec<u32>,
+    /// Number of records.
+    len: usize,
+    /// The non-dominated dominance vectors entered with a base,
+    /// concatenated, each preceded by its length.
+    vectors: Vec<Vec<u32>>,
 }
 
 impl Memo {
+    /// The dominance vector of a configuration that used no unknown-outcome
+    /// put or delete.
+    const NOTHING_USED: &'static [u32] = &[0];
+
     /// Whether `a` dominates `b`: `a[0] <= b[0]`, and every `(class, count)`
     /// pair of `a` (sorted by class) is matched in `b` by a count at least
     /// as large.
@@ -578,18 +626,86 @@ impl Memo {
         })
     }
 
+    fn hash(base: &[u32]) -> u64 {
+        let mut hasher = FastHasher::default();
+        for &word in base {
+            hasher.add(u64::from(word));
+        }
+        hasher.finish()
+    }
+
+    /// The base of the record at `offset`, and the index of its word
+    /// locating its vectors.
+    fn record(&self, offset: usize) -> (&[u32], usize) {
+        let end = offset + 1 + self.arena[offset] as usize;
+        (&self.arena[offset + 1..end], end)
+    }
+
+    /// The slot holding `base`, or the empty slot where it belongs.
+    fn find(&self, base: &[u32]) -> (usize, Option<usize>) {
+        let mask = self.slots.len() - 1;
+        let mut index = Memo::hash(base) as usize & mask;
+        loop {
+            match self.slots[index] {
+                0 => return (index, None),
+                slot => {
+                    let offset = slot as usize - 1;
+                    if self.record(offset).0 == base {
+                        return (index, Some(offset));
+                    }
+                }
+            }
+            index = (index + 1) & mask;
+        }
+    }
+
+    /// Doubles the table.
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(1 << 10);
+        let old = std::mem::replace(&mut self.slots, vec![0; size]);
+        for slot in old.into_iter().filter(|&slot| slot != 0) {
+            let (index, _) = self.find(self.record(slot as usize - 1).0);
+            self.slots[index] = slot;
+        }
+    }
+
     /// Records configuration (`base`, `dominance`) and returns true, unless
     /// it is dominated by one recorded before (then returns false).
     fn visit(&mut self, base: &[u32], dominance: &[u32]) -> bool {
-        let Some(flat) = self.map.get_mut(base) else {
-            let mut flat = Vec::with_capacity(dominance.len() + 1);
-            flat.push(dominance.len() as u32);
-            flat.extend_from_slice(dominance);
-            self.map.insert(base.into(), flat);
+        if 2 * (self.len + 1) > self.slots.len() {
+            self.grow();
+        }
+        let (index, found) = self.find(base);
+        let Some(offset) = found else {
+            let offset = self.arena.len();
+            // Offsets must fit the table; past that, stop recording (which
+            // only costs pruning).
+            let Some(slot) = u32::try_from(offset + 1).ok().filter(|&slot| slot < u32::MAX / 2) else {
+                return true;
+            };
+            self.arena.push(base.len() as u32);
+            self.arena.extend_from_slice(base);
+            if dominance == Memo::NOTHING_USED {
+                self.arena.push(0);
+            } else {
+                self.arena.push(self.vectors.len() as u32 + 1);
+                let mut vectors = Vec::with_capacity(dominance.len() + 1);
+                vectors.push(dominance.len() as u32);
+                vectors.extend_from_slice(dominance);
+                self.vectors.push(vectors);
+            }
+            self.slots[index] = slot;
+            self.len += 1;
             return true;
         };
+        let at = self.record(offset).1;
+        let Some(vectors_index) = (self.arena[at] as usize).checked_sub(1) else {
+            // It holds just [0], which dominates every vector.
+            return false;
+        };
+        let recorded = &self.vectors[vectors_index];
         let vectors = || {
-            let mut rest: &[u32] = flat;
+            let mut rest: &[u32] = recorded;
             std::iter::from_fn(move || {
                 let (&len, tail) = rest.split_first()?;
                 let (vector, tail) = tail.split_at((len as usize).min(tail.len()));
@@ -597,17 +713,22 @@ impl Memo {
                 Some(vector)
             })
         };
-        if vectors().any(|recorded| Memo::dominates(recorded, dominance)) {
+        if vectors().any(|vector| Memo::dominates(vector, dominance)) {
             return false;
         }
-        let mut kept = Vec::with_capacity(flat.len() + dominance.len() + 1);
-        for recorded in vectors().filter(|recorded| !Memo::dominates(dominance, recorded)) {
-            kept.push(recorded.len() as u32);
-            kept.extend_from_slice(recorded);
+        if dominance == Memo::NOTHING_USED {
+            self.arena[at] = 0;
+            self.vectors[vectors_index] = Vec::new();
+            return true;
+        }
+        let mut kept = Vec::with_capacity(recorded.len() + dominance.len() + 1);
+        for vector in vectors().filter(|vector| !Memo::dominates(dominance, vector)) {
+            kept.push(vector.len() as u32);
+            kept.extend_from_slice(vector);
         }
         kept.push(dominance.len() as u32);
         kept.extend_from_slice(dominance);
-        *flat = kept;
+        self.vectors[vectors_index] = kept;
         true
     }
 }
@@ -633,9 +754,11 @@ fn xor(a: [u64; 2], b: [u64; 2]) -> [u64; 2] {
 }
 
 /// Encodes the base of a configuration into `buf`: the register's class,
-/// the run context, the cas of unknown outcome linearized (as a 128-bit
-/// Zobrist fingerprint of the set), and the set of completed operations
-/// linearized, given as `hi` and the sorted unlinearized numbers below it.
+/// the run context, `hi`, flags, the cas of unknown outcome linearized (as a
+/// 128-bit Zobrist fingerprint of the set, if not empty), and the set of
+/// completed operations linearized, given by `hi` and the sorted
+/// unlinearized numbers below it (`missing`), which are written either as a
+/// list or, if shorter, as a bitmask over `missing[0]..hi`.
 fn encode_config(
     buf: &mut Vec<u32>,
     state: Class,
@@ -644,14 +767,32 @@ fn encode_config(
     hi: u32,
     missing: &[u32],
 ) {
+    const CAS_USED: u32 = 1;
+    const BITMASK: u32 = 2;
     buf.clear();
-    buf.push(state);
-    buf.push(run_start.map_or(0, |start| start + 1));
-    for word in cas_used {
-        buf.extend_from_slice(&[word as u32, (word >> 32) as u32]);
+    buf.extend_from_slice(&[state, run_start.map_or(0, |start| start + 1), hi, 0]);
+    if cas_used != [0, 0] {
+        buf[3] |= CAS_USED;
+        for word in cas_used {
+            buf.extend_from_slice(&[word as u32, (word >> 32) as u32]);
+        }
     }
-    buf.push(hi);
-    buf.extend_from_slice(missing);
+    let Some(&lo) = missing.first() else {
+        return;
+    };
+    let words = (hi - lo).div_ceil(32) as usize;
+    if words < missing.len() {
+        buf[3] |= BITMASK;
+        buf.push(lo);
+        let start = buf.len();
+        buf.resize(start + words, 0);
+        for &id in missing {
+            let bit = (id - lo) as usize;
+            buf[start + bit / 32] |= 1 << (bit % 32);
+        }
+    } else {
+        buf.extend_from_slice(missing);
+    }
 }
 
 /// Why a search stopped early.
@@ -1976,6 +2117,27 @@ mod tests {
     }
 
     #[test]
+    fn unknown_write_explains_failed_cas() {
+        // The cas can only have failed if the unknown put happened first.
+        assert_linearizable(&[
+            put(1, 0, 1),
+            unknown(Input::Put { value: 2 }, 2),
+            cas(Some(1), 3, false, 3, 4),
+            get(Some(2), 5, 6),
+        ]);
+    }
+
+    #[test]
+    fn chain_of_unknown_operations() {
+        assert_linearizable(&[
+            unknown(Input::Put { value: 5 }, 0),
+            unknown(Input::Cas { expected: Some(5), new: 6 }, 0),
+            get(Some(6), 10, 11),
+            get(Some(6), 12, 13),
+        ]);
+    }
+
+    #[test]
     fn completed_op_with_unknown_return_time_may_linearize_late() {
         assert_linearizable(&[
             op("k", Input::Put { value: 3 }, Some(Output::Put), 0, None),
@@ -2076,6 +2238,37 @@ mod tests {
     #[test]
     fn rejects_read_before_unknown_write_was_invoked() {
         assert_rejected(&[get(Some(2), 0, 1), unknown(Input::Put { value: 2 }, 2)], "k", 0);
+    }
+
+    #[test]
+    fn rejects_old_value_after_failed_cas_needing_unknown_write() {
+        // The failed cas forces the unknown put of 2 before it, so 1 cannot
+        // be read afterwards.
+        assert_rejected(
+            &[
+                put(1, 0, 1),
+                unknown(Input::Put { value: 2 }, 2),
+                cas(Some(1), 3, false, 3, 4),
+                get(Some(1), 5, 6),
+            ],
+            "k",
+            3,
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_write_used_twice() {
+        // An unknown put takes effect at most once.
+        assert_rejected(
+            &[
+                unknown(Input::Put { value: 5 }, 0),
+                unknown(Input::Cas { expected: Some(5), new: 6 }, 0),
+                get(Some(6), 10, 11),
+                get(Some(5), 12, 13),
+            ],
+            "k",
+            3,
+        );
     }
 
     #[test]
@@ -2243,28 +2436,65 @@ mod tests {
         (!gets.is_empty()).then(|| gets[pick % gets.len()])
     }
 
+    /// Makes a completed get read a stale value: one written (only) by a
+    /// completed put that was followed, in real time, by another completed
+    /// put before the get was called. Returns the get's index.
+    fn make_stale_read(history: &mut [Operation], pick: usize) -> Option<usize> {
+        let completed_put = |op: &Operation| matches!((&op.input, &op.output), (Input::Put { .. }, Some(_)));
+        let gets: Vec<usize> =
+            (0..history.len()).filter(|&i| matches!(history[i].output, Some(Output::Get { .. }))).collect();
+        for offset in 0..gets.len() {
+            let victim = gets[(pick + offset) % gets.len()];
+            let (key, call) = (history[victim].key.clone(), history[victim].call_ns);
+            let before = |op: &Operation, time: u64| op.return_ns.is_some_and(|ret| ret < time);
+            let overwrite =
+                history.iter().filter(|op| op.key == key && completed_put(op) && before(op, call));
+            let Some(overwrite_call) = overwrite.map(|op| op.call_ns).max() else {
+                continue;
+            };
+            let stale = history
+                .iter()
+                .filter(|op| op.key == key && completed_put(op) && before(op, overwrite_call))
+                .find_map(|op| match op.input {
+                    Input::Put { value } => Some(value),
+                    _ => None,
+                });
+            if let Some(value) = stale {
+                history[victim].output = Some(Output::Get { value: Some(value) });
+                return Some(victim);
+            }
+        }
+        None
+    }
+
+    fn assert_rejected_at(history: &[Operation], victim: usize) {
+        match check(history, CheckBudget::default()) {
+            CheckResult::NotLinearizable { key, witness } => {
+                assert_eq!(key, history[victim].key);
+                assert_eq!(witness.last(), Some(&victim), "witness {witness:?}");
+            }
+            other => panic!("expected NotLinearizable at op {victim}, got {other:?}"),
+        }
+    }
+
     #[test]
     fn large_randomized_history_checks_quickly() {
         let history = simulate(42, 20_000, 5, 8, 5);
         let start = Instant::now();
         let result = check(&history, CheckBudget::default());
-        let elapsed = start.elapsed();
-        eprintln!("20,000 ops / 5 keys / 8 processes checked in {elapsed:?}");
+        eprintln!("20,000 ops / 5 keys / 8 processes checked in {:?}", start.elapsed());
         assert_eq!(result, CheckResult::Linearizable);
 
         let mut corrupted = history.clone();
+        let victim = make_stale_read(&mut corrupted, 10_000).expect("a get to corrupt");
+        let start = Instant::now();
+        assert_rejected_at(&corrupted, victim);
+        eprintln!("with a stale read: rejected in {:?}", start.elapsed());
+
+        let mut corrupted = history;
         let victim = some_completed_get(&corrupted, 12_345).expect("history has gets");
         corrupted[victim].output = Some(Output::Get { value: Some(-1) });
-        let start = Instant::now();
-        let result = check(&corrupted, CheckBudget::default());
-        eprintln!("corrupted variant checked in {:?}", start.elapsed());
-        match result {
-            CheckResult::NotLinearizable { key, witness } => {
-                assert_eq!(key, corrupted[victim].key);
-                assert_eq!(witness.last(), Some(&victim));
-            }
-            other => panic!("expected NotLinearizable, got {other:?}"),
-        }
+        assert_rejected_at(&corrupted, victim);
     }
 
     #[test]
@@ -2277,12 +2507,18 @@ mod tests {
     }
 
     #[test]
-    fn single_hot_key_with_many_unknowns() {
-        let history = simulate(3, 5_000, 1, 10, 50);
+    fn hot_key_with_many_unknowns() {
+        // One key, six processes, 5% of operations time out.
+        let history = simulate(3, 5_000, 1, 6, 50);
         let start = Instant::now();
-        let result = check(&history, CheckBudget::default());
-        eprintln!("5,000 ops / 1 key / 10 processes / 5% unknown checked in {:?}", start.elapsed());
-        assert_eq!(result, CheckResult::Linearizable);
+        assert_eq!(check(&history, CheckBudget::default()), CheckResult::Linearizable);
+        eprintln!("5,000 ops / 1 key / 6 processes / 5% unknown checked in {:?}", start.elapsed());
+
+        let mut corrupted = history;
+        let victim = make_stale_read(&mut corrupted, 2_500).expect("a get to corrupt");
+        let start = Instant::now();
+        assert_rejected_at(&corrupted, victim);
+        eprintln!("with a stale read: rejected in {:?}", start.elapsed());
     }
 
     /// Raw material for one operation of a proptest history.
@@ -2356,6 +2592,20 @@ mod tests {
                     prop_assert_eq!(witness.last(), Some(&victim));
                 }
                 other => prop_assert!(false, "expected NotLinearizable, got {:?}", other),
+            }
+        }
+
+        #[test]
+        fn prop_stale_read_is_rejected(seeds in arb_seeds(), pick in any::<usize>()) {
+            let mut history = build_history(&seeds);
+            if let Some(victim) = make_stale_read(&mut history, pick) {
+                match check(&history, CheckBudget::default()) {
+                    CheckResult::NotLinearizable { key, witness } => {
+                        prop_assert_eq!(key, history[victim].key.clone());
+                        prop_assert_eq!(witness.last(), Some(&victim));
+                    }
+                    other => prop_assert!(false, "expected NotLinearizable, got {:?}", other),
+                }
             }
         }
 
@@ -2697,79 +2947,5 @@ mod tests {
         let early = r#"{"process":0,"type":"invoke","f":"get","key":"k","time":5}
 {"process":0,"type":"ok","f":"get","key":"k","value":null,"time":4}"#;
         assert_eq!(parse_error(early).line(), 2);
-    }
-
-    #[test]
-    #[ignore]
-    fn zz_stress() {
-        for (name, seed, n, keys, procs, unk) in [
-            ("1key10p", 1u64, 20_000usize, 1u64, 10u64, 20u64),
-            ("1key30p", 2, 20_000, 1, 30, 20),
-            ("1key10p-20%unk", 3, 20_000, 1, 10, 200),
-        ] {
-            let h = simulate(seed, n, keys, procs, unk);
-            let t = Instant::now();
-            let r = check(&h, CheckBudget::default());
-            eprintln!("{name}: {:?} in {:?}", r.is_linearizable(), t.elapsed());
-            let mut c = h.clone();
-            let v = some_completed_get(&c, n / 2).unwrap();
-            c[v].output = Some(Output::Get { value: Some(-1) });
-            let t = Instant::now();
-            let r = check(&c, CheckBudget::default());
-            let w = match &r {
-                CheckResult::NotLinearizable { witness, .. } => witness.len(),
-                _ => 0,
-            };
-            eprintln!(
-                "{name} corrupted at {v}: {} witness len {w} in {:?}",
-                matches!(r, CheckResult::NotLinearizable { .. }),
-                t.elapsed()
-            );
-        }
-        // pathological: 40 concurrent puts then an impossible read.
-        let mut h: Vec<Operation> = (0..40).map(|i| put(i + 1, 0, 100)).collect();
-        h.push(get(Some(-1), 101, 102));
-        let t = Instant::now();
-        let r = check(&h, CheckBudget::default());
-        eprintln!("pathological: {:?} in {:?}", r, t.elapsed());
-    }
-
-    #[test]
-    #[ignore]
-    fn zz_profile() {
-        let cases: Vec<(u64, usize, u64, u64)> = vec![(1, 5_000, 6, 20), (2, 5_000, 6, 50), (6, 5000, 4, 100), (8, 5000, 4, 20), (3, 20_000, 6, 20), (5, 20_000, 10, 20), (9, 20_000, 10, 100), (10, 20_000, 6, 200)];
-        for (seed, n, procs, unk) in cases {
-            let h = simulate(seed, n, 1, procs, unk);
-            let mut c = h.clone();
-            let v = some_completed_get(&c, n / 2).unwrap();
-            c[v].output = Some(Output::Get { value: Some(-1) });
-            for (label, hist) in [("ok", &h), ("bad", &c)] {
-                let ops: Vec<(usize, &Operation)> = hist.iter().enumerate().collect();
-                let mut search = Search::new(ops, 20_000_000);
-                let t = Instant::now();
-                let r = search.search();
-                eprintln!("n={n} p={procs} unk={unk} {label}: {:?} steps {} cache {} in {:?}", r.as_ref().ok(), search.steps, search.memo.map.len(), t.elapsed());
-            }
-        }
-    }
-
-    #[test]
-    #[ignore]
-    fn zz_patho() {
-        let mut h: Vec<Operation> = (0..40).map(|i| put(i + 1, 0, 100)).collect();
-        h.push(get(Some(1), 101, 102));
-        h.push(get(Some(2), 103, 104));
-        let t = Instant::now();
-        let r = check(&h, CheckBudget::default());
-        eprintln!("pathological: {:?} in {:?}", r, t.elapsed());
-        // Unknown-heavy pathological: 30 unknown puts, concurrent CasFailed everywhere.
-        let mut h: Vec<Operation> = (0..30).map(|i| unknown(Input::Put { value: i + 1 }, 0)).collect();
-        for j in 0..30u64 { h.push(cas(Some(1000), 5, false, 10 + 3 * j, 11 + 3 * j)); h.push(get(Some((j % 30) as i64 + 1), 10 + 3*j, 12 + 3*j)); }
-        h.push(get(Some(-5), 200, 201));
-        h.push(put(-5, 0, 1000));
-        h.push(get(Some(-6), 300, 301));
-        let t = Instant::now();
-        let r = check(&h, CheckBudget::default());
-        eprintln!("pathological2: {:?} in {:?}", r, t.elapsed());
     }
 }

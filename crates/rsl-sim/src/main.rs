@@ -20,8 +20,10 @@ struct Args {
     first_seed: u64,
     replicas: usize,
     mutation: Option<rsl_core::Mutation>,
+    all_mutations: bool,
     threads: usize,
     verbose: bool,
+    until_caught: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -30,8 +32,10 @@ fn parse() -> Result<Args, String> {
         first_seed: 0,
         replicas: 3,
         mutation: None,
+        all_mutations: false,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         verbose: false,
+        until_caught: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +60,10 @@ fn parse() -> Result<Args, String> {
             }
             "--mutation" => {
                 let name = value("--mutation")?;
+                if name == "all" {
+                    args.all_mutations = true;
+                    continue;
+                }
                 args.mutation =
                     Some(MUTATIONS.into_iter().find(|m| mutation_name(*m) == name).ok_or_else(|| {
                         let names: Vec<&str> = MUTATIONS.iter().map(|m| mutation_name(*m)).collect();
@@ -64,6 +72,7 @@ fn parse() -> Result<Args, String> {
             }
             "--threads" => args.threads = number("--threads", value("--threads")?)?.max(1) as usize,
             "--verbose" => args.verbose = true,
+            "--until-caught" => args.until_caught = true,
             "--help" | "-h" => {
                 println!(
                     "rsl-sim: deterministic whole-cluster simulation of rsl-core\n\n\
@@ -71,9 +80,11 @@ fn parse() -> Result<Args, String> {
                      --seed S         run (replay) exactly seed S, verbosely\n\
                      --first-seed F   first seed of the range (default 0)\n\
                      --replicas 3|5   ring size (default 3)\n\
-                     --mutation NAME  switch on a seeded bug: {}\n\
+                     --mutation NAME  switch on a seeded bug (or `all`, one after another): {}\n\
                      --threads T      worker threads (default: all cores)\n\
-                     --verbose        print every seed's counters",
+                     --verbose        print every seed's counters\n\
+                     --until-caught   with --mutation: stop at the first seed a checker fails,\n\
+                     \x20                and succeed only if one does within --seeds",
                     MUTATIONS.iter().map(|m| mutation_name(*m)).collect::<Vec<_>>().join(", ")
                 );
                 std::process::exit(0);
@@ -85,23 +96,40 @@ fn parse() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
+    let mut args = match parse() {
         Ok(args) => args,
         Err(message) => {
             eprintln!("rsl-sim: {message}");
             return ExitCode::from(2);
         }
     };
+    if args.all_mutations {
+        // Every seeded bug in turn; all must be caught.
+        let mut code = ExitCode::SUCCESS;
+        for mutation in MUTATIONS {
+            args.mutation = Some(mutation);
+            if run(&args) != ExitCode::SUCCESS {
+                code = ExitCode::FAILURE;
+            }
+        }
+        return code;
+    }
+    run(&args)
+}
+
+fn run(args: &Args) -> ExitCode {
     let start = Instant::now();
     let next = AtomicU64::new(args.first_seed);
     let end = args.first_seed + args.seeds;
     let passed = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
+    // With --until-caught, the lowest failing seed so far; workers skip seeds above it.
+    let caught = AtomicU64::new(u64::MAX);
     std::thread::scope(|scope| {
         for _ in 0..args.threads.min(args.seeds.max(1) as usize) {
             scope.spawn(|| loop {
                 let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
+                if seed >= end || seed > caught.load(Ordering::Relaxed) {
                     break;
                 }
                 let options = Options::from_seed(seed, args.replicas, args.mutation);
@@ -117,6 +145,9 @@ fn main() -> ExitCode {
                         passed.fetch_add(1, Ordering::Relaxed);
                     }
                     Some(failure) => {
+                        if args.until_caught {
+                            caught.fetch_min(seed, Ordering::Relaxed);
+                        }
                         println!("seed {seed} FAILED: {failure}");
                         println!("  replay: {}", replay_command(seed, args.replicas, args.mutation));
                         failures.lock().expect("no poisoning").push((seed, failure.checker));
@@ -126,7 +157,32 @@ fn main() -> ExitCode {
         }
     });
     let elapsed = start.elapsed().as_secs_f64();
-    let failures = failures.into_inner().expect("no poisoning");
+    let mut failures = failures.into_inner().expect("no poisoning");
+    if args.until_caught {
+        failures.sort_unstable();
+        let name = args.mutation.map_or("none", mutation_name);
+        return match failures.first() {
+            Some((seed, checker)) if *checker != "assertion" => {
+                println!(
+                    "sim: mutation={name} caught by {checker} at seed {seed} ({} seeds from {}, {elapsed:.1}s)",
+                    seed - args.first_seed + 1,
+                    args.first_seed
+                );
+                ExitCode::SUCCESS
+            }
+            Some((seed, checker)) => {
+                println!(
+                    "sim: mutation={name} first tripped an {checker} (not a checker) at seed {seed}; \
+                     the checkers must catch it"
+                );
+                ExitCode::FAILURE
+            }
+            None => {
+                println!("sim: mutation={name} NOT caught in {} seeds from {}", args.seeds, args.first_seed);
+                ExitCode::FAILURE
+            }
+        };
+    }
     let passed = passed.load(Ordering::Relaxed);
     println!(
         "sim: seeds={} passed={} failed={} seconds={:.1} seeds_per_sec={:.1} replicas={}{}",

@@ -47,6 +47,8 @@ pub struct Options {
     pub disk_latency_min_us: u64,
     /// Disk: write latency upper bound.
     pub disk_latency_max_us: u64,
+    /// Protocol: election delay spread above its 300 ms minimum (0 makes candidates duel).
+    pub election_delay_spread_ms: u64,
     /// Protocol: pipeline depth.
     pub pipeline_depth: u64,
     /// Protocol: requests per batch.
@@ -59,6 +61,8 @@ pub struct Options {
     pub log_retain_slots: u64,
     /// Protocol: chosen values per fetch.
     pub fetch_slots_max: u64,
+    /// Pauses: mean time between process freezes, microseconds (0: none).
+    pub pause_every_us: u64,
     /// Relinquish: mean time between primary hand-overs, microseconds (0: none).
     pub relinquish_every_us: u64,
     /// A seeded bug to switch on in every replica.
@@ -93,12 +97,14 @@ impl Options {
             torn_writes: on(&mut rng, 0.5),
             disk_latency_min_us,
             disk_latency_max_us: disk_latency_min_us + rng.between(0, 30_000),
+            election_delay_spread_ms: [0, 5, 50, 300, 300][rng.index(5)],
             pipeline_depth: [1, 2, 4, 16, 64][rng.index(5)],
             batch_requests_max: [1, 4, 64][rng.index(3)],
             batch_linger_us: [0, 0, 500, 5_000][rng.index(4)],
             checkpoint_interval_slots: [0, 10, 50, 200][rng.index(4)],
             log_retain_slots: [0, 5, 100][rng.index(3)],
             fetch_slots_max: [1, 8, 128][rng.index(3)],
+            pause_every_us: if on(&mut rng, 0.5) { rng.between(500, 5_000) * 1000 } else { 0 },
             relinquish_every_us: if on(&mut rng, 0.3) { rng.between(1_000, 5_000) * 1000 } else { 0 },
             mutation,
         }
