@@ -434,6 +434,7 @@ impl Replica {
         if now >= self.lease_until() {
             return Err(ReadError::LeaseExpired);
         }
+        postcondition!(self.role == Role::Primary && self.chosen >= leader.recovery_end);
         Ok(self.chosen)
     }
 
@@ -547,6 +548,7 @@ impl Replica {
         if ticket <= self.persisted_ticket {
             return;
         }
+        let chosen_before = self.chosen;
         self.persisted_ticket = ticket;
         // Release what waited on the disk.
         while let Some((t, _)) = self.held.front() {
@@ -575,6 +577,8 @@ impl Replica {
         } else {
             self.advance_learned_chosen();
         }
+        postcondition!(self.held.iter().all(|(t, _)| *t > ticket), "everything the write gated is released");
+        postcondition!(self.chosen >= chosen_before, "the chosen watermark never goes back");
         self.finish();
     }
 
@@ -1032,6 +1036,9 @@ impl Replica {
     }
 
     fn on_pre_vote(&mut self, from: NodeId, ballot: Ballot, chosen: Slot) {
+        precondition!(ballot.node == from, "validated: the candidate owns the ballot");
+        let promised_before = self.promised;
+        let sent_before = self.stats.messages_sent;
         let reason = if ballot <= self.promised {
             Some(RejectReason::Promised)
         } else if self.in_lease_guard(None) {
@@ -1048,6 +1055,9 @@ impl Replica {
             }
             None => self.send(from, MessageBody::PreVoteGranted { ballot }),
         }
+        postcondition!(self.promised == promised_before, "a pre-vote changes no promise");
+        postcondition!(self.staged.is_none(), "a pre-vote writes nothing");
+        postcondition!(self.stats.messages_sent == sent_before + 1, "a pre-vote gets exactly one answer");
     }
 
     /// Whether a candidate whose first unchosen slot is `first_unchosen` cannot be
@@ -1066,8 +1076,14 @@ impl Replica {
         if candidate.ballot != ballot || candidate.phase != CandidatePhase::PreVote {
             return;
         }
+        let granted_before = candidate.granted;
         candidate.granted |= bit;
+        postcondition!(candidate.granted & granted_before == granted_before, "grants are never lost");
         self.check_pre_vote_quorum();
+        postcondition!(
+            self.role != Role::Primary || self.leader.as_ref().is_some_and(|l| l.ballot == self.promised),
+            "a pre-vote alone never makes a primary without a promise"
+        );
     }
 
     fn on_prepare(
@@ -1077,6 +1093,8 @@ impl Replica {
         first_unchosen: Slot,
         transfer_from: Option<Ballot>,
     ) {
+        precondition!(ballot.node == from, "validated: the candidate owns the ballot");
+        precondition!(first_unchosen > Slot::ZERO, "validated: no slot 0");
         self.highest_seen = self.highest_seen.max(ballot);
         let reason = if ballot < self.promised {
             Some(RejectReason::Promised)
@@ -1111,6 +1129,10 @@ impl Replica {
             self.log.range(first_unchosen..).map(|(_, e)| e.proposal.clone()).collect();
         let chosen = self.chosen;
         self.send_after(ticket, from, MessageBody::Promise { ballot, accepted, chosen });
+        postcondition!(
+            ticket <= self.persisted_ticket || self.held.iter().any(|(t, _)| *t == ticket),
+            "a promise is answered only once it is durable"
+        );
         // Give the candidate time to finish before campaigning ourselves.
         self.reset_election_timer();
     }
@@ -1124,9 +1146,19 @@ impl Replica {
         if accepted.first().is_some_and(|p| p.slot < candidate.first_unchosen) {
             return;
         }
+        precondition!(accepted.iter().all(|p| p.slot >= candidate.first_unchosen), "checked above");
+        let promises_before = candidate.promises.iter().flatten().count();
         candidate.promised_chosen = candidate.promised_chosen.max(chosen);
         candidate.promises[index] = Some(accepted);
+        postcondition!(
+            candidate.promises.iter().flatten().count() >= promises_before,
+            "promises are never lost"
+        );
         self.check_promise_quorum();
+        postcondition!(
+            self.role != Role::Primary || self.promised == ballot,
+            "the new primary owns its promise"
+        );
     }
 
     fn check_promise_quorum(&mut self) {
@@ -1201,11 +1233,29 @@ impl Replica {
             slot = slot.next();
         }
         postcondition!(self.leader.as_ref().is_some_and(|l| l.next_slot == last.next()));
+        postcondition!(
+            self.leader
+                .as_ref()
+                .is_some_and(|l| (first.0..=last.0).all(|s| l.in_flight.contains_key(&Slot(s)))),
+            "every inherited slot is re-proposed"
+        );
+        postcondition!(self.role == Role::Primary && self.candidate.is_none());
         self.on_heartbeat_timer();
         self.set_timer(Timer::CheckQuorum, self.now.plus_ms(self.config.election_delay_min_ms));
     }
 
     fn on_reject(&mut self, from: NodeId, ballot: Ballot, promised: Ballot, reason: RejectReason) {
+        let promised_before = self.promised;
+        self.reject_inner(from, ballot, promised, reason);
+        postcondition!(self.promised == promised_before, "a refusal heard changes no promise");
+        postcondition!(
+            !(matches!(reason, RejectReason::Promised) && promised > ballot)
+                || self.leader.as_ref().is_none_or(|l| l.ballot != ballot),
+            "a primary outvoted by a higher promise steps down"
+        );
+    }
+
+    fn reject_inner(&mut self, from: NodeId, ballot: Ballot, promised: Ballot, reason: RejectReason) {
         self.highest_seen = self.highest_seen.max(promised);
         let ours = self.candidate.as_ref().is_some_and(|c| c.ballot == ballot)
             || self.leader.as_ref().is_some_and(|l| l.ballot == ballot);
@@ -1237,6 +1287,8 @@ impl Replica {
         self.stats.elections_started += 1;
         self.candidate = None;
         self.start_prepare(Some(ballot));
+        postcondition!(self.promised > ballot, "the transfer target campaigns above the old primary");
+        postcondition!(self.candidate.as_ref().is_some_and(|c| c.phase == CandidatePhase::Prepare));
     }
 
     fn try_complete_relinquish(&mut self) {
@@ -1273,6 +1325,8 @@ impl Replica {
         let ballot = primary.map_or(self.promised, |(_, b)| b);
         self.set_role(Role::Secondary, ballot, primary.map(|(node, _)| node));
         self.reset_election_timer();
+        postcondition!(self.leader.is_none() && self.candidate.is_none() && self.role == Role::Secondary);
+        postcondition!(self.timers[Timer::Heartbeat as usize].is_none(), "a secondary sends no heartbeats");
     }
 
     /// Records the role and reports it when role, ballot or primary changed.
@@ -1296,6 +1350,8 @@ impl Replica {
         self.primary_heard_at = Some(self.now);
         self.set_role(Role::Secondary, ballot, Some(from));
         self.reset_election_timer();
+        postcondition!(self.leader.is_none(), "following another primary means not leading");
+        postcondition!(self.promised <= ballot, "the followed ballot is at least the promise");
     }
 
     // ----- Internals: phase 2 -----
@@ -1369,16 +1425,32 @@ impl Replica {
     fn on_accept(&mut self, from: NodeId, ballot: Ballot, slot: Slot, value: Value, chosen: Slot) {
         precondition!(ballot.node == from, "validated: the sender owns the ballot");
         precondition!(slot > Slot::ZERO, "validated: no slot 0");
-        let promised_before = self.promised;
-        self.highest_seen = self.highest_seen.max(ballot);
-        let below_promise = ballot < self.promised;
+        precondition!(self.configuration.contains(from), "validated: the sender is a member");
         let honour_promise =
             !(self.mutated(Mutation::AcceptBelowPromise) || self.mutated(Mutation::ForgetPromiseOnRestart));
+        precondition!(
+            !honour_promise || self.log.values().all(|e| e.chosen || e.proposal.ballot <= self.promised),
+            "no accepted ballot above the promise"
+        );
+        let promised_before = self.promised;
+        let chosen_before = self.chosen;
+        // What the slot held before, for the postconditions (cloned only with contracts on).
+        let held_before = crate::contracts::ENABLED
+            .then(|| self.log.get(&slot).map(|e| (e.proposal.clone(), e.chosen)))
+            .flatten();
+        self.highest_seen = self.highest_seen.max(ballot);
+        let below_promise = ballot < self.promised;
         if below_promise && honour_promise {
+            // Never accept below the promise.
             self.stats.accepts_refused += 1;
             let promised = self.promised;
             self.send(from, MessageBody::Reject { ballot, promised, reason: RejectReason::Promised });
             postcondition!(self.promised == promised_before, "a refusal changes no promise");
+            postcondition!(
+                self.log.get(&slot).map(|e| (e.proposal.clone(), e.chosen)) == held_before
+                    || !crate::contracts::ENABLED,
+                "a refusal changes no accepted proposal"
+            );
             return;
         }
         if !below_promise {
@@ -1386,6 +1458,7 @@ impl Replica {
         }
         if slot < self.log_start {
             // Long since chosen and truncated here; nothing to record.
+            postcondition!(!self.log.contains_key(&slot), "nothing is held below the log start");
             return;
         }
         if let Some(existing) = self.log.get(&slot) {
@@ -1398,18 +1471,35 @@ impl Replica {
                     self.stats.accepts_refused += 1;
                 }
                 self.learn_chosen(chosen, ballot);
+                postcondition!(
+                    self.log.get(&slot).map(|e| &e.proposal.value)
+                        == held_before.as_ref().map(|h| &h.0.value)
+                        || !crate::contracts::ENABLED,
+                    "a chosen value never changes"
+                );
                 return;
             }
             if existing.proposal.ballot == ballot {
                 if existing.proposal.value != value {
-                    // A second value for one (ballot, slot): refuse, never overwrite.
+                    // Never a second value for one (ballot, slot): refuse, never overwrite.
                     self.stats.accepts_refused += 1;
+                    postcondition!(
+                        self.log.get(&slot).is_some_and(|e| e.proposal.value != value),
+                        "the first value for (ballot, slot) stays"
+                    );
                     return;
                 }
-                // A duplicate: answer again once the first write is durable.
+                // A duplicate: idempotent; answer again once the first write is durable.
                 let ticket = existing.ticket.max(self.promised_ticket);
                 self.send_after(ticket, from, MessageBody::Accepted { ballot, slot });
                 self.learn_chosen(chosen, ballot);
+                postcondition!(
+                    self.log.get(&slot).map(|e| (e.proposal.clone(), e.chosen)) == held_before
+                        || self.log.get(&slot).is_some_and(|e| e.chosen)
+                        || !crate::contracts::ENABLED,
+                    "a duplicate accept changes nothing"
+                );
+                postcondition!(self.promised == promised_before, "a duplicate accept changes no promise");
                 return;
             }
             if existing.proposal.ballot > ballot && honour_promise {
@@ -1424,6 +1514,7 @@ impl Replica {
             }
         }
         if ballot > self.promised {
+            // Accepting a ballot promises it.
             self.stage_promise(ballot);
         }
         invariant!(
@@ -1433,16 +1524,19 @@ impl Replica {
         );
         let ticket = self.stage_proposal(Proposal { ballot, slot, value: value.clone() }, false);
         let ticket = ticket.max(self.promised_ticket);
-        #[allow(unused_mut)]
-        let mut answer_ticket = ticket;
-        if self.mutated(Mutation::CountVoteBeforePersist) {
-            answer_ticket = 0;
-        }
+        // Persisted before answered: the Accepted waits for the write's ticket.
+        let answer_ticket = if self.mutated(Mutation::CountVoteBeforePersist) { 0 } else { ticket };
         self.send_after(answer_ticket, from, MessageBody::Accepted { ballot, slot });
         postcondition!(self.promised >= promised_before, "promise never decreases");
         postcondition!(
             self.log.get(&slot).is_some_and(|e| e.proposal.ballot == ballot && e.proposal.value == value),
             "the accepted proposal is recorded"
+        );
+        postcondition!(
+            self.staged
+                .as_ref()
+                .is_some_and(|w| w.proposals.iter().any(|p| p.slot == slot && p.ballot == ballot)),
+            "the accepted proposal is in this step's write"
         );
         postcondition!(!honour_promise || self.promised == ballot, "accepting implies promising");
         postcondition!(
@@ -1451,7 +1545,12 @@ impl Replica {
                 || answer_ticket <= self.persisted_ticket,
             "the answer waits for its write"
         );
+        postcondition!(
+            held_before.as_ref().is_none_or(|(p, _)| p.ballot <= ballot) || !honour_promise,
+            "an accepted proposal is only replaced by a higher ballot"
+        );
         self.learn_chosen(chosen, ballot);
+        postcondition!(self.chosen >= chosen_before, "the chosen watermark never goes back");
     }
 
     fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot) {
@@ -1504,10 +1603,14 @@ impl Replica {
             self.send(from, MessageBody::Reject { ballot, promised, reason: RejectReason::Promised });
             return;
         }
+        precondition!(ballot.node == from, "validated: the primary owns the ballot");
+        let promised_before = self.promised;
         self.follow(from, ballot);
         self.learn_chosen(chosen, ballot);
         let chosen = self.chosen;
         self.send(from, MessageBody::HeartbeatReply { ballot, sent_at, chosen });
+        postcondition!(self.promised == promised_before, "a heartbeat changes no promise");
+        postcondition!(self.primary == Some((from, ballot)), "a live primary is followed");
     }
 
     fn on_heartbeat_reply(&mut self, from: NodeId, ballot: Ballot, sent_at: u64, chosen: Slot) {
@@ -1518,12 +1621,15 @@ impl Replica {
             return;
         }
         let peer = &mut leader.peers[bit.trailing_zeros() as usize];
+        let echoed_before = peer.echoed;
         peer.heard_at = Some(now);
         // Only echoes of our own past heartbeats extend the lease.
         if sent_at <= now.0 {
             peer.echoed = peer.echoed.max(sent_at);
         }
         peer.chosen = peer.chosen.max(chosen);
+        postcondition!(peer.echoed >= echoed_before, "the lease clock never goes back");
+        postcondition!(peer.echoed <= now.0, "the lease never starts in the future");
     }
 
     // ----- Internals: learning and catch-up -----
@@ -1628,6 +1734,7 @@ impl Replica {
             log_start: self.log_start,
         };
         self.send(from, body);
+        postcondition!(self.staged.is_none(), "a status query writes nothing");
     }
 
     fn on_status_reply(
@@ -1652,6 +1759,7 @@ impl Replica {
     }
 
     fn on_fetch(&mut self, from: NodeId, first: Slot, last: Slot) {
+        precondition!(first <= last && first > Slot::ZERO, "validated: a non-empty range");
         if first < self.log_start {
             let body = MessageBody::FetchTruncated { checkpoint: self.checkpoint, log_start: self.log_start };
             self.send(from, body);
@@ -1674,6 +1782,11 @@ impl Replica {
             // A primary learns chosen slots from its own quorum; a late reply is stale.
             return;
         }
+        precondition!(
+            chosen_values.windows(2).all(|w| w[1].slot == w[0].slot.next()),
+            "validated: contiguous"
+        );
+        let chosen_before = self.chosen;
         for proposal in chosen_values {
             let slot = proposal.slot;
             if slot <= self.chosen || slot < self.log_start {
@@ -1699,6 +1812,11 @@ impl Replica {
         }
         self.advance_learned_chosen();
         self.request_fetch_if_behind();
+        postcondition!(self.chosen >= chosen_before, "the chosen watermark never goes back");
+        postcondition!(
+            self.log.range(..=self.chosen).all(|(_, e)| e.chosen),
+            "every held slot up to the watermark is chosen"
+        );
     }
 
     fn on_fetch_truncated(&mut self, from: NodeId, checkpoint: Slot, _log_start: Slot) {
@@ -1708,6 +1826,7 @@ impl Replica {
         }
         self.checkpoint_fetch_pending = true;
         self.actions.push_back(Action::FetchCheckpoint { from, slot: checkpoint });
+        postcondition!(checkpoint > self.applied, "only a checkpoint ahead of us is fetched");
     }
 
     // ----- Internals: apply and checkpoints -----
