@@ -225,8 +225,8 @@ struct Client {
 
 const ATTEMPT_TIMEOUT_US: u64 = 1_500_000;
 const OP_TIMEOUT_US: u64 = 6_000_000;
-const SETTLE_US: u64 = 10_000_000;
-const QUIET_US: u64 = 8_000_000;
+const SETTLE_US: u64 = 5_000_000;
+const QUIET_US: u64 = 4_000_000;
 const EVENTS_MAX: u64 = 20_000_000;
 
 /// A whole simulated cluster for one seed.
@@ -1059,6 +1059,16 @@ impl Simulation {
     fn final_checks(&mut self) {
         // Liveness: every operation invoked after the cluster settled completed, and the
         // replicas converged on one applied slot.
+        for (client, state) in self.clients.iter().enumerate() {
+            if let Some(op) = state.pending.as_ref().filter(|op| op.invoked_at >= self.fault_end + SETTLE_US)
+            {
+                self.liveness_misses.push(format!(
+                    "client {client} {:?} invoked at {} still pending at the end",
+                    op.op,
+                    Time(op.invoked_at)
+                ));
+            }
+        }
         if let Some(miss) = self.liveness_misses.first() {
             let detail =
                 format!("{} operations timed out after healing; first: {miss}", self.liveness_misses.len());

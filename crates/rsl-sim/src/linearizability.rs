@@ -119,7 +119,7 @@
 //! [`parse_jsonl`] and [`to_jsonl`] read and write Jepsen-style JSON lines,
 //! one invocation or completion event per line.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -914,8 +914,9 @@ struct Search {
     /// are linearized. Equal operations are interchangeable and always used
     /// earliest call first, so the count identifies which.
     used_counts: Vec<u32>,
-    /// The classes of those operations, in the order they were linearized.
-    used_classes: Vec<Class>,
+    /// The classes with such operations linearized that some operation left
+    /// distinguishes.
+    live_used: BTreeSet<Class>,
     /// How many of them write a class no operation left distinguishes: all
     /// such operations are interchangeable once called.
     anonymous: u32,
@@ -1016,7 +1017,7 @@ impl Search {
             run_start: None,
             cas_used: [0, 0],
             used_counts: vec![0; remaining.len()],
-            used_classes: Vec::new(),
+            live_used: BTreeSet::new(),
             anonymous: 0,
             remaining,
             hi: 0,
@@ -1085,11 +1086,13 @@ impl Search {
         let class = class as usize;
         let before = self.remaining[class];
         self.remaining[class] = if linearized { before.saturating_sub(1) } else { before + 1 };
-        if (before == 0) != (self.remaining[class] == 0) {
+        if (before == 0) != (self.remaining[class] == 0) && self.used_counts[class] > 0 {
             if linearized {
                 self.anonymous += self.used_counts[class];
+                self.live_used.remove(&(class as Class));
             } else {
                 self.anonymous -= self.used_counts[class];
+                self.live_used.insert(class as Class);
             }
         }
     }
@@ -1107,12 +1110,19 @@ impl Search {
                 let count = &mut self.used_counts[class as usize];
                 if linearized {
                     *count += 1;
-                    self.used_classes.push(class);
-                    self.anonymous += u32::from(dead);
                 } else {
                     *count = count.saturating_sub(1);
-                    self.used_classes.pop();
-                    self.anonymous -= u32::from(dead);
+                }
+                if dead {
+                    if linearized {
+                        self.anonymous += 1;
+                    } else {
+                        self.anonymous -= 1;
+                    }
+                } else if *count == 0 {
+                    self.live_used.remove(&class);
+                } else {
+                    self.live_used.insert(class);
                 }
             }
             _ => self.cas_used = xor(self.cas_used, zobrist(id)),
@@ -1130,13 +1140,9 @@ impl Search {
         encode_config(&mut self.key_buf, after, run_start, self.cas_used, self.hi, &self.missing);
         // Dominance vector: the anonymous count, then (class, count) for the
         // distinguishable classes used.
-        let mut live: Vec<Class> =
-            self.used_classes.iter().copied().filter(|&class| self.remaining[class as usize] > 0).collect();
-        live.sort_unstable();
-        live.dedup();
         self.dominance_buf.clear();
         self.dominance_buf.push(self.anonymous);
-        for class in live {
+        for &class in &self.live_used {
             self.dominance_buf.extend_from_slice(&[class, self.used_counts[class as usize]]);
         }
         if !self.memo.visit(&self.key_buf, &self.dominance_buf) {

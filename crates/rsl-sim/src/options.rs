@@ -85,7 +85,7 @@ impl Options {
             log_read_fraction: rng.probability(0.0, 0.5),
             cas_fraction: rng.probability(0.0, 0.5),
             fault_phase_us: rng.between(5, 20) * 1_000_000,
-            liveness_phase_us: 30_000_000,
+            liveness_phase_us: 15_000_000,
             delay_min_us,
             delay_max_us: delay_min_us + rng.between(0, 20_000),
             drop_probability: if on(&mut rng, 0.7) { rng.probability(0.0, 0.15) } else { 0.0 },
