@@ -202,6 +202,8 @@ struct Node {
     crashed_at: Option<u64>,
     /// A paused (frozen) replica handles nothing until this time.
     paused_until: u64,
+    /// How fast this replica's clock runs, in parts per million off true time.
+    clock_rate_ppm: i64,
 }
 
 #[derive(Debug)]
@@ -259,6 +261,22 @@ pub struct Simulation {
     trace: bool,
 }
 
+/// A replica's clock reading at true time `now` (microseconds).
+fn local_time(now: u64, rate_ppm: i64) -> Time {
+    let local = now as i128 + now as i128 * rate_ppm as i128 / 1_000_000;
+    Time(local.max(0) as u64)
+}
+
+/// The earliest true time at which a replica's clock reads `local` or later.
+fn global_time(local: Time, rate_ppm: i64) -> u64 {
+    let scale = 1_000_000 + rate_ppm as i128;
+    let mut global = (local.0 as i128 * 1_000_000 / scale).max(0) as u64;
+    while local_time(global, rate_ppm) < local {
+        global += 1;
+    }
+    global
+}
+
 fn node_id(index: usize) -> NodeId {
     NodeId(index as u64 + 1)
 }
@@ -305,7 +323,15 @@ impl Simulation {
                 apply_position: Slot(1),
                 crashed_at: None,
                 paused_until: 0,
+                clock_rate_ppm: 0,
             });
+        }
+        // Clock rates differ by at most the drift bound the replicas assume.
+        let drift = Config::new(RingId(0), NodeId(1), vec![NodeId(1)]).clock_drift_max_ppm as i64;
+        if sim.options.clock_drift {
+            for node in &mut sim.nodes {
+                node.clock_rate_ppm = sim.rng.between(0, drift as u64) as i64 - drift / 2;
+            }
         }
         for i in 0..n {
             sim.start_replica(i);
@@ -360,9 +386,15 @@ impl Simulation {
         node.kv = node.disk.checkpoint.1.clone();
         node.apply_position = node.disk.checkpoint.0.next();
         node.crashed_at = None;
-        let replica = Replica::new(config, durable, Time(self.now)).expect("simulated config is valid");
+        let now = self.local_time(index);
+        let node = &mut self.nodes[index];
+        let replica = Replica::new(config, durable, now).expect("simulated config is valid");
         node.replica = Some(replica);
         self.drain(index);
+    }
+
+    fn local_time(&self, index: usize) -> Time {
+        local_time(self.now, self.nodes[index].clock_rate_ppm)
     }
 
     fn schedule(&mut self, at: u64, event: Event) {
@@ -395,7 +427,10 @@ impl Simulation {
                     // A resumed replica handles the messages that queued up first, as a
                     // process drains its sockets before its timer wheel.
                     let eligible = if n.paused_until > 0 { n.paused_until + 2_000 } else { 0 };
-                    n.replica.as_ref().and_then(|r| r.poll_timeout()).map(|t| (t.0.max(eligible), i))
+                    n.replica
+                        .as_ref()
+                        .and_then(|r| r.poll_timeout())
+                        .map(|t| (global_time(t, n.clock_rate_ppm).max(eligible), i))
                 })
                 .min();
             let timer_first = match (next_event, next_timer) {
@@ -424,7 +459,7 @@ impl Simulation {
             }
             if timer_first {
                 let index = next_timer.expect("some").1;
-                let now = Time(self.now);
+                let now = self.local_time(index);
                 self.nodes[index].replica.as_mut().expect("alive").handle_timeout(now);
                 self.drain(index);
             } else {
@@ -463,7 +498,7 @@ impl Simulation {
         match event {
             Event::Deliver(message) => {
                 let index = node_index(message.to);
-                let now = Time(self.now);
+                let now = self.local_time(index);
                 let Some(replica) = self.nodes[index].replica.as_mut() else { return };
                 // Bad messages are counted by the replica; the simulator sends none.
                 let _ = replica.handle_message(now, message);
@@ -478,12 +513,12 @@ impl Simulation {
                     let request = n.disk.pending.pop_front().expect("front");
                     n.disk.apply(&request);
                 }
-                let now = Time(self.now);
+                let now = local_time(self.now, n.clock_rate_ppm);
                 n.replica.as_mut().expect("alive").on_persisted(now, ticket);
                 self.drain(node);
             }
             Event::CheckpointArrives { node, epoch, checkpoint } => {
-                let now = Time(self.now);
+                let now = self.local_time(node);
                 let n = &mut self.nodes[node];
                 if n.epoch != epoch || n.replica.is_none() {
                     return;
@@ -757,7 +792,7 @@ impl Simulation {
     }
 
     fn on_client_request(&mut self, index: usize, client: usize, attempt: u64, request: ClientRequest) {
-        let now = Time(self.now);
+        let now = self.local_time(index);
         let Some(replica) = self.nodes[index].replica.as_mut() else { return };
         match request {
             ClientRequest::Write(request) => {
@@ -1040,7 +1075,6 @@ impl Simulation {
         let next =
             self.rng.between(self.options.relinquish_every_us / 2, self.options.relinquish_every_us * 3 / 2);
         self.schedule(self.now + next, Event::Relinquish);
-        let now = Time(self.now);
         let target =
             if self.rng.chance(0.5) { Some(node_id(self.rng.index(self.nodes.len()))) } else { None };
         let Some(index) =
@@ -1048,6 +1082,7 @@ impl Simulation {
         else {
             return;
         };
+        let now = self.local_time(index);
         if self.nodes[index].replica.as_mut().expect("alive").handle_relinquish(now, target).is_ok() {
             self.stats.relinquishes += 1;
         }

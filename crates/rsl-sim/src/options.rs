@@ -65,6 +65,8 @@ pub struct Options {
     pub pause_every_us: u64,
     /// Relinquish: mean time between primary hand-overs, microseconds (0: none).
     pub relinquish_every_us: u64,
+    /// Whether replica clocks run at different rates (within the configured drift bound).
+    pub clock_drift: bool,
     /// A seeded bug to switch on in every replica.
     pub mutation: Option<Mutation>,
 }
@@ -106,6 +108,7 @@ impl Options {
             fetch_slots_max: [1, 8, 128][rng.index(3)],
             pause_every_us: if on(&mut rng, 0.5) { rng.between(500, 5_000) * 1000 } else { 0 },
             relinquish_every_us: if on(&mut rng, 0.3) { rng.between(1_000, 5_000) * 1000 } else { 0 },
+            clock_drift: on(&mut rng, 0.5),
             mutation,
         }
     }
