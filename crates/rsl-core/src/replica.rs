@@ -175,8 +175,12 @@ pub struct Replica {
     apply_emitted: Slot,
     checkpoint: Slot,
     checkpoint_requested: Slot,
-    /// Chosen watermark reported by the primary of `remote_chosen.1`.
+    /// Chosen watermark reported by the primary of `remote_chosen.1`. Only a primary's
+    /// own watermark may be paired with its ballot: it says which held proposals are chosen.
     remote_chosen: (Slot, Ballot),
+    /// The highest chosen slot anyone reported (status replies, refusals), and who: a
+    /// target for fetching only, never a reason to mark a held proposal chosen.
+    catch_up_to: (Slot, Option<NodeId>),
     /// An outstanding fetch: when to give up on it, and the last slot it asked for.
     fetch_pending: Option<(Time, Slot)>,
     checkpoint_fetch_pending: bool,
@@ -267,6 +271,7 @@ impl Replica {
             checkpoint: durable.checkpoint,
             checkpoint_requested: durable.checkpoint,
             remote_chosen: (chosen, Ballot::ZERO),
+            catch_up_to: (chosen, None),
             fetch_pending: None,
             checkpoint_fetch_pending: false,
             role: Role::Secondary,
@@ -1270,8 +1275,8 @@ impl Replica {
             RejectReason::Behind { chosen } => {
                 if self.candidate.is_some() {
                     self.step_down(None);
-                    if chosen > self.remote_chosen.0 {
-                        self.remote_chosen = (chosen, Ballot::ZERO);
+                    if chosen > self.catch_up_to.0 {
+                        self.catch_up_to = (chosen, Some(from));
                     }
                     self.send_fetch(from, self.chosen.next(), chosen);
                 }
@@ -1678,24 +1683,23 @@ impl Replica {
         if self.leader.is_some() || self.checkpoint_fetch_pending {
             return;
         }
-        let target = self.remote_chosen.0;
+        let target = self.remote_chosen.0.max(self.catch_up_to.0);
         let start = self.fetch_start();
         if start > target || !self.fetch_allowed(start) {
             return;
         }
+        let reporter = |b: Ballot| (b != Ballot::ZERO).then_some(b.node);
         let from = match self.primary {
-            Some((node, _)) if node != self.config.node => node,
-            _ => match self.remote_chosen.1 {
-                b if b.node != self.config.node
-                    && self.configuration.contains(b.node)
-                    && b != Ballot::ZERO =>
-                {
-                    b.node
-                }
-                _ => return,
-            },
+            Some((node, _)) if node != self.config.node => Some(node),
+            _ if self.catch_up_to.0 > self.remote_chosen.0 => self.catch_up_to.1,
+            _ => reporter(self.remote_chosen.1),
         };
-        self.send_fetch(from, start, target);
+        match from {
+            Some(from) if from != self.config.node && self.configuration.contains(from) => {
+                self.send_fetch(from, start, target)
+            }
+            _ => {}
+        }
     }
 
     /// The first slot above the chosen watermark not already held as a chosen value
@@ -1749,8 +1753,8 @@ impl Replica {
         if self.leader.is_some() || chosen <= self.chosen {
             return;
         }
-        if chosen > self.remote_chosen.0 && self.primary.is_none() {
-            self.remote_chosen.0 = chosen;
+        if chosen > self.catch_up_to.0 {
+            self.catch_up_to = (chosen, Some(from));
         }
         let start = self.fetch_start();
         if self.fetch_allowed(start) {
