@@ -65,7 +65,7 @@ impl Ballot {
         Ballot { round, node }
     }
 
-    /// The smallest ballot owned by `node` that is greater than `self`.
+    /// A ballot owned by `node` that is greater than `self`: the next round.
     #[must_use]
     pub fn successor_for(self, node: NodeId) -> Ballot {
         let round = self.round.checked_add(1).expect("ballot round overflow");
