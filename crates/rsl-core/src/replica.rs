@@ -54,7 +54,7 @@ const _: () = assert!(Timer::Relinquish as usize == TIMER_COUNT - 1);
 
 /// A seeded protocol bug, for the simulator to prove its checkers catch it. Has an
 /// effect only in builds with the `mutations` feature (the simulator's); elsewhere
-/// [`Replica::mutated`] is constant false and the bug paths compile away.
+/// the replica never consults it and the bug paths compile away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mutation {
     /// The acceptor accepts proposals below its promise.
