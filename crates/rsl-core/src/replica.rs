@@ -633,6 +633,13 @@ impl Replica {
         if self.chosen < slot {
             self.chosen = slot;
         }
+        if let Some(leader) = self.leader.as_mut() {
+            // Elected while the fetch was under way: the slots the checkpoint covers are
+            // chosen (our re-proposals of them can only carry the chosen values).
+            leader.in_flight.retain(|s, _| *s > slot);
+            leader.next_slot = leader.next_slot.max(slot.next());
+            postcondition!(leader.in_flight.keys().next().is_none_or(|&s| s == slot.next()));
+        }
         self.truncate_below(slot.next());
         // Entries above the checkpoint may now be contiguous with it.
         self.advance_learned_chosen();
