@@ -1,0 +1,14 @@
+//! Compiles `proto/rsl_transport.proto` with protox (a Rust protobuf compiler, so no
+//! system `protoc` is needed) and generates prost messages and the tonic service.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/rsl_transport.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let file_descriptors = protox::compile([proto], ["proto"])?;
+    tonic_prost_build::configure()
+        // Request payloads decode as `bytes::Bytes`: a slice of tonic's receive buffer.
+        .bytes(".rsl.transport.v1.Request.payload")
+        .emit_rerun_if_changed(false)
+        .compile_fds(file_descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,543 @@
+//! Conversion between core messages and their protobuf form, and batch framing helpers.
+//!
+//! Encoding cannot fail. Decoding validates everything a peer could get wrong and names the
+//! field: a required submessage or oneof that is absent, configuration members that are not
+//! strictly increasing or too many. It checks structure, not protocol: whether a ballot
+//! or slot makes sense is the replica's business. Nothing here panics on peer bytes.
+
+use crate::proto as pb;
+use bytes::Bytes;
+use prost::Message as _;
+use rsl_core::{
+    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, RejectReason, Request, RequestId, RingId,
+    Slot, Value, MEMBERS_MAX,
+};
+
+/// Bytes a frame adds around its messages, at most: the batch's `from` and `to` fields
+/// (a tag and a ten-byte varint each) plus one message's tag and five-byte length prefix,
+/// rounded up. A message of up to `frame_bytes_max - FRAME_OVERHEAD_BYTES` encoded bytes
+/// always fits in a frame on its own.
+pub const FRAME_OVERHEAD_BYTES: u64 = 32;
+
+const _: () = assert!(FRAME_OVERHEAD_BYTES >= 2 * (1 + 10) + 1 + 5);
+
+/// Why protobuf bytes or a decoded protobuf message could not become a core [`Message`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not a valid protobuf encoding of the expected message.
+    #[error("malformed protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// A field the core type requires is absent.
+    #[error("{field}: missing")]
+    Missing {
+        /// Path of the field, e.g. `Message.accept.value.kind`.
+        field: String,
+    },
+    /// A field is present but its content is not acceptable.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// Path of the field.
+        field: String,
+        /// What was expected and what was found.
+        problem: String,
+    },
+}
+
+impl DecodeError {
+    fn missing(field: &str) -> DecodeError {
+        DecodeError::Missing { field: field.to_owned() }
+    }
+
+    /// Prefixes the field path with `outer` (called on the way out of nested decoders).
+    fn within(self, outer: &str) -> DecodeError {
+        match self {
+            DecodeError::Protobuf(error) => DecodeError::Protobuf(error),
+            DecodeError::Missing { field } => DecodeError::Missing { field: format!("{outer}.{field}") },
+            DecodeError::Invalid { field, problem } => {
+                DecodeError::Invalid { field: format!("{outer}.{field}"), problem }
+            }
+        }
+    }
+
+    /// The path of the offending field, if the error is about one field.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            DecodeError::Protobuf(_) => None,
+            DecodeError::Missing { field } | DecodeError::Invalid { field, .. } => Some(field),
+        }
+    }
+}
+
+/// A decoded frame: who sent it, to whom, and its messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedBatch {
+    /// The sender named in the frame.
+    pub from: NodeId,
+    /// The receiver named in the frame.
+    pub to: NodeId,
+    /// The messages, in order.
+    pub messages: Vec<Message>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding.
+
+fn ballot_to_proto(ballot: Ballot) -> pb::Ballot {
+    pb::Ballot { round: ballot.round, node: ballot.node.0 }
+}
+
+fn request_to_proto(request: &Request) -> pb::Request {
+    pb::Request { client: request.id.client, sequence: request.id.sequence, payload: request.payload.clone() }
+}
+
+fn value_to_proto(value: &Value) -> pb::Value {
+    let kind = match value {
+        Value::Noop => pb::value::Kind::Noop(pb::Noop {}),
+        Value::Batch(requests) => pb::value::Kind::Batch(pb::RequestBatch {
+            requests: requests.iter().map(request_to_proto).collect(),
+        }),
+        Value::Configuration(configuration) => pb::value::Kind::Configuration(pb::Configuration {
+            number: configuration.number,
+            members: configuration.members.iter().map(|node| node.0).collect(),
+            first_slot: configuration.first_slot.0,
+        }),
+    };
+    pb::Value { kind: Some(kind) }
+}
+
+fn proposal_to_proto(proposal: &Proposal) -> pb::Proposal {
+    pb::Proposal {
+        ballot: Some(ballot_to_proto(proposal.ballot)),
+        slot: proposal.slot.0,
+        value: Some(value_to_proto(&proposal.value)),
+    }
+}
+
+fn body_to_proto(body: &MessageBody) -> pb::message::Body {
+    use pb::message::Body;
+    let ballot = |ballot: &Ballot| Some(ballot_to_proto(*ballot));
+    match body {
+        MessageBody::PreVote { ballot: b, chosen } => {
+            Body::PreVote(pb::PreVote { ballot: ballot(b), chosen: chosen.0 })
+        }
+        MessageBody::PreVoteGranted { ballot: b } => {
+            Body::PreVoteGranted(pb::PreVoteGranted { ballot: ballot(b) })
+        }
+        MessageBody::Prepare { ballot: b, first_unchosen, transfer_from } => Body::Prepare(pb::Prepare {
+            ballot: ballot(b),
+            first_unchosen: first_unchosen.0,
+            transfer_from: transfer_from.map(ballot_to_proto),
+        }),
+        MessageBody::Promise { ballot: b, accepted, chosen } => Body::Promise(pb::Promise {
+            ballot: ballot(b),
+            accepted: accepted.iter().map(proposal_to_proto).collect(),
+            chosen: chosen.0,
+        }),
+        MessageBody::Reject { ballot: b, promised, reason } => {
+            let reason = match reason {
+                RejectReason::Promised => pb::reject::Reason::ReasonPromised(pb::Empty {}),
+                RejectReason::PrimaryAlive => pb::reject::Reason::ReasonPrimaryAlive(pb::Empty {}),
+                RejectReason::Behind { chosen } => {
+                    pb::reject::Reason::ReasonBehind(pb::RejectBehind { chosen: chosen.0 })
+                }
+            };
+            Body::Reject(pb::Reject { ballot: ballot(b), promised: ballot(promised), reason: Some(reason) })
+        }
+        MessageBody::Accept { ballot: b, slot, value, chosen } => Body::Accept(pb::Accept {
+            ballot: ballot(b),
+            slot: slot.0,
+            value: Some(value_to_proto(value)),
+            chosen: chosen.0,
+        }),
+        MessageBody::Accepted { ballot: b, slot } => {
+            Body::Accepted(pb::Accepted { ballot: ballot(b), slot: slot.0 })
+        }
+        MessageBody::Heartbeat { ballot: b, chosen, sent_at } => {
+            Body::Heartbeat(pb::Heartbeat { ballot: ballot(b), chosen: chosen.0, sent_at: *sent_at })
+        }
+        MessageBody::HeartbeatReply { ballot: b, sent_at, chosen } => {
+            Body::HeartbeatReply(pb::HeartbeatReply {
+                ballot: ballot(b),
+                sent_at: *sent_at,
+                chosen: chosen.0,
+            })
+        }
+        MessageBody::StatusQuery => Body::StatusQuery(pb::StatusQuery {}),
+        MessageBody::StatusReply { promised, primary, chosen, log_start } => {
+            Body::StatusReply(pb::StatusReply {
+                promised: ballot(promised),
+                primary: primary.map(|node| node.0),
+                chosen: chosen.0,
+                log_start: log_start.0,
+            })
+        }
+        MessageBody::Fetch { from, to } => Body::Fetch(pb::Fetch { from: from.0, to: to.0 }),
+        MessageBody::FetchReply { chosen_values, chosen } => Body::FetchReply(pb::FetchReply {
+            chosen_values: chosen_values.iter().map(proposal_to_proto).collect(),
+            chosen: chosen.0,
+        }),
+        MessageBody::FetchTruncated { checkpoint, log_start } => {
+            Body::FetchTruncated(pb::FetchTruncated { checkpoint: checkpoint.0, log_start: log_start.0 })
+        }
+        MessageBody::TimeoutNow { ballot: b } => Body::TimeoutNow(pb::TimeoutNow { ballot: ballot(b) }),
+    }
+}
+
+/// The protobuf form of `message`. Request payloads are shared, not copied.
+pub fn message_to_proto(message: &Message) -> pb::Message {
+    pb::Message {
+        ring: message.ring.0,
+        from: message.from.0,
+        to: message.to.0,
+        configuration: message.configuration,
+        body: Some(body_to_proto(&message.body)),
+    }
+}
+
+/// Encoded size of `message` on its own (without the frame's length prefix).
+pub fn encoded_len(message: &Message) -> u64 {
+    message_to_proto(message).encoded_len() as u64
+}
+
+/// Bytes one message of `encoded_len` bytes adds to a frame: its tag, length prefix and body.
+pub fn framed_len(encoded_len: u64) -> u64 {
+    1 + prost::length_delimiter_len(encoded_len as usize) as u64 + encoded_len
+}
+
+/// Bytes a frame's header (its `from` and `to` fields) takes.
+pub fn batch_header_len(from: NodeId, to: NodeId) -> u64 {
+    let field =
+        |value: u64| if value == 0 { 0 } else { 1 + prost::encoding::encoded_len_varint(value) as u64 };
+    field(from.0) + field(to.0)
+}
+
+/// Encodes a frame of `messages` from `from` to `to`.
+pub fn encode_batch(from: NodeId, to: NodeId, messages: &[Message]) -> Vec<u8> {
+    let batch =
+        pb::Batch { from: from.0, to: to.0, messages: messages.iter().map(message_to_proto).collect() };
+    batch.encode_to_vec()
+}
+
+/// Decodes and validates a frame. `bytes` is sliced, not copied, for request payloads.
+pub fn decode_batch(bytes: Bytes) -> Result<DecodedBatch, DecodeError> {
+    let batch = pb::Batch::decode(bytes)?;
+    let messages = batch
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(index, message)| {
+            message_from_proto(message).map_err(|e| e.within(&format!("Batch.messages[{index}]")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DecodedBatch { from: NodeId(batch.from), to: NodeId(batch.to), messages })
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding.
+
+fn ballot_from_proto(ballot: Option<pb::Ballot>, field: &str) -> Result<Ballot, DecodeError> {
+    let ballot = ballot.ok_or_else(|| DecodeError::missing(field))?;
+    Ok(Ballot { round: ballot.round, node: NodeId(ballot.node) })
+}
+
+fn request_from_proto(request: pb::Request) -> Request {
+    Request { id: RequestId { client: request.client, sequence: request.sequence }, payload: request.payload }
+}
+
+fn configuration_from_proto(configuration: pb::Configuration) -> Result<Configuration, DecodeError> {
+    if configuration.members.len() > MEMBERS_MAX {
+        return Err(DecodeError::Invalid {
+            field: "members".to_owned(),
+            problem: format!("at most {MEMBERS_MAX} members allowed, found {}", configuration.members.len()),
+        });
+    }
+    if let Some(index) = configuration.members.windows(2).position(|pair| pair[0] >= pair[1]) {
+        let (before, after) = (configuration.members[index], configuration.members[index + 1]);
+        return Err(DecodeError::Invalid {
+            field: "members".to_owned(),
+            problem: format!(
+                "must be strictly increasing, found {before} then {after} at positions {index} and {}",
+                index + 1
+            ),
+        });
+    }
+    Ok(Configuration {
+        number: configuration.number,
+        members: configuration.members.into_iter().map(NodeId).collect(),
+        first_slot: Slot(configuration.first_slot),
+    })
+}
+
+fn value_from_proto(value: Option<pb::Value>, field: &str) -> Result<Value, DecodeError> {
+    let value = value.ok_or_else(|| DecodeError::missing(field))?;
+    match value.kind {
+        None => Err(DecodeError::missing(&format!("{field}.kind"))),
+        Some(pb::value::Kind::Noop(pb::Noop {})) => Ok(Value::Noop),
+        Some(pb::value::Kind::Batch(batch)) => {
+            Ok(Value::Batch(batch.requests.into_iter().map(request_from_proto).collect()))
+        }
+        Some(pb::value::Kind::Configuration(configuration)) => configuration_from_proto(configuration)
+            .map(Value::Configuration)
+            .map_err(|e| e.within(&format!("{field}.configuration"))),
+    }
+}
+
+fn proposal_from_proto(proposal: pb::Proposal) -> Result<Proposal, DecodeError> {
+    Ok(Proposal {
+        ballot: ballot_from_proto(proposal.ballot, "ballot")?,
+        slot: Slot(proposal.slot),
+        value: value_from_proto(proposal.value, "value")?,
+    })
+}
+
+fn proposals_from_proto(proposals: Vec<pb::Proposal>, field: &str) -> Result<Vec<Proposal>, DecodeError> {
+    proposals
+        .into_iter()
+        .enumerate()
+        .map(|(index, proposal)| {
+            proposal_from_proto(proposal).map_err(|e| e.within(&format!("{field}[{index}]")))
+        })
+        .collect()
+}
+
+fn body_from_proto(body: pb::message::Body) -> Result<MessageBody, DecodeError> {
+    use pb::message::Body;
+    let body = match body {
+        Body::PreVote(m) => MessageBody::PreVote {
+            ballot: ballot_from_proto(m.ballot, "pre_vote.ballot")?,
+            chosen: Slot(m.chosen),
+        },
+        Body::PreVoteGranted(m) => {
+            MessageBody::PreVoteGranted { ballot: ballot_from_proto(m.ballot, "pre_vote_granted.ballot")? }
+        }
+        Body::Prepare(m) => MessageBody::Prepare {
+            ballot: ballot_from_proto(m.ballot, "prepare.ballot")?,
+            first_unchosen: Slot(m.first_unchosen),
+            transfer_from: m
+                .transfer_from
+                .map(|ballot| Ballot { round: ballot.round, node: NodeId(ballot.node) }),
+        },
+        Body::Promise(m) => MessageBody::Promise {
+            ballot: ballot_from_proto(m.ballot, "promise.ballot")?,
+            accepted: proposals_from_proto(m.accepted, "promise.accepted")?,
+            chosen: Slot(m.chosen),
+        },
+        Body::Reject(m) => {
+            let reason = match m.reason {
+                None => return Err(DecodeError::missing("reject.reason")),
+                Some(pb::reject::Reason::ReasonPromised(pb::Empty {})) => RejectReason::Promised,
+                Some(pb::reject::Reason::ReasonPrimaryAlive(pb::Empty {})) => RejectReason::PrimaryAlive,
+                Some(pb::reject::Reason::ReasonBehind(behind)) => {
+                    RejectReason::Behind { chosen: Slot(behind.chosen) }
+                }
+            };
+            MessageBody::Reject {
+                ballot: ballot_from_proto(m.ballot, "reject.ballot")?,
+                promised: ballot_from_proto(m.promised, "reject.promised")?,
+                reason,
+            }
+        }
+        Body::Accept(m) => MessageBody::Accept {
+            ballot: ballot_from_proto(m.ballot, "accept.ballot")?,
+            slot: Slot(m.slot),
+            value: value_from_proto(m.value, "accept.value")?,
+            chosen: Slot(m.chosen),
+        },
+        Body::Accepted(m) => MessageBody::Accepted {
+            ballot: ballot_from_proto(m.ballot, "accepted.ballot")?,
+            slot: Slot(m.slot),
+        },
+        Body::Heartbeat(m) => MessageBody::Heartbeat {
+            ballot: ballot_from_proto(m.ballot, "heartbeat.ballot")?,
+            chosen: Slot(m.chosen),
+            sent_at: m.sent_at,
+        },
+        Body::HeartbeatReply(m) => MessageBody::HeartbeatReply {
+            ballot: ballot_from_proto(m.ballot, "heartbeat_reply.ballot")?,
+            sent_at: m.sent_at,
+            chosen: Slot(m.chosen),
+        },
+        Body::StatusQuery(pb::StatusQuery {}) => MessageBody::StatusQuery,
+        Body::StatusReply(m) => MessageBody::StatusReply {
+            promised: ballot_from_proto(m.promised, "status_reply.promised")?,
+            primary: m.primary.map(NodeId),
+            chosen: Slot(m.chosen),
+            log_start: Slot(m.log_start),
+        },
+        Body::Fetch(m) => MessageBody::Fetch { from: Slot(m.from), to: Slot(m.to) },
+        Body::FetchReply(m) => MessageBody::FetchReply {
+            chosen_values: proposals_from_proto(m.chosen_values, "fetch_reply.chosen_values")?,
+            chosen: Slot(m.chosen),
+        },
+        Body::FetchTruncated(m) => {
+            MessageBody::FetchTruncated { checkpoint: Slot(m.checkpoint), log_start: Slot(m.log_start) }
+        }
+        Body::TimeoutNow(m) => {
+            MessageBody::TimeoutNow { ballot: ballot_from_proto(m.ballot, "timeout_now.ballot")? }
+        }
+    };
+    Ok(body)
+}
+
+/// Validates a protobuf message from a peer and converts it to a core [`Message`].
+/// Error fields are paths from the message, e.g. `Message.promise.accepted[3].value.kind`.
+pub fn message_from_proto(message: pb::Message) -> Result<Message, DecodeError> {
+    let body = message.body.ok_or_else(|| DecodeError::missing("Message.body"))?;
+    let body = body_from_proto(body).map_err(|e| e.within("Message"))?;
+    Ok(Message {
+        ring: RingId(message.ring),
+        from: NodeId(message.from),
+        to: NodeId(message.to),
+        configuration: message.configuration,
+        body,
+    })
+}
+
+/// Decodes and validates one message encoded on its own.
+pub fn decode_message(bytes: Bytes) -> Result<Message, DecodeError> {
+    message_from_proto(pb::Message::decode(bytes)?)
+}
+
+/// Encodes one message on its own.
+pub fn encode_message(message: &Message) -> Vec<u8> {
+    message_to_proto(message).encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(body: MessageBody) -> Message {
+        Message { ring: RingId(1), from: NodeId(1), to: NodeId(2), configuration: 3, body }
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let cases: Vec<(pb::Message, &str)> = vec![
+            (pb::Message { body: None, ..Default::default() }, "Message.body"),
+            (
+                pb::Message {
+                    body: Some(pb::message::Body::Accept(pb::Accept { ballot: None, ..Default::default() })),
+                    ..Default::default()
+                },
+                "Message.accept.ballot",
+            ),
+            (
+                pb::Message {
+                    body: Some(pb::message::Body::Accept(pb::Accept {
+                        ballot: Some(pb::Ballot::default()),
+                        value: Some(pb::Value { kind: None }),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                },
+                "Message.accept.value.kind",
+            ),
+            (
+                pb::Message {
+                    body: Some(pb::message::Body::Promise(pb::Promise {
+                        ballot: Some(pb::Ballot::default()),
+                        accepted: vec![
+                            proposal_to_proto(&Proposal {
+                                ballot: Ballot::ZERO,
+                                slot: Slot(1),
+                                value: Value::Noop,
+                            }),
+                            pb::Proposal { ballot: Some(pb::Ballot::default()), slot: 2, value: None },
+                        ],
+                        chosen: 0,
+                    })),
+                    ..Default::default()
+                },
+                "Message.promise.accepted[1].value",
+            ),
+            (
+                pb::Message {
+                    body: Some(pb::message::Body::Reject(pb::Reject {
+                        ballot: Some(pb::Ballot::default()),
+                        promised: Some(pb::Ballot::default()),
+                        reason: None,
+                    })),
+                    ..Default::default()
+                },
+                "Message.reject.reason",
+            ),
+        ];
+        for (proto, field) in cases {
+            let error = message_from_proto(proto).expect_err(field);
+            assert_eq!(error, DecodeError::Missing { field: field.to_owned() }, "{error}");
+        }
+    }
+
+    #[test]
+    fn configuration_members_must_be_strictly_increasing_and_bounded() {
+        let accept = |members: Vec<u64>| pb::Message {
+            body: Some(pb::message::Body::Accept(pb::Accept {
+                ballot: Some(pb::Ballot::default()),
+                value: Some(pb::Value {
+                    kind: Some(pb::value::Kind::Configuration(pb::Configuration {
+                        number: 2,
+                        members,
+                        first_slot: 9,
+                    })),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let error = message_from_proto(accept(vec![1, 3, 3])).unwrap_err();
+        assert_eq!(error.field(), Some("Message.accept.value.configuration.members"));
+        assert!(error.to_string().contains("found 3 then 3"), "{error}");
+        let error = message_from_proto(accept((1..=MEMBERS_MAX as u64 + 1).collect())).unwrap_err();
+        assert!(error.to_string().contains("at most"), "{error}");
+        let decoded = message_from_proto(accept(vec![1, 2, 5])).unwrap();
+        let expected = Configuration::new(2, vec![NodeId(1), NodeId(2), NodeId(5)], Slot(9));
+        assert!(
+            matches!(decoded.body, MessageBody::Accept { value: Value::Configuration(c), .. } if c == expected)
+        );
+    }
+
+    #[test]
+    fn payload_is_a_slice_of_the_frame() {
+        let payload = Bytes::from(vec![7u8; 256]);
+        let request = Request { id: RequestId { client: 1, sequence: 2 }, payload: payload.clone() };
+        let sent = message(MessageBody::Accept {
+            ballot: Ballot::new(1, NodeId(1)),
+            slot: Slot(1),
+            value: Value::Batch(vec![request]),
+            chosen: Slot::ZERO,
+        });
+        let frame = Bytes::from(encode_batch(NodeId(1), NodeId(2), std::slice::from_ref(&sent)));
+        let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let decoded = decode_batch(frame.clone()).unwrap();
+        assert_eq!(decoded.messages, vec![sent]);
+        let MessageBody::Accept { value: Value::Batch(requests), .. } = &decoded.messages[0].body else {
+            panic!("not an accept: {:?}", decoded.messages[0]);
+        };
+        assert!(range.contains(&(requests[0].payload.as_ptr() as usize)), "payload was copied");
+    }
+
+    #[test]
+    fn framed_len_matches_prost() {
+        for size in [0u64, 1, 127, 128, 16_383, 16_384, 1 << 21] {
+            let message = message(MessageBody::Accept {
+                ballot: Ballot::new(1, NodeId(1)),
+                slot: Slot(1),
+                value: Value::Batch(vec![Request {
+                    id: RequestId::default(),
+                    payload: Bytes::from(vec![0u8; size as usize]),
+                }]),
+                chosen: Slot::ZERO,
+            });
+            let alone = encoded_len(&message);
+            let frame = encode_batch(NodeId(0), NodeId(0), std::slice::from_ref(&message));
+            assert_eq!(frame.len() as u64, framed_len(alone));
+            let frame = encode_batch(NodeId(u64::MAX), NodeId(u64::MAX), std::slice::from_ref(&message));
+            assert!(frame.len() as u64 <= alone + FRAME_OVERHEAD_BYTES);
+            assert_eq!(
+                frame.len() as u64,
+                batch_header_len(NodeId(u64::MAX), NodeId(u64::MAX)) + framed_len(alone)
+            );
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! An in-process network for tests: endpoints attached to one [`MemoryNetwork`] hub deliver
+//! to each other directly, with injectable faults (one-way link drops, random loss from a
+//! seeded generator, partitions).
+
+use crate::codec::{encoded_len, framed_len, FRAME_OVERHEAD_BYTES};
+use crate::gate::Gate;
+use crate::membership::Membership;
+use crate::rng::SplitMix64;
+use crate::stats::TransportStats;
+use crate::transport::{AddressError, Inbound, PeerAddress, SendError, Transport};
+use parking_lot::{Mutex, RwLock};
+use rsl_core::{Message, NodeId};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Settings of a [`MemoryNetwork`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// Seeds the generator behind [`MemoryNetwork::set_drop_percent`].
+    pub seed: u64,
+    /// Largest encoded message `send` accepts; defaults to what a default gRPC frame carries,
+    /// so a message that the gRPC transport would refuse is refused in tests too.
+    pub message_bytes_max: u64,
+    /// Capacity of each endpoint's inbound channel, in messages. A message that finds the
+    /// channel full is dropped and counted in [`TransportStats::dropped_inbound_full`].
+    pub inbound_queue_messages_max: u32,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> MemoryConfig {
+        MemoryConfig {
+            seed: 0,
+            message_bytes_max: u64::from(crate::grpc::FRAME_BYTES_MAX_DEFAULT) - FRAME_OVERHEAD_BYTES,
+            inbound_queue_messages_max: 8192,
+        }
+    }
+}
+
+/// Why an endpoint could not be attached.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// Another live endpoint already speaks for the node.
+    #[error("{node} is already attached to this network")]
+    AlreadyAttached {
+        /// The node.
+        node: NodeId,
+    },
+    /// The configuration cannot work.
+    #[error("invalid memory network configuration: {problem}")]
+    InvalidConfig {
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+#[derive(Debug)]
+struct Faults {
+    rng: SplitMix64,
+    drop_percent: u32,
+    dropped_links: HashSet<(NodeId, NodeId)>,
+    /// Partition group of each named node; `None` when the network is whole.
+    groups: Option<HashMap<NodeId, usize>>,
+}
+
+impl Faults {
+    /// Whether a message from `from` to `to` is lost. Draws from the generator only when
+    /// random loss is on, so switching it off keeps the other faults deterministic.
+    fn loses(&mut self, from: NodeId, to: NodeId) -> bool {
+        if self.dropped_links.contains(&(from, to)) {
+            return true;
+        }
+        if let Some(groups) = &self.groups {
+            match (groups.get(&from), groups.get(&to)) {
+                (Some(a), Some(b)) if a == b => {}
+                _ => return true,
+            }
+        }
+        self.drop_percent > 0 && self.rng.below(100) < u64::from(self.drop_percent)
+    }
+}
+
+#[derive(Debug)]
+struct Hub {
+    config: MemoryConfig,
+    endpoints: RwLock<HashMap<NodeId, Arc<Gate>>>,
+    faults: Mutex<Faults>,
+}
+
+/// A hub connecting [`MemoryEndpoint`]s in one process. Cheap to clone (shared).
+///
+/// Faults apply per message at `send` time, in this order: a dropped link, a partition,
+/// then random loss. Lost messages count in the sender's
+/// [`TransportStats::dropped_by_fault`].
+#[derive(Clone, Debug)]
+pub struct MemoryNetwork {
+    hub: Arc<Hub>,
+}
+
+impl MemoryNetwork {
+    /// A network with default settings and random loss seeded by `seed`.
+    pub fn new(seed: u64) -> MemoryNetwork {
+        MemoryNetwork::with_config(MemoryConfig { seed, ..MemoryConfig::default() })
+    }
+
+    /// A network with `config`.
+    pub fn with_config(config: MemoryConfig) -> MemoryNetwork {
+        let faults = Faults {
+            rng: SplitMix64::new(config.seed),
+            drop_percent: 0,
+            dropped_links: HashSet::new(),
+            groups: None,
+        };
+        MemoryNetwork {
+            hub: Arc::new(Hub { config, endpoints: RwLock::new(HashMap::new()), faults: Mutex::new(faults) }),
+        }
+    }
+
+    /// Attaches an endpoint for `node`, with an empty membership table, and returns it with
+    /// the receiver of its inbound messages. Dropping the endpoint detaches it.
+    pub fn endpoint(&self, node: NodeId) -> Result<(MemoryEndpoint, mpsc::Receiver<Inbound>), AttachError> {
+        let capacity = self.hub.config.inbound_queue_messages_max;
+        if capacity == 0 {
+            return Err(AttachError::InvalidConfig { problem: "inbound_queue_messages_max is 0".to_owned() });
+        }
+        let (sender, receiver) = mpsc::channel(capacity as usize);
+        let gate = Arc::new(Gate {
+            local: node,
+            membership: Arc::new(Membership::new()),
+            stats: Arc::new(TransportStats::default()),
+            inbound: sender,
+        });
+        let mut endpoints = self.hub.endpoints.write();
+        if endpoints.contains_key(&node) {
+            return Err(AttachError::AlreadyAttached { node });
+        }
+        endpoints.insert(node, Arc::clone(&gate));
+        drop(endpoints);
+        let endpoint =
+            MemoryEndpoint { hub: Arc::clone(&self.hub), gate, addresses: Mutex::new(HashMap::new()) };
+        Ok((endpoint, receiver))
+    }
+
+    /// Whether an endpoint for `node` is attached.
+    pub fn is_attached(&self, node: NodeId) -> bool {
+        self.hub.endpoints.read().contains_key(&node)
+    }
+
+    /// Loses every message from `from` to `to` (one direction) until restored or healed.
+    pub fn drop_link(&self, from: NodeId, to: NodeId) {
+        self.hub.faults.lock().dropped_links.insert((from, to));
+    }
+
+    /// Undoes [`MemoryNetwork::drop_link`] for `from -> to`.
+    pub fn restore_link(&self, from: NodeId, to: NodeId) {
+        self.hub.faults.lock().dropped_links.remove(&(from, to));
+    }
+
+    /// Loses each message with probability `percent`/100, drawn from the seeded generator.
+    ///
+    /// # Panics
+    /// If `percent > 100` (a bug in the caller).
+    pub fn set_drop_percent(&self, percent: u32) {
+        assert!(percent <= 100, "drop percent {percent} is above 100");
+        self.hub.faults.lock().drop_percent = percent;
+    }
+
+    /// Splits the network: messages flow only between nodes of the same group. A node named
+    /// in no group is cut off from everyone. Replaces any previous partition.
+    pub fn partition(&self, groups: &[&[NodeId]]) {
+        let mut map = HashMap::new();
+        for (index, group) in groups.iter().enumerate() {
+            for node in group.iter() {
+                map.insert(*node, index);
+            }
+        }
+        self.hub.faults.lock().groups = Some(map);
+    }
+
+    /// Removes the partition and restores every dropped link. Random loss is left as set.
+    pub fn heal(&self) {
+        let mut faults = self.hub.faults.lock();
+        faults.groups = None;
+        faults.dropped_links.clear();
+    }
+}
+
+/// One node's endpoint on a [`MemoryNetwork`]. Delivery happens inside `send`, straight
+/// into the receiver's inbound channel, after the receiver's membership check; there is no
+/// outbound queue (a full inbound channel drops the message and counts it).
+#[derive(Debug)]
+pub struct MemoryEndpoint {
+    hub: Arc<Hub>,
+    gate: Arc<Gate>,
+    addresses: Mutex<HashMap<NodeId, PeerAddress>>,
+}
+
+impl MemoryEndpoint {
+    fn check(&self, to: NodeId, messages: &[Message]) -> Result<Vec<u64>, SendError> {
+        let local = self.gate.local;
+        let max = self.hub.config.message_bytes_max;
+        messages
+            .iter()
+            .map(|message| {
+                if message.from != local {
+                    return Err(SendError::WrongSender { local, message_from: message.from });
+                }
+                if message.to != to {
+                    return Err(SendError::WrongReceiver { to, message_to: message.to });
+                }
+                let bytes = encoded_len(message);
+                if bytes > max {
+                    return Err(SendError::TooLarge { bytes, max });
+                }
+                Ok(bytes)
+            })
+            .collect()
+    }
+}
+
+impl Transport for MemoryEndpoint {
+    fn local_node(&self) -> NodeId {
+        self.gate.local
+    }
+
+    fn send(&self, to: NodeId, messages: Vec<Message>) -> Result<(), SendError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let sizes = self.check(to, &messages)?;
+        let stats = &self.gate.stats;
+        let count = messages.len() as u64;
+        let frame_bytes: u64 = sizes.iter().map(|bytes| framed_len(*bytes)).sum();
+        TransportStats::bump(&stats.frames_sent);
+        TransportStats::add(&stats.messages_sent, count);
+        TransportStats::add(&stats.bytes_sent, frame_bytes);
+        let Some(receiver) = self.hub.endpoints.read().get(&to).cloned() else {
+            TransportStats::add(&stats.dropped_unreachable, count);
+            return Ok(());
+        };
+        let from = self.gate.local;
+        let delivered: Vec<Message> = {
+            let mut faults = self.hub.faults.lock();
+            messages.into_iter().filter(|_| !faults.loses(from, to)).collect()
+        };
+        TransportStats::add(&stats.dropped_by_fault, count - delivered.len() as u64);
+        if delivered.is_empty() {
+            return Ok(());
+        }
+        TransportStats::bump(&receiver.stats.frames_received);
+        TransportStats::add(&receiver.stats.bytes_received, frame_bytes);
+        for message in delivered {
+            if receiver.admit(from, message.ring, message.from, message.to).is_err() {
+                continue;
+            }
+            if receiver.deliver_now(Inbound { from, message }).is_err() {
+                // The receiver's runtime is gone: like a crashed node, it hears nothing.
+                TransportStats::bump(&stats.dropped_unreachable);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_peer_address(&self, node: NodeId, address: PeerAddress) -> Result<(), AddressError> {
+        self.addresses.lock().insert(node, address);
+        Ok(())
+    }
+
+    fn peer_address(&self, node: NodeId) -> Option<PeerAddress> {
+        self.addresses.lock().get(&node).cloned()
+    }
+
+    fn remove_peer(&self, node: NodeId) {
+        self.addresses.lock().remove(&node);
+    }
+
+    fn membership(&self) -> &Membership {
+        &self.gate.membership
+    }
+
+    fn stats(&self) -> &TransportStats {
+        &self.gate.stats
+    }
+}
+
+impl Drop for MemoryEndpoint {
+    fn drop(&mut self) {
+        let mut endpoints = self.hub.endpoints.write();
+        if endpoints.get(&self.gate.local).is_some_and(|gate| Arc::ptr_eq(gate, &self.gate)) {
+            endpoints.remove(&self.gate.local);
+        }
+    }
+}

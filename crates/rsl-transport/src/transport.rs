@@ -1,0 +1,174 @@
+//! The seam between the runtime and the network: [`Transport`], [`Inbound`] and errors.
+
+use crate::membership::Membership;
+use crate::stats::TransportStats;
+use rsl_core::{Message, NodeId};
+use std::fmt;
+
+/// A message received from a peer, after the transport checked it.
+///
+/// `from` is the sender as the transport knows it (the frame's sender); the transport
+/// guarantees `message.from == from`, `message.to` is the local node, and `from` is an
+/// allowed member of `message.ring` in the [`Membership`] table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    /// The sending node.
+    pub from: NodeId,
+    /// The message.
+    pub message: Message,
+}
+
+/// Where a peer listens, in the syntax of the transport it is given to.
+///
+/// For gRPC: `host:port` (`127.0.0.1:7000`, `replica-1.example:7000`), or a URI with an
+/// `http` (plain) or `https` (TLS) scheme. The in-memory network routes by node id and
+/// only records the address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PeerAddress(pub String);
+
+impl PeerAddress {
+    /// The address text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PeerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for PeerAddress {
+    fn from(address: &str) -> PeerAddress {
+        PeerAddress(address.to_owned())
+    }
+}
+
+impl From<String> for PeerAddress {
+    fn from(address: String) -> PeerAddress {
+        PeerAddress(address)
+    }
+}
+
+impl From<std::net::SocketAddr> for PeerAddress {
+    fn from(address: std::net::SocketAddr) -> PeerAddress {
+        PeerAddress(address.to_string())
+    }
+}
+
+/// What a transport does when a peer's outbound queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueFullPolicy {
+    /// Enqueue the new messages and drop the oldest queued ones until the queue fits its
+    /// limits again, counting them in [`TransportStats::dropped_queue_full`]. The default:
+    /// Paxos tolerates loss, and the newest messages (latest ballot, latest chosen
+    /// watermark) are the useful ones when a peer has fallen behind.
+    #[default]
+    DropOldest,
+    /// Refuse the whole `send` with [`SendError::QueueFull`] and enqueue nothing.
+    Reject,
+}
+
+/// Why [`Transport::send`] refused messages. A refused call enqueued none of its messages.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// One message encodes to more bytes than a frame can carry.
+    #[error("message of {bytes} encoded bytes exceeds the per-message limit of {max} bytes")]
+    TooLarge {
+        /// Encoded size of the message.
+        bytes: u64,
+        /// The largest message a frame can carry.
+        max: u64,
+    },
+    /// No address is registered for the receiver.
+    #[error("no address registered for {to}")]
+    UnknownPeer {
+        /// The receiver.
+        to: NodeId,
+    },
+    /// A message's `to` is not the node the call sends to.
+    #[error("message addressed to {message_to} passed to send for {to}")]
+    WrongReceiver {
+        /// The node passed to `send`.
+        to: NodeId,
+        /// The message's `to`.
+        message_to: NodeId,
+    },
+    /// A message's `from` is not this endpoint's node.
+    #[error("message from {message_from} passed to the endpoint of {local}")]
+    WrongSender {
+        /// This endpoint's node.
+        local: NodeId,
+        /// The message's `from`.
+        message_from: NodeId,
+    },
+    /// The peer's queue is full and the policy is [`QueueFullPolicy::Reject`].
+    #[error("outbound queue for {to} is full ({queued} messages queued, {capacity} allowed)")]
+    QueueFull {
+        /// The receiver.
+        to: NodeId,
+        /// Messages already queued.
+        queued: u64,
+        /// The queue's capacity in messages.
+        capacity: u64,
+    },
+    /// The transport was shut down.
+    #[error("transport is shut down")]
+    Closed,
+}
+
+/// Why a peer address was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// The address does not parse for this transport.
+    #[error("invalid address {address:?} for {node}: {problem}")]
+    Invalid {
+        /// The peer.
+        node: NodeId,
+        /// The address given.
+        address: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// A network endpoint of one node, shared by every ring that node hosts.
+///
+/// The runtime holds it as `Arc<dyn Transport>`. Outbound, [`Transport::send`] never
+/// blocks: it checks the messages and enqueues them on the receiver's bounded queue (or
+/// delivers them, in memory); what happens when that queue is full is the endpoint's
+/// [`QueueFullPolicy`]. Delivery is best effort: a message may be lost (a connection drops
+/// with frames in flight, a queue overflows) but is never altered, and never duplicated by
+/// the transport. Messages to one peer arrive in the order sent while a connection lasts;
+/// across a reconnect the order is not guaranteed. The protocol relies on neither delivery
+/// nor order.
+///
+/// Inbound, each endpoint is built together with a `tokio::sync::mpsc::Receiver<Inbound>`
+/// that yields messages from every peer and every ring, in per-peer order, after the
+/// membership check.
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// The node this endpoint speaks for.
+    fn local_node(&self) -> NodeId;
+
+    /// Queues `messages` for `to`. Every message must have `from == self.local_node()` and
+    /// `to == to`, and encode within the per-message limit; otherwise nothing is queued and
+    /// the first offending message is reported.
+    fn send(&self, to: NodeId, messages: Vec<Message>) -> Result<(), SendError>;
+
+    /// Registers (or replaces) where `node` listens. Replacing an address drops what was
+    /// queued for the old one.
+    fn set_peer_address(&self, node: NodeId, address: PeerAddress) -> Result<(), AddressError>;
+
+    /// The registered address of `node`.
+    fn peer_address(&self, node: NodeId) -> Option<PeerAddress>;
+
+    /// Forgets `node`: its queue is dropped and its connection closed.
+    fn remove_peer(&self, node: NodeId);
+
+    /// The ring -> allowed members table this endpoint enforces on inbound messages.
+    fn membership(&self) -> &Membership;
+
+    /// This endpoint's counters.
+    fn stats(&self) -> &TransportStats;
+}
