@@ -56,6 +56,10 @@ pub struct Config {
     /// Proposals an acceptor sends in one promise; a candidate further behind must catch
     /// up first.
     pub promise_slots_max: u64,
+    /// Bytes of values (counted by [`crate::Value::size_bytes`]) in one message: a fetch
+    /// reply stops there, and a candidate whose promise would carry more must catch up
+    /// first. Keep it below the transport's frame limit.
+    pub message_bytes_max: u64,
     /// Seed of the replica's deterministic election-delay generator. Give each replica of
     /// a ring a different seed (the runtime mixes the node id in).
     pub seed: u64,
@@ -84,6 +88,7 @@ impl Config {
             log_retain_slots: 1_000,
             fetch_slots_max: 128,
             promise_slots_max: 4096,
+            message_bytes_max: 3 << 20,
             seed: node.0,
             #[cfg(feature = "mutations")]
             mutation: None,
@@ -156,6 +161,15 @@ impl Config {
         if self.fetch_slots_max == 0 {
             return invalid("fetch_slots_max", "must be positive".into());
         }
+        if self.message_bytes_max < self.batch_bytes_max + 64 {
+            return invalid(
+                "message_bytes_max",
+                format!(
+                    "{} must exceed batch_bytes_max ({}) by at least 64 bytes",
+                    self.message_bytes_max, self.batch_bytes_max
+                ),
+            );
+        }
         if self.promise_slots_max < 2 * self.pipeline_depth {
             return invalid(
                 "promise_slots_max",
@@ -224,6 +238,7 @@ mod tests {
             ("proposal_queue_max", Box::new(|c| c.proposal_queue_max = 0)),
             ("fetch_slots_max", Box::new(|c| c.fetch_slots_max = 0)),
             ("promise_slots_max", Box::new(|c| c.promise_slots_max = 1)),
+            ("message_bytes_max", Box::new(|c| c.message_bytes_max = 1024)),
         ];
         for (field, break_it) in cases {
             let mut config = base();

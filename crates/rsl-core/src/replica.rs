@@ -627,9 +627,10 @@ impl Replica {
         // Slots up to `slot` are chosen somewhere (a checkpoint is only taken of applied,
         // hence chosen, slots), and the state machine now reflects them.
         self.applied = slot;
-        self.apply_emitted = slot;
+        // Applies already handed out above the checkpoint stay valid: they follow it.
+        self.apply_emitted = self.apply_emitted.max(slot);
         self.checkpoint = slot;
-        self.checkpoint_requested = slot;
+        self.checkpoint_requested = self.checkpoint_requested.max(slot);
         if self.chosen < slot {
             self.chosen = slot;
         }
@@ -1078,8 +1079,16 @@ impl Replica {
         if first_unchosen < self.log_start {
             return true;
         }
-        let held = self.log.range(first_unchosen..).count() as u64;
-        held > self.config.promise_slots_max
+        let mut held = 0u64;
+        let mut bytes = 0u64;
+        for (_, entry) in self.log.range(first_unchosen..) {
+            held += 1;
+            bytes += entry.proposal.value.size_bytes();
+            if held > self.config.promise_slots_max || bytes > self.config.message_bytes_max {
+                return true;
+            }
+        }
+        false
     }
 
     fn on_pre_vote_granted(&mut self, from: NodeId, ballot: Ballot) {
@@ -1778,11 +1787,23 @@ impl Replica {
         }
         let last =
             Slot(last.0.min(self.chosen.0).min(first.0.saturating_add(self.config.fetch_slots_max - 1)));
-        let chosen_values: Vec<Proposal> = if first <= last {
-            self.log.range(first..=last).map(|(_, e)| e.proposal.clone()).collect()
-        } else {
-            Vec::new()
-        };
+        // Contiguous from `first`, bounded in bytes (at least one value: each fits a message).
+        let mut chosen_values: Vec<Proposal> = Vec::new();
+        let mut bytes = 0u64;
+        if first <= last {
+            for (_, entry) in self.log.range(first..=last) {
+                let size = entry.proposal.value.size_bytes();
+                if !chosen_values.is_empty() && bytes + size > self.config.message_bytes_max {
+                    break;
+                }
+                bytes += size;
+                chosen_values.push(entry.proposal.clone());
+            }
+        }
+        postcondition!(
+            chosen_values.len() <= 1 || bytes <= self.config.message_bytes_max,
+            "a fetch reply stays within message_bytes_max"
+        );
         postcondition!(chosen_values.iter().all(|p| p.slot <= self.chosen), "only chosen values are served");
         let chosen = self.chosen;
         self.send(from, MessageBody::FetchReply { chosen_values, chosen });

@@ -53,6 +53,11 @@ pub struct Options {
     pub pipeline_depth: u64,
     /// Protocol: requests per batch.
     pub batch_requests_max: u32,
+    /// Protocol: bytes per batch (small values force byte-bounded batches).
+    pub batch_bytes_max: u64,
+    /// Protocol: bytes of values per message (small values force short fetch replies and
+    /// send far-behind candidates to catch up first).
+    pub message_bytes_max: u64,
     /// Protocol: batch linger.
     pub batch_linger_us: u64,
     /// Protocol: checkpoint interval (0: never).
@@ -102,6 +107,8 @@ impl Options {
             election_delay_spread_ms: [0, 5, 50, 300, 300][rng.index(5)],
             pipeline_depth: [1, 2, 4, 16, 64][rng.index(5)],
             batch_requests_max: [1, 4, 64][rng.index(3)],
+            batch_bytes_max: [200, 1 << 20][rng.index(2)],
+            message_bytes_max: [0, 3 << 20][rng.index(2)],
             batch_linger_us: [0, 0, 500, 5_000][rng.index(4)],
             checkpoint_interval_slots: [0, 10, 50, 200][rng.index(4)],
             log_retain_slots: [0, 5, 100][rng.index(3)],
