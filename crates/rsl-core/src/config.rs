@@ -56,9 +56,10 @@ pub struct Config {
     /// Proposals an acceptor sends in one promise; a candidate further behind must catch
     /// up first.
     pub promise_slots_max: u64,
-    /// Bytes of values (counted by [`crate::Value::size_bytes`]) in one message: a fetch
-    /// reply stops there, and a candidate whose promise would carry more must catch up
-    /// first. Keep it below the transport's frame limit.
+    /// Bytes of values (counted by [`crate::Value::size_bytes`]) in one message. A fetch
+    /// reply stops there; a candidate whose promise would carry more than half of it in
+    /// chosen values must catch up first; the other half is room for the unchosen tail, at
+    /// most `pipeline_depth` batches. Keep it below the transport's frame limit.
     pub message_bytes_max: u64,
     /// Seed of the replica's deterministic election-delay generator. Give each replica of
     /// a ring a different seed (the runtime mixes the node id in).
@@ -81,7 +82,7 @@ impl Config {
             clock_drift_max_ppm: 10_000,
             pipeline_depth: 64,
             batch_requests_max: 4096,
-            batch_bytes_max: 1 << 20,
+            batch_bytes_max: 16 << 10,
             batch_linger_us: 0,
             proposal_queue_max: 200_000,
             checkpoint_interval_slots: 10_000,
@@ -161,12 +162,14 @@ impl Config {
         if self.fetch_slots_max == 0 {
             return invalid("fetch_slots_max", "must be positive".into());
         }
-        if self.message_bytes_max < self.batch_bytes_max + 64 {
+        let tail_bytes = self.pipeline_depth.saturating_mul(self.batch_bytes_max);
+        if self.message_bytes_max < tail_bytes.saturating_mul(2) {
             return invalid(
                 "message_bytes_max",
                 format!(
-                    "{} must exceed batch_bytes_max ({}) by at least 64 bytes",
-                    self.message_bytes_max, self.batch_bytes_max
+                    "{} must be at least twice pipeline_depth x batch_bytes_max ({} x {}), the \
+                     unchosen tail a promise may carry",
+                    self.message_bytes_max, self.pipeline_depth, self.batch_bytes_max
                 ),
             );
         }

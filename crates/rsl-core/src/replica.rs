@@ -1079,12 +1079,16 @@ impl Replica {
         if first_unchosen < self.log_start {
             return true;
         }
+        // Chosen values are what the candidate could fetch instead; the unchosen tail must
+        // travel in the promise whatever its size (config keeps it within half a message).
         let mut held = 0u64;
-        let mut bytes = 0u64;
-        for (_, entry) in self.log.range(first_unchosen..) {
+        let mut chosen_bytes = 0u64;
+        for (slot, entry) in self.log.range(first_unchosen..) {
             held += 1;
-            bytes += entry.proposal.value.size_bytes();
-            if held > self.config.promise_slots_max || bytes > self.config.message_bytes_max {
+            if *slot <= self.chosen {
+                chosen_bytes += entry.proposal.value.size_bytes();
+            }
+            if held > self.config.promise_slots_max || chosen_bytes > self.config.message_bytes_max / 2 {
                 return true;
             }
         }

@@ -372,7 +372,8 @@ impl Simulation {
         config.batch_linger_us = self.options.batch_linger_us;
         config.batch_bytes_max = self.options.batch_bytes_max;
         // Zero picks the tightest legal bound.
-        config.message_bytes_max = self.options.message_bytes_max.max(config.batch_bytes_max + 64);
+        let tightest = 2 * config.pipeline_depth * config.batch_bytes_max;
+        config.message_bytes_max = self.options.message_bytes_max.max(tightest);
         config.checkpoint_interval_slots = self.options.checkpoint_interval_slots;
         config.log_retain_slots = self.options.log_retain_slots;
         config.fetch_slots_max = self.options.fetch_slots_max;
