@@ -1,0 +1,439 @@
+//! The stable binary encoding of what the stores persist: the payload of one record.
+//!
+//! Little-endian, fixed-width integers, no padding, no `usize`. The framing around a payload
+//! (magic, length, type, CRC32C) belongs to each store and is described in
+//! `docs/STORAGE.md`, as is this encoding, byte by byte.
+//!
+//! Decoding never panics and never allocates more than the input could describe: every
+//! count is checked against the bytes that remain before anything is reserved.
+
+use bytes::Bytes;
+use rsl_core::{Ballot, Configuration, NodeId, PersistRequest, Proposal, Request, RequestId, Slot, Value};
+
+/// Record type: a [`PersistRequest`] (promise, proposals, chosen hint).
+pub const RECORD_PERSIST: u8 = 1;
+/// Record type: slots below a bound are no longer needed.
+pub const RECORD_TRUNCATE: u8 = 2;
+/// Record type: the promise, chosen hint and truncation floor as of a point in the log.
+pub const RECORD_SNAPSHOT: u8 = 3;
+
+const FLAG_PROMISE: u8 = 0b01;
+const FLAG_CHOSEN: u8 = 0b10;
+
+const VALUE_NOOP: u8 = 0;
+const VALUE_BATCH: u8 = 1;
+const VALUE_CONFIGURATION: u8 = 2;
+
+/// Smallest encoding of one proposal: ballot (16), slot (8), value tag (1).
+const PROPOSAL_BYTES_MIN: usize = 25;
+/// Smallest encoding of one request: id (16) and payload length (4).
+const REQUEST_BYTES_MIN: usize = 20;
+/// Encoding of one member id.
+const MEMBER_BYTES: usize = 8;
+
+/// One decoded record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// What a [`PersistRequest`] writes (its ticket is not stored: tickets are per process).
+    Persist {
+        /// A new promise.
+        promise: Option<Ballot>,
+        /// A chosen-watermark hint.
+        chosen: Option<Slot>,
+        /// Accepted proposals, each replacing any earlier proposal for its slot.
+        proposals: Vec<Proposal>,
+    },
+    /// Proposals below `below` are gone.
+    Truncate {
+        /// The new first slot of the log.
+        below: Slot,
+    },
+    /// Everything the records before this point established, except the proposals.
+    Snapshot {
+        /// The highest promise.
+        promise: Ballot,
+        /// The highest chosen hint.
+        chosen: Slot,
+        /// The truncation floor.
+        floor: Slot,
+    },
+}
+
+impl Record {
+    /// The record type byte of this record.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Record::Persist { .. } => RECORD_PERSIST,
+            Record::Truncate { .. } => RECORD_TRUNCATE,
+            Record::Snapshot { .. } => RECORD_SNAPSHOT,
+        }
+    }
+
+    /// Appends this record's payload to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::Persist { promise, chosen, proposals } => {
+                encode_persist_parts(*promise, *chosen, proposals, out)
+            }
+            Record::Truncate { below } => put_u64(out, below.0),
+            Record::Snapshot { promise, chosen, floor } => {
+                put_ballot(out, *promise);
+                put_u64(out, chosen.0);
+                put_u64(out, floor.0);
+            }
+        }
+    }
+
+    /// Decodes a payload of type `kind`. The proposals' request payloads share `payload`'s
+    /// buffer (no copy).
+    pub fn decode(kind: u8, payload: &Bytes) -> Result<Record, DecodeError> {
+        let mut reader = Reader { bytes: payload, position: 0 };
+        let record = match kind {
+            RECORD_PERSIST => {
+                let flags = reader.u8("flags")?;
+                if flags & !(FLAG_PROMISE | FLAG_CHOSEN) != 0 {
+                    return Err(reader.error(format!("unknown flag bits {flags:#04x}")));
+                }
+                let promise = if flags & FLAG_PROMISE != 0 { Some(reader.ballot()?) } else { None };
+                let chosen =
+                    if flags & FLAG_CHOSEN != 0 { Some(Slot(reader.u64("chosen slot")?)) } else { None };
+                let count = reader.count("proposal count", PROPOSAL_BYTES_MIN)?;
+                let mut proposals = Vec::with_capacity(count);
+                for _ in 0..count {
+                    proposals.push(reader.proposal()?);
+                }
+                Record::Persist { promise, chosen, proposals }
+            }
+            RECORD_TRUNCATE => Record::Truncate { below: Slot(reader.u64("truncation slot")?) },
+            RECORD_SNAPSHOT => {
+                let promise = reader.ballot()?;
+                let chosen = Slot(reader.u64("chosen slot")?);
+                let floor = Slot(reader.u64("floor slot")?);
+                Record::Snapshot { promise, chosen, floor }
+            }
+            other => return Err(DecodeError { offset: 0, reason: format!("unknown record type {other}") }),
+        };
+        if reader.remaining() != 0 {
+            return Err(reader.error(format!("{} trailing bytes after the record", reader.remaining())));
+        }
+        Ok(record)
+    }
+}
+
+/// Appends the payload of a [`RECORD_PERSIST`] record for `request` to `out`.
+pub fn encode_persist(request: &PersistRequest, out: &mut Vec<u8>) {
+    encode_persist_parts(request.promise, request.chosen, &request.proposals, out);
+}
+
+fn encode_persist_parts(
+    promise: Option<Ballot>,
+    chosen: Option<Slot>,
+    proposals: &[Proposal],
+    out: &mut Vec<u8>,
+) {
+    let mut flags = 0;
+    if promise.is_some() {
+        flags |= FLAG_PROMISE;
+    }
+    if chosen.is_some() {
+        flags |= FLAG_CHOSEN;
+    }
+    out.push(flags);
+    if let Some(promise) = promise {
+        put_ballot(out, promise);
+    }
+    if let Some(chosen) = chosen {
+        put_u64(out, chosen.0);
+    }
+    put_count(out, proposals.len());
+    for proposal in proposals {
+        encode_proposal(proposal, out);
+    }
+}
+
+/// Appends one proposal to `out`.
+pub fn encode_proposal(proposal: &Proposal, out: &mut Vec<u8>) {
+    put_ballot(out, proposal.ballot);
+    put_u64(out, proposal.slot.0);
+    match &proposal.value {
+        Value::Noop => out.push(VALUE_NOOP),
+        Value::Batch(requests) => {
+            out.push(VALUE_BATCH);
+            put_count(out, requests.len());
+            for request in requests {
+                put_u64(out, request.id.client);
+                put_u64(out, request.id.sequence);
+                put_count(out, request.payload.len());
+                out.extend_from_slice(&request.payload);
+            }
+        }
+        Value::Configuration(configuration) => {
+            out.push(VALUE_CONFIGURATION);
+            put_u64(out, configuration.number);
+            put_u64(out, configuration.first_slot.0);
+            put_count(out, configuration.members.len());
+            for member in &configuration.members {
+                put_u64(out, member.0);
+            }
+        }
+    }
+}
+
+/// Encoded size of a proposal, without encoding it.
+pub fn proposal_encoded_bytes(proposal: &Proposal) -> u64 {
+    let value = match &proposal.value {
+        Value::Noop => 0,
+        Value::Batch(requests) => 4 + requests.iter().map(|r| 20 + r.payload.len() as u64).sum::<u64>(),
+        Value::Configuration(configuration) => 20 + 8 * configuration.members.len() as u64,
+    };
+    PROPOSAL_BYTES_MIN as u64 + value
+}
+
+/// A payload that does not decode: where (relative to the payload's start) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Byte offset within the payload.
+    pub offset: u64,
+    /// What was expected and what was found.
+    pub reason: String,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at payload byte {}: {}", self.offset, self.reason)
+    }
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_count(out: &mut Vec<u8>, count: usize) {
+    // Callers bound every count (record size limit) far below u32::MAX.
+    let count = u32::try_from(count).expect("count fits in u32");
+    out.extend_from_slice(&count.to_le_bytes());
+}
+
+fn put_ballot(out: &mut Vec<u8>, ballot: Ballot) {
+    put_u64(out, ballot.round);
+    put_u64(out, ballot.node.0);
+}
+
+struct Reader<'a> {
+    bytes: &'a Bytes,
+    position: usize,
+}
+
+impl Reader<'_> {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.position
+    }
+
+    fn error(&self, reason: String) -> DecodeError {
+        DecodeError { offset: self.position as u64, reason }
+    }
+
+    fn take(&mut self, len: usize, what: &str) -> Result<&[u8], DecodeError> {
+        if self.remaining() < len {
+            return Err(self.error(format!("expected {len} bytes of {what}, found {}", self.remaining())));
+        }
+        let start = self.position;
+        self.position += len;
+        Ok(&self.bytes[start..start + len])
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, DecodeError> {
+        let bytes = self.take(4, what)?;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, DecodeError> {
+        let bytes = self.take(8, what)?;
+        Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    }
+
+    /// A count of items at least `item_bytes_min` bytes each, checked against what remains
+    /// so that no bogus count reserves memory.
+    fn count(&mut self, what: &str, item_bytes_min: usize) -> Result<usize, DecodeError> {
+        let at = self.position;
+        let count = self.u32(what)? as usize;
+        let needed = count.saturating_mul(item_bytes_min);
+        if needed > self.remaining() {
+            return Err(DecodeError {
+                offset: at as u64,
+                reason: format!(
+                    "{what} {count} needs at least {needed} bytes, only {} remain",
+                    self.remaining()
+                ),
+            });
+        }
+        Ok(count)
+    }
+
+    fn ballot(&mut self) -> Result<Ballot, DecodeError> {
+        let round = self.u64("ballot round")?;
+        let node = self.u64("ballot node")?;
+        Ok(Ballot { round, node: NodeId(node) })
+    }
+
+    fn proposal(&mut self) -> Result<Proposal, DecodeError> {
+        let ballot = self.ballot()?;
+        let slot = Slot(self.u64("proposal slot")?);
+        let tag_at = self.position;
+        let value = match self.u8("value tag")? {
+            VALUE_NOOP => Value::Noop,
+            VALUE_BATCH => {
+                let count = self.count("request count", REQUEST_BYTES_MIN)?;
+                let mut requests = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let client = self.u64("request client")?;
+                    let sequence = self.u64("request sequence")?;
+                    let len = self.count("request payload length", 1)?;
+                    let start = self.position;
+                    self.take(len, "request payload")?;
+                    let payload = self.bytes.slice(start..start + len);
+                    requests.push(Request { id: RequestId { client, sequence }, payload });
+                }
+                Value::Batch(requests)
+            }
+            VALUE_CONFIGURATION => {
+                let number = self.u64("configuration number")?;
+                let first_slot = Slot(self.u64("configuration first slot")?);
+                let count = self.count("member count", MEMBER_BYTES)?;
+                let mut members = Vec::with_capacity(count);
+                for _ in 0..count {
+                    members.push(NodeId(self.u64("member")?));
+                }
+                Value::Configuration(Configuration { number, members, first_slot })
+            }
+            other => {
+                return Err(DecodeError {
+                    offset: tag_at as u64,
+                    reason: format!("unknown value tag {other}"),
+                })
+            }
+        };
+        Ok(Proposal { ballot, slot, value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_ballot() -> impl Strategy<Value = Ballot> {
+        (any::<u64>(), any::<u64>()).prop_map(|(round, node)| Ballot { round, node: NodeId(node) })
+    }
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Noop),
+            proptest::collection::vec(
+                (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..40)),
+                0..4
+            )
+            .prop_map(|requests| Value::Batch(
+                requests
+                    .into_iter()
+                    .map(|(client, sequence, payload)| Request {
+                        id: RequestId { client, sequence },
+                        payload: payload.into()
+                    })
+                    .collect()
+            )),
+            (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u64>(), 0..6)).prop_map(
+                |(number, first, members)| Value::Configuration(Configuration {
+                    number,
+                    members: members.into_iter().map(NodeId).collect(),
+                    first_slot: Slot(first)
+                })
+            ),
+        ]
+    }
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        let proposal = (arb_ballot(), any::<u64>(), arb_value()).prop_map(|(ballot, slot, value)| Proposal {
+            ballot,
+            slot: Slot(slot),
+            value,
+        });
+        prop_oneof![
+            (
+                proptest::option::of(arb_ballot()),
+                proptest::option::of(any::<u64>()),
+                proptest::collection::vec(proposal, 0..4)
+            )
+                .prop_map(|(promise, chosen, proposals)| Record::Persist {
+                    promise,
+                    chosen: chosen.map(Slot),
+                    proposals
+                }),
+            any::<u64>().prop_map(|below| Record::Truncate { below: Slot(below) }),
+            (arb_ballot(), any::<u64>(), any::<u64>()).prop_map(|(promise, chosen, floor)| {
+                Record::Snapshot { promise, chosen: Slot(chosen), floor: Slot(floor) }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(record in arb_record()) {
+            let mut bytes = Vec::new();
+            record.encode(&mut bytes);
+            let decoded = Record::decode(record.kind(), &Bytes::from(bytes)).unwrap();
+            prop_assert_eq!(decoded, record);
+        }
+
+        #[test]
+        fn proposal_size_is_exact(record in arb_record()) {
+            if let Record::Persist { proposals, .. } = &record {
+                for proposal in proposals {
+                    let mut bytes = Vec::new();
+                    encode_proposal(proposal, &mut bytes);
+                    prop_assert_eq!(bytes.len() as u64, proposal_encoded_bytes(proposal));
+                }
+            }
+        }
+
+        #[test]
+        fn every_strict_prefix_fails_to_decode(record in arb_record()) {
+            let mut bytes = Vec::new();
+            record.encode(&mut bytes);
+            for len in 0..bytes.len() {
+                let prefix = Bytes::copy_from_slice(&bytes[..len]);
+                prop_assert!(Record::decode(record.kind(), &prefix).is_err());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(kind in 0u8..5, bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Record::decode(kind, &Bytes::from(bytes));
+        }
+    }
+
+    #[test]
+    fn huge_counts_are_refused_without_allocating() {
+        // flags 0, proposal count u32::MAX, nothing else.
+        let payload = Bytes::from(vec![0, 0xff, 0xff, 0xff, 0xff]);
+        let error = Record::decode(RECORD_PERSIST, &payload).unwrap_err();
+        assert_eq!(error.offset, 1);
+        assert!(error.reason.contains("proposal count"), "{}", error.reason);
+    }
+
+    #[test]
+    fn unknown_types_and_tags_are_named() {
+        let error = Record::decode(9, &Bytes::new()).unwrap_err();
+        assert!(error.reason.contains("unknown record type 9"));
+        let mut bytes = vec![0u8, 1, 0, 0, 0];
+        bytes.extend_from_slice(&[0; 24]);
+        bytes.push(7);
+        let error = Record::decode(RECORD_PERSIST, &Bytes::from(bytes)).unwrap_err();
+        assert_eq!(error.offset, 29);
+        assert!(error.reason.contains("unknown value tag 7"));
+    }
+}
