@@ -1,0 +1,286 @@
+//! The apply thread: one OS thread per ring owns the user's [`StateMachine`] and runs every
+//! call into it, in the order the ring task hands out jobs (see the crate's design notes
+//! for why a thread).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::Mutex;
+use rsl_core::{RequestId, RingId, Slot, Value};
+use rsl_log::CheckpointStore;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{FastReadError, ReadError};
+use crate::state_machine::{RoleChange, StateMachine};
+use crate::stats::{RingCounters, RingLatencies};
+
+/// Work for the apply thread, performed in order.
+pub(crate) enum Job {
+    /// Execute chosen values, in slot order.
+    Apply(Vec<(Slot, Value)>),
+    /// Save a checkpoint as of this slot.
+    Checkpoint(Slot),
+    /// Load the published checkpoint at this slot (fetched from a peer).
+    Install(Slot),
+    /// A lease read: serve once everything up to `index` is applied.
+    Read { index: Slot, request: Bytes, reply: oneshot::Sender<Result<Bytes, ReadError>> },
+    /// A fast read: serve once `min_slot` is applied (the caller bounds the wait).
+    FastRead { min_slot: Slot, request: Bytes, reply: oneshot::Sender<Result<Bytes, FastReadError>> },
+    /// Tell the state machine about a role change.
+    Role(RoleChange),
+    /// Finish: drop the state machine.
+    Stop,
+}
+
+/// What the apply thread reports to the ring task.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Every slot up to `through` is applied; responses to this replica's own requests.
+    Applied { through: Slot, responses: Vec<(Slot, RequestId, Bytes)> },
+    /// The checkpoint at this slot is durable.
+    CheckpointSaved(Slot),
+    /// A checkpoint fetched from a peer is loaded: the state is as of this slot.
+    Installed(Slot),
+    /// Fetching or installing a checkpoint failed; catch-up will retry.
+    InstallFailed,
+    /// The state machine's [`StateMachine::can_become_primary`] answer changed.
+    CanBecomePrimary(bool),
+    /// The state machine failed to load a checkpoint: its state is undefined.
+    LoadFailed { slot: Slot, reason: String },
+}
+
+enum Waiting {
+    Lease { index: Slot, request: Bytes, reply: oneshot::Sender<Result<Bytes, ReadError>> },
+    Fast { min_slot: Slot, request: Bytes, reply: oneshot::Sender<Result<Bytes, FastReadError>> },
+}
+
+impl Waiting {
+    fn slot(&self) -> Slot {
+        match self {
+            Waiting::Lease { index, .. } => *index,
+            Waiting::Fast { min_slot, .. } => *min_slot,
+        }
+    }
+
+    fn abandoned(&self) -> bool {
+        match self {
+            Waiting::Lease { reply, .. } => reply.is_closed(),
+            Waiting::Fast { reply, .. } => reply.is_closed(),
+        }
+    }
+}
+
+/// Everything the apply thread works with.
+pub(crate) struct ApplyThread {
+    pub ring: RingId,
+    pub state_machine: Box<dyn StateMachine>,
+    pub applied: Slot,
+    pub local_client: u64,
+    pub jobs: Receiver<Job>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub checkpoints: Arc<Mutex<CheckpointStore>>,
+    pub oldest_checkpoint: Arc<AtomicU64>,
+    pub counters: Arc<RingCounters>,
+    pub latencies: Arc<RingLatencies>,
+    pub applied_shared: Arc<AtomicU64>,
+    pub veto_poll_interval: Duration,
+    pub reads_waiting_max: u64,
+}
+
+impl ApplyThread {
+    pub(crate) fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name(format!("rsl-apply-{}", self.ring.0)).spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        let mut waiting: Vec<Waiting> = Vec::new();
+        let mut can_become_primary = None;
+        let mut polled_at = Instant::now() - self.veto_poll_interval;
+        loop {
+            if polled_at.elapsed() >= self.veto_poll_interval {
+                polled_at = Instant::now();
+                let allowed = self.state_machine.can_become_primary();
+                if can_become_primary != Some(allowed) {
+                    can_become_primary = Some(allowed);
+                    let _ = self.events.send(Event::CanBecomePrimary(allowed));
+                }
+            }
+            let job = match self.jobs.recv_timeout(self.veto_poll_interval) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            match job {
+                Job::Apply(values) => self.apply(values),
+                Job::Checkpoint(slot) => self.checkpoint(slot),
+                Job::Install(slot) => self.install(slot),
+                Job::Read { index, request, reply } => {
+                    self.park(&mut waiting, Waiting::Lease { index, request, reply });
+                }
+                Job::FastRead { min_slot, request, reply } => {
+                    self.park(&mut waiting, Waiting::Fast { min_slot, request, reply });
+                }
+                Job::Role(change) => self.state_machine.role_changed(&change),
+                Job::Stop => break,
+            }
+            self.serve_reads(&mut waiting);
+        }
+    }
+
+    fn apply(&mut self, values: Vec<(Slot, Value)>) {
+        let started = Instant::now();
+        let mut responses = Vec::new();
+        // Report what the replica handed out, even when an installed checkpoint already
+        // covers it: the replica never hears of a slot it did not emit.
+        let through = values.last().map_or(Slot::ZERO, |(slot, _)| *slot);
+        let mut executed = 0;
+        for (slot, value) in values {
+            if slot <= self.applied {
+                // Already reflected by an installed checkpoint.
+                continue;
+            }
+            assert_eq!(slot, self.applied.next(), "chosen values are applied strictly in slot order");
+            match value {
+                Value::Noop => {}
+                Value::Batch(requests) => {
+                    for request in requests {
+                        let response = self.state_machine.execute(slot, &request.payload);
+                        executed += 1;
+                        if request.id.client == self.local_client {
+                            responses.push((slot, request.id, response));
+                        }
+                    }
+                }
+                Value::Configuration(configuration) => {
+                    self.state_machine.configuration_changed(slot, &configuration);
+                }
+            }
+            self.set_applied(slot);
+        }
+        RingCounters::add(&self.counters.requests_executed, executed);
+        self.latencies.apply.record(started.elapsed());
+        let _ = self.events.send(Event::Applied { through, responses });
+    }
+
+    fn set_applied(&mut self, slot: Slot) {
+        self.applied = slot;
+        self.applied_shared.store(slot.0, Ordering::Release);
+    }
+
+    fn checkpoint(&mut self, slot: Slot) {
+        if slot != self.applied {
+            // An installed checkpoint moved the state past `slot`: it cannot be saved as of
+            // `slot` any more, and a newer one exists.
+            tracing::debug!(ring = self.ring.0, %slot, applied = %self.applied, "skipping a stale checkpoint request");
+            return;
+        }
+        let started = Instant::now();
+        let result = (|| -> Result<rsl_log::CheckpointInfo, String> {
+            let mut store = self.checkpoints.lock();
+            let mut writer = store.writer(slot).map_err(|e| e.to_string())?;
+            self.state_machine
+                .save_checkpoint(slot, &mut writer)
+                .map_err(|e| format!("state machine: {e}"))?;
+            let info = writer.finish().map_err(|e| e.to_string())?;
+            refresh_oldest(&store, &self.oldest_checkpoint);
+            Ok(info)
+        })();
+        match result {
+            Ok(info) => {
+                RingCounters::bump(&self.counters.checkpoints_saved);
+                tracing::info!(
+                    ring = self.ring.0, %slot, data_bytes = info.data_bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64, "checkpoint saved"
+                );
+                let _ = self.events.send(Event::CheckpointSaved(slot));
+            }
+            Err(reason) => {
+                RingCounters::bump(&self.counters.checkpoint_save_failures);
+                tracing::warn!(ring = self.ring.0, %slot, %reason, "checkpoint failed; the next interval tries again");
+            }
+        }
+    }
+
+    fn install(&mut self, slot: Slot) {
+        if slot <= self.applied {
+            // The state is already at or past it (slots arrived from another peer meanwhile).
+            let _ = self.events.send(Event::Installed(slot));
+            return;
+        }
+        let reader = self.checkpoints.lock().reader(slot);
+        let mut reader = match reader {
+            Ok(reader) => reader,
+            Err(error) => {
+                RingCounters::bump(&self.counters.checkpoint_fetch_failures);
+                tracing::warn!(ring = self.ring.0, %slot, %error, "cannot open the fetched checkpoint");
+                let _ = self.events.send(Event::InstallFailed);
+                return;
+            }
+        };
+        match self.state_machine.load_checkpoint(slot, &mut reader) {
+            Ok(()) => {
+                self.set_applied(slot);
+                RingCounters::bump(&self.counters.checkpoints_installed);
+                tracing::info!(ring = self.ring.0, %slot, "checkpoint installed");
+                let _ = self.events.send(Event::Installed(slot));
+            }
+            Err(error) => {
+                let _ = self.events.send(Event::LoadFailed { slot, reason: error.to_string() });
+            }
+        }
+    }
+
+    fn park(&mut self, waiting: &mut Vec<Waiting>, read: Waiting) {
+        if read.slot() > self.applied && waiting.len() as u64 >= self.reads_waiting_max {
+            waiting.retain(|w| !w.abandoned());
+            if waiting.len() as u64 >= self.reads_waiting_max {
+                RingCounters::bump(&self.counters.reads_failed);
+                let max = self.reads_waiting_max;
+                match read {
+                    Waiting::Lease { reply, .. } => drop(reply.send(Err(ReadError::Busy { max }))),
+                    Waiting::Fast { reply, .. } => drop(reply.send(Err(FastReadError::Busy { max }))),
+                }
+                return;
+            }
+        }
+        waiting.push(read);
+    }
+
+    fn serve_reads(&mut self, waiting: &mut Vec<Waiting>) {
+        if waiting.is_empty() {
+            return;
+        }
+        let applied = self.applied;
+        let (ready, rest): (Vec<Waiting>, Vec<Waiting>) =
+            std::mem::take(waiting).into_iter().partition(|w| w.slot() <= applied);
+        *waiting = rest;
+        for read in ready {
+            if read.abandoned() {
+                continue;
+            }
+            match read {
+                Waiting::Lease { request, reply, .. } => {
+                    let response = self.state_machine.read(&request);
+                    RingCounters::bump(&self.counters.reads_lease);
+                    let _ = reply.send(Ok(response));
+                }
+                Waiting::Fast { request, reply, .. } => {
+                    let response = self.state_machine.read(&request);
+                    RingCounters::bump(&self.counters.reads_fast);
+                    let _ = reply.send(Ok(response));
+                }
+            }
+        }
+    }
+}
+
+/// Records the oldest kept checkpoint, which bounds log truncation.
+pub(crate) fn refresh_oldest(store: &CheckpointStore, oldest: &AtomicU64) {
+    match store.oldest_kept() {
+        Ok(slot) => oldest.store(slot.map_or(0, |s| s.0), Ordering::Release),
+        Err(error) => tracing::warn!(%error, "cannot list checkpoints"),
+    }
+}

@@ -1,0 +1,303 @@
+//! Errors, one narrow enum per operation.
+
+use std::sync::Arc;
+
+use rsl_core::{NodeId, RingId, Slot};
+use rsl_log::{CheckpointError, LogError};
+
+/// Why a ring (or a runtime) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Runtimes spawn tasks: they must be created inside a tokio runtime.
+    #[error("no tokio runtime: create the rsl runtime from within a tokio runtime")]
+    NoTokioRuntime,
+    /// The configuration is invalid, or contradicts what the log recovered.
+    #[error("ring {}: {source}", .ring.0)]
+    Config {
+        /// The ring.
+        ring: RingId,
+        /// What is wrong.
+        #[source]
+        source: rsl_core::ConfigError,
+    },
+    /// The ring's node is not the node of the runtime's transport endpoint.
+    #[error("ring {} is configured for node {ring_node}, but this runtime is node {runtime_node}", .ring.0)]
+    WrongNode {
+        /// The ring.
+        ring: RingId,
+        /// `Config::node`.
+        ring_node: NodeId,
+        /// The runtime's node.
+        runtime_node: NodeId,
+    },
+    /// A ring with this id already runs in this runtime.
+    #[error("ring {} is already running in this runtime", .ring.0)]
+    AlreadyRunning {
+        /// The ring.
+        ring: RingId,
+    },
+    /// The runtime was shut down.
+    #[error("the runtime is shut down")]
+    RuntimeShutDown,
+    /// The log store could not be opened or recovered (corruption names file and offset).
+    #[error("ring {}: cannot open the log: {source}", .ring.0)]
+    Log {
+        /// The ring.
+        ring: RingId,
+        /// The store's error.
+        #[source]
+        source: LogError,
+    },
+    /// The checkpoint store could not be opened, or its newest valid checkpoint read.
+    #[error("ring {}: cannot open the checkpoints: {source}", .ring.0)]
+    Checkpoint {
+        /// The ring.
+        ring: RingId,
+        /// The store's error.
+        #[source]
+        source: CheckpointError,
+    },
+    /// The ring's apply thread could not be started.
+    #[error("ring {}: cannot start the apply thread: {source}", .ring.0)]
+    Thread {
+        /// The ring.
+        ring: RingId,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state machine failed to load the newest checkpoint.
+    #[error("ring {}: the state machine failed to load the checkpoint at slot {slot}: {source}", .ring.0)]
+    LoadCheckpoint {
+        /// The ring.
+        ring: RingId,
+        /// The checkpoint's slot.
+        slot: Slot,
+        /// The state machine's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why `replicate` did not return the state machine's response.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicateError {
+    /// This replica is not the primary, stopped being primary before the request got a
+    /// slot, or lost the slot to a new primary: the request certainly did not take effect.
+    /// Retry at `hint`, the primary if known.
+    #[error("not primary; primary is {hint:?}")]
+    NotPrimary {
+        /// The primary, if known.
+        hint: Option<NodeId>,
+    },
+    /// The request is larger than one batch may be (`Config::batch_bytes_max`). It did not
+    /// take effect and never will: split it.
+    #[error("request of {bytes} bytes (with framing) exceeds batch_bytes_max of {max} bytes")]
+    TooLarge {
+        /// The request's size, framing included.
+        bytes: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// The primary's proposal queue is full. The request did not take effect; retry later.
+    #[error("primary busy: {queued} requests queued, maximum {max}")]
+    Busy {
+        /// Requests queued.
+        queued: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// No response within the ring's request timeout. The request may or may not take
+    /// effect.
+    #[error("no response within {after_ms} ms; the request may or may not take effect")]
+    Timeout {
+        /// The timeout.
+        after_ms: u64,
+    },
+    /// The replica skipped the request's slot by installing a checkpoint: the request may
+    /// or may not have taken effect.
+    #[error("outcome unknown: slot {slot} was covered by an installed checkpoint")]
+    OutcomeUnknown {
+        /// The request's slot.
+        slot: Slot,
+    },
+    /// The ring was shut down (or failed) before answering. The request may or may not take
+    /// effect.
+    #[error("ring shut down before answering: {reason}")]
+    Shutdown {
+        /// Why the ring stopped.
+        reason: String,
+    },
+}
+
+/// Why a lease read (`read`) was not served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// This replica cannot serve linearizable reads now (not primary, lease expired, or a
+    /// new primary still recovering). `hint` names the primary if known.
+    #[error("cannot serve a lease read here: {reason}")]
+    NotPrimary {
+        /// The core's reason.
+        reason: rsl_core::ReadError,
+        /// The primary, if known.
+        hint: Option<NodeId>,
+    },
+    /// Too many reads wait for the state machine.
+    #[error("too many reads waiting ({max})")]
+    Busy {
+        /// The configured maximum.
+        max: u64,
+    },
+    /// The state machine did not catch up within the ring's read timeout.
+    #[error("the state machine did not reach the read's slot within {after_ms} ms")]
+    Timeout {
+        /// The timeout.
+        after_ms: u64,
+    },
+    /// The ring was shut down (or failed).
+    #[error("ring shut down: {reason}")]
+    Shutdown {
+        /// Why the ring stopped.
+        reason: String,
+    },
+}
+
+/// Why a fast read (`read_fast`) was not served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FastReadError {
+    /// The replica had not applied `min_slot` within the wait allowed.
+    #[error("slot {min_slot} not applied within {after_ms} ms (applied {applied})")]
+    NotApplied {
+        /// The slot the client asked for.
+        min_slot: Slot,
+        /// The slot applied when giving up.
+        applied: Slot,
+        /// The wait.
+        after_ms: u64,
+    },
+    /// Too many reads wait for the state machine.
+    #[error("too many reads waiting ({max})")]
+    Busy {
+        /// The configured maximum.
+        max: u64,
+    },
+    /// The ring was shut down (or failed).
+    #[error("ring shut down: {reason}")]
+    Shutdown {
+        /// Why the ring stopped.
+        reason: String,
+    },
+}
+
+/// Why `relinquish_primary` did not hand over.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RelinquishError {
+    /// The replica refused (not primary, bad target, no live target).
+    #[error(transparent)]
+    Refused(#[from] rsl_core::RelinquishError),
+    /// The ring was shut down (or failed).
+    #[error("ring shut down: {reason}")]
+    Shutdown {
+        /// Why the ring stopped.
+        reason: String,
+    },
+}
+
+/// Why a ring stopped by itself: a local failure it cannot continue after.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum RingFailure {
+    /// The log store failed: nothing after the last durable ticket is known durable, so the
+    /// replica stops rather than risk answering for a vote it does not hold.
+    #[error("log store failed: {0}")]
+    Log(Arc<LogError>),
+    /// The group committer stopped unexpectedly.
+    #[error("group committer: {0}")]
+    Commit(#[from] rsl_log::CommitError),
+    /// The state machine's thread ended (it panicked).
+    #[error("the state machine thread stopped (did the state machine panic?)")]
+    StateMachineStopped,
+    /// The state machine failed part-way through loading a fetched checkpoint, so its
+    /// state is undefined.
+    #[error("the state machine failed to load the fetched checkpoint at slot {slot}: {reason}")]
+    LoadCheckpoint {
+        /// The checkpoint's slot.
+        slot: Slot,
+        /// The state machine's error.
+        reason: String,
+    },
+}
+
+/// Why a checkpoint transfer failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum TransferError {
+    /// No route to the node (not registered, or shut down).
+    #[error("{node} is not reachable for checkpoint transfer")]
+    Unreachable {
+        /// The peer.
+        node: NodeId,
+    },
+    /// The peer does not host the ring.
+    #[error("{node} does not host ring {}", .ring.0)]
+    UnknownRing {
+        /// The peer.
+        node: NodeId,
+        /// The ring.
+        ring: RingId,
+    },
+    /// The requester is not a member of the ring.
+    #[error("{requester} is not a member of ring {}", .ring.0)]
+    NotAMember {
+        /// The requester.
+        requester: NodeId,
+        /// The ring.
+        ring: RingId,
+    },
+    /// The peer has no valid checkpoint at or above the slot asked for.
+    #[error("no valid checkpoint of ring {} at or above slot {slot}", .ring.0)]
+    NoCheckpoint {
+        /// The ring.
+        ring: RingId,
+        /// The lowest slot acceptable.
+        slot: Slot,
+    },
+    /// The stream stopped before the whole file arrived.
+    #[error("checkpoint stream ended after {received} of {expected} bytes")]
+    Incomplete {
+        /// Bytes received.
+        received: u64,
+        /// Bytes announced.
+        expected: u64,
+    },
+    /// The stream sent more bytes than it announced.
+    #[error("checkpoint stream sent more than the {expected} bytes announced")]
+    Oversized {
+        /// Bytes announced.
+        expected: u64,
+    },
+    /// No progress within the transfer timeout.
+    #[error("checkpoint transfer made no progress within {after_ms} ms")]
+    Timeout {
+        /// The timeout.
+        after_ms: u64,
+    },
+    /// Reading, writing, verifying or publishing the checkpoint failed.
+    #[error("checkpoint store: {0}")]
+    Store(Arc<CheckpointError>),
+    /// The state machine failed to load the received checkpoint.
+    #[error("the state machine failed to load the checkpoint at slot {slot}: {reason}")]
+    Load {
+        /// The checkpoint's slot.
+        slot: Slot,
+        /// The state machine's error.
+        reason: String,
+    },
+    /// The transfer was cancelled (the ring is stopping).
+    #[error("checkpoint transfer cancelled")]
+    Cancelled,
+}
+
+impl From<CheckpointError> for TransferError {
+    fn from(error: CheckpointError) -> TransferError {
+        TransferError::Store(Arc::new(error))
+    }
+}

@@ -1,0 +1,139 @@
+//! `rsl-runtime`: the tokio runtime that drives [`rsl_core::Replica`]s.
+//!
+//! The consensus core performs no I/O; this crate gives it a clock, a disk, a network and a
+//! state machine:
+//!
+//! - **One task per ring** owns the ring's replica. It waits on inbound messages, client
+//!   commands, the replica's next timer (`poll_timeout`, mapped from the core's
+//!   microseconds onto a monotonic epoch taken when the [`Runtime`] starts) and durability
+//!   and apply notifications; after every input it drains `poll_action` and performs the
+//!   actions in order, sending messages in per-peer batches at the end of each wake-up.
+//! - **Persist** goes through a [`rsl_log::GroupCommitter`] per ring: a thread that takes
+//!   every append queued while the previous sync ran and makes them durable with one sync.
+//!   Its callback publishes the durable ticket to the ring task, and only such a ticket is
+//!   ever passed to `on_persisted`.
+//! - **Apply** runs on a dedicated thread per ring that owns the user's [`StateMachine`]
+//!   (why: see the design notes below). Responses go back to the waiting `replicate`
+//!   callers by request id; a request whose slot was applied without it (a new primary
+//!   filled the slot) is answered [`ReplicateError::NotPrimary`]. Lease reads wait there
+//!   for their read index, fast reads for the slot the client names.
+//! - **Checkpoints** are saved by the state machine into a [`rsl_log::CheckpointStore`];
+//!   the log is truncated no further than the oldest kept checkpoint. A replica that fell
+//!   behind a truncated log fetches a peer's checkpoint over the checkpoint transfer path
+//!   ([`transfer`]), verifies it, installs it, and replays from there.
+//! - **Recovery**: a ring opens its log (recovering the durable promise, proposals and
+//!   chosen hint), loads the newest checkpoint that verifies into the state machine, and
+//!   builds its replica from both. A damaged log refuses to start with an error naming
+//!   file and byte offset.
+//! - **Many rings per process** share one [`Runtime`] and one transport endpoint; inbound
+//!   messages are demultiplexed by ring id.
+//! - **Statistics**: [`RingStatistics`] per ring (RSL's RSLStats: log bytes, appends and
+//!   syncs, latency histograms, slot counters, role), a periodic `tracing` line, and
+//!   [`render_prometheus`] / [`metrics::serve_metrics`] for scrapes.
+//!
+//! Applications normally use the `rsl` facade crate, which wraps this one in a builder; the
+//! facade's documentation has a three-replica example. Driving the runtime directly:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::sync::Arc;
+//!
+//! use bytes::Bytes;
+//! use rsl_core::{Config, NodeId, RingId, Role, Slot};
+//! use rsl_runtime::{MemoryStorage, RingSpec, Runtime, RuntimeOptions, StateMachine, Storage};
+//! use rsl_transport::MemoryNetwork;
+//!
+//! /// Answers every request with itself.
+//! struct Echo;
+//!
+//! impl StateMachine for Echo {
+//!     fn execute(&mut self, _slot: Slot, request: &[u8]) -> Bytes {
+//!         Bytes::copy_from_slice(request)
+//!     }
+//!     fn read(&self, request: &[u8]) -> Bytes {
+//!         Bytes::copy_from_slice(request)
+//!     }
+//!     fn save_checkpoint(&self, _slot: Slot, _writer: &mut dyn Write) -> std::io::Result<()> {
+//!         Ok(())
+//!     }
+//!     fn load_checkpoint(&mut self, _slot: Slot, _reader: &mut dyn Read) -> std::io::Result<()> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let network = MemoryNetwork::new(1);
+//! let (endpoint, inbound) = network.endpoint(NodeId(1))?;
+//! let runtime = Runtime::new(Arc::new(endpoint), inbound, RuntimeOptions::default())?;
+//!
+//! // A ring of one member elects itself.
+//! let mut config = Config::new(RingId(7), NodeId(1), vec![NodeId(1)]);
+//! config.heartbeat_interval_ms = 10;
+//! config.election_delay_min_ms = 50;
+//! config.election_delay_max_ms = 100;
+//! let storage = Storage::Memory(MemoryStorage::new());
+//! let ring = runtime.start_ring(RingSpec::new(config, Echo, storage)).await?;
+//! ring.status().wait_for(|status| status.role == Role::Primary).await?;
+//!
+//! assert_eq!(ring.replicate("hello").await?, "hello");
+//! assert_eq!(ring.read("world").await?, "world");
+//! runtime.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Design notes
+//!
+//! - **Why an apply thread.** User code may block (disk, locks, serialising a large
+//!   checkpoint). A ring task blocked in it would stop answering heartbeats and accepts, its
+//!   peers would elect someone else, and every other ring scheduled on the same tokio worker
+//!   would stall too. On its own thread a slow state machine only delays responses and lets
+//!   `applied` lag `chosen`; consensus keeps running. Ordering stays exact because one FIFO
+//!   queue carries applies, checkpoint saves and installs, lease reads and notifications:
+//!   a lease read is queued behind every apply up to its read index, and a checkpoint
+//!   request right behind the apply of its slot. Checkpoints are saved synchronously on
+//!   that thread (applies pause meanwhile, as in RSL without copy-on-write).
+//! - **Why checkpoint transfer has its own path.** The transport carries the protocol's
+//!   small, latency-sensitive messages; a checkpoint is a file of any size. [`transfer`]
+//!   defines a request/response seam ([`CheckpointFetcher`] on the client side,
+//!   [`CheckpointServer`] on the serving side) that streams the raw file in chunks; the
+//!   receiver verifies every block checksum and the trailer before publishing it.
+//!   [`LocalCheckpointNetwork`] connects runtimes in one process; a network transport
+//!   implements the fetcher with a server-streaming call that forwards to the peer's
+//!   `CheckpointServer`.
+//! - **Why the log is truncated less than asked.** `TruncateLog{below}` is capped at the
+//!   slot after the oldest checkpoint kept, so falling back to an older checkpoint (when
+//!   the newest fails to verify at restart) still finds every later slot in the log.
+//! - **Why a tiny HTTP responder.** [`metrics::serve_metrics`] answers scrapes with a few
+//!   lines of tokio, so embedding rsl does not pull in an HTTP framework; a service with its
+//!   own server calls [`Runtime::render_prometheus`] from its handler instead.
+//! - **Failure policy.** A log error stops the ring ([`RingFailure`]): after a failed sync
+//!   nothing later is known durable, and answering for a vote that may not be on disk
+//!   would break Paxos. Reopening recovers exactly what is durable.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod apply;
+mod error;
+pub mod metrics;
+mod ring;
+mod runtime;
+mod state_machine;
+pub mod stats;
+mod storage;
+pub mod transfer;
+
+pub use error::{
+    FastReadError, ReadError, RelinquishError, ReplicateError, RingFailure, StartError, TransferError,
+};
+pub use ring::{Recovery, RingHandle, RingOptions};
+pub use runtime::{RingSpec, Runtime, RuntimeOptions};
+pub use state_machine::{RoleChange, StateMachine};
+pub use stats::{render_prometheus, HistogramSnapshot, RingStatistics};
+pub use storage::{FileStorage, MemoryStorage, Storage};
+pub use transfer::{
+    CheckpointFetcher, CheckpointRequest, CheckpointServer, CheckpointStream, LocalCheckpointNetwork,
+    NoCheckpointTransfer,
+};

@@ -1,0 +1,69 @@
+//! The interface a replicated application implements: [`StateMachine`].
+
+use std::io::{self, Read, Write};
+
+use bytes::Bytes;
+use rsl_core::{Ballot, Configuration, NodeId, Role, Slot};
+
+/// A replicated state machine: the application's state, changed only by chosen requests.
+///
+/// Every replica of a ring runs its own instance and executes the same requests in the same
+/// order, so every instance goes through the same states. The runtime calls it from one
+/// dedicated thread per ring (never concurrently), in this order: `load_checkpoint` once at
+/// start if a checkpoint exists; then `execute` for every request of every chosen slot in
+/// slot order, interleaved with reads, checkpoints and notifications at the positions
+/// described on each method. A method may block (it delays only its own ring's apply
+/// thread, never the consensus protocol), but a slow `execute` delays every response.
+///
+/// The names in brackets are those of Azure RSL's `RSLStateMachine`.
+pub trait StateMachine: Send + 'static {
+    /// Executes a chosen request and returns the response for the client
+    /// (RSL: `ExecuteReplicatedRequest`). `slot` is the slot the request was chosen in; requests of
+    /// one slot are executed in batch order. Must be deterministic: every replica executes
+    /// the same request against the same state.
+    fn execute(&mut self, slot: Slot, request: &[u8]) -> Bytes;
+
+    /// Serves a read-only request against the current state (RSL: `ExecuteFastReadRequest`). For a
+    /// lease read the state reflects every slot chosen before the read was asked; for a
+    /// fast read, at least the slot the client named.
+    fn read(&self, request: &[u8]) -> Bytes;
+
+    /// Writes the whole state, as of `slot`, to `writer` (RSL: `SaveState`). Called after the
+    /// `execute` of every request up to `slot` and before any later one.
+    fn save_checkpoint(&self, slot: Slot, writer: &mut dyn Write) -> io::Result<()>;
+
+    /// Replaces the whole state with the checkpoint at `slot` read from `reader`
+    /// (RSL: `LoadState`). Called at start with the newest local checkpoint, and when the replica
+    /// catches up by installing a checkpoint fetched from a peer.
+    fn load_checkpoint(&mut self, slot: Slot, reader: &mut dyn Read) -> io::Result<()>;
+
+    /// The replica's role changed (RSL: `NotifyStatus`). Called in order with `execute`: requests
+    /// executed before were chosen before the change was observed.
+    fn role_changed(&mut self, change: &RoleChange) {
+        let _ = change;
+    }
+
+    /// A configuration chosen in a slot takes effect from the next slot
+    /// (RSL: `NotifyConfigurationChanged`).
+    fn configuration_changed(&mut self, slot: Slot, configuration: &Configuration) {
+        let _ = (slot, configuration);
+    }
+
+    /// Whether this replica may campaign to become primary (RSL: `CanBecomePrimary`). Polled about
+    /// once per heartbeat interval; a `false` keeps the replica a secondary until it turns
+    /// `true` again. Keep it cheap.
+    fn can_become_primary(&mut self) -> bool {
+        true
+    }
+}
+
+/// A role change, as told to [`StateMachine::role_changed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleChange {
+    /// The new role.
+    pub role: Role,
+    /// The ballot of the primary followed (or owned, or campaigned for).
+    pub ballot: Ballot,
+    /// The primary, if known.
+    pub primary: Option<NodeId>,
+}
