@@ -60,7 +60,7 @@ pub use action::{
 pub use config::{Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, MEMBERS_MAX, PIPELINE_DEPTH_MAX};
 pub use message::{Message, MessageBody, RejectReason};
 pub use replica::{DurableState, Mutation, Replica, Timer};
-pub use time::Time;
+pub use time::{SplitMix64, Time};
 pub use types::{
     Ballot, Configuration, NodeId, Proposal, Request, RequestId, RingId, Slot, Value, REQUEST_OVERHEAD_BYTES,
 };

@@ -32,19 +32,22 @@ impl fmt::Display for Time {
     }
 }
 
-/// A small deterministic generator (SplitMix64) for election delays. Seeded by the
-/// caller; never from the operating system.
+/// A small deterministic generator (SplitMix64): election delays here, reconnect jitter
+/// and simulated loss in the transport. Seeded by the caller; never from the operating
+/// system, so every run replays.
 #[derive(Clone, Debug)]
-pub(crate) struct SplitMix64 {
+pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> SplitMix64 {
+    /// A generator whose sequence is fixed by `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
         SplitMix64 { state: seed }
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -53,9 +56,14 @@ impl SplitMix64 {
     }
 
     /// Uniform in `low..=high` (slightly biased for huge ranges, which we never use).
-    pub(crate) fn between(&mut self, low: u64, high: u64) -> u64 {
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
         debug_assert!(low <= high);
         low + self.next_u64() % (high - low + 1)
+    }
+
+    /// A number in `0..bound` (Lemire's multiply-shift; `bound` 0 gives 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
     }
 }
 
