@@ -6,6 +6,7 @@
 
 mod ci;
 mod contracts;
+mod demo;
 mod process;
 mod scan;
 mod sim;
@@ -73,10 +74,15 @@ enum Command {
         that replays it. The exit code is the simulator's.")]
     Sim(SimArgs),
 
-    /// Run the demo (for now: the simulated 5-replica cluster)
-    #[command(long_about = "Run the demo. The network cluster is not built yet, so for now this \
-        runs the simulated 5-replica cluster: `cargo xtask sim --seeds 200 --replicas 5`.")]
-    Demo,
+    /// Run 3 rsl-kv replica processes under load, kill the primary, restart it, check agreement
+    #[command(long_about = "Build rsl-kv in release and run the demo on 127.0.0.1: start 3 \
+        `rsl-kv-server` processes with file logs in a fresh temporary directory, wait for a primary, \
+        run a closed-loop put/get workload (`rsl-kv load`) with a progress bar, kill the primary with \
+        SIGKILL partway (showing the new primary and the time to the next successful write), restart it \
+        and show it catching up, check that every replica holds the same state digest, and print \
+        throughput and latency percentiles. Every process and the directory are cleaned up at the end, \
+        on failure and on Ctrl-C.")]
+    Demo(demo::DemoArgs),
 
     /// Run the component benchmarks (criterion): cargo bench -p rsl-benches
     #[command(long_about = "Run the criterion component benchmarks: `cargo bench -p rsl-benches`, \
@@ -99,7 +105,7 @@ fn main() -> ExitCode {
         Command::Test => ci::test(),
         Command::Contracts => contracts::run(),
         Command::Sim(args) => sim::run(&args),
-        Command::Demo => demo(),
+        Command::Demo(args) => demo::run(&args),
         Command::Bench { args } => bench(&args),
         Command::Fault => {
             eprintln!("xtask fault: not implemented yet");
@@ -117,11 +123,6 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
-}
-
-fn demo() -> Result<()> {
-    eprintln!("demo: the network cluster is not built yet; running the simulated 5-replica cluster");
-    sim::run(&SimArgs { seeds: Some(200), replicas: Some(5), ..SimArgs::default() })
 }
 
 fn bench(args: &[OsString]) -> Result<()> {

@@ -1,0 +1,294 @@
+//! `rsl-kv`: the command-line client of the replicated key-value service.
+//!
+//! Give it some or all servers' client addresses with `--servers` (or `RSL_KV_SERVERS`);
+//! it finds the primary itself. `load` runs a closed-loop workload and prints JSON.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use rsl_kv::load::{LoadCounters, LoadOptions};
+use rsl_kv::{Client, ClientOptions};
+
+/// Client of the rsl-kv replicated key-value service.
+#[derive(Debug, Parser)]
+#[command(name = "rsl-kv", version)]
+struct Cli {
+    /// Client addresses of some or all servers (host:port, comma-separated)
+    #[arg(
+        long,
+        short = 's',
+        global = true,
+        env = "RSL_KV_SERVERS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    servers: Vec<String>,
+    /// Longest time one operation may take, retries included
+    #[arg(long, global = true, default_value_t = 15_000, value_name = "MS")]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Set KEY to VALUE; prints the slot of the write
+    Put { key: String, value: String },
+    /// Print the value of KEY (exit code 1 if absent)
+    Get {
+        key: String,
+        /// Read on any replica that applied --min-slot instead of a linearizable read
+        #[arg(long)]
+        fast: bool,
+        /// With --fast: the slot the replica must have applied
+        #[arg(long, default_value_t = 0, requires = "fast")]
+        min_slot: u64,
+    },
+    /// Remove KEY (exit code 1 if it was absent)
+    Delete { key: String },
+    /// Set KEY to NEW if it holds --expected (or is absent, with --absent); exit code 1 if
+    /// it did not
+    Cas {
+        key: String,
+        new: String,
+        /// The value KEY must hold
+        #[arg(long, conflicts_with = "absent", required_unless_present = "absent")]
+        expected: Option<String>,
+        /// KEY must be absent
+        #[arg(long)]
+        absent: bool,
+    },
+    /// Show every server's role, primary, ballot, slots and state digest
+    Status {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a closed-loop put/get workload and print a JSON report
+    Load {
+        /// Concurrent client sessions
+        #[arg(long, default_value_t = 16)]
+        clients: u32,
+        /// Seconds to run
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Distinct keys
+        #[arg(long, default_value_t = 1000)]
+        keys: u64,
+        /// Bytes per value
+        #[arg(long, default_value_t = 64)]
+        value_bytes: usize,
+        /// Percent of operations that are linearizable gets
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+        read_percent: u8,
+        /// Print a JSON progress line this often (0: never)
+        #[arg(long, default_value_t = 0, value_name = "MS")]
+        progress_ms: u64,
+    },
+}
+
+/// `println!` that returns the write error instead of panicking (a closed pipe, as in
+/// `rsl-kv status | head -1`, is not a bug).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("rsl-kv: cannot start the tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            let closed_pipe = error.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if closed_pipe {
+                // Whoever read our output stopped reading: nothing left to tell.
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("rsl-kv: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    if cli.servers.is_empty() {
+        bail!("no servers: pass --servers host:port,... or set RSL_KV_SERVERS");
+    }
+    let options =
+        ClientOptions { deadline: Duration::from_millis(cli.timeout_ms), ..ClientOptions::default() };
+    let mut client = Client::new(cli.servers.clone(), options.clone())?;
+    match cli.command {
+        Command::Put { key, value } => {
+            let slot = client.put(&key, value.into_bytes()).await?;
+            out!("OK slot {slot}");
+        }
+        Command::Get { key, fast, min_slot } => {
+            let value =
+                if fast { client.get_fast(&key, Some(min_slot)).await? } else { client.get(&key).await? };
+            match value {
+                Some(value) => {
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&value)?;
+                    stdout.write_all(b"\n")?;
+                }
+                None => {
+                    eprintln!("(not found)");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        Command::Delete { key } => {
+            if client.delete(&key).await? {
+                out!("deleted");
+            } else {
+                eprintln!("(not found)");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Cas { key, new, expected, absent } => {
+            let expected = if absent { None } else { expected.map(Bytes::from) };
+            let result = client.cas(&key, expected, new.into_bytes()).await?;
+            if result.swapped {
+                out!("swapped, slot {}", result.slot);
+            } else {
+                match result.current {
+                    Some(current) => {
+                        out!("not swapped; current value: {}", String::from_utf8_lossy(&current))
+                    }
+                    None => out!("not swapped; the key is absent"),
+                }
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Status { json } => return status(&mut client, json).await,
+        Command::Load { clients, duration, keys, value_bytes, read_percent, progress_ms } => {
+            if !(duration.is_finite() && duration > 0.0 && duration <= 86_400.0) {
+                bail!("--duration must be a number of seconds from 0 to 86400, got {duration}");
+            }
+            if value_bytes > rsl_kv::command::VALUE_BYTES_MAX {
+                bail!(
+                    "--value-bytes must be at most {}, got {value_bytes}",
+                    rsl_kv::command::VALUE_BYTES_MAX
+                );
+            }
+            let load = LoadOptions {
+                servers: cli.servers,
+                clients,
+                duration: Duration::from_secs_f64(duration),
+                keys,
+                value_bytes,
+                read_percent,
+                client: options,
+            };
+            let counters = Arc::new(LoadCounters::default());
+            let progress = (progress_ms > 0).then(|| {
+                let counters = counters.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let mut tick = tokio::time::interval(Duration::from_millis(progress_ms));
+                    tick.tick().await;
+                    loop {
+                        tick.tick().await;
+                        let line = serde_json::json!({
+                            "type": "progress",
+                            "elapsed_ms": started.elapsed().as_millis() as u64,
+                            "ops": counters.ops.load(Ordering::Relaxed),
+                            "errors": counters.errors.load(Ordering::Relaxed),
+                        });
+                        if writeln!(std::io::stdout(), "{line}").is_err() {
+                            break;
+                        }
+                    }
+                })
+            });
+            let report = rsl_kv::load::run(load, counters).await?;
+            if let Some(progress) = progress {
+                progress.abort();
+            }
+            let mut value = serde_json::to_value(&report)?;
+            value["type"] = "result".into();
+            out!("{value}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(client: &mut Client, json: bool) -> Result<ExitCode> {
+    let statuses = client.statuses().await;
+    let mut reachable = 0;
+    let mut rows = Vec::new();
+    for (server, status) in &statuses {
+        match status {
+            Ok(status) => {
+                reachable += 1;
+                rows.push(serde_json::json!({
+                    "server": server,
+                    "node": status.node,
+                    "role": status.role,
+                    "primary": status.primary,
+                    "primary_address": status.primary_address,
+                    "ballot": format!("{}.{}", status.ballot_round, status.ballot_node),
+                    "chosen": status.chosen,
+                    "applied": status.applied,
+                    "log_start": status.log_start,
+                    "checkpoint": status.checkpoint,
+                    "digest": format!("{:08x}", status.digest),
+                    "keys": status.keys,
+                    "digest_slot": status.digest_slot,
+                    "checkpoints_installed": status.checkpoints_installed,
+                    "members": status.members.iter().map(|m| serde_json::json!({
+                        "node": m.node, "replica_address": m.replica_address, "client_address": m.client_address,
+                    })).collect::<Vec<_>>(),
+                }));
+            }
+            Err(error) => rows.push(serde_json::json!({ "server": server, "error": error.to_string() })),
+        }
+    }
+    if json {
+        out!("{}", serde_json::Value::Array(rows));
+    } else {
+        for row in &rows {
+            let text = |key: &str| row[key].as_str().unwrap_or_default().to_owned();
+            if let Some(error) = row["error"].as_str() {
+                out!("{:<22} unreachable: {error}", text("server"));
+                continue;
+            }
+            let primary = match row["primary"].as_u64() {
+                Some(0) | None => "none".to_owned(),
+                Some(node) => node.to_string(),
+            };
+            out!(
+                "{:<22} node {} {:<9} primary {:<4} ballot {:<6} chosen {:<8} applied {:<8} checkpoint {:<8} keys {:<6} digest {}",
+                text("server"),
+                row["node"],
+                text("role"),
+                primary,
+                text("ballot"),
+                row["chosen"],
+                row["applied"],
+                row["checkpoint"],
+                row["keys"],
+                text("digest"),
+            );
+        }
+    }
+    Ok(if reachable == 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

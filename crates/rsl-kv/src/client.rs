@@ -1,0 +1,464 @@
+//! [`Client`]: talks to a key-value ring, following the primary and retrying within bounds.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::proto as pb;
+use crate::proto::kv_client::KvClient;
+use crate::{PRIMARY_ADDRESS_METADATA, PRIMARY_NODE_METADATA};
+
+/// How a [`Client`] times and bounds its attempts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Longest wait for one attempt (one call to one server).
+    pub attempt_timeout: Duration,
+    /// Longest time one operation may take, retries included.
+    pub deadline: Duration,
+    /// Most attempts per operation.
+    pub attempts_max: u32,
+    /// Longest wait to establish a connection.
+    pub connect_timeout: Duration,
+    /// First pause before retrying after a transient failure; doubles up to `backoff_max`.
+    pub backoff_initial: Duration,
+    /// Longest pause between attempts.
+    pub backoff_max: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            attempt_timeout: Duration::from_secs(3),
+            deadline: Duration::from_secs(15),
+            attempts_max: 60,
+            connect_timeout: Duration::from_secs(1),
+            backoff_initial: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No servers, or a server address that is not `host:port`.
+    #[error("invalid server address {address:?}: {problem}")]
+    InvalidAddress {
+        /// The address.
+        address: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The server refused the request as malformed; retrying cannot help.
+    #[error("request refused: {0}")]
+    InvalidArgument(String),
+    /// The write's sequence number is older than this client's newest executed write
+    /// (another process shares the client id?). It was not executed.
+    #[error("write refused as stale: {0}")]
+    Stale(String),
+    /// A server answered an error that retrying cannot fix.
+    #[error("{server} failed the request: {code:?}: {message}")]
+    Server {
+        /// The server.
+        server: String,
+        /// The gRPC status code.
+        code: Code,
+        /// The status message.
+        message: String,
+    },
+    /// Every attempt failed with a transient error, or the deadline passed. A write may or
+    /// may not have taken effect.
+    #[error("gave up after {attempts} attempts in {elapsed_ms} ms; last error: {last}")]
+    Exhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent.
+        elapsed_ms: u64,
+        /// The last failure.
+        last: String,
+    },
+}
+
+/// The result of a compare-and-set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CasResult {
+    /// The slot the operation was executed in.
+    pub slot: u64,
+    /// Whether the key held the expected value and now holds the new one.
+    pub swapped: bool,
+    /// The key's value after the operation.
+    pub current: Option<Bytes>,
+}
+
+/// A client session of a key-value ring.
+///
+/// Give it some (or all) servers' client addresses; it finds the primary by following the
+/// `NotPrimary` redirects servers answer with, remembers it, and moves on when it fails.
+/// Transient failures (unreachable server, election in progress, busy primary, timeout)
+/// are retried with exponential backoff, bounded by [`ClientOptions::attempts_max`] and
+/// [`ClientOptions::deadline`]; refusals that retrying cannot fix are returned at once.
+///
+/// Every write carries the session's random client id and the next sequence number, and a
+/// retry reuses them, so the state machine executes each write at most once even when an
+/// answer was lost. That is why writes take `&mut self`: a session has one write in flight.
+/// For concurrency, use one `Client` per task.
+#[derive(Debug)]
+pub struct Client {
+    servers: Vec<String>,
+    channels: HashMap<String, KvClient<Channel>>,
+    /// The server believed primary.
+    primary: Option<String>,
+    /// Next server to try when no primary is known.
+    next: usize,
+    client_id: u64,
+    sequence: u64,
+    /// The highest slot this session wrote or read at: its fast reads wait for it.
+    last_slot: u64,
+    options: ClientOptions,
+}
+
+/// Which servers an operation may run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// Writes and linearizable reads.
+    Primary,
+    /// Fast reads.
+    Any,
+}
+
+impl Client {
+    /// A client of the ring whose servers listen at `servers` (`host:port`, at least one).
+    /// Connections are made on first use.
+    pub fn new(
+        servers: impl IntoIterator<Item = impl Into<String>>,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let servers: Vec<String> = servers.into_iter().map(Into::into).map(|s| s.trim().to_owned()).collect();
+        if servers.is_empty() {
+            return Err(ClientError::InvalidAddress {
+                address: String::new(),
+                problem: "no servers given".into(),
+            });
+        }
+        let mut client = Client {
+            servers: Vec::new(),
+            channels: HashMap::new(),
+            primary: None,
+            next: 0,
+            client_id: crate::random_u64() | 1,
+            sequence: 0,
+            last_slot: 0,
+            options,
+        };
+        for server in servers {
+            endpoint(&server, &client.options)?;
+            if !client.servers.contains(&server) {
+                client.servers.push(server);
+            }
+        }
+        Ok(client)
+    }
+
+    /// This session's client id (random, non-zero).
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    /// The server this client believes is primary.
+    pub fn primary(&self) -> Option<&str> {
+        self.primary.as_deref()
+    }
+
+    /// The highest slot this session has written or observed.
+    pub fn last_slot(&self) -> u64 {
+        self.last_slot
+    }
+
+    /// The connection to `server`, made on first use (within the tokio runtime).
+    fn channel(&mut self, server: &str) -> Result<KvClient<Channel>, ClientError> {
+        if let Some(client) = self.channels.get(server) {
+            return Ok(client.clone());
+        }
+        let client = KvClient::new(endpoint(server, &self.options)?.connect_lazy());
+        self.channels.insert(server.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    fn next_id(&mut self) -> pb::WriteId {
+        self.sequence += 1;
+        pb::WriteId { client: self.client_id, sequence: self.sequence }
+    }
+
+    fn saw_slot(&mut self, slot: u64) {
+        self.last_slot = self.last_slot.max(slot);
+    }
+
+    /// Sets `key` to `value`; returns the slot of the write.
+    pub async fn put(&mut self, key: &str, value: impl Into<Bytes>) -> Result<u64, ClientError> {
+        let request = pb::PutRequest { id: Some(self.next_id()), key: key.to_owned(), value: value.into() };
+        let response = self
+            .call(Target::Primary, move |mut client| {
+                let request = request.clone();
+                async move { client.put(request).await }
+            })
+            .await?;
+        self.saw_slot(response.slot);
+        Ok(response.slot)
+    }
+
+    /// Removes `key`; returns whether it existed.
+    pub async fn delete(&mut self, key: &str) -> Result<bool, ClientError> {
+        let request = pb::DeleteRequest { id: Some(self.next_id()), key: key.to_owned() };
+        let response = self
+            .call(Target::Primary, move |mut client| {
+                let request = request.clone();
+                async move { client.delete(request).await }
+            })
+            .await?;
+        self.saw_slot(response.slot);
+        Ok(response.existed)
+    }
+
+    /// Sets `key` to `value` if it holds `expected` (`None`: if it is absent).
+    pub async fn cas(
+        &mut self,
+        key: &str,
+        expected: Option<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<CasResult, ClientError> {
+        let request = pb::CasRequest {
+            id: Some(self.next_id()),
+            key: key.to_owned(),
+            expected_present: expected.is_some(),
+            expected: expected.unwrap_or_default(),
+            value: value.into(),
+        };
+        let response = self
+            .call(Target::Primary, move |mut client| {
+                let request = request.clone();
+                async move { client.cas(request).await }
+            })
+            .await?;
+        self.saw_slot(response.slot);
+        Ok(CasResult {
+            slot: response.slot,
+            swapped: response.swapped,
+            current: response.present.then_some(response.current),
+        })
+    }
+
+    /// The value of `key`, linearizably (a lease read on the primary).
+    pub async fn get(&mut self, key: &str) -> Result<Option<Bytes>, ClientError> {
+        let request = pb::GetRequest { key: key.to_owned(), fast: false, min_slot: 0 };
+        let response = self
+            .call(Target::Primary, move |mut client| {
+                let request = request.clone();
+                async move { client.get(request).await }
+            })
+            .await?;
+        Ok(response.found.then_some(response.value))
+    }
+
+    /// The value of `key` from any replica that applied at least `min_slot` (by default
+    /// the highest slot this session wrote: read-your-writes). Not linearizable: another
+    /// client's newer write may not be visible yet.
+    pub async fn get_fast(&mut self, key: &str, min_slot: Option<u64>) -> Result<Option<Bytes>, ClientError> {
+        let min_slot = min_slot.unwrap_or(self.last_slot);
+        let request = pb::GetRequest { key: key.to_owned(), fast: true, min_slot };
+        let response = self
+            .call(Target::Any, move |mut client| {
+                let request = request.clone();
+                async move { client.get(request).await }
+            })
+            .await?;
+        Ok(response.found.then_some(response.value))
+    }
+
+    /// The status of one server (any, not only those given to [`Client::new`]), in one
+    /// attempt.
+    pub async fn status_of(&mut self, server: &str) -> Result<pb::StatusResponse, ClientError> {
+        let mut client = self.channel(server)?;
+        match tokio::time::timeout(self.options.attempt_timeout, client.status(pb::StatusRequest {})).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(ClientError::Server {
+                server: server.to_owned(),
+                code: status.code(),
+                message: status.message().to_owned(),
+            }),
+            Err(_) => Err(ClientError::Server {
+                server: server.to_owned(),
+                code: Code::DeadlineExceeded,
+                message: format!("no answer within {} ms", self.options.attempt_timeout.as_millis()),
+            }),
+        }
+    }
+
+    /// The status of every server given to [`Client::new`], in order.
+    pub async fn statuses(&mut self) -> Vec<(String, Result<pb::StatusResponse, ClientError>)> {
+        let mut out = Vec::new();
+        for server in self.servers.clone() {
+            let status = self.status_of(&server).await;
+            out.push((server, status));
+        }
+        out
+    }
+
+    /// Runs `operation` against the right server until it succeeds, fails for good, or the
+    /// attempts or the deadline run out.
+    async fn call<T, F, Fut>(&mut self, target: Target, operation: F) -> Result<T, ClientError>
+    where
+        F: Fn(KvClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let mut backoff = self.options.backoff_initial;
+        let mut last = String::from("no attempt made");
+        let mut attempts = 0;
+        let mut redirected = false;
+        while attempts < self.options.attempts_max.max(1) && started.elapsed() < self.options.deadline {
+            attempts += 1;
+            let server = match (target, &self.primary) {
+                (Target::Primary, Some(primary)) => primary.clone(),
+                _ => self.servers[self.next % self.servers.len()].clone(),
+            };
+            let client = self.channel(&server)?;
+            let left = self.options.deadline.saturating_sub(started.elapsed());
+            let outcome =
+                tokio::time::timeout(self.options.attempt_timeout.min(left), operation(client)).await;
+            let status = match outcome {
+                Ok(Ok(response)) => {
+                    if target == Target::Primary {
+                        self.primary = Some(server);
+                    }
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded(format!(
+                    "no answer within {} ms",
+                    self.options.attempt_timeout.min(left).as_millis()
+                )),
+            };
+            last = format!("{server}: {:?}: {}", status.code(), status.message());
+            match status.code() {
+                Code::FailedPrecondition => {
+                    // Not the primary: follow the redirect if there is one.
+                    match redirect(&status) {
+                        Some(primary) if primary != server => {
+                            self.channel(&primary)?;
+                            self.primary = Some(primary);
+                            // Follow the first redirect at once; a chain of them means stale
+                            // hints during an election, so pause as for any other failure.
+                            if !redirected {
+                                redirected = true;
+                                continue;
+                            }
+                        }
+                        _ => {
+                            self.forget(&server);
+                        }
+                    }
+                }
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                    // Unreachable, stopping, not ready, or no answer in time: try elsewhere.
+                    self.forget(&server);
+                }
+                Code::ResourceExhausted => {}
+                Code::InvalidArgument | Code::OutOfRange => {
+                    return Err(ClientError::InvalidArgument(status.message().to_owned()))
+                }
+                Code::Aborted => return Err(ClientError::Stale(status.message().to_owned())),
+                code => {
+                    return Err(ClientError::Server { server, code, message: status.message().to_owned() });
+                }
+            }
+            redirected = false;
+            let left = self.options.deadline.saturating_sub(started.elapsed());
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(self.options.backoff_max);
+        }
+        Err(ClientError::Exhausted { attempts, elapsed_ms: started.elapsed().as_millis() as u64, last })
+    }
+
+    /// `server` failed: stop treating it as primary and rotate to the next server.
+    fn forget(&mut self, server: &str) {
+        if self.primary.as_deref() == Some(server) {
+            self.primary = None;
+        }
+        if self.servers.get(self.next % self.servers.len()).map(String::as_str) == Some(server) {
+            self.next = self.next.wrapping_add(1);
+        } else if let Some(at) = self.servers.iter().position(|s| s == server) {
+            self.next = at + 1;
+        }
+    }
+}
+
+/// The gRPC endpoint of `server` (`host:port`, or a URI).
+fn endpoint(server: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
+    let invalid = |problem: String| ClientError::InvalidAddress { address: server.to_owned(), problem };
+    let uri = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
+    let endpoint = Endpoint::from_shared(uri).map_err(|error| invalid(error.to_string()))?;
+    if endpoint.uri().port_u16().is_none() {
+        return Err(invalid("expected host:port".into()));
+    }
+    Ok(endpoint.connect_timeout(options.connect_timeout).timeout(options.attempt_timeout).tcp_nodelay(true))
+}
+
+/// The primary's client address from a `NotPrimary` refusal.
+fn redirect(status: &Status) -> Option<String> {
+    let _node = status.metadata().get(PRIMARY_NODE_METADATA)?;
+    let address = status.metadata().get(PRIMARY_ADDRESS_METADATA)?.to_str().ok()?;
+    (!address.is_empty()).then(|| address.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::{MetadataMap, MetadataValue};
+
+    #[test]
+    fn addresses_are_checked_up_front() {
+        assert!(matches!(
+            Client::new(Vec::<String>::new(), ClientOptions::default()),
+            Err(ClientError::InvalidAddress { .. })
+        ));
+        let error = Client::new(["no-port"], ClientOptions::default()).unwrap_err();
+        assert!(error.to_string().contains("no-port"), "{error}");
+        let client =
+            Client::new(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:1"], ClientOptions::default()).unwrap();
+        assert_eq!(client.servers.len(), 2);
+        assert_ne!(client.client_id(), 0);
+    }
+
+    #[test]
+    fn redirects_need_an_address() {
+        let mut metadata = MetadataMap::new();
+        metadata.insert(PRIMARY_NODE_METADATA, MetadataValue::from(2u64));
+        let status = Status::with_metadata(Code::FailedPrecondition, "x", metadata.clone());
+        assert_eq!(redirect(&status), None);
+        metadata.insert(PRIMARY_ADDRESS_METADATA, MetadataValue::from_static("127.0.0.1:7102"));
+        let status = Status::with_metadata(Code::FailedPrecondition, "x", metadata);
+        assert_eq!(redirect(&status).as_deref(), Some("127.0.0.1:7102"));
+    }
+
+    #[tokio::test]
+    async fn unreachable_servers_exhaust_the_bounded_retries() {
+        // A port nothing listens on: bind one, learn it, close it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let options = ClientOptions {
+            attempts_max: 3,
+            deadline: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(1),
+            ..ClientOptions::default()
+        };
+        let mut client = Client::new([address], options).unwrap();
+        match client.put("k", "v").await {
+            Err(ClientError::Exhausted { attempts, .. }) => assert_eq!(attempts, 3),
+            other => panic!("expected exhaustion, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! The server's configuration: a TOML file and command-line flags, merged (flags win) and
+//! checked into a [`ServerConfig`].
+//!
+//! ```toml
+//! node = 1                      # this replica's node id
+//! ring = 1                      # optional, default 1
+//! # Every member of the ring: node id = replica transport address.
+//! members = ["1=10.0.0.1:7001", "2=10.0.0.2:7001", "3=10.0.0.3:7001"]
+//! # Where each member serves clients (used to redirect clients to the primary).
+//! clients = ["1=10.0.0.1:7101", "2=10.0.0.2:7101", "3=10.0.0.3:7101"]
+//! data_dir = "/var/lib/rsl-kv"  # the log and checkpoints
+//! log = "file"                  # file | pmem | memory
+//! metrics_port = 9101           # optional: Prometheus text on http://0.0.0.0:9101/metrics
+//! # client_listen = "0.0.0.0:7101"   # optional, default: this node's `clients` entry
+//! # replica_listen = "0.0.0.0:7001"  # optional, default: this node's `members` entry
+//!
+//! [tls]                         # optional: mutual TLS between replicas
+//! ca = "ca.pem"
+//! cert = "node1.pem"
+//! key = "node1.key"
+//! # domain_name = "rsl-kv"      # optional: the name every replica certificate carries
+//!
+//! [tuning]                      # optional: consensus timing and checkpoints
+//! heartbeat_interval_ms = 50
+//! election_delay_min_ms = 500
+//! election_delay_max_ms = 1000
+//! checkpoint_interval_slots = 10000
+//! log_retain_slots = 1000
+//! pmem_capacity_bytes = 67108864
+//! pipeline_depth = 64
+//! batch_linger_us = 0
+//! ```
+//!
+//! Every problem is reported with the key it concerns and what was expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use rsl::{NodeId, RingId};
+use serde::Deserialize;
+
+/// Which log store a replica keeps its votes and proposals in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    /// The segmented file journal in `<data_dir>/log` (durable).
+    File,
+    /// The persistent-memory log: a mapped file `<data_dir>/pmem.log` (durable).
+    Pmem,
+    /// In memory: lost when the process stops. For experiments only.
+    Memory,
+}
+
+impl std::str::FromStr for LogBackend {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogBackend, String> {
+        match text {
+            "file" => Ok(LogBackend::File),
+            "pmem" => Ok(LogBackend::Pmem),
+            "memory" => Ok(LogBackend::Memory),
+            other => Err(format!("unknown log backend {other:?}; expected file, pmem or memory")),
+        }
+    }
+}
+
+impl fmt::Display for LogBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogBackend::File => "file",
+            LogBackend::Pmem => "pmem",
+            LogBackend::Memory => "memory",
+        })
+    }
+}
+
+/// TLS material for the replica transport, as file paths.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM of the CA that signs every replica's certificate.
+    pub ca: Option<PathBuf>,
+    /// PEM of this replica's certificate (chain).
+    pub cert: Option<PathBuf>,
+    /// PEM of this replica's private key.
+    pub key: Option<PathBuf>,
+    /// Verify peers against this name instead of the host in their address.
+    pub domain_name: Option<String>,
+}
+
+/// Consensus timing and checkpoint settings; unset fields keep the library defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tuning {
+    /// How often the primary heartbeats.
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Lower bound of the randomised election delay (and the read lease).
+    pub election_delay_min_ms: Option<u64>,
+    /// Upper bound of the randomised election delay.
+    pub election_delay_max_ms: Option<u64>,
+    /// A checkpoint every this many slots (0: never).
+    pub checkpoint_interval_slots: Option<u64>,
+    /// Slots kept in the log below the newest checkpoint.
+    pub log_retain_slots: Option<u64>,
+    /// Size of the persistent-memory log file when it is created.
+    pub pmem_capacity_bytes: Option<u64>,
+    /// Unchosen slots the primary keeps in flight; fewer means fuller batches per slot.
+    pub pipeline_depth: Option<u64>,
+    /// How long a partial batch may wait for more requests while the pipeline has room.
+    pub batch_linger_us: Option<u64>,
+}
+
+/// The configuration as written in a file or given as flags: every field optional.
+/// [`ConfigFile::merge`] layers flags over a file; [`ConfigFile::resolve`] checks the
+/// result.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// This replica's node id.
+    pub node: Option<u64>,
+    /// The ring id (default 1).
+    pub ring: Option<u64>,
+    /// `id=host:port` of every member's replica transport.
+    pub members: Option<Vec<String>>,
+    /// `id=host:port` of every member's client API.
+    pub clients: Option<Vec<String>>,
+    /// Where this replica's client API listens (default: its `clients` entry).
+    pub client_listen: Option<String>,
+    /// Where this replica's transport listens (default: its `members` entry).
+    pub replica_listen: Option<String>,
+    /// The log and checkpoints directory.
+    pub data_dir: Option<PathBuf>,
+    /// `file`, `pmem` or `memory`.
+    pub log: Option<LogBackend>,
+    /// Serve Prometheus metrics on this port (all interfaces).
+    pub metrics_port: Option<u16>,
+    /// Mutual TLS between replicas.
+    pub tls: Option<TlsFiles>,
+    /// Timing and checkpoints.
+    pub tuning: Option<Tuning>,
+}
+
+/// A configuration that cannot be used: the key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, ...).
+    #[error("config file {}: {message}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key is missing or has a bad value.
+    #[error("config key `{key}`: {problem}")]
+    Invalid {
+        /// The key, as in the file (flags use the same names with dashes).
+        key: &'static str,
+        /// What was expected and what was found.
+        problem: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into() }
+}
+
+/// A checked, complete server configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The ring.
+    pub ring: RingId,
+    /// This replica.
+    pub node: NodeId,
+    /// Every member's replica transport address (`host:port`).
+    pub members: BTreeMap<NodeId, String>,
+    /// The client API address of members that have one.
+    pub clients: BTreeMap<NodeId, String>,
+    /// Where the client API listens.
+    pub client_listen: SocketAddr,
+    /// Where the replica transport listens.
+    pub replica_listen: SocketAddr,
+    /// The log and checkpoints directory (empty, and unused, with the memory log).
+    pub data_dir: PathBuf,
+    /// The log store.
+    pub log: LogBackend,
+    /// Prometheus metrics port.
+    pub metrics_port: Option<u16>,
+    /// Mutual TLS between replicas (all three files present).
+    pub tls: Option<TlsFiles>,
+    /// Timing and checkpoints.
+    pub tuning: Tuning,
+}
+
+impl ConfigFile {
+    /// Parses TOML text; `path` names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
+        toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: error.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        ConfigFile::parse(&text, path)
+    }
+
+    /// `self` with every field that `overrides` sets replaced (flags over a file).
+    pub fn merge(self, overrides: ConfigFile) -> ConfigFile {
+        let tls = match (self.tls, overrides.tls) {
+            (Some(base), Some(top)) => Some(TlsFiles {
+                ca: top.ca.or(base.ca),
+                cert: top.cert.or(base.cert),
+                key: top.key.or(base.key),
+                domain_name: top.domain_name.or(base.domain_name),
+            }),
+            (base, top) => top.or(base),
+        };
+        let tuning = match (self.tuning, overrides.tuning) {
+            (Some(base), Some(top)) => Some(Tuning {
+                heartbeat_interval_ms: top.heartbeat_interval_ms.or(base.heartbeat_interval_ms),
+                election_delay_min_ms: top.election_delay_min_ms.or(base.election_delay_min_ms),
+                election_delay_max_ms: top.election_delay_max_ms.or(base.election_delay_max_ms),
+                checkpoint_interval_slots: top.checkpoint_interval_slots.or(base.checkpoint_interval_slots),
+                log_retain_slots: top.log_retain_slots.or(base.log_retain_slots),
+                pmem_capacity_bytes: top.pmem_capacity_bytes.or(base.pmem_capacity_bytes),
+                pipeline_depth: top.pipeline_depth.or(base.pipeline_depth),
+                batch_linger_us: top.batch_linger_us.or(base.batch_linger_us),
+            }),
+            (base, top) => top.or(base),
+        };
+        ConfigFile {
+            node: overrides.node.or(self.node),
+            ring: overrides.ring.or(self.ring),
+            members: overrides.members.or(self.members),
+            clients: overrides.clients.or(self.clients),
+            client_listen: overrides.client_listen.or(self.client_listen),
+            replica_listen: overrides.replica_listen.or(self.replica_listen),
+            data_dir: overrides.data_dir.or(self.data_dir),
+            log: overrides.log.or(self.log),
+            metrics_port: overrides.metrics_port.or(self.metrics_port),
+            tls,
+            tuning,
+        }
+    }
+
+    /// Checks every key and fills in defaults.
+    pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
+        let node = match self.node {
+            Some(0) => return Err(invalid("node", "node ids start at 1, got 0")),
+            Some(node) => NodeId(node),
+            None => return Err(invalid("node", "missing: this replica's node id")),
+        };
+        let ring = match self.ring {
+            Some(0) => return Err(invalid("ring", "ring ids start at 1, got 0")),
+            Some(ring) => RingId(ring),
+            None => RingId(1),
+        };
+        let members = match self.members {
+            Some(entries) if !entries.is_empty() => parse_map("members", &entries)?,
+            _ => return Err(invalid("members", "missing: list every member as id=host:port")),
+        };
+        if members.len() > rsl::core::MEMBERS_MAX {
+            return Err(invalid(
+                "members",
+                format!("{} members, at most {}", members.len(), rsl::core::MEMBERS_MAX),
+            ));
+        }
+        let Some(own_replica) = members.get(&node) else {
+            let ids: Vec<u64> = members.keys().map(|n| n.0).collect();
+            return Err(invalid(
+                "members",
+                format!("this node ({}) is not among the members {ids:?}", node.0),
+            ));
+        };
+        let clients = parse_map("clients", self.clients.as_deref().unwrap_or_default())?;
+        if let Some(stranger) = clients.keys().find(|id| !members.contains_key(id)) {
+            return Err(invalid("clients", format!("node {} is not a member", stranger.0)));
+        }
+        let client_listen = match (&self.client_listen, clients.get(&node)) {
+            (Some(address), _) => resolve("client_listen", address)?,
+            (None, Some(address)) => resolve("clients", address)?,
+            (None, None) => {
+                return Err(invalid(
+                    "client_listen",
+                    format!("missing: set client_listen, or give node {} an entry in clients", node.0),
+                ))
+            }
+        };
+        let replica_listen = match &self.replica_listen {
+            Some(address) => resolve("replica_listen", address)?,
+            None => resolve("members", own_replica)?,
+        };
+        let log = self.log.unwrap_or(LogBackend::File);
+        let data_dir = match self.data_dir {
+            Some(dir) if dir.as_os_str().is_empty() => return Err(invalid("data_dir", "must not be empty")),
+            Some(dir) => dir,
+            // A memory log keeps nothing on disk.
+            None if log == LogBackend::Memory => PathBuf::new(),
+            None => return Err(invalid("data_dir", "missing: the directory for the log and checkpoints")),
+        };
+        if self.metrics_port == Some(0) {
+            return Err(invalid("metrics_port", "must be a port number from 1 to 65535"));
+        }
+        let tls = match self.tls {
+            None => None,
+            Some(tls) if tls == TlsFiles::default() => None,
+            Some(tls) => {
+                for (key, file) in [("tls.ca", &tls.ca), ("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                    match file {
+                        None => {
+                            return Err(invalid(
+                                key,
+                                "missing: TLS needs all of tls.ca, tls.cert and tls.key",
+                            ))
+                        }
+                        Some(path) if !path.is_file() => {
+                            return Err(invalid(key, format!("{} is not a readable file", path.display())))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Some(tls)
+            }
+        };
+        let tuning = self.tuning.unwrap_or_default();
+        let config = ServerConfig {
+            ring,
+            node,
+            members,
+            clients,
+            client_listen,
+            replica_listen,
+            data_dir,
+            log,
+            metrics_port: self.metrics_port,
+            tls,
+            tuning,
+        };
+        // The consensus settings are checked by the library; report its verdict by key.
+        config.ring_config().validate().map_err(|error| match error {
+            rsl::ConfigError::Invalid { field, reason } => {
+                ConfigError::Invalid { key: tuning_key(field), problem: reason }
+            }
+            other => invalid("tuning", other.to_string()),
+        })?;
+        Ok(config)
+    }
+}
+
+/// The config key (under `[tuning]` where it applies) of a consensus setting.
+fn tuning_key(field: &'static str) -> &'static str {
+    match field {
+        "heartbeat_interval_ms" => "tuning.heartbeat_interval_ms",
+        "election_delay_min_ms" => "tuning.election_delay_min_ms",
+        "election_delay_max_ms" => "tuning.election_delay_max_ms",
+        "checkpoint_interval_slots" => "tuning.checkpoint_interval_slots",
+        "log_retain_slots" => "tuning.log_retain_slots",
+        "pipeline_depth" => "tuning.pipeline_depth",
+        "batch_linger_us" => "tuning.batch_linger_us",
+        other => other,
+    }
+}
+
+impl ServerConfig {
+    /// The consensus configuration of this replica.
+    pub fn ring_config(&self) -> rsl::Config {
+        let members: Vec<NodeId> = self.members.keys().copied().collect();
+        let mut config = rsl::Config::new(self.ring, self.node, members);
+        let tuning = &self.tuning;
+        if let Some(value) = tuning.heartbeat_interval_ms {
+            config.heartbeat_interval_ms = value;
+        }
+        if let Some(value) = tuning.election_delay_min_ms {
+            config.election_delay_min_ms = value;
+        }
+        if let Some(value) = tuning.election_delay_max_ms {
+            config.election_delay_max_ms = value;
+        }
+        if let Some(value) = tuning.checkpoint_interval_slots {
+            config.checkpoint_interval_slots = value;
+        }
+        if let Some(value) = tuning.log_retain_slots {
+            config.log_retain_slots = value;
+        }
+        if let Some(value) = tuning.pipeline_depth {
+            config.pipeline_depth = value;
+            // A promise must be able to carry every slot in flight twice over.
+            config.promise_slots_max = config.promise_slots_max.max(2 * value);
+        }
+        if let Some(value) = tuning.batch_linger_us {
+            config.batch_linger_us = value;
+        }
+        config
+    }
+
+    /// The client address of `node`, if configured.
+    pub fn client_address(&self, node: NodeId) -> Option<&str> {
+        self.clients.get(&node).map(String::as_str)
+    }
+}
+
+/// Parses `id=host:port` entries (each entry may itself be a comma-separated list).
+pub fn parse_map(key: &'static str, entries: &[String]) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for entry in entries.iter().flat_map(|e| e.split(',')).map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((id, address)) = entry.split_once('=') else {
+            return Err(invalid(key, format!("{entry:?} is not id=host:port")));
+        };
+        let id: u64 = match id.trim().parse() {
+            Ok(0) | Err(_) => {
+                return Err(invalid(key, format!("{entry:?}: the node id must be a number from 1")));
+            }
+            Ok(id) => id,
+        };
+        let address = address.trim();
+        check_host_port(key, address)?;
+        if map.insert(NodeId(id), address.to_owned()).is_some() {
+            return Err(invalid(key, format!("node {id} is listed twice")));
+        }
+    }
+    Ok(map)
+}
+
+fn check_host_port(key: &'static str, address: &str) -> Result<(), ConfigError> {
+    let port = address.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+    match port.map(str::parse::<u16>) {
+        Some(Ok(port)) if port > 0 => Ok(()),
+        _ => Err(invalid(key, format!("{address:?} is not host:port with a port from 1 to 65535"))),
+    }
+}
+
+fn resolve(key: &'static str, address: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(address) = address.parse() {
+        return Ok(address);
+    }
+    let port = address.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+    if !matches!(port, Some(Ok(_))) {
+        return Err(invalid(key, format!("{address:?} is not host:port")));
+    }
+    address
+        .to_socket_addrs()
+        .map_err(|error| invalid(key, format!("cannot resolve {address:?}: {error}")))?
+        .next()
+        .ok_or_else(|| invalid(key, format!("{address:?} resolves to no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node = 2
+members = ["1=127.0.0.1:7001", "2=127.0.0.1:7002", "3=127.0.0.1:7003"]
+clients = ["1=127.0.0.1:7101", "2=127.0.0.1:7102", "3=127.0.0.1:7103"]
+data_dir = "/tmp/kv"
+log = "pmem"
+metrics_port = 9102
+
+[tuning]
+election_delay_min_ms = 300
+election_delay_max_ms = 600
+pipeline_depth = 8
+batch_linger_us = 100
+"#;
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        ConfigFile::parse(text, Path::new("test.toml"))?.resolve()
+    }
+
+    fn key_of(error: ConfigError) -> String {
+        match error {
+            ConfigError::Invalid { key, .. } => key.to_owned(),
+            other => panic!("expected an invalid key, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_good_file_resolves() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.node, NodeId(2));
+        assert_eq!(config.ring, RingId(1));
+        assert_eq!(config.members.len(), 3);
+        assert_eq!(config.client_listen, "127.0.0.1:7102".parse().unwrap());
+        assert_eq!(config.replica_listen, "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(config.log, LogBackend::Pmem);
+        assert_eq!(config.client_address(NodeId(3)), Some("127.0.0.1:7103"));
+        let ring = config.ring_config();
+        assert_eq!((ring.election_delay_min_ms, ring.election_delay_max_ms), (300, 600));
+        assert_eq!((ring.pipeline_depth, ring.batch_linger_us), (8, 100));
+        assert_eq!(
+            ring.heartbeat_interval_ms,
+            rsl::Config::new(RingId(1), NodeId(1), vec![]).heartbeat_interval_ms
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = ConfigFile::parse(GOOD, Path::new("test.toml")).unwrap();
+        let flags = ConfigFile {
+            node: Some(3),
+            log: Some(LogBackend::File),
+            tuning: Some(Tuning { election_delay_max_ms: Some(900), ..Tuning::default() }),
+            ..ConfigFile::default()
+        };
+        let config = file.merge(flags).resolve().unwrap();
+        assert_eq!(config.node, NodeId(3));
+        assert_eq!(config.log, LogBackend::File);
+        assert_eq!(config.client_listen, "127.0.0.1:7103".parse().unwrap());
+        // A tuning flag replaces one field and keeps the file's others.
+        assert_eq!(config.tuning.election_delay_min_ms, Some(300));
+        assert_eq!(config.tuning.election_delay_max_ms, Some(900));
+        assert_eq!(config.metrics_port, Some(9102));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("node = 0", "node"),
+            ("members = []", "members"),
+            ("members = [\"1=127.0.0.1:7001\"]", "members"),
+            ("members = [\"2=nohost\"]", "members"),
+            ("members = [\"x=127.0.0.1:1\"]", "members"),
+            ("members = [\"2=127.0.0.1:7002\", \"2=127.0.0.1:7003\"]", "members"),
+            ("clients = [\"9=127.0.0.1:1\"]", "clients"),
+            ("clients = []", "client_listen"),
+            ("data_dir = \"\"", "data_dir"),
+            ("metrics_port = 0", "metrics_port"),
+            ("tls = { ca = \"/nonexistent/ca.pem\" }", "tls.ca"),
+            ("tuning = { election_delay_min_ms = 10 }", "tuning.election_delay_min_ms"),
+        ];
+        for (line, key) in cases {
+            // Replace the matching top-level key of the good file.
+            let name = line.split([' ', '=']).next().unwrap();
+            let mut text: String = GOOD
+                .lines()
+                .take_while(|l| !l.starts_with('['))
+                .filter(|l| !l.starts_with(&format!("{name} ")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            text.push_str(line);
+            text.push('\n');
+            let error = parse(&text).expect_err(line);
+            assert_eq!(key_of(error), *key, "{line}");
+        }
+        let missing = parse("node = 1\n").unwrap_err().to_string();
+        assert_eq!(missing, "config key `members`: missing: list every member as id=host:port");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_parse_errors_with_a_location() {
+        let error = parse("node = 1\nmembrs = []\n").unwrap_err().to_string();
+        assert!(error.contains("test.toml") && error.contains("membrs"), "{error}");
+        let error = parse("node = \"one\"\n").unwrap_err().to_string();
+        assert!(error.contains("line 1"), "{error}");
+        let error = parse("log = \"disk\"\n").unwrap_err().to_string();
+        assert!(error.contains("disk"), "{error}");
+    }
+
+    #[test]
+    fn only_the_memory_log_may_go_without_a_data_dir() {
+        let base = "node = 1\nmembers = [\"1=127.0.0.1:7001\"]\nclient_listen = \"127.0.0.1:7101\"\n";
+        let error = parse(base).unwrap_err();
+        assert_eq!(key_of(error), "data_dir");
+        let config = parse(&format!("{base}log = \"memory\"\n")).unwrap();
+        assert_eq!(config.log, LogBackend::Memory);
+        assert_eq!(config.members.len(), 1);
+    }
+
+    #[test]
+    fn map_entries_may_be_comma_separated() {
+        let map = parse_map("members", &["1=a:1,2=b:2".into(), " 3 = c:3 ".into()]).unwrap();
+        assert_eq!(map.len(), 3);
+        assert_eq!(map[&NodeId(3)], "c:3");
+    }
+}

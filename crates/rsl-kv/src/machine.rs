@@ -1,0 +1,663 @@
+//! [`KvStateMachine`]: the replicated map, with per-client de-duplication and checkpoints.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, Read as _, Write as _};
+
+use bytes::Bytes;
+use rsl::{Slot, StateMachine};
+
+use crate::command::{
+    Digest, Read, ReadOutcome, Reader, Write, WriteId, WriteOutcome, WriteResponse, KEY_BYTES_MAX,
+    VALUE_BYTES_MAX,
+};
+
+/// Sessions (clients) remembered for de-duplication before the least recently written one
+/// is forgotten.
+pub const SESSIONS_MAX_DEFAULT: usize = 100_000;
+
+/// First bytes of every checkpoint file.
+pub const CHECKPOINT_MAGIC: [u8; 8] = *b"RSLKVCP\0";
+/// Version of the checkpoint format written; load accepts only this one.
+pub const CHECKPOINT_VERSION: u32 = 1;
+/// Largest cached response in a checkpoint (a CAS answer carries a value).
+const RESPONSE_BYTES_MAX: usize = VALUE_BYTES_MAX + 64;
+/// Bytes before the body: magic, version, slot, body length.
+const HEADER_BYTES: usize = 8 + 4 + 8 + 8;
+
+/// The last write of one client session: its number, where it executed, and the answer to
+/// repeat if it is retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Session {
+    sequence: u64,
+    slot: u64,
+    response: Bytes,
+}
+
+/// The replicated key-value map: string keys, byte values.
+///
+/// - [`Write`]s (put, delete, compare-and-set) come through `execute`, in slot order, on
+///   every replica. Each carries a [`WriteId`]: the machine remembers the newest sequence
+///   number and answer per client, so a retried write (the client did not hear the answer:
+///   a timeout, a failover) is answered again without executing twice, and an older one is
+///   refused as [`WriteOutcome::Stale`]. At most `sessions_max` clients are remembered;
+///   past that the one whose last write is oldest is forgotten (deterministically, so every
+///   replica forgets the same one).
+/// - [`Read`]s (get, digest) come through `read`.
+/// - Checkpoints hold the map and the sessions in a versioned, length-prefixed, CRC32C
+///   checked format (see [`KvStateMachine::save`]); loading a damaged one fails with an
+///   error naming what is wrong and changes nothing.
+///
+/// Malformed request bytes never panic: a write answers [`WriteOutcome::Malformed`], a read
+/// [`ReadOutcome::Malformed`]. Two machines are equal when their maps and sessions are.
+#[derive(Clone, Debug)]
+pub struct KvStateMachine {
+    map: BTreeMap<String, Bytes>,
+    sessions: HashMap<u64, Session>,
+    /// (slot of last write, client) for every session: the eviction order.
+    session_order: BTreeSet<(u64, u64)>,
+    sessions_max: usize,
+}
+
+impl PartialEq for KvStateMachine {
+    fn eq(&self, other: &KvStateMachine) -> bool {
+        // The eviction order is derived from the sessions, and the bound is a setting.
+        self.map == other.map && self.sessions == other.sessions
+    }
+}
+
+impl Eq for KvStateMachine {}
+
+impl Default for KvStateMachine {
+    fn default() -> Self {
+        KvStateMachine::new()
+    }
+}
+
+/// Why a checkpoint was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointFormatError {
+    /// Reading failed.
+    #[error("reading the checkpoint: {0}")]
+    Io(#[from] io::Error),
+    /// The file does not start with the checkpoint magic.
+    #[error("not an rsl-kv checkpoint: magic {found:02x?}, expected {CHECKPOINT_MAGIC:02x?}")]
+    Magic {
+        /// The first bytes found.
+        found: Vec<u8>,
+    },
+    /// A format version this build does not read.
+    #[error("checkpoint format version {found}, this build reads version {CHECKPOINT_VERSION}")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// The checkpoint is of another slot than the one asked for.
+    #[error("checkpoint holds slot {found}, expected slot {expected}")]
+    Slot {
+        /// The slot asked for.
+        expected: u64,
+        /// The slot in the file.
+        found: u64,
+    },
+    /// The file ends early.
+    #[error("checkpoint truncated: {what} needs {expected} bytes, found {found}")]
+    Truncated {
+        /// The part that is short.
+        what: &'static str,
+        /// Bytes expected.
+        expected: u64,
+        /// Bytes found.
+        found: u64,
+    },
+    /// The checksum does not match the contents.
+    #[error("checkpoint checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum {
+        /// CRC32C in the file.
+        stored: u32,
+        /// CRC32C of the bytes read.
+        computed: u32,
+    },
+    /// The body does not parse (a checksum collision or a writer bug).
+    #[error("checkpoint body: {0}")]
+    Body(#[from] crate::command::DecodeError),
+    /// Bytes follow the checksum.
+    #[error("checkpoint has {0} bytes after its checksum")]
+    Trailing(u64),
+}
+
+impl From<CheckpointFormatError> for io::Error {
+    fn from(error: CheckpointFormatError) -> io::Error {
+        match error {
+            CheckpointFormatError::Io(error) => error,
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+impl KvStateMachine {
+    /// An empty map that remembers up to [`SESSIONS_MAX_DEFAULT`] clients.
+    pub fn new() -> KvStateMachine {
+        KvStateMachine::with_sessions_max(SESSIONS_MAX_DEFAULT)
+    }
+
+    /// An empty map that remembers up to `sessions_max` (at least 1) clients.
+    pub fn with_sessions_max(sessions_max: usize) -> KvStateMachine {
+        KvStateMachine {
+            map: BTreeMap::new(),
+            sessions: HashMap::new(),
+            session_order: BTreeSet::new(),
+            sessions_max: sessions_max.max(1),
+        }
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&Bytes> {
+        self.map.get(key)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Clients remembered for de-duplication.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// CRC32C over every entry in key order, and the number of keys.
+    pub fn digest(&self) -> Digest {
+        let mut crc = 0u32;
+        for (key, value) in &self.map {
+            crc = crc32c::crc32c_append(crc, &(key.len() as u32).to_le_bytes());
+            crc = crc32c::crc32c_append(crc, key.as_bytes());
+            crc = crc32c::crc32c_append(crc, &(value.len() as u32).to_le_bytes());
+            crc = crc32c::crc32c_append(crc, value);
+        }
+        Digest { crc, keys: self.map.len() as u64 }
+    }
+
+    /// Executes an encoded [`Write`] chosen in `slot` and returns the encoded
+    /// [`WriteResponse`].
+    pub fn execute_write(&mut self, slot: u64, request: &[u8]) -> Bytes {
+        let write = match Write::decode(request) {
+            Ok(write) => write,
+            Err(error) => {
+                let outcome = WriteOutcome::Malformed { reason: error.to_string() };
+                return WriteResponse { slot, outcome }.encode();
+            }
+        };
+        let WriteId { client, sequence } = write.id();
+        if let Some(session) = self.sessions.get(&client) {
+            if sequence == session.sequence {
+                return session.response.clone();
+            }
+            if sequence < session.sequence {
+                let outcome = WriteOutcome::Stale { newest: session.sequence };
+                return WriteResponse { slot, outcome }.encode();
+            }
+        }
+        let outcome = self.apply(write);
+        let response = WriteResponse { slot, outcome }.encode();
+        self.remember(client, Session { sequence, slot, response: response.clone() });
+        response
+    }
+
+    /// Serves an encoded [`Read`] and returns the encoded [`ReadOutcome`].
+    pub fn execute_read(&self, request: &[u8]) -> Bytes {
+        let outcome = match Read::decode(request) {
+            Ok(Read::Get { key }) => ReadOutcome::Value(self.map.get(&key).cloned()),
+            Ok(Read::Digest) => ReadOutcome::Digest(self.digest()),
+            Err(error) => ReadOutcome::Malformed { reason: error.to_string() },
+        };
+        outcome.encode()
+    }
+
+    fn apply(&mut self, write: Write) -> WriteOutcome {
+        match write {
+            Write::Put { key, value, .. } => {
+                self.map.insert(key, value);
+                WriteOutcome::Put
+            }
+            Write::Delete { key, .. } => WriteOutcome::Deleted { existed: self.map.remove(&key).is_some() },
+            Write::Cas { key, expected, value, .. } => {
+                let current = self.map.get(&key);
+                if current == expected.as_ref() {
+                    self.map.insert(key, value.clone());
+                    WriteOutcome::Cas { swapped: true, current: Some(value) }
+                } else {
+                    WriteOutcome::Cas { swapped: false, current: current.cloned() }
+                }
+            }
+        }
+    }
+
+    fn remember(&mut self, client: u64, session: Session) {
+        if let Some(old) = self.sessions.insert(client, session.clone()) {
+            self.session_order.remove(&(old.slot, client));
+        }
+        self.session_order.insert((session.slot, client));
+        while self.sessions.len() > self.sessions_max {
+            let Some(&(slot, oldest)) = self.session_order.iter().next() else { break };
+            self.session_order.remove(&(slot, oldest));
+            self.sessions.remove(&oldest);
+        }
+    }
+
+    /// Writes the checkpoint of this state at `slot`:
+    ///
+    /// ```text
+    /// magic "RSLKVCP\0" (8) | version u32 | slot u64 | body_len u64 | body | crc32c u32
+    /// body = entries u64, then per entry: key_len u32, key, value_len u32, value
+    ///        sessions u64, then per session: client u64, sequence u64, slot u64,
+    ///                                        response_len u32, response
+    /// ```
+    ///
+    /// All integers little-endian; the CRC32C covers everything from `version` to the end
+    /// of the body. Entries are in key order and sessions in client order, so equal states
+    /// write equal files.
+    pub fn save(&self, slot: u64, writer: &mut dyn io::Write) -> io::Result<()> {
+        let mut body_len = 16u64;
+        for (key, value) in &self.map {
+            body_len += 8 + key.len() as u64 + value.len() as u64;
+        }
+        for session in self.sessions.values() {
+            body_len += 28 + session.response.len() as u64;
+        }
+        writer.write_all(&CHECKPOINT_MAGIC)?;
+        let mut out = CrcWriter { inner: writer, crc: 0 };
+        out.write_all(&CHECKPOINT_VERSION.to_le_bytes())?;
+        out.write_all(&slot.to_le_bytes())?;
+        out.write_all(&body_len.to_le_bytes())?;
+        out.write_all(&(self.map.len() as u64).to_le_bytes())?;
+        for (key, value) in &self.map {
+            out.write_all(&(key.len() as u32).to_le_bytes())?;
+            out.write_all(key.as_bytes())?;
+            out.write_all(&(value.len() as u32).to_le_bytes())?;
+            out.write_all(value)?;
+        }
+        let mut clients: Vec<u64> = self.sessions.keys().copied().collect();
+        clients.sort_unstable();
+        out.write_all(&(clients.len() as u64).to_le_bytes())?;
+        for client in clients {
+            let session = &self.sessions[&client];
+            out.write_all(&client.to_le_bytes())?;
+            out.write_all(&session.sequence.to_le_bytes())?;
+            out.write_all(&session.slot.to_le_bytes())?;
+            out.write_all(&(session.response.len() as u32).to_le_bytes())?;
+            out.write_all(&session.response)?;
+        }
+        let crc = out.crc;
+        writer.write_all(&crc.to_le_bytes())
+    }
+
+    /// Reads a checkpoint written by [`KvStateMachine::save`], checking magic, version,
+    /// lengths, checksum and every field, and returns its slot and state (remembering up to
+    /// `sessions_max` clients). Nothing is trusted before the checksum matches.
+    pub fn load(
+        reader: &mut dyn io::Read,
+        sessions_max: usize,
+    ) -> Result<(u64, KvStateMachine), CheckpointFormatError> {
+        let mut header = Vec::with_capacity(HEADER_BYTES);
+        reader.take(HEADER_BYTES as u64).read_to_end(&mut header)?;
+        if header.len() < 8 || header[..8] != CHECKPOINT_MAGIC {
+            return Err(CheckpointFormatError::Magic { found: header[..header.len().min(8)].to_vec() });
+        }
+        if header.len() < HEADER_BYTES {
+            return Err(CheckpointFormatError::Truncated {
+                what: "the header",
+                expected: HEADER_BYTES as u64,
+                found: header.len() as u64,
+            });
+        }
+        let mut fields = Reader::new(&header[8..]);
+        let version = fields.u32("checkpoint.version")?;
+        let slot = fields.u64("checkpoint.slot")?;
+        let body_len = fields.u64("checkpoint.body_len")?;
+        // The body is read as far as it goes, never allocated from the stored length alone.
+        let mut body = Vec::new();
+        reader.take(body_len).read_to_end(&mut body)?;
+        if (body.len() as u64) < body_len {
+            return Err(CheckpointFormatError::Truncated {
+                what: "the body",
+                expected: body_len,
+                found: body.len() as u64,
+            });
+        }
+        let mut trailer = Vec::with_capacity(4);
+        reader.take(4).read_to_end(&mut trailer)?;
+        if trailer.len() < 4 {
+            return Err(CheckpointFormatError::Truncated {
+                what: "the checksum",
+                expected: 4,
+                found: trailer.len() as u64,
+            });
+        }
+        let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        let computed = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), &body);
+        if stored != computed {
+            return Err(CheckpointFormatError::Checksum { stored, computed });
+        }
+        let mut extra = Vec::new();
+        reader.take(1 << 20).read_to_end(&mut extra)?;
+        if !extra.is_empty() {
+            return Err(CheckpointFormatError::Trailing(extra.len() as u64));
+        }
+        if version != CHECKPOINT_VERSION {
+            return Err(CheckpointFormatError::Version { found: version });
+        }
+        let mut machine = KvStateMachine::with_sessions_max(sessions_max);
+        let mut body = Reader::new(&body);
+        let entries = body.u64("checkpoint.entries")?;
+        for _ in 0..entries {
+            let key = body.key()?;
+            let value = body.value("checkpoint.value")?;
+            machine.map.insert(key, value);
+        }
+        let sessions = body.u64("checkpoint.sessions")?;
+        for _ in 0..sessions {
+            let client = body.u64("checkpoint.session.client")?;
+            let sequence = body.u64("checkpoint.session.sequence")?;
+            let session_slot = body.u64("checkpoint.session.slot")?;
+            let response =
+                Bytes::copy_from_slice(body.bytes("checkpoint.session.response", RESPONSE_BYTES_MAX)?);
+            machine.remember(client, Session { sequence, slot: session_slot, response });
+        }
+        body.end("checkpoint body")?;
+        Ok((slot, machine))
+    }
+}
+
+impl StateMachine for KvStateMachine {
+    fn execute(&mut self, slot: Slot, request: &[u8]) -> Bytes {
+        self.execute_write(slot.0, request)
+    }
+
+    fn read(&self, request: &[u8]) -> Bytes {
+        self.execute_read(request)
+    }
+
+    fn save_checkpoint(&self, slot: Slot, writer: &mut dyn io::Write) -> io::Result<()> {
+        self.save(slot.0, writer)
+    }
+
+    fn load_checkpoint(&mut self, slot: Slot, reader: &mut dyn io::Read) -> io::Result<()> {
+        let (found, machine) = KvStateMachine::load(reader, self.sessions_max)?;
+        if found != slot.0 {
+            return Err(CheckpointFormatError::Slot { expected: slot.0, found }.into());
+        }
+        *self = machine;
+        Ok(())
+    }
+}
+
+/// Passes bytes through and keeps their CRC32C.
+struct CrcWriter<'a> {
+    inner: &'a mut dyn io::Write,
+    crc: u32,
+}
+
+impl io::Write for CrcWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.crc = crc32c::crc32c_append(self.crc, &bytes[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+// Lengths in the checkpoint are u32: every key, value and response must fit.
+const _: () = assert!(KEY_BYTES_MAX <= RESPONSE_BYTES_MAX && RESPONSE_BYTES_MAX < u32::MAX as usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(client: u64, sequence: u64, key: &str, value: &str) -> Bytes {
+        Write::Put {
+            id: WriteId { client, sequence },
+            key: key.into(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        }
+        .encode()
+    }
+
+    fn cas(client: u64, sequence: u64, key: &str, expected: Option<&str>, value: &str) -> Bytes {
+        Write::Cas {
+            id: WriteId { client, sequence },
+            key: key.into(),
+            expected: expected.map(|e| Bytes::copy_from_slice(e.as_bytes())),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        }
+        .encode()
+    }
+
+    fn delete(client: u64, sequence: u64, key: &str) -> Bytes {
+        Write::Delete { id: WriteId { client, sequence }, key: key.into() }.encode()
+    }
+
+    fn outcome(bytes: &Bytes) -> WriteResponse {
+        WriteResponse::decode(bytes).expect("a valid response")
+    }
+
+    fn get(machine: &KvStateMachine, key: &str) -> Option<Bytes> {
+        match ReadOutcome::decode(&machine.execute_read(&Read::Get { key: key.into() }.encode())).unwrap() {
+            ReadOutcome::Value(value) => value,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A machine with a few keys and sessions.
+    fn sample() -> KvStateMachine {
+        let mut machine = KvStateMachine::new();
+        machine.execute_write(1, &put(1, 1, "a", "1"));
+        machine.execute_write(2, &put(2, 1, "b", "2"));
+        machine.execute_write(2, &cas(1, 2, "a", Some("1"), "one"));
+        machine.execute_write(3, &put(3, 1, "ключ", "значение"));
+        machine.execute_write(4, &delete(3, 2, "b"));
+        machine
+    }
+
+    #[test]
+    fn put_get_delete() {
+        let mut machine = KvStateMachine::new();
+        assert_eq!(outcome(&machine.execute_write(5, &put(1, 1, "k", "v"))).outcome, WriteOutcome::Put);
+        assert_eq!(get(&machine, "k").as_deref(), Some(&b"v"[..]));
+        let deleted = outcome(&machine.execute_write(6, &delete(1, 2, "k")));
+        assert_eq!(deleted, WriteResponse { slot: 6, outcome: WriteOutcome::Deleted { existed: true } });
+        assert_eq!(get(&machine, "k"), None);
+        let again = outcome(&machine.execute_write(7, &delete(1, 3, "k")));
+        assert_eq!(again.outcome, WriteOutcome::Deleted { existed: false });
+    }
+
+    #[test]
+    fn cas_swaps_only_on_a_match() {
+        let mut machine = KvStateMachine::new();
+        // Expecting absence on an absent key creates it.
+        let created = outcome(&machine.execute_write(1, &cas(1, 1, "k", None, "v1")));
+        assert_eq!(
+            created.outcome,
+            WriteOutcome::Cas { swapped: true, current: Some(Bytes::from_static(b"v1")) }
+        );
+        // Expecting absence on a present key fails and reports the value.
+        let refused = outcome(&machine.execute_write(2, &cas(1, 2, "k", None, "v2")));
+        assert_eq!(
+            refused.outcome,
+            WriteOutcome::Cas { swapped: false, current: Some(Bytes::from_static(b"v1")) }
+        );
+        // A wrong expected value fails; the right one swaps.
+        let wrong = outcome(&machine.execute_write(3, &cas(1, 3, "k", Some("nope"), "v2")));
+        assert!(matches!(wrong.outcome, WriteOutcome::Cas { swapped: false, .. }));
+        let swapped = outcome(&machine.execute_write(4, &cas(1, 4, "k", Some("v1"), "v2")));
+        assert!(matches!(swapped.outcome, WriteOutcome::Cas { swapped: true, .. }));
+        assert_eq!(get(&machine, "k").as_deref(), Some(&b"v2"[..]));
+        // Expecting a value on an absent key fails with no current value.
+        let absent = outcome(&machine.execute_write(5, &cas(1, 5, "other", Some("x"), "y")));
+        assert_eq!(absent.outcome, WriteOutcome::Cas { swapped: false, current: None });
+        assert_eq!(get(&machine, "other"), None);
+    }
+
+    #[test]
+    fn retried_writes_execute_once() {
+        let mut machine = KvStateMachine::new();
+        let first = machine.execute_write(10, &cas(9, 1, "k", None, "a"));
+        assert!(matches!(outcome(&first).outcome, WriteOutcome::Cas { swapped: true, .. }));
+        // Another client changes the key; then client 9's retry arrives in a later slot.
+        machine.execute_write(11, &put(8, 1, "k", "b"));
+        let retry = machine.execute_write(12, &cas(9, 1, "k", None, "a"));
+        assert_eq!(retry, first, "the retry gets the first answer, slot included");
+        assert_eq!(get(&machine, "k").as_deref(), Some(&b"b"[..]), "the retry did not execute");
+        // A put retried after the client moved on is refused as stale.
+        machine.execute_write(13, &put(9, 2, "k", "c"));
+        let stale = outcome(&machine.execute_write(14, &put(9, 1, "k", "old")));
+        assert_eq!(stale, WriteResponse { slot: 14, outcome: WriteOutcome::Stale { newest: 2 } });
+        assert_eq!(get(&machine, "k").as_deref(), Some(&b"c"[..]));
+        // A sequence gap is fine: numbers only have to increase.
+        let later = outcome(&machine.execute_write(15, &put(9, 10, "k", "d")));
+        assert_eq!(later.outcome, WriteOutcome::Put);
+    }
+
+    #[test]
+    fn sessions_are_bounded_and_the_oldest_is_forgotten() {
+        let mut machine = KvStateMachine::with_sessions_max(2);
+        machine.execute_write(1, &put(1, 1, "a", "1"));
+        machine.execute_write(2, &put(2, 1, "b", "2"));
+        machine.execute_write(3, &put(1, 2, "a", "3"));
+        machine.execute_write(4, &put(3, 1, "c", "4"));
+        assert_eq!(machine.sessions(), 2);
+        // Client 2 wrote least recently and was forgotten: its retry executes again (and
+        // client 3, now the least recent, is forgotten in turn).
+        machine.execute_write(5, &put(1, 3, "b", "changed"));
+        machine.execute_write(6, &put(2, 1, "b", "2"));
+        assert_eq!(get(&machine, "b").as_deref(), Some(&b"2"[..]));
+        assert_eq!(machine.sessions(), 2);
+        // Client 1 is still remembered: its retry is answered, not executed.
+        let retry = outcome(&machine.execute_write(7, &put(1, 3, "b", "changed")));
+        assert_eq!(retry.slot, 5);
+        assert_eq!(get(&machine, "b").as_deref(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn malformed_requests_are_answered_not_executed() {
+        let mut machine = sample();
+        let before = machine.clone();
+        for bad in [&b""[..], b"\x01", b"\x01\x01garbage", b"\x07\x01"] {
+            let response = outcome(&machine.execute_write(9, bad));
+            assert!(matches!(response.outcome, WriteOutcome::Malformed { .. }), "{bad:?}: {response:?}");
+            let read = ReadOutcome::decode(&machine.execute_read(bad)).unwrap();
+            assert!(matches!(read, ReadOutcome::Malformed { .. }), "{bad:?}: {read:?}");
+        }
+        assert_eq!(machine, before);
+    }
+
+    #[test]
+    fn checkpoint_round_trip() {
+        let machine = sample();
+        let mut bytes = Vec::new();
+        machine.save(42, &mut bytes).unwrap();
+        let (slot, loaded) = KvStateMachine::load(&mut bytes.as_slice(), SESSIONS_MAX_DEFAULT).unwrap();
+        assert_eq!(slot, 42);
+        assert_eq!(loaded, machine);
+        assert_eq!(loaded.digest(), machine.digest());
+        // Deterministic: equal states write equal bytes.
+        let mut again = Vec::new();
+        loaded.save(42, &mut again).unwrap();
+        assert_eq!(again, bytes);
+        // Through the StateMachine trait, with the slot checked.
+        let mut restored = KvStateMachine::new();
+        restored.load_checkpoint(Slot(42), &mut bytes.as_slice()).unwrap();
+        assert_eq!(restored, machine);
+        let error = restored.load_checkpoint(Slot(43), &mut bytes.as_slice()).unwrap_err();
+        assert!(error.to_string().contains("holds slot 42, expected slot 43"), "{error}");
+        // Sessions survive: a retry after a restore is still de-duplicated.
+        let retry = outcome(&restored.execute_write(50, &delete(3, 2, "b")));
+        assert_eq!(retry, WriteResponse { slot: 4, outcome: WriteOutcome::Deleted { existed: true } });
+        // An empty machine round-trips too.
+        let mut empty = Vec::new();
+        KvStateMachine::new().save(0, &mut empty).unwrap();
+        assert_eq!(KvStateMachine::load(&mut empty.as_slice(), 1).unwrap().1, KvStateMachine::new());
+    }
+
+    #[test]
+    fn corrupt_checkpoints_are_rejected_with_a_clear_error() {
+        let machine = sample();
+        let mut bytes = Vec::new();
+        machine.save(42, &mut bytes).unwrap();
+        let load = |bytes: &[u8]| KvStateMachine::load(&mut &bytes[..], SESSIONS_MAX_DEFAULT).map(|_| ());
+
+        // Every single-bit flip anywhere is caught.
+        for at in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x10;
+            assert!(load(&flipped).is_err(), "a flip at byte {at} was not detected");
+        }
+        // Every truncation is caught.
+        for len in 0..bytes.len() {
+            assert!(load(&bytes[..len]).is_err(), "a truncation to {len} bytes was not detected");
+        }
+        // The errors say what is wrong.
+        let mut flipped = bytes.clone();
+        let body_byte = HEADER_BYTES + 3;
+        flipped[body_byte] ^= 1;
+        let error = load(&flipped).unwrap_err().to_string();
+        assert!(error.contains("checksum mismatch"), "{error}");
+        let error = load(b"PNG\x00\x00\x00\x00\x00").unwrap_err().to_string();
+        assert!(error.contains("not an rsl-kv checkpoint"), "{error}");
+        let error = load(&bytes[..bytes.len() - 2]).unwrap_err().to_string();
+        assert!(error.contains("truncated") && error.contains("checksum"), "{error}");
+        let mut trailing = bytes.clone();
+        trailing.extend_from_slice(b"xyz");
+        assert_eq!(load(&trailing).unwrap_err().to_string(), "checkpoint has 3 bytes after its checksum");
+        // A lying body length does not allocate it.
+        let mut huge = bytes.clone();
+        huge[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            KvStateMachine::load(&mut huge.as_slice(), 1),
+            Err(CheckpointFormatError::Truncated { what: "the body", .. })
+        ));
+        // A future version is refused by name (with a valid checksum).
+        let mut future = bytes.clone();
+        future[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c::crc32c(&future[8..future.len() - 4]);
+        let end = future.len();
+        future[end - 4..].copy_from_slice(&crc.to_le_bytes());
+        let error = load(&future).unwrap_err().to_string();
+        assert!(error.contains("format version 2"), "{error}");
+
+        // Through the trait the machine is left unchanged and the error is InvalidData.
+        let mut target = sample();
+        let mut flipped = bytes.clone();
+        flipped[body_byte] ^= 1;
+        let error = target.load_checkpoint(Slot(42), &mut flipped.as_slice()).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(target, sample());
+    }
+
+    #[test]
+    fn digest_tracks_contents_not_history() {
+        let mut one = KvStateMachine::new();
+        one.execute_write(1, &put(1, 1, "a", "1"));
+        one.execute_write(2, &put(1, 2, "b", "2"));
+        let mut two = KvStateMachine::new();
+        two.execute_write(1, &put(5, 1, "b", "2"));
+        two.execute_write(2, &put(5, 2, "a", "x"));
+        assert_ne!(one.digest(), two.digest());
+        two.execute_write(3, &put(5, 3, "a", "1"));
+        assert_eq!(one.digest(), two.digest());
+        assert_eq!(one.digest().keys, 2);
+        // Moving a byte between key and value changes the digest.
+        let mut three = KvStateMachine::new();
+        three.execute_write(1, &put(1, 1, "ab", ""));
+        let mut four = KvStateMachine::new();
+        four.execute_write(1, &put(1, 1, "a", "b"));
+        assert_ne!(three.digest(), four.digest());
+    }
+}

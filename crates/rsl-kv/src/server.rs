@@ -1,0 +1,698 @@
+//! [`Server`]: one replica of the key-value ring — the rsl ring over the gRPC transport,
+//! the client API, checkpoint transfer between replicas, and metrics.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rsl::log::{CheckpointOptions, CheckpointStore, PmemLog, PmemOptions, RecoveryPolicy};
+use rsl::runtime::{CheckpointRequest, CheckpointStream};
+use rsl::transport::{GrpcConfig, GrpcTransport};
+use rsl::{
+    CheckpointFetcher, FastReadError, FileStorage, MemoryStorage, NodeId, ReadError, ReplicateError, Ring,
+    RingOptions, Role, Runtime, RuntimeOptions, Slot, Storage, TransferError, Transport,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status};
+
+use crate::command::{self, Read, ReadOutcome, Write, WriteId, WriteOutcome, WriteResponse};
+use crate::config::{LogBackend, ServerConfig};
+use crate::proto as pb;
+use crate::proto::kv_server::{Kv, KvServer};
+use crate::{PRIMARY_ADDRESS_METADATA, PRIMARY_NODE_METADATA};
+
+/// How long the client API and the transport get to finish in-flight calls at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a status call waits for the state machine's digest.
+const DIGEST_WAIT: Duration = Duration::from_millis(500);
+/// Checkpoint chunks buffered per transfer.
+const TRANSFER_CHUNKS_BUFFERED: usize = 4;
+/// Largest client API message (a value is at most 512 KiB; a checkpoint chunk 1 MiB).
+const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {address} for {what}: {source}")]
+    Listen {
+        /// Which socket.
+        what: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {}: {source}", .path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The replica transport refused to start.
+    #[error("replica transport: {0}")]
+    Transport(#[from] rsl::transport::BindError),
+    /// A member's replica address is not usable.
+    #[error("replica address of node {node}: {problem}")]
+    PeerAddress {
+        /// The member.
+        node: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// TLS files could not be read, or this build has no TLS.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The persistent-memory log or the checkpoint store could not be opened.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The ring could not start (its log or checkpoints failed to recover, ...).
+    #[error("starting the ring: {0}")]
+    Ring(#[from] rsl::BuildError),
+    /// The runtime could not start.
+    #[error("starting the runtime: {0}")]
+    Runtime(#[from] rsl::StartError),
+}
+
+/// Sockets a server uses; bind them first to learn port-0 addresses (tests do).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The replica transport's listener.
+    pub replica: TcpListener,
+    /// The client API's listener.
+    pub client: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config`.
+    pub async fn bind(config: &ServerConfig) -> Result<Listeners, ServerError> {
+        let bind = |what, address| async move {
+            TcpListener::bind(address).await.map_err(|source| ServerError::Listen { what, address, source })
+        };
+        Ok(Listeners {
+            replica: bind("the replica transport", config.replica_listen).await?,
+            client: bind("the client API", config.client_listen).await?,
+        })
+    }
+}
+
+/// One running replica of the key-value service.
+///
+/// [`Server::start`] binds the configured addresses, opens the log store, recovers the
+/// ring and serves clients; [`Server::shutdown`] stops accepting clients, stops the ring
+/// (flushing its log) and closes the transport.
+#[derive(Debug)]
+pub struct Server {
+    node: NodeId,
+    ring: Ring,
+    runtime: Runtime,
+    transport: Arc<GrpcTransport>,
+    client_addr: SocketAddr,
+    replica_addr: SocketAddr,
+    stop_clients: watch::Sender<bool>,
+    client_api: Option<JoinHandle<()>>,
+    metrics: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds the configured addresses and starts.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let listeners = Listeners::bind(&config).await?;
+        Server::start_on(config, listeners, RingOptions::default()).await
+    }
+
+    /// Starts on listeners already bound (their addresses override the configured
+    /// `client_listen` and `replica_listen`), with the given runtime options per ring.
+    pub async fn start_on(
+        config: ServerConfig,
+        listeners: Listeners,
+        ring_options: RingOptions,
+    ) -> Result<Server, ServerError> {
+        let node = config.node;
+        if config.log != LogBackend::Memory {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        }
+        let client_addr = local_addr("the client API", &listeners.client, config.client_listen)?;
+        let replica_addr = local_addr("the replica transport", &listeners.replica, config.replica_listen)?;
+
+        // The replica transport, with every peer's address.
+        let grpc = GrpcConfig { seed: node.0, ..GrpcConfig::default() };
+        let builder = GrpcTransport::builder(node).config(grpc);
+        let builder = with_tls(builder, &config)?;
+        let (transport, inbound) = builder.serve(listeners.replica).await?;
+        let transport = Arc::new(transport);
+        for (&member, address) in &config.members {
+            if member != node {
+                transport.set_peer_address(member, address.as_str().into()).map_err(|error| {
+                    ServerError::PeerAddress { node: member.0, problem: error.to_string() }
+                })?;
+            }
+        }
+
+        // The runtime fetches checkpoints from peers over their client API.
+        let fetcher = GrpcCheckpointFetcher { node, clients: Arc::new(config.clients.clone()) };
+        let options = RuntimeOptions { checkpoint_fetcher: Arc::new(fetcher), ..RuntimeOptions::default() };
+        let shared: Arc<dyn Transport> = transport.clone();
+        let runtime = Runtime::new(shared, inbound, options)?;
+
+        let storage = open_storage(&config).await?;
+        let ring = rsl::Ring::builder(config.ring_config())
+            .state_machine(crate::KvStateMachine::new())
+            .storage(storage)
+            .runtime(&runtime)
+            .options(ring_options)
+            .start()
+            .await;
+        let ring = match ring {
+            Ok(ring) => ring,
+            Err(error) => {
+                runtime.shutdown().await;
+                transport.shutdown(SHUTDOWN_GRACE).await;
+                return Err(error.into());
+            }
+        };
+
+        let service = KvService {
+            node,
+            ring: ring.handle().clone(),
+            runtime: runtime.clone(),
+            members: Arc::new(config.members.clone()),
+            clients: Arc::new(config.clients.clone()),
+        };
+        let (stop_clients, stopped) = watch::channel(false);
+        let client_api = tokio::spawn(serve_clients(service, listeners.client, stopped));
+
+        let metrics =
+            match config.metrics_port {
+                Some(port) => {
+                    let address = SocketAddr::from(([0, 0, 0, 0], port));
+                    let listener = TcpListener::bind(address)
+                        .await
+                        .map_err(|source| ServerError::Listen { what: "metrics", address, source })?;
+                    let runtime = runtime.clone();
+                    Some(tokio::spawn(async move {
+                        if let Err(error) = rsl::serve_metrics(runtime, listener).await {
+                            tracing::warn!(%error, "metrics endpoint stopped");
+                        }
+                    }))
+                }
+                None => None,
+            };
+        tracing::info!(node = node.0, %client_addr, %replica_addr, log = %config.log, "rsl-kv server started");
+        Ok(Server {
+            node,
+            ring,
+            runtime,
+            transport,
+            client_addr,
+            replica_addr,
+            stop_clients,
+            client_api: Some(client_api),
+            metrics,
+        })
+    }
+
+    /// This replica's node id.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Where the client API listens.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// Where the replica transport listens.
+    pub fn replica_addr(&self) -> SocketAddr {
+        self.replica_addr
+    }
+
+    /// The ring replica (status, statistics, relinquish).
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Stops accepting clients (in-flight calls get two seconds), stops the ring
+    /// (its log is flushed and closed), then the transport.
+    pub async fn shutdown(mut self) {
+        self.stop_clients.send_replace(true);
+        if let Some(mut client_api) = self.client_api.take() {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut client_api).await.is_err() {
+                client_api.abort();
+            }
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.abort();
+        }
+        self.ring.shutdown().await;
+        self.runtime.shutdown().await;
+        self.transport.shutdown(SHUTDOWN_GRACE).await;
+        tracing::info!(node = self.node.0, "rsl-kv server stopped");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_clients.send_replace(true);
+        if let Some(task) = self.client_api.take() {
+            task.abort();
+        }
+        if let Some(task) = self.metrics.take() {
+            task.abort();
+        }
+    }
+}
+
+fn local_addr(
+    what: &'static str,
+    listener: &TcpListener,
+    configured: SocketAddr,
+) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Listen { what, address: configured, source })
+}
+
+#[cfg(feature = "tls")]
+fn with_tls(
+    builder: rsl::transport::GrpcBuilder,
+    config: &ServerConfig,
+) -> Result<rsl::transport::GrpcBuilder, ServerError> {
+    let Some(tls) = &config.tls else { return Ok(builder) };
+    let read = |key: &str, path: &Option<PathBuf>| -> Result<Vec<u8>, ServerError> {
+        let path = path.as_ref().ok_or_else(|| ServerError::Tls(format!("tls.{key} is missing")))?;
+        std::fs::read(path)
+            .map_err(|error| ServerError::Tls(format!("reading tls.{key} {}: {error}", path.display())))
+    };
+    let mut material = rsl::transport::TlsConfig::new(
+        read("ca", &tls.ca)?,
+        read("cert", &tls.cert)?,
+        read("key", &tls.key)?,
+    );
+    if let Some(name) = &tls.domain_name {
+        material = material.with_domain_name(name.clone());
+    }
+    Ok(builder.tls(material))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_tls(
+    builder: rsl::transport::GrpcBuilder,
+    config: &ServerConfig,
+) -> Result<rsl::transport::GrpcBuilder, ServerError> {
+    match &config.tls {
+        None => Ok(builder),
+        Some(_) => Err(ServerError::Tls(
+            "TLS files are configured, but this rsl-kv was built without TLS; rebuild with `--features tls`"
+                .to_owned(),
+        )),
+    }
+}
+
+/// Opens the configured log store (and checkpoint directory) off the async threads.
+async fn open_storage(config: &ServerConfig) -> Result<Storage, ServerError> {
+    let dir = config.data_dir.clone();
+    match config.log {
+        LogBackend::Memory => Ok(Storage::Memory(MemoryStorage::new())),
+        LogBackend::File => Ok(Storage::File(FileStorage::new(dir))),
+        LogBackend::Pmem => {
+            let options = PmemOptions {
+                capacity_bytes: config
+                    .tuning
+                    .pmem_capacity_bytes
+                    .unwrap_or(PmemOptions::default().capacity_bytes),
+                dax: false,
+                log_id: u128::from(config.ring.0),
+            };
+            let opened = tokio::task::spawn_blocking(move || {
+                let (log, durable, report) =
+                    PmemLog::open(dir.join("pmem.log"), &options, RecoveryPolicy::TruncateTornTail)
+                        .map_err(|error| ServerError::Storage(format!("persistent-memory log: {error}")))?;
+                if let Some(cut) = &report.torn_tail {
+                    tracing::warn!(
+                        offset = cut.offset,
+                        bytes = cut.bytes_dropped,
+                        "pmem log recovery cut a torn tail"
+                    );
+                }
+                let checkpoints =
+                    CheckpointStore::open(dir.join("checkpoints"), &CheckpointOptions::default())
+                        .map_err(|error| ServerError::Storage(format!("checkpoints: {error}")))?;
+                Ok::<_, ServerError>(Storage::Opened { log: Box::new(log), durable, checkpoints })
+            })
+            .await
+            .map_err(|error| ServerError::Storage(format!("opening the log: {error}")))??;
+            Ok(opened)
+        }
+    }
+}
+
+async fn serve_clients(service: KvService, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+    let node = service.node;
+    let service = KvServer::new(service)
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let signal = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let served = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .serve_with_incoming_shutdown(service, incoming, signal)
+        .await;
+    if let Err(error) = served {
+        tracing::error!(node = node.0, %error, "client API failed");
+    }
+}
+
+/// The client API of one replica.
+#[derive(Debug, Clone)]
+struct KvService {
+    node: NodeId,
+    ring: rsl::RingHandle,
+    runtime: Runtime,
+    members: Arc<BTreeMap<NodeId, String>>,
+    clients: Arc<BTreeMap<NodeId, String>>,
+}
+
+impl KvService {
+    /// The refusal of a replica that is not the primary, naming the primary if known.
+    fn not_primary(&self, hint: Option<NodeId>, what: &str) -> Status {
+        match hint {
+            // This replica believes it is (or is about to be) primary but cannot serve yet:
+            // the caller should retry here shortly.
+            Some(primary) if primary == self.node => {
+                Status::unavailable(format!("{what}: primary {} is not ready yet; retry", self.node.0))
+            }
+            Some(primary) => {
+                let mut metadata = MetadataMap::new();
+                metadata.insert(PRIMARY_NODE_METADATA, MetadataValue::from(primary.0));
+                let address = self.clients.get(&primary);
+                if let Some(value) = address.and_then(|a| MetadataValue::try_from(a.as_str()).ok()) {
+                    metadata.insert(PRIMARY_ADDRESS_METADATA, value);
+                }
+                let message = match address {
+                    Some(address) => format!("not primary; the primary is node {} at {address}", primary.0),
+                    None => format!(
+                        "not primary; the primary is node {} (no client address configured)",
+                        primary.0
+                    ),
+                };
+                Status::with_metadata(Code::FailedPrecondition, message, metadata)
+            }
+            None => Status::with_metadata(
+                Code::FailedPrecondition,
+                "not primary; no primary is known yet",
+                MetadataMap::new(),
+            ),
+        }
+    }
+
+    fn replicate_error(&self, error: ReplicateError) -> Status {
+        match error {
+            ReplicateError::NotPrimary { hint } => self.not_primary(hint, "write refused"),
+            ReplicateError::TooLarge { .. } => Status::invalid_argument(error.to_string()),
+            ReplicateError::Busy { .. } => Status::resource_exhausted(error.to_string()),
+            ReplicateError::Timeout { .. } => Status::deadline_exceeded(error.to_string()),
+            ReplicateError::OutcomeUnknown { .. } | ReplicateError::Shutdown { .. } => {
+                Status::unavailable(error.to_string())
+            }
+        }
+    }
+
+    /// Replicates a write and decodes the state machine's answer.
+    async fn write(&self, write: Write) -> Result<WriteResponse, Status> {
+        write.validate().map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let answer =
+            self.ring.replicate(write.encode()).await.map_err(|error| self.replicate_error(error))?;
+        let response = WriteResponse::decode(&answer)
+            .map_err(|error| Status::internal(format!("undecodable state machine answer: {error}")))?;
+        match &response.outcome {
+            WriteOutcome::Stale { newest } => Err(Status::aborted(format!(
+                "write {} of client {:#x} is older than its newest write {newest}",
+                write.id().sequence,
+                write.id().client
+            ))),
+            WriteOutcome::Malformed { reason } => Err(Status::invalid_argument(reason.clone())),
+            _ => Ok(response),
+        }
+    }
+
+    async fn read(&self, read: Read, fast: Option<Slot>) -> Result<ReadOutcome, Status> {
+        let answer = match fast {
+            None => self.ring.read(read.encode()).await.map_err(|error| match error {
+                ReadError::NotPrimary { hint, reason } => {
+                    self.not_primary(hint, &format!("read refused ({reason})"))
+                }
+                ReadError::Busy { .. } => Status::resource_exhausted(error.to_string()),
+                ReadError::Timeout { .. } => Status::deadline_exceeded(error.to_string()),
+                ReadError::Shutdown { .. } => Status::unavailable(error.to_string()),
+            })?,
+            Some(min_slot) => {
+                self.ring.read_fast(read.encode(), min_slot).await.map_err(|error| match error {
+                    FastReadError::NotApplied { .. } | FastReadError::Shutdown { .. } => {
+                        Status::unavailable(error.to_string())
+                    }
+                    FastReadError::Busy { .. } => Status::resource_exhausted(error.to_string()),
+                })?
+            }
+        };
+        match ReadOutcome::decode(&answer) {
+            Ok(ReadOutcome::Malformed { reason }) => Err(Status::invalid_argument(reason)),
+            Ok(outcome) => Ok(outcome),
+            Err(error) => Err(Status::internal(format!("undecodable state machine answer: {error}"))),
+        }
+    }
+}
+
+fn write_id(id: Option<pb::WriteId>) -> Result<WriteId, Status> {
+    let id = id.ok_or_else(|| Status::invalid_argument("id: missing (client and sequence)"))?;
+    Ok(WriteId { client: id.client, sequence: id.sequence })
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Primary => "primary",
+        Role::Secondary => "secondary",
+        Role::Candidate => "candidate",
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let request = request.into_inner();
+        let write = Write::Put { id: write_id(request.id)?, key: request.key, value: request.value };
+        let response = self.write(write).await?;
+        Ok(Response::new(pb::PutResponse { slot: response.slot }))
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let request = request.into_inner();
+        command::check_key(&request.key).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let fast = request.fast.then_some(Slot(request.min_slot));
+        match self.read(Read::Get { key: request.key }, fast).await? {
+            ReadOutcome::Value(Some(value)) => Ok(Response::new(pb::GetResponse { found: true, value })),
+            ReadOutcome::Value(None) => {
+                Ok(Response::new(pb::GetResponse { found: false, value: Bytes::new() }))
+            }
+            other => Err(Status::internal(format!("unexpected answer to a get: {other:?}"))),
+        }
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let write = Write::Delete { id: write_id(request.id)?, key: request.key };
+        let response = self.write(write).await?;
+        let existed = matches!(response.outcome, WriteOutcome::Deleted { existed: true });
+        Ok(Response::new(pb::DeleteResponse { slot: response.slot, existed }))
+    }
+
+    async fn cas(&self, request: Request<pb::CasRequest>) -> Result<Response<pb::CasResponse>, Status> {
+        let request = request.into_inner();
+        let expected = request.expected_present.then_some(request.expected);
+        let write =
+            Write::Cas { id: write_id(request.id)?, key: request.key, expected, value: request.value };
+        let response = self.write(write).await?;
+        match response.outcome {
+            WriteOutcome::Cas { swapped, current } => Ok(Response::new(pb::CasResponse {
+                slot: response.slot,
+                swapped,
+                present: current.is_some(),
+                current: current.unwrap_or_default(),
+            })),
+            other => Err(Status::internal(format!("unexpected answer to a compare-and-set: {other:?}"))),
+        }
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let status = self.ring.status().borrow().clone();
+        let digest =
+            match self.ring.read_fast_within(Read::Digest.encode(), status.applied, DIGEST_WAIT).await {
+                Ok(answer) => match ReadOutcome::decode(&answer) {
+                    Ok(ReadOutcome::Digest(digest)) => digest,
+                    _ => return Err(Status::internal("undecodable digest answer")),
+                },
+                Err(error) => return Err(Status::unavailable(format!("digest: {error}"))),
+            };
+        let members = self
+            .members
+            .iter()
+            .map(|(node, address)| pb::Member {
+                node: node.0,
+                replica_address: address.clone(),
+                client_address: self.clients.get(node).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let primary = status.primary.map_or(0, |p| p.0);
+        let checkpoints_installed =
+            self.ring.statistics().await.map_or(0, |statistics| statistics.runtime.checkpoints_installed);
+        Ok(Response::new(pb::StatusResponse {
+            node: self.node.0,
+            role: role_name(status.role).to_owned(),
+            primary,
+            primary_address: status.primary.and_then(|p| self.clients.get(&p).cloned()).unwrap_or_default(),
+            ballot_round: status.promised.round,
+            ballot_node: status.promised.node.0,
+            chosen: status.chosen.0,
+            applied: status.applied.0,
+            log_start: status.log_start.0,
+            checkpoint: status.checkpoint.0,
+            members,
+            digest: digest.crc,
+            keys: digest.keys,
+            digest_slot: status.applied.0,
+            checkpoints_installed,
+        }))
+    }
+
+    type FetchCheckpointStream = ReceiverStream<Result<pb::CheckpointChunk, Status>>;
+
+    async fn fetch_checkpoint(
+        &self,
+        request: Request<pb::FetchCheckpointRequest>,
+    ) -> Result<Response<Self::FetchCheckpointStream>, Status> {
+        let request = request.into_inner();
+        let asked = CheckpointRequest {
+            ring: rsl::RingId(request.ring),
+            requester: NodeId(request.requester),
+            min_slot: Slot(request.min_slot),
+        };
+        let mut stream = self.runtime.checkpoint_server().open(asked).await.map_err(transfer_status)?;
+        let (sender, receiver) = mpsc::channel(TRANSFER_CHUNKS_BUFFERED);
+        let header =
+            pb::CheckpointChunk { slot: stream.slot.0, file_bytes: stream.file_bytes, data: Bytes::new() };
+        tokio::spawn(async move {
+            if sender.send(Ok(header)).await.is_err() {
+                return;
+            }
+            while let Some(chunk) = stream.chunks.recv().await {
+                let item = chunk
+                    .map(|data| pb::CheckpointChunk { slot: 0, file_bytes: 0, data })
+                    .map_err(transfer_status);
+                let failed = item.is_err();
+                if sender.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+fn transfer_status(error: TransferError) -> Status {
+    match error {
+        TransferError::NoCheckpoint { .. } | TransferError::UnknownRing { .. } => {
+            Status::not_found(error.to_string())
+        }
+        TransferError::NotAMember { .. } => Status::permission_denied(error.to_string()),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+/// Fetches checkpoints from peers over their client API (`FetchCheckpoint`).
+#[derive(Debug)]
+struct GrpcCheckpointFetcher {
+    node: NodeId,
+    clients: Arc<BTreeMap<NodeId, String>>,
+}
+
+impl CheckpointFetcher for GrpcCheckpointFetcher {
+    fn fetch(
+        &self,
+        from: NodeId,
+        request: CheckpointRequest,
+    ) -> rsl::runtime::transfer::BoxFuture<'_, Result<CheckpointStream, TransferError>> {
+        let address = self.clients.get(&from).cloned();
+        let requester = self.node;
+        Box::pin(async move {
+            let unreachable = || TransferError::Unreachable { node: from };
+            let Some(address) = address else {
+                tracing::warn!(
+                    peer = from.0,
+                    "cannot fetch a checkpoint: no client address configured for the peer"
+                );
+                return Err(unreachable());
+            };
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                .map_err(|_| unreachable())?
+                .connect_timeout(Duration::from_secs(2));
+            let channel = endpoint.connect().await.map_err(|_| unreachable())?;
+            let mut client =
+                pb::kv_client::KvClient::new(channel).max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+            let asked = pb::FetchCheckpointRequest {
+                ring: request.ring.0,
+                requester: requester.0,
+                min_slot: request.min_slot.0,
+            };
+            let mut chunks = match client.fetch_checkpoint(asked).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => {
+                    return Err(match status.code() {
+                        Code::NotFound => {
+                            TransferError::NoCheckpoint { ring: request.ring, slot: request.min_slot }
+                        }
+                        Code::PermissionDenied => TransferError::NotAMember { requester, ring: request.ring },
+                        _ => unreachable(),
+                    })
+                }
+            };
+            let header = match chunks.message().await {
+                Ok(Some(header)) => header,
+                _ => return Err(unreachable()),
+            };
+            let (sender, receiver) = mpsc::channel(TRANSFER_CHUNKS_BUFFERED);
+            tokio::spawn(async move {
+                loop {
+                    let item = match chunks.message().await {
+                        Ok(Some(chunk)) => Ok(chunk.data),
+                        Ok(None) => break,
+                        Err(status) => Err(TransferError::Unreachable { node: from }).inspect_err(|_| {
+                            tracing::warn!(peer = from.0, %status, "checkpoint stream failed");
+                        }),
+                    };
+                    let failed = item.is_err();
+                    if sender.send(item).await.is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            Ok(CheckpointStream { slot: Slot(header.slot), file_bytes: header.file_bytes, chunks: receiver })
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! Three rsl-kv servers in one process over real gRPC on 127.0.0.1 (port 0): the client
+//! API, redirects from secondaries, de-duplication of a retried write, failover after the
+//! primary stops, and a stopped replica catching up from a checkpoint fetched over gRPC.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rsl::{RingOptions, Role};
+use rsl_kv::config::Tuning;
+use rsl_kv::proto as pb;
+use rsl_kv::{Client, ClientOptions, ConfigFile, Listeners, LogBackend, Server, ServerConfig};
+use tokio::net::TcpListener;
+
+/// How long any awaited condition may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Cluster {
+    configs: BTreeMap<u64, ServerConfig>,
+    servers: BTreeMap<u64, Server>,
+}
+
+impl Cluster {
+    /// Binds every node's sockets on port 0, then starts three servers with file logs
+    /// under `root`.
+    async fn start(root: &Path, tuning: Tuning) -> Cluster {
+        let mut listeners = BTreeMap::new();
+        for node in 1..=3u64 {
+            let replica = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listeners.insert(node, Listeners { replica, client });
+        }
+        let members: Vec<String> =
+            listeners.iter().map(|(node, l)| format!("{node}={}", l.replica.local_addr().unwrap())).collect();
+        let clients: Vec<String> =
+            listeners.iter().map(|(node, l)| format!("{node}={}", l.client.local_addr().unwrap())).collect();
+        let mut cluster = Cluster { configs: BTreeMap::new(), servers: BTreeMap::new() };
+        for (node, listeners) in listeners {
+            let config = ConfigFile {
+                node: Some(node),
+                members: Some(members.clone()),
+                clients: Some(clients.clone()),
+                data_dir: Some(root.join(format!("node-{node}"))),
+                log: Some(LogBackend::File),
+                tuning: Some(tuning.clone()),
+                ..ConfigFile::default()
+            }
+            .resolve()
+            .expect("a valid config");
+            cluster.configs.insert(node, config.clone());
+            let server = Server::start_on(config, listeners, RingOptions::default()).await.expect("start");
+            cluster.servers.insert(node, server);
+        }
+        cluster
+    }
+
+    /// Restarts a stopped node on its old addresses and data directory.
+    async fn restart(&mut self, node: u64) {
+        let config = self.configs[&node].clone();
+        let listeners = Listeners::bind(&config).await.expect("rebind the old addresses");
+        let server = Server::start_on(config, listeners, RingOptions::default()).await.expect("restart");
+        self.servers.insert(node, server);
+    }
+
+    fn client_addresses(&self) -> Vec<String> {
+        self.configs.values().map(|c| c.client_listen.to_string()).collect()
+    }
+
+    /// Waits until a running server is primary.
+    async fn primary(&self) -> u64 {
+        let wait = async {
+            loop {
+                for (node, server) in &self.servers {
+                    if server.ring().status().borrow().role == Role::Primary {
+                        return *node;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.expect("a primary within the time limit")
+    }
+
+    /// Waits until every running server applied what the primary has chosen and returns
+    /// their statuses.
+    async fn converged(&self, client: &mut Client) -> Vec<pb::StatusResponse> {
+        let primary = self.primary().await;
+        let target = self.servers[&primary].ring().status().borrow().chosen;
+        for server in self.servers.values() {
+            let mut status = server.ring().status();
+            let reached = tokio::time::timeout(WAIT, status.wait_for(|s| s.applied >= target)).await;
+            assert!(matches!(reached, Ok(Ok(_))), "node {} applied {target} in time", server.node().0);
+        }
+        let mut statuses = Vec::new();
+        for server in self.servers.values() {
+            statuses.push(client.status_of(&server.client_addr().to_string()).await.expect("status"));
+        }
+        statuses
+    }
+
+    async fn shutdown(self) {
+        for (_, server) in self.servers {
+            server.shutdown().await;
+        }
+    }
+}
+
+fn fast_tuning() -> Tuning {
+    Tuning {
+        heartbeat_interval_ms: Some(20),
+        election_delay_min_ms: Some(200),
+        election_delay_max_ms: Some(400),
+        ..Tuning::default()
+    }
+}
+
+fn client(cluster: &Cluster) -> Client {
+    let options = ClientOptions { deadline: WAIT, ..ClientOptions::default() };
+    Client::new(cluster.client_addresses(), options).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_cas_through_the_client_and_after_the_primary_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), fast_tuning()).await;
+    let mut client = client(&cluster);
+
+    // Writes and linearizable reads through the primary, whichever server it is.
+    let slot = client.put("colour", "red").await.unwrap();
+    assert!(slot >= 1);
+    assert_eq!(client.get("colour").await.unwrap().as_deref(), Some(&b"red"[..]));
+    assert_eq!(client.get("missing").await.unwrap(), None);
+
+    // Compare-and-set: a wrong expectation fails and reports the value; the right one swaps.
+    let refused = client.cas("colour", Some("blue".into()), "green").await.unwrap();
+    assert!(!refused.swapped);
+    assert_eq!(refused.current.as_deref(), Some(&b"red"[..]));
+    let swapped = client.cas("colour", Some("red".into()), "green").await.unwrap();
+    assert!(swapped.swapped && swapped.slot > slot);
+    let created = client.cas("fresh", None, "1").await.unwrap();
+    assert!(created.swapped);
+    assert!(client.delete("fresh").await.unwrap());
+    assert!(!client.delete("fresh").await.unwrap());
+
+    // Fast reads on every replica see the session's writes (read-your-writes).
+    for address in cluster.client_addresses() {
+        let mut one = Client::new([address.clone()], ClientOptions::default()).unwrap();
+        let value = one.get_fast("colour", Some(client.last_slot())).await.unwrap();
+        assert_eq!(value.as_deref(), Some(&b"green"[..]), "fast read at {address}");
+    }
+
+    // A secondary refuses and names the primary's client address.
+    let primary = cluster.primary().await;
+    let secondary = *cluster.servers.keys().find(|&&n| n != primary).unwrap();
+    let mut raw =
+        pb::kv_client::KvClient::connect(format!("http://{}", cluster.servers[&secondary].client_addr()))
+            .await
+            .unwrap();
+    let id = pb::WriteId { client: 0xfeed, sequence: 1 };
+    let put = pb::PutRequest { id: Some(id), key: "k".into(), value: "v".into() };
+    let refusal = raw.put(put.clone()).await.unwrap_err();
+    assert_eq!(refusal.code(), tonic::Code::FailedPrecondition, "{refusal:?}");
+    let named = refusal.metadata().get(rsl_kv::PRIMARY_ADDRESS_METADATA).unwrap().to_str().unwrap();
+    assert_eq!(named, cluster.servers[&primary].client_addr().to_string());
+
+    // The same (client, sequence) sent twice to the primary executes once.
+    let mut at_primary = pb::kv_client::KvClient::connect(format!("http://{named}")).await.unwrap();
+    let first = at_primary.put(put.clone()).await.unwrap().into_inner();
+    at_primary
+        .put(pb::PutRequest { id: Some(pb::WriteId { client: 0xbeef, sequence: 1 }), ..put.clone() })
+        .await
+        .unwrap();
+    let retry = at_primary.put(put.clone()).await.unwrap().into_inner();
+    assert_eq!(retry.slot, first.slot, "the retry is answered with the first execution's slot");
+    // A bad request is refused, not executed.
+    let empty_key = pb::PutRequest {
+        id: Some(pb::WriteId { client: 1, sequence: 1 }),
+        key: String::new(),
+        value: "v".into(),
+    };
+    assert_eq!(at_primary.put(empty_key).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+
+    // Every replica holds the same state.
+    let statuses = cluster.converged(&mut client).await;
+    assert!(statuses.iter().all(|s| s.digest == statuses[0].digest && s.keys == 2), "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| s.role == "primary").count(), 1);
+
+    // Stop the primary: the client finds the new one and everything written is there.
+    cluster.servers.remove(&primary).unwrap().shutdown().await;
+    let failover = std::time::Instant::now();
+    let slot = client.put("after", "failover").await.unwrap();
+    eprintln!("first write after the primary stopped took {:?}", failover.elapsed());
+    assert!(slot > swapped.slot);
+    let new_primary = cluster.primary().await;
+    assert_ne!(new_primary, primary);
+    assert_eq!(client.get("colour").await.unwrap().as_deref(), Some(&b"green"[..]));
+    assert_eq!(client.get("after").await.unwrap().as_deref(), Some(&b"failover"[..]));
+    let swapped = client.cas("colour", Some("green".into()), "blue").await.unwrap();
+    assert!(swapped.swapped);
+    let statuses = cluster.converged(&mut client).await;
+    assert_eq!(statuses.len(), 2);
+    assert!(statuses.iter().all(|s| s.digest == statuses[0].digest && s.keys == 3), "{statuses:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_catches_up_from_a_checkpoint_fetched_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = Tuning { checkpoint_interval_slots: Some(5), log_retain_slots: Some(2), ..fast_tuning() };
+    let mut cluster = Cluster::start(dir.path(), tuning).await;
+    let mut client = client(&cluster);
+    client.put("k0", "v").await.unwrap();
+    let primary = cluster.primary().await;
+    let lagging = *cluster.servers.keys().rev().find(|&&n| n != primary).unwrap();
+    cluster.servers.remove(&lagging).unwrap().shutdown().await;
+
+    for i in 1..=40 {
+        client.put(&format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    let status = cluster.servers[&primary].ring().status().borrow().clone();
+    assert!(status.log_start.0 > 5, "the primary truncated its log: {status:?}");
+
+    cluster.restart(lagging).await;
+    let statuses = cluster.converged(&mut client).await;
+    assert_eq!(statuses.len(), 3);
+    assert!(statuses.iter().all(|s| s.digest == statuses[0].digest && s.keys == 41), "{statuses:?}");
+    let reported = statuses.iter().find(|s| s.node == lagging).unwrap();
+    assert!(reported.checkpoints_installed >= 1 && reported.checkpoint > 5, "{reported:?}");
+    let statistics = cluster.servers[&lagging].ring().statistics().await.unwrap();
+    assert!(statistics.runtime.checkpoints_installed >= 1, "installed a fetched checkpoint: {statistics:?}");
+    // It serves fast reads of what it fetched.
+    let mut one =
+        Client::new([cluster.servers[&lagging].client_addr().to_string()], ClientOptions::default()).unwrap();
+    assert_eq!(one.get_fast("k40", Some(client.last_slot())).await.unwrap().as_deref(), Some(&b"v40"[..]));
+    cluster.shutdown().await;
+}
