@@ -1,0 +1,207 @@
+//! The `rsl-kv-server` command line: one replica of the replicated key-value service.
+//!
+//! Settings come from a TOML file (`--config`, see [`crate::config`]) and flags of the same
+//! names; a flag overrides the file. The server runs until SIGTERM or SIGINT, then stops
+//! accepting clients, flushes and closes its log, and exits.
+//!
+//! It lives in the library so that other packages (the cluster tests) can build the same
+//! server as a binary of their own with `fn main() -> ExitCode { rsl_kv::server_cli::main() }`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use crate::config::{TlsFiles, Tuning};
+use crate::{ConfigFile, LogBackend, Server};
+
+/// One replica of the rsl-kv replicated key-value service.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rsl-kv-server",
+    version,
+    after_help = "Example:\n  rsl-kv-server --node 1 \\\n    --members 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \\\n    --clients 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 \\\n    --data-dir /tmp/kv1"
+)]
+struct Args {
+    /// TOML config file; flags override its keys
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This replica's node id (a member id)
+    #[arg(long)]
+    node: Option<u64>,
+    /// Ring id [default: 1]
+    #[arg(long)]
+    ring: Option<u64>,
+    /// Every member's replica transport address, as id=host:port (comma-separated or repeated)
+    #[arg(long, value_name = "ID=HOST:PORT", value_delimiter = ',')]
+    members: Vec<String>,
+    /// Every member's client API address, as id=host:port (for redirects to the primary)
+    #[arg(long, value_name = "ID=HOST:PORT", value_delimiter = ',')]
+    clients: Vec<String>,
+    /// Where the client API listens [default: this node's --clients entry]
+    #[arg(long, value_name = "HOST:PORT")]
+    client_listen: Option<String>,
+    /// Where the replica transport listens [default: this node's --members entry]
+    #[arg(long, value_name = "HOST:PORT")]
+    replica_listen: Option<String>,
+    /// Directory of the log and checkpoints
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log store: file, pmem or memory [default: file]
+    #[arg(long, value_name = "BACKEND")]
+    log: Option<LogBackend>,
+    /// Serve Prometheus metrics on this port
+    #[arg(long, value_name = "PORT")]
+    metrics_port: Option<u16>,
+    /// PEM of the CA for mutual TLS between replicas
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM of this replica's certificate
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM of this replica's private key
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Name every replica certificate carries (instead of the host of its address)
+    #[arg(long, value_name = "NAME")]
+    tls_domain_name: Option<String>,
+    /// Primary heartbeat interval
+    #[arg(long, value_name = "MS")]
+    heartbeat_interval_ms: Option<u64>,
+    /// Lower bound of the election delay (and the read lease)
+    #[arg(long, value_name = "MS")]
+    election_delay_min_ms: Option<u64>,
+    /// Upper bound of the election delay
+    #[arg(long, value_name = "MS")]
+    election_delay_max_ms: Option<u64>,
+    /// A checkpoint every this many slots (0: never)
+    #[arg(long, value_name = "SLOTS")]
+    checkpoint_interval_slots: Option<u64>,
+    /// Slots kept in the log below the newest checkpoint
+    #[arg(long, value_name = "SLOTS")]
+    log_retain_slots: Option<u64>,
+    /// Size of the persistent-memory log file when created
+    #[arg(long, value_name = "BYTES")]
+    pmem_capacity_bytes: Option<u64>,
+    /// Unchosen slots the primary keeps in flight (fewer: fuller batches)
+    #[arg(long, value_name = "SLOTS")]
+    pipeline_depth: Option<u64>,
+    /// How long a partial batch may wait for more requests
+    #[arg(long, value_name = "US")]
+    batch_linger_us: Option<u64>,
+}
+
+impl Args {
+    /// The flags as a partial config, to lay over the file.
+    fn overrides(&self) -> ConfigFile {
+        let list = |entries: &Vec<String>| (!entries.is_empty()).then(|| entries.clone());
+        let tls = TlsFiles {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            domain_name: self.tls_domain_name.clone(),
+        };
+        let tuning = Tuning {
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            election_delay_min_ms: self.election_delay_min_ms,
+            election_delay_max_ms: self.election_delay_max_ms,
+            checkpoint_interval_slots: self.checkpoint_interval_slots,
+            log_retain_slots: self.log_retain_slots,
+            pmem_capacity_bytes: self.pmem_capacity_bytes,
+            pipeline_depth: self.pipeline_depth,
+            batch_linger_us: self.batch_linger_us,
+        };
+        ConfigFile {
+            node: self.node,
+            ring: self.ring,
+            members: list(&self.members),
+            clients: list(&self.clients),
+            client_listen: self.client_listen.clone(),
+            replica_listen: self.replica_listen.clone(),
+            data_dir: self.data_dir.clone(),
+            log: self.log,
+            metrics_port: self.metrics_port,
+            tls: (tls != TlsFiles::default()).then_some(tls),
+            tuning: (tuning != Tuning::default()).then_some(tuning),
+        }
+    }
+}
+
+/// Parses the process's arguments, runs the server until a signal, and returns the exit
+/// code: 0 after a clean shutdown, 2 for a bad configuration, 1 when the server failed.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let file = match &args.config {
+        Some(path) => match ConfigFile::load(path) {
+            Ok(file) => file,
+            Err(error) => {
+                eprintln!("rsl-kv-server: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => ConfigFile::default(),
+    };
+    let config = match file.merge(args.overrides()).resolve() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("rsl-kv-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("rsl-kv-server: cannot start the tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let node = config.node.0;
+        let server = match Server::start(config).await {
+            Ok(server) => server,
+            Err(error) => {
+                eprintln!("rsl-kv-server: node {node}: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // The ready line; a closed stdout is no reason to stop serving.
+        let _ = writeln!(
+            std::io::stdout(),
+            "rsl-kv-server node {node}: clients on {}, replicas on {}",
+            server.client_addr(),
+            server.replica_addr()
+        );
+        let signal = shutdown_signal().await;
+        tracing::info!(node, signal, "shutting down");
+        server.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
