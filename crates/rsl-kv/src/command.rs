@@ -13,11 +13,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub const FORMAT_VERSION: u8 = 1;
 /// Longest key, in bytes of UTF-8.
 pub const KEY_BYTES_MAX: usize = 1024;
-/// Longest value. Values travel inside one consensus batch (1 MiB by default), with room
-/// to spare for the request framing.
-pub const VALUE_BYTES_MAX: usize = 512 << 10;
-
-const _: () = assert!(KEY_BYTES_MAX + 2 * VALUE_BYTES_MAX < (1 << 20) + (256 << 10));
+/// Longest value. A write travels inside one consensus batch, so the server sizes its
+/// batches for the largest write (a compare-and-set carries two values and a key):
+/// [`WRITE_BYTES_MAX`].
+pub const VALUE_BYTES_MAX: usize = 64 << 10;
+/// Bound on an encoded write: a key, two values (compare-and-set) and the framing.
+pub const WRITE_BYTES_MAX: usize = KEY_BYTES_MAX + 2 * VALUE_BYTES_MAX + 256;
 
 /// Identifies a write for de-duplication: a client session and its sequence number.
 ///

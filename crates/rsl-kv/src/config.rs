@@ -375,6 +375,12 @@ fn tuning_key(field: &'static str) -> &'static str {
     }
 }
 
+/// The replicas' consensus batch bound: room for the largest write
+/// ([`crate::command::WRITE_BYTES_MAX`]) and the runtime's per-request framing.
+pub const BATCH_BYTES_MAX: u64 = 160 << 10;
+
+const _: () = assert!(crate::command::WRITE_BYTES_MAX as u64 + 1024 <= BATCH_BYTES_MAX);
+
 impl ServerConfig {
     /// The consensus configuration of this replica.
     pub fn ring_config(&self) -> rsl::Config {
@@ -404,6 +410,11 @@ impl ServerConfig {
         if let Some(value) = tuning.batch_linger_us {
             config.batch_linger_us = value;
         }
+        // A batch must hold the largest write on its own, and a message every slot a
+        // promise may carry (twice the pipeline of full batches).
+        config.batch_bytes_max = config.batch_bytes_max.max(BATCH_BYTES_MAX);
+        config.message_bytes_max =
+            config.message_bytes_max.max(2 * config.pipeline_depth.saturating_mul(config.batch_bytes_max));
         config
     }
 

@@ -70,6 +70,9 @@ pub enum ServerError {
         /// What is wrong.
         problem: String,
     },
+    /// The settings cannot work together (a bound too large for the transport, ...).
+    #[error("configuration: {0}")]
+    Config(String),
     /// TLS files could not be read, or this build has no TLS.
     #[error("TLS: {0}")]
     Tls(String),
@@ -147,7 +150,22 @@ impl Server {
         let replica_addr = local_addr("the replica transport", &listeners.replica, config.replica_listen)?;
 
         // The replica transport, with every peer's address.
-        let grpc = GrpcConfig { seed: node.0, ..GrpcConfig::default() };
+        // Frames must carry the largest message the ring may send (a promise full of batches).
+        let frame_bytes =
+            config.ring_config().message_bytes_max + rsl::transport::codec::FRAME_OVERHEAD_BYTES;
+        let frame_bytes_max = u32::try_from(frame_bytes).map_err(|_| {
+            ServerError::Config(format!(
+                "replica frames of {frame_bytes} bytes (twice pipeline_depth full batches) exceed 4 GiB; \
+                 lower pipeline_depth"
+            ))
+        })?;
+        let defaults = GrpcConfig::default();
+        let grpc = GrpcConfig {
+            seed: node.0,
+            frame_bytes_max: frame_bytes_max.max(defaults.frame_bytes_max),
+            peer_queue_bytes_max: defaults.peer_queue_bytes_max.max(u64::from(frame_bytes_max)),
+            ..defaults
+        };
         let builder = GrpcTransport::builder(node).config(grpc);
         let builder = with_tls(builder, &config)?;
         let (transport, inbound) = builder.serve(listeners.replica).await?;

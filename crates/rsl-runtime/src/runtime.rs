@@ -419,6 +419,12 @@ impl Runtime {
             ("rsl_transport_bytes_received_total", transport.bytes_received),
             ("rsl_transport_dropped_queue_full_total", transport.dropped_queue_full),
             ("rsl_transport_dropped_inbound_full_total", transport.dropped_inbound_full),
+            ("rsl_transport_rejected_non_member_total", transport.rejected_non_member),
+            ("rsl_transport_rejected_unknown_ring_total", transport.rejected_unknown_ring),
+            ("rsl_transport_rejected_misrouted_total", transport.rejected_misrouted),
+            ("rsl_transport_decode_errors_total", transport.decode_errors),
+            ("rsl_transport_reconnects_total", transport.reconnects),
+            ("rsl_transport_connect_failures_total", transport.connect_failures),
         ] {
             text.push_str(&format!("# TYPE {name} counter\n{name}{{node=\"{node}\"}} {value}\n"));
         }

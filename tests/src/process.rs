@@ -1,0 +1,437 @@
+//! A ring of real `rsl-kv-server` processes on 127.0.0.1, for tests that must exercise the
+//! binaries, the gRPC transport, the disks and process death as they are in production.
+//!
+//! [`ProcessCluster`] picks free ports, gives every replica its own data directory under one
+//! temporary directory, starts the processes and waits for each to print its ready line. It
+//! can kill (SIGKILL), stop (SIGTERM), pause (SIGSTOP), resume and restart any replica, and
+//! starts a replica with extra flags or expects it to refuse to start. Every replica's
+//! stderr goes to `replica-N.log` in the cluster directory, appended across restarts, and is
+//! quoted in failures. Dropping the cluster kills every process it started and removes the
+//! directory.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rsl_kv::proto::StatusResponse;
+use rsl_kv::{Client, ClientOptions};
+
+/// Longest wait for a started replica to print its ready line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a replica to exit after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often [`ProcessCluster`] polls while it waits for the ring.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How to start a [`ProcessCluster`].
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Replicas, numbered 1..=replicas.
+    pub replicas: u64,
+    /// Log store: `file`, `pmem` or `memory`.
+    pub log: String,
+    /// Flags every replica gets after the generated ones (tuning, TLS files).
+    pub args: Vec<String>,
+    /// Give each replica a Prometheus metrics port.
+    pub metrics: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> ClusterOptions {
+        ClusterOptions { replicas: 3, log: "file".to_owned(), args: fast_timing(), metrics: false }
+    }
+}
+
+/// Timing flags for tests: elections within a few hundred milliseconds.
+pub fn fast_timing() -> Vec<String> {
+    ["--heartbeat-interval-ms=20", "--election-delay-min-ms=200", "--election-delay-max-ms=400"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// One replica: its addresses, directory and, while it runs, its process.
+#[derive(Debug)]
+struct Replica {
+    replica_address: String,
+    client_address: String,
+    metrics_port: Option<u16>,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// A ring of `rsl-kv-server` processes; see the module docs.
+#[derive(Debug)]
+pub struct ProcessCluster {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    options: ClusterOptions,
+    replicas: BTreeMap<u64, Replica>,
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port on 127.0.0.1");
+    listener.local_addr().expect("a bound listener has an address").port()
+}
+
+impl ProcessCluster {
+    /// Starts `options.replicas` replicas of `binary` (the path of an `rsl-kv-server`) and
+    /// waits until every one is ready. Panics, quoting the replica's stderr, if one is not.
+    pub fn start(binary: impl Into<PathBuf>, options: ClusterOptions) -> ProcessCluster {
+        let mut cluster = ProcessCluster::create(binary, options);
+        for id in cluster.ids() {
+            cluster.spawn(id, &[]);
+        }
+        cluster
+    }
+
+    /// Picks the ports and directories of every replica; starts nothing.
+    pub fn create(binary: impl Into<PathBuf>, options: ClusterOptions) -> ProcessCluster {
+        let dir =
+            tempfile::Builder::new().prefix("rsl-cluster-").tempdir().expect("making a temporary directory");
+        let mut replicas = BTreeMap::new();
+        for id in 1..=options.replicas {
+            let data_dir = dir.path().join(format!("replica-{id}"));
+            replicas.insert(
+                id,
+                Replica {
+                    replica_address: format!("127.0.0.1:{}", free_port()),
+                    client_address: format!("127.0.0.1:{}", free_port()),
+                    metrics_port: options.metrics.then(free_port),
+                    log_path: dir.path().join(format!("replica-{id}.log")),
+                    data_dir,
+                    child: None,
+                },
+            );
+        }
+        ProcessCluster { binary: binary.into(), dir, options, replicas }
+    }
+
+    /// The replica ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.replicas.keys().copied().collect()
+    }
+
+    /// The cluster's directory (every replica's data directory and log are inside).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replica `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> &Path {
+        &self.replica(id).data_dir
+    }
+
+    /// Replica `id`'s client API address.
+    pub fn client_address(&self, id: u64) -> &str {
+        &self.replica(id).client_address
+    }
+
+    /// Replica `id`'s replica transport address.
+    pub fn replica_address(&self, id: u64) -> &str {
+        &self.replica(id).replica_address
+    }
+
+    /// Every replica's client address.
+    pub fn client_addresses(&self) -> Vec<String> {
+        self.replicas.values().map(|r| r.client_address.clone()).collect()
+    }
+
+    /// Whether replica `id` was started and has not been killed or stopped.
+    pub fn is_running(&self, id: u64) -> bool {
+        self.replica(id).child.is_some()
+    }
+
+    /// What replica `id` wrote to stderr, over all its runs.
+    pub fn stderr(&self, id: u64) -> String {
+        fs::read_to_string(&self.replica(id).log_path).unwrap_or_default()
+    }
+
+    fn replica(&self, id: u64) -> &Replica {
+        self.replicas.get(&id).unwrap_or_else(|| panic!("no replica {id} in this cluster"))
+    }
+
+    fn replica_mut(&mut self, id: u64) -> &mut Replica {
+        self.replicas.get_mut(&id).unwrap_or_else(|| panic!("no replica {id} in this cluster"))
+    }
+
+    /// The command line of replica `id`, with `extra` flags last.
+    fn command(&self, id: u64, extra: &[&str]) -> Command {
+        let list = |f: fn(&Replica) -> &String| {
+            self.replicas.iter().map(|(id, r)| format!("{id}={}", f(r))).collect::<Vec<_>>().join(",")
+        };
+        let replica = self.replica(id);
+        let mut command = Command::new(&self.binary);
+        command
+            .arg(format!("--node={id}"))
+            .arg(format!("--members={}", list(|r| &r.replica_address)))
+            .arg(format!("--clients={}", list(|r| &r.client_address)))
+            .arg(format!("--data-dir={}", replica.data_dir.display()))
+            .arg(format!("--log={}", self.options.log));
+        if let Some(port) = replica.metrics_port {
+            command.arg(format!("--metrics-port={port}"));
+        }
+        command.args(&self.options.args).args(extra);
+        command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()));
+        command
+    }
+
+    fn launch(&mut self, id: u64, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+        let log_path = self.replica(id).log_path.clone();
+        let mut log =
+            OpenOptions::new().create(true).append(true).open(&log_path).expect("opening a replica log");
+        let _ = writeln!(log, "===== starting replica {id} {extra:?}");
+        let mut child = self
+            .command(id, extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {}: {error}", self.binary.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    // Nobody listens any more; keep draining so the child never blocks.
+                    continue;
+                }
+            }
+        });
+        (child, received)
+    }
+
+    /// Starts replica `id` (with `extra` flags) and waits for its ready line. Panics, quoting
+    /// its stderr, if it exits or does not get ready within [`READY_TIMEOUT`].
+    pub fn spawn(&mut self, id: u64, extra: &[&str]) {
+        assert!(!self.is_running(id), "replica {id} is already running");
+        let (mut child, lines) = self.launch(id, extra);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match lines.recv_timeout(POLL_INTERVAL) {
+                Ok(line) if line.contains("clients on") => break,
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("replica {id} exited during start-up ({status}); its stderr:\n{}", self.stderr(id));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "replica {id} was not ready within {READY_TIMEOUT:?}; its stderr:\n{}",
+                    self.stderr(id)
+                );
+            }
+        }
+        self.replica_mut(id).child = Some(child);
+    }
+
+    /// Starts replica `id` and expects it to refuse: returns its exit status and what this
+    /// run wrote to stderr. Panics if it gets ready or is still running after `timeout`.
+    pub fn spawn_expecting_failure(
+        &mut self,
+        id: u64,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> (ExitStatus, String) {
+        assert!(!self.is_running(id), "replica {id} is already running");
+        let before = self.stderr(id).len();
+        let (mut child, lines) = self.launch(id, extra);
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Ok(line) = lines.try_recv() {
+                if line.contains("clients on") {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("replica {id} started although it should have refused: {line}");
+                }
+            }
+            if let Some(status) = child.try_wait().expect("waiting for a replica") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("replica {id} neither started nor exited within {timeout:?}:\n{}", self.stderr(id));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        };
+        (status, self.stderr(id)[before..].to_owned())
+    }
+
+    /// Kills replica `id` with SIGKILL: no flush, no goodbye.
+    pub fn kill(&mut self, id: u64) {
+        let replica = self.replica_mut(id);
+        let mut child = replica.child.take().unwrap_or_else(|| panic!("replica {id} is not running"));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Stops replica `id` with SIGTERM and waits for it to exit (SIGKILL after
+    /// [`STOP_TIMEOUT`]); returns how it exited.
+    pub fn terminate(&mut self, id: u64) -> ExitStatus {
+        let replica = self.replica_mut(id);
+        let mut child = replica.child.take().unwrap_or_else(|| panic!("replica {id} is not running"));
+        signal(&child, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for a replica") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().expect("waiting for a killed replica");
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Freezes replica `id` (SIGSTOP): it keeps its sockets but answers nothing.
+    pub fn pause(&mut self, id: u64) {
+        signal(
+            self.replica(id).child.as_ref().expect("pausing a replica that is not running"),
+            libc::SIGSTOP,
+        );
+    }
+
+    /// Lets a paused replica `id` go on (SIGCONT).
+    pub fn resume(&mut self, id: u64) {
+        signal(
+            self.replica(id).child.as_ref().expect("resuming a replica that is not running"),
+            libc::SIGCONT,
+        );
+    }
+
+    /// A client of every replica, with `deadline` per operation.
+    pub fn client(&self, deadline: Duration) -> Client {
+        let options = ClientOptions { deadline, ..ClientOptions::default() };
+        Client::new(self.client_addresses(), options).expect("the cluster's addresses are valid")
+    }
+
+    /// The status of every running replica that answers.
+    pub async fn statuses(&self, client: &mut Client) -> BTreeMap<u64, StatusResponse> {
+        let mut statuses = BTreeMap::new();
+        for (&id, replica) in &self.replicas {
+            if replica.child.is_none() {
+                continue;
+            }
+            if let Ok(status) = client.status_of(&replica.client_address).await {
+                statuses.insert(id, status);
+            }
+        }
+        statuses
+    }
+
+    /// Waits until a running replica reports itself primary; returns its id.
+    pub async fn wait_for_primary(&self, client: &mut Client, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses = self.statuses(client).await;
+            if let Some((&id, _)) = statuses.iter().find(|(_, s)| s.role == "primary") {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "no primary within {timeout:?}; statuses: {statuses:#?}");
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits until every running replica has applied the same slot, at least `min_slot`, and
+    /// reports the same state digest; returns the statuses.
+    pub async fn wait_converged(
+        &self,
+        client: &mut Client,
+        min_slot: u64,
+        timeout: Duration,
+    ) -> BTreeMap<u64, StatusResponse> {
+        let deadline = Instant::now() + timeout;
+        let running = self.replicas.values().filter(|r| r.child.is_some()).count();
+        loop {
+            let statuses = self.statuses(client).await;
+            let first = statuses.values().next();
+            let agreed = statuses.len() == running
+                && first.is_some_and(|first| {
+                    first.digest_slot >= min_slot
+                        && statuses.values().all(|s| {
+                            (s.digest_slot, s.digest, s.keys) == (first.digest_slot, first.digest, first.keys)
+                        })
+                });
+            if agreed {
+                return statuses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas did not converge at slot >= {min_slot} within {timeout:?}: {statuses:#?}"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Replica `id`'s Prometheus metrics (the cluster must be started with `metrics`).
+    pub fn metrics(&self, id: u64) -> String {
+        let port = self.replica(id).metrics_port.expect("the cluster was started without metrics ports");
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the metrics port");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("setting a read timeout");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("sending a scrape");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("reading a scrape");
+        response
+    }
+
+    /// The sum of metric `name` over all its label sets in replica `id`'s scrape.
+    pub fn metric(&self, id: u64, name: &str) -> u64 {
+        metric_sum(&self.metrics(id), name)
+    }
+}
+
+/// The sum of every sample of metric `name` in a Prometheus text scrape.
+pub fn metric_sum(scrape: &str, name: &str) -> u64 {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name).then(|| value.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for replica in self.replicas.values_mut() {
+            if let Some(mut child) = replica.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            // The test failed: show how each replica saw it (the harness prints this).
+            for id in self.ids() {
+                let stderr = self.stderr(id);
+                let lines: Vec<&str> = stderr.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
+                eprintln!("----- replica {id}, last {} lines of stderr:\n{}", tail.len(), tail.join("\n"));
+            }
+        }
+    }
+}
+
+/// Sends `signal` to a child process this cluster started and has not reaped.
+fn signal(child: &Child, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else { return };
+    // SAFETY: kill(2) only sends a signal; `pid` is a child of this process that has not
+    // been waited for (reaped children are dropped from the cluster first), so the pid
+    // still names that child.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}

@@ -1,0 +1,332 @@
+//! Rings of real `rsl-kv-server` processes on loopback: replication and reads, SIGKILL of
+//! the primary, catch-up from slots and from a checkpoint, a corrupt log, an oversized
+//! request, a stranger's messages, and mutual TLS between the processes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rsl_kv::command::VALUE_BYTES_MAX;
+use rsl_kv::ClientError;
+use rsl_tests::process::{fast_timing, ClusterOptions, ProcessCluster};
+
+/// The server under test: rsl-kv-server, built as this package's binary.
+const SERVER: &str = env!("CARGO_BIN_EXE_rsl-tests-kv-server");
+/// Longest wait for the ring to elect, converge or serve a request.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn options(extra: &[&str]) -> ClusterOptions {
+    let mut args = fast_timing();
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    ClusterOptions { args, ..ClusterOptions::default() }
+}
+
+/// Writes `key-{i}` = `value-{i}-{tag}` for every i in `range`; returns the last slot.
+async fn write_keys(client: &mut rsl_kv::Client, range: std::ops::Range<u32>, tag: &str) -> u64 {
+    let mut slot = 0;
+    for i in range {
+        slot = client
+            .put(&format!("key-{i}"), format!("value-{i}-{tag}"))
+            .await
+            .unwrap_or_else(|error| panic!("put key-{i}: {error}"));
+    }
+    slot
+}
+
+/// Checks with linearizable reads that every key in `expected` holds its value.
+async fn assert_holds(client: &mut rsl_kv::Client, expected: &BTreeMap<String, String>) {
+    for (key, value) in expected {
+        let read = client.get(key).await.unwrap_or_else(|error| panic!("get {key}: {error}"));
+        assert_eq!(read.as_deref(), Some(value.as_bytes()), "{key} lost or wrong");
+    }
+}
+
+fn expected(range: std::ops::Range<u32>, tag: &str) -> BTreeMap<String, String> {
+    range.map(|i| (format!("key-{i}"), format!("value-{i}-{tag}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_read_survive_a_killed_primary_and_catch_up_from_slots() {
+    let mut cluster = ProcessCluster::start(SERVER, options(&[]));
+    let mut client = cluster.client(WAIT);
+    let primary = cluster.wait_for_primary(&mut client, WAIT).await;
+
+    write_keys(&mut client, 0..100, "a").await;
+    let mut acknowledged = expected(0..100, "a");
+    assert_holds(&mut client, &acknowledged).await;
+    assert_eq!(client.get("never-written").await.unwrap(), None);
+    let created = client.cas("counter", None, "1").await.unwrap();
+    assert!(created.swapped);
+    let stale = client.cas("counter", Some("0".into()), "2").await.unwrap();
+    assert!(!stale.swapped && stale.current.as_deref() == Some(&b"1"[..]));
+    acknowledged.insert("counter".into(), "1".into());
+
+    // SIGKILL the primary: the others elect a new one and the client follows it.
+    cluster.kill(primary);
+    let killed = Instant::now();
+    let slot = write_keys(&mut client, 100..101, "b").await;
+    eprintln!("first write after SIGKILL of the primary took {:?}", killed.elapsed());
+    let new_primary = cluster.wait_for_primary(&mut client, WAIT).await;
+    assert_ne!(new_primary, primary);
+    write_keys(&mut client, 101..200, "b").await;
+    acknowledged.extend(expected(100..200, "b"));
+    assert_holds(&mut client, &acknowledged).await;
+
+    // The killed replica comes back, recovers its log and fetches the slots it missed.
+    cluster.spawn(primary, &[]);
+    let last = write_keys(&mut client, 200..210, "c").await;
+    acknowledged.extend(expected(200..210, "c"));
+    assert!(last > slot);
+    let statuses = cluster.wait_converged(&mut client, last, WAIT).await;
+    assert_eq!(statuses.len(), 3);
+    assert_eq!(statuses[&primary].checkpoints_installed, 0, "caught up from slots, not a checkpoint");
+    assert_eq!(statuses.values().filter(|s| s.role == "primary").count(), 1, "{statuses:#?}");
+    assert_eq!(statuses[&primary].keys, acknowledged.len() as u64);
+    assert_holds(&mut client, &acknowledged).await;
+
+    // A clean stop and start of every replica (one at a time) keeps everything.
+    for id in cluster.ids() {
+        assert!(cluster.terminate(id).success(), "replica {id} must exit cleanly on SIGTERM");
+        cluster.spawn(id, &[]);
+    }
+    assert_holds(&mut client, &acknowledged).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_a_truncated_log_catches_up_from_a_checkpoint() {
+    let mut cluster =
+        ProcessCluster::start(SERVER, options(&["--checkpoint-interval-slots=25", "--log-retain-slots=10"]));
+    let mut client = cluster.client(WAIT);
+    let primary = cluster.wait_for_primary(&mut client, WAIT).await;
+    let behind = cluster.ids().into_iter().find(|&id| id != primary).unwrap();
+    write_keys(&mut client, 0..20, "a").await;
+    assert!(cluster.terminate(behind).success());
+
+    // Every write is its own slot here (one client, one write at a time): 300 slots is many
+    // checkpoints, and the others truncate their logs far past where `behind` stopped.
+    let last = write_keys(&mut client, 20..320, "b").await;
+    let statuses = cluster.statuses(&mut client).await;
+    assert!(
+        statuses.values().all(|s| s.log_start > 21 && s.checkpoint > 21),
+        "the running replicas truncated their logs: {statuses:#?}"
+    );
+
+    cluster.spawn(behind, &[]);
+    let statuses = cluster.wait_converged(&mut client, last, WAIT).await;
+    assert!(
+        statuses[&behind].checkpoints_installed >= 1,
+        "replica {behind} must have installed a fetched checkpoint: {statuses:#?}"
+    );
+    let mut acknowledged = expected(0..20, "a");
+    acknowledged.extend(expected(20..320, "b"));
+    assert_eq!(statuses[&behind].keys, acknowledged.len() as u64);
+
+    // The caught-up replica serves fast reads of the latest state on its own.
+    let mut only_behind =
+        rsl_kv::Client::new([cluster.client_address(behind).to_owned()], Default::default())
+            .expect("a valid address");
+    let read = only_behind.get_fast("key-319", Some(last)).await.unwrap();
+    assert_eq!(read.as_deref(), Some(&b"value-319-b"[..]));
+    assert_holds(&mut client, &acknowledged).await;
+}
+
+/// The newest segment file of a replica's file journal.
+fn newest_segment(data_dir: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data_dir.join("log"))
+        .expect("the replica has a log directory")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("the replica wrote a segment")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_log_is_refused_on_restart_and_nothing_acknowledged_is_lost() {
+    let mut cluster = ProcessCluster::start(SERVER, options(&[]));
+    let mut client = cluster.client(WAIT);
+    let primary = cluster.wait_for_primary(&mut client, WAIT).await;
+    let victim = cluster.ids().into_iter().find(|&id| id != primary).unwrap();
+    let last = write_keys(&mut client, 0..60, "a").await;
+    cluster.wait_converged(&mut client, last, WAIT).await;
+    assert!(cluster.terminate(victim).success());
+
+    // Flip one byte a third of the way into the written part of the newest segment: a
+    // record in the middle of the log, with intact records after it, so it cannot pass for
+    // a torn tail.
+    let segment = newest_segment(cluster.data_dir(victim));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let written = bytes.iter().rposition(|&b| b != 0).expect("the segment holds records") + 1;
+    let offset = written / 3;
+    bytes[offset] ^= 0x5a;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let (status, stderr) = cluster.spawn_expecting_failure(victim, &[], WAIT);
+    assert!(!status.success(), "a corrupt log must stop the replica: {status}");
+    let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        stderr.contains("corrupt") && stderr.contains(&name) && stderr.contains("at byte"),
+        "the error names the damage, the file and the offset: {stderr}"
+    );
+    assert_eq!(std::fs::read(&segment).unwrap(), bytes, "a refused log is left as it was, for inspection");
+
+    // The other two keep serving everything acknowledged.
+    let mut acknowledged = expected(0..60, "a");
+    write_keys(&mut client, 60..80, "b").await;
+    acknowledged.extend(expected(60..80, "b"));
+    assert_holds(&mut client, &acknowledged).await;
+
+    // Once the operator removes the damaged log, the replica rebuilds from its peers.
+    std::fs::remove_dir_all(cluster.data_dir(victim)).unwrap();
+    cluster.spawn(victim, &[]);
+    let last = write_keys(&mut client, 80..81, "c").await;
+    acknowledged.extend(expected(80..81, "c"));
+    let statuses = cluster.wait_converged(&mut client, last, WAIT).await;
+    assert_eq!(statuses[&victim].keys, acknowledged.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_is_refused_with_a_clear_error() {
+    let cluster = ProcessCluster::start(SERVER, options(&[]));
+    let mut client = cluster.client(WAIT);
+    cluster.wait_for_primary(&mut client, WAIT).await;
+
+    let too_large = vec![7u8; VALUE_BYTES_MAX + 1];
+    match client.put("big", too_large).await {
+        Err(ClientError::InvalidArgument(message)) => {
+            assert!(
+                message.contains("value") && message.contains(&(VALUE_BYTES_MAX + 1).to_string()),
+                "the error says what is too large and by how much: {message}"
+            );
+        }
+        other => panic!("an oversized value must be refused as invalid, got {other:?}"),
+    }
+    let long_key = "k".repeat(rsl_kv::command::KEY_BYTES_MAX + 1);
+    assert!(matches!(client.put(&long_key, "v").await, Err(ClientError::InvalidArgument(_))));
+    // Past the gRPC frame limit the transport itself refuses, still without harm.
+    assert!(client.put("huge", vec![1u8; 8 << 20]).await.is_err());
+    assert_eq!(client.get("big").await.unwrap(), None, "nothing of a refused write was applied");
+
+    // The largest allowed value goes through, and the ring keeps serving.
+    let largest = vec![9u8; VALUE_BYTES_MAX];
+    client.put("big", largest.clone()).await.unwrap();
+    assert_eq!(client.get("big").await.unwrap().as_deref(), Some(&largest[..]));
+    client.put("small", "ok").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_messages_are_rejected_and_counted() {
+    use rsl_core::{Ballot, Message, MessageBody, NodeId, RingId, Slot};
+    use rsl_transport::{GrpcTransport, Transport};
+
+    let cluster = ProcessCluster::start(SERVER, ClusterOptions { metrics: true, ..options(&[]) });
+    let mut client = cluster.client(WAIT);
+    let primary = cluster.wait_for_primary(&mut client, WAIT).await;
+    let slot = client.put("before", "1").await.unwrap();
+    let target = cluster.ids().into_iter().find(|&id| id != primary).unwrap();
+    assert_eq!(cluster.metric(target, "rsl_transport_rejected_non_member_total"), 0);
+
+    // Node 9 is not a member of ring 1. It tries to take the ring over with prepares of a
+    // huge ballot and to pass as its primary with heartbeats.
+    let (stranger, _inbound) =
+        GrpcTransport::builder(NodeId(9)).bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    stranger.membership().set_members(RingId(1), [NodeId(9), NodeId(target)]);
+    stranger.set_peer_address(NodeId(target), cluster.replica_address(target).to_owned().into()).unwrap();
+    let ballot = Ballot::new(1 << 40, NodeId(9));
+    let sent = 50u64;
+    for i in 0..sent {
+        let body = if i % 2 == 0 {
+            MessageBody::Prepare { ballot, first_unchosen: Slot(1), transfer_from: None }
+        } else {
+            MessageBody::Heartbeat { ballot, chosen: Slot(slot + 1000), sent_at: i }
+        };
+        let message =
+            Message { ring: RingId(1), from: NodeId(9), to: NodeId(target), configuration: 1, body };
+        stranger.send(NodeId(target), vec![message]).unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    while cluster.metric(target, "rsl_transport_rejected_non_member_total") < sent {
+        assert!(
+            Instant::now() < deadline,
+            "the stranger's messages were not all counted:\n{}",
+            cluster.metrics(target)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stranger.shutdown(Duration::from_secs(1)).await;
+
+    // The ring did not notice: same primary, still serving, nobody promised the stranger.
+    assert_eq!(cluster.wait_for_primary(&mut client, WAIT).await, primary);
+    let after = client.put("after", "2").await.unwrap();
+    let statuses = cluster.wait_converged(&mut client, after, WAIT).await;
+    assert!(statuses.values().all(|s| s.ballot_node != 9), "{statuses:#?}");
+}
+
+/// A certificate authority and node certificates for loopback, written as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        Pki { dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// Writes a CA named `name` and one certificate for loopback signed by it; returns the
+    /// flags of a replica that uses them.
+    fn authority(&self, name: &str) -> Vec<String> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+            KeyPair, KeyUsagePurpose,
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let mut node = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        node.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = node.signed_by(&key, &issuer).unwrap();
+        let path = |file: &str| self.dir.path().join(format!("{name}-{file}"));
+        std::fs::write(path("ca.pem"), issuer.pem()).unwrap();
+        std::fs::write(path("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
+        ["ca", "cert", "key"]
+            .iter()
+            .map(|kind| format!("--tls-{kind}={}", path(&format!("{kind}.pem")).display()))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_talk_over_mutual_tls_and_refuse_a_foreign_certificate() {
+    let pki = Pki::new();
+    let ours = pki.authority("ring-ca");
+    let foreign = pki.authority("foreign-ca");
+    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+    let foreign: Vec<&str> = foreign.iter().map(String::as_str).collect();
+    let mut cluster = ProcessCluster::create(SERVER, options(&[]));
+    for id in [1, 2] {
+        cluster.spawn(id, &ours);
+    }
+    // Replica 3 presents a certificate of another authority: the others refuse it and it
+    // refuses them, so it learns nothing while the ring of two serves.
+    cluster.spawn(3, &foreign);
+    let mut client = cluster.client(WAIT);
+    let primary = cluster.wait_for_primary(&mut client, WAIT).await;
+    assert_ne!(primary, 3, "a replica nobody trusts cannot be elected");
+    let last = write_keys(&mut client, 0..30, "tls").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = client.status_of(cluster.client_address(3)).await.unwrap();
+    assert_eq!(status.applied, 0, "the foreign replica must not have learned anything: {status:?}");
+
+    // With the ring's certificate it joins and catches up.
+    cluster.kill(3);
+    cluster.spawn(3, &ours);
+    let statuses = cluster.wait_converged(&mut client, last, WAIT).await;
+    assert_eq!(statuses[&3].keys, 30);
+    assert_holds(&mut client, &expected(0..30, "tls")).await;
+}
