@@ -229,11 +229,13 @@ impl MemoryCluster {
                     }
                     self.replicas[index].on_applied(slot);
                 }
-                Action::TakeCheckpoint { slot } => self.replicas[index].on_checkpoint_saved(slot),
+                Action::TakeCheckpoint { slot, .. } => self.replicas[index].on_checkpoint_saved(slot),
                 Action::FetchCheckpoint { from, slot } => {
                     panic!("replica {} fell behind the log of {from} (checkpoint {slot})", index + 1)
                 }
-                Action::TruncateLog { .. } | Action::RoleChanged { .. } => {}
+                Action::TruncateLog { .. }
+                | Action::RoleChanged { .. }
+                | Action::ConfigurationChangeInterrupted { .. } => {}
                 Action::RequestsDropped { ids, .. } => {
                     panic!("replica {} dropped {} requests", index + 1, ids.len())
                 }

@@ -55,6 +55,10 @@ pub enum Action {
     TakeCheckpoint {
         /// The slot the checkpoint reflects.
         slot: Slot,
+        /// The configuration in force for the slots after `slot`: saved with the
+        /// checkpoint, and handed back to [`crate::Replica::on_checkpoint_installed`] or in
+        /// [`crate::DurableState::configuration`].
+        configuration: Configuration,
     },
     /// Slots below `below` are no longer needed: the log store may delete them.
     TruncateLog {
@@ -69,6 +73,17 @@ pub enum Action {
         from: NodeId,
         /// The slot of the checkpoint `from` advertised.
         slot: Slot,
+    },
+    /// A configuration change this replica accepted as primary
+    /// ([`crate::Replica::handle_change_configuration`]) will not be completed by it: it
+    /// stopped being primary first. If the change was already proposed its outcome is
+    /// unknown (the next primary may still choose it); the configuration in
+    /// [`Status`] tells.
+    ConfigurationChangeInterrupted {
+        /// The members the change asked for.
+        members: Vec<NodeId>,
+        /// The primary it follows now, if known.
+        primary: Option<NodeId>,
     },
     /// The replica's role or ballot changed.
     RoleChanged {
@@ -119,6 +134,37 @@ pub enum ProposeError {
         bytes: u64,
         /// The configured maximum.
         max: u64,
+    },
+}
+
+/// Why a configuration change was refused. Nothing was proposed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// Only the primary changes the configuration.
+    #[error("not primary; primary is {hint:?}")]
+    NotPrimary {
+        /// The primary, if known.
+        hint: Option<NodeId>,
+    },
+    /// The primary is handing over and takes no new requests.
+    #[error("primary is relinquishing to {target}")]
+    Relinquishing {
+        /// The replica taking over.
+        target: NodeId,
+    },
+    /// One change at a time: another is waiting to be chosen.
+    #[error("a change to {members:?} is in progress")]
+    InProgress {
+        /// The members of the change in progress.
+        members: Vec<NodeId>,
+    },
+    /// The new member list is unusable.
+    #[error("invalid members {members:?}: {reason}")]
+    Invalid {
+        /// The members asked for.
+        members: Vec<NodeId>,
+        /// What is wrong.
+        reason: String,
     },
 }
 
@@ -232,6 +278,9 @@ pub struct Status {
     pub checkpoint: Slot,
     /// The configuration in force.
     pub configuration: Configuration,
+    /// Whether this replica votes in `configuration` (false while joining and once
+    /// removed).
+    pub member: bool,
 }
 
 /// Counters, monotonically increasing (RSL's statistics).
@@ -267,4 +316,8 @@ pub struct Statistics {
     pub checkpoints_requested: u64,
     /// Accepts refused (below the promise, or conflicting with a durable accept).
     pub accepts_refused: u64,
+    /// Configurations entered (learned chosen, or adopted from a newer replica).
+    pub configurations_entered: u64,
+    /// Configuration changes proposed as primary.
+    pub configuration_changes_proposed: u64,
 }

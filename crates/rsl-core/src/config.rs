@@ -23,8 +23,14 @@ pub struct Config {
     pub ring: RingId,
     /// This replica.
     pub node: NodeId,
-    /// The initial configuration's members (configuration number 1, first slot 1).
+    /// The initial configuration's members (configuration number 1, first slot 1), or,
+    /// when `joining`, the replicas to ask for the ring's current configuration.
     pub members: Vec<NodeId>,
+    /// This replica joins a running ring instead of bootstrapping one: it starts with no
+    /// configuration (number 0), asks `members` for the current one, and votes only once a
+    /// configuration that names it is chosen. Ignored when the log or a checkpoint already
+    /// holds a configuration.
+    pub joining: bool,
     /// How often the primary heartbeats.
     pub heartbeat_interval_ms: u64,
     /// Lower bound of the randomised election delay. Also the read lease length and the
@@ -76,6 +82,7 @@ impl Config {
             ring,
             node,
             members,
+            joining: false,
             heartbeat_interval_ms: 50,
             election_delay_min_ms: 500,
             election_delay_max_ms: 1000,
@@ -108,7 +115,7 @@ impl Config {
         if members.is_empty() || members.len() > MEMBERS_MAX {
             return invalid("members", format!("need 1..={MEMBERS_MAX} members, got {}", members.len()));
         }
-        if !members.contains(&self.node) {
+        if !members.contains(&self.node) && !self.joining {
             return invalid("node", format!("{} is not among members {:?}", self.node, self.members));
         }
         if self.heartbeat_interval_ms == 0 {

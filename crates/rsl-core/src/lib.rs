@@ -55,12 +55,14 @@ mod time;
 mod types;
 
 pub use action::{
-    Action, MessageError, PersistRequest, ProposeError, ReadError, RelinquishError, Role, Statistics, Status,
+    Action, ChangeError, MessageError, PersistRequest, ProposeError, ReadError, RelinquishError, Role,
+    Statistics, Status,
 };
 pub use config::{Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, MEMBERS_MAX, PIPELINE_DEPTH_MAX};
 pub use message::{Message, MessageBody, RejectReason};
 pub use replica::{DurableState, Mutation, Replica, Timer};
 pub use time::{SplitMix64, Time};
 pub use types::{
-    Ballot, Configuration, NodeId, Proposal, Request, RequestId, RingId, Slot, Value, REQUEST_OVERHEAD_BYTES,
+    Ballot, Configuration, NodeId, Proposal, Request, RequestId, RingId, Slot, Value,
+    CONFIGURATION_NUMBER_MAX, CONFIGURATION_ROUND_BITS, REQUEST_OVERHEAD_BYTES,
 };

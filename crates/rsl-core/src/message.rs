@@ -2,7 +2,7 @@
 //! receiver and the configuration number the sender is in, so a transport can route many
 //! rings over one connection and a receiver can reject strangers.
 
-use crate::types::{Ballot, NodeId, Proposal, RingId, Slot, Value};
+use crate::types::{Ballot, Configuration, NodeId, Proposal, RingId, Slot, Value};
 
 /// A protocol message and its envelope.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +126,8 @@ pub enum MessageBody {
         chosen: Slot,
         /// The first slot the replier still holds in its log.
         log_start: Slot,
+        /// The replier's configuration: a replica in an older one adopts it.
+        configuration: Configuration,
     },
     /// A request for chosen values in `[from, to]`.
     Fetch {

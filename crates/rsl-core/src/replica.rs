@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::action::{
-    Action, MessageError, PersistRequest, ProposeError, ReadError, RelinquishError, Role, Statistics, Status,
+    Action, ChangeError, MessageError, PersistRequest, ProposeError, ReadError, RelinquishError, Role,
+    Statistics, Status,
 };
 use crate::config::{Config, ConfigError};
 use crate::message::{Message, MessageBody, RejectReason};
 use crate::quorum;
 use crate::time::{SplitMix64, Time};
-use crate::types::{Ballot, Configuration, NodeId, Proposal, Request, Slot, Value};
+use crate::types::{Ballot, Configuration, NodeId, Proposal, Request, Slot, Value, CONFIGURATION_NUMBER_MAX};
 
 /// What the log store recovered after a restart (all of it durable).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub struct DurableState {
     pub chosen: Slot,
     /// The slot of the checkpoint the state machine was loaded from (zero: none).
     pub checkpoint: Slot,
+    /// The configuration saved with that checkpoint (in force for the slots after it).
+    /// Configuration values chosen in the log above the checkpoint take over from it.
+    pub configuration: Option<Configuration>,
 }
 
 /// The timers a replica uses: a closed set in a fixed table.
@@ -42,6 +46,8 @@ pub enum Timer {
 }
 
 const TIMER_COUNT: usize = 6;
+/// Configurations remembered (for the replicas to ask while joining or removed).
+const HISTORY_MAX: usize = 16;
 const TIMERS: [Timer; TIMER_COUNT] = [
     Timer::Heartbeat,
     Timer::Election,
@@ -65,6 +71,9 @@ pub enum Mutation {
     ApplyOutOfOrder,
     /// A restarted replica forgets its durable promise.
     ForgetPromiseOnRestart,
+    /// The primary switches to a new configuration as soon as it proposes the change,
+    /// before the change is chosen.
+    EnterConfigurationEarly,
 }
 
 /// One slot of the log as this replica holds it.
@@ -115,6 +124,11 @@ struct PrimaryState {
     peers: Vec<Peer>,
     /// Relinquishing to this member.
     relinquish_to: Option<NodeId>,
+    /// A configuration change accepted but not yet proposed (waits for pipeline room).
+    pending_change: Option<Vec<NodeId>>,
+    /// The slot of the configuration value in flight: no slot beyond it is opened under
+    /// this configuration.
+    change_slot: Option<Slot>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +152,27 @@ struct CandidateState {
     first_unchosen: Slot,
 }
 
+/// What makes a configuration from a peer unusable, if anything.
+fn configuration_problem(configuration: &Configuration) -> Option<String> {
+    if configuration.members.is_empty() || configuration.members.len() > crate::config::MEMBERS_MAX {
+        return Some(format!(
+            "configuration {} has {} members",
+            configuration.number,
+            configuration.members.len()
+        ));
+    }
+    if configuration.members.contains(&NodeId(0)) {
+        return Some(format!("configuration {} names node 0", configuration.number));
+    }
+    if configuration.number == 0 || configuration.number >= CONFIGURATION_NUMBER_MAX {
+        return Some(format!("configuration number {} out of range", configuration.number));
+    }
+    if configuration.first_slot == Slot::ZERO {
+        return Some(format!("configuration {} starts at slot 0", configuration.number));
+    }
+    None
+}
+
 /// A multi-Paxos replica, sans IO.
 ///
 /// Call order: construct with [`Replica::new`] from the recovered [`DurableState`]; then,
@@ -152,8 +187,16 @@ struct CandidateState {
 #[derive(Debug)]
 pub struct Replica {
     config: Config,
+    /// The configuration in force for the slots after the chosen watermark (or adopted
+    /// from a replica in a newer one).
     configuration: Configuration,
+    /// Every configuration entered, oldest first, the current one last (bounded).
+    history: Vec<Configuration>,
+    /// Whether this replica votes in `configuration`; `member_index` is meaningful only then.
+    is_member: bool,
     member_index: usize,
+    /// When this replica last asked a replica in a newer configuration for it.
+    configuration_query_at: Option<Time>,
     rng: SplitMix64,
     now: Time,
     boot_at: Time,
@@ -209,12 +252,15 @@ impl Replica {
     /// Builds a replica from its configuration and what its log store recovered.
     pub fn new(config: Config, durable: DurableState, now: Time) -> Result<Replica, ConfigError> {
         config.validate()?;
-        let configuration = Configuration::new(1, config.members.clone(), Slot(1));
-        let member_index = configuration
-            .members
-            .iter()
-            .position(|&m| m == config.node)
-            .expect("validated: node is a member");
+        // The initial configuration, or (joining) none yet: number 0 names the replicas
+        // to ask for the current one.
+        let number = u64::from(!config.joining);
+        let mut configuration = Configuration::new(number, config.members.clone(), Slot(1));
+        if let Some(saved) = &durable.configuration {
+            if saved.number > configuration.number {
+                configuration = saved.clone();
+            }
+        }
         let mut log = BTreeMap::new();
         let mut promise = durable.promise;
         for proposal in durable.proposals {
@@ -249,10 +295,24 @@ impl Replica {
         for (slot, entry) in log.iter_mut() {
             entry.chosen = *slot <= chosen;
         }
+        // Configuration values chosen above the checkpoint take over, in slot order.
+        let mut history = vec![configuration.clone()];
+        for entry in log.values().filter(|e| e.chosen) {
+            if let Value::Configuration(next) = &entry.proposal.value {
+                if next.number > configuration.number {
+                    configuration = next.clone();
+                    history.push(next.clone());
+                }
+            }
+        }
+        let member_index = configuration.members.iter().position(|&m| m == config.node);
         let seed = config.seed;
         let mut replica = Replica {
             configuration,
-            member_index,
+            history,
+            is_member: member_index.is_some(),
+            member_index: member_index.unwrap_or(usize::MAX),
+            configuration_query_at: None,
             rng: SplitMix64::new(seed ^ config.node.0.rotate_left(32)),
             now,
             boot_at: now,
@@ -322,6 +382,7 @@ impl Replica {
             log_start: self.log_start,
             checkpoint: self.checkpoint,
             configuration: self.configuration.clone(),
+            member: self.is_member,
         }
     }
 
@@ -495,6 +556,66 @@ impl Replica {
         Ok(target)
     }
 
+    /// Changes the ring's members (add, remove, replace, grow, shrink) by proposing a
+    /// configuration value at the next slot `s`: the new configuration (number + 1) governs
+    /// slots from `s + 1`, and no slot beyond `s` is opened under the current one, so the
+    /// pipeline drains at the boundary. The outcome is the `Apply` of the configuration
+    /// value (chosen), or `ConfigurationChangeInterrupted` if this replica stops being
+    /// primary first. Only the primary accepts, one change at a time.
+    pub fn handle_change_configuration(
+        &mut self,
+        now: Time,
+        members: Vec<NodeId>,
+    ) -> Result<(), ChangeError> {
+        self.advance_clock(now);
+        let hint = self.primary_hint();
+        let number = self.configuration.number;
+        let Some(leader) = self.leader.as_ref() else {
+            return Err(ChangeError::NotPrimary { hint });
+        };
+        if let Some(target) = leader.relinquish_to {
+            return Err(ChangeError::Relinquishing { target });
+        }
+        if let Some(pending) = &leader.pending_change {
+            return Err(ChangeError::InProgress { members: pending.clone() });
+        }
+        if let Some(slot) = leader.change_slot {
+            let members = match self.log.get(&slot).map(|e| &e.proposal.value) {
+                Some(Value::Configuration(c)) => c.members.clone(),
+                _ => Vec::new(),
+            };
+            return Err(ChangeError::InProgress { members });
+        }
+        let invalid = |reason: String| Err(ChangeError::Invalid { members: members.clone(), reason });
+        let mut sorted = members.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != members.len() {
+            return invalid("a node is named twice".into());
+        }
+        if sorted.is_empty() || sorted.len() > crate::config::MEMBERS_MAX {
+            return invalid(format!("need 1..={} members", crate::config::MEMBERS_MAX));
+        }
+        if sorted.contains(&NodeId(0)) {
+            return invalid("node 0 is reserved".into());
+        }
+        if sorted == self.configuration.members {
+            return invalid(format!("configuration {number} already has exactly these members"));
+        }
+        if number + 1 >= CONFIGURATION_NUMBER_MAX {
+            return invalid(format!("configuration numbers are exhausted at {number}"));
+        }
+        let leader = self.leader.as_mut().expect("checked above");
+        leader.pending_change = Some(sorted);
+        self.propose_queued();
+        postcondition!(
+            self.leader.as_ref().is_none_or(|l| l.pending_change.is_some() || l.change_slot.is_some()),
+            "an accepted change waits for room or is in flight"
+        );
+        self.finish();
+        Ok(())
+    }
+
     /// Handles a message from a peer. Bad messages are counted and returned as errors
     /// for the caller to log; they never change state.
     pub fn handle_message(&mut self, now: Time, message: Message) -> Result<(), MessageError> {
@@ -502,6 +623,10 @@ impl Replica {
         self.stats.messages_received += 1;
         if let Err(error) = self.validate(&message) {
             self.stats.messages_rejected += 1;
+            if let MessageError::WrongConfiguration { expected, found } = error {
+                self.on_other_configuration(message.from, expected, found);
+                self.finish();
+            }
             return Err(error);
         }
         let from = message.from;
@@ -528,8 +653,8 @@ impl Replica {
                 self.on_heartbeat_reply(from, ballot, sent_at, chosen)
             }
             MessageBody::StatusQuery => self.on_status_query(from),
-            MessageBody::StatusReply { promised, primary, chosen, log_start } => {
-                self.on_status_reply(from, promised, primary, chosen, log_start)
+            MessageBody::StatusReply { promised, primary, chosen, log_start, configuration } => {
+                self.on_status_reply(from, promised, primary, chosen, log_start, configuration)
             }
             MessageBody::Fetch { from: first, to } => self.on_fetch(from, first, to),
             MessageBody::FetchReply { chosen_values, chosen } => {
@@ -618,12 +743,14 @@ impl Replica {
     }
 
     /// The state machine was replaced by a checkpoint at `slot` fetched from a peer.
-    pub fn on_checkpoint_installed(&mut self, now: Time, slot: Slot) {
+    pub fn on_checkpoint_installed(&mut self, now: Time, slot: Slot, configuration: Configuration) {
         self.advance_clock(now);
         self.checkpoint_fetch_pending = false;
         if slot <= self.applied {
             return;
         }
+        // The configuration saved with it governs the slots after it (or a newer one).
+        self.enter_configuration(configuration);
         // Slots up to `slot` are chosen somewhere (a checkpoint is only taken of applied,
         // hence chosen, slots), and the state machine now reflects them.
         self.applied = slot;
@@ -822,17 +949,36 @@ impl Replica {
         if message.to != self.config.node {
             return Err(MessageError::WrongReceiver { expected: self.config.node, found: message.to });
         }
-        if !self.configuration.contains(message.from) || message.from == self.config.node {
+        if message.from == self.config.node {
             return Err(MessageError::NotAMember {
                 from: message.from,
                 configuration: self.configuration.number,
             });
         }
-        if message.configuration != self.configuration.number {
-            return Err(MessageError::WrongConfiguration {
-                expected: self.configuration.number,
-                found: message.configuration,
-            });
+        // Catch-up traffic crosses configurations: a replica behind (or removed, or joining)
+        // asks anyone the transport admits, and learns the newer configuration from the
+        // answer. Everything else is between members of one configuration.
+        let catch_up = matches!(
+            message.body,
+            MessageBody::StatusQuery
+                | MessageBody::StatusReply { .. }
+                | MessageBody::Fetch { .. }
+                | MessageBody::FetchReply { .. }
+                | MessageBody::FetchTruncated { .. }
+        );
+        if !catch_up {
+            if message.configuration != self.configuration.number {
+                return Err(MessageError::WrongConfiguration {
+                    expected: self.configuration.number,
+                    found: message.configuration,
+                });
+            }
+            if !self.configuration.contains(message.from) {
+                return Err(MessageError::NotAMember {
+                    from: message.from,
+                    configuration: self.configuration.number,
+                });
+            }
         }
         let malformed = |reason: String| {
             Err(MessageError::Malformed { kind: message.body.kind(), from: message.from, reason })
@@ -847,9 +993,33 @@ impl Replica {
             {
                 malformed(format!("ballot {ballot} is not owned by the sender"))
             }
+            MessageBody::PreVote { ballot, .. } | MessageBody::Prepare { ballot, .. }
+                if self.configuration.number > 1 && ballot.round <= self.configuration.round_floor() =>
+            {
+                malformed(format!(
+                    "ballot {ballot} is not above configuration {}'s round floor",
+                    self.configuration.number
+                ))
+            }
             MessageBody::Accept { slot, .. } | MessageBody::Accepted { slot, .. } if *slot == Slot::ZERO => {
                 malformed("slot 0".into())
             }
+            MessageBody::Accept { slot, value: Value::Configuration(next), .. } => {
+                if next.number != self.configuration.number + 1 || next.first_slot != slot.next() {
+                    return malformed(format!(
+                        "configuration {} starting at {} proposed at slot {slot} in configuration {}",
+                        next.number, next.first_slot, self.configuration.number
+                    ));
+                }
+                match configuration_problem(next) {
+                    Some(problem) => malformed(problem),
+                    None => Ok(()),
+                }
+            }
+            MessageBody::StatusReply { configuration, .. } => match configuration_problem(configuration) {
+                Some(problem) if configuration.number > self.configuration.number => malformed(problem),
+                _ => Ok(()),
+            },
             MessageBody::Prepare { first_unchosen, .. } if *first_unchosen == Slot::ZERO => {
                 malformed("first_unchosen 0".into())
             }
@@ -967,14 +1137,22 @@ impl Replica {
         if self.leader.is_some() {
             return;
         }
-        if !self.can_become_primary {
+        if !self.may_campaign() {
             return;
         }
         self.start_pre_vote();
     }
 
     fn on_catch_up_timer(&mut self) {
-        if self.primary.is_none() && self.leader.is_none() {
+        if !self.is_member || self.chosen.next() < self.configuration.first_slot {
+            // Joining, removed, or behind the start of the configuration in force: ask
+            // the replicas of every configuration known; one of them is further on (a
+            // newer configuration may name this replica), and answers let it fetch.
+            let known: Vec<NodeId> = self.known_nodes().collect();
+            for node in known {
+                self.send(node, MessageBody::StatusQuery);
+            }
+        } else if self.primary.is_none() && self.leader.is_none() {
             self.broadcast(MessageBody::StatusQuery);
         }
         self.request_fetch_if_behind();
@@ -990,9 +1168,44 @@ impl Replica {
 
     // ----- Internals: election -----
 
+    /// Whether this replica may stand for election: not vetoed, a member of the
+    /// configuration in force, and caught up to the configuration's first slot (phase 1 of
+    /// a configuration never covers slots decided under an earlier one).
+    fn may_campaign(&self) -> bool {
+        self.can_become_primary && self.is_member && self.chosen.next() >= self.configuration.first_slot
+    }
+
+    /// Every other node named by a configuration this replica knows, or given as a contact.
+    fn known_nodes(&self) -> impl Iterator<Item = NodeId> {
+        let me = self.config.node;
+        let mut nodes: Vec<NodeId> = self
+            .history
+            .iter()
+            .flat_map(|c| c.members.iter().copied())
+            .chain(self.config.members.iter().copied())
+            .filter(|&n| n != me)
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes.into_iter()
+    }
+
+    /// The ballot of a new candidacy: above every ballot seen, and above the round floor
+    /// of the configuration in force (so above every ballot of earlier configurations).
+    fn campaign_ballot(&self) -> Ballot {
+        let next = self.highest_seen.max(self.promised).successor_for(self.config.node);
+        let floor = self.configuration.round_floor();
+        if next.round <= floor {
+            Ballot::new(floor + 1, self.config.node)
+        } else {
+            next
+        }
+    }
+
     fn start_pre_vote(&mut self) {
         precondition!(self.leader.is_none());
-        let ballot = self.highest_seen.max(self.promised).successor_for(self.config.node);
+        precondition!(self.is_member, "only members campaign");
+        let ballot = self.campaign_ballot();
         self.stats.elections_started += 1;
         let first_unchosen = self.chosen.next();
         self.candidate = Some(CandidateState {
@@ -1019,10 +1232,15 @@ impl Replica {
     }
 
     fn start_prepare(&mut self, transfer_from: Option<Ballot>) {
+        precondition!(self.is_member, "only members campaign");
         let ballot = match self.candidate.as_ref() {
             Some(c) if c.ballot > self.promised => c.ballot,
-            _ => self.highest_seen.max(self.promised).successor_for(self.config.node),
+            _ => self.campaign_ballot(),
         };
+        invariant!(
+            ballot.round > self.configuration.round_floor(),
+            "a candidacy outranks older configurations"
+        );
         let first_unchosen = self.chosen.next();
         if self.candidate.is_none() {
             self.stats.elections_started += 1;
@@ -1056,7 +1274,7 @@ impl Replica {
             Some(RejectReason::Promised)
         } else if self.in_lease_guard(None) {
             Some(RejectReason::PrimaryAlive)
-        } else if self.is_behind(chosen.next()) {
+        } else if self.is_behind(chosen.next()) || chosen.next() < self.configuration.first_slot {
             Some(RejectReason::Behind { chosen: self.chosen })
         } else {
             None
@@ -1128,7 +1346,7 @@ impl Replica {
             None
         } else if self.in_lease_guard(transfer_from) {
             Some(RejectReason::PrimaryAlive)
-        } else if self.is_behind(first_unchosen) {
+        } else if self.is_behind(first_unchosen) || first_unchosen < self.configuration.first_slot {
             Some(RejectReason::Behind { chosen: self.chosen })
         } else {
             None
@@ -1221,7 +1439,46 @@ impl Replica {
         }
         // The candidate may have learned more chosen slots while campaigning.
         let first = candidate.first_unchosen.max(self.chosen.next());
-        let last = merged.keys().next_back().copied().unwrap_or(first.prev()).max(first.prev());
+        let mut last = merged.keys().next_back().copied().unwrap_or(first.prev()).max(first.prev());
+        // A configuration value ends this configuration at its slot: re-propose up to it
+        // and nothing beyond (PROTOCOL.md, "Reconfiguration"). Unless a proposal beyond it
+        // carries a higher ballot: its primary saw another value at that slot, so the
+        // change was never chosen and the slot is free (it becomes a no-op).
+        let mut change_slot = None;
+        for slot in (first.0..=last.0).map(Slot) {
+            let known_chosen = self.log.get(&slot).is_some_and(|e| e.chosen);
+            let (ballot, is_change) = match (merged.get(&slot), self.log.get(&slot)) {
+                (_, Some(e)) if e.chosen => {
+                    (e.proposal.ballot, matches!(e.proposal.value, Value::Configuration(_)))
+                }
+                (Some(p), _) => (p.ballot, matches!(p.value, Value::Configuration(_))),
+                _ => (Ballot::ZERO, false),
+            };
+            if !is_change {
+                continue;
+            }
+            let stale = match merged.get(&slot).map(|p| &p.value) {
+                // Proposed under an earlier configuration, past that configuration's end:
+                // never chosen, and not a change this configuration can make.
+                Some(Value::Configuration(c)) if !known_chosen => {
+                    c.number != self.configuration.number + 1 || c.first_slot != slot.next()
+                }
+                _ => false,
+            };
+            if stale {
+                merged.insert(slot, Proposal { ballot, slot, value: Value::Noop });
+                continue;
+            }
+            let superseded = !known_chosen
+                && candidate.promises.iter().flatten().flatten().any(|p| p.slot > slot && p.ballot > ballot);
+            if superseded {
+                merged.insert(slot, Proposal { ballot, slot, value: Value::Noop });
+                continue;
+            }
+            change_slot = Some(slot);
+            last = slot;
+            break;
+        }
         self.stats.elections_won += 1;
         let mut leader = PrimaryState {
             ballot,
@@ -1233,6 +1490,8 @@ impl Replica {
             queued_since: None,
             peers: vec![Peer::default(); self.configuration.members.len()],
             relinquish_to: None,
+            pending_change: None,
+            change_slot,
         };
         for (i, peer) in leader.peers.iter_mut().enumerate() {
             if candidate.promises[i].is_some() {
@@ -1247,12 +1506,10 @@ impl Replica {
         // Re-propose every inherited slot at our ballot; holes become no-ops.
         let mut slot = first;
         while slot <= last {
-            let value = match merged.remove(&slot) {
-                Some(p) => p.value,
-                None => match self.log.get(&slot) {
-                    Some(e) if e.chosen => e.proposal.value.clone(),
-                    _ => Value::Noop,
-                },
+            let value = match (self.log.get(&slot), merged.remove(&slot)) {
+                (Some(e), _) if e.chosen => e.proposal.value.clone(),
+                (_, Some(p)) => p.value,
+                _ => Value::Noop,
             };
             self.propose_value(value);
             slot = slot.next();
@@ -1306,7 +1563,7 @@ impl Replica {
 
     fn on_timeout_now(&mut self, from: NodeId, ballot: Ballot) {
         let follows = self.primary.is_some_and(|(node, b)| node == from && b == ballot);
-        if !follows || self.leader.is_some() || !self.can_become_primary {
+        if !follows || self.leader.is_some() || !self.may_campaign() {
             return;
         }
         self.stats.elections_started += 1;
@@ -1334,6 +1591,18 @@ impl Replica {
     fn step_down(&mut self, primary: Option<(NodeId, Ballot)>) {
         if let Some(leader) = self.leader.take() {
             self.stats.primary_step_downs += 1;
+            let change = leader.pending_change.clone().or_else(|| {
+                leader.change_slot.and_then(|slot| match self.log.get(&slot).map(|e| &e.proposal.value) {
+                    Some(Value::Configuration(c)) => Some(c.members.clone()),
+                    _ => None,
+                })
+            });
+            if let Some(members) = change {
+                self.actions.push_back(Action::ConfigurationChangeInterrupted {
+                    members,
+                    primary: primary.map(|(node, _)| node),
+                });
+            }
             let ids: Vec<_> = leader.queue.into_iter().map(|r| r.id).collect();
             if !ids.is_empty() {
                 self.actions
@@ -1389,6 +1658,28 @@ impl Replica {
         loop {
             let now = self.now;
             let Some(leader) = self.leader.as_mut() else { return };
+            if leader.change_slot.is_some() && !self.mutated(Mutation::EnterConfigurationEarly) {
+                // Nothing beyond a configuration change until it is chosen: the next slots
+                // belong to the new configuration.
+                self.cancel_timer(Timer::BatchLinger);
+                return;
+            }
+            let leader = self.leader.as_mut().expect("checked");
+            if leader.pending_change.is_some() && leader.relinquish_to.is_none() {
+                if leader.in_flight.len() as u64 >= depth {
+                    return;
+                }
+                let members = leader.pending_change.take().expect("checked");
+                let slot = leader.next_slot;
+                leader.change_slot = Some(slot);
+                let next = Configuration::new(self.configuration.number + 1, members, slot.next());
+                self.stats.configuration_changes_proposed += 1;
+                self.propose_value(Value::Configuration(next.clone()));
+                if self.mutated(Mutation::EnterConfigurationEarly) {
+                    self.enter_configuration(next);
+                }
+                return;
+            }
             if leader.relinquish_to.is_some() || leader.queue.is_empty() {
                 self.cancel_timer(Timer::BatchLinger);
                 return;
@@ -1616,6 +1907,16 @@ impl Replica {
         }
         if self.chosen > before {
             postcondition!(self.chosen > before);
+            if self.crossed_configuration(before) {
+                // Tell the old configuration the change is chosen before leaving it: its
+                // members learn it from the watermark and follow into the new one.
+                if let Some(leader) = self.leader.as_ref() {
+                    let body =
+                        MessageBody::Heartbeat { ballot: leader.ballot, chosen: self.chosen, sent_at: 0 };
+                    self.broadcast(body);
+                }
+                self.absorb_chosen_configurations(before);
+            }
             self.emit_applies();
             self.try_complete_relinquish();
             self.propose_queued();
@@ -1630,12 +1931,18 @@ impl Replica {
         }
         precondition!(ballot.node == from, "validated: the primary owns the ballot");
         let promised_before = self.promised;
+        let configuration_before = self.configuration.number;
         self.follow(from, ballot);
         self.learn_chosen(chosen, ballot);
         let chosen = self.chosen;
-        self.send(from, MessageBody::HeartbeatReply { ballot, sent_at, chosen });
+        if self.configuration.number == configuration_before {
+            self.send(from, MessageBody::HeartbeatReply { ballot, sent_at, chosen });
+        }
         postcondition!(self.promised == promised_before, "a heartbeat changes no promise");
-        postcondition!(self.primary == Some((from, ballot)), "a live primary is followed");
+        postcondition!(
+            self.primary == Some((from, ballot)) || self.configuration.number > configuration_before,
+            "a live primary is followed (unless its watermark ended its configuration)"
+        );
     }
 
     fn on_heartbeat_reply(&mut self, from: NodeId, ballot: Ballot, sent_at: u64, chosen: Slot) {
@@ -1695,8 +2002,73 @@ impl Replica {
             self.stats.slots_chosen += 1;
         }
         if self.chosen > before {
+            self.absorb_chosen_configurations(before);
             self.emit_applies();
         }
+    }
+
+    /// Whether a configuration value was chosen in `(before, chosen]`.
+    fn crossed_configuration(&self, before: Slot) -> bool {
+        self.log
+            .range(before.next()..=self.chosen)
+            .any(|(_, e)| matches!(e.proposal.value, Value::Configuration(_)))
+    }
+
+    /// Enters, in slot order, every newer configuration chosen in `(before, chosen]`.
+    fn absorb_chosen_configurations(&mut self, before: Slot) {
+        let newer: Vec<Configuration> = self
+            .log
+            .range(before.next()..=self.chosen)
+            .filter_map(|(_, e)| match &e.proposal.value {
+                Value::Configuration(c) if c.number > self.configuration.number => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        for configuration in newer {
+            self.enter_configuration(configuration);
+        }
+    }
+
+    /// Switches to `configuration`, chosen in the log or saved with a checkpoint.
+    /// Leadership and candidacy of the old configuration end; a primary that is a member of
+    /// the new one campaigns in it at once, and its old followers, which skip the lease
+    /// guard for it, elect it without waiting for a timeout.
+    fn enter_configuration(&mut self, configuration: Configuration) {
+        if configuration.number <= self.configuration.number {
+            return;
+        }
+        let number_before = self.configuration.number;
+        let led = self.leader.as_mut().map(|leader| {
+            // The change reached its end: chosen, not interrupted.
+            leader.change_slot = None;
+            leader.ballot
+        });
+        self.history.push(configuration.clone());
+        if self.history.len() > HISTORY_MAX {
+            self.history.remove(0);
+        }
+        let index = configuration.members.iter().position(|&m| m == self.config.node);
+        self.configuration = configuration;
+        self.is_member = index.is_some();
+        self.member_index = index.unwrap_or(usize::MAX);
+        self.stats.configurations_entered += 1;
+        if self.leader.is_some() || self.candidate.is_some() {
+            self.step_down(None);
+        }
+        if let Some((primary, _)) = self.primary {
+            if !self.configuration.contains(primary) {
+                self.primary = None;
+                self.primary_heard_at = None;
+            }
+        }
+        if let Some(ballot) = led {
+            if self.may_campaign() {
+                self.primary = Some((self.config.node, ballot));
+                self.start_prepare(Some(ballot));
+            }
+        }
+        postcondition!(self.configuration.number > number_before, "configurations only move forward");
+        postcondition!(self.leader.is_none(), "no primary carries over into a new configuration");
     }
 
     fn request_fetch_if_behind(&mut self) {
@@ -1715,9 +2087,9 @@ impl Replica {
             _ => reporter(self.remote_chosen.1),
         };
         match from {
-            Some(from) if from != self.config.node && self.configuration.contains(from) => {
-                self.send_fetch(from, start, target)
-            }
+            // Any replica that reported the slots can serve them, whatever configuration it
+            // is in (catch-up crosses configurations).
+            Some(from) if from != self.config.node => self.send_fetch(from, start, target),
             _ => {}
         }
     }
@@ -1751,14 +2123,34 @@ impl Replica {
     }
 
     fn on_status_query(&mut self, from: NodeId) {
-        let body = MessageBody::StatusReply {
+        let body = self.status_reply();
+        self.send(from, body);
+        postcondition!(self.staged.is_none(), "a status query writes nothing");
+    }
+
+    fn status_reply(&self) -> MessageBody {
+        MessageBody::StatusReply {
             promised: self.promised,
             primary: self.primary_hint(),
             chosen: self.chosen,
             log_start: self.log_start,
-        };
-        self.send(from, body);
-        postcondition!(self.staged.is_none(), "a status query writes nothing");
+            configuration: self.configuration.clone(),
+        }
+    }
+
+    /// A message from another configuration: tell a replica behind us where we are, or
+    /// ask one ahead of us (at most once per heartbeat interval).
+    fn on_other_configuration(&mut self, from: NodeId, ours: u64, theirs: u64) {
+        if theirs < ours {
+            let body = self.status_reply();
+            self.send(from, body);
+        } else {
+            let interval_us = self.config.heartbeat_interval_ms * 1000;
+            if self.configuration_query_at.is_none_or(|at| self.now.since(at) >= interval_us) {
+                self.configuration_query_at = Some(self.now);
+                self.send(from, MessageBody::StatusQuery);
+            }
+        }
     }
 
     fn on_status_reply(
@@ -1768,7 +2160,13 @@ impl Replica {
         _primary: Option<NodeId>,
         chosen: Slot,
         _log_start: Slot,
+        configuration: Configuration,
     ) {
+        // A newer configuration is not adopted from hearsay: it is entered only from the
+        // chosen log (or a checkpoint), which this replica now fetches from the replier.
+        // Entering it earlier would leave the slots before it unknown if the replier lost
+        // its own chosen watermark in a crash.
+        let _ = configuration;
         self.highest_seen = self.highest_seen.max(promised);
         if self.leader.is_some() || chosen <= self.chosen {
             return;
@@ -1894,7 +2292,8 @@ impl Replica {
             if interval > 0 && slot.0 >= self.checkpoint_requested.0 + interval {
                 self.checkpoint_requested = slot;
                 self.stats.checkpoints_requested += 1;
-                self.actions.push_back(Action::TakeCheckpoint { slot });
+                let configuration = self.configuration.clone();
+                self.actions.push_back(Action::TakeCheckpoint { slot, configuration });
             }
         }
         postcondition!(self.apply_emitted <= self.chosen);

@@ -135,7 +135,20 @@ impl Configuration {
     pub fn contains(&self, node: NodeId) -> bool {
         self.members.binary_search(&node).is_ok()
     }
+
+    /// Every ballot of this configuration has a round above this floor, and every ballot of
+    /// an earlier configuration a round at or below it: a later configuration's ballots
+    /// outrank every ballot of an earlier one (see PROTOCOL.md, "Reconfiguration").
+    pub fn round_floor(&self) -> u64 {
+        self.number.saturating_sub(1) << CONFIGURATION_ROUND_BITS
+    }
 }
+
+/// Ballot rounds within one configuration stay below `1 << CONFIGURATION_ROUND_BITS`; the
+/// configuration number fills the bits above ([`Configuration::round_floor`]).
+pub const CONFIGURATION_ROUND_BITS: u32 = 40;
+/// The highest configuration number (the round's bits above [`CONFIGURATION_ROUND_BITS`]).
+pub const CONFIGURATION_NUMBER_MAX: u64 = 1 << (64 - CONFIGURATION_ROUND_BITS - 1);
 
 /// What a slot decides.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

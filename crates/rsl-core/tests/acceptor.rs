@@ -464,6 +464,13 @@ fn malformed_and_foreign_messages_are_rejected_counted_and_change_nothing() {
         assert_eq!(replica.statistics().messages_rejected, statistics.messages_rejected + 1, "{name}");
         assert_eq!(replica.statistics().messages_received, statistics.messages_received + 1, "{name}");
         assert_eq!(replica.status(), status, "{name}: state changed");
+        if name == "wrong configuration" {
+            // A sender in a newer configuration is asked for it (catch-up); nothing else.
+            match replica.poll_action() {
+                Some(Action::Send(m)) => assert_eq!((m.to, m.body), (NodeId(1), MessageBody::StatusQuery)),
+                other => panic!("{name}: expected a status query, got {other:?}"),
+            }
+        }
         assert_eq!(replica.poll_action(), None, "{name}: a rejected message caused an action");
     }
 }
@@ -705,6 +712,7 @@ fn recovered() -> DurableState {
         proposals: (1..=5).rev().map(|slot| proposal(b, slot, batch(&[&format!("s{slot}")]))).collect(),
         chosen: Slot(4),
         checkpoint: Slot(2),
+        configuration: None,
     }
 }
 
@@ -846,6 +854,7 @@ fn a_status_reply_watermark_does_not_choose_a_value_accepted_at_an_older_ballot(
         primary: None,
         chosen: Slot(1),
         log_start: Slot(1),
+        configuration: replica.status().configuration,
     };
     let actions = deliver(&mut replica, now, message(3, 2, status_reply));
     assert!(

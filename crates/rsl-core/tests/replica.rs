@@ -657,7 +657,8 @@ fn a_replica_behind_a_truncated_log_installs_a_checkpoint_then_applies_from_ther
     let now = cluster.now;
     let node = cluster.node_mut(lagging);
     node.applied = state;
-    node.replica.on_checkpoint_installed(now, Slot(20));
+    let configuration = node.replica.status().configuration;
+    node.replica.on_checkpoint_installed(now, Slot(20), configuration);
     cluster.drain((lagging - 1) as usize);
     let status = cluster.replica(lagging).status();
     assert_eq!((status.applied, status.checkpoint, status.chosen), (Slot(20), Slot(20), Slot(20)));
@@ -692,7 +693,7 @@ fn take_checkpoint_follows_the_apply_of_every_interval_and_truncation_keeps_the_
         .iter()
         .filter_map(|(_, a)| match a {
             Action::Apply { slot, .. } => Some(format!("apply {slot}")),
-            Action::TakeCheckpoint { slot } => Some(format!("checkpoint {slot}")),
+            Action::TakeCheckpoint { slot, .. } => Some(format!("checkpoint {slot}")),
             Action::TruncateLog { below } => Some(format!("truncate {below}")),
             _ => None,
         })

@@ -277,6 +277,18 @@ impl Client {
         Ok(response.found.then_some(response.value))
     }
 
+    /// Changes the ring's members to `members` (node ids) through the primary; returns the
+    /// new configuration once the change is chosen. Asking again for the members already in
+    /// force succeeds at once, so a retry after an unknown outcome is safe.
+    pub async fn reconfigure(&mut self, members: &[u64]) -> Result<pb::ReconfigureResponse, ClientError> {
+        let request = pb::ReconfigureRequest { members: members.to_vec() };
+        self.call(Target::Primary, move |mut client| {
+            let request = request.clone();
+            async move { client.reconfigure(request).await }
+        })
+        .await
+    }
+
     /// The status of one server (any, not only those given to [`Client::new`]), in one
     /// attempt.
     pub async fn status_of(&mut self, server: &str) -> Result<pb::StatusResponse, ClientError> {

@@ -41,6 +41,8 @@ use std::path::{Path, PathBuf};
 use rsl::{NodeId, RingId};
 use serde::Deserialize;
 
+pub use crate::bootstrap::{Start, StartMode};
+
 /// Which log store a replica keeps its votes and proposals in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,8 +124,17 @@ pub struct ConfigFile {
     pub node: Option<u64>,
     /// The ring id (default 1).
     pub ring: Option<u64>,
-    /// `id=host:port` of every member's replica transport.
+    /// `id=host:port` of the replica transport of every node that is or may become a
+    /// member (the address book; a configuration change can only add listed nodes).
     pub members: Option<Vec<String>>,
+    /// The ring's first configuration when this replica bootstraps it: node ids (default:
+    /// every node in `members`).
+    pub initial_members: Option<Vec<u64>>,
+    /// Join a running ring instead of bootstrapping one when the data directory is new; the
+    /// replica votes once a configuration change adds it.
+    pub join: Option<bool>,
+    /// Bootstrap a new ring, refusing a data directory that already holds one.
+    pub bootstrap: Option<bool>,
     /// `id=host:port` of every member's client API.
     pub clients: Option<Vec<String>>,
     /// Where this replica's client API listens (default: its `clients` entry).
@@ -182,8 +193,13 @@ pub struct ServerConfig {
     pub ring: RingId,
     /// This replica.
     pub node: NodeId,
-    /// Every member's replica transport address (`host:port`).
+    /// The replica transport address (`host:port`) of every node that is or may become a
+    /// member.
     pub members: BTreeMap<NodeId, String>,
+    /// Configuration 1's members, for a bootstrap (every node in `members` by default).
+    pub initial_members: Vec<NodeId>,
+    /// Bootstrap, join, or decide by the data directory.
+    pub start: StartMode,
     /// The client API address of members that have one.
     pub clients: BTreeMap<NodeId, String>,
     /// Where the client API listens.
@@ -246,6 +262,9 @@ impl ConfigFile {
             node: overrides.node.or(self.node),
             ring: overrides.ring.or(self.ring),
             members: overrides.members.or(self.members),
+            initial_members: overrides.initial_members.or(self.initial_members),
+            join: overrides.join.or(self.join),
+            bootstrap: overrides.bootstrap.or(self.bootstrap),
             clients: overrides.clients.or(self.clients),
             client_listen: overrides.client_listen.or(self.client_listen),
             replica_listen: overrides.replica_listen.or(self.replica_listen),
@@ -286,6 +305,36 @@ impl ConfigFile {
                 format!("this node ({}) is not among the members {ids:?}", node.0),
             ));
         };
+        let initial_members: Vec<NodeId> = match &self.initial_members {
+            None => members.keys().copied().collect(),
+            Some(ids) if ids.is_empty() => {
+                return Err(invalid("initial_members", "must name at least one node"))
+            }
+            Some(ids) => {
+                let mut nodes: Vec<NodeId> = ids.iter().copied().map(NodeId).collect();
+                nodes.sort_unstable();
+                nodes.dedup();
+                if let Some(stranger) = nodes.iter().find(|n| !members.contains_key(n)) {
+                    return Err(invalid(
+                        "initial_members",
+                        format!("node {} has no address in members", stranger.0),
+                    ));
+                }
+                nodes
+            }
+        };
+        let start = match (self.join.unwrap_or(false), self.bootstrap.unwrap_or(false)) {
+            (true, true) => return Err(invalid("join", "cannot both join and bootstrap")),
+            (true, false) => StartMode::Join,
+            (false, true) => StartMode::Bootstrap,
+            (false, false) => StartMode::Auto,
+        };
+        if start == StartMode::Bootstrap && !initial_members.contains(&node) {
+            return Err(invalid(
+                "initial_members",
+                format!("a bootstrapping node ({}) must be among the initial members", node.0),
+            ));
+        }
         let clients = parse_map("clients", self.clients.as_deref().unwrap_or_default())?;
         if let Some(stranger) = clients.keys().find(|id| !members.contains_key(id)) {
             return Err(invalid("clients", format!("node {} is not a member", stranger.0)));
@@ -341,6 +390,8 @@ impl ConfigFile {
             ring,
             node,
             members,
+            initial_members,
+            start,
             clients,
             client_listen,
             replica_listen,
@@ -350,8 +401,14 @@ impl ConfigFile {
             tls,
             tuning,
         };
-        // The consensus settings are checked by the library; report its verdict by key.
-        config.ring_config().validate().map_err(|error| match error {
+        // The consensus settings are checked by the library; report its verdict by key
+        // (with the initial members: a joining replica's contacts pass the same checks).
+        let checked = if config.start == StartMode::Join || !config.initial_members.contains(&config.node) {
+            Start::Joined
+        } else {
+            Start::Bootstrapped(config.initial_members.clone())
+        };
+        config.ring_config_for(&checked).validate().map_err(|error| match error {
             rsl::ConfigError::Invalid { field, reason } => {
                 ConfigError::Invalid { key: tuning_key(field), problem: reason }
             }
@@ -382,10 +439,29 @@ pub const BATCH_BYTES_MAX: u64 = 160 << 10;
 const _: () = assert!(crate::command::WRITE_BYTES_MAX as u64 + 1024 <= BATCH_BYTES_MAX);
 
 impl ServerConfig {
-    /// The consensus configuration of this replica.
+    /// The consensus configuration of this replica, bootstrapping with the initial members
+    /// (or, with `start`, from what the data directory recorded).
     pub fn ring_config(&self) -> rsl::Config {
-        let members: Vec<NodeId> = self.members.keys().copied().collect();
-        let mut config = rsl::Config::new(self.ring, self.node, members);
+        let start = match self.start {
+            StartMode::Join => Start::Joined,
+            _ => Start::Bootstrapped(self.initial_members.clone()),
+        };
+        self.ring_config_for(&start)
+    }
+
+    /// The consensus configuration of this replica for `start`.
+    pub fn ring_config_for(&self, start: &Start) -> rsl::Config {
+        let mut config = match start {
+            Start::Bootstrapped(members) => rsl::Config::new(self.ring, self.node, members.clone()),
+            Start::Joined => {
+                // Ask every other node in the address book for the ring's configuration.
+                let contacts: Vec<NodeId> =
+                    self.members.keys().copied().filter(|&n| n != self.node).collect();
+                let mut config = rsl::Config::new(self.ring, self.node, contacts);
+                config.joining = true;
+                config
+            }
+        };
         let tuning = &self.tuning;
         if let Some(value) = tuning.heartbeat_interval_ms {
             config.heartbeat_interval_ms = value;

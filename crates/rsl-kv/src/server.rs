@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rsl::core::ChangeError;
 use rsl::log::{CheckpointOptions, CheckpointStore, PmemLog, PmemOptions, RecoveryPolicy};
 use rsl::runtime::{CheckpointRequest, CheckpointStream};
 use rsl::transport::{GrpcConfig, GrpcTransport};
 use rsl::{
-    CheckpointFetcher, FastReadError, FileStorage, MemoryStorage, NodeId, ReadError, ReplicateError, Ring,
-    RingOptions, Role, Runtime, RuntimeOptions, Slot, Storage, TransferError, Transport,
+    ChangeConfigurationError, CheckpointFetcher, FastReadError, FileStorage, MemoryStorage, NodeId,
+    ReadError, ReplicateError, Ring, RingOptions, Role, Runtime, RuntimeOptions, Slot, Storage,
+    TransferError, Transport,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -73,6 +75,10 @@ pub enum ServerError {
     /// The settings cannot work together (a bound too large for the transport, ...).
     #[error("configuration: {0}")]
     Config(String),
+    /// The data directory cannot start the ring asked for (a second bootstrap, another
+    /// ring's directory, a node outside the initial members that does not join).
+    #[error("{0}")]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
     /// TLS files could not be read, or this build has no TLS.
     #[error("TLS: {0}")]
     Tls(String),
@@ -184,8 +190,22 @@ impl Server {
         let shared: Arc<dyn Transport> = transport.clone();
         let runtime = Runtime::new(shared, inbound, options)?;
 
+        // The data directory decides whether this replica bootstraps the ring or joins it.
+        let ring_config = match config.log {
+            LogBackend::Memory => config.ring_config(),
+            LogBackend::File | LogBackend::Pmem => {
+                let start = crate::bootstrap::settle(
+                    &config.data_dir,
+                    config.ring,
+                    config.node,
+                    config.start,
+                    &config.initial_members,
+                )?;
+                config.ring_config_for(&start)
+            }
+        };
         let storage = open_storage(&config).await?;
-        let ring = rsl::Ring::builder(config.ring_config())
+        let ring = rsl::Ring::builder(ring_config)
             .state_machine(crate::KvStateMachine::new())
             .storage(storage)
             .runtime(&runtime)
@@ -596,7 +616,60 @@ impl Kv for KvService {
             keys: digest.keys,
             digest_slot: status.applied.0,
             checkpoints_installed,
+            configuration: status.configuration.number,
+            configuration_members: status.configuration.members.iter().map(|n| n.0).collect(),
+            member: status.member,
+            configuration_first_slot: status.configuration.first_slot.0,
         }))
+    }
+
+    async fn reconfigure(
+        &self,
+        request: Request<pb::ReconfigureRequest>,
+    ) -> Result<Response<pb::ReconfigureResponse>, Status> {
+        let mut members: Vec<NodeId> = request.into_inner().members.into_iter().map(NodeId).collect();
+        members.sort_unstable();
+        // Asking for the members already in force is answered at once (retries are safe).
+        let current = self.ring.status().borrow().configuration.clone();
+        if current.members == members && self.ring.status().borrow().role == Role::Primary {
+            return Ok(Response::new(pb::ReconfigureResponse {
+                configuration: current.number,
+                members: current.members.iter().map(|n| n.0).collect(),
+                first_slot: current.first_slot.0,
+            }));
+        }
+        if let Some(stranger) = members.iter().find(|n| !self.members.contains_key(n)) {
+            return Err(Status::invalid_argument(format!(
+                "node {} has no replica address in this server's address book (--members)",
+                stranger.0
+            )));
+        }
+        match self.ring.change_configuration(members).await {
+            Ok(configuration) => Ok(Response::new(pb::ReconfigureResponse {
+                configuration: configuration.number,
+                members: configuration.members.iter().map(|n| n.0).collect(),
+                first_slot: configuration.first_slot.0,
+            })),
+            Err(ChangeConfigurationError::Refused(ChangeError::NotPrimary { hint })) => {
+                Err(self.not_primary(hint, "reconfigure"))
+            }
+            Err(ChangeConfigurationError::Refused(ChangeError::Relinquishing { target })) => {
+                Err(self.not_primary(Some(target), "reconfigure"))
+            }
+            Err(ChangeConfigurationError::Refused(error @ ChangeError::InProgress { .. })) => {
+                Err(Status::aborted(error.to_string()))
+            }
+            Err(ChangeConfigurationError::Refused(error @ ChangeError::Invalid { .. })) => {
+                Err(Status::invalid_argument(error.to_string()))
+            }
+            Err(
+                error @ (ChangeConfigurationError::Interrupted { .. }
+                | ChangeConfigurationError::Shutdown { .. }),
+            ) => Err(Status::unavailable(error.to_string())),
+            Err(error @ ChangeConfigurationError::Timeout { .. }) => {
+                Err(Status::deadline_exceeded(error.to_string()))
+            }
+        }
     }
 
     type FetchCheckpointStream = ReceiverStream<Result<pb::CheckpointChunk, Status>>;

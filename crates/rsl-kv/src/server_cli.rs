@@ -32,9 +32,19 @@ struct Args {
     /// Ring id [default: 1]
     #[arg(long)]
     ring: Option<u64>,
-    /// Every member's replica transport address, as id=host:port (comma-separated or repeated)
+    /// The replica transport address of every node that is or may become a member, as
+    /// id=host:port (comma-separated or repeated): the address book
     #[arg(long, value_name = "ID=HOST:PORT", value_delimiter = ',')]
     members: Vec<String>,
+    /// The ring's first configuration, for a bootstrap [default: every node in --members]
+    #[arg(long, value_name = "ID,...", value_delimiter = ',')]
+    initial_members: Vec<u64>,
+    /// Join a running ring: a new data directory waits to be added by `rsl-kv reconfigure`
+    #[arg(long, conflicts_with = "bootstrap")]
+    join: bool,
+    /// Bootstrap a new ring; refuse a data directory that already holds one
+    #[arg(long)]
+    bootstrap: bool,
     /// Every member's client API address, as id=host:port (for redirects to the primary)
     #[arg(long, value_name = "ID=HOST:PORT", value_delimiter = ',')]
     clients: Vec<String>,
@@ -115,6 +125,9 @@ impl Args {
             node: self.node,
             ring: self.ring,
             members: list(&self.members),
+            initial_members: (!self.initial_members.is_empty()).then(|| self.initial_members.clone()),
+            join: self.join.then_some(true),
+            bootstrap: self.bootstrap.then_some(true),
             clients: list(&self.clients),
             client_listen: self.client_listen.clone(),
             replica_listen: self.replica_listen.clone(),

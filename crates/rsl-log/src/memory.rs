@@ -74,6 +74,7 @@ impl MemoryLog {
             proposals: state.proposals.values().cloned().collect(),
             chosen: state.summary.chosen,
             checkpoint: Slot::ZERO,
+            configuration: None,
         };
         let report = RecoveryReport {
             records: state.proposals.len() as u64,

@@ -226,6 +226,7 @@ impl<L: Location> Replay<L> {
             proposals: self.proposals.into_values().collect(),
             chosen: summary.chosen,
             checkpoint: Slot::ZERO,
+            configuration: None,
         };
         (self.index, state)
     }

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
-use rsl_core::{RequestId, RingId, Slot, Value};
+use rsl_core::{Configuration, RequestId, RingId, Slot, Value};
 use rsl_log::CheckpointStore;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{FastReadError, ReadError};
+use crate::framing::{read_configuration, write_configuration};
 use crate::state_machine::{RoleChange, StateMachine};
 use crate::stats::{RingCounters, RingLatencies};
 
@@ -21,8 +22,8 @@ use crate::stats::{RingCounters, RingLatencies};
 pub(crate) enum Job {
     /// Execute chosen values, in slot order.
     Apply(Vec<(Slot, Value)>),
-    /// Save a checkpoint as of this slot.
-    Checkpoint(Slot),
+    /// Save a checkpoint as of this slot, with the configuration in force after it.
+    Checkpoint(Slot, Configuration),
     /// Load the published checkpoint at this slot (fetched from a peer).
     Install(Slot),
     /// A lease read: serve once everything up to `index` is applied.
@@ -42,8 +43,9 @@ pub(crate) enum Event {
     Applied { through: Slot, responses: Vec<(Slot, RequestId, Bytes)> },
     /// The checkpoint at this slot is durable.
     CheckpointSaved(Slot),
-    /// A checkpoint fetched from a peer is loaded: the state is as of this slot.
-    Installed(Slot),
+    /// A checkpoint fetched from a peer is loaded: the state is as of this slot, and the
+    /// configuration saved with it (none when the state was already past it).
+    Installed(Slot, Option<Configuration>),
     /// Fetching or installing a checkpoint failed; catch-up will retry.
     InstallFailed,
     /// The state machine's [`StateMachine::can_become_primary`] answer changed.
@@ -115,7 +117,7 @@ impl ApplyThread {
             };
             match job {
                 Job::Apply(values) => self.apply(values),
-                Job::Checkpoint(slot) => self.checkpoint(slot),
+                Job::Checkpoint(slot, configuration) => self.checkpoint(slot, &configuration),
                 Job::Install(slot) => self.install(slot),
                 Job::Read { index, request, reply } => {
                     self.park(&mut waiting, Waiting::Lease { index, request, reply });
@@ -170,7 +172,7 @@ impl ApplyThread {
         self.applied_shared.store(slot.0, Ordering::Release);
     }
 
-    fn checkpoint(&mut self, slot: Slot) {
+    fn checkpoint(&mut self, slot: Slot, configuration: &Configuration) {
         if slot != self.applied {
             // An installed checkpoint moved the state past `slot`: it cannot be saved as of
             // `slot` any more, and a newer one exists.
@@ -181,6 +183,7 @@ impl ApplyThread {
         let result = (|| -> Result<rsl_log::CheckpointInfo, String> {
             let mut store = self.checkpoints.lock();
             let mut writer = store.writer(slot).map_err(|e| e.to_string())?;
+            write_configuration(&mut writer, configuration).map_err(|e| e.to_string())?;
             self.state_machine
                 .save_checkpoint(slot, &mut writer)
                 .map_err(|e| format!("state machine: {e}"))?;
@@ -207,7 +210,7 @@ impl ApplyThread {
     fn install(&mut self, slot: Slot) {
         if slot <= self.applied {
             // The state is already at or past it (slots arrived from another peer meanwhile).
-            let _ = self.events.send(Event::Installed(slot));
+            let _ = self.events.send(Event::Installed(slot, None));
             return;
         }
         let reader = self.checkpoints.lock().reader(slot);
@@ -220,12 +223,23 @@ impl ApplyThread {
                 return;
             }
         };
+        let configuration = match read_configuration(&mut reader) {
+            Ok(configuration) => configuration,
+            Err(error) => {
+                // Verified by its CRCs, yet not a checkpoint this runtime wrote: nothing was
+                // loaded, so catch-up may try elsewhere.
+                RingCounters::bump(&self.counters.checkpoint_fetch_failures);
+                tracing::warn!(ring = self.ring.0, %slot, %error, "cannot read the fetched checkpoint");
+                let _ = self.events.send(Event::InstallFailed);
+                return;
+            }
+        };
         match self.state_machine.load_checkpoint(slot, &mut reader) {
             Ok(()) => {
                 self.set_applied(slot);
                 RingCounters::bump(&self.counters.checkpoints_installed);
-                tracing::info!(ring = self.ring.0, %slot, "checkpoint installed");
-                let _ = self.events.send(Event::Installed(slot));
+                tracing::info!(ring = self.ring.0, %slot, configuration = configuration.number, "checkpoint installed");
+                let _ = self.events.send(Event::Installed(slot, Some(configuration)));
             }
             Err(error) => {
                 let _ = self.events.send(Event::LoadFailed { slot, reason: error.to_string() });

@@ -203,6 +203,35 @@ pub enum RelinquishError {
     },
 }
 
+/// Why `change_configuration` did not complete.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeConfigurationError {
+    /// The replica refused the change; nothing was proposed (not primary, a change in
+    /// progress, an unusable member list).
+    #[error(transparent)]
+    Refused(#[from] rsl_core::ChangeError),
+    /// This replica stopped being primary before the change was chosen. If it had already
+    /// proposed the change, the next primary may still choose it: read the configuration
+    /// from `status()` to know.
+    #[error("interrupted: this replica stopped being primary before the change was chosen (primary now {primary:?}); it may still take effect")]
+    Interrupted {
+        /// The primary, if known.
+        primary: Option<NodeId>,
+    },
+    /// Not chosen within the request timeout; it may still take effect.
+    #[error("not chosen within {after_ms} ms; it may still take effect")]
+    Timeout {
+        /// The timeout.
+        after_ms: u64,
+    },
+    /// The ring was shut down (or failed).
+    #[error("ring shut down: {reason}")]
+    Shutdown {
+        /// Why the ring stopped.
+        reason: String,
+    },
+}
+
 /// Why a ring stopped by itself: a local failure it cannot continue after.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum RingFailure {

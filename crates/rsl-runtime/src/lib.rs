@@ -117,6 +117,7 @@
 
 mod apply;
 mod error;
+pub mod framing;
 pub mod metrics;
 mod ring;
 mod runtime;
@@ -126,7 +127,8 @@ mod storage;
 pub mod transfer;
 
 pub use error::{
-    FastReadError, ReadError, RelinquishError, ReplicateError, RingFailure, StartError, TransferError,
+    ChangeConfigurationError, FastReadError, ReadError, RelinquishError, ReplicateError, RingFailure,
+    StartError, TransferError,
 };
 pub use ring::{Recovery, RingHandle, RingOptions};
 pub use runtime::{RingSpec, Runtime, RuntimeOptions};

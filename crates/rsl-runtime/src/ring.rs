@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rsl_core::{
-    Action, Message, NodeId, PersistRequest, ProposeError, Replica, Request, RequestId, RingId, Slot, Status,
-    Value,
+    Action, Configuration, Message, NodeId, PersistRequest, ProposeError, Replica, Request, RequestId,
+    RingId, Slot, Status, Value,
 };
 use rsl_log::{CheckpointStore, GroupCommitOptions, GroupCommitter, LogError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -17,7 +17,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::apply::{Event, Job};
-use crate::error::{FastReadError, ReadError, RelinquishError, ReplicateError, RingFailure, TransferError};
+use crate::error::{
+    ChangeConfigurationError, FastReadError, ReadError, RelinquishError, ReplicateError, RingFailure,
+    TransferError,
+};
 use crate::runtime::Shared;
 use crate::state_machine::RoleChange;
 use crate::stats::{RingCounters, RingLatencies, RingStatistics};
@@ -67,10 +70,13 @@ impl Default for RingOptions {
     }
 }
 
+pub(crate) type ChangeReply = oneshot::Sender<Result<Configuration, ChangeConfigurationError>>;
+
 pub(crate) enum Command {
     Replicate { payload: Bytes, reply: oneshot::Sender<Result<Bytes, ReplicateError>> },
     Read { request: Bytes, reply: oneshot::Sender<Result<Bytes, ReadError>> },
     Relinquish { target: Option<NodeId>, reply: oneshot::Sender<Result<NodeId, RelinquishError>> },
+    ChangeConfiguration { members: Vec<NodeId>, reply: ChangeReply },
     Statistics { reply: oneshot::Sender<RingStatistics> },
     Shutdown,
 }
@@ -247,6 +253,30 @@ impl RingHandle {
         answer.await.unwrap_or_else(|_| Err(RelinquishError::Shutdown { reason: self.shared.stop_reason() }))
     }
 
+    /// Changes the ring's members (add, remove, replace, grow or shrink; RSL's
+    /// `ChangeConfiguration`): the primary proposes a configuration value at the next slot
+    /// `s`, and the new configuration governs every slot from `s + 1`. Returns the new
+    /// configuration once the change is chosen. Only the primary accepts, one change at a
+    /// time; [`ChangeConfigurationError::Interrupted`] if it stops being primary first.
+    /// New members catch up by themselves (a checkpoint, then slots): start them first,
+    /// with [`rsl_core::Config::joining`] set.
+    pub async fn change_configuration(
+        &self,
+        members: Vec<NodeId>,
+    ) -> Result<Configuration, ChangeConfigurationError> {
+        let timeout = self.shared.options.request_timeout;
+        let (reply, answer) = oneshot::channel();
+        let shutdown = || ChangeConfigurationError::Shutdown { reason: self.shared.stop_reason() };
+        tokio::time::timeout(timeout, async {
+            if self.commands.send(Command::ChangeConfiguration { members, reply }).await.is_err() {
+                return Err(shutdown());
+            }
+            answer.await.unwrap_or_else(|_| Err(shutdown()))
+        })
+        .await
+        .unwrap_or(Err(ChangeConfigurationError::Timeout { after_ms: timeout.as_millis() as u64 }))
+    }
+
     /// The replica's status (role, ballot, chosen and applied slots, configuration), kept
     /// current: `changed().await` on the receiver to follow it.
     pub fn status(&self) -> watch::Receiver<Status> {
@@ -340,6 +370,13 @@ pub(crate) struct RingTask {
     pub assigned: BTreeMap<Slot, Vec<RequestId>>,
     pub outbox: BTreeMap<NodeId, Vec<Message>>,
     pub apply_batch: Vec<(Slot, Value)>,
+    /// The configuration change this replica is waiting for, as primary.
+    pub change: Option<(Vec<NodeId>, ChangeReply)>,
+    /// Every node of every configuration this replica has been in: the transport admits
+    /// them all for this ring, so removed replicas can still learn that they are out.
+    pub admitted: std::collections::BTreeSet<NodeId>,
+    /// The configuration number the transport's admission was last set for.
+    pub admitted_for: u64,
     pub status: watch::Sender<Status>,
     pub shared: Arc<RingShared>,
     pub finished: watch::Sender<bool>,
@@ -491,7 +528,7 @@ impl RingTask {
                 self.replica.on_applied(through);
             }
             Event::CheckpointSaved(slot) => self.replica.on_checkpoint_saved(slot),
-            Event::Installed(slot) => {
+            Event::Installed(slot, configuration) => {
                 let later = self.assigned.split_off(&slot.next());
                 let covered = std::mem::replace(&mut self.assigned, later);
                 for (covered_slot, ids) in covered {
@@ -503,7 +540,8 @@ impl RingTask {
                         }
                     }
                 }
-                self.replica.on_checkpoint_installed(now, slot);
+                let configuration = configuration.unwrap_or_else(|| self.replica.status().configuration);
+                self.replica.on_checkpoint_installed(now, slot, configuration);
             }
             Event::InstallFailed => self.replica.on_checkpoint_fetch_failed(now),
             Event::CanBecomePrimary(allowed) => {
@@ -566,6 +604,22 @@ impl RingTask {
                 }
                 let _ = reply.send(result);
             }
+            Command::ChangeConfiguration { mut members, reply } => {
+                match self.replica.handle_change_configuration(now, members.clone()) {
+                    Ok(()) => {
+                        members.sort_unstable();
+                        tracing::info!(ring = self.ring.0, node = %self.node, ?members, "configuration change accepted");
+                        if let Some((_, earlier)) = self.change.replace((members, reply)) {
+                            let _ = earlier.send(Err(ChangeConfigurationError::Interrupted {
+                                primary: self.replica.primary_hint(),
+                            }));
+                        }
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error.into()));
+                    }
+                }
+            }
             Command::Statistics { reply } => {
                 let _ = reply.send(self.statistics());
             }
@@ -580,10 +634,29 @@ impl RingTask {
             match action {
                 Action::Persist(request) => self.persist(request)?,
                 Action::Send(message) => self.outbox.entry(message.to).or_default().push(message),
-                Action::Apply { slot, value } => self.apply_batch.push((slot, value)),
-                Action::TakeCheckpoint { slot } => {
+                Action::Apply { slot, value } => {
+                    if let Value::Configuration(configuration) = &value {
+                        tracing::info!(
+                            ring = self.ring.0, node = %self.node, %slot, number = configuration.number,
+                            members = ?configuration.members, "configuration chosen"
+                        );
+                        if self.change.as_ref().is_some_and(|(members, _)| *members == configuration.members)
+                        {
+                            let (_, reply) = self.change.take().expect("checked");
+                            let _ = reply.send(Ok(configuration.clone()));
+                        }
+                    }
+                    self.apply_batch.push((slot, value));
+                }
+                Action::ConfigurationChangeInterrupted { members, primary } => {
+                    if self.change.as_ref().is_some_and(|(m, _)| *m == members) {
+                        let (_, reply) = self.change.take().expect("checked");
+                        let _ = reply.send(Err(ChangeConfigurationError::Interrupted { primary }));
+                    }
+                }
+                Action::TakeCheckpoint { slot, configuration } => {
                     self.flush_applies()?;
-                    self.send_job(Job::Checkpoint(slot))?;
+                    self.send_job(Job::Checkpoint(slot, configuration))?;
                 }
                 Action::TruncateLog { below } => self.truncate(below)?,
                 Action::FetchCheckpoint { from, slot } => self.start_fetch(from, slot),
@@ -683,6 +756,12 @@ impl RingTask {
                     tracing::warn!(ring = self.ring.0, node = %self.node, %to, %error, "transport refused messages");
                 }
             }
+        }
+        let configuration = &self.replica.status().configuration;
+        if configuration.number != self.admitted_for {
+            self.admitted_for = configuration.number;
+            self.admitted.extend(configuration.members.iter().copied());
+            transport.membership().set_members(self.ring, self.admitted.iter().copied());
         }
         let replica = &self.replica;
         self.status.send_if_modified(|status| {
@@ -822,6 +901,9 @@ fn fail_command(command: Command, reason: &str) {
         Command::Replicate { reply, .. } => drop(reply.send(Err(ReplicateError::Shutdown { reason }))),
         Command::Read { reply, .. } => drop(reply.send(Err(ReadError::Shutdown { reason }))),
         Command::Relinquish { reply, .. } => drop(reply.send(Err(RelinquishError::Shutdown { reason }))),
+        Command::ChangeConfiguration { reply, .. } => {
+            drop(reply.send(Err(ChangeConfigurationError::Shutdown { reason })))
+        }
         Command::Statistics { .. } | Command::Shutdown => {}
     }
 }

@@ -249,13 +249,14 @@ impl Runtime {
         }
 
         let opened = tokio::task::spawn_blocking(move || open_storage(ring, storage, state_machine)).await;
-        let Loaded { opened, state_machine, checkpoint, skipped_checkpoints } = match opened {
+        let Loaded { opened, state_machine, checkpoint, configuration, skipped_checkpoints } = match opened {
             Ok(result) => result?,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => return Err(StartError::RuntimeShutDown),
         };
         let Opened { log, mut durable, checkpoints, report } = opened;
         durable.checkpoint = checkpoint;
+        durable.configuration = configuration;
         let recovery = Recovery {
             log_records: report.as_ref().map_or(0, |r| r.records),
             log_bytes: report.as_ref().map_or(0, |r| r.bytes),
@@ -276,6 +277,12 @@ impl Runtime {
         let replica = Replica::new(config, durable, shared.clock.now())
             .map_err(|source| StartError::Config { ring, source })?;
         let applied = replica.applied();
+        // The transport admits the initial members (or contacts) and the configuration
+        // recovered; later configurations are added as the ring enters them.
+        let recovered = replica.status().configuration;
+        let admitted_for = recovered.number;
+        let admitted: std::collections::BTreeSet<NodeId> =
+            members.iter().chain(recovered.members.iter()).copied().collect();
 
         let (durable_sender, durable_receiver) = watch::channel(Durable::default());
         let on_durable: DurableCallback = Box::new(move |result| {
@@ -349,7 +356,7 @@ impl Runtime {
                 },
             );
             shared.server.add_ring(ring, ServedRing { store: checkpoints.clone(), counters });
-            shared.transport.membership().set_members(ring, members);
+            shared.transport.membership().set_members(ring, admitted.iter().copied());
         }
         tracing::info!(ring = ring.0, node = %shared.node, %checkpoint, chosen = %replica.chosen(), "ring started");
 
@@ -379,6 +386,9 @@ impl Runtime {
             assigned: Default::default(),
             outbox: Default::default(),
             apply_batch: Vec::new(),
+            change: None,
+            admitted,
+            admitted_for,
             status: status_sender,
             shared: ring_shared.clone(),
             finished: finished_sender,
@@ -459,6 +469,7 @@ struct Loaded {
     opened: Opened,
     state_machine: Box<dyn StateMachine>,
     checkpoint: Slot,
+    configuration: Option<rsl_core::Configuration>,
     skipped_checkpoints: Vec<String>,
 }
 
@@ -485,18 +496,20 @@ fn open_storage(
         tracing::warn!(ring = ring.0, %error, "skipped a checkpoint that fails to verify");
         skipped.push(error.to_string());
     }
-    let slot = match outcome.checkpoint {
+    let (slot, configuration) = match outcome.checkpoint {
         Some(mut reader) => {
             let slot = reader.slot();
+            let configuration = crate::framing::read_configuration(&mut reader)
+                .map_err(|source| StartError::LoadCheckpoint { ring, slot, source })?;
             state_machine
                 .load_checkpoint(slot, &mut reader)
                 .map_err(|source| StartError::LoadCheckpoint { ring, slot, source })?;
-            tracing::info!(ring = ring.0, %slot, "state machine loaded the newest checkpoint");
-            slot
+            tracing::info!(ring = ring.0, %slot, configuration = configuration.number, "state machine loaded the newest checkpoint");
+            (slot, Some(configuration))
         }
-        None => Slot::ZERO,
+        None => (Slot::ZERO, None),
     };
-    Ok(Loaded { opened, state_machine, checkpoint: slot, skipped_checkpoints: skipped })
+    Ok(Loaded { opened, state_machine, checkpoint: slot, configuration, skipped_checkpoints: skipped })
 }
 
 /// 64 bits that differ between processes and calls (not cryptographic).

@@ -11,8 +11,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use rsl_core::{
-    Action, Ballot, Config, DurableState, Message, NodeId, PersistRequest, Proposal, ProposeError, ReadError,
-    Replica, Request, RequestId, RingId, Role, Slot, Time, Value,
+    Action, Ballot, Config, Configuration, DurableState, Message, NodeId, PersistRequest, Proposal,
+    ProposeError, ReadError, Replica, Request, RequestId, RingId, Role, Slot, Time, Value,
 };
 
 use crate::checkers::{Agreement, Failure};
@@ -46,6 +46,10 @@ pub struct RunStats {
     pub checkpoint_installs: u64,
     /// Pauses injected.
     pub pauses: u64,
+    /// Configuration changes a primary accepted.
+    pub reconfigurations: u64,
+    /// Configuration changes chosen (the highest configuration number reached, minus one).
+    pub configurations_chosen: u64,
 }
 
 /// The result of one run.
@@ -77,7 +81,7 @@ enum ClientReply {
 enum Event {
     Deliver(Message),
     DiskDone { node: usize, epoch: u64, ticket: u64 },
-    CheckpointArrives { node: usize, epoch: u64, checkpoint: Option<(Slot, Kv)> },
+    CheckpointArrives { node: usize, epoch: u64, checkpoint: Option<Checkpoint> },
     ClientToReplica { node: usize, client: usize, attempt: u64, request: ClientRequest },
     ReplicaToClient { client: usize, attempt: u64, reply: ClientReply },
     ClientAttemptTimeout { client: usize, attempt: u64 },
@@ -89,7 +93,11 @@ enum Event {
     Heal,
     Relinquish,
     Pause,
+    Reconfigure,
 }
+
+/// A saved checkpoint: the slot, the state machine, and the configuration in force after it.
+type Checkpoint = (Slot, Kv, Option<Configuration>);
 
 impl Event {
     /// The replica this event happens at, if it is addressed to one.
@@ -115,7 +123,7 @@ struct Disk {
     pending: VecDeque<PersistRequest>,
     /// Completions are reported in ticket order.
     last_completion: u64,
-    checkpoint: (Slot, Kv),
+    checkpoint: Checkpoint,
 }
 
 impl Disk {
@@ -183,6 +191,7 @@ impl Disk {
             proposals: self.proposals.values().cloned().collect(),
             chosen: self.chosen,
             checkpoint: self.checkpoint.0,
+            configuration: self.checkpoint.2.clone(),
         }
     }
 }
@@ -253,6 +262,8 @@ pub struct Simulation {
     issued: HashMap<RequestId, Request>,
     /// Writes acknowledged to a client (durability).
     acknowledged: HashSet<RequestId>,
+    /// Member lists of every configuration change requested (validity).
+    changes_requested: HashSet<Vec<NodeId>>,
     history: Vec<linearizability::Operation>,
     /// Liveness: operations invoked after settling that did not complete.
     liveness_misses: Vec<String>,
@@ -288,7 +299,7 @@ fn node_index(id: NodeId) -> usize {
 impl Simulation {
     /// Prepares the run for `options` drawn from `seed`.
     pub fn new(seed: u64, options: Options) -> Simulation {
-        let n = options.replicas;
+        let n = options.replicas + options.spares;
         let mut sim = Simulation {
             seed,
             rng: Rng::new(seed),
@@ -305,6 +316,7 @@ impl Simulation {
             agreement: Agreement::default(),
             issued: HashMap::new(),
             acknowledged: HashSet::new(),
+            changes_requested: HashSet::new(),
             history: Vec::new(),
             liveness_misses: Vec::new(),
             failure: None,
@@ -357,12 +369,18 @@ impl Simulation {
             let at = sim.rng.between(0, sim.options.relinquish_every_us * 2);
             sim.schedule(at, Event::Relinquish);
         }
+        if sim.options.reconfigure_every_us > 0 {
+            let at = sim.rng.between(0, sim.options.reconfigure_every_us * 2);
+            sim.schedule(at, Event::Reconfigure);
+        }
         sim
     }
 
     fn config(&self, index: usize) -> Config {
         let members = (0..self.options.replicas).map(node_id).collect();
         let mut config = Config::new(RingId(7), node_id(index), members);
+        // Spares start outside the ring and ask the initial members for its configuration.
+        config.joining = index >= self.options.replicas;
         config.heartbeat_interval_ms = 50;
         config.election_delay_min_ms = 300;
         config.election_delay_max_ms = 300 + self.options.election_delay_spread_ms;
@@ -388,6 +406,10 @@ impl Simulation {
         let node = &mut self.nodes[index];
         let durable = node.disk.recovered();
         node.kv = node.disk.checkpoint.1.clone();
+        if let Some(configuration) = &node.disk.checkpoint.2 {
+            self.stats.configurations_chosen = self.stats.configurations_chosen.max(configuration.number.saturating_sub(1));
+        }
+        let node = &mut self.nodes[index];
         node.apply_position = node.disk.checkpoint.0.next();
         node.crashed_at = None;
         let now = self.local_time(index);
@@ -529,12 +551,12 @@ impl Simulation {
                 }
                 let replica = n.replica.as_mut().expect("alive");
                 match checkpoint {
-                    Some((slot, kv)) if slot > replica.applied() => {
+                    Some((slot, kv, Some(configuration))) if slot > replica.applied() => {
                         n.kv = kv.clone();
-                        n.disk.checkpoint = (slot, kv);
+                        n.disk.checkpoint = (slot, kv, Some(configuration.clone()));
                         n.apply_position = slot.next();
                         n.waiting_reads.retain(|_| false);
-                        replica.on_checkpoint_installed(now, slot);
+                        replica.on_checkpoint_installed(now, slot, configuration);
                         self.stats.checkpoint_installs += 1;
                     }
                     _ => replica.on_checkpoint_fetch_failed(now),
@@ -566,6 +588,7 @@ impl Simulation {
             }
             Event::Relinquish => self.relinquish(),
             Event::Pause => self.pause(),
+            Event::Reconfigure => self.reconfigure(),
         }
     }
 
@@ -590,9 +613,9 @@ impl Simulation {
                 Action::Apply { slot, value } => {
                     self.apply(index, slot, value);
                 }
-                Action::TakeCheckpoint { slot } => {
+                Action::TakeCheckpoint { slot, configuration } => {
                     let node = &mut self.nodes[index];
-                    node.disk.checkpoint = (slot, node.kv.clone());
+                    node.disk.checkpoint = (slot, node.kv.clone(), Some(configuration));
                     node.replica.as_mut().expect("alive").on_checkpoint_saved(slot);
                 }
                 Action::TruncateLog { below } => {
@@ -620,6 +643,7 @@ impl Simulation {
                         self.stats.elections_won += 1;
                     }
                 }
+                Action::ConfigurationChangeInterrupted { .. } => {}
                 Action::RequestsDropped { ids, primary } => {
                     for id in ids {
                         if let Some((client, attempt)) = self.nodes[index].waiting_writes.remove(&id) {
@@ -656,9 +680,18 @@ impl Simulation {
                 }
             }
         } else if let Value::Configuration(configuration) = &value {
-            let detail = format!("slot {slot} holds configuration {configuration:?} that nobody proposed");
-            self.fail(Failure::new("validity", self.now, detail));
-            return;
+            if !self.changes_requested.contains(&configuration.members) {
+                let detail =
+                    format!("slot {slot} holds configuration {configuration:?} that nobody asked for");
+                self.fail(Failure::new("validity", self.now, detail));
+                return;
+            }
+            if configuration.first_slot != slot.next() {
+                let detail = format!("slot {slot} holds configuration {configuration:?} starting elsewhere");
+                self.fail(Failure::new("validity", self.now, detail));
+                return;
+            }
+            self.stats.configurations_chosen = self.stats.configurations_chosen.max(configuration.number.saturating_sub(1));
         }
         let node = &mut self.nodes[index];
         let replica = node.replica.as_mut().expect("alive");
@@ -1093,6 +1126,73 @@ impl Simulation {
         self.drain(index);
     }
 
+    /// Asks the primary to change the members to a random non-empty subset of every
+    /// replica: grows, shrinks, replacements, and down to one member and back.
+    fn reconfigure(&mut self) {
+        if self.healed {
+            return;
+        }
+        let every = self.options.reconfigure_every_us;
+        let next = self.rng.between(every / 2, every * 3 / 2);
+        self.schedule(self.now + next, Event::Reconfigure);
+        let Some(index) =
+            self.nodes.iter().position(|n| n.replica.as_ref().is_some_and(|r| r.role() == Role::Primary))
+        else {
+            return;
+        };
+        let n = self.nodes.len();
+        let size = self.rng.between(1, n as u64) as usize;
+        let mut members: Vec<NodeId> = (0..n).map(node_id).collect();
+        while members.len() > size {
+            let drop = self.rng.index(members.len());
+            members.swap_remove(drop);
+        }
+        members.sort_unstable();
+        self.changes_requested.insert(members.clone());
+        let now = self.local_time(index);
+        if self.nodes[index]
+            .replica
+            .as_mut()
+            .expect("alive")
+            .handle_change_configuration(now, members)
+            .is_ok()
+        {
+            self.stats.reconfigurations += 1;
+        }
+        self.drain(index);
+    }
+
+    /// Every replica's role, configuration and watermarks, for failure reports.
+    fn describe_replicas(&self) -> String {
+        let described: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match &n.replica {
+                None => format!("{}: down", node_id(i)),
+                Some(r) => {
+                    let s = r.status();
+                    format!(
+                        "{}: {:?} cfg {}{:?}@{} member={} primary={:?} promised={} chosen={} applied={} queued={} in_flight={}",
+                        s.node,
+                        s.role,
+                        s.configuration.number,
+                        s.configuration.members,
+                        s.configuration.first_slot,
+                        s.member,
+                        s.primary,
+                        s.promised,
+                        s.chosen,
+                        s.applied,
+                        r.queued_requests(),
+                        r.in_flight_slots()
+                    )
+                }
+            })
+            .collect();
+        described.join(" | ")
+    }
+
     // ----- End of run -----
 
     fn final_checks(&mut self) {
@@ -1109,19 +1209,32 @@ impl Simulation {
             }
         }
         if let Some(miss) = self.liveness_misses.first() {
-            let detail =
-                format!("{} operations timed out after healing; first: {miss}", self.liveness_misses.len());
+            let detail = format!(
+                "{} operations timed out after healing; first: {miss}; replicas: {}",
+                self.liveness_misses.len(),
+                self.describe_replicas()
+            );
             self.fail(Failure::new("liveness", self.now, detail));
             return;
         }
-        let applied: Vec<(NodeId, Slot)> =
-            self.nodes.iter().filter_map(|n| n.replica.as_ref()).map(|r| (r.node(), r.applied())).collect();
+        // Replicas outside the final configuration (removed, or spares never added) stop
+        // following the ring; the members must agree.
+        let applied: Vec<(NodeId, Slot)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref())
+            .filter(|r| r.status().member)
+            .map(|r| (r.node(), r.applied()))
+            .collect();
         let top = applied.iter().map(|(_, s)| *s).max().unwrap_or_default();
         if applied.iter().any(|(_, s)| *s != top) {
             self.fail(Failure::new(
                 "liveness",
                 self.now,
-                format!("replicas did not converge: applied {applied:?}"),
+                format!(
+                    "replicas did not converge: applied {applied:?}; replicas: {}",
+                    self.describe_replicas()
+                ),
             ));
             return;
         }

@@ -61,13 +61,15 @@ pub fn mutation_name(mutation: rsl_core::Mutation) -> &'static str {
         rsl_core::Mutation::CountVoteBeforePersist => "count-vote-before-persist",
         rsl_core::Mutation::ApplyOutOfOrder => "apply-out-of-order",
         rsl_core::Mutation::ForgetPromiseOnRestart => "forget-promise-on-restart",
+        rsl_core::Mutation::EnterConfigurationEarly => "enter-configuration-early",
     }
 }
 
 /// Every mutation, for the command line and the mutation test.
-pub const MUTATIONS: [rsl_core::Mutation; 4] = [
+pub const MUTATIONS: [rsl_core::Mutation; 5] = [
     rsl_core::Mutation::AcceptBelowPromise,
     rsl_core::Mutation::CountVoteBeforePersist,
     rsl_core::Mutation::ApplyOutOfOrder,
     rsl_core::Mutation::ForgetPromiseOnRestart,
+    rsl_core::Mutation::EnterConfigurationEarly,
 ];

@@ -8,8 +8,14 @@ use crate::rng::Rng;
 /// Everything a run varies, drawn from its seed.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Replicas in the ring (3 or 5).
+    /// Replicas in the ring's initial configuration (3 or 5).
     pub replicas: usize,
+    /// Replicas outside the initial configuration (they start joining, and configuration
+    /// changes may add them); zero when the run makes no configuration changes.
+    pub spares: usize,
+    /// Configuration changes: mean time between change requests to the primary,
+    /// microseconds (0: none). Each names a random non-empty subset of all replicas.
+    pub reconfigure_every_us: u64,
     /// Concurrent clients.
     pub clients: usize,
     /// Keys the clients touch.
@@ -84,7 +90,7 @@ impl Options {
         let on = |rng: &mut Rng, p: f64| rng.chance(p);
         let delay_min_us = rng.between(100, 2_000);
         let disk_latency_min_us = rng.between(50, 2_000);
-        Options {
+        let mut options = Options {
             replicas,
             clients: rng.between(1, 6) as usize,
             keys: rng.between(1, 4) as u8,
@@ -117,6 +123,14 @@ impl Options {
             relinquish_every_us: if on(&mut rng, 0.3) { rng.between(1_000, 5_000) * 1000 } else { 0 },
             clock_drift: on(&mut rng, 0.5),
             mutation,
+            spares: 0,
+            reconfigure_every_us: 0,
+        };
+        // Drawn last, so the options above stay what they were for every seed.
+        if on(&mut rng, 0.5) || mutation == Some(Mutation::EnterConfigurationEarly) {
+            options.spares = rng.between(1, 2) as usize;
+            options.reconfigure_every_us = rng.between(500, 4_000) * 1000;
         }
+        options
     }
 }

@@ -96,11 +96,9 @@ fn value_to_proto(value: &Value) -> pb::Value {
         Value::Batch(requests) => pb::value::Kind::Batch(pb::RequestBatch {
             requests: requests.iter().map(request_to_proto).collect(),
         }),
-        Value::Configuration(configuration) => pb::value::Kind::Configuration(pb::Configuration {
-            number: configuration.number,
-            members: configuration.members.iter().map(|node| node.0).collect(),
-            first_slot: configuration.first_slot.0,
-        }),
+        Value::Configuration(configuration) => {
+            pb::value::Kind::Configuration(configuration_to_proto(configuration))
+        }
     };
     pb::Value { kind: Some(kind) }
 }
@@ -163,12 +161,13 @@ fn body_to_proto(body: &MessageBody) -> pb::message::Body {
             })
         }
         MessageBody::StatusQuery => Body::StatusQuery(pb::StatusQuery {}),
-        MessageBody::StatusReply { promised, primary, chosen, log_start } => {
+        MessageBody::StatusReply { promised, primary, chosen, log_start, configuration } => {
             Body::StatusReply(pb::StatusReply {
                 promised: ballot(promised),
                 primary: primary.map(|node| node.0),
                 chosen: chosen.0,
                 log_start: log_start.0,
+                configuration: Some(configuration_to_proto(configuration)),
             })
         }
         MessageBody::Fetch { from, to } => Body::Fetch(pb::Fetch { from: from.0, to: to.0 }),
@@ -242,6 +241,14 @@ fn ballot_from_proto(ballot: Option<pb::Ballot>, field: &str) -> Result<Ballot, 
 
 fn request_from_proto(request: pb::Request) -> Request {
     Request { id: RequestId { client: request.client, sequence: request.sequence }, payload: request.payload }
+}
+
+fn configuration_to_proto(configuration: &Configuration) -> pb::Configuration {
+    pb::Configuration {
+        number: configuration.number,
+        members: configuration.members.iter().map(|node| node.0).collect(),
+        first_slot: configuration.first_slot.0,
+    }
 }
 
 fn configuration_from_proto(configuration: pb::Configuration) -> Result<Configuration, DecodeError> {
@@ -363,6 +370,9 @@ fn body_from_proto(body: pb::message::Body) -> Result<MessageBody, DecodeError> 
             primary: m.primary.map(NodeId),
             chosen: Slot(m.chosen),
             log_start: Slot(m.log_start),
+            configuration: configuration_from_proto(
+                m.configuration.ok_or_else(|| DecodeError::missing("status_reply.configuration"))?,
+            )?,
         },
         Body::Fetch(m) => MessageBody::Fetch { from: Slot(m.from), to: Slot(m.to) },
         Body::FetchReply(m) => MessageBody::FetchReply {

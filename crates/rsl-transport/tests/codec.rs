@@ -98,9 +98,9 @@ fn body() -> impl Strategy<Value = MessageBody> {
             chosen
         }),
         Just(MessageBody::StatusQuery),
-        (ballot(), proptest::option::of(node()), slot(), slot()).prop_map(
-            |(promised, primary, chosen, log_start)| {
-                MessageBody::StatusReply { promised, primary, chosen, log_start }
+        (ballot(), proptest::option::of(node()), slot(), slot(), configuration()).prop_map(
+            |(promised, primary, chosen, log_start, configuration)| {
+                MessageBody::StatusReply { promised, primary, chosen, log_start, configuration }
             }
         ),
         (slot(), slot()).prop_map(|(from, to)| MessageBody::Fetch { from, to }),
@@ -161,8 +161,15 @@ fn one_of_each() -> Vec<Message> {
             primary: Some(NodeId(2)),
             chosen: Slot(5),
             log_start: Slot(1),
+            configuration: Configuration::new(3, vec![NodeId(1), NodeId(2), NodeId(4)], Slot(40)),
         },
-        MessageBody::StatusReply { promised: b, primary: None, chosen: Slot(5), log_start: Slot(1) },
+        MessageBody::StatusReply {
+            promised: b,
+            primary: None,
+            chosen: Slot(5),
+            log_start: Slot(1),
+            configuration: Configuration::new(1, vec![NodeId(1)], Slot(1)),
+        },
         MessageBody::Fetch { from: Slot(1), to: Slot(3) },
         MessageBody::FetchReply { chosen_values: proposals, chosen: Slot(3) },
         MessageBody::FetchTruncated { checkpoint: Slot(100), log_start: Slot(101) },

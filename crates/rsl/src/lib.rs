@@ -145,10 +145,10 @@ pub use bytes::Bytes;
 pub use rsl_core::{Ballot, Config, ConfigError, Configuration, NodeId, RingId, Role, Slot, Status};
 pub use rsl_runtime::metrics::serve_metrics;
 pub use rsl_runtime::{
-    render_prometheus, CheckpointFetcher, CheckpointServer, FastReadError, FileStorage,
-    LocalCheckpointNetwork, MemoryStorage, ReadError, Recovery, RelinquishError, ReplicateError, RingFailure,
-    RingHandle, RingOptions, RingSpec, RingStatistics, RoleChange, Runtime, RuntimeOptions, StartError,
-    StateMachine, Storage, TransferError,
+    render_prometheus, ChangeConfigurationError, CheckpointFetcher, CheckpointServer, FastReadError,
+    FileStorage, LocalCheckpointNetwork, MemoryStorage, ReadError, Recovery, RelinquishError, ReplicateError,
+    RingFailure, RingHandle, RingOptions, RingSpec, RingStatistics, RoleChange, Runtime, RuntimeOptions,
+    StartError, StateMachine, Storage, TransferError,
 };
 pub use rsl_transport::{Inbound, MemoryNetwork, Transport};
 use tokio::sync::{mpsc, watch};
@@ -330,6 +330,18 @@ impl Ring {
     /// RelinquishPrimary]. Returns the target.
     pub async fn relinquish_primary(&self, target: Option<NodeId>) -> Result<NodeId, RelinquishError> {
         self.handle.relinquish_primary(target).await
+    }
+
+    /// Changes the ring's members [RSL's ChangeConfiguration]: add, remove, replace, grow
+    /// or shrink. On the primary only; returns the new configuration once the change is
+    /// chosen (it governs every slot after the change's slot), and the state machine hears
+    /// of it through [`StateMachine::configuration_changed`]. Start new members first, as
+    /// joining replicas ([`Config::joining`]): they catch up from a checkpoint and slots.
+    pub async fn change_configuration(
+        &self,
+        members: Vec<NodeId>,
+    ) -> Result<Configuration, ChangeConfigurationError> {
+        self.handle.change_configuration(members).await
     }
 
     /// The replica's status, kept current.

@@ -124,6 +124,8 @@ pub struct Disk {
     /// The newest saved checkpoint, and the state machine as of it.
     pub checkpoint: Slot,
     pub checkpoint_state: Vec<(Slot, Value)>,
+    /// The configuration saved with the checkpoint.
+    pub checkpoint_configuration: Option<rsl_core::Configuration>,
 }
 
 impl Disk {
@@ -147,6 +149,7 @@ impl Disk {
             proposals: self.proposals.values().cloned().collect(),
             chosen: self.chosen,
             checkpoint: self.checkpoint,
+            configuration: self.checkpoint_configuration.clone(),
         }
     }
 }
@@ -340,10 +343,11 @@ impl Cluster {
                     node.applied.push((slot, value));
                     node.replica.on_applied(slot);
                 }
-                Action::TakeCheckpoint { slot } => {
+                Action::TakeCheckpoint { slot, configuration } => {
                     assert_eq!(node.state_slot(), slot, "a checkpoint reflects exactly what was applied");
                     if node.auto_checkpoint {
                         node.disk.checkpoint = slot;
+                        node.disk.checkpoint_configuration = Some(configuration);
                         node.disk.checkpoint_state = node.applied.clone();
                         node.replica.on_checkpoint_saved(slot);
                     }
@@ -353,6 +357,7 @@ impl Cluster {
                 }
                 Action::FetchCheckpoint { .. }
                 | Action::RoleChanged { .. }
+                | Action::ConfigurationChangeInterrupted { .. }
                 | Action::RequestsDropped { .. } => {}
             }
         }

@@ -70,6 +70,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the configuration every server is in: its number, members, and whether the
+    /// server votes in it
+    Members {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the ring's members (node ids, comma-separated); waits until the change is
+    /// chosen and prints the new configuration. Start new members with --join first.
+    Reconfigure {
+        #[arg(value_delimiter = ',', required = true, value_name = "ID,...")]
+        members: Vec<u64>,
+    },
     /// Run a closed-loop put/get workload and print a JSON report
     Load {
         /// Concurrent client sessions
@@ -179,6 +192,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Status { json } => return status(&mut client, json).await,
+        Command::Members { json } => return members(&mut client, json).await,
+        Command::Reconfigure { members } => {
+            let configuration = client.reconfigure(&members).await?;
+            out!(
+                "configuration {} with members {:?} governs slots from {}",
+                configuration.configuration,
+                configuration.members,
+                configuration.first_slot
+            );
+        }
         Command::Load { clients, duration, keys, value_bytes, read_percent, progress_ms } => {
             if !(duration.is_finite() && duration > 0.0 && duration <= 86_400.0) {
                 bail!("--duration must be a number of seconds from 0 to 86400, got {duration}");
@@ -229,6 +252,48 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn members(client: &mut Client, json: bool) -> Result<ExitCode> {
+    let statuses = client.statuses().await;
+    let mut rows = Vec::new();
+    for (server, status) in &statuses {
+        rows.push(match status {
+            Ok(s) => serde_json::json!({
+                "server": server,
+                "node": s.node,
+                "role": s.role,
+                "configuration": s.configuration,
+                "members": s.configuration_members,
+                "member": s.member,
+                "first_slot": s.configuration_first_slot,
+                "chosen": s.chosen,
+            }),
+            Err(error) => serde_json::json!({ "server": server, "error": error.to_string() }),
+        });
+    }
+    if json {
+        out!("{}", serde_json::Value::Array(rows.clone()));
+    } else {
+        for row in &rows {
+            let server = row["server"].as_str().unwrap_or_default();
+            if let Some(error) = row["error"].as_str() {
+                out!("{server:<22} unreachable: {error}");
+                continue;
+            }
+            let voting = if row["member"].as_bool() == Some(true) { "votes" } else { "not a member" };
+            out!(
+                "{server:<22} node {} {:<9} configuration {} members {} from slot {} ({voting})",
+                row["node"],
+                row["role"].as_str().unwrap_or_default(),
+                row["configuration"],
+                row["members"],
+                row["first_slot"],
+            );
+        }
+    }
+    let reachable = rows.iter().filter(|r| r.get("error").is_none()).count();
+    Ok(if reachable == 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 async fn status(client: &mut Client, json: bool) -> Result<ExitCode> {

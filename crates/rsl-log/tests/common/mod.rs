@@ -130,6 +130,7 @@ impl ModelState {
             proposals: self.proposals.values().cloned().collect(),
             chosen: self.chosen,
             checkpoint: Slot::ZERO,
+            configuration: None,
         }
     }
 }
