@@ -4,6 +4,7 @@
 //! workspace root, echoes the command line first, and stops at the first failure with an
 //! error naming the command. xtask depends on no rsl crate, so it builds even when they don't.
 
+mod check_history;
 mod ci;
 mod contracts;
 mod demo;
@@ -84,6 +85,16 @@ enum Command {
         on failure and on Ctrl-C.")]
     Demo(demo::DemoArgs),
 
+    /// Check a history file (JSON lines) for linearizability: exit 0 yes, 1 no, 2 malformed, 3 unknown
+    #[command(long_about = "Build the linearizability checker (rsl-check) in release and run \
+        `rsl-check-history FILE` on a history written as JSON lines, one event per line (the format \
+        is in docs/TESTING.md). Exits 0 if the history is linearizable; 1 if not, printing a 1-minimal \
+        witness (operations of one key that cannot be ordered, with their lines and times); 2 if the \
+        file is malformed (FILE:LINE: what is wrong); 3 if the time limit or the search budget ran \
+        out (unknown: nothing is claimed). `--self-test` instead runs the checker's release test on \
+        generated ten-minute histories and prints how long they take.")]
+    CheckHistory(check_history::CheckHistoryArgs),
+
     /// Run the component benchmarks (criterion): cargo bench -p rsl-benches
     #[command(long_about = "Run the criterion component benchmarks: `cargo bench -p rsl-benches`, \
         with any arguments after `--` passed on (for example `-- --quick`). Whole-cluster figures \
@@ -106,6 +117,7 @@ fn main() -> ExitCode {
         Command::Contracts => contracts::run(),
         Command::Sim(args) => sim::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::CheckHistory(args) => check_history::run(&args),
         Command::Bench { args } => bench(&args),
         Command::Fault => {
             eprintln!("xtask fault: not implemented yet");

@@ -5,7 +5,7 @@
 //!   applied but no-ops;
 //! - **durability**: every write acknowledged to a client is in the final chosen log;
 //! - **linearizability**: the client history has a legal sequential order
-//!   ([`crate::linearizability`]);
+//!   ([`rsl_check::check`], with a minimal witness from [`rsl_check::minimize`]);
 //! - **liveness**: after the faults heal, every new request completes and the replicas
 //!   converge.
 //!

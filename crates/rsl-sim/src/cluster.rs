@@ -17,9 +17,9 @@ use rsl_core::{
 
 use crate::checkers::{Agreement, Failure};
 use crate::kv::{Kv, KvOp, KvResult};
-use crate::linearizability;
 use crate::options::Options;
 use crate::rng::Rng;
+use rsl_check as linearizability;
 
 /// Counters of one run, for the summary line.
 #[derive(Clone, Debug, Default)]
@@ -1257,8 +1257,15 @@ impl Simulation {
         match linearizability::check(&self.history, linearizability::CheckBudget::default()) {
             linearizability::CheckResult::Linearizable => {}
             linearizability::CheckResult::NotLinearizable { key, witness } => {
-                let ops: Vec<String> = witness.iter().map(|&i| format!("{:?}", self.history[i])).collect();
-                let detail = format!("key {key}: cannot order {}", ops.join("; "));
+                let budget = linearizability::CheckBudget::default();
+                let witness = linearizability::minimize(&self.history, &key, &witness, budget);
+                let ops: Vec<String> =
+                    witness.operations.iter().map(|&i| format!("{:?}", self.history[i])).collect();
+                let detail = format!(
+                    "key {key}: cannot order {} (with the key's {} other writes of unknown outcome)",
+                    ops.join("; "),
+                    witness.relaxed_writes
+                );
                 self.fail(Failure::new("linearizability", self.now, detail));
             }
             linearizability::CheckResult::Unknown { key, reason } => {

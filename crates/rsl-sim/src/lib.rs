@@ -16,7 +16,6 @@
 pub mod checkers;
 pub mod cluster;
 pub mod kv;
-pub mod linearizability;
 pub mod options;
 pub mod rng;
 

@@ -1,4 +1,4 @@
-//! Linearizability checker for a key-value store of independent registers.
+//! The linearizability search: [`check`] and its budget.
 //!
 //! # Model
 //!
@@ -74,6 +74,12 @@
 //!      a value a pending completed operation needs, a run holds at most one
 //!      put or delete (first), and equal ones are interchangeable (the
 //!      earliest-called available one stands for all).
+//!    * *Useless unknown-outcome operations.* One called after every completed
+//!      operation returned, and one that can only leave the register holding a
+//!      value no operation reads or compares against while no cas is reported
+//!      as not applied (the only step such a value can help), are left out
+//!      before the search starts. An unknown-outcome get is left out too: it
+//!      neither changes nor constrains the register.
 //!    * *Subsumption.* Configurations that differ only in how many
 //!      interchangeable unknown-outcome puts and deletes they have used are
 //!      compared, and one that used no more of each kind dominates. (The set
@@ -100,8 +106,16 @@
 //! hashing the configuration). On realistic histories the search rarely
 //! backtracks and runs in near-linear time, `O(n log n + n · c)`; a history
 //! that is not linearizable makes it explore every configuration reachable
-//! before the violation, which is still fast at moderate concurrency.
-//! [`CheckBudget::max_steps`] caps the steps per key; exhausting it yields
+//! before the violation, which is fast at moderate concurrency but grows
+//! with the length of the history. So a search that goes a million steps
+//! without linearizing more operations than it ever had (what backtracking
+//! from a violation deep in a long, concurrent history looks like) is paused,
+//! and the operations around the furthest point it reached are checked on
+//! their own, every other operation relaxed to unknown outcome
+//! ([`crate::minimize`]): if they cannot be linearized, neither can the key,
+//! and the verdict comes in milliseconds. Otherwise the search resumes.
+//! [`CheckBudget::max_steps`] caps the steps per key and
+//! [`CheckBudget::deadline`] the time; exhausting either yields
 //! [`CheckResult::Unknown`] rather than a wrong answer.
 //!
 //! # Witnesses
@@ -113,97 +127,21 @@
 //! operations in linearization order, followed by the operation whose
 //! response it reached without being able to linearize it: after that
 //! prefix, neither it nor any alternative leads to a linearization. An
-//! operation that can never be legal is reported alone.
+//! operation that can never be legal is reported alone, and a violation found
+//! by checking the operations around the furthest point alone is reported as
+//! those operations, the one the search could not get past last.
 //!
-//! # Histories on disk
-//!
-//! [`parse_jsonl`] and [`to_jsonl`] read and write Jepsen-style JSON lines,
-//! one invocation or completion event per line.
+//! Such a witness can be long; [`crate::minimize`] shrinks it to a few
+//! operations that on their own cannot be linearized.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-/// The request of an operation on one key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Input {
-    /// Set the key to `value`.
-    Put {
-        /// The value written.
-        value: i64,
-    },
-    /// Read the key.
-    Get,
-    /// Remove the key (it becomes absent, `None`).
-    Delete,
-    /// Compare-and-set: if the key currently holds `expected` (`None`: the key
-    /// is absent), set it to `new`; otherwise leave it unchanged.
-    Cas {
-        /// The value the key must hold for the swap to happen.
-        expected: Option<i64>,
-        /// The value written if the comparison succeeds.
-        new: i64,
-    },
-}
-
-/// The response of a completed operation. Its variant must match the
-/// operation's [`Input`]; an operation whose output does not match can never
-/// be linearized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Output {
-    /// A put completed.
-    Put,
-    /// A get completed, reading `value` (`None`: the key was absent).
-    Get {
-        /// The value read.
-        value: Option<i64>,
-    },
-    /// A delete completed.
-    Delete,
-    /// A compare-and-set completed: `ok` tells whether the swap happened.
-    /// `ok: false` asserts that the key did not hold `expected` at the
-    /// linearization point.
-    Cas {
-        /// Whether the comparison succeeded and the new value was written.
-        ok: bool,
-    },
-}
-
-/// One operation of a history: a call by `process` on `key` and, if known, its
-/// response.
-///
-/// * `output: Some(_)` and `return_ns: Some(_)`: a completed operation, which
-///   must be linearized somewhere in `[call_ns, return_ns]` (a `return_ns`
-///   below `call_ns` is treated as `call_ns`).
-/// * `output: None`: the outcome is unknown. The operation may have taken
-///   effect at any time after `call_ns`, or never; `return_ns` is ignored.
-/// * `output: Some(_)` with `return_ns: None`: the response is known but not
-///   when it arrived; the operation must be linearized somewhere after
-///   `call_ns`.
-///
-/// `process` is not used by [`check`] (only real time matters); it is kept so
-/// that histories round-trip through [`to_jsonl`] / [`parse_jsonl`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Operation {
-    /// The client process that issued the operation.
-    pub process: u64,
-    /// The key (register) the operation acts on.
-    pub key: String,
-    /// The request.
-    pub input: Input,
-    /// The response, or `None` if the outcome is unknown.
-    pub output: Option<Output>,
-    /// When the operation was invoked, in nanoseconds.
-    pub call_ns: u64,
-    /// When the response arrived, in nanoseconds, or `None` if it never did.
-    pub return_ns: Option<u64>,
-}
+use crate::{Input, Operation, Output};
 
 /// Limits on the work [`check`] may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckBudget {
     /// Maximum number of search steps (attempts to linearize one operation)
     /// spent on any single key before giving up with
@@ -212,17 +150,35 @@ pub struct CheckBudget {
     /// so on the hardest histories exhausting the default budget takes
     /// roughly 10 to 60 seconds and up to about 1 GB.
     pub max_steps: u64,
+    /// An instant after which the search gives up with [`CheckResult::Unknown`]
+    /// (checked every few thousand steps, so it overshoots by well under a
+    /// millisecond). `None`: no time limit. A deadline makes the verdict depend
+    /// on the machine's speed, so deterministic callers (the simulator) leave it
+    /// out and rely on `max_steps` alone.
+    pub deadline: Option<Instant>,
+}
+
+impl CheckBudget {
+    /// The default budget with a deadline `timeout` from now.
+    pub fn with_timeout(timeout: std::time::Duration) -> CheckBudget {
+        CheckBudget { deadline: Instant::now().checked_add(timeout), ..CheckBudget::default() }
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|deadline| Instant::now() >= deadline)
+    }
 }
 
 impl Default for CheckBudget {
-    /// 50 million search steps per key.
+    /// 50 million search steps per key, no deadline.
     fn default() -> Self {
-        CheckBudget { max_steps: 50_000_000 }
+        CheckBudget { max_steps: 50_000_000, deadline: None }
     }
 }
 
 /// The verdict of [`check`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckResult {
     /// Every key's sub-history is linearizable.
     Linearizable,
@@ -237,11 +193,14 @@ pub enum CheckResult {
         /// linearized after them before its response (always the last
         /// element). An operation that can never be legal (a read of a value
         /// nothing writes, an output that does not match the input) is
-        /// reported alone. See the module documentation.
+        /// reported alone; a violation found by the local check of the
+        /// operations around the furthest point is reported as those. See the
+        /// module documentation; [`crate::minimize`] shrinks it.
         witness: Vec<usize>,
     },
-    /// The step budget ran out on `key` before a verdict was reached (and no
-    /// other key was found not to be linearizable).
+    /// The budget (steps or deadline) ran out on `key` before a verdict was
+    /// reached, and no key checked was found not to be linearizable. Keys not
+    /// reached before the deadline are not checked at all.
     Unknown {
         /// The first key whose search was abandoned.
         key: String,
@@ -265,6 +224,11 @@ impl CheckResult {
 /// linearizable but some key exhausted `budget`, the first such key is
 /// reported as [`CheckResult::Unknown`].
 pub fn check(history: &[Operation], budget: CheckBudget) -> CheckResult {
+    check_with(history, budget, STUCK_STEPS)
+}
+
+/// [`check`], deeming a search stuck after `stuck_steps` (see [`check_key_ops`]).
+pub(crate) fn check_with(history: &[Operation], budget: CheckBudget, stuck_steps: u64) -> CheckResult {
     let mut order: Vec<&str> = Vec::new();
     let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
     for (index, op) in history.iter().enumerate() {
@@ -282,7 +246,13 @@ pub fn check(history: &[Operation], budget: CheckBudget) -> CheckResult {
         let Some(indices) = groups.get(key) else {
             continue;
         };
-        match check_key(history, indices, budget.max_steps) {
+        if budget.expired() {
+            return unknown.unwrap_or_else(|| CheckResult::Unknown {
+                key: key.to_owned(),
+                reason: "time limit reached before this key was checked".to_owned(),
+            });
+        }
+        match check_key(history, indices, budget, stuck_steps) {
             KeyOutcome::Linearizable => {}
             KeyOutcome::NotLinearizable(witness) => {
                 return CheckResult::NotLinearizable { key: key.to_owned(), witness };
@@ -302,7 +272,8 @@ pub fn check(history: &[Operation], budget: CheckBudget) -> CheckResult {
 // ---------------------------------------------------------------------------
 
 /// Verdict for a single key.
-enum KeyOutcome {
+#[derive(Debug)]
+pub(crate) enum KeyOutcome {
     Linearizable,
     NotLinearizable(Vec<usize>),
     Unknown(String),
@@ -422,6 +393,21 @@ impl Step {
         }
     }
 }
+
+/// How often (in search steps) the search looks at the clock, when it has a
+/// deadline: often enough to stop within a millisecond, rarely enough not to
+/// show in profiles.
+const DEADLINE_CHECK_STEPS: u64 = 4096;
+
+/// Search steps without linearizing more operations than ever before after
+/// which a search is deemed stuck (see [`check_key_ops`]): a fraction of a
+/// second. Searching a linearizable history reaches a new depth every few
+/// dozen steps.
+const STUCK_STEPS: u64 = 1_000_000;
+
+/// [`Search::run`] stopped because the search got stuck.
+#[derive(Debug)]
+struct Stuck;
 
 /// Sentinel for "no node".
 const NO_NODE: usize = usize::MAX;
@@ -808,6 +794,11 @@ fn encode_config(
 enum Abort {
     /// The step budget ran out.
     Budget,
+    /// The deadline passed.
+    Deadline,
+    /// The search went [`Search::stuck_steps`] steps without linearizing more
+    /// operations than it ever had.
+    Stuck,
 }
 
 /// Where the search is within the current configuration.
@@ -947,12 +938,21 @@ struct Search {
     options_buf: Vec<(usize, Class)>,
     steps: u64,
     max_steps: u64,
+    deadline: Option<Instant>,
+    /// Where [`Search::search`] resumes.
+    cursor: Cursor,
+    /// If set, the search stops with [`Abort::Stuck`] after this many steps
+    /// without reaching a new depth.
+    stuck_steps: Option<u64>,
+    /// The most operations linearized at once so far, and the step it happened.
+    deepest: usize,
+    deepest_step: u64,
     best: Best,
 }
 
 impl Search {
     /// Prepares the search; `ops` are `(index in history, operation)`.
-    fn new(ops: Vec<(usize, &Operation)>, max_steps: u64) -> Search {
+    fn new(ops: Vec<(usize, &Operation)>, budget: CheckBudget) -> Search {
         let classes = Classes::new(&ops);
         // (global index, call, return, step), in call order.
         let mut compiled: Vec<(usize, u64, Option<u64>, Step)> = ops
@@ -972,6 +972,20 @@ impl Search {
                 None => optional.push((global, call, step)),
             }
         }
+        // Unknown-outcome operations that can make no difference are left
+        // out (each rule is exact):
+        // * one called after every completed operation returned could only
+        //   be linearized after all of them;
+        // * one that leaves the register holding a value no operation reads
+        //   or compares against ([`ANON`]) can only help a cas reported as
+        //   not applied (the one step that needs the register to differ from
+        //   a value), so without such a cas it is useless.
+        let last_return = required.iter().map(|&(_, _, ret, _)| ret).max().unwrap_or(0);
+        let has_failed_cas = required.iter().any(|&(.., step)| matches!(step, Step::CasFailed { .. }));
+        optional.retain(|&(_, call, step)| {
+            let writes_anonymous = matches!(step, Step::Set(ANON) | Step::CasMaybe { new: ANON, .. });
+            call <= last_return && (has_failed_cas || !writes_anonymous)
+        });
         let n = required.len();
 
         // Entries sorted by time; at equal times calls precede returns, so
@@ -1038,7 +1052,12 @@ impl Search {
             candidates_buf: Vec::new(),
             options_buf: Vec::new(),
             steps: 0,
-            max_steps,
+            max_steps: budget.max_steps,
+            deadline: budget.deadline,
+            cursor: Cursor::Fresh,
+            stuck_steps: None,
+            deepest: 0,
+            deepest_step: 0,
             best: Best::default(),
         }
     }
@@ -1048,6 +1067,12 @@ impl Search {
         self.steps += 1;
         if self.steps > self.max_steps {
             Err(Abort::Budget)
+        } else if self.stuck_steps.is_some_and(|stuck| self.steps - self.deepest_step > stuck) {
+            Err(Abort::Stuck)
+        } else if self.steps % DEADLINE_CHECK_STEPS == 0
+            && self.deadline.is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            Err(Abort::Deadline)
         } else {
             Ok(())
         }
@@ -1158,6 +1183,10 @@ impl Search {
             return false;
         }
         self.stack.push(frame);
+        if self.stack.len() > self.deepest {
+            self.deepest = self.stack.len();
+            self.deepest_step = self.steps;
+        }
         self.state = after;
         self.run_start = run_start;
         true
@@ -1378,11 +1407,14 @@ impl Search {
         Some(self.global_of[id])
     }
 
-    fn run(&mut self) -> KeyOutcome {
+    /// The verdict, or `Err(Stuck)` if [`Search::stuck_steps`] is set and
+    /// the search got stuck (calling `run` again resumes it).
+    fn run(&mut self) -> Result<KeyOutcome, Stuck> {
         if let Some(global) = self.never_legal() {
-            return KeyOutcome::NotLinearizable(vec![global]);
+            return Ok(KeyOutcome::NotLinearizable(vec![global]));
         }
-        match self.search() {
+        Ok(match self.search() {
+            Err(Abort::Stuck) => return Err(Stuck),
             Ok(true) => KeyOutcome::Linearizable,
             Ok(false) => {
                 let mut witness = self.best.prefix.clone();
@@ -1398,17 +1430,23 @@ impl Search {
                 self.steps_of.len() + self.optional.step.len(),
                 self.best.prefix.len().max(self.stack.len())
             )),
-        }
+            Err(Abort::Deadline) => KeyOutcome::Unknown(format!(
+                "time limit reached after {} search steps on {} operations",
+                self.steps,
+                self.steps_of.len() + self.optional.step.len(),
+            )),
+        })
     }
 
     /// The search proper; `Ok(true)` if a linearization exists.
     fn search(&mut self) -> Result<bool, Abort> {
-        let mut cursor = Cursor::Fresh;
         loop {
             if self.required_left == 0 {
                 return Ok(true);
             }
-            cursor = match cursor {
+            // An abort (`?`) leaves `self.cursor` as it was: re-entering the
+            // configuration repeats work but changes nothing.
+            self.cursor = match self.cursor {
                 Cursor::Fresh => match self.forced_choice()? {
                     Some((id, after)) => {
                         if self.push_required(id, after, true, 0) {
@@ -1475,485 +1513,61 @@ impl Search {
 }
 
 /// Checks the operations `indices` of `history`, which all share one key.
-fn check_key(history: &[Operation], indices: &[usize], max_steps: u64) -> KeyOutcome {
+fn check_key(history: &[Operation], indices: &[usize], budget: CheckBudget, stuck_steps: u64) -> KeyOutcome {
     let ops: Vec<(usize, &Operation)> =
         indices.iter().filter_map(|&global| Some((global, history.get(global)?))).collect();
+    check_key_ops(ops, budget, stuck_steps)
+}
+
+/// Checks `ops`, `(index in the history, operation)` pairs that all share one
+/// key; witnesses are given as those indices.
+///
+/// A search that gets stuck (`stuck_steps` steps without linearizing more
+/// operations than it ever had) has most likely hit a violation deep in a long,
+/// concurrent history, and is backtracking through every configuration before
+/// it. So the operations around the furthest point reached are checked on their
+/// own, with every other operation relaxed (see [`crate::minimize`]): if they
+/// cannot be linearized, neither can the key. Otherwise the search resumes where
+/// it was, with no further interruption.
+fn check_key_ops(ops: Vec<(usize, &Operation)>, budget: CheckBudget, stuck_steps: u64) -> KeyOutcome {
     if u32::try_from(ops.len()).is_err() {
-        return KeyOutcome::Unknown(format!(
-            "{} operations on one key exceed the supported maximum of {}",
-            ops.len(),
-            u32::MAX
-        ));
+        return too_many(ops.len());
     }
-    Search::new(ops, max_steps).run()
-}
-
-// ---------------------------------------------------------------------------
-// JSON lines
-// ---------------------------------------------------------------------------
-
-/// An error in a JSON-lines history. Every variant carries the 1-based line
-/// number it was found on ([`ParseError::line`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParseError {
-    /// The line is not valid JSON.
-    Json {
-        /// 1-based line number.
-        line: usize,
-        /// 1-based column reported by the JSON parser.
-        column: usize,
-        /// What the JSON parser objected to.
-        message: String,
-    },
-    /// The line is JSON but not a valid event: not an object, a missing or
-    /// ill-typed field, an unknown `type` or `f`, or a `value` of the wrong
-    /// shape.
-    InvalidEvent {
-        /// 1-based line number.
-        line: usize,
-        /// What was wrong.
-        message: String,
-    },
-    /// A completion (`ok`, `fail`, `info`) for a process with no outstanding
-    /// invocation.
-    CompletionWithoutInvoke {
-        /// 1-based line number of the completion.
-        line: usize,
-        /// The process named by the completion.
-        process: u64,
-    },
-    /// An invocation by a process whose previous invocation has not completed.
-    OverlappingInvoke {
-        /// 1-based line number of the second invocation.
-        line: usize,
-        /// The process.
-        process: u64,
-        /// 1-based line number of the outstanding invocation.
-        pending_line: usize,
-    },
-    /// A completion that does not match its invocation (different `f` or
-    /// `key`, an earlier `time`, or a `value` that contradicts the request).
-    MismatchedCompletion {
-        /// 1-based line number of the completion.
-        line: usize,
-        /// 1-based line number of the invocation it was paired with.
-        invoke_line: usize,
-        /// What did not match.
-        message: String,
-    },
-}
-
-impl ParseError {
-    /// The 1-based line number the error was found on.
-    pub fn line(&self) -> usize {
-        match self {
-            ParseError::Json { line, .. }
-            | ParseError::InvalidEvent { line, .. }
-            | ParseError::CompletionWithoutInvoke { line, .. }
-            | ParseError::OverlappingInvoke { line, .. }
-            | ParseError::MismatchedCompletion { line, .. } => *line,
-        }
-    }
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParseError::Json { line, column, message } => {
-                write!(f, "line {line}, column {column}: malformed JSON: {message}")
-            }
-            ParseError::InvalidEvent { line, message } => {
-                write!(f, "line {line}: invalid event: {message}")
-            }
-            ParseError::CompletionWithoutInvoke { line, process } => write!(
-                f,
-                "line {line}: completion for process {process}, which has no outstanding invocation"
-            ),
-            ParseError::OverlappingInvoke { line, process, pending_line } => write!(
-                f,
-                "line {line}: process {process} invoked an operation while its invocation \
-                 on line {pending_line} is still outstanding"
-            ),
-            ParseError::MismatchedCompletion { line, invoke_line, message } => write!(
-                f,
-                "line {line}: completion does not match the invocation on line {invoke_line}: {message}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ParseError {}
-
-/// Event `type` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EventType {
-    Invoke,
-    Ok,
-    Fail,
-    Info,
-}
-
-impl EventType {
-    fn name(self) -> &'static str {
-        match self {
-            EventType::Invoke => "invoke",
-            EventType::Ok => "ok",
-            EventType::Fail => "fail",
-            EventType::Info => "info",
-        }
-    }
-}
-
-/// Event `f` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Function {
-    Put,
-    Get,
-    Cas,
-    Delete,
-}
-
-impl Function {
-    fn of(input: &Input) -> Function {
-        match input {
-            Input::Put { .. } => Function::Put,
-            Input::Get => Function::Get,
-            Input::Cas { .. } => Function::Cas,
-            Input::Delete => Function::Delete,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Function::Put => "put",
-            Function::Get => "get",
-            Function::Cas => "cas",
-            Function::Delete => "delete",
-        }
-    }
-}
-
-/// One decoded line.
-#[derive(Debug)]
-struct Event {
-    process: u64,
-    kind: EventType,
-    f: Function,
-    key: String,
-    value: Value,
-    time: u64,
-}
-
-impl Event {
-    fn parse(text: &str, line: usize) -> Result<Event, ParseError> {
-        let json: Value = serde_json::from_str(text).map_err(|error| ParseError::Json {
-            line,
-            column: error.column(),
-            message: json_message(&error),
-        })?;
-        let invalid = |message: String| ParseError::InvalidEvent { line, message };
-        let Value::Object(mut map) = json else {
-            return Err(invalid("expected a JSON object".to_owned()));
-        };
-        let mut field =
-            |name: &str| map.remove(name).ok_or_else(|| invalid(format!("missing field `{name}`")));
-
-        let process_value = field("process")?;
-        let process = process_value.as_u64().ok_or_else(|| {
-            invalid(format!("`process` must be a non-negative integer, got {process_value}"))
-        })?;
-        let kind = match field("type")? {
-            Value::String(s) => match s.as_str() {
-                "invoke" => EventType::Invoke,
-                "ok" => EventType::Ok,
-                "fail" => EventType::Fail,
-                "info" => EventType::Info,
-                _ => {
-                    return Err(invalid(format!("unknown type \"{s}\" (expected invoke, ok, fail or info)")))
-                }
-            },
-            other => return Err(invalid(format!("`type` must be a string, got {other}"))),
-        };
-        let f = match field("f")? {
-            Value::String(s) => match s.as_str() {
-                "put" => Function::Put,
-                "get" => Function::Get,
-                "cas" => Function::Cas,
-                "delete" => Function::Delete,
-                _ => return Err(invalid(format!("unknown f \"{s}\" (expected put, get, cas or delete)"))),
-            },
-            other => return Err(invalid(format!("`f` must be a string, got {other}"))),
-        };
-        let key = match field("key")? {
-            Value::String(s) => s,
-            Value::Number(number) if number.is_i64() || number.is_u64() => number.to_string(),
-            other => return Err(invalid(format!("`key` must be a string or an integer, got {other}"))),
-        };
-        let time_value = field("time")?;
-        let time = time_value
-            .as_u64()
-            .ok_or_else(|| invalid(format!("`time` must be a non-negative integer, got {time_value}")))?;
-        let value = field("value").unwrap_or(Value::Null);
-        Ok(Event { process, kind, f, key, value, time })
-    }
-
-    /// The request of an invocation.
-    fn input(&self, line: usize) -> Result<Input, ParseError> {
-        let invalid = |message: String| ParseError::InvalidEvent { line, message };
-        match self.f {
-            Function::Put => match self.value.as_i64() {
-                Some(value) => Ok(Input::Put { value }),
-                None => Err(invalid(format!("put invocation value must be an integer, got {}", self.value))),
-            },
-            Function::Get | Function::Delete => {
-                if self.value.is_null() {
-                    Ok(if self.f == Function::Get { Input::Get } else { Input::Delete })
-                } else {
-                    Err(invalid(format!(
-                        "{} invocation value must be null, got {}",
-                        self.f.name(),
-                        self.value
-                    )))
+    let mut search = Search::new(ops.clone(), budget);
+    search.stuck_steps = Some(stuck_steps);
+    loop {
+        match search.run() {
+            Ok(outcome) => return outcome,
+            Err(Stuck) => {
+                search.stuck_steps = None;
+                let blocker = search.best.found.then_some(search.best.blocker);
+                let refuted = blocker.and_then(|blocker| crate::minimize::refute_near(&ops, blocker, budget));
+                if let Some(witness) = refuted {
+                    return KeyOutcome::NotLinearizable(witness);
                 }
             }
-            Function::Cas => parse_cas_pair(&self.value)
-                .map(|(expected, new)| Input::Cas { expected, new })
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "cas invocation value must be [expected or null, new], got {}",
-                        self.value
-                    ))
-                }),
-        }
-    }
-
-    /// The response of an `ok` completion of `input`.
-    fn output(&self, input: &Input, line: usize, invoke_line: usize) -> Result<Output, ParseError> {
-        let mismatch = |message: String| ParseError::MismatchedCompletion { line, invoke_line, message };
-        let invalid = |message: String| ParseError::InvalidEvent { line, message };
-        match input {
-            Input::Put { value } => match &self.value {
-                Value::Null => Ok(Output::Put),
-                v if v.as_i64() == Some(*value) => Ok(Output::Put),
-                v => {
-                    Err(mismatch(format!("put completion value {v} differs from the value written, {value}")))
-                }
-            },
-            Input::Get => match &self.value {
-                Value::Null => Ok(Output::Get { value: None }),
-                v => v.as_i64().map(|read| Output::Get { value: Some(read) }).ok_or_else(|| {
-                    invalid(format!("get completion value must be an integer or null, got {v}"))
-                }),
-            },
-            Input::Delete => match &self.value {
-                Value::Null => Ok(Output::Delete),
-                v => Err(invalid(format!("delete completion value must be null, got {v}"))),
-            },
-            Input::Cas { expected, new } => match &self.value {
-                Value::Bool(ok) => Ok(Output::Cas { ok: *ok }),
-                v => match parse_cas_pair(v) {
-                    Some(pair) if pair == (*expected, *new) => Ok(Output::Cas { ok: true }),
-                    Some(_) => Err(mismatch(format!(
-                        "cas completion value {v} differs from the invoked [expected, new]"
-                    ))),
-                    None => Err(invalid(format!(
-                        "cas completion value must be [expected or null, new], true or false, got {v}"
-                    ))),
-                },
-            },
         }
     }
 }
 
-/// Decodes `[expected or null, new]`.
-fn parse_cas_pair(value: &Value) -> Option<(Option<i64>, i64)> {
-    match value.as_array()?.as_slice() {
-        [expected, new] => {
-            let expected = if expected.is_null() { None } else { Some(expected.as_i64()?) };
-            Some((expected, new.as_i64()?))
-        }
-        _ => None,
-    }
+fn too_many(count: usize) -> KeyOutcome {
+    KeyOutcome::Unknown(format!("{count} operations on one key exceed the supported maximum of {}", u32::MAX))
 }
 
-/// A serde_json error message without its (single-line, hence redundant)
-/// "at line 1 column N" suffix.
-fn json_message(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    let suffix = format!(" at line {} column {}", error.line(), error.column());
-    match text.strip_suffix(&suffix) {
-        Some(stripped) => stripped.to_owned(),
-        None => text,
+/// Checks `ops` (as [`check_key_ops`]) with the search alone.
+pub(crate) fn search_key_ops(ops: Vec<(usize, &Operation)>, budget: CheckBudget) -> KeyOutcome {
+    if u32::try_from(ops.len()).is_err() {
+        return too_many(ops.len());
     }
-}
-
-/// Parses a Jepsen-style JSON-lines history.
-///
-/// Each non-blank line is one event:
-/// `{"process": int, "type": "invoke"|"ok"|"fail"|"info", "f": "put"|"get"|"cas"|"delete", "key": str, "value": ..., "time": ns}`
-/// (`key` may also be an integer; other fields are ignored). `value` is:
-///
-/// | `f`      | invoke                     | ok                                                      |
-/// |----------|----------------------------|---------------------------------------------------------|
-/// | `put`    | the integer written        | the same integer, or null                               |
-/// | `get`    | null (or absent)           | the integer read, or null if the key was absent         |
-/// | `delete` | null (or absent)           | null (or absent)                                        |
-/// | `cas`    | `[expected or null, new]`  | the same pair or `true` (swapped); `false` (not swapped) |
-///
-/// and is ignored on `fail` and `info` events.
-///
-/// Each invocation is paired with the next completion of the same process,
-/// which must have the same `f` and `key` and a `time` no earlier than the
-/// invocation's. `ok` gives a completed operation; `fail` removes the
-/// operation (it did not happen); `info`, or no completion before the end of
-/// the input, gives an operation of unknown outcome (`output` and `return_ns`
-/// are `None`). Operations are returned in invocation order.
-pub fn parse_jsonl(text: &str) -> Result<Vec<Operation>, ParseError> {
-    let mut ops: Vec<Operation> = Vec::new();
-    let mut failed: Vec<bool> = Vec::new();
-    // process -> (index in ops, line of the invocation)
-    let mut pending: HashMap<u64, (usize, usize)> = HashMap::new();
-
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let event = Event::parse(raw, line)?;
-        if event.kind == EventType::Invoke {
-            if let Some(&(_, pending_line)) = pending.get(&event.process) {
-                return Err(ParseError::OverlappingInvoke { line, process: event.process, pending_line });
-            }
-            let input = event.input(line)?;
-            pending.insert(event.process, (ops.len(), line));
-            ops.push(Operation {
-                process: event.process,
-                key: event.key,
-                input,
-                output: None,
-                call_ns: event.time,
-                return_ns: None,
-            });
-            failed.push(false);
-            continue;
-        }
-
-        let Some((op_index, invoke_line)) = pending.remove(&event.process) else {
-            return Err(ParseError::CompletionWithoutInvoke { line, process: event.process });
-        };
-        let mismatch = |message: String| ParseError::MismatchedCompletion { line, invoke_line, message };
-        let Some(op) = ops.get_mut(op_index) else {
-            // Unreachable: pending indices always point into `ops`.
-            return Err(mismatch("internal error: lost invocation".to_owned()));
-        };
-        let invoked_f = Function::of(&op.input);
-        if event.f != invoked_f {
-            return Err(mismatch(format!(
-                "f is \"{}\" but the invocation's is \"{}\"",
-                event.f.name(),
-                invoked_f.name()
-            )));
-        }
-        if event.key != op.key {
-            return Err(mismatch(format!("key is {:?} but the invocation's is {:?}", event.key, op.key)));
-        }
-        if event.time < op.call_ns {
-            return Err(mismatch(format!(
-                "{} at time {} precedes the invocation at time {}",
-                event.kind.name(),
-                event.time,
-                op.call_ns
-            )));
-        }
-        match event.kind {
-            EventType::Ok => {
-                op.output = Some(event.output(&op.input, line, invoke_line)?);
-                op.return_ns = Some(event.time);
-            }
-            EventType::Fail => {
-                if let Some(flag) = failed.get_mut(op_index) {
-                    *flag = true;
-                }
-            }
-            EventType::Info | EventType::Invoke => {}
-        }
-    }
-
-    Ok(ops.into_iter().zip(failed).filter_map(|(op, failed)| (!failed).then_some(op)).collect())
-}
-
-/// Writes `ops` as Jepsen-style JSON lines in the format read by
-/// [`parse_jsonl`]: an `invoke` event at `call_ns` and a completion per
-/// operation, all ordered by time (ties keep each process's own sequence).
-///
-/// A completed operation gets an `ok` event at `return_ns` (or at
-/// `u64::MAX` if `return_ns` is `None`); an operation of unknown outcome gets
-/// an `info` event at `return_ns`, or at `call_ns` if `return_ns` is `None`
-/// (so a process may go on to issue further operations). A cas reported as
-/// not swapped (`ok: false`) is written as an `ok` event with value `false`.
-///
-/// `parse_jsonl(&to_jsonl(ops))` gives back `ops` (in invocation order) as
-/// long as no process has two operations outstanding at once and every
-/// unknown-outcome operation has `return_ns: None`.
-pub fn to_jsonl(ops: &[Operation]) -> String {
-    let completion_time = |op: &Operation| {
-        let time = match (&op.output, op.return_ns) {
-            (Some(_), ret) => ret.unwrap_or(u64::MAX),
-            (None, ret) => ret.unwrap_or(op.call_ns),
-        };
-        time.max(op.call_ns)
-    };
-    // Rank operations by invocation, so that events at equal times keep
-    // each process's invoke / complete / invoke sequence.
-    let mut by_call: Vec<usize> = (0..ops.len()).collect();
-    by_call.sort_by_key(|&i| (ops[i].call_ns, completion_time(&ops[i]), i));
-    // (time, rank, is_completion, index)
-    let mut events: Vec<(u64, usize, bool, usize)> = Vec::with_capacity(2 * ops.len());
-    for (rank, &i) in by_call.iter().enumerate() {
-        events.push((ops[i].call_ns, rank, false, i));
-        events.push((completion_time(&ops[i]), rank, true, i));
-    }
-    events.sort_unstable();
-
-    let mut out = String::new();
-    for (time, _, is_completion, i) in events {
-        let op = &ops[i];
-        let f = Function::of(&op.input).name();
-        let (kind, value) = if !is_completion {
-            let value = match &op.input {
-                Input::Put { value } => Value::from(*value),
-                Input::Get | Input::Delete => Value::Null,
-                Input::Cas { expected, new } => cas_pair_json(*expected, *new),
-            };
-            ("invoke", value)
-        } else {
-            match (&op.input, &op.output) {
-                (_, None) => ("info", Value::Null),
-                (Input::Put { value }, Some(_)) => ("ok", Value::from(*value)),
-                (_, Some(Output::Get { value })) => ("ok", value.map_or(Value::Null, Value::from)),
-                (Input::Cas { expected, new }, Some(Output::Cas { ok: true })) => {
-                    ("ok", cas_pair_json(*expected, *new))
-                }
-                (_, Some(Output::Cas { ok })) => ("ok", Value::Bool(*ok)),
-                (_, Some(_)) => ("ok", Value::Null),
-            }
-        };
-        out.push_str(&format!(
-            "{{\"process\":{},\"type\":\"{kind}\",\"f\":\"{f}\",\"key\":{},\"value\":{value},\"time\":{time}}}\n",
-            op.process,
-            Value::from(op.key.as_str()),
-        ));
-    }
-    out
-}
-
-fn cas_pair_json(expected: Option<i64>, new: i64) -> Value {
-    Value::Array(vec![expected.map_or(Value::Null, Value::from), Value::from(new)])
+    // Without `stuck_steps`, the search never reports being stuck.
+    Search::new(ops, budget).run().unwrap_or_else(|Stuck| KeyOutcome::Unknown("search stuck".to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reference::{arb_small_history, brute_force_linearizable};
+    use crate::{parse_jsonl, to_jsonl};
     use proptest::prelude::*;
     use std::time::Instant;
 
@@ -2329,9 +1943,40 @@ mod tests {
     }
 
     #[test]
+    fn a_search_deemed_stuck_resumes_or_refutes_locally() {
+        use crate::generate::{self, Workload};
+        for seed in 0..4 {
+            let workload = Workload {
+                duration_ns: 2_000_000_000,
+                keys: 1,
+                latency_ns: 20_000_000,
+                think_ns: 1_000_000,
+                info_per_mille: 20,
+                ..Workload::ten_minutes(seed)
+            };
+            let mut ops = generate::generate(&workload).ops;
+            // Deemed stuck after 50 steps without progress: the local check finds
+            // nothing, and the search must resume where it was.
+            assert_eq!(
+                check_with(&ops, CheckBudget::default(), 50),
+                CheckResult::Linearizable,
+                "seed {seed}"
+            );
+            let victim =
+                generate::stale_read(&mut ops, 7 * seed as usize + 100).expect("a read to make stale");
+            match check_with(&ops, CheckBudget::default(), 50) {
+                CheckResult::NotLinearizable { witness, .. } => {
+                    assert_eq!(witness.last(), Some(&victim), "seed {seed}");
+                }
+                other => panic!("seed {seed}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn exhausted_budget_reports_unknown() {
         let history = [put(1, 0, 10), put(2, 0, 10), put(3, 0, 10), get(Some(1), 11, 12)];
-        match check(&history, CheckBudget { max_steps: 2 }) {
+        match check(&history, CheckBudget { max_steps: 2, deadline: None }) {
             CheckResult::Unknown { key, reason } => {
                 assert_eq!(key, "k");
                 assert!(reason.contains("budget"), "{reason}");
@@ -2342,7 +1987,7 @@ mod tests {
         let mut both = history.to_vec();
         both.push(on("z", get(Some(9), 0, 1)));
         assert!(matches!(
-            check(&both, CheckBudget { max_steps: 2 }),
+            check(&both, CheckBudget { max_steps: 2, deadline: None }),
             CheckResult::NotLinearizable { key, .. } if key == "z"
         ));
     }
@@ -2638,105 +2283,15 @@ mod tests {
         }
     }
 
-    /// Brute-force reference: tries every order of every subset of the
-    /// operations that contains all completed ones, on a whole map of
-    /// registers (no per-key decomposition).
-    fn brute_force_linearizable(history: &[Operation]) -> bool {
-        fn search(
-            history: &[Operation],
-            used: &mut Vec<bool>,
-            state: &mut HashMap<String, Option<i64>>,
-        ) -> bool {
-            let pending_required = |i: usize, used: &[bool]| !used[i] && history[i].output.is_some();
-            if (0..history.len()).all(|i| !pending_required(i, used)) {
-                return true;
-            }
-            for next in 0..history.len() {
-                if used[next] {
-                    continue;
-                }
-                let call = history[next].call_ns;
-                // Every completed operation that returned before `next` was
-                // called must already be placed.
-                let blocked = (0..history.len()).any(|a| {
-                    pending_required(a, used)
-                        && a != next
-                        && history[a].return_ns.is_some_and(|ret| ret < call)
-                });
-                if blocked {
-                    continue;
-                }
-                let op = &history[next];
-                let before = state.get(&op.key).copied().flatten();
-                // An independent statement of the register's semantics.
-                let after = match (&op.input, &op.output) {
-                    (Input::Put { value }, None | Some(Output::Put)) => Some(Some(*value)),
-                    (Input::Get, None) => Some(before),
-                    (Input::Get, Some(Output::Get { value })) => {
-                        if *value == before {
-                            Some(before)
-                        } else {
-                            None
-                        }
-                    }
-                    (Input::Delete, None | Some(Output::Delete)) => Some(None),
-                    (Input::Cas { expected, new }, output) => {
-                        let swaps = *expected == before;
-                        match output {
-                            None => Some(if swaps { Some(*new) } else { before }),
-                            Some(Output::Cas { ok }) if *ok == swaps => {
-                                Some(if swaps { Some(*new) } else { before })
-                            }
-                            Some(_) => None,
-                        }
-                    }
-                    (_, Some(_)) => None,
-                };
-                let Some(after) = after else {
-                    continue;
-                };
-                used[next] = true;
-                state.insert(op.key.clone(), after);
-                if search(history, used, state) {
-                    return true;
-                }
-                state.insert(op.key.clone(), before);
-                used[next] = false;
-            }
-            false
-        }
-        search(history, &mut vec![false; history.len()], &mut HashMap::new())
-    }
-
-    fn arb_small_history() -> impl Strategy<Value = Vec<Operation>> {
-        let value = prop_oneof![Just(None), (1i64..4).prop_map(Some)];
-        let one = (0u8..2, 0u8..4, value.clone(), 1i64..4, value, any::<bool>(), 0u64..10, 0u64..6, 0u8..5)
-            .prop_map(|(key, kind, v1, v2, read, ok, call, len, fate)| {
-                let (input, output) = match kind {
-                    0 => (Input::Put { value: v2 }, Output::Put),
-                    1 => (Input::Get, Output::Get { value: read }),
-                    2 => (Input::Delete, Output::Delete),
-                    _ => (Input::Cas { expected: v1, new: v2 }, Output::Cas { ok }),
-                };
-                let completed = fate != 0;
-                Operation {
-                    process: 0,
-                    key: if key == 0 { "a".to_owned() } else { "b".to_owned() },
-                    input,
-                    output: completed.then_some(output),
-                    call_ns: call,
-                    return_ns: completed.then_some(call + len),
-                }
-            });
-        prop::collection::vec(one, 0..8)
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
 
         #[test]
         fn prop_agrees_with_brute_force(history in arb_small_history()) {
             let expected = brute_force_linearizable(&history);
+            // Deemed stuck at once: the local refutation runs, then the search resumes.
+            let hurried = check_with(&history, CheckBudget::default(), 1);
+            prop_assert_eq!(hurried.is_linearizable(), expected, "{:?}", hurried);
             let result = check(&history, CheckBudget::default());
             prop_assert_eq!(result.is_linearizable(), expected, "{:?}", result);
             if let CheckResult::NotLinearizable { key, witness } = result {
@@ -2747,220 +2302,5 @@ mod tests {
                 prop_assert!(witness.iter().all(|&i| history[i].key == key));
             }
         }
-    }
-
-    // ----- JSON lines ------------------------------------------------------
-
-    #[test]
-    fn jsonl_round_trip() {
-        let history = vec![
-            Operation {
-                process: 1,
-                key: "a \"quoted\" key".to_owned(),
-                input: Input::Put { value: -3 },
-                output: Some(Output::Put),
-                call_ns: 0,
-                return_ns: Some(10),
-            },
-            Operation {
-                process: 2,
-                key: "b".to_owned(),
-                input: Input::Cas { expected: None, new: 4 },
-                output: Some(Output::Cas { ok: true }),
-                call_ns: 5,
-                return_ns: Some(10),
-            },
-            Operation {
-                process: 1,
-                key: "b".to_owned(),
-                input: Input::Cas { expected: Some(9), new: 5 },
-                output: Some(Output::Cas { ok: false }),
-                call_ns: 10,
-                return_ns: Some(10),
-            },
-            Operation {
-                process: 3,
-                key: "a \"quoted\" key".to_owned(),
-                input: Input::Get,
-                output: Some(Output::Get { value: None }),
-                call_ns: 11,
-                return_ns: Some(12),
-            },
-            Operation {
-                process: 2,
-                key: "a \"quoted\" key".to_owned(),
-                input: Input::Delete,
-                output: None,
-                call_ns: 13,
-                return_ns: None,
-            },
-            Operation {
-                process: 2,
-                key: "b".to_owned(),
-                input: Input::Get,
-                output: Some(Output::Get { value: Some(4) }),
-                call_ns: 14,
-                return_ns: Some(20),
-            },
-        ];
-        let text = to_jsonl(&history);
-        assert_eq!(text.lines().count(), 12);
-        assert_eq!(parse_jsonl(&text), Ok(history));
-    }
-
-    #[test]
-    fn jsonl_pairs_events_and_handles_fail_and_info() {
-        let text = r#"
-{"process":0,"type":"invoke","f":"put","key":"x","value":1,"time":0}
-{"process":1,"type":"invoke","f":"cas","key":"x","value":[null,2],"time":1}
-{"process":0,"type":"ok","f":"put","key":"x","value":1,"time":2}
-{"process":1,"type":"info","f":"cas","key":"x","value":[null,2],"time":3}
-{"process":0,"type":"invoke","f":"get","key":"x","value":null,"time":4}
-{"process":0,"type":"ok","f":"get","key":"x","value":1,"time":5}
-{"process":0,"type":"invoke","f":"delete","key":"x","time":6}
-{"process":0,"type":"fail","f":"delete","key":"x","time":7,"error":"nope"}
-{"process":2,"type":"invoke","f":"cas","key":"x","value":[1,3],"time":8}
-{"process":2,"type":"ok","f":"cas","key":"x","value":[1,3],"time":9}
-{"process":3,"type":"invoke","f":"put","key":"x","value":4,"time":10}
-"#;
-        let history = parse_jsonl(text).expect("valid");
-        let expected = vec![
-            Operation {
-                process: 0,
-                key: "x".to_owned(),
-                input: Input::Put { value: 1 },
-                output: Some(Output::Put),
-                call_ns: 0,
-                return_ns: Some(2),
-            },
-            Operation {
-                process: 1,
-                key: "x".to_owned(),
-                input: Input::Cas { expected: None, new: 2 },
-                output: None,
-                call_ns: 1,
-                return_ns: None,
-            },
-            Operation {
-                process: 0,
-                key: "x".to_owned(),
-                input: Input::Get,
-                output: Some(Output::Get { value: Some(1) }),
-                call_ns: 4,
-                return_ns: Some(5),
-            },
-            Operation {
-                process: 2,
-                key: "x".to_owned(),
-                input: Input::Cas { expected: Some(1), new: 3 },
-                output: Some(Output::Cas { ok: true }),
-                call_ns: 8,
-                return_ns: Some(9),
-            },
-            Operation {
-                process: 3,
-                key: "x".to_owned(),
-                input: Input::Put { value: 4 },
-                output: None,
-                call_ns: 10,
-                return_ns: None,
-            },
-        ];
-        assert_eq!(history, expected);
-        assert_linearizable(&history);
-    }
-
-    fn parse_error(text: &str) -> ParseError {
-        match parse_jsonl(text) {
-            Err(error) => error,
-            Ok(ops) => panic!("expected a parse error, got {ops:?}"),
-        }
-    }
-
-    const INVOKE_PUT: &str = r#"{"process":0,"type":"invoke","f":"put","key":"k","value":1,"time":0}"#;
-    const OK_PUT: &str = r#"{"process":0,"type":"ok","f":"put","key":"k","value":1,"time":1}"#;
-
-    #[test]
-    fn parse_error_malformed_json() {
-        let text = format!("{INVOKE_PUT}\n{OK_PUT}\n{{\"process\":1,\"type\":\n");
-        let error = parse_error(&text);
-        assert!(matches!(error, ParseError::Json { line: 3, .. }), "{error:?}");
-        assert_eq!(error.line(), 3);
-        assert!(error.to_string().starts_with("line 3"), "{error}");
-    }
-
-    #[test]
-    fn parse_error_unknown_type() {
-        let text = format!(
-            "{INVOKE_PUT}\n{}\n",
-            r#"{"process":0,"type":"done","f":"put","key":"k","value":1,"time":1}"#
-        );
-        let error = parse_error(&text);
-        assert_eq!(error.line(), 2);
-        assert!(
-            matches!(&error, ParseError::InvalidEvent { message, .. } if message.contains("done")),
-            "{error:?}"
-        );
-    }
-
-    #[test]
-    fn parse_error_completion_without_invoke() {
-        let text = format!("{INVOKE_PUT}\n{OK_PUT}\n{OK_PUT}\n");
-        assert_eq!(parse_error(&text), ParseError::CompletionWithoutInvoke { line: 3, process: 0 });
-        let error = parse_error(&format!("\n{OK_PUT}"));
-        assert_eq!(error.line(), 2);
-    }
-
-    #[test]
-    fn parse_error_overlapping_invoke() {
-        let text = format!("{INVOKE_PUT}\n{INVOKE_PUT}\n");
-        assert_eq!(
-            parse_error(&text),
-            ParseError::OverlappingInvoke { line: 2, process: 0, pending_line: 1 }
-        );
-    }
-
-    #[test]
-    fn parse_error_bad_fields() {
-        let cases = [
-            (r#"[1,2,3]"#, "object"),
-            (r#"{"type":"invoke","f":"put","key":"k","value":1,"time":0}"#, "process"),
-            (r#"{"process":-1,"type":"invoke","f":"put","key":"k","value":1,"time":0}"#, "process"),
-            (r#"{"process":0,"type":"invoke","f":"incr","key":"k","value":1,"time":0}"#, "incr"),
-            (r#"{"process":0,"type":"invoke","f":"put","value":1,"time":0}"#, "key"),
-            (r#"{"process":0,"type":"invoke","f":"put","key":"k","value":1}"#, "time"),
-            (r#"{"process":0,"type":"invoke","f":"put","key":"k","value":"x","time":0}"#, "put"),
-            (r#"{"process":0,"type":"invoke","f":"put","key":"k","value":1.5,"time":0}"#, "put"),
-            (r#"{"process":0,"type":"invoke","f":"get","key":"k","value":1,"time":0}"#, "get"),
-            (r#"{"process":0,"type":"invoke","f":"cas","key":"k","value":[1],"time":0}"#, "cas"),
-        ];
-        for (line, expected) in cases {
-            let text = format!("{INVOKE_PUT}\n{OK_PUT}\n{line}\n");
-            let error = parse_error(&text);
-            assert_eq!(error.line(), 3, "{line}: {error}");
-            assert!(matches!(error, ParseError::InvalidEvent { .. }), "{line}: {error:?}");
-            assert!(error.to_string().contains(expected), "{line}: {error}");
-        }
-    }
-
-    #[test]
-    fn parse_error_mismatched_completion() {
-        let cases = [
-            r#"{"process":0,"type":"ok","f":"get","key":"k","value":1,"time":1}"#,
-            r#"{"process":0,"type":"ok","f":"put","key":"j","value":1,"time":1}"#,
-            r#"{"process":0,"type":"ok","f":"put","key":"k","value":2,"time":1}"#,
-        ];
-        for completion in cases {
-            let text = format!("\n{INVOKE_PUT}\n{completion}\n");
-            match parse_error(&text) {
-                ParseError::MismatchedCompletion { line, invoke_line, .. } => {
-                    assert_eq!((line, invoke_line), (3, 2), "{completion}")
-                }
-                other => panic!("{completion}: unexpected {other:?}"),
-            }
-        }
-        let early = r#"{"process":0,"type":"invoke","f":"get","key":"k","time":5}
-{"process":0,"type":"ok","f":"get","key":"k","value":null,"time":4}"#;
-        assert_eq!(parse_error(early).line(), 2);
     }
 }

@@ -1,0 +1,295 @@
+//! Hand-made histories in the file format, each with its verdict and, for the ones
+//! that are not linearizable, its minimal witness (as the lines its operations were
+//! invoked on).
+
+use rsl_check::{check, minimize, parse_history, CheckBudget, CheckResult, History, ParseError};
+
+/// One event, in the format: `e(process, "invoke", "put", "x", "1", time)`.
+fn e(process: u64, kind: &str, f: &str, key: &str, value: &str, time: u64) -> String {
+    format!(
+        r#"{{"process":{process},"type":"{kind}","f":"{f}","key":"{key}","value":{value},"time":{time}}}"#
+    )
+}
+
+fn parse(lines: &[String]) -> History {
+    parse_history(&lines.join("\n")).unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn assert_linearizable(name: &str, lines: &[String]) {
+    let history = parse(lines);
+    assert_eq!(check(&history.ops, CheckBudget::default()), CheckResult::Linearizable, "{name}");
+}
+
+/// Asserts that the history is not linearizable on `key` and that its minimal
+/// witness is the operations invoked on `invoke_lines` (1-based).
+fn assert_witness(name: &str, lines: &[String], key: &str, invoke_lines: &[usize]) {
+    let history = parse(lines);
+    let CheckResult::NotLinearizable { key: bad_key, witness } = check(&history.ops, CheckBudget::default())
+    else {
+        panic!("{name}: expected a violation");
+    };
+    assert_eq!(bad_key, key, "{name}");
+    let minimal = minimize(&history.ops, &bad_key, &witness, CheckBudget::default());
+    assert!(minimal.minimal, "{name}: {minimal:?}");
+    let found: Vec<usize> = minimal.operations.iter().map(|&i| history.origins[i].invoke_line).collect();
+    assert_eq!(found, invoke_lines, "{name}");
+}
+
+#[test]
+fn stale_read() {
+    let history = [
+        e(1, "invoke", "put", "x", "1", 0),
+        e(1, "ok", "put", "x", "1", 10),
+        e(2, "invoke", "put", "x", "2", 20),
+        e(2, "ok", "put", "x", "2", 30),
+        e(3, "invoke", "get", "x", "null", 40),
+        e(3, "ok", "get", "x", "1", 50),
+    ];
+    assert_witness("stale read", &history, "x", &[1, 3, 5]);
+    // Had the second put been concurrent with the read, reading 1 would be fine.
+    let mut concurrent = history.clone();
+    concurrent[3] = e(2, "ok", "put", "x", "2", 45);
+    assert_linearizable("read concurrent with the overwrite", &concurrent);
+}
+
+#[test]
+fn lost_write() {
+    // Two acknowledged puts, then reads that only ever see the first: the second was lost.
+    let history = [
+        e(1, "invoke", "put", "x", "1", 0),
+        e(1, "ok", "put", "x", "1", 10),
+        e(1, "invoke", "put", "x", "2", 20),
+        e(1, "ok", "put", "x", "2", 30),
+        e(2, "invoke", "get", "x", "null", 40),
+        e(2, "ok", "get", "x", "1", 50),
+        e(2, "invoke", "get", "x", "null", 60),
+        e(2, "ok", "get", "x", "1", 70),
+    ];
+    // The first read alone shows it.
+    assert_witness("lost write", &history, "x", &[1, 3, 5]);
+}
+
+#[test]
+fn cas_on_a_stale_value() {
+    // The cas swaps from 1 although 2 overwrote 1 before it was invoked.
+    let history = [
+        e(1, "invoke", "put", "x", "1", 0),
+        e(1, "ok", "put", "x", "1", 10),
+        e(2, "invoke", "put", "x", "2", 20),
+        e(2, "ok", "put", "x", "2", 30),
+        e(3, "invoke", "cas", "x", "[1,3]", 40),
+        e(3, "ok", "cas", "x", "[1,3]", 50),
+    ];
+    assert_witness("cas on a stale value", &history, "x", &[1, 3, 5]);
+    // The same cas concurrent with the put of 2 may have come first.
+    let mut concurrent = history.clone();
+    concurrent[3] = e(2, "ok", "put", "x", "2", 45);
+    assert_linearizable("cas concurrent with the overwrite", &concurrent);
+}
+
+#[test]
+fn read_of_a_value_never_written() {
+    let history = [
+        e(1, "invoke", "put", "x", "1", 0),
+        e(1, "ok", "put", "x", "1", 10),
+        e(2, "invoke", "get", "x", "null", 20),
+        e(2, "ok", "get", "x", "7", 30),
+    ];
+    assert_witness("read of a value never written", &history, "x", &[3]);
+}
+
+#[test]
+fn concurrent_puts_observed_in_both_orders() {
+    // Two concurrent puts; sequential reads see 1, then 2, then 1 again: each order
+    // of the puts explains two of the reads, none explains all three.
+    let history = [
+        e(1, "invoke", "put", "x", "1", 0),
+        e(2, "invoke", "put", "x", "2", 0),
+        e(1, "ok", "put", "x", "1", 10),
+        e(2, "ok", "put", "x", "2", 10),
+        e(3, "invoke", "get", "x", "null", 20),
+        e(3, "ok", "get", "x", "1", 30),
+        e(3, "invoke", "get", "x", "null", 40),
+        e(3, "ok", "get", "x", "2", 50),
+        e(4, "invoke", "get", "x", "null", 60),
+        e(4, "ok", "get", "x", "1", 70),
+    ];
+    // Already the first two reads: the put of 2 returned before the read of 1 began, so
+    // the put of 1 came after it, and nothing can bring back 2 for the second read.
+    assert_witness("concurrent puts observed in both orders", &history, "x", &[2, 5, 7]);
+    // Without the second read, the reads see the puts in one order only.
+    let mut one_order = history.to_vec();
+    one_order.drain(6..8);
+    assert_linearizable("concurrent puts observed in one order", &one_order);
+    // Two readers disagreeing while the puts are still in flight is fine.
+    let in_flight = [
+        e(1, "invoke", "put", "x", "1", 0),
+        e(2, "invoke", "put", "x", "2", 0),
+        e(3, "invoke", "get", "x", "null", 1),
+        e(3, "ok", "get", "x", "1", 2),
+        e(4, "invoke", "get", "x", "null", 3),
+        e(4, "ok", "get", "x", "2", 4),
+        e(1, "ok", "put", "x", "1", 10),
+        e(2, "ok", "put", "x", "2", 10),
+    ];
+    assert_linearizable("puts in flight observed in one order", &in_flight);
+}
+
+#[test]
+fn info_write_that_took_effect() {
+    // A timed-out put is seen later: it took effect, long after its timeout.
+    let history = [
+        e(1, "invoke", "put", "x", "1", 0),
+        e(1, "ok", "put", "x", "1", 10),
+        e(2, "invoke", "put", "x", "2", 20),
+        e(2, "info", "put", "x", "2", 30),
+        e(3, "invoke", "get", "x", "null", 40),
+        e(3, "ok", "get", "x", "1", 50),
+        e(3, "invoke", "get", "x", "null", 60),
+        e(3, "ok", "get", "x", "2", 70),
+    ];
+    assert_linearizable("info write that took effect", &history);
+}
+
+#[test]
+fn info_write_that_did_not_take_effect() {
+    let history = [
+        e(1, "invoke", "put", "x", "1", 0),
+        e(1, "ok", "put", "x", "1", 10),
+        e(2, "invoke", "put", "x", "2", 20),
+        e(2, "info", "put", "x", "2", 30),
+        e(3, "invoke", "get", "x", "null", 40),
+        e(3, "ok", "get", "x", "1", 50),
+    ];
+    assert_linearizable("info write that did not take effect", &history);
+    // An invocation never completed counts as info too.
+    let mut unfinished = history.to_vec();
+    unfinished.remove(3);
+    assert_linearizable("write never completed", &unfinished);
+}
+
+#[test]
+fn info_write_takes_effect_at_most_once() {
+    // A timed-out put of 2 can explain one switch to 2, not two of them.
+    let history = [
+        e(1, "invoke", "put", "x", "1", 0),
+        e(1, "ok", "put", "x", "1", 10),
+        e(2, "invoke", "put", "x", "2", 20),
+        e(2, "info", "put", "x", "2", 30),
+        e(3, "invoke", "get", "x", "null", 40),
+        e(3, "ok", "get", "x", "2", 50),
+        e(1, "invoke", "put", "x", "3", 60),
+        e(1, "ok", "put", "x", "3", 70),
+        e(3, "invoke", "get", "x", "null", 80),
+        e(3, "ok", "get", "x", "2", 90),
+    ];
+    assert_witness("info write used twice", &history, "x", &[5, 7, 9]);
+}
+
+#[test]
+fn info_write_cannot_take_effect_before_its_invocation() {
+    let history = [
+        e(1, "invoke", "get", "x", "null", 0),
+        e(1, "ok", "get", "x", "5", 10),
+        e(2, "invoke", "put", "x", "5", 20),
+        e(2, "info", "put", "x", "5", 30),
+    ];
+    assert_witness("read before the info write was invoked", &history, "x", &[1]);
+}
+
+#[test]
+fn failed_write_must_not_take_effect() {
+    // The put of 2 failed, so the read cannot see it.
+    let history = [
+        e(1, "invoke", "put", "x", "1", 0),
+        e(1, "ok", "put", "x", "1", 10),
+        e(2, "invoke", "put", "x", "2", 20),
+        e(2, "fail", "put", "x", "2", 30),
+        e(3, "invoke", "get", "x", "null", 40),
+        e(3, "ok", "get", "x", "2", 50),
+    ];
+    assert_witness("read of a failed write", &history, "x", &[5]);
+    // A failed cas did not swap either.
+    let cas = [
+        e(1, "invoke", "put", "x", "1", 0),
+        e(1, "ok", "put", "x", "1", 10),
+        e(2, "invoke", "cas", "x", "[1,2]", 20),
+        e(2, "fail", "cas", "x", "[1,2]", 30),
+        e(3, "invoke", "get", "x", "null", 40),
+        e(3, "ok", "get", "x", "1", 50),
+    ];
+    assert_linearizable("failed cas left the value", &cas);
+    let mut seen = cas.clone();
+    seen[5] = e(3, "ok", "get", "x", "2", 50);
+    assert_witness("read of a failed cas", &seen, "x", &[5]);
+}
+
+#[test]
+fn keys_are_independent_and_the_bad_one_is_named() {
+    let history = [
+        e(1, "invoke", "put", "a", "1", 0),
+        e(1, "ok", "put", "a", "1", 10),
+        e(2, "invoke", "put", "b", "1", 0),
+        e(2, "ok", "put", "b", "1", 10),
+        e(1, "invoke", "get", "a", "null", 20),
+        e(1, "ok", "get", "a", "1", 30),
+        e(2, "invoke", "get", "b", "null", 20),
+        e(2, "ok", "get", "b", "null", 30),
+    ];
+    assert_witness("absent after a put", &history, "b", &[3, 7]);
+}
+
+#[test]
+fn string_values_compare_as_json() {
+    let history = [
+        e(1, "invoke", "put", "x", r#""one""#, 0),
+        e(1, "ok", "put", "x", r#""one""#, 10),
+        e(1, "invoke", "cas", "x", r#"["one",2]"#, 20),
+        e(1, "ok", "cas", "x", "true", 30),
+        e(2, "invoke", "get", "x", "null", 40),
+        e(2, "ok", "get", "x", "2", 50),
+    ];
+    assert_linearizable("strings and integers", &history);
+    let mut confused = history.clone();
+    confused[5] = e(2, "ok", "get", "x", r#""2""#, 50);
+    assert_witness("the string \"2\" is not 2", &confused, "x", &[5]);
+    let parsed = parse(&confused);
+    assert_eq!(parsed.describe(0), r#"put "one" -> ok"#);
+    assert_eq!(parsed.describe(2), r#"get -> "2""#);
+}
+
+/// What a malformed line's error must say.
+type Expectation = fn(&ParseError) -> bool;
+
+#[test]
+fn malformed_histories_name_the_line() {
+    let good = [e(1, "invoke", "put", "x", "1", 0), e(1, "ok", "put", "x", "1", 10)];
+    let cases: Vec<(&str, String, Expectation)> = vec![
+        ("bad JSON", r#"{"process":1,"type":"invoke","#.to_owned(), |e| matches!(e, ParseError::Json { .. })),
+        ("missing field", r#"{"process":1,"type":"invoke","f":"put","value":1,"time":20}"#.to_owned(), |e| {
+            e.message().contains("missing field `key`")
+        }),
+        ("unknown type", e(1, "done", "put", "x", "1", 20), |e| {
+            e.message().contains("unknown type \"done\"")
+        }),
+        ("ok without invoke", e(2, "ok", "put", "x", "1", 20), |e| {
+            matches!(e, ParseError::CompletionWithoutInvoke { process: 2, .. })
+        }),
+        ("wrong value shape for cas", e(1, "invoke", "cas", "x", "[1,2,3]", 20), |e| {
+            e.message().contains("cas invocation value must be [expected or null, new]")
+        }),
+        ("cas value not a pair", e(1, "invoke", "cas", "x", "5", 20), |e| e.message().contains("cas")),
+    ];
+    for (name, line, expected) in cases {
+        let text = format!("{}\n{}\n\n{line}\n", good[0], good[1]);
+        let error = parse_history(&text).expect_err(name);
+        assert_eq!(error.line(), 4, "{name}: {error}");
+        assert!(expected(&error), "{name}: {error:?}");
+    }
+    // Two invokes for one process: the second is reported, naming the first.
+    let text = format!("{}\n{}\n", good[0], e(1, "invoke", "get", "x", "null", 5));
+    assert_eq!(
+        parse_history(&text),
+        Err(ParseError::OverlappingInvoke { line: 2, process: 1, pending_line: 1 })
+    );
+}
