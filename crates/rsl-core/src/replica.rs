@@ -46,8 +46,6 @@ pub enum Timer {
 }
 
 const TIMER_COUNT: usize = 6;
-/// Configurations remembered (for the replicas to ask while joining or removed).
-const HISTORY_MAX: usize = 16;
 const TIMERS: [Timer; TIMER_COUNT] = [
     Timer::Heartbeat,
     Timer::Election,
@@ -190,7 +188,8 @@ pub struct Replica {
     /// The configuration in force for the slots after the chosen watermark (or adopted
     /// from a replica in a newer one).
     configuration: Configuration,
-    /// Every configuration entered, oldest first, the current one last (bounded).
+    /// Every configuration entered since the one in force after the newest checkpoint,
+    /// oldest first, the current one last (pruned as checkpoints are saved).
     history: Vec<Configuration>,
     /// Whether this replica votes in `configuration`; `member_index` is meaningful only then.
     is_member: bool,
@@ -737,6 +736,7 @@ impl Replica {
             return;
         }
         self.checkpoint = slot;
+        self.prune_history(slot.next());
         let below = Slot(slot.0.saturating_sub(self.config.log_retain_slots).max(1));
         self.truncate_below(below);
         self.finish();
@@ -2007,6 +2007,20 @@ impl Replica {
         }
     }
 
+    /// The configuration that governs `slot` (as far as this replica's history goes back).
+    fn configuration_at(&self, slot: Slot) -> Configuration {
+        let found = self.history.iter().rev().find(|c| c.first_slot <= slot);
+        invariant!(found.is_some(), "the history reaches back to slot {slot}");
+        found.or(self.history.first()).unwrap_or(&self.configuration).clone()
+    }
+
+    /// Forgets configurations that ended before `slot`.
+    fn prune_history(&mut self, slot: Slot) {
+        let keep_from = self.history.iter().rposition(|c| c.first_slot <= slot).unwrap_or(0);
+        self.history.drain(..keep_from);
+        postcondition!(self.history.last() == Some(&self.configuration), "the current configuration is kept");
+    }
+
     /// Whether a configuration value was chosen in `(before, chosen]`.
     fn crossed_configuration(&self, before: Slot) -> bool {
         self.log
@@ -2044,9 +2058,6 @@ impl Replica {
             leader.ballot
         });
         self.history.push(configuration.clone());
-        if self.history.len() > HISTORY_MAX {
-            self.history.remove(0);
-        }
         let index = configuration.members.iter().position(|&m| m == self.config.node);
         self.configuration = configuration;
         self.is_member = index.is_some();
@@ -2292,7 +2303,9 @@ impl Replica {
             if interval > 0 && slot.0 >= self.checkpoint_requested.0 + interval {
                 self.checkpoint_requested = slot;
                 self.stats.checkpoints_requested += 1;
-                let configuration = self.configuration.clone();
+                // Exactly the configuration in force after the slot: a newer one would leave
+                // a replica restarted from it unable to learn the slots in between.
+                let configuration = self.configuration_at(slot.next());
                 self.actions.push_back(Action::TakeCheckpoint { slot, configuration });
             }
         }

@@ -407,7 +407,8 @@ impl Simulation {
         let durable = node.disk.recovered();
         node.kv = node.disk.checkpoint.1.clone();
         if let Some(configuration) = &node.disk.checkpoint.2 {
-            self.stats.configurations_chosen = self.stats.configurations_chosen.max(configuration.number.saturating_sub(1));
+            self.stats.configurations_chosen =
+                self.stats.configurations_chosen.max(configuration.number.saturating_sub(1));
         }
         let node = &mut self.nodes[index];
         node.apply_position = node.disk.checkpoint.0.next();
@@ -691,7 +692,8 @@ impl Simulation {
                 self.fail(Failure::new("validity", self.now, detail));
                 return;
             }
-            self.stats.configurations_chosen = self.stats.configurations_chosen.max(configuration.number.saturating_sub(1));
+            self.stats.configurations_chosen =
+                self.stats.configurations_chosen.max(configuration.number.saturating_sub(1));
         }
         let node = &mut self.nodes[index];
         let replica = node.replica.as_mut().expect("alive");
