@@ -994,10 +994,11 @@ impl Replica {
                 malformed(format!("ballot {ballot} is not owned by the sender"))
             }
             MessageBody::PreVote { ballot, .. } | MessageBody::Prepare { ballot, .. }
-                if self.configuration.number > 1 && ballot.round <= self.configuration.round_floor() =>
+                if (self.configuration.number > 1 && ballot.round <= self.configuration.round_floor())
+                    || ballot.round >= self.round_ceiling() =>
             {
                 malformed(format!(
-                    "ballot {ballot} is not above configuration {}'s round floor",
+                    "ballot {ballot} is outside configuration {}'s rounds",
                     self.configuration.number
                 ))
             }
@@ -1144,7 +1145,10 @@ impl Replica {
     }
 
     fn on_catch_up_timer(&mut self) {
-        if !self.is_member || self.chosen.next() < self.configuration.first_slot {
+        if !self.is_member
+            || self.chosen.next() < self.configuration.first_slot
+            || self.knows_of_newer_configuration()
+        {
             // Joining, removed, or behind the start of the configuration in force: ask
             // the replicas of every configuration known; one of them is further on (a
             // newer configuration may name this replica), and answers let it fetch.
@@ -1172,7 +1176,23 @@ impl Replica {
     /// configuration in force, and caught up to the configuration's first slot (phase 1 of
     /// a configuration never covers slots decided under an earlier one).
     fn may_campaign(&self) -> bool {
-        self.can_become_primary && self.is_member && self.chosen.next() >= self.configuration.first_slot
+        self.can_become_primary
+            && self.is_member
+            && self.chosen.next() >= self.configuration.first_slot
+            && !self.knows_of_newer_configuration()
+    }
+
+    /// The highest round a ballot of the configuration in force may have.
+    fn round_ceiling(&self) -> u64 {
+        self.configuration.number.saturating_mul(1 << crate::types::CONFIGURATION_ROUND_BITS)
+    }
+
+    /// Whether this replica promised, or heard of, a ballot of a later configuration: that
+    /// configuration was entered, so its own has ended, and it must catch up rather than
+    /// campaign (a candidacy keeps its ballot within its configuration's rounds).
+    fn knows_of_newer_configuration(&self) -> bool {
+        let ceiling = self.round_ceiling();
+        self.promised.round >= ceiling || self.highest_seen.round >= ceiling
     }
 
     /// Every other node named by a configuration this replica knows, or given as a contact.
@@ -1469,8 +1489,16 @@ impl Replica {
                 merged.insert(slot, Proposal { ballot, slot, value: Value::Noop });
                 continue;
             }
+            // Only a proposal of this configuration (a ballot within its rounds) can
+            // supersede; one of a later configuration proves the change was chosen.
+            let ceiling = self.round_ceiling();
             let superseded = !known_chosen
-                && candidate.promises.iter().flatten().flatten().any(|p| p.slot > slot && p.ballot > ballot);
+                && candidate
+                    .promises
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .any(|p| p.slot > slot && p.ballot > ballot && p.ballot.round < ceiling);
             if superseded {
                 merged.insert(slot, Proposal { ballot, slot, value: Value::Noop });
                 continue;
@@ -2051,6 +2079,10 @@ impl Replica {
         if configuration.number <= self.configuration.number {
             return;
         }
+        // Make the chosen watermark that ended the old configuration durable in this
+        // step's write: every promise or accept given in the new configuration is written
+        // after it, so a replica that recovers one recovers the configuration too.
+        self.stage();
         let number_before = self.configuration.number;
         let led = self.leader.as_mut().map(|leader| {
             // The change reached its end: chosen, not interrupted.
