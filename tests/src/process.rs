@@ -244,8 +244,12 @@ impl ProcessCluster {
             })
             .collect::<Vec<_>>()
             .join(",");
-        let clients =
-            self.replicas.iter().map(|(id, r)| format!("{id}={}", r.client_address)).collect::<Vec<_>>().join(",");
+        let clients = self
+            .replicas
+            .iter()
+            .map(|(id, r)| format!("{id}={}", r.client_address))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut command = match replica.launcher.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);

@@ -112,7 +112,7 @@ fn build() -> Result<PathBuf> {
 
 /// The executable path in a cargo `compiler-artifact` message for binary `name`, if `line`
 /// is one.
-fn executable_of(line: &str, name: &str) -> Result<Option<PathBuf>> {
+pub(crate) fn executable_of(line: &str, name: &str) -> Result<Option<PathBuf>> {
     if !line.starts_with('{') {
         return Ok(None);
     }

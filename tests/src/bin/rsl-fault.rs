@@ -68,7 +68,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
             'h' => 3600,
             _ => return Err(format!("`{text}`: unexpected `{c}`; expected e.g. 90s, 10m or 1m30s")),
         };
-        let value: u64 = number.parse().map_err(|_| format!("`{text}`: a unit without a number before it"))?;
+        let value: u64 =
+            number.parse().map_err(|_| format!("`{text}`: a unit without a number before it"))?;
         total += value * unit;
         number.clear();
     }
@@ -83,7 +84,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn format_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
-    if seconds % 60 == 0 {
+    if seconds.is_multiple_of(60) {
         format!("{}m", seconds / 60)
     } else {
         format!("{seconds}s")
@@ -134,7 +135,10 @@ fn main() -> ExitCode {
         },
     };
     if !server.is_file() {
-        eprintln!("rsl-fault: no server binary at {}; build rsl-tests' bins or give --server", server.display());
+        eprintln!(
+            "rsl-fault: no server binary at {}; build rsl-tests' bins or give --server",
+            server.display()
+        );
         return ExitCode::from(2);
     }
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -145,7 +149,9 @@ fn main() -> ExitCode {
             std::process::exit(130);
         }
     }) {
-        eprintln!("rsl-fault: cannot handle Ctrl-C ({error}); an interrupted run may leave namespaces behind");
+        eprintln!(
+            "rsl-fault: cannot handle Ctrl-C ({error}); an interrupted run may leave namespaces behind"
+        );
     }
     if mode == Mode::Namespaces {
         for leftover in net::clean_leftovers() {
@@ -197,7 +203,12 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        println!("fault run seed={seed} network={} {:.0}s: {}", mode.name(), report.seconds, verdict(&report));
+        println!(
+            "fault run seed={seed} network={} {:.0}s: {}",
+            mode.name(),
+            report.seconds,
+            verdict(&report)
+        );
         println!("{report}");
         if let Some(saved) = &report.saved {
             println!("  history and report saved in {}", saved.display());

@@ -257,30 +257,39 @@ pub fn lost_writes(operations: &[Operation], final_values: &[(String, Option<i64
     let mut problems = Vec::new();
     for (key, value) in final_values {
         let on_key: Vec<&Operation> = operations.iter().filter(|op| &op.key == key).collect();
-        let writer_completed = match value {
-            None => Some(0),
-            Some(value) => {
-                let writers: Vec<&&Operation> =
-                    on_key.iter().filter(|op| op.may_have_written() && op.written == *value).collect();
-                match writers.as_slice() {
-                    [] => {
-                        problems.push(format!("{key}: holds {value}, which no operation wrote"));
-                        continue;
-                    }
-                    // An unknown outcome may land at any time: nothing can be after it.
-                    [writer] => writer.complete_ns.filter(|_| writer.outcome == Some(Outcome::Ok)),
-                    _ => {
-                        problems.push(format!("{key}: value {value} was written more than once"));
-                        continue;
-                    }
-                }
+        let acknowledged = on_key.iter().filter(|op| op.acknowledged_write());
+        let Some(value) = value else {
+            // Nothing deletes: an absent key lost every acknowledged write to it.
+            for op in acknowledged {
+                problems.push(format!(
+                    "{key}: acknowledged write of {} (process {}, invoked at {} ns) is lost: the key \
+                     ends absent",
+                    op.written, op.process, op.invoke_ns
+                ));
+            }
+            continue;
+        };
+        let writers: Vec<&&Operation> =
+            on_key.iter().filter(|op| op.may_have_written() && op.written == *value).collect();
+        let writer = match writers.as_slice() {
+            [writer] => writer,
+            [] => {
+                problems.push(format!("{key}: holds {value}, which no operation wrote"));
+                continue;
+            }
+            _ => {
+                problems.push(format!("{key}: value {value} was written more than once"));
+                continue;
             }
         };
-        let Some(completed) = writer_completed else { continue };
-        for op in on_key.iter().filter(|op| op.acknowledged_write() && op.invoke_ns > completed) {
+        // An unknown outcome may land at any time: no write is necessarily after it.
+        let Some(completed) = writer.complete_ns.filter(|_| writer.outcome == Some(Outcome::Ok)) else {
+            continue;
+        };
+        for op in acknowledged.filter(|op| op.invoke_ns > completed) {
             problems.push(format!(
                 "{key}: acknowledged write of {} (process {}, invoked at {} ns) is lost: the key \
-                 ends holding {value:?}, written before it",
+                 ends holding {value}, written by an operation that completed at {completed} ns",
                 op.written, op.process, op.invoke_ns
             ));
         }
@@ -307,8 +316,11 @@ mod tests {
 
     #[test]
     fn a_write_after_the_final_value_was_written_is_lost() {
-        let ops =
-            [write("a", 1, Outcome::Ok, 0, 10), write("a", 2, Outcome::Ok, 20, 30), write("b", 3, Outcome::Info, 0, 5)];
+        let ops = [
+            write("a", 1, Outcome::Ok, 0, 10),
+            write("a", 2, Outcome::Ok, 20, 30),
+            write("b", 3, Outcome::Info, 0, 5),
+        ];
         assert!(lost_writes(&ops, &[("a".into(), Some(2)), ("b".into(), Some(3))]).is_empty());
         assert!(lost_writes(&ops, &[("b".into(), None)]).is_empty(), "an unknown write may never land");
         let lost = lost_writes(&ops, &[("a".into(), Some(1))]);

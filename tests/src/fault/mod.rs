@@ -66,8 +66,9 @@ pub enum Nemesis {
     /// ones, restart it: it must refuse to start, naming the file and offset. The byte is
     /// then restored and it starts.
     Corrupt,
-    /// Fill a replica's disk to the last byte, then free it and restart the replica
-    /// (namespace mode only: each replica has a bounded tmpfs).
+    /// Fill a replica's disk to the last byte, then free it; a replica that stopped is
+    /// restarted, one that kept running must go on by itself (namespace mode only: each
+    /// replica has a bounded tmpfs).
     DiskFull,
 }
 
@@ -244,7 +245,8 @@ enum Undo {
     Network,
     Restart(Vec<u64>),
     Resume(Vec<u64>),
-    FreeDiskAndRestart(u64),
+    /// The replica, and how much of its stderr was written before its disk filled.
+    FreeDiskAndRestart(u64, usize),
 }
 
 /// One run in progress.
@@ -286,7 +288,8 @@ async fn run_async(options: &RunOptions) -> Result<Report, String> {
         .prefix("rsl-fault-")
         .tempdir()
         .map_err(|error| format!("making a temporary directory: {error}"))?;
-    let network = Network::create(options.mode, &(1..=REPLICAS).collect::<Vec<_>>(), options.seed, dir.path())?;
+    let network =
+        Network::create(options.mode, &(1..=REPLICAS).collect::<Vec<_>>(), options.seed, dir.path())?;
     let mut args = vec![
         "--heartbeat-interval-ms=25".to_owned(),
         "--election-delay-min-ms=250".to_owned(),
@@ -308,7 +311,10 @@ async fn run_async(options: &RunOptions) -> Result<Report, String> {
         .map_err(|error| format!("creating the history file: {error}"))?;
     let status_client = Client::new(
         cluster.client_addresses(),
-        rsl_kv::ClientOptions { attempt_timeout: Duration::from_millis(500), ..client_options(Duration::from_secs(1)) },
+        rsl_kv::ClientOptions {
+            attempt_timeout: Duration::from_millis(500),
+            ..client_options(Duration::from_secs(1))
+        },
     )
     .map_err(|error| error.to_string())?;
     let mut runner = Runner {
@@ -387,11 +393,9 @@ impl Runner {
         // Liveness: the healed ring commits writes again.
         let deadline = Instant::now() + RECOVERY_TIMEOUT;
         loop {
-            let committed = self
-                .history
-                .operations()
-                .iter()
-                .any(|op| op.acknowledged_write() && op.complete_ns.is_some_and(|t| t > healed_ns + 1_000_000_000));
+            let committed = self.history.operations().iter().any(|op| {
+                op.acknowledged_write() && op.complete_ns.is_some_and(|t| t > healed_ns + 1_000_000_000)
+            });
             if committed {
                 break;
             }
@@ -469,7 +473,9 @@ impl Runner {
                 if self.may_exit.contains(&id) {
                     self.note(format!("replica {id} exited ({status}) with its disk full:\n{tail}"));
                 } else {
-                    self.problem(format!("replica {id} exited on its own ({status}); its last lines:\n{tail}"));
+                    self.problem(format!(
+                        "replica {id} exited on its own ({status}); its last lines:\n{tail}"
+                    ));
                 }
             }
         }
@@ -643,6 +649,7 @@ impl Runner {
             }
             Nemesis::DiskFull => {
                 let victim = self.pick(1)[0];
+                let said_before = self.cluster.stderr(victim).len();
                 match self.network.fill_disk(victim) {
                     Ok(bytes) => {
                         self.note(format!("filled replica {victim}'s disk ({} MiB)", bytes >> 20));
@@ -650,7 +657,7 @@ impl Runner {
                     }
                     Err(error) => self.problem(format!("filling replica {victim}'s disk: {error}")),
                 }
-                Undo::FreeDiskAndRestart(victim)
+                Undo::FreeDiskAndRestart(victim, said_before)
             }
         }
     }
@@ -677,18 +684,32 @@ impl Runner {
                 }
                 self.note("SIGCONT".into());
             }
-            Undo::FreeDiskAndRestart(id) => {
+            Undo::FreeDiskAndRestart(id, said_before) => {
                 if let Err(error) = self.network.free_disk(id) {
                     self.problem(format!("freeing replica {id}'s disk: {error}"));
                 }
                 self.watch_exits();
-                let primary = self.primary(Duration::ZERO).await;
-                if self.cluster.is_running(id) {
-                    self.kill(id, primary == Some(id));
+                let said = self.cluster.stderr(id);
+                let full: Vec<&str> = said
+                    .get(said_before..)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|line| line.contains("No space left") || line.contains("ERROR"))
+                    .take(2)
+                    .collect();
+                if full.is_empty() {
+                    self.note(format!("replica {id} reported no error while its disk was full"));
+                } else {
+                    self.note(format!("replica {id} while its disk was full: {}", full.join(" | ")));
                 }
                 self.may_exit.remove(&id);
-                self.note(format!("freed replica {id}'s disk; restarting it"));
-                self.restart(id);
+                if self.cluster.is_running(id) {
+                    // It must go on by itself (the end checks that it converges).
+                    self.note(format!("freed replica {id}'s disk; it kept running"));
+                } else {
+                    self.note(format!("freed replica {id}'s disk; restarting it"));
+                    self.restart(id);
+                }
             }
         }
     }
@@ -873,7 +894,9 @@ impl Runner {
             let agreed: BTreeSet<_> = states.values().collect();
             if states.len() == REPLICAS as usize && agreed.len() == 1 {
                 let (slot, digest, keys) = states[&1];
-                self.note(format!("all {REPLICAS} replicas agree: digest {digest:08x} of {keys} keys at slot {slot}"));
+                self.note(format!(
+                    "all {REPLICAS} replicas agree: digest {digest:08x} of {keys} keys at slot {slot}"
+                ));
                 return;
             }
             last = format!("{states:?}");
@@ -904,9 +927,12 @@ impl Runner {
                     report.violations = 1;
                     self.problem(format!("linearizability violation: {witness}"));
                 }
-                Verdict::Unchecked(reason) => self.problem(format!("the history could not be checked: {reason}")),
+                Verdict::Unchecked(reason) => {
+                    self.problem(format!("the history could not be checked: {reason}"))
+                }
             }
-            report.acknowledged_writes = operations.iter().filter(|op| op.acknowledged_write()).count() as u64;
+            report.acknowledged_writes =
+                operations.iter().filter(|op| op.acknowledged_write()).count() as u64;
             let lost = lost_writes(&operations, &final_values);
             report.lost_writes = lost.len() as u64;
             for problem in lost {

@@ -12,9 +12,11 @@
 //! sending replica's namespace), which delays and aborts connections for the delay and
 //! loss faults.
 //!
-//! Everything made here carries the name prefix `rslf<pid>`; [`Network`]'s `Drop` removes
-//! it all, and [`clean_leftovers`] removes what a run that died without cleaning up left
-//! (its pid is gone).
+//! Everything made here carries the owning process's id: namespaces and mounts are named
+//! `rslf<pid>-<run>-...`, interfaces (15 bytes at most) `rf<pid in hex>.<run in hex>...`.
+//! [`Network`]'s `Drop` removes it all, and [`clean_leftovers`] removes what a run that died
+//! without cleaning up left (its pid is gone). Each run of a process has its own names,
+//! because the kernel deletes a namespace's interfaces asynchronously.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -29,8 +31,12 @@ use std::time::Duration;
 use crate::fault::proxy::{Connector, LinkFaults, LinkProxy};
 use crate::process::{free_port, ReplicaLayout};
 
-/// Every name this module makes starts with this and the owning process's id.
+/// Namespaces and mounts this module makes are named this, the owner's pid, `-`, ...
 pub const NAME_PREFIX: &str = "rslf";
+/// Interfaces this module makes are named this, the owner's pid in hex, `.`, ...
+pub const LINK_PREFIX: &str = "rf";
+/// Runs this process has set up so far: part of every name.
+static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Replica transport port inside a namespace (each has its own port space).
 const REPLICA_PORT: u16 = 7001;
 /// Client API port inside a namespace.
@@ -149,8 +155,9 @@ fn enter_namespace(ns: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs `work` on a fresh thread inside namespace `ns` (sockets it makes stay in `ns`).
-fn in_namespace<T: Send + 'static>(
+/// Runs `work` on a fresh thread inside namespace `ns` (sockets it makes stay in `ns`), or
+/// here when `ns` is `None`.
+pub fn in_namespace<T: Send + 'static>(
     ns: Option<String>,
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
@@ -167,7 +174,10 @@ fn in_namespace<T: Send + 'static>(
 #[derive(Debug)]
 pub struct Network {
     mode: Mode,
+    /// Namespaces and mounts: `rslf<pid>-<run>`.
     prefix: String,
+    /// Interfaces: `rf<pid hex>.<run hex>`.
+    link_prefix: String,
     ids: Vec<u64>,
     /// Namespace mode: the /24 is 10.231.`octet`.0.
     octet: u8,
@@ -186,10 +196,12 @@ impl Network {
     /// Sets up replicas `ids` in `mode`; must run inside a tokio runtime (the proxies).
     /// On an error, what was made so far is removed.
     pub fn create(mode: Mode, ids: &[u64], seed: u64, loopback_dir: &Path) -> Result<Network, String> {
-        let prefix = format!("{NAME_PREFIX}{}", std::process::id());
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 0x1000;
+        let pid = std::process::id();
         let mut network = Network {
             mode,
-            prefix,
+            prefix: format!("{NAME_PREFIX}{pid}-{run}"),
+            link_prefix: format!("{LINK_PREFIX}{pid:x}.{run:x}"),
             ids: ids.to_vec(),
             octet: 0,
             namespaces: Vec::new(),
@@ -225,7 +237,8 @@ impl Network {
         !self.mounts.is_empty()
     }
 
-    fn namespace(&self, id: u64) -> String {
+    /// Replica `id`'s namespace (namespace mode).
+    pub fn namespace(&self, id: u64) -> String {
         format!("{}-{id}", self.prefix)
     }
 
@@ -261,22 +274,23 @@ impl Network {
             .map(|i| start.wrapping_add(i) % 250)
             .find(|octet| !used.contains(&format!("10.231.{octet}.")))
             .ok_or("every 10.231.x.0/24 is in use on this host")?;
-        let bridge = format!("{}b", self.prefix);
+        let bridge = format!("{}b", self.link_prefix);
         run("ip", &["link", "add", &bridge, "type", "bridge"])?;
         self.bridge = Some(bridge.clone());
         run("ip", &["addr", "add", &format!("10.231.{}.254/24", self.octet), "dev", &bridge])?;
         run("ip", &["link", "set", &bridge, "up"])?;
 
         let disks_dir = std::env::temp_dir().join(format!("{}-disks", self.prefix));
-        fs::create_dir_all(&disks_dir).map_err(|error| format!("creating {}: {error}", disks_dir.display()))?;
+        fs::create_dir_all(&disks_dir)
+            .map_err(|error| format!("creating {}: {error}", disks_dir.display()))?;
         self.disks_dir = Some(disks_dir.clone());
 
         for id in self.ids.clone() {
             let ns = self.namespace(id);
             run("ip", &["netns", "add", &ns])?;
             self.namespaces.push(ns.clone());
-            let outside = format!("{}v{id}", self.prefix);
-            let inside = format!("{}p{id}", self.prefix);
+            let outside = format!("{}v{id}", self.link_prefix);
+            let inside = format!("{}p{id}", self.link_prefix);
             run("ip", &["link", "add", &outside, "type", "veth", "peer", "name", &inside])?;
             run("ip", &["link", "set", &inside, "netns", &ns])?;
             run("ip", &["link", "set", &outside, "master", &bridge, "up"])?;
@@ -289,7 +303,8 @@ impl Network {
             )?;
 
             let data_dir = disks_dir.join(format!("replica-{id}"));
-            fs::create_dir_all(&data_dir).map_err(|error| format!("creating {}: {error}", data_dir.display()))?;
+            fs::create_dir_all(&data_dir)
+                .map_err(|error| format!("creating {}: {error}", data_dir.display()))?;
             let source = format!("{}-disk{id}", self.prefix);
             let size = format!("size={DISK_BYTES},mode=0700");
             run("mount", &["-t", "tmpfs", "-o", &size, &source, &data_dir.to_string_lossy()])?;
@@ -326,7 +341,9 @@ impl Network {
                     .parse()
                     .map_err(|error| format!("replica {to}'s address: {error}"))?;
                 let connector: Connector = Arc::new(move |target: SocketAddr| {
-                    in_namespace(ns.clone(), move || std::net::TcpStream::connect_timeout(&target, CONNECT_TIMEOUT))
+                    in_namespace(ns.clone(), move || {
+                        std::net::TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)
+                    })
                 });
                 let link_seed = seed ^ (from << 32) ^ (to << 40) ^ 0x5eed_1111;
                 let proxy = LinkProxy::start(listener, target, connector, link_seed)
@@ -389,8 +406,12 @@ impl Network {
         if packet_filter {
             for &to in &self.ids {
                 let mut script = String::from("flush chain inet rslfault input\n");
-                let dropped: Vec<String> =
-                    self.cuts.iter().filter(|cut| cut.1 == to).map(|cut| self.address(cut.0).to_string()).collect();
+                let dropped: Vec<String> = self
+                    .cuts
+                    .iter()
+                    .filter(|cut| cut.1 == to)
+                    .map(|cut| self.address(cut.0).to_string())
+                    .collect();
                 if !dropped.is_empty() {
                     script.push_str(&format!(
                         "add rule inet rslfault input ip saddr {{ {} }} drop\n",
@@ -398,8 +419,12 @@ impl Network {
                     ));
                 }
                 if self.loss_percent > 0 {
-                    let peers: Vec<String> =
-                        self.ids.iter().filter(|&&id| id != to).map(|&id| self.address(id).to_string()).collect();
+                    let peers: Vec<String> = self
+                        .ids
+                        .iter()
+                        .filter(|&&id| id != to)
+                        .map(|&id| self.address(id).to_string())
+                        .collect();
                     script.push_str(&format!(
                         "add rule inet rslfault input ip saddr {{ {} }} numgen random mod 100 < {} drop\n",
                         peers.join(", "),
@@ -417,7 +442,8 @@ impl Network {
     pub fn fill_disk(&self, id: u64) -> Result<u64, String> {
         let dir = self.disk(id)?;
         let path = dir.join("filler");
-        let mut file = fs::File::create(&path).map_err(|error| format!("creating {}: {error}", path.display()))?;
+        let mut file =
+            fs::File::create(&path).map_err(|error| format!("creating {}: {error}", path.display()))?;
         let chunk = vec![0xA5u8; 1 << 20];
         let mut written = 0u64;
         loop {
@@ -501,10 +527,16 @@ fn remove_namespace(ns: &str) {
     }
 }
 
-/// The pid in a name made by this module (`rslf<pid>...`), if it is one.
+/// The pid in a namespace or mount name made by this module (`rslf<pid>-...`), if it is one.
 fn owner(name: &str) -> Option<u32> {
-    let digits: String = name.strip_prefix(NAME_PREFIX)?.chars().take_while(char::is_ascii_digit).collect();
+    let (digits, _) = name.strip_prefix(NAME_PREFIX)?.split_once('-')?;
     digits.parse().ok()
+}
+
+/// The pid in an interface name made by this module (`rf<pid hex>.<run hex>...`).
+fn link_owner(name: &str) -> Option<u32> {
+    let (hex, _) = name.strip_prefix(LINK_PREFIX)?.split_once('.')?;
+    u32::from_str_radix(hex, 16).ok()
 }
 
 /// Whether a run with this pid is still alive (a live process of this program).
@@ -544,7 +576,9 @@ pub fn clean_leftovers() -> Vec<String> {
     if let Ok(links) = run("ip", &["-o", "link", "show", "type", "bridge"]) {
         for line in links.lines() {
             let Some(name) = line.split(':').nth(1).map(str::trim) else { continue };
-            if owner(name).is_some_and(|pid| !owner_alive(pid)) && run("ip", &["link", "del", name]).is_ok() {
+            if link_owner(name).is_some_and(|pid| !owner_alive(pid))
+                && run("ip", &["link", "del", name]).is_ok()
+            {
                 removed.push(format!("bridge {name}"));
             }
         }
@@ -558,10 +592,15 @@ mod tests {
 
     #[test]
     fn names_carry_their_owner() {
-        assert_eq!(owner("rslf1234-3"), Some(1234));
-        assert_eq!(owner("rslf77b"), Some(77));
+        assert_eq!(owner("rslf1234-0-3"), Some(1234));
+        assert_eq!(owner("rslf77-12-disk2"), Some(77));
         assert_eq!(owner("rslf"), None);
+        assert_eq!(owner("rslfx-1"), None);
         assert_eq!(owner("docker0"), None);
+        assert_eq!(link_owner("rf4d2.ab"), Some(0x4d2));
+        assert_eq!(link_owner("rf4d2.0v3"), Some(0x4d2));
+        assert_eq!(link_owner("rfoo"), None);
+        assert_eq!(link_owner("eth0"), None);
         assert!(owner_alive(std::process::id()));
     }
 }
