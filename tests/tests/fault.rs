@@ -27,6 +27,7 @@ fn a_short_fault_run_on_loopback_is_linearizable_and_loses_nothing() {
         failure_dir: failures.path().to_path_buf(),
         clients: 4,
         keys: 5,
+        fast_reads: false,
         interrupted: Arc::new(AtomicBool::new(false)),
     };
     let report = fault::run(&options).expect("the run is set up");
@@ -34,6 +35,31 @@ fn a_short_fault_run_on_loopback_is_linearizable_and_loses_nothing() {
     assert!(report.ok > 100 && report.acknowledged_writes > 50, "{report}");
     assert_eq!((report.violations, report.lost_writes), (0, 0));
     assert!(report.faults.values().sum::<u64>() >= 2, "faults were injected: {report}");
+}
+
+#[test]
+fn fast_reads_from_lagging_replicas_are_reported_as_violations() {
+    // Fast reads (any replica, no minimum slot) are not linearizable: the history must say so.
+    let failures = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        server: PathBuf::from(SERVER),
+        seed: 12,
+        duration: Duration::from_secs(10),
+        nemeses: vec![Nemesis::Pause, Nemesis::PartitionMajority],
+        mode: Mode::Loopback,
+        round_robin: true,
+        history_dir: None,
+        failure_dir: failures.path().to_path_buf(),
+        clients: 4,
+        keys: 3,
+        fast_reads: true,
+        interrupted: Arc::new(AtomicBool::new(false)),
+    };
+    let report = fault::run(&options).expect("the run is set up");
+    assert_eq!(report.violations, 1, "{report}");
+    assert!(report.problems.iter().any(|p| p.contains("not linearizable")), "{:#?}", report.problems);
+    let saved = report.saved.expect("a failing run saves its history");
+    assert!(saved.join("history-seed-12.jsonl").is_file() && saved.join("seed-12-replica-1.log").is_file());
 }
 
 /// Whether namespaces can be made here; says why not.

@@ -51,6 +51,10 @@ struct Args {
     /// Keys the clients use
     #[arg(long, default_value_t = 8)]
     keys: u64,
+    /// Read with fast reads from any replica, which are not linearizable: a check that the
+    /// checking works (a run with partitions or pauses must then fail)
+    #[arg(long)]
+    fast_reads: bool,
 }
 
 /// Parses `90s`, `10m`, `1m30s`, `1h`, or plain seconds.
@@ -169,11 +173,12 @@ fn main() -> ExitCode {
     for run in 0..args.runs {
         let seed = first_seed.wrapping_add(run);
         let replay = format!(
-            "cargo xtask fault --seed {seed} --duration {} --nemesis {} --network {}{}",
+            "cargo xtask fault --seed {seed} --duration {} --nemesis {} --network {}{}{}",
             format_duration(duration),
             names.join(","),
             mode.name(),
-            if args.quick { " --quick" } else { "" }
+            if args.quick { " --quick" } else { "" },
+            if args.fast_reads { " -- --fast-reads" } else { "" }
         );
         eprintln!(
             "rsl-fault: run {}/{} seed={seed} network={} duration={} nemeses={}",
@@ -194,6 +199,7 @@ fn main() -> ExitCode {
             failure_dir: args.failure_dir.clone(),
             clients: args.clients,
             keys: args.keys,
+            fast_reads: args.fast_reads,
             interrupted: interrupted.clone(),
         };
         let report = match fault::run(&options) {

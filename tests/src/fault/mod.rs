@@ -153,6 +153,9 @@ pub struct RunOptions {
     pub clients: u64,
     /// Keys.
     pub keys: u64,
+    /// Clients read with fast reads from any replica, which are not linearizable: the run
+    /// must then find a violation (a check of the checking).
+    pub fast_reads: bool,
     /// Set on Ctrl-C: the run stops injecting faults, cleans up and fails.
     pub interrupted: Arc<AtomicBool>,
 }
@@ -382,6 +385,7 @@ impl Runner {
                 keys: self.options.keys,
                 operation_timeout: Duration::from_millis(2000),
                 think_ms_max: 10,
+                fast_reads: self.options.fast_reads,
             },
             self.options.seed,
         );

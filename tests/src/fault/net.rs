@@ -544,7 +544,11 @@ fn owner_alive(pid: u32) -> bool {
     if pid == std::process::id() {
         return true;
     }
-    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "rsl-fault")
+    let named = fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "rsl-fault");
+    // A zombie (killed, not yet reaped) cleans up nothing any more.
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')));
+    named && !zombie
 }
 
 /// Removes namespaces, bridges and mounts that runs which are no longer alive left behind;

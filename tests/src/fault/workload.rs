@@ -31,6 +31,10 @@ pub struct WorkloadOptions {
     pub operation_timeout: Duration,
     /// Pause between a session's operations: uniform in `0..=think_ms_max`.
     pub think_ms_max: u64,
+    /// Read with fast reads from any replica (`get_fast` with no minimum slot) instead of
+    /// linearizable reads: not linearizable, so the checker must object when a replica
+    /// lags. A check that the whole chain can fail.
+    pub fast_reads: bool,
 }
 
 /// Running clients; [`Workload::stop`] ends them.
@@ -120,7 +124,12 @@ impl Session {
                 }
             } else if roll < 75 {
                 let pending = self.history.invoke(process, Function::Get, &key, 0, Value::Null);
-                match client.get(&key).await {
+                let read = if self.options.fast_reads {
+                    client.get_fast(&key, Some(0)).await
+                } else {
+                    client.get(&key).await
+                };
+                match read {
                     Ok(read) => {
                         let read = read.map(|bytes| parse_value(&key, &bytes));
                         self.history.complete(pending, Outcome::Ok, json!(read), read);
