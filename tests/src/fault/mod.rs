@@ -66,7 +66,8 @@ pub enum Nemesis {
     /// ones, restart it: it must refuse to start, naming the file and offset. The byte is
     /// then restored and it starts.
     Corrupt,
-    /// Fill a replica's disk to the last byte, then free it; a replica that stopped is
+    /// Fill a replica's disk to the last byte (half the time also SIGKILL and restart it:
+    /// it must start or refuse, saying why), then free it; a replica that stopped is
     /// restarted, one that kept running must go on by itself (namespace mode only: each
     /// replica has a bounded tmpfs).
     DiskFull,
@@ -658,6 +659,9 @@ impl Runner {
                     Ok(bytes) => {
                         self.note(format!("filled replica {victim}'s disk ({} MiB)", bytes >> 20));
                         self.may_exit.insert(victim);
+                        if self.rng.below(2) == 0 {
+                            self.restart_on_full_disk(victim).await;
+                        }
                     }
                     Err(error) => self.problem(format!("filling replica {victim}'s disk: {error}")),
                 }
@@ -737,6 +741,25 @@ impl Runner {
         match self.cluster.try_spawn(id, &[]) {
             Ok(()) => self.note(format!("replica {id} restarted")),
             Err(problem) => self.problem(format!("restarting replica {id}: {}", last_lines(&problem, 10))),
+        }
+    }
+
+    /// Kills `victim` while its disk is full and starts it again: it must either start or
+    /// refuse, saying the disk is full.
+    async fn restart_on_full_disk(&mut self, victim: u64) {
+        let primary = self.primary(Duration::ZERO).await;
+        self.kill(victim, primary == Some(victim));
+        let (status, said) = self.cluster.spawn_expecting_failure_or_start(victim, Duration::from_secs(30));
+        match status {
+            None => self.note(format!("SIGKILL {victim} and restart on its full disk: it started")),
+            Some(status) if said.contains("No space left") => self.note(format!(
+                "SIGKILL {victim} and restart on its full disk: refused ({status}): {}",
+                last_lines(&said, 1)
+            )),
+            Some(status) => self.problem(format!(
+                "replica {victim} exited ({status}) on a full disk without saying so:\n{}",
+                last_lines(&said, 10)
+            )),
         }
     }
 
