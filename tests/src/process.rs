@@ -54,11 +54,38 @@ pub fn fast_timing() -> Vec<String> {
         .to_vec()
 }
 
+/// Where and how one replica runs, for clusters that are not plain processes on loopback
+/// (see [`ProcessCluster::create_with_layout`]): in a network namespace, behind proxies, on a
+/// file system of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaLayout {
+    /// The replica transport address the other replicas are told (`--members`).
+    pub replica_address: String,
+    /// The client API address clients and redirects use (`--clients`).
+    pub client_address: String,
+    /// Where the replica transport listens, when not at `replica_address`.
+    pub replica_listen: Option<String>,
+    /// Where the client API listens, when not at `client_address`.
+    pub client_listen: Option<String>,
+    /// How this replica reaches some peers, when not at their `replica_address` (peer id to
+    /// address): a proxy per directed link.
+    pub peer_addresses: BTreeMap<u64, String>,
+    /// A program and arguments the server runs under, e.g. `ip netns exec NAME`; it must
+    /// exec the server (so the child's pid is the server's, for signals).
+    pub launcher: Vec<String>,
+    /// The data directory, when not `replica-N` in the cluster directory.
+    pub data_dir: Option<PathBuf>,
+}
+
 /// One replica: its addresses, directory and, while it runs, its process.
 #[derive(Debug)]
 struct Replica {
     replica_address: String,
     client_address: String,
+    replica_listen: Option<String>,
+    client_listen: Option<String>,
+    peer_addresses: BTreeMap<u64, String>,
+    launcher: Vec<String>,
     metrics_port: Option<u16>,
     data_dir: PathBuf,
     log_path: PathBuf,
@@ -103,6 +130,10 @@ impl ProcessCluster {
                 Replica {
                     replica_address: format!("127.0.0.1:{}", free_port()),
                     client_address: format!("127.0.0.1:{}", free_port()),
+                    replica_listen: None,
+                    client_listen: None,
+                    peer_addresses: BTreeMap::new(),
+                    launcher: Vec::new(),
                     metrics_port: options.metrics.then(free_port),
                     log_path: dir.path().join(format!("replica-{id}.log")),
                     data_dir,
@@ -111,6 +142,32 @@ impl ProcessCluster {
             );
         }
         ProcessCluster { binary: binary.into(), dir, options, replicas }
+    }
+
+    /// Like [`ProcessCluster::create`], with every replica's addresses, launcher and data
+    /// directory given by `layouts` (one per replica id, 1..=`options.replicas`); starts
+    /// nothing.
+    pub fn create_with_layout(
+        binary: impl Into<PathBuf>,
+        options: ClusterOptions,
+        layouts: BTreeMap<u64, ReplicaLayout>,
+    ) -> ProcessCluster {
+        let ids: Vec<u64> = (1..=options.replicas).collect();
+        assert_eq!(layouts.keys().copied().collect::<Vec<_>>(), ids, "one layout per replica id");
+        let mut cluster = ProcessCluster::create(binary, options);
+        for (id, layout) in layouts {
+            let replica = cluster.replica_mut(id);
+            replica.replica_address = layout.replica_address;
+            replica.client_address = layout.client_address;
+            replica.replica_listen = layout.replica_listen;
+            replica.client_listen = layout.client_listen;
+            replica.peer_addresses = layout.peer_addresses;
+            replica.launcher = layout.launcher;
+            if let Some(data_dir) = layout.data_dir {
+                replica.data_dir = data_dir;
+            }
+        }
+        cluster
     }
 
     /// The replica ids.
@@ -161,19 +218,58 @@ impl ProcessCluster {
         self.replicas.get_mut(&id).unwrap_or_else(|| panic!("no replica {id} in this cluster"))
     }
 
+    /// Replica `id`'s process id while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.replica(id).child.as_ref().map(Child::id)
+    }
+
+    /// If replica `id` was running and has exited on its own, forgets its process and returns
+    /// how it exited.
+    pub fn exited(&mut self, id: u64) -> Option<ExitStatus> {
+        let replica = self.replica_mut(id);
+        let status = replica.child.as_mut()?.try_wait().ok()??;
+        replica.child = None;
+        Some(status)
+    }
+
     /// The command line of replica `id`, with `extra` flags last.
     fn command(&self, id: u64, extra: &[&str]) -> Command {
-        let list = |f: fn(&Replica) -> &String| {
-            self.replicas.iter().map(|(id, r)| format!("{id}={}", f(r))).collect::<Vec<_>>().join(",")
-        };
         let replica = self.replica(id);
-        let mut command = Command::new(&self.binary);
+        let members = self
+            .replicas
+            .iter()
+            .map(|(&peer, r)| {
+                let address = replica.peer_addresses.get(&peer).unwrap_or(&r.replica_address);
+                format!("{peer}={address}")
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let clients = self
+            .replicas
+            .iter()
+            .map(|(id, r)| format!("{id}={}", r.client_address))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut command = match replica.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         command
             .arg(format!("--node={id}"))
-            .arg(format!("--members={}", list(|r| &r.replica_address)))
-            .arg(format!("--clients={}", list(|r| &r.client_address)))
+            .arg(format!("--members={members}"))
+            .arg(format!("--clients={clients}"))
             .arg(format!("--data-dir={}", replica.data_dir.display()))
             .arg(format!("--log={}", self.options.log));
+        if let Some(listen) = &replica.replica_listen {
+            command.arg(format!("--replica-listen={listen}"));
+        }
+        if let Some(listen) = &replica.client_listen {
+            command.arg(format!("--client-listen={listen}"));
+        }
         if let Some(port) = replica.metrics_port {
             command.arg(format!("--metrics-port={port}"));
         }
@@ -211,6 +307,14 @@ impl ProcessCluster {
     /// Starts replica `id` (with `extra` flags) and waits for its ready line. Panics, quoting
     /// its stderr, if it exits or does not get ready within [`READY_TIMEOUT`].
     pub fn spawn(&mut self, id: u64, extra: &[&str]) {
+        if let Err(problem) = self.try_spawn(id, extra) {
+            panic!("{problem}");
+        }
+    }
+
+    /// Starts replica `id` (with `extra` flags) and waits for its ready line; if it exits or
+    /// is not ready within [`READY_TIMEOUT`] (then it is killed), says so, quoting its stderr.
+    pub fn try_spawn(&mut self, id: u64, extra: &[&str]) -> Result<(), String> {
         assert!(!self.is_running(id), "replica {id} is already running");
         let (mut child, lines) = self.launch(id, extra);
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -221,18 +325,22 @@ impl ProcessCluster {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {}
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("replica {id} exited during start-up ({status}); its stderr:\n{}", self.stderr(id));
+                return Err(format!(
+                    "replica {id} exited during start-up ({status}); its stderr:\n{}",
+                    self.stderr(id)
+                ));
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
+                return Err(format!(
                     "replica {id} was not ready within {READY_TIMEOUT:?}; its stderr:\n{}",
                     self.stderr(id)
-                );
+                ));
             }
         }
         self.replica_mut(id).child = Some(child);
+        Ok(())
     }
 
     /// Starts replica `id` and expects it to refuse: returns its exit status and what this
@@ -268,7 +376,39 @@ impl ProcessCluster {
         (status, self.stderr(id)[before..].to_owned())
     }
 
-    /// Kills replica `id` with SIGKILL: no flush, no goodbye.
+    /// Starts replica `id` where it may refuse or start: returns its exit status and what
+    /// this run wrote to stderr if it exits within `timeout`, or `None` and the stderr so far
+    /// if it gets ready (it then keeps running). Still neither after `timeout`: killed, and
+    /// reported as exited.
+    pub fn spawn_expecting_failure_or_start(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> (Option<ExitStatus>, String) {
+        assert!(!self.is_running(id), "replica {id} is already running");
+        let before = self.stderr(id).len();
+        let (mut child, lines) = self.launch(id, &[]);
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Ok(line) = lines.try_recv() {
+                if line.contains("clients on") {
+                    self.replica_mut(id).child = Some(child);
+                    return (None, self.stderr(id)[before..].to_owned());
+                }
+            }
+            if let Some(status) = child.try_wait().expect("waiting for a replica") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().expect("waiting for a killed replica");
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        };
+        (Some(status), self.stderr(id)[before..].to_owned())
+    }
+
+    /// Kills replica `id` with SIGKILL: no flush, no goodbye. (A paused replica dies too.)
     pub fn kill(&mut self, id: u64) {
         let replica = self.replica_mut(id);
         let mut child = replica.child.take().unwrap_or_else(|| panic!("replica {id} is not running"));

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::contracts;
+use crate::fault::{self, FaultArgs};
 use crate::process::Cmd;
 use crate::sim::{self, SimArgs};
 
@@ -24,6 +25,7 @@ enum Action {
     Contracts,
     Sim { replicas: u8 },
     Mutations,
+    Fault,
     Doc,
 }
 
@@ -59,6 +61,7 @@ const STEPS: &[Step] = &[
         script: "cargo xtask sim --mutation all --until-caught --seeds 1000 --replicas 3",
         action: Action::Mutations,
     },
+    Step { name: "fault", script: "cargo xtask fault --quick --seed 1", action: Action::Fault },
     Step { name: "doc", script: "cargo doc --workspace --no-deps", action: Action::Doc },
 ];
 
@@ -113,6 +116,7 @@ fn run_action(action: Action, sim_seeds: u64) -> Result<()> {
             until_caught: true,
             ..SimArgs::default()
         }),
+        Action::Fault => fault::run(&FaultArgs { quick: true, seed: Some(1), ..FaultArgs::default() }),
         Action::Doc => {
             let flags = match std::env::var("RUSTDOCFLAGS") {
                 Ok(flags) if !flags.trim().is_empty() => format!("{flags} -D warnings"),

@@ -2,7 +2,9 @@
 //!
 //! Settings come from a TOML file (`--config`, see [`crate::config`]) and flags of the same
 //! names; a flag overrides the file. The server runs until SIGTERM or SIGINT, then stops
-//! accepting clients, flushes and closes its log, and exits.
+//! accepting clients, flushes and closes its log, and exits. If its ring stops on its own
+//! (its log store failed, for example on a full disk) it exits with status 1, so that a
+//! supervisor restarts it.
 //!
 //! It lives in the library so that other packages (the cluster tests) can build the same
 //! server as a binary of their own with `fn main() -> ExitCode { rsl_kv::server_cli::main() }`.
@@ -141,7 +143,8 @@ impl Args {
 }
 
 /// Parses the process's arguments, runs the server until a signal, and returns the exit
-/// code: 0 after a clean shutdown, 2 for a bad configuration, 1 when the server failed.
+/// code: 0 after a clean shutdown, 2 for a bad configuration, 1 when the server failed to
+/// start or its ring stopped on its own.
 pub fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -188,12 +191,33 @@ pub fn main() -> ExitCode {
             server.client_addr(),
             server.replica_addr()
         );
-        let signal = shutdown_signal().await;
+        let signal = tokio::select! {
+            signal = shutdown_signal() => signal,
+            () = ring_stopped(&server) => {
+                // The ring stopped on its own (its log store failed, say a full disk): this
+                // process serves nothing any more. Exit, so that a supervisor restarts it and
+                // recovery reopens what is durable.
+                let reason = server.ring().handle().stop_reason().unwrap_or_else(|| "no reason given".into());
+                eprintln!("rsl-kv-server: node {node}: the ring stopped ({reason}); exiting");
+                server.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        };
         tracing::info!(node, signal, "shutting down");
         server.shutdown().await;
         ExitCode::SUCCESS
     })
 }
+
+/// Returns once the server's ring has stopped.
+async fn ring_stopped(server: &Server) {
+    while !server.ring().is_stopped() {
+        tokio::time::sleep(RING_POLL_INTERVAL).await;
+    }
+}
+
+/// How often the server checks that its ring still runs.
+const RING_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Waits for SIGTERM or SIGINT and names it.
 async fn shutdown_signal() -> &'static str {

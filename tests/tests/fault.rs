@@ -1,0 +1,123 @@
+//! The fault-injection runner against real processes: a short run on loopback with the
+//! faults that need no privileges, and (as root) the network namespaces' cuts and cleanup.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsl_tests::fault::net::{self, in_namespace, Mode, Network};
+use rsl_tests::fault::{self, Nemesis, RunOptions};
+
+/// The server under test: rsl-kv-server, built as this package's binary.
+const SERVER: &str = env!("CARGO_BIN_EXE_rsl-tests-kv-server");
+
+#[test]
+fn a_short_fault_run_on_loopback_is_linearizable_and_loses_nothing() {
+    let failures = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        server: PathBuf::from(SERVER),
+        seed: 11,
+        duration: Duration::from_secs(12),
+        nemeses: vec![Nemesis::KillPrimary, Nemesis::PartitionMajority, Nemesis::TornTail, Nemesis::Corrupt],
+        mode: Mode::Loopback,
+        round_robin: true,
+        history_dir: None,
+        failure_dir: failures.path().to_path_buf(),
+        clients: 4,
+        keys: 5,
+        fast_reads: false,
+        interrupted: Arc::new(AtomicBool::new(false)),
+    };
+    let report = fault::run(&options).expect("the run is set up");
+    assert!(report.passed(), "problems: {:#?}\n{report}", report.problems);
+    assert!(report.ok > 100 && report.acknowledged_writes > 50, "{report}");
+    assert_eq!((report.violations, report.lost_writes), (0, 0));
+    assert!(report.faults.values().sum::<u64>() >= 2, "faults were injected: {report}");
+}
+
+#[test]
+fn fast_reads_from_lagging_replicas_are_reported_as_violations() {
+    // Fast reads (any replica, no minimum slot) are not linearizable: the history must say so.
+    let failures = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        server: PathBuf::from(SERVER),
+        seed: 12,
+        duration: Duration::from_secs(10),
+        nemeses: vec![Nemesis::Pause, Nemesis::PartitionMajority],
+        mode: Mode::Loopback,
+        round_robin: true,
+        history_dir: None,
+        failure_dir: failures.path().to_path_buf(),
+        clients: 4,
+        keys: 3,
+        fast_reads: true,
+        interrupted: Arc::new(AtomicBool::new(false)),
+    };
+    let report = fault::run(&options).expect("the run is set up");
+    assert_eq!(report.violations, 1, "{report}");
+    assert!(report.problems.iter().any(|p| p.contains("not linearizable")), "{:#?}", report.problems);
+    let saved = report.saved.expect("a failing run saves its history");
+    assert!(saved.join("history-seed-12.jsonl").is_file() && saved.join("seed-12-replica-1.log").is_file());
+}
+
+/// Whether namespaces can be made here; says why not.
+fn namespaces_or_skip(test: &str) -> bool {
+    match net::namespaces_unavailable() {
+        None => true,
+        Some(why) => {
+            eprintln!("{test}: skipped: it makes network namespaces and nftables rules, which needs root, `ip` and `nft`: {why}");
+            false
+        }
+    }
+}
+
+/// Tries to connect from `from`'s namespace to `to`.
+fn reachable(network: &Network, from: u64, to: SocketAddr) -> bool {
+    let ns = Some(network.namespace(from));
+    in_namespace(ns, move || TcpStream::connect_timeout(&to, Duration::from_millis(300))).is_ok()
+}
+
+#[test]
+fn namespaces_cut_links_one_way_and_are_removed_at_the_end() {
+    if !namespaces_or_skip("namespaces_cut_links_one_way_and_are_removed_at_the_end") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let _guard = runtime.enter();
+    let dir = tempfile::tempdir().unwrap();
+    let network = Network::create(Mode::Namespaces, &[1, 2, 3], 1, dir.path()).expect("namespaces are made");
+    let namespaces: Vec<String> = (1..=3).map(|id| network.namespace(id)).collect();
+    let listed = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    for ns in &namespaces {
+        assert!(listed.contains(ns.as_str()), "{ns} exists: {listed}");
+    }
+    let layouts = network.layouts();
+    // Replica 2's transport address, listened on inside its namespace.
+    let address: SocketAddr = layouts[&2].replica_address.parse().unwrap();
+    let _listener = in_namespace(Some(network.namespace(2)), move || TcpListener::bind(address)).unwrap();
+    assert!(reachable(&network, 1, address) && reachable(&network, 3, address));
+    let mut network = network;
+
+    network.set_cuts(&[(1, 2)].into_iter().collect()).unwrap();
+    assert!(!reachable(&network, 1, address), "1 -> 2 is cut");
+    assert!(reachable(&network, 3, address), "3 -> 2 is not");
+    network.heal().unwrap();
+    assert!(reachable(&network, 1, address), "healed");
+
+    // Each replica's disk is bounded and can be filled and freed.
+    let filled = network.fill_disk(1).unwrap();
+    assert!(filled > 0 && filled <= net::DISK_BYTES, "{filled}");
+    network.free_disk(1).unwrap();
+
+    drop(network);
+    let listed = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    for ns in &namespaces {
+        assert!(!listed.contains(ns.as_str()), "{ns} is removed: {listed}");
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&namespaces[0]), "the disks are unmounted: {mounts}");
+}

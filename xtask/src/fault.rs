@@ -1,0 +1,143 @@
+//! `cargo xtask fault`: build the fault-injection runner (`rsl-fault`, a binary of the
+//! rsl-tests package) and the replica server in release, then run it, streaming its output.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::process::Cmd;
+use crate::sim::executable_of;
+
+/// Arguments passed through to `rsl-fault`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FaultArgs {
+    /// How long faults are injected per run, e.g. 90s or 10m [default: 60s; 90s with --quick]
+    #[arg(long, value_name = "D")]
+    pub duration: Option<String>,
+    /// Seed of the (first) run; a failing run prints the command that replays its schedule
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Runs with seeds S, S+1, ...
+    #[arg(long, value_name = "N")]
+    pub runs: Option<u64>,
+    /// The short variant CI runs: every nemesis in turn, 90 seconds
+    #[arg(long)]
+    pub quick: bool,
+    /// Keep every run's history (JSON lines) and report in DIR
+    #[arg(long, value_name = "DIR")]
+    pub history_dir: Option<PathBuf>,
+    /// Comma-separated faults or `all` (see `--help` of rsl-fault)
+    #[arg(long, value_name = "LIST")]
+    pub nemesis: Option<String>,
+    /// auto (netns as root, else loopback), netns or loopback
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
+    /// Further arguments, after `--`, passed to rsl-fault unchanged
+    #[arg(last = true, value_name = "RSL_FAULT_ARGS")]
+    pub extra: Vec<OsString>,
+}
+
+impl FaultArgs {
+    /// The command line for `rsl-fault`.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |flag: &str, value: Option<String>| {
+            if let Some(value) = value {
+                args.push(flag.into());
+                args.push(value.into());
+            }
+        };
+        push("--duration", self.duration.clone());
+        push("--seed", self.seed.map(|v| v.to_string()));
+        push("--runs", self.runs.map(|v| v.to_string()));
+        push("--history-dir", self.history_dir.as_ref().map(|d| d.display().to_string()));
+        push("--nemesis", self.nemesis.clone());
+        push("--network", self.network.clone());
+        if self.quick {
+            args.push("--quick".into());
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+}
+
+/// Builds `rsl-fault` and `rsl-tests-kv-server` in release, then runs `rsl-fault`; its exit
+/// code is passed on.
+pub fn run(args: &FaultArgs) -> Result<()> {
+    let binary = build()?;
+    Cmd::new(&binary).args(args.to_args()).run().context("the fault run failed (see its output above)")
+}
+
+fn build() -> Result<PathBuf> {
+    let cmd = Cmd::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "rsl-tests",
+        "--bin",
+        "rsl-fault",
+        "--bin",
+        "rsl-tests-kv-server",
+        "--message-format=json-render-diagnostics",
+    ]);
+    let mut executable = None;
+    cmd.read_lines(|line| {
+        if let Some(path) = executable_of(line, "rsl-fault")? {
+            executable = Some(path);
+        }
+        Ok(())
+    })
+    .context("building the fault runner (release)")?;
+    match executable {
+        Some(path) => Ok(path),
+        None => bail!("`{}` succeeded but reported no rsl-fault executable", cmd.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &FaultArgs) -> Vec<String> {
+        args.to_args().into_iter().map(|arg| arg.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn passes_arguments_through() {
+        assert!(strings(&FaultArgs::default()).is_empty());
+        let long = FaultArgs { duration: Some("10m".into()), seed: Some(7), ..FaultArgs::default() };
+        assert_eq!(strings(&long), ["--duration", "10m", "--seed", "7"]);
+        let all = FaultArgs {
+            duration: Some("90s".into()),
+            seed: Some(1),
+            runs: Some(3),
+            quick: true,
+            history_dir: Some(PathBuf::from("/tmp/h")),
+            nemesis: Some("kill,pause".into()),
+            network: Some("loopback".into()),
+            extra: vec!["--clients".into(), "3".into()],
+        };
+        assert_eq!(
+            strings(&all),
+            [
+                "--duration",
+                "90s",
+                "--seed",
+                "1",
+                "--runs",
+                "3",
+                "--history-dir",
+                "/tmp/h",
+                "--nemesis",
+                "kill,pause",
+                "--network",
+                "loopback",
+                "--quick",
+                "--clients",
+                "3"
+            ]
+        );
+    }
+}
