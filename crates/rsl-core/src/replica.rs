@@ -898,6 +898,13 @@ impl Replica {
 
     /// Flushes the step's persist request, then checks invariants.
     fn finish(&mut self) {
+        self.flush_staged();
+        self.check_invariants();
+    }
+
+    /// Emits the persist request being built (with the chosen hint, if it moved); what is
+    /// staged afterwards goes into a later request, written after this one.
+    fn flush_staged(&mut self) {
         if let Some(mut staged) = self.staged.take() {
             if self.chosen > self.chosen_persisted_hint {
                 staged.chosen = Some(self.chosen);
@@ -907,7 +914,6 @@ impl Replica {
             // Persists go before any send they gate, which are held anyway.
             self.actions.push_back(Action::Persist(staged));
         }
-        self.check_invariants();
     }
 
     fn is_durable(&self, entry: &Entry) -> bool {
@@ -2079,10 +2085,12 @@ impl Replica {
         if configuration.number <= self.configuration.number {
             return;
         }
-        // Make the chosen watermark that ended the old configuration durable in this
-        // step's write: every promise or accept given in the new configuration is written
-        // after it, so a replica that recovers one recovers the configuration too.
+        // Write the chosen watermark that ended the old configuration in a request of its
+        // own: every promise or accept given in the new configuration is written after it
+        // (log stores keep a prefix of what was written, even when a crash tears a
+        // request), so a replica that recovers one recovers the configuration too.
         self.stage();
+        self.flush_staged();
         let number_before = self.configuration.number;
         let led = self.leader.as_mut().map(|leader| {
             // The change reached its end: chosen, not interrupted.
