@@ -4,6 +4,7 @@
 //! workspace root, echoes the command line first, and stops at the first failure with an
 //! error naming the command. xtask depends on no rsl crate, so it builds even when they don't.
 
+mod bench;
 mod ci;
 mod contracts;
 mod demo;
@@ -11,13 +12,11 @@ mod process;
 mod scan;
 mod sim;
 
-use std::ffi::OsString;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::process::{Cmd, CommandFailed};
+use crate::process::CommandFailed;
 use crate::sim::SimArgs;
 
 #[derive(Debug, Parser)]
@@ -84,15 +83,17 @@ enum Command {
         on failure and on Ctrl-C.")]
     Demo(demo::DemoArgs),
 
-    /// Run the component benchmarks (criterion): cargo bench -p rsl-benches
-    #[command(long_about = "Run the criterion component benchmarks: `cargo bench -p rsl-benches`, \
-        with any arguments after `--` passed on (for example `-- --quick`). Whole-cluster figures \
-        are not built yet.")]
-    Bench {
-        /// Arguments passed to `cargo bench -p rsl-benches` after `--`
-        #[arg(last = true, value_name = "ARGS")]
-        args: Vec<OsString>,
-    },
+    /// Whole-cluster benchmark: 3 rsl-kv processes per log backend, a concurrency sweep, etcd beside it
+    #[command(long_about = "Build rsl-kv in release; for each log backend start 3 `rsl-kv-server` \
+        processes on 127.0.0.1 and run `rsl-kv load` (batched gRPC streams) at each point of a \
+        concurrency sweep (clients × operations in flight), closed-loop, --runs times per point \
+        (figures are medians), then open-loop at half the best throughput. Prints committed ops/s \
+        and client-side latency percentiles (p50, p90, p99, p99.9), the ratios to a saved baseline \
+        (benches/baseline.json) and, with --peer etcd, to a 3-member etcd on the same workload. \
+        --json writes the figures, --plot draws p99 against throughput (SVG), --quick finishes in \
+        under a minute. The criterion component benchmarks are `cargo bench -p rsl-benches` (and \
+        `-p rsl-log --bench append`, `-p rsl-transport --bench codec`).")]
+    Bench(bench::BenchArgs),
 
     /// Fault-injection runs against a real cluster (not implemented yet)
     Fault,
@@ -106,7 +107,7 @@ fn main() -> ExitCode {
         Command::Contracts => contracts::run(),
         Command::Sim(args) => sim::run(&args),
         Command::Demo(args) => demo::run(&args),
-        Command::Bench { args } => bench(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Fault => {
             eprintln!("xtask fault: not implemented yet");
             return ExitCode::from(2);
@@ -123,27 +124,4 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
-}
-
-fn bench(args: &[OsString]) -> Result<()> {
-    eprintln!(
-        "bench: whole-cluster benchmarks are not built yet; running the criterion component benchmarks"
-    );
-    let metadata = Cmd::cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .read()
-        .context("listing the workspace packages")?;
-    let metadata: serde_json::Value =
-        serde_json::from_str(&metadata).context("parsing `cargo metadata` output")?;
-    let has_benches = metadata["packages"]
-        .as_array()
-        .is_some_and(|packages| packages.iter().any(|package| package["name"] == "rsl-benches"));
-    if !has_benches {
-        bail!("the workspace has no `rsl-benches` package (benches/) yet, so there is nothing to benchmark");
-    }
-    let mut cmd = Cmd::cargo().args(["bench", "-p", "rsl-benches"]);
-    if !args.is_empty() {
-        cmd = cmd.arg("--").args(args);
-    }
-    cmd.run()
 }

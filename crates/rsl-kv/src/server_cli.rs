@@ -11,9 +11,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
 use crate::config::{TlsFiles, Tuning};
 use crate::{ConfigFile, LogBackend, Server};
+use clap::Parser;
 
 /// One replica of the rsl-kv replicated key-value service.
 #[derive(Debug, Parser)]

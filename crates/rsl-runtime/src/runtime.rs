@@ -376,6 +376,8 @@ impl Runtime {
             local_client,
             next_sequence: 0,
             pending: HashMap::new(),
+            groups: HashMap::new(),
+            next_group: 0,
             assigned: Default::default(),
             outbox: Default::default(),
             apply_batch: Vec::new(),
