@@ -147,6 +147,7 @@ impl Point {
             "p999_us": self.latency("p999_us"),
             "max_us": self.latency("max_us"),
             "errors": self.errors(),
+            "server_cpu_us_per_op": self.median(|run| run["server_cpu_us_per_op"].as_f64()),
         })
     }
 }
@@ -243,8 +244,21 @@ impl Runner<'_> {
         }
     }
 
-    /// One `rsl-kv load` run; returns its JSON report.
-    fn load(&self, spec: &LoadSpec, label: &str) -> Result<Value> {
+    /// One `rsl-kv load` run; returns its JSON report, with `server_cpu_us_per_op` (CPU
+    /// time of the server processes `pids` over the run, per successful operation) added
+    /// when `pids` are known.
+    fn load(&self, spec: &LoadSpec, label: &str, pids: &[u32]) -> Result<Value> {
+        let cpu_before = cpu_us(pids);
+        let mut report = self.load_run(spec, label)?;
+        if let (Some(before), Some(after)) = (cpu_before, cpu_us(pids)) {
+            let ops = report["ops_total"].as_u64().unwrap_or(0).max(1);
+            report["server_cpu_us_per_op"] =
+                json!(((after - before) as f64 / ops as f64 * 100.0).round() / 100.0);
+        }
+        Ok(report)
+    }
+
+    fn load_run(&self, spec: &LoadSpec, label: &str) -> Result<Value> {
         let settings = self.settings;
         let mut command = Command::new(&self.cli);
         command
@@ -292,13 +306,13 @@ impl Runner<'_> {
         report.ok_or_else(|| anyhow!("the load generator printed no result at {label}"))
     }
 
-    /// Runs one point `runs` times.
-    fn point(&self, system: &str, backend: &str, spec: &LoadSpec) -> Result<Point> {
+    /// Runs one point `runs` times; `pids` are the server processes.
+    fn point(&self, system: &str, backend: &str, spec: &LoadSpec, pids: &[u32]) -> Result<Point> {
         let mode = if spec.rate_ops_per_s.is_some() { "open" } else { "closed" };
         let label = format!("{system}/{backend} {}×{} {mode}", spec.clients, spec.in_flight);
         let mut runs = Vec::new();
         for run in 0..self.settings.runs {
-            let report = self.load(spec, &format!("{label} run {}", run + 1))?;
+            let report = self.load(spec, &format!("{label} run {}", run + 1), pids)?;
             runs.push(report);
         }
         let point = Point {
@@ -318,7 +332,7 @@ impl Runner<'_> {
 fn row(point: &Point) -> String {
     let rate = point.rate_ops_per_s.map_or(String::new(), |rate| format!(" at {rate:.0}/s"));
     format!(
-        "{:<6} {:<7} {:<6} {:>4} × {:<4} {:>11.0} ops/s  p50 {:>7.0}  p90 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0} µs  errors {}{rate}",
+        "{:<9} {:<7} {:<6} {:>4} × {:<4} {:>9.0} ops/s  p50 {:>7.0}  p90 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0} µs  cpu {:>5.1} µs/op  errors {}{rate}",
         point.system,
         point.backend,
         point.mode,
@@ -329,6 +343,7 @@ fn row(point: &Point) -> String {
         point.latency("p90_us"),
         point.latency("p99_us"),
         point.latency("p999_us"),
+        point.median(|run| run["server_cpu_us_per_op"].as_f64()),
         point.errors(),
     )
 }
@@ -337,6 +352,15 @@ fn row(point: &Point) -> String {
 pub fn run(args: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let settings = Settings::from(args)?;
+    let load_average = fs::read_to_string("/proc/loadavg")
+        .map(|line| line.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    if let Some(one_minute) = load_average.split_whitespace().next().and_then(|l| l.parse::<f64>().ok()) {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        if one_minute > cpus / 2.0 {
+            eprintln!("bench: warning: the load average is {load_average} on {cpus} CPUs; other work skews the figures");
+        }
+    }
     for backend in &args.backends {
         if !["file", "pmem", "memory"].contains(&backend.as_str()) {
             bail!("--backends: unknown backend {backend:?}; expected file, pmem or memory");
@@ -398,6 +422,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let report = json!({
         "conditions": {
             "machine": machine_description(),
+            "load_average_at_start": load_average,
             "replicas": 3,
             "transport": "gRPC over 127.0.0.1",
             "payload_bytes": settings.payload_bytes,
@@ -455,6 +480,7 @@ fn bench_backend(
     })?;
     let settings = runner.settings;
     let servers = cluster.servers();
+    let pids: Vec<u32> = cluster.nodes.iter().filter_map(demo::Node::pid).collect();
     let mut points = Vec::new();
     for &in_flight in &settings.sweep {
         let spec = LoadSpec {
@@ -464,11 +490,11 @@ fn bench_backend(
             in_flight,
             rate_ops_per_s: None,
         };
-        points.push(runner.point(runner.system(), backend, &spec)?);
+        points.push(runner.point(runner.system(), backend, &spec, &pids)?);
     }
     if half_load {
         let protocol = if runner.unary { "unary" } else { "stream" };
-        points.push(half_load_point(runner, runner.system(), backend, protocol, &servers, &points)?);
+        points.push(half_load_point(runner, runner.system(), backend, protocol, &servers, &points, &pids)?);
     }
     // Every replica must still agree after the load (a benchmark of a broken ring is void).
     cluster.wait_for(SETTLE_TIMEOUT, "all replicas to apply every chosen slot", |statuses| {
@@ -487,6 +513,7 @@ fn half_load_point(
     protocol: &'static str,
     servers: &str,
     points: &[Point],
+    pids: &[u32],
 ) -> Result<Point> {
     let best = points
         .iter()
@@ -499,7 +526,28 @@ fn half_load_point(
         in_flight: best.in_flight,
         rate_ops_per_s: Some((best.ops_per_sec() / 2.0).max(1.0)),
     };
-    runner.point(system, backend, &spec)
+    runner.point(system, backend, &spec, pids)
+}
+
+/// User plus system CPU time of the processes `pids`, in microseconds (Linux /proc);
+/// `None` when any is unreadable.
+fn cpu_us(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    // SAFETY: sysconf(3) has no preconditions.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_s = u64::try_from(ticks_per_s).ok().filter(|&t| t > 0)?;
+    let mut total = 0;
+    for pid in pids {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        total += ticks * 1_000_000 / ticks_per_s;
+    }
+    Some(total)
 }
 
 /// The path of the `etcd` binary; installs Debian's `etcd-server` when it is missing and
@@ -626,6 +674,7 @@ impl Drop for EtcdCluster {
 fn bench_etcd(etcd: &Path, runner: &Runner<'_>, sweep: &[u32], half_load: bool) -> Result<Vec<Point>> {
     let cluster = EtcdCluster::start(etcd)?;
     let servers = cluster.client_addresses.join(",");
+    let pids: Vec<u32> = cluster.children.iter().map(Child::id).collect();
     let mut points = Vec::new();
     for &clients in sweep {
         let spec = LoadSpec {
@@ -635,10 +684,10 @@ fn bench_etcd(etcd: &Path, runner: &Runner<'_>, sweep: &[u32], half_load: bool) 
             in_flight: 1,
             rate_ops_per_s: None,
         };
-        points.push(runner.point("etcd", "etcd", &spec)?);
+        points.push(runner.point("etcd", "etcd", &spec, &pids)?);
     }
     if half_load {
-        points.push(half_load_point(runner, "etcd", "etcd", "etcd", &servers, &points)?);
+        points.push(half_load_point(runner, "etcd", "etcd", "etcd", &servers, &points, &pids)?);
     }
     drop(cluster);
     Ok(points)

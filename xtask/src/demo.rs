@@ -151,7 +151,7 @@ pub(crate) fn free_port() -> Result<u16> {
 }
 
 /// One replica process.
-struct Node {
+pub(crate) struct Node {
     id: u64,
     client_address: String,
     dir: PathBuf,
@@ -160,7 +160,7 @@ struct Node {
 }
 
 impl Node {
-    fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 }
@@ -169,7 +169,7 @@ impl Node {
 pub(crate) struct Cluster {
     pub(crate) binaries: Binaries,
     pub(crate) root: PathBuf,
-    nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
     members: String,
     clients: String,
     log: String,

@@ -187,6 +187,9 @@ pub struct LoadReport {
     pub reads: u64,
     /// Operations that failed within the measured window.
     pub errors: u64,
+    /// Operations that succeeded over the whole run (warm-up and drain included), to
+    /// divide the servers' CPU time by.
+    pub ops_total: u64,
     /// Successful operations per second of the measured window.
     pub throughput_ops_per_s: f64,
     /// Latency of every successful measured operation.
@@ -291,6 +294,7 @@ pub async fn run(options: LoadOptions, counters: Arc<LoadCounters>) -> Result<Lo
         writes: writes.len(),
         reads: reads.len(),
         errors,
+        ops_total: counters.ops.load(Ordering::Relaxed),
         throughput_ops_per_s: if duration_s > 0.0 { (ops as f64 / duration_s).round() } else { 0.0 },
         latency: Latency::of(&all),
         write_latency: Latency::of(&writes),
