@@ -396,6 +396,8 @@ pub(crate) struct RingTask {
     pub pending: HashMap<RequestId, Pending>,
     pub groups: HashMap<u64, Group>,
     pub next_group: u64,
+    /// Requests received in this burst of inputs, proposed together at its end.
+    pub proposals: Vec<(Bytes, Reply)>,
     pub assigned: BTreeMap<Slot, Vec<RequestId>>,
     pub outbox: BTreeMap<NodeId, Vec<Message>>,
     pub apply_batch: Vec<(Slot, Value)>,
@@ -457,7 +459,10 @@ impl RingTask {
             // Take whatever else is ready, so sends go out in batches, and fire timers that
             // are due even when other inputs keep the select busy (heartbeats must not
             // starve under load).
-            let step = step.and_then(|()| self.burst()).and_then(|()| self.fire_due_timers());
+            let step = step
+                .and_then(|()| self.burst())
+                .and_then(|()| self.propose())
+                .and_then(|()| self.fire_due_timers());
             if let Err(stop) = step.and_then(|()| self.flush()) {
                 break stop;
             }
@@ -597,48 +602,23 @@ impl RingTask {
     fn on_command(&mut self, command: Command) -> Result<(), Stop> {
         let now = self.clock.now();
         match command {
-            Command::Replicate { payload, reply } => {
-                self.next_sequence += 1;
-                let id = RequestId { client: self.local_client, sequence: self.next_sequence };
-                match self.replica.handle_propose(now, Request { id, payload }) {
-                    Ok(()) => {
-                        self.pending.insert(id, Pending { reply: Reply::One(reply), slot: None });
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(propose_error(error)));
-                    }
-                }
-            }
+            // Requests wait in `proposals` until the burst of inputs is taken, then go to the
+            // replica together (see `propose`), so concurrent callers share slots.
+            Command::Replicate { payload, reply } => self.proposals.push((payload, Reply::One(reply))),
             Command::ReplicateMany { payloads, reply } => {
-                let count = payloads.len();
-                let first = self.next_sequence + 1;
-                self.next_sequence += count as u64;
-                let client = self.local_client;
-                let requests = payloads.into_iter().enumerate().map(|(index, payload)| Request {
-                    id: RequestId { client, sequence: first + index as u64 },
-                    payload,
-                });
-                let outcomes = self.replica.handle_propose_many(now, requests);
                 let group = self.next_group;
                 self.next_group += 1;
-                let mut results = Vec::with_capacity(count);
-                let mut missing = 0;
-                for (index, outcome) in outcomes.into_iter().enumerate() {
-                    match outcome {
-                        Ok(()) => {
-                            let id = RequestId { client, sequence: first + index as u64 };
-                            let reply = Reply::Group { group, index: index as u32 };
-                            self.pending.insert(id, Pending { reply, slot: None });
-                            results.push(None);
-                            missing += 1;
-                        }
-                        Err(error) => results.push(Some(Err(propose_error(error)))),
-                    }
+                let count = payloads.len();
+                if count == 0 {
+                    let _ = reply.send(Vec::new());
+                    return Ok(());
                 }
-                if missing == 0 {
-                    let _ = reply.send(results.into_iter().flatten().collect());
-                } else {
-                    self.groups.insert(group, Group { results, missing, reply });
+                self.groups.insert(
+                    group,
+                    Group { results: (0..count).map(|_| None).collect(), missing: count, reply },
+                );
+                for (index, payload) in payloads.into_iter().enumerate() {
+                    self.proposals.push((payload, Reply::Group { group, index: index as u32 }));
                 }
             }
             Command::Read { request, reply } => match self.replica.handle_read(now) {
@@ -662,6 +642,36 @@ impl RingTask {
                 let _ = reply.send(self.statistics());
             }
             Command::Shutdown => unreachable!("handled by the loop"),
+        }
+        self.drain()
+    }
+
+    /// Hands every request waiting in `proposals` to the replica in one call: the primary
+    /// queues them all before it opens slots, so requests that arrived in one burst share
+    /// slots instead of taking one each while the pipeline has room.
+    fn propose(&mut self) -> Result<(), Stop> {
+        if self.proposals.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let proposals = std::mem::take(&mut self.proposals);
+        let client = self.local_client;
+        let first = self.next_sequence + 1;
+        self.next_sequence += proposals.len() as u64;
+        let mut replies = Vec::with_capacity(proposals.len());
+        let requests = proposals.into_iter().enumerate().map(|(index, (payload, reply))| {
+            replies.push(reply);
+            Request { id: RequestId { client, sequence: first + index as u64 }, payload }
+        });
+        let outcomes = self.replica.handle_propose_many(now, requests);
+        for (index, (outcome, reply)) in outcomes.into_iter().zip(replies).enumerate() {
+            match outcome {
+                Ok(()) => {
+                    let id = RequestId { client, sequence: first + index as u64 };
+                    self.pending.insert(id, Pending { reply, slot: None });
+                }
+                Err(error) => self.complete(reply, Err(propose_error(error))),
+            }
         }
         self.drain()
     }
@@ -873,6 +883,9 @@ impl RingTask {
         }
         for (_, pending) in std::mem::take(&mut self.pending) {
             self.complete(pending.reply, Err(ReplicateError::Shutdown { reason: reason.clone() }));
+        }
+        for (_, reply) in std::mem::take(&mut self.proposals) {
+            self.complete(reply, Err(ReplicateError::Shutdown { reason: reason.clone() }));
         }
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {

@@ -378,6 +378,7 @@ impl Runtime {
             pending: HashMap::new(),
             groups: HashMap::new(),
             next_group: 0,
+            proposals: Vec::new(),
             assigned: Default::default(),
             outbox: Default::default(),
             apply_batch: Vec::new(),
