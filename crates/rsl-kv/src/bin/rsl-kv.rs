@@ -15,6 +15,10 @@ use clap::{Parser, Subcommand};
 use rsl_kv::load::{LoadCounters, LoadOptions, Protocol};
 use rsl_kv::{Client, ClientOptions};
 
+/// The load generator allocates per operation on several threads, like the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Client of the rsl-kv replicated key-value service.
 #[derive(Debug, Parser)]
 #[command(name = "rsl-kv", version)]
