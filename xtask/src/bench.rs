@@ -30,6 +30,8 @@ use crate::process::workspace_root;
 
 /// Longest wait for a primary (or an etcd leader) after start.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Size of each replica's persistent-memory log file in the benchmark (a sparse file).
+const PMEM_CAPACITY_BYTES: &str = "1073741824";
 /// The baseline compared against when `--baseline` is not given.
 const BASELINE_DEFAULT: &str = "benches/baseline.json";
 
@@ -404,6 +406,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             unreachable!("binaries are handed back after each backend")
         };
         let mut cluster = Cluster::create_named(built, backend, "rsl-kv-bench")?;
+        if backend == "pmem" {
+            // The persistent-memory log is a fixed-size area that only a checkpoint lets
+            // the ring truncate: at these rates 10,000 slots of full batches outgrow the
+            // default 64 MiB before the next checkpoint, so give it room and checkpoint
+            // more often.
+            cluster.server_args =
+                ["--pmem-capacity-bytes", PMEM_CAPACITY_BYTES, "--checkpoint-interval-slots", "1000"]
+                    .map(String::from)
+                    .to_vec();
+        }
         let result = bench_backend(&mut cluster, &runner, backend, args.half_load);
         if result.is_err() {
             bar.suspend(|| {

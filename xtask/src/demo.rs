@@ -173,6 +173,8 @@ pub(crate) struct Cluster {
     members: String,
     clients: String,
     log: String,
+    /// More `rsl-kv-server` flags for every replica.
+    pub(crate) server_args: Vec<String>,
 }
 
 impl Cluster {
@@ -198,6 +200,7 @@ impl Cluster {
             members: String::new(),
             clients: String::new(),
             log: log.to_owned(),
+            server_args: Vec::new(),
         };
         let mut members = Vec::new();
         let mut clients = Vec::new();
@@ -230,6 +233,7 @@ impl Cluster {
     pub(crate) fn start(&mut self, id: u64) -> Result<u32> {
         let (server, members, clients, log) =
             (self.binaries.server.clone(), self.members.clone(), self.clients.clone(), self.log.clone());
+        let extra = self.server_args.clone();
         let node = self.node(id)?;
         let output = File::options()
             .create(true)
@@ -240,6 +244,7 @@ impl Cluster {
             .args(["--node", &id.to_string(), "--members", &members, "--clients", &clients, "--log", &log])
             .arg("--data-dir")
             .arg(&node.dir)
+            .args(&extra)
             .env("RUST_LOG", "warn,rsl_kv=info")
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)

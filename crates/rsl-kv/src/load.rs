@@ -550,7 +550,7 @@ impl Session {
 
     async fn run(self, channel: Channel, options: LoadOptions) -> SessionOutcome {
         match options.protocol {
-            Protocol::Stream => self.run_stream(channel, options).await,
+            Protocol::Stream => self.run_stream(channel).await,
             Protocol::Unary | Protocol::Etcd => self.run_unary(channel, options).await,
         }
     }
@@ -564,8 +564,8 @@ impl Session {
     }
 
     /// rsl-kv's `Stream`: what is ready leaves in one message; answers come in batches.
-    async fn run_stream(mut self, channel: Channel, options: LoadOptions) -> SessionOutcome {
-        let mut client = pb::kv_client::KvClient::new(channel.clone());
+    async fn run_stream(mut self, channel: Channel) -> SessionOutcome {
+        let mut client = pb::kv_client::KvClient::new(channel);
         'connect: while Instant::now() < self.window.end {
             let (sender, receiver) = mpsc::channel::<pb::OpBatch>(64);
             let mut answers = match client.stream(ReceiverStream::new(receiver)).await {
@@ -620,7 +620,6 @@ impl Session {
                 }
             }
         }
-        let _ = options;
         self.done()
     }
 
