@@ -16,7 +16,11 @@
 //! time.
 //!
 //! Clients share `connections` HTTP/2 connections (client `i` uses connection
-//! `i % connections`). Latency is measured at the client: from when the operation was
+//! `i % connections`) to the primary (rsl-kv) or to the endpoints in turn (etcd). When a
+//! server fails or refuses as not primary, a client moves to the primary it names (or the
+//! next server) on a connection of its own and sends its outstanding operations again,
+//! until they have been outstanding for the client deadline; a write keeps its session and
+//! sequence, so it still executes at most once. Latency is measured at the client: from when the operation was
 //! sent (closed loop) or was due to be sent (open loop, so queueing behind a slow server
 //! counts), to when its answer arrived. Only operations that finish after the warm-up and
 //! before the end are measured.
@@ -376,10 +380,12 @@ struct Lane {
     sequence: u64,
     /// The outstanding operation: when it was due and whether it is a read.
     busy: Option<(Instant, bool)>,
+    /// The outstanding operation itself, to send again after a failover.
+    op: Option<Op>,
 }
 
 /// An operation to send.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Op {
     lane: usize,
     read: bool,
@@ -411,14 +417,25 @@ struct Session {
     keys: u64,
     value_bytes: usize,
     read_percent: u8,
+    failover: Failover,
     outcome: SessionOutcome,
+}
+
+/// Where a session goes when its server fails or refuses as not primary.
+#[derive(Debug)]
+struct Failover {
+    servers: Vec<String>,
+    next: usize,
+    /// An operation is retried on other servers until it has been outstanding this long.
+    deadline: Duration,
+    connect_timeout: Duration,
 }
 
 impl Session {
     fn new(index: u32, options: &LoadOptions, window: Window, counters: Arc<LoadCounters>) -> Session {
         let mut random = SplitMix64(crate::random_u64() ^ u64::from(index));
         let lanes: Vec<Lane> = (0..options.in_flight)
-            .map(|_| Lane { session: random.next() | 1, sequence: 0, busy: None })
+            .map(|_| Lane { session: random.next() | 1, sequence: 0, busy: None, op: None })
             .collect();
         let free = (0..lanes.len()).rev().collect();
         let next_due = options.rate_ops_per_s.map(|rate| {
@@ -438,6 +455,12 @@ impl Session {
             keys: options.keys.max(1),
             value_bytes: options.value_bytes,
             read_percent: options.read_percent,
+            failover: Failover {
+                servers: options.servers.clone(),
+                next: index as usize,
+                deadline: options.client.deadline,
+                connect_timeout: options.client.connect_timeout,
+            },
             outcome: SessionOutcome {
                 writes: histogram(),
                 reads: histogram(),
@@ -495,7 +518,9 @@ impl Session {
             state.sequence += 1;
         }
         state.busy = Some((due, read));
-        Op { lane, read, key, value, sequence: state.sequence, session: state.session }
+        let op = Op { lane, read, key, value, sequence: state.sequence, session: state.session };
+        state.op = Some(op.clone());
+        op
     }
 
     /// When the next open-loop operation is due (`None` in a closed loop).
@@ -505,7 +530,9 @@ impl Session {
 
     /// Records the end of the operation on `lane`.
     fn finish(&mut self, lane: usize, result: Result<(), String>) {
-        let Some((due, read)) = self.lanes.get_mut(lane).and_then(|l| l.busy.take()) else { return };
+        let Some(state) = self.lanes.get_mut(lane) else { return };
+        state.op = None;
+        let Some((due, read)) = state.busy.take() else { return };
         self.free.push(lane);
         let now = Instant::now();
         let measured = now >= self.window.measure_from && now <= self.window.end;
@@ -530,13 +557,35 @@ impl Session {
         }
     }
 
-    /// Fails every outstanding operation (its stream broke).
-    fn fail_all(&mut self, error: &str) {
+    /// The outstanding operations to send again after a failover; those outstanding for
+    /// longer than the operation deadline fail with `error` instead.
+    fn resend(&mut self, error: &str) -> Vec<Op> {
+        let now = Instant::now();
+        let mut again = Vec::new();
         for lane in 0..self.lanes.len() {
-            if self.lanes[lane].busy.is_some() {
-                self.finish(lane, Err(error.to_owned()));
+            let Some((due, _)) = self.lanes[lane].busy else { continue };
+            match &self.lanes[lane].op {
+                Some(op) if now.duration_since(due) < self.failover.deadline => again.push(op.clone()),
+                _ => self.finish(lane, Err(format!("{error} (given up after the operation deadline)"))),
             }
         }
+        again
+    }
+
+    /// Moves to another server after a failure: the primary named in a refusal, else the
+    /// next server in the list. Returns a (lazily connecting) channel to it.
+    fn retarget(&mut self, hint: Option<&str>) -> Option<Channel> {
+        let servers = &self.failover.servers;
+        let target = match hint.filter(|h| !h.is_empty()) {
+            Some(hint) => hint.to_owned(),
+            None => {
+                self.failover.next = (self.failover.next + 1) % servers.len().max(1);
+                servers.get(self.failover.next)?.clone()
+            }
+        };
+        let options =
+            ClientOptions { connect_timeout: self.failover.connect_timeout, ..ClientOptions::default() };
+        endpoint(&target, &options).ok().map(|endpoint| endpoint.connect_lazy())
     }
 
     fn busy(&self) -> usize {
@@ -564,25 +613,35 @@ impl Session {
     }
 
     /// rsl-kv's `Stream`: what is ready leaves in one message; answers come in batches.
+    /// When the stream fails or the server says it is not the primary, the session moves
+    /// to the primary it names (or the next server) and sends its outstanding operations
+    /// again (a write keeps its session and sequence, so it executes at most once).
     async fn run_stream(mut self, channel: Channel) -> SessionOutcome {
         let mut client = pb::kv_client::KvClient::new(channel);
-        'connect: while Instant::now() < self.window.end {
+        let mut again: Vec<Op> = Vec::new();
+        'connect: while Instant::now() < self.window.end || (self.busy() > 0 && !again.is_empty()) {
+            if Instant::now() >= self.window.end + DRAIN_WAIT {
+                break;
+            }
             let (sender, receiver) = mpsc::channel::<pb::OpBatch>(64);
             let mut answers = match client.stream(ReceiverStream::new(receiver)).await {
                 Ok(response) => response.into_inner(),
                 Err(status) => {
                     self.note_error(format!("opening the stream: {:?}: {}", status.code(), status.message()));
                     tokio::time::sleep(RECONNECT_PAUSE).await;
+                    if let Some(channel) = self.retarget(None) {
+                        client = pb::kv_client::KvClient::new(channel);
+                    }
                     continue 'connect;
                 }
             };
             loop {
-                let ops = self.ready(Instant::now());
+                let mut ops = std::mem::take(&mut again);
+                ops.extend(self.ready(Instant::now()));
                 for chunk in ops.chunks(STREAM_BATCH_OPS_MAX) {
                     let batch = pb::OpBatch { ops: chunk.iter().map(stream_op).collect() };
                     if sender.send(batch).await.is_err() {
-                        self.fail_all("the stream closed");
-                        tokio::time::sleep(RECONNECT_PAUSE).await;
+                        again = self.resend("the stream closed");
                         continue 'connect;
                     }
                 }
@@ -594,29 +653,41 @@ impl Session {
                 } else {
                     self.next_wake()
                 };
-                tokio::select! {
+                let failed = tokio::select! {
                     message = answers.message() => match message {
                         Ok(Some(batch)) => {
+                            let mut redirect = None;
                             for result in batch.results {
-                                let outcome = stream_outcome(result.result);
-                                self.finish(result.id as usize, outcome);
+                                match result.result {
+                                    // Not the primary, or not ready: did not take effect.
+                                    Some(pb::op_result::Result::Error(error))
+                                        if error.code == Code::FailedPrecondition as u32
+                                            || error.code == Code::Unavailable as u32 =>
+                                    {
+                                        redirect.get_or_insert(error.primary_address);
+                                    }
+                                    other => self.finish(result.id as usize, stream_outcome(other)),
+                                }
                             }
+                            redirect.map(|hint| (hint, "the server is not the primary".to_owned()))
                         }
-                        Ok(None) => {
-                            self.fail_all("the server closed the stream");
-                            continue 'connect;
-                        }
-                        Err(status) => {
-                            self.fail_all(&format!("stream: {:?}: {}", status.code(), status.message()));
-                            tokio::time::sleep(RECONNECT_PAUSE).await;
-                            continue 'connect;
-                        }
+                        Ok(None) => Some((String::new(), "the server closed the stream".to_owned())),
+                        Err(status) => Some((String::new(), format!("stream: {:?}: {}", status.code(), status.message()))),
                     },
                     () = Session::sleep_until(wake) => {
                         if Instant::now() >= self.window.end + DRAIN_WAIT {
                             break 'connect;
                         }
+                        None
                     }
+                };
+                if let Some((hint, error)) = failed {
+                    again = self.resend(&error);
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    if let Some(channel) = self.retarget(Some(&hint)) {
+                        client = pb::kv_client::KvClient::new(channel);
+                    }
+                    continue 'connect;
                 }
             }
         }
@@ -625,20 +696,28 @@ impl Session {
 
     /// One unary call per operation (rsl-kv's or etcd's), up to `in_flight` at once.
     async fn run_unary(mut self, channel: Channel, options: LoadOptions) -> SessionOutcome {
-        let rsl = pb::kv_client::KvClient::new(channel.clone());
-        let etcd = etcd_proto::kv_client::KvClient::new(channel);
+        let mut rsl = pb::kv_client::KvClient::new(channel.clone());
+        let mut etcd = etcd_proto::kv_client::KvClient::new(channel);
         let timeout = options.client.attempt_timeout;
         let mut calls = FuturesUnordered::new();
+        let mut again: Vec<Op> = Vec::new();
         loop {
-            for op in self.ready(Instant::now()) {
+            let retries = again.len();
+            let mut ops = std::mem::take(&mut again);
+            ops.extend(self.ready(Instant::now()));
+            for (index, op) in ops.into_iter().enumerate() {
                 let (rsl, etcd) = (rsl.clone(), etcd.clone());
                 let protocol = options.protocol;
+                let pause = if index < retries { RECONNECT_PAUSE } else { Duration::ZERO };
                 calls.push(async move {
+                    tokio::time::sleep(pause).await;
                     let lane = op.lane;
                     let call = unary_call(protocol, rsl, etcd, op);
                     let result = match tokio::time::timeout(timeout, call).await {
                         Ok(result) => result,
-                        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+                        Err(_) => {
+                            Err(CallError::retry(format!("no answer within {} ms", timeout.as_millis())))
+                        }
                     };
                     (lane, result)
                 });
@@ -652,7 +731,24 @@ impl Session {
                 self.next_wake()
             };
             tokio::select! {
-                Some((lane, result)) = calls.next(), if !calls.is_empty() => self.finish(lane, result),
+                Some((lane, result)) = calls.next(), if !calls.is_empty() => match result {
+                    Ok(()) => self.finish(lane, Ok(())),
+                    Err(error) => {
+                        let outstanding = self.lanes[lane].busy.map(|(due, _)| due.elapsed());
+                        let op = self.lanes[lane].op.clone();
+                        match (error.retry, op, outstanding) {
+                            (true, Some(op), Some(outstanding)) if outstanding < self.failover.deadline => {
+                                // Move to the primary named, or the next server, and try again.
+                                if let Some(channel) = self.retarget(error.hint.as_deref()) {
+                                    rsl = pb::kv_client::KvClient::new(channel.clone());
+                                    etcd = etcd_proto::kv_client::KvClient::new(channel);
+                                }
+                                again.push(op);
+                            }
+                            _ => self.finish(lane, Err(error.message)),
+                        }
+                    }
+                },
                 () = Session::sleep_until(wake) => {
                     if Instant::now() >= self.window.end + DRAIN_WAIT {
                         break;
@@ -663,8 +759,8 @@ impl Session {
         self.done()
     }
 
+    /// Keeps a sample of a failure that is not an operation's (a connection attempt).
     fn note_error(&mut self, error: String) {
-        self.counters.errors.fetch_add(1, Ordering::Relaxed);
         if self.outcome.error_samples.len() < ERROR_SAMPLES_MAX {
             self.outcome.error_samples.push(error);
         }
@@ -694,13 +790,44 @@ fn stream_outcome(result: Option<pb::op_result::Result>) -> Result<(), String> {
     }
 }
 
+/// Why a unary call failed, and whether another server may succeed.
+#[derive(Debug)]
+struct CallError {
+    message: String,
+    /// The call did not take effect or may be repeated safely (a write keeps its id).
+    retry: bool,
+    /// The primary a refusal named.
+    hint: Option<String>,
+}
+
+impl CallError {
+    fn retry(message: String) -> CallError {
+        CallError { message, retry: true, hint: None }
+    }
+}
+
 async fn unary_call(
     protocol: Protocol,
     mut rsl: pb::kv_client::KvClient<Channel>,
     mut etcd: etcd_proto::kv_client::KvClient<Channel>,
     op: Op,
-) -> Result<(), String> {
-    let status = |status: tonic::Status| format!("{:?}: {}", status.code(), status.message());
+) -> Result<(), CallError> {
+    let status = |status: tonic::Status| CallError {
+        message: format!("{:?}: {}", status.code(), status.message()),
+        retry: matches!(
+            status.code(),
+            Code::FailedPrecondition
+                | Code::Unavailable
+                | Code::Cancelled
+                | Code::Unknown
+                | Code::ResourceExhausted
+        ),
+        hint: status
+            .metadata()
+            .get(crate::PRIMARY_ADDRESS_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+    };
     match (protocol, op.read) {
         (Protocol::Etcd, false) => {
             let request = etcd_proto::PutRequest {

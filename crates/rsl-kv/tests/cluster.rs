@@ -367,3 +367,48 @@ async fn the_load_generator_measures_streams_and_unary_calls() {
     assert!(statuses.windows(2).all(|w| w[0].digest == w[1].digest && w[0].keys == w[1].keys));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_follows_a_failover_without_failing_operations() {
+    use rsl_kv::load::{self, LoadCounters, LoadOptions, Protocol};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), fast_tuning()).await;
+    let primary = cluster.primary().await;
+    let options = LoadOptions {
+        servers: cluster.client_addresses(),
+        protocol: Protocol::Stream,
+        clients: 4,
+        in_flight: 4,
+        connections: 1,
+        duration: Duration::from_secs(4),
+        read_percent: 20,
+        client: ClientOptions { deadline: WAIT, ..ClientOptions::default() },
+        ..LoadOptions::default()
+    };
+    let counters = Arc::new(LoadCounters::default());
+    let run = tokio::spawn(load::run(options, counters.clone()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cluster.servers.remove(&primary).unwrap().shutdown().await;
+    let at_failover = counters.ops.load(Ordering::Relaxed);
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(
+        report.errors, 0,
+        "operations in flight at the failover are sent again: {:?}",
+        report.error_samples
+    );
+    assert!(
+        counters.ops.load(Ordering::Relaxed) > at_failover + 100,
+        "the load went on at the new primary ({} ops at the failover, {} at the end)",
+        at_failover,
+        counters.ops.load(Ordering::Relaxed)
+    );
+    let new_primary = cluster.primary().await;
+    assert_ne!(new_primary, primary);
+    let mut client = client(&cluster);
+    let statuses = cluster.converged(&mut client).await;
+    assert!(statuses.windows(2).all(|w| w[0].digest == w[1].digest));
+    cluster.shutdown().await;
+}
