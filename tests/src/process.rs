@@ -101,8 +101,31 @@ pub struct ProcessCluster {
     replicas: BTreeMap<u64, Replica>,
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// Ports handed out to replicas come from below Linux's ephemeral range (32768 and up by
+/// default), so an outgoing connection of another test cannot take one between the moment
+/// it is picked and the moment the replica binds it.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A TCP port on 127.0.0.1 that was free when picked and that this process has not handed
+/// out before (bound, read, released).
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Start at a different place in each process, then walk the range.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = PORTS.end - PORTS.start;
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + (std::process::id() % u32::from(span)) as u16,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS.start + offset;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port on 127.0.0.1");
     listener.local_addr().expect("a bound listener has an address").port()
 }

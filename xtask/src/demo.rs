@@ -60,20 +60,20 @@ struct Cleanup {
 
 static CLEANUP: Mutex<Cleanup> = Mutex::new(Cleanup { pids: Vec::new(), dir: None });
 
-fn register_pid(pid: u32) {
+pub(crate) fn register_pid(pid: u32) {
     if let Ok(mut cleanup) = CLEANUP.lock() {
         cleanup.pids.push(pid);
     }
 }
 
-fn unregister_pid(pid: u32) {
+pub(crate) fn unregister_pid(pid: u32) {
     if let Ok(mut cleanup) = CLEANUP.lock() {
         cleanup.pids.retain(|&p| p != pid);
     }
 }
 
 /// Sends `signal` to `pid`.
-fn signal(pid: u32, signal: libc::c_int) {
+pub(crate) fn signal(pid: u32, signal: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return };
     // SAFETY: kill(2) only sends a signal; `pid` is a child this process started and has
     // not reaped yet (reaped children are unregistered first), so it names that child.
@@ -84,9 +84,9 @@ fn signal(pid: u32, signal: libc::c_int) {
 
 /// Installs the Ctrl-C handler once: kill every registered process, remove the directory,
 /// exit with 130.
-fn install_interrupt_handler() -> Result<()> {
+pub(crate) fn install_interrupt_handler() -> Result<()> {
     ctrlc::set_handler(|| {
-        eprintln!("\ndemo: interrupted; stopping every process it started and removing its directory");
+        eprintln!("\ninterrupted; stopping every process started and removing the temporary directory");
         let mut cleanup = match CLEANUP.lock() {
             Ok(cleanup) => cleanup,
             Err(poisoned) => poisoned.into_inner(),
@@ -103,14 +103,14 @@ fn install_interrupt_handler() -> Result<()> {
 }
 
 /// The built binaries.
-struct Binaries {
-    server: PathBuf,
-    cli: PathBuf,
+pub(crate) struct Binaries {
+    pub(crate) server: PathBuf,
+    pub(crate) cli: PathBuf,
 }
 
 /// Builds rsl-kv's binaries in release and returns their paths, as cargo reports them.
-fn build() -> Result<Binaries> {
-    eprintln!("demo: building rsl-kv (release)");
+pub(crate) fn build() -> Result<Binaries> {
+    eprintln!("building rsl-kv (release)");
     let cmd = Cmd::cargo().args([
         "build",
         "--release",
@@ -145,13 +145,13 @@ fn build() -> Result<Binaries> {
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port on 127.0.0.1")?;
     Ok(listener.local_addr()?.port())
 }
 
 /// One replica process.
-struct Node {
+pub(crate) struct Node {
     id: u64,
     client_address: String,
     dir: PathBuf,
@@ -160,28 +160,35 @@ struct Node {
 }
 
 impl Node {
-    fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 }
 
 /// The demo's processes and directory; dropping it kills and removes them.
-struct Cluster {
-    binaries: Binaries,
-    root: PathBuf,
-    nodes: Vec<Node>,
+pub(crate) struct Cluster {
+    pub(crate) binaries: Binaries,
+    pub(crate) root: PathBuf,
+    pub(crate) nodes: Vec<Node>,
     members: String,
     clients: String,
     log: String,
+    /// More `rsl-kv-server` flags for every replica.
+    pub(crate) server_args: Vec<String>,
 }
 
 impl Cluster {
     /// Makes the temporary directory and picks the ports; starts nothing yet.
     fn create(binaries: Binaries, log: &str) -> Result<Cluster> {
+        Cluster::create_named(binaries, log, "rsl-kv-demo")
+    }
+
+    /// [`Cluster::create`] with the temporary directory's name starting with `prefix`.
+    pub(crate) fn create_named(binaries: Binaries, log: &str, prefix: &str) -> Result<Cluster> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let root = std::env::temp_dir().join(format!("rsl-kv-demo-{}-{nanos:08x}", std::process::id()));
+        let root = std::env::temp_dir().join(format!("{prefix}-{}-{nanos:08x}", std::process::id()));
         fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
         if let Ok(mut cleanup) = CLEANUP.lock() {
             cleanup.dir = Some(root.clone());
@@ -193,6 +200,7 @@ impl Cluster {
             members: String::new(),
             clients: String::new(),
             log: log.to_owned(),
+            server_args: Vec::new(),
         };
         let mut members = Vec::new();
         let mut clients = Vec::new();
@@ -213,7 +221,7 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn servers(&self) -> String {
+    pub(crate) fn servers(&self) -> String {
         self.nodes.iter().map(|n| n.client_address.as_str()).collect::<Vec<_>>().join(",")
     }
 
@@ -222,9 +230,10 @@ impl Cluster {
     }
 
     /// Starts (or restarts) node `id`; its output is appended to its log file.
-    fn start(&mut self, id: u64) -> Result<u32> {
+    pub(crate) fn start(&mut self, id: u64) -> Result<u32> {
         let (server, members, clients, log) =
             (self.binaries.server.clone(), self.members.clone(), self.clients.clone(), self.log.clone());
+        let extra = self.server_args.clone();
         let node = self.node(id)?;
         let output = File::options()
             .create(true)
@@ -235,6 +244,7 @@ impl Cluster {
             .args(["--node", &id.to_string(), "--members", &members, "--clients", &clients, "--log", &log])
             .arg("--data-dir")
             .arg(&node.dir)
+            .args(&extra)
             .env("RUST_LOG", "warn,rsl_kv=info")
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
@@ -260,7 +270,7 @@ impl Cluster {
 
     /// Asks every replica to stop (SIGTERM), waits, kills whatever is left. Returns how
     /// many stopped by themselves.
-    fn stop_all(&mut self) -> usize {
+    pub(crate) fn stop_all(&mut self) -> usize {
         for node in &self.nodes {
             if let Some(pid) = node.pid() {
                 signal(pid, libc::SIGTERM);
@@ -291,7 +301,7 @@ impl Cluster {
     }
 
     /// The last lines of every replica's log, for a failure report.
-    fn log_tails(&self, lines: usize) -> String {
+    pub(crate) fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
         for node in &self.nodes {
             let text = fs::read_to_string(&node.log_file).unwrap_or_default();
@@ -306,7 +316,7 @@ impl Cluster {
     }
 
     /// One `rsl-kv status --json` over every replica: the reachable ones' statuses.
-    fn statuses(&self) -> Result<Vec<Status>> {
+    pub(crate) fn statuses(&self) -> Result<Vec<Status>> {
         let output = Command::new(&self.binaries.cli)
             .args(["--servers", &self.servers(), "--timeout-ms", "2000", "status", "--json"])
             .stdin(Stdio::null())
@@ -323,7 +333,7 @@ impl Cluster {
     }
 
     /// Polls until `found` returns something or `timeout` passes.
-    fn wait_for<T>(
+    pub(crate) fn wait_for<T>(
         &self,
         timeout: Duration,
         what: &str,
@@ -366,7 +376,7 @@ impl Drop for Cluster {
 }
 
 /// A child process killed and reaped when dropped (the load generator).
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -379,13 +389,13 @@ impl Drop for KillOnDrop {
 
 /// One replica's status, from `rsl-kv status --json`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Status {
-    node: u64,
-    role: String,
+pub(crate) struct Status {
+    pub(crate) node: u64,
+    pub(crate) role: String,
     primary: u64,
     ballot: String,
-    chosen: u64,
-    applied: u64,
+    pub(crate) chosen: u64,
+    pub(crate) applied: u64,
     checkpoint: u64,
     checkpoints_installed: u64,
     digest: String,
@@ -414,7 +424,7 @@ impl Status {
 }
 
 /// The primary among `statuses`, if exactly one replica says it is.
-fn primary_of(statuses: &[Status]) -> Option<&Status> {
+pub(crate) fn primary_of(statuses: &[Status]) -> Option<&Status> {
     let mut primaries = statuses.iter().filter(|s| s.role == "primary");
     match (primaries.next(), primaries.next()) {
         (Some(primary), None) => Some(primary),
@@ -433,7 +443,7 @@ struct Scenario {
     how: String,
 }
 
-fn seconds(duration: Duration) -> String {
+pub(crate) fn seconds(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
 }
 

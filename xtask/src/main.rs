@@ -4,6 +4,7 @@
 //! workspace root, echoes the command line first, and stops at the first failure with an
 //! error naming the command. xtask depends on no rsl crate, so it builds even when they don't.
 
+mod bench;
 mod check_history;
 mod ci;
 mod contracts;
@@ -13,13 +14,11 @@ mod process;
 mod scan;
 mod sim;
 
-use std::ffi::OsString;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::process::{Cmd, CommandFailed};
+use crate::process::CommandFailed;
 use crate::sim::SimArgs;
 
 #[derive(Debug, Parser)]
@@ -98,15 +97,17 @@ enum Command {
         generated ten-minute histories and prints how long they take.")]
     CheckHistory(check_history::CheckHistoryArgs),
 
-    /// Run the component benchmarks (criterion): cargo bench -p rsl-benches
-    #[command(long_about = "Run the criterion component benchmarks: `cargo bench -p rsl-benches`, \
-        with any arguments after `--` passed on (for example `-- --quick`). Whole-cluster figures \
-        are not built yet.")]
-    Bench {
-        /// Arguments passed to `cargo bench -p rsl-benches` after `--`
-        #[arg(last = true, value_name = "ARGS")]
-        args: Vec<OsString>,
-    },
+    /// Whole-cluster benchmark: 3 rsl-kv processes per log backend, a concurrency sweep, etcd beside it
+    #[command(long_about = "Build rsl-kv in release; for each log backend start 3 `rsl-kv-server` \
+        processes on 127.0.0.1 and run `rsl-kv load` (batched gRPC streams) at each point of a \
+        concurrency sweep (clients × operations in flight), closed-loop, --runs times per point \
+        (figures are medians), then open-loop at half the best throughput. Prints committed ops/s \
+        and client-side latency percentiles (p50, p90, p99, p99.9), the ratios to a saved baseline \
+        (benches/baseline.json) and, with --peer etcd, to a 3-member etcd on the same workload. \
+        --json writes the figures, --plot draws p99 against throughput (SVG), --quick finishes in \
+        under a minute. The criterion component benchmarks are `cargo bench -p rsl-benches` (and \
+        `-p rsl-log --bench append`, `-p rsl-transport --bench codec`).")]
+    Bench(bench::BenchArgs),
 
     /// Fault-injection runs against 5 real rsl-kv replicas; checks the history
     #[command(long_about = "Build rsl-fault (rsl-tests) and the replica server in release and run \
@@ -129,7 +130,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::CheckHistory(args) => check_history::run(&args),
-        Command::Bench { args } => bench(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Fault(args) => fault::run(&args),
     };
     match result {
@@ -143,27 +144,4 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
-}
-
-fn bench(args: &[OsString]) -> Result<()> {
-    eprintln!(
-        "bench: whole-cluster benchmarks are not built yet; running the criterion component benchmarks"
-    );
-    let metadata = Cmd::cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .read()
-        .context("listing the workspace packages")?;
-    let metadata: serde_json::Value =
-        serde_json::from_str(&metadata).context("parsing `cargo metadata` output")?;
-    let has_benches = metadata["packages"]
-        .as_array()
-        .is_some_and(|packages| packages.iter().any(|package| package["name"] == "rsl-benches"));
-    if !has_benches {
-        bail!("the workspace has no `rsl-benches` package (benches/) yet, so there is nothing to benchmark");
-    }
-    let mut cmd = Cmd::cargo().args(["bench", "-p", "rsl-benches"]);
-    if !args.is_empty() {
-        cmd = cmd.arg("--").args(args);
-    }
-    cmd.run()
 }

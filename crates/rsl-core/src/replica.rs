@@ -453,6 +453,36 @@ impl Replica {
     /// outcome is its `Apply` (or a `RequestsDropped`).
     pub fn handle_propose(&mut self, now: Time, request: Request) -> Result<(), ProposeError> {
         self.advance_clock(now);
+        let result = self.enqueue(request);
+        if result.is_ok() {
+            self.propose_queued();
+        }
+        self.finish();
+        result
+    }
+
+    /// Queues many client requests at once and only then opens slots, so requests that
+    /// arrive together share slots even while the pipeline has room (one
+    /// [`Replica::handle_propose`] per request would give each its own slot). The results
+    /// are in the order of `requests`; each is what `handle_propose` would have returned.
+    pub fn handle_propose_many(
+        &mut self,
+        now: Time,
+        requests: impl IntoIterator<Item = Request>,
+    ) -> Vec<Result<(), ProposeError>> {
+        self.advance_clock(now);
+        let results: Vec<Result<(), ProposeError>> =
+            requests.into_iter().map(|request| self.enqueue(request)).collect();
+        if results.iter().any(Result::is_ok) {
+            self.propose_queued();
+        }
+        self.finish();
+        results
+    }
+
+    /// Adds one request to the primary's queue, or says why not.
+    fn enqueue(&mut self, request: Request) -> Result<(), ProposeError> {
+        let now = self.now;
         let hint = self.primary_hint();
         let batch_bytes_max = self.config.batch_bytes_max;
         let queue_max = self.config.proposal_queue_max;
@@ -477,8 +507,6 @@ impl Replica {
         }
         postcondition!(leader.queue.len() == queued_before + 1);
         self.stats.requests_proposed += 1;
-        self.propose_queued();
-        self.finish();
         Ok(())
     }
 

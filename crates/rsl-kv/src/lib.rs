@@ -65,6 +65,13 @@ pub mod proto {
     tonic::include_proto!("rsl.kv.v1");
 }
 
+/// The subset of etcd's v3 key-value API in `proto/etcd_kv.proto` (client only), which the
+/// load generator speaks to compare rsl-kv with etcd on one workload.
+#[allow(missing_docs, missing_debug_implementations, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod etcd_proto {
+    tonic::include_proto!("etcdserverpb");
+}
+
 pub use client::{CasResult, Client, ClientError, ClientOptions};
 pub use config::{ConfigError, ConfigFile, LogBackend, ServerConfig};
 pub use machine::{CheckpointFormatError, KvStateMachine};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 use rsl::core::ChangeError;
 use rsl::log::{CheckpointOptions, CheckpointStore, PmemLog, PmemOptions, RecoveryPolicy};
 use rsl::runtime::{CheckpointRequest, CheckpointStream};
@@ -18,12 +19,12 @@ use rsl::{
     TransferError, Transport,
 };
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::server::TcpIncoming;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::command::{self, Read, ReadOutcome, Write, WriteId, WriteOutcome, WriteResponse};
 use crate::config::{LogBackend, ServerConfig};
@@ -39,6 +40,11 @@ const DIGEST_WAIT: Duration = Duration::from_millis(500);
 const TRANSFER_CHUNKS_BUFFERED: usize = 4;
 /// Largest client API message (a value is at most 512 KiB; a checkpoint chunk 1 MiB).
 const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
+/// Operation batches of one client stream being served at once; the stream is not read
+/// further until one finishes (flow control pushes back on the client).
+const STREAM_BATCHES_IN_FLIGHT_MAX: usize = 64;
+/// Operations in one batch of a client stream.
+const STREAM_BATCH_OPS_MAX: usize = 65_536;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -470,18 +476,94 @@ impl KvService {
     /// Replicates a write and decodes the state machine's answer.
     async fn write(&self, write: Write) -> Result<WriteResponse, Status> {
         write.validate().map_err(|error| Status::invalid_argument(error.to_string()))?;
-        let answer =
-            self.ring.replicate(write.encode()).await.map_err(|error| self.replicate_error(error))?;
+        let answer = self.ring.replicate(write.encode()).await;
+        self.write_answer(write.id(), answer)
+    }
+
+    /// Decodes the ring's answer to a write.
+    fn write_answer(
+        &self,
+        id: WriteId,
+        answer: Result<Bytes, ReplicateError>,
+    ) -> Result<WriteResponse, Status> {
+        let answer = answer.map_err(|error| self.replicate_error(error))?;
         let response = WriteResponse::decode(&answer)
             .map_err(|error| Status::internal(format!("undecodable state machine answer: {error}")))?;
         match &response.outcome {
             WriteOutcome::Stale { newest } => Err(Status::aborted(format!(
                 "write {} of client {:#x} is older than its newest write {newest}",
-                write.id().sequence,
-                write.id().client
+                id.sequence, id.client
             ))),
             WriteOutcome::Malformed { reason } => Err(Status::invalid_argument(reason.clone())),
             _ => Ok(response),
+        }
+    }
+
+    /// Serves one batch of a client stream: its writes go to the ring together, its reads
+    /// run concurrently; every operation gets a result.
+    async fn serve_batch(&self, batch: pb::OpBatch) -> Vec<pb::OpResult> {
+        let mut results = Vec::with_capacity(batch.ops.len());
+        // (operation id, what to decode the answer as)
+        let mut writes: Vec<(u64, WriteId, WriteKind)> = Vec::new();
+        let mut payloads: Vec<Bytes> = Vec::new();
+        let mut reads = Vec::new();
+        for op in batch.ops {
+            let id = op.id;
+            let write = match op.op {
+                Some(pb::op::Op::Put(put)) => write_id(put.id)
+                    .map(|wid| (Write::Put { id: wid, key: put.key, value: put.value }, WriteKind::Put)),
+                Some(pb::op::Op::Delete(delete)) => write_id(delete.id)
+                    .map(|wid| (Write::Delete { id: wid, key: delete.key }, WriteKind::Delete)),
+                Some(pb::op::Op::Cas(cas)) => write_id(cas.id).map(|wid| {
+                    let expected = cas.expected_present.then_some(cas.expected);
+                    (Write::Cas { id: wid, key: cas.key, expected, value: cas.value }, WriteKind::Cas)
+                }),
+                Some(pb::op::Op::Get(get)) => {
+                    reads.push((id, get));
+                    continue;
+                }
+                None => Err(Status::invalid_argument(format!("operation {id}: no operation set"))),
+            };
+            let checked = write.and_then(|(write, kind)| {
+                write.validate().map_err(|error| Status::invalid_argument(error.to_string()))?;
+                Ok((write, kind))
+            });
+            match checked {
+                Ok((write, kind)) => {
+                    payloads.push(write.encode());
+                    writes.push((id, write.id(), kind));
+                }
+                Err(status) => results.push(op_failed(id, status)),
+            }
+        }
+        let read_results = join_all(reads.into_iter().map(|(id, get)| async move {
+            match self.get_value(get).await {
+                Ok(response) => pb::OpResult { id, result: Some(pb::op_result::Result::Get(response)) },
+                Err(status) => op_failed(id, status),
+            }
+        }));
+        let (answers, read_results) = tokio::join!(self.ring.replicate_many(payloads), read_results);
+        for ((id, write_id, kind), answer) in writes.into_iter().zip(answers) {
+            let result = match self.write_answer(write_id, answer) {
+                Ok(response) => match kind.result(response) {
+                    Ok(result) => pb::OpResult { id, result: Some(result) },
+                    Err(status) => op_failed(id, status),
+                },
+                Err(status) => op_failed(id, status),
+            };
+            results.push(result);
+        }
+        results.extend(read_results);
+        results
+    }
+
+    async fn get_value(&self, request: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+        command::check_key(&request.key).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let fast = request.fast.then_some(Slot(request.min_slot));
+        match self.read(Read::Get { key: request.key }, fast).await? {
+            ReadOutcome::Value(Some(value)) => Ok(pb::GetResponse { found: true, value }),
+            ReadOutcome::Value(None) => Ok(pb::GetResponse { found: false, value: Bytes::new() }),
+            other => Err(Status::internal(format!("unexpected answer to a get: {other:?}"))),
         }
     }
 
@@ -512,6 +594,60 @@ impl KvService {
     }
 }
 
+/// Which answer a stream's write expects.
+#[derive(Clone, Copy, Debug)]
+enum WriteKind {
+    Put,
+    Delete,
+    Cas,
+}
+
+impl WriteKind {
+    fn result(self, response: WriteResponse) -> Result<pb::op_result::Result, Status> {
+        let slot = response.slot;
+        match (self, response.outcome) {
+            (WriteKind::Put, _) => Ok(pb::op_result::Result::Put(pb::PutResponse { slot })),
+            (WriteKind::Delete, outcome) => Ok(pb::op_result::Result::Delete(pb::DeleteResponse {
+                slot,
+                existed: matches!(outcome, WriteOutcome::Deleted { existed: true }),
+            })),
+            (WriteKind::Cas, WriteOutcome::Cas { swapped, current }) => {
+                Ok(pb::op_result::Result::Cas(pb::CasResponse {
+                    slot,
+                    swapped,
+                    present: current.is_some(),
+                    current: current.unwrap_or_default(),
+                }))
+            }
+            (WriteKind::Cas, other) => {
+                Err(Status::internal(format!("unexpected answer to a compare-and-set: {other:?}")))
+            }
+        }
+    }
+}
+
+/// The result of a stream operation that failed with `status`.
+fn op_failed(id: u64, status: Status) -> pb::OpResult {
+    let metadata = status.metadata();
+    let primary_node = metadata
+        .get(PRIMARY_NODE_METADATA)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0);
+    let primary_address = metadata
+        .get(PRIMARY_ADDRESS_METADATA)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let error = pb::OpError {
+        code: status.code() as u32,
+        message: status.message().to_owned(),
+        primary_node,
+        primary_address,
+    };
+    pb::OpResult { id, result: Some(pb::op_result::Result::Error(error)) }
+}
+
 fn write_id(id: Option<pb::WriteId>) -> Result<WriteId, Status> {
     let id = id.ok_or_else(|| Status::invalid_argument("id: missing (client and sequence)"))?;
     Ok(WriteId { client: id.client, sequence: id.sequence })
@@ -535,16 +671,47 @@ impl Kv for KvService {
     }
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let request = request.into_inner();
-        command::check_key(&request.key).map_err(|error| Status::invalid_argument(error.to_string()))?;
-        let fast = request.fast.then_some(Slot(request.min_slot));
-        match self.read(Read::Get { key: request.key }, fast).await? {
-            ReadOutcome::Value(Some(value)) => Ok(Response::new(pb::GetResponse { found: true, value })),
-            ReadOutcome::Value(None) => {
-                Ok(Response::new(pb::GetResponse { found: false, value: Bytes::new() }))
+        self.get_value(request.into_inner()).await.map(Response::new)
+    }
+
+    type StreamStream = ReceiverStream<Result<pb::ResultBatch, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::OpBatch>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (sender, receiver) = mpsc::channel(STREAM_BATCHES_IN_FLIGHT_MAX);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let in_flight = Arc::new(Semaphore::new(STREAM_BATCHES_IN_FLIGHT_MAX));
+            loop {
+                let batch = match incoming.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(node = service.node.0, %status, "client stream ended");
+                        break;
+                    }
+                };
+                if batch.ops.len() > STREAM_BATCH_OPS_MAX {
+                    let refusal = Status::invalid_argument(format!(
+                        "a stream batch carries at most {STREAM_BATCH_OPS_MAX} operations, got {}",
+                        batch.ops.len()
+                    ));
+                    let _ = sender.send(Err(refusal)).await;
+                    break;
+                }
+                let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+                let (service, sender) = (service.clone(), sender.clone());
+                tokio::spawn(async move {
+                    let results = service.serve_batch(batch).await;
+                    let _ = sender.send(Ok(pb::ResultBatch { results })).await;
+                    drop(permit);
+                });
             }
-            other => Err(Status::internal(format!("unexpected answer to a get: {other:?}"))),
-        }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
     async fn delete(

@@ -234,3 +234,181 @@ async fn a_restarted_replica_catches_up_from_a_checkpoint_fetched_over_grpc() {
     assert_eq!(one.get_fast("k40", Some(client.last_slot())).await.unwrap().as_deref(), Some(&b"v40"[..]));
     cluster.shutdown().await;
 }
+
+/// Sends one batch on a fresh `Stream` to `address` and returns the results by id.
+async fn stream_batch(address: &str, ops: Vec<pb::Op>) -> BTreeMap<u64, pb::op_result::Result> {
+    let mut raw = pb::kv_client::KvClient::connect(format!("http://{address}")).await.unwrap();
+    let expected = ops.len();
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    sender.send(pb::OpBatch { ops }).await.unwrap();
+    let mut answers =
+        raw.stream(tokio_stream::wrappers::ReceiverStream::new(receiver)).await.unwrap().into_inner();
+    let mut results = BTreeMap::new();
+    while results.len() < expected {
+        let batch = tokio::time::timeout(WAIT, answers.message()).await.expect("answers in time");
+        for result in batch.unwrap().expect("the stream stays open").results {
+            assert!(
+                results.insert(result.id, result.result.expect("a result")).is_none(),
+                "one answer per id"
+            );
+        }
+    }
+    drop(sender);
+    results
+}
+
+fn put_op(id: u64, client: u64, key: &str, value: &'static str) -> pb::Op {
+    let put = pb::PutRequest {
+        id: Some(pb::WriteId { client, sequence: 1 }),
+        key: key.into(),
+        value: value.into(),
+    };
+    pb::Op { id, op: Some(pb::op::Op::Put(put)) }
+}
+
+fn get_op(id: u64, key: &str) -> pb::Op {
+    pb::Op { id, op: Some(pb::op::Op::Get(pb::GetRequest { key: key.into(), fast: false, min_slot: 0 })) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_batch_is_answered_op_by_op_and_secondaries_name_the_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), fast_tuning()).await;
+    let primary = cluster.primary().await;
+    let at_primary = cluster.servers[&primary].client_addr().to_string();
+
+    // Many writes of distinct sessions in one message, a read, and two malformed operations.
+    let mut ops: Vec<pb::Op> = (0..100).map(|i| put_op(i, 1000 + i, &format!("s{i}"), "v")).collect();
+    ops.push(pb::Op { id: 500, op: None });
+    ops.push(put_op(501, 0, "zero-client", "v"));
+    let results = stream_batch(&at_primary, ops).await;
+    assert_eq!(results.len(), 102);
+    let mut slots = Vec::new();
+    for i in 0..100 {
+        match &results[&i] {
+            pb::op_result::Result::Put(put) => slots.push(put.slot),
+            other => panic!("put {i}: {other:?}"),
+        }
+    }
+    slots.sort_unstable();
+    slots.dedup();
+    assert!(slots.len() < 100, "writes submitted together share slots: {} slots", slots.len());
+    for id in [500, 501] {
+        match &results[&id] {
+            pb::op_result::Result::Error(error) => {
+                assert_eq!(error.code, tonic::Code::InvalidArgument as u32, "{error:?}")
+            }
+            other => panic!("operation {id}: {other:?}"),
+        }
+    }
+
+    // A read in a later batch sees the writes; a write reusing a session's sequence is a
+    // retry, answered with its first slot.
+    let results = stream_batch(&at_primary, vec![get_op(1, "s7"), put_op(2, 1007, "s7", "other")]).await;
+    match &results[&1] {
+        pb::op_result::Result::Get(get) => assert!(get.found && get.value == "v"),
+        other => panic!("get: {other:?}"),
+    }
+    match (&results[&2], &results) {
+        (pb::op_result::Result::Put(put), _) => assert!(slots.contains(&put.slot)),
+        (other, _) => panic!("retried put: {other:?}"),
+    }
+
+    // A secondary refuses every operation and names the primary.
+    let secondary = *cluster.servers.keys().find(|&&n| n != primary).unwrap();
+    let at_secondary = cluster.servers[&secondary].client_addr().to_string();
+    let results = stream_batch(&at_secondary, vec![put_op(1, 77, "k", "v"), get_op(2, "k")]).await;
+    for id in [1, 2] {
+        match &results[&id] {
+            pb::op_result::Result::Error(error) => {
+                assert_eq!(error.code, tonic::Code::FailedPrecondition as u32, "{error:?}");
+                assert_eq!(error.primary_node, primary);
+                assert_eq!(error.primary_address, at_primary);
+            }
+            other => panic!("operation {id} at a secondary: {other:?}"),
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_measures_streams_and_unary_calls() {
+    use rsl_kv::load::{self, LoadCounters, LoadOptions, Protocol};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), fast_tuning()).await;
+    cluster.primary().await;
+    for protocol in [Protocol::Stream, Protocol::Unary] {
+        let options = LoadOptions {
+            servers: cluster.client_addresses(),
+            protocol,
+            clients: 4,
+            in_flight: 8,
+            connections: 2,
+            warmup: Duration::from_millis(200),
+            duration: Duration::from_secs(1),
+            read_percent: 20,
+            ..LoadOptions::default()
+        };
+        let counters = Arc::new(LoadCounters::default());
+        let report = load::run(options, counters.clone()).await.unwrap();
+        assert_eq!(report.errors, 0, "{protocol:?}: {:?}", report.error_samples);
+        assert!(report.writes > 0 && report.reads > 0, "{protocol:?}: {report:?}");
+        assert_eq!(report.ops, report.writes + report.reads);
+        assert!(counters.ops.load(std::sync::atomic::Ordering::Relaxed) >= report.ops);
+        assert!(
+            report.latency.p50_us <= report.latency.p99_us && report.latency.p99_us <= report.latency.max_us
+        );
+    }
+    // Every write of the runs was executed once on every replica: they agree.
+    let mut client = client(&cluster);
+    let statuses = cluster.converged(&mut client).await;
+    assert!(statuses.windows(2).all(|w| w[0].digest == w[1].digest && w[0].keys == w[1].keys));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_follows_a_failover_without_failing_operations() {
+    use rsl_kv::load::{self, LoadCounters, LoadOptions, Protocol};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), fast_tuning()).await;
+    let primary = cluster.primary().await;
+    let options = LoadOptions {
+        servers: cluster.client_addresses(),
+        protocol: Protocol::Stream,
+        clients: 4,
+        in_flight: 4,
+        connections: 1,
+        duration: Duration::from_secs(4),
+        read_percent: 20,
+        client: ClientOptions { deadline: WAIT, ..ClientOptions::default() },
+        ..LoadOptions::default()
+    };
+    let counters = Arc::new(LoadCounters::default());
+    let run = tokio::spawn(load::run(options, counters.clone()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cluster.servers.remove(&primary).unwrap().shutdown().await;
+    let at_failover = counters.ops.load(Ordering::Relaxed);
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(
+        report.errors, 0,
+        "operations in flight at the failover are sent again: {:?}",
+        report.error_samples
+    );
+    assert!(
+        counters.ops.load(Ordering::Relaxed) > at_failover + 100,
+        "the load went on at the new primary ({} ops at the failover, {} at the end)",
+        at_failover,
+        counters.ops.load(Ordering::Relaxed)
+    );
+    let new_primary = cluster.primary().await;
+    assert_ne!(new_primary, primary);
+    let mut client = client(&cluster);
+    let statuses = cluster.converged(&mut client).await;
+    assert!(statuses.windows(2).all(|w| w[0].digest == w[1].digest));
+    cluster.shutdown().await;
+}

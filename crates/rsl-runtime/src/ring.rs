@@ -74,6 +74,7 @@ pub(crate) type ChangeReply = oneshot::Sender<Result<Configuration, ChangeConfig
 
 pub(crate) enum Command {
     Replicate { payload: Bytes, reply: oneshot::Sender<Result<Bytes, ReplicateError>> },
+    ReplicateMany { payloads: Vec<Bytes>, reply: oneshot::Sender<Vec<Result<Bytes, ReplicateError>>> },
     Read { request: Bytes, reply: oneshot::Sender<Result<Bytes, ReadError>> },
     Relinquish { target: Option<NodeId>, reply: oneshot::Sender<Result<NodeId, RelinquishError>> },
     ChangeConfiguration { members: Vec<NodeId>, reply: ChangeReply },
@@ -180,6 +181,47 @@ impl RingHandle {
             Err(_) => RingCounters::bump(&self.shared.counters.requests_failed),
         }
         result
+    }
+
+    /// Replicates many requests submitted together: the primary queues them all before it
+    /// opens slots, so they share slots (one [`RingHandle::replicate`] per request would
+    /// give each its own slot while the pipeline has room), and the ring task is woken once.
+    /// Returns one result per request, in order, once every one has its outcome; each is
+    /// what `replicate` would have returned. The timeout applies to the whole group.
+    pub async fn replicate_many(&self, requests: Vec<Bytes>) -> Vec<Result<Bytes, ReplicateError>> {
+        if requests.is_empty() {
+            return Vec::new();
+        }
+        let started = std::time::Instant::now();
+        let timeout = self.shared.options.request_timeout;
+        let count = requests.len();
+        let (reply, answer) = oneshot::channel();
+        let command = Command::ReplicateMany { payloads: requests, reply };
+        let results = tokio::time::timeout(timeout, async {
+            if self.commands.send(command).await.is_err() {
+                return None;
+            }
+            answer.await.ok()
+        })
+        .await;
+        let results = match results {
+            Ok(Some(results)) => results,
+            Ok(None) => {
+                let reason = self.shared.stop_reason();
+                (0..count).map(|_| Err(ReplicateError::Shutdown { reason: reason.clone() })).collect()
+            }
+            Err(_) => {
+                let after_ms = timeout.as_millis() as u64;
+                (0..count).map(|_| Err(ReplicateError::Timeout { after_ms })).collect()
+            }
+        };
+        let succeeded = results.iter().filter(|r| r.is_ok()).count() as u64;
+        RingCounters::add(&self.shared.counters.requests_replicated, succeeded);
+        RingCounters::add(&self.shared.counters.requests_failed, count as u64 - succeeded);
+        if succeeded > 0 {
+            self.shared.latencies.replicate.record(started.elapsed());
+        }
+        results
     }
 
     /// A linearizable read without a slot: the primary checks its lease, and the state
@@ -317,8 +359,23 @@ impl RingHandle {
 }
 
 pub(crate) struct Pending {
-    reply: oneshot::Sender<Result<Bytes, ReplicateError>>,
+    reply: Reply,
     slot: Option<Slot>,
+}
+
+/// Where the outcome of one replicated request goes.
+pub(crate) enum Reply {
+    /// A `replicate` call.
+    One(oneshot::Sender<Result<Bytes, ReplicateError>>),
+    /// Entry `index` of the `replicate_many` call `group`.
+    Group { group: u64, index: u32 },
+}
+
+/// A `replicate_many` call waiting for the outcomes of its requests.
+pub(crate) struct Group {
+    results: Vec<Option<Result<Bytes, ReplicateError>>>,
+    missing: usize,
+    reply: oneshot::Sender<Vec<Result<Bytes, ReplicateError>>>,
 }
 
 /// Maps the core's microsecond clock to tokio's monotonic clock.
@@ -367,6 +424,10 @@ pub(crate) struct RingTask {
     pub local_client: u64,
     pub next_sequence: u64,
     pub pending: HashMap<RequestId, Pending>,
+    pub groups: HashMap<u64, Group>,
+    pub next_group: u64,
+    /// Requests received in this burst of inputs, proposed together at its end.
+    pub proposals: Vec<(Bytes, Reply)>,
     pub assigned: BTreeMap<Slot, Vec<RequestId>>,
     pub outbox: BTreeMap<NodeId, Vec<Message>>,
     pub apply_batch: Vec<(Slot, Value)>,
@@ -435,7 +496,10 @@ impl RingTask {
             // Take whatever else is ready, so sends go out in batches, and fire timers that
             // are due even when other inputs keep the select busy (heartbeats must not
             // starve under load).
-            let step = step.and_then(|()| self.burst()).and_then(|()| self.fire_due_timers());
+            let step = step
+                .and_then(|()| self.burst())
+                .and_then(|()| self.propose())
+                .and_then(|()| self.fire_due_timers());
             if let Err(stop) = step.and_then(|()| self.flush()) {
                 break stop;
             }
@@ -509,7 +573,7 @@ impl RingTask {
             Event::Applied { through, responses } => {
                 for (_, id, response) in responses {
                     if let Some(pending) = self.pending.remove(&id) {
-                        let _ = pending.reply.send(Ok(response));
+                        self.complete(pending.reply, Ok(response));
                     }
                 }
                 // A request whose slot was applied without it lost the slot to a new
@@ -521,7 +585,7 @@ impl RingTask {
                         if self.pending.get(&id).is_some_and(|p| p.slot == Some(slot)) {
                             let pending = self.pending.remove(&id).expect("checked");
                             let hint = self.replica.primary_hint();
-                            let _ = pending.reply.send(Err(ReplicateError::NotPrimary { hint }));
+                            self.complete(pending.reply, Err(ReplicateError::NotPrimary { hint }));
                         }
                     }
                 }
@@ -534,9 +598,10 @@ impl RingTask {
                 for (covered_slot, ids) in covered {
                     for id in ids {
                         if let Some(pending) = self.pending.remove(&id) {
-                            let _ = pending
-                                .reply
-                                .send(Err(ReplicateError::OutcomeUnknown { slot: covered_slot }));
+                            self.complete(
+                                pending.reply,
+                                Err(ReplicateError::OutcomeUnknown { slot: covered_slot }),
+                            );
                         }
                     }
                 }
@@ -575,16 +640,23 @@ impl RingTask {
     fn on_command(&mut self, command: Command) -> Result<(), Stop> {
         let now = self.clock.now();
         match command {
-            Command::Replicate { payload, reply } => {
-                self.next_sequence += 1;
-                let id = RequestId { client: self.local_client, sequence: self.next_sequence };
-                match self.replica.handle_propose(now, Request { id, payload }) {
-                    Ok(()) => {
-                        self.pending.insert(id, Pending { reply, slot: None });
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(propose_error(error)));
-                    }
+            // Requests wait in `proposals` until the burst of inputs is taken, then go to the
+            // replica together (see `propose`), so concurrent callers share slots.
+            Command::Replicate { payload, reply } => self.proposals.push((payload, Reply::One(reply))),
+            Command::ReplicateMany { payloads, reply } => {
+                let group = self.next_group;
+                self.next_group += 1;
+                let count = payloads.len();
+                if count == 0 {
+                    let _ = reply.send(Vec::new());
+                    return Ok(());
+                }
+                self.groups.insert(
+                    group,
+                    Group { results: (0..count).map(|_| None).collect(), missing: count, reply },
+                );
+                for (index, payload) in payloads.into_iter().enumerate() {
+                    self.proposals.push((payload, Reply::Group { group, index: index as u32 }));
                 }
             }
             Command::Read { request, reply } => match self.replica.handle_read(now) {
@@ -624,6 +696,36 @@ impl RingTask {
                 let _ = reply.send(self.statistics());
             }
             Command::Shutdown => unreachable!("handled by the loop"),
+        }
+        self.drain()
+    }
+
+    /// Hands every request waiting in `proposals` to the replica in one call: the primary
+    /// queues them all before it opens slots, so requests that arrived in one burst share
+    /// slots instead of taking one each while the pipeline has room.
+    fn propose(&mut self) -> Result<(), Stop> {
+        if self.proposals.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let proposals = std::mem::take(&mut self.proposals);
+        let client = self.local_client;
+        let first = self.next_sequence + 1;
+        self.next_sequence += proposals.len() as u64;
+        let mut replies = Vec::with_capacity(proposals.len());
+        let requests = proposals.into_iter().enumerate().map(|(index, (payload, reply))| {
+            replies.push(reply);
+            Request { id: RequestId { client, sequence: first + index as u64 }, payload }
+        });
+        let outcomes = self.replica.handle_propose_many(now, requests);
+        for (index, (outcome, reply)) in outcomes.into_iter().zip(replies).enumerate() {
+            match outcome {
+                Ok(()) => {
+                    let id = RequestId { client, sequence: first + index as u64 };
+                    self.pending.insert(id, Pending { reply, slot: None });
+                }
+                Err(error) => self.complete(reply, Err(propose_error(error))),
+            }
         }
         self.drain()
     }
@@ -668,7 +770,7 @@ impl RingTask {
                 Action::RequestsDropped { ids, primary } => {
                     for id in ids {
                         if let Some(pending) = self.pending.remove(&id) {
-                            let _ = pending.reply.send(Err(ReplicateError::NotPrimary { hint: primary }));
+                            self.complete(pending.reply, Err(ReplicateError::NotPrimary { hint: primary }));
                         }
                     }
                 }
@@ -695,6 +797,25 @@ impl RingTask {
         self.persist_started.push_back((request.ticket, std::time::Instant::now()));
         let committer = self.committer.as_ref().expect("running");
         committer.append(request).map_err(|e| Stop::Failed(RingFailure::Commit(e)))
+    }
+
+    /// Delivers the outcome of one replicated request.
+    fn complete(&mut self, reply: Reply, result: Result<Bytes, ReplicateError>) {
+        match reply {
+            Reply::One(sender) => drop(sender.send(result)),
+            Reply::Group { group, index } => {
+                let Some(waiting) = self.groups.get_mut(&group) else { return };
+                let slot = &mut waiting.results[index as usize];
+                if slot.is_none() {
+                    *slot = Some(result);
+                    waiting.missing -= 1;
+                }
+                if waiting.missing == 0 {
+                    let done = self.groups.remove(&group).expect("present");
+                    let _ = done.reply.send(done.results.into_iter().flatten().collect());
+                }
+            }
+        }
     }
 
     fn truncate(&mut self, below: Slot) -> Result<(), Stop> {
@@ -839,8 +960,11 @@ impl RingTask {
         if let Some(fetch) = self.fetch.take() {
             let _ = fetch.await;
         }
-        for (_, pending) in self.pending.drain() {
-            let _ = pending.reply.send(Err(ReplicateError::Shutdown { reason: reason.clone() }));
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            self.complete(pending.reply, Err(ReplicateError::Shutdown { reason: reason.clone() }));
+        }
+        for (_, reply) in std::mem::take(&mut self.proposals) {
+            self.complete(reply, Err(ReplicateError::Shutdown { reason: reason.clone() }));
         }
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
@@ -899,6 +1023,9 @@ fn fail_command(command: Command, reason: &str) {
     let reason = reason.to_string();
     match command {
         Command::Replicate { reply, .. } => drop(reply.send(Err(ReplicateError::Shutdown { reason }))),
+        Command::ReplicateMany { payloads, reply } => drop(reply.send(
+            payloads.iter().map(|_| Err(ReplicateError::Shutdown { reason: reason.clone() })).collect(),
+        )),
         Command::Read { reply, .. } => drop(reply.send(Err(ReadError::Shutdown { reason }))),
         Command::Relinquish { reply, .. } => drop(reply.send(Err(RelinquishError::Shutdown { reason }))),
         Command::ChangeConfiguration { reply, .. } => {

@@ -12,8 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use rsl_kv::load::{LoadCounters, LoadOptions};
+use rsl_kv::load::{LoadCounters, LoadOptions, Protocol};
 use rsl_kv::{Client, ClientOptions};
+
+/// The load generator allocates per operation on several threads, like the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Client of the rsl-kv replicated key-value service.
 #[derive(Debug, Parser)]
@@ -83,12 +87,28 @@ enum Command {
         #[arg(value_delimiter = ',', required = true, value_name = "ID,...")]
         members: Vec<u64>,
     },
-    /// Run a closed-loop put/get workload and print a JSON report
+    /// Run a put/get workload (closed or open loop) and print a JSON report
     Load {
+        /// How to reach the servers: stream (rsl-kv's batched stream), unary (one rsl-kv call
+        /// per operation) or etcd (etcd v3 KV calls; --servers are etcd client endpoints)
+        #[arg(long, default_value = "stream")]
+        protocol: Protocol,
         /// Concurrent client sessions
         #[arg(long, default_value_t = 16)]
         clients: u32,
-        /// Seconds to run
+        /// Operations each client keeps outstanding at most
+        #[arg(long, default_value_t = 1)]
+        in_flight: u32,
+        /// HTTP/2 connections the clients share
+        #[arg(long, default_value_t = 4)]
+        connections: u32,
+        /// Open loop: offered operations per second over all clients (default: closed loop)
+        #[arg(long, value_name = "OPS_PER_S")]
+        rate: Option<f64>,
+        /// Seconds to run before measuring
+        #[arg(long, default_value_t = 0.0)]
+        warmup: f64,
+        /// Seconds to measure
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
         /// Distinct keys
@@ -202,9 +222,30 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 configuration.first_slot
             );
         }
-        Command::Load { clients, duration, keys, value_bytes, read_percent, progress_ms } => {
+        Command::Load {
+            protocol,
+            clients,
+            in_flight,
+            connections,
+            rate,
+            warmup,
+            duration,
+            keys,
+            value_bytes,
+            read_percent,
+            progress_ms,
+        } => {
             if !(duration.is_finite() && duration > 0.0 && duration <= 86_400.0) {
                 bail!("--duration must be a number of seconds from 0 to 86400, got {duration}");
+            }
+            if !(warmup.is_finite() && (0.0..=3_600.0).contains(&warmup)) {
+                bail!("--warmup must be a number of seconds from 0 to 3600, got {warmup}");
+            }
+            if clients == 0 || in_flight == 0 || connections == 0 {
+                bail!("--clients, --in-flight and --connections must be at least 1");
+            }
+            if let Some(rate) = rate.filter(|rate| !(rate.is_finite() && *rate > 0.0)) {
+                bail!("--rate must be a positive number of operations per second, got {rate}");
             }
             if value_bytes > rsl_kv::command::VALUE_BYTES_MAX {
                 bail!(
@@ -214,7 +255,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let load = LoadOptions {
                 servers: cli.servers,
+                protocol,
                 clients,
+                in_flight,
+                connections,
+                rate_ops_per_s: rate,
+                warmup: Duration::from_secs_f64(warmup),
                 duration: Duration::from_secs_f64(duration),
                 keys,
                 value_bytes,

@@ -1,0 +1,1006 @@
+//! `cargo xtask bench`: whole-cluster throughput and latency of rsl-kv, and of etcd beside it.
+//!
+//! For each log backend it starts a three-replica rsl-kv ring as real processes on
+//! 127.0.0.1 (as `cargo xtask demo` does), waits for a primary, and runs `rsl-kv load` at
+//! each point of a concurrency sweep (clients × operations in flight per client),
+//! closed-loop, several times; a point's figures are the medians of its runs. Then an
+//! open-loop run at half the backend's best throughput gives the latency at half load.
+//! With `--peer etcd` the same sweep runs against a three-member etcd cluster (the
+//! `etcd` binary; installed with apt when missing and running as root) through the same
+//! load generator speaking etcd's v3 API.
+//!
+//! It prints a table, a comparison with a saved baseline (ratios), the ratio to etcd, and
+//! writes JSON (`--json`) and a throughput–latency plot (`--plot`, SVG). Every process
+//! and directory it made is removed at the end, on failure and on Ctrl-C.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::demo::{self, Cluster, KillOnDrop};
+use crate::process::workspace_root;
+
+/// Longest wait for a primary (or an etcd leader) after start.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Size of each replica's persistent-memory log file in the benchmark (a sparse file).
+const PMEM_CAPACITY_BYTES: &str = "1073741824";
+/// The baseline compared against when `--baseline` is not given.
+const BASELINE_DEFAULT: &str = "benches/baseline.json";
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// A short run (under a minute once built): two sweep points, one run each, 2 s each
+    #[arg(long)]
+    pub quick: bool,
+    /// Log backends to measure (comma-separated: file, pmem, memory)
+    #[arg(long, value_delimiter = ',', default_value = "file,pmem,memory")]
+    pub backends: Vec<String>,
+    /// Client sessions (streams) at every sweep point
+    #[arg(long, default_value_t = 16)]
+    pub clients: u32,
+    /// The sweep: operations in flight per client at each point (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
+    pub in_flight: Vec<u32>,
+    /// Bytes per written value
+    #[arg(long, default_value_t = 64)]
+    pub payload_bytes: usize,
+    /// Percent of operations that are linearizable reads (the rest are puts)
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub read_percent: u8,
+    /// Seconds measured per run
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Seconds of warm-up before each run's measurement
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Runs per point (the figures are their medians)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub runs: u32,
+    /// How the load generator reaches rsl-kv: stream (batched) or unary (one call per op)
+    #[arg(long, default_value = "stream", value_parser = ["stream", "unary"])]
+    pub protocol: String,
+    /// Connections the load generator's clients share
+    #[arg(long, default_value_t = 4)]
+    pub connections: u32,
+    /// Also run the open-loop point at half the best throughput (latency at half load)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub half_load: bool,
+    /// Run the same workload against another system: etcd
+    #[arg(long, value_parser = ["etcd"])]
+    pub peer: Option<String>,
+    /// The peer's sweep: its clients at each point (default: the same total concurrency
+    /// as ours, clients × in-flight, one unary call in flight per client)
+    #[arg(long, value_delimiter = ',')]
+    pub peer_clients: Vec<u32>,
+    /// Write the figures as JSON here
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Draw the throughput–latency curves here (SVG)
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+    /// Compare with this earlier JSON [default: benches/baseline.json when it exists]
+    #[arg(long, value_name = "PATH")]
+    pub baseline: Option<PathBuf>,
+    /// Save this run's JSON as the baseline (the --baseline path or benches/baseline.json)
+    #[arg(long)]
+    pub save_baseline: bool,
+}
+
+/// One measured point: the medians over its runs.
+#[derive(Debug, Clone)]
+struct Point {
+    system: String,
+    backend: String,
+    mode: &'static str,
+    clients: u32,
+    in_flight: u32,
+    rate_ops_per_s: Option<f64>,
+    runs: Vec<Value>,
+}
+
+impl Point {
+    fn concurrency(&self) -> u64 {
+        u64::from(self.clients) * u64::from(self.in_flight)
+    }
+
+    fn median(&self, pick: impl Fn(&Value) -> Option<f64>) -> f64 {
+        let mut values: Vec<f64> = self.runs.iter().filter_map(&pick).collect();
+        median(&mut values)
+    }
+
+    fn ops_per_sec(&self) -> f64 {
+        self.median(|run| run["throughput_ops_per_s"].as_f64())
+    }
+
+    fn latency(&self, field: &str) -> f64 {
+        self.median(|run| run["latency"][field].as_f64())
+    }
+
+    fn errors(&self) -> u64 {
+        self.runs.iter().filter_map(|run| run["errors"].as_u64()).sum()
+    }
+
+    fn to_json(&self, payload_bytes: usize, read_percent: u8) -> Value {
+        json!({
+            "system": self.system,
+            "backend": self.backend,
+            "mode": self.mode,
+            "payload_bytes": payload_bytes,
+            "read_percent": read_percent,
+            "clients": self.clients,
+            "in_flight": self.in_flight,
+            "concurrency": self.concurrency(),
+            "rate_ops_per_s": self.rate_ops_per_s,
+            "runs": self.runs.len(),
+            "ops_per_sec": self.ops_per_sec().round(),
+            "ops_per_sec_each": self.runs.iter().map(|r| r["throughput_ops_per_s"].clone()).collect::<Vec<_>>(),
+            "p50_us": self.latency("p50_us"),
+            "p90_us": self.latency("p90_us"),
+            "p99_us": self.latency("p99_us"),
+            "p999_us": self.latency("p999_us"),
+            "max_us": self.latency("max_us"),
+            "errors": self.errors(),
+            "server_cpu_us_per_op": self.median(|run| run["server_cpu_us_per_op"].as_f64()),
+        })
+    }
+}
+
+/// The median of `values` (0 when empty).
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
+/// What one load run asks for.
+#[derive(Debug, Clone)]
+struct LoadSpec {
+    protocol: &'static str,
+    servers: String,
+    clients: u32,
+    in_flight: u32,
+    rate_ops_per_s: Option<f64>,
+}
+
+/// The settings shared by every run.
+#[derive(Debug, Clone)]
+struct Settings {
+    duration: f64,
+    warmup: f64,
+    runs: u32,
+    payload_bytes: usize,
+    read_percent: u8,
+    connections: u32,
+    sweep: Vec<u32>,
+    clients: u32,
+}
+
+impl Settings {
+    fn from(args: &BenchArgs) -> Result<Settings> {
+        let mut settings = Settings {
+            duration: args.duration,
+            warmup: args.warmup,
+            runs: args.runs,
+            payload_bytes: args.payload_bytes,
+            read_percent: args.read_percent,
+            connections: args.connections,
+            sweep: args.in_flight.clone(),
+            clients: args.clients,
+        };
+        if args.quick {
+            settings.duration = settings.duration.min(2.0);
+            settings.warmup = settings.warmup.min(0.5);
+            settings.runs = 1;
+            settings.sweep = vec![1, 64];
+        }
+        if !(settings.duration.is_finite() && settings.duration > 0.0) {
+            bail!("--duration must be a positive number of seconds, got {}", settings.duration);
+        }
+        if !(settings.warmup.is_finite() && settings.warmup >= 0.0) {
+            bail!("--warmup must be zero or a positive number of seconds, got {}", settings.warmup);
+        }
+        if settings.sweep.is_empty() || settings.sweep.contains(&0) || settings.clients == 0 {
+            bail!("--clients and every --in-flight value must be at least 1");
+        }
+        Ok(settings)
+    }
+
+    /// Seconds one load run takes, start-up and drain included (for the progress bar).
+    fn run_seconds(&self) -> f64 {
+        self.duration + self.warmup + 0.5
+    }
+}
+
+/// Drives the load generator and the progress bar.
+struct Runner<'a> {
+    cli: PathBuf,
+    /// rsl-kv through unary calls instead of streams.
+    unary: bool,
+    settings: &'a Settings,
+    bar: ProgressBar,
+}
+
+impl Runner<'_> {
+    /// The name rsl-kv's points carry: `rsl` (streams) or `rsl-unary`.
+    fn system(&self) -> &'static str {
+        if self.unary {
+            "rsl-unary"
+        } else {
+            "rsl"
+        }
+    }
+
+    /// One `rsl-kv load` run; returns its JSON report, with `server_cpu_us_per_op` (CPU
+    /// time of the server processes `pids` over the run, per successful operation) added
+    /// when `pids` are known.
+    fn load(&self, spec: &LoadSpec, label: &str, pids: &[u32]) -> Result<Value> {
+        let cpu_before = cpu_us(pids);
+        let mut report = self.load_run(spec, label)?;
+        if let (Some(before), Some(after)) = (cpu_before, cpu_us(pids)) {
+            let ops = report["ops_total"].as_u64().unwrap_or(0).max(1);
+            report["server_cpu_us_per_op"] =
+                json!(((after - before) as f64 / ops as f64 * 100.0).round() / 100.0);
+        }
+        Ok(report)
+    }
+
+    fn load_run(&self, spec: &LoadSpec, label: &str) -> Result<Value> {
+        let settings = self.settings;
+        let mut command = Command::new(&self.cli);
+        command
+            .args(["--servers", &spec.servers, "load", "--protocol", spec.protocol])
+            .args(["--clients", &spec.clients.to_string(), "--in-flight", &spec.in_flight.to_string()])
+            .args(["--connections", &settings.connections.to_string()])
+            .args(["--duration", &settings.duration.to_string(), "--warmup", &settings.warmup.to_string()])
+            .args(["--value-bytes", &settings.payload_bytes.to_string()])
+            .args(["--read-percent", &settings.read_percent.to_string(), "--progress-ms", "250"]);
+        if let Some(rate) = spec.rate_ops_per_s {
+            command.args(["--rate", &format!("{rate:.0}")]);
+        }
+        let child =
+            command.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().context("starting `rsl-kv load`")?;
+        demo::register_pid(child.id());
+        let mut load = KillOnDrop(child);
+        let stdout =
+            load.0.stdout.take().ok_or_else(|| anyhow!("the load generator's stdout is not piped"))?;
+        let position = self.bar.position();
+        let mut report = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading the load generator's output")?;
+            let Ok(message) = serde_json::from_str::<Value>(&line) else {
+                self.bar.suspend(|| eprintln!("  load: {line}"));
+                continue;
+            };
+            match message["type"].as_str() {
+                Some("progress") => {
+                    let elapsed_ms = message["elapsed_ms"].as_u64().unwrap_or(0);
+                    let ops = message["ops"].as_u64().unwrap_or(0);
+                    let rate = ops as f64 / (elapsed_ms.max(1) as f64 / 1000.0);
+                    let run_ms = (settings.run_seconds() * 1000.0) as u64;
+                    self.bar.set_position(position + elapsed_ms.min(run_ms));
+                    self.bar.set_message(format!("{label}: {rate:.0} ops/s"));
+                }
+                Some("result") => report = Some(message),
+                _ => {}
+            }
+        }
+        let status = load.0.wait().context("waiting for the load generator")?;
+        if !status.success() {
+            bail!("the load generator failed ({status}) at {label}");
+        }
+        self.bar.set_position(position + (settings.run_seconds() * 1000.0) as u64);
+        report.ok_or_else(|| anyhow!("the load generator printed no result at {label}"))
+    }
+
+    /// Runs one point `runs` times; `pids` are the server processes.
+    fn point(&self, system: &str, backend: &str, spec: &LoadSpec, pids: &[u32]) -> Result<Point> {
+        let mode = if spec.rate_ops_per_s.is_some() { "open" } else { "closed" };
+        let label = format!("{system}/{backend} {}×{} {mode}", spec.clients, spec.in_flight);
+        let mut runs = Vec::new();
+        for run in 0..self.settings.runs {
+            let report = self.load(spec, &format!("{label} run {}", run + 1), pids)?;
+            runs.push(report);
+        }
+        let point = Point {
+            system: system.to_owned(),
+            backend: backend.to_owned(),
+            mode,
+            clients: spec.clients,
+            in_flight: spec.in_flight,
+            rate_ops_per_s: spec.rate_ops_per_s,
+            runs,
+        };
+        self.bar.suspend(|| eprintln!("  {}", row(&point)));
+        Ok(point)
+    }
+}
+
+fn row(point: &Point) -> String {
+    let rate = point.rate_ops_per_s.map_or(String::new(), |rate| format!(" at {rate:.0}/s"));
+    format!(
+        "{:<9} {:<7} {:<6} {:>4} × {:<4} {:>9.0} ops/s  p50 {:>7.0}  p90 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0} µs  cpu {:>5.1} µs/op  errors {}{rate}",
+        point.system,
+        point.backend,
+        point.mode,
+        point.clients,
+        point.in_flight,
+        point.ops_per_sec(),
+        point.latency("p50_us"),
+        point.latency("p90_us"),
+        point.latency("p99_us"),
+        point.latency("p999_us"),
+        point.median(|run| run["server_cpu_us_per_op"].as_f64()),
+        point.errors(),
+    )
+}
+
+/// Runs the benchmark.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let started = Instant::now();
+    let settings = Settings::from(args)?;
+    let load_average = fs::read_to_string("/proc/loadavg")
+        .map(|line| line.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    if let Some(one_minute) = load_average.split_whitespace().next().and_then(|l| l.parse::<f64>().ok()) {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        if one_minute > cpus / 2.0 {
+            eprintln!("bench: warning: the load average is {load_average} on {cpus} CPUs; other work skews the figures");
+        }
+    }
+    for backend in &args.backends {
+        if !["file", "pmem", "memory"].contains(&backend.as_str()) {
+            bail!("--backends: unknown backend {backend:?}; expected file, pmem or memory");
+        }
+    }
+    let etcd = match args.peer.as_deref() {
+        Some("etcd") => Some(find_or_install_etcd()?),
+        Some(other) => bail!("--peer: unknown system {other:?}; expected etcd"),
+        None => None,
+    };
+    let binaries = demo::build()?;
+    demo::install_interrupt_handler()?;
+    let cli = binaries.cli.clone();
+
+    let peer_sweep: Vec<u32> = if args.peer_clients.is_empty() {
+        settings.sweep.iter().map(|in_flight| settings.clients * in_flight).collect()
+    } else {
+        args.peer_clients.clone()
+    };
+    let extra = u64::from(args.half_load);
+    let mut total_runs = args.backends.len() as u64 * (settings.sweep.len() as u64 + extra);
+    if etcd.is_some() {
+        total_runs += peer_sweep.len() as u64 + extra;
+    }
+    total_runs *= u64::from(settings.runs);
+    let bar = ProgressBar::new((total_runs as f64 * settings.run_seconds() * 1000.0) as u64);
+    let style = ProgressStyle::with_template("  {spinner} [{elapsed:>3}] {wide_bar} {percent:>3}% {msg}")
+        .map_err(|error| anyhow!("progress bar template: {error}"))?;
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let runner = Runner { cli, unary: args.protocol == "unary", settings: &settings, bar: bar.clone() };
+
+    eprintln!(
+        "bench: {} clients × in-flight {:?}, {} B puts, {}% reads, {} s measured after {} s warm-up, {} run(s) per point",
+        settings.clients, settings.sweep, settings.payload_bytes, settings.read_percent, settings.duration, settings.warmup, settings.runs
+    );
+    let mut points = Vec::new();
+    let mut binaries = Some(binaries);
+    for backend in &args.backends {
+        let Some(built) = binaries.take() else {
+            unreachable!("binaries are handed back after each backend")
+        };
+        let mut cluster = Cluster::create_named(built, backend, "rsl-kv-bench")?;
+        if backend == "pmem" {
+            // The persistent-memory log is a fixed-size area that only a checkpoint lets
+            // the ring truncate: at these rates 10,000 slots of full batches outgrow the
+            // default 64 MiB before the next checkpoint, so give it room and checkpoint
+            // more often.
+            cluster.server_args =
+                ["--pmem-capacity-bytes", PMEM_CAPACITY_BYTES, "--checkpoint-interval-slots", "1000"]
+                    .map(String::from)
+                    .to_vec();
+        }
+        let result = bench_backend(&mut cluster, &runner, backend, args.half_load);
+        if result.is_err() {
+            bar.suspend(|| {
+                eprintln!("bench: failed; the last lines of each replica's log:\n{}", cluster.log_tails(15))
+            });
+        }
+        cluster.stop_all();
+        binaries = Some(take_binaries(cluster));
+        points.extend(result?);
+    }
+    if let Some(etcd) = &etcd {
+        points.extend(bench_etcd(etcd, &runner, &peer_sweep, args.half_load)?);
+    }
+    bar.finish_and_clear();
+
+    let report = json!({
+        "conditions": {
+            "machine": machine_description(),
+            "load_average_at_start": load_average,
+            "replicas": 3,
+            "transport": "gRPC over 127.0.0.1",
+            "payload_bytes": settings.payload_bytes,
+            "read_percent": settings.read_percent,
+            "duration_s": settings.duration,
+            "warmup_s": settings.warmup,
+            "runs_per_point": settings.runs,
+            "connections": settings.connections,
+            "protocol": args.protocol,
+            "quick": args.quick,
+        },
+        "runs": points.iter().map(|p| p.to_json(settings.payload_bytes, settings.read_percent)).collect::<Vec<_>>(),
+    });
+    print_summary(&points);
+    if let Some(etcd_points) = etcd.as_ref().map(|_| &points) {
+        print_peer_ratio(etcd_points);
+    }
+    let baseline_path = args.baseline.clone().unwrap_or_else(|| workspace_root().join(BASELINE_DEFAULT));
+    compare_with_baseline(&report, &baseline_path, args.baseline.is_some())?;
+    let text = serde_json::to_string_pretty(&report)? + "\n";
+    if let Some(path) = &args.json {
+        fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    if args.save_baseline {
+        fs::write(&baseline_path, &text).with_context(|| format!("writing {}", baseline_path.display()))?;
+        eprintln!("bench: saved the baseline {}", baseline_path.display());
+    }
+    if let Some(path) = &args.plot {
+        plot(&points, path, &settings)?;
+        eprintln!("bench: drew {}", path.display());
+    }
+    eprintln!("bench: finished in {}", demo::seconds(started.elapsed()));
+    Ok(())
+}
+
+/// Hands the built binaries back from a finished cluster (its processes are stopped and its
+/// directory is removed when the rest of it drops).
+fn take_binaries(mut cluster: Cluster) -> demo::Binaries {
+    let placeholder = demo::Binaries { server: PathBuf::new(), cli: PathBuf::new() };
+    std::mem::replace(&mut cluster.binaries, placeholder)
+}
+
+fn bench_backend(
+    cluster: &mut Cluster,
+    runner: &Runner<'_>,
+    backend: &str,
+    half_load: bool,
+) -> Result<Vec<Point>> {
+    for id in 1..=3 {
+        cluster.start(id)?;
+    }
+    cluster.wait_for(SETTLE_TIMEOUT, "a primary", |statuses| {
+        (statuses.len() == 3).then(|| demo::primary_of(statuses).map(|p| p.node)).flatten()
+    })?;
+    let settings = runner.settings;
+    let servers = cluster.servers();
+    let pids: Vec<u32> = cluster.nodes.iter().filter_map(demo::Node::pid).collect();
+    let mut points = Vec::new();
+    for &in_flight in &settings.sweep {
+        let spec = LoadSpec {
+            protocol: if runner.unary { "unary" } else { "stream" },
+            servers: servers.clone(),
+            clients: settings.clients,
+            in_flight,
+            rate_ops_per_s: None,
+        };
+        points.push(runner.point(runner.system(), backend, &spec, &pids)?);
+    }
+    if half_load {
+        let protocol = if runner.unary { "unary" } else { "stream" };
+        points.push(half_load_point(runner, runner.system(), backend, protocol, &servers, &points, &pids)?);
+    }
+    // Every replica must still agree after the load (a benchmark of a broken ring is void).
+    cluster.wait_for(SETTLE_TIMEOUT, "all replicas to apply every chosen slot", |statuses| {
+        let primary = demo::primary_of(statuses)?;
+        (statuses.len() == 3 && statuses.iter().all(|s| s.applied == primary.chosen)).then_some(())
+    })?;
+    Ok(points)
+}
+
+/// An open-loop point at half the best closed-loop throughput, with the concurrency of
+/// the point that reached it (so lanes never run out at half that rate).
+fn half_load_point(
+    runner: &Runner<'_>,
+    system: &str,
+    backend: &str,
+    protocol: &'static str,
+    servers: &str,
+    points: &[Point],
+    pids: &[u32],
+) -> Result<Point> {
+    let best = points
+        .iter()
+        .max_by(|a, b| a.ops_per_sec().total_cmp(&b.ops_per_sec()))
+        .ok_or_else(|| anyhow!("no closed-loop point to take half of"))?;
+    let spec = LoadSpec {
+        protocol,
+        servers: servers.to_owned(),
+        clients: best.clients,
+        in_flight: best.in_flight,
+        rate_ops_per_s: Some((best.ops_per_sec() / 2.0).max(1.0)),
+    };
+    runner.point(system, backend, &spec, pids)
+}
+
+/// User plus system CPU time of the processes `pids`, in microseconds (Linux /proc);
+/// `None` when any is unreadable.
+fn cpu_us(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    // SAFETY: sysconf(3) has no preconditions.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_s = u64::try_from(ticks_per_s).ok().filter(|&t| t > 0)?;
+    let mut total = 0;
+    for pid in pids {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        total += ticks * 1_000_000 / ticks_per_s;
+    }
+    Some(total)
+}
+
+/// The path of the `etcd` binary; installs Debian's `etcd-server` when it is missing and
+/// this process runs as root.
+fn find_or_install_etcd() -> Result<PathBuf> {
+    if let Some(path) = which("etcd") {
+        return Ok(path);
+    }
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        bail!("--peer etcd needs the `etcd` binary (Debian: apt-get install etcd-server); not found in PATH");
+    }
+    eprintln!("bench: etcd is not installed; installing Debian's etcd-server");
+    for args in [vec!["update", "-qq"], vec!["install", "-y", "-qq", "etcd-server"]] {
+        let status = Command::new("apt-get")
+            .args(&args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("`apt-get {}` failed: {status}", args.join(" "));
+        }
+    }
+    which("etcd").ok_or_else(|| anyhow!("etcd-server was installed but `etcd` is not in PATH"))
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
+}
+
+/// Three etcd members on 127.0.0.1; dropping it kills them and removes their directory.
+struct EtcdCluster {
+    root: PathBuf,
+    children: Vec<Child>,
+    client_addresses: Vec<String>,
+}
+
+impl EtcdCluster {
+    fn start(etcd: &Path) -> Result<EtcdCluster> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let root = std::env::temp_dir().join(format!("etcd-bench-{}-{nanos:08x}", std::process::id()));
+        fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+        let mut cluster =
+            EtcdCluster { root: root.clone(), children: Vec::new(), client_addresses: Vec::new() };
+        let mut peers = Vec::new();
+        let mut ports = Vec::new();
+        for id in 1..=3 {
+            let (client, peer) = (demo::free_port()?, demo::free_port()?);
+            peers.push(format!("m{id}=http://127.0.0.1:{peer}"));
+            ports.push((client, peer));
+        }
+        let initial_cluster = peers.join(",");
+        for (index, (client, peer)) in ports.into_iter().enumerate() {
+            let name = format!("m{}", index + 1);
+            let output = fs::File::create(root.join(format!("{name}.log")))?;
+            let child = Command::new(etcd)
+                .args(["--name", &name])
+                .arg("--data-dir")
+                .arg(root.join(&name))
+                .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+                .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args(["--initial-cluster", &initial_cluster, "--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "rsl-bench", "--log-level", "warn"])
+                .stdin(Stdio::null())
+                .stdout(output.try_clone()?)
+                .stderr(output)
+                .spawn()
+                .with_context(|| format!("starting {}", etcd.display()))?;
+            demo::register_pid(child.id());
+            cluster.children.push(child);
+            cluster.client_addresses.push(format!("127.0.0.1:{client}"));
+        }
+        cluster.wait_healthy()?;
+        Ok(cluster)
+    }
+
+    /// Waits until every member's `/health` says true (a leader is elected).
+    fn wait_healthy(&self) -> Result<()> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        for address in &self.client_addresses {
+            loop {
+                if health(address).unwrap_or(false) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!("etcd member {address} did not report healthy within {SETTLE_TIMEOUT:?}");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// GET /health of an etcd member: whether it answers `"health":"true"`.
+fn health(address: &str) -> Result<bool> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(stream, "GET /health HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer.contains("\"health\":\"true\""))
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let pid = child.id();
+            let _ = child.kill();
+            let _ = child.wait();
+            demo::unregister_pid(pid);
+        }
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+fn bench_etcd(etcd: &Path, runner: &Runner<'_>, sweep: &[u32], half_load: bool) -> Result<Vec<Point>> {
+    let cluster = EtcdCluster::start(etcd)?;
+    let servers = cluster.client_addresses.join(",");
+    let pids: Vec<u32> = cluster.children.iter().map(Child::id).collect();
+    let mut points = Vec::new();
+    for &clients in sweep {
+        let spec = LoadSpec {
+            protocol: "etcd",
+            servers: servers.clone(),
+            clients,
+            in_flight: 1,
+            rate_ops_per_s: None,
+        };
+        points.push(runner.point("etcd", "etcd", &spec, &pids)?);
+    }
+    if half_load {
+        points.push(half_load_point(runner, "etcd", "etcd", "etcd", &servers, &points, &pids)?);
+    }
+    drop(cluster);
+    Ok(points)
+}
+
+fn machine_description() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpus} CPUs ({model})")
+}
+
+fn print_summary(points: &[Point]) {
+    println!("bench summary (medians; latency measured at the client)");
+    for point in points {
+        println!("  {}", row(point));
+    }
+    let mut systems: Vec<(&str, &str)> =
+        points.iter().map(|p| (p.system.as_str(), p.backend.as_str())).collect();
+    systems.dedup();
+    for (system, backend) in systems {
+        let best = points
+            .iter()
+            .filter(|p| p.system == system && p.backend == backend && p.mode == "closed")
+            .max_by(|a, b| a.ops_per_sec().total_cmp(&b.ops_per_sec()));
+        let half = points.iter().find(|p| p.system == system && p.backend == backend && p.mode == "open");
+        if let Some(best) = best {
+            let half = half.map_or(String::new(), |h| {
+                format!(
+                    "; at half that load ({:.0}/s) p99 {:.0} µs",
+                    h.rate_ops_per_s.unwrap_or(0.0),
+                    h.latency("p99_us")
+                )
+            });
+            println!(
+                "  best {system}/{backend}: {:.0} ops/s at {}×{} (p99 {:.0} µs){half}",
+                best.ops_per_sec(),
+                best.clients,
+                best.in_flight,
+                best.latency("p99_us")
+            );
+        }
+    }
+}
+
+/// rsl against etcd: best throughput of each rsl backend over etcd's best, and point by
+/// point at equal total concurrency.
+fn print_peer_ratio(points: &[Point]) {
+    let best = |system: &str, backend: &str| {
+        points
+            .iter()
+            .filter(|p| p.system == system && p.backend == backend && p.mode == "closed")
+            .map(Point::ops_per_sec)
+            .fold(0.0, f64::max)
+    };
+    let etcd = best("etcd", "etcd");
+    if etcd <= 0.0 {
+        return;
+    }
+    println!("rsl / etcd (same workload and machine; best closed-loop throughput):");
+    let mut backends: Vec<&str> =
+        points.iter().filter(|p| p.system == "rsl").map(|p| p.backend.as_str()).collect();
+    backends.dedup();
+    for backend in backends {
+        let ours = best("rsl", backend);
+        println!("  {backend:<7} {ours:>10.0} ops/s vs etcd {etcd:>8.0} ops/s = {:.1}×", ours / etcd);
+    }
+    for point in points.iter().filter(|p| p.system == "etcd" && p.mode == "closed") {
+        for ours in points
+            .iter()
+            .filter(|p| p.system == "rsl" && p.mode == "closed" && p.concurrency() == point.concurrency())
+        {
+            println!(
+                "  concurrency {:>5}: rsl/{} {:.0} vs etcd {:.0} ops/s = {:.1}×; p99 {:.0} vs {:.0} µs",
+                point.concurrency(),
+                ours.backend,
+                ours.ops_per_sec(),
+                point.ops_per_sec(),
+                ours.ops_per_sec() / point.ops_per_sec().max(1.0),
+                ours.latency("p99_us"),
+                point.latency("p99_us"),
+            );
+        }
+    }
+}
+
+/// The key a point is matched on across runs of the benchmark.
+fn key_of(run: &Value) -> String {
+    format!(
+        "{}/{} {} {}B r{}% {}×{}",
+        run["system"].as_str().unwrap_or("?"),
+        run["backend"].as_str().unwrap_or("?"),
+        run["mode"].as_str().unwrap_or("?"),
+        run["payload_bytes"],
+        run["read_percent"],
+        run["clients"],
+        run["in_flight"],
+    )
+}
+
+/// Prints this run against the baseline as ratios (> 1 is faster / slower latency).
+fn compare_with_baseline(report: &Value, path: &Path, explicit: bool) -> Result<()> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if !explicit && error.kind() == std::io::ErrorKind::NotFound => {
+            println!("no baseline at {} (save one with --save-baseline)", path.display());
+            return Ok(());
+        }
+        Err(error) => return Err(error).with_context(|| format!("reading the baseline {}", path.display())),
+    };
+    let baseline: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing the baseline {}", path.display()))?;
+    let old =
+        baseline["runs"].as_array().ok_or_else(|| anyhow!("baseline {}: no `runs` array", path.display()))?;
+    println!("this run / baseline {} (ops/s ratio > 1 is faster; p99 ratio < 1 is better):", path.display());
+    let mut matched = 0;
+    for run in report["runs"].as_array().into_iter().flatten() {
+        let key = key_of(run);
+        // Open-loop points are matched by shape only: their rate follows the best point.
+        let Some(before) = old.iter().find(|b| key_of(b) == key) else { continue };
+        matched += 1;
+        let ratio = |field: &str| {
+            let (now, then) = (run[field].as_f64().unwrap_or(0.0), before[field].as_f64().unwrap_or(0.0));
+            if then > 0.0 {
+                format!("{:.2}", now / then)
+            } else {
+                "-".into()
+            }
+        };
+        let flag = match (run["ops_per_sec"].as_f64(), before["ops_per_sec"].as_f64()) {
+            (Some(now), Some(then)) if then > 0.0 && now / then < 0.9 => "  <- slower",
+            _ => "",
+        };
+        println!(
+            "  {key:<40} ops/s {:>6}  p50 {:>6}  p99 {:>6}{flag}",
+            ratio("ops_per_sec"),
+            ratio("p50_us"),
+            ratio("p99_us")
+        );
+    }
+    if matched == 0 {
+        println!("  (no point of this run matches one in the baseline)");
+    }
+    Ok(())
+}
+
+/// Draws p99 latency against throughput, one curve per system and backend (closed-loop
+/// sweep points, in order of concurrency), as SVG.
+fn plot(points: &[Point], path: &Path, settings: &Settings) -> Result<()> {
+    use plotters::prelude::*;
+
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for point in points.iter().filter(|p| p.mode == "closed") {
+        let name = format!("{}/{}", point.system, point.backend);
+        let xy = (point.ops_per_sec() / 1000.0, point.latency("p99_us") / 1000.0);
+        match series.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, values)) => values.push(xy),
+            None => series.push((name, vec![xy])),
+        }
+    }
+    let x_max = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.0)).fold(1.0, f64::max) * 1.1;
+    let y_max = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.1)).fold(0.1, f64::max) * 1.1;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    let draw = |error: &dyn std::fmt::Display| anyhow!("drawing {}: {error}", path.display());
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let caption = format!(
+        "3 replicas on 127.0.0.1, {} B puts, {}% reads: p99 latency vs throughput (sweep of concurrency)",
+        settings.payload_bytes, settings.read_percent
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 16))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(|e| draw(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("committed operations per second (thousands)")
+        .y_desc("p99 latency at the client (ms)")
+        .draw()
+        .map_err(|e| draw(&e))?;
+    for (index, (name, values)) in series.iter().enumerate() {
+        let color = Palette99::pick(index).to_rgba();
+        chart
+            .draw_series(LineSeries::new(values.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| draw(&e))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart
+            .draw_series(values.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))
+            .map_err(|e| draw(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| draw(&e))?;
+    root.present().map_err(|e| draw(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(system: &str, ops: &[f64], p99: &[f64]) -> Point {
+        Point {
+            system: system.into(),
+            backend: "file".into(),
+            mode: "closed",
+            clients: 4,
+            in_flight: 8,
+            rate_ops_per_s: None,
+            runs: ops
+                .iter()
+                .zip(p99)
+                .map(|(o, p)| json!({"throughput_ops_per_s": o, "errors": 1, "latency": {"p99_us": p}}))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn figures_are_medians_of_the_runs() {
+        let p = point("rsl", &[300.0, 100.0, 200.0], &[9.0, 1.0, 5.0]);
+        assert_eq!(p.ops_per_sec(), 200.0);
+        assert_eq!(p.latency("p99_us"), 5.0);
+        assert_eq!(p.errors(), 3);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+        let json = p.to_json(64, 0);
+        assert_eq!(json["concurrency"], 32);
+        assert_eq!(json["ops_per_sec"], 200.0);
+        assert_eq!(json["payload_bytes"], 64);
+    }
+
+    #[test]
+    fn quick_settings_are_short() {
+        let args = BenchArgs {
+            quick: true,
+            backends: vec!["file".into()],
+            clients: 16,
+            in_flight: vec![1, 4, 16],
+            payload_bytes: 64,
+            read_percent: 0,
+            duration: 5.0,
+            warmup: 1.0,
+            runs: 3,
+            protocol: "stream".into(),
+            connections: 4,
+            half_load: true,
+            peer: None,
+            peer_clients: Vec::new(),
+            json: None,
+            plot: None,
+            baseline: None,
+            save_baseline: false,
+        };
+        let settings = Settings::from(&args).unwrap();
+        assert_eq!((settings.runs, settings.sweep.len()), (1, 2));
+        assert!(settings.run_seconds() <= 3.0);
+        let bad = BenchArgs { quick: false, in_flight: vec![0], ..args };
+        assert!(Settings::from(&bad).is_err());
+    }
+
+    #[test]
+    fn baseline_keys_ignore_the_figures() {
+        let a = point("rsl", &[1.0], &[1.0]).to_json(64, 0);
+        let b = point("rsl", &[2.0], &[3.0]).to_json(64, 0);
+        assert_eq!(key_of(&a), key_of(&b));
+        assert_ne!(key_of(&a), key_of(&point("etcd", &[1.0], &[1.0]).to_json(64, 0)));
+    }
+
+    #[test]
+    fn the_plot_is_an_svg_with_every_series() {
+        let dir = std::env::temp_dir().join(format!("xtask-plot-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("plot.svg");
+        let settings = Settings {
+            duration: 1.0,
+            warmup: 0.0,
+            runs: 1,
+            payload_bytes: 64,
+            read_percent: 0,
+            connections: 1,
+            sweep: vec![1],
+            clients: 1,
+        };
+        plot(&[point("rsl", &[1000.0], &[900.0]), point("etcd", &[500.0], &[1500.0])], &path, &settings)
+            .unwrap();
+        let svg = fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("rsl/file") && svg.contains("etcd/file"), "{svg}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
