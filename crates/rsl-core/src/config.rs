@@ -9,6 +9,8 @@ pub const PIPELINE_DEPTH_MAX: u64 = 65_536;
 pub const BATCH_REQUESTS_MAX: u32 = 1 << 20;
 /// The hard ceiling on bytes in one batch.
 pub const BATCH_BYTES_MAX: u64 = 64 << 20;
+/// The hard ceiling on `fetch_window`: fetches a lagging replica keeps outstanding.
+pub const FETCH_WINDOW_MAX: u64 = 64;
 /// The hard ceiling on members of a configuration.
 pub const MEMBERS_MAX: usize = 64;
 
@@ -59,6 +61,10 @@ pub struct Config {
     pub log_retain_slots: u64,
     /// Chosen values per fetch reply.
     pub fetch_slots_max: u64,
+    /// Fetches a lagging replica keeps outstanding at once, each for the next range of
+    /// up to `fetch_slots_max` slots: catching up takes about
+    /// `slots / (fetch_slots_max x fetch_window)` round trips.
+    pub fetch_window: u64,
     /// Proposals an acceptor sends in one promise; a candidate further behind must catch
     /// up first.
     pub promise_slots_max: u64,
@@ -95,6 +101,7 @@ impl Config {
             checkpoint_interval_slots: 10_000,
             log_retain_slots: 1_000,
             fetch_slots_max: 128,
+            fetch_window: 4,
             promise_slots_max: 4096,
             message_bytes_max: 3 << 20,
             seed: node.0,
@@ -168,6 +175,9 @@ impl Config {
         }
         if self.fetch_slots_max == 0 {
             return invalid("fetch_slots_max", "must be positive".into());
+        }
+        if self.fetch_window == 0 || self.fetch_window > FETCH_WINDOW_MAX {
+            return invalid("fetch_window", format!("{} not in 1..={FETCH_WINDOW_MAX}", self.fetch_window));
         }
         let tail_bytes = self.pipeline_depth.saturating_mul(self.batch_bytes_max);
         if self.message_bytes_max < tail_bytes.saturating_mul(2) {
@@ -247,6 +257,8 @@ mod tests {
             ("batch_bytes_max", Box::new(|c| c.batch_bytes_max = 0)),
             ("proposal_queue_max", Box::new(|c| c.proposal_queue_max = 0)),
             ("fetch_slots_max", Box::new(|c| c.fetch_slots_max = 0)),
+            ("fetch_window", Box::new(|c| c.fetch_window = 0)),
+            ("fetch_window", Box::new(|c| c.fetch_window = FETCH_WINDOW_MAX + 1)),
             ("promise_slots_max", Box::new(|c| c.promise_slots_max = 1)),
             ("message_bytes_max", Box::new(|c| c.message_bytes_max = 1024)),
         ];

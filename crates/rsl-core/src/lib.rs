@@ -58,7 +58,10 @@ pub use action::{
     Action, ChangeError, MessageError, PersistRequest, ProposeError, ReadError, RelinquishError, Role,
     Statistics, Status,
 };
-pub use config::{Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, MEMBERS_MAX, PIPELINE_DEPTH_MAX};
+pub use config::{
+    Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, FETCH_WINDOW_MAX, MEMBERS_MAX,
+    PIPELINE_DEPTH_MAX,
+};
 pub use message::{Message, MessageBody, RejectReason};
 pub use replica::{DurableState, Mutation, Replica, Timer};
 pub use time::{SplitMix64, Time};

@@ -95,6 +95,16 @@ struct InFlight {
     sent_at: Time,
 }
 
+/// A fetch sent and not yet answered.
+#[derive(Clone, Copy, Debug)]
+struct PendingFetch {
+    to: NodeId,
+    first: Slot,
+    last: Slot,
+    /// When to give up on it.
+    until: Time,
+}
+
 #[derive(Clone, Debug, Default)]
 struct Peer {
     /// Last time any message at the primary's ballot arrived from this peer.
@@ -223,8 +233,8 @@ pub struct Replica {
     /// The highest chosen slot anyone reported (status replies, refusals), and who: a
     /// target for fetching only, never a reason to mark a held proposal chosen.
     catch_up_to: (Slot, Option<NodeId>),
-    /// An outstanding fetch: when to give up on it, and the last slot it asked for.
-    fetch_pending: Option<(Time, Slot)>,
+    /// Outstanding fetches, oldest first (at most `fetch_window`).
+    fetches: Vec<PendingFetch>,
     checkpoint_fetch_pending: bool,
 
     // Roles.
@@ -331,7 +341,7 @@ impl Replica {
             checkpoint_requested: durable.checkpoint,
             remote_chosen: (chosen, Ballot::ZERO),
             catch_up_to: (chosen, None),
-            fetch_pending: None,
+            fetches: Vec::new(),
             checkpoint_fetch_pending: false,
             role: Role::Secondary,
             primary: None,
@@ -1617,7 +1627,7 @@ impl Replica {
                     if chosen > self.catch_up_to.0 {
                         self.catch_up_to = (chosen, Some(from));
                     }
-                    self.send_fetch(from, self.chosen.next(), chosen);
+                    self.fill_fetch_window(from, chosen);
                 }
             }
         }
@@ -2155,8 +2165,7 @@ impl Replica {
             return;
         }
         let target = self.remote_chosen.0.max(self.catch_up_to.0);
-        let start = self.fetch_start();
-        if start > target || !self.fetch_allowed(start) {
+        if self.fetch_start() > target {
             return;
         }
         let reporter = |b: Ballot| (b != Ballot::ZERO).then_some(b.node);
@@ -2168,7 +2177,7 @@ impl Replica {
         match from {
             // Any replica that reported the slots can serve them, whatever configuration it
             // is in (catch-up crosses configurations).
-            Some(from) if from != self.config.node => self.send_fetch(from, start, target),
+            Some(from) if from != self.config.node => self.fill_fetch_window(from, target),
             _ => {}
         }
     }
@@ -2183,22 +2192,59 @@ impl Replica {
         slot
     }
 
-    /// At most one fetch is outstanding, unless it expired or was answered past its end.
-    fn fetch_allowed(&self, start: Slot) -> bool {
-        match self.fetch_pending {
-            None => true,
-            Some((until, last)) => self.now >= until || start > last,
-        }
-    }
-
-    fn send_fetch(&mut self, to: NodeId, from: Slot, last: Slot) {
-        if from > last || to == self.config.node {
+    /// Asks `to` for the slots up to `target` that are neither held as chosen nor covered
+    /// by an outstanding fetch, in ranges of up to `fetch_slots_max`, keeping at most
+    /// `fetch_window` fetches outstanding. Fetches expire after two heartbeat intervals;
+    /// a reply, even a short one, ends its fetch, and the gap it left is asked again.
+    fn fill_fetch_window(&mut self, to: NodeId, target: Slot) {
+        if to == self.config.node {
             return;
         }
-        let last = Slot(last.0.min(from.0 + self.config.fetch_slots_max - 1));
-        self.stats.fetches_sent += 1;
-        self.fetch_pending = Some((self.now.plus_ms(self.config.heartbeat_interval_ms * 2), last));
-        self.send(to, MessageBody::Fetch { from, to: last });
+        let now = self.now;
+        let start = self.fetch_start();
+        // Done (everything asked for is held) or given up (expired).
+        self.fetches.retain(|f| f.until > now && f.last >= start);
+        let window = self.config.fetch_window as usize;
+        let mut cursor = start;
+        while self.fetches.len() < window {
+            loop {
+                if self.log.get(&cursor).is_some_and(|e| e.chosen) {
+                    cursor = cursor.next();
+                } else if let Some(f) = self.fetches.iter().find(|f| f.first <= cursor && cursor <= f.last) {
+                    cursor = f.last.next();
+                } else {
+                    break;
+                }
+            }
+            if cursor > target {
+                break;
+            }
+            let mut last = Slot(target.0.min(cursor.0.saturating_add(self.config.fetch_slots_max - 1)));
+            if let Some(next) = self.fetches.iter().map(|f| f.first).filter(|&first| first > cursor).min() {
+                last = last.min(Slot(next.0 - 1));
+            }
+            self.stats.fetches_sent += 1;
+            let until = now.plus_ms(self.config.heartbeat_interval_ms * 2);
+            self.fetches.push(PendingFetch { to, first: cursor, last, until });
+            self.send(to, MessageBody::Fetch { from: cursor, to: last });
+            cursor = last.next();
+        }
+        postcondition!(self.fetches.len() <= window, "at most fetch_window fetches are outstanding");
+        postcondition!(
+            self.fetches.iter().enumerate().all(|(i, f)| f.first <= f.last
+                && self.fetches[i + 1..].iter().all(|g| g.last < f.first || f.last < g.first)),
+            "outstanding fetches ask for non-empty ranges that do not overlap"
+        );
+    }
+
+    /// A reply from `from` ends the fetch it answers: the one starting at its first
+    /// value, or, for an empty reply, the oldest one asked of `from`.
+    fn end_fetch(&mut self, from: NodeId, first: Option<Slot>) {
+        let answered =
+            self.fetches.iter().position(|f| f.to == from && first.is_none_or(|slot| f.first == slot));
+        if let Some(index) = answered {
+            self.fetches.remove(index);
+        }
     }
 
     fn on_status_query(&mut self, from: NodeId) {
@@ -2253,10 +2299,7 @@ impl Replica {
         if chosen > self.catch_up_to.0 {
             self.catch_up_to = (chosen, Some(from));
         }
-        let start = self.fetch_start();
-        if self.fetch_allowed(start) {
-            self.send_fetch(from, start, chosen);
-        }
+        self.fill_fetch_window(from, chosen);
     }
 
     fn on_fetch(&mut self, from: NodeId, first: Slot, last: Slot) {
@@ -2290,7 +2333,8 @@ impl Replica {
         self.send(from, MessageBody::FetchReply { chosen_values, chosen });
     }
 
-    fn on_fetch_reply(&mut self, _from: NodeId, chosen_values: Vec<Proposal>, _chosen: Slot) {
+    fn on_fetch_reply(&mut self, from: NodeId, chosen_values: Vec<Proposal>, _chosen: Slot) {
+        self.end_fetch(from, chosen_values.first().map(|p| p.slot));
         if self.leader.is_some() {
             // A primary learns chosen slots from its own quorum; a late reply is stale.
             return;
@@ -2333,7 +2377,7 @@ impl Replica {
     }
 
     fn on_fetch_truncated(&mut self, from: NodeId, checkpoint: Slot, _log_start: Slot) {
-        self.fetch_pending = None;
+        self.fetches.clear();
         if checkpoint <= self.applied || self.checkpoint_fetch_pending {
             return;
         }

@@ -395,6 +395,7 @@ impl Simulation {
         config.checkpoint_interval_slots = self.options.checkpoint_interval_slots;
         config.log_retain_slots = self.options.log_retain_slots;
         config.fetch_slots_max = self.options.fetch_slots_max;
+        config.fetch_window = self.options.fetch_window;
         config.seed =
             self.seed.wrapping_mul(31).wrapping_add(index as u64).wrapping_add(self.nodes[index].epoch << 32);
         config.mutation = self.options.mutation;

@@ -72,6 +72,8 @@ pub struct Options {
     pub log_retain_slots: u64,
     /// Protocol: chosen values per fetch.
     pub fetch_slots_max: u64,
+    /// Protocol: fetches outstanding at once.
+    pub fetch_window: u64,
     /// Pauses: mean time between process freezes, microseconds (0: none).
     pub pause_every_us: u64,
     /// Relinquish: mean time between primary hand-overs, microseconds (0: none).
@@ -119,6 +121,7 @@ impl Options {
             checkpoint_interval_slots: [0, 10, 50, 200][rng.index(4)],
             log_retain_slots: [0, 5, 100][rng.index(3)],
             fetch_slots_max: [1, 8, 128][rng.index(3)],
+            fetch_window: 4,
             pause_every_us: if on(&mut rng, 0.5) { rng.between(500, 5_000) * 1000 } else { 0 },
             relinquish_every_us: if on(&mut rng, 0.3) { rng.between(1_000, 5_000) * 1000 } else { 0 },
             clock_drift: on(&mut rng, 0.5),
@@ -131,6 +134,10 @@ impl Options {
             options.spares = rng.between(1, 2) as usize;
             options.reconfigure_every_us = rng.between(500, 4_000) * 1000;
         }
+        // One slot per fetch, one fetch at a time, is too slow to catch up within the
+        // liveness phase after long faults.
+        let windows: &[u64] = if options.fetch_slots_max == 1 { &[4, 16] } else { &[1, 4, 16] };
+        options.fetch_window = windows[rng.index(windows.len())];
         options
     }
 }
