@@ -2195,7 +2195,8 @@ impl Replica {
     /// Asks `to` for the slots up to `target` that are neither held as chosen nor covered
     /// by an outstanding fetch, in ranges of up to `fetch_slots_max`, keeping at most
     /// `fetch_window` fetches outstanding. Fetches expire after two heartbeat intervals;
-    /// a reply, even a short one, ends its fetch, and the gap it left is asked again.
+    /// a reply with values, even a short one, ends its fetch, and the gap it left is asked
+    /// again.
     fn fill_fetch_window(&mut self, to: NodeId, target: Slot) {
         if to == self.config.node {
             return;
@@ -2237,12 +2238,12 @@ impl Replica {
         );
     }
 
-    /// A reply from `from` ends the fetch it answers: the one starting at its first
-    /// value, or, for an empty reply, the oldest one asked of `from`.
-    fn end_fetch(&mut self, from: NodeId, first: Option<Slot>) {
-        let answered =
-            self.fetches.iter().position(|f| f.to == from && first.is_none_or(|slot| f.first == slot));
-        if let Some(index) = answered {
+    /// A reply from `from` whose first value is at `first` ends the fetch it answers. An
+    /// empty reply ends nothing: the peer has no more chosen values yet, and asking again
+    /// at once would only repeat the exchange, so the fetch waits out its expiry (and a
+    /// duplicated reply finds no fetch to end).
+    fn end_fetch(&mut self, from: NodeId, first: Slot) {
+        if let Some(index) = self.fetches.iter().position(|f| f.to == from && f.first == first) {
             self.fetches.remove(index);
         }
     }
@@ -2334,7 +2335,9 @@ impl Replica {
     }
 
     fn on_fetch_reply(&mut self, from: NodeId, chosen_values: Vec<Proposal>, _chosen: Slot) {
-        self.end_fetch(from, chosen_values.first().map(|p| p.slot));
+        if let Some(first) = chosen_values.first() {
+            self.end_fetch(from, first.slot);
+        }
         if self.leader.is_some() {
             // A primary learns chosen slots from its own quorum; a late reply is stale.
             return;
