@@ -11,7 +11,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prost::Message;
-use rsl_kv::command::{Write, WriteId, WriteResponse};
+use rsl_kv::command::{Write, WriteBatch, WriteId, WriteResponse};
 use rsl_kv::proto as pb;
 use rsl_kv::KvStateMachine;
 
@@ -95,6 +95,26 @@ fn execute(c: &mut Criterion) {
                     debug_assert!(WriteResponse::decode(&answer).is_ok());
                     black_box(answer);
                 }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // The same 256 puts as one write batch: one request through consensus, one answer.
+    group.bench_function("execute_batch_of_256_puts", |b| {
+        b.iter_batched(
+            || {
+                sequence += 1;
+                let mut batch = WriteBatch::with_capacity(OPS * 96);
+                for i in 0..OPS {
+                    batch.push(&put(i, sequence));
+                }
+                batch.finish()
+            },
+            |request| {
+                slot += 1;
+                let answer = machine.execute_write(slot, &request);
+                debug_assert_eq!(WriteResponse::decode_batch(&answer).map(|a| a.len()), Ok(OPS));
+                black_box(answer);
             },
             BatchSize::SmallInput,
         )

@@ -20,6 +20,11 @@ pub const VALUE_BYTES_MAX: usize = 64 << 10;
 /// Bound on an encoded write: a key, two values (compare-and-set) and the framing.
 pub const WRITE_BYTES_MAX: usize = KEY_BYTES_MAX + 2 * VALUE_BYTES_MAX + 256;
 
+/// Bound on an encoded [`WriteBatch`]: a server starts a new batch before one would grow
+/// past it, so every batch fits where the largest single write does.
+pub const WRITE_BATCH_BYTES_MAX: usize =
+    WRITE_BYTES_MAX + WriteBatch::HEADER_BYTES + WriteBatch::PER_WRITE_BYTES;
+
 /// Identifies a write for de-duplication: a client session and its sequence number.
 ///
 /// A client picks a random non-zero `client` and numbers its writes 1, 2, 3, ... with at
@@ -105,6 +110,12 @@ impl Write {
     /// The wire form.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(64);
+        self.encode_into(&mut out);
+        out.freeze()
+    }
+
+    /// Appends the wire form to `out`.
+    pub fn encode_into(&self, out: &mut BytesMut) {
         out.put_u8(FORMAT_VERSION);
         let (kind, id) = match self {
             Write::Put { id, .. } => (KIND_PUT, id),
@@ -114,16 +125,27 @@ impl Write {
         out.put_u8(kind);
         out.put_u64_le(id.client);
         out.put_u64_le(id.sequence);
-        put_bytes(&mut out, self.key().as_bytes());
+        put_bytes(out, self.key().as_bytes());
         match self {
-            Write::Put { value, .. } => put_bytes(&mut out, value),
+            Write::Put { value, .. } => put_bytes(out, value),
             Write::Delete { .. } => {}
             Write::Cas { expected, value, .. } => {
-                put_option(&mut out, expected.as_deref());
-                put_bytes(&mut out, value);
+                put_option(out, expected.as_deref());
+                put_bytes(out, value);
             }
         }
-        out.freeze()
+    }
+
+    /// Bytes of the wire form.
+    pub fn encoded_len(&self) -> usize {
+        let values = match self {
+            Write::Put { value, .. } => 4 + value.len(),
+            Write::Delete { .. } => 0,
+            Write::Cas { expected, value, .. } => {
+                1 + expected.as_ref().map_or(0, |e| 4 + e.len()) + 4 + value.len()
+            }
+        };
+        2 + 16 + 4 + self.key().len() + values
     }
 
     /// Parses the wire form.
@@ -155,6 +177,103 @@ impl Write {
         reader.end("write")?;
         write.validate()?;
         Ok(write)
+    }
+}
+
+/// Several writes that execute in one slot, in order, each with its own [`WriteId`] and
+/// answer: how a server hands the writes of one client message to the ring as a single
+/// request, so consensus, the log and the apply step handle one request instead of many.
+///
+/// Wire form: version, kind 4, count `u32`, then per write its length `u32` and its
+/// encoding. The answer is a [`WriteResponse`] list in the same order
+/// ([`WriteResponse::encode_batch`]).
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    out: BytesMut,
+    count: u32,
+}
+
+impl WriteBatch {
+    /// Bytes of a batch holding no writes.
+    pub const HEADER_BYTES: usize = 2 + 4;
+    /// Bytes a write adds to a batch beyond its own encoding.
+    pub const PER_WRITE_BYTES: usize = 4;
+
+    /// An empty batch.
+    pub fn new() -> WriteBatch {
+        WriteBatch::with_capacity(256)
+    }
+
+    /// An empty batch with room for `bytes` of encoded writes.
+    pub fn with_capacity(bytes: usize) -> WriteBatch {
+        let mut out = BytesMut::with_capacity(WriteBatch::HEADER_BYTES + bytes);
+        out.put_u8(FORMAT_VERSION);
+        out.put_u8(KIND_BATCH);
+        out.put_u32_le(0);
+        WriteBatch { out, count: 0 }
+    }
+
+    /// Appends a write (the caller validated it).
+    pub fn push(&mut self, write: &Write) {
+        let at = self.out.len();
+        self.out.put_u32_le(0);
+        write.encode_into(&mut self.out);
+        let len = (self.out.len() - at - 4) as u32;
+        self.out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.count += 1;
+    }
+
+    /// Writes in the batch.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the batch holds no write.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of the wire form so far.
+    pub fn encoded_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The wire form.
+    pub fn finish(mut self) -> Bytes {
+        self.out[2..6].copy_from_slice(&self.count.to_le_bytes());
+        self.out.freeze()
+    }
+
+    /// Whether `bytes` is a batch (its first two bytes say so); anything else is decoded
+    /// as a single [`Write`].
+    pub fn is_batch(bytes: &[u8]) -> bool {
+        bytes.len() >= 2 && bytes[0] == FORMAT_VERSION && bytes[1] == KIND_BATCH
+    }
+
+    /// Splits the wire form into the encodings of its writes (each still to be decoded by
+    /// [`Write::decode`]). Errors name the write and the field.
+    pub fn split(bytes: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
+        let mut reader = Reader::new(bytes);
+        reader.version("write_batch")?;
+        let kind = reader.u8("write_batch.kind")?;
+        if kind != KIND_BATCH {
+            return Err(DecodeError::new("write_batch.kind", format!("kind {kind}, expected {KIND_BATCH}")));
+        }
+        let count = reader.u32("write_batch.count")? as usize;
+        // Each write takes at least its length prefix: a count beyond that is a lie, and
+        // is never allocated for.
+        if count > reader.remaining() / WriteBatch::PER_WRITE_BYTES {
+            return Err(DecodeError::new(
+                "write_batch.count",
+                format!("{count} writes cannot fit in {} bytes", reader.remaining()),
+            ));
+        }
+        let mut writes = Vec::with_capacity(count);
+        for _ in 0..count {
+            writes.push(reader.bytes("write_batch.write", WRITE_BYTES_MAX)?);
+        }
+        reader.end("write_batch")?;
+        Ok(writes)
     }
 }
 
@@ -243,6 +362,12 @@ impl WriteResponse {
     /// The wire form.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(32);
+        self.encode_into(&mut out);
+        out.freeze()
+    }
+
+    /// Appends the wire form to `out`.
+    pub fn encode_into(&self, out: &mut BytesMut) {
         out.put_u8(FORMAT_VERSION);
         let kind = match &self.outcome {
             WriteOutcome::Put => OUTCOME_PUT,
@@ -258,12 +383,50 @@ impl WriteResponse {
             WriteOutcome::Deleted { existed } => out.put_u8(u8::from(*existed)),
             WriteOutcome::Cas { swapped, current } => {
                 out.put_u8(u8::from(*swapped));
-                put_option(&mut out, current.as_deref());
+                put_option(out, current.as_deref());
             }
             WriteOutcome::Stale { newest } => out.put_u64_le(*newest),
-            WriteOutcome::Malformed { reason } => put_bytes(&mut out, reason.as_bytes()),
+            WriteOutcome::Malformed { reason } => put_bytes(out, reason.as_bytes()),
+        }
+    }
+
+    /// The answer to a [`WriteBatch`]: its writes' answers, in order.
+    pub fn encode_batch(responses: &[WriteResponse]) -> Bytes {
+        let mut out = BytesMut::with_capacity(6 + responses.len() * 24);
+        out.put_u8(FORMAT_VERSION);
+        out.put_u8(OUTCOME_BATCH);
+        out.put_u32_le(u32::try_from(responses.len()).unwrap_or(u32::MAX));
+        for response in responses {
+            let at = out.len();
+            out.put_u32_le(0);
+            response.encode_into(&mut out);
+            let len = (out.len() - at - 4) as u32;
+            out[at..at + 4].copy_from_slice(&len.to_le_bytes());
         }
         out.freeze()
+    }
+
+    /// Parses the answer to a [`WriteBatch`]. A batch that did not decode at all is
+    /// answered with a single response (`Malformed`), returned as a list of one.
+    pub fn decode_batch(bytes: &[u8]) -> Result<Vec<WriteResponse>, DecodeError> {
+        if !(bytes.len() >= 2 && bytes[0] == FORMAT_VERSION && bytes[1] == OUTCOME_BATCH) {
+            return WriteResponse::decode(bytes).map(|response| vec![response]);
+        }
+        let mut reader = Reader::new(&bytes[2..]);
+        let count = reader.u32("write_batch_response.count")? as usize;
+        if count > reader.remaining() / 4 {
+            return Err(DecodeError::new(
+                "write_batch_response.count",
+                format!("{count} answers cannot fit in {} bytes", reader.remaining()),
+            ));
+        }
+        let mut responses = Vec::with_capacity(count);
+        for _ in 0..count {
+            let response = reader.bytes("write_batch_response.answer", WRITE_ANSWER_BYTES_MAX)?;
+            responses.push(WriteResponse::decode(response)?);
+        }
+        reader.end("write batch response")?;
+        Ok(responses)
     }
 
     /// Parses the wire form.
@@ -402,6 +565,7 @@ pub fn check_value(field: &'static str, value: &[u8]) -> Result<(), DecodeError>
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
 const KIND_CAS: u8 = 3;
+const KIND_BATCH: u8 = 4;
 const KIND_GET: u8 = 10;
 const KIND_DIGEST: u8 = 11;
 
@@ -412,6 +576,10 @@ const OUTCOME_STALE: u8 = 4;
 const OUTCOME_VALUE: u8 = 5;
 const OUTCOME_DIGEST: u8 = 6;
 const OUTCOME_MALFORMED: u8 = 7;
+const OUTCOME_BATCH: u8 = 8;
+/// Largest encoded answer to one write (a compare-and-set's carries a value; a malformed
+/// one a reason).
+pub(crate) const WRITE_ANSWER_BYTES_MAX: usize = VALUE_BYTES_MAX + 64 + 4 * KEY_BYTES_MAX;
 
 fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
     // Every caller passes a key, a value or a reason, all far below u32::MAX.
@@ -594,6 +762,77 @@ mod tests {
             let mut bytes = write.to_vec();
             bytes[at] ^= 0xff;
             let _ = Write::decode(&bytes);
+        }
+    }
+
+    fn batch_of(writes: &[Write]) -> Bytes {
+        let mut batch = WriteBatch::new();
+        for write in writes {
+            batch.push(write);
+        }
+        assert_eq!(batch.len(), writes.len());
+        batch.finish()
+    }
+
+    #[test]
+    fn write_batches_round_trip_and_refuse_damage() {
+        let writes = vec![
+            Write::Put { id: id(), key: "k".into(), value: Bytes::from_static(b"v") },
+            Write::Delete { id: WriteId { client: 8, sequence: 1 }, key: "ключ".into() },
+            Write::Cas { id: id(), key: "k".into(), expected: None, value: Bytes::from_static(b"") },
+        ];
+        for write in &writes {
+            assert_eq!(write.encoded_len(), write.encode().len(), "{write:?}");
+        }
+        let bytes = batch_of(&writes);
+        assert!(WriteBatch::is_batch(&bytes));
+        assert!(!WriteBatch::is_batch(&writes[0].encode()));
+        let expected_len = WriteBatch::HEADER_BYTES
+            + writes.iter().map(|w| WriteBatch::PER_WRITE_BYTES + w.encoded_len()).sum::<usize>();
+        assert_eq!(bytes.len(), expected_len);
+        let split = WriteBatch::split(&bytes).expect("a valid batch");
+        let decoded: Vec<Write> = split.iter().map(|w| Write::decode(w).expect("a valid write")).collect();
+        assert_eq!(decoded, writes);
+        assert_eq!(WriteBatch::split(&batch_of(&[])).expect("empty is valid").len(), 0);
+        for len in 0..bytes.len() {
+            assert!(WriteBatch::split(&bytes[..len]).is_err(), "prefix of {len} bytes split");
+        }
+        let mut trailing = bytes.to_vec();
+        trailing.push(0);
+        assert_eq!(WriteBatch::split(&trailing).unwrap_err().field, "write_batch");
+        // A count far beyond what the bytes can hold is refused before allocating.
+        let mut lying = bytes.to_vec();
+        lying[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(WriteBatch::split(&lying).unwrap_err().field, "write_batch.count");
+        // Flipping any byte never panics.
+        for at in 0..bytes.len() {
+            let mut damaged = bytes.to_vec();
+            damaged[at] ^= 0xff;
+            if let Ok(parts) = WriteBatch::split(&damaged) {
+                for part in parts {
+                    let _ = Write::decode(part);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_answers_round_trip() {
+        let responses = vec![
+            WriteResponse { slot: 3, outcome: WriteOutcome::Put },
+            WriteResponse { slot: 3, outcome: WriteOutcome::Stale { newest: 4 } },
+            WriteResponse {
+                slot: 1,
+                outcome: WriteOutcome::Cas { swapped: true, current: Some(Bytes::from_static(b"x")) },
+            },
+        ];
+        let bytes = WriteResponse::encode_batch(&responses);
+        assert_eq!(WriteResponse::decode_batch(&bytes), Ok(responses.clone()));
+        // A plain answer (a batch refused as a whole) reads as a list of one.
+        let single = WriteResponse { slot: 9, outcome: WriteOutcome::Malformed { reason: "bad".into() } };
+        assert_eq!(WriteResponse::decode_batch(&single.encode()), Ok(vec![single]));
+        for len in 2..bytes.len() {
+            assert!(WriteResponse::decode_batch(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
         }
     }
 

@@ -436,7 +436,7 @@ fn tuning_key(field: &'static str) -> &'static str {
 /// ([`crate::command::WRITE_BYTES_MAX`]) and the runtime's per-request framing.
 pub const BATCH_BYTES_MAX: u64 = 160 << 10;
 
-const _: () = assert!(crate::command::WRITE_BYTES_MAX as u64 + 1024 <= BATCH_BYTES_MAX);
+const _: () = assert!(crate::command::WRITE_BATCH_BYTES_MAX as u64 + 1024 <= BATCH_BYTES_MAX);
 
 impl ServerConfig {
     /// The consensus configuration of this replica, bootstrapping with the initial members

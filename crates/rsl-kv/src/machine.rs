@@ -7,8 +7,8 @@ use bytes::Bytes;
 use rsl::{Slot, StateMachine};
 
 use crate::command::{
-    Digest, Read, ReadOutcome, Reader, Write, WriteId, WriteOutcome, WriteResponse, KEY_BYTES_MAX,
-    VALUE_BYTES_MAX,
+    Digest, Read, ReadOutcome, Reader, Write, WriteBatch, WriteId, WriteOutcome, WriteResponse,
+    KEY_BYTES_MAX, VALUE_BYTES_MAX,
 };
 
 /// Sessions (clients) remembered for de-duplication before the least recently written one
@@ -24,13 +24,12 @@ const RESPONSE_BYTES_MAX: usize = VALUE_BYTES_MAX + 64;
 /// Bytes before the body: magic, version, slot, body length.
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8;
 
-/// The last write of one client session: its number, where it executed, and the answer to
-/// repeat if it is retried.
+/// The last write of one client session: its number and the answer to repeat if it is
+/// retried (which holds the slot it executed in).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Session {
     sequence: u64,
-    slot: u64,
-    response: Bytes,
+    response: WriteResponse,
 }
 
 /// The replicated key-value map: string keys, byte values.
@@ -182,14 +181,31 @@ impl KvStateMachine {
         Digest { crc, keys: self.map.len() as u64 }
     }
 
-    /// Executes an encoded [`Write`] chosen in `slot` and returns the encoded
-    /// [`WriteResponse`].
+    /// Executes an encoded [`Write`] or [`WriteBatch`] chosen in `slot` and returns the
+    /// encoded [`WriteResponse`] (for a batch, the list of its writes' answers; a batch
+    /// that does not decode as a whole changes nothing and gets one `Malformed` answer).
     pub fn execute_write(&mut self, slot: u64, request: &[u8]) -> Bytes {
+        if !WriteBatch::is_batch(request) {
+            return self.execute_one(slot, request).encode();
+        }
+        match WriteBatch::split(request) {
+            Ok(writes) => {
+                let responses: Vec<WriteResponse> =
+                    writes.into_iter().map(|write| self.execute_one(slot, write)).collect();
+                WriteResponse::encode_batch(&responses)
+            }
+            Err(error) => {
+                WriteResponse { slot, outcome: WriteOutcome::Malformed { reason: error.to_string() } }
+                    .encode()
+            }
+        }
+    }
+
+    fn execute_one(&mut self, slot: u64, request: &[u8]) -> WriteResponse {
         let write = match Write::decode(request) {
             Ok(write) => write,
             Err(error) => {
-                let outcome = WriteOutcome::Malformed { reason: error.to_string() };
-                return WriteResponse { slot, outcome }.encode();
+                return WriteResponse { slot, outcome: WriteOutcome::Malformed { reason: error.to_string() } }
             }
         };
         let WriteId { client, sequence } = write.id();
@@ -198,13 +214,11 @@ impl KvStateMachine {
                 return session.response.clone();
             }
             if sequence < session.sequence {
-                let outcome = WriteOutcome::Stale { newest: session.sequence };
-                return WriteResponse { slot, outcome }.encode();
+                return WriteResponse { slot, outcome: WriteOutcome::Stale { newest: session.sequence } };
             }
         }
-        let outcome = self.apply(write);
-        let response = WriteResponse { slot, outcome }.encode();
-        self.remember(client, Session { sequence, slot, response: response.clone() });
+        let response = WriteResponse { slot, outcome: self.apply(write) };
+        self.remember(client, Session { sequence, response: response.clone() });
         response
     }
 
@@ -238,10 +252,11 @@ impl KvStateMachine {
     }
 
     fn remember(&mut self, client: u64, session: Session) {
-        if let Some(old) = self.sessions.insert(client, session.clone()) {
-            self.session_order.remove(&(old.slot, client));
+        let slot = session.response.slot;
+        if let Some(old) = self.sessions.insert(client, session) {
+            self.session_order.remove(&(old.response.slot, client));
         }
-        self.session_order.insert((session.slot, client));
+        self.session_order.insert((slot, client));
         while self.sessions.len() > self.sessions_max {
             let Some(&(slot, oldest)) = self.session_order.iter().next() else { break };
             self.session_order.remove(&(slot, oldest));
@@ -266,8 +281,11 @@ impl KvStateMachine {
         for (key, value) in &self.map {
             body_len += 8 + key.len() as u64 + value.len() as u64;
         }
-        for session in self.sessions.values() {
-            body_len += 28 + session.response.len() as u64;
+        let mut responses: Vec<(u64, Bytes)> =
+            self.sessions.iter().map(|(&client, session)| (client, session.response.encode())).collect();
+        responses.sort_unstable_by_key(|&(client, _)| client);
+        for (_, response) in &responses {
+            body_len += 28 + response.len() as u64;
         }
         writer.write_all(&CHECKPOINT_MAGIC)?;
         let mut out = CrcWriter { inner: writer, crc: 0 };
@@ -281,16 +299,14 @@ impl KvStateMachine {
             out.write_all(&(value.len() as u32).to_le_bytes())?;
             out.write_all(value)?;
         }
-        let mut clients: Vec<u64> = self.sessions.keys().copied().collect();
-        clients.sort_unstable();
-        out.write_all(&(clients.len() as u64).to_le_bytes())?;
-        for client in clients {
+        out.write_all(&(responses.len() as u64).to_le_bytes())?;
+        for (client, response) in responses {
             let session = &self.sessions[&client];
             out.write_all(&client.to_le_bytes())?;
             out.write_all(&session.sequence.to_le_bytes())?;
-            out.write_all(&session.slot.to_le_bytes())?;
-            out.write_all(&(session.response.len() as u32).to_le_bytes())?;
-            out.write_all(&session.response)?;
+            out.write_all(&session.response.slot.to_le_bytes())?;
+            out.write_all(&(response.len() as u32).to_le_bytes())?;
+            out.write_all(&response)?;
         }
         let crc = out.crc;
         writer.write_all(&crc.to_le_bytes())
@@ -365,8 +381,17 @@ impl KvStateMachine {
             let sequence = body.u64("checkpoint.session.sequence")?;
             let session_slot = body.u64("checkpoint.session.slot")?;
             let response =
-                Bytes::copy_from_slice(body.bytes("checkpoint.session.response", RESPONSE_BYTES_MAX)?);
-            machine.remember(client, Session { sequence, slot: session_slot, response });
+                WriteResponse::decode(body.bytes("checkpoint.session.response", RESPONSE_BYTES_MAX)?)?;
+            if response.slot != session_slot {
+                return Err(CheckpointFormatError::Body(crate::command::DecodeError::new(
+                    "checkpoint.session.slot",
+                    format!(
+                        "session {client:#x}: slot {session_slot}, but its answer says slot {}",
+                        response.slot
+                    ),
+                )));
+            }
+            machine.remember(client, Session { sequence, response });
         }
         body.end("checkpoint body")?;
         Ok((slot, machine))
@@ -444,7 +469,9 @@ mod tests {
         Write::Delete { id: WriteId { client, sequence }, key: key.into() }.encode()
     }
 
-    fn outcome(bytes: &Bytes) -> WriteResponse {
+    const FORMAT_VERSION_FOR_TESTS: u8 = crate::command::FORMAT_VERSION;
+
+    fn outcome(bytes: &[u8]) -> WriteResponse {
         WriteResponse::decode(bytes).expect("a valid response")
     }
 
@@ -464,6 +491,74 @@ mod tests {
         machine.execute_write(3, &put(3, 1, "ключ", "значение"));
         machine.execute_write(4, &delete(3, 2, "b"));
         machine
+    }
+
+    fn batch(writes: &[&Bytes]) -> Bytes {
+        let mut batch = WriteBatch::new();
+        for write in writes {
+            batch.push(&Write::decode(write).expect("a valid write"));
+        }
+        batch.finish()
+    }
+
+    #[test]
+    fn a_batch_executes_like_its_writes_one_by_one() {
+        let writes = [
+            put(1, 1, "a", "1"),
+            put(2, 1, "b", "2"),
+            cas(1, 2, "a", Some("1"), "one"),
+            delete(2, 2, "b"),
+            // A retry inside the same batch repeats the first answer.
+            cas(1, 2, "a", Some("1"), "one"),
+            // Older than the session's newest: stale.
+            put(2, 1, "b", "again"),
+        ];
+        let mut one_by_one = sample();
+        let answers: Vec<WriteResponse> =
+            writes.iter().map(|w| outcome(&one_by_one.execute_write(9, w))).collect();
+        let mut batched = sample();
+        let answer = batched.execute_write(9, &batch(&writes.iter().collect::<Vec<_>>()));
+        assert_eq!(WriteResponse::decode_batch(&answer).expect("a batch answer"), answers);
+        assert_eq!(batched, one_by_one);
+        assert_eq!(answers[4], answers[2]);
+        assert_eq!(answers[5].outcome, WriteOutcome::Stale { newest: 2 });
+        // And a checkpoint taken after a batch loads back equal.
+        let mut file = Vec::new();
+        batched.save(9, &mut file).unwrap();
+        let (slot, loaded) = KvStateMachine::load(&mut file.as_slice(), SESSIONS_MAX_DEFAULT).unwrap();
+        assert_eq!((slot, &loaded), (9, &batched));
+    }
+
+    #[test]
+    fn a_damaged_batch_changes_nothing_and_a_bad_write_only_itself() {
+        let mut machine = sample();
+        let before = machine.clone();
+        let mut bytes = batch(&[&put(5, 1, "x", "1"), &put(6, 1, "y", "2")]).to_vec();
+        bytes.pop();
+        let answer = outcome(&machine.execute_write(10, &bytes));
+        assert!(matches!(answer.outcome, WriteOutcome::Malformed { .. }), "{answer:?}");
+        assert_eq!(machine, before);
+        // A batch whose second write is not a write: the first and third still execute.
+        let mut batch = WriteBatch::new();
+        batch.push(&Write::decode(&put(5, 1, "x", "1")).unwrap());
+        let mut raw = batch.finish().to_vec();
+        // Version, an unknown kind, client and sequence.
+        raw.extend_from_slice(&18u32.to_le_bytes());
+        raw.extend_from_slice(&[FORMAT_VERSION_FOR_TESTS, 99]);
+        raw.extend_from_slice(&[1; 16]);
+        let third = put(6, 1, "y", "2");
+        raw.extend_from_slice(&(third.len() as u32).to_le_bytes());
+        raw.extend_from_slice(&third);
+        raw[2..6].copy_from_slice(&3u32.to_le_bytes());
+        let answers = WriteResponse::decode_batch(&machine.execute_write(11, &raw)).unwrap();
+        assert_eq!(answers.len(), 3);
+        assert_eq!(answers[0].outcome, WriteOutcome::Put);
+        assert!(
+            matches!(&answers[1].outcome, WriteOutcome::Malformed { reason } if reason.contains("write.kind"))
+        );
+        assert_eq!(answers[2].outcome, WriteOutcome::Put);
+        assert_eq!(machine.get("x").map(|v| v.as_ref()), Some(&b"1"[..]));
+        assert_eq!(machine.get("y").map(|v| v.as_ref()), Some(&b"2"[..]));
     }
 
     #[test]

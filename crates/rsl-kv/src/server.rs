@@ -26,7 +26,9 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::command::{self, Read, ReadOutcome, Write, WriteId, WriteOutcome, WriteResponse};
+use crate::command::{
+    self, Read, ReadOutcome, Write, WriteBatch, WriteId, WriteOutcome, WriteResponse, WRITE_BATCH_BYTES_MAX,
+};
 use crate::config::{LogBackend, ServerConfig};
 use crate::proto as pb;
 use crate::proto::kv_server::{Kv, KvServer};
@@ -489,23 +491,15 @@ impl KvService {
         let answer = answer.map_err(|error| self.replicate_error(error))?;
         let response = WriteResponse::decode(&answer)
             .map_err(|error| Status::internal(format!("undecodable state machine answer: {error}")))?;
-        match &response.outcome {
-            WriteOutcome::Stale { newest } => Err(Status::aborted(format!(
-                "write {} of client {:#x} is older than its newest write {newest}",
-                id.sequence, id.client
-            ))),
-            WriteOutcome::Malformed { reason } => Err(Status::invalid_argument(reason.clone())),
-            _ => Ok(response),
-        }
+        write_outcome(id, response)
     }
 
-    /// Serves one batch of a client stream: its writes go to the ring together, its reads
-    /// run concurrently; every operation gets a result.
+    /// Serves one batch of a client stream: its writes go to the ring together, packed in
+    /// [`WriteBatch`]es (one request each, as large as a write may be), its reads run
+    /// concurrently; every operation gets a result.
     async fn serve_batch(&self, batch: pb::OpBatch) -> Vec<pb::OpResult> {
         let mut results = Vec::with_capacity(batch.ops.len());
-        // (operation id, what to decode the answer as)
-        let mut writes: Vec<(u64, WriteId, WriteKind)> = Vec::new();
-        let mut payloads: Vec<Bytes> = Vec::new();
+        let mut packed: Vec<(WriteBatch, Vec<PackedWrite>)> = Vec::new();
         let mut reads = Vec::new();
         for op in batch.ops {
             let id = op.id;
@@ -530,8 +524,16 @@ impl KvService {
             });
             match checked {
                 Ok((write, kind)) => {
-                    payloads.push(write.encode());
-                    writes.push((id, write.id(), kind));
+                    let added = WriteBatch::PER_WRITE_BYTES + write.encoded_len();
+                    let full = packed
+                        .last()
+                        .is_none_or(|(batch, _)| batch.encoded_len() + added > WRITE_BATCH_BYTES_MAX);
+                    if full {
+                        packed.push((WriteBatch::new(), Vec::new()));
+                    }
+                    let (batch, ids) = packed.last_mut().expect("pushed above");
+                    batch.push(&write);
+                    ids.push((id, write.id(), kind));
                 }
                 Err(status) => results.push(op_failed(id, status)),
             }
@@ -542,19 +544,52 @@ impl KvService {
                 Err(status) => op_failed(id, status),
             }
         }));
+        let (payloads, writes): (Vec<Bytes>, Vec<_>) =
+            packed.into_iter().map(|(batch, ids)| (batch.finish(), ids)).unzip();
         let (answers, read_results) = tokio::join!(self.ring.replicate_many(payloads), read_results);
-        for ((id, write_id, kind), answer) in writes.into_iter().zip(answers) {
-            let result = match self.write_answer(write_id, answer) {
-                Ok(response) => match kind.result(response) {
-                    Ok(result) => pb::OpResult { id, result: Some(result) },
-                    Err(status) => op_failed(id, status),
-                },
-                Err(status) => op_failed(id, status),
-            };
-            results.push(result);
+        for (ids, answer) in writes.into_iter().zip(answers) {
+            match self.batch_answer(ids.len(), answer) {
+                Ok(responses) => {
+                    for ((id, write_id, kind), response) in ids.into_iter().zip(responses) {
+                        let result =
+                            write_outcome(write_id, response).and_then(|response| kind.result(response));
+                        results.push(match result {
+                            Ok(result) => pb::OpResult { id, result: Some(result) },
+                            Err(status) => op_failed(id, status),
+                        });
+                    }
+                }
+                Err(status) => {
+                    results.extend(ids.into_iter().map(|(id, _, _)| op_failed(id, status.clone())))
+                }
+            }
         }
         results.extend(read_results);
         results
+    }
+
+    /// Decodes the ring's answer to a [`WriteBatch`] of `writes` writes: one answer each.
+    fn batch_answer(
+        &self,
+        writes: usize,
+        answer: Result<Bytes, ReplicateError>,
+    ) -> Result<Vec<WriteResponse>, Status> {
+        let answer = answer.map_err(|error| self.replicate_error(error))?;
+        let responses = WriteResponse::decode_batch(&answer)
+            .map_err(|error| Status::internal(format!("undecodable state machine answer: {error}")))?;
+        if responses.len() == writes {
+            return Ok(responses);
+        }
+        match responses.as_slice() {
+            // The batch as a whole did not decode (a bug in this server: it encoded it).
+            [WriteResponse { outcome: WriteOutcome::Malformed { reason }, .. }] => {
+                Err(Status::internal(format!("the state machine refused a write batch: {reason}")))
+            }
+            _ => Err(Status::internal(format!(
+                "the state machine answered {} writes of a batch of {writes}",
+                responses.len()
+            ))),
+        }
     }
 
     async fn get_value(&self, request: pb::GetRequest) -> Result<pb::GetResponse, Status> {
@@ -593,6 +628,10 @@ impl KvService {
         }
     }
 }
+
+/// A stream's write packed in a [`WriteBatch`]: its operation id, its write id, and what to
+/// decode its answer as.
+type PackedWrite = (u64, WriteId, WriteKind);
 
 /// Which answer a stream's write expects.
 #[derive(Clone, Copy, Debug)]
@@ -646,6 +685,18 @@ fn op_failed(id: u64, status: Status) -> pb::OpResult {
         primary_address,
     };
     pb::OpResult { id, result: Some(pb::op_result::Result::Error(error)) }
+}
+
+/// A write's answer, or the status for an answer that is an error.
+fn write_outcome(id: WriteId, response: WriteResponse) -> Result<WriteResponse, Status> {
+    match &response.outcome {
+        WriteOutcome::Stale { newest } => Err(Status::aborted(format!(
+            "write {} of client {:#x} is older than its newest write {newest}",
+            id.sequence, id.client
+        ))),
+        WriteOutcome::Malformed { reason } => Err(Status::invalid_argument(reason.clone())),
+        _ => Ok(response),
+    }
 }
 
 fn write_id(id: Option<pb::WriteId>) -> Result<WriteId, Status> {
