@@ -1,6 +1,6 @@
 //! [`KvStateMachine`]: the replicated map, with per-client de-duplication and checkpoints.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read as _, Write as _};
 
 use bytes::Bytes;
@@ -26,10 +26,13 @@ const HEADER_BYTES: usize = 8 + 4 + 8 + 8;
 
 /// The last write of one client session: its number and the answer to repeat if it is
 /// retried (which holds the slot it executed in).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct Session {
     sequence: u64,
     response: WriteResponse,
+    /// When it was last written, in writes remembered by this machine: its place in the
+    /// eviction order (not part of the replicated state; see `session_order`).
+    stamp: u64,
 }
 
 /// The replicated key-value map: string keys, byte values.
@@ -52,15 +55,30 @@ struct Session {
 pub struct KvStateMachine {
     map: BTreeMap<String, Bytes>,
     sessions: HashMap<u64, Session>,
-    /// (slot of last write, client) for every session: the eviction order.
-    session_order: BTreeSet<(u64, u64)>,
+    /// The eviction order: (stamp, client) for every write remembered, least recent first.
+    /// An entry whose stamp is no longer its session's is stale and skipped; the queue is
+    /// compacted when stale entries outnumber live ones. Sessions are forgotten in the
+    /// order their last writes executed, which every replica sees alike (and checkpoints
+    /// keep it: they list sessions in this order).
+    session_order: VecDeque<(u64, u64)>,
+    /// The stamp of the newest write remembered.
+    stamp: u64,
     sessions_max: usize,
 }
 
 impl PartialEq for KvStateMachine {
     fn eq(&self, other: &KvStateMachine) -> bool {
-        // The eviction order is derived from the sessions, and the bound is a setting.
-        self.map == other.map && self.sessions == other.sessions
+        // Stamps are local counters: sessions compare by content and eviction order; the
+        // bound is a setting.
+        let content = |machine: &KvStateMachine| {
+            machine
+                .sessions_in_order()
+                .map(|(client, s)| (client, s.sequence, s.response.clone()))
+                .collect::<Vec<_>>()
+        };
+        self.map == other.map
+            && self.sessions.len() == other.sessions.len()
+            && content(self) == content(other)
     }
 }
 
@@ -144,7 +162,8 @@ impl KvStateMachine {
         KvStateMachine {
             map: BTreeMap::new(),
             sessions: HashMap::new(),
-            session_order: BTreeSet::new(),
+            session_order: VecDeque::new(),
+            stamp: 0,
             sessions_max: sessions_max.max(1),
         }
     }
@@ -218,7 +237,7 @@ impl KvStateMachine {
             }
         }
         let response = WriteResponse { slot, outcome: self.apply(write) };
-        self.remember(client, Session { sequence, response: response.clone() });
+        self.remember(client, sequence, response.clone());
         response
     }
 
@@ -251,17 +270,32 @@ impl KvStateMachine {
         }
     }
 
-    fn remember(&mut self, client: u64, session: Session) {
-        let slot = session.response.slot;
-        if let Some(old) = self.sessions.insert(client, session) {
-            self.session_order.remove(&(old.response.slot, client));
-        }
-        self.session_order.insert((slot, client));
+    fn remember(&mut self, client: u64, sequence: u64, response: WriteResponse) {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        self.sessions.insert(client, Session { sequence, response, stamp });
+        self.session_order.push_back((stamp, client));
         while self.sessions.len() > self.sessions_max {
-            let Some(&(slot, oldest)) = self.session_order.iter().next() else { break };
-            self.session_order.remove(&(slot, oldest));
-            self.sessions.remove(&oldest);
+            let Some((stamp, oldest)) = self.session_order.pop_front() else { break };
+            if self.sessions.get(&oldest).is_some_and(|session| session.stamp == stamp) {
+                self.sessions.remove(&oldest);
+            }
         }
+        if self.session_order.len() > 2 * self.sessions.len() + 64 {
+            let sessions = &self.sessions;
+            self.session_order
+                .retain(|(stamp, client)| sessions.get(client).is_some_and(|s| s.stamp == *stamp));
+        }
+    }
+
+    /// Every session, least recently written first.
+    fn sessions_in_order(&self) -> impl Iterator<Item = (u64, &Session)> + '_ {
+        self.session_order.iter().filter_map(|&(stamp, client)| {
+            self.sessions
+                .get(&client)
+                .filter(|session| session.stamp == stamp)
+                .map(|session| (client, session))
+        })
     }
 
     /// Writes the checkpoint of this state at `slot`:
@@ -274,17 +308,19 @@ impl KvStateMachine {
     /// ```
     ///
     /// All integers little-endian; the CRC32C covers everything from `version` to the end
-    /// of the body. Entries are in key order and sessions in client order, so equal states
-    /// write equal files.
+    /// of the body. Entries are in key order and sessions from the least to the most
+    /// recently written (the order they are forgotten in), so equal states write equal
+    /// files.
     pub fn save(&self, slot: u64, writer: &mut dyn io::Write) -> io::Result<()> {
         let mut body_len = 16u64;
         for (key, value) in &self.map {
             body_len += 8 + key.len() as u64 + value.len() as u64;
         }
-        let mut responses: Vec<(u64, Bytes)> =
-            self.sessions.iter().map(|(&client, session)| (client, session.response.encode())).collect();
-        responses.sort_unstable_by_key(|&(client, _)| client);
-        for (_, response) in &responses {
+        let responses: Vec<(u64, &Session, Bytes)> = self
+            .sessions_in_order()
+            .map(|(client, session)| (client, session, session.response.encode()))
+            .collect();
+        for (_, _, response) in &responses {
             body_len += 28 + response.len() as u64;
         }
         writer.write_all(&CHECKPOINT_MAGIC)?;
@@ -300,8 +336,7 @@ impl KvStateMachine {
             out.write_all(value)?;
         }
         out.write_all(&(responses.len() as u64).to_le_bytes())?;
-        for (client, response) in responses {
-            let session = &self.sessions[&client];
+        for (client, session, response) in responses {
             out.write_all(&client.to_le_bytes())?;
             out.write_all(&session.sequence.to_le_bytes())?;
             out.write_all(&session.response.slot.to_le_bytes())?;
@@ -376,6 +411,10 @@ impl KvStateMachine {
             machine.map.insert(key, value);
         }
         let sessions = body.u64("checkpoint.sessions")?;
+        // Sessions are listed least recently written first (by slot, and within a slot in
+        // execution order); files of earlier builds list them by client, so a stable sort
+        // by slot gives the order either way.
+        let mut loaded: Vec<(u64, u64, WriteResponse)> = Vec::new();
         for _ in 0..sessions {
             let client = body.u64("checkpoint.session.client")?;
             let sequence = body.u64("checkpoint.session.sequence")?;
@@ -391,9 +430,13 @@ impl KvStateMachine {
                     ),
                 )));
             }
-            machine.remember(client, Session { sequence, response });
+            loaded.push((client, sequence, response));
         }
         body.end("checkpoint body")?;
+        loaded.sort_by_key(|(_, _, response)| response.slot);
+        for (client, sequence, response) in loaded {
+            machine.remember(client, sequence, response);
+        }
         Ok((slot, machine))
     }
 }
@@ -638,6 +681,38 @@ mod tests {
         let retry = outcome(&machine.execute_write(7, &put(1, 3, "b", "changed")));
         assert_eq!(retry.slot, 5);
         assert_eq!(get(&machine, "b").as_deref(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn the_eviction_order_survives_a_checkpoint() {
+        // Three sessions written in one slot, in an order that is not their client order.
+        let mut live = KvStateMachine::with_sessions_max(3);
+        let writes = [put(9, 1, "a", "1"), put(2, 1, "b", "2"), put(5, 1, "c", "3")];
+        live.execute_write(1, &batch(&writes.iter().collect::<Vec<_>>()));
+        let mut file = Vec::new();
+        live.save(1, &mut file).unwrap();
+        let (_, mut restored) = KvStateMachine::load(&mut file.as_slice(), 3).unwrap();
+        assert_eq!(restored, live);
+        // A fourth session evicts client 9 (least recent) on both; its retry executes again.
+        for machine in [&mut live, &mut restored] {
+            machine.execute_write(2, &put(7, 1, "d", "4"));
+            assert_eq!(machine.sessions(), 3);
+            let retry = outcome(&machine.execute_write(3, &put(9, 1, "a", "again")));
+            assert_eq!(retry.slot, 3, "client 9 was forgotten and its retry executed");
+            let kept = outcome(&machine.execute_write(4, &put(5, 1, "c", "again")));
+            assert_eq!(kept.slot, 1, "client 5 is remembered");
+        }
+        assert_eq!(restored, live);
+        // Many writes by the same sessions keep the order queue bounded.
+        let mut machine = KvStateMachine::with_sessions_max(4);
+        for sequence in 1..10_000 {
+            machine.execute_write(sequence, &put(1 + sequence % 3, sequence, "k", "v"));
+        }
+        assert!(
+            machine.session_order.len() <= 2 * machine.sessions() + 65,
+            "{}",
+            machine.session_order.len()
+        );
     }
 
     #[test]
