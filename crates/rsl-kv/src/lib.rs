@@ -47,7 +47,8 @@
 //!
 //! A three-replica ring in one process, with a client, is in `tests/cluster.rs`.
 
-#![forbid(unsafe_code)]
+// One audited exception: `server_cli::disable_transparent_huge_pages` (a prctl).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bootstrap;

@@ -57,7 +57,7 @@ pub struct KvStateMachine {
     sessions: HashMap<u64, Session>,
     /// The eviction order: (stamp, client) for every write remembered, least recent first.
     /// An entry whose stamp is no longer its session's is stale and skipped; the queue is
-    /// compacted when stale entries outnumber live ones. Sessions are forgotten in the
+    /// compacted when stale entries outnumber live ones three to one. Sessions are forgotten in the
     /// order their last writes executed, which every replica sees alike (and checkpoints
     /// keep it: they list sessions in this order).
     session_order: VecDeque<(u64, u64)>,
@@ -281,7 +281,7 @@ impl KvStateMachine {
                 self.sessions.remove(&oldest);
             }
         }
-        if self.session_order.len() > 2 * self.sessions.len() + 64 {
+        if self.session_order.len() > 4 * self.sessions.len() + 1024 {
             let sessions = &self.sessions;
             self.session_order
                 .retain(|(stamp, client)| sessions.get(client).is_some_and(|s| s.stamp == *stamp));
@@ -709,7 +709,7 @@ mod tests {
             machine.execute_write(sequence, &put(1 + sequence % 3, sequence, "k", "v"));
         }
         assert!(
-            machine.session_order.len() <= 2 * machine.sessions() + 65,
+            machine.session_order.len() <= 4 * machine.sessions() + 1025,
             "{}",
             machine.session_order.len()
         );

@@ -8,5 +8,6 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    rsl_kv::server_cli::disable_transparent_huge_pages();
     rsl_kv::server_cli::main()
 }

@@ -135,6 +135,7 @@ macro_rules! out {
 }
 
 fn main() -> ExitCode {
+    rsl_kv::server_cli::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
