@@ -187,17 +187,20 @@ impl Write {
 /// Wire form: version, kind 4, count `u32`, then per write its length `u32` and its
 /// encoding. The answer is a [`WriteResponse`] list in the same order
 /// ([`WriteResponse::encode_batch`]).
-#[derive(Debug, Default)]
-pub struct WriteBatch {
-    out: BytesMut,
-    count: u32,
+#[derive(Debug)]
+pub struct WriteBatch(Framed);
+
+impl Default for WriteBatch {
+    fn default() -> Self {
+        WriteBatch::new()
+    }
 }
 
 impl WriteBatch {
     /// Bytes of a batch holding no writes.
-    pub const HEADER_BYTES: usize = 2 + 4;
+    pub const HEADER_BYTES: usize = FRAMED_HEADER_BYTES;
     /// Bytes a write adds to a batch beyond its own encoding.
-    pub const PER_WRITE_BYTES: usize = 4;
+    pub const PER_WRITE_BYTES: usize = FRAMED_PART_BYTES;
 
     /// An empty batch.
     pub fn new() -> WriteBatch {
@@ -206,75 +209,198 @@ impl WriteBatch {
 
     /// An empty batch with room for `bytes` of encoded writes.
     pub fn with_capacity(bytes: usize) -> WriteBatch {
-        let mut out = BytesMut::with_capacity(WriteBatch::HEADER_BYTES + bytes);
-        out.put_u8(FORMAT_VERSION);
-        out.put_u8(KIND_BATCH);
-        out.put_u32_le(0);
-        WriteBatch { out, count: 0 }
+        WriteBatch(Framed::new(KIND_BATCH, bytes))
     }
 
     /// Appends a write (the caller validated it).
     pub fn push(&mut self, write: &Write) {
-        let at = self.out.len();
-        self.out.put_u32_le(0);
-        write.encode_into(&mut self.out);
-        let len = (self.out.len() - at - 4) as u32;
-        self.out[at..at + 4].copy_from_slice(&len.to_le_bytes());
-        self.count += 1;
+        self.0.push_with(|out| write.encode_into(out));
     }
 
     /// Writes in the batch.
     pub fn len(&self) -> usize {
-        self.count as usize
+        self.0.count as usize
     }
 
     /// Whether the batch holds no write.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.0.count == 0
     }
 
     /// Bytes of the wire form so far.
     pub fn encoded_len(&self) -> usize {
-        self.out.len()
+        self.0.out.len()
     }
 
     /// The wire form.
-    pub fn finish(mut self) -> Bytes {
-        self.out[2..6].copy_from_slice(&self.count.to_le_bytes());
-        self.out.freeze()
+    pub fn finish(self) -> Bytes {
+        self.0.finish()
     }
 
     /// Whether `bytes` is a batch (its first two bytes say so); anything else is decoded
     /// as a single [`Write`].
     pub fn is_batch(bytes: &[u8]) -> bool {
-        bytes.len() >= 2 && bytes[0] == FORMAT_VERSION && bytes[1] == KIND_BATCH
+        is_framed(bytes, KIND_BATCH)
     }
 
     /// Splits the wire form into the encodings of its writes (each still to be decoded by
     /// [`Write::decode`]). Errors name the write and the field.
     pub fn split(bytes: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
-        let mut reader = Reader::new(bytes);
-        reader.version("write_batch")?;
-        let kind = reader.u8("write_batch.kind")?;
-        if kind != KIND_BATCH {
-            return Err(DecodeError::new("write_batch.kind", format!("kind {kind}, expected {KIND_BATCH}")));
-        }
-        let count = reader.u32("write_batch.count")? as usize;
-        // Each write takes at least its length prefix: a count beyond that is a lie, and
-        // is never allocated for.
-        if count > reader.remaining() / WriteBatch::PER_WRITE_BYTES {
-            return Err(DecodeError::new(
-                "write_batch.count",
-                format!("{count} writes cannot fit in {} bytes", reader.remaining()),
-            ));
-        }
-        let mut writes = Vec::with_capacity(count);
-        for _ in 0..count {
-            writes.push(reader.bytes("write_batch.write", WRITE_BYTES_MAX)?);
-        }
-        reader.end("write_batch")?;
-        Ok(writes)
+        split_framed(bytes, KIND_BATCH, &WRITE_BATCH_FIELDS, WRITE_BYTES_MAX)
     }
+}
+
+/// Several reads served together, in order: how a server hands the linearizable reads of
+/// one client message to the ring as a single read. Wire form as [`WriteBatch`]'s, with
+/// kind 12; the answer is a [`ReadOutcome`] list ([`ReadOutcome::encode_batch`]).
+#[derive(Debug)]
+pub struct ReadBatch(Framed);
+
+impl Default for ReadBatch {
+    fn default() -> Self {
+        ReadBatch::new()
+    }
+}
+
+impl ReadBatch {
+    /// An empty batch.
+    pub fn new() -> ReadBatch {
+        ReadBatch(Framed::new(KIND_READ_BATCH, 256))
+    }
+
+    /// Appends a read.
+    pub fn push(&mut self, read: &Read) {
+        self.0.push_with(|out| read.encode_into(out));
+    }
+
+    /// Reads in the batch.
+    pub fn len(&self) -> usize {
+        self.0.count as usize
+    }
+
+    /// Whether the batch holds no read.
+    pub fn is_empty(&self) -> bool {
+        self.0.count == 0
+    }
+
+    /// The wire form.
+    pub fn finish(self) -> Bytes {
+        self.0.finish()
+    }
+
+    /// Whether `bytes` is a read batch.
+    pub fn is_batch(bytes: &[u8]) -> bool {
+        is_framed(bytes, KIND_READ_BATCH)
+    }
+
+    /// Splits the wire form into the encodings of its reads.
+    pub fn split(bytes: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
+        split_framed(bytes, KIND_READ_BATCH, &READ_BATCH_FIELDS, KEY_BYTES_MAX + 16)
+    }
+}
+
+/// Bytes before the parts of a framed list: version, kind, count.
+const FRAMED_HEADER_BYTES: usize = 2 + 4;
+/// Bytes before each part: its length.
+const FRAMED_PART_BYTES: usize = 4;
+
+/// A list of length-prefixed parts after a version byte, a kind byte and a count: the
+/// shape of write and read batches and of their answers.
+#[derive(Debug)]
+struct Framed {
+    out: BytesMut,
+    count: u32,
+}
+
+impl Framed {
+    fn new(kind: u8, capacity: usize) -> Framed {
+        let mut out = BytesMut::with_capacity(FRAMED_HEADER_BYTES + capacity);
+        out.put_u8(FORMAT_VERSION);
+        out.put_u8(kind);
+        out.put_u32_le(0);
+        Framed { out, count: 0 }
+    }
+
+    /// Appends a part that `encode` writes.
+    fn push_with(&mut self, encode: impl FnOnce(&mut BytesMut)) {
+        let at = self.out.len();
+        self.out.put_u32_le(0);
+        encode(&mut self.out);
+        let len = (self.out.len() - at - FRAMED_PART_BYTES) as u32;
+        self.out[at..at + FRAMED_PART_BYTES].copy_from_slice(&len.to_le_bytes());
+        self.count += 1;
+    }
+
+    fn finish(mut self) -> Bytes {
+        self.out[2..FRAMED_HEADER_BYTES].copy_from_slice(&self.count.to_le_bytes());
+        self.out.freeze()
+    }
+}
+
+/// Names of a framed list's fields in decode errors.
+struct FramedFields {
+    whole: &'static str,
+    kind: &'static str,
+    count: &'static str,
+    part: &'static str,
+}
+
+const WRITE_BATCH_FIELDS: FramedFields = FramedFields {
+    whole: "write_batch",
+    kind: "write_batch.kind",
+    count: "write_batch.count",
+    part: "write_batch.write",
+};
+const READ_BATCH_FIELDS: FramedFields = FramedFields {
+    whole: "read_batch",
+    kind: "read_batch.kind",
+    count: "read_batch.count",
+    part: "read_batch.read",
+};
+const WRITE_ANSWERS_FIELDS: FramedFields = FramedFields {
+    whole: "write_batch_response",
+    kind: "write_batch_response.kind",
+    count: "write_batch_response.count",
+    part: "write_batch_response.answer",
+};
+const READ_ANSWERS_FIELDS: FramedFields = FramedFields {
+    whole: "read_batch_response",
+    kind: "read_batch_response.kind",
+    count: "read_batch_response.count",
+    part: "read_batch_response.answer",
+};
+
+fn is_framed(bytes: &[u8], kind: u8) -> bool {
+    bytes.len() >= 2 && bytes[0] == FORMAT_VERSION && bytes[1] == kind
+}
+
+/// Splits a framed list into its parts, each at most `part_max` bytes. A count beyond what
+/// the bytes can hold is refused before anything is allocated for it.
+fn split_framed<'a>(
+    bytes: &'a [u8],
+    kind: u8,
+    fields: &FramedFields,
+    part_max: usize,
+) -> Result<Vec<&'a [u8]>, DecodeError> {
+    let mut reader = Reader::new(bytes);
+    reader.version(fields.whole)?;
+    let found = reader.u8(fields.kind)?;
+    if found != kind {
+        return Err(DecodeError::new(fields.kind, format!("kind {found}, expected {kind}")));
+    }
+    let count = reader.u32(fields.count)? as usize;
+    if count > reader.remaining() / FRAMED_PART_BYTES {
+        return Err(DecodeError::new(
+            fields.count,
+            format!("{count} parts cannot fit in {} bytes", reader.remaining()),
+        ));
+    }
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
+        parts.push(reader.bytes(fields.part, part_max)?);
+    }
+    reader.end(fields.whole)?;
+    Ok(parts)
 }
 
 /// A read-only command, served by [`crate::KvStateMachine`]'s `read`.
@@ -293,15 +419,20 @@ impl Read {
     /// The wire form.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(16);
+        self.encode_into(&mut out);
+        out.freeze()
+    }
+
+    /// Appends the wire form to `out`.
+    pub fn encode_into(&self, out: &mut BytesMut) {
         out.put_u8(FORMAT_VERSION);
         match self {
             Read::Get { key } => {
                 out.put_u8(KIND_GET);
-                put_bytes(&mut out, key.as_bytes());
+                put_bytes(out, key.as_bytes());
             }
             Read::Digest => out.put_u8(KIND_DIGEST),
         }
-        out.freeze()
     }
 
     /// Parses the wire form.
@@ -392,41 +523,23 @@ impl WriteResponse {
 
     /// The answer to a [`WriteBatch`]: its writes' answers, in order.
     pub fn encode_batch(responses: &[WriteResponse]) -> Bytes {
-        let mut out = BytesMut::with_capacity(6 + responses.len() * 24);
-        out.put_u8(FORMAT_VERSION);
-        out.put_u8(OUTCOME_BATCH);
-        out.put_u32_le(u32::try_from(responses.len()).unwrap_or(u32::MAX));
+        let mut framed = Framed::new(OUTCOME_BATCH, responses.len() * 24);
         for response in responses {
-            let at = out.len();
-            out.put_u32_le(0);
-            response.encode_into(&mut out);
-            let len = (out.len() - at - 4) as u32;
-            out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            framed.push_with(|out| response.encode_into(out));
         }
-        out.freeze()
+        framed.finish()
     }
 
     /// Parses the answer to a [`WriteBatch`]. A batch that did not decode at all is
     /// answered with a single response (`Malformed`), returned as a list of one.
     pub fn decode_batch(bytes: &[u8]) -> Result<Vec<WriteResponse>, DecodeError> {
-        if !(bytes.len() >= 2 && bytes[0] == FORMAT_VERSION && bytes[1] == OUTCOME_BATCH) {
+        if !is_framed(bytes, OUTCOME_BATCH) {
             return WriteResponse::decode(bytes).map(|response| vec![response]);
         }
-        let mut reader = Reader::new(&bytes[2..]);
-        let count = reader.u32("write_batch_response.count")? as usize;
-        if count > reader.remaining() / 4 {
-            return Err(DecodeError::new(
-                "write_batch_response.count",
-                format!("{count} answers cannot fit in {} bytes", reader.remaining()),
-            ));
-        }
-        let mut responses = Vec::with_capacity(count);
-        for _ in 0..count {
-            let response = reader.bytes("write_batch_response.answer", WRITE_ANSWER_BYTES_MAX)?;
-            responses.push(WriteResponse::decode(response)?);
-        }
-        reader.end("write batch response")?;
-        Ok(responses)
+        split_framed(bytes, OUTCOME_BATCH, &WRITE_ANSWERS_FIELDS, WRITE_ANSWER_BYTES_MAX)?
+            .into_iter()
+            .map(WriteResponse::decode)
+            .collect()
     }
 
     /// Parses the wire form.
@@ -483,11 +596,38 @@ impl ReadOutcome {
     /// The wire form.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(16);
+        self.encode_into(&mut out);
+        out.freeze()
+    }
+
+    /// The answer to a [`ReadBatch`]: its reads' answers, in order.
+    pub fn encode_batch(outcomes: &[ReadOutcome]) -> Bytes {
+        let mut framed = Framed::new(OUTCOME_READ_BATCH, outcomes.len() * 80);
+        for outcome in outcomes {
+            framed.push_with(|out| outcome.encode_into(out));
+        }
+        framed.finish()
+    }
+
+    /// Parses the answer to a [`ReadBatch`]. A batch that did not decode at all is
+    /// answered with a single outcome (`Malformed`), returned as a list of one.
+    pub fn decode_batch(bytes: &[u8]) -> Result<Vec<ReadOutcome>, DecodeError> {
+        if !is_framed(bytes, OUTCOME_READ_BATCH) {
+            return ReadOutcome::decode(bytes).map(|outcome| vec![outcome]);
+        }
+        split_framed(bytes, OUTCOME_READ_BATCH, &READ_ANSWERS_FIELDS, WRITE_ANSWER_BYTES_MAX)?
+            .into_iter()
+            .map(ReadOutcome::decode)
+            .collect()
+    }
+
+    /// Appends the wire form to `out`.
+    pub fn encode_into(&self, out: &mut BytesMut) {
         out.put_u8(FORMAT_VERSION);
         match self {
             ReadOutcome::Value(value) => {
                 out.put_u8(OUTCOME_VALUE);
-                put_option(&mut out, value.as_deref());
+                put_option(out, value.as_deref());
             }
             ReadOutcome::Digest(digest) => {
                 out.put_u8(OUTCOME_DIGEST);
@@ -496,10 +636,9 @@ impl ReadOutcome {
             }
             ReadOutcome::Malformed { reason } => {
                 out.put_u8(OUTCOME_MALFORMED);
-                put_bytes(&mut out, reason.as_bytes());
+                put_bytes(out, reason.as_bytes());
             }
         }
-        out.freeze()
     }
 
     /// Parses the wire form.
@@ -568,6 +707,7 @@ const KIND_CAS: u8 = 3;
 const KIND_BATCH: u8 = 4;
 const KIND_GET: u8 = 10;
 const KIND_DIGEST: u8 = 11;
+const KIND_READ_BATCH: u8 = 12;
 
 const OUTCOME_PUT: u8 = 1;
 const OUTCOME_DELETED: u8 = 2;
@@ -577,6 +717,7 @@ const OUTCOME_VALUE: u8 = 5;
 const OUTCOME_DIGEST: u8 = 6;
 const OUTCOME_MALFORMED: u8 = 7;
 const OUTCOME_BATCH: u8 = 8;
+const OUTCOME_READ_BATCH: u8 = 9;
 /// Largest encoded answer to one write (a compare-and-set's carries a value; a malformed
 /// one a reason).
 pub(crate) const WRITE_ANSWER_BYTES_MAX: usize = VALUE_BYTES_MAX + 64 + 4 * KEY_BYTES_MAX;
@@ -813,6 +954,39 @@ mod tests {
                     let _ = Write::decode(part);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn read_batches_round_trip_and_refuse_damage() {
+        let reads = vec![Read::Get { key: "a".into() }, Read::Digest, Read::Get { key: "ключ".into() }];
+        let mut batch = ReadBatch::new();
+        for read in &reads {
+            batch.push(read);
+        }
+        assert_eq!(batch.len(), 3);
+        let bytes = batch.finish();
+        assert!(ReadBatch::is_batch(&bytes) && !WriteBatch::is_batch(&bytes));
+        assert!(!ReadBatch::is_batch(&reads[0].encode()));
+        let decoded: Vec<Read> =
+            ReadBatch::split(&bytes).unwrap().iter().map(|r| Read::decode(r).unwrap()).collect();
+        assert_eq!(decoded, reads);
+        for len in 0..bytes.len() {
+            assert!(ReadBatch::split(&bytes[..len]).is_err(), "prefix of {len} bytes split");
+        }
+        // A write batch is not a read batch.
+        assert_eq!(ReadBatch::split(&WriteBatch::new().finish()).unwrap_err().field, "read_batch.kind");
+        let outcomes = vec![
+            ReadOutcome::Value(Some(Bytes::from_static(b"v"))),
+            ReadOutcome::Digest(Digest { crc: 1, keys: 2 }),
+            ReadOutcome::Value(None),
+        ];
+        let answer = ReadOutcome::encode_batch(&outcomes);
+        assert_eq!(ReadOutcome::decode_batch(&answer), Ok(outcomes));
+        let single = ReadOutcome::Malformed { reason: "bad".into() };
+        assert_eq!(ReadOutcome::decode_batch(&single.encode()), Ok(vec![single]));
+        for len in 2..answer.len() {
+            assert!(ReadOutcome::decode_batch(&answer[..len]).is_err(), "prefix of {len} bytes decoded");
         }
     }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rsl::{Slot, StateMachine};
 
 use crate::command::{
-    Digest, Read, ReadOutcome, Reader, Write, WriteBatch, WriteId, WriteOutcome, WriteResponse,
+    Digest, Read, ReadBatch, ReadOutcome, Reader, Write, WriteBatch, WriteId, WriteOutcome, WriteResponse,
     KEY_BYTES_MAX, VALUE_BYTES_MAX,
 };
 
@@ -242,13 +242,27 @@ impl KvStateMachine {
     }
 
     /// Serves an encoded [`Read`] and returns the encoded [`ReadOutcome`].
+    /// A [`ReadBatch`] gets the list of its reads' answers (one that does not decode as a
+    /// whole, a single `Malformed`).
     pub fn execute_read(&self, request: &[u8]) -> Bytes {
-        let outcome = match Read::decode(request) {
+        if !ReadBatch::is_batch(request) {
+            return self.read_one(request).encode();
+        }
+        match ReadBatch::split(request) {
+            Ok(reads) => {
+                let outcomes: Vec<ReadOutcome> = reads.into_iter().map(|read| self.read_one(read)).collect();
+                ReadOutcome::encode_batch(&outcomes)
+            }
+            Err(error) => ReadOutcome::Malformed { reason: error.to_string() }.encode(),
+        }
+    }
+
+    fn read_one(&self, request: &[u8]) -> ReadOutcome {
+        match Read::decode(request) {
             Ok(Read::Get { key }) => ReadOutcome::Value(self.map.get(&key).cloned()),
             Ok(Read::Digest) => ReadOutcome::Digest(self.digest()),
             Err(error) => ReadOutcome::Malformed { reason: error.to_string() },
-        };
-        outcome.encode()
+        }
     }
 
     fn apply(&mut self, write: Write) -> WriteOutcome {
@@ -570,6 +584,29 @@ mod tests {
         batched.save(9, &mut file).unwrap();
         let (slot, loaded) = KvStateMachine::load(&mut file.as_slice(), SESSIONS_MAX_DEFAULT).unwrap();
         assert_eq!((slot, &loaded), (9, &batched));
+    }
+
+    #[test]
+    fn a_read_batch_answers_like_its_reads_one_by_one() {
+        let machine = sample();
+        let reads = [Read::Get { key: "a".into() }, Read::Get { key: "b".into() }, Read::Digest];
+        let mut batch = ReadBatch::new();
+        for read in &reads {
+            batch.push(read);
+        }
+        let one_by_one: Vec<ReadOutcome> =
+            reads.iter().map(|r| ReadOutcome::decode(&machine.execute_read(&r.encode())).unwrap()).collect();
+        let batched = ReadOutcome::decode_batch(&machine.execute_read(&batch.finish())).unwrap();
+        assert_eq!(batched, one_by_one);
+        assert_eq!(batched[0], ReadOutcome::Value(Some(Bytes::from_static(b"one"))));
+        assert_eq!(batched[1], ReadOutcome::Value(None));
+        // A damaged batch is one Malformed answer.
+        let mut damaged = ReadBatch::new();
+        damaged.push(&Read::Digest);
+        let mut bytes = damaged.finish().to_vec();
+        bytes.truncate(bytes.len() - 1);
+        let answer = ReadOutcome::decode_batch(&machine.execute_read(&bytes)).unwrap();
+        assert!(matches!(answer.as_slice(), [ReadOutcome::Malformed { .. }]), "{answer:?}");
     }
 
     #[test]

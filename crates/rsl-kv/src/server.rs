@@ -27,7 +27,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::command::{
-    self, Read, ReadOutcome, Write, WriteBatch, WriteId, WriteOutcome, WriteResponse, WRITE_BATCH_BYTES_MAX,
+    self, Read, ReadBatch, ReadOutcome, Write, WriteBatch, WriteId, WriteOutcome, WriteResponse,
+    WRITE_BATCH_BYTES_MAX,
 };
 use crate::config::{LogBackend, ServerConfig};
 use crate::proto as pb;
@@ -500,7 +501,11 @@ impl KvService {
     async fn serve_batch(&self, batch: pb::OpBatch) -> Vec<pb::OpResult> {
         let mut results = Vec::with_capacity(batch.ops.len());
         let mut packed: Vec<(WriteBatch, Vec<PackedWrite>)> = Vec::new();
-        let mut reads = Vec::new();
+        // Linearizable gets go to the ring as one read; fast ones one by one (each names
+        // its own slot).
+        let mut reads = ReadBatch::new();
+        let mut read_ids = Vec::new();
+        let mut fast_reads = Vec::new();
         for op in batch.ops {
             let id = op.id;
             let write = match op.op {
@@ -512,8 +517,20 @@ impl KvService {
                     let expected = cas.expected_present.then_some(cas.expected);
                     (Write::Cas { id: wid, key: cas.key, expected, value: cas.value }, WriteKind::Cas)
                 }),
+                Some(pb::op::Op::Get(get)) if get.fast => {
+                    fast_reads.push((id, get));
+                    continue;
+                }
                 Some(pb::op::Op::Get(get)) => {
-                    reads.push((id, get));
+                    match command::check_key(&get.key) {
+                        Ok(()) => {
+                            reads.push(&Read::Get { key: get.key });
+                            read_ids.push(id);
+                        }
+                        Err(error) => {
+                            results.push(op_failed(id, Status::invalid_argument(error.to_string())))
+                        }
+                    }
                     continue;
                 }
                 None => Err(Status::invalid_argument(format!("operation {id}: no operation set"))),
@@ -538,7 +555,7 @@ impl KvService {
                 Err(status) => results.push(op_failed(id, status)),
             }
         }
-        let read_results = join_all(reads.into_iter().map(|(id, get)| async move {
+        let fast_results = join_all(fast_reads.into_iter().map(|(id, get)| async move {
             match self.get_value(get).await {
                 Ok(response) => pb::OpResult { id, result: Some(pb::op_result::Result::Get(response)) },
                 Err(status) => op_failed(id, status),
@@ -546,7 +563,9 @@ impl KvService {
         }));
         let (payloads, writes): (Vec<Bytes>, Vec<_>) =
             packed.into_iter().map(|(batch, ids)| (batch.finish(), ids)).unzip();
-        let (answers, read_results) = tokio::join!(self.ring.replicate_many(payloads), read_results);
+        let (answers, fast_results, read_results) =
+            tokio::join!(self.ring.replicate_many(payloads), fast_results, self.read_batch(reads, read_ids));
+        results.extend(fast_results);
         for (ids, answer) in writes.into_iter().zip(answers) {
             match self.batch_answer(ids.len(), answer) {
                 Ok(responses) => {
@@ -592,40 +611,84 @@ impl KvService {
         }
     }
 
-    async fn get_value(&self, request: pb::GetRequest) -> Result<pb::GetResponse, Status> {
-        command::check_key(&request.key).map_err(|error| Status::invalid_argument(error.to_string()))?;
-        let fast = request.fast.then_some(Slot(request.min_slot));
-        match self.read(Read::Get { key: request.key }, fast).await? {
-            ReadOutcome::Value(Some(value)) => Ok(pb::GetResponse { found: true, value }),
-            ReadOutcome::Value(None) => Ok(pb::GetResponse { found: false, value: Bytes::new() }),
-            other => Err(Status::internal(format!("unexpected answer to a get: {other:?}"))),
+    /// Serves a stream message's linearizable gets with one ring read; every get gets a
+    /// result.
+    async fn read_batch(&self, reads: ReadBatch, ids: Vec<u64>) -> Vec<pb::OpResult> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let outcomes = self.ring_read(reads.finish(), None).await.and_then(|answer| {
+            let outcomes = ReadOutcome::decode_batch(&answer)
+                .map_err(|error| Status::internal(format!("undecodable state machine answer: {error}")))?;
+            match outcomes.as_slice() {
+                _ if outcomes.len() == ids.len() => Ok(outcomes),
+                [ReadOutcome::Malformed { reason }] => {
+                    Err(Status::internal(format!("the state machine refused a read batch: {reason}")))
+                }
+                _ => Err(Status::internal(format!(
+                    "the state machine answered {} reads of a batch of {}",
+                    outcomes.len(),
+                    ids.len()
+                ))),
+            }
+        });
+        match outcomes {
+            Ok(outcomes) => ids
+                .into_iter()
+                .zip(outcomes)
+                .map(|(id, outcome)| match get_response(outcome) {
+                    Ok(response) => pb::OpResult { id, result: Some(pb::op_result::Result::Get(response)) },
+                    Err(status) => op_failed(id, status),
+                })
+                .collect(),
+            Err(status) => ids.into_iter().map(|id| op_failed(id, status.clone())).collect(),
         }
     }
 
+    async fn get_value(&self, request: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+        command::check_key(&request.key).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let fast = request.fast.then_some(Slot(request.min_slot));
+        get_response(self.read(Read::Get { key: request.key }, fast).await?)
+    }
+
     async fn read(&self, read: Read, fast: Option<Slot>) -> Result<ReadOutcome, Status> {
-        let answer = match fast {
-            None => self.ring.read(read.encode()).await.map_err(|error| match error {
+        let answer = self.ring_read(read.encode(), fast).await?;
+        match ReadOutcome::decode(&answer) {
+            Ok(ReadOutcome::Malformed { reason }) => Err(Status::invalid_argument(reason)),
+            Ok(outcome) => Ok(outcome),
+            Err(error) => Err(Status::internal(format!("undecodable state machine answer: {error}"))),
+        }
+    }
+
+    /// Reads through the ring: linearizable, or fast from this replica once it applied
+    /// `fast`'s slot.
+    async fn ring_read(&self, request: Bytes, fast: Option<Slot>) -> Result<Bytes, Status> {
+        match fast {
+            None => self.ring.read(request).await.map_err(|error| match error {
                 ReadError::NotPrimary { hint, reason } => {
                     self.not_primary(hint, &format!("read refused ({reason})"))
                 }
                 ReadError::Busy { .. } => Status::resource_exhausted(error.to_string()),
                 ReadError::Timeout { .. } => Status::deadline_exceeded(error.to_string()),
                 ReadError::Shutdown { .. } => Status::unavailable(error.to_string()),
-            })?,
-            Some(min_slot) => {
-                self.ring.read_fast(read.encode(), min_slot).await.map_err(|error| match error {
-                    FastReadError::NotApplied { .. } | FastReadError::Shutdown { .. } => {
-                        Status::unavailable(error.to_string())
-                    }
-                    FastReadError::Busy { .. } => Status::resource_exhausted(error.to_string()),
-                })?
-            }
-        };
-        match ReadOutcome::decode(&answer) {
-            Ok(ReadOutcome::Malformed { reason }) => Err(Status::invalid_argument(reason)),
-            Ok(outcome) => Ok(outcome),
-            Err(error) => Err(Status::internal(format!("undecodable state machine answer: {error}"))),
+            }),
+            Some(min_slot) => self.ring.read_fast(request, min_slot).await.map_err(|error| match error {
+                FastReadError::NotApplied { .. } | FastReadError::Shutdown { .. } => {
+                    Status::unavailable(error.to_string())
+                }
+                FastReadError::Busy { .. } => Status::resource_exhausted(error.to_string()),
+            }),
         }
+    }
+}
+
+/// The answer to a get, or the status for an answer that is an error.
+fn get_response(outcome: ReadOutcome) -> Result<pb::GetResponse, Status> {
+    match outcome {
+        ReadOutcome::Value(Some(value)) => Ok(pb::GetResponse { found: true, value }),
+        ReadOutcome::Value(None) => Ok(pb::GetResponse { found: false, value: Bytes::new() }),
+        ReadOutcome::Malformed { reason } => Err(Status::invalid_argument(reason)),
+        other => Err(Status::internal(format!("unexpected answer to a get: {other:?}"))),
     }
 }
 

@@ -314,6 +314,34 @@ async fn a_stream_batch_is_answered_op_by_op_and_secondaries_name_the_primary() 
         (other, _) => panic!("retried put: {other:?}"),
     }
 
+    // Several gets in one message are served by one ring read, each with its own answer;
+    // a get with an empty key fails alone; a fast get (served on its own) sees the writes.
+    let fast = pb::GetRequest { key: "s2".into(), fast: true, min_slot: slots[slots.len() - 1] };
+    let ops = vec![
+        get_op(1, "s1"),
+        get_op(2, "missing"),
+        get_op(3, ""),
+        get_op(4, "s99"),
+        pb::Op { id: 5, op: Some(pb::op::Op::Get(fast)) },
+    ];
+    let results = stream_batch(&at_primary, ops).await;
+    assert_eq!(results.len(), 5);
+    for (id, found) in [(1, true), (2, false), (4, true), (5, true)] {
+        match &results[&id] {
+            pb::op_result::Result::Get(get) => {
+                assert_eq!(get.found, found, "get {id}");
+                assert_eq!(get.value, if found { "v" } else { "" }, "get {id}");
+            }
+            other => panic!("get {id}: {other:?}"),
+        }
+    }
+    match &results[&3] {
+        pb::op_result::Result::Error(error) => {
+            assert_eq!(error.code, tonic::Code::InvalidArgument as u32, "{error:?}")
+        }
+        other => panic!("get with an empty key: {other:?}"),
+    }
+
     // A secondary refuses every operation and names the primary.
     let secondary = *cluster.servers.keys().find(|&&n| n != primary).unwrap();
     let at_secondary = cluster.servers[&secondary].client_addr().to_string();
