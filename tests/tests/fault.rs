@@ -28,6 +28,34 @@ fn a_short_fault_run_on_loopback_is_linearizable_and_loses_nothing() {
         clients: 4,
         keys: 5,
         fast_reads: false,
+        stream: false,
+        interrupted: Arc::new(AtomicBool::new(false)),
+    };
+    let report = fault::run(&options).expect("the run is set up");
+    assert!(report.passed(), "problems: {:#?}\n{report}", report.problems);
+    assert!(report.ok > 100 && report.acknowledged_writes > 50, "{report}");
+    assert_eq!((report.violations, report.lost_writes), (0, 0));
+    assert!(report.faults.values().sum::<u64>() >= 2, "faults were injected: {report}");
+}
+
+#[test]
+fn a_short_fault_run_over_the_batched_stream_is_linearizable_and_loses_nothing() {
+    // The clients share one `Stream` call: concurrent writes reach the ring in write
+    // batches, gets in read batches.
+    let failures = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        server: PathBuf::from(SERVER),
+        seed: 13,
+        duration: Duration::from_secs(12),
+        nemeses: vec![Nemesis::KillPrimary, Nemesis::PartitionMajority, Nemesis::TornTail],
+        mode: Mode::Loopback,
+        round_robin: true,
+        history_dir: None,
+        failure_dir: failures.path().to_path_buf(),
+        clients: 6,
+        keys: 5,
+        fast_reads: false,
+        stream: true,
         interrupted: Arc::new(AtomicBool::new(false)),
     };
     let report = fault::run(&options).expect("the run is set up");
@@ -53,6 +81,7 @@ fn fast_reads_from_lagging_replicas_are_reported_as_violations() {
         clients: 4,
         keys: 3,
         fast_reads: true,
+        stream: false,
         interrupted: Arc::new(AtomicBool::new(false)),
     };
     let report = fault::run(&options).expect("the run is set up");

@@ -55,6 +55,10 @@ struct Args {
     /// checking works (a run with partitions or pauses must then fail)
     #[arg(long)]
     fast_reads: bool,
+    /// Clients share one batched `Stream` call (the benchmark's path: write and read
+    /// batches) instead of one unary call each
+    #[arg(long)]
+    stream: bool,
 }
 
 /// Parses `90s`, `10m`, `1m30s`, `1h`, or plain seconds.
@@ -178,7 +182,12 @@ fn main() -> ExitCode {
             names.join(","),
             mode.name(),
             if args.quick { " --quick" } else { "" },
-            if args.fast_reads { " -- --fast-reads" } else { "" }
+            match (args.fast_reads, args.stream) {
+                (false, false) => "",
+                (true, false) => " -- --fast-reads",
+                (false, true) => " -- --stream",
+                (true, true) => " -- --fast-reads --stream",
+            }
         );
         eprintln!(
             "rsl-fault: run {}/{} seed={seed} network={} duration={} nemeses={}",
@@ -200,6 +209,7 @@ fn main() -> ExitCode {
             clients: args.clients,
             keys: args.keys,
             fast_reads: args.fast_reads,
+            stream: args.stream,
             interrupted: interrupted.clone(),
         };
         let report = match fault::run(&options) {

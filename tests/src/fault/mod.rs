@@ -10,6 +10,7 @@
 pub mod history;
 pub mod net;
 pub mod proxy;
+pub mod stream;
 pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -157,6 +158,8 @@ pub struct RunOptions {
     /// Clients read with fast reads from any replica, which are not linearizable: the run
     /// must then find a violation (a check of the checking).
     pub fast_reads: bool,
+    /// Clients share one batched `Stream` call instead of unary calls.
+    pub stream: bool,
     /// Set on Ctrl-C: the run stops injecting faults, cleans up and fails.
     pub interrupted: Arc<AtomicBool>,
 }
@@ -387,6 +390,7 @@ impl Runner {
                 operation_timeout: Duration::from_millis(2000),
                 think_ms_max: 10,
                 fast_reads: self.options.fast_reads,
+                stream: self.options.stream,
             },
             self.options.seed,
         );

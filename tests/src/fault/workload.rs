@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use crate::fault::history::{Function, History, Outcome};
+use crate::fault::stream::{OpFailed, OpResult, StreamMux};
+use rsl_kv::proto as pb;
 
 /// How the clients behave.
 #[derive(Clone, Debug)]
@@ -35,6 +37,9 @@ pub struct WorkloadOptions {
     /// linearizable reads: not linearizable, so the checker must object when a replica
     /// lags. A check that the whole chain can fail.
     pub fast_reads: bool,
+    /// Send every session's operations over one shared `Stream` call (see
+    /// [`crate::fault::stream`]) instead of one unary call each, with retries.
+    pub stream: bool,
 }
 
 /// Running clients; [`Workload::stop`] ends them.
@@ -49,6 +54,7 @@ impl Workload {
     pub fn start(servers: Vec<String>, history: History, options: WorkloadOptions, seed: u64) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let next_value = Arc::new(AtomicI64::new(1));
+        let mux = options.stream.then(|| StreamMux::start(servers.clone()));
         let tasks = (0..options.clients)
             .map(|index| {
                 let session = Session {
@@ -59,6 +65,7 @@ impl Workload {
                     next_value: next_value.clone(),
                     stop: stop.clone(),
                     rng: SplitMix64::new(seed ^ 0xC11E_0000 ^ (index << 48)),
+                    mux: mux.clone(),
                 };
                 tokio::spawn(session.run())
             })
@@ -95,6 +102,7 @@ struct Session {
     next_value: Arc<AtomicI64>,
     stop: Arc<AtomicBool>,
     rng: SplitMix64,
+    mux: Option<StreamMux>,
 }
 
 impl Session {
@@ -103,7 +111,14 @@ impl Session {
             .expect("the cluster's addresses are valid")
     }
 
-    async fn run(mut self) {
+    async fn run(self) {
+        match self.mux.clone() {
+            Some(mux) => self.run_stream(mux).await,
+            None => self.run_unary().await,
+        }
+    }
+
+    async fn run_unary(mut self) {
         let mut process = self.index;
         let mut client = self.client();
         // What this session last learned each key holds: cas mostly expects it.
@@ -169,6 +184,104 @@ impl Session {
             }
             let think = self.rng.below(self.options.think_ms_max + 1);
             tokio::time::sleep(Duration::from_millis(think)).await;
+        }
+    }
+
+    /// The same mix of operations over the shared stream. Each process writes as its own
+    /// session (a random client id, sequences from 1); nothing is retried.
+    async fn run_stream(mut self, mux: StreamMux) {
+        let timeout = self.options.operation_timeout;
+        let mut process = self.index;
+        let mut session = self.rng.next_u64() | 1;
+        let mut sequence = 0u64;
+        let mut known: HashMap<String, Option<i64>> = HashMap::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let key = format!("k{}", self.rng.below(self.options.keys));
+            let roll = self.rng.below(100);
+            let unknown = if roll < 40 {
+                let value = self.next_value.fetch_add(1, Ordering::Relaxed);
+                sequence += 1;
+                let pending = self.history.invoke(process, Function::Put, &key, value, json!(value));
+                let put = pb::PutRequest {
+                    id: Some(pb::WriteId { client: session, sequence }),
+                    key: key.clone(),
+                    value: value.to_string().into(),
+                };
+                match mux.call(pb::op::Op::Put(put), timeout).await {
+                    Ok(pb::op_result::Result::Put(_)) => {
+                        self.history.complete(pending, Outcome::Ok, json!(value), None);
+                        known.insert(key, Some(value));
+                        false
+                    }
+                    other => self.stream_write_failed(pending, other),
+                }
+            } else if roll < 75 {
+                let pending = self.history.invoke(process, Function::Get, &key, 0, Value::Null);
+                let get = pb::GetRequest { key: key.clone(), fast: self.options.fast_reads, min_slot: 0 };
+                match mux.call(pb::op::Op::Get(get), timeout).await {
+                    Ok(pb::op_result::Result::Get(get)) => {
+                        let read = get.found.then(|| parse_value(&key, &get.value));
+                        self.history.complete(pending, Outcome::Ok, json!(read), read);
+                        known.insert(key, read);
+                    }
+                    _ => self.history.complete(pending, Outcome::Fail, Value::Null, None),
+                }
+                false
+            } else {
+                let expected = match known.get(&key) {
+                    Some(&value) if self.rng.below(100) < 85 => value,
+                    _ => None,
+                };
+                let value = self.next_value.fetch_add(1, Ordering::Relaxed);
+                sequence += 1;
+                let pair = json!([expected, value]);
+                let pending = self.history.invoke(process, Function::Cas, &key, value, pair.clone());
+                let cas = pb::CasRequest {
+                    id: Some(pb::WriteId { client: session, sequence }),
+                    key: key.clone(),
+                    expected_present: expected.is_some(),
+                    expected: expected.map(|e| e.to_string().into()).unwrap_or_default(),
+                    value: value.to_string().into(),
+                };
+                match mux.call(pb::op::Op::Cas(cas), timeout).await {
+                    Ok(pb::op_result::Result::Cas(result)) if result.swapped => {
+                        self.history.complete(pending, Outcome::Ok, pair, Some(1));
+                        known.insert(key, Some(value));
+                        false
+                    }
+                    Ok(pb::op_result::Result::Cas(result)) => {
+                        self.history.complete(pending, Outcome::Ok, json!(false), Some(0));
+                        let current = result.present.then(|| parse_value(&key, &result.current));
+                        known.insert(key, current);
+                        false
+                    }
+                    other => self.stream_write_failed(pending, other),
+                }
+            };
+            if unknown {
+                process += self.options.clients;
+                session = self.rng.next_u64() | 1;
+                sequence = 0;
+                known.clear();
+            }
+            let think = self.rng.below(self.options.think_ms_max + 1);
+            tokio::time::sleep(Duration::from_millis(think)).await;
+        }
+    }
+
+    /// Records a write over the stream that did not succeed; returns whether its outcome
+    /// is unknown.
+    fn stream_write_failed(&self, pending: crate::fault::history::Pending, result: OpResult) -> bool {
+        match result {
+            Err(OpFailed { no_effect: true, .. }) => {
+                self.history.complete(pending, Outcome::Fail, Value::Null, None);
+                false
+            }
+            Ok(other) => panic!("a write was answered as another operation: {other:?}"),
+            Err(_) => {
+                self.history.complete(pending, Outcome::Info, Value::Null, None);
+                true
+            }
         }
     }
 
