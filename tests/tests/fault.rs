@@ -13,78 +13,62 @@ use rsl_tests::fault::{self, Nemesis, RunOptions};
 /// The server under test: rsl-kv-server, built as this package's binary.
 const SERVER: &str = env!("CARGO_BIN_EXE_rsl-tests-kv-server");
 
-#[test]
-fn a_short_fault_run_on_loopback_is_linearizable_and_loses_nothing() {
+/// A short loopback run: `clients` sessions on `keys` keys, the faults in turn. Returns
+/// the report and the directory a failing run saves into.
+fn loopback_run(
+    seed: u64,
+    seconds: u64,
+    nemeses: Vec<Nemesis>,
+    (clients, keys): (u64, u64),
+    fast_reads: bool,
+    stream: bool,
+) -> (fault::Report, tempfile::TempDir) {
     let failures = tempfile::tempdir().unwrap();
     let options = RunOptions {
         server: PathBuf::from(SERVER),
-        seed: 11,
-        duration: Duration::from_secs(12),
-        nemeses: vec![Nemesis::KillPrimary, Nemesis::PartitionMajority, Nemesis::TornTail, Nemesis::Corrupt],
+        seed,
+        duration: Duration::from_secs(seconds),
+        nemeses,
         mode: Mode::Loopback,
         round_robin: true,
         history_dir: None,
         failure_dir: failures.path().to_path_buf(),
-        clients: 4,
-        keys: 5,
-        fast_reads: false,
-        stream: false,
+        clients,
+        keys,
+        fast_reads,
+        stream,
         interrupted: Arc::new(AtomicBool::new(false)),
     };
-    let report = fault::run(&options).expect("the run is set up");
+    (fault::run(&options).expect("the run is set up"), failures)
+}
+
+/// What a run without fast reads must show: linearizable, nothing lost, faults injected.
+fn assert_passed(report: &fault::Report) {
     assert!(report.passed(), "problems: {:#?}\n{report}", report.problems);
     assert!(report.ok > 100 && report.acknowledged_writes > 50, "{report}");
     assert_eq!((report.violations, report.lost_writes), (0, 0));
     assert!(report.faults.values().sum::<u64>() >= 2, "faults were injected: {report}");
+}
+
+#[test]
+fn a_short_fault_run_on_loopback_is_linearizable_and_loses_nothing() {
+    let nemeses = vec![Nemesis::KillPrimary, Nemesis::PartitionMajority, Nemesis::TornTail, Nemesis::Corrupt];
+    assert_passed(&loopback_run(11, 12, nemeses, (4, 5), false, false).0);
 }
 
 #[test]
 fn a_short_fault_run_over_the_batched_stream_is_linearizable_and_loses_nothing() {
     // The clients share one `Stream` call: concurrent writes reach the ring in write
     // batches, gets in read batches.
-    let failures = tempfile::tempdir().unwrap();
-    let options = RunOptions {
-        server: PathBuf::from(SERVER),
-        seed: 13,
-        duration: Duration::from_secs(12),
-        nemeses: vec![Nemesis::KillPrimary, Nemesis::PartitionMajority, Nemesis::TornTail],
-        mode: Mode::Loopback,
-        round_robin: true,
-        history_dir: None,
-        failure_dir: failures.path().to_path_buf(),
-        clients: 6,
-        keys: 5,
-        fast_reads: false,
-        stream: true,
-        interrupted: Arc::new(AtomicBool::new(false)),
-    };
-    let report = fault::run(&options).expect("the run is set up");
-    assert!(report.passed(), "problems: {:#?}\n{report}", report.problems);
-    assert!(report.ok > 100 && report.acknowledged_writes > 50, "{report}");
-    assert_eq!((report.violations, report.lost_writes), (0, 0));
-    assert!(report.faults.values().sum::<u64>() >= 2, "faults were injected: {report}");
+    let nemeses = vec![Nemesis::KillPrimary, Nemesis::PartitionMajority, Nemesis::TornTail];
+    assert_passed(&loopback_run(13, 12, nemeses, (6, 5), false, true).0);
 }
 
 #[test]
 fn fast_reads_from_lagging_replicas_are_reported_as_violations() {
     // Fast reads (any replica, no minimum slot) are not linearizable: the history must say so.
-    let failures = tempfile::tempdir().unwrap();
-    let options = RunOptions {
-        server: PathBuf::from(SERVER),
-        seed: 12,
-        duration: Duration::from_secs(10),
-        nemeses: vec![Nemesis::Pause, Nemesis::PartitionMajority],
-        mode: Mode::Loopback,
-        round_robin: true,
-        history_dir: None,
-        failure_dir: failures.path().to_path_buf(),
-        clients: 4,
-        keys: 3,
-        fast_reads: true,
-        stream: false,
-        interrupted: Arc::new(AtomicBool::new(false)),
-    };
-    let report = fault::run(&options).expect("the run is set up");
+    let (report, _failures) =
+        loopback_run(12, 10, vec![Nemesis::Pause, Nemesis::PartitionMajority], (4, 3), true, false);
     assert_eq!(report.violations, 1, "{report}");
     assert!(report.problems.iter().any(|p| p.contains("not linearizable")), "{:#?}", report.problems);
     let saved = report.saved.expect("a failing run saves its history");
