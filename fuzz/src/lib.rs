@@ -13,7 +13,8 @@ use bytes::Bytes;
 use rsl_core::{Ballot, DurableState, NodeId, PersistRequest, Proposal, Request, RequestId, Slot, Value};
 use rsl_log::codec::Record;
 use rsl_log::journal::segment_name;
-use rsl_log::sim::{SimDisk, SimPmem, SimRng};
+use rsl_core::SplitMix64;
+use rsl_log::sim::{SimDisk, SimPmem};
 use rsl_log::{
     CheckpointOptions, CheckpointStore, FileJournal, JournalOptions, LogStore, PmemLog, RecoveryPolicy,
 };
@@ -32,7 +33,7 @@ fn check_state(state: &DurableState, log_start: Slot) {
     assert!(state.proposals.iter().all(|p| p.slot >= log_start), "nothing below the floor");
 }
 
-fn workload(rng: &mut SimRng, log: &mut dyn LogStore, ops: u64) {
+fn workload(rng: &mut SplitMix64, log: &mut dyn LogStore, ops: u64) {
     let mut ticket = 0;
     for _ in 0..ops {
         match rng.below(10) {
@@ -142,7 +143,7 @@ pub fn journal_recovery(data: &[u8]) {
             else {
                 return;
             };
-            let mut rng = SimRng::new(u64::from(rest[0]) | u64::from(rest[1]) << 8);
+            let mut rng = SplitMix64::new(u64::from(rest[0]) | u64::from(rest[1]) << 8);
             workload(&mut rng, &mut log, 40);
         }
         let mut names = disk.names();
@@ -195,7 +196,7 @@ pub fn pmem_recovery(data: &[u8]) {
             let Ok((mut log, _, _)) = PmemLog::recover(Box::new(pmem.clone()), RecoveryPolicy::Strict) else {
                 return;
             };
-            let mut rng = SimRng::new(u64::from(rest[0]) | u64::from(rest[1]) << 8);
+            let mut rng = SplitMix64::new(u64::from(rest[0]) | u64::from(rest[1]) << 8);
             workload(&mut rng, &mut log, 40);
         }
         let mut image = pmem.image();

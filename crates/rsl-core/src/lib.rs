@@ -51,6 +51,7 @@ mod config;
 mod message;
 pub mod quorum;
 mod replica;
+mod rng;
 mod time;
 mod types;
 
@@ -64,7 +65,8 @@ pub use config::{
 };
 pub use message::{Message, MessageBody, RejectReason};
 pub use replica::{DurableState, Mutation, Replica, Timer};
-pub use time::{SplitMix64, Time};
+pub use rng::{mix64, SplitMix64};
+pub use time::Time;
 pub use types::{
     Ballot, Configuration, NodeId, Proposal, Request, RequestId, RingId, Slot, Value,
     CONFIGURATION_NUMBER_MAX, CONFIGURATION_ROUND_BITS, REQUEST_OVERHEAD_BYTES,

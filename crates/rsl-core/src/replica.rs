@@ -9,7 +9,8 @@ use crate::action::{
 use crate::config::{Config, ConfigError};
 use crate::message::{Message, MessageBody, RejectReason};
 use crate::quorum;
-use crate::time::{SplitMix64, Time};
+use crate::rng::SplitMix64;
+use crate::time::Time;
 use crate::types::{Ballot, Configuration, NodeId, Proposal, Request, Slot, Value, CONFIGURATION_NUMBER_MAX};
 
 /// What the log store recovered after a restart (all of it durable).

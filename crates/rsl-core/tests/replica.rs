@@ -3,7 +3,8 @@
 
 mod harness;
 
-use harness::{payloads, request, Cluster, Rng};
+use harness::{payloads, request, Cluster};
+use rsl_core::SplitMix64;
 use rsl_core::{
     Action, Ballot, MessageBody, NodeId, ProposeError, ReadError, RelinquishError, Replica, Role, Slot, Time,
     Value,
@@ -783,7 +784,7 @@ fn a_restarted_primary_loses_primacy_and_nothing_chosen_is_lost() {
 /// primary. Then heals (FIFO, immediate persists) and lets time pass
 /// until the ring converges. Returns every node's applied values.
 fn random_schedule(seed: u64, lossy: bool) -> Vec<Vec<(Slot, Value)>> {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut cluster = Cluster::new(3, move |c| {
         c.pipeline_depth = 4;
         c.promise_slots_max = 8;

@@ -148,7 +148,7 @@ impl Client {
             channels: HashMap::new(),
             primary: None,
             next: 0,
-            client_id: crate::random_u64() | 1,
+            client_id: rsl::runtime::entropy() | 1,
             sequence: 0,
             last_slot: 0,
             options,

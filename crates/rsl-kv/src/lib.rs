@@ -82,18 +82,3 @@ pub use server::{Listeners, Server, ServerError};
 pub const PRIMARY_NODE_METADATA: &str = "rsl-kv-primary-node";
 /// gRPC metadata key of a `NotPrimary` refusal: the primary's client address.
 pub const PRIMARY_ADDRESS_METADATA: &str = "rsl-kv-primary-address";
-
-/// 64 bits that differ between processes and calls (client ids, load keys; not
-/// cryptographic).
-pub(crate) fn random_u64() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let mut z = nanos
-        ^ u64::from(std::process::id()).rotate_left(32)
-        ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
+use rsl::core::SplitMix64;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -433,9 +434,9 @@ struct Failover {
 
 impl Session {
     fn new(index: u32, options: &LoadOptions, window: Window, counters: Arc<LoadCounters>) -> Session {
-        let mut random = SplitMix64(crate::random_u64() ^ u64::from(index));
+        let mut random = SplitMix64::new(rsl::runtime::entropy() ^ u64::from(index));
         let lanes: Vec<Lane> = (0..options.in_flight)
-            .map(|_| Lane { session: random.next() | 1, sequence: 0, busy: None, op: None })
+            .map(|_| Lane { session: random.next_u64() | 1, sequence: 0, busy: None, op: None })
             .collect();
         let free = (0..lanes.len()).rev().collect();
         let next_due = options.rate_ops_per_s.map(|rate| {
@@ -501,14 +502,14 @@ impl Session {
     }
 
     fn start(&mut self, lane: usize, due: Instant) -> Op {
-        let key = format!("key-{}", self.random.next() % self.keys);
-        let read = self.random.next() % 100 < u64::from(self.read_percent);
+        let key = format!("key-{}", self.random.below(self.keys));
+        let read = self.random.below(100) < u64::from(self.read_percent);
         let value = if read {
             Bytes::new()
         } else {
             let mut value = vec![0u8; self.value_bytes];
             for chunk in value.chunks_mut(8) {
-                let word = self.random.next().to_le_bytes();
+                let word = self.random.next_u64().to_le_bytes();
                 chunk.copy_from_slice(&word[..chunk.len()]);
             }
             Bytes::from(value)
@@ -860,19 +861,6 @@ async fn unary_call(
             let request = pb::GetRequest { key: op.key, fast: false, min_slot: 0 };
             rsl.get(request).await.map(drop).map_err(status)
         }
-    }
-}
-
-/// A small, fast generator for keys and values (not cryptographic).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 

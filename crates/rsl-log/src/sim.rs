@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use rsl_core::SplitMix64;
 
 use crate::pmem::PersistentMemory;
 use crate::vfs::{Directory, DirectoryLock, StorageFile};
@@ -29,31 +30,6 @@ use crate::vfs::{Directory, DirectoryLock, StorageFile};
 pub const SECTOR_BYTES: u64 = 512;
 /// The unit of persistence of simulated persistent memory.
 pub const CHUNK_BYTES: u64 = 8;
-
-/// A small deterministic generator (SplitMix64) for sampling crash states.
-#[derive(Clone, Debug)]
-pub struct SimRng(u64);
-
-impl SimRng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> SimRng {
-        SimRng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound` (`bound > 0`).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound
-    }
-}
 
 type DiskHook = Box<dyn FnMut(&SimDisk) + Send>;
 
@@ -274,7 +250,7 @@ impl SimDisk {
                 }
             }
         } else {
-            let mut rng = SimRng::new(seed);
+            let mut rng = SplitMix64::new(seed);
             picks.push((0, vec![0; choices.len()]));
             picks.push((name_choices - 1, choices.iter().map(|c| prefix_all(c)).collect()));
             while picks.len() < max {
@@ -632,7 +608,7 @@ impl SimPmem {
         if chunks.len() < 63 && (1u64 << chunks.len()) <= max as u64 {
             return (0..1u64 << chunks.len()).map(|mask| build(&|i| mask >> i & 1 == 1)).collect();
         }
-        let mut rng = SimRng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let mut images = vec![build(&|_| false), build(&|_| true)];
         while images.len() < max {
             // Vary the density: some states keep few chunks, some most.

@@ -19,8 +19,9 @@ use std::sync::Arc;
 
 use common::*;
 use parking_lot::Mutex;
+use rsl_core::SplitMix64;
 use rsl_core::{DurableState, PersistRequest, Slot};
-use rsl_log::sim::{SimDisk, SimPmem, SimRng};
+use rsl_log::sim::{SimDisk, SimPmem};
 use rsl_log::{FileJournal, JournalOptions, LogError, LogStore, PmemLog, RecoveryPolicy};
 
 struct Knobs {
@@ -40,7 +41,7 @@ fn knobs() -> Knobs {
 }
 
 /// A request over a sliding window of slots, so that truncation and reclaiming matter.
-fn windowed_request(rng: &mut SimRng, ticket: u64, base: u64, payload_max: u64) -> PersistRequest {
+fn windowed_request(rng: &mut SplitMix64, ticket: u64, base: u64, payload_max: u64) -> PersistRequest {
     let mut request = random_request(rng, ticket, 12, payload_max);
     for proposal in &mut request.proposals {
         proposal.slot = Slot(base + proposal.slot.0);
@@ -107,7 +108,7 @@ fn open_journal(disk: &SimDisk) -> (FileJournal, DurableState) {
 }
 
 fn journal_workload(seed: u64, knobs: &Knobs) -> u64 {
-    let mut rng = SimRng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let model = Arc::new(Mutex::new(Model::default()));
     let checked = Arc::new(AtomicU64::new(0));
     let mut disk = SimDisk::new();
@@ -258,7 +259,7 @@ fn open_pmem(pmem: &SimPmem) -> (PmemLog, DurableState) {
 }
 
 fn pmem_workload(seed: u64, knobs: &Knobs) -> u64 {
-    let mut rng = SimRng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let model = Arc::new(Mutex::new(Model::default()));
     let checked = Arc::new(AtomicU64::new(0));
     let mut pmem = SimPmem::new(PMEM_REGION_BYTES);

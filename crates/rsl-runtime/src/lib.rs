@@ -139,3 +139,18 @@ pub use transfer::{
     CheckpointFetcher, CheckpointRequest, CheckpointServer, CheckpointStream, LocalCheckpointNetwork,
     NoCheckpointTransfer,
 };
+
+/// 64 bits that differ between processes and between calls: the one entropy source of the
+/// runtime and the services built on it (replica seeds, client ids, load keys). A clock
+/// reading, the process id and a counter, mixed; not cryptographic.
+pub fn entropy() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    rsl_core::mix64(
+        nanos
+            ^ u64::from(std::process::id()).rotate_left(32)
+            ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    )
+}

@@ -269,7 +269,7 @@ impl Runtime {
         };
 
         // Election delays differ across restarts as well as across replicas.
-        config.seed ^= entropy();
+        config.seed ^= crate::entropy();
         let members = config.members.clone();
         // The veto is polled about once per heartbeat: it takes effect well inside an
         // election delay.
@@ -299,7 +299,7 @@ impl Runtime {
         let counters = Arc::new(RingCounters::default());
         let latencies = Arc::new(RingLatencies::default());
         let applied_shared = Arc::new(AtomicU64::new(applied.0));
-        let local_client = entropy() | 1;
+        let local_client = crate::entropy() | 1;
 
         let (jobs_sender, jobs) = crossbeam_channel::unbounded();
         let (events_sender, events) = mpsc::unbounded_channel();
@@ -513,17 +513,4 @@ fn open_storage(
         None => (Slot::ZERO, None),
     };
     Ok(Loaded { opened, state_machine, checkpoint: slot, configuration, skipped_checkpoints: skipped })
-}
-
-/// 64 bits that differ between processes and calls (not cryptographic).
-fn entropy() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let mut z = nanos
-        ^ u64::from(std::process::id()).rotate_left(32)
-        ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

@@ -71,7 +71,6 @@ mod grpc;
 mod membership;
 mod memory;
 mod queue;
-mod rng;
 mod stats;
 mod transport;
 

@@ -5,10 +5,10 @@
 use crate::codec::{encoded_len, framed_len, FRAME_OVERHEAD_BYTES};
 use crate::gate::Gate;
 use crate::membership::Membership;
-use crate::rng::SplitMix64;
 use crate::stats::TransportStats;
 use crate::transport::{AddressError, Inbound, PeerAddress, SendError, Transport};
 use parking_lot::{Mutex, RwLock};
+use rsl_core::SplitMix64;
 use rsl_core::{Message, NodeId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use rsl_core::SplitMix64;
 use rsl_core::{
     Ballot, Configuration, DurableState, NodeId, PersistRequest, Proposal, Request, RequestId, Slot, Value,
 };
-use rsl_log::sim::{SimDisk, SimPmem, SimRng};
+use rsl_log::sim::{SimDisk, SimPmem};
 use rsl_log::{
     FileJournal, JournalOptions, LogStore, MemoryDisk, MemoryLog, PmemLog, PmemOptions, RecoveryPolicy,
     RecoveryReport,
@@ -213,7 +214,7 @@ impl Model {
 }
 
 /// A random persist request over slots `1..=slot_max`.
-pub fn random_request(rng: &mut SimRng, ticket: u64, slot_max: u64, payload_max: u64) -> PersistRequest {
+pub fn random_request(rng: &mut SplitMix64, ticket: u64, slot_max: u64, payload_max: u64) -> PersistRequest {
     let promise = (rng.below(4) == 0).then(|| ballot(1 + rng.below(20), 1 + rng.below(3)));
     let chosen = (rng.below(4) == 0).then(|| Slot(rng.below(slot_max + 1)));
     let count = rng.below(4);
