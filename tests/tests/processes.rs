@@ -238,7 +238,7 @@ async fn a_strangers_messages_are_rejected_and_counted() {
         let body = if i % 2 == 0 {
             MessageBody::Prepare { ballot, first_unchosen: Slot(1), transfer_from: None }
         } else {
-            MessageBody::Heartbeat { ballot, chosen: Slot(slot + 1000), sent_at: i }
+            MessageBody::Heartbeat { ballot, chosen: Slot(slot + 1000), sent_at: rsl_core::Time(i) }
         };
         let message =
             Message { ring: RingId(1), from: NodeId(9), to: NodeId(target), configuration: 1, body };

@@ -1,5 +1,6 @@
 //! Replica configuration: every queue, batch and window has a named maximum here.
 
+use crate::time::Micros;
 use crate::types::{NodeId, RingId};
 
 /// The hard ceiling on `pipeline_depth`: the number of unchosen slots a primary keeps in
@@ -202,10 +203,26 @@ impl Config {
         Ok(())
     }
 
-    /// The read lease length in microseconds: the election delay shortened by the drift.
-    pub fn lease_us(&self) -> u64 {
-        let window = self.election_delay_min_ms * 1000;
-        window - window * self.clock_drift_max_ppm / 1_000_000
+    /// How often the primary heartbeats.
+    pub fn heartbeat_interval(&self) -> Micros {
+        Micros::from_ms(self.heartbeat_interval_ms)
+    }
+
+    /// The lower bound of the election delay: also the window in which a replica that heard
+    /// a live primary refuses to elect another, and in which a primary must hear a quorum.
+    pub fn election_delay_min(&self) -> Micros {
+        Micros::from_ms(self.election_delay_min_ms)
+    }
+
+    /// How long a partial batch may wait for more requests.
+    pub fn batch_linger(&self) -> Micros {
+        Micros(self.batch_linger_us)
+    }
+
+    /// The read lease length: the election delay shortened by the drift.
+    pub fn lease(&self) -> Micros {
+        let window = self.election_delay_min().0;
+        Micros(window - window * self.clock_drift_max_ppm / 1_000_000)
     }
 }
 
@@ -275,7 +292,7 @@ mod tests {
     #[test]
     fn lease_is_shorter_than_the_election_delay() {
         let config = base();
-        assert!(config.lease_us() < config.election_delay_min_ms * 1000);
-        assert_eq!(config.lease_us(), 495_000);
+        assert!(config.lease() < config.election_delay_min());
+        assert_eq!(config.lease(), Micros(495_000));
     }
 }

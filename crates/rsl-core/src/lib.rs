@@ -66,7 +66,7 @@ pub use config::{
 pub use message::{Message, MessageBody, RejectReason};
 pub use replica::{DurableState, Mutation, Replica, Timer};
 pub use rng::{mix64, SplitMix64};
-pub use time::Time;
+pub use time::{Micros, Time};
 pub use types::{
     Ballot, Configuration, NodeId, Proposal, Request, RequestId, RingId, Slot, Value,
     CONFIGURATION_NUMBER_MAX, CONFIGURATION_ROUND_BITS, REQUEST_OVERHEAD_BYTES,

@@ -2,7 +2,8 @@
 //! receiver and the configuration number the sender is in, so a transport can route many
 //! rings over one connection and a receiver can reject strangers.
 
-use crate::types::{Ballot, Configuration, NodeId, Proposal, RingId, Slot, Value};
+use crate::time::Time;
+use crate::types::{Ballot, NodeId, Proposal, RingId, Slot, Value};
 
 /// A protocol message and its envelope.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,8 +67,6 @@ pub enum MessageBody {
         ballot: Ballot,
         /// Every proposal the acceptor holds at or above the prepare's `first_unchosen`.
         accepted: Vec<Proposal>,
-        /// The acceptor's chosen watermark.
-        chosen: Slot,
     },
     /// A refusal of a pre-vote, prepare or accept at `ballot`.
     Reject {
@@ -103,31 +102,27 @@ pub enum MessageBody {
         /// The primary's chosen watermark.
         chosen: Slot,
         /// The primary's clock when sent, echoed back to measure its read lease.
-        sent_at: u64,
+        sent_at: Time,
     },
     /// Answer to a heartbeat.
     HeartbeatReply {
         /// The ballot of the heartbeat.
         ballot: Ballot,
         /// The heartbeat's `sent_at`, echoed.
-        sent_at: u64,
+        sent_at: Time,
         /// The replier's chosen watermark (lets the primary pick a relinquish target).
         chosen: Slot,
     },
     /// "What do you know?" Sent by a replica that has no primary to follow.
     StatusQuery,
-    /// Answer to [`MessageBody::StatusQuery`].
+    /// Answer to [`MessageBody::StatusQuery`]. The receiver fetches the slots up to
+    /// `chosen` from the replier; a newer configuration is learned from those slots (or a
+    /// checkpoint), never from the reply itself.
     StatusReply {
         /// The replier's promise.
         promised: Ballot,
-        /// Whom the replier follows, if anyone.
-        primary: Option<NodeId>,
         /// The replier's chosen watermark.
         chosen: Slot,
-        /// The first slot the replier still holds in its log.
-        log_start: Slot,
-        /// The replier's configuration: a replica in an older one adopts it.
-        configuration: Configuration,
     },
     /// A request for chosen values in `[from, to]`.
     Fetch {
@@ -140,15 +135,11 @@ pub enum MessageBody {
     FetchReply {
         /// Chosen proposals (ballot as accepted by the sender).
         chosen_values: Vec<Proposal>,
-        /// The sender's chosen watermark.
-        chosen: Slot,
     },
     /// The fetch asked for slots below the sender's log start: install a checkpoint.
     FetchTruncated {
         /// The slot of the sender's newest checkpoint.
         checkpoint: Slot,
-        /// The first slot the sender still holds.
-        log_start: Slot,
     },
     /// The primary of `ballot` hands over: campaign now, skipping pre-vote.
     TimeoutNow {

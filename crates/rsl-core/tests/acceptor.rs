@@ -226,11 +226,7 @@ fn a_promise_is_released_only_after_it_is_persisted() {
     assert_eq!(reply.to, NodeId(3));
     assert_eq!(
         reply.body,
-        MessageBody::Promise {
-            ballot: b2,
-            accepted: vec![proposal(b1, 2, batch(&["b"]))],
-            chosen: Slot::ZERO
-        }
+        MessageBody::Promise { ballot: b2, accepted: vec![proposal(b1, 2, batch(&["b"]))] }
     );
 }
 
@@ -365,7 +361,11 @@ fn malformed_and_foreign_messages_are_rejected_counted_and_change_nothing() {
         ),
         (
             "heartbeat ballot not owned",
-            message(1, 2, MessageBody::Heartbeat { ballot: ballot(4, 3), chosen: Slot::ZERO, sent_at: 0 }),
+            message(
+                1,
+                2,
+                MessageBody::Heartbeat { ballot: ballot(4, 3), chosen: Slot::ZERO, sent_at: Time(0) },
+            ),
             Box::new(malformed("heartbeat", 1)),
         ),
         (
@@ -388,7 +388,6 @@ fn malformed_and_foreign_messages_are_rejected_counted_and_change_nothing() {
                 MessageBody::Promise {
                     ballot: ballot(1, 2),
                     accepted: vec![proposal(owned, 2, value.clone()), proposal(owned, 1, value.clone())],
-                    chosen: Slot::ZERO,
                 },
             ),
             Box::new(malformed("promise", 3)),
@@ -401,7 +400,6 @@ fn malformed_and_foreign_messages_are_rejected_counted_and_change_nothing() {
                 MessageBody::Promise {
                     ballot: ballot(1, 2),
                     accepted: vec![proposal(owned, 1, value.clone()), proposal(owned, 1, value.clone())],
-                    chosen: Slot::ZERO,
                 },
             ),
             Box::new(malformed("promise", 3)),
@@ -414,7 +412,6 @@ fn malformed_and_foreign_messages_are_rejected_counted_and_change_nothing() {
                 MessageBody::Promise {
                     ballot: ballot(1, 2),
                     accepted: vec![proposal(owned, 0, value.clone())],
-                    chosen: Slot::ZERO,
                 },
             ),
             Box::new(malformed("promise", 3)),
@@ -426,19 +423,6 @@ fn malformed_and_foreign_messages_are_rejected_counted_and_change_nothing() {
                 2,
                 MessageBody::FetchReply {
                     chosen_values: vec![proposal(owned, 1, value.clone()), proposal(owned, 3, value.clone())],
-                    chosen: Slot(3),
-                },
-            ),
-            Box::new(malformed("fetch_reply", 1)),
-        ),
-        (
-            "fetch reply above the sender's chosen watermark",
-            message(
-                1,
-                2,
-                MessageBody::FetchReply {
-                    chosen_values: vec![proposal(owned, 1, value.clone()), proposal(owned, 2, value.clone())],
-                    chosen: Slot(1),
                 },
             ),
             Box::new(malformed("fetch_reply", 1)),
@@ -519,9 +503,8 @@ fn a_new_primary_re_proposes_the_highest_ballot_value_of_each_slot_and_fills_hol
     persist(&mut replica, now, &actions);
     assert_eq!(replica.role(), Role::Candidate, "its own promise alone is no quorum");
 
-    let promise = |from: u64, accepted: Vec<Proposal>| {
-        message(from, 1, MessageBody::Promise { ballot: b, accepted, chosen: Slot::ZERO })
-    };
+    let promise =
+        |from: u64, accepted: Vec<Proposal>| message(from, 1, MessageBody::Promise { ballot: b, accepted });
     let actions = deliver(
         &mut replica,
         now,
@@ -604,19 +587,11 @@ fn a_promise_for_another_ballot_does_not_count() {
     let actions = deliver(&mut replica, now, message(2, 1, MessageBody::PreVoteGranted { ballot: b }));
     persist(&mut replica, now, &actions);
     // A promise for another ballot does not count.
-    let stale = MessageBody::Promise {
-        ballot: Ballot::new(b.round - 1, NodeId(1)),
-        accepted: vec![],
-        chosen: Slot::ZERO,
-    };
+    let stale = MessageBody::Promise { ballot: Ballot::new(b.round - 1, NodeId(1)), accepted: vec![] };
     deliver(&mut replica, now, message(2, 1, stale));
     assert_eq!(replica.role(), Role::Candidate);
     // The matching one does.
-    deliver(
-        &mut replica,
-        now,
-        message(2, 1, MessageBody::Promise { ballot: b, accepted: vec![], chosen: Slot::ZERO }),
-    );
+    deliver(&mut replica, now, message(2, 1, MessageBody::Promise { ballot: b, accepted: vec![] }));
     assert_eq!(replica.role(), Role::Primary);
     assert_eq!(replica.status().promised, b);
 }
@@ -654,10 +629,10 @@ fn a_freshly_booted_replica_refuses_to_elect_anyone_for_one_election_delay() {
 fn a_secondary_that_heard_the_primary_refuses_pre_votes_and_prepares_until_the_window_passes() {
     let mut replica = lone(2, 3);
     let heard = AFTER_BOOT;
-    let heartbeat = MessageBody::Heartbeat { ballot: ballot(1, 1), chosen: Slot::ZERO, sent_at: heard.0 };
+    let heartbeat = MessageBody::Heartbeat { ballot: ballot(1, 1), chosen: Slot::ZERO, sent_at: heard };
     let actions = deliver(&mut replica, heard, message(1, 2, heartbeat));
     assert!(
-        matches!(only_send(&actions).body, MessageBody::HeartbeatReply { sent_at, .. } if sent_at == heard.0)
+        matches!(only_send(&actions).body, MessageBody::HeartbeatReply { sent_at, .. } if sent_at == heard)
     );
     assert_eq!(replica.primary_hint(), Some(NodeId(1)));
 
@@ -756,8 +731,7 @@ fn a_restarted_replica_keeps_its_promise() {
         only_send(&released).body,
         MessageBody::Promise {
             ballot: ballot(8, 3),
-            accepted: vec![proposal(ballot(7, 1), 5, batch(&["s5"]))],
-            chosen: Slot(4)
+            accepted: vec![proposal(ballot(7, 1), 5, batch(&["s5"]))]
         }
     );
 }
@@ -849,13 +823,7 @@ fn a_status_reply_watermark_does_not_choose_a_value_accepted_at_an_older_ballot(
     assert_eq!(persists(&prepare)[0].promise, Some(b));
 
     // A status reply from node 3 says slot 1 is chosen: it does not say with which value.
-    let status_reply = MessageBody::StatusReply {
-        promised: ballot(1, 3),
-        primary: None,
-        chosen: Slot(1),
-        log_start: Slot(1),
-        configuration: replica.status().configuration,
-    };
+    let status_reply = MessageBody::StatusReply { promised: ballot(1, 3), chosen: Slot(1) };
     let actions = deliver(&mut replica, now, message(3, 2, status_reply));
     assert!(
         sends(&actions).iter().any(|m| matches!(m.body, MessageBody::Fetch { from: Slot(1), .. })),
@@ -869,10 +837,7 @@ fn a_status_reply_watermark_does_not_choose_a_value_accepted_at_an_older_ballot(
     assert_eq!(replica.chosen(), Slot::ZERO);
 
     // The fetched chosen value is the one it applies.
-    let reply = MessageBody::FetchReply {
-        chosen_values: vec![proposal(ballot(1, 3), 1, batch(&["fresh"]))],
-        chosen: Slot(1),
-    };
+    let reply = MessageBody::FetchReply { chosen_values: vec![proposal(ballot(1, 3), 1, batch(&["fresh"]))] };
     let actions = deliver(&mut replica, now, message(3, 2, reply));
     let actions = persist(&mut replica, now, &actions);
     let applied: Vec<_> = actions

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use rsl_core::{
     Ballot, Configuration, Message, MessageBody, NodeId, Proposal, RejectReason, Request, RequestId, RingId,
-    Slot, Value, MEMBERS_MAX,
+    Slot, Time, Value, MEMBERS_MAX,
 };
 
 /// Bytes a frame adds around its messages, at most: the batch's `from` and `to` fields
@@ -126,10 +126,9 @@ fn body_to_proto(body: &MessageBody) -> pb::message::Body {
             first_unchosen: first_unchosen.0,
             transfer_from: transfer_from.map(ballot_to_proto),
         }),
-        MessageBody::Promise { ballot: b, accepted, chosen } => Body::Promise(pb::Promise {
+        MessageBody::Promise { ballot: b, accepted } => Body::Promise(pb::Promise {
             ballot: ballot(b),
             accepted: accepted.iter().map(proposal_to_proto).collect(),
-            chosen: chosen.0,
         }),
         MessageBody::Reject { ballot: b, promised, reason } => {
             let reason = match reason {
@@ -151,32 +150,25 @@ fn body_to_proto(body: &MessageBody) -> pb::message::Body {
             Body::Accepted(pb::Accepted { ballot: ballot(b), slot: slot.0 })
         }
         MessageBody::Heartbeat { ballot: b, chosen, sent_at } => {
-            Body::Heartbeat(pb::Heartbeat { ballot: ballot(b), chosen: chosen.0, sent_at: *sent_at })
+            Body::Heartbeat(pb::Heartbeat { ballot: ballot(b), chosen: chosen.0, sent_at: sent_at.0 })
         }
         MessageBody::HeartbeatReply { ballot: b, sent_at, chosen } => {
             Body::HeartbeatReply(pb::HeartbeatReply {
                 ballot: ballot(b),
-                sent_at: *sent_at,
+                sent_at: sent_at.0,
                 chosen: chosen.0,
             })
         }
         MessageBody::StatusQuery => Body::StatusQuery(pb::StatusQuery {}),
-        MessageBody::StatusReply { promised, primary, chosen, log_start, configuration } => {
-            Body::StatusReply(pb::StatusReply {
-                promised: ballot(promised),
-                primary: primary.map(|node| node.0),
-                chosen: chosen.0,
-                log_start: log_start.0,
-                configuration: Some(configuration_to_proto(configuration)),
-            })
+        MessageBody::StatusReply { promised, chosen } => {
+            Body::StatusReply(pb::StatusReply { promised: ballot(promised), chosen: chosen.0 })
         }
         MessageBody::Fetch { from, to } => Body::Fetch(pb::Fetch { from: from.0, to: to.0 }),
-        MessageBody::FetchReply { chosen_values, chosen } => Body::FetchReply(pb::FetchReply {
+        MessageBody::FetchReply { chosen_values } => Body::FetchReply(pb::FetchReply {
             chosen_values: chosen_values.iter().map(proposal_to_proto).collect(),
-            chosen: chosen.0,
         }),
-        MessageBody::FetchTruncated { checkpoint, log_start } => {
-            Body::FetchTruncated(pb::FetchTruncated { checkpoint: checkpoint.0, log_start: log_start.0 })
+        MessageBody::FetchTruncated { checkpoint } => {
+            Body::FetchTruncated(pb::FetchTruncated { checkpoint: checkpoint.0 })
         }
         MessageBody::TimeoutNow { ballot: b } => Body::TimeoutNow(pb::TimeoutNow { ballot: ballot(b) }),
     }
@@ -327,7 +319,6 @@ fn body_from_proto(body: pb::message::Body) -> Result<MessageBody, DecodeError> 
         Body::Promise(m) => MessageBody::Promise {
             ballot: ballot_from_proto(m.ballot, "promise.ballot")?,
             accepted: proposals_from_proto(m.accepted, "promise.accepted")?,
-            chosen: Slot(m.chosen),
         },
         Body::Reject(m) => {
             let reason = match m.reason {
@@ -357,31 +348,23 @@ fn body_from_proto(body: pb::message::Body) -> Result<MessageBody, DecodeError> 
         Body::Heartbeat(m) => MessageBody::Heartbeat {
             ballot: ballot_from_proto(m.ballot, "heartbeat.ballot")?,
             chosen: Slot(m.chosen),
-            sent_at: m.sent_at,
+            sent_at: Time(m.sent_at),
         },
         Body::HeartbeatReply(m) => MessageBody::HeartbeatReply {
             ballot: ballot_from_proto(m.ballot, "heartbeat_reply.ballot")?,
-            sent_at: m.sent_at,
+            sent_at: Time(m.sent_at),
             chosen: Slot(m.chosen),
         },
         Body::StatusQuery(pb::StatusQuery {}) => MessageBody::StatusQuery,
         Body::StatusReply(m) => MessageBody::StatusReply {
             promised: ballot_from_proto(m.promised, "status_reply.promised")?,
-            primary: m.primary.map(NodeId),
             chosen: Slot(m.chosen),
-            log_start: Slot(m.log_start),
-            configuration: configuration_from_proto(
-                m.configuration.ok_or_else(|| DecodeError::missing("status_reply.configuration"))?,
-            )?,
         },
         Body::Fetch(m) => MessageBody::Fetch { from: Slot(m.from), to: Slot(m.to) },
         Body::FetchReply(m) => MessageBody::FetchReply {
             chosen_values: proposals_from_proto(m.chosen_values, "fetch_reply.chosen_values")?,
-            chosen: Slot(m.chosen),
         },
-        Body::FetchTruncated(m) => {
-            MessageBody::FetchTruncated { checkpoint: Slot(m.checkpoint), log_start: Slot(m.log_start) }
-        }
+        Body::FetchTruncated(m) => MessageBody::FetchTruncated { checkpoint: Slot(m.checkpoint) },
         Body::TimeoutNow(m) => {
             MessageBody::TimeoutNow { ballot: ballot_from_proto(m.ballot, "timeout_now.ballot")? }
         }
@@ -455,7 +438,6 @@ mod tests {
                             }),
                             pb::Proposal { ballot: Some(pb::Ballot::default()), slot: 2, value: None },
                         ],
-                        chosen: 0,
                     })),
                     ..Default::default()
                 },

@@ -32,7 +32,7 @@
 //! # Example
 //!
 //! ```
-//! use rsl_core::{Ballot, Message, MessageBody, NodeId, RingId, Slot};
+//! use rsl_core::{Ballot, Message, MessageBody, NodeId, RingId, Slot, Time};
 //! use rsl_transport::{MemoryNetwork, Transport};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -48,7 +48,7 @@
 //!     from: NodeId(1),
 //!     to: NodeId(2),
 //!     configuration: 1,
-//!     body: MessageBody::Heartbeat { ballot: Ballot::new(1, NodeId(1)), chosen: Slot(5), sent_at: 0 },
+//!     body: MessageBody::Heartbeat { ballot: Ballot::new(1, NodeId(1)), chosen: Slot(5), sent_at: Time(0) },
 //! };
 //! a.send(NodeId(2), vec![heartbeat.clone()]).unwrap();
 //! let inbound = b_inbound.recv().await.unwrap();

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use prost::Message as _;
 use rsl_core::{
     Ballot, Configuration, Message, MessageBody, NodeId, Proposal, RejectReason, Request, RequestId, RingId,
-    Slot, Value,
+    Slot, Time, Value,
 };
 use rsl_transport::codec::{
     decode_batch, decode_message, encode_batch, encode_message, encoded_len, message_from_proto, DecodeError,
@@ -73,8 +73,8 @@ fn body() -> impl Strategy<Value = MessageBody> {
                 MessageBody::Prepare { ballot, first_unchosen, transfer_from }
             }
         ),
-        (ballot(), vec(proposal(), 0..4), slot())
-            .prop_map(|(ballot, accepted, chosen)| MessageBody::Promise { ballot, accepted, chosen }),
+        (ballot(), vec(proposal(), 0..4))
+            .prop_map(|(ballot, accepted)| MessageBody::Promise { ballot, accepted }),
         (ballot(), ballot(), reject_reason()).prop_map(|(ballot, promised, reason)| MessageBody::Reject {
             ballot,
             promised,
@@ -90,24 +90,18 @@ fn body() -> impl Strategy<Value = MessageBody> {
         (ballot(), slot(), any::<u64>()).prop_map(|(ballot, chosen, sent_at)| MessageBody::Heartbeat {
             ballot,
             chosen,
-            sent_at
+            sent_at: Time(sent_at)
         }),
         (ballot(), any::<u64>(), slot()).prop_map(|(ballot, sent_at, chosen)| MessageBody::HeartbeatReply {
             ballot,
-            sent_at,
+            sent_at: Time(sent_at),
             chosen
         }),
         Just(MessageBody::StatusQuery),
-        (ballot(), proptest::option::of(node()), slot(), slot(), configuration()).prop_map(
-            |(promised, primary, chosen, log_start, configuration)| {
-                MessageBody::StatusReply { promised, primary, chosen, log_start, configuration }
-            }
-        ),
+        (ballot(), slot()).prop_map(|(promised, chosen)| MessageBody::StatusReply { promised, chosen }),
         (slot(), slot()).prop_map(|(from, to)| MessageBody::Fetch { from, to }),
-        (vec(proposal(), 0..4), slot())
-            .prop_map(|(chosen_values, chosen)| MessageBody::FetchReply { chosen_values, chosen }),
-        (slot(), slot())
-            .prop_map(|(checkpoint, log_start)| MessageBody::FetchTruncated { checkpoint, log_start }),
+        vec(proposal(), 0..4).prop_map(|chosen_values| MessageBody::FetchReply { chosen_values }),
+        slot().prop_map(|checkpoint| MessageBody::FetchTruncated { checkpoint }),
         ballot().prop_map(|ballot| MessageBody::TimeoutNow { ballot }),
     ]
 }
@@ -147,32 +141,19 @@ fn one_of_each() -> Vec<Message> {
             transfer_from: Some(Ballot::new(3, NodeId(1))),
         },
         MessageBody::Prepare { ballot: b, first_unchosen: Slot(4), transfer_from: None },
-        MessageBody::Promise { ballot: b, accepted: proposals.clone(), chosen: Slot(3) },
+        MessageBody::Promise { ballot: b, accepted: proposals.clone() },
         MessageBody::Reject { ballot: b, promised: b, reason: RejectReason::Promised },
         MessageBody::Reject { ballot: b, promised: b, reason: RejectReason::PrimaryAlive },
         MessageBody::Reject { ballot: b, promised: b, reason: RejectReason::Behind { chosen: Slot(8) } },
         MessageBody::Accept { ballot: b, slot: Slot(5), value: proposals[1].value.clone(), chosen: Slot(4) },
         MessageBody::Accepted { ballot: b, slot: Slot(5) },
-        MessageBody::Heartbeat { ballot: b, chosen: Slot(5), sent_at: 77 },
-        MessageBody::HeartbeatReply { ballot: b, sent_at: 77, chosen: Slot(5) },
+        MessageBody::Heartbeat { ballot: b, chosen: Slot(5), sent_at: Time(77) },
+        MessageBody::HeartbeatReply { ballot: b, sent_at: Time(77), chosen: Slot(5) },
         MessageBody::StatusQuery,
-        MessageBody::StatusReply {
-            promised: b,
-            primary: Some(NodeId(2)),
-            chosen: Slot(5),
-            log_start: Slot(1),
-            configuration: Configuration::new(3, vec![NodeId(1), NodeId(2), NodeId(4)], Slot(40)),
-        },
-        MessageBody::StatusReply {
-            promised: b,
-            primary: None,
-            chosen: Slot(5),
-            log_start: Slot(1),
-            configuration: Configuration::new(1, vec![NodeId(1)], Slot(1)),
-        },
+        MessageBody::StatusReply { promised: b, chosen: Slot(5) },
         MessageBody::Fetch { from: Slot(1), to: Slot(3) },
-        MessageBody::FetchReply { chosen_values: proposals, chosen: Slot(3) },
-        MessageBody::FetchTruncated { checkpoint: Slot(100), log_start: Slot(101) },
+        MessageBody::FetchReply { chosen_values: proposals },
+        MessageBody::FetchTruncated { checkpoint: Slot(100) },
         MessageBody::TimeoutNow { ballot: b },
     ];
     bodies

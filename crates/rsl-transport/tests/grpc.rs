@@ -39,7 +39,7 @@ async fn pair(config: GrpcConfig) -> [(GrpcTransport, mpsc::Receiver<Inbound>); 
 
 fn sent_at(inbound: &Inbound) -> u64 {
     match inbound.message.body {
-        rsl_core::MessageBody::Heartbeat { sent_at, .. } => sent_at,
+        rsl_core::MessageBody::Heartbeat { sent_at, .. } => sent_at.0,
         rsl_core::MessageBody::Accept { slot, .. } => slot.0,
         ref other => panic!("unexpected {other:?}"),
     }

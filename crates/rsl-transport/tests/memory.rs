@@ -143,7 +143,7 @@ async fn lossy_run(seed: u64, percent: u32, count: u64) -> Vec<u64> {
         .into_iter()
         .map(|m| {
             if let rsl_core::MessageBody::Heartbeat { sent_at, .. } = m.message.body {
-                sent_at
+                sent_at.0
             } else {
                 u64::MAX
             }

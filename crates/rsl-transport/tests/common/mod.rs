@@ -17,7 +17,11 @@ pub fn heartbeat(ring: u64, from: u64, to: u64, sent_at: u64) -> Message {
         from: NodeId(from),
         to: NodeId(to),
         configuration: 1,
-        body: MessageBody::Heartbeat { ballot: Ballot::new(1, NodeId(from)), chosen: Slot(sent_at), sent_at },
+        body: MessageBody::Heartbeat {
+            ballot: Ballot::new(1, NodeId(from)),
+            chosen: Slot(sent_at),
+            sent_at: rsl_core::Time(sent_at),
+        },
     }
 }
 

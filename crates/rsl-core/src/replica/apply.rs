@@ -1,0 +1,88 @@
+//! Handing chosen values to the state machine in slot order, asking for checkpoints every
+//! `checkpoint_interval_slots`, and truncating the log once a checkpoint is durable.
+
+use crate::action::Action;
+use crate::types::Slot;
+
+use super::mutation::Mutation;
+use super::Replica;
+
+impl Replica {
+    /// The state machine applied every slot up to `slot`.
+    pub fn on_applied(&mut self, slot: Slot) {
+        precondition!(
+            slot <= self.apply_emitted,
+            "applied {slot} beyond what was handed out ({})",
+            self.apply_emitted
+        );
+        if slot > self.applied {
+            self.applied = slot;
+        }
+        postcondition!(self.applied <= self.log.chosen());
+        self.finish();
+    }
+
+    /// The checkpoint at `slot` is durable: the log may be truncated below it.
+    pub fn on_checkpoint_saved(&mut self, slot: Slot) {
+        precondition!(
+            slot <= self.apply_emitted,
+            "checkpoint at {slot} beyond applied {}",
+            self.apply_emitted
+        );
+        if slot <= self.checkpoint {
+            return;
+        }
+        self.checkpoint = slot;
+        self.membership.prune(slot.next());
+        let below = Slot(slot.0.saturating_sub(self.config.log_retain_slots).max(1));
+        self.truncate_below(below);
+        self.finish();
+    }
+
+    /// Hands every chosen slot not yet handed out to the state machine, asking for a
+    /// checkpoint each time `checkpoint_interval_slots` more were handed out.
+    pub(super) fn emit_applies(&mut self) {
+        let interval = self.config.checkpoint_interval_slots;
+        let chosen = self.log.chosen();
+        if self.mutated(Mutation::ApplyOutOfOrder) && chosen.0 >= self.apply_emitted.0 + 2 {
+            // Hand out the next two slots swapped.
+            let a = self.apply_emitted.next();
+            let b = a.next();
+            for slot in [b, a] {
+                let value =
+                    self.log.value(slot).cloned().expect("chosen slots above the checkpoint are held");
+                self.actions.push_back(Action::Apply { slot, value });
+            }
+            self.apply_emitted = b;
+            self.stats.slots_applied += 2;
+        }
+        while self.apply_emitted < chosen {
+            let slot = self.apply_emitted.next();
+            let entry = self.log.get(slot).expect("chosen slots above the checkpoint are held");
+            // The seeded acceptor bugs let a stale accept overwrite an in-flight slot at the
+            // primary; the checkers, not this contract, must catch what follows.
+            let durable = self.persistence.is_durable(entry.ticket) || self.durability_bug_seeded();
+            invariant!(entry.chosen && durable, "apply only chosen, durable values");
+            let value = entry.proposal.value.clone();
+            self.actions.push_back(Action::Apply { slot, value });
+            self.apply_emitted = slot;
+            self.stats.slots_applied += 1;
+            if interval > 0 && slot.0 >= self.checkpoint_requested.0 + interval {
+                self.checkpoint_requested = slot;
+                self.stats.checkpoints_requested += 1;
+                // Exactly the configuration in force after the slot: a newer one would leave
+                // a replica restarted from it unable to learn the slots in between.
+                let configuration = self.membership.configuration_at(slot.next());
+                self.actions.push_back(Action::TakeCheckpoint { slot, configuration });
+            }
+        }
+        postcondition!(self.apply_emitted <= self.log.chosen());
+    }
+
+    /// Forgets the slots below `below` and tells the log store it may too.
+    pub(super) fn truncate_below(&mut self, below: Slot) {
+        if self.log.truncate_below(below) {
+            self.actions.push_back(Action::TruncateLog { below });
+        }
+    }
+}

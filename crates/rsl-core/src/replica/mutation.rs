@@ -1,0 +1,44 @@
+//! Seeded protocol bugs, for the simulator to prove its checkers catch each of them. They
+//! have an effect only in builds with the `mutations` feature (the simulator's); elsewhere
+//! the replica never consults them and the bug paths compile away.
+
+use super::Replica;
+
+/// A seeded protocol bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// The acceptor accepts proposals below its promise.
+    AcceptBelowPromise,
+    /// Votes (the primary's own and secondaries' `Accepted`) count before they are durable.
+    CountVoteBeforePersist,
+    /// Chosen values are applied out of slot order.
+    ApplyOutOfOrder,
+    /// A restarted replica forgets its durable promise.
+    ForgetPromiseOnRestart,
+    /// The primary switches to a new configuration as soon as it proposes the change,
+    /// before the change is chosen.
+    EnterConfigurationEarly,
+}
+
+impl Replica {
+    /// Whether the seeded bug `mutation` is switched on (never, without the feature).
+    #[inline(always)]
+    pub(super) fn mutated(&self, mutation: Mutation) -> bool {
+        #[cfg(feature = "mutations")]
+        return self.mutation == Some(mutation);
+        #[cfg(not(feature = "mutations"))]
+        {
+            let _ = mutation;
+            false
+        }
+    }
+
+    /// Whether a seeded bug lets a non-durable value be counted as chosen here (directly,
+    /// or by a stale accept overwriting a primary's in-flight slot). The contracts that
+    /// would stop such a value step aside so the simulator's checkers must catch it.
+    pub(super) fn durability_bug_seeded(&self) -> bool {
+        self.mutated(Mutation::CountVoteBeforePersist)
+            || self.mutated(Mutation::AcceptBelowPromise)
+            || self.mutated(Mutation::ForgetPromiseOnRestart)
+    }
+}
