@@ -2,14 +2,12 @@
 //! peers' messages, phase 1 recovery, the lease guard, restart from durable state and
 //! configuration errors.
 
-mod harness;
-
-use harness::{batch, config, drain, message, payloads, persists, sends, RING};
 use proptest::prelude::*;
 use rsl_core::{
     Action, Ballot, Config, ConfigError, DurableState, Message, MessageBody, MessageError, NodeId, Proposal,
     ReadError, RejectReason, Replica, RingId, Role, Slot, Time, Value,
 };
+use rsl_testkit::{batch, config, drain, message, payloads, persists, sends, RING};
 
 /// Past the boot lease guard (election_delay_min_ms = 500 by default).
 const AFTER_BOOT: Time = Time(600_000);
@@ -556,7 +554,7 @@ fn a_new_primary_re_proposes_the_highest_ballot_value_of_each_slot_and_fills_hol
     assert_eq!(replica.handle_read(now), Err(ReadError::Recovering { recovering_to: Slot(5) }));
 
     // New requests go after the inherited slots; once a quorum accepts, all apply in order.
-    replica.handle_propose(now, harness::request(9, "f")).unwrap();
+    replica.handle_propose(now, rsl_testkit::request(9, "f")).unwrap();
     let actions = drain(&mut replica);
     assert!(sends(&actions).iter().all(|m| matches!(m.body, MessageBody::Accept { slot: Slot(6), .. })));
     persist(&mut replica, now, &actions);

@@ -1,14 +1,12 @@
 //! Rings of 1, 3 and 5 replicas driven through the public `Replica` API by a harness that
 //! owns the clock, the network and the disks (see `harness/mod.rs`).
 
-mod harness;
-
-use harness::{payloads, request, Cluster};
 use rsl_core::SplitMix64;
 use rsl_core::{
     Action, Ballot, MessageBody, NodeId, ProposeError, ReadError, RelinquishError, Replica, Role, Slot, Time,
     Value,
 };
+use rsl_testkit::{payloads, request, Cluster};
 
 /// The payloads `prefix0 .. prefix{count-1}`.
 fn numbered(prefix: &str, count: usize) -> Vec<String> {
@@ -94,7 +92,7 @@ fn the_crate_example_flow_applies_one_request() {
 fn three_replicas_elect_exactly_one_primary_after_the_election_delay() {
     let mut cluster = Cluster::new(3, |_| {});
     // A pre-vote during the boot lease guard is refused.
-    let pre_vote = harness::message(
+    let pre_vote = rsl_testkit::message(
         3,
         1,
         MessageBody::PreVote { ballot: Ballot::new(1, NodeId(3)), chosen: Slot::ZERO },
@@ -657,7 +655,7 @@ fn a_replica_behind_a_truncated_log_installs_a_checkpoint_then_applies_from_ther
         cluster.node(primary).applied.iter().filter(|(s, _)| *s <= Slot(20)).cloned().collect();
     let now = cluster.now;
     let node = cluster.node_mut(lagging);
-    node.applied = state;
+    node.load_state(state);
     let configuration = node.replica.status().configuration;
     node.replica.on_checkpoint_installed(now, Slot(20), configuration);
     cluster.drain((lagging - 1) as usize);
@@ -716,14 +714,14 @@ fn take_checkpoint_follows_the_apply_of_every_interval_and_truncation_keeps_the_
     // Keeping two slots below checkpoint 3 keeps everything from slot 1.
     let replica = cluster.replica_mut(1);
     replica.on_checkpoint_saved(Slot(3));
-    assert_eq!(harness::drain(replica), vec![]);
+    assert_eq!(rsl_testkit::drain(replica), vec![]);
     assert_eq!((replica.status().checkpoint, replica.status().log_start), (Slot(3), Slot(1)));
     replica.on_checkpoint_saved(Slot(6));
-    assert_eq!(harness::drain(replica), vec![Action::TruncateLog { below: Slot(4) }]);
+    assert_eq!(rsl_testkit::drain(replica), vec![Action::TruncateLog { below: Slot(4) }]);
     assert_eq!((replica.status().checkpoint, replica.status().log_start), (Slot(6), Slot(4)));
     // An older checkpoint changes nothing.
     replica.on_checkpoint_saved(Slot(3));
-    assert_eq!(harness::drain(replica), vec![]);
+    assert_eq!(rsl_testkit::drain(replica), vec![]);
     assert_eq!(replica.status().log_start, Slot(4));
 }
 

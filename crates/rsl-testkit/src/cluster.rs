@@ -1,90 +1,29 @@
-//! A tiny deterministic harness for driving [`Replica`]s by hand.
-//!
-//! Node ids are `1..=n` and node `i` lives at index `i - 1`. The test owns everything a
-//! runtime would: the clock (`now`, moved only by `advance_*`), the network (a FIFO queue
-//! of sent messages, which the test may deliver in any order, or drop with a filter) and
-//! each node's disk (persists complete at once, or are withheld until `release`). Every
-//! action a replica emits is recorded with the time it was performed, so a test can
-//! assert on the exact sequence. Applies are checked to arrive in slot order.
-
-#![allow(dead_code)]
+//! The cluster: nodes (a replica, its disk, its state machine), the network and the clock.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::Bytes;
 use rsl_core::{
-    Action, Ballot, Config, DurableState, Message, MessageBody, MessageError, NodeId, PersistRequest,
-    Proposal, ProposeError, Replica, Request, RequestId, RingId, Role, Slot, Time, Value,
+    Action, Ballot, Config, Configuration, DurableState, Message, MessageError, NodeId, PersistRequest,
+    Proposal, ProposeError, Replica, Request, Role, Slot, Time, Value,
 };
 
-/// The ring every harness replica belongs to.
-pub const RING: RingId = RingId(7);
+use crate::{config, payloads};
 
 /// Deliveries in one `settle` beyond which the replicas are talking forever.
-const DELIVERIES_MAX: usize = 200_000;
+const DELIVERIES_MAX: u64 = 100_000_000;
 
-/// The members `1..=count`.
-pub fn members(count: u64) -> Vec<NodeId> {
-    (1..=count).map(NodeId).collect()
-}
+/// Simulated time `elect` and `run_until_applied` let pass before declaring the cluster
+/// stuck.
+const STUCK_AFTER_MS: u64 = 60_000;
 
-/// A default configuration for node `node` of a ring of `count` members.
-pub fn config(node: u64, count: u64) -> Config {
-    let mut config = Config::new(RING, NodeId(node), members(count));
-    config.seed = 0xC0FFEE + node;
-    config
-}
-
-/// A request from client 1 with sequence number `sequence` and `payload`.
-pub fn request(sequence: u64, payload: &str) -> Request {
-    Request { id: RequestId { client: 1, sequence }, payload: Bytes::copy_from_slice(payload.as_bytes()) }
-}
-
-/// A batch value of the given payloads (client 1, sequences from 0).
-pub fn batch(payloads: &[&str]) -> Value {
-    Value::Batch(payloads.iter().enumerate().map(|(i, p)| request(i as u64, p)).collect())
-}
-
-/// The payloads of a value, as strings (empty for a no-op or a configuration).
-pub fn payloads(value: &Value) -> Vec<String> {
-    match value {
-        Value::Batch(requests) => {
-            requests.iter().map(|r| String::from_utf8_lossy(&r.payload).into_owned()).collect()
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// An envelope from `from` to `to` in ring [`RING`], configuration 1.
-pub fn message(from: u64, to: u64, body: MessageBody) -> Message {
-    Message { ring: RING, from: NodeId(from), to: NodeId(to), configuration: 1, body }
-}
-
-/// Drains every pending action of a lone replica.
-pub fn drain(replica: &mut Replica) -> Vec<Action> {
-    std::iter::from_fn(|| replica.poll_action()).collect()
-}
-
-/// The messages among `actions`.
-pub fn sends(actions: &[Action]) -> Vec<&Message> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send(m) => Some(m),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The persist requests among `actions`.
-pub fn persists(actions: &[Action]) -> Vec<&PersistRequest> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Persist(p) => Some(p),
-            _ => None,
-        })
-        .collect()
+/// What the cluster keeps of what happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recording {
+    /// Every action with its time, every message sent, every applied value, and each
+    /// node's disk (so a node can be restarted from it).
+    Everything,
+    /// Counts only: what a benchmark needs. Nodes cannot be restarted.
+    Counters,
 }
 
 /// What a node's disk holds: what `on_persisted` has been told is durable.
@@ -97,7 +36,7 @@ pub struct Disk {
     pub checkpoint: Slot,
     pub checkpoint_state: Vec<(Slot, Value)>,
     /// The configuration saved with the checkpoint.
-    pub checkpoint_configuration: Option<rsl_core::Configuration>,
+    pub checkpoint_configuration: Option<Configuration>,
 }
 
 impl Disk {
@@ -136,13 +75,40 @@ pub struct Node {
     /// Call `on_checkpoint_saved` as soon as `TakeCheckpoint` is emitted.
     pub auto_checkpoint: bool,
     pub disk: Disk,
-    /// The state machine: every applied value, in order.
+    /// The state machine: every applied value, in order (recorded only with
+    /// [`Recording::Everything`]).
     pub applied: Vec<(Slot, Value)>,
-    /// Every action performed, with the time it was performed.
+    /// The last slot the state machine reflects.
+    pub state_slot: Slot,
+    /// Slots and requests applied.
+    pub applied_slots: u64,
+    pub applied_requests: u64,
+    /// Requests the replica dropped (`RequestsDropped`) and checkpoints it asked to fetch.
+    pub requests_dropped: u64,
+    pub checkpoint_fetches: u64,
+    /// Every action performed, with the time it was performed (recorded only with
+    /// [`Recording::Everything`]).
     pub actions: Vec<(Time, Action)>,
 }
 
 impl Node {
+    fn new(replica: Replica) -> Node {
+        Node {
+            replica,
+            auto_persist: true,
+            withheld: VecDeque::new(),
+            auto_checkpoint: true,
+            disk: Disk::default(),
+            applied: Vec::new(),
+            state_slot: Slot::ZERO,
+            applied_slots: 0,
+            applied_requests: 0,
+            requests_dropped: 0,
+            checkpoint_fetches: 0,
+            actions: Vec::new(),
+        }
+    }
+
     /// The role changes reported, in order.
     pub fn role_changes(&self) -> Vec<(Time, Role, Ballot, Option<NodeId>)> {
         self.actions
@@ -166,24 +132,35 @@ impl Node {
 
     /// The last slot the state machine reflects.
     pub fn state_slot(&self) -> Slot {
-        self.applied.last().map_or(self.disk.checkpoint, |(s, _)| *s)
+        self.state_slot
+    }
+
+    /// Replaces the state machine with `applied` (a checkpoint's state, as a replica that
+    /// installs it would load it).
+    pub fn load_state(&mut self, applied: Vec<(Slot, Value)>) {
+        self.state_slot = applied.last().map_or(Slot::ZERO, |(s, _)| *s);
+        self.applied = applied;
     }
 }
 
 type DropFilter = Box<dyn FnMut(&Message) -> bool>;
 
-/// Replicas of one ring, a network the test controls, and a manual clock.
+/// Replicas of one ring, a network the caller controls, and a manual clock.
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub now: Time,
     /// Messages sent and not yet delivered, in send order.
     pub network: VecDeque<Message>,
-    /// Every message sent (delivered or dropped), with its send time.
+    /// Every message sent (delivered or dropped), with its send time (recorded only with
+    /// [`Recording::Everything`]).
     pub sent: Vec<(Time, Message)>,
     /// Messages the receiver rejected.
     pub rejected: Vec<(Message, MessageError)>,
-    /// Messages dropped by the filter.
+    /// Messages dropped by the filter or lost.
     pub dropped: u64,
+    /// Messages delivered.
+    pub delivered: u64,
+    recording: Recording,
     drop_filter: Option<DropFilter>,
     tweak: Box<dyn Fn(&mut Config)>,
 }
@@ -195,8 +172,18 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// `count` replicas booted at time zero with `tweak` applied to each configuration.
+    /// `count` replicas booted at time zero with `tweak` applied to each configuration,
+    /// recording everything.
     pub fn new(count: u64, tweak: impl Fn(&mut Config) + 'static) -> Cluster {
+        Cluster::with_recording(count, Recording::Everything, tweak)
+    }
+
+    /// `count` replicas booted at time zero with `tweak` applied to each configuration.
+    pub fn with_recording(
+        count: u64,
+        recording: Recording,
+        tweak: impl Fn(&mut Config) + 'static,
+    ) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             now: Time(0),
@@ -204,6 +191,8 @@ impl Cluster {
             sent: Vec::new(),
             rejected: Vec::new(),
             dropped: 0,
+            delivered: 0,
+            recording,
             drop_filter: None,
             tweak: Box::new(tweak),
         };
@@ -211,15 +200,7 @@ impl Cluster {
             let mut config = config(node, count);
             (cluster.tweak)(&mut config);
             let replica = Replica::new(config, DurableState::default(), cluster.now).expect("valid config");
-            cluster.nodes.push(Node {
-                replica,
-                auto_persist: true,
-                withheld: VecDeque::new(),
-                auto_checkpoint: true,
-                disk: Disk::default(),
-                applied: Vec::new(),
-                actions: Vec::new(),
-            });
+            cluster.nodes.push(Node::new(replica));
         }
         for index in 0..cluster.nodes.len() {
             cluster.drain(index);
@@ -289,10 +270,13 @@ impl Cluster {
     /// Performs every pending action of node `index` (messages go to the network).
     pub fn drain(&mut self, index: usize) {
         let now = self.now;
+        let everything = self.recording == Recording::Everything;
         loop {
             let node = &mut self.nodes[index];
             let Some(action) = node.replica.poll_action() else { break };
-            node.actions.push((now, action.clone()));
+            if everything {
+                node.actions.push((now, action.clone()));
+            }
             match action {
                 Action::Persist(write) => {
                     node.withheld.push_back(write);
@@ -301,7 +285,9 @@ impl Cluster {
                     }
                 }
                 Action::Send(message) => {
-                    self.sent.push((now, message.clone()));
+                    if everything {
+                        self.sent.push((now, message.clone()));
+                    }
                     let drop = self.drop_filter.as_mut().is_some_and(|filter| filter(&message));
                     if drop {
                         self.dropped += 1;
@@ -310,27 +296,37 @@ impl Cluster {
                     }
                 }
                 Action::Apply { slot, value } => {
-                    let expected = node.state_slot().next();
+                    let expected = node.state_slot.next();
                     assert_eq!(slot, expected, "node {} applied {slot}, expected {expected}", index + 1);
-                    node.applied.push((slot, value));
+                    node.state_slot = slot;
+                    node.applied_slots += 1;
+                    if let Value::Batch(requests) = &value {
+                        node.applied_requests += requests.len() as u64;
+                    }
+                    if everything {
+                        node.applied.push((slot, value));
+                    }
                     node.replica.on_applied(slot);
                 }
                 Action::TakeCheckpoint { slot, configuration } => {
-                    assert_eq!(node.state_slot(), slot, "a checkpoint reflects exactly what was applied");
+                    assert_eq!(node.state_slot, slot, "a checkpoint reflects exactly what was applied");
                     if node.auto_checkpoint {
-                        node.disk.checkpoint = slot;
-                        node.disk.checkpoint_configuration = Some(configuration);
-                        node.disk.checkpoint_state = node.applied.clone();
+                        if everything {
+                            node.disk.checkpoint = slot;
+                            node.disk.checkpoint_configuration = Some(configuration);
+                            node.disk.checkpoint_state = node.applied.clone();
+                        }
                         node.replica.on_checkpoint_saved(slot);
                     }
                 }
                 Action::TruncateLog { below } => {
-                    node.disk.proposals = node.disk.proposals.split_off(&below);
+                    if everything {
+                        node.disk.proposals = node.disk.proposals.split_off(&below);
+                    }
                 }
-                Action::FetchCheckpoint { .. }
-                | Action::RoleChanged { .. }
-                | Action::ConfigurationChangeInterrupted { .. }
-                | Action::RequestsDropped { .. } => {}
+                Action::FetchCheckpoint { .. } => node.checkpoint_fetches += 1,
+                Action::RequestsDropped { ids, .. } => node.requests_dropped += ids.len() as u64,
+                Action::RoleChanged { .. } | Action::ConfigurationChangeInterrupted { .. } => {}
             }
         }
     }
@@ -347,7 +343,9 @@ impl Cluster {
         let mut last = None;
         for _ in 0..count {
             let Some(write) = self.nodes[index].withheld.pop_front() else { break };
-            self.nodes[index].disk.write(&write);
+            if self.recording == Recording::Everything {
+                self.nodes[index].disk.write(&write);
+            }
             last = Some(write.ticket);
         }
         if let Some(ticket) = last {
@@ -360,6 +358,11 @@ impl Cluster {
     /// Delivers the message at `position` in the network queue.
     pub fn deliver_at(&mut self, position: usize) {
         let message = self.network.remove(position).expect("position in the queue");
+        self.deliver(message);
+    }
+
+    fn deliver(&mut self, message: Message) {
+        self.delivered += 1;
         let to = (message.to.0 - 1) as usize;
         let now = self.now;
         if let Err(error) = self.nodes[to].replica.handle_message(now, message.clone()) {
@@ -386,11 +389,10 @@ impl Cluster {
         for index in 0..self.nodes.len() {
             self.drain(index);
         }
-        let mut deliveries = 0;
-        while !self.network.is_empty() {
-            deliveries += 1;
-            assert!(deliveries < DELIVERIES_MAX, "the replicas never stop talking");
-            self.deliver_at(0);
+        let limit = self.delivered + DELIVERIES_MAX;
+        while let Some(message) = self.network.pop_front() {
+            assert!(self.delivered < limit, "the replicas never stop talking");
+            self.deliver(message);
         }
     }
 
@@ -411,13 +413,8 @@ impl Cluster {
         assert!(until >= self.now, "time goes forward");
         self.settle();
         loop {
-            let next = self.nodes.iter().filter_map(|n| n.replica.poll_timeout()).min();
-            match next {
-                Some(deadline) if deadline <= until => {
-                    self.now = self.now.max(deadline);
-                    self.fire_timers();
-                    self.settle();
-                }
+            match self.next_deadline() {
+                Some(deadline) if deadline <= until => self.advance_to_deadline(deadline),
                 _ => break,
             }
         }
@@ -428,12 +425,64 @@ impl Cluster {
         self.advance_to(self.now.plus_ms(ms));
     }
 
+    /// The earliest timer deadline of any node.
+    fn next_deadline(&self) -> Option<Time> {
+        self.nodes.iter().filter_map(|n| n.replica.poll_timeout()).min()
+    }
+
+    /// Moves the clock to `deadline`, fires what is due and settles.
+    fn advance_to_deadline(&mut self, deadline: Time) {
+        self.now = self.now.max(deadline);
+        self.fire_timers();
+        self.settle();
+    }
+
     /// Proposes at node `id` and performs its resulting actions (nothing is delivered).
     pub fn propose(&mut self, id: u64, request: Request) -> Result<(), ProposeError> {
         let now = self.now;
         let result = self.replica_mut(id).handle_propose(now, request);
         self.drain((id - 1) as usize);
         result
+    }
+
+    /// Proposes every request at the agreed primary, then runs the cluster until every
+    /// node applied all of them. Returns the number of slots they took at the primary.
+    ///
+    /// # Panics
+    /// If there is no agreed primary, a proposal is refused or dropped, or the requests are
+    /// not applied everywhere within a minute of simulated time.
+    pub fn propose_and_apply(&mut self, requests: Vec<Request>) -> u64 {
+        let primary = self.agreed_primary().expect("propose_and_apply needs an agreed primary");
+        let count = requests.len() as u64;
+        let expected: Vec<u64> = self.nodes.iter().map(|n| n.applied_requests + count).collect();
+        let slots_before = self.node(primary).applied_slots;
+        let now = self.now;
+        for result in self.replica_mut(primary).handle_propose_many(now, requests) {
+            if let Err(error) = result {
+                panic!("proposal refused: {error}");
+            }
+        }
+        self.drain((primary - 1) as usize);
+        self.run_until_applied(&expected);
+        assert!(self.nodes.iter().all(|n| n.requests_dropped == 0), "requests were dropped");
+        assert!(self.rejected.is_empty(), "messages were rejected: {:?}", self.rejected.first());
+        self.node(primary).applied_slots - slots_before
+    }
+
+    /// Runs until node `i` applied at least `expected[i]` requests, letting simulated time
+    /// pass when only a timer (a heartbeat carrying the chosen watermark) can make progress.
+    pub fn run_until_applied(&mut self, expected: &[u64]) {
+        let give_up = self.now.plus_ms(STUCK_AFTER_MS);
+        loop {
+            self.settle();
+            if self.nodes.iter().zip(expected).all(|(node, expected)| node.applied_requests >= *expected) {
+                return;
+            }
+            let applied: Vec<u64> = self.nodes.iter().map(|n| n.applied_requests).collect();
+            assert!(self.now < give_up, "stuck: applied {applied:?}, expected {expected:?}");
+            let deadline = self.next_deadline().expect("a replica always has a timer armed");
+            self.advance_to_deadline(deadline);
+        }
     }
 
     /// Delivers `message` to its receiver now, as if it had just arrived.
@@ -453,6 +502,7 @@ impl Cluster {
     /// Restarts node `id` from its disk: a new replica, the state machine loaded from the
     /// newest checkpoint, nothing withheld survives.
     pub fn restart(&mut self, id: u64) {
+        assert_eq!(self.recording, Recording::Everything, "only a recorded disk can be restarted from");
         let index = (id - 1) as usize;
         let mut config = config(id, self.nodes.len() as u64);
         (self.tweak)(&mut config);
@@ -462,6 +512,7 @@ impl Cluster {
         node.replica = replica;
         node.withheld.clear();
         node.applied = node.disk.checkpoint_state.clone();
+        node.state_slot = node.applied.last().map_or(node.disk.checkpoint, |(s, _)| *s);
         self.drain(index);
     }
 
@@ -483,5 +534,61 @@ impl Cluster {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload_requests;
+
+    #[test]
+    fn every_request_is_applied_on_every_node_in_few_slots() {
+        let mut cluster = Cluster::with_recording(3, Recording::Counters, |config| {
+            config.pipeline_depth = 4;
+            config.batch_requests_max = 16;
+        });
+        let primary = cluster.elect();
+        assert_eq!(cluster.replica(primary).role(), Role::Primary);
+        let slots = cluster.propose_and_apply(payload_requests(0, 1_000, 64));
+        assert!(cluster.nodes.iter().all(|n| n.applied_requests == 1_000));
+        // Pipelined and batched: far fewer slots than requests, at least 1000 / 16.
+        assert!((63..1_000).contains(&slots), "{slots} slots");
+        cluster.propose_and_apply(payload_requests(1_000, 500, 64));
+        assert!(cluster.nodes.iter().all(|n| n.applied_requests == 1_500));
+        let chosen: Vec<Slot> = cluster.nodes.iter().map(|n| n.replica.chosen()).collect();
+        assert!(chosen.iter().all(|&slot| slot == chosen[0]), "chosen watermarks differ: {chosen:?}");
+        assert!(cluster.sent.is_empty() && cluster.node(1).actions.is_empty(), "counters only");
+    }
+
+    #[test]
+    fn one_request_per_slot_takes_one_slot_each() {
+        let mut cluster =
+            Cluster::with_recording(3, Recording::Counters, |config| config.batch_requests_max = 1);
+        cluster.elect();
+        assert_eq!(cluster.propose_and_apply(payload_requests(0, 300, 64)), 300);
+        assert!(cluster.nodes.iter().all(|n| n.applied_slots >= 300));
+    }
+
+    #[test]
+    fn a_single_replica_ring_applies_alone() {
+        let mut cluster = Cluster::new(1, |_| {});
+        assert_eq!(cluster.elect(), 1);
+        cluster.propose_and_apply(payload_requests(0, 10, 8));
+        assert_eq!(cluster.node(1).applied_requests, 10);
+        assert_eq!(cluster.node(1).applied_payloads().len(), 10);
+        assert_eq!(cluster.delivered, 0);
+    }
+
+    #[test]
+    fn a_restarted_node_recovers_from_its_disk_and_catches_up() {
+        let mut cluster = Cluster::new(3, |config| config.checkpoint_interval_slots = 4);
+        cluster.elect();
+        cluster.propose_and_apply(payload_requests(0, 20, 8));
+        cluster.restart(3);
+        cluster.advance_ms(2_000);
+        cluster.propose_and_apply(payload_requests(20, 5, 8));
+        assert_eq!(cluster.node(3).state_slot(), cluster.node(1).state_slot());
+        cluster.assert_agreement();
     }
 }
