@@ -27,6 +27,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often [`ProcessCluster`] polls while it waits for the ring.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// What a replica prints on stdout once it serves clients.
+const READY_LINE: &str = "clients on";
 
 /// How to start a [`ProcessCluster`].
 #[derive(Clone, Debug)]
@@ -340,30 +342,23 @@ impl ProcessCluster {
     pub fn try_spawn(&mut self, id: u64, extra: &[&str]) -> Result<(), String> {
         assert!(!self.is_running(id), "replica {id} is already running");
         let (mut child, lines) = self.launch(id, extra);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            match lines.recv_timeout(POLL_INTERVAL) {
-                Ok(line) if line.contains("clients on") => break,
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        match watch(&mut child, Some(&lines), Instant::now() + READY_TIMEOUT) {
+            Watched::Ready(_) => {
+                self.replica_mut(id).child = Some(child);
+                Ok(())
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "replica {id} exited during start-up ({status}); its stderr:\n{}",
-                    self.stderr(id)
-                ));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
+            Watched::Exited(status) => Err(format!(
+                "replica {id} exited during start-up ({status}); its stderr:\n{}",
+                self.stderr(id)
+            )),
+            Watched::StillRunning => {
+                let _ = kill_and_reap(&mut child);
+                Err(format!(
                     "replica {id} was not ready within {READY_TIMEOUT:?}; its stderr:\n{}",
                     self.stderr(id)
-                ));
+                ))
             }
         }
-        self.replica_mut(id).child = Some(child);
-        Ok(())
     }
 
     /// Starts replica `id` and expects it to refuse: returns its exit status and what this
@@ -377,26 +372,17 @@ impl ProcessCluster {
         assert!(!self.is_running(id), "replica {id} is already running");
         let before = self.stderr(id).len();
         let (mut child, lines) = self.launch(id, extra);
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Ok(line) = lines.try_recv() {
-                if line.contains("clients on") {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("replica {id} started although it should have refused: {line}");
-                }
+        match watch(&mut child, Some(&lines), Instant::now() + timeout) {
+            Watched::Exited(status) => (status, self.stderr(id)[before..].to_owned()),
+            Watched::Ready(line) => {
+                let _ = kill_and_reap(&mut child);
+                panic!("replica {id} started although it should have refused: {line}");
             }
-            if let Some(status) = child.try_wait().expect("waiting for a replica") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+            Watched::StillRunning => {
+                let _ = kill_and_reap(&mut child);
                 panic!("replica {id} neither started nor exited within {timeout:?}:\n{}", self.stderr(id));
             }
-            std::thread::sleep(POLL_INTERVAL);
-        };
-        (status, self.stderr(id)[before..].to_owned())
+        }
     }
 
     /// Starts replica `id` where it may refuse or start: returns its exit status and what
@@ -411,32 +397,22 @@ impl ProcessCluster {
         assert!(!self.is_running(id), "replica {id} is already running");
         let before = self.stderr(id).len();
         let (mut child, lines) = self.launch(id, &[]);
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Ok(line) = lines.try_recv() {
-                if line.contains("clients on") {
-                    self.replica_mut(id).child = Some(child);
-                    return (None, self.stderr(id)[before..].to_owned());
-                }
+        let status = match watch(&mut child, Some(&lines), Instant::now() + timeout) {
+            Watched::Ready(_) => {
+                self.replica_mut(id).child = Some(child);
+                None
             }
-            if let Some(status) = child.try_wait().expect("waiting for a replica") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break child.wait().expect("waiting for a killed replica");
-            }
-            std::thread::sleep(POLL_INTERVAL);
+            Watched::Exited(status) => Some(status),
+            Watched::StillRunning => Some(kill_and_reap(&mut child).expect("waiting for a killed replica")),
         };
-        (Some(status), self.stderr(id)[before..].to_owned())
+        (status, self.stderr(id)[before..].to_owned())
     }
 
     /// Kills replica `id` with SIGKILL: no flush, no goodbye. (A paused replica dies too.)
     pub fn kill(&mut self, id: u64) {
         let replica = self.replica_mut(id);
         let mut child = replica.child.take().unwrap_or_else(|| panic!("replica {id} is not running"));
-        let _ = child.kill();
-        let _ = child.wait();
+        let _ = kill_and_reap(&mut child);
     }
 
     /// Stops replica `id` with SIGTERM and waits for it to exit (SIGKILL after
@@ -445,16 +421,11 @@ impl ProcessCluster {
         let replica = self.replica_mut(id);
         let mut child = replica.child.take().unwrap_or_else(|| panic!("replica {id} is not running"));
         signal(&child, libc::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait().expect("waiting for a replica") {
-                return status;
+        match watch(&mut child, None, Instant::now() + STOP_TIMEOUT) {
+            Watched::Exited(status) => status,
+            Watched::Ready(_) | Watched::StillRunning => {
+                kill_and_reap(&mut child).expect("waiting for a killed replica")
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return child.wait().expect("waiting for a killed replica");
-            }
-            std::thread::sleep(POLL_INTERVAL);
         }
     }
 
@@ -572,8 +543,7 @@ impl Drop for ProcessCluster {
     fn drop(&mut self) {
         for replica in self.replicas.values_mut() {
             if let Some(mut child) = replica.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
+                let _ = kill_and_reap(&mut child);
             }
         }
         if std::thread::panicking() {
@@ -586,6 +556,42 @@ impl Drop for ProcessCluster {
             }
         }
     }
+}
+
+/// What a replica's process did while it was watched.
+#[derive(Debug)]
+enum Watched {
+    /// It printed its ready line (this one) and runs on.
+    Ready(String),
+    /// It exited.
+    Exited(ExitStatus),
+    /// Neither, by the deadline.
+    StillRunning,
+}
+
+/// Watches `child` until it prints its ready line on `lines` (when its stdout is watched),
+/// exits, or `deadline` passes.
+fn watch(child: &mut Child, lines: Option<&mpsc::Receiver<String>>, deadline: Instant) -> Watched {
+    loop {
+        match lines.map(|lines| lines.recv_timeout(POLL_INTERVAL)) {
+            Some(Ok(line)) if line.contains(READY_LINE) => return Watched::Ready(line),
+            Some(Ok(_) | Err(mpsc::RecvTimeoutError::Timeout)) => {}
+            // Nothing to wait on: its stdout is closed or not watched.
+            Some(Err(mpsc::RecvTimeoutError::Disconnected)) | None => std::thread::sleep(POLL_INTERVAL),
+        }
+        if let Some(status) = child.try_wait().expect("waiting for a replica") {
+            return Watched::Exited(status);
+        }
+        if Instant::now() > deadline {
+            return Watched::StillRunning;
+        }
+    }
+}
+
+/// Kills `child` with SIGKILL (if it still runs) and reaps it; returns how it ended.
+fn kill_and_reap(child: &mut Child) -> std::io::Result<ExitStatus> {
+    let _ = child.kill();
+    child.wait()
 }
 
 /// Sends `signal` to a child process this cluster started and has not reaped.

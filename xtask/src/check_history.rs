@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::process::Cmd;
-use crate::sim::executable_of;
+use crate::build;
+use crate::process::{ArgList, Cmd};
 
 /// Arguments of `cargo xtask check-history`.
 #[derive(Debug, Clone, Default, Args)]
@@ -40,17 +40,12 @@ impl CheckHistoryArgs {
             bail!("no history FILE given");
         };
         let file = std::path::absolute(file).with_context(|| format!("resolving {}", file.display()))?;
-        let mut args: Vec<OsString> = vec![file.into_os_string()];
-        if self.json {
-            args.push("--json".into());
-        }
-        if let Some(timeout) = self.timeout {
-            args.extend(["--timeout".into(), timeout.to_string().into()]);
-        }
-        if let Some(max_steps) = self.max_steps {
-            args.extend(["--max-steps".into(), max_steps.to_string().into()]);
-        }
-        Ok(args)
+        Ok(ArgList::new()
+            .arg(file)
+            .switch("--json", self.json)
+            .value("--timeout", self.timeout)
+            .value("--max-steps", self.max_steps)
+            .into_vec())
     }
 }
 
@@ -65,48 +60,19 @@ pub fn run(args: &CheckHistoryArgs) -> Result<()> {
             .context("the checker's release test failed");
     }
     let command_line = args.to_args()?;
-    let binary = build()?;
+    let [binary] = build::release_binaries("rsl-check", ["rsl-check-history"])?;
     Cmd::new(&binary).args(command_line).run().context("the checker did not find the history linearizable (exit code 1: not linearizable, 2: malformed, 3: unknown)")
-}
-
-/// Builds the `rsl-check-history` binary in release and returns its path.
-fn build() -> Result<PathBuf> {
-    let cmd = Cmd::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "rsl-check",
-        "--bin",
-        "rsl-check-history",
-        "--message-format=json-render-diagnostics",
-    ]);
-    let mut executable = None;
-    cmd.read_lines(|line| {
-        if let Some(path) = executable_of(line, "rsl-check-history")? {
-            executable = Some(path);
-        }
-        Ok(())
-    })
-    .context("building the history checker (release)")?;
-    match executable {
-        Some(path) => Ok(path),
-        None => bail!("`{}` succeeded but reported no rsl-check-history executable", cmd.display()),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn strings(args: &CheckHistoryArgs) -> Vec<String> {
-        args.to_args().unwrap().into_iter().map(|arg| arg.into_string().unwrap()).collect()
-    }
-
     #[test]
     fn passes_arguments_through_with_an_absolute_file() {
         let plain = CheckHistoryArgs { file: Some("h.jsonl".into()), ..CheckHistoryArgs::default() };
         let expected = std::env::current_dir().unwrap().join("h.jsonl");
-        assert_eq!(strings(&plain), [expected.to_str().unwrap()]);
+        assert_eq!(plain.to_args().unwrap(), [expected.to_str().unwrap()]);
         let all = CheckHistoryArgs {
             file: Some("/tmp/h.jsonl".into()),
             json: true,
@@ -114,7 +80,10 @@ mod tests {
             max_steps: Some(1000),
             self_test: false,
         };
-        assert_eq!(strings(&all), ["/tmp/h.jsonl", "--json", "--timeout", "2.5", "--max-steps", "1000"]);
+        assert_eq!(
+            all.to_args().unwrap(),
+            ["/tmp/h.jsonl", "--json", "--timeout", "2.5", "--max-steps", "1000"]
+        );
         assert!(CheckHistoryArgs::default().to_args().is_err());
     }
 }

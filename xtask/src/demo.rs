@@ -24,7 +24,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use crate::process::Cmd;
+use crate::build;
 
 /// Replicas in the demo ring.
 const REPLICAS: u64 = 3;
@@ -108,40 +108,10 @@ pub(crate) struct Binaries {
     pub(crate) cli: PathBuf,
 }
 
-/// Builds rsl-kv's binaries in release and returns their paths, as cargo reports them.
+/// Builds rsl-kv's binaries in release and returns their paths.
 pub(crate) fn build() -> Result<Binaries> {
-    eprintln!("building rsl-kv (release)");
-    let cmd = Cmd::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "rsl-kv",
-        "--bins",
-        "--message-format=json-render-diagnostics",
-    ]);
-    let (mut server, mut cli) = (None, None);
-    cmd.read_lines(|line| {
-        if !line.starts_with('{') {
-            return Ok(());
-        }
-        let message: Value = serde_json::from_str(line)
-            .with_context(|| format!("cargo printed a malformed JSON message: {line}"))?;
-        let is_bin = message["reason"] == "compiler-artifact"
-            && message["target"]["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == "bin"));
-        if let (true, Some(path)) = (is_bin, message["executable"].as_str()) {
-            match message["target"]["name"].as_str() {
-                Some("rsl-kv-server") => server = Some(PathBuf::from(path)),
-                Some("rsl-kv") => cli = Some(PathBuf::from(path)),
-                _ => {}
-            }
-        }
-        Ok(())
-    })
-    .context("building rsl-kv (release)")?;
-    match (server, cli) {
-        (Some(server), Some(cli)) => Ok(Binaries { server, cli }),
-        _ => bail!("`{}` succeeded but did not report both rsl-kv binaries", cmd.display()),
-    }
+    let [server, cli] = build::release_binaries("rsl-kv", ["rsl-kv-server", "rsl-kv"])?;
+    Ok(Binaries { server, cli })
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).

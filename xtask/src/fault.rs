@@ -4,11 +4,11 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::process::Cmd;
-use crate::sim::executable_of;
+use crate::build;
+use crate::process::{ArgList, Cmd};
 
 /// Arguments passed through to `rsl-fault`.
 #[derive(Debug, Clone, Default, Args)]
@@ -42,73 +42,36 @@ pub struct FaultArgs {
 impl FaultArgs {
     /// The command line for `rsl-fault`.
     pub fn to_args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = Vec::new();
-        let mut push = |flag: &str, value: Option<String>| {
-            if let Some(value) = value {
-                args.push(flag.into());
-                args.push(value.into());
-            }
-        };
-        push("--duration", self.duration.clone());
-        push("--seed", self.seed.map(|v| v.to_string()));
-        push("--runs", self.runs.map(|v| v.to_string()));
-        push("--history-dir", self.history_dir.as_ref().map(|d| d.display().to_string()));
-        push("--nemesis", self.nemesis.clone());
-        push("--network", self.network.clone());
-        if self.quick {
-            args.push("--quick".into());
-        }
-        args.extend(self.extra.iter().cloned());
-        args
+        ArgList::new()
+            .value("--duration", self.duration.as_ref())
+            .value("--seed", self.seed)
+            .value("--runs", self.runs)
+            .value("--history-dir", self.history_dir.as_ref().map(|dir| dir.display()))
+            .value("--nemesis", self.nemesis.as_ref())
+            .value("--network", self.network.as_ref())
+            .switch("--quick", self.quick)
+            .args(self.extra.iter().cloned())
+            .into_vec()
     }
 }
 
 /// Builds `rsl-fault` and `rsl-tests-kv-server` in release, then runs `rsl-fault`; its exit
 /// code is passed on.
 pub fn run(args: &FaultArgs) -> Result<()> {
-    let binary = build()?;
+    // rsl-fault starts the replica server that lies beside it.
+    let [binary, _server] = build::release_binaries("rsl-tests", ["rsl-fault", "rsl-tests-kv-server"])?;
     Cmd::new(&binary).args(args.to_args()).run().context("the fault run failed (see its output above)")
-}
-
-fn build() -> Result<PathBuf> {
-    let cmd = Cmd::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "rsl-tests",
-        "--bin",
-        "rsl-fault",
-        "--bin",
-        "rsl-tests-kv-server",
-        "--message-format=json-render-diagnostics",
-    ]);
-    let mut executable = None;
-    cmd.read_lines(|line| {
-        if let Some(path) = executable_of(line, "rsl-fault")? {
-            executable = Some(path);
-        }
-        Ok(())
-    })
-    .context("building the fault runner (release)")?;
-    match executable {
-        Some(path) => Ok(path),
-        None => bail!("`{}` succeeded but reported no rsl-fault executable", cmd.display()),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn strings(args: &FaultArgs) -> Vec<String> {
-        args.to_args().into_iter().map(|arg| arg.into_string().unwrap()).collect()
-    }
-
     #[test]
     fn passes_arguments_through() {
-        assert!(strings(&FaultArgs::default()).is_empty());
+        assert!(FaultArgs::default().to_args().is_empty());
         let long = FaultArgs { duration: Some("10m".into()), seed: Some(7), ..FaultArgs::default() };
-        assert_eq!(strings(&long), ["--duration", "10m", "--seed", "7"]);
+        assert_eq!(long.to_args(), ["--duration", "10m", "--seed", "7"]);
         let all = FaultArgs {
             duration: Some("90s".into()),
             seed: Some(1),
@@ -120,7 +83,7 @@ mod tests {
             extra: vec!["--clients".into(), "3".into()],
         };
         assert_eq!(
-            strings(&all),
+            all.to_args(),
             [
                 "--duration",
                 "90s",

@@ -5,6 +5,7 @@
 //! error naming the command. xtask depends on no rsl crate, so it builds even when they don't.
 
 mod bench;
+mod build;
 mod check_history;
 mod ci;
 mod contracts;

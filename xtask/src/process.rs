@@ -70,7 +70,6 @@ impl Cmd {
         Cmd::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
     }
 
-    #[allow(dead_code)] // part of the builder; no task passes a single argument right now
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
         self.args.push(arg.as_ref().to_owned());
         self
@@ -179,6 +178,50 @@ impl Cmd {
     }
 }
 
+/// The command line a task passes through to a tool: each flag with its value where the
+/// value is given, each switch where it is on, in the order added.
+#[derive(Debug, Default)]
+pub struct ArgList(Vec<OsString>);
+
+impl ArgList {
+    pub fn new() -> ArgList {
+        ArgList::default()
+    }
+
+    /// `word` as it is.
+    pub fn arg(mut self, word: impl Into<OsString>) -> ArgList {
+        self.0.push(word.into());
+        self
+    }
+
+    /// `flag value` when `value` is given, nothing otherwise.
+    pub fn value(mut self, flag: &str, value: Option<impl fmt::Display>) -> ArgList {
+        if let Some(value) = value {
+            self.0.push(flag.into());
+            self.0.push(value.to_string().into());
+        }
+        self
+    }
+
+    /// `flag` when `on`.
+    pub fn switch(mut self, flag: &str, on: bool) -> ArgList {
+        if on {
+            self.0.push(flag.into());
+        }
+        self
+    }
+
+    /// `words` as they are.
+    pub fn args(mut self, words: impl IntoIterator<Item = OsString>) -> ArgList {
+        self.0.extend(words);
+        self
+    }
+
+    pub fn into_vec(self) -> Vec<OsString> {
+        self.0
+    }
+}
+
 /// Quotes a word for display if a shell would split or expand it.
 fn quote(word: &str) -> String {
     let plain =
@@ -199,6 +242,19 @@ mod tests {
         let cmd = Cmd::new("cargo").env("RUSTDOCFLAGS", "-D warnings").args(["doc", "--workspace", ""]);
         assert_eq!(cmd.display(), "RUSTDOCFLAGS='-D warnings' cargo doc --workspace ''");
         assert_eq!(quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn arg_lists_hold_given_values_and_switches_that_are_on() {
+        let args = ArgList::new()
+            .arg("file")
+            .value("--seed", Some(7))
+            .value("--name", None::<&str>)
+            .switch("--quick", true)
+            .switch("--json", false)
+            .args(["--", "rest"].map(OsString::from))
+            .into_vec();
+        assert_eq!(args, ["file", "--seed", "7", "--quick", "--", "rest"]);
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! `cargo xtask sim`: build the simulator in release and run it, streaming its output.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::process::Cmd;
+use crate::build;
+use crate::process::{ArgList, Cmd};
 
 /// Seeds run when `--seeds` is not given.
 pub const DEFAULT_SEEDS: u64 = 1000;
@@ -57,86 +57,36 @@ impl SimArgs {
             (None, Some(_)) => 1,
             (None, None) => DEFAULT_SEEDS,
         };
-        let mut args: Vec<OsString> = vec!["--seeds".into(), seeds.to_string().into()];
-        let mut push = |flag: &str, value: Option<String>| {
-            if let Some(value) = value {
-                args.push(flag.into());
-                args.push(value.into());
-            }
-        };
-        push("--seed", self.seed.map(|v| v.to_string()));
-        push("--first-seed", self.first_seed.map(|v| v.to_string()));
-        push("--replicas", self.replicas.map(|v| v.to_string()));
-        push("--mutation", self.mutation.clone());
-        push("--threads", self.threads.map(|v| v.to_string()));
-        if self.until_caught {
-            args.push("--until-caught".into());
-        }
-        args.extend(self.extra.iter().cloned());
-        args
+        ArgList::new()
+            .arg("--seeds")
+            .arg(seeds.to_string())
+            .value("--seed", self.seed)
+            .value("--first-seed", self.first_seed)
+            .value("--replicas", self.replicas)
+            .value("--mutation", self.mutation.as_ref())
+            .value("--threads", self.threads)
+            .switch("--until-caught", self.until_caught)
+            .args(self.extra.iter().cloned())
+            .into_vec()
     }
 }
 
 /// Builds `rsl-sim` in release, then runs it with `args`. Its output streams to the
 /// terminal; a failing run is a `CommandFailed` carrying the simulator's exit code.
 pub fn run(args: &SimArgs) -> Result<()> {
-    let binary = build()?;
+    let [binary] = build::release_binaries("rsl-sim", ["rsl-sim"])?;
     Cmd::new(&binary).args(args.to_args()).run().context("the simulator run failed (see its output above)")
-}
-
-/// Builds the `rsl-sim` binary in release and returns its path, as cargo reports it (so
-/// `CARGO_TARGET_DIR` and `build.target-dir` are honoured).
-fn build() -> Result<PathBuf> {
-    let cmd = Cmd::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "rsl-sim",
-        "--bin",
-        "rsl-sim",
-        "--message-format=json-render-diagnostics",
-    ]);
-    let mut executable = None;
-    cmd.read_lines(|line| {
-        if let Some(path) = executable_of(line, "rsl-sim")? {
-            executable = Some(path);
-        }
-        Ok(())
-    })
-    .context("building the simulator (release)")?;
-    match executable {
-        Some(path) => Ok(path),
-        None => bail!("`{}` succeeded but reported no rsl-sim executable", cmd.display()),
-    }
-}
-
-/// The executable path in a cargo `compiler-artifact` message for binary `name`, if `line`
-/// is one.
-pub fn executable_of(line: &str, name: &str) -> Result<Option<PathBuf>> {
-    if !line.starts_with('{') {
-        return Ok(None);
-    }
-    let message: serde_json::Value = serde_json::from_str(line)
-        .with_context(|| format!("cargo printed a malformed JSON message: {line}"))?;
-    let is_our_binary = message["reason"] == "compiler-artifact"
-        && message["target"]["name"] == name
-        && message["target"]["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"));
-    Ok(message["executable"].as_str().filter(|_| is_our_binary).map(PathBuf::from))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn strings(args: &SimArgs) -> Vec<String> {
-        args.to_args().into_iter().map(|arg| arg.into_string().unwrap()).collect()
-    }
-
     #[test]
     fn passes_arguments_through() {
-        assert_eq!(strings(&SimArgs::default()), ["--seeds", "1000"]);
+        assert_eq!(SimArgs::default().to_args(), ["--seeds", "1000"]);
         let replay = SimArgs { seed: Some(42), replicas: Some(5), ..SimArgs::default() };
-        assert_eq!(strings(&replay), ["--seeds", "1", "--seed", "42", "--replicas", "5"]);
+        assert_eq!(replay.to_args(), ["--seeds", "1", "--seed", "42", "--replicas", "5"]);
         let all = SimArgs {
             seeds: Some(10),
             seed: None,
@@ -148,7 +98,7 @@ mod tests {
             extra: vec!["--verbose".into()],
         };
         assert_eq!(
-            strings(&all),
+            all.to_args(),
             [
                 "--seeds",
                 "10",
@@ -171,17 +121,5 @@ mod tests {
         assert_eq!(parse_replicas("3"), Ok(3));
         assert_eq!(parse_replicas("5"), Ok(5));
         assert!(parse_replicas("4").unwrap_err().contains("expected 3 or 5"));
-    }
-
-    #[test]
-    fn finds_the_executable_in_cargo_messages() {
-        let artifact = r#"{"reason":"compiler-artifact","target":{"name":"rsl-sim","kind":["bin"]},"executable":"/t/release/rsl-sim"}"#;
-        assert_eq!(executable_of(artifact, "rsl-sim").unwrap(), Some(PathBuf::from("/t/release/rsl-sim")));
-        let library =
-            r#"{"reason":"compiler-artifact","target":{"name":"rsl_sim","kind":["lib"]},"executable":null}"#;
-        assert_eq!(executable_of(library, "rsl-sim").unwrap(), None);
-        let finished = r#"{"reason":"build-finished","success":true}"#;
-        assert_eq!(executable_of(finished, "rsl-sim").unwrap(), None);
-        assert_eq!(executable_of("not json", "rsl-sim").unwrap(), None);
     }
 }

@@ -236,18 +236,7 @@ fn main() -> ExitCode {
             println!("  replay the schedule: {replay}");
             failed.push(seed);
         }
-        totals.ok += report.ok;
-        totals.fail += report.fail;
-        totals.info += report.info;
-        totals.violations += report.violations;
-        totals.acknowledged_writes += report.acknowledged_writes;
-        totals.lost_writes += report.lost_writes;
-        totals.failovers.extend(report.failovers);
-        totals.unavailable.extend(report.unavailable);
-        totals.seconds += report.seconds;
-        for (name, n) in report.faults {
-            *totals.faults.entry(name).or_default() += n;
-        }
+        totals.add(report);
         if interrupted.load(Ordering::Relaxed) {
             break;
         }

@@ -18,7 +18,7 @@ use rsl_kv::{Client, ClientError, ClientOptions};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use crate::fault::history::{Function, History, Outcome};
+use crate::fault::history::{Function, History, Outcome, Pending};
 use crate::fault::stream::{OpFailed, OpResult, StreamMux};
 use rsl_kv::proto as pb;
 
@@ -106,21 +106,26 @@ struct Session {
 }
 
 impl Session {
-    fn client(&self) -> Client {
-        Client::new(self.servers.clone(), client_options(self.options.operation_timeout))
-            .expect("the cluster's addresses are valid")
-    }
-
-    async fn run(self) {
-        match self.mux.clone() {
-            Some(mux) => self.run_stream(mux).await,
-            None => self.run_unary().await,
+    /// A new connection for a new process: its own client, or over the shared stream its
+    /// own client id (random) with sequences from 1.
+    fn connect(&mut self) -> Connection {
+        match &self.mux {
+            Some(mux) => Connection::Stream {
+                mux: mux.clone(),
+                timeout: self.options.operation_timeout,
+                session: self.rng.next_u64() | 1,
+                sequence: 0,
+            },
+            None => Connection::Unary(
+                Client::new(self.servers.clone(), client_options(self.options.operation_timeout))
+                    .expect("the cluster's addresses are valid"),
+            ),
         }
     }
 
-    async fn run_unary(mut self) {
+    async fn run(mut self) {
         let mut process = self.index;
-        let mut client = self.client();
+        let mut connection = self.connect();
         // What this session last learned each key holds: cas mostly expects it.
         let mut known: HashMap<String, Option<i64>> = HashMap::new();
         while !self.stop.load(Ordering::Relaxed) {
@@ -129,27 +134,22 @@ impl Session {
             let unknown = if roll < 40 {
                 let value = self.next_value.fetch_add(1, Ordering::Relaxed);
                 let pending = self.history.invoke(process, Function::Put, &key, value, json!(value));
-                match client.put(&key, value.to_string()).await {
-                    Ok(_) => {
+                match connection.put(&key, value).await {
+                    Ok(()) => {
                         self.history.complete(pending, Outcome::Ok, json!(value), None);
                         known.insert(key, Some(value));
                         false
                     }
-                    Err(error) => self.write_failed(pending, &error),
+                    Err(failed) => self.write_failed(pending, failed),
                 }
             } else if roll < 75 {
                 let pending = self.history.invoke(process, Function::Get, &key, 0, Value::Null);
-                let read = if self.options.fast_reads {
-                    client.get_fast(&key, Some(0)).await
-                } else {
-                    client.get(&key).await
-                };
-                match read {
+                match connection.get(&key, self.options.fast_reads).await {
                     Ok(read) => {
-                        let read = read.map(|bytes| parse_value(&key, &bytes));
                         self.history.complete(pending, Outcome::Ok, json!(read), read);
                         known.insert(key, read);
                     }
+                    // A read that fails had no effect.
                     Err(_) => self.history.complete(pending, Outcome::Fail, Value::Null, None),
                 }
                 false
@@ -161,25 +161,24 @@ impl Session {
                 let value = self.next_value.fetch_add(1, Ordering::Relaxed);
                 let pair = json!([expected, value]);
                 let pending = self.history.invoke(process, Function::Cas, &key, value, pair.clone());
-                let expected_bytes = expected.map(|e| bytes::Bytes::from(e.to_string()));
-                match client.cas(&key, expected_bytes, value.to_string()).await {
-                    Ok(result) if result.swapped => {
+                match connection.cas(&key, expected, value).await {
+                    Ok(Cas::Swapped) => {
                         self.history.complete(pending, Outcome::Ok, pair, Some(1));
                         known.insert(key, Some(value));
                         false
                     }
-                    Ok(result) => {
+                    Ok(Cas::Holds(current)) => {
                         self.history.complete(pending, Outcome::Ok, json!(false), Some(0));
-                        known.insert(key.clone(), result.current.map(|bytes| parse_value(&key, &bytes)));
+                        known.insert(key, current);
                         false
                     }
-                    Err(error) => self.write_failed(pending, &error),
+                    Err(failed) => self.write_failed(pending, failed),
                 }
             };
             if unknown {
                 // A new process with a new session: the old one's write may still land.
                 process += self.options.clients;
-                client = self.client();
+                connection = self.connect();
                 known.clear();
             }
             let think = self.rng.below(self.options.think_ms_max + 1);
@@ -187,116 +186,143 @@ impl Session {
         }
     }
 
-    /// The same mix of operations over the shared stream. Each process writes as its own
-    /// session (a random client id, sequences from 1); nothing is retried.
-    async fn run_stream(mut self, mux: StreamMux) {
-        let timeout = self.options.operation_timeout;
-        let mut process = self.index;
-        let mut session = self.rng.next_u64() | 1;
-        let mut sequence = 0u64;
-        let mut known: HashMap<String, Option<i64>> = HashMap::new();
-        while !self.stop.load(Ordering::Relaxed) {
-            let key = format!("k{}", self.rng.below(self.options.keys));
-            let roll = self.rng.below(100);
-            let unknown = if roll < 40 {
-                let value = self.next_value.fetch_add(1, Ordering::Relaxed);
-                sequence += 1;
-                let pending = self.history.invoke(process, Function::Put, &key, value, json!(value));
+    /// Records a write that did not succeed; returns whether its outcome is unknown.
+    fn write_failed(&self, pending: Pending, failed: Failed) -> bool {
+        match failed {
+            Failed::NoEffect => {
+                self.history.complete(pending, Outcome::Fail, Value::Null, None);
+                false
+            }
+            Failed::Unknown => {
+                self.history.complete(pending, Outcome::Info, Value::Null, None);
+                true
+            }
+        }
+    }
+}
+
+/// How a session reaches the ring.
+enum Connection {
+    /// One unary call per operation, through a client of its own (which retries).
+    Unary(Client),
+    /// The shared stream, without retries; writes carry this session's client id and the
+    /// next sequence.
+    Stream { mux: StreamMux, timeout: Duration, session: u64, sequence: u64 },
+}
+
+/// An operation that did not succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failed {
+    /// It certainly did not take effect.
+    NoEffect,
+    /// It may take effect at any time, or never.
+    Unknown,
+}
+
+/// What a cas did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cas {
+    /// It swapped.
+    Swapped,
+    /// It did not swap: the key held this.
+    Holds(Option<i64>),
+}
+
+impl Connection {
+    async fn put(&mut self, key: &str, value: i64) -> Result<(), Failed> {
+        match self {
+            Connection::Unary(client) => {
+                client.put(key, value.to_string()).await.map(drop).map_err(unary_failed)
+            }
+            Connection::Stream { mux, timeout, session, sequence } => {
+                *sequence += 1;
                 let put = pb::PutRequest {
-                    id: Some(pb::WriteId { client: session, sequence }),
-                    key: key.clone(),
+                    id: Some(pb::WriteId { client: *session, sequence: *sequence }),
+                    key: key.to_owned(),
                     value: value.to_string().into(),
                 };
-                match mux.call(pb::op::Op::Put(put), timeout).await {
-                    Ok(pb::op_result::Result::Put(_)) => {
-                        self.history.complete(pending, Outcome::Ok, json!(value), None);
-                        known.insert(key, Some(value));
-                        false
-                    }
-                    other => self.stream_write_failed(pending, other),
+                match mux.call(pb::op::Op::Put(put), *timeout).await {
+                    Ok(pb::op_result::Result::Put(_)) => Ok(()),
+                    other => Err(stream_write_failed(other)),
                 }
-            } else if roll < 75 {
-                let pending = self.history.invoke(process, Function::Get, &key, 0, Value::Null);
-                let get = pb::GetRequest { key: key.clone(), fast: self.options.fast_reads, min_slot: 0 };
-                match mux.call(pb::op::Op::Get(get), timeout).await {
+            }
+        }
+    }
+
+    /// Reads `key` (with a fast read from any replica when `fast`); `None` for a missing key.
+    async fn get(&mut self, key: &str, fast: bool) -> Result<Option<i64>, Failed> {
+        let read = match self {
+            Connection::Unary(client) if fast => client.get_fast(key, Some(0)).await,
+            Connection::Unary(client) => client.get(key).await,
+            Connection::Stream { mux, timeout, .. } => {
+                let get = pb::GetRequest { key: key.to_owned(), fast, min_slot: 0 };
+                return match mux.call(pb::op::Op::Get(get), *timeout).await {
                     Ok(pb::op_result::Result::Get(get)) => {
-                        let read = get.found.then(|| parse_value(&key, &get.value));
-                        self.history.complete(pending, Outcome::Ok, json!(read), read);
-                        known.insert(key, read);
+                        Ok(get.found.then(|| parse_value(key, &get.value)))
                     }
-                    _ => self.history.complete(pending, Outcome::Fail, Value::Null, None),
-                }
-                false
-            } else {
-                let expected = match known.get(&key) {
-                    Some(&value) if self.rng.below(100) < 85 => value,
-                    _ => None,
+                    Ok(_) => Err(Failed::Unknown),
+                    Err(failed) => Err(stream_failed(&failed)),
                 };
-                let value = self.next_value.fetch_add(1, Ordering::Relaxed);
-                sequence += 1;
-                let pair = json!([expected, value]);
-                let pending = self.history.invoke(process, Function::Cas, &key, value, pair.clone());
+            }
+        };
+        read.map(|read| read.map(|bytes| parse_value(key, &bytes))).map_err(unary_failed)
+    }
+
+    /// Sets `key` to `value` if it holds `expected` (`None`: if it is missing).
+    async fn cas(&mut self, key: &str, expected: Option<i64>, value: i64) -> Result<Cas, Failed> {
+        match self {
+            Connection::Unary(client) => {
+                let expected = expected.map(|e| bytes::Bytes::from(e.to_string()));
+                let result = client.cas(key, expected, value.to_string()).await.map_err(unary_failed)?;
+                Ok(if result.swapped {
+                    Cas::Swapped
+                } else {
+                    Cas::Holds(result.current.map(|bytes| parse_value(key, &bytes)))
+                })
+            }
+            Connection::Stream { mux, timeout, session, sequence } => {
+                *sequence += 1;
                 let cas = pb::CasRequest {
-                    id: Some(pb::WriteId { client: session, sequence }),
-                    key: key.clone(),
+                    id: Some(pb::WriteId { client: *session, sequence: *sequence }),
+                    key: key.to_owned(),
                     expected_present: expected.is_some(),
                     expected: expected.map(|e| e.to_string().into()).unwrap_or_default(),
                     value: value.to_string().into(),
                 };
-                match mux.call(pb::op::Op::Cas(cas), timeout).await {
-                    Ok(pb::op_result::Result::Cas(result)) if result.swapped => {
-                        self.history.complete(pending, Outcome::Ok, pair, Some(1));
-                        known.insert(key, Some(value));
-                        false
-                    }
+                match mux.call(pb::op::Op::Cas(cas), *timeout).await {
+                    Ok(pb::op_result::Result::Cas(result)) if result.swapped => Ok(Cas::Swapped),
                     Ok(pb::op_result::Result::Cas(result)) => {
-                        self.history.complete(pending, Outcome::Ok, json!(false), Some(0));
-                        let current = result.present.then(|| parse_value(&key, &result.current));
-                        known.insert(key, current);
-                        false
+                        Ok(Cas::Holds(result.present.then(|| parse_value(key, &result.current))))
                     }
-                    other => self.stream_write_failed(pending, other),
+                    other => Err(stream_write_failed(other)),
                 }
-            };
-            if unknown {
-                process += self.options.clients;
-                session = self.rng.next_u64() | 1;
-                sequence = 0;
-                known.clear();
-            }
-            let think = self.rng.below(self.options.think_ms_max + 1);
-            tokio::time::sleep(Duration::from_millis(think)).await;
-        }
-    }
-
-    /// Records a write over the stream that did not succeed; returns whether its outcome
-    /// is unknown.
-    fn stream_write_failed(&self, pending: crate::fault::history::Pending, result: OpResult) -> bool {
-        match result {
-            Err(OpFailed { no_effect: true, .. }) => {
-                self.history.complete(pending, Outcome::Fail, Value::Null, None);
-                false
-            }
-            Ok(other) => panic!("a write was answered as another operation: {other:?}"),
-            Err(_) => {
-                self.history.complete(pending, Outcome::Info, Value::Null, None);
-                true
             }
         }
     }
+}
 
-    /// Records a failed write; returns whether its outcome is unknown.
-    fn write_failed(&self, pending: crate::fault::history::Pending, error: &ClientError) -> bool {
-        match error {
-            ClientError::InvalidArgument(_) | ClientError::InvalidAddress { .. } => {
-                self.history.complete(pending, Outcome::Fail, Value::Null, None);
-                false
-            }
-            _ => {
-                self.history.complete(pending, Outcome::Info, Value::Null, None);
-                true
-            }
-        }
+/// A unary call's error: only a request refused as malformed (or an address that is not
+/// one) certainly did not take effect; the client may have retried anything else.
+fn unary_failed(error: ClientError) -> Failed {
+    match error {
+        ClientError::InvalidArgument(_) | ClientError::InvalidAddress { .. } => Failed::NoEffect,
+        _ => Failed::Unknown,
+    }
+}
+
+fn stream_failed(failed: &OpFailed) -> Failed {
+    if failed.no_effect {
+        Failed::NoEffect
+    } else {
+        Failed::Unknown
+    }
+}
+
+/// A write over the stream that was not answered as that write.
+fn stream_write_failed(result: OpResult) -> Failed {
+    match result {
+        Ok(other) => panic!("a write was answered as another operation: {other:?}"),
+        Err(failed) => stream_failed(&failed),
     }
 }
 
