@@ -1,0 +1,286 @@
+//! Simulated clients: each runs one operation at a time (put, get, delete, compare-and-set;
+//! reads through the log or under the primary's lease), follows redirects, retries after
+//! timeouts, gives up after a deadline, and records what it saw for the linearizability
+//! checker.
+
+use rsl_core::{NodeId, ProposeError, ReadError, Request, RequestId, Time};
+
+use super::{node_index, Event, Simulation, ATTEMPT_TIMEOUT_US, OP_TIMEOUT_US, QUIET_US, SETTLE_US};
+use crate::checkers::Failure;
+use crate::kv::{KvOp, KvResult};
+use rsl_check as linearizability;
+
+/// What the network carries to or from a client.
+#[derive(Clone, Debug)]
+pub(super) enum ClientRequest {
+    Write(Request),
+    LeaseRead { key: u8 },
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum ClientReply {
+    Ok(KvResult),
+    Redirect(Option<NodeId>),
+    Retry,
+}
+
+#[derive(Debug)]
+pub(super) struct PendingOp {
+    pub(super) op: KvOp,
+    pub(super) lease_read: bool,
+    pub(super) request: Request,
+    pub(super) invoked_at: u64,
+    pub(super) attempt: u64,
+    pub(super) target: usize,
+    pub(super) give_up_at: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct Client {
+    pub(super) next_sequence: u64,
+    pub(super) attempts: u64,
+    pub(super) pending: Option<PendingOp>,
+    pub(super) hint: usize,
+}
+
+impl Simulation {
+    pub(super) fn start_op(&mut self, client: usize) {
+        if self.now + QUIET_US >= self.run_end || self.clients[client].pending.is_some() {
+            return;
+        }
+        let key = self.rng.between(0, self.options.keys as u64 - 1) as u8;
+        let sequence = self.clients[client].next_sequence;
+        self.clients[client].next_sequence += 1;
+        let id = RequestId { client: client as u64 + 1, sequence };
+        let (op, lease_read) = if self.rng.chance(self.options.read_fraction) {
+            (KvOp::Get { key }, !self.rng.chance(self.options.log_read_fraction))
+        } else if self.rng.chance(0.1) {
+            (KvOp::Delete { key }, false)
+        } else {
+            // Unique values make every read point at one write.
+            let value = (client as i64 + 1) * 1_000_000_000 + sequence as i64;
+            if self.rng.chance(self.options.cas_fraction) {
+                let expected = self.last_written_guess(key);
+                (KvOp::Cas { key, expected, new: value }, false)
+            } else {
+                (KvOp::Put { key, value }, false)
+            }
+        };
+        let request = Request { id, payload: op.encode() };
+        if !lease_read {
+            self.issued.insert(id, request.clone());
+        }
+        let target = self.clients[client].hint;
+        // Attempt numbers never repeat within a client, so a late reply to an earlier
+        // operation cannot be taken for this one's.
+        let attempt = self.clients[client].attempts;
+        self.clients[client].pending = Some(PendingOp {
+            op,
+            lease_read,
+            request,
+            invoked_at: self.now,
+            attempt,
+            target,
+            give_up_at: self.now + OP_TIMEOUT_US,
+        });
+        self.send_attempt(client);
+    }
+
+    /// A value some client recently wrote to `key`, so compare-and-set sometimes succeeds.
+    pub(super) fn last_written_guess(&mut self, key: u8) -> Option<i64> {
+        let candidates: Vec<Option<i64>> = self
+            .history
+            .iter()
+            .rev()
+            .take(20)
+            .filter(|o| o.key == key.to_string())
+            .filter_map(|o| match (&o.input, &o.output) {
+                (linearizability::Input::Put { value }, Some(_)) => Some(Some(*value)),
+                (linearizability::Input::Get, Some(linearizability::Output::Get { value })) => Some(*value),
+                _ => None,
+            })
+            .collect();
+        if candidates.is_empty() {
+            None
+        } else {
+            candidates[self.rng.index(candidates.len())]
+        }
+    }
+
+    pub(super) fn send_attempt(&mut self, client: usize) {
+        let state = &mut self.clients[client];
+        let Some(op) = state.pending.as_mut() else { return };
+        state.attempts += 1;
+        op.attempt = state.attempts;
+        let (attempt, target) = (op.attempt, op.target);
+        let request = if op.lease_read {
+            ClientRequest::LeaseRead { key: op.op.key() }
+        } else {
+            ClientRequest::Write(op.request.clone())
+        };
+        let delay = self.rng.between(self.options.delay_min_us, self.options.delay_max_us);
+        if self.healed || !self.rng.chance(self.options.drop_probability) {
+            self.schedule(
+                self.now + delay,
+                Event::ClientToReplica { node: target, client, attempt, request },
+            );
+        }
+        self.schedule(self.now + ATTEMPT_TIMEOUT_US, Event::ClientAttemptTimeout { client, attempt });
+    }
+
+    pub(super) fn reply(&mut self, client: usize, attempt: u64, reply: ClientReply) {
+        let delay = self.rng.between(self.options.delay_min_us, self.options.delay_max_us);
+        if !self.healed && self.rng.chance(self.options.drop_probability) {
+            return;
+        }
+        self.schedule(self.now + delay, Event::ReplicaToClient { client, attempt, reply });
+    }
+
+    pub(super) fn on_client_request(
+        &mut self,
+        index: usize,
+        client: usize,
+        attempt: u64,
+        request: ClientRequest,
+    ) {
+        let now = self.local_time(index);
+        let Some(replica) = self.nodes[index].replica.as_mut() else { return };
+        match request {
+            ClientRequest::Write(request) => {
+                let id = request.id;
+                match replica.handle_propose(now, request) {
+                    Ok(()) => {
+                        self.nodes[index].waiting_writes.insert(id, (client, attempt));
+                    }
+                    Err(ProposeError::NotPrimary { hint }) => {
+                        self.reply(client, attempt, ClientReply::Redirect(hint))
+                    }
+                    Err(ProposeError::Relinquishing { target }) => {
+                        self.reply(client, attempt, ClientReply::Redirect(Some(target)))
+                    }
+                    Err(ProposeError::Busy { .. } | ProposeError::TooLarge { .. }) => {
+                        self.reply(client, attempt, ClientReply::Retry)
+                    }
+                }
+            }
+            ClientRequest::LeaseRead { key } => match replica.handle_read(now) {
+                Ok(read_index) => {
+                    if replica.applied() >= read_index {
+                        let value = self.nodes[index].kv.get(key);
+                        self.reply(client, attempt, ClientReply::Ok(KvResult::Value(value)));
+                    } else {
+                        self.nodes[index].waiting_reads.push((read_index, key, client, attempt));
+                    }
+                }
+                Err(ReadError::NotPrimary { hint }) => {
+                    self.reply(client, attempt, ClientReply::Redirect(hint))
+                }
+                Err(ReadError::LeaseExpired | ReadError::Recovering { .. }) => {
+                    self.reply(client, attempt, ClientReply::Retry)
+                }
+            },
+        }
+        self.drain(index);
+    }
+
+    pub(super) fn on_client_reply(&mut self, client: usize, attempt: u64, reply: ClientReply) {
+        let Some(op) = self.clients[client].pending.as_ref() else { return };
+        if op.attempt != attempt {
+            return;
+        }
+        match reply {
+            ClientReply::Ok(KvResult::Invalid) => {
+                let detail = format!("client {client} request {:?} answered Invalid", op.request.id);
+                self.fail(Failure::new("validity", self.now, detail));
+            }
+            ClientReply::Ok(result) => self.complete(client, Some(result)),
+            ClientReply::Redirect(hint) => {
+                let target = match hint {
+                    Some(node) if node_index(node) < self.nodes.len() => node_index(node),
+                    _ => self.rng.index(self.nodes.len()),
+                };
+                self.retry(client, target, 20_000);
+            }
+            ClientReply::Retry => {
+                let target = self.clients[client].pending.as_ref().expect("pending").target;
+                self.retry(client, target, 50_000);
+            }
+        }
+    }
+
+    pub(super) fn on_attempt_timeout(&mut self, client: usize, attempt: u64) {
+        let Some(op) = self.clients[client].pending.as_ref() else { return };
+        if op.attempt != attempt {
+            return;
+        }
+        let target = self.rng.index(self.nodes.len());
+        self.retry(client, target, 0);
+    }
+
+    pub(super) fn retry(&mut self, client: usize, target: usize, backoff_us: u64) {
+        let give_up = self.clients[client].pending.as_ref().expect("pending").give_up_at;
+        if self.now + backoff_us >= give_up {
+            self.complete(client, None);
+            return;
+        }
+        let op = self.clients[client].pending.as_mut().expect("pending");
+        op.target = target;
+        self.clients[client].hint = target;
+        // Invalidate the current attempt now; the next goes out after the backoff.
+        let state = &mut self.clients[client];
+        state.attempts += 1;
+        let op = state.pending.as_mut().expect("pending");
+        op.attempt = state.attempts;
+        if backoff_us == 0 {
+            self.send_attempt(client);
+        } else {
+            let attempt = op.attempt;
+            self.schedule(self.now + backoff_us, Event::ClientResend { client, attempt });
+        }
+    }
+
+    pub(super) fn complete(&mut self, client: usize, result: Option<KvResult>) {
+        let op = self.clients[client].pending.take().expect("pending");
+        let (input, key) = match op.op {
+            KvOp::Put { key, value } => (linearizability::Input::Put { value }, key),
+            KvOp::Get { key } => (linearizability::Input::Get, key),
+            KvOp::Delete { key } => (linearizability::Input::Delete, key),
+            KvOp::Cas { key, expected, new } => (linearizability::Input::Cas { expected, new }, key),
+        };
+        let output = match &result {
+            None => None,
+            Some(KvResult::Done) => Some(match op.op {
+                KvOp::Delete { .. } => linearizability::Output::Delete,
+                _ => linearizability::Output::Put,
+            }),
+            Some(KvResult::Value(value)) => Some(linearizability::Output::Get { value: *value }),
+            Some(KvResult::Cas(ok)) => Some(linearizability::Output::Cas { ok: *ok }),
+            Some(KvResult::Invalid) => None,
+        };
+        if result.is_some() {
+            self.stats.ops_ok += 1;
+            if !op.lease_read {
+                self.acknowledged.insert(op.request.id);
+            }
+        } else {
+            self.stats.ops_unknown += 1;
+            if op.invoked_at >= self.fault_end + SETTLE_US {
+                self.liveness_misses.push(format!(
+                    "client {client} {:?} invoked at {} after healing timed out",
+                    op.op,
+                    Time(op.invoked_at)
+                ));
+            }
+        }
+        self.history.push(linearizability::Operation {
+            process: client as u64,
+            key: key.to_string(),
+            input,
+            return_ns: output.as_ref().map(|_| self.now * 1000),
+            output,
+            call_ns: op.invoked_at * 1000,
+        });
+        let think = self.rng.between(0, 20_000);
+        self.schedule(self.now + think, Event::ClientNextOp { client });
+    }
+}
