@@ -153,32 +153,22 @@ impl Config {
                 format!("{} must be below 500000", self.clock_drift_max_ppm),
             );
         }
-        if self.pipeline_depth == 0 || self.pipeline_depth > PIPELINE_DEPTH_MAX {
-            return invalid(
-                "pipeline_depth",
-                format!("{} not in 1..={PIPELINE_DEPTH_MAX}", self.pipeline_depth),
-            );
-        }
-        if self.batch_requests_max == 0 || self.batch_requests_max > BATCH_REQUESTS_MAX {
-            return invalid(
-                "batch_requests_max",
-                format!("{} not in 1..={BATCH_REQUESTS_MAX}", self.batch_requests_max),
-            );
-        }
-        if self.batch_bytes_max == 0 || self.batch_bytes_max > BATCH_BYTES_MAX {
-            return invalid(
-                "batch_bytes_max",
-                format!("{} not in 1..={BATCH_BYTES_MAX}", self.batch_bytes_max),
-            );
-        }
-        if self.proposal_queue_max == 0 {
-            return invalid("proposal_queue_max", "must be positive".into());
-        }
-        if self.fetch_slots_max == 0 {
-            return invalid("fetch_slots_max", "must be positive".into());
-        }
-        if self.fetch_window == 0 || self.fetch_window > FETCH_WINDOW_MAX {
-            return invalid("fetch_window", format!("{} not in 1..={FETCH_WINDOW_MAX}", self.fetch_window));
+        // Every bound of a queue, batch or window: at least one, at most its hard ceiling.
+        let bounded = [
+            ("pipeline_depth", self.pipeline_depth, PIPELINE_DEPTH_MAX),
+            ("batch_requests_max", u64::from(self.batch_requests_max), u64::from(BATCH_REQUESTS_MAX)),
+            ("batch_bytes_max", self.batch_bytes_max, BATCH_BYTES_MAX),
+            ("proposal_queue_max", self.proposal_queue_max, u64::MAX),
+            ("fetch_slots_max", self.fetch_slots_max, u64::MAX),
+            ("fetch_window", self.fetch_window, FETCH_WINDOW_MAX),
+        ];
+        for (field, value, max) in bounded {
+            if value == 0 {
+                return invalid(field, "must be positive".into());
+            }
+            if value > max {
+                return invalid(field, format!("{value} not in 1..={max}"));
+            }
         }
         let tail_bytes = self.pipeline_depth.saturating_mul(self.batch_bytes_max);
         if self.message_bytes_max < tail_bytes.saturating_mul(2) {

@@ -14,19 +14,29 @@
 /// Whether contracts are compiled into this build.
 pub const ENABLED: bool = cfg!(any(test, feature = "contracts"));
 
+/// Checks one contract of kind `$kind` when contracts are enabled: the body of the three
+/// macros below.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! contract {
+    ($kind:literal, $cond:expr) => {
+        if $crate::contracts::ENABLED {
+            assert!($cond, concat!($kind, " failed: ", stringify!($cond)));
+        }
+    };
+    ($kind:literal, $cond:expr, $($arg:tt)+) => {
+        if $crate::contracts::ENABLED {
+            assert!($cond, "{} failed: {}", $kind, format_args!($($arg)+));
+        }
+    };
+}
+
 /// Checks a precondition when contracts are enabled.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! precondition {
-    ($cond:expr) => {
-        if $crate::contracts::ENABLED {
-            assert!($cond, concat!("precondition failed: ", stringify!($cond)));
-        }
-    };
-    ($cond:expr, $($arg:tt)+) => {
-        if $crate::contracts::ENABLED {
-            assert!($cond, "precondition failed: {}", format_args!($($arg)+));
-        }
+    ($($contract:tt)+) => {
+        $crate::contract!("precondition", $($contract)+)
     };
 }
 
@@ -34,15 +44,8 @@ macro_rules! precondition {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! postcondition {
-    ($cond:expr) => {
-        if $crate::contracts::ENABLED {
-            assert!($cond, concat!("postcondition failed: ", stringify!($cond)));
-        }
-    };
-    ($cond:expr, $($arg:tt)+) => {
-        if $crate::contracts::ENABLED {
-            assert!($cond, "postcondition failed: {}", format_args!($($arg)+));
-        }
+    ($($contract:tt)+) => {
+        $crate::contract!("postcondition", $($contract)+)
     };
 }
 
@@ -50,14 +53,7 @@ macro_rules! postcondition {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! invariant {
-    ($cond:expr) => {
-        if $crate::contracts::ENABLED {
-            assert!($cond, concat!("invariant failed: ", stringify!($cond)));
-        }
-    };
-    ($cond:expr, $($arg:tt)+) => {
-        if $crate::contracts::ENABLED {
-            assert!($cond, "invariant failed: {}", format_args!($($arg)+));
-        }
+    ($($contract:tt)+) => {
+        $crate::contract!("invariant", $($contract)+)
     };
 }
