@@ -412,35 +412,11 @@ impl Runtime {
     }
 
     /// Statistics of every ring in the Prometheus text exposition format, plus the
-    /// runtime's own counters.
+    /// runtime's own counters and its transport's.
     pub async fn render_prometheus(&self) -> String {
         let mut text = crate::stats::render_prometheus(&self.statistics().await);
-        let node = self.node().0;
-        text.push_str(
-            "# HELP rsl_messages_dropped_unknown_ring_total Inbound messages for a ring not running here.\n",
-        );
-        text.push_str("# TYPE rsl_messages_dropped_unknown_ring_total counter\n");
-        text.push_str(&format!(
-            "rsl_messages_dropped_unknown_ring_total{{node=\"{node}\"}} {}\n",
-            self.dropped_unknown_ring()
-        ));
         let transport = self.transport().stats().snapshot();
-        for (name, value) in [
-            ("rsl_transport_messages_sent_total", transport.messages_sent),
-            ("rsl_transport_messages_received_total", transport.messages_received),
-            ("rsl_transport_bytes_sent_total", transport.bytes_sent),
-            ("rsl_transport_bytes_received_total", transport.bytes_received),
-            ("rsl_transport_dropped_queue_full_total", transport.dropped_queue_full),
-            ("rsl_transport_dropped_inbound_full_total", transport.dropped_inbound_full),
-            ("rsl_transport_rejected_non_member_total", transport.rejected_non_member),
-            ("rsl_transport_rejected_unknown_ring_total", transport.rejected_unknown_ring),
-            ("rsl_transport_rejected_misrouted_total", transport.rejected_misrouted),
-            ("rsl_transport_decode_errors_total", transport.decode_errors),
-            ("rsl_transport_reconnects_total", transport.reconnects),
-            ("rsl_transport_connect_failures_total", transport.connect_failures),
-        ] {
-            text.push_str(&format!("# TYPE {name} counter\n{name}{{node=\"{node}\"}} {value}\n"));
-        }
+        crate::stats::render_node_counters(&mut text, self.node(), self.dropped_unknown_ring(), &transport);
         text
     }
 
