@@ -30,6 +30,10 @@
 //! - **Statistics**: [`RingStatistics`] per ring (RSL's RSLStats: log bytes, appends and
 //!   syncs, latency histograms, slot counters, role), a periodic `tracing` line, and
 //!   [`render_prometheus`] / [`metrics::serve_metrics`] for scrapes.
+//! - **A [`RingHandle`]** reaches a running ring replica: cheap to clone, from
+//!   [`Runtime::start_ring`]. The runtime keeps routing (inbound messages by ring id, the
+//!   transport endpoint) and the lifecycle of its rings; a ring's task never reaches back
+//!   into the runtime (see the `ring` module's notes).
 //!
 //! Applications normally use the `rsl` facade crate, which wraps this one in a builder; the
 //! facade's documentation has a three-replica example. Driving the runtime directly:
@@ -115,7 +119,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod apply;
 mod error;
 pub mod framing;
 pub mod metrics;
@@ -130,8 +133,8 @@ pub use error::{
     ChangeConfigurationError, FastReadError, ReadError, RelinquishError, ReplicateError, RingFailure,
     StartError, TransferError,
 };
-pub use ring::{Recovery, RingHandle, RingOptions};
-pub use runtime::{RingSpec, Runtime, RuntimeOptions};
+pub use ring::{Recovery, RingHandle, RingOptions, RingSpec};
+pub use runtime::{Runtime, RuntimeOptions};
 pub use state_machine::{RoleChange, StateMachine};
 pub use stats::{render_prometheus, HistogramSnapshot, RingStatistics};
 pub use storage::{FileStorage, MemoryStorage, Storage};
