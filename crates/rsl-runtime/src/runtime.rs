@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::StartError;
-use crate::ring::{Clock, Inbox, RingHandle, RingSpec, RingTask, Started, WeakRing};
+use crate::ring::{Clock, Inbox, Ring, RingSpec, RingTask, Started, WeakRing};
 use crate::stats::RingStatistics;
 use crate::transfer::{CheckpointFetcher, CheckpointServer, NoCheckpointTransfer, SharedFetcher};
 
@@ -82,8 +82,8 @@ impl Shared {
     }
 
     /// Handles to the running rings, in ring order.
-    fn rings(&self) -> Vec<RingHandle> {
-        let mut routes: Vec<(RingId, RingHandle)> =
+    fn rings(&self) -> Vec<Ring> {
+        let mut routes: Vec<(RingId, Ring)> =
             self.routes.read().iter().filter_map(|(id, route)| Some((*id, route.ring.upgrade()?))).collect();
         routes.sort_by_key(|(id, _)| *id);
         routes.into_iter().map(|(_, ring)| ring).collect()
@@ -178,7 +178,7 @@ impl Runtime {
     }
 
     /// A handle to a running ring.
-    pub fn ring(&self, ring: RingId) -> Option<RingHandle> {
+    pub fn ring(&self, ring: RingId) -> Option<Ring> {
         self.inner.shared.routes.read().get(&ring)?.ring.upgrade()
     }
 
@@ -190,7 +190,18 @@ impl Runtime {
     /// Opens the ring's storage (recovering the log and loading the newest valid checkpoint
     /// into the state machine), builds its replica, and starts its task, group committer
     /// and apply thread.
-    pub async fn start_ring(&self, mut spec: RingSpec) -> Result<RingHandle, StartError> {
+    pub async fn start_ring(&self, spec: RingSpec) -> Result<Ring, StartError> {
+        self.start(spec, None).await
+    }
+
+    /// [`Runtime::start_ring`] on a runtime that exists for this ring alone: the runtime
+    /// shuts down when the ring stops (the ring's lifecycle holds it until then).
+    pub(crate) async fn start_ring_owning(self, spec: RingSpec) -> Result<Ring, StartError> {
+        let runtime = self.clone();
+        runtime.start(spec, Some(self)).await
+    }
+
+    async fn start(&self, mut spec: RingSpec, owner: Option<Runtime>) -> Result<Ring, StartError> {
         let shared = &self.inner.shared;
         if shared.shut_down.load(Ordering::Acquire) {
             return Err(StartError::RuntimeShutDown);
@@ -226,6 +237,9 @@ impl Runtime {
             // Out of the routing before the ring releases its storage: once a handle's
             // `shutdown` returns, the id is free and the storage can be opened again.
             shared.remove_route(ring, generation);
+            if let Some(runtime) = owner {
+                runtime.shutdown().await;
+            }
             stopping.finish().await;
         });
         Ok(handle)

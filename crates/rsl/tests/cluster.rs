@@ -337,7 +337,7 @@ async fn concurrent_clients_share_slots_and_syncs() {
     let mut cluster = Cluster::new(3);
     cluster.start_ring(RING, |_| {}).await;
     cluster.replicate(RING, 0).await;
-    let primary = cluster.primary(RING).await.handle().clone();
+    let primary = cluster.primary(RING).await.clone();
     let (clients, per_client) = (32u64, 40u64);
     let mut tasks = Vec::new();
     for client in 0..clients {

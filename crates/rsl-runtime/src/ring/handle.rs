@@ -1,6 +1,6 @@
-//! [`RingHandle`], the public handle of a running ring replica, and the commands it sends to the
-//! ring task. Every call that needs the task goes through one helper, `RingHandle::call` (with
-//! `RingHandle::call_within` adding a timeout): send the command, await the reply, report a
+//! [`Ring`], the public handle of a running ring replica, and the commands it sends to the
+//! ring task. Every call that needs the task goes through one helper, `Ring::call` (with
+//! `Ring::call_within` adding a timeout): send the command, await the reply, report a
 //! stopped ring.
 
 use std::sync::atomic::Ordering;
@@ -19,7 +19,7 @@ use crate::stats::{RingCounters, RingStatistics};
 /// Where the outcome of a configuration change goes.
 pub(super) type ChangeReply = oneshot::Sender<Result<Configuration, ChangeConfigurationError>>;
 
-/// What a [`RingHandle`] asks of its task.
+/// What a [`Ring`] asks of its task.
 pub(super) enum Command {
     Replicate { payload: Bytes, reply: oneshot::Sender<Result<Bytes, ReplicateError>> },
     ReplicateMany { payloads: Vec<Bytes>, reply: oneshot::Sender<Vec<Result<Bytes, ReplicateError>>> },
@@ -91,19 +91,21 @@ impl From<Unanswered> for ChangeConfigurationError {
 /// One replica of a running ring: replicate requests, read, hand over primacy, change the
 /// members, watch its status. The names in brackets are Azure RSL's.
 ///
-/// Get one from [`Runtime::start_ring`](crate::Runtime::start_ring). Cheap to clone; every
-/// clone drives the same replica. The replica runs until [`RingHandle::shutdown`], until its
-/// runtime shuts down, until it fails (a log error), or until every clone is dropped (it
-/// then stops in the background).
+/// Get one from [`Ring::builder`] or [`Runtime::start_ring`](crate::Runtime::start_ring).
+/// Cheap to clone; every clone drives the same replica. The replica runs until
+/// [`Ring::shutdown`], until its runtime shuts down, until it fails (a log error), or until
+/// every clone is dropped (it then stops in the background). A ring built with
+/// [`RingBuilder::transport`](crate::RingBuilder::transport) runs in a runtime of its own,
+/// which stops with it.
 #[derive(Clone, Debug)]
-pub struct RingHandle {
+pub struct Ring {
     commands: mpsc::Sender<Command>,
     jobs: crossbeam_channel::Sender<Job>,
     status: watch::Receiver<Status>,
     shared: Arc<RingShared>,
 }
 
-/// A [`RingHandle`] that does not keep the replica running: the runtime's routing table holds one
+/// A [`Ring`] that does not keep the replica running: the runtime's routing table holds one
 /// per ring and makes handles from it on demand.
 #[derive(Debug)]
 pub(crate) struct WeakRing {
@@ -115,8 +117,8 @@ pub(crate) struct WeakRing {
 
 impl WeakRing {
     /// A handle, unless the replica is stopping because every handle was dropped.
-    pub(crate) fn upgrade(&self) -> Option<RingHandle> {
-        Some(RingHandle {
+    pub(crate) fn upgrade(&self) -> Option<Ring> {
+        Some(Ring {
             commands: self.commands.upgrade()?,
             jobs: self.jobs.clone(),
             status: self.status.clone(),
@@ -125,14 +127,14 @@ impl WeakRing {
     }
 }
 
-impl RingHandle {
+impl Ring {
     pub(super) fn new(
         commands: mpsc::Sender<Command>,
         jobs: crossbeam_channel::Sender<Job>,
         status: watch::Receiver<Status>,
         shared: Arc<RingShared>,
-    ) -> RingHandle {
-        RingHandle { commands, jobs, status, shared }
+    ) -> Ring {
+        Ring { commands, jobs, status, shared }
     }
 
     pub(crate) fn downgrade(&self) -> WeakRing {
@@ -171,7 +173,7 @@ impl RingHandle {
         Err(Stopped(self.shared.stop_reason()))
     }
 
-    /// `RingHandle::call`, giving up after `timeout`.
+    /// `Ring::call`, giving up after `timeout`.
     async fn call_within<T>(
         &self,
         timeout: Duration,
@@ -208,7 +210,7 @@ impl RingHandle {
     }
 
     /// Replicates many requests submitted together: the primary queues them all before it
-    /// opens slots, so they share slots (one [`RingHandle::replicate`] per request would give each
+    /// opens slots, so they share slots (one [`Ring::replicate`] per request would give each
     /// its own slot while the pipeline has room), and the ring task is woken once. Returns
     /// one result per request, in order, once every one has its outcome; each is what
     /// `replicate` would have returned. The timeout applies to the whole group.
@@ -257,7 +259,7 @@ impl RingHandle {
         self.read_fast_within(request, min_slot, self.shared.options.fast_read_wait_max).await
     }
 
-    /// [`RingHandle::read_fast`] with an explicit bound on the wait for `min_slot`. The read goes
+    /// [`Ring::read_fast`] with an explicit bound on the wait for `min_slot`. The read goes
     /// straight to the state machine's thread, not through the ring task.
     pub async fn read_fast_within(
         &self,
@@ -348,7 +350,7 @@ impl RingHandle {
     /// Stops the replica: fails waiting requests with [`ReplicateError::Shutdown`], stops
     /// the apply thread (after the state machine call in progress returns), flushes and
     /// closes the log, and releases the storage (a restart may open it again as soon as this
-    /// returns).
+    /// returns). A ring with a runtime of its own shuts that runtime down too.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
         let mut finished = self.shared.finished.clone();

@@ -1,5 +1,5 @@
 //! One ring replica: the task that owns its [`Replica`](rsl_core::Replica), the threads it
-//! feeds, and [`RingHandle`], how clients reach it.
+//! feeds, and [`Ring`], how clients reach it.
 //!
 //! # Dependency direction
 //!
@@ -25,7 +25,7 @@
 //! - `checkpoints`: the checkpoint store as the task uses it (truncation floor, fetching).
 //! - `requests`: client requests waiting for their outcome, and where each is answered.
 //! - `apply`: the apply thread that owns the state machine, and the task's queue to it.
-//! - `handle`: [`RingHandle`], the public handle, and the commands it sends to the task.
+//! - `handle`: [`Ring`], the public handle, and the commands it sends to the task.
 //! - `stop`: stopping in an order that loses nothing durable.
 
 mod actions;
@@ -54,7 +54,7 @@ use crate::state_machine::StateMachine;
 use crate::stats::{RingCounters, RingLatencies};
 use crate::storage::Storage;
 
-pub use handle::RingHandle;
+pub use handle::Ring;
 pub(crate) use handle::WeakRing;
 pub(crate) use start::Started;
 pub(crate) use task::{Inbox, RingTask};

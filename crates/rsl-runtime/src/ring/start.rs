@@ -19,7 +19,7 @@ use super::network::Network;
 use super::persist::Persist;
 use super::requests::Requests;
 use super::task::{Inbox, RingTask};
-use super::{Clock, Recovery, RingHandle, RingShared, RingSpec};
+use super::{Clock, Recovery, Ring, RingShared, RingSpec};
 use crate::error::StartError;
 use crate::state_machine::StateMachine;
 use crate::stats::RingLatencies;
@@ -31,7 +31,7 @@ use crate::transfer::{ServedRing, SharedFetcher};
 /// [`RingTask::run`] and hands out `ring`. Dropping it instead stops the threads it started.
 pub(crate) struct Started {
     pub(crate) task: RingTask,
-    pub(crate) ring: RingHandle,
+    pub(crate) ring: Ring,
     pub(crate) inbox: Inbox,
     pub(crate) served: ServedRing,
     /// The nodes the transport admits for the ring from the start: the initial members (or
@@ -120,7 +120,7 @@ impl RingTask {
         .spawn()
         .map_err(|source| StartError::Thread { ring, source })?;
 
-        let handle = RingHandle::new(command_sender, apply.jobs(), status, shared.clone());
+        let handle = Ring::new(command_sender, apply.jobs(), status, shared.clone());
         let task = RingTask {
             shared: shared.clone(),
             replica,
