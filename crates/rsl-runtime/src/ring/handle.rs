@@ -1,7 +1,7 @@
 //! [`Ring`], the public handle of a running ring replica, and the commands it sends to the
-//! ring task. Every call that needs the task goes through one helper, `Ring::call` (with
-//! `Ring::call_within` adding a timeout): send the command, await the reply, report a
-//! stopped ring.
+//! ring task. Every call that needs the task goes through one helper, `Ring::call`: send the
+//! command, await the reply, report a stopped ring (`Ring::call_within` adds a timeout, and
+//! `Ring::ask` turns no answer into the operation's own error).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -186,6 +186,16 @@ impl Ring {
         }
     }
 
+    /// `Ring::call_within` for a command answered with a `Result`: no answer becomes the
+    /// operation's own error.
+    async fn ask<T, E: From<Unanswered>>(
+        &self,
+        timeout: Duration,
+        command: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Command,
+    ) -> Result<T, E> {
+        self.call_within(timeout, command).await.unwrap_or_else(|unanswered| Err(unanswered.into()))
+    }
+
     /// Replicates `request` [RSL's ReplicateRequest]: the primary gives it a slot, a
     /// majority makes it durable, and once chosen every replica executes it. Returns this
     /// replica's state machine's response. Only the primary accepts requests; others answer
@@ -194,11 +204,9 @@ impl Ring {
     pub async fn replicate(&self, request: impl Into<Bytes>) -> Result<Bytes, ReplicateError> {
         let started = Instant::now();
         let payload = request.into();
-        let timeout = self.shared.options.request_timeout;
         let result = self
-            .call_within(timeout, |reply| Command::Replicate { payload, reply })
-            .await
-            .unwrap_or_else(|unanswered| Err(unanswered.into()));
+            .ask(self.shared.options.request_timeout, |reply| Command::Replicate { payload, reply })
+            .await;
         match &result {
             Ok(_) => {
                 RingCounters::bump(&self.shared.counters.requests_replicated);
@@ -240,11 +248,8 @@ impl Ring {
     /// after [`RingOptions::read_timeout`](crate::RingOptions::read_timeout).
     pub async fn read(&self, request: impl Into<Bytes>) -> Result<Bytes, ReadError> {
         let request = request.into();
-        let timeout = self.shared.options.read_timeout;
-        let result = self
-            .call_within(timeout, |reply| Command::Read { request, reply })
-            .await
-            .unwrap_or_else(|unanswered| Err(unanswered.into()));
+        let result =
+            self.ask(self.shared.options.read_timeout, |reply| Command::Read { request, reply }).await;
         if result.is_err() {
             RingCounters::bump(&self.shared.counters.reads_failed);
         }
@@ -315,9 +320,7 @@ impl Ring {
         members: Vec<NodeId>,
     ) -> Result<Configuration, ChangeConfigurationError> {
         let timeout = self.shared.options.request_timeout;
-        self.call_within(timeout, |reply| Command::ChangeConfiguration { members, reply })
-            .await
-            .unwrap_or_else(|unanswered| Err(unanswered.into()))
+        self.ask(timeout, |reply| Command::ChangeConfiguration { members, reply }).await
     }
 
     /// The replica's status (role, ballot, chosen and applied slots, configuration), kept
