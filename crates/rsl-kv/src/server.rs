@@ -232,7 +232,7 @@ impl Server {
 
         let service = KvService {
             node,
-            ring: ring.handle().clone(),
+            ring: ring.clone(),
             runtime: runtime.clone(),
             members: Arc::new(config.members.clone()),
             clients: Arc::new(config.clients.clone()),
@@ -425,7 +425,7 @@ async fn serve_clients(service: KvService, listener: TcpListener, mut stopped: w
 #[derive(Debug, Clone)]
 struct KvService {
     node: NodeId,
-    ring: rsl::RingHandle,
+    ring: rsl::Ring,
     runtime: Runtime,
     members: Arc<BTreeMap<NodeId, String>>,
     clients: Arc<BTreeMap<NodeId, String>>,

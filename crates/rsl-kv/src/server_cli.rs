@@ -217,7 +217,7 @@ pub fn main() -> ExitCode {
                 // The ring stopped on its own (its log store failed, say a full disk): this
                 // process serves nothing any more. Exit, so that a supervisor restarts it and
                 // recovery reopens what is durable.
-                let reason = server.ring().handle().stop_reason().unwrap_or_else(|| "no reason given".into());
+                let reason = server.ring().stop_reason().unwrap_or_else(|| "no reason given".into());
                 eprintln!("rsl-kv-server: node {node}: the ring stopped ({reason}); exiting");
                 server.shutdown().await;
                 return ExitCode::FAILURE;

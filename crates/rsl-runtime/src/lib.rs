@@ -30,9 +30,14 @@
 //! - **Statistics**: [`RingStatistics`] per ring (RSL's RSLStats: log bytes, appends and
 //!   syncs, latency histograms, slot counters, role), a periodic `tracing` line, and
 //!   [`render_prometheus`] / [`metrics::serve_metrics`] for scrapes.
+//! - **A [`Ring`]** is the one handle of a running ring replica: cheap to clone, from
+//!   [`Ring::builder`] or [`Runtime::start_ring`]. The runtime keeps routing (inbound
+//!   messages by ring id, the transport endpoint) and the lifecycle of its rings; a ring's
+//!   task never reaches back into the runtime (see the `ring` module's notes).
 //!
-//! Applications normally use the `rsl` facade crate, which wraps this one in a builder; the
-//! facade's documentation has a three-replica example. Driving the runtime directly:
+//! Applications normally use the `rsl` facade crate, which re-exports this crate's API with
+//! the layers underneath; its documentation has a three-replica example built with
+//! [`Ring::builder`]. Driving the runtime directly:
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -115,7 +120,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod apply;
+mod builder;
 mod error;
 pub mod framing;
 pub mod metrics;
@@ -126,12 +131,13 @@ pub mod stats;
 mod storage;
 pub mod transfer;
 
+pub use builder::{BuildError, RingBuilder};
 pub use error::{
     ChangeConfigurationError, FastReadError, ReadError, RelinquishError, ReplicateError, RingFailure,
     StartError, TransferError,
 };
-pub use ring::{Recovery, RingHandle, RingOptions};
-pub use runtime::{RingSpec, Runtime, RuntimeOptions};
+pub use ring::{Recovery, Ring, RingOptions, RingSpec};
+pub use runtime::{Runtime, RuntimeOptions};
 pub use state_machine::{RoleChange, StateMachine};
 pub use stats::{render_prometheus, HistogramSnapshot, RingStatistics};
 pub use storage::{FileStorage, MemoryStorage, Storage};

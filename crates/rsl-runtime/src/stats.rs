@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rsl_core::{NodeId, RingId, Role, Status};
 use rsl_log::GroupCommitStatistics;
+use rsl_transport::TransportStatsSnapshot;
 
 /// Upper bounds of the latency histogram buckets, in microseconds (the last bucket, above
 /// every bound, is `+Inf`).
@@ -75,79 +76,40 @@ impl HistogramSnapshot {
     }
 }
 
-macro_rules! counters {
-    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
-        /// Runtime counters of one ring, bumped from its task, its apply thread and its
-        /// handles.
-        #[derive(Debug, Default)]
-        pub struct RingCounters {
-            $($(#[doc = $doc])* pub $name: AtomicU64,)*
-        }
-
-        /// A point-in-time copy of [`RingCounters`].
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct RingCountersSnapshot {
-            $($(#[doc = $doc])* pub $name: u64,)*
-        }
-
-        impl RingCounters {
-            /// Adds one to `counter`.
-            pub(crate) fn bump(counter: &AtomicU64) {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-
-            /// Adds `n` to `counter`.
-            pub(crate) fn add(counter: &AtomicU64, n: u64) {
-                counter.fetch_add(n, Ordering::Relaxed);
-            }
-
-            /// Reads every counter.
-            pub fn snapshot(&self) -> RingCountersSnapshot {
-                RingCountersSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
-            }
-        }
-
-        const COUNTER_FIELDS: &[(&str, &str)] = &[$((stringify!($name), concat!($($doc),*)),)*];
-
-        impl RingCountersSnapshot {
-            fn values(&self) -> Vec<u64> {
-                vec![$(self.$name,)*]
-            }
-        }
-    };
-}
-
-counters! {
-    /// Requests answered with the state machine's response.
-    requests_replicated,
-    /// Requests answered with an error.
-    requests_failed,
-    /// Requests executed by the state machine (every replica, every client).
-    requests_executed,
-    /// Lease reads served.
-    reads_lease,
-    /// Fast reads served.
-    reads_fast,
-    /// Reads refused or timed out.
-    reads_failed,
-    /// Inbound messages dropped because the ring's queue was full.
-    messages_dropped_queue_full,
-    /// Inbound messages the replica rejected as invalid.
-    messages_invalid,
-    /// Outbound batches the transport refused.
-    send_errors,
-    /// Checkpoints saved by the state machine.
-    checkpoints_saved,
-    /// Checkpoints that failed to save.
-    checkpoint_save_failures,
-    /// Checkpoints fetched from a peer and installed.
-    checkpoints_installed,
-    /// Checkpoint fetches or installs that failed.
-    checkpoint_fetch_failures,
-    /// Checkpoint transfers served to peers.
-    checkpoints_served,
-    /// Bytes of checkpoint files received from peers.
-    checkpoint_bytes_received,
+rsl_transport::counters! {
+    /// Runtime counters of one ring, bumped from its task, its apply thread and its handles.
+    pub struct RingCounters => RingCountersSnapshot {
+        /// Requests answered with the state machine's response.
+        requests_replicated,
+        /// Requests answered with an error.
+        requests_failed,
+        /// Requests executed by the state machine (every replica, every client).
+        requests_executed,
+        /// Lease reads served.
+        reads_lease,
+        /// Fast reads served.
+        reads_fast,
+        /// Reads refused or timed out.
+        reads_failed,
+        /// Inbound messages dropped because the ring's queue was full.
+        messages_dropped_queue_full,
+        /// Inbound messages the replica rejected as invalid.
+        messages_invalid,
+        /// Outbound batches the transport refused.
+        send_errors,
+        /// Checkpoints saved by the state machine.
+        checkpoints_saved,
+        /// Checkpoints that failed to save.
+        checkpoint_save_failures,
+        /// Checkpoints fetched from a peer and installed.
+        checkpoints_installed,
+        /// Checkpoint fetches or installs that failed.
+        checkpoint_fetch_failures,
+        /// Checkpoint transfers served to peers.
+        checkpoints_served,
+        /// Bytes of checkpoint files received from peers.
+        checkpoint_bytes_received,
+    }
 }
 
 /// Latency histograms of one ring.
@@ -248,26 +210,28 @@ pub fn render_prometheus(rings: &[RingStatistics]) -> String {
         }
     }
 
+    // The core's counters are rendered as `rsl_<field>_total`.
+    macro_rules! core_counter {
+        ($field:ident, $help:literal) => {
+            (concat!("rsl_", stringify!($field), "_total"), $help, |s: &RingStatistics| s.core.$field)
+        };
+    }
     let core: [(&str, &str, Getter); 15] = [
-        ("rsl_messages_received_total", "Messages handled by the replica.", |s| s.core.messages_received),
-        ("rsl_messages_rejected_total", "Messages the replica dropped as invalid.", |s| {
-            s.core.messages_rejected
-        }),
-        ("rsl_messages_sent_total", "Messages the replica produced.", |s| s.core.messages_sent),
-        ("rsl_requests_proposed_total", "Requests accepted for a slot.", |s| s.core.requests_proposed),
-        ("rsl_slots_proposed_total", "Slots proposed as primary.", |s| s.core.slots_proposed),
-        ("rsl_slots_chosen_total", "Slots learned chosen.", |s| s.core.slots_chosen),
-        ("rsl_slots_applied_total", "Slots handed to the state machine.", |s| s.core.slots_applied),
-        ("rsl_elections_started_total", "Elections started.", |s| s.core.elections_started),
-        ("rsl_elections_won_total", "Times this replica became primary.", |s| s.core.elections_won),
-        ("rsl_primary_step_downs_total", "Times this replica stopped being primary.", |s| {
-            s.core.primary_step_downs
-        }),
-        ("rsl_persists_total", "Persist requests produced.", |s| s.core.persists),
-        ("rsl_accepts_retransmitted_total", "Accepts retransmitted.", |s| s.core.accepts_retransmitted),
-        ("rsl_fetches_sent_total", "Catch-up fetches sent.", |s| s.core.fetches_sent),
-        ("rsl_checkpoints_requested_total", "Checkpoints requested.", |s| s.core.checkpoints_requested),
-        ("rsl_accepts_refused_total", "Accepts refused.", |s| s.core.accepts_refused),
+        core_counter!(messages_received, "Messages handled by the replica."),
+        core_counter!(messages_rejected, "Messages the replica dropped as invalid."),
+        core_counter!(messages_sent, "Messages the replica produced."),
+        core_counter!(requests_proposed, "Requests accepted for a slot."),
+        core_counter!(slots_proposed, "Slots proposed as primary."),
+        core_counter!(slots_chosen, "Slots learned chosen."),
+        core_counter!(slots_applied, "Slots handed to the state machine."),
+        core_counter!(elections_started, "Elections started."),
+        core_counter!(elections_won, "Times this replica became primary."),
+        core_counter!(primary_step_downs, "Times this replica stopped being primary."),
+        core_counter!(persists, "Persist requests produced."),
+        core_counter!(accepts_retransmitted, "Accepts retransmitted."),
+        core_counter!(fetches_sent, "Catch-up fetches sent."),
+        core_counter!(checkpoints_requested, "Checkpoints requested."),
+        core_counter!(accepts_refused, "Accepts refused."),
     ];
     let log: [(&str, &str, Getter); 8] = [
         ("rsl_log_requests_total", "Persist requests the group committer appended.", |s| s.log.requests),
@@ -294,10 +258,11 @@ pub fn render_prometheus(rings: &[RingStatistics]) -> String {
         family.sample("rsl_log_largest_commit_round", l, s.log.largest_round);
     }
 
-    let values: Vec<Vec<u64>> = rings.iter().map(|s| s.runtime.values()).collect();
-    for (i, (field, help)) in COUNTER_FIELDS.iter().enumerate() {
+    let values: Vec<Vec<u64>> =
+        rings.iter().map(|s| s.runtime.counters().map(|(_, _, value)| value).collect()).collect();
+    for (i, (field, help, _)) in RingCountersSnapshot::default().counters().enumerate() {
         let name = format!("rsl_{field}_total");
-        family.header(&name, "counter", help.trim());
+        family.header(&name, "counter", help);
         for (v, l) in values.iter().zip(&labels) {
             family.sample(&name, l, v[i]);
         }
@@ -329,6 +294,46 @@ pub fn render_prometheus(rings: &[RingStatistics]) -> String {
     out
 }
 
+/// The transport counters a scrape includes, rendered as `rsl_transport_<name>_total` (the
+/// frame counts and the in-memory network's fault counters are left out).
+const TRANSPORT_COUNTERS_RENDERED: [&str; 12] = [
+    "messages_sent",
+    "messages_received",
+    "bytes_sent",
+    "bytes_received",
+    "dropped_queue_full",
+    "dropped_inbound_full",
+    "rejected_non_member",
+    "rejected_unknown_ring",
+    "rejected_misrouted",
+    "decode_errors",
+    "reconnects",
+    "connect_failures",
+];
+
+/// Appends a node's own counters to `out` in the Prometheus text format: messages for
+/// rings not running there, and its transport endpoint's counters.
+pub(crate) fn render_node_counters(
+    out: &mut String,
+    node: NodeId,
+    dropped_unknown_ring: u64,
+    transport: &TransportStatsSnapshot,
+) {
+    let node = node.0;
+    let mut family = Family { out };
+    let name = "rsl_messages_dropped_unknown_ring_total";
+    family.header(name, "counter", "Inbound messages for a ring not running here.");
+    family.sample(name, &format!("node=\"{node}\""), dropped_unknown_ring);
+    for rendered in TRANSPORT_COUNTERS_RENDERED {
+        let (_, _, value) = transport
+            .counters()
+            .find(|(field, ..)| *field == rendered)
+            .expect("every rendered transport counter exists");
+        let _ = writeln!(family.out, "# TYPE rsl_transport_{rendered}_total counter");
+        family.sample(&format!("rsl_transport_{rendered}_total"), &format!("node=\"{node}\""), value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +353,63 @@ mod tests {
         assert_eq!(s.quantile_bound_us(0.5), Some(100));
         assert_eq!(s.quantile_bound_us(1.0), None);
         assert_eq!(HistogramSnapshot::default().quantile_bound_us(0.5), None);
+    }
+
+    #[test]
+    fn node_counters_render_the_chosen_transport_counters() {
+        let transport = TransportStatsSnapshot {
+            messages_sent: 7,
+            connect_failures: 2,
+            frames_sent: 5,
+            ..TransportStatsSnapshot::default()
+        };
+        let mut text = String::new();
+        render_node_counters(&mut text, NodeId(3), 4, &transport);
+        assert!(text.starts_with(
+            "# HELP rsl_messages_dropped_unknown_ring_total Inbound messages for a ring not running here.\n\
+             # TYPE rsl_messages_dropped_unknown_ring_total counter\n\
+             rsl_messages_dropped_unknown_ring_total{node=\"3\"} 4\n\
+             # TYPE rsl_transport_messages_sent_total counter\n\
+             rsl_transport_messages_sent_total{node=\"3\"} 7\n"
+        ));
+        assert!(text.ends_with(
+            "# TYPE rsl_transport_connect_failures_total counter\n\
+             rsl_transport_connect_failures_total{node=\"3\"} 2\n"
+        ));
+        assert_eq!(text.lines().count(), 3 + 2 * TRANSPORT_COUNTERS_RENDERED.len());
+        assert!(!text.contains("frames_sent"), "{text}");
+    }
+
+    #[test]
+    fn ring_counters_render_with_their_descriptions() {
+        let counters = RingCounters::default();
+        RingCounters::add(&counters.requests_replicated, 9);
+        let config = rsl_core::Config::new(RingId(2), NodeId(1), vec![NodeId(1)]);
+        let replica = rsl_core::Replica::new(config, Default::default(), rsl_core::Time(0)).unwrap();
+        let statistics = RingStatistics {
+            ring: RingId(2),
+            node: NodeId(1),
+            status: replica.status(),
+            core: rsl_core::Statistics { slots_chosen: 6, ..Default::default() },
+            log: GroupCommitStatistics::default(),
+            runtime: counters.snapshot(),
+            persist_latency: HistogramSnapshot::default(),
+            replicate_latency: HistogramSnapshot::default(),
+            apply_latency: HistogramSnapshot::default(),
+            queued_requests: 0,
+            in_flight_slots: 0,
+            pending_requests: 0,
+        };
+        let text = render_prometheus(&[statistics]);
+        assert!(text.contains("# HELP rsl_slots_chosen_total Slots learned chosen.\n"), "{text}");
+        assert!(text.contains("rsl_slots_chosen_total{ring=\"2\",node=\"1\"} 6\n"), "{text}");
+        assert!(
+            text.contains(
+                "# HELP rsl_requests_replicated_total Requests answered with the state machine's response.\n\
+             # TYPE rsl_requests_replicated_total counter\n\
+             rsl_requests_replicated_total{ring=\"2\",node=\"1\"} 9\n"
+            ),
+            "{text}"
+        );
     }
 }

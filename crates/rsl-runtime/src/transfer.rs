@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -73,6 +72,25 @@ pub trait CheckpointFetcher: Send + Sync + fmt::Debug {
         from: NodeId,
         request: CheckpointRequest,
     ) -> BoxFuture<'_, Result<CheckpointStream, TransferError>>;
+}
+
+/// The fetcher a runtime uses, which [`Runtime::set_checkpoint_fetcher`](crate::Runtime::set_checkpoint_fetcher)
+/// may replace while its rings run: each fetch takes the current one.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedFetcher(Arc<RwLock<Arc<dyn CheckpointFetcher>>>);
+
+impl SharedFetcher {
+    pub(crate) fn new(fetcher: Arc<dyn CheckpointFetcher>) -> SharedFetcher {
+        SharedFetcher(Arc::new(RwLock::new(fetcher)))
+    }
+
+    pub(crate) fn current(&self) -> Arc<dyn CheckpointFetcher> {
+        self.0.read().clone()
+    }
+
+    pub(crate) fn replace(&self, fetcher: Arc<dyn CheckpointFetcher>) {
+        *self.0.write() = fetcher;
+    }
 }
 
 /// A fetcher that reaches nobody: every fetch fails with [`TransferError::Unreachable`].
@@ -250,14 +268,15 @@ impl CheckpointFetcher for LocalCheckpointNetwork {
     }
 }
 
-/// Fetches a checkpoint from `from` into `store`, verifying and publishing it. Returns its
-/// slot and size. Gives up when no chunk arrives within `timeout` or `cancel` turns true.
+/// Fetches a checkpoint from `from` into `store`, verifying and publishing it, then calls
+/// `published` with the store still locked. Returns its slot and size. Gives up when no
+/// chunk arrives within `timeout` or `cancel` turns true.
 pub(crate) async fn receive_checkpoint(
     fetcher: Arc<dyn CheckpointFetcher>,
     from: NodeId,
     request: CheckpointRequest,
     store: Arc<Mutex<CheckpointStore>>,
-    oldest_checkpoint: Arc<AtomicU64>,
+    published: impl FnOnce(&CheckpointStore) + Send + 'static,
     timeout: Duration,
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<(Slot, u64), TransferError> {
@@ -288,7 +307,7 @@ pub(crate) async fn receive_checkpoint(
             return Err(TransferError::Incomplete { received: written, expected });
         }
         file.finish()?;
-        crate::apply::refresh_oldest(&store, &oldest_checkpoint);
+        published(&store);
         Ok(())
     });
     let mut received = 0u64;

@@ -1,76 +1,137 @@
-//! Transport counters: atomics bumped on the data path, read as a plain snapshot.
+//! Transport counters, and [`counters!`](crate::counters), the declaration they share with the
+//! runtime's per-ring counters: atomics bumped on the data path, read as a plain snapshot.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-macro_rules! stats {
-    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
-        /// Counters of one transport endpoint. Every field is a relaxed atomic: cheap to bump
-        /// on the data path, and [`TransportStats::snapshot`] reads them all at once (not
-        /// atomically as a set).
+/// Declares a set of counters: a struct of relaxed [`AtomicU64`](std::sync::atomic::AtomicU64)s
+/// that any thread bumps, a plain snapshot struct with the same fields, and a listing of
+/// every counter's name, description and value (what a metrics exporter renders).
+///
+/// ```
+/// rsl_transport::counters! {
+///     /// What a cache counts.
+///     pub struct CacheCounters => CacheCountersSnapshot {
+///         /// Lookups answered from the cache.
+///         hits,
+///         /// Lookups that missed.
+///         misses,
+///     }
+/// }
+///
+/// let counters = CacheCounters::default();
+/// CacheCounters::bump(&counters.hits);
+/// CacheCounters::add(&counters.misses, 2);
+/// let snapshot = counters.snapshot();
+/// assert_eq!((snapshot.hits, snapshot.misses), (1, 2));
+/// let listed: Vec<_> = snapshot.counters().map(|(name, _, value)| (name, value)).collect();
+/// assert_eq!(listed, [("hits", 1), ("misses", 2)]);
+/// ```
+#[macro_export]
+macro_rules! counters {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident => $snapshot:ident {
+            $($(#[doc = $doc:literal])* $field:ident,)*
+        }
+    ) => {
+        $(#[$meta])*
+        ///
+        /// Every field is a relaxed atomic: cheap to bump from any thread, and `snapshot`
+        /// reads them all at once (each atomically, not the set as a whole).
         #[derive(Debug, Default)]
-        pub struct TransportStats {
-            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+        $vis struct $name {
+            $($(#[doc = $doc])* pub $field: ::std::sync::atomic::AtomicU64,)*
         }
 
-        /// A point-in-time copy of [`TransportStats`].
+        #[doc = concat!("A point-in-time copy of [`", stringify!($name), "`].")]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct TransportStatsSnapshot {
-            $($(#[doc = $doc])* pub $name: u64,)*
+        $vis struct $snapshot {
+            $($(#[doc = $doc])* pub $field: u64,)*
         }
 
-        impl TransportStats {
+        impl $name {
+            /// Adds one to `counter`, one of these counters.
+            pub fn bump(counter: &::std::sync::atomic::AtomicU64) {
+                counter.fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
+            }
+
+            /// Adds `n` to `counter`, one of these counters.
+            pub fn add(counter: &::std::sync::atomic::AtomicU64, n: u64) {
+                counter.fetch_add(n, ::std::sync::atomic::Ordering::Relaxed);
+            }
+
             /// Reads every counter.
-            pub fn snapshot(&self) -> TransportStatsSnapshot {
-                TransportStatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            pub fn snapshot(&self) -> $snapshot {
+                $snapshot { $($field: self.$field.load(::std::sync::atomic::Ordering::Relaxed),)* }
+            }
+        }
+
+        impl $snapshot {
+            /// Every counter in declaration order: its field name, its description (the
+            /// field's doc comment), and its value.
+            pub fn counters(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> {
+                [$((stringify!($field), concat!($($doc),*).trim_ascii(), self.$field),)*].into_iter()
             }
         }
     };
 }
 
-stats! {
-    /// Frames (batches) handed to the network.
-    frames_sent,
-    /// Messages handed to the network.
-    messages_sent,
-    /// Encoded bytes of the frames handed to the network.
-    bytes_sent,
-    /// Frames received (before any message in them is checked).
-    frames_received,
-    /// Messages received, checked and delivered to the inbound channel.
-    messages_received,
-    /// Encoded bytes of the frames received.
-    bytes_received,
-    /// Messages dropped because the sender is not an allowed member of the message's ring.
-    rejected_non_member,
-    /// Messages dropped because their ring is not in the membership table.
-    rejected_unknown_ring,
-    /// Messages or frames dropped because they were addressed to another node, or claimed a
-    /// sender other than the frame's sender.
-    rejected_misrouted,
-    /// Frames or messages that failed to decode or validate.
-    decode_errors,
-    /// Peer streams established again after a previous one ended or failed.
-    reconnects,
-    /// Connection attempts that failed.
-    connect_failures,
-    /// Queued messages dropped (oldest first) because a peer queue was full.
-    dropped_queue_full,
-    /// Received messages dropped because the inbound channel was full.
-    dropped_inbound_full,
-    /// Messages dropped by an injected fault (in-memory network only).
-    dropped_by_fault,
-    /// Messages dropped because the receiver is not reachable (in-memory network only).
-    dropped_unreachable,
+counters! {
+    /// Counters of one transport endpoint.
+    pub struct TransportStats => TransportStatsSnapshot {
+        /// Frames (batches) handed to the network.
+        frames_sent,
+        /// Messages handed to the network.
+        messages_sent,
+        /// Encoded bytes of the frames handed to the network.
+        bytes_sent,
+        /// Frames received (before any message in them is checked).
+        frames_received,
+        /// Messages received, checked and delivered to the inbound channel.
+        messages_received,
+        /// Encoded bytes of the frames received.
+        bytes_received,
+        /// Messages dropped because the sender is not an allowed member of the message's ring.
+        rejected_non_member,
+        /// Messages dropped because their ring is not in the membership table.
+        rejected_unknown_ring,
+        /// Messages or frames dropped because they were addressed to another node, or claimed a
+        /// sender other than the frame's sender.
+        rejected_misrouted,
+        /// Frames or messages that failed to decode or validate.
+        decode_errors,
+        /// Peer streams established again after a previous one ended or failed.
+        reconnects,
+        /// Connection attempts that failed.
+        connect_failures,
+        /// Queued messages dropped (oldest first) because a peer queue was full.
+        dropped_queue_full,
+        /// Received messages dropped because the inbound channel was full.
+        dropped_inbound_full,
+        /// Messages dropped by an injected fault (in-memory network only).
+        dropped_by_fault,
+        /// Messages dropped because the receiver is not reachable (in-memory network only).
+        dropped_unreachable,
+    }
 }
 
-impl TransportStats {
-    /// Adds `n` to `counter`.
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// Adds one to `counter`.
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    #[test]
+    fn snapshot_and_listing_follow_the_declaration() {
+        let stats = TransportStats::default();
+        TransportStats::bump(&stats.frames_sent);
+        TransportStats::add(&stats.bytes_sent, 40);
+        TransportStats::add(&stats.dropped_unreachable, 3);
+        let snapshot = stats.snapshot();
+        assert_eq!((snapshot.frames_sent, snapshot.bytes_sent, snapshot.dropped_unreachable), (1, 40, 3));
+        let listed: Vec<_> = snapshot.counters().collect();
+        assert_eq!(listed.len(), 16);
+        assert_eq!(listed[0], ("frames_sent", "Frames (batches) handed to the network.", 1));
+        assert_eq!(listed[15].0, "dropped_unreachable");
+        assert_eq!(listed[15].2, 3);
+        // A description of several doc lines reads as one sentence.
+        let misrouted = listed.iter().find(|(name, ..)| *name == "rejected_misrouted").unwrap();
+        assert!(misrouted.1.ends_with("claimed a sender other than the frame's sender."), "{}", misrouted.1);
     }
 }

@@ -4,7 +4,10 @@ mod common;
 
 use common::{accept, heartbeat, receive};
 use rsl_core::{NodeId, RingId};
-use rsl_transport::{AttachError, MemoryConfig, MemoryNetwork, SendError, Transport};
+use rsl_transport::{
+    AttachError, Inbound, MemoryConfig, MemoryEndpoint, MemoryNetwork, SendError, Transport,
+};
+use tokio::sync::mpsc;
 
 fn members(endpoints: &[&dyn Transport], ring: u64, nodes: &[u64]) {
     for endpoint in endpoints {
@@ -12,12 +15,41 @@ fn members(endpoints: &[&dyn Transport], ring: u64, nodes: &[u64]) {
     }
 }
 
+/// Attaches an endpoint for each of `nodes`, every one admitting all of them on `ring`.
+fn attach<const N: usize>(
+    network: &MemoryNetwork,
+    ring: u64,
+    nodes: [u64; N],
+) -> [(MemoryEndpoint, mpsc::Receiver<Inbound>); N] {
+    let attached = nodes.map(|node| network.endpoint(NodeId(node)).unwrap());
+    let endpoints: Vec<&dyn Transport> =
+        attached.iter().map(|(endpoint, _)| endpoint as &dyn Transport).collect();
+    members(&endpoints, ring, &nodes);
+    attached
+}
+
+/// Node 1 sending to node 2 on a network built from `config`: node 2 admits node 1 on
+/// ring 1. Bind every field: an endpoint or receiver dropped changes what delivery does.
+struct OneWay {
+    network: MemoryNetwork,
+    a: MemoryEndpoint,
+    _a_in: mpsc::Receiver<Inbound>,
+    b: MemoryEndpoint,
+    b_in: mpsc::Receiver<Inbound>,
+}
+
+fn one_way(config: MemoryConfig) -> OneWay {
+    let network = MemoryNetwork::with_config(config);
+    let (a, _a_in) = network.endpoint(NodeId(1)).unwrap();
+    let (b, b_in) = network.endpoint(NodeId(2)).unwrap();
+    b.membership().set_members(RingId(1), [NodeId(1)]);
+    OneWay { network, a, _a_in, b, b_in }
+}
+
 #[tokio::test]
 async fn delivers_in_order_both_ways_across_rings() {
     let network = MemoryNetwork::new(1);
-    let (a, mut a_in) = network.endpoint(NodeId(1)).unwrap();
-    let (b, mut b_in) = network.endpoint(NodeId(2)).unwrap();
-    members(&[&a, &b], 1, &[1, 2]);
+    let [(a, mut a_in), (b, mut b_in)] = attach(&network, 1, [1, 2]);
     members(&[&a, &b], 2, &[1, 2]);
     let to_b: Vec<_> = (0..10).map(|i| heartbeat(1 + i % 2, 1, 2, i)).collect();
     a.send(NodeId(2), to_b.clone()).unwrap();
@@ -57,11 +89,8 @@ async fn strangers_and_unknown_rings_are_rejected_and_counted() {
 
 #[tokio::test]
 async fn send_checks_envelope_and_size_before_queuing_anything() {
-    let network =
-        MemoryNetwork::with_config(MemoryConfig { message_bytes_max: 1000, ..MemoryConfig::default() });
-    let (a, _a_in) = network.endpoint(NodeId(1)).unwrap();
-    let (b, mut b_in) = network.endpoint(NodeId(2)).unwrap();
-    b.membership().set_members(RingId(1), [NodeId(1)]);
+    let OneWay { network, a, _a_in, b: _b, mut b_in } =
+        one_way(MemoryConfig { message_bytes_max: 1000, ..MemoryConfig::default() });
     let error = a.send(NodeId(2), vec![accept(1, 1, 2, 1, 10), accept(1, 1, 2, 2, 2000)]).unwrap_err();
     let SendError::TooLarge { bytes, max } = error else { panic!("expected TooLarge, got {error}") };
     assert!(bytes > 2000, "{bytes}");
@@ -85,9 +114,7 @@ async fn send_checks_envelope_and_size_before_queuing_anything() {
 #[tokio::test]
 async fn dropped_link_is_one_way_until_restored() {
     let network = MemoryNetwork::new(1);
-    let (a, mut a_in) = network.endpoint(NodeId(1)).unwrap();
-    let (b, mut b_in) = network.endpoint(NodeId(2)).unwrap();
-    members(&[&a, &b], 1, &[1, 2]);
+    let [(a, mut a_in), (b, mut b_in)] = attach(&network, 1, [1, 2]);
     network.drop_link(NodeId(1), NodeId(2));
     a.send(NodeId(2), vec![heartbeat(1, 1, 2, 1)]).unwrap();
     b.send(NodeId(1), vec![heartbeat(1, 2, 1, 2)]).unwrap();
@@ -102,10 +129,7 @@ async fn dropped_link_is_one_way_until_restored() {
 #[tokio::test]
 async fn partition_splits_groups_and_heal_rejoins() {
     let network = MemoryNetwork::new(1);
-    let (a, mut a_in) = network.endpoint(NodeId(1)).unwrap();
-    let (b, mut b_in) = network.endpoint(NodeId(2)).unwrap();
-    let (c, mut c_in) = network.endpoint(NodeId(3)).unwrap();
-    members(&[&a, &b, &c], 1, &[1, 2, 3]);
+    let [(a, mut a_in), (b, mut b_in), (c, mut c_in)] = attach(&network, 1, [1, 2, 3]);
     network.partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]]);
     a.send(NodeId(2), vec![heartbeat(1, 1, 2, 1)]).unwrap();
     a.send(NodeId(3), vec![heartbeat(1, 1, 3, 2)]).unwrap();
@@ -124,14 +148,8 @@ async fn partition_splits_groups_and_heal_rejoins() {
 
 /// Sends `count` messages one at a time at `percent` loss and returns which arrived.
 async fn lossy_run(seed: u64, percent: u32, count: u64) -> Vec<u64> {
-    let network = MemoryNetwork::with_config(MemoryConfig {
-        seed,
-        inbound_queue_messages_max: count as u32,
-        ..MemoryConfig::default()
-    });
-    let (a, _a_in) = network.endpoint(NodeId(1)).unwrap();
-    let (b, mut b_in) = network.endpoint(NodeId(2)).unwrap();
-    b.membership().set_members(RingId(1), [NodeId(1)]);
+    let OneWay { network, a, _a_in, b: _b, mut b_in } =
+        one_way(MemoryConfig { seed, inbound_queue_messages_max: count as u32, ..MemoryConfig::default() });
     network.set_drop_percent(percent);
     for i in 0..count {
         a.send(NodeId(2), vec![heartbeat(1, 1, 2, i)]).unwrap();
@@ -166,11 +184,8 @@ async fn random_loss_is_seeded_and_near_the_asked_rate() {
 
 #[tokio::test]
 async fn detached_receivers_are_unreachable_and_full_channels_drop() {
-    let network =
-        MemoryNetwork::with_config(MemoryConfig { inbound_queue_messages_max: 2, ..MemoryConfig::default() });
-    let (a, _a_in) = network.endpoint(NodeId(1)).unwrap();
-    let (b, mut b_in) = network.endpoint(NodeId(2)).unwrap();
-    b.membership().set_members(RingId(1), [NodeId(1)]);
+    let OneWay { network, a, b, mut b_in, _a_in } =
+        one_way(MemoryConfig { inbound_queue_messages_max: 2, ..MemoryConfig::default() });
     a.send(NodeId(2), (0..3).map(|i| heartbeat(1, 1, 2, i)).collect()).unwrap();
     assert_eq!(receive(&mut b_in, 2).await.len(), 2);
     assert_eq!(b.stats().snapshot().dropped_inbound_full, 1);

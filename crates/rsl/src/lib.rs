@@ -9,7 +9,8 @@
 //! - [`Ring::builder`] assembles a ring replica from a [`Config`] (ring id, this node, the
 //!   members, timing), a state machine, a log store choice ([`MemoryStorage`],
 //!   [`FileStorage`], or any opened [`rsl_log::LogStore`]) and a transport, either its own
-//!   or a shared [`Runtime`] that hosts many rings over one transport endpoint.
+//!   or a shared [`Runtime`] that hosts many rings over one transport endpoint. The
+//!   [`Ring`] it returns is the handle of the running replica; it is cheap to clone.
 //! - [`Ring::replicate`] sends a request through consensus and returns the state machine's
 //!   response; a replica that is not primary answers [`ReplicateError::NotPrimary`] naming
 //!   the primary. [`Ring::read`] is a linearizable read under the primary's lease (no log
@@ -18,9 +19,10 @@
 //!   chosen and applied slots; [`Ring::statistics`] reports counters and latencies
 //!   ([`render_prometheus`] turns them into Prometheus text).
 //!
-//! The layers underneath are re-exported for those who need them: [`core`] (the sans-IO
-//! replica), [`log`] (log stores and checkpoints), [`transport`] (in-memory and gRPC) and
-//! [`runtime`] (the tokio glue).
+//! This crate adds no code of its own: it gathers the API of the crates underneath, which
+//! are re-exported for those who need more: [`core`] (the sans-IO replica), [`log`] (log
+//! stores and checkpoints), [`transport`] (in-memory and gRPC) and [`runtime`] (the tokio
+//! glue, where [`Ring`] and its builder live).
 //!
 //! # Example
 //!
@@ -137,21 +139,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
 pub use bytes::Bytes;
 pub use rsl_core::{Ballot, Config, ConfigError, Configuration, NodeId, RingId, Role, Slot, Status};
 pub use rsl_runtime::metrics::serve_metrics;
 pub use rsl_runtime::{
-    render_prometheus, ChangeConfigurationError, CheckpointFetcher, CheckpointServer, FastReadError,
-    FileStorage, LocalCheckpointNetwork, MemoryStorage, ReadError, Recovery, RelinquishError, ReplicateError,
-    RingFailure, RingHandle, RingOptions, RingSpec, RingStatistics, RoleChange, Runtime, RuntimeOptions,
-    StartError, StateMachine, Storage, TransferError,
+    render_prometheus, BuildError, ChangeConfigurationError, CheckpointFetcher, CheckpointServer,
+    FastReadError, FileStorage, LocalCheckpointNetwork, MemoryStorage, ReadError, Recovery, RelinquishError,
+    ReplicateError, Ring, RingBuilder, RingFailure, RingOptions, RingSpec, RingStatistics, RoleChange,
+    Runtime, RuntimeOptions, StartError, StateMachine, Storage, TransferError,
 };
 pub use rsl_transport::{Inbound, MemoryNetwork, Transport};
-use tokio::sync::{mpsc, watch};
 
 /// The sans-IO consensus core.
 pub use rsl_core as core;
@@ -161,220 +158,3 @@ pub use rsl_log as log;
 pub use rsl_runtime as runtime;
 /// Transports: the trait, the in-memory network, gRPC.
 pub use rsl_transport as transport;
-
-/// Why a ring could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// A required part was not given to the builder.
-    #[error("the ring builder needs {what}")]
-    Missing {
-        /// What is missing.
-        what: &'static str,
-    },
-    /// The ring (or its runtime) failed to start.
-    #[error(transparent)]
-    Start(#[from] StartError),
-}
-
-enum Host {
-    Shared(Runtime),
-    Own { transport: Arc<dyn Transport>, inbound: mpsc::Receiver<Inbound>, options: RuntimeOptions },
-}
-
-/// Assembles a ring replica; see [`Ring::builder`].
-pub struct RingBuilder {
-    config: Config,
-    state_machine: Option<Box<dyn StateMachine>>,
-    storage: Option<Storage>,
-    host: Option<Host>,
-    options: RingOptions,
-}
-
-impl std::fmt::Debug for RingBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingBuilder")
-            .field("config", &self.config)
-            .field("state_machine", &self.state_machine.is_some())
-            .field("storage", &self.storage)
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RingBuilder {
-    /// The application (required).
-    pub fn state_machine(mut self, state_machine: impl StateMachine) -> RingBuilder {
-        self.state_machine = Some(Box::new(state_machine));
-        self
-    }
-
-    /// Where the log and checkpoints live (required): [`MemoryStorage`], [`FileStorage`],
-    /// or [`Storage::Opened`] for a store opened by hand.
-    pub fn storage(mut self, storage: impl Into<Storage>) -> RingBuilder {
-        self.storage = Some(storage.into());
-        self
-    }
-
-    /// File storage in `dir` with default options (the journal in `dir/log`, checkpoints
-    /// in `dir/checkpoints`).
-    pub fn file_storage(self, dir: impl Into<PathBuf>) -> RingBuilder {
-        self.storage(FileStorage::new(dir))
-    }
-
-    /// Host the ring in a shared runtime (one per node, many rings, one transport endpoint).
-    pub fn runtime(mut self, runtime: &Runtime) -> RingBuilder {
-        self.host = Some(Host::Shared(runtime.clone()));
-        self
-    }
-
-    /// Host the ring in a runtime of its own on this transport endpoint and its inbound
-    /// receiver; the runtime stops with the ring.
-    pub fn transport(
-        mut self,
-        transport: Arc<dyn Transport>,
-        inbound: mpsc::Receiver<Inbound>,
-        options: RuntimeOptions,
-    ) -> RingBuilder {
-        self.host = Some(Host::Own { transport, inbound, options });
-        self
-    }
-
-    /// The runtime's per-ring options (timeouts, queue bounds, group commit).
-    pub fn options(mut self, options: RingOptions) -> RingBuilder {
-        self.options = options;
-        self
-    }
-
-    /// Recovers the storage, loads the newest checkpoint and starts the replica. Must be
-    /// awaited within a tokio runtime.
-    pub async fn start(self) -> Result<Ring, BuildError> {
-        let state_machine = self.state_machine.ok_or(BuildError::Missing { what: "a state machine" })?;
-        let storage = self.storage.ok_or(BuildError::Missing { what: "a storage choice" })?;
-        let host = self.host.ok_or(BuildError::Missing { what: "a runtime or a transport" })?;
-        let (runtime, owned) = match host {
-            Host::Shared(runtime) => (runtime, false),
-            Host::Own { transport, inbound, options } => (Runtime::new(transport, inbound, options)?, true),
-        };
-        let spec = RingSpec { config: self.config, state_machine, storage, options: self.options };
-        let handle = runtime.start_ring(spec).await?;
-        Ok(Ring { handle, owned_runtime: owned.then_some(runtime) })
-    }
-}
-
-/// One replica of a running ring.
-///
-/// Runs until [`Ring::shutdown`], until its runtime shuts down, or until dropped (it then
-/// stops in the background; a ring built with [`RingBuilder::transport`] also stops its
-/// runtime).
-#[derive(Debug)]
-pub struct Ring {
-    handle: RingHandle,
-    owned_runtime: Option<Runtime>,
-}
-
-impl Ring {
-    /// A builder for a replica of the ring `config` describes.
-    pub fn builder(config: Config) -> RingBuilder {
-        RingBuilder {
-            config,
-            state_machine: None,
-            storage: None,
-            host: None,
-            options: RingOptions::default(),
-        }
-    }
-
-    /// The ring.
-    pub fn ring(&self) -> RingId {
-        self.handle.ring()
-    }
-
-    /// This replica's node.
-    pub fn node(&self) -> NodeId {
-        self.handle.node()
-    }
-
-    /// Replicates `request` and returns the state machine's response [RSL's
-    /// ReplicateRequest]. See [`RingHandle::replicate`].
-    pub async fn replicate(&self, request: impl Into<Bytes>) -> Result<Bytes, ReplicateError> {
-        self.handle.replicate(request).await
-    }
-
-    /// A linearizable read under the primary's lease. See [`RingHandle::read`].
-    pub async fn read(&self, request: impl Into<Bytes>) -> Result<Bytes, ReadError> {
-        self.handle.read(request).await
-    }
-
-    /// A read on this replica once it applied `min_slot` (RSL: `FastRead`). See
-    /// [`RingHandle::read_fast`].
-    pub async fn read_fast(&self, request: impl Into<Bytes>, min_slot: Slot) -> Result<Bytes, FastReadError> {
-        self.handle.read_fast(request, min_slot).await
-    }
-
-    /// [`Ring::read_fast`] with an explicit bound on the wait for `min_slot`.
-    pub async fn read_fast_within(
-        &self,
-        request: impl Into<Bytes>,
-        min_slot: Slot,
-        wait: Duration,
-    ) -> Result<Bytes, FastReadError> {
-        self.handle.read_fast_within(request, min_slot, wait).await
-    }
-
-    /// Every slot up to here was executed by this replica's state machine.
-    pub fn applied(&self) -> Slot {
-        self.handle.applied()
-    }
-
-    /// Hands primacy to `target` (or the most up-to-date live replica) [RSL's
-    /// RelinquishPrimary]. Returns the target.
-    pub async fn relinquish_primary(&self, target: Option<NodeId>) -> Result<NodeId, RelinquishError> {
-        self.handle.relinquish_primary(target).await
-    }
-
-    /// Changes the ring's members [RSL's ChangeConfiguration]: add, remove, replace, grow
-    /// or shrink. On the primary only; returns the new configuration once the change is
-    /// chosen (it governs every slot after the change's slot), and the state machine hears
-    /// of it through [`StateMachine::configuration_changed`]. Start new members first, as
-    /// joining replicas ([`Config::joining`]): they catch up from a checkpoint and slots.
-    pub async fn change_configuration(
-        &self,
-        members: Vec<NodeId>,
-    ) -> Result<Configuration, ChangeConfigurationError> {
-        self.handle.change_configuration(members).await
-    }
-
-    /// The replica's status, kept current.
-    pub fn status(&self) -> watch::Receiver<Status> {
-        self.handle.status()
-    }
-
-    /// Counters and latencies of this replica; `None` once it stopped.
-    pub async fn statistics(&self) -> Option<RingStatistics> {
-        self.handle.statistics().await
-    }
-
-    /// What the replica recovered from its storage when it started.
-    pub fn recovery(&self) -> &Recovery {
-        self.handle.recovery()
-    }
-
-    /// Whether the ring stopped.
-    pub fn is_stopped(&self) -> bool {
-        self.handle.is_stopped()
-    }
-
-    /// The underlying runtime handle (cheap to clone, e.g. into tasks).
-    pub fn handle(&self) -> &RingHandle {
-        &self.handle
-    }
-
-    /// Stops the replica and releases its storage; a ring built with
-    /// [`RingBuilder::transport`] also shuts its runtime down.
-    pub async fn shutdown(&self) {
-        self.handle.shutdown().await;
-        if let Some(runtime) = &self.owned_runtime {
-            runtime.shutdown().await;
-        }
-    }
-}

@@ -14,8 +14,7 @@ const RING: RingId = RingId(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicate_and_read() {
-    let mut cluster = Cluster::new(3);
-    cluster.start_ring(RING, |_| {}).await;
+    let cluster = Cluster::with_ring(3, RING).await;
     let requests: Vec<u64> = (1..=20).collect();
     for (i, &request) in requests.iter().enumerate() {
         let response = cluster.replicate(RING, request).await;
@@ -72,18 +71,13 @@ async fn replicate_and_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_serving_after_the_primary_is_dropped() {
-    let mut cluster = Cluster::new(3);
-    cluster.start_ring(RING, |_| {}).await;
-    for request in 1..=5 {
-        cluster.replicate(RING, request).await;
-    }
+    let mut cluster = Cluster::with_ring(3, RING).await;
+    cluster.replicate_all(RING, 1..=5).await;
     let old_primary = cluster.primary(RING).await.node();
     // Kill it: dropping the replica stops it (in the background).
     drop(cluster.rings.remove(&(RING, old_primary)));
 
-    for request in 6..=10 {
-        cluster.replicate(RING, request).await;
-    }
+    cluster.replicate_all(RING, 6..=10).await;
     let new_primary = cluster.primary(RING).await;
     assert_ne!(new_primary.node(), old_primary);
     let last = new_primary.status().borrow().chosen;
@@ -98,11 +92,8 @@ async fn keeps_serving_after_the_primary_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_replica_recovers_its_file_log_and_catches_up_from_slots() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::new(3);
-    cluster.start_ring_on_files(RING, dir.path(), |_| {}).await;
-    for request in 1..=10 {
-        cluster.replicate(RING, request).await;
-    }
+    let mut cluster = Cluster::with_ring_on_files(3, RING, dir.path()).await;
+    cluster.replicate_all(RING, 1..=10).await;
     let primary = cluster.primary(RING).await.node();
     let secondary = *cluster.members.iter().find(|&&n| n != primary).unwrap();
     // Everything the secondary acknowledged is on its disk once it applied slot 10's value.
@@ -110,9 +101,7 @@ async fn restarted_replica_recovers_its_file_log_and_catches_up_from_slots() {
     cluster.applied(cluster.ring(RING, secondary), before).await;
     cluster.stop(RING, secondary).await;
 
-    for request in 11..=30 {
-        cluster.replicate(RING, request).await;
-    }
+    cluster.replicate_all(RING, 11..=30).await;
     let target = cluster.ring(RING, primary).status().borrow().chosen;
 
     cluster.restart(RING, secondary).await.expect("restart from the file log");
@@ -142,16 +131,12 @@ async fn catches_up_from_a_checkpoint_after_the_slots_were_truncated() {
             config.log_retain_slots = 2;
         })
         .await;
-    for request in 1..=3 {
-        cluster.replicate(RING, request).await;
-    }
+    cluster.replicate_all(RING, 1..=3).await;
     let primary = cluster.primary(RING).await.node();
     let lagging = *cluster.members.iter().rev().find(|&&n| n != primary).unwrap();
     cluster.stop(RING, lagging).await;
 
-    for request in 4..=40 {
-        cluster.replicate(RING, request).await;
-    }
+    cluster.replicate_all(RING, 4..=40).await;
     let primary_status = cluster.ring(RING, primary).status().borrow().clone();
     assert!(primary_status.checkpoint >= Slot(30), "checkpoints taken: {primary_status:?}");
     assert!(primary_status.log_start > Slot(4), "log truncated: {primary_status:?}");
@@ -250,11 +235,8 @@ async fn an_oversized_request_is_rejected_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_log_is_refused_on_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::new(3);
-    cluster.start_ring_on_files(RING, dir.path(), |_| {}).await;
-    for request in 1..=5 {
-        cluster.replicate(RING, request).await;
-    }
+    let mut cluster = Cluster::with_ring_on_files(3, RING, dir.path()).await;
+    cluster.replicate_all(RING, 1..=5).await;
     let victim = NodeId(3);
     cluster.stop(RING, victim).await;
 
@@ -295,8 +277,7 @@ async fn a_corrupt_log_is_refused_on_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relinquish_hands_primacy_to_the_target() {
-    let mut cluster = Cluster::new(3);
-    cluster.start_ring(RING, |_| {}).await;
+    let cluster = Cluster::with_ring(3, RING).await;
     cluster.replicate(RING, 1).await;
     let primary = cluster.primary(RING).await;
     let target = *cluster.members.iter().find(|&&n| n != primary.node()).unwrap();
@@ -312,8 +293,7 @@ async fn relinquish_hands_primacy_to_the_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_over_http() {
-    let mut cluster = Cluster::new(3);
-    cluster.start_ring(RING, |_| {}).await;
+    let cluster = Cluster::with_ring(3, RING).await;
     cluster.replicate(RING, 1).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -334,10 +314,9 @@ async fn metrics_are_served_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_share_slots_and_syncs() {
-    let mut cluster = Cluster::new(3);
-    cluster.start_ring(RING, |_| {}).await;
+    let cluster = Cluster::with_ring(3, RING).await;
     cluster.replicate(RING, 0).await;
-    let primary = cluster.primary(RING).await.handle().clone();
+    let primary = cluster.primary(RING).await.clone();
     let (clients, per_client) = (32u64, 40u64);
     let mut tasks = Vec::new();
     for client in 0..clients {

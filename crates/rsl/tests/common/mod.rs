@@ -144,15 +144,23 @@ impl Cluster {
         }
     }
 
+    /// `nodes` nodes running `ring` with memory storage and the test timings.
+    pub async fn with_ring(nodes: u64, ring: RingId) -> Cluster {
+        let mut cluster = Cluster::new(nodes);
+        cluster.start_ring(ring, |_| {}).await;
+        cluster
+    }
+
+    /// `nodes` nodes running `ring` with file storage under `root` and the test timings.
+    pub async fn with_ring_on_files(nodes: u64, ring: RingId, root: &std::path::Path) -> Cluster {
+        let mut cluster = Cluster::new(nodes);
+        cluster.start_ring_on_files(ring, root, |_| {}).await;
+        cluster
+    }
+
     /// Starts `ring` on every node with memory storage and `config` adjusted by `adjust`.
     pub async fn start_ring(&mut self, ring: RingId, adjust: impl Fn(&mut Config)) {
-        for node in self.members.clone() {
-            let mut config = config(ring, node, &self.members);
-            adjust(&mut config);
-            self.configs.insert((ring, node), config);
-            self.disks.insert((ring, node), Disk::Memory(MemoryStorage::new()));
-            self.restart(ring, node).await.expect("start");
-        }
+        self.start_ring_on(ring, adjust, |_| Disk::Memory(MemoryStorage::new())).await;
     }
 
     /// Starts `ring` on every node with file storage under `root` (one directory per node).
@@ -162,12 +170,22 @@ impl Cluster {
         root: &std::path::Path,
         adjust: impl Fn(&mut Config),
     ) {
+        let dir = |node: NodeId| Disk::File(root.join(format!("ring-{}-node-{}", ring.0, node.0)));
+        self.start_ring_on(ring, adjust, dir).await;
+    }
+
+    /// Starts `ring` on every node, each on the storage `disk` gives it.
+    async fn start_ring_on(
+        &mut self,
+        ring: RingId,
+        adjust: impl Fn(&mut Config),
+        disk: impl Fn(NodeId) -> Disk,
+    ) {
         for node in self.members.clone() {
             let mut config = config(ring, node, &self.members);
             adjust(&mut config);
             self.configs.insert((ring, node), config);
-            let dir = root.join(format!("ring-{}-node-{}", ring.0, node.0));
-            self.disks.insert((ring, node), Disk::File(dir));
+            self.disks.insert((ring, node), disk(node));
             self.restart(ring, node).await.expect("start");
         }
     }
@@ -229,6 +247,13 @@ impl Cluster {
             }
         };
         tokio::time::timeout(WAIT, attempt).await.expect("replicate within the time limit")
+    }
+
+    /// Replicates each of `requests` in turn, as [`Cluster::replicate`] does.
+    pub async fn replicate_all(&self, ring: RingId, requests: impl IntoIterator<Item = u64>) {
+        for request in requests {
+            self.replicate(ring, request).await;
+        }
     }
 
     /// Waits until some live replica of `ring` is primary and returns it.

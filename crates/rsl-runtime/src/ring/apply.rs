@@ -1,22 +1,24 @@
 //! The apply thread: one OS thread per ring owns the user's [`StateMachine`] and runs every
 //! call into it, in the order the ring task hands out jobs (see the crate's design notes
-//! for why a thread).
+//! for why a thread). [`ApplyQueue`] is the ring task's end of it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use rsl_core::{Configuration, RequestId, RingId, Slot, Value};
-use rsl_log::CheckpointStore;
+use rsl_core::{Configuration, RequestId, Slot, Value};
+use rsl_log::{CheckpointReader, CheckpointStore};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{FastReadError, ReadError};
+use super::checkpoints::OldestCheckpoint;
+use super::RingShared;
+use crate::error::{FastReadError, ReadError, RingFailure};
 use crate::framing::{read_configuration, write_configuration};
 use crate::state_machine::{RoleChange, StateMachine};
-use crate::stats::{RingCounters, RingLatencies};
+use crate::stats::RingCounters;
 
 /// Work for the apply thread, performed in order.
 pub(crate) enum Job {
@@ -75,29 +77,71 @@ impl Waiting {
     }
 }
 
+/// The ring task's end of the apply thread: jobs in order, with the chosen values of one
+/// wake-up handed over as one batch.
+pub(super) struct ApplyQueue {
+    jobs: Sender<Job>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Chosen values not yet handed to the thread.
+    batch: Vec<(Slot, Value)>,
+}
+
+impl ApplyQueue {
+    /// Another sender of jobs, for the ring's handles (fast reads go straight to the thread).
+    pub(super) fn jobs(&self) -> Sender<Job> {
+        self.jobs.clone()
+    }
+
+    /// Queues a chosen value; it goes out with the next [`ApplyQueue::flush`].
+    pub(super) fn push(&mut self, slot: Slot, value: Value) {
+        self.batch.push((slot, value));
+    }
+
+    /// Hands the queued values to the thread.
+    pub(super) fn flush(&mut self) -> Result<(), RingFailure> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.send(Job::Apply(batch))
+    }
+
+    /// Hands a job to the thread, behind everything queued before it.
+    pub(super) fn send(&self, job: Job) -> Result<(), RingFailure> {
+        self.jobs.send(job).map_err(|_| RingFailure::StateMachineStopped)
+    }
+
+    /// Tells the thread to finish and returns it, for joining.
+    pub(super) fn stop(&mut self) -> Option<std::thread::JoinHandle<()>> {
+        let _ = self.jobs.send(Job::Stop);
+        self.thread.take()
+    }
+}
+
 /// Everything the apply thread works with.
-pub(crate) struct ApplyThread {
-    pub ring: RingId,
-    pub state_machine: Box<dyn StateMachine>,
-    pub applied: Slot,
-    pub local_client: u64,
-    pub jobs: Receiver<Job>,
-    pub events: mpsc::UnboundedSender<Event>,
-    pub checkpoints: Arc<Mutex<CheckpointStore>>,
-    pub oldest_checkpoint: Arc<AtomicU64>,
-    pub counters: Arc<RingCounters>,
-    pub latencies: Arc<RingLatencies>,
-    pub applied_shared: Arc<AtomicU64>,
-    pub veto_poll_interval: Duration,
-    pub reads_waiting_max: u64,
+pub(super) struct ApplyThread {
+    pub(super) shared: Arc<RingShared>,
+    pub(super) state_machine: Box<dyn StateMachine>,
+    pub(super) applied: Slot,
+    /// The client id of this replica's own requests, whose responses go back to the task.
+    pub(super) local_client: u64,
+    pub(super) events: mpsc::UnboundedSender<Event>,
+    pub(super) checkpoints: Arc<Mutex<CheckpointStore>>,
+    pub(super) oldest_checkpoint: OldestCheckpoint,
+    /// How often the thread asks the state machine whether it may become primary.
+    pub(super) veto_poll_interval: Duration,
 }
 
 impl ApplyThread {
-    pub(crate) fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new().name(format!("rsl-apply-{}", self.ring.0)).spawn(move || self.run())
+    /// Starts the thread; the returned queue feeds it.
+    pub(super) fn spawn(self) -> std::io::Result<ApplyQueue> {
+        let (jobs, queue) = crossbeam_channel::unbounded();
+        let name = format!("rsl-apply-{}", self.shared.ring.0);
+        let thread = std::thread::Builder::new().name(name).spawn(move || self.run(queue))?;
+        Ok(ApplyQueue { jobs, thread: Some(thread), batch: Vec::new() })
     }
 
-    fn run(mut self) {
+    fn run(mut self, jobs: Receiver<Job>) {
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut can_become_primary = None;
         let mut polled_at = Instant::now() - self.veto_poll_interval;
@@ -110,7 +154,7 @@ impl ApplyThread {
                     let _ = self.events.send(Event::CanBecomePrimary(allowed));
                 }
             }
-            let job = match self.jobs.recv_timeout(self.veto_poll_interval) {
+            let job = match jobs.recv_timeout(self.veto_poll_interval) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -162,21 +206,21 @@ impl ApplyThread {
             }
             self.set_applied(slot);
         }
-        RingCounters::add(&self.counters.requests_executed, executed);
-        self.latencies.apply.record(started.elapsed());
+        RingCounters::add(&self.shared.counters.requests_executed, executed);
+        self.shared.latencies.apply.record(started.elapsed());
         let _ = self.events.send(Event::Applied { through, responses });
     }
 
     fn set_applied(&mut self, slot: Slot) {
         self.applied = slot;
-        self.applied_shared.store(slot.0, Ordering::Release);
+        self.shared.applied.store(slot.0, Ordering::Release);
     }
 
     fn checkpoint(&mut self, slot: Slot, configuration: &Configuration) {
         if slot != self.applied {
             // An installed checkpoint moved the state past `slot`: it cannot be saved as of
             // `slot` any more, and a newer one exists.
-            tracing::debug!(ring = self.ring.0, %slot, applied = %self.applied, "skipping a stale checkpoint request");
+            tracing::debug!(ring = self.shared.ring.0, %slot, applied = %self.applied, "skipping a stale checkpoint request");
             return;
         }
         let started = Instant::now();
@@ -188,21 +232,21 @@ impl ApplyThread {
                 .save_checkpoint(slot, &mut writer)
                 .map_err(|e| format!("state machine: {e}"))?;
             let info = writer.finish().map_err(|e| e.to_string())?;
-            refresh_oldest(&store, &self.oldest_checkpoint);
+            self.oldest_checkpoint.refresh(&store);
             Ok(info)
         })();
         match result {
             Ok(info) => {
-                RingCounters::bump(&self.counters.checkpoints_saved);
+                RingCounters::bump(&self.shared.counters.checkpoints_saved);
                 tracing::info!(
-                    ring = self.ring.0, %slot, data_bytes = info.data_bytes,
+                    ring = self.shared.ring.0, %slot, data_bytes = info.data_bytes,
                     elapsed_ms = started.elapsed().as_millis() as u64, "checkpoint saved"
                 );
                 let _ = self.events.send(Event::CheckpointSaved(slot));
             }
             Err(reason) => {
-                RingCounters::bump(&self.counters.checkpoint_save_failures);
-                tracing::warn!(ring = self.ring.0, %slot, %reason, "checkpoint failed; the next interval tries again");
+                RingCounters::bump(&self.shared.counters.checkpoint_save_failures);
+                tracing::warn!(ring = self.shared.ring.0, %slot, %reason, "checkpoint failed; the next interval tries again");
             }
         }
     }
@@ -213,23 +257,12 @@ impl ApplyThread {
             let _ = self.events.send(Event::Installed(slot, None));
             return;
         }
-        let reader = self.checkpoints.lock().reader(slot);
-        let mut reader = match reader {
-            Ok(reader) => reader,
-            Err(error) => {
-                RingCounters::bump(&self.counters.checkpoint_fetch_failures);
-                tracing::warn!(ring = self.ring.0, %slot, %error, "cannot open the fetched checkpoint");
-                let _ = self.events.send(Event::InstallFailed);
-                return;
-            }
-        };
-        let configuration = match read_configuration(&mut reader) {
-            Ok(configuration) => configuration,
-            Err(error) => {
-                // Verified by its CRCs, yet not a checkpoint this runtime wrote: nothing was
-                // loaded, so catch-up may try elsewhere.
-                RingCounters::bump(&self.counters.checkpoint_fetch_failures);
-                tracing::warn!(ring = self.ring.0, %slot, %error, "cannot read the fetched checkpoint");
+        let (mut reader, configuration) = match self.open_fetched(slot) {
+            Ok(opened) => opened,
+            Err(reason) => {
+                // Nothing was loaded, so catch-up may try elsewhere.
+                RingCounters::bump(&self.shared.counters.checkpoint_fetch_failures);
+                tracing::warn!(ring = self.shared.ring.0, %slot, %reason, "cannot use the fetched checkpoint");
                 let _ = self.events.send(Event::InstallFailed);
                 return;
             }
@@ -237,8 +270,8 @@ impl ApplyThread {
         match self.state_machine.load_checkpoint(slot, &mut reader) {
             Ok(()) => {
                 self.set_applied(slot);
-                RingCounters::bump(&self.counters.checkpoints_installed);
-                tracing::info!(ring = self.ring.0, %slot, configuration = configuration.number, "checkpoint installed");
+                RingCounters::bump(&self.shared.counters.checkpoints_installed);
+                tracing::info!(ring = self.shared.ring.0, %slot, configuration = configuration.number, "checkpoint installed");
                 let _ = self.events.send(Event::Installed(slot, Some(configuration)));
             }
             Err(error) => {
@@ -247,12 +280,23 @@ impl ApplyThread {
         }
     }
 
+    /// Opens the fetched checkpoint at `slot` and reads the configuration saved in front of
+    /// the state machine's part.
+    fn open_fetched(&self, slot: Slot) -> Result<(CheckpointReader, Configuration), String> {
+        let mut reader =
+            self.checkpoints.lock().reader(slot).map_err(|error| format!("cannot open it: {error}"))?;
+        // Verified by its CRCs, yet maybe not a checkpoint this runtime wrote.
+        let configuration = read_configuration(&mut reader)
+            .map_err(|error| format!("not a checkpoint this runtime wrote: {error}"))?;
+        Ok((reader, configuration))
+    }
+
     fn park(&mut self, waiting: &mut Vec<Waiting>, read: Waiting) {
-        if read.slot() > self.applied && waiting.len() as u64 >= self.reads_waiting_max {
+        if read.slot() > self.applied && waiting.len() as u64 >= self.shared.options.reads_waiting_max {
             waiting.retain(|w| !w.abandoned());
-            if waiting.len() as u64 >= self.reads_waiting_max {
-                RingCounters::bump(&self.counters.reads_failed);
-                let max = self.reads_waiting_max;
+            if waiting.len() as u64 >= self.shared.options.reads_waiting_max {
+                RingCounters::bump(&self.shared.counters.reads_failed);
+                let max = self.shared.options.reads_waiting_max;
                 match read {
                     Waiting::Lease { reply, .. } => drop(reply.send(Err(ReadError::Busy { max }))),
                     Waiting::Fast { reply, .. } => drop(reply.send(Err(FastReadError::Busy { max }))),
@@ -278,23 +322,15 @@ impl ApplyThread {
             match read {
                 Waiting::Lease { request, reply, .. } => {
                     let response = self.state_machine.read(&request);
-                    RingCounters::bump(&self.counters.reads_lease);
+                    RingCounters::bump(&self.shared.counters.reads_lease);
                     let _ = reply.send(Ok(response));
                 }
                 Waiting::Fast { request, reply, .. } => {
                     let response = self.state_machine.read(&request);
-                    RingCounters::bump(&self.counters.reads_fast);
+                    RingCounters::bump(&self.shared.counters.reads_fast);
                     let _ = reply.send(Ok(response));
                 }
             }
         }
-    }
-}
-
-/// Records the oldest kept checkpoint, which bounds log truncation.
-pub(crate) fn refresh_oldest(store: &CheckpointStore, oldest: &AtomicU64) {
-    match store.oldest_kept() {
-        Ok(slot) => oldest.store(slot.map_or(0, |s| s.0), Ordering::Release),
-        Err(error) => tracing::warn!(%error, "cannot list checkpoints"),
     }
 }

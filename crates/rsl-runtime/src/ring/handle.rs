@@ -1,0 +1,362 @@
+//! [`Ring`], the public handle of a running ring replica, and the commands it sends to the
+//! ring task. Every call that needs the task goes through one helper, `Ring::call`: send the
+//! command, await the reply, report a stopped ring (`Ring::call_within` adds a timeout, and
+//! `Ring::ask` turns no answer into the operation's own error).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rsl_core::{Configuration, NodeId, RingId, Slot, Status};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::apply::Job;
+use super::{Recovery, RingShared};
+use crate::error::{ChangeConfigurationError, FastReadError, ReadError, RelinquishError, ReplicateError};
+use crate::stats::{RingCounters, RingStatistics};
+
+/// Where the outcome of a configuration change goes.
+pub(super) type ChangeReply = oneshot::Sender<Result<Configuration, ChangeConfigurationError>>;
+
+/// What a [`Ring`] asks of its task.
+pub(super) enum Command {
+    Replicate { payload: Bytes, reply: oneshot::Sender<Result<Bytes, ReplicateError>> },
+    ReplicateMany { payloads: Vec<Bytes>, reply: oneshot::Sender<Vec<Result<Bytes, ReplicateError>>> },
+    Read { request: Bytes, reply: oneshot::Sender<Result<Bytes, ReadError>> },
+    Relinquish { target: Option<NodeId>, reply: oneshot::Sender<Result<NodeId, RelinquishError>> },
+    ChangeConfiguration { members: Vec<NodeId>, reply: ChangeReply },
+    Statistics { reply: oneshot::Sender<RingStatistics> },
+    Shutdown,
+}
+
+impl Command {
+    /// Answers the caller of a command the stopping ring will never perform.
+    pub(super) fn refuse(self, reason: &str) {
+        let stopped = Unanswered::Stopped(reason.to_string());
+        match self {
+            Command::Replicate { reply, .. } => drop(reply.send(Err(stopped.into()))),
+            Command::ReplicateMany { payloads, reply } => {
+                drop(reply.send(payloads.iter().map(|_| Err(stopped.clone().into())).collect()))
+            }
+            Command::Read { reply, .. } => drop(reply.send(Err(stopped.into()))),
+            Command::Relinquish { reply, .. } => {
+                drop(reply.send(Err(RelinquishError::Shutdown { reason: reason.to_string() })))
+            }
+            Command::ChangeConfiguration { reply, .. } => drop(reply.send(Err(stopped.into()))),
+            Command::Statistics { .. } | Command::Shutdown => {}
+        }
+    }
+}
+
+/// The ring stopped (or failed) before answering a command; why.
+struct Stopped(String);
+
+/// Why a command with a timeout got no answer from the ring task.
+#[derive(Clone, Debug)]
+enum Unanswered {
+    /// The ring stopped (or failed) first; why.
+    Stopped(String),
+    /// No answer within the bound, in milliseconds.
+    TimedOut { after_ms: u64 },
+}
+
+impl From<Unanswered> for ReplicateError {
+    fn from(unanswered: Unanswered) -> ReplicateError {
+        match unanswered {
+            Unanswered::Stopped(reason) => ReplicateError::Shutdown { reason },
+            Unanswered::TimedOut { after_ms } => ReplicateError::Timeout { after_ms },
+        }
+    }
+}
+
+impl From<Unanswered> for ReadError {
+    fn from(unanswered: Unanswered) -> ReadError {
+        match unanswered {
+            Unanswered::Stopped(reason) => ReadError::Shutdown { reason },
+            Unanswered::TimedOut { after_ms } => ReadError::Timeout { after_ms },
+        }
+    }
+}
+
+impl From<Unanswered> for ChangeConfigurationError {
+    fn from(unanswered: Unanswered) -> ChangeConfigurationError {
+        match unanswered {
+            Unanswered::Stopped(reason) => ChangeConfigurationError::Shutdown { reason },
+            Unanswered::TimedOut { after_ms } => ChangeConfigurationError::Timeout { after_ms },
+        }
+    }
+}
+
+/// One replica of a running ring: replicate requests, read, hand over primacy, change the
+/// members, watch its status. The names in brackets are Azure RSL's.
+///
+/// Get one from [`Ring::builder`] or [`Runtime::start_ring`](crate::Runtime::start_ring).
+/// Cheap to clone; every clone drives the same replica. The replica runs until
+/// [`Ring::shutdown`], until its runtime shuts down, until it fails (a log error), or until
+/// every clone is dropped (it then stops in the background). A ring built with
+/// [`RingBuilder::transport`](crate::RingBuilder::transport) runs in a runtime of its own,
+/// which stops with it.
+#[derive(Clone, Debug)]
+pub struct Ring {
+    commands: mpsc::Sender<Command>,
+    jobs: crossbeam_channel::Sender<Job>,
+    status: watch::Receiver<Status>,
+    shared: Arc<RingShared>,
+}
+
+/// A [`Ring`] that does not keep the replica running: the runtime's routing table holds one
+/// per ring and makes handles from it on demand.
+#[derive(Debug)]
+pub(crate) struct WeakRing {
+    commands: mpsc::WeakSender<Command>,
+    jobs: crossbeam_channel::Sender<Job>,
+    status: watch::Receiver<Status>,
+    shared: Arc<RingShared>,
+}
+
+impl WeakRing {
+    /// A handle, unless the replica is stopping because every handle was dropped.
+    pub(crate) fn upgrade(&self) -> Option<Ring> {
+        Some(Ring {
+            commands: self.commands.upgrade()?,
+            jobs: self.jobs.clone(),
+            status: self.status.clone(),
+            shared: self.shared.clone(),
+        })
+    }
+}
+
+impl Ring {
+    pub(super) fn new(
+        commands: mpsc::Sender<Command>,
+        jobs: crossbeam_channel::Sender<Job>,
+        status: watch::Receiver<Status>,
+        shared: Arc<RingShared>,
+    ) -> Ring {
+        Ring { commands, jobs, status, shared }
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakRing {
+        WeakRing {
+            commands: self.commands.downgrade(),
+            jobs: self.jobs.clone(),
+            status: self.status.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Asks the replica to stop without waiting for it (from code that cannot wait).
+    pub(crate) fn request_stop(&self) {
+        let _ = self.commands.try_send(Command::Shutdown);
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> RingId {
+        self.shared.ring
+    }
+
+    /// This replica's node.
+    pub fn node(&self) -> NodeId {
+        self.shared.node
+    }
+
+    /// Sends the command `command` builds around its reply channel and waits for the answer;
+    /// the stop reason when the ring stopped before answering.
+    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(command(reply)).await.is_ok() {
+            if let Ok(answer) = answer.await {
+                return Ok(answer);
+            }
+        }
+        Err(Stopped(self.shared.stop_reason()))
+    }
+
+    /// `Ring::call`, giving up after `timeout`.
+    async fn call_within<T>(
+        &self,
+        timeout: Duration,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Unanswered> {
+        match tokio::time::timeout(timeout, self.call(command)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(Stopped(reason))) => Err(Unanswered::Stopped(reason)),
+            Err(_) => Err(Unanswered::TimedOut { after_ms: timeout.as_millis() as u64 }),
+        }
+    }
+
+    /// `Ring::call_within` for a command answered with a `Result`: no answer becomes the
+    /// operation's own error.
+    async fn ask<T, E: From<Unanswered>>(
+        &self,
+        timeout: Duration,
+        command: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Command,
+    ) -> Result<T, E> {
+        self.call_within(timeout, command).await.unwrap_or_else(|unanswered| Err(unanswered.into()))
+    }
+
+    /// Replicates `request` [RSL's ReplicateRequest]: the primary gives it a slot, a
+    /// majority makes it durable, and once chosen every replica executes it. Returns this
+    /// replica's state machine's response. Only the primary accepts requests; others answer
+    /// [`ReplicateError::NotPrimary`] with a hint. Gives up after
+    /// [`RingOptions::request_timeout`](crate::RingOptions::request_timeout).
+    pub async fn replicate(&self, request: impl Into<Bytes>) -> Result<Bytes, ReplicateError> {
+        let started = Instant::now();
+        let payload = request.into();
+        let result = self
+            .ask(self.shared.options.request_timeout, |reply| Command::Replicate { payload, reply })
+            .await;
+        match &result {
+            Ok(_) => {
+                RingCounters::bump(&self.shared.counters.requests_replicated);
+                self.shared.latencies.replicate.record(started.elapsed());
+            }
+            Err(_) => RingCounters::bump(&self.shared.counters.requests_failed),
+        }
+        result
+    }
+
+    /// Replicates many requests submitted together: the primary queues them all before it
+    /// opens slots, so they share slots (one [`Ring::replicate`] per request would give each
+    /// its own slot while the pipeline has room), and the ring task is woken once. Returns
+    /// one result per request, in order, once every one has its outcome; each is what
+    /// `replicate` would have returned. The timeout applies to the whole group.
+    pub async fn replicate_many(&self, requests: Vec<Bytes>) -> Vec<Result<Bytes, ReplicateError>> {
+        if requests.is_empty() {
+            return Vec::new();
+        }
+        let started = Instant::now();
+        let count = requests.len();
+        let timeout = self.shared.options.request_timeout;
+        let command = |reply| Command::ReplicateMany { payloads: requests, reply };
+        let results = match self.call_within(timeout, command).await {
+            Ok(results) => results,
+            Err(unanswered) => (0..count).map(|_| Err(unanswered.clone().into())).collect(),
+        };
+        let succeeded = results.iter().filter(|r| r.is_ok()).count() as u64;
+        RingCounters::add(&self.shared.counters.requests_replicated, succeeded);
+        RingCounters::add(&self.shared.counters.requests_failed, count as u64 - succeeded);
+        if succeeded > 0 {
+            self.shared.latencies.replicate.record(started.elapsed());
+        }
+        results
+    }
+
+    /// A linearizable read without a slot: the primary checks its lease, and the state
+    /// machine serves the read once it applied every slot chosen before the call. Gives up
+    /// after [`RingOptions::read_timeout`](crate::RingOptions::read_timeout).
+    pub async fn read(&self, request: impl Into<Bytes>) -> Result<Bytes, ReadError> {
+        let request = request.into();
+        let result =
+            self.ask(self.shared.options.read_timeout, |reply| Command::Read { request, reply }).await;
+        if result.is_err() {
+            RingCounters::bump(&self.shared.counters.reads_failed);
+        }
+        result
+    }
+
+    /// A fast read on this replica (any role) once it applied at least `min_slot` [RSL's
+    /// FastRead]: read-your-writes and monotonic reads, not linearizable. Waits up to
+    /// [`RingOptions::fast_read_wait_max`](crate::RingOptions::fast_read_wait_max) for the
+    /// slot.
+    pub async fn read_fast(&self, request: impl Into<Bytes>, min_slot: Slot) -> Result<Bytes, FastReadError> {
+        self.read_fast_within(request, min_slot, self.shared.options.fast_read_wait_max).await
+    }
+
+    /// [`Ring::read_fast`] with an explicit bound on the wait for `min_slot`. The read goes
+    /// straight to the state machine's thread, not through the ring task.
+    pub async fn read_fast_within(
+        &self,
+        request: impl Into<Bytes>,
+        min_slot: Slot,
+        wait: Duration,
+    ) -> Result<Bytes, FastReadError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::FastRead { min_slot, request: request.into(), reply };
+        if self.jobs.send(job).is_err() {
+            RingCounters::bump(&self.shared.counters.reads_failed);
+            return Err(FastReadError::Shutdown { reason: self.shared.stop_reason() });
+        }
+        let result = match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(FastReadError::Shutdown { reason: self.shared.stop_reason() }),
+            Err(_) => Err(FastReadError::NotApplied {
+                min_slot,
+                applied: self.applied(),
+                after_ms: wait.as_millis() as u64,
+            }),
+        };
+        if result.is_err() {
+            RingCounters::bump(&self.shared.counters.reads_failed);
+        }
+        result
+    }
+
+    /// Every slot up to here has been executed by this replica's state machine.
+    pub fn applied(&self) -> Slot {
+        Slot(self.shared.applied.load(Ordering::Acquire))
+    }
+
+    /// Hands primacy to `target` (or the most up-to-date live member) [RSL's
+    /// RelinquishPrimary]: the primary stops taking requests, waits for its in-flight slots,
+    /// then tells the target to campaign at once. Returns the target.
+    pub async fn relinquish_primary(&self, target: Option<NodeId>) -> Result<NodeId, RelinquishError> {
+        self.call(|reply| Command::Relinquish { target, reply })
+            .await
+            .unwrap_or_else(|Stopped(reason)| Err(RelinquishError::Shutdown { reason }))
+    }
+
+    /// Changes the ring's members [RSL's ChangeConfiguration]: add, remove, replace, grow or
+    /// shrink. The primary proposes a configuration value at the next slot `s`, and the new
+    /// configuration governs every slot from `s + 1`; the state machine hears of it through
+    /// [`StateMachine::configuration_changed`](crate::StateMachine::configuration_changed).
+    /// Returns the new configuration once the change is chosen. Only the primary accepts,
+    /// one change at a time; [`ChangeConfigurationError::Interrupted`] if it stops being
+    /// primary first. New members catch up by themselves (a checkpoint, then slots): start
+    /// them first, with [`rsl_core::Config::joining`] set.
+    pub async fn change_configuration(
+        &self,
+        members: Vec<NodeId>,
+    ) -> Result<Configuration, ChangeConfigurationError> {
+        let timeout = self.shared.options.request_timeout;
+        self.ask(timeout, |reply| Command::ChangeConfiguration { members, reply }).await
+    }
+
+    /// The replica's status (role, ballot, chosen and applied slots, configuration), kept
+    /// current: `changed().await` on the receiver to follow it.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// A snapshot of the replica's counters and latencies (see
+    /// [`render_prometheus`](crate::render_prometheus)); `None` once it stopped.
+    pub async fn statistics(&self) -> Option<RingStatistics> {
+        self.call(|reply| Command::Statistics { reply }).await.ok()
+    }
+
+    /// What the replica recovered from its storage when it started.
+    pub fn recovery(&self) -> &Recovery {
+        &self.shared.recovery
+    }
+
+    /// Whether the replica stopped (shut down or failed).
+    pub fn is_stopped(&self) -> bool {
+        *self.shared.finished.borrow()
+    }
+
+    /// Why the replica stopped, once it has.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.shared.stop_reason.lock().clone()
+    }
+
+    /// Stops the replica: fails waiting requests with [`ReplicateError::Shutdown`], stops
+    /// the apply thread (after the state machine call in progress returns), flushes and
+    /// closes the log, and releases the storage (a restart may open it again as soon as this
+    /// returns). A ring with a runtime of its own shuts that runtime down too.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+        let mut finished = self.shared.finished.clone();
+        let _ = finished.wait_for(|done| *done).await;
+    }
+}

@@ -1,0 +1,79 @@
+//! Where the replica's messages leave: collected per peer during a wake-up and sent as one
+//! batch each at its end; and which nodes the transport admits for this ring.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rsl_core::{Configuration, Message, NodeId, RingId};
+use rsl_transport::{SendError, Transport};
+
+use crate::stats::RingCounters;
+
+/// The ring's side of the transport endpoint.
+pub(super) struct Network {
+    ring: RingId,
+    node: NodeId,
+    transport: Arc<dyn Transport>,
+    /// Messages of this wake-up, per receiver.
+    outbox: BTreeMap<NodeId, Vec<Message>>,
+    /// Every node of every configuration this replica has been in: the transport admits
+    /// them all for this ring, so removed replicas can still learn that they are out.
+    admitted: BTreeSet<NodeId>,
+    /// The configuration number the transport's admission was last set for.
+    admitted_for: u64,
+}
+
+impl Network {
+    /// `admitted`, for configuration `admitted_for`, is what the runtime told the transport
+    /// to admit when it started the ring.
+    pub(super) fn new(
+        ring: RingId,
+        node: NodeId,
+        transport: Arc<dyn Transport>,
+        admitted: BTreeSet<NodeId>,
+        admitted_for: u64,
+    ) -> Network {
+        Network { ring, node, transport, outbox: BTreeMap::new(), admitted, admitted_for }
+    }
+
+    /// Queues a message for the end of the wake-up.
+    pub(super) fn push(&mut self, message: Message) {
+        self.outbox.entry(message.to).or_default().push(message);
+    }
+
+    /// Sends what accumulated, one batch per peer, counting what the transport refuses.
+    pub(super) fn flush(&mut self, counters: &RingCounters) {
+        for (to, messages) in std::mem::take(&mut self.outbox) {
+            match self.transport.send(to, messages) {
+                Ok(()) => {}
+                Err(error @ SendError::QueueFull { .. }) => {
+                    // Loss the protocol tolerates: retransmission and catch-up cover it.
+                    RingCounters::bump(&counters.send_errors);
+                    tracing::debug!(ring = self.ring.0, node = %self.node, %to, %error, "transport refused messages");
+                }
+                Err(error) => {
+                    // A message that can never be sent (too large, no address) stalls the
+                    // ring if it keeps recurring: say so loudly.
+                    RingCounters::bump(&counters.send_errors);
+                    tracing::warn!(ring = self.ring.0, node = %self.node, %to, %error, "transport refused messages");
+                }
+            }
+        }
+    }
+
+    /// Sends what accumulated while stopping, where nobody is left to count a refusal.
+    pub(super) fn flush_quietly(&mut self) {
+        for (to, messages) in std::mem::take(&mut self.outbox) {
+            let _ = self.transport.send(to, messages);
+        }
+    }
+
+    /// Admits the members of `configuration` once it is in force (the earlier ones stay).
+    pub(super) fn admit(&mut self, configuration: &Configuration) {
+        if configuration.number != self.admitted_for {
+            self.admitted_for = configuration.number;
+            self.admitted.extend(configuration.members.iter().copied());
+            self.transport.membership().set_members(self.ring, self.admitted.iter().copied());
+        }
+    }
+}

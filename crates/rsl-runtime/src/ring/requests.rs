@@ -1,0 +1,259 @@
+//! Where a client request is answered: this replica's `replicate` requests from the moment
+//! they reach the ring task until their outcome (the state machine's response, or the error
+//! that says whether the request took effect), and the configuration change waiting to be
+//! chosen.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use rsl_core::{
+    Configuration, NodeId, PersistRequest, ProposeError, Replica, Request, RequestId, Slot, Time, Value,
+};
+use tokio::sync::oneshot;
+
+use super::handle::ChangeReply;
+use crate::error::{ChangeConfigurationError, ReplicateError};
+
+/// Where the outcome of one replicated request goes.
+enum Reply {
+    /// A `replicate` call.
+    One(oneshot::Sender<Result<Bytes, ReplicateError>>),
+    /// Entry `index` of the `replicate_many` call `group`.
+    Group { group: u64, index: u32 },
+}
+
+/// A request the replica accepted, waiting for its outcome.
+struct Pending {
+    reply: Reply,
+    /// The slot it was last proposed in, once the replica persisted that proposal.
+    slot: Option<Slot>,
+}
+
+/// A `replicate_many` call waiting for the outcomes of its requests.
+struct Group {
+    results: Vec<Option<Result<Bytes, ReplicateError>>>,
+    missing: usize,
+    reply: oneshot::Sender<Vec<Result<Bytes, ReplicateError>>>,
+}
+
+/// This replica's client requests and configuration change, as the ring task tracks them.
+pub(super) struct Requests {
+    /// The client id of this replica's requests (their responses come back from the apply
+    /// thread by request id).
+    local_client: u64,
+    next_sequence: u64,
+    /// Requests received in this burst of inputs, proposed together at its end.
+    proposals: Vec<(Bytes, Reply)>,
+    pending: HashMap<RequestId, Pending>,
+    /// The requests proposed in each slot, to tell when a slot applied without them.
+    assigned: BTreeMap<Slot, Vec<RequestId>>,
+    groups: HashMap<u64, Group>,
+    next_group: u64,
+    /// The configuration change this replica is waiting for, as primary.
+    change: Option<(Vec<NodeId>, ChangeReply)>,
+}
+
+impl Requests {
+    pub(super) fn new(local_client: u64) -> Requests {
+        Requests {
+            local_client,
+            next_sequence: 0,
+            proposals: Vec::new(),
+            pending: HashMap::new(),
+            assigned: BTreeMap::new(),
+            groups: HashMap::new(),
+            next_group: 0,
+            change: None,
+        }
+    }
+
+    /// Requests waiting for their outcome.
+    pub(super) fn pending(&self) -> u64 {
+        self.pending.len() as u64
+    }
+
+    /// Queues a `replicate` call's request until the end of the burst (see
+    /// [`Requests::propose`]), so concurrent callers share slots.
+    pub(super) fn queue(&mut self, payload: Bytes, reply: oneshot::Sender<Result<Bytes, ReplicateError>>) {
+        self.proposals.push((payload, Reply::One(reply)));
+    }
+
+    /// Queues the requests of a `replicate_many` call, answered together once each has its
+    /// outcome.
+    pub(super) fn queue_group(
+        &mut self,
+        payloads: Vec<Bytes>,
+        reply: oneshot::Sender<Vec<Result<Bytes, ReplicateError>>>,
+    ) {
+        let group = self.next_group;
+        self.next_group += 1;
+        let count = payloads.len();
+        if count == 0 {
+            let _ = reply.send(Vec::new());
+            return;
+        }
+        self.groups
+            .insert(group, Group { results: (0..count).map(|_| None).collect(), missing: count, reply });
+        for (index, payload) in payloads.into_iter().enumerate() {
+            self.proposals.push((payload, Reply::Group { group, index: index as u32 }));
+        }
+    }
+
+    /// Hands every queued request to the replica in one call: the primary queues them all
+    /// before it opens slots, so requests that arrived in one burst share slots instead of
+    /// taking one each while the pipeline has room. A refused request is answered at once.
+    /// Returns whether there was anything to propose.
+    pub(super) fn propose(&mut self, replica: &mut Replica, now: Time) -> bool {
+        if self.proposals.is_empty() {
+            return false;
+        }
+        let proposals = std::mem::take(&mut self.proposals);
+        let client = self.local_client;
+        let first = self.next_sequence + 1;
+        self.next_sequence += proposals.len() as u64;
+        let mut replies = Vec::with_capacity(proposals.len());
+        let requests = proposals.into_iter().enumerate().map(|(index, (payload, reply))| {
+            replies.push(reply);
+            Request { id: RequestId { client, sequence: first + index as u64 }, payload }
+        });
+        let outcomes = replica.handle_propose_many(now, requests);
+        for (index, (outcome, reply)) in outcomes.into_iter().zip(replies).enumerate() {
+            match outcome {
+                Ok(()) => {
+                    let id = RequestId { client, sequence: first + index as u64 };
+                    self.pending.insert(id, Pending { reply, slot: None });
+                }
+                Err(error) => self.complete(reply, Err(propose_error(error))),
+            }
+        }
+        true
+    }
+
+    /// Learns which slot each of this replica's requests went to, to tell later whether a
+    /// slot applied without it means the request was lost.
+    pub(super) fn learn_slots(&mut self, request: &PersistRequest) {
+        for proposal in &request.proposals {
+            if let Value::Batch(requests) = &proposal.value {
+                for r in requests.iter().filter(|r| r.id.client == self.local_client) {
+                    if let Some(pending) = self.pending.get_mut(&r.id) {
+                        if pending.slot != Some(proposal.slot) {
+                            pending.slot = Some(proposal.slot);
+                            self.assigned.entry(proposal.slot).or_default().push(r.id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every slot up to `through` is applied: answers the requests with their responses,
+    /// and refuses those whose slot was applied without them (they lost the slot to a new
+    /// primary, `primary`, and certainly did not take effect).
+    pub(super) fn applied(
+        &mut self,
+        through: Slot,
+        responses: Vec<(Slot, RequestId, Bytes)>,
+        primary: Option<NodeId>,
+    ) {
+        for (_, id, response) in responses {
+            if let Some(pending) = self.pending.remove(&id) {
+                self.complete(pending.reply, Ok(response));
+            }
+        }
+        let later = self.assigned.split_off(&through.next());
+        let done = std::mem::replace(&mut self.assigned, later);
+        for (slot, ids) in done {
+            for id in ids {
+                if self.pending.get(&id).is_some_and(|p| p.slot == Some(slot)) {
+                    let pending = self.pending.remove(&id).expect("checked");
+                    self.complete(pending.reply, Err(ReplicateError::NotPrimary { hint: primary }));
+                }
+            }
+        }
+    }
+
+    /// A checkpoint installed as of `slot` covers the slots of these requests: whether they
+    /// took effect is unknown.
+    pub(super) fn installed(&mut self, slot: Slot) {
+        let later = self.assigned.split_off(&slot.next());
+        let covered = std::mem::replace(&mut self.assigned, later);
+        for (covered_slot, ids) in covered {
+            for id in ids {
+                if let Some(pending) = self.pending.remove(&id) {
+                    self.complete(pending.reply, Err(ReplicateError::OutcomeUnknown { slot: covered_slot }));
+                }
+            }
+        }
+    }
+
+    /// The replica dropped these requests before they got a slot (it stopped being primary).
+    pub(super) fn dropped(&mut self, ids: Vec<RequestId>, primary: Option<NodeId>) {
+        for id in ids {
+            if let Some(pending) = self.pending.remove(&id) {
+                self.complete(pending.reply, Err(ReplicateError::NotPrimary { hint: primary }));
+            }
+        }
+    }
+
+    /// Answers every request still waiting: the ring is stopping.
+    pub(super) fn stop(&mut self, reason: &str) {
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            self.complete(pending.reply, Err(ReplicateError::Shutdown { reason: reason.to_string() }));
+        }
+        for (_, reply) in std::mem::take(&mut self.proposals) {
+            self.complete(reply, Err(ReplicateError::Shutdown { reason: reason.to_string() }));
+        }
+    }
+
+    /// Delivers the outcome of one replicated request.
+    fn complete(&mut self, reply: Reply, result: Result<Bytes, ReplicateError>) {
+        match reply {
+            Reply::One(sender) => drop(sender.send(result)),
+            Reply::Group { group, index } => {
+                let Some(waiting) = self.groups.get_mut(&group) else { return };
+                let slot = &mut waiting.results[index as usize];
+                if slot.is_none() {
+                    *slot = Some(result);
+                    waiting.missing -= 1;
+                }
+                if waiting.missing == 0 {
+                    let done = self.groups.remove(&group).expect("present");
+                    let _ = done.reply.send(done.results.into_iter().flatten().collect());
+                }
+            }
+        }
+    }
+
+    /// The replica accepted a change to `members` (sorted): answer `reply` once it is
+    /// chosen. A change still waiting is interrupted (`primary` is the primary as now known).
+    pub(super) fn await_change(&mut self, members: Vec<NodeId>, reply: ChangeReply, primary: Option<NodeId>) {
+        if let Some((_, earlier)) = self.change.replace((members, reply)) {
+            let _ = earlier.send(Err(ChangeConfigurationError::Interrupted { primary }));
+        }
+    }
+
+    /// `configuration` was chosen: answers the change that asked for its members.
+    pub(super) fn change_chosen(&mut self, configuration: &Configuration) {
+        if self.change.as_ref().is_some_and(|(members, _)| *members == configuration.members) {
+            let (_, reply) = self.change.take().expect("checked");
+            let _ = reply.send(Ok(configuration.clone()));
+        }
+    }
+
+    /// The change to `members` will not be chosen by this replica as primary.
+    pub(super) fn change_interrupted(&mut self, members: &[NodeId], primary: Option<NodeId>) {
+        if self.change.as_ref().is_some_and(|(m, _)| *m == members) {
+            let (_, reply) = self.change.take().expect("checked");
+            let _ = reply.send(Err(ChangeConfigurationError::Interrupted { primary }));
+        }
+    }
+}
+
+fn propose_error(error: ProposeError) -> ReplicateError {
+    match error {
+        ProposeError::NotPrimary { hint } => ReplicateError::NotPrimary { hint },
+        ProposeError::Relinquishing { target } => ReplicateError::NotPrimary { hint: Some(target) },
+        ProposeError::Busy { queued, max } => ReplicateError::Busy { queued, max },
+        ProposeError::TooLarge { bytes, max } => ReplicateError::TooLarge { bytes, max },
+    }
+}
