@@ -18,7 +18,7 @@ use bytes::Bytes;
 use rsl_core::Slot;
 
 use crate::error::CheckpointError;
-use crate::vfs::{Directory, DirectoryLock, OsDirectory, StorageFile, LOCK_FILE};
+use crate::vfs::{Directory, DirectoryLock, OsDirectory, StorageFile, LOCK_FILE, TEMPORARY_SUFFIX};
 
 /// First bytes of a checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"RSLCKPT\0";
@@ -36,7 +36,6 @@ pub const TRAILER_BYTES: u64 = 32;
 pub const BLOCK_BYTES_MAX: u32 = 16 << 20;
 
 const SUFFIX: &str = ".ckpt";
-const TEMPORARY_SUFFIX: &str = ".tmp";
 
 /// Options of a [`CheckpointStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use crate::codec::{encode_persist, Record, RECORD_PERSIST, RECORD_SNAPSHOT, RECO
 use crate::error::LogError;
 use crate::state::{Location, Replay, SlotIndex, Summary};
 use crate::store::{Cut, LogStatistics, LogStore, RecoveryPolicy, RecoveryReport, Tickets};
-use crate::vfs::{Directory, DirectoryLock, OsDirectory, StorageFile, LOCK_FILE};
+use crate::vfs::{Directory, DirectoryLock, OsDirectory, StorageFile, LOCK_FILE, TEMPORARY_SUFFIX};
 
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RSLJSEG\0";
@@ -49,7 +49,6 @@ pub const RECORD_ALIGNMENT: u64 = 8;
 pub const SEGMENT_BYTES_MIN: u64 = 256;
 
 const SEGMENT_SUFFIX: &str = ".seg";
-const TEMPORARY_SUFFIX: &str = ".tmp";
 const DAMAGED_SUFFIX: &str = ".damaged";
 
 /// Options of a [`FileJournal`].

@@ -16,6 +16,8 @@
 //!   into one sync per round.
 //! - [`CheckpointStore`], block-checksummed state-machine checkpoints published atomically,
 //!   loaded newest-valid-first, streamable in chunks.
+//! - [`vfs`], the file operations the journal and the checkpoints need, on the operating
+//!   system's directories or in memory ([`vfs::MemoryDirectory`]).
 //! - [`sim`], crash-model simulators of a disk and of persistent memory, on which the
 //!   crash-consistency tests enumerate every state a crash can leave.
 //!

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -15,12 +16,12 @@ use rsl_core::{DurableState, PersistRequest, Proposal, Slot};
 use crate::error::LogError;
 use crate::state::Summary;
 use crate::store::{take_within_budget, LogStatistics, LogStore, RecoveryPolicy, RecoveryReport, Tickets};
+use crate::vfs::FlagLock;
 
 #[derive(Debug, Default)]
 struct DiskState {
     summary: Summary,
     proposals: BTreeMap<u64, Proposal>,
-    locked: bool,
     opened: bool,
 }
 
@@ -28,6 +29,7 @@ struct DiskState {
 #[derive(Clone, Debug, Default)]
 pub struct MemoryDisk {
     inner: Arc<Mutex<DiskState>>,
+    lock: Arc<AtomicBool>,
 }
 
 impl MemoryDisk {
@@ -47,6 +49,7 @@ enum Pending {
 #[derive(Debug)]
 pub struct MemoryLog {
     disk: MemoryDisk,
+    _lock: FlagLock,
     /// Durable state plus everything buffered: what reads see.
     summary: Summary,
     proposals: BTreeMap<u64, Proposal>,
@@ -62,11 +65,9 @@ impl MemoryLog {
         disk: &MemoryDisk,
         _policy: RecoveryPolicy,
     ) -> Result<(MemoryLog, DurableState, RecoveryReport), LogError> {
+        let lock = FlagLock::try_take(&disk.lock)
+            .ok_or_else(|| LogError::Locked { dir: PathBuf::from("<memory>") })?;
         let mut state = disk.inner.lock();
-        if state.locked {
-            return Err(LogError::Locked { dir: PathBuf::from("<memory>") });
-        }
-        state.locked = true;
         let created = !state.opened;
         state.opened = true;
         let durable = DurableState {
@@ -85,6 +86,7 @@ impl MemoryLog {
         };
         let log = MemoryLog {
             disk: disk.clone(),
+            _lock: lock,
             summary: state.summary,
             proposals: state.proposals.clone(),
             pending: Vec::new(),
@@ -108,12 +110,6 @@ impl MemoryLog {
 impl Default for MemoryLog {
     fn default() -> Self {
         MemoryLog::new()
-    }
-}
-
-impl Drop for MemoryLog {
-    fn drop(&mut self) {
-        self.disk.inner.lock().locked = false;
     }
 }
 

@@ -43,6 +43,7 @@ use crate::error::LogError;
 use crate::state::{Location, Replay, SlotIndex, Summary};
 use crate::store::{Cut, LogStatistics, LogStore, RecoveryPolicy, RecoveryReport, Tickets};
 use crate::sys::{self, CacheLineFlush};
+use crate::vfs::{open_read_write, TEMPORARY_SUFFIX};
 
 /// Offset of the global metadata.
 pub const GLOBAL_METADATA_POS: u64 = 0;
@@ -366,16 +367,10 @@ impl PmemLog {
             });
         }
         let mut temporary = path.as_os_str().to_owned();
-        temporary.push(".tmp");
+        temporary.push(TEMPORARY_SUFFIX);
         let temporary = PathBuf::from(temporary);
         let io = |e| LogError::io(&temporary, e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)
-            .map_err(io)?;
+        let file = open_read_write(&temporary, true).map_err(io)?;
         if !sys::try_lock_exclusive(&file).map_err(io)? {
             return Err(LogError::Locked { dir: temporary.clone() });
         }
