@@ -18,8 +18,9 @@
 //!   loaded newest-valid-first, streamable in chunks.
 //! - [`vfs`], the file operations the journal and the checkpoints need, on the operating
 //!   system's directories or in memory ([`vfs::MemoryDirectory`]).
-//! - [`sim`], crash-model simulators of a disk and of persistent memory, on which the
-//!   crash-consistency tests enumerate every state a crash can leave.
+//! - `sim` (cargo feature `sim`, test support that no shipped build enables), crash-model
+//!   simulators of a disk and of persistent memory, on which the crash-consistency tests
+//!   enumerate every state a crash can leave.
 //!
 //! On-disk formats and the argument for each crash point are in `docs/STORAGE.md`.
 //!
@@ -61,6 +62,7 @@ mod group;
 pub mod journal;
 mod memory;
 pub mod pmem;
+#[cfg(feature = "sim")]
 pub mod sim;
 mod state;
 mod store;

@@ -25,8 +25,8 @@
 //! Persistence goes through [`PersistentMemory`]: on a file mapping ([`MappedFile`]) it is
 //! cache-line write-back plus a store fence in DAX mode (the mapping *is* persistent
 //! memory), and `msync` otherwise (a page-cache mapping is only durable once written
-//! back). On a simulator ([`crate::sim::SimPmem`]) it is a model of which 8-byte chunks
-//! may persist at a crash.
+//! back). On the crash simulator (`sim::SimPmem`, cargo feature `sim`) it is a model of
+//! which 8-byte chunks may persist at a crash.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -1,7 +1,7 @@
 //! The few file-system operations the journal and the checkpoint store use, behind two
 //! object-safe traits, so that the same code runs on the operating system's files
-//! ([`OsDirectory`]), on files held in memory ([`MemoryDirectory`]) and on a crash-model
-//! simulator ([`crate::sim::SimDisk`]).
+//! ([`OsDirectory`]), on files held in memory ([`MemoryDirectory`]) and, in tests, on the
+//! crash-model simulator of a disk (`sim::SimDisk`, cargo feature `sim`).
 //!
 //! Durability contract (what the simulator models and the stores rely on): data written to
 //! a file is durable after [`StorageFile::sync_data`] returns; a name created, renamed or
