@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use rsl_core::Slot;
 
+use crate::codec::{u32_at, u64_at};
 use crate::error::CheckpointError;
 use crate::vfs::{Directory, DirectoryLock, OsDirectory, StorageFile, LOCK_FILE, TEMPORARY_SUFFIX};
 
@@ -87,14 +88,6 @@ pub fn parse_checkpoint_name(name: &str) -> Option<Slot> {
         return None;
     }
     digits.parse().ok().map(Slot)
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
 fn encode_header(slot: Slot, block_bytes: u32) -> [u8; CHECKPOINT_HEADER_BYTES as usize] {

@@ -2,7 +2,8 @@
 //!
 //! Little-endian, fixed-width integers, no padding, no `usize`. The framing around a payload
 //! (magic, length, type, CRC32C) belongs to each store and is described in
-//! `docs/STORAGE.md`, as is this encoding, byte by byte.
+//! `docs/STORAGE.md`, as is this encoding, byte by byte; the little-endian field readers
+//! those framings share are here too.
 //!
 //! Decoding never panics and never allocates more than the input could describe: every
 //! count is checked against the bytes that remain before anything is reserved.
@@ -202,6 +203,21 @@ impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "at payload byte {}: {}", self.offset, self.reason)
     }
+}
+
+/// The little-endian `u32` at byte `at` of a header the caller has checked is long enough.
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// The little-endian `u64` at byte `at` of a header the caller has checked is long enough.
+pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The little-endian `u128` at byte `at` of a header the caller has checked is long enough.
+pub(crate) fn u128_at(bytes: &[u8], at: usize) -> u128 {
+    u128::from_le_bytes(bytes[at..at + 16].try_into().expect("16 bytes"))
 }
 
 fn put_u64(out: &mut Vec<u8>, value: u64) {

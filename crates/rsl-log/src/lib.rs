@@ -22,6 +22,10 @@
 //!   simulators of a disk and of persistent memory, on which the crash-consistency tests
 //!   enumerate every state a crash can leave.
 //!
+//! The journal and the persistent-memory log share everything above their media (staging
+//! of records until a flush, tickets, the slot index, the [`LogStore`] operations); each
+//! keeps only its bytes on the medium, its write path and its recovery.
+//!
 //! On-disk formats and the argument for each crash point are in `docs/STORAGE.md`.
 //!
 //! ```
@@ -64,6 +68,7 @@ mod memory;
 pub mod pmem;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod staging;
 mod state;
 mod store;
 mod sys;

@@ -15,7 +15,7 @@ use rsl_core::{DurableState, PersistRequest, Proposal, Slot};
 
 use crate::error::LogError;
 use crate::state::Summary;
-use crate::store::{take_within_budget, LogStatistics, LogStore, RecoveryPolicy, RecoveryReport, Tickets};
+use crate::store::{LogStatistics, LogStore, ReadBudget, RecoveryPolicy, RecoveryReport, Tickets};
 use crate::vfs::FlagLock;
 
 #[derive(Debug, Default)]
@@ -167,12 +167,11 @@ impl LogStore for MemoryLog {
             self.statistics.flushes += 1;
             self.statistics.syncs += 1;
         }
-        self.tickets.durable = self.tickets.appended;
-        Ok(self.tickets.durable)
+        Ok(self.tickets.flushed())
     }
 
     fn needs_flush(&self) -> bool {
-        !self.pending.is_empty() || self.tickets.durable < self.tickets.appended
+        !self.pending.is_empty() || self.tickets.unflushed()
     }
 
     fn durable_ticket(&self) -> u64 {
@@ -188,10 +187,9 @@ impl LogStore for MemoryLog {
         if first > last {
             return Ok(Vec::new());
         }
-        let mut proposals: Vec<Proposal> =
-            self.proposals.range(first.0..=last.0).map(|(_, p)| p.clone()).collect();
-        take_within_budget(&mut proposals, bytes_max);
-        Ok(proposals)
+        let mut budget = ReadBudget::new(bytes_max);
+        let within = self.proposals.range(first.0..=last.0).map(|(_, p)| p).take_while(|p| budget.admits(p));
+        Ok(within.cloned().collect())
     }
 
     fn log_start(&self) -> Slot {
