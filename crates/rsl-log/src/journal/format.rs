@@ -7,7 +7,7 @@
 
 use rsl_core::Slot;
 
-use crate::codec::{u32_at, u64_at};
+use crate::codec::{u32_at, u64_at, FileHeader};
 use crate::staging::{Framing, SizeLimit};
 
 /// First bytes of every segment file.
@@ -62,17 +62,22 @@ pub(super) struct SegmentHeader {
     pub preallocated: u64,
 }
 
+/// The start of a segment header: magic, format version, CRC.
+const HEADER: FileHeader = FileHeader {
+    magic: SEGMENT_MAGIC,
+    version: FORMAT_VERSION,
+    file: "a journal segment",
+    name: "segment header",
+};
+
 impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
         let mut bytes = [0u8; SEGMENT_HEADER_BYTES as usize];
-        bytes[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.sequence.to_le_bytes());
         bytes[24..32].copy_from_slice(&self.first_slot.0.to_le_bytes());
         bytes[32..40].copy_from_slice(&self.previous_bytes.to_le_bytes());
         bytes[40..48].copy_from_slice(&self.preallocated.to_le_bytes());
-        let crc = crc32c::crc32c(&bytes);
-        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        HEADER.seal(&mut bytes);
         bytes
     }
 
@@ -80,20 +85,7 @@ impl SegmentHeader {
         if bytes.len() < SEGMENT_HEADER_BYTES as usize {
             return Err((0, format!("file of {} bytes is shorter than a segment header", bytes.len())));
         }
-        if bytes[0..8] != SEGMENT_MAGIC {
-            return Err((0, format!("not a journal segment: magic {:02x?}", &bytes[0..8])));
-        }
-        let version = u32_at(bytes, 8);
-        if version != FORMAT_VERSION {
-            return Err((8, format!("format version {version}, this build reads {FORMAT_VERSION}")));
-        }
-        let mut copy = [0u8; SEGMENT_HEADER_BYTES as usize];
-        copy.copy_from_slice(&bytes[..SEGMENT_HEADER_BYTES as usize]);
-        copy[12..16].fill(0);
-        let (stored, computed) = (u32_at(bytes, 12), crc32c::crc32c(&copy));
-        if stored != computed {
-            return Err((12, format!("segment header CRC {stored:#010x}, computed {computed:#010x}")));
-        }
+        HEADER.check(&bytes[..SEGMENT_HEADER_BYTES as usize])?;
         Ok(SegmentHeader {
             sequence: u64_at(bytes, 16),
             first_slot: Slot(u64_at(bytes, 24)),
