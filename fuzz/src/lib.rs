@@ -72,21 +72,36 @@ fn workload(rng: &mut SplitMix64, log: &mut dyn LogStore, ops: u64) {
     let _ = log.flush();
 }
 
-/// Applies damage described by `data` (5 bytes per change) to `content`.
-fn damage(content: &mut Vec<u8>, data: &[u8]) {
+/// One kind of damage a change applies at a byte.
+#[derive(Clone, Copy)]
+enum Damage {
+    FlipBit,
+    ZeroRange,
+    Truncate,
+    SetByte,
+}
+
+/// Damage to files: any kind.
+const FILE_DAMAGE: [Damage; 4] = [Damage::FlipBit, Damage::ZeroRange, Damage::Truncate, Damage::SetByte];
+/// Damage that keeps the length (a truncated region is refused early).
+const REGION_DAMAGE: [Damage; 3] = [Damage::FlipBit, Damage::ZeroRange, Damage::SetByte];
+
+/// Applies damage described by `data` (5 bytes per change: kind, offset, argument) to
+/// `content`, of the kinds in `kinds`.
+fn damage(content: &mut Vec<u8>, data: &[u8], kinds: &[Damage]) {
     for change in data.chunks_exact(5) {
         if content.is_empty() {
             return;
         }
         let at = u32::from_le_bytes([change[1], change[2], change[3], 0]) as usize % content.len();
-        match change[0] % 4 {
-            0 => content[at] ^= 1 << (change[4] % 8),
-            1 => {
+        match kinds[change[0] as usize % kinds.len()] {
+            Damage::FlipBit => content[at] ^= 1 << (change[4] % 8),
+            Damage::ZeroRange => {
                 let end = (at + change[4] as usize + 1).min(content.len());
                 content[at..end].fill(0);
             }
-            2 => content.truncate(at),
-            _ => content[at] = change[4],
+            Damage::Truncate => content.truncate(at),
+            Damage::SetByte => content[at] = change[4],
         }
     }
 }
@@ -154,7 +169,7 @@ pub fn journal_recovery(data: &[u8]) {
             }
             let name = &names[(change[0] as usize + i) % names.len()];
             let mut content = disk.read_file(name).unwrap_or_default();
-            damage(&mut content, change);
+            damage(&mut content, change, &FILE_DAMAGE);
             disk.write_file(name, content);
         }
         recover_journal(&disk);
@@ -200,18 +215,7 @@ pub fn pmem_recovery(data: &[u8]) {
             workload(&mut rng, &mut log, 40);
         }
         let mut image = pmem.image();
-        for change in rest[2..].chunks_exact(5) {
-            // Damage that keeps the region's length (a truncated region is refused early).
-            let at = u32::from_le_bytes([change[1], change[2], change[3], 0]) as usize % image.len();
-            match change[0] % 3 {
-                0 => image[at] ^= 1 << (change[4] % 8),
-                1 => {
-                    let end = (at + change[4] as usize + 1).min(image.len());
-                    image[at..end].fill(0);
-                }
-                _ => image[at] = change[4],
-            }
-        }
+        damage(&mut image, &rest[2..], &REGION_DAMAGE);
         recover_pmem(&image);
     }
 }
@@ -247,7 +251,7 @@ pub fn checkpoint_load(data: &[u8]) {
         }
         let name = rsl_log::checkpoint::checkpoint_name(Slot(7));
         let mut content = disk.read_file(&name).unwrap_or_default();
-        damage(&mut content, rest);
+        damage(&mut content, rest, &FILE_DAMAGE);
         disk.write_file(&name, content);
         disk
     };

@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use rsl_core::Slot;
 
+use crate::codec::{u32_at, u64_at, FileHeader};
 use crate::error::CheckpointError;
-use crate::vfs::{Directory, DirectoryLock, OsDirectory, StorageFile, LOCK_FILE};
+use crate::vfs::{Directory, DirectoryLock, OsDirectory, StorageFile, LOCK_FILE, TEMPORARY_SUFFIX};
 
 /// First bytes of a checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"RSLCKPT\0";
@@ -36,7 +37,6 @@ pub const TRAILER_BYTES: u64 = 32;
 pub const BLOCK_BYTES_MAX: u32 = 16 << 20;
 
 const SUFFIX: &str = ".ckpt";
-const TEMPORARY_SUFFIX: &str = ".tmp";
 
 /// Options of a [`CheckpointStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,22 +90,15 @@ pub fn parse_checkpoint_name(name: &str) -> Option<Slot> {
     digits.parse().ok().map(Slot)
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
+/// The start of a checkpoint header: magic, format version, CRC.
+const HEADER: FileHeader =
+    FileHeader { magic: CHECKPOINT_MAGIC, version: CHECKPOINT_VERSION, file: "a checkpoint", name: "header" };
 
 fn encode_header(slot: Slot, block_bytes: u32) -> [u8; CHECKPOINT_HEADER_BYTES as usize] {
     let mut header = [0u8; CHECKPOINT_HEADER_BYTES as usize];
-    header[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
-    header[8..12].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
     header[16..24].copy_from_slice(&slot.0.to_le_bytes());
     header[24..28].copy_from_slice(&block_bytes.to_le_bytes());
-    let crc = crc32c::crc32c(&header);
-    header[12..16].copy_from_slice(&crc.to_le_bytes());
+    HEADER.seal(&mut header);
     header
 }
 
@@ -210,36 +203,33 @@ impl CheckpointStore {
     /// Starts writing the checkpoint at `slot`. Nothing is visible until
     /// [`CheckpointWriter::finish`]; dropping the writer discards it.
     pub fn writer(&mut self, slot: Slot) -> Result<CheckpointWriter<'_>, CheckpointError> {
-        let name = checkpoint_name(slot);
-        let temporary = format!("{name}{TEMPORARY_SUFFIX}");
-        let mut file =
-            self.dir.create(&temporary).map_err(|e| CheckpointError::io(self.path_of(&temporary), e))?;
-        let header = encode_header(slot, self.options.block_bytes);
-        file.write_at(&header, 0).map_err(|e| CheckpointError::io(self.path_of(&temporary), e))?;
-        let block_bytes = self.options.block_bytes as usize;
+        let block_bytes = self.options.block_bytes;
+        let mut file = self.unpublished(slot)?;
+        let header = encode_header(slot, block_bytes);
+        file.append(&header).map_err(|e| CheckpointError::io(file.temporary_path(), e))?;
+        let block_bytes = block_bytes as usize;
         Ok(CheckpointWriter {
-            store: self,
-            slot,
-            name,
-            temporary,
             file,
-            offset: CHECKPOINT_HEADER_BYTES,
             block: Vec::with_capacity(block_bytes),
             block_bytes,
             blocks: 0,
             data_bytes: 0,
-            finished: false,
         })
     }
 
     /// Starts receiving the raw bytes of the checkpoint at `slot` from a peer. Nothing is
     /// visible until [`CheckpointReceiver::finish`] verified the whole file.
     pub fn receiver(&mut self, slot: Slot) -> Result<CheckpointReceiver<'_>, CheckpointError> {
+        Ok(CheckpointReceiver { file: self.unpublished(slot)? })
+    }
+
+    /// Creates the file of the checkpoint at `slot` under its temporary name.
+    fn unpublished(&mut self, slot: Slot) -> Result<Unpublished<'_>, CheckpointError> {
         let name = checkpoint_name(slot);
         let temporary = format!("{name}{TEMPORARY_SUFFIX}");
         let file =
             self.dir.create(&temporary).map_err(|e| CheckpointError::io(self.path_of(&temporary), e))?;
-        Ok(CheckpointReceiver { store: self, slot, name, temporary, file, offset: 0, finished: false })
+        Ok(Unpublished { store: self, slot, name, temporary, file, offset: 0, published: false })
     }
 
     fn open_file(&self, slot: Slot) -> Result<(Box<dyn StorageFile>, PathBuf), CheckpointError> {
@@ -383,20 +373,7 @@ fn verify_file(
 }
 
 fn check_header(header: &[u8], slot: Slot) -> Result<u32, (u64, String)> {
-    if header[0..8] != CHECKPOINT_MAGIC {
-        return Err((0, format!("not a checkpoint: magic {:02x?}", &header[0..8])));
-    }
-    let version = u32_at(header, 8);
-    if version != CHECKPOINT_VERSION {
-        return Err((8, format!("format version {version}, this build reads {CHECKPOINT_VERSION}")));
-    }
-    let mut copy = [0u8; CHECKPOINT_HEADER_BYTES as usize];
-    copy.copy_from_slice(header);
-    copy[12..16].fill(0);
-    let (stored, computed) = (u32_at(header, 12), crc32c::crc32c(&copy));
-    if stored != computed {
-        return Err((12, format!("header CRC {stored:#010x}, computed {computed:#010x}")));
-    }
+    HEADER.check(header)?;
     let stated = u64_at(header, 16);
     if stated != slot.0 {
         return Err((16, format!("header is for slot {stated}, the file name says {slot}")));
@@ -408,20 +385,57 @@ fn check_header(header: &[u8], slot: Slot) -> Result<u32, (u64, String)> {
     Ok(block_bytes)
 }
 
-/// Writes one checkpoint; see [`CheckpointStore::writer`].
+/// A checkpoint file being written under its temporary name, by a [`CheckpointWriter`] or
+/// a [`CheckpointReceiver`]. Dropped unpublished, it is deleted (best effort: a leftover is
+/// deleted by the next open anyway).
 #[derive(Debug)]
-pub struct CheckpointWriter<'a> {
+struct Unpublished<'a> {
     store: &'a mut CheckpointStore,
     slot: Slot,
     name: String,
     temporary: String,
     file: Box<dyn StorageFile>,
+    /// Bytes written.
     offset: u64,
+    published: bool,
+}
+
+impl Unpublished<'_> {
+    fn temporary_path(&self) -> PathBuf {
+        self.store.path_of(&self.temporary)
+    }
+
+    /// Writes `bytes` after what was written.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_at(bytes, self.offset)?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Publishes the file (synced by the caller) and returns its path.
+    fn publish(&mut self) -> Result<PathBuf, CheckpointError> {
+        self.published = true;
+        self.store.publish(&self.temporary, &self.name)?;
+        Ok(self.store.path_of(&self.name))
+    }
+}
+
+impl Drop for Unpublished<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = self.store.dir.remove(&self.temporary);
+        }
+    }
+}
+
+/// Writes one checkpoint; see [`CheckpointStore::writer`].
+#[derive(Debug)]
+pub struct CheckpointWriter<'a> {
+    file: Unpublished<'a>,
     block: Vec<u8>,
     block_bytes: usize,
     blocks: u64,
     data_bytes: u64,
-    finished: bool,
 }
 
 impl CheckpointWriter<'_> {
@@ -431,10 +445,9 @@ impl CheckpointWriter<'_> {
         }
         let mut frame = Vec::with_capacity(BLOCK_HEADER_BYTES as usize + self.block.len());
         frame.extend_from_slice(&(self.block.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&block_crc(self.slot, self.blocks, &self.block).to_le_bytes());
+        frame.extend_from_slice(&block_crc(self.file.slot, self.blocks, &self.block).to_le_bytes());
         frame.extend_from_slice(&self.block);
-        self.file.write_at(&frame, self.offset)?;
-        self.offset += frame.len() as u64;
+        self.file.append(&frame)?;
         self.blocks += 1;
         self.data_bytes += self.block.len() as u64;
         self.block.clear();
@@ -444,20 +457,17 @@ impl CheckpointWriter<'_> {
     /// Writes the last block and the trailer, syncs, renames the file into place, syncs
     /// the directory and deletes checkpoints beyond the newest `keep`.
     pub fn finish(mut self) -> Result<CheckpointInfo, CheckpointError> {
-        let path = self.store.path_of(&self.temporary);
+        let path = self.file.temporary_path();
         self.write_block().map_err(|e| CheckpointError::io(&path, e))?;
-        let trailer = encode_trailer(self.slot, self.blocks, self.data_bytes);
-        self.file.write_at(&trailer, self.offset).map_err(|e| CheckpointError::io(&path, e))?;
-        self.offset += TRAILER_BYTES;
-        self.file.sync_all().map_err(|e| CheckpointError::io(&path, e))?;
-        let (temporary, name) = (self.temporary.clone(), self.name.clone());
-        self.finished = true;
-        self.store.publish(&temporary, &name)?;
+        let trailer = encode_trailer(self.file.slot, self.blocks, self.data_bytes);
+        self.file.append(&trailer).map_err(|e| CheckpointError::io(&path, e))?;
+        self.file.file.sync_all().map_err(|e| CheckpointError::io(&path, e))?;
+        let path = self.file.publish()?;
         Ok(CheckpointInfo {
-            slot: self.slot,
+            slot: self.file.slot,
             data_bytes: self.data_bytes,
-            file_bytes: self.offset,
-            path: self.store.path_of(&name),
+            file_bytes: self.file.offset,
+            path,
         })
     }
 }
@@ -478,53 +488,25 @@ impl Write for CheckpointWriter<'_> {
     }
 }
 
-impl Drop for CheckpointWriter<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            // Best effort: a leftover is deleted by the next open anyway.
-            let _ = self.store.dir.remove(&self.temporary);
-        }
-    }
-}
-
 /// Receives a checkpoint's raw bytes; see [`CheckpointStore::receiver`].
 #[derive(Debug)]
 pub struct CheckpointReceiver<'a> {
-    store: &'a mut CheckpointStore,
-    slot: Slot,
-    name: String,
-    temporary: String,
-    file: Box<dyn StorageFile>,
-    offset: u64,
-    finished: bool,
+    file: Unpublished<'a>,
 }
 
 impl CheckpointReceiver<'_> {
     /// Appends the next chunk.
     pub fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), CheckpointError> {
-        let path = self.store.path_of(&self.temporary);
-        self.file.write_at(chunk, self.offset).map_err(|e| CheckpointError::io(path, e))?;
-        self.offset += chunk.len() as u64;
-        Ok(())
+        self.file.append(chunk).map_err(|e| CheckpointError::io(self.file.temporary_path(), e))
     }
 
     /// Syncs, verifies the whole file, and publishes it like a written checkpoint.
     pub fn finish(mut self) -> Result<CheckpointInfo, CheckpointError> {
-        let path = self.store.path_of(&self.temporary);
-        self.file.sync_all().map_err(|e| CheckpointError::io(&path, e))?;
-        let (info, _) = verify_file(&*self.file, &path, self.slot)?;
-        let (temporary, name) = (self.temporary.clone(), self.name.clone());
-        self.finished = true;
-        self.store.publish(&temporary, &name)?;
-        Ok(CheckpointInfo { path: self.store.path_of(&name), ..info })
-    }
-}
-
-impl Drop for CheckpointReceiver<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            let _ = self.store.dir.remove(&self.temporary);
-        }
+        let path = self.file.temporary_path();
+        self.file.file.sync_all().map_err(|e| CheckpointError::io(&path, e))?;
+        let (info, _) = verify_file(&*self.file.file, &path, self.file.slot)?;
+        let path = self.file.publish()?;
+        Ok(CheckpointInfo { path, ..info })
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Little-endian, fixed-width integers, no padding, no `usize`. The framing around a payload
 //! (magic, length, type, CRC32C) belongs to each store and is described in
-//! `docs/STORAGE.md`, as is this encoding, byte by byte.
+//! `docs/STORAGE.md`, as is this encoding, byte by byte; the little-endian field readers
+//! those framings share are here too.
 //!
 //! Decoding never panics and never allocates more than the input could describe: every
 //! count is checked against the bytes that remain before anything is reserved.
@@ -202,6 +203,64 @@ impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "at payload byte {}: {}", self.offset, self.reason)
     }
+}
+
+/// The frame shared by the file journal's segment header and the checkpoint header: bytes
+/// 0..8 hold a magic, 8..12 the format version, 12..16 the CRC32C of the whole header with
+/// those four bytes zero.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FileHeader {
+    pub magic: [u8; 8],
+    pub version: u32,
+    /// What a file with this header is, for messages ("a journal segment").
+    pub file: &'static str,
+    /// What messages call the header ("segment header").
+    pub name: &'static str,
+}
+
+impl FileHeader {
+    /// Fills in the magic, the version and the CRC of `header`, whose own fields are set.
+    pub fn seal(&self, header: &mut [u8]) {
+        header[0..8].copy_from_slice(&self.magic);
+        header[8..12].copy_from_slice(&self.version.to_le_bytes());
+        header[12..16].fill(0);
+        let crc = crc32c::crc32c(header);
+        header[12..16].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Checks the magic, the version and the CRC of `header`; on damage, returns the offset
+    /// and what was found there.
+    pub fn check(&self, header: &[u8]) -> Result<(), (u64, String)> {
+        if header[0..8] != self.magic {
+            return Err((0, format!("not {}: magic {:02x?}", self.file, &header[0..8])));
+        }
+        let version = u32_at(header, 8);
+        if version != self.version {
+            return Err((8, format!("format version {version}, this build reads {}", self.version)));
+        }
+        let mut copy = header.to_vec();
+        copy[12..16].fill(0);
+        let (stored, computed) = (u32_at(header, 12), crc32c::crc32c(&copy));
+        if stored != computed {
+            return Err((12, format!("{} CRC {stored:#010x}, computed {computed:#010x}", self.name)));
+        }
+        Ok(())
+    }
+}
+
+/// The little-endian `u32` at byte `at` of a header the caller has checked is long enough.
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// The little-endian `u64` at byte `at` of a header the caller has checked is long enough.
+pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The little-endian `u128` at byte `at` of a header the caller has checked is long enough.
+pub(crate) fn u128_at(bytes: &[u8], at: usize) -> u128 {
+    u128::from_le_bytes(bytes[at..at + 16].try_into().expect("16 bytes"))
 }
 
 fn put_u64(out: &mut Vec<u8>, value: u64) {

@@ -16,8 +16,15 @@
 //!   into one sync per round.
 //! - [`CheckpointStore`], block-checksummed state-machine checkpoints published atomically,
 //!   loaded newest-valid-first, streamable in chunks.
-//! - [`sim`], crash-model simulators of a disk and of persistent memory, on which the
-//!   crash-consistency tests enumerate every state a crash can leave.
+//! - [`vfs`], the file operations the journal and the checkpoints need, on the operating
+//!   system's directories or in memory ([`vfs::MemoryDirectory`]).
+//! - `sim` (cargo feature `sim`, test support that no shipped build enables), crash-model
+//!   simulators of a disk and of persistent memory, on which the crash-consistency tests
+//!   enumerate every state a crash can leave.
+//!
+//! The journal and the persistent-memory log share everything above their media (staging
+//! of records until a flush, tickets, the slot index, the [`LogStore`] operations); each
+//! keeps only its bytes on the medium, its write path and its recovery.
 //!
 //! On-disk formats and the argument for each crash point are in `docs/STORAGE.md`.
 //!
@@ -59,7 +66,9 @@ mod group;
 pub mod journal;
 mod memory;
 pub mod pmem;
+#[cfg(feature = "sim")]
 pub mod sim;
+mod staging;
 mod state;
 mod store;
 mod sys;

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -14,13 +15,13 @@ use rsl_core::{DurableState, PersistRequest, Proposal, Slot};
 
 use crate::error::LogError;
 use crate::state::Summary;
-use crate::store::{take_within_budget, LogStatistics, LogStore, RecoveryPolicy, RecoveryReport, Tickets};
+use crate::store::{LogStatistics, LogStore, ReadBudget, RecoveryPolicy, RecoveryReport, Tickets};
+use crate::vfs::FlagLock;
 
 #[derive(Debug, Default)]
 struct DiskState {
     summary: Summary,
     proposals: BTreeMap<u64, Proposal>,
-    locked: bool,
     opened: bool,
 }
 
@@ -28,6 +29,7 @@ struct DiskState {
 #[derive(Clone, Debug, Default)]
 pub struct MemoryDisk {
     inner: Arc<Mutex<DiskState>>,
+    lock: Arc<AtomicBool>,
 }
 
 impl MemoryDisk {
@@ -47,6 +49,7 @@ enum Pending {
 #[derive(Debug)]
 pub struct MemoryLog {
     disk: MemoryDisk,
+    _lock: FlagLock,
     /// Durable state plus everything buffered: what reads see.
     summary: Summary,
     proposals: BTreeMap<u64, Proposal>,
@@ -62,11 +65,9 @@ impl MemoryLog {
         disk: &MemoryDisk,
         _policy: RecoveryPolicy,
     ) -> Result<(MemoryLog, DurableState, RecoveryReport), LogError> {
+        let lock = FlagLock::try_take(&disk.lock)
+            .ok_or_else(|| LogError::Locked { dir: PathBuf::from("<memory>") })?;
         let mut state = disk.inner.lock();
-        if state.locked {
-            return Err(LogError::Locked { dir: PathBuf::from("<memory>") });
-        }
-        state.locked = true;
         let created = !state.opened;
         state.opened = true;
         let durable = DurableState {
@@ -85,6 +86,7 @@ impl MemoryLog {
         };
         let log = MemoryLog {
             disk: disk.clone(),
+            _lock: lock,
             summary: state.summary,
             proposals: state.proposals.clone(),
             pending: Vec::new(),
@@ -108,12 +110,6 @@ impl MemoryLog {
 impl Default for MemoryLog {
     fn default() -> Self {
         MemoryLog::new()
-    }
-}
-
-impl Drop for MemoryLog {
-    fn drop(&mut self) {
-        self.disk.inner.lock().locked = false;
     }
 }
 
@@ -171,12 +167,11 @@ impl LogStore for MemoryLog {
             self.statistics.flushes += 1;
             self.statistics.syncs += 1;
         }
-        self.tickets.durable = self.tickets.appended;
-        Ok(self.tickets.durable)
+        Ok(self.tickets.flushed())
     }
 
     fn needs_flush(&self) -> bool {
-        !self.pending.is_empty() || self.tickets.durable < self.tickets.appended
+        !self.pending.is_empty() || self.tickets.unflushed()
     }
 
     fn durable_ticket(&self) -> u64 {
@@ -192,10 +187,9 @@ impl LogStore for MemoryLog {
         if first > last {
             return Ok(Vec::new());
         }
-        let mut proposals: Vec<Proposal> =
-            self.proposals.range(first.0..=last.0).map(|(_, p)| p.clone()).collect();
-        take_within_budget(&mut proposals, bytes_max);
-        Ok(proposals)
+        let mut budget = ReadBudget::new(bytes_max);
+        let within = self.proposals.range(first.0..=last.0).map(|(_, p)| p).take_while(|p| budget.admits(p));
+        Ok(within.cloned().collect())
     }
 
     fn log_start(&self) -> Slot {

@@ -200,6 +200,17 @@ impl Tickets {
         Ok(())
     }
 
+    /// Whether a ticket appended is not yet reported durable.
+    pub fn unflushed(&self) -> bool {
+        self.durable < self.appended
+    }
+
+    /// A flush made everything appended durable; returns the durable ticket.
+    pub fn flushed(&mut self) -> u64 {
+        self.durable = self.appended;
+        self.durable
+    }
+
     /// Poisons the store with `error` and returns it.
     pub fn poison(&mut self, error: LogError) -> LogError {
         if self.poisoned.is_none() {
@@ -209,16 +220,27 @@ impl Tickets {
     }
 }
 
-/// Picks proposals for `read_range` under a byte budget.
-pub(crate) fn take_within_budget(proposals: &mut Vec<Proposal>, bytes_max: u64) {
-    let mut total = 0u64;
-    let mut keep = 0;
-    for proposal in proposals.iter() {
-        total += crate::codec::proposal_encoded_bytes(proposal);
-        if keep > 0 && total > bytes_max {
-            break;
-        }
-        keep += 1;
+/// The byte budget of [`LogStore::read_range`]: proposals are taken in slot order until the
+/// next one would take the encoded total past `bytes_max`, but the first is always taken.
+#[derive(Debug)]
+pub(crate) struct ReadBudget {
+    bytes_max: u64,
+    total: u64,
+    taken: bool,
+}
+
+impl ReadBudget {
+    pub fn new(bytes_max: u64) -> ReadBudget {
+        ReadBudget { bytes_max, total: 0, taken: false }
     }
-    proposals.truncate(keep);
+
+    /// Whether `proposal` is still within the budget; it is counted when it is.
+    pub fn admits(&mut self, proposal: &Proposal) -> bool {
+        self.total += crate::codec::proposal_encoded_bytes(proposal);
+        if self.taken && self.total > self.bytes_max {
+            return false;
+        }
+        self.taken = true;
+        true
+    }
 }

@@ -22,10 +22,9 @@ fn options(segment_bytes_max: u64) -> JournalOptions {
     JournalOptions { segment_bytes_max, preallocate: false }
 }
 
-/// Writes `count` requests (slot i has a 100-byte payload), one flush each, and returns
-/// the segment files oldest first and the model state after each request.
-fn write_journal(dir: &Path, options: &JournalOptions, count: u64) -> (Vec<PathBuf>, Vec<DurableState>) {
-    let (mut log, _, _) = FileJournal::open(dir, options, RecoveryPolicy::Strict).unwrap();
+/// Appends `count` requests (slot i has a 100-byte payload), one flush each, and returns
+/// the model state before the first and after each.
+fn write_requests(log: &mut dyn LogStore, count: u64) -> Vec<DurableState> {
     let mut model = ModelState::default();
     let mut states = vec![model.durable_state()];
     for ticket in 1..=count {
@@ -35,6 +34,14 @@ fn write_journal(dir: &Path, options: &JournalOptions, count: u64) -> (Vec<PathB
         model.apply(&Op::Persist(op));
         states.push(model.durable_state());
     }
+    states
+}
+
+/// Writes `count` requests ([`write_requests`]) and returns the segment files oldest first
+/// and the model state after each request.
+fn write_journal(dir: &Path, options: &JournalOptions, count: u64) -> (Vec<PathBuf>, Vec<DurableState>) {
+    let (mut log, _, _) = FileJournal::open(dir, options, RecoveryPolicy::Strict).unwrap();
+    let states = write_requests(&mut log, count);
     let segments = log.segment_names().iter().map(|n| dir.join(n)).collect();
     (segments, states)
 }
@@ -52,6 +59,14 @@ fn open(
     policy: RecoveryPolicy,
 ) -> Result<(DurableState, rsl_log::RecoveryReport), LogError> {
     FileJournal::open(dir, options, policy).map(|(_, state, report)| (state, report))
+}
+
+/// Zeroes the bytes of file `path` from `from` on, `len` of them or to the end.
+fn zero(path: &Path, from: u64, len: Option<u64>) {
+    let mut bytes = fs::read(path).unwrap();
+    let end = len.map_or(bytes.len(), |len| (from + len) as usize);
+    bytes[from as usize..end].fill(0);
+    fs::write(path, bytes).unwrap();
 }
 
 fn flip_bit(path: &Path, offset: u64, bit: u8) {
@@ -135,10 +150,7 @@ fn journal_zeroed_segment_is_an_error() {
 fn journal_zeroed_tail_is_a_torn_tail() {
     let dir = scratch_dir();
     let (segments, states) = write_journal(dir.path(), &options(1 << 20), 4);
-    let mut bytes = fs::read(&segments[0]).unwrap();
-    let from = record_offset(3) as usize;
-    bytes[from..].fill(0);
-    fs::write(&segments[0], bytes).unwrap();
+    zero(&segments[0], record_offset(3), None);
     let (state, report) = open(dir.path(), &options(1 << 20), RecoveryPolicy::TruncateTornTail).unwrap();
     assert_eq!(state, states[3]);
     let torn = report.torn_tail.expect("reported");
@@ -150,10 +162,7 @@ fn journal_zeroed_tail_is_a_torn_tail() {
 fn journal_zeroed_record_before_synced_records_is_an_error() {
     let dir = scratch_dir();
     let (segments, _) = write_journal(dir.path(), &options(1 << 20), 5);
-    let mut bytes = fs::read(&segments[0]).unwrap();
-    let from = record_offset(1) as usize;
-    bytes[from..from + 208].fill(0);
-    fs::write(&segments[0], bytes).unwrap();
+    zero(&segments[0], record_offset(1), Some(208));
     let error = open(dir.path(), &options(1 << 20), RecoveryPolicy::TruncateTornTail).unwrap_err();
     assert_corrupt(error, &segments[0], record_offset(1), "magic");
 }
@@ -269,16 +278,7 @@ fn journal_preallocated_segments_end_at_the_first_zero_header() {
 fn write_pmem(path: &Path, count: u64) -> Vec<DurableState> {
     let options = PmemOptions { capacity_bytes: 64 << 10, ..PmemOptions::default() };
     let (mut log, _, _) = PmemLog::open(path, &options, RecoveryPolicy::Strict).unwrap();
-    let mut model = ModelState::default();
-    let mut states = vec![model.durable_state()];
-    for ticket in 1..=count {
-        let op = request(ticket, Some(ballot(ticket, 1)), vec![batch(ticket, ticket, 100)], None);
-        log.append(&op).unwrap();
-        log.flush().unwrap();
-        model.apply(&Op::Persist(op));
-        states.push(model.durable_state());
-    }
-    states
+    write_requests(&mut log, count)
 }
 
 fn open_pmem(

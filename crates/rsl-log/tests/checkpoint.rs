@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use parking_lot::Mutex;
 use rsl_core::Slot;
-use rsl_log::sim::SimDisk;
+use rsl_log::sim::{CrashModel, SimDisk};
 use rsl_log::vfs::Directory;
 use rsl_log::{CheckpointError, CheckpointOptions, CheckpointStore};
 
@@ -167,7 +167,7 @@ fn every_crash_state_of_publishing_loads_a_complete_checkpoint() {
             *hook_outcomes.lock().entry(slot).or_default() += 1;
         }
     };
-    disk.set_before_sync(check.clone());
+    disk.barriers().set_before(check.clone());
     save(&mut store, 20, 2500);
     check(&disk);
     let outcomes = outcomes.lock();

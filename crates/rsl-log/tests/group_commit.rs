@@ -9,59 +9,22 @@ use std::time::Duration;
 
 use common::*;
 use parking_lot::Mutex;
-use rsl_core::{PersistRequest, Proposal, Slot};
-use rsl_log::sim::SimDisk;
+use rsl_core::Slot;
+use rsl_log::sim::{CrashModel, SimDisk};
 use rsl_log::{
-    CommitError, FileJournal, GroupCommitOptions, GroupCommitter, JournalOptions, LogError, LogStatistics,
-    LogStore, MemoryLog, RecoveryPolicy,
+    CommitError, FileJournal, GroupCommitOptions, GroupCommitter, JournalOptions, LogError, LogStore,
+    MemoryLog, RecoveryPolicy,
 };
-
-/// A memory log whose flush takes as long as a slow disk's fdatasync.
-#[derive(Debug)]
-struct SlowStore {
-    inner: MemoryLog,
-    sync: Duration,
-}
-
-impl LogStore for SlowStore {
-    fn append(&mut self, request: &PersistRequest) -> Result<(), LogError> {
-        self.inner.append(request)
-    }
-    fn truncate_below(&mut self, below: Slot) -> Result<(), LogError> {
-        self.inner.truncate_below(below)
-    }
-    fn flush(&mut self) -> Result<u64, LogError> {
-        std::thread::sleep(self.sync);
-        self.inner.flush()
-    }
-    fn needs_flush(&self) -> bool {
-        self.inner.needs_flush()
-    }
-    fn durable_ticket(&self) -> u64 {
-        self.inner.durable_ticket()
-    }
-    fn appended_ticket(&self) -> u64 {
-        self.inner.appended_ticket()
-    }
-    fn read_range(&mut self, first: Slot, last: Slot, bytes_max: u64) -> Result<Vec<Proposal>, LogError> {
-        self.inner.read_range(first, last, bytes_max)
-    }
-    fn log_start(&self) -> Slot {
-        self.inner.log_start()
-    }
-    fn last_slot(&self) -> Slot {
-        self.inner.last_slot()
-    }
-    fn statistics(&self) -> LogStatistics {
-        self.inner.statistics()
-    }
-}
 
 #[test]
 fn many_producers_share_each_sync() {
-    let store = SlowStore { inner: MemoryLog::new(), sync: Duration::from_millis(2) };
-    let disk = store.inner.disk().clone();
-    let committer = Arc::new(GroupCommitter::spawn(Box::new(store), &GroupCommitOptions::default()));
+    // A disk whose every sync takes as long as a slow disk's fdatasync.
+    let disk = SimDisk::new();
+    disk.barriers().set_before(|_| std::thread::sleep(Duration::from_millis(2)));
+    let options = JournalOptions { segment_bytes_max: 64 << 20, preallocate: false };
+    let (journal, _, _) =
+        FileJournal::open_in(Box::new(disk.clone()), &options, RecoveryPolicy::Strict).unwrap();
+    let committer = Arc::new(GroupCommitter::spawn(Box::new(journal), &GroupCommitOptions::default()));
     let producers: Vec<_> = (0..4u64)
         .map(|p| {
             let committer = committer.clone();
@@ -88,7 +51,7 @@ fn many_producers_share_each_sync() {
     assert_eq!(committer.durable_ticket(), 8000);
     let committer = Arc::try_unwrap(committer).expect("producers are done");
     drop(committer.close().unwrap());
-    let (_, state, _) = rsl_log::MemoryLog::open(&disk, RecoveryPolicy::Strict).unwrap();
+    let (_, state, _) = FileJournal::open_in(Box::new(disk), &options, RecoveryPolicy::Strict).unwrap();
     assert_eq!(state.proposals.len(), 8000);
 }
 
@@ -155,7 +118,7 @@ fn a_failed_sync_is_reported_to_waiters_callbacks_and_later_producers() {
     );
     committer.append(request(1, None, vec![batch(1, 1, 10)], None)).unwrap();
     committer.wait_durable(1).unwrap();
-    disk.fail_syncs_after(0);
+    disk.barriers().fail_after(0);
     committer.append(request(2, None, vec![batch(2, 1, 10)], None)).unwrap();
     let error = committer.wait_durable(2).unwrap_err();
     assert!(matches!(&error, CommitError::Failed(e) if matches!(**e, LogError::Io { .. })), "{error}");

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use rsl_core::{DurableState, PersistRequest, Proposal, Slot};
-use rsl_log::sim::{SimDisk, SimPmem};
+use rsl_log::sim::{CrashModel, SimDisk, SimPmem};
 use rsl_log::{FileJournal, JournalOptions, LogStore, MemoryDisk, MemoryLog, PmemLog, RecoveryPolicy};
 
 #[derive(Clone, Debug)]
@@ -86,9 +86,9 @@ impl Harness for PmemHarness {
         (Box::new(log), state)
     }
     fn crash(&mut self, choice: u64) -> (Box<dyn LogStore>, DurableState) {
-        let images = self.0.crash_images(32, choice);
-        let pick = (choice % images.len() as u64) as usize;
-        self.0 = SimPmem::from_image(images.into_iter().nth(pick).expect("picked"));
+        let states = self.0.crash_states(32, choice);
+        let pick = (choice % states.len() as u64) as usize;
+        self.0 = states.into_iter().nth(pick).expect("picked");
         self.open()
     }
 }

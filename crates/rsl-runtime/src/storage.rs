@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use rsl_core::{DurableState, RingId};
-use rsl_log::sim::SimDisk;
+use rsl_log::vfs::MemoryDirectory;
 use rsl_log::{
     CheckpointOptions, CheckpointStore, FileJournal, JournalOptions, LogStore, MemoryDisk, MemoryLog,
     RecoveryPolicy, RecoveryReport,
@@ -39,7 +39,7 @@ pub struct MemoryStorage {
     /// The log's durable side.
     pub log: MemoryDisk,
     /// The checkpoints' directory.
-    pub checkpoints: SimDisk,
+    pub checkpoints: MemoryDirectory,
 }
 
 impl MemoryStorage {

@@ -10,7 +10,7 @@ use rsl_core::SplitMix64;
 use rsl_core::{
     Ballot, Configuration, DurableState, NodeId, PersistRequest, Proposal, Request, RequestId, Slot, Value,
 };
-use rsl_log::sim::{SimDisk, SimPmem};
+use rsl_log::sim::{CrashModel, SimDisk, SimPmem};
 use rsl_log::{
     FileJournal, JournalOptions, LogStore, MemoryDisk, MemoryLog, PmemLog, PmemOptions, RecoveryPolicy,
     RecoveryReport,
@@ -385,8 +385,7 @@ impl Backend for SimPmemBackend {
     }
     fn open_with(&mut self, policy: RecoveryPolicy) -> (Box<dyn LogStore>, DurableState, RecoveryReport) {
         // A restart persists nothing that was not fenced: start from the durable image.
-        let image = self.pmem.crash_images(1, 0).remove(0);
-        self.pmem = SimPmem::from_image(image);
+        self.pmem = self.pmem.crash_states(1, 0).remove(0);
         self.open = true;
         let (log, state, report) =
             PmemLog::recover(Box::new(self.pmem.clone()), policy).expect("recover pmem log");

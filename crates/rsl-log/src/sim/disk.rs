@@ -1,37 +1,21 @@
-//! Crash-model simulators of a disk ([`SimDisk`], a [`Directory`]) and of persistent memory
-//! ([`SimPmem`], a [`PersistentMemory`]), for crash-consistency tests and the cluster
-//! simulator.
-//!
-//! Each keeps what is durable apart from what was only written, and enumerates (or samples)
-//! the states a crash can leave:
-//! - **Disk**: per file, the writes since its last `sync_data` are kept as a prefix, and
-//!   the first write not kept may be torn at any sector boundary, either short (the file
-//!   ends there) or zero-filled (the file has the write's length, the rest of the write
-//!   reads as the old bytes or zeros). Names created, renamed or removed since the last
-//!   directory sync are kept as a prefix of those operations.
-//! - **Persistent memory**: every 8-byte chunk written since it last became persistent
-//!   (flushed and then fenced) independently holds either its old or its new value.
-//!
-//! A hook runs before every sync or fence, when the set of crash states is largest, so a
-//! test sees every state a crash at any instruction could leave.
+//! The crash-model simulator of a disk: a directory whose files and names remember what
+//! was synced, and which enumerates the disks a crash could leave (see the module docs of
+//! `sim`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rsl_core::SplitMix64;
 
-use crate::pmem::PersistentMemory;
-use crate::vfs::{Directory, DirectoryLock, StorageFile};
+use super::{Barriers, CrashModel};
+use crate::vfs::{self, no_such_file, Directory, DirectoryLock, FlagLock, StorageFile};
 
 /// The sector size at which the simulated disk tears writes.
 pub const SECTOR_BYTES: u64 = 512;
-/// The unit of persistence of simulated persistent memory.
-pub const CHUNK_BYTES: u64 = 8;
-
-type DiskHook = Box<dyn FnMut(&SimDisk) + Send>;
 
 #[derive(Clone, Debug)]
 enum FileOp {
@@ -44,6 +28,13 @@ struct SimFileState {
     durable: Vec<u8>,
     ops: Vec<FileOp>,
     current: Vec<u8>,
+}
+
+impl SimFileState {
+    /// A file holding `content`, all of it durable.
+    fn durable(content: Vec<u8>) -> SimFileState {
+        SimFileState { durable: content.clone(), ops: Vec::new(), current: content }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -71,13 +62,7 @@ fn apply_name_op(names: &mut BTreeMap<String, u64>, op: &NameOp) {
 
 fn apply_file_op(content: &mut Vec<u8>, op: &FileOp) {
     match op {
-        FileOp::Write { offset, data } => {
-            let end = *offset as usize + data.len();
-            if content.len() < end {
-                content.resize(end, 0);
-            }
-            content[*offset as usize..end].copy_from_slice(data);
-        }
+        FileOp::Write { offset, data } => vfs::write_at(content, data, *offset),
         FileOp::SetLen(len) => content.resize(*len as usize, 0),
     }
 }
@@ -89,16 +74,30 @@ struct DiskState {
     durable_names: BTreeMap<String, u64>,
     name_ops: Vec<NameOp>,
     next_inode: u64,
-    locked: bool,
-    syncs: u64,
-    fail_syncs_after: Option<u64>,
-    hook: Option<DiskHook>,
+}
+
+impl DiskState {
+    fn new_inode(&mut self) -> u64 {
+        let inode = self.next_inode;
+        self.next_inode += 1;
+        inode
+    }
+
+    /// Creates file `name` holding `content`, name and contents durable.
+    fn link_durable(&mut self, name: String, content: Vec<u8>) {
+        let inode = self.new_inode();
+        self.files.insert(inode, SimFileState::durable(content));
+        self.names.insert(name.clone(), inode);
+        self.durable_names.insert(name, inode);
+    }
 }
 
 /// A simulated directory on a simulated disk; clones share the disk.
 #[derive(Clone)]
 pub struct SimDisk {
     inner: Arc<Mutex<DiskState>>,
+    barriers: Arc<Barriers<SimDisk>>,
+    lock: Arc<AtomicBool>,
     path: PathBuf,
 }
 
@@ -108,7 +107,7 @@ impl std::fmt::Debug for SimDisk {
         f.debug_struct("SimDisk")
             .field("path", &self.path)
             .field("names", &state.names.keys().collect::<Vec<_>>())
-            .field("syncs", &state.syncs)
+            .field("syncs", &self.barriers.reached())
             .finish()
     }
 }
@@ -131,7 +130,12 @@ impl Default for SimDisk {
 impl SimDisk {
     /// An empty disk.
     pub fn new() -> SimDisk {
-        SimDisk { inner: Arc::new(Mutex::new(DiskState::default())), path: PathBuf::from("/sim") }
+        SimDisk {
+            inner: Arc::default(),
+            barriers: Arc::default(),
+            lock: Arc::default(),
+            path: PathBuf::from("/sim"),
+        }
     }
 
     /// A disk holding `files`, all durable.
@@ -140,32 +144,10 @@ impl SimDisk {
         {
             let mut state = disk.inner.lock();
             for (name, content) in files {
-                let inode = state.next_inode;
-                state.next_inode += 1;
-                state.files.insert(
-                    inode,
-                    SimFileState { durable: content.clone(), ops: Vec::new(), current: content },
-                );
-                state.names.insert(name.clone(), inode);
-                state.durable_names.insert(name, inode);
+                state.link_durable(name, content);
             }
         }
         disk
-    }
-
-    /// Runs `hook` before every file or directory sync, with the disk as it is then.
-    pub fn set_before_sync(&self, hook: impl FnMut(&SimDisk) + Send + 'static) {
-        self.inner.lock().hook = Some(Box::new(hook));
-    }
-
-    /// Makes every sync after the next `count` fail with an I/O error.
-    pub fn fail_syncs_after(&self, count: u64) {
-        self.inner.lock().fail_syncs_after = Some(count);
-    }
-
-    /// Syncs performed so far.
-    pub fn syncs(&self) -> u64 {
-        self.inner.lock().syncs
     }
 
     /// Current names, sorted.
@@ -182,19 +164,12 @@ impl SimDisk {
     /// Replaces the contents of `name` (durably), e.g. to inject damage.
     pub fn write_file(&self, name: &str, content: Vec<u8>) {
         let mut state = self.inner.lock();
-        let inode = match state.names.get(name) {
-            Some(&inode) => inode,
-            None => {
-                let inode = state.next_inode;
-                state.next_inode += 1;
-                state.names.insert(name.to_string(), inode);
-                state.durable_names.insert(name.to_string(), inode);
-                inode
+        match state.names.get(name) {
+            Some(&inode) => {
+                state.files.insert(inode, SimFileState::durable(content));
             }
-        };
-        state
-            .files
-            .insert(inode, SimFileState { durable: content.clone(), ops: Vec::new(), current: content });
+            None => state.link_durable(name.to_string(), content),
+        }
     }
 
     /// Every durable file after a crash now that keeps everything (a clean shutdown).
@@ -215,10 +190,16 @@ impl SimDisk {
         count
     }
 
+    fn sync_point(&self) -> io::Result<()> {
+        self.barriers.reach(self, "sync")
+    }
+}
+
+impl CrashModel for SimDisk {
     /// The disks a crash now could leave: all of them when there are at most `max`,
     /// otherwise `max` of them sampled with `seed`, always including "nothing unsynced
     /// survived" and "everything survived".
-    pub fn crash_states(&self, max: usize, seed: u64) -> Vec<SimDisk> {
+    fn crash_states(&self, max: usize, seed: u64) -> Vec<SimDisk> {
         let state = self.inner.lock();
         let mut inodes: Vec<u64> =
             state.files.iter().filter(|(_, f)| !f.ops.is_empty()).map(|(&i, _)| i).collect();
@@ -280,21 +261,9 @@ impl SimDisk {
             .collect()
     }
 
-    fn sync_point(&self) -> io::Result<()> {
-        let hook = self.inner.lock().hook.take();
-        if let Some(mut hook) = hook {
-            hook(self);
-            self.inner.lock().hook = Some(hook);
-        }
-        let mut state = self.inner.lock();
-        state.syncs += 1;
-        if let Some(remaining) = state.fail_syncs_after.as_mut() {
-            if *remaining == 0 {
-                return Err(io::Error::other("simulated sync failure"));
-            }
-            *remaining -= 1;
-        }
-        Ok(())
+    /// The disk's barriers: every file and directory sync.
+    fn barriers(&self) -> &Barriers<SimDisk> {
+        &self.barriers
     }
 }
 
@@ -346,24 +315,6 @@ fn materialize(file: &SimFileState, fate: FileFate) -> Vec<u8> {
     content
 }
 
-struct SimLock {
-    disk: Arc<Mutex<DiskState>>,
-}
-
-impl std::fmt::Debug for SimLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SimLock")
-    }
-}
-
-impl DirectoryLock for SimLock {}
-
-impl Drop for SimLock {
-    fn drop(&mut self) {
-        self.disk.lock().locked = false;
-    }
-}
-
 #[derive(Debug)]
 struct SimFile {
     disk: SimDisk,
@@ -376,12 +327,7 @@ impl Directory for SimDisk {
     }
 
     fn try_lock(&self) -> io::Result<Option<Box<dyn DirectoryLock>>> {
-        let mut state = self.inner.lock();
-        if state.locked {
-            return Ok(None);
-        }
-        state.locked = true;
-        Ok(Some(Box::new(SimLock { disk: self.inner.clone() })))
+        Ok(FlagLock::try_take(&self.lock).map(|lock| Box::new(lock) as Box<dyn DirectoryLock>))
     }
 
     fn list(&self) -> io::Result<Vec<String>> {
@@ -392,7 +338,7 @@ impl Directory for SimDisk {
         let state = self.inner.lock();
         match state.names.get(name) {
             Some(&inode) => Ok(Box::new(SimFile { disk: self.clone(), inode })),
-            None => Err(io::Error::new(io::ErrorKind::NotFound, format!("{name}: no such file"))),
+            None => Err(no_such_file(name)),
         }
     }
 
@@ -406,8 +352,7 @@ impl Directory for SimDisk {
                 inode
             }
             None => {
-                let inode = state.next_inode;
-                state.next_inode += 1;
+                let inode = state.new_inode();
                 state.files.insert(inode, SimFileState::default());
                 state.names.insert(name.to_string(), inode);
                 state.name_ops.push(NameOp::Link { name: name.to_string(), inode });
@@ -419,9 +364,7 @@ impl Directory for SimDisk {
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut state = self.inner.lock();
-        let Some(inode) = state.names.remove(from) else {
-            return Err(io::Error::new(io::ErrorKind::NotFound, format!("{from}: no such file")));
-        };
+        let inode = state.names.remove(from).ok_or_else(|| no_such_file(from))?;
         state.names.insert(to.to_string(), inode);
         state.name_ops.push(NameOp::Rename { from: from.to_string(), to: to.to_string() });
         Ok(())
@@ -429,9 +372,7 @@ impl Directory for SimDisk {
 
     fn remove(&self, name: &str) -> io::Result<()> {
         let mut state = self.inner.lock();
-        if state.names.remove(name).is_none() {
-            return Err(io::Error::new(io::ErrorKind::NotFound, format!("{name}: no such file")));
-        }
+        state.names.remove(name).ok_or_else(|| no_such_file(name))?;
         state.name_ops.push(NameOp::Remove { name: name.to_string() });
         Ok(())
     }
@@ -458,14 +399,7 @@ impl StorageFile for SimFile {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.with(|f| {
-            let end = offset as usize + buf.len();
-            if end > f.current.len() {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"));
-            }
-            buf.copy_from_slice(&f.current[offset as usize..end]);
-            Ok(())
-        })
+        self.with(|f| vfs::read_at(&f.current, buf, offset))
     }
 
     fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
@@ -504,187 +438,10 @@ impl StorageFile for SimFile {
     }
 }
 
-type PmemHook = Box<dyn FnMut(&SimPmem) + Send>;
-
-struct PmemState {
-    durable: Vec<u8>,
-    current: Vec<u8>,
-    /// Chunks written and not yet persistent.
-    outstanding: BTreeSet<u64>,
-    /// Outstanding chunks flushed since their last write: persistent at the next fence.
-    flushed: BTreeSet<u64>,
-    fences: u64,
-    fail_fences_after: Option<u64>,
-    hook: Option<PmemHook>,
-}
-
-/// Simulated persistent memory; clones share the region.
-#[derive(Clone)]
-pub struct SimPmem {
-    inner: Arc<Mutex<PmemState>>,
-    name: PathBuf,
-}
-
-impl std::fmt::Debug for SimPmem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.inner.lock();
-        f.debug_struct("SimPmem")
-            .field("len", &state.current.len())
-            .field("outstanding_chunks", &state.outstanding.len())
-            .field("fences", &state.fences)
-            .finish()
-    }
-}
-
-impl SimPmem {
-    /// A zeroed region of `len` bytes (a multiple of [`CHUNK_BYTES`]).
-    pub fn new(len: u64) -> SimPmem {
-        SimPmem::from_image(vec![0; len as usize])
-    }
-
-    /// A region holding `image`, all persistent.
-    pub fn from_image(image: Vec<u8>) -> SimPmem {
-        let state = PmemState {
-            durable: image.clone(),
-            current: image,
-            outstanding: BTreeSet::new(),
-            flushed: BTreeSet::new(),
-            fences: 0,
-            fail_fences_after: None,
-            hook: None,
-        };
-        SimPmem { inner: Arc::new(Mutex::new(state)), name: PathBuf::from("/sim/pmem") }
-    }
-
-    /// Runs `hook` before every fence, with the region as it is then.
-    pub fn set_before_fence(&self, hook: impl FnMut(&SimPmem) + Send + 'static) {
-        self.inner.lock().hook = Some(Box::new(hook));
-    }
-
-    /// Makes every fence after the next `count` fail with an I/O error.
-    pub fn fail_fences_after(&self, count: u64) {
-        self.inner.lock().fail_fences_after = Some(count);
-    }
-
-    /// Fences performed so far.
-    pub fn fences(&self) -> u64 {
-        self.inner.lock().fences
-    }
-
-    /// The current contents (what a load would see).
-    pub fn image(&self) -> Vec<u8> {
-        self.inner.lock().current.clone()
-    }
-
-    /// Overwrites bytes durably, e.g. to inject damage.
-    pub fn corrupt(&self, offset: u64, bytes: &[u8]) {
-        let mut state = self.inner.lock();
-        let range = offset as usize..offset as usize + bytes.len();
-        state.current[range.clone()].copy_from_slice(bytes);
-        state.durable[range].copy_from_slice(bytes);
-    }
-
-    /// Chunks written and not yet persistent.
-    pub fn outstanding_chunks(&self) -> usize {
-        self.inner.lock().outstanding.len()
-    }
-
-    /// The images a crash now could leave: every subset of the outstanding chunks when
-    /// there are at most `max` subsets, otherwise `max` sampled with `seed`, always
-    /// including "none persisted" and "all persisted".
-    pub fn crash_images(&self, max: usize, seed: u64) -> Vec<Vec<u8>> {
-        let state = self.inner.lock();
-        let chunks: Vec<u64> = state.outstanding.iter().copied().collect();
-        let build = |persisted: &dyn Fn(usize) -> bool| {
-            let mut image = state.durable.clone();
-            for (i, &chunk) in chunks.iter().enumerate() {
-                if persisted(i) {
-                    let range = (chunk * CHUNK_BYTES) as usize..((chunk + 1) * CHUNK_BYTES) as usize;
-                    image[range.clone()].copy_from_slice(&state.current[range]);
-                }
-            }
-            image
-        };
-        if chunks.len() < 63 && (1u64 << chunks.len()) <= max as u64 {
-            return (0..1u64 << chunks.len()).map(|mask| build(&|i| mask >> i & 1 == 1)).collect();
-        }
-        let mut rng = SplitMix64::new(seed);
-        let mut images = vec![build(&|_| false), build(&|_| true)];
-        while images.len() < max {
-            // Vary the density: some states keep few chunks, some most.
-            let keep_per_256 = rng.below(257);
-            let mask: Vec<bool> = chunks.iter().map(|_| rng.below(256) < keep_per_256).collect();
-            images.push(build(&|i| mask[i]));
-        }
-        images
-    }
-}
-
-impl PersistentMemory for SimPmem {
-    fn len(&self) -> u64 {
-        self.inner.lock().current.len() as u64
-    }
-
-    fn name(&self) -> &Path {
-        &self.name
-    }
-
-    fn read(&self, offset: u64, buf: &mut [u8]) {
-        let state = self.inner.lock();
-        buf.copy_from_slice(&state.current[offset as usize..offset as usize + buf.len()]);
-    }
-
-    fn write(&mut self, offset: u64, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        let mut state = self.inner.lock();
-        state.current[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
-        let (first, last) = (offset / CHUNK_BYTES, (offset + bytes.len() as u64 - 1) / CHUNK_BYTES);
-        for chunk in first..=last {
-            state.outstanding.insert(chunk);
-            state.flushed.remove(&chunk);
-        }
-    }
-
-    fn flush(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        if len == 0 {
-            return Ok(());
-        }
-        let mut state = self.inner.lock();
-        let (first, last) = (offset / CHUNK_BYTES, (offset + len - 1) / CHUNK_BYTES);
-        let chunks: Vec<u64> = state.outstanding.range(first..=last).copied().collect();
-        state.flushed.extend(chunks);
-        Ok(())
-    }
-
-    fn fence(&mut self) -> io::Result<()> {
-        let hook = self.inner.lock().hook.take();
-        if let Some(mut hook) = hook {
-            hook(self);
-            self.inner.lock().hook = Some(hook);
-        }
-        let mut state = self.inner.lock();
-        state.fences += 1;
-        if let Some(remaining) = state.fail_fences_after.as_mut() {
-            if *remaining == 0 {
-                return Err(io::Error::other("simulated fence failure"));
-            }
-            *remaining -= 1;
-        }
-        let flushed = std::mem::take(&mut state.flushed);
-        for chunk in flushed {
-            let range = (chunk * CHUNK_BYTES) as usize..((chunk + 1) * CHUNK_BYTES) as usize;
-            let bytes = state.current[range.clone()].to_vec();
-            state.durable[range].copy_from_slice(&bytes);
-            state.outstanding.remove(&chunk);
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -717,17 +474,5 @@ mod tests {
         assert_eq!(names, BTreeSet::from([vec![], vec!["a.tmp".to_string()], vec!["a".to_string()]]));
         disk.sync().unwrap();
         assert!(disk.crash_states(100, 1).iter().all(|d| d.names() == vec!["a".to_string()]));
-    }
-
-    #[test]
-    fn outstanding_chunks_persist_independently_until_fenced() {
-        let mut pmem = SimPmem::new(64);
-        pmem.write(0, &[9; 16]);
-        let images: BTreeSet<Vec<u8>> = pmem.crash_images(100, 1).into_iter().collect();
-        assert_eq!(images.len(), 4);
-        pmem.flush(0, 8).unwrap();
-        pmem.fence().unwrap();
-        assert_eq!(pmem.outstanding_chunks(), 1, "the unflushed chunk is still outstanding");
-        assert!(pmem.crash_images(100, 1).iter().all(|image| image[..8] == [9; 8]));
     }
 }
