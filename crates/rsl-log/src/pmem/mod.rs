@@ -282,11 +282,19 @@ impl PmemLog {
     }
 
     /// Appends a snapshot and advances the head past every leading entry with no live
-    /// proposal, in one commit. Does nothing when the first entry is live.
+    /// proposal, in one commit. Does nothing when the first entry is live, or when what it
+    /// would free is less than the snapshot it writes: the log always keeps room for one
+    /// more snapshot, and a reclaim that ate into that room would leave the next one
+    /// writing past the end of the area.
     fn reclaim(&mut self) -> std::io::Result<()> {
-        match self.entries.front() {
-            Some(&front) if self.staging.index.live(front) == 0 => {}
-            _ => return Ok(()),
+        let dead =
+            self.entries.iter().take_while(|&&position| self.staging.index.live(position) == 0).count();
+        if dead == 0 {
+            return Ok(());
+        }
+        let freed = self.entries.get(dead).copied().unwrap_or(self.area.tail()) - self.area.head;
+        if self.area.length - freed + 2 * SNAPSHOT_ENTRY_BYTES > self.area.len {
+            return Ok(());
         }
         let position = self.area.tail();
         let mut entry = vec![0u8; ENTRY_HEADER_BYTES as usize];
