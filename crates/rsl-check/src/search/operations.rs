@@ -1,0 +1,240 @@
+//! One key's operations compiled for the search: the completed ones ([`CompletedOps`],
+//! which must all be linearized) and those of unknown outcome ([`OptionalOps`], which
+//! may be), after leaving out the unknown-outcome operations that can make no
+//! difference.
+
+use std::ops::Deref;
+
+use super::memo::FastMap;
+use super::register::{Class, Classes, Step, ANON};
+use crate::Operation;
+
+/// A key's operations, compiled.
+#[derive(Debug)]
+pub(super) struct Compiled {
+    /// The classes of the key's values.
+    pub(super) classes: Classes,
+    /// The completed operations, numbered in call order.
+    pub(super) completed: CompletedOps,
+    /// Their `(call, return)` times, by number.
+    pub(super) intervals: Vec<(u64, u64)>,
+    /// The unknown-outcome operations that can make a difference.
+    pub(super) optional: OptionalOps,
+}
+
+/// Compiles `ops`, `(index in the history, operation)` pairs of one key.
+pub(super) fn compile(ops: &[(usize, &Operation)]) -> Compiled {
+    let classes = Classes::new(ops);
+    // (global index, call, return, step), in call order.
+    let mut compiled: Vec<(usize, u64, Option<u64>, Step)> = ops
+        .iter()
+        .filter_map(|&(global, op)| {
+            let step = Step::compile(op, &classes)?;
+            let ret = op.output.as_ref().map(|_| op.return_ns.unwrap_or(u64::MAX).max(op.call_ns));
+            Some((global, op.call_ns, ret, step))
+        })
+        .collect();
+    compiled.sort_by_key(|&(global, call, _, _)| (call, global));
+    let mut required: Vec<(usize, u64, u64, Step)> = Vec::new();
+    let mut optional: Vec<(usize, u64, Step)> = Vec::new();
+    for (global, call, ret, step) in compiled {
+        match ret {
+            Some(ret) => required.push((global, call, ret, step)),
+            None => optional.push((global, call, step)),
+        }
+    }
+    // Unknown-outcome operations that can make no difference are left
+    // out (each rule is exact):
+    // * one called after every completed operation returned could only
+    //   be linearized after all of them;
+    // * one that leaves the register holding a value no operation reads
+    //   or compares against ([`ANON`]) can only help a cas reported as
+    //   not applied (the one step that needs the register to differ from
+    //   a value), so without such a cas it is useless.
+    let last_return = required.iter().map(|&(_, _, ret, _)| ret).max().unwrap_or(0);
+    let has_failed_cas = required.iter().any(|&(.., step)| matches!(step, Step::CasFailed { .. }));
+    optional.retain(|&(_, call, step)| {
+        let writes_anonymous = matches!(step, Step::Set(ANON) | Step::CasMaybe { new: ANON, .. });
+        call <= last_return && (has_failed_cas || !writes_anonymous)
+    });
+    let completed = CompletedOps {
+        numbered: Numbered {
+            step: required.iter().map(|op| op.3).collect(),
+            global: required.iter().map(|op| op.0).collect(),
+        },
+        pure: required.iter().map(|op| op.3.is_pure()).collect(),
+        priority: required.iter().map(|&(_, call, ret, _)| call / 2 + ret / 2).collect(),
+    };
+    Compiled {
+        classes,
+        completed,
+        intervals: required.iter().map(|&(_, call, ret, _)| (call, ret)).collect(),
+        optional: OptionalOps::new(optional),
+    }
+}
+
+/// Operations numbered in call order: each one's step and index in the history.
+#[derive(Debug, Default)]
+pub(super) struct Numbered {
+    step: Vec<Step>,
+    global: Vec<usize>,
+}
+
+impl Numbered {
+    /// How many there are.
+    pub(super) fn len(&self) -> usize {
+        self.step.len()
+    }
+
+    /// Every operation's step, by number.
+    pub(super) fn steps(&self) -> &[Step] {
+        &self.step
+    }
+
+    /// Operation `id`'s step.
+    #[inline]
+    pub(super) fn step(&self, id: usize) -> Step {
+        self.step[id]
+    }
+
+    /// Operation `id`'s index in the history.
+    #[inline]
+    pub(super) fn global(&self, id: usize) -> usize {
+        self.global[id]
+    }
+}
+
+/// The completed operations of a key: a [`Numbered`] list (which it dereferences to),
+/// with what the search orders and forces them by.
+#[derive(Debug)]
+pub(super) struct CompletedOps {
+    numbered: Numbered,
+    /// Whether the operation never changes the register.
+    pure: Vec<bool>,
+    /// Order in which pending completed operations are tried: by the
+    /// midpoint of their interval, the likeliest linearization order.
+    priority: Vec<u64>,
+}
+
+impl Deref for CompletedOps {
+    type Target = Numbered;
+
+    fn deref(&self) -> &Numbered {
+        &self.numbered
+    }
+}
+
+impl CompletedOps {
+    /// Whether operation `id` never changes the register.
+    #[inline]
+    pub(super) fn is_pure(&self, id: usize) -> bool {
+        self.pure[id]
+    }
+
+    /// The key to sort candidates by: the midpoint of the interval, then the number.
+    #[inline]
+    pub(super) fn order(&self, id: usize) -> (u64, usize) {
+        (self.priority[id], id)
+    }
+}
+
+/// The unknown-outcome operations of a key: a [`Numbered`] list (which it
+/// dereferences to), indexed for run generation.
+#[derive(Debug, Default)]
+pub(super) struct OptionalOps {
+    numbered: Numbered,
+    call: Vec<u64>,
+    done: Vec<bool>,
+    /// Puts and deletes by the class they write, each list in call order.
+    set_by_class: FastMap<Class, Vec<usize>>,
+    /// The keys of `set_by_class`, sorted.
+    set_classes: Vec<Class>,
+    /// State-changing cas by expected class, each list in call order.
+    cas_by_expected: FastMap<Class, Vec<usize>>,
+    /// State-changing cas by new class, each list in call order.
+    cas_by_new: FastMap<Class, Vec<usize>>,
+}
+
+impl Deref for OptionalOps {
+    type Target = Numbered;
+
+    fn deref(&self) -> &Numbered {
+        &self.numbered
+    }
+}
+
+impl OptionalOps {
+    /// `ops` are `(global index, call time, step)` in call order.
+    fn new(ops: Vec<(usize, u64, Step)>) -> OptionalOps {
+        let mut index = OptionalOps::default();
+        for (id, (global, call, step)) in ops.into_iter().enumerate() {
+            index.numbered.step.push(step);
+            index.numbered.global.push(global);
+            index.call.push(call);
+            index.done.push(false);
+            match step {
+                Step::Set(class) => index.set_by_class.entry(class).or_default().push(id),
+                Step::CasMaybe { expected, new } if expected != new => {
+                    index.cas_by_expected.entry(expected).or_default().push(id);
+                    index.cas_by_new.entry(new).or_default().push(id);
+                }
+                _ => {}
+            }
+        }
+        index.set_classes = index.set_by_class.keys().copied().collect();
+        index.set_classes.sort_unstable();
+        index
+    }
+
+    /// Marks operation `id` linearized or not.
+    #[inline]
+    pub(super) fn set_done(&mut self, id: usize, done: bool) {
+        self.done[id] = done;
+    }
+
+    /// The classes some put or delete writes, sorted.
+    pub(super) fn set_classes(&self) -> &[Class] {
+        &self.set_classes
+    }
+
+    /// The earliest-called put or delete writing `class` that was called by `frontier`
+    /// and is not yet linearized (equal ones are interchangeable).
+    pub(super) fn first_setter(&self, class: Class, frontier: u64) -> Option<usize> {
+        let list = self.set_by_class.get(&class)?;
+        self.available(list, frontier).next()
+    }
+
+    /// The state-changing cas expecting `class`, called by `frontier` and not yet
+    /// linearized, in call order, each with the class it writes.
+    pub(super) fn cas_from(&self, class: Class, frontier: u64) -> impl Iterator<Item = (usize, Class)> + '_ {
+        let list = self.cas_by_expected.get(&class).map_or(&[][..], Vec::as_slice);
+        self.available(list, frontier).filter_map(|id| match self.step(id) {
+            Step::CasMaybe { new, .. } => Some((id, new)),
+            _ => None,
+        })
+    }
+
+    /// The operations of `list` called by `frontier` and not yet linearized.
+    fn available<'a>(&'a self, list: &'a [usize], frontier: u64) -> impl Iterator<Item = usize> + 'a {
+        list.iter().copied().take_while(move |&id| self.call[id] <= frontier).filter(|&id| !self.done[id])
+    }
+
+    /// Adds to `classes` every class from which a chain of available cas
+    /// leads to `target`, and `target` itself.
+    pub(super) fn chain_sources(&self, target: Class, frontier: u64, classes: &mut Vec<Class>) {
+        let mut todo = vec![target];
+        while let Some(class) = todo.pop() {
+            if classes.contains(&class) {
+                continue;
+            }
+            classes.push(class);
+            if let Some(list) = self.cas_by_new.get(&class) {
+                for id in self.available(list, frontier) {
+                    if let Step::CasMaybe { expected, .. } = self.step(id) {
+                        todo.push(expected);
+                    }
+                }
+            }
+        }
+    }
+}
