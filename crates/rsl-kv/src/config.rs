@@ -59,12 +59,7 @@ impl std::str::FromStr for LogBackend {
     type Err = String;
 
     fn from_str(text: &str) -> Result<LogBackend, String> {
-        match text {
-            "file" => Ok(LogBackend::File),
-            "pmem" => Ok(LogBackend::Pmem),
-            "memory" => Ok(LogBackend::Memory),
-            other => Err(format!("unknown log backend {other:?}; expected file, pmem or memory")),
-        }
+        parse_choice("log backend", text, &[LogBackend::File, LogBackend::Pmem, LogBackend::Memory])
     }
 }
 
@@ -76,6 +71,24 @@ impl fmt::Display for LogBackend {
             LogBackend::Memory => "memory",
         })
     }
+}
+
+/// The one of `choices` whose name (as it displays) is `text`; otherwise an error that
+/// names `what` was asked for and lists the choices.
+pub(crate) fn parse_choice<T: Copy + fmt::Display>(
+    what: &str,
+    text: &str,
+    choices: &[T],
+) -> Result<T, String> {
+    if let Some(choice) = choices.iter().find(|choice| choice.to_string() == text) {
+        return Ok(*choice);
+    }
+    let names: Vec<String> = choices.iter().map(T::to_string).collect();
+    let expected = match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    };
+    Err(format!("unknown {what} {text:?}; expected {expected}"))
 }
 
 /// TLS material for the replica transport, as file paths.
@@ -672,5 +685,16 @@ batch_linger_us = 100
         let map = parse_map("members", &["1=a:1,2=b:2".into(), " 3 = c:3 ".into()]).unwrap();
         assert_eq!(map.len(), 3);
         assert_eq!(map[&NodeId(3)], "c:3");
+    }
+
+    #[test]
+    fn log_backends_parse_by_the_name_they_display() {
+        for backend in [LogBackend::File, LogBackend::Pmem, LogBackend::Memory] {
+            assert_eq!(backend.to_string().parse(), Ok(backend));
+        }
+        assert_eq!(
+            "tape".parse::<LogBackend>(),
+            Err(r#"unknown log backend "tape"; expected file, pmem or memory"#.to_owned())
+        );
     }
 }
