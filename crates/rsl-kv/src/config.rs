@@ -475,29 +475,19 @@ impl ServerConfig {
                 config
             }
         };
+        // Each setting the tuning names replaces the library's default.
         let tuning = &self.tuning;
-        if let Some(value) = tuning.heartbeat_interval_ms {
-            config.heartbeat_interval_ms = value;
-        }
-        if let Some(value) = tuning.election_delay_min_ms {
-            config.election_delay_min_ms = value;
-        }
-        if let Some(value) = tuning.election_delay_max_ms {
-            config.election_delay_max_ms = value;
-        }
-        if let Some(value) = tuning.checkpoint_interval_slots {
-            config.checkpoint_interval_slots = value;
-        }
-        if let Some(value) = tuning.log_retain_slots {
-            config.log_retain_slots = value;
-        }
+        let set = |setting: &mut u64, tuned: Option<u64>| *setting = tuned.unwrap_or(*setting);
+        set(&mut config.heartbeat_interval_ms, tuning.heartbeat_interval_ms);
+        set(&mut config.election_delay_min_ms, tuning.election_delay_min_ms);
+        set(&mut config.election_delay_max_ms, tuning.election_delay_max_ms);
+        set(&mut config.checkpoint_interval_slots, tuning.checkpoint_interval_slots);
+        set(&mut config.log_retain_slots, tuning.log_retain_slots);
+        set(&mut config.batch_linger_us, tuning.batch_linger_us);
         if let Some(value) = tuning.pipeline_depth {
             config.pipeline_depth = value;
             // A promise must be able to carry every slot in flight twice over.
             config.promise_slots_max = config.promise_slots_max.max(2 * value);
-        }
-        if let Some(value) = tuning.batch_linger_us {
-            config.batch_linger_us = value;
         }
         // A batch must hold the largest write on its own, and a message every slot a
         // promise may carry (twice the pipeline of full batches).
@@ -601,6 +591,7 @@ batch_linger_us = 100
         let ring = config.ring_config();
         assert_eq!((ring.election_delay_min_ms, ring.election_delay_max_ms), (300, 600));
         assert_eq!((ring.pipeline_depth, ring.batch_linger_us), (8, 100));
+        assert_eq!((ring.election_delay_min_ms, ring.election_delay_max_ms), (300, 600));
         assert_eq!(
             ring.heartbeat_interval_ms,
             rsl::Config::new(RingId(1), NodeId(1), vec![]).heartbeat_interval_ms
