@@ -42,6 +42,7 @@ impl Linearized {
 
     /// Marks operation `id` linearized. `None` if it already was (unreachable: the
     /// search only offers operations still pending).
+    #[inline]
     pub(super) fn insert(&mut self, id: u32) -> Option<Undo> {
         let undo = if id < self.hi {
             let position = self.missing.binary_search(&id).ok()?;
@@ -59,6 +60,7 @@ impl Linearized {
 
     /// Undoes the [`Linearized::insert`] of `id` that returned `undo` (the last one not
     /// undone yet).
+    #[inline]
     pub(super) fn undo(&mut self, id: u32, undo: Undo) {
         match undo {
             Undo::Reinsert(position) => self.missing.insert(position, id),
@@ -77,6 +79,7 @@ impl Linearized {
 /// completed operations linearized, given by `hi` and the sorted
 /// unlinearized numbers below it (`missing`), which are written either as a
 /// list or, if shorter, as a bitmask over `missing[0]..hi`.
+#[inline]
 pub(super) fn encode(
     buf: &mut Vec<u32>,
     state: Class,

@@ -67,6 +67,7 @@ impl Entries {
     }
 
     /// The first pending return entry (or the tail).
+    #[inline]
     pub(super) fn first_return(&self) -> usize {
         let mut node = self.next[HEAD];
         while node != self.tail && !self.node_is_return[node] {

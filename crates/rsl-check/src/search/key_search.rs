@@ -263,7 +263,11 @@ impl KeySearch {
     /// [`KeySearch::forced_choice`] handles), in the order to try them.
     fn candidates(&self, out: &mut Vec<usize>) {
         out.clear();
-        out.extend(self.entries.pending_calls().filter(|&id| !self.completed.is_pure(id)));
+        for id in self.entries.pending_calls() {
+            if !self.completed.is_pure(id) {
+                out.push(id);
+            }
+        }
         out.sort_by_key(|&id| self.completed.order(id));
     }
 
@@ -313,11 +317,13 @@ impl KeySearch {
             }
         }
         let start = out.len();
-        for (id, new) in self.optional.cas_from(self.state, frontier) {
-            let new = self.usage.canon(new);
-            let useful = any || targets.contains(&new);
-            if useful && !out[start..].iter().any(|&(_, after)| after == new) {
-                out.push((id, new));
+        for id in self.optional.cas_from(self.state, frontier) {
+            if let Step::CasMaybe { new, .. } = self.optional.step(id) {
+                let new = self.usage.canon(new);
+                let useful = any || targets.contains(&new);
+                if useful && !out[start..].iter().any(|&(_, after)| after == new) {
+                    out.push((id, new));
+                }
             }
         }
     }

@@ -156,6 +156,7 @@ impl Memo {
 
     /// Records configuration (`base`, `dominance`) and returns true, unless
     /// it is dominated by one recorded before (then returns false).
+    #[inline]
     pub(super) fn visit(&mut self, base: &[u32], dominance: &[u32]) -> bool {
         if 2 * (self.len + 1) > self.slots.len() {
             self.grow();

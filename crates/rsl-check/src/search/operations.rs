@@ -82,11 +82,13 @@ pub(super) struct Numbered {
 
 impl Numbered {
     /// How many there are.
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.step.len()
     }
 
     /// Every operation's step, by number.
+    #[inline]
     pub(super) fn steps(&self) -> &[Step] {
         &self.step
     }
@@ -119,6 +121,7 @@ pub(super) struct CompletedOps {
 impl Deref for CompletedOps {
     type Target = Numbered;
 
+    #[inline]
     fn deref(&self) -> &Numbered {
         &self.numbered
     }
@@ -158,6 +161,7 @@ pub(super) struct OptionalOps {
 impl Deref for OptionalOps {
     type Target = Numbered;
 
+    #[inline]
     fn deref(&self) -> &Numbered {
         &self.numbered
     }
@@ -193,34 +197,36 @@ impl OptionalOps {
     }
 
     /// The classes some put or delete writes, sorted.
+    #[inline]
     pub(super) fn set_classes(&self) -> &[Class] {
         &self.set_classes
     }
 
     /// The earliest-called put or delete writing `class` that was called by `frontier`
     /// and is not yet linearized (equal ones are interchangeable).
+    #[inline]
     pub(super) fn first_setter(&self, class: Class, frontier: u64) -> Option<usize> {
         let list = self.set_by_class.get(&class)?;
         self.available(list, frontier).next()
     }
 
     /// The state-changing cas expecting `class`, called by `frontier` and not yet
-    /// linearized, in call order, each with the class it writes.
-    pub(super) fn cas_from(&self, class: Class, frontier: u64) -> impl Iterator<Item = (usize, Class)> + '_ {
+    /// linearized, in call order.
+    #[inline]
+    pub(super) fn cas_from(&self, class: Class, frontier: u64) -> Available<'_> {
         let list = self.cas_by_expected.get(&class).map_or(&[][..], Vec::as_slice);
-        self.available(list, frontier).filter_map(|id| match self.step(id) {
-            Step::CasMaybe { new, .. } => Some((id, new)),
-            _ => None,
-        })
+        self.available(list, frontier)
     }
 
     /// The operations of `list` called by `frontier` and not yet linearized.
-    fn available<'a>(&'a self, list: &'a [usize], frontier: u64) -> impl Iterator<Item = usize> + 'a {
-        list.iter().copied().take_while(move |&id| self.call[id] <= frontier).filter(|&id| !self.done[id])
+    #[inline]
+    fn available<'a>(&'a self, list: &'a [usize], frontier: u64) -> Available<'a> {
+        Available { ops: self, list: list.iter(), frontier }
     }
 
     /// Adds to `classes` every class from which a chain of available cas
     /// leads to `target`, and `target` itself.
+    #[inline]
     pub(super) fn chain_sources(&self, target: Class, frontier: u64, classes: &mut Vec<Class>) {
         let mut todo = vec![target];
         while let Some(class) = todo.pop() {
@@ -236,5 +242,34 @@ impl OptionalOps {
                 }
             }
         }
+    }
+}
+
+/// Iterator of [`OptionalOps::cas_from`] and the like: the operations of a list (in call
+/// order) called by `frontier` and not yet linearized. A plain loop rather than iterator
+/// adapters: it runs at every search step, and this keeps it small enough to inline.
+#[derive(Debug)]
+pub(super) struct Available<'a> {
+    ops: &'a OptionalOps,
+    list: std::slice::Iter<'a, usize>,
+    frontier: u64,
+}
+
+impl Iterator for Available<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        for &id in self.list.by_ref() {
+            if self.ops.call[id] > self.frontier {
+                // The rest were called later still.
+                self.list = [].iter();
+                return None;
+            }
+            if !self.ops.done[id] {
+                return Some(id);
+            }
+        }
+        None
     }
 }

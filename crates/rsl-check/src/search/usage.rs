@@ -68,6 +68,7 @@ impl Usage {
     /// class becomes (or stops being) indistinguishable, the puts and deletes
     /// of unknown outcome writing it that were used join (or leave)
     /// `anonymous`.
+    #[inline]
     pub(super) fn count(&mut self, step: Step, linearized: bool) {
         let Some(class) = step.distinguishes() else {
             return;
@@ -88,6 +89,7 @@ impl Usage {
 
     /// Records linearizing (or un-linearizing, which must happen in the
     /// reverse order) unknown-outcome operation `id`, whose step is `step`.
+    #[inline]
     pub(super) fn use_optional(&mut self, id: usize, step: Step, linearized: bool) {
         if linearized {
             self.count(step, true);
@@ -122,6 +124,7 @@ impl Usage {
 
     /// Writes the dominance vector of the configuration to `buf`: the anonymous count,
     /// then `(class, count)` for the distinguishable classes used.
+    #[inline]
     pub(super) fn dominance(&self, buf: &mut Vec<u32>) {
         buf.clear();
         buf.push(self.anonymous);
