@@ -3,8 +3,6 @@
 //! may be), after leaving out the unknown-outcome operations that can make no
 //! difference.
 
-use std::ops::Deref;
-
 use super::memo::FastMap;
 use super::register::{Class, Classes, Step, ANON};
 use crate::Operation;
@@ -58,12 +56,12 @@ pub(super) fn compile(ops: &[(usize, &Operation)]) -> Compiled {
         call <= last_return && (has_failed_cas || !writes_anonymous)
     });
     let completed = CompletedOps {
-        numbered: Numbered {
-            step: required.iter().map(|op| op.3).collect(),
-            global: required.iter().map(|op| op.0).collect(),
+        step: required.iter().map(|op| op.3).collect(),
+        global: required.iter().map(|op| op.0).collect(),
+        kind: Completed {
+            pure: required.iter().map(|op| op.3.is_pure()).collect(),
+            priority: required.iter().map(|&(_, call, ret, _)| call / 2 + ret / 2).collect(),
         },
-        pure: required.iter().map(|op| op.3.is_pure()).collect(),
-        priority: required.iter().map(|&(_, call, ret, _)| call / 2 + ret / 2).collect(),
     };
     Compiled {
         classes,
@@ -73,14 +71,22 @@ pub(super) fn compile(ops: &[(usize, &Operation)]) -> Compiled {
     }
 }
 
-/// Operations numbered in call order: each one's step and index in the history.
+/// Operations numbered in call order: each one's step and index in the history, and
+/// what the search keeps of them by kind ([`Completed`] or [`Optional`]).
 #[derive(Debug, Default)]
-pub(super) struct Numbered {
+pub(super) struct Ops<K> {
     step: Vec<Step>,
     global: Vec<usize>,
+    kind: K,
 }
 
-impl Numbered {
+/// The completed operations of a key, which must all be linearized.
+pub(super) type CompletedOps = Ops<Completed>;
+
+/// The unknown-outcome operations of a key, which may be linearized.
+pub(super) type OptionalOps = Ops<Optional>;
+
+impl<K> Ops<K> {
     /// How many there are.
     #[inline]
     pub(super) fn len(&self) -> usize {
@@ -106,11 +112,9 @@ impl Numbered {
     }
 }
 
-/// The completed operations of a key: a [`Numbered`] list (which it dereferences to),
-/// with what the search orders and forces them by.
+/// What the search orders and forces completed operations by.
 #[derive(Debug)]
-pub(super) struct CompletedOps {
-    numbered: Numbered,
+pub(super) struct Completed {
     /// Whether the operation never changes the register.
     pure: Vec<bool>,
     /// Order in which pending completed operations are tried: by the
@@ -118,34 +122,23 @@ pub(super) struct CompletedOps {
     priority: Vec<u64>,
 }
 
-impl Deref for CompletedOps {
-    type Target = Numbered;
-
-    #[inline]
-    fn deref(&self) -> &Numbered {
-        &self.numbered
-    }
-}
-
 impl CompletedOps {
     /// Whether operation `id` never changes the register.
     #[inline]
     pub(super) fn is_pure(&self, id: usize) -> bool {
-        self.pure[id]
+        self.kind.pure[id]
     }
 
     /// The key to sort candidates by: the midpoint of the interval, then the number.
     #[inline]
     pub(super) fn order(&self, id: usize) -> (u64, usize) {
-        (self.priority[id], id)
+        (self.kind.priority[id], id)
     }
 }
 
-/// The unknown-outcome operations of a key: a [`Numbered`] list (which it
-/// dereferences to), indexed for run generation.
+/// Unknown-outcome operations indexed for run generation.
 #[derive(Debug, Default)]
-pub(super) struct OptionalOps {
-    numbered: Numbered,
+pub(super) struct Optional {
     call: Vec<u64>,
     done: Vec<bool>,
     /// Puts and deletes by the class they write, each list in call order.
@@ -158,55 +151,48 @@ pub(super) struct OptionalOps {
     cas_by_new: FastMap<Class, Vec<usize>>,
 }
 
-impl Deref for OptionalOps {
-    type Target = Numbered;
-
-    #[inline]
-    fn deref(&self) -> &Numbered {
-        &self.numbered
-    }
-}
-
 impl OptionalOps {
     /// `ops` are `(global index, call time, step)` in call order.
     fn new(ops: Vec<(usize, u64, Step)>) -> OptionalOps {
         let mut index = OptionalOps::default();
         for (id, (global, call, step)) in ops.into_iter().enumerate() {
-            index.numbered.step.push(step);
-            index.numbered.global.push(global);
-            index.call.push(call);
-            index.done.push(false);
+            index.step.push(step);
+            index.global.push(global);
+            let optional = &mut index.kind;
+            optional.call.push(call);
+            optional.done.push(false);
             match step {
-                Step::Set(class) => index.set_by_class.entry(class).or_default().push(id),
+                Step::Set(class) => optional.set_by_class.entry(class).or_default().push(id),
                 Step::CasMaybe { expected, new } if expected != new => {
-                    index.cas_by_expected.entry(expected).or_default().push(id);
-                    index.cas_by_new.entry(new).or_default().push(id);
+                    optional.cas_by_expected.entry(expected).or_default().push(id);
+                    optional.cas_by_new.entry(new).or_default().push(id);
                 }
                 _ => {}
             }
         }
-        index.set_classes = index.set_by_class.keys().copied().collect();
-        index.set_classes.sort_unstable();
+        let optional = &mut index.kind;
+        optional.set_classes = optional.set_by_class.keys().copied().collect();
+        optional.set_classes.sort_unstable();
         index
     }
 
     /// Marks operation `id` linearized or not.
     #[inline]
     pub(super) fn set_done(&mut self, id: usize, done: bool) {
-        self.done[id] = done;
+        self.kind.done[id] = done;
     }
 
     /// The classes some put or delete writes, sorted.
     #[inline]
     pub(super) fn set_classes(&self) -> &[Class] {
-        &self.set_classes
+        &self.kind.set_classes
     }
 
     /// The earliest-called put or delete writing `class` that was called by `frontier`
     /// and is not yet linearized (equal ones are interchangeable).
     #[inline]
     pub(super) fn first_setter(&self, class: Class, frontier: u64) -> Option<usize> {
-        let list = self.set_by_class.get(&class)?;
+        let list = self.kind.set_by_class.get(&class)?;
         self.available(list, frontier).next()
     }
 
@@ -214,14 +200,14 @@ impl OptionalOps {
     /// linearized, in call order.
     #[inline]
     pub(super) fn cas_from(&self, class: Class, frontier: u64) -> Available<'_> {
-        let list = self.cas_by_expected.get(&class).map_or(&[][..], Vec::as_slice);
+        let list = self.kind.cas_by_expected.get(&class).map_or(&[][..], Vec::as_slice);
         self.available(list, frontier)
     }
 
     /// The operations of `list` called by `frontier` and not yet linearized.
     #[inline]
     fn available<'a>(&'a self, list: &'a [usize], frontier: u64) -> Available<'a> {
-        Available { ops: self, list: list.iter(), frontier }
+        Available { optional: &self.kind, list: list.iter(), frontier }
     }
 
     /// Adds to `classes` every class from which a chain of available cas
@@ -234,7 +220,7 @@ impl OptionalOps {
                 continue;
             }
             classes.push(class);
-            if let Some(list) = self.cas_by_new.get(&class) {
+            if let Some(list) = self.kind.cas_by_new.get(&class) {
                 for id in self.available(list, frontier) {
                     if let Step::CasMaybe { expected, .. } = self.step(id) {
                         todo.push(expected);
@@ -250,7 +236,7 @@ impl OptionalOps {
 /// adapters: it runs at every search step, and this keeps it small enough to inline.
 #[derive(Debug)]
 pub(super) struct Available<'a> {
-    ops: &'a OptionalOps,
+    optional: &'a Optional,
     list: std::slice::Iter<'a, usize>,
     frontier: u64,
 }
@@ -261,12 +247,12 @@ impl Iterator for Available<'_> {
     #[inline]
     fn next(&mut self) -> Option<usize> {
         for &id in self.list.by_ref() {
-            if self.ops.call[id] > self.frontier {
+            if self.optional.call[id] > self.frontier {
                 // The rest were called later still.
                 self.list = [].iter();
                 return None;
             }
-            if !self.ops.done[id] {
+            if !self.optional.done[id] {
                 return Some(id);
             }
         }
