@@ -27,6 +27,12 @@ fn get(process: u64, key: &str, read: &str, time: u64) -> [String; 2] {
     op(process, "ok", "get", key, "null", read, time)
 }
 
+/// Where the `info` histories start: a put of 1 by process 1, then a put of 2 by process
+/// 2 that timed out.
+fn put_then_timed_out_put() -> Vec<String> {
+    [put(1, "x", "1", 0), op(2, "info", "put", "x", "2", "2", 20)].concat()
+}
+
 fn parse(lines: &[String]) -> History {
     parse_history(&lines.join("\n")).unwrap_or_else(|error| panic!("{error}"))
 }
@@ -51,14 +57,21 @@ fn assert_witness(name: &str, lines: &[String], key: &str, invoke_lines: &[usize
     assert_eq!(found, invoke_lines, "{name}");
 }
 
-#[test]
-fn stale_read() {
-    let history = [put(1, "x", "1", 0), put(2, "x", "2", 20), get(3, "x", "1", 40)].concat();
-    assert_witness("stale read", &history, "x", &[1, 3, 5]);
-    // Had the second put been concurrent with the read, reading 1 would be fine.
+/// Asserts that `late`, invoked at 40 ns and relying on `x` holding 1, is a violation
+/// after a put of 1 and then a put of 2 (its witness: the three invocations), and fine
+/// had the put of 2 returned only after `late` was invoked.
+fn assert_needs_the_overwritten_value(name: &str, late: [String; 2]) {
+    let history = [put(1, "x", "1", 0), put(2, "x", "2", 20), late].concat();
+    assert_witness(name, &history, "x", &[1, 3, 5]);
     let mut concurrent = history.clone();
     concurrent[3] = e(2, "ok", "put", "x", "2", 45);
-    assert_linearizable("read concurrent with the overwrite", &concurrent);
+    assert_linearizable(&format!("{name}, concurrent with the overwrite"), &concurrent);
+}
+
+#[test]
+fn stale_read() {
+    // Had the second put been concurrent with the read, reading 1 would be fine.
+    assert_needs_the_overwritten_value("stale read", get(3, "x", "1", 40));
 }
 
 #[test]
@@ -72,14 +85,9 @@ fn lost_write() {
 
 #[test]
 fn cas_on_a_stale_value() {
-    // The cas swaps from 1 although 2 overwrote 1 before it was invoked.
-    let history =
-        [put(1, "x", "1", 0), put(2, "x", "2", 20), op(3, "ok", "cas", "x", "[1,3]", "[1,3]", 40)].concat();
-    assert_witness("cas on a stale value", &history, "x", &[1, 3, 5]);
-    // The same cas concurrent with the put of 2 may have come first.
-    let mut concurrent = history.clone();
-    concurrent[3] = e(2, "ok", "put", "x", "2", 45);
-    assert_linearizable("cas concurrent with the overwrite", &concurrent);
+    // The cas swaps from 1 although 2 overwrote 1 before it was invoked; the same cas
+    // concurrent with the put of 2 may have come first.
+    assert_needs_the_overwritten_value("cas on a stale value", op(3, "ok", "cas", "x", "[1,3]", "[1,3]", 40));
 }
 
 #[test]
@@ -123,20 +131,15 @@ fn concurrent_puts_observed_in_both_orders() {
 #[test]
 fn info_write_that_took_effect() {
     // A timed-out put is seen later: it took effect, long after its timeout.
-    let history = [
-        put(1, "x", "1", 0),
-        op(2, "info", "put", "x", "2", "2", 20),
-        get(3, "x", "1", 40),
-        get(3, "x", "2", 60),
-    ]
-    .concat();
+    let mut history = put_then_timed_out_put();
+    history.extend([get(3, "x", "1", 40), get(3, "x", "2", 60)].concat());
     assert_linearizable("info write that took effect", &history);
 }
 
 #[test]
 fn info_write_that_did_not_take_effect() {
-    let history =
-        [put(1, "x", "1", 0), op(2, "info", "put", "x", "2", "2", 20), get(3, "x", "1", 40)].concat();
+    let mut history = put_then_timed_out_put();
+    history.extend(get(3, "x", "1", 40));
     assert_linearizable("info write that did not take effect", &history);
     // An invocation never completed counts as info too.
     let mut unfinished = history.to_vec();
@@ -147,14 +150,8 @@ fn info_write_that_did_not_take_effect() {
 #[test]
 fn info_write_takes_effect_at_most_once() {
     // A timed-out put of 2 can explain one switch to 2, not two of them.
-    let history = [
-        put(1, "x", "1", 0),
-        op(2, "info", "put", "x", "2", "2", 20),
-        get(3, "x", "2", 40),
-        put(1, "x", "3", 60),
-        get(3, "x", "2", 80),
-    ]
-    .concat();
+    let mut history = put_then_timed_out_put();
+    history.extend([get(3, "x", "2", 40), put(1, "x", "3", 60), get(3, "x", "2", 80)].concat());
     assert_witness("info write used twice", &history, "x", &[5, 7, 9]);
 }
 
