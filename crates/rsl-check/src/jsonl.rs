@@ -811,57 +811,33 @@ mod tests {
     use super::*;
     use crate::{check, CheckBudget, CheckResult};
 
+    fn op(
+        process: u64,
+        key: &str,
+        input: Input,
+        output: Option<Output>,
+        call_ns: u64,
+        return_ns: Option<u64>,
+    ) -> Operation {
+        Operation { process, key: key.to_owned(), input, output, call_ns, return_ns }
+    }
+
     #[test]
     fn jsonl_round_trip() {
         let history = vec![
-            Operation {
-                process: 1,
-                key: "a \"quoted\" key".to_owned(),
-                input: Input::Put { value: -3 },
-                output: Some(Output::Put),
-                call_ns: 0,
-                return_ns: Some(10),
-            },
-            Operation {
-                process: 2,
-                key: "b".to_owned(),
-                input: Input::Cas { expected: None, new: 4 },
-                output: Some(Output::Cas { ok: true }),
-                call_ns: 5,
-                return_ns: Some(10),
-            },
-            Operation {
-                process: 1,
-                key: "b".to_owned(),
-                input: Input::Cas { expected: Some(9), new: 5 },
-                output: Some(Output::Cas { ok: false }),
-                call_ns: 10,
-                return_ns: Some(10),
-            },
-            Operation {
-                process: 3,
-                key: "a \"quoted\" key".to_owned(),
-                input: Input::Get,
-                output: Some(Output::Get { value: None }),
-                call_ns: 11,
-                return_ns: Some(12),
-            },
-            Operation {
-                process: 2,
-                key: "a \"quoted\" key".to_owned(),
-                input: Input::Delete,
-                output: None,
-                call_ns: 13,
-                return_ns: None,
-            },
-            Operation {
-                process: 2,
-                key: "b".to_owned(),
-                input: Input::Get,
-                output: Some(Output::Get { value: Some(4) }),
-                call_ns: 14,
-                return_ns: Some(20),
-            },
+            op(1, "a \"quoted\" key", Input::Put { value: -3 }, Some(Output::Put), 0, Some(10)),
+            op(2, "b", Input::Cas { expected: None, new: 4 }, Some(Output::Cas { ok: true }), 5, Some(10)),
+            op(
+                1,
+                "b",
+                Input::Cas { expected: Some(9), new: 5 },
+                Some(Output::Cas { ok: false }),
+                10,
+                Some(10),
+            ),
+            op(3, "a \"quoted\" key", Input::Get, Some(Output::Get { value: None }), 11, Some(12)),
+            op(2, "a \"quoted\" key", Input::Delete, None, 13, None),
+            op(2, "b", Input::Get, Some(Output::Get { value: Some(4) }), 14, Some(20)),
         ];
         let text = to_jsonl(&history);
         assert_eq!(text.lines().count(), 12);
@@ -885,46 +861,11 @@ mod tests {
 "#;
         let history = parse_jsonl(text).expect("valid");
         let expected = vec![
-            Operation {
-                process: 0,
-                key: "x".to_owned(),
-                input: Input::Put { value: 1 },
-                output: Some(Output::Put),
-                call_ns: 0,
-                return_ns: Some(2),
-            },
-            Operation {
-                process: 1,
-                key: "x".to_owned(),
-                input: Input::Cas { expected: None, new: 2 },
-                output: None,
-                call_ns: 1,
-                return_ns: None,
-            },
-            Operation {
-                process: 0,
-                key: "x".to_owned(),
-                input: Input::Get,
-                output: Some(Output::Get { value: Some(1) }),
-                call_ns: 4,
-                return_ns: Some(5),
-            },
-            Operation {
-                process: 2,
-                key: "x".to_owned(),
-                input: Input::Cas { expected: Some(1), new: 3 },
-                output: Some(Output::Cas { ok: true }),
-                call_ns: 8,
-                return_ns: Some(9),
-            },
-            Operation {
-                process: 3,
-                key: "x".to_owned(),
-                input: Input::Put { value: 4 },
-                output: None,
-                call_ns: 10,
-                return_ns: None,
-            },
+            op(0, "x", Input::Put { value: 1 }, Some(Output::Put), 0, Some(2)),
+            op(1, "x", Input::Cas { expected: None, new: 2 }, None, 1, None),
+            op(0, "x", Input::Get, Some(Output::Get { value: Some(1) }), 4, Some(5)),
+            op(2, "x", Input::Cas { expected: Some(1), new: 3 }, Some(Output::Cas { ok: true }), 8, Some(9)),
+            op(3, "x", Input::Put { value: 4 }, None, 10, None),
         ];
         assert_eq!(history, expected);
         assert_eq!(check(&history, CheckBudget::default()), CheckResult::Linearizable);

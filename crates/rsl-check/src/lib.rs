@@ -75,6 +75,7 @@ mod jsonl;
 mod minimize;
 #[cfg(test)]
 mod reference;
+mod rng;
 pub mod search;
 
 pub use jsonl::{

@@ -74,21 +74,7 @@ pub(crate) fn arb_small_history() -> impl Strategy<Value = Vec<Operation>> {
     let value = prop_oneof![Just(None), (1i64..4).prop_map(Some)];
     let one = (0u8..2, 0u8..4, value.clone(), 1i64..4, value, any::<bool>(), 0u64..10, 0u64..6, 0u8..5)
         .prop_map(|(key, kind, v1, v2, read, ok, call, len, fate)| {
-            let (input, output) = match kind {
-                0 => (Input::Put { value: v2 }, Output::Put),
-                1 => (Input::Get, Output::Get { value: read }),
-                2 => (Input::Delete, Output::Delete),
-                _ => (Input::Cas { expected: v1, new: v2 }, Output::Cas { ok }),
-            };
-            let completed = fate != 0;
-            Operation {
-                process: 0,
-                key: if key == 0 { "a".to_owned() } else { "b".to_owned() },
-                input,
-                output: completed.then_some(output),
-                call_ns: call,
-                return_ns: completed.then_some(call + len),
-            }
+            drawn(if key == 0 { "a" } else { "b" }, kind, (v1, v2, read, ok), (call, len, fate))
         });
     prop::collection::vec(one, 0..8)
 }
@@ -99,23 +85,33 @@ pub(crate) fn arb_small_history() -> impl Strategy<Value = Vec<Operation>> {
 pub(crate) fn arb_key_history(max_ops: usize) -> impl Strategy<Value = Vec<Operation>> {
     let value = prop_oneof![1 => Just(None), 3 => (1i64..4).prop_map(Some)];
     let one = (0u8..5, value.clone(), 1i64..4, value, any::<bool>(), 0u64..16, 0u64..8, 0u8..4).prop_map(
-        |(kind, v1, v2, read, ok, call, len, fate)| {
-            let (input, output) = match kind {
-                0 => (Input::Put { value: v2 }, Output::Put),
-                1 => (Input::Get, Output::Get { value: read }),
-                2 => (Input::Delete, Output::Delete),
-                _ => (Input::Cas { expected: v1, new: v2 }, Output::Cas { ok }),
-            };
-            let completed = fate != 0;
-            Operation {
-                process: 0,
-                key: "a".to_owned(),
-                input,
-                output: completed.then_some(output),
-                call_ns: call,
-                return_ns: completed.then_some(call + len),
-            }
-        },
+        |(kind, v1, v2, read, ok, call, len, fate)| drawn("a", kind, (v1, v2, read, ok), (call, len, fate)),
     );
     prop::collection::vec(one, 0..=max_ops)
+}
+
+/// The operation a random history draws on `key`: `kind` 0 a put of `written`, 1 a get
+/// that read `read`, 2 a delete, any other a cas from `expected` to `written` (swapped
+/// if `ok`); over `[call, call + len]`, or of unknown outcome if `fate` is 0.
+fn drawn(
+    key: &str,
+    kind: u8,
+    (expected, written, read, ok): (Option<i64>, i64, Option<i64>, bool),
+    (call, len, fate): (u64, u64, u8),
+) -> Operation {
+    let (input, output) = match kind {
+        0 => (Input::Put { value: written }, Output::Put),
+        1 => (Input::Get, Output::Get { value: read }),
+        2 => (Input::Delete, Output::Delete),
+        _ => (Input::Cas { expected, new: written }, Output::Cas { ok }),
+    };
+    let completed = fate != 0;
+    Operation {
+        process: 0,
+        key: key.to_owned(),
+        input,
+        output: completed.then_some(output),
+        call_ns: call,
+        return_ns: completed.then_some(call + len),
+    }
 }

@@ -33,18 +33,30 @@ fn run(file: &Path, extra: &[&str]) -> Run {
     }
 }
 
+/// Runs the checker on `file` with `extra` arguments and asserts its exit code.
+fn run_exits(file: &Path, extra: &[&str], code: i32) -> Run {
+    let run = run(file, extra);
+    assert_eq!(run.code, code, "{} {extra:?}: {}{}", file.display(), run.stdout, run.stderr);
+    run
+}
+
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, text).expect("write the history");
     path
 }
 
+/// A history file `name` holding `text`, in a directory of its own (removed on drop).
+fn history_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = write(&dir, name, text);
+    (dir, file)
+}
+
 #[test]
 fn linearizable_history_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(&dir, "good.jsonl", &format!("{PUT_1}\n{PUT_2}\n{GET_2}\n"));
-    let run = run(&file, &[]);
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let (_dir, file) = history_file("good.jsonl", &format!("{PUT_1}\n{PUT_2}\n{GET_2}\n"));
+    let run = run_exits(&file, &[], 0);
     assert!(run.stdout.contains(": linearizable (6 events, 3 operations on 1 keys"), "{}", run.stdout);
 
     let json = run_json(&file, 0);
@@ -54,10 +66,8 @@ fn linearizable_history_exits_0() {
 
 #[test]
 fn violation_exits_1_with_a_minimal_witness() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(&dir, "stale.jsonl", &format!("{PUT_1}\n{PUT_2}\n{GET_1}\n"));
-    let run = run(&file, &[]);
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let (_dir, file) = history_file("stale.jsonl", &format!("{PUT_1}\n{PUT_2}\n{GET_1}\n"));
+    let run = run_exits(&file, &[], 1);
     let out = &run.stdout;
     assert!(out.contains("NOT linearizable: key \"x\": no order of these 3 operations is legal"), "{out}");
     assert!(out.contains("1-minimal"), "{out}");
@@ -117,16 +127,13 @@ fn malformed_file_exits_2_naming_file_and_line() {
 
 #[test]
 fn bad_usage_exits_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(&dir, "good.jsonl", PUT_1);
-    let run = run(&file, &["--timeout", "soon"]);
-    assert_eq!(run.code, 2);
+    let (_dir, file) = history_file("good.jsonl", PUT_1);
+    let run = run_exits(&file, &["--timeout", "soon"], 2);
     assert!(run.stderr.contains("--timeout must be a positive number"), "{}", run.stderr);
 }
 
 #[test]
 fn exhausted_budget_exits_3_and_claims_nothing() {
-    let dir = tempfile::tempdir().unwrap();
     // Three concurrent puts and a read: the search needs more than one step.
     let text = r#"{"process":1,"type":"invoke","f":"put","key":"x","value":1,"time":0}
 {"process":2,"type":"invoke","f":"put","key":"x","value":2,"time":0}
@@ -137,14 +144,12 @@ fn exhausted_budget_exits_3_and_claims_nothing() {
 {"process":1,"type":"invoke","f":"get","key":"x","time":20}
 {"process":1,"type":"ok","f":"get","key":"x","value":2,"time":30}
 "#;
-    let file = write(&dir, "busy.jsonl", text);
-    assert_eq!(run(&file, &[]).code, 0);
-    let run_steps = run(&file, &["--max-steps", "1"]);
-    assert_eq!(run_steps.code, 3, "{}{}", run_steps.stdout, run_steps.stderr);
+    let (_dir, file) = history_file("busy.jsonl", text);
+    run_exits(&file, &[], 0);
+    let run_steps = run_exits(&file, &["--max-steps", "1"], 3);
     assert!(run_steps.stdout.contains("unknown: could not decide"), "{}", run_steps.stdout);
     assert!(!run_steps.stdout.contains(": linearizable"), "{}", run_steps.stdout);
-    let run_time = run(&file, &["--timeout", "0.000000001"]);
-    assert_eq!(run_time.code, 3, "{}{}", run_time.stdout, run_time.stderr);
+    let run_time = run_exits(&file, &["--timeout", "0.000000001"], 3);
     assert!(run_time.stdout.contains("time limit"), "{}", run_time.stdout);
     let json = run_json_with(&file, &["--max-steps", "1"], 3);
     assert_eq!(json["verdict"], "unknown");
@@ -157,8 +162,7 @@ fn run_json(file: &Path, code: i32) -> Value {
 fn run_json_with(file: &Path, extra: &[&str], code: i32) -> Value {
     let mut args = vec!["--json"];
     args.extend_from_slice(extra);
-    let run = run(file, &args);
-    assert_eq!(run.code, code, "{}{}", run.stdout, run.stderr);
+    let run = run_exits(file, &args, code);
     let json: Value = serde_json::from_str(run.stdout.trim()).expect("one JSON object");
     assert_eq!(json["file"], file.to_str().unwrap());
     json

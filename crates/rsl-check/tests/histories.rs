@@ -11,6 +11,28 @@ fn e(process: u64, kind: &str, f: &str, key: &str, value: &str, time: u64) -> St
     )
 }
 
+/// An operation: its invocation at `time` with `value`, and its completion of type
+/// `kind` (`ok`, `info` or `fail`) 10 ns later with `result`.
+fn op(process: u64, kind: &str, f: &str, key: &str, value: &str, result: &str, time: u64) -> [String; 2] {
+    [e(process, "invoke", f, key, value, time), e(process, kind, f, key, result, time + 10)]
+}
+
+/// A put of `value` that completed.
+fn put(process: u64, key: &str, value: &str, time: u64) -> [String; 2] {
+    op(process, "ok", "put", key, value, value, time)
+}
+
+/// A get that completed, reading `read` (`null`: the key was absent).
+fn get(process: u64, key: &str, read: &str, time: u64) -> [String; 2] {
+    op(process, "ok", "get", key, "null", read, time)
+}
+
+/// Where the `info` histories start: a put of 1 by process 1, then a put of 2 by process
+/// 2 that timed out.
+fn put_then_timed_out_put() -> Vec<String> {
+    [put(1, "x", "1", 0), op(2, "info", "put", "x", "2", "2", 20)].concat()
+}
+
 fn parse(lines: &[String]) -> History {
     parse_history(&lines.join("\n")).unwrap_or_else(|error| panic!("{error}"))
 }
@@ -35,66 +57,42 @@ fn assert_witness(name: &str, lines: &[String], key: &str, invoke_lines: &[usize
     assert_eq!(found, invoke_lines, "{name}");
 }
 
-#[test]
-fn stale_read() {
-    let history = [
-        e(1, "invoke", "put", "x", "1", 0),
-        e(1, "ok", "put", "x", "1", 10),
-        e(2, "invoke", "put", "x", "2", 20),
-        e(2, "ok", "put", "x", "2", 30),
-        e(3, "invoke", "get", "x", "null", 40),
-        e(3, "ok", "get", "x", "1", 50),
-    ];
-    assert_witness("stale read", &history, "x", &[1, 3, 5]);
-    // Had the second put been concurrent with the read, reading 1 would be fine.
+/// Asserts that `late`, invoked at 40 ns and relying on `x` holding 1, is a violation
+/// after a put of 1 and then a put of 2 (its witness: the three invocations), and fine
+/// had the put of 2 returned only after `late` was invoked.
+fn assert_needs_the_overwritten_value(name: &str, late: [String; 2]) {
+    let history = [put(1, "x", "1", 0), put(2, "x", "2", 20), late].concat();
+    assert_witness(name, &history, "x", &[1, 3, 5]);
     let mut concurrent = history.clone();
     concurrent[3] = e(2, "ok", "put", "x", "2", 45);
-    assert_linearizable("read concurrent with the overwrite", &concurrent);
+    assert_linearizable(&format!("{name}, concurrent with the overwrite"), &concurrent);
+}
+
+#[test]
+fn stale_read() {
+    // Had the second put been concurrent with the read, reading 1 would be fine.
+    assert_needs_the_overwritten_value("stale read", get(3, "x", "1", 40));
 }
 
 #[test]
 fn lost_write() {
     // Two acknowledged puts, then reads that only ever see the first: the second was lost.
-    let history = [
-        e(1, "invoke", "put", "x", "1", 0),
-        e(1, "ok", "put", "x", "1", 10),
-        e(1, "invoke", "put", "x", "2", 20),
-        e(1, "ok", "put", "x", "2", 30),
-        e(2, "invoke", "get", "x", "null", 40),
-        e(2, "ok", "get", "x", "1", 50),
-        e(2, "invoke", "get", "x", "null", 60),
-        e(2, "ok", "get", "x", "1", 70),
-    ];
+    let history =
+        [put(1, "x", "1", 0), put(1, "x", "2", 20), get(2, "x", "1", 40), get(2, "x", "1", 60)].concat();
     // The first read alone shows it.
     assert_witness("lost write", &history, "x", &[1, 3, 5]);
 }
 
 #[test]
 fn cas_on_a_stale_value() {
-    // The cas swaps from 1 although 2 overwrote 1 before it was invoked.
-    let history = [
-        e(1, "invoke", "put", "x", "1", 0),
-        e(1, "ok", "put", "x", "1", 10),
-        e(2, "invoke", "put", "x", "2", 20),
-        e(2, "ok", "put", "x", "2", 30),
-        e(3, "invoke", "cas", "x", "[1,3]", 40),
-        e(3, "ok", "cas", "x", "[1,3]", 50),
-    ];
-    assert_witness("cas on a stale value", &history, "x", &[1, 3, 5]);
-    // The same cas concurrent with the put of 2 may have come first.
-    let mut concurrent = history.clone();
-    concurrent[3] = e(2, "ok", "put", "x", "2", 45);
-    assert_linearizable("cas concurrent with the overwrite", &concurrent);
+    // The cas swaps from 1 although 2 overwrote 1 before it was invoked; the same cas
+    // concurrent with the put of 2 may have come first.
+    assert_needs_the_overwritten_value("cas on a stale value", op(3, "ok", "cas", "x", "[1,3]", "[1,3]", 40));
 }
 
 #[test]
 fn read_of_a_value_never_written() {
-    let history = [
-        e(1, "invoke", "put", "x", "1", 0),
-        e(1, "ok", "put", "x", "1", 10),
-        e(2, "invoke", "get", "x", "null", 20),
-        e(2, "ok", "get", "x", "7", 30),
-    ];
+    let history = [put(1, "x", "1", 0), get(2, "x", "7", 20)].concat();
     assert_witness("read of a value never written", &history, "x", &[3]);
 }
 
@@ -102,18 +100,13 @@ fn read_of_a_value_never_written() {
 fn concurrent_puts_observed_in_both_orders() {
     // Two concurrent puts; sequential reads see 1, then 2, then 1 again: each order
     // of the puts explains two of the reads, none explains all three.
-    let history = [
+    let mut history = vec![
         e(1, "invoke", "put", "x", "1", 0),
         e(2, "invoke", "put", "x", "2", 0),
         e(1, "ok", "put", "x", "1", 10),
         e(2, "ok", "put", "x", "2", 10),
-        e(3, "invoke", "get", "x", "null", 20),
-        e(3, "ok", "get", "x", "1", 30),
-        e(3, "invoke", "get", "x", "null", 40),
-        e(3, "ok", "get", "x", "2", 50),
-        e(4, "invoke", "get", "x", "null", 60),
-        e(4, "ok", "get", "x", "1", 70),
     ];
+    history.extend([get(3, "x", "1", 20), get(3, "x", "2", 40), get(4, "x", "1", 60)].concat());
     // Already the first two reads: the put of 2 returned before the read of 1 began, so
     // the put of 1 came after it, and nothing can bring back 2 for the second read.
     assert_witness("concurrent puts observed in both orders", &history, "x", &[2, 5, 7]);
@@ -138,29 +131,15 @@ fn concurrent_puts_observed_in_both_orders() {
 #[test]
 fn info_write_that_took_effect() {
     // A timed-out put is seen later: it took effect, long after its timeout.
-    let history = [
-        e(1, "invoke", "put", "x", "1", 0),
-        e(1, "ok", "put", "x", "1", 10),
-        e(2, "invoke", "put", "x", "2", 20),
-        e(2, "info", "put", "x", "2", 30),
-        e(3, "invoke", "get", "x", "null", 40),
-        e(3, "ok", "get", "x", "1", 50),
-        e(3, "invoke", "get", "x", "null", 60),
-        e(3, "ok", "get", "x", "2", 70),
-    ];
+    let mut history = put_then_timed_out_put();
+    history.extend([get(3, "x", "1", 40), get(3, "x", "2", 60)].concat());
     assert_linearizable("info write that took effect", &history);
 }
 
 #[test]
 fn info_write_that_did_not_take_effect() {
-    let history = [
-        e(1, "invoke", "put", "x", "1", 0),
-        e(1, "ok", "put", "x", "1", 10),
-        e(2, "invoke", "put", "x", "2", 20),
-        e(2, "info", "put", "x", "2", 30),
-        e(3, "invoke", "get", "x", "null", 40),
-        e(3, "ok", "get", "x", "1", 50),
-    ];
+    let mut history = put_then_timed_out_put();
+    history.extend(get(3, "x", "1", 40));
     assert_linearizable("info write that did not take effect", &history);
     // An invocation never completed counts as info too.
     let mut unfinished = history.to_vec();
@@ -171,53 +150,26 @@ fn info_write_that_did_not_take_effect() {
 #[test]
 fn info_write_takes_effect_at_most_once() {
     // A timed-out put of 2 can explain one switch to 2, not two of them.
-    let history = [
-        e(1, "invoke", "put", "x", "1", 0),
-        e(1, "ok", "put", "x", "1", 10),
-        e(2, "invoke", "put", "x", "2", 20),
-        e(2, "info", "put", "x", "2", 30),
-        e(3, "invoke", "get", "x", "null", 40),
-        e(3, "ok", "get", "x", "2", 50),
-        e(1, "invoke", "put", "x", "3", 60),
-        e(1, "ok", "put", "x", "3", 70),
-        e(3, "invoke", "get", "x", "null", 80),
-        e(3, "ok", "get", "x", "2", 90),
-    ];
+    let mut history = put_then_timed_out_put();
+    history.extend([get(3, "x", "2", 40), put(1, "x", "3", 60), get(3, "x", "2", 80)].concat());
     assert_witness("info write used twice", &history, "x", &[5, 7, 9]);
 }
 
 #[test]
 fn info_write_cannot_take_effect_before_its_invocation() {
-    let history = [
-        e(1, "invoke", "get", "x", "null", 0),
-        e(1, "ok", "get", "x", "5", 10),
-        e(2, "invoke", "put", "x", "5", 20),
-        e(2, "info", "put", "x", "5", 30),
-    ];
+    let history = [get(1, "x", "5", 0), op(2, "info", "put", "x", "5", "5", 20)].concat();
     assert_witness("read before the info write was invoked", &history, "x", &[1]);
 }
 
 #[test]
 fn failed_write_must_not_take_effect() {
     // The put of 2 failed, so the read cannot see it.
-    let history = [
-        e(1, "invoke", "put", "x", "1", 0),
-        e(1, "ok", "put", "x", "1", 10),
-        e(2, "invoke", "put", "x", "2", 20),
-        e(2, "fail", "put", "x", "2", 30),
-        e(3, "invoke", "get", "x", "null", 40),
-        e(3, "ok", "get", "x", "2", 50),
-    ];
+    let history =
+        [put(1, "x", "1", 0), op(2, "fail", "put", "x", "2", "2", 20), get(3, "x", "2", 40)].concat();
     assert_witness("read of a failed write", &history, "x", &[5]);
     // A failed cas did not swap either.
-    let cas = [
-        e(1, "invoke", "put", "x", "1", 0),
-        e(1, "ok", "put", "x", "1", 10),
-        e(2, "invoke", "cas", "x", "[1,2]", 20),
-        e(2, "fail", "cas", "x", "[1,2]", 30),
-        e(3, "invoke", "get", "x", "null", 40),
-        e(3, "ok", "get", "x", "1", 50),
-    ];
+    let cas =
+        [put(1, "x", "1", 0), op(2, "fail", "cas", "x", "[1,2]", "[1,2]", 20), get(3, "x", "1", 40)].concat();
     assert_linearizable("failed cas left the value", &cas);
     let mut seen = cas.clone();
     seen[5] = e(3, "ok", "get", "x", "2", 50);
@@ -226,29 +178,19 @@ fn failed_write_must_not_take_effect() {
 
 #[test]
 fn keys_are_independent_and_the_bad_one_is_named() {
-    let history = [
-        e(1, "invoke", "put", "a", "1", 0),
-        e(1, "ok", "put", "a", "1", 10),
-        e(2, "invoke", "put", "b", "1", 0),
-        e(2, "ok", "put", "b", "1", 10),
-        e(1, "invoke", "get", "a", "null", 20),
-        e(1, "ok", "get", "a", "1", 30),
-        e(2, "invoke", "get", "b", "null", 20),
-        e(2, "ok", "get", "b", "null", 30),
-    ];
+    let history =
+        [put(1, "a", "1", 0), put(2, "b", "1", 0), get(1, "a", "1", 20), get(2, "b", "null", 20)].concat();
     assert_witness("absent after a put", &history, "b", &[3, 7]);
 }
 
 #[test]
 fn string_values_compare_as_json() {
     let history = [
-        e(1, "invoke", "put", "x", r#""one""#, 0),
-        e(1, "ok", "put", "x", r#""one""#, 10),
-        e(1, "invoke", "cas", "x", r#"["one",2]"#, 20),
-        e(1, "ok", "cas", "x", "true", 30),
-        e(2, "invoke", "get", "x", "null", 40),
-        e(2, "ok", "get", "x", "2", 50),
-    ];
+        put(1, "x", r#""one""#, 0),
+        op(1, "ok", "cas", "x", r#"["one",2]"#, "true", 20),
+        get(2, "x", "2", 40),
+    ]
+    .concat();
     assert_linearizable("strings and integers", &history);
     let mut confused = history.clone();
     confused[5] = e(2, "ok", "get", "x", r#""2""#, 50);
@@ -263,7 +205,7 @@ type Expectation = fn(&ParseError) -> bool;
 
 #[test]
 fn malformed_histories_name_the_line() {
-    let good = [e(1, "invoke", "put", "x", "1", 0), e(1, "ok", "put", "x", "1", 10)];
+    let good = put(1, "x", "1", 0);
     let cases: Vec<(&str, String, Expectation)> = vec![
         ("bad JSON", r#"{"process":1,"type":"invoke","#.to_owned(), |e| matches!(e, ParseError::Json { .. })),
         ("missing field", r#"{"process":1,"type":"invoke","f":"put","value":1,"time":20}"#.to_owned(), |e| {

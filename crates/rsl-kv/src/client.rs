@@ -200,10 +200,7 @@ impl Client {
     pub async fn put(&mut self, key: &str, value: impl Into<Bytes>) -> Result<u64, ClientError> {
         let request = pb::PutRequest { id: Some(self.next_id()), key: key.to_owned(), value: value.into() };
         let response = self
-            .call(Target::Primary, move |mut client| {
-                let request = request.clone();
-                async move { client.put(request).await }
-            })
+            .call(Target::Primary, request, |mut client, request| async move { client.put(request).await })
             .await?;
         self.saw_slot(response.slot);
         Ok(response.slot)
@@ -213,10 +210,7 @@ impl Client {
     pub async fn delete(&mut self, key: &str) -> Result<bool, ClientError> {
         let request = pb::DeleteRequest { id: Some(self.next_id()), key: key.to_owned() };
         let response = self
-            .call(Target::Primary, move |mut client| {
-                let request = request.clone();
-                async move { client.delete(request).await }
-            })
+            .call(Target::Primary, request, |mut client, request| async move { client.delete(request).await })
             .await?;
         self.saw_slot(response.slot);
         Ok(response.existed)
@@ -237,10 +231,7 @@ impl Client {
             value: value.into(),
         };
         let response = self
-            .call(Target::Primary, move |mut client| {
-                let request = request.clone();
-                async move { client.cas(request).await }
-            })
+            .call(Target::Primary, request, |mut client, request| async move { client.cas(request).await })
             .await?;
         self.saw_slot(response.slot);
         Ok(CasResult {
@@ -254,10 +245,7 @@ impl Client {
     pub async fn get(&mut self, key: &str) -> Result<Option<Bytes>, ClientError> {
         let request = pb::GetRequest { key: key.to_owned(), fast: false, min_slot: 0 };
         let response = self
-            .call(Target::Primary, move |mut client| {
-                let request = request.clone();
-                async move { client.get(request).await }
-            })
+            .call(Target::Primary, request, |mut client, request| async move { client.get(request).await })
             .await?;
         Ok(response.found.then_some(response.value))
     }
@@ -269,10 +257,7 @@ impl Client {
         let min_slot = min_slot.unwrap_or(self.last_slot);
         let request = pb::GetRequest { key: key.to_owned(), fast: true, min_slot };
         let response = self
-            .call(Target::Any, move |mut client| {
-                let request = request.clone();
-                async move { client.get(request).await }
-            })
+            .call(Target::Any, request, |mut client, request| async move { client.get(request).await })
             .await?;
         Ok(response.found.then_some(response.value))
     }
@@ -282,10 +267,11 @@ impl Client {
     /// force succeeds at once, so a retry after an unknown outcome is safe.
     pub async fn reconfigure(&mut self, members: &[u64]) -> Result<pb::ReconfigureResponse, ClientError> {
         let request = pb::ReconfigureRequest { members: members.to_vec() };
-        self.call(Target::Primary, move |mut client| {
-            let request = request.clone();
-            async move { client.reconfigure(request).await }
-        })
+        self.call(
+            Target::Primary,
+            request,
+            |mut client, request| async move { client.reconfigure(request).await },
+        )
         .await
     }
 
@@ -318,11 +304,13 @@ impl Client {
         out
     }
 
-    /// Runs `operation` against the right server until it succeeds, fails for good, or the
-    /// attempts or the deadline run out.
-    async fn call<T, F, Fut>(&mut self, target: Target, operation: F) -> Result<T, ClientError>
+    /// Runs `operation` with `request` against the right server until it succeeds, fails
+    /// for good, or the attempts or the deadline run out (every attempt sends the same
+    /// request, so a retried write keeps its id).
+    async fn call<R, T, F, Fut>(&mut self, target: Target, request: R, operation: F) -> Result<T, ClientError>
     where
-        F: Fn(KvClient<Channel>) -> Fut,
+        R: Clone,
+        F: Fn(KvClient<Channel>, R) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
@@ -338,8 +326,11 @@ impl Client {
             };
             let client = self.channel(&server)?;
             let left = self.options.deadline.saturating_sub(started.elapsed());
-            let outcome =
-                tokio::time::timeout(self.options.attempt_timeout.min(left), operation(client)).await;
+            let outcome = tokio::time::timeout(
+                self.options.attempt_timeout.min(left),
+                operation(client, request.clone()),
+            )
+            .await;
             let status = match outcome {
                 Ok(Ok(response)) => {
                     if target == Target::Primary {

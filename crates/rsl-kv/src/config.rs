@@ -59,12 +59,7 @@ impl std::str::FromStr for LogBackend {
     type Err = String;
 
     fn from_str(text: &str) -> Result<LogBackend, String> {
-        match text {
-            "file" => Ok(LogBackend::File),
-            "pmem" => Ok(LogBackend::Pmem),
-            "memory" => Ok(LogBackend::Memory),
-            other => Err(format!("unknown log backend {other:?}; expected file, pmem or memory")),
-        }
+        parse_choice("log backend", text, &[LogBackend::File, LogBackend::Pmem, LogBackend::Memory])
     }
 }
 
@@ -76,6 +71,24 @@ impl fmt::Display for LogBackend {
             LogBackend::Memory => "memory",
         })
     }
+}
+
+/// The one of `choices` whose name (as it displays) is `text`; otherwise an error that
+/// names `what` was asked for and lists the choices.
+pub(crate) fn parse_choice<T: Copy + fmt::Display>(
+    what: &str,
+    text: &str,
+    choices: &[T],
+) -> Result<T, String> {
+    if let Some(choice) = choices.iter().find(|choice| choice.to_string() == text) {
+        return Ok(*choice);
+    }
+    let names: Vec<String> = choices.iter().map(T::to_string).collect();
+    let expected = match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    };
+    Err(format!("unknown {what} {text:?}; expected {expected}"))
 }
 
 /// TLS material for the replica transport, as file paths.
@@ -462,29 +475,19 @@ impl ServerConfig {
                 config
             }
         };
+        // Each setting the tuning names replaces the library's default.
         let tuning = &self.tuning;
-        if let Some(value) = tuning.heartbeat_interval_ms {
-            config.heartbeat_interval_ms = value;
-        }
-        if let Some(value) = tuning.election_delay_min_ms {
-            config.election_delay_min_ms = value;
-        }
-        if let Some(value) = tuning.election_delay_max_ms {
-            config.election_delay_max_ms = value;
-        }
-        if let Some(value) = tuning.checkpoint_interval_slots {
-            config.checkpoint_interval_slots = value;
-        }
-        if let Some(value) = tuning.log_retain_slots {
-            config.log_retain_slots = value;
-        }
+        let set = |setting: &mut u64, tuned: Option<u64>| *setting = tuned.unwrap_or(*setting);
+        set(&mut config.heartbeat_interval_ms, tuning.heartbeat_interval_ms);
+        set(&mut config.election_delay_min_ms, tuning.election_delay_min_ms);
+        set(&mut config.election_delay_max_ms, tuning.election_delay_max_ms);
+        set(&mut config.checkpoint_interval_slots, tuning.checkpoint_interval_slots);
+        set(&mut config.log_retain_slots, tuning.log_retain_slots);
+        set(&mut config.batch_linger_us, tuning.batch_linger_us);
         if let Some(value) = tuning.pipeline_depth {
             config.pipeline_depth = value;
             // A promise must be able to carry every slot in flight twice over.
             config.promise_slots_max = config.promise_slots_max.max(2 * value);
-        }
-        if let Some(value) = tuning.batch_linger_us {
-            config.batch_linger_us = value;
         }
         // A batch must hold the largest write on its own, and a message every slot a
         // promise may carry (twice the pipeline of full batches).
@@ -588,6 +591,7 @@ batch_linger_us = 100
         let ring = config.ring_config();
         assert_eq!((ring.election_delay_min_ms, ring.election_delay_max_ms), (300, 600));
         assert_eq!((ring.pipeline_depth, ring.batch_linger_us), (8, 100));
+        assert_eq!((ring.election_delay_min_ms, ring.election_delay_max_ms), (300, 600));
         assert_eq!(
             ring.heartbeat_interval_ms,
             rsl::Config::new(RingId(1), NodeId(1), vec![]).heartbeat_interval_ms
@@ -672,5 +676,16 @@ batch_linger_us = 100
         let map = parse_map("members", &["1=a:1,2=b:2".into(), " 3 = c:3 ".into()]).unwrap();
         assert_eq!(map.len(), 3);
         assert_eq!(map[&NodeId(3)], "c:3");
+    }
+
+    #[test]
+    fn log_backends_parse_by_the_name_they_display() {
+        for backend in [LogBackend::File, LogBackend::Pmem, LogBackend::Memory] {
+            assert_eq!(backend.to_string().parse(), Ok(backend));
+        }
+        assert_eq!(
+            "tape".parse::<LogBackend>(),
+            Err(r#"unknown log backend "tape"; expected file, pmem or memory"#.to_owned())
+        );
     }
 }

@@ -1,0 +1,105 @@
+//! The gRPC client API: one handler per RPC of `proto/rsl_kv.proto`, each a thin layer
+//! over [`KvService`] (or, for `Stream` and `FetchCheckpoint`, over the stream batching
+//! and the checkpoint transfer), and the task that serves them.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::answers::{self, write_id};
+use super::service::KvService;
+use super::{checkpoint_transfer, stream, CLIENT_MESSAGE_BYTES_MAX};
+use crate::command::Write;
+use crate::proto as pb;
+use crate::proto::kv_server::{Kv, KvServer};
+
+/// Serves the client API on `listener` until `stopped` turns true.
+pub(super) async fn serve_clients(
+    service: KvService,
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let node = service.node();
+    let service = KvServer::new(service)
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let signal = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let served = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .serve_with_incoming_shutdown(service, incoming, signal)
+        .await;
+    if let Err(error) = served {
+        tracing::error!(node = node.0, %error, "client API failed");
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let request = request.into_inner();
+        let write = Write::Put { id: write_id(request.id)?, key: request.key, value: request.value };
+        let response = self.write(write).await?;
+        Ok(Response::new(pb::PutResponse { slot: response.slot }))
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        KvService::get(self, request.into_inner()).await.map(Response::new)
+    }
+
+    type StreamStream = stream::ResultStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::OpBatch>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        Ok(Response::new(stream::serve(self.clone(), request.into_inner())))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let write = Write::Delete { id: write_id(request.id)?, key: request.key };
+        let response = self.write(write).await?;
+        Ok(Response::new(answers::delete_response(&response)))
+    }
+
+    async fn cas(&self, request: Request<pb::CasRequest>) -> Result<Response<pb::CasResponse>, Status> {
+        let request = request.into_inner();
+        let expected = request.expected_present.then_some(request.expected);
+        let write =
+            Write::Cas { id: write_id(request.id)?, key: request.key, expected, value: request.value };
+        let response = self.write(write).await?;
+        answers::cas_response(response).map(Response::new)
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        KvService::status(self).await.map(Response::new)
+    }
+
+    async fn reconfigure(
+        &self,
+        request: Request<pb::ReconfigureRequest>,
+    ) -> Result<Response<pb::ReconfigureResponse>, Status> {
+        KvService::reconfigure(self, request.into_inner().members).await.map(Response::new)
+    }
+
+    type FetchCheckpointStream = checkpoint_transfer::ChunkStream;
+
+    async fn fetch_checkpoint(
+        &self,
+        request: Request<pb::FetchCheckpointRequest>,
+    ) -> Result<Response<Self::FetchCheckpointStream>, Status> {
+        checkpoint_transfer::serve(self.runtime(), request.into_inner()).await.map(Response::new)
+    }
+}

@@ -1,0 +1,232 @@
+//! [`KvService`]: what one replica's client API does with the ring, whichever RPC asks:
+//! replicate writes (one at a time or in batches), read linearizably or fast, report
+//! the replica's status and change the ring's configuration. The RPC handlers
+//! (`api.rs`) and the stream batching (`stream.rs`) are written on top of it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rsl::{NodeId, ReplicateError, Role, Runtime, Slot};
+use tonic::Status;
+
+use super::answers::{self, Redirects};
+use crate::command::{self, Read, ReadBatch, ReadOutcome, Write, WriteBatch, WriteOutcome, WriteResponse};
+use crate::proto as pb;
+
+/// How long a status call waits for the state machine's digest.
+const DIGEST_WAIT: Duration = Duration::from_millis(500);
+
+/// The client API of one replica.
+#[derive(Debug, Clone)]
+pub(super) struct KvService {
+    node: NodeId,
+    ring: rsl::Ring,
+    runtime: Runtime,
+    members: Arc<BTreeMap<NodeId, String>>,
+    clients: Arc<BTreeMap<NodeId, String>>,
+    redirects: Redirects,
+}
+
+impl KvService {
+    /// The client API of replica `node` of `ring`; `members` and `clients` are the
+    /// replica and client addresses of the address book.
+    pub(super) fn new(
+        node: NodeId,
+        ring: rsl::Ring,
+        runtime: Runtime,
+        members: BTreeMap<NodeId, String>,
+        clients: BTreeMap<NodeId, String>,
+    ) -> KvService {
+        let clients = Arc::new(clients);
+        KvService {
+            node,
+            ring,
+            runtime,
+            members: Arc::new(members),
+            redirects: Redirects::new(node, clients.clone()),
+            clients,
+        }
+    }
+
+    /// This replica.
+    pub(super) fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The runtime, which serves this replica's checkpoints to peers.
+    pub(super) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Replicates a write and decodes the state machine's answer.
+    pub(super) async fn write(&self, write: Write) -> Result<WriteResponse, Status> {
+        write.validate().map_err(answers::invalid)?;
+        let answer = self
+            .ring
+            .replicate(write.encode())
+            .await
+            .map_err(|error| self.redirects.replicate_error(error))?;
+        let response = WriteResponse::decode(&answer).map_err(answers::undecodable)?;
+        answers::write_outcome(write.id(), response)
+    }
+
+    /// Replicates write batches, each of `count` writes, concurrently; answers each with
+    /// its writes' responses in order (still to be checked by [`answers::write_outcome`]).
+    pub(super) async fn write_batches(
+        &self,
+        batches: Vec<(WriteBatch, usize)>,
+    ) -> Vec<Result<Vec<WriteResponse>, Status>> {
+        let (payloads, counts): (Vec<Bytes>, Vec<usize>) =
+            batches.into_iter().map(|(batch, count)| (batch.finish(), count)).unzip();
+        let answers = self.ring.replicate_many(payloads).await;
+        counts.into_iter().zip(answers).map(|(count, answer)| self.batch_answer(count, answer)).collect()
+    }
+
+    /// Decodes the ring's answer to a [`WriteBatch`] of `writes` writes: one answer each.
+    fn batch_answer(
+        &self,
+        writes: usize,
+        answer: Result<Bytes, ReplicateError>,
+    ) -> Result<Vec<WriteResponse>, Status> {
+        let answer = answer.map_err(|error| self.redirects.replicate_error(error))?;
+        let responses = WriteResponse::decode_batch(&answer).map_err(answers::undecodable)?;
+        if responses.len() == writes {
+            return Ok(responses);
+        }
+        match responses.as_slice() {
+            // The batch as a whole did not decode (a bug in this server: it encoded it).
+            [WriteResponse { outcome: WriteOutcome::Malformed { reason }, .. }] => {
+                Err(Status::internal(format!("the state machine refused a write batch: {reason}")))
+            }
+            _ => Err(Status::internal(format!(
+                "the state machine answered {} writes of a batch of {writes}",
+                responses.len()
+            ))),
+        }
+    }
+
+    /// Serves `reads`, a batch of `count` linearizable gets, with one ring read.
+    pub(super) async fn read_batch(
+        &self,
+        reads: ReadBatch,
+        count: usize,
+    ) -> Result<Vec<ReadOutcome>, Status> {
+        let answer = self.ring_read(reads.finish(), None).await?;
+        let outcomes = ReadOutcome::decode_batch(&answer).map_err(answers::undecodable)?;
+        match outcomes.as_slice() {
+            _ if outcomes.len() == count => Ok(outcomes),
+            [ReadOutcome::Malformed { reason }] => {
+                Err(Status::internal(format!("the state machine refused a read batch: {reason}")))
+            }
+            _ => Err(Status::internal(format!(
+                "the state machine answered {} reads of a batch of {count}",
+                outcomes.len(),
+            ))),
+        }
+    }
+
+    /// Serves a get: linearizable, or fast at the slot it names.
+    pub(super) async fn get(&self, request: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+        command::check_key(&request.key).map_err(answers::invalid)?;
+        let fast = request.fast.then_some(Slot(request.min_slot));
+        let answer = self.ring_read(Read::Get { key: request.key }.encode(), fast).await?;
+        match ReadOutcome::decode(&answer) {
+            Ok(outcome) => answers::get_response(outcome),
+            Err(error) => Err(answers::undecodable(error)),
+        }
+    }
+
+    /// Reads through the ring: linearizable, or fast from this replica once it applied
+    /// `fast`'s slot.
+    async fn ring_read(&self, request: Bytes, fast: Option<Slot>) -> Result<Bytes, Status> {
+        match fast {
+            None => self.ring.read(request).await.map_err(|error| self.redirects.read_error(error)),
+            Some(min_slot) => self.ring.read_fast(request, min_slot).await.map_err(answers::fast_read_error),
+        }
+    }
+
+    /// This replica's view of the ring, with a digest of its state machine.
+    pub(super) async fn status(&self) -> Result<pb::StatusResponse, Status> {
+        let status = self.ring.status().borrow().clone();
+        let digest =
+            match self.ring.read_fast_within(Read::Digest.encode(), status.applied, DIGEST_WAIT).await {
+                Ok(answer) => match ReadOutcome::decode(&answer) {
+                    Ok(ReadOutcome::Digest(digest)) => digest,
+                    _ => return Err(Status::internal("undecodable digest answer")),
+                },
+                Err(error) => return Err(Status::unavailable(format!("digest: {error}"))),
+            };
+        let members = self
+            .members
+            .iter()
+            .map(|(node, address)| pb::Member {
+                node: node.0,
+                replica_address: address.clone(),
+                client_address: self.clients.get(node).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let primary = status.primary.map_or(0, |p| p.0);
+        let checkpoints_installed =
+            self.ring.statistics().await.map_or(0, |statistics| statistics.runtime.checkpoints_installed);
+        Ok(pb::StatusResponse {
+            node: self.node.0,
+            role: role_name(status.role).to_owned(),
+            primary,
+            primary_address: status.primary.and_then(|p| self.clients.get(&p).cloned()).unwrap_or_default(),
+            ballot_round: status.promised.round,
+            ballot_node: status.promised.node.0,
+            chosen: status.chosen.0,
+            applied: status.applied.0,
+            log_start: status.log_start.0,
+            checkpoint: status.checkpoint.0,
+            members,
+            digest: digest.crc,
+            keys: digest.keys,
+            digest_slot: status.applied.0,
+            checkpoints_installed,
+            configuration: status.configuration.number,
+            configuration_members: status.configuration.members.iter().map(|n| n.0).collect(),
+            member: status.member,
+            configuration_first_slot: status.configuration.first_slot.0,
+        })
+    }
+
+    /// Changes the ring's members to `members`; asking for the members already in force
+    /// is answered at once (so retries are safe).
+    pub(super) async fn reconfigure(&self, members: Vec<u64>) -> Result<pb::ReconfigureResponse, Status> {
+        let mut members: Vec<NodeId> = members.into_iter().map(NodeId).collect();
+        members.sort_unstable();
+        let current = self.ring.status().borrow().configuration.clone();
+        if current.members == members && self.ring.status().borrow().role == Role::Primary {
+            return Ok(configuration_response(&current));
+        }
+        if let Some(stranger) = members.iter().find(|n| !self.members.contains_key(n)) {
+            return Err(Status::invalid_argument(format!(
+                "node {} has no replica address in this server's address book (--members)",
+                stranger.0
+            )));
+        }
+        match self.ring.change_configuration(members).await {
+            Ok(configuration) => Ok(configuration_response(&configuration)),
+            Err(error) => Err(self.redirects.change_error(error)),
+        }
+    }
+}
+
+fn configuration_response(configuration: &rsl::Configuration) -> pb::ReconfigureResponse {
+    pb::ReconfigureResponse {
+        configuration: configuration.number,
+        members: configuration.members.iter().map(|n| n.0).collect(),
+        first_slot: configuration.first_slot.0,
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Primary => "primary",
+        Role::Secondary => "secondary",
+        Role::Candidate => "candidate",
+    }
+}
