@@ -251,25 +251,19 @@ impl Simulation {
             let at = sim.rng.between(0, 100_000);
             sim.schedule(at, Event::ClientNextOp { client: c });
         }
-        if sim.options.partition_every_us > 0 {
-            let at = sim.rng.between(0, sim.options.partition_every_us * 2);
-            sim.schedule(at, Event::Partition);
-        }
-        if sim.options.crash_every_us > 0 {
-            let at = sim.rng.between(0, sim.options.crash_every_us * 2);
-            sim.schedule(at, Event::Crash);
-        }
-        if sim.options.pause_every_us > 0 {
-            let at = sim.rng.between(0, sim.options.pause_every_us * 2);
-            sim.schedule(at, Event::Pause);
-        }
-        if sim.options.relinquish_every_us > 0 {
-            let at = sim.rng.between(0, sim.options.relinquish_every_us * 2);
-            sim.schedule(at, Event::Relinquish);
-        }
-        if sim.options.reconfigure_every_us > 0 {
-            let at = sim.rng.between(0, sim.options.reconfigure_every_us * 2);
-            sim.schedule(at, Event::Reconfigure);
+        // Each fault kind starts within twice its period, then reschedules itself.
+        let faults = [
+            (sim.options.partition_every_us, Event::Partition),
+            (sim.options.crash_every_us, Event::Crash),
+            (sim.options.pause_every_us, Event::Pause),
+            (sim.options.relinquish_every_us, Event::Relinquish),
+            (sim.options.reconfigure_every_us, Event::Reconfigure),
+        ];
+        for (every_us, event) in faults {
+            if every_us > 0 {
+                let at = sim.rng.between(0, every_us * 2);
+                sim.schedule(at, event);
+            }
         }
         sim
     }
