@@ -9,8 +9,8 @@
 //!   `flush` writes everything buffered with a single sync and returns the highest durable
 //!   ticket. Backends: [`FileJournal`] (segmented files, CRC32C-framed records, one
 //!   `fdatasync` per flush), [`PmemLog`] (a circular log in mapped persistent memory with
-//!   the layout of the verified log from "PoWER Never Corrupts") and [`MemoryLog`] (for
-//!   tests). Opening a store recovers it under an explicit [`RecoveryPolicy`] and returns
+//!   the layout of the verified log from "PoWER Never Corrupts") and [`MemoryLog`]
+//!   (nothing survives the process: tests, examples and in-memory rings). Opening a store recovers it under an explicit [`RecoveryPolicy`] and returns
 //!   the [`rsl_core::DurableState`] to rebuild the replica from, plus a [`RecoveryReport`].
 //! - [`GroupCommitter`], a thread that owns a store and turns appends from many producers
 //!   into one sync per round.

@@ -1,4 +1,5 @@
-//! An in-memory [`LogStore`] for tests and the simulator.
+//! An in-memory [`LogStore`]: nothing survives the process. For tests, examples and the
+//! in-memory rings of `rsl_runtime::MemoryStorage`.
 //!
 //! A [`MemoryDisk`] plays the disk: it holds only what was flushed, survives dropping the
 //! store, and can be reopened, so a test can "restart" a replica and see exactly the
