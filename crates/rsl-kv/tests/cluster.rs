@@ -440,3 +440,46 @@ async fn the_load_generator_follows_a_failover_without_failing_operations() {
     assert!(statuses.windows(2).all(|w| w[0].digest == w[1].digest));
     cluster.shutdown().await;
 }
+
+/// A start that fails leaves nothing behind: a taken metrics port is refused before the
+/// ring opens its data directory, and a refused bootstrap shuts the runtime and the
+/// replica transport down, so the same addresses and directory start cleanly right after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taken = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let config = ConfigFile {
+        node: Some(1),
+        members: Some(vec![format!("1={}", replica.local_addr().unwrap())]),
+        clients: Some(vec![format!("1={}", client.local_addr().unwrap())]),
+        data_dir: Some(dir.path().join("node-1")),
+        log: Some(LogBackend::File),
+        tuning: Some(fast_tuning()),
+        ..ConfigFile::default()
+    }
+    .resolve()
+    .expect("a valid config");
+    let start = |config: ServerConfig| async move {
+        let listeners = Listeners::bind(&config).await.expect("the addresses are free");
+        Server::start_on(config, listeners, RingOptions::default()).await
+    };
+
+    let taken_metrics =
+        ServerConfig { metrics_port: Some(taken.local_addr().unwrap().port()), ..config.clone() };
+    let refused =
+        Server::start_on(taken_metrics, Listeners { replica, client }, RingOptions::default()).await;
+    let error = refused.err().expect("a taken metrics port is refused");
+    assert!(error.to_string().contains("metrics"), "{error}");
+
+    // Nothing was opened or left listening: the ring bootstraps here now.
+    start(config.clone()).await.expect("start").shutdown().await;
+
+    // A second bootstrap of the same directory is refused after the transport and the
+    // runtime started; they go down with the refusal, so the node starts right after.
+    let bootstrap_again = ServerConfig { start: rsl_kv::config::StartMode::Bootstrap, ..config.clone() };
+    let error = start(bootstrap_again).await.err().expect("a second bootstrap is refused");
+    assert!(error.to_string().to_lowercase().contains("bootstrap"), "{error}");
+    start(config).await.expect("restart after the refusal").shutdown().await;
+}

@@ -153,6 +153,11 @@ impl Server {
         }
         let client_addr = local_addr("the client API", &listeners.client, config.client_listen)?;
         let replica_addr = local_addr("the replica transport", &listeners.replica, config.replica_listen)?;
+        // Bound before anything starts, so a taken port fails the start with nothing to undo.
+        let metrics_listener = match config.metrics_port {
+            Some(port) => Some(bind_metrics(port).await?),
+            None => None,
+        };
 
         // The replica transport, with every peer's address.
         let (transport, inbound) = replica_transport::start(&config, listeners.replica).await?;
@@ -163,34 +168,13 @@ impl Server {
         let shared: Arc<dyn Transport> = transport.clone();
         let runtime = Runtime::new(shared, inbound, options)?;
 
-        // The data directory decides whether this replica bootstraps the ring or joins it.
-        let ring_config = match config.log {
-            LogBackend::Memory => config.ring_config(),
-            LogBackend::File | LogBackend::Pmem => {
-                let start = crate::bootstrap::settle(
-                    &config.data_dir,
-                    config.ring,
-                    config.node,
-                    config.start,
-                    &config.initial_members,
-                )?;
-                config.ring_config_for(&start)
-            }
-        };
-        let storage = storage::open_storage(&config).await?;
-        let ring = rsl::Ring::builder(ring_config)
-            .state_machine(crate::KvStateMachine::new())
-            .storage(storage)
-            .runtime(&runtime)
-            .options(ring_options)
-            .start()
-            .await;
-        let ring = match ring {
+        let ring = match start_ring(&config, &runtime, ring_options).await {
             Ok(ring) => ring,
             Err(error) => {
+                // Nothing may outlive a failed start: the runtime and the transport go too.
                 runtime.shutdown().await;
                 transport.shutdown(SHUTDOWN_GRACE).await;
-                return Err(error.into());
+                return Err(error);
             }
         };
 
@@ -204,10 +188,7 @@ impl Server {
         let (stop_clients, stopped) = watch::channel(false);
         let client_api = tokio::spawn(api::serve_clients(service, listeners.client, stopped));
 
-        let metrics = match config.metrics_port {
-            Some(port) => Some(serve_metrics(port, runtime.clone()).await?),
-            None => None,
-        };
+        let metrics = metrics_listener.map(|listener| serve_metrics(listener, runtime.clone()));
         tracing::info!(node = node.0, %client_addr, %replica_addr, log = %config.log, "rsl-kv server started");
         Ok(Server {
             node,
@@ -273,19 +254,54 @@ impl Drop for Server {
     }
 }
 
-/// Serves the runtime's metrics (Prometheus text) on `port` of every interface.
-async fn serve_metrics(port: u16, runtime: Runtime) -> Result<JoinHandle<()>, ServerError> {
+/// Decides from the data directory whether this replica bootstraps the ring or joins it,
+/// opens its storage and starts the ring on `runtime`.
+async fn start_ring(
+    config: &ServerConfig,
+    runtime: &Runtime,
+    options: RingOptions,
+) -> Result<Ring, ServerError> {
+    let ring_config = match config.log {
+        LogBackend::Memory => config.ring_config(),
+        LogBackend::File | LogBackend::Pmem => {
+            let start = crate::bootstrap::settle(
+                &config.data_dir,
+                config.ring,
+                config.node,
+                config.start,
+                &config.initial_members,
+            )?;
+            config.ring_config_for(&start)
+        }
+    };
+    let storage = storage::open_storage(config).await?;
+    let ring = rsl::Ring::builder(ring_config)
+        .state_machine(crate::KvStateMachine::new())
+        .storage(storage)
+        .runtime(runtime)
+        .options(options)
+        .start()
+        .await?;
+    Ok(ring)
+}
+
+/// Binds the metrics endpoint on `port` of every interface.
+async fn bind_metrics(port: u16) -> Result<TcpListener, ServerError> {
     let address = SocketAddr::from(([0, 0, 0, 0], port));
-    let listener = TcpListener::bind(address).await.map_err(|source| ServerError::Listen {
+    TcpListener::bind(address).await.map_err(|source| ServerError::Listen {
         what: "metrics",
         address,
         source,
-    })?;
-    Ok(tokio::spawn(async move {
+    })
+}
+
+/// Serves the runtime's metrics (Prometheus text) on `listener`.
+fn serve_metrics(listener: TcpListener, runtime: Runtime) -> JoinHandle<()> {
+    tokio::spawn(async move {
         if let Err(error) = rsl::serve_metrics(runtime, listener).await {
             tracing::warn!(%error, "metrics endpoint stopped");
         }
-    }))
+    })
 }
 
 fn local_addr(
