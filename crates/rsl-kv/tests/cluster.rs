@@ -470,7 +470,7 @@ async fn a_failed_start_leaves_nothing_running() {
         ServerConfig { metrics_port: Some(taken.local_addr().unwrap().port()), ..config.clone() };
     let refused =
         Server::start_on(taken_metrics, Listeners { replica, client }, RingOptions::default()).await;
-    let error = refused.err().expect("a taken metrics port is refused");
+    let error = refused.expect_err("a taken metrics port is refused");
     assert!(error.to_string().contains("metrics"), "{error}");
 
     // Nothing was opened or left listening: the ring bootstraps here now.
@@ -479,7 +479,7 @@ async fn a_failed_start_leaves_nothing_running() {
     // A second bootstrap of the same directory is refused after the transport and the
     // runtime started; they go down with the refusal, so the node starts right after.
     let bootstrap_again = ServerConfig { start: rsl_kv::config::StartMode::Bootstrap, ..config.clone() };
-    let error = start(bootstrap_again).await.err().expect("a second bootstrap is refused");
+    let error = start(bootstrap_again).await.expect_err("a second bootstrap is refused");
     assert!(error.to_string().to_lowercase().contains("bootstrap"), "{error}");
     start(config).await.expect("restart after the refusal").shutdown().await;
 }
