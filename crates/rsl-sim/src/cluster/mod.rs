@@ -7,10 +7,10 @@
 //! hand over. Then every fault heals and every replica restarts; in the liveness phase
 //! every new client request must complete and the replicas must converge.
 //!
-//! The simulation is split by concern: [`disk`] (what survives a crash), [`clients`]
-//! (sessions issuing reads and writes, retrying and timing out), [`apply`] (the state
-//! machine and the validity checks at every applied slot), [`nemesis`] (crashes, power
-//! loss, partitions, pauses, leader transfers, configuration changes) and [`final_checks`]
+//! The simulation is split by concern: `disk` (what survives a crash), `clients`
+//! (sessions issuing reads and writes, retrying and timing out), `apply` (the state
+//! machine and the validity checks at every applied slot), `nemesis` (crashes, power
+//! loss, partitions, pauses, leader transfers, configuration changes) and `final_checks`
 //! (liveness, convergence, durability and linearizability once the run ends). This file
 //! holds the event loop and the simulated network.
 
