@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Request payloads decode as `bytes::Bytes`: a slice of tonic's receive buffer.
         .bytes(".rsl.transport.v1.Request.payload")
+        // Checkpoint file bytes too: a chunk is handed on without a copy.
+        .bytes(".rsl.transport.v1.CheckpointChunk.data")
         .emit_rerun_if_changed(false)
         .compile_fds(file_descriptors)?;
     Ok(())

@@ -1,6 +1,8 @@
 //! Two rings hosted by the same three runtimes, each runtime with one real gRPC endpoint on
 //! loopback (RSL's multi-ring): both rings elect, replicate and read; when one node's whole
-//! runtime stops (every ring it hosts loses that replica at once), both rings go on.
+//! runtime stops (every ring it hosts loses that replica at once), both rings go on. And a
+//! ring over mutual TLS whose stopped replica, restarted behind the others' truncated logs,
+//! catches up from a checkpoint the runtime fetches over the replica port by itself.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -176,6 +178,97 @@ async fn two_rings_share_three_grpc_endpoints_and_survive_a_node_loss() {
         for state in states {
             assert_eq!(state.0, written[&ring], "ring {} after node {} stopped", ring.0, victim.0);
         }
+    }
+    for runtime in runtimes.values() {
+        runtime.shutdown().await;
+    }
+}
+
+#[path = "../../crates/rsl-transport/tests/common/pki.rs"]
+mod pki;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_over_mutual_tls_catches_up_from_a_checkpoint_fetched_over_the_replica_port() {
+    let nodes: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let ca = pki::Authority::new("ring CA");
+    let grpc = GrpcConfig { backoff_initial_ms: 10, backoff_max_ms: 200, ..GrpcConfig::default() };
+    let mut endpoints = BTreeMap::new();
+    for &node in &nodes {
+        let (transport, inbound) = GrpcTransport::builder(node)
+            .config(grpc.clone())
+            .tls(ca.tls(node.0))
+            .bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("binding a gRPC endpoint with mutual TLS");
+        endpoints.insert(node, (Arc::new(transport), inbound));
+    }
+    let addresses: BTreeMap<NodeId, String> =
+        endpoints.iter().map(|(&node, (t, _))| (node, format!("https://{}", t.local_addr()))).collect();
+    let mut runtimes = BTreeMap::new();
+    let mut transports = BTreeMap::new();
+    for (node, (transport, inbound)) in endpoints {
+        for (&peer, address) in &addresses {
+            if peer != node {
+                transport.set_peer_address(peer, address.clone().into()).unwrap();
+            }
+        }
+        transports.insert(node, transport.clone());
+        // Default options: the runtime fetches checkpoints through its transport.
+        let runtime = Runtime::new(transport, inbound, RuntimeOptions::default()).expect("a runtime");
+        runtimes.insert(node, runtime);
+    }
+
+    let ring = RingId(1);
+    let storages: BTreeMap<NodeId, MemoryStorage> =
+        nodes.iter().map(|&n| (n, MemoryStorage::new())).collect();
+    let start = |node: NodeId| {
+        let mut config = Config::new(ring, node, nodes.clone());
+        config.heartbeat_interval_ms = 20;
+        config.election_delay_min_ms = 150;
+        config.election_delay_max_ms = 300;
+        config.checkpoint_interval_slots = 5;
+        config.log_retain_slots = 2;
+        Ring::builder(config)
+            .state_machine(Journal::default())
+            .storage(storages[&node].clone())
+            .runtime(&runtimes[&node])
+            .start()
+    };
+    let mut rings: BTreeMap<(RingId, NodeId), Ring> = BTreeMap::new();
+    for &node in &nodes {
+        rings.insert((ring, node), start(node).await.expect("starting a ring"));
+    }
+    for request in 1..=3u64 {
+        replicate(&of(&rings, ring), request).await;
+    }
+    let primary =
+        of(&rings, ring).into_iter().find(|r| r.status().borrow().role == Role::Primary).map(Ring::node);
+    let lagging = *nodes.iter().rev().find(|&&n| Some(n) != primary).unwrap();
+    rings.remove(&(ring, lagging)).unwrap().shutdown().await;
+
+    // The others go on and truncate their logs far past where `lagging` stopped.
+    for request in 4..=40u64 {
+        replicate(&of(&rings, ring), request).await;
+    }
+    let log_start = of(&rings, ring).iter().map(|r| r.status().borrow().log_start).min().unwrap();
+    assert!(log_start > Slot(5), "every running replica truncated its log: {log_start}");
+
+    rings.insert((ring, lagging), start(lagging).await.expect("restarting the lagging replica"));
+    let chosen = of(&rings, ring).iter().map(|r| r.status().borrow().chosen).max().unwrap();
+    for state in states(&of(&rings, ring), chosen).await {
+        assert_eq!(state.0, (1..=40).collect::<Vec<u64>>());
+    }
+    let statistics = rings[&(ring, lagging)].statistics().await.unwrap();
+    assert!(statistics.runtime.checkpoints_installed >= 1, "installed a fetched checkpoint: {statistics:?}");
+    let served: u64 = transports.values().map(|t| t.stats().snapshot().checkpoints_served).sum();
+    assert!(served >= 1, "a peer served it over the replica port");
+    for (node, transport) in &transports {
+        let stats = transport.stats().snapshot();
+        assert_eq!(
+            (stats.rejected_unauthenticated, stats.rejected_impersonation, stats.checkpoint_requests_refused),
+            (0, 0, 0),
+            "node {node} refused a certified member: {stats:?}"
+        );
     }
     for runtime in runtimes.values() {
         runtime.shutdown().await;

@@ -41,6 +41,10 @@ async fn assert_holds(client: &mut rsl_kv::Client, expected: &BTreeMap<String, S
     }
 }
 
+fn as_strs(flags: &[String]) -> Vec<&str> {
+    flags.iter().map(String::as_str).collect()
+}
+
 fn expected(range: std::ops::Range<u32>, tag: &str) -> BTreeMap<String, String> {
     range.map(|i| (format!("key-{i}"), format!("value-{i}-{tag}"))).collect()
 }
@@ -263,7 +267,10 @@ async fn a_strangers_messages_are_rejected_and_counted() {
     assert!(statuses.values().all(|s| s.ballot_node != 9), "{statuses:#?}");
 }
 
-/// A certificate authority and node certificates for loopback, written as PEM files.
+#[path = "../../crates/rsl-transport/tests/common/pki.rs"]
+mod pki;
+
+/// Certificate authorities and node certificates for loopback, written as PEM files.
 struct Pki {
     dir: tempfile::TempDir,
 }
@@ -273,48 +280,44 @@ impl Pki {
         Pki { dir: tempfile::tempdir().unwrap() }
     }
 
-    /// Writes a CA named `name` and one certificate for loopback signed by it; returns the
-    /// flags of a replica that uses them.
-    fn authority(&self, name: &str) -> Vec<String> {
-        use rcgen::{
-            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-            KeyPair, KeyUsagePurpose,
-        };
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let mut node = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        node.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = node.signed_by(&key, &issuer).unwrap();
+    /// Writes a CA named `name` and, signed by it, the certificate of each of `nodes`
+    /// (naming its node, `rsl://node/<id>`); returns each node's replica flags.
+    fn authority(&self, name: &str, nodes: std::ops::RangeInclusive<u64>) -> BTreeMap<u64, Vec<String>> {
+        let authority = pki::Authority::new(name);
         let path = |file: &str| self.dir.path().join(format!("{name}-{file}"));
-        std::fs::write(path("ca.pem"), issuer.pem()).unwrap();
-        std::fs::write(path("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
-        ["ca", "cert", "key"]
-            .iter()
-            .map(|kind| format!("--tls-{kind}={}", path(&format!("{kind}.pem")).display()))
-            .collect()
+        std::fs::write(path("ca.pem"), authority.pem()).unwrap();
+        let mut flags = BTreeMap::new();
+        for node in nodes {
+            let issued = authority.node(node);
+            std::fs::write(path(&format!("{node}-cert.pem")), &issued.cert_pem).unwrap();
+            std::fs::write(path(&format!("{node}-key.pem")), &issued.key_pem).unwrap();
+            let files = [
+                ("ca", "ca.pem".to_owned()),
+                ("cert", format!("{node}-cert.pem")),
+                ("key", format!("{node}-key.pem")),
+            ];
+            let node_flags =
+                files.iter().map(|(kind, file)| format!("--tls-{kind}={}", path(file).display())).collect();
+            flags.insert(node, node_flags);
+        }
+        flags
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_talk_over_mutual_tls_and_refuse_a_foreign_certificate() {
     let pki = Pki::new();
-    let ours = pki.authority("ring-ca");
-    let foreign = pki.authority("foreign-ca");
-    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
-    let foreign: Vec<&str> = foreign.iter().map(String::as_str).collect();
-    let mut cluster = ProcessCluster::create(SERVER, options(&[]));
+    let ours = pki.authority("ring-ca", 1..=3);
+    let foreign = pki.authority("foreign-ca", 3..=3);
+    // Checkpoints every 10 slots, 2 kept below: replica 3 must catch up from a checkpoint.
+    let mut cluster =
+        ProcessCluster::create(SERVER, options(&["--checkpoint-interval-slots=10", "--log-retain-slots=2"]));
     for id in [1, 2] {
-        cluster.spawn(id, &ours);
+        cluster.spawn(id, &as_strs(&ours[&id]));
     }
     // Replica 3 presents a certificate of another authority: the others refuse it and it
     // refuses them, so it learns nothing while the ring of two serves.
-    cluster.spawn(3, &foreign);
+    cluster.spawn(3, &as_strs(&foreign[&3]));
     let mut client = cluster.client(WAIT);
     let primary = cluster.wait_for_primary(&mut client, WAIT).await;
     assert_ne!(primary, 3, "a replica nobody trusts cannot be elected");
@@ -323,10 +326,12 @@ async fn replicas_talk_over_mutual_tls_and_refuse_a_foreign_certificate() {
     let status = client.status_of(cluster.client_address(3)).await.unwrap();
     assert_eq!(status.applied, 0, "the foreign replica must not have learned anything: {status:?}");
 
-    // With the ring's certificate it joins and catches up.
+    // With the ring's certificate it joins and catches up, from a checkpoint fetched over
+    // the replica port's mutual TLS (the others truncated their logs past its start).
     cluster.kill(3);
-    cluster.spawn(3, &ours);
+    cluster.spawn(3, &as_strs(&ours[&3]));
     let statuses = cluster.wait_converged(&mut client, last, WAIT).await;
     assert_eq!(statuses[&3].keys, 30);
+    assert!(statuses[&3].checkpoints_installed >= 1, "{:#?}", statuses[&3]);
     assert_holds(&mut client, &expected(0..30, "tls")).await;
 }

@@ -16,7 +16,7 @@
 //!
 //! [tls]                         # optional: mutual TLS between replicas
 //! ca = "ca.pem"
-//! cert = "node1.pem"
+//! cert = "node1.pem"           # must name this node: subject alt name URI rsl://node/1
 //! key = "node1.key"
 //! # domain_name = "rsl-kv"      # optional: the name every replica certificate carries
 //!
@@ -97,7 +97,9 @@ pub(crate) fn parse_choice<T: Copy + fmt::Display>(
 pub struct TlsFiles {
     /// PEM of the CA that signs every replica's certificate.
     pub ca: Option<PathBuf>,
-    /// PEM of this replica's certificate (chain).
+    /// PEM of this replica's certificate (chain). It must name this node with the subject
+    /// alternative name URI `rsl://node/<id>`: peers take a replica's identity from it
+    /// (for its messages and its checkpoint requests), never from what it claims.
     pub cert: Option<PathBuf>,
     /// PEM of this replica's private key.
     pub key: Option<PathBuf>,

@@ -68,7 +68,7 @@ struct Args {
     /// PEM of the CA for mutual TLS between replicas
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<PathBuf>,
-    /// PEM of this replica's certificate
+    /// PEM of this replica's certificate, naming this node with the URI rsl://node/<id>
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
     /// PEM of this replica's private key

@@ -1,6 +1,7 @@
 //! Three rsl-kv servers in one process over real gRPC on 127.0.0.1 (port 0): the client
 //! API, redirects from secondaries, de-duplication of a retried write, failover after the
-//! primary stops, and a stopped replica catching up from a checkpoint fetched over gRPC.
+//! primary stops, and a stopped replica catching up from a checkpoint fetched over the
+//! replica transport (never the client port).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -204,7 +205,7 @@ async fn put_get_cas_through_the_client_and_after_the_primary_stops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_replica_catches_up_from_a_checkpoint_fetched_over_grpc() {
+async fn a_restarted_replica_catches_up_from_a_checkpoint_fetched_over_the_replica_port() {
     let dir = tempfile::tempdir().unwrap();
     let tuning = Tuning { checkpoint_interval_slots: Some(5), log_retain_slots: Some(2), ..fast_tuning() };
     let mut cluster = Cluster::start(dir.path(), tuning).await;
@@ -228,6 +229,25 @@ async fn a_restarted_replica_catches_up_from_a_checkpoint_fetched_over_grpc() {
     assert!(reported.checkpoints_installed >= 1 && reported.checkpoint > 5, "{reported:?}");
     let statistics = cluster.servers[&lagging].ring().statistics().await.unwrap();
     assert!(statistics.runtime.checkpoints_installed >= 1, "installed a fetched checkpoint: {statistics:?}");
+    let mut served = 0;
+    for (_, server) in cluster.servers.iter().filter(|(&node, _)| node != lagging) {
+        served += server.ring().statistics().await.unwrap().runtime.checkpoints_served;
+    }
+    assert!(served >= 1, "a peer served the checkpoint");
+    // The client port serves no checkpoints, to anyone: the transfer went over the replica port.
+    let address = format!("http://{}", cluster.servers[&primary].client_addr());
+    let mut raw =
+        rsl::transport::proto::checkpoint_transfer_client::CheckpointTransferClient::connect(address)
+            .await
+            .unwrap();
+    let asked = rsl::transport::proto::CheckpointFetch {
+        ring: cluster.configs[&primary].ring.0,
+        requester: lagging,
+        to: primary,
+        min_slot: 0,
+    };
+    let refused = raw.fetch(asked).await.expect_err("the client port must not serve checkpoints");
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused}");
     // It serves fast reads of what it fetched.
     let mut one =
         Client::new([cluster.servers[&lagging].client_addr().to_string()], ClientOptions::default()).unwrap();

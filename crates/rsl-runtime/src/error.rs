@@ -256,77 +256,11 @@ pub enum RingFailure {
     },
 }
 
-/// Why a checkpoint transfer failed.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum TransferError {
-    /// No route to the node (not registered, or shut down).
-    #[error("{node} is not reachable for checkpoint transfer")]
-    Unreachable {
-        /// The peer.
-        node: NodeId,
-    },
-    /// The peer does not host the ring.
-    #[error("{node} does not host ring {}", .ring.0)]
-    UnknownRing {
-        /// The peer.
-        node: NodeId,
-        /// The ring.
-        ring: RingId,
-    },
-    /// The requester is not a member of the ring.
-    #[error("{requester} is not a member of ring {}", .ring.0)]
-    NotAMember {
-        /// The requester.
-        requester: NodeId,
-        /// The ring.
-        ring: RingId,
-    },
-    /// The peer has no valid checkpoint at or above the slot asked for.
-    #[error("no valid checkpoint of ring {} at or above slot {slot}", .ring.0)]
-    NoCheckpoint {
-        /// The ring.
-        ring: RingId,
-        /// The lowest slot acceptable.
-        slot: Slot,
-    },
-    /// The stream stopped before the whole file arrived.
-    #[error("checkpoint stream ended after {received} of {expected} bytes")]
-    Incomplete {
-        /// Bytes received.
-        received: u64,
-        /// Bytes announced.
-        expected: u64,
-    },
-    /// The stream sent more bytes than it announced.
-    #[error("checkpoint stream sent more than the {expected} bytes announced")]
-    Oversized {
-        /// Bytes announced.
-        expected: u64,
-    },
-    /// No progress within the transfer timeout.
-    #[error("checkpoint transfer made no progress within {after_ms} ms")]
-    Timeout {
-        /// The timeout.
-        after_ms: u64,
-    },
-    /// Reading, writing, verifying or publishing the checkpoint failed.
-    #[error("checkpoint store: {0}")]
-    Store(Arc<CheckpointError>),
-    /// The state machine failed to load the received checkpoint.
-    #[error("the state machine failed to load the checkpoint at slot {slot}: {reason}")]
-    Load {
-        /// The checkpoint's slot.
-        slot: Slot,
-        /// The state machine's error.
-        reason: String,
-    },
-    /// The transfer was cancelled (the ring is stopping).
-    #[error("checkpoint transfer cancelled")]
-    Cancelled,
-}
+/// Why a checkpoint transfer failed: defined with the transfer seam in
+/// [`rsl_transport::checkpoint`], since transports fetch and serve checkpoints.
+pub use rsl_transport::checkpoint::TransferError;
 
-impl From<CheckpointError> for TransferError {
-    fn from(error: CheckpointError) -> TransferError {
-        TransferError::Store(Arc::new(error))
-    }
+/// A checkpoint store's error as a transfer error.
+pub(crate) fn store_error(error: CheckpointError) -> TransferError {
+    TransferError::Store { reason: error.to_string() }
 }

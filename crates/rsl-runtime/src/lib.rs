@@ -99,14 +99,14 @@
 //!   a lease read is queued behind every apply up to its read index, and a checkpoint
 //!   request right behind the apply of its slot. Checkpoints are saved synchronously on
 //!   that thread (applies pause meanwhile, as in RSL without copy-on-write).
-//! - **Why checkpoint transfer has its own path.** The transport carries the protocol's
-//!   small, latency-sensitive messages; a checkpoint is a file of any size. [`transfer`]
-//!   defines a request/response seam ([`CheckpointFetcher`] on the client side,
-//!   [`CheckpointServer`] on the serving side) that streams the raw file in chunks; the
-//!   receiver verifies every block checksum and the trailer before publishing it.
-//!   [`LocalCheckpointNetwork`] connects runtimes in one process; a network transport
-//!   implements the fetcher with a server-streaming call that forwards to the peer's
-//!   `CheckpointServer`.
+//! - **Why checkpoint transfer has its own path.** The protocol's messages are small and
+//!   latency-sensitive; a checkpoint is a file of any size. [`transfer`] holds the
+//!   runtime's halves of a request/response seam ([`CheckpointFetcher`] on the client
+//!   side, [`CheckpointServer`] on the serving side) that streams the raw file in chunks;
+//!   the receiver verifies every block checksum and the trailer before publishing it. The
+//!   runtime hands its server to its transport, and the gRPC transport serves it on the
+//!   replica port under the same mutual TLS and membership checks as messages, and fetches
+//!   from peers the same way; [`LocalCheckpointNetwork`] connects runtimes in one process.
 //! - **Why the log is truncated less than asked.** `TruncateLog{below}` is capped at the
 //!   slot after the oldest checkpoint kept, so falling back to an older checkpoint (when
 //!   the newest fails to verify at restart) still finds every later slot in the log.
@@ -142,8 +142,8 @@ pub use state_machine::{RoleChange, StateMachine};
 pub use stats::{render_prometheus, HistogramSnapshot, RingStatistics};
 pub use storage::{FileStorage, MemoryStorage, Storage};
 pub use transfer::{
-    CheckpointFetcher, CheckpointRequest, CheckpointServer, CheckpointStream, LocalCheckpointNetwork,
-    NoCheckpointTransfer,
+    CheckpointFetcher, CheckpointRequest, CheckpointServer, CheckpointSource, CheckpointStream,
+    LocalCheckpointNetwork, NoCheckpointTransfer,
 };
 
 /// 64 bits that differ between processes and between calls: the one entropy source of the

@@ -23,17 +23,20 @@ use crate::transfer::{CheckpointFetcher, CheckpointServer, NoCheckpointTransfer,
 /// Options of a [`Runtime`].
 #[derive(Clone, Debug)]
 pub struct RuntimeOptions {
-    /// Bytes per chunk when serving a checkpoint to a peer.
+    /// Bytes per chunk when serving a checkpoint to a peer (a transport may split them
+    /// further to fit its frames).
     pub checkpoint_chunk_bytes: u32,
-    /// How this runtime fetches checkpoints from peers (see [`crate::transfer`]). The
-    /// default reaches nobody; use a [`crate::LocalCheckpointNetwork`] in one process, or
-    /// the network transport's implementation.
-    pub checkpoint_fetcher: Arc<dyn CheckpointFetcher>,
+    /// How this runtime fetches checkpoints from peers (see [`crate::transfer`]). `None`,
+    /// the default, uses the transport's own checkpoint transfer (the gRPC transport's, over
+    /// the replica port and its TLS), or reaches nobody ([`NoCheckpointTransfer`]) on a
+    /// transport without one; a [`crate::LocalCheckpointNetwork`] connects runtimes of one
+    /// process.
+    pub checkpoint_fetcher: Option<Arc<dyn CheckpointFetcher>>,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        RuntimeOptions { checkpoint_chunk_bytes: 1 << 20, checkpoint_fetcher: Arc::new(NoCheckpointTransfer) }
+        RuntimeOptions { checkpoint_chunk_bytes: 1 << 20, checkpoint_fetcher: None }
     }
 }
 
@@ -134,11 +137,18 @@ impl Runtime {
         options: RuntimeOptions,
     ) -> Result<Runtime, StartError> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoTokioRuntime)?;
+        let server = CheckpointServer::new(transport.clone(), options.checkpoint_chunk_bytes);
+        // Peers fetch this runtime's checkpoints over the transport, if it carries them.
+        let transport_fetcher = transport.serve_checkpoints(Arc::new(server.clone()));
+        let fetcher = options
+            .checkpoint_fetcher
+            .or(transport_fetcher)
+            .unwrap_or_else(|| Arc::new(NoCheckpointTransfer));
         let shared = Arc::new(Shared {
             node: transport.local_node(),
-            server: CheckpointServer::new(transport.clone(), options.checkpoint_chunk_bytes),
+            server,
             transport,
-            fetcher: SharedFetcher::new(options.checkpoint_fetcher),
+            fetcher: SharedFetcher::new(fetcher),
             clock: Clock::start(),
             routes: RwLock::new(HashMap::new()),
             next_generation: AtomicU64::new(1),
@@ -159,8 +169,9 @@ impl Runtime {
         &self.inner.shared.transport
     }
 
-    /// The server answering peers' checkpoint requests for this runtime's rings: register it
-    /// with the checkpoint network (or the network transport's checkpoint service).
+    /// The server answering peers' checkpoint requests for this runtime's rings. The
+    /// runtime already serves it over its transport (if the transport carries checkpoint
+    /// transfer); register it with a [`crate::LocalCheckpointNetwork`] otherwise.
     pub fn checkpoint_server(&self) -> CheckpointServer {
         self.inner.shared.server.clone()
     }

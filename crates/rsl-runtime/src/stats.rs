@@ -296,7 +296,7 @@ pub fn render_prometheus(rings: &[RingStatistics]) -> String {
 
 /// The transport counters a scrape includes, rendered as `rsl_transport_<name>_total` (the
 /// frame counts and the in-memory network's fault counters are left out).
-const TRANSPORT_COUNTERS_RENDERED: [&str; 12] = [
+const TRANSPORT_COUNTERS_RENDERED: [&str; 17] = [
     "messages_sent",
     "messages_received",
     "bytes_sent",
@@ -309,6 +309,11 @@ const TRANSPORT_COUNTERS_RENDERED: [&str; 12] = [
     "decode_errors",
     "reconnects",
     "connect_failures",
+    "rejected_unauthenticated",
+    "rejected_impersonation",
+    "checkpoint_requests_refused",
+    "checkpoints_served",
+    "checkpoint_bytes_served",
 ];
 
 /// Appends a node's own counters to `out` in the Prometheus text format: messages for

@@ -1,27 +1,27 @@
-//! Checkpoint transfer between replicas: a request/response path for checkpoint files,
-//! separate from the protocol's messages.
+//! Checkpoint transfer between replicas: the runtime's halves of the seam that
+//! [`rsl_transport::checkpoint`] defines (and this module re-exports).
 //!
-//! The consensus messages ([`rsl_core::Message`]) are small and latency-sensitive, and the
-//! transport carries exactly those; a checkpoint is a file of any size. So the runtime
-//! defines its own seam for moving checkpoints, in two halves:
+//! The consensus messages ([`rsl_core::Message`]) are small and latency-sensitive; a
+//! checkpoint is a file of any size. So checkpoints move on a path of their own:
 //!
 //! - [`CheckpointServer`] (one per runtime) answers a [`CheckpointRequest`] from its rings'
 //!   checkpoint stores with a [`CheckpointStream`]: the slot, the file's length, and the
-//!   raw file in chunks ([`rsl_log::CheckpointStore::chunks`]).
-//! - [`CheckpointFetcher`] (the client side) opens such a stream on a peer. The runtime
-//!   writes the chunks into a [`rsl_log::checkpoint::CheckpointReceiver`], which verifies every block
-//!   checksum and the trailer before publishing the file, so nothing a peer (or the network)
-//!   damaged is ever loaded.
+//!   raw file in chunks ([`rsl_log::CheckpointStore::chunks`]). It is the
+//!   [`CheckpointSource`] the runtime hands its transport
+//!   ([`Transport::serve_checkpoints`](rsl_transport::Transport::serve_checkpoints)).
+//! - A [`CheckpointFetcher`] (the client side) opens such a stream on a peer. The runtime
+//!   writes the chunks into a [`rsl_log::checkpoint::CheckpointReceiver`], which verifies
+//!   every block checksum and the trailer before publishing the file, so nothing a peer (or
+//!   the network) damaged is ever loaded.
 //!
-//! [`LocalCheckpointNetwork`] implements the fetcher for runtimes in one process (tests,
-//! examples, the in-memory transport). A network transport implements [`CheckpointFetcher`]
-//! with a server-streaming call whose handler forwards to the peer's [`CheckpointServer`];
-//! nothing in the runtime changes.
+//! Which fetcher a runtime uses: [`RuntimeOptions::checkpoint_fetcher`](crate::RuntimeOptions::checkpoint_fetcher)
+//! if set; otherwise the transport's own (the gRPC transport fetches over the replica port,
+//! under its mutual TLS, from the peer's `CheckpointTransfer` service); otherwise
+//! [`NoCheckpointTransfer`]. [`LocalCheckpointNetwork`] implements the fetcher for runtimes
+//! in one process (tests, examples, the in-memory transport).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -32,47 +32,15 @@ use rsl_log::{CheckpointError, CheckpointStore};
 use rsl_transport::{Admission, Transport};
 use tokio::sync::{mpsc, watch};
 
-use crate::error::TransferError;
-use crate::stats::RingCounters;
+pub use rsl_transport::checkpoint::{
+    BoxFuture, CheckpointFetcher, CheckpointRequest, CheckpointSource, CheckpointStream,
+};
 
-/// A boxed future, as [`CheckpointFetcher`] returns.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::error::{store_error, TransferError};
+use crate::stats::RingCounters;
 
 /// Chunks a stream buffers ahead of its reader.
 const STREAM_CHUNKS_BUFFERED: usize = 4;
-
-/// A request for a ring's checkpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CheckpointRequest {
-    /// The ring.
-    pub ring: RingId,
-    /// Who asks (checked against the ring's members).
-    pub requester: NodeId,
-    /// The oldest checkpoint acceptable; the server sends its newest valid one.
-    pub min_slot: Slot,
-}
-
-/// A checkpoint file on its way: what it is, then its bytes in order.
-#[derive(Debug)]
-pub struct CheckpointStream {
-    /// The checkpoint's slot.
-    pub slot: Slot,
-    /// Bytes of the whole file.
-    pub file_bytes: u64,
-    /// The file's bytes, in order. The stream ends after the last chunk, or with an error.
-    pub chunks: mpsc::Receiver<Result<Bytes, TransferError>>,
-}
-
-/// The client side of checkpoint transfer: opens a [`CheckpointStream`] on a peer.
-pub trait CheckpointFetcher: Send + Sync + fmt::Debug {
-    /// Asks `from` for its newest valid checkpoint of `request.ring` at or above
-    /// `request.min_slot`.
-    fn fetch(
-        &self,
-        from: NodeId,
-        request: CheckpointRequest,
-    ) -> BoxFuture<'_, Result<CheckpointStream, TransferError>>;
-}
 
 /// The fetcher a runtime uses, which [`Runtime::set_checkpoint_fetcher`](crate::Runtime::set_checkpoint_fetcher)
 /// may replace while its rings run: each fetch takes the current one.
@@ -178,16 +146,16 @@ impl CheckpointServer {
         let chunk_bytes = self.inner.chunk_bytes;
         let opened = tokio::task::spawn_blocking(move || {
             let store = store.lock();
-            for slot in store.list()?.into_iter().rev() {
+            for slot in store.list().map_err(store_error)?.into_iter().rev() {
                 if slot < request.min_slot {
                     break;
                 }
                 match store.verify(slot) {
-                    Ok(_) => return Ok(Some((slot, store.chunks(slot, chunk_bytes)?))),
+                    Ok(_) => return Ok(Some((slot, store.chunks(slot, chunk_bytes).map_err(store_error)?))),
                     Err(error @ (CheckpointError::Corrupt { .. } | CheckpointError::NotFound { .. })) => {
                         tracing::warn!(ring = request.ring.0, %slot, %error, "not serving a checkpoint that fails to verify");
                     }
-                    Err(error) => return Err(TransferError::from(error)),
+                    Err(error) => return Err(store_error(error)),
                 }
             }
             Ok(None)
@@ -204,12 +172,18 @@ impl CheckpointServer {
         tokio::task::spawn_blocking(move || {
             for chunk in chunks {
                 let failed = chunk.is_err();
-                if sender.blocking_send(chunk.map_err(TransferError::from)).is_err() || failed {
+                if sender.blocking_send(chunk.map_err(store_error)).is_err() || failed {
                     break;
                 }
             }
         });
         Ok(CheckpointStream { slot, file_bytes, chunks: receiver })
+    }
+}
+
+impl CheckpointSource for CheckpointServer {
+    fn open(&self, request: CheckpointRequest) -> BoxFuture<'_, Result<CheckpointStream, TransferError>> {
+        Box::pin(CheckpointServer::open(self, request))
     }
 }
 
@@ -296,17 +270,17 @@ pub(crate) async fn receive_checkpoint(
     // whole transfer; the async side feeds it and owns the timeouts.
     let writer = tokio::task::spawn_blocking(move || -> Result<(), TransferError> {
         let mut store = store.lock();
-        let mut file = store.receiver(slot)?;
+        let mut file = store.receiver(slot).map_err(store_error)?;
         let mut written = 0u64;
         while let Some(chunk) = receiver.blocking_recv() {
-            file.write_chunk(&chunk)?;
+            file.write_chunk(&chunk).map_err(store_error)?;
             written += chunk.len() as u64;
         }
         if written != expected {
             // Dropping `file` deletes the temporary file.
             return Err(TransferError::Incomplete { received: written, expected });
         }
-        file.finish()?;
+        file.finish().map_err(store_error)?;
         published(&store);
         Ok(())
     });

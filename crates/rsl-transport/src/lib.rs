@@ -65,6 +65,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod codec;
 mod gate;
 mod grpc;
@@ -80,8 +81,11 @@ pub mod proto {
     tonic::include_proto!("rsl.transport.v1");
 }
 
+pub use checkpoint::{
+    CheckpointFetcher, CheckpointRequest, CheckpointSource, CheckpointStream, TransferError,
+};
 #[cfg(feature = "tls")]
-pub use grpc::TlsConfig;
+pub use grpc::{certificate_node, node_uri, CertificateIdentityError, TlsConfig, NODE_URI_PREFIX};
 pub use grpc::{
     BindError, ConfigError, GrpcBuilder, GrpcConfig, GrpcTransport, FRAME_BYTES_MAX, FRAME_BYTES_MAX_DEFAULT,
     FRAME_BYTES_MIN,

@@ -110,6 +110,19 @@ counters! {
         dropped_by_fault,
         /// Messages dropped because the receiver is not reachable (in-memory network only).
         dropped_unreachable,
+        /// Calls (replica streams, checkpoint requests) refused because TLS is on and the
+        /// caller's certificate names no node.
+        rejected_unauthenticated,
+        /// Frames and checkpoint requests refused because they claim a node other than the
+        /// one the caller's certificate names.
+        rejected_impersonation,
+        /// Checkpoint requests refused, whatever the reason (identity, not a member, unknown
+        /// ring, addressed to another node).
+        checkpoint_requests_refused,
+        /// Checkpoint transfers started for peers (the header was sent).
+        checkpoints_served,
+        /// Checkpoint file bytes sent to peers.
+        checkpoint_bytes_served,
     }
 }
 
@@ -126,10 +139,11 @@ mod tests {
         let snapshot = stats.snapshot();
         assert_eq!((snapshot.frames_sent, snapshot.bytes_sent, snapshot.dropped_unreachable), (1, 40, 3));
         let listed: Vec<_> = snapshot.counters().collect();
-        assert_eq!(listed.len(), 16);
+        assert_eq!(listed.len(), 21);
         assert_eq!(listed[0], ("frames_sent", "Frames (batches) handed to the network.", 1));
         assert_eq!(listed[15].0, "dropped_unreachable");
         assert_eq!(listed[15].2, 3);
+        assert_eq!(listed[20].0, "checkpoint_bytes_served");
         // A description of several doc lines reads as one sentence.
         let misrouted = listed.iter().find(|(name, ..)| *name == "rejected_misrouted").unwrap();
         assert!(misrouted.1.ends_with("claimed a sender other than the frame's sender."), "{}", misrouted.1);

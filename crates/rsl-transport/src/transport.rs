@@ -1,9 +1,11 @@
 //! The seam between the runtime and the network: [`Transport`], [`Inbound`] and errors.
 
+use crate::checkpoint::{CheckpointFetcher, CheckpointSource};
 use crate::membership::Membership;
 use crate::stats::TransportStats;
 use rsl_core::{Message, NodeId};
 use std::fmt;
+use std::sync::Arc;
 
 /// A message received from a peer, after the transport checked it.
 ///
@@ -171,4 +173,14 @@ pub trait Transport: Send + Sync + fmt::Debug {
 
     /// This endpoint's counters.
     fn stats(&self) -> &TransportStats;
+
+    /// Serves `source`'s checkpoints to peers over this endpoint (replacing an earlier
+    /// source) and returns the fetcher that gets checkpoints from peers over it; `None`, the
+    /// default, when this transport carries no checkpoint transfer. The gRPC endpoint
+    /// serves them on its replica port, under the same TLS and membership checks as
+    /// messages (see [`crate::checkpoint`]).
+    fn serve_checkpoints(&self, source: Arc<dyn CheckpointSource>) -> Option<Arc<dyn CheckpointFetcher>> {
+        drop(source);
+        None
+    }
 }

@@ -1,6 +1,6 @@
 //! The gRPC client API: one handler per RPC of `proto/rsl_kv.proto`, each a thin layer
-//! over [`KvService`] (or, for `Stream` and `FetchCheckpoint`, over the stream batching
-//! and the checkpoint transfer), and the task that serves them.
+//! over [`KvService`] (or, for `Stream`, over the stream batching), and the task that
+//! serves them.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::answers::{self, write_id};
 use super::service::KvService;
-use super::{checkpoint_transfer, stream, CLIENT_MESSAGE_BYTES_MAX};
+use super::{stream, CLIENT_MESSAGE_BYTES_MAX};
 use crate::command::Write;
 use crate::proto as pb;
 use crate::proto::kv_server::{Kv, KvServer};
@@ -92,14 +92,5 @@ impl Kv for KvService {
         request: Request<pb::ReconfigureRequest>,
     ) -> Result<Response<pb::ReconfigureResponse>, Status> {
         KvService::reconfigure(self, request.into_inner().members).await.map(Response::new)
-    }
-
-    type FetchCheckpointStream = checkpoint_transfer::ChunkStream;
-
-    async fn fetch_checkpoint(
-        &self,
-        request: Request<pb::FetchCheckpointRequest>,
-    ) -> Result<Response<Self::FetchCheckpointStream>, Status> {
-        checkpoint_transfer::serve(self.runtime(), request.into_inner()).await.map(Response::new)
     }
 }

@@ -1,19 +1,19 @@
 //! [`Server`]: one replica of the key-value ring: the rsl ring over the gRPC replica
-//! transport, the client API, checkpoint transfer between replicas, and metrics. This file
-//! starts and stops them; each concern has a file of its own:
+//! transport, the client API, and metrics. This file starts and stops them; each concern
+//! has a file of its own:
 //!
-//! - `replica_transport.rs`: the transport between replicas (frame sizes, peers, TLS);
+//! - `replica_transport.rs`: the transport between replicas (frame sizes, peers, TLS),
+//!   which also carries checkpoint transfer (the runtime serves and fetches checkpoints
+//!   over it, never over the client port);
 //! - `storage.rs`: opening the configured log store;
 //! - `api.rs`: the client API's RPC handlers, over `service.rs`, what a replica does with
 //!   the ring for a client (writes, reads, status, reconfiguration);
 //! - `stream.rs`: the `Stream` RPC's batching of operations into ring requests;
 //! - `answers.rs`: how the ring's errors and the state machine's outcomes become gRPC
-//!   statuses and responses (including the redirect to the primary);
-//! - `checkpoint_transfer.rs`: serving checkpoints to peers and fetching them.
+//!   statuses and responses (including the redirect to the primary).
 
 mod answers;
 mod api;
-mod checkpoint_transfer;
 mod replica_transport;
 mod service;
 mod storage;
@@ -31,12 +31,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{LogBackend, ServerConfig};
-use checkpoint_transfer::GrpcCheckpointFetcher;
 use service::KvService;
 
 /// How long the client API and the transport get to finish in-flight calls at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Largest client API message (a value is at most 512 KiB; a checkpoint chunk 1 MiB).
+/// Largest client API message (a value is at most 512 KiB).
 const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
 
 /// Why a server could not start.
@@ -162,11 +161,10 @@ impl Server {
         // The replica transport, with every peer's address.
         let (transport, inbound) = replica_transport::start(&config, listeners.replica).await?;
 
-        // The runtime fetches checkpoints from peers over their client API.
-        let fetcher = GrpcCheckpointFetcher::new(node, config.clients.clone());
-        let options = RuntimeOptions { checkpoint_fetcher: Arc::new(fetcher), ..RuntimeOptions::default() };
+        // The runtime serves and fetches checkpoints over the replica transport, under its
+        // mutual TLS and membership checks.
         let shared: Arc<dyn Transport> = transport.clone();
-        let runtime = Runtime::new(shared, inbound, options)?;
+        let runtime = Runtime::new(shared, inbound, RuntimeOptions::default())?;
 
         let ring = match start_ring(&config, &runtime, ring_options).await {
             Ok(ring) => ring,
@@ -178,13 +176,7 @@ impl Server {
             }
         };
 
-        let service = KvService::new(
-            node,
-            ring.clone(),
-            runtime.clone(),
-            config.members.clone(),
-            config.clients.clone(),
-        );
+        let service = KvService::new(node, ring.clone(), config.members.clone(), config.clients.clone());
         let (stop_clients, stopped) = watch::channel(false);
         let client_api = tokio::spawn(api::serve_clients(service, listeners.client, stopped));
 

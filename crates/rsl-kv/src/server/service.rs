@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rsl::{NodeId, ReplicateError, Role, Runtime, Slot};
+use rsl::{NodeId, ReplicateError, Role, Slot};
 use tonic::Status;
 
 use super::answers::{self, Redirects};
@@ -23,7 +23,6 @@ const DIGEST_WAIT: Duration = Duration::from_millis(500);
 pub(super) struct KvService {
     node: NodeId,
     ring: rsl::Ring,
-    runtime: Runtime,
     members: Arc<BTreeMap<NodeId, String>>,
     clients: Arc<BTreeMap<NodeId, String>>,
     redirects: Redirects,
@@ -35,7 +34,6 @@ impl KvService {
     pub(super) fn new(
         node: NodeId,
         ring: rsl::Ring,
-        runtime: Runtime,
         members: BTreeMap<NodeId, String>,
         clients: BTreeMap<NodeId, String>,
     ) -> KvService {
@@ -43,7 +41,6 @@ impl KvService {
         KvService {
             node,
             ring,
-            runtime,
             members: Arc::new(members),
             redirects: Redirects::new(node, clients.clone()),
             clients,
@@ -53,11 +50,6 @@ impl KvService {
     /// This replica.
     pub(super) fn node(&self) -> NodeId {
         self.node
-    }
-
-    /// The runtime, which serves this replica's checkpoints to peers.
-    pub(super) fn runtime(&self) -> &Runtime {
-        &self.runtime
     }
 
     /// Replicates a write and decodes the state machine's answer.

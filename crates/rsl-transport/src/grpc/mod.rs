@@ -1,13 +1,17 @@
 //! The tonic gRPC transport; the design is documented on [`GrpcTransport`].
 
+mod checkpoint;
+mod fetcher;
+mod identity;
 mod peer;
 mod server;
 #[cfg(feature = "tls")]
 mod tls;
 
 #[cfg(feature = "tls")]
-pub use tls::TlsConfig;
+pub use tls::{certificate_node, node_uri, CertificateIdentityError, TlsConfig, NODE_URI_PREFIX};
 
+use crate::checkpoint::{CheckpointFetcher, CheckpointSource};
 use crate::codec::{message_to_proto, FRAME_OVERHEAD_BYTES};
 use crate::gate::Gate;
 use crate::membership::Membership;
@@ -246,16 +250,32 @@ impl GrpcBuilder {
         let gate = Arc::new(Gate { local: self.local, membership, stats, inbound: sender });
         let (shutdown, shutdown_rx) = watch::channel(false);
         #[cfg(feature = "tls")]
-        let server_tls = self.tls.as_ref().map(TlsConfig::server);
+        let server_tls = match &self.tls {
+            Some(tls) => {
+                tls.check_names(self.local)?;
+                Some(tls.server())
+            }
+            None => None,
+        };
         #[cfg(not(feature = "tls"))]
         let server_tls = None;
-        let server = server::spawn(Arc::clone(&gate), &config, listener, shutdown_rx, server_tls)?;
+        let checkpoint_source = checkpoint::SharedSource::default();
+        let server = server::spawn(
+            Arc::clone(&gate),
+            &config,
+            listener,
+            shutdown_rx,
+            server_tls,
+            Arc::clone(&checkpoint_source),
+        )?;
         let transport = GrpcTransport {
             gate,
             config,
             local_addr,
             runtime: tokio::runtime::Handle::current(),
             peers: RwLock::new(HashMap::new()),
+            endpoints: fetcher::Endpoints::default(),
+            checkpoint_source,
             closed: AtomicBool::new(false),
             shutdown,
             server: Mutex::new(Some(server)),
@@ -315,11 +335,22 @@ impl Drop for PeerEntry {
 /// ([`crate::codec::message_from_proto`]) and sent to the inbound channel, waiting for
 /// room, so a slow runtime pushes back through HTTP/2 flow control instead of dropping.
 ///
+/// # Checkpoint transfer
+/// The same server also answers `CheckpointTransfer.Fetch` (see [`crate::checkpoint`]):
+/// once a runtime calls [`Transport::serve_checkpoints`], peers fetch its rings'
+/// checkpoints over this port, under the same TLS, identity and membership checks as
+/// `Replication`, and the returned fetcher reaches peers at their registered addresses,
+/// each transfer on a connection of its own.
+///
 /// # Trust
-/// Without TLS the frame's sender id is taken on faith. With the `tls` feature and a
-/// `TlsConfig`, both sides present certificates signed by the configured CA, so only
-/// holders of a CA-signed key can connect at all; binding a node id to a certificate name
-/// is not done yet.
+/// Without TLS a caller's node id (a frame's sender, a checkpoint request's requester) is
+/// taken on faith: anyone who reaches the port can claim to be any member. With the `tls`
+/// feature and a [`TlsConfig`], both sides present certificates signed by the configured
+/// CA, so only holders of a CA-signed key connect at all, and each certificate names its
+/// node (`rsl://node/<id>`): a call whose certificate names no node is refused with
+/// `UNAUTHENTICATED`, a frame or request that claims another node with
+/// `PERMISSION_DENIED` (both counted, see [`TransportStats`]). [`GrpcBuilder::bind`]
+/// refuses a certificate that does not name the local node.
 #[derive(Debug)]
 pub struct GrpcTransport {
     gate: Arc<Gate>,
@@ -327,6 +358,9 @@ pub struct GrpcTransport {
     local_addr: SocketAddr,
     runtime: tokio::runtime::Handle,
     peers: RwLock<HashMap<NodeId, PeerEntry>>,
+    /// Every peer's endpoint, for checkpoint fetches (which open connections of their own).
+    endpoints: fetcher::Endpoints,
+    checkpoint_source: checkpoint::SharedSource,
     closed: AtomicBool,
     shutdown: watch::Sender<bool>,
     server: Mutex<Option<JoinHandle<()>>>,
@@ -363,6 +397,7 @@ impl GrpcTransport {
         self.closed.store(true, Ordering::SeqCst);
         self.shutdown.send_replace(true);
         self.peers.write().clear();
+        self.endpoints.write().clear();
         let server = self.server.lock().take();
         if let Some(mut server) = server {
             if tokio::time::timeout(grace, &mut server).await.is_err() {
@@ -460,6 +495,7 @@ impl Transport for GrpcTransport {
             return Ok(());
         }
         let endpoint = self.endpoint_for(node, &address)?;
+        self.endpoints.write().insert(node, endpoint.clone());
         let queue = Arc::new(PeerQueue::new(node, self.config.queue_limits()));
         let link = peer::PeerLink {
             local: self.gate.local,
@@ -480,6 +516,7 @@ impl Transport for GrpcTransport {
     }
 
     fn remove_peer(&self, node: NodeId) {
+        self.endpoints.write().remove(&node);
         self.peers.write().remove(&node);
     }
 
@@ -490,11 +527,22 @@ impl Transport for GrpcTransport {
     fn stats(&self) -> &TransportStats {
         &self.gate.stats
     }
+
+    fn serve_checkpoints(&self, source: Arc<dyn CheckpointSource>) -> Option<Arc<dyn CheckpointFetcher>> {
+        *self.checkpoint_source.write() = Some(source);
+        Some(Arc::new(fetcher::GrpcCheckpointFetcher {
+            local: self.gate.local,
+            endpoints: Arc::clone(&self.endpoints),
+            frame_bytes_max: self.config.frame_bytes_max,
+        }))
+    }
 }
 
 impl Drop for GrpcTransport {
     fn drop(&mut self) {
         self.shutdown.send_replace(true);
         self.peers.get_mut().clear();
+        self.endpoints.write().clear();
+        *self.checkpoint_source.write() = None;
     }
 }

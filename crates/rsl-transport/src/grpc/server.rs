@@ -1,18 +1,29 @@
-//! The inbound side: the `Replication` service and the task serving it.
+//! The inbound side: the `Replication` service, the task serving it together with the
+//! `CheckpointTransfer` service (`checkpoint.rs`) on one port, and the routing between them.
 
+use super::checkpoint::{CheckpointService, SharedSource};
+use super::identity::Caller;
 use super::{BindError, GrpcConfig};
 use crate::codec::message_from_proto;
 use crate::gate::Gate;
 use crate::proto as pb;
+use crate::proto::checkpoint_transfer_server::CheckpointTransferServer;
 use crate::proto::replication_server::{Replication, ReplicationServer};
 use crate::stats::TransportStats;
 use crate::transport::Inbound;
 use prost::Message as _;
 use rsl_core::{NodeId, RingId};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::body::Body;
+use tonic::codegen::{http, Service};
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -29,11 +40,27 @@ pub(crate) fn spawn(
     listener: tokio::net::TcpListener,
     shutdown: watch::Receiver<bool>,
     tls: Option<ServerTls>,
+    checkpoint_source: SharedSource,
 ) -> Result<JoinHandle<()>, BindError> {
     let local = gate.local;
-    let service = ReplicationServer::new(ReplicationService { gate, shutdown: shutdown.clone() })
-        .max_decoding_message_size(config.frame_bytes_max as usize)
-        .max_encoding_message_size(1024);
+    let secure = tls.is_some();
+    let frame_bytes_max = config.frame_bytes_max;
+    let replication = ReplicationServer::new(ReplicationService {
+        gate: Arc::clone(&gate),
+        shutdown: shutdown.clone(),
+        tls: secure,
+    })
+    .max_decoding_message_size(frame_bytes_max as usize)
+    .max_encoding_message_size(1024);
+    let checkpoints = CheckpointTransferServer::new(CheckpointService {
+        gate,
+        source: checkpoint_source,
+        tls: secure,
+        frame_bytes_max,
+    })
+    .max_decoding_message_size(1024)
+    .max_encoding_message_size(frame_bytes_max as usize);
+    let service = Routes { replication, checkpoints };
     let builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
@@ -67,10 +94,45 @@ pub(crate) fn spawn(
     }))
 }
 
+/// The two services of the replica port, routed by the call's path (a hand-written
+/// router, so the transport needs no HTTP framework).
+#[derive(Clone)]
+struct Routes {
+    replication: ReplicationServer<ReplicationService>,
+    checkpoints: CheckpointTransferServer<CheckpointService>,
+}
+
+type RouteFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+impl Service<http::Request<Body>> for Routes {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = RouteFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Both generated services are always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> RouteFuture {
+        let service = request.uri().path().strip_prefix('/').and_then(|path| path.split_once('/'));
+        match service {
+            Some((name, _)) if name == CheckpointTransferServer::<CheckpointService>::NAME => {
+                Box::pin(self.checkpoints.call(request))
+            }
+            // Everything else, unknown paths included (answered UNIMPLEMENTED).
+            _ => Box::pin(self.replication.call(request)),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ReplicationService {
     gate: Arc<Gate>,
     shutdown: watch::Receiver<bool>,
+    /// Whether the server requires client certificates (then frames must come from the
+    /// node the certificate names).
+    tls: bool,
 }
 
 fn shutting_down() -> Status {
@@ -78,14 +140,30 @@ fn shutting_down() -> Status {
 }
 
 impl ReplicationService {
-    /// Checks and delivers one frame. An error ends the call.
-    async fn handle(&self, batch: pb::Batch, summary: &mut pb::StreamSummary) -> Result<(), Status> {
+    /// Checks and delivers one frame from `caller`. An error ends the call.
+    async fn handle(
+        &self,
+        caller: Caller,
+        batch: pb::Batch,
+        summary: &mut pb::StreamSummary,
+    ) -> Result<(), Status> {
         let gate = &self.gate;
         let stats = &gate.stats;
         let from = NodeId(batch.from);
         TransportStats::bump(&stats.frames_received);
         TransportStats::add(&stats.bytes_received, batch.encoded_len() as u64);
         summary.batches += 1;
+        if let Err(certified) = caller.vouch(from) {
+            TransportStats::bump(&stats.rejected_impersonation);
+            tracing::warn!(
+                local = %gate.local, %from, %certified,
+                "refused a stream whose frame claims another sender than its certificate names"
+            );
+            return Err(Status::permission_denied(format!(
+                "the frame claims to come from node {}, the caller's certificate names node {}",
+                from.0, certified.0
+            )));
+        }
         if batch.to != gate.local.0 {
             TransportStats::add(&stats.rejected_misrouted, batch.messages.len() as u64);
             tracing::warn!(local = %gate.local, %from, to = batch.to, "refused a stream addressed to another node");
@@ -116,6 +194,7 @@ impl Replication for ReplicationService {
         &self,
         request: Request<Streaming<pb::Batch>>,
     ) -> Result<Response<pb::StreamSummary>, Status> {
+        let caller = Caller::of(&request, self.tls, self.gate.local, &self.gate.stats)?;
         let remote = request.remote_addr();
         let mut frames = request.into_inner();
         let mut shutdown = self.shutdown.clone();
@@ -130,7 +209,7 @@ impl Replication for ReplicationService {
                 next = frames.message() => next,
             };
             match next {
-                Ok(Some(batch)) => self.handle(batch, &mut summary).await?,
+                Ok(Some(batch)) => self.handle(caller, batch, &mut summary).await?,
                 Ok(None) => return Ok(Response::new(summary)),
                 Err(status) => {
                     // tonic reports undecodable and oversized frames as INTERNAL and

@@ -1,6 +1,9 @@
 //! Helpers shared by the transport integration tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "tls")]
+pub mod pki;
+
 use bytes::Bytes;
 use rsl_core::{Ballot, Message, MessageBody, NodeId, Request, RequestId, RingId, Slot, Value};
 use rsl_transport::Inbound;
