@@ -364,7 +364,7 @@ mod tests {
     fn node_counters_render_the_chosen_transport_counters() {
         let transport = TransportStatsSnapshot {
             messages_sent: 7,
-            connect_failures: 2,
+            checkpoint_bytes_served: 2,
             frames_sent: 5,
             ..TransportStatsSnapshot::default()
         };
@@ -378,8 +378,8 @@ mod tests {
              rsl_transport_messages_sent_total{node=\"3\"} 7\n"
         ));
         assert!(text.ends_with(
-            "# TYPE rsl_transport_connect_failures_total counter\n\
-             rsl_transport_connect_failures_total{node=\"3\"} 2\n"
+            "# TYPE rsl_transport_checkpoint_bytes_served_total counter\n\
+             rsl_transport_checkpoint_bytes_served_total{node=\"3\"} 2\n"
         ));
         assert_eq!(text.lines().count(), 3 + 2 * TRANSPORT_COUNTERS_RENDERED.len());
         assert!(!text.contains("frames_sent"), "{text}");

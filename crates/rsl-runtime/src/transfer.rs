@@ -8,7 +8,7 @@
 //!   checkpoint stores with a [`CheckpointStream`]: the slot, the file's length, and the
 //!   raw file in chunks ([`rsl_log::CheckpointStore::chunks`]). It is the
 //!   [`CheckpointSource`] the runtime hands its transport
-//!   ([`Transport::serve_checkpoints`](rsl_transport::Transport::serve_checkpoints)).
+//!   ([`rsl_transport::Transport::serve_checkpoints`]).
 //! - A [`CheckpointFetcher`] (the client side) opens such a stream on a peer. The runtime
 //!   writes the chunks into a [`rsl_log::checkpoint::CheckpointReceiver`], which verifies
 //!   every block checksum and the trailer before publishing the file, so nothing a peer (or

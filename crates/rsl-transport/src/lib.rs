@@ -14,6 +14,11 @@
 //!   members is dropped and counted, never delivered.
 //! - **Addresses**: [`Transport::set_peer_address`] registers where a node listens.
 //! - **Counters**: [`TransportStats`] (atomics) with a plain [`TransportStatsSnapshot`].
+//! - **Checkpoints**: [`Transport::serve_checkpoints`] hands the endpoint a
+//!   [`CheckpointSource`] and returns a [`CheckpointFetcher`] (see [`checkpoint`]); the gRPC
+//!   endpoint serves checkpoints on its replica port, to members of the ring only.
+//! - **Identity**: with mutual TLS a caller is the node its certificate names
+//!   (`rsl://node/<id>`, see `TlsConfig`); without TLS, the node it claims to be.
 //!
 //! Delivery is best effort, as Paxos assumes: messages may be lost, are never altered, and
 //! are never duplicated by the transport.

@@ -217,16 +217,25 @@ mod tls {
     use rsl_transport::proto::checkpoint_transfer_client::CheckpointTransferClient;
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-    /// A raw fetch presenting `identity` and claiming `requester`.
-    async fn raw_fetch(server: SocketAddr, ca: &str, identity: Issued, requester: u64) -> tonic::Status {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .domain_name("localhost")
-            .identity(Identity::from_pem(identity.cert_pem, identity.key_pem));
+    /// A raw fetch presenting `identity` (if any) and claiming `requester`; the refusal.
+    async fn raw_fetch(
+        server: SocketAddr,
+        ca: &str,
+        identity: Option<Issued>,
+        requester: u64,
+    ) -> tonic::Status {
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+        if let Some(issued) = identity {
+            tls = tls.identity(Identity::from_pem(issued.cert_pem, issued.key_pem));
+        }
         let endpoint = Endpoint::from_shared(format!("https://{server}")).unwrap().tls_config(tls).unwrap();
-        let mut client = CheckpointTransferClient::new(endpoint.connect().await.unwrap());
+        let channel = match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(error) => return tonic::Status::unavailable(format!("connect: {error}")),
+        };
         let asked = proto::CheckpointFetch { ring: RING.0, requester, to: 1, min_slot: 0 };
-        client.fetch(asked).await.expect_err("the request must be refused")
+        CheckpointTransferClient::new(channel).fetch(asked).await.expect_err("the request must be refused")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,11 +264,13 @@ mod tls {
         let refused = foreign.fetch(NodeId(1), request(2, 0)).await.unwrap_err();
         assert_eq!(refused, TransferError::Unreachable { node: NodeId(1) });
 
-        // A client: a certificate of the ring's CA that names no node.
-        let client = raw_fetch(a.local_addr(), &ca.pem(), ca.client(), 2).await;
+        // A client: a certificate of the ring's CA that names no node, or no certificate.
+        let client = raw_fetch(a.local_addr(), &ca.pem(), Some(ca.client()), 2).await;
         assert_eq!(client.code(), tonic::Code::Unauthenticated, "{client}");
+        let anonymous = raw_fetch(a.local_addr(), &ca.pem(), None, 2).await;
+        assert_ne!(anonymous.code(), tonic::Code::Ok, "{anonymous}");
         // The non-member claiming to be member 2 from its own certificate.
-        let impostor = raw_fetch(a.local_addr(), &ca.pem(), ca.node(9), 2).await;
+        let impostor = raw_fetch(a.local_addr(), &ca.pem(), Some(ca.node(9)), 2).await;
         assert_eq!(impostor.code(), tonic::Code::PermissionDenied, "{impostor}");
 
         let stats = a.stats().snapshot();

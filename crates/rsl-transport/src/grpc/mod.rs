@@ -345,7 +345,7 @@ impl Drop for PeerEntry {
 /// # Trust
 /// Without TLS a caller's node id (a frame's sender, a checkpoint request's requester) is
 /// taken on faith: anyone who reaches the port can claim to be any member. With the `tls`
-/// feature and a [`TlsConfig`], both sides present certificates signed by the configured
+/// feature and a `TlsConfig`, both sides present certificates signed by the configured
 /// CA, so only holders of a CA-signed key connect at all, and each certificate names its
 /// node (`rsl://node/<id>`): a call whose certificate names no node is refused with
 /// `UNAUTHENTICATED`, a frame or request that claims another node with
