@@ -98,6 +98,8 @@
 //!     // One runtime per node (one per process in production), on its transport endpoint.
 //!     let (endpoint, inbound) = network.endpoint(node)?;
 //!     let runtime = Runtime::new(Arc::new(endpoint), inbound, RuntimeOptions::default())?;
+//!     // In one process checkpoints move through a local network; over the gRPC transport
+//!     // the runtime serves and fetches them on the replica port by itself.
 //!     checkpoints.join(&runtime);
 //!
 //!     let mut config = Config::new(RingId(1), node, members.clone());
