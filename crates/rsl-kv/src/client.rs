@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
+use crate::connection::{self, ClientSecurity, KvChannel};
 use crate::proto as pb;
 use crate::proto::kv_client::KvClient;
 use crate::{PRIMARY_ADDRESS_METADATA, PRIMARY_NODE_METADATA};
@@ -26,6 +27,8 @@ pub struct ClientOptions {
     pub backoff_initial: Duration,
     /// Longest pause between attempts.
     pub backoff_max: Duration,
+    /// TLS and the bearer token (default: plaintext, no token).
+    pub security: ClientSecurity,
 }
 
 impl Default for ClientOptions {
@@ -37,6 +40,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
+            security: ClientSecurity::default(),
         }
     }
 }
@@ -52,6 +56,12 @@ pub enum ClientError {
         /// What is wrong.
         problem: String,
     },
+    /// The TLS material cannot be read or used, or this build has no TLS.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The bearer token cannot be sent.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
     /// The server refused the request as malformed; retrying cannot help.
     #[error("request refused: {0}")]
     InvalidArgument(String),
@@ -59,7 +69,8 @@ pub enum ClientError {
     /// (another process shares the client id?). It was not executed.
     #[error("write refused as stale: {0}")]
     Stale(String),
-    /// A server answered an error that retrying cannot fix.
+    /// A server answered an error that retrying cannot fix (`Unauthenticated`: no or wrong
+    /// credentials; `PermissionDenied`: the user's role does not allow the request).
     #[error("{server} failed the request: {code:?}: {message}")]
     Server {
         /// The server.
@@ -108,7 +119,7 @@ pub struct CasResult {
 #[derive(Debug)]
 pub struct Client {
     servers: Vec<String>,
-    channels: HashMap<String, KvClient<Channel>>,
+    channels: HashMap<String, KvClient<KvChannel>>,
     /// The server believed primary.
     primary: Option<String>,
     /// Next server to try when no primary is known.
@@ -178,11 +189,11 @@ impl Client {
     }
 
     /// The connection to `server`, made on first use (within the tokio runtime).
-    fn channel(&mut self, server: &str) -> Result<KvClient<Channel>, ClientError> {
+    fn channel(&mut self, server: &str) -> Result<KvClient<KvChannel>, ClientError> {
         if let Some(client) = self.channels.get(server) {
             return Ok(client.clone());
         }
-        let client = KvClient::new(endpoint(server, &self.options)?.connect_lazy());
+        let client = connect_lazy(server, &self.options)?;
         self.channels.insert(server.to_owned(), client.clone());
         Ok(client)
     }
@@ -310,7 +321,7 @@ impl Client {
     async fn call<R, T, F, Fut>(&mut self, target: Target, request: R, operation: F) -> Result<T, ClientError>
     where
         R: Clone,
-        F: Fn(KvClient<Channel>, R) -> Fut,
+        F: Fn(KvClient<KvChannel>, R) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
@@ -398,15 +409,17 @@ impl Client {
     }
 }
 
-/// The gRPC endpoint of `server` (`host:port`, or a URI).
+/// The gRPC endpoint of `server` (`host:port`, or a URI) with `options`' timeouts, TLS
+/// and token.
 fn endpoint(server: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
-    let invalid = |problem: String| ClientError::InvalidAddress { address: server.to_owned(), problem };
-    let uri = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
-    let endpoint = Endpoint::from_shared(uri).map_err(|error| invalid(error.to_string()))?;
-    if endpoint.uri().port_u16().is_none() {
-        return Err(invalid("expected host:port".into()));
-    }
+    let endpoint = connection::endpoint(server, &options.security)?;
     Ok(endpoint.connect_timeout(options.connect_timeout).timeout(options.attempt_timeout).tcp_nodelay(true))
+}
+
+/// A `Kv` client of `server` as `options` say (timeouts, TLS, token) that connects on
+/// first use: for calls the [`Client`] does not wrap, or to see a server's own answer.
+pub fn connect_lazy(server: &str, options: &ClientOptions) -> Result<KvClient<KvChannel>, ClientError> {
+    Ok(connection::kv_client(endpoint(server, options)?.connect_lazy(), &options.security))
 }
 
 /// The primary's client address from a `NotPrimary` refusal.

@@ -20,6 +20,23 @@
 //! key = "node1.key"
 //! # domain_name = "rsl-kv"      # optional: the name every replica certificate carries
 //!
+//! [client_tls]                  # optional: TLS on the client port (feature `tls`)
+//! cert = "server1.pem"          # this server's certificate (chain), for clients
+//! key = "server1.key"
+//! client_ca = "clients-ca.pem"  # optional: verify client certificates against this CA
+//! # require_client_cert = false # with client_ca: also accept clients without one
+//!
+//! [auth]                        # optional: who may do what (see `crate::auth`)
+//! enabled = true
+//! [[auth.users]]
+//! name = "ops"
+//! role = "admin"                # read | read-write | admin
+//! token_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+//! [[auth.users]]
+//! name = "dashboard"
+//! role = "read"
+//! cert_name = "dashboard.example.com"  # a client certificate's CN or DNS name
+//!
 //! [tuning]                      # optional: consensus timing and checkpoints
 //! heartbeat_interval_ms = 50
 //! election_delay_min_ms = 500
@@ -40,6 +57,8 @@ use std::path::{Path, PathBuf};
 
 use rsl::{NodeId, RingId};
 use serde::Deserialize;
+
+pub use crate::auth::{AuthConfig, AuthFile};
 
 pub use crate::bootstrap::{Start, StartMode};
 
@@ -107,6 +126,66 @@ pub struct TlsFiles {
     pub domain_name: Option<String>,
 }
 
+/// TLS on the client port, as written in the file (`[client_tls]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsFiles {
+    /// PEM of the certificate (chain) this server presents to clients.
+    pub cert: Option<PathBuf>,
+    /// PEM of its private key.
+    pub key: Option<PathBuf>,
+    /// PEM of the CA that signs client certificates: clients present one, verified
+    /// against it (the names it carries can identify a user, see `[[auth.users]]`).
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: refuse a client without a certificate (default true); false
+    /// accepts one without, which must then authenticate with a token.
+    pub require_client_cert: Option<bool>,
+}
+
+/// Checked TLS settings of the client port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientPortTls {
+    /// This server's certificate (chain).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA client certificates are verified against; `None`: clients present none.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client without a certificate is refused (only with `client_ca`).
+    pub require_client_cert: bool,
+}
+
+impl ClientTlsFiles {
+    fn resolve(self) -> Result<ClientPortTls, ConfigError> {
+        let required = |key: &'static str, path: Option<PathBuf>| match path {
+            None => {
+                Err(invalid(key, "missing: TLS on the client port needs client_tls.cert and client_tls.key"))
+            }
+            Some(path) => readable(key, path),
+        };
+        let cert = required("client_tls.cert", self.cert)?;
+        let key = required("client_tls.key", self.key)?;
+        let client_ca = self.client_ca.map(|path| readable("client_tls.client_ca", path)).transpose()?;
+        if self.require_client_cert.is_some() && client_ca.is_none() {
+            return Err(invalid(
+                "client_tls.require_client_cert",
+                "client certificates need client_tls.client_ca, the CA to verify them against",
+            ));
+        }
+        let require_client_cert = client_ca.is_some() && self.require_client_cert.unwrap_or(true);
+        Ok(ClientPortTls { cert, key, client_ca, require_client_cert })
+    }
+}
+
+/// `path` if it is a file; otherwise an error naming `key`.
+fn readable(key: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(invalid(key, format!("{} is not a readable file", path.display())))
+    }
+}
+
 /// Consensus timing and checkpoint settings; unset fields keep the library defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +243,10 @@ pub struct ConfigFile {
     pub metrics_port: Option<u16>,
     /// Mutual TLS between replicas.
     pub tls: Option<TlsFiles>,
+    /// TLS on the client port.
+    pub client_tls: Option<ClientTlsFiles>,
+    /// Authentication and roles of clients.
+    pub auth: Option<AuthFile>,
     /// Timing and checkpoints.
     pub tuning: Option<Tuning>,
 }
@@ -229,6 +312,10 @@ pub struct ServerConfig {
     pub metrics_port: Option<u16>,
     /// Mutual TLS between replicas (all three files present).
     pub tls: Option<TlsFiles>,
+    /// TLS on the client port.
+    pub client_tls: Option<ClientPortTls>,
+    /// Who may do what on the client API; `None`: everyone may do everything.
+    pub auth: Option<AuthConfig>,
     /// Timing and checkpoints.
     pub tuning: Tuning,
 }
@@ -287,6 +374,8 @@ impl ConfigFile {
             log: overrides.log.or(self.log),
             metrics_port: overrides.metrics_port.or(self.metrics_port),
             tls,
+            client_tls: overrides.client_tls.or(self.client_tls),
+            auth: overrides.auth.or(self.auth),
             tuning,
         }
     }
@@ -400,6 +489,12 @@ impl ConfigFile {
                 Some(tls)
             }
         };
+        let client_tls = self.client_tls.map(ClientTlsFiles::resolve).transpose()?;
+        let client_certificates = client_tls.as_ref().is_some_and(|tls| tls.client_ca.is_some());
+        let auth = match self.auth {
+            Some(auth) => auth.resolve(client_certificates)?,
+            None => None,
+        };
         let tuning = self.tuning.unwrap_or_default();
         let config = ServerConfig {
             ring,
@@ -414,6 +509,8 @@ impl ConfigFile {
             log,
             metrics_port: self.metrics_port,
             tls,
+            client_tls,
+            auth,
             tuning,
         };
         // The consensus settings are checked by the library; report its verdict by key

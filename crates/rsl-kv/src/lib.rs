@@ -51,10 +51,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod bootstrap;
 pub mod client;
 pub mod command;
 pub mod config;
+pub mod connection;
 pub mod load;
 pub mod machine;
 pub mod server;
@@ -75,6 +77,7 @@ pub mod etcd_proto {
 
 pub use client::{CasResult, Client, ClientError, ClientOptions};
 pub use config::{ConfigError, ConfigFile, LogBackend, ServerConfig};
+pub use connection::{ClientSecurity, ClientTls, Token};
 pub use machine::{CheckpointFormatError, KvStateMachine};
 pub use server::{Listeners, Server, ServerError};
 

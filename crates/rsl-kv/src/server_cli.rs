@@ -137,6 +137,9 @@ impl Args {
             log: self.log,
             metrics_port: self.metrics_port,
             tls: (tls != TlsFiles::default()).then_some(tls),
+            // TLS on the client port and users come from the file only.
+            client_tls: None,
+            auth: None,
             tuning: (tuning != Tuning::default()).then_some(tuning),
         }
     }

@@ -2,18 +2,22 @@
 //!
 //! Give it some or all servers' client addresses with `--servers` (or `RSL_KV_SERVERS`);
 //! it finds the primary itself. `load` runs a closed-loop workload and prints JSON.
+//! Against servers with `[client_tls]` and `[auth]`: `--cacert` (and `--cert`/`--key` when
+//! they verify client certificates) and a token (`RSL_KV_TOKEN` or `--token-file`);
+//! `hash-token` prints what a user's `token_sha256` holds.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use rsl_kv::load::{LoadCounters, LoadOptions, Protocol};
-use rsl_kv::{Client, ClientOptions};
+use rsl_kv::{Client, ClientOptions, ClientSecurity, ClientTls, Token};
 
 /// The load generator allocates per operation on several threads, like the server.
 #[global_allocator]
@@ -36,6 +40,27 @@ struct Cli {
     /// Longest time one operation may take, retries included
     #[arg(long, global = true, default_value_t = 15_000, value_name = "MS")]
     timeout_ms: u64,
+    /// Connect over TLS, trusting servers whose certificate this CA (PEM) signed
+    #[arg(long, global = true, env = "RSL_KV_CACERT", value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// With --cacert: present this client certificate (PEM), for servers that verify
+    /// client certificates (client_tls.client_ca)
+    #[arg(long, global = true, env = "RSL_KV_CERT", value_name = "FILE", requires_all = ["cacert", "key"])]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert
+    #[arg(long, global = true, env = "RSL_KV_KEY", value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// With --cacert: check the servers' certificates for this name instead of the host
+    /// of their address
+    #[arg(long, global = true, value_name = "NAME", requires = "cacert")]
+    server_name: Option<String>,
+    /// Bearer token sent with every call, for servers with [auth] (a flag is visible in
+    /// the process list: prefer the environment or --token-file)
+    #[arg(long, global = true, env = "RSL_KV_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Read the bearer token from this file (its first line)
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,6 +112,10 @@ enum Command {
         #[arg(value_delimiter = ',', required = true, value_name = "ID,...")]
         members: Vec<u64>,
     },
+    /// Print the SHA-256 of the token read from standard input (one line), as a user's
+    /// token_sha256 in the server's [auth] section holds it; the token itself goes only to
+    /// clients. Example: `openssl rand -hex 32 | tee token | rsl-kv hash-token`
+    HashToken,
     /// Run a put/get workload (closed or open loop) and print a JSON report
     Load {
         /// How to reach the servers: stream (rsl-kv's batched stream), unary (one rsl-kv call
@@ -162,12 +191,55 @@ fn main() -> ExitCode {
     }
 }
 
+/// TLS and the token from the command line.
+fn security(cli: &Cli) -> Result<ClientSecurity> {
+    let tls = match &cli.cacert {
+        None => None,
+        Some(ca) => {
+            let identity = cli.cert.as_deref().zip(cli.key.as_deref());
+            let tls = ClientTls::from_files(ca, identity)?;
+            Some(match &cli.server_name {
+                Some(name) => tls.with_domain_name(name.clone()),
+                None => tls,
+            })
+        }
+    };
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(token), _) => Some(Token::new(token)?),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --token-file {}", path.display()))?;
+            Some(Token::new(text.lines().next().unwrap_or_default())?)
+        }
+        (None, None) => None,
+    };
+    Ok(ClientSecurity { tls, token })
+}
+
+/// `hash-token`: the SHA-256 of the token on standard input.
+fn hash_token() -> Result<ExitCode> {
+    let mut token = String::new();
+    std::io::stdin().read_to_string(&mut token).context("reading the token from standard input")?;
+    // Checked as a client would send it, so the hash is of what goes on the wire.
+    let token = token.lines().next().unwrap_or_default().trim().to_owned();
+    Token::new(&token)?;
+    out!("{}", rsl_kv::auth::hash_token(&token));
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::HashToken = cli.command {
+        // Needs no server.
+        return hash_token();
+    }
     if cli.servers.is_empty() {
         bail!("no servers: pass --servers host:port,... or set RSL_KV_SERVERS");
     }
-    let options =
-        ClientOptions { deadline: Duration::from_millis(cli.timeout_ms), ..ClientOptions::default() };
+    let options = ClientOptions {
+        deadline: Duration::from_millis(cli.timeout_ms),
+        security: security(&cli)?,
+        ..ClientOptions::default()
+    };
     let mut client = Client::new(cli.servers.clone(), options.clone())?;
     match cli.command {
         Command::Put { key, value } => {
@@ -223,6 +295,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 configuration.first_slot
             );
         }
+        Command::HashToken => return hash_token(),
         Command::Load {
             protocol,
             clients,

@@ -344,14 +344,10 @@ async fn find_primary(options: &LoadOptions) -> Result<String, LoadError> {
     }
 }
 
+/// The endpoint of `server` with the clients' TLS, and windows for many operations in
+/// flight.
 fn endpoint(server: &str, options: &ClientOptions) -> Result<Endpoint, LoadError> {
-    let uri = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
-    let endpoint = Endpoint::from_shared(uri).map_err(|error| {
-        LoadError::Client(crate::ClientError::InvalidAddress {
-            address: server.to_owned(),
-            problem: error.to_string(),
-        })
-    })?;
+    let endpoint = crate::connection::endpoint(server, &options.security)?;
     Ok(endpoint
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)

@@ -14,6 +14,7 @@ use tonic::Code;
 
 use super::session::{Op, Session, SessionOutcome};
 use super::{LoadOptions, Protocol};
+use crate::connection::{kv_client, ClientSecurity, KvChannel};
 use crate::etcd_proto;
 use crate::proto as pb;
 
@@ -25,7 +26,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
 impl Session {
     pub(super) async fn run(self, channel: Channel, options: LoadOptions) -> SessionOutcome {
         match options.protocol {
-            Protocol::Stream => self.run_stream(channel).await,
+            Protocol::Stream => self.run_stream(channel, &options.client.security).await,
             Protocol::Unary | Protocol::Etcd => self.run_unary(channel, options).await,
         }
     }
@@ -34,8 +35,8 @@ impl Session {
     /// When the stream fails or the server says it is not the primary, the session moves
     /// to the primary it names (or the next server) and sends its outstanding operations
     /// again (a write keeps its session and sequence, so it executes at most once).
-    async fn run_stream(mut self, channel: Channel) -> SessionOutcome {
-        let mut client = pb::kv_client::KvClient::new(channel);
+    async fn run_stream(mut self, channel: Channel, security: &ClientSecurity) -> SessionOutcome {
+        let mut client = kv_client(channel, security);
         let mut again: Vec<Op> = Vec::new();
         'connect: while !self.ended(Instant::now()) || (self.busy() > 0 && !again.is_empty()) {
             if self.drain_over(Instant::now()) {
@@ -48,7 +49,7 @@ impl Session {
                     self.note_error(format!("opening the stream: {:?}: {}", status.code(), status.message()));
                     tokio::time::sleep(RECONNECT_PAUSE).await;
                     if let Some(channel) = self.retarget(None) {
-                        client = pb::kv_client::KvClient::new(channel);
+                        client = kv_client(channel, security);
                     }
                     continue 'connect;
                 }
@@ -99,7 +100,7 @@ impl Session {
                     again = self.resend(&error);
                     tokio::time::sleep(RECONNECT_PAUSE).await;
                     if let Some(channel) = self.retarget(Some(&hint)) {
-                        client = pb::kv_client::KvClient::new(channel);
+                        client = kv_client(channel, security);
                     }
                     continue 'connect;
                 }
@@ -110,7 +111,8 @@ impl Session {
 
     /// One unary call per operation (rsl-kv's or etcd's), up to `in_flight` at once.
     async fn run_unary(mut self, channel: Channel, options: LoadOptions) -> SessionOutcome {
-        let mut rsl = pb::kv_client::KvClient::new(channel.clone());
+        let security = &options.client.security;
+        let mut rsl = kv_client(channel.clone(), security);
         let mut etcd = etcd_proto::kv_client::KvClient::new(channel);
         let timeout = options.client.attempt_timeout;
         let mut calls = FuturesUnordered::new();
@@ -148,7 +150,7 @@ impl Session {
                             Some(op) => {
                                 // Move to the primary named, or the next server, and try again.
                                 if let Some(channel) = self.retarget(error.hint.as_deref()) {
-                                    rsl = pb::kv_client::KvClient::new(channel.clone());
+                                    rsl = kv_client(channel.clone(), security);
                                     etcd = etcd_proto::kv_client::KvClient::new(channel);
                                 }
                                 again.push(op);
@@ -217,7 +219,7 @@ impl CallError {
 
 async fn unary_call(
     protocol: Protocol,
-    mut rsl: pb::kv_client::KvClient<Channel>,
+    mut rsl: pb::kv_client::KvClient<KvChannel>,
     mut etcd: etcd_proto::kv_client::KvClient<Channel>,
     op: Op,
 ) -> Result<(), CallError> {

@@ -85,7 +85,8 @@ struct Failover {
     next: usize,
     /// An operation is retried on other servers until it has been outstanding this long.
     deadline: Duration,
-    connect_timeout: Duration,
+    /// How to connect (timeouts, TLS, token).
+    client: ClientOptions,
 }
 
 impl Session {
@@ -121,7 +122,7 @@ impl Session {
                 servers: options.servers.clone(),
                 next: index as usize,
                 deadline: options.client.deadline,
-                connect_timeout: options.client.connect_timeout,
+                client: options.client.clone(),
             },
             outcome: SessionOutcome {
                 writes: histogram(),
@@ -275,9 +276,7 @@ impl Session {
                 servers.get(self.failover.next)?.clone()
             }
         };
-        let options =
-            ClientOptions { connect_timeout: self.failover.connect_timeout, ..ClientOptions::default() };
-        endpoint(&target, &options).ok().map(|endpoint| endpoint.connect_lazy())
+        endpoint(&target, &self.failover.client).ok().map(|endpoint| endpoint.connect_lazy())
     }
 
     pub(super) fn busy(&self) -> usize {

@@ -1,6 +1,7 @@
 //! The gRPC client API: one handler per RPC of `proto/rsl_kv.proto`, each a thin layer
-//! over [`KvService`] (or, for `Stream`, over the stream batching), and the task that
-//! serves them.
+//! over [`KvService`] (or, for `Stream`, over the stream batching), and the server that
+//! serves them behind the gate (`guard.rs`: authentication and roles) and, when
+//! configured, TLS (`client_tls.rs`).
 
 use std::time::Duration;
 
@@ -10,32 +11,62 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::answers::{self, write_id};
+use super::guard::{Gate, Guarded};
 use super::service::KvService;
-use super::{stream, CLIENT_MESSAGE_BYTES_MAX};
+use super::{client_tls, stream, ServerError, CLIENT_MESSAGE_BYTES_MAX};
+use crate::auth::{Access, Authenticator};
 use crate::command::Write;
+use crate::config::ServerConfig;
 use crate::proto as pb;
 use crate::proto::kv_server::{Kv, KvServer};
 
-/// Serves the client API on `listener` until `stopped` turns true.
-pub(super) async fn serve_clients(
-    service: KvService,
-    listener: TcpListener,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let node = service.node();
-    let service = KvServer::new(service)
-        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let signal = async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    let served = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .serve_with_incoming_shutdown(service, incoming, signal)
-        .await;
-    if let Err(error) = served {
-        tracing::error!(node = node.0, %error, "client API failed");
+/// The client API of one replica, set up (TLS material read, users loaded) and ready to
+/// serve.
+pub(super) struct ClientApi {
+    node: rsl::NodeId,
+    builder: tonic::transport::Server,
+    gate: Gate,
+}
+
+impl ClientApi {
+    /// The API with `config`'s TLS and authentication; a TLS file that does not load, or
+    /// TLS in a build without it, is an error now, before anything starts.
+    pub(super) fn new(config: &ServerConfig) -> Result<ClientApi, ServerError> {
+        let node = config.node;
+        let builder =
+            tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(10)));
+        let builder = client_tls::apply(builder, config.client_tls.as_ref())?;
+        if config.auth.is_some() && config.client_tls.is_none() {
+            tracing::warn!(
+                node = node.0,
+                "authentication is on but the client port has no TLS: tokens travel in plaintext"
+            );
+        }
+        let gate = Gate::new(config.auth.as_ref().map(Authenticator::new));
+        Ok(ClientApi { node, builder, gate })
+    }
+
+    /// Serves `service` on `listener`, every call through the gate, until `stopped` turns
+    /// true.
+    pub(super) async fn serve(
+        self,
+        service: KvService,
+        listener: TcpListener,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let ClientApi { node, builder, gate } = self;
+        let service = KvServer::new(service)
+            .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let signal = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let served =
+            builder.serve_with_incoming_shutdown(Guarded::new(service, gate), incoming, signal).await;
+        if let Err(error) = served {
+            tracing::error!(node = node.0, %error, "client API failed");
+        }
     }
 }
 
@@ -58,7 +89,14 @@ impl Kv for KvService {
         &self,
         request: Request<Streaming<pb::OpBatch>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        Ok(Response::new(stream::serve(self.clone(), request.into_inner())))
+        // The gate admitted the stream and says who opened it; each batch is checked
+        // against the same access.
+        let access = request
+            .extensions()
+            .get::<Access>()
+            .cloned()
+            .ok_or_else(|| Status::internal("the stream was not admitted by the gate"))?;
+        Ok(Response::new(stream::serve(self.clone(), access, request.into_inner())))
     }
 
     async fn delete(

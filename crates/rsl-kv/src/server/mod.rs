@@ -10,10 +10,14 @@
 //!   the ring for a client (writes, reads, status, reconfiguration);
 //! - `stream.rs`: the `Stream` RPC's batching of operations into ring requests;
 //! - `answers.rs`: how the ring's errors and the state machine's outcomes become gRPC
-//!   statuses and responses (including the redirect to the primary).
+//!   statuses and responses (including the redirect to the primary);
+//! - `guard.rs`: the gate every client call passes (authentication and roles);
+//! - `client_tls.rs`: TLS on the client port and the names in client certificates.
 
 mod answers;
 mod api;
+mod client_tls;
+mod guard;
 mod replica_transport;
 mod service;
 mod storage;
@@ -77,7 +81,8 @@ pub enum ServerError {
     /// ring's directory, a node outside the initial members that does not join).
     #[error("{0}")]
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
-    /// TLS files could not be read, or this build has no TLS.
+    /// TLS files (of the replica transport or the client port) could not be read, or
+    /// TLS is configured in a build without it.
     #[error("TLS: {0}")]
     Tls(String),
     /// The persistent-memory log or the checkpoint store could not be opened.
@@ -158,6 +163,9 @@ impl Server {
             None => None,
         };
 
+        // The client API's TLS and users, checked before anything starts.
+        let client_api = api::ClientApi::new(&config)?;
+
         // The replica transport, with every peer's address.
         let (transport, inbound) = replica_transport::start(&config, listeners.replica).await?;
 
@@ -178,7 +186,7 @@ impl Server {
 
         let service = KvService::new(node, ring.clone(), config.members.clone(), config.clients.clone());
         let (stop_clients, stopped) = watch::channel(false);
-        let client_api = tokio::spawn(api::serve_clients(service, listeners.client, stopped));
+        let client_api = tokio::spawn(client_api.serve(service, listeners.client, stopped));
 
         let metrics = metrics_listener.map(|listener| serve_metrics(listener, runtime.clone()));
         tracing::info!(node = node.0, %client_addr, %replica_addr, log = %config.log, "rsl-kv server started");

@@ -4,6 +4,10 @@
 //! one by one; every operation gets a result, matched by its id. Batches of one stream
 //! are served concurrently, up to a bound, and the stream is not read further until one
 //! finishes (flow control pushes back on the client).
+//!
+//! Authorization is per batch: a batch carrying any operation the caller's role may not
+//! do is refused as a whole (every operation of it answered `PERMISSION_DENIED`, none
+//! served), and the stream stays open for the next batch.
 
 use std::sync::Arc;
 
@@ -13,7 +17,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::answers::{self, write_id};
+use super::guard::{refusal, Rpc};
 use super::service::KvService;
+use crate::auth::{Access, Operation};
 use crate::command::{
     self, Read, ReadBatch, Write, WriteBatch, WriteId, WriteResponse, WRITE_BATCH_BYTES_MAX,
 };
@@ -28,9 +34,13 @@ const STREAM_BATCH_OPS_MAX: usize = 65_536;
 /// The results of a stream.
 pub(super) type ResultStream = ReceiverStream<Result<pb::ResultBatch, Status>>;
 
-/// Serves the stream `incoming` in a task of its own; its results come out of the stream
-/// returned.
-pub(super) fn serve(service: KvService, mut incoming: Streaming<pb::OpBatch>) -> ResultStream {
+/// Serves the stream `incoming`, opened by `access`, in a task of its own; its results come
+/// out of the stream returned.
+pub(super) fn serve(
+    service: KvService,
+    access: Access,
+    mut incoming: Streaming<pb::OpBatch>,
+) -> ResultStream {
     let (sender, receiver) = mpsc::channel(STREAM_BATCHES_IN_FLIGHT_MAX);
     tokio::spawn(async move {
         let in_flight = Arc::new(Semaphore::new(STREAM_BATCHES_IN_FLIGHT_MAX));
@@ -51,6 +61,14 @@ pub(super) fn serve(service: KvService, mut incoming: Streaming<pb::OpBatch>) ->
                 let _ = sender.send(Err(refusal)).await;
                 break;
             }
+            if let Err(error) = access.authorize(batch_operation(&batch), Rpc::Stream.name()) {
+                let status = refusal(error);
+                let results = batch.ops.iter().map(|op| op_failed(op.id, status.clone())).collect();
+                if sender.send(Ok(pb::ResultBatch { results })).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
             let (service, sender) = (service.clone(), sender.clone());
             tokio::spawn(async move {
@@ -61,6 +79,19 @@ pub(super) fn serve(service: KvService, mut incoming: Streaming<pb::OpBatch>) ->
         }
     });
     ReceiverStream::new(receiver)
+}
+
+/// What a batch asks to do: write if any of its operations writes, else read.
+fn batch_operation(batch: &pb::OpBatch) -> Operation {
+    let writes = batch
+        .ops
+        .iter()
+        .any(|op| matches!(op.op, Some(pb::op::Op::Put(_) | pb::op::Op::Delete(_) | pb::op::Op::Cas(_))));
+    if writes {
+        Operation::Write
+    } else {
+        Operation::Read
+    }
 }
 
 /// Serves one batch of a client stream: every operation gets a result.
