@@ -761,6 +761,59 @@ batch_linger_us = 100
     }
 
     #[test]
+    fn client_tls_and_auth_are_checked_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "PEM").unwrap();
+            path.display().to_string()
+        };
+        let (cert, key, ca) = (file("cert.pem"), file("key.pem"), file("ca.pem"));
+        let hash = crate::auth::hash_token("token");
+        let tls = format!("[client_tls]\ncert = {cert:?}\nkey = {key:?}\nclient_ca = {ca:?}\n");
+        let users = format!(
+            "[[auth.users]]\nname = \"ops\"\nrole = \"admin\"\ntoken_sha256 = \"{hash}\"\n\
+             [[auth.users]]\nname = \"board\"\nrole = \"read\"\ncert_name = \"board.example\"\n"
+        );
+        let config = parse(&format!("{GOOD}{tls}[auth]\nenabled = true\n{users}")).unwrap();
+        let client_tls = config.client_tls.unwrap();
+        assert!(client_tls.require_client_cert, "a client CA requires client certificates by default");
+        let auth = config.auth.unwrap();
+        let roles: Vec<_> = auth.users.iter().map(|user| (user.name.as_str(), user.role)).collect();
+        assert_eq!(roles, [("ops", crate::auth::Role::Admin), ("board", crate::auth::Role::Read)]);
+
+        let cases = [
+            (format!("[client_tls]\ncert = {cert:?}\n"), "client_tls.key"),
+            (format!("[client_tls]\ncert = \"/nonexistent.pem\"\nkey = {key:?}\n"), "client_tls.cert"),
+            (
+                format!("[client_tls]\ncert = {cert:?}\nkey = {key:?}\nrequire_client_cert = false\n"),
+                "client_tls.require_client_cert",
+            ),
+            (format!("[auth]\n{users}"), "auth.enabled"),
+            // A certificate user needs client certificates.
+            (format!("[auth]\nenabled = true\n{users}"), "auth.users"),
+            ("[auth]\nenabled = true\n".to_owned(), "auth.users"),
+        ];
+        for (section, key) in cases {
+            let error = parse(&format!("{GOOD}{section}")).expect_err(&section);
+            assert_eq!(key_of(error), key, "{section}");
+        }
+        // An unknown role is a parse error naming the value, the choices and the line.
+        let error = parse(&format!(
+            "{GOOD}[auth]\nenabled = true\n[[auth.users]]\nname = \"a\"\nrole = \"writer\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("writer") && error.contains("read-write") && error.contains("line"),
+            "{error}"
+        );
+        // Off: the users are checked, but nobody needs credentials.
+        let off = parse(&format!("{GOOD}{tls}[auth]\nenabled = false\n{users}")).unwrap();
+        assert_eq!(off.auth, None);
+    }
+
+    #[test]
     fn only_the_memory_log_may_go_without_a_data_dir() {
         let base = "node = 1\nmembers = [\"1=127.0.0.1:7001\"]\nclient_listen = \"127.0.0.1:7101\"\n";
         let error = parse(base).unwrap_err();
