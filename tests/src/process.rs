@@ -8,8 +8,14 @@
 //! stderr goes to `replica-N.log` in the cluster directory, appended across restarts, and is
 //! quoted in failures. Dropping the cluster kills every process it started and removes the
 //! directory.
+//!
+//! By default the replicas require authentication ([`ClusterOptions::auth`]): the cluster
+//! writes an `[auth]` section with a reader, a writer and an admin, each with a random
+//! token, and its clients present the admin's ([`ProcessCluster::security`]), so what the
+//! tests exercise is the authenticated configuration.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -18,8 +24,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use rsl_kv::auth::{hash_token, Role};
 use rsl_kv::proto::StatusResponse;
-use rsl_kv::{Client, ClientOptions};
+use rsl_kv::{Client, ClientOptions, ClientSecurity, Token};
 
 /// Longest wait for a started replica to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,12 +48,36 @@ pub struct ClusterOptions {
     pub args: Vec<String>,
     /// Give each replica a Prometheus metrics port.
     pub metrics: bool,
+    /// Require authentication: every replica gets a config file with an `[auth]` section
+    /// naming one user per role, and the cluster's clients present the admin's token.
+    pub auth: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> ClusterOptions {
-        ClusterOptions { replicas: 3, log: "file".to_owned(), args: fast_timing(), metrics: false }
+        ClusterOptions {
+            replicas: 3,
+            log: "file".to_owned(),
+            args: fast_timing(),
+            metrics: false,
+            auth: true,
+        }
     }
+}
+
+/// The roles of the users an authenticated cluster configures, one user each.
+const ROLES: [Role; 3] = [Role::Read, Role::ReadWrite, Role::Admin];
+
+/// A random token for a test user (not for production: `RandomState` is no key generator).
+fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    (0..4)
+        .map(|_| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(std::process::id().into());
+            format!("{:016x}", hasher.finish())
+        })
+        .collect()
 }
 
 /// Timing flags for tests: elections within a few hundred milliseconds.
@@ -101,6 +132,10 @@ pub struct ProcessCluster {
     dir: tempfile::TempDir,
     options: ClusterOptions,
     replicas: BTreeMap<u64, Replica>,
+    /// With authentication: the token of each role's user, and the config file that
+    /// configures them.
+    tokens: BTreeMap<Role, String>,
+    auth_config: Option<PathBuf>,
 }
 
 /// Ports handed out to replicas come from below Linux's ephemeral range (32768 and up by
@@ -166,7 +201,24 @@ impl ProcessCluster {
                 },
             );
         }
-        ProcessCluster { binary: binary.into(), dir, options, replicas }
+        let (tokens, auth_config) = if options.auth {
+            let tokens: BTreeMap<Role, String> =
+                ROLES.into_iter().map(|role| (role, random_token())).collect();
+            let mut text = String::from("[auth]\nenabled = true\n");
+            for (role, token) in &tokens {
+                let _ = write!(
+                    text,
+                    "[[auth.users]]\nname = \"{role}-user\"\nrole = \"{role}\"\ntoken_sha256 = \"{}\"\n",
+                    hash_token(token)
+                );
+            }
+            let path = dir.path().join("auth.toml");
+            fs::write(&path, text).expect("writing the replicas' auth config");
+            (tokens, Some(path))
+        } else {
+            (BTreeMap::new(), None)
+        };
+        ProcessCluster { binary: binary.into(), dir, options, replicas, tokens, auth_config }
     }
 
     /// Like [`ProcessCluster::create`], with every replica's addresses, launcher and data
@@ -297,6 +349,9 @@ impl ProcessCluster {
         }
         if let Some(port) = replica.metrics_port {
             command.arg(format!("--metrics-port={port}"));
+        }
+        if let Some(path) = &self.auth_config {
+            command.arg(format!("--config={}", path.display()));
         }
         command.args(&self.options.args).args(extra);
         command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()));
@@ -445,9 +500,22 @@ impl ProcessCluster {
         );
     }
 
-    /// A client of every replica, with `deadline` per operation.
+    /// How a client of this cluster connects: with the admin's token when the cluster
+    /// requires authentication.
+    pub fn security(&self) -> ClientSecurity {
+        self.security_as(Role::Admin)
+    }
+
+    /// How a client with `role` connects (no token without authentication).
+    pub fn security_as(&self, role: Role) -> ClientSecurity {
+        let token =
+            self.tokens.get(&role).map(|token| Token::new(token).expect("a generated token is valid"));
+        ClientSecurity { token, ..ClientSecurity::default() }
+    }
+
+    /// A client of every replica, with `deadline` per operation, as the admin.
     pub fn client(&self, deadline: Duration) -> Client {
-        let options = ClientOptions { deadline, ..ClientOptions::default() };
+        let options = ClientOptions { deadline, security: self.security(), ..ClientOptions::default() };
         Client::new(self.client_addresses(), options).expect("the cluster's addresses are valid")
     }
 

@@ -1,6 +1,8 @@
 //! Rings of real `rsl-kv-server` processes on loopback: replication and reads, SIGKILL of
 //! the primary, catch-up from slots and from a checkpoint, a corrupt log, an oversized
-//! request, a stranger's messages, and mutual TLS between the processes.
+//! request, a stranger's messages, authentication and roles on the client API (every
+//! cluster here requires it; this test checks refusals), and mutual TLS between the
+//! processes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -126,9 +128,9 @@ async fn a_replica_behind_a_truncated_log_catches_up_from_a_checkpoint() {
     assert_eq!(statuses[&behind].keys, acknowledged.len() as u64);
 
     // The caught-up replica serves fast reads of the latest state on its own.
+    let options = rsl_kv::ClientOptions { security: cluster.security(), ..Default::default() };
     let mut only_behind =
-        rsl_kv::Client::new([cluster.client_address(behind).to_owned()], Default::default())
-            .expect("a valid address");
+        rsl_kv::Client::new([cluster.client_address(behind).to_owned()], options).expect("a valid address");
     let read = only_behind.get_fast("key-319", Some(last)).await.unwrap();
     assert_eq!(read.as_deref(), Some(&b"value-319-b"[..]));
     assert_holds(&mut client, &acknowledged).await;
@@ -265,6 +267,45 @@ async fn a_strangers_messages_are_rejected_and_counted() {
     let after = client.put("after", "2").await.unwrap();
     let statuses = cluster.wait_converged(&mut client, after, WAIT).await;
     assert!(statuses.values().all(|s| s.ballot_node != 9), "{statuses:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_require_credentials_and_hold_each_user_to_its_role() {
+    use rsl_kv::auth::Role;
+    use rsl_kv::{ClientOptions, ClientSecurity, Token};
+    use tonic::Code;
+
+    let cluster = ProcessCluster::start(SERVER, options(&[]));
+    let mut admin = cluster.client(WAIT);
+    cluster.wait_for_primary(&mut admin, WAIT).await;
+    admin.put("k", "original").await.unwrap();
+    let client_as = |security: ClientSecurity| {
+        let options = ClientOptions { deadline: WAIT, security, ..ClientOptions::default() };
+        rsl_kv::Client::new(cluster.client_addresses(), options).unwrap()
+    };
+    let refused = |outcome: Result<_, ClientError>, code: Code| match outcome {
+        Err(ClientError::Server { code: got, .. }) => assert_eq!(got, code),
+        other => panic!("expected {code:?}, got {other:?}"),
+    };
+
+    let mut reader = client_as(cluster.security_as(Role::Read));
+    assert_eq!(reader.get("k").await.unwrap().as_deref(), Some(&b"original"[..]));
+    refused(reader.put("k", "by the reader").await.map(drop), Code::PermissionDenied);
+    let mut writer = client_as(cluster.security_as(Role::ReadWrite));
+    writer.put("k", "by the writer").await.unwrap();
+    refused(writer.reconfigure(&[1, 2]).await.map(drop), Code::PermissionDenied);
+    let wrong =
+        ClientSecurity { token: Some(Token::new("not-a-token").unwrap()), ..ClientSecurity::default() };
+    for security in [ClientSecurity::default(), wrong] {
+        let mut stranger = client_as(security);
+        refused(stranger.get("k").await.map(drop), Code::Unauthenticated);
+        refused(stranger.delete("k").await.map(drop), Code::Unauthenticated);
+    }
+
+    // Only the writer's put took effect, and the ring kept its members.
+    assert_eq!(admin.get("k").await.unwrap().as_deref(), Some(&b"by the writer"[..]));
+    let statuses = cluster.statuses(&mut admin).await;
+    assert!(statuses.values().all(|s| s.configuration_members == [1, 2, 3]), "{statuses:#?}");
 }
 
 #[path = "../../crates/rsl-transport/tests/common/pki.rs"]

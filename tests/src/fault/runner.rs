@@ -112,7 +112,8 @@ async fn run_async(options: &RunOptions) -> Result<Report, String> {
         "--log-retain-slots=100".to_owned(),
     ];
     args.push("--pipeline-depth=16".to_owned());
-    let cluster_options = ClusterOptions { replicas: REPLICAS, log: "file".into(), args, metrics: false };
+    let cluster_options =
+        ClusterOptions { replicas: REPLICAS, log: "file".into(), args, metrics: false, auth: true };
     let cluster = ProcessCluster::create_with_layout(&options.server, cluster_options, network.layouts());
     let history_path = match &options.history_dir {
         Some(dir) => {
@@ -127,7 +128,7 @@ async fn run_async(options: &RunOptions) -> Result<Report, String> {
         cluster.client_addresses(),
         rsl_kv::ClientOptions {
             attempt_timeout: Duration::from_millis(500),
-            ..client_options(Duration::from_secs(1))
+            ..client_options(&cluster.security(), Duration::from_secs(1))
         },
     )
     .map_err(|error| error.to_string())?;
@@ -198,6 +199,7 @@ impl Runner {
                 think_ms_max: 10,
                 fast_reads: self.options.fast_reads,
                 stream: self.options.stream,
+                security: self.cluster.security(),
             },
             self.options.seed,
         );
@@ -344,8 +346,9 @@ impl Runner {
 
     /// Reads every key linearizably (recorded in the history); returns the values.
     async fn final_reads(&mut self) -> Vec<(String, Option<i64>)> {
-        let mut client = Client::new(self.cluster.client_addresses(), client_options(Duration::from_secs(5)))
-            .expect("the cluster's addresses are valid");
+        let options = client_options(&self.cluster.security(), Duration::from_secs(5));
+        let mut client =
+            Client::new(self.cluster.client_addresses(), options).expect("the cluster's addresses are valid");
         let process = 1_000_000;
         let mut values = Vec::new();
         for key in (0..self.options.keys).map(|k| format!("k{k}")) {

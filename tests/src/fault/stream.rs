@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rsl_kv::proto as pb;
+use rsl_kv::ClientSecurity;
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Endpoint;
 
 /// What became of one operation.
 pub type OpResult = Result<pb::op_result::Result, OpFailed>;
@@ -49,10 +49,11 @@ pub struct StreamMux {
 }
 
 impl StreamMux {
-    /// Starts the multiplexer against `servers` (client addresses).
-    pub fn start(servers: Vec<String>) -> StreamMux {
+    /// Starts the multiplexer against `servers` (client addresses), connecting with
+    /// `security`.
+    pub fn start(servers: Vec<String>, security: ClientSecurity) -> StreamMux {
         let (queue, receiver) = mpsc::channel(1024);
-        tokio::spawn(run(servers, receiver));
+        tokio::spawn(run(servers, security, receiver));
         StreamMux { queue }
     }
 
@@ -72,7 +73,7 @@ impl StreamMux {
 
 /// Owns the stream: sends what is queued, matches answers by id, and moves to the primary
 /// a refusal names (or the next server) when the stream fails.
-async fn run(servers: Vec<String>, mut queue: mpsc::Receiver<Queued>) {
+async fn run(servers: Vec<String>, security: ClientSecurity, mut queue: mpsc::Receiver<Queued>) {
     let mut target = servers.first().cloned().unwrap_or_default();
     let mut next = 0usize;
     let mut next_id = 0u64;
@@ -80,7 +81,7 @@ async fn run(servers: Vec<String>, mut queue: mpsc::Receiver<Queued>) {
         // Outstanding operations, and when each was sent.
         let mut pending: HashMap<u64, (Instant, oneshot::Sender<OpResult>)> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let redirect = match open(&target).await {
+        let redirect = match open(&target, &security).await {
             Err(error) => {
                 // Answer what is waiting so sessions do not hang on a dead server.
                 while let Ok((_, reply)) = queue.try_recv() {
@@ -161,13 +162,16 @@ async fn run(servers: Vec<String>, mut queue: mpsc::Receiver<Queued>) {
 
 type Answers = tonic::Streaming<pb::ResultBatch>;
 
-async fn open(target: &str) -> Result<(mpsc::Sender<pb::OpBatch>, Answers), String> {
-    let endpoint = Endpoint::from_shared(format!("http://{target}"))
+async fn open(
+    target: &str,
+    security: &ClientSecurity,
+) -> Result<(mpsc::Sender<pb::OpBatch>, Answers), String> {
+    let endpoint = rsl_kv::connection::endpoint(target, security)
         .map_err(|error| error.to_string())?
         .connect_timeout(Duration::from_millis(300))
         .tcp_nodelay(true);
     let channel = endpoint.connect().await.map_err(|error| error.to_string())?;
-    let mut client = pb::kv_client::KvClient::new(channel);
+    let mut client = rsl_kv::connection::kv_client(channel, security);
     let (sender, receiver) = mpsc::channel(64);
     let opened = tokio::time::timeout(
         Duration::from_secs(1),

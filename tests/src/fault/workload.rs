@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rsl_core::SplitMix64;
-use rsl_kv::{Client, ClientError, ClientOptions};
+use rsl_kv::{Client, ClientError, ClientOptions, ClientSecurity};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -40,6 +40,8 @@ pub struct WorkloadOptions {
     /// Send every session's operations over one shared `Stream` call (see
     /// [`crate::fault::stream`]) instead of one unary call each, with retries.
     pub stream: bool,
+    /// How the sessions connect (the cluster's token).
+    pub security: ClientSecurity,
 }
 
 /// Running clients; [`Workload::stop`] ends them.
@@ -54,7 +56,7 @@ impl Workload {
     pub fn start(servers: Vec<String>, history: History, options: WorkloadOptions, seed: u64) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let next_value = Arc::new(AtomicI64::new(1));
-        let mux = options.stream.then(|| StreamMux::start(servers.clone()));
+        let mux = options.stream.then(|| StreamMux::start(servers.clone(), options.security.clone()));
         let tasks = (0..options.clients)
             .map(|index| {
                 let session = Session {
@@ -82,9 +84,10 @@ impl Workload {
     }
 }
 
-/// The client options every session uses, with `timeout` per operation.
-pub fn client_options(timeout: Duration) -> ClientOptions {
+/// The client options every session uses, with `security` and `timeout` per operation.
+pub fn client_options(security: &ClientSecurity, timeout: Duration) -> ClientOptions {
     ClientOptions {
+        security: security.clone(),
         attempt_timeout: timeout.min(Duration::from_millis(1000)),
         deadline: timeout,
         connect_timeout: Duration::from_millis(300),
@@ -117,8 +120,11 @@ impl Session {
                 sequence: 0,
             },
             None => Connection::Unary(
-                Client::new(self.servers.clone(), client_options(self.options.operation_timeout))
-                    .expect("the cluster's addresses are valid"),
+                Client::new(
+                    self.servers.clone(),
+                    client_options(&self.options.security, self.options.operation_timeout),
+                )
+                .expect("the cluster's addresses are valid"),
             ),
         }
     }
