@@ -10,11 +10,17 @@
 //!   A replica that is not primary refuses with `FAILED_PRECONDITION` and names the
 //!   primary's client address in the metadata, so clients redirect. Replicas also fetch
 //!   checkpoints from each other over the same API when one falls behind a truncated log.
-//! - [`Client`] follows those redirects and retries transient failures within bounds.
+//! - [`auth`]: users, roles (`read`, `read-write`, `admin`) and their credentials (bearer
+//!   tokens kept as SHA-256 hashes, client certificate names); with `[auth]` configured,
+//!   every client call is authenticated and checked against its role before it runs, and
+//!   with `[client_tls]` the client port speaks TLS (cargo feature `tls`, on by default).
+//!   docs/SECURITY.md says what is protected and how to set it up.
+//! - [`Client`] follows those redirects and retries transient failures within bounds; it
+//!   connects as [`connection`] says (TLS, a bearer token).
 //! - [`load`] is the closed-loop workload behind `rsl-kv load`.
 //!
 //! Two binaries: `rsl-kv-server` (flags and a TOML file, see [`config`]) and the CLI
-//! `rsl-kv` (`put`, `get`, `delete`, `cas`, `status`, `load`).
+//! `rsl-kv` (`put`, `get`, `delete`, `cas`, `status`, `load`, `hash-token`).
 //!
 //! # Example
 //!

@@ -25,7 +25,8 @@ use clap::Parser;
     after_help = "Example:\n  rsl-kv-server --node 1 \\\n    --members 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \\\n    --clients 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 \\\n    --data-dir /tmp/kv1"
 )]
 struct Args {
-    /// TOML config file; flags override its keys
+    /// TOML config file; flags override its keys. TLS on the client port ([client_tls])
+    /// and users with roles ([auth]) are set only in the file (see docs/SECURITY.md)
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
     /// This replica's node id (a member id)
