@@ -12,7 +12,10 @@ use rsl_kv::config::{ClientTlsFiles, Tuning};
 use rsl_kv::connection::KvChannel;
 use rsl_kv::proto as pb;
 use rsl_kv::proto::kv_client::KvClient;
-use rsl_kv::{ClientOptions, ClientSecurity, ConfigFile, Listeners, LogBackend, Server, Token};
+use rsl_kv::{
+    ClientOptions, ClientSecurity, ConfigFile, Listeners, LogBackend, Server, ServerConfig, ServerError,
+    Token,
+};
 use tokio::net::TcpListener;
 use tonic::Code;
 
@@ -70,8 +73,23 @@ fn allowed(role: Role, call: Call) -> bool {
 }
 
 /// One replica (node 1 of an address book that also lists node 2, which never runs) with
-/// a memory log, the users of [`USERS`] and, if given, TLS on the client port.
+/// a memory log, the users of [`USERS`] and, if given, TLS on the client port, started.
 async fn start(client_tls: Option<ClientTlsFiles>, extra_users: Vec<UserFile>) -> Server {
+    let (config, listeners) = configure(client_tls, extra_users).await;
+    let server = Server::start_on(config, listeners, RingOptions::default()).await.unwrap();
+    let mut status = server.ring().status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.role == RingRole::Primary))
+        .await
+        .expect("the replica becomes primary")
+        .unwrap();
+    server
+}
+
+/// The configuration [`start`] starts, and its sockets.
+async fn configure(
+    client_tls: Option<ClientTlsFiles>,
+    extra_users: Vec<UserFile>,
+) -> (ServerConfig, Listeners) {
     let replica = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut users: Vec<UserFile> = USERS
@@ -102,14 +120,7 @@ async fn start(client_tls: Option<ClientTlsFiles>, extra_users: Vec<UserFile>) -
     }
     .resolve()
     .expect("a valid config");
-    let server =
-        Server::start_on(config, Listeners { replica, client }, RingOptions::default()).await.unwrap();
-    let mut status = server.ring().status();
-    tokio::time::timeout(WAIT, status.wait_for(|s| s.role == RingRole::Primary))
-        .await
-        .expect("the replica becomes primary")
-        .unwrap();
-    server
+    (config, Listeners { replica, client })
 }
 
 fn with_token(token: &str) -> ClientSecurity {
@@ -281,6 +292,37 @@ async fn calls_without_or_with_wrong_credentials_are_unauthenticated_and_change_
         other => panic!("expected UNAUTHENTICATED, got {other:?}"),
     }
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tls_that_cannot_be_served_is_refused_at_start_naming_the_key() {
+    // Files that exist (the configuration checks that much) but hold no certificate: a
+    // build with TLS cannot load them, a build without TLS cannot serve TLS at all.
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, "not PEM").unwrap();
+        path
+    };
+    let client_tls = ClientTlsFiles {
+        cert: Some(file("cert.pem")),
+        key: Some(file("key.pem")),
+        ..ClientTlsFiles::default()
+    };
+    let (config, listeners) = configure(Some(client_tls), Vec::new()).await;
+    let client = listeners.client.local_addr().unwrap();
+    match Server::start_on(config, listeners, RingOptions::default()).await {
+        Err(ServerError::Tls(message)) => {
+            assert!(message.contains("client_tls"), "{message}");
+            if cfg!(not(feature = "tls")) {
+                assert!(message.contains("built without TLS"), "{message}");
+            }
+        }
+        Err(other) => panic!("expected a TLS error, got {other}"),
+        Ok(_) => panic!("a server with unusable client TLS started"),
+    }
+    // Nothing was left listening on the client port.
+    assert!(std::net::TcpListener::bind(client).is_ok(), "the client port was released");
 }
 
 /// TLS on the client port: client certificates mapped to users, tokens over TLS, and the

@@ -119,13 +119,13 @@ impl Session {
                 session: self.rng.next_u64() | 1,
                 sequence: 0,
             },
-            None => Connection::Unary(
+            None => Connection::Unary(Box::new(
                 Client::new(
                     self.servers.clone(),
                     client_options(&self.options.security, self.options.operation_timeout),
                 )
                 .expect("the cluster's addresses are valid"),
-            ),
+            )),
         }
     }
 
@@ -210,7 +210,7 @@ impl Session {
 /// How a session reaches the ring.
 enum Connection {
     /// One unary call per operation, through a client of its own (which retries).
-    Unary(Client),
+    Unary(Box<Client>),
     /// The shared stream, without retries; writes carry this session's client id and the
     /// next sequence.
     Stream { mux: StreamMux, timeout: Duration, session: u64, sequence: u64 },
