@@ -45,11 +45,17 @@ struct Cli {
     cacert: Option<PathBuf>,
     /// With --cacert: present this client certificate (PEM), for servers that verify
     /// client certificates (client_tls.client_ca)
-    #[arg(long, global = true, env = "RSL_KV_CERT", value_name = "FILE", requires_all = ["cacert", "key"])]
-    cert: Option<PathBuf>,
+    #[arg(
+        long = "cert",
+        global = true,
+        env = "RSL_KV_CERT",
+        value_name = "FILE",
+        requires_all = ["cacert", "client_key"]
+    )]
+    client_cert: Option<PathBuf>,
     /// The private key (PEM) of --cert
-    #[arg(long, global = true, env = "RSL_KV_KEY", value_name = "FILE", requires = "cert")]
-    key: Option<PathBuf>,
+    #[arg(long = "key", global = true, env = "RSL_KV_KEY", value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// With --cacert: check the servers' certificates for this name instead of the host
     /// of their address
     #[arg(long, global = true, value_name = "NAME", requires = "cacert")]
@@ -196,7 +202,7 @@ fn security(cli: &Cli) -> Result<ClientSecurity> {
     let tls = match &cli.cacert {
         None => None,
         Some(ca) => {
-            let identity = cli.cert.as_deref().zip(cli.key.as_deref());
+            let identity = cli.client_cert.as_deref().zip(cli.client_key.as_deref());
             let tls = ClientTls::from_files(ca, identity)?;
             Some(match &cli.server_name {
                 Some(name) => tls.with_domain_name(name.clone()),
@@ -476,4 +482,25 @@ async fn status(client: &mut Client, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(if reachable == 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(line.split_whitespace())
+    }
+
+    #[test]
+    fn connection_flags_and_subcommand_arguments_do_not_collide() {
+        let cli = parse("rsl-kv -s h:1 --cacert ca.pem --cert c.pem --key k.pem put key value").unwrap();
+        assert!(matches!(&cli.command, Command::Put { key, value } if key == "key" && value == "value"));
+        assert_eq!(cli.client_key.as_deref(), Some(std::path::Path::new("k.pem")));
+        let cli = parse("rsl-kv get some-key --token-file t").unwrap();
+        assert!(matches!(&cli.command, Command::Get { key, .. } if key == "some-key"));
+        assert!(parse("rsl-kv --cert c.pem get k").is_err(), "a certificate needs its key and a CA");
+        assert!(parse("rsl-kv --token t --token-file f get k").is_err());
+        assert!(matches!(parse("rsl-kv hash-token").unwrap().command, Command::HashToken));
+    }
 }
