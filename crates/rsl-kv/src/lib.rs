@@ -8,8 +8,8 @@
 //!   persistent-memory or memory log, and a gRPC client API (`proto/rsl_kv.proto`): Put,
 //!   Get (linearizable lease read, or a fast read at a minimum slot), Delete, Cas, Status.
 //!   A replica that is not primary refuses with `FAILED_PRECONDITION` and names the
-//!   primary's client address in the metadata, so clients redirect. Replicas also fetch
-//!   checkpoints from each other over the same API when one falls behind a truncated log.
+//!   primary's client address in the metadata, so clients redirect. A replica behind a
+//!   truncated log fetches a peer's checkpoint over the replica transport, not this API.
 //! - [`auth`]: users, roles (`read`, `read-write`, `admin`) and their credentials (bearer
 //!   tokens kept as SHA-256 hashes, client certificate names); with `[auth]` configured,
 //!   every client call is authenticated and checked against its role before it runs, and
