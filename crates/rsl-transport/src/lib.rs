@@ -62,7 +62,7 @@
 //! # }
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod codec;
@@ -71,6 +71,8 @@ mod grpc;
 mod membership;
 mod memory;
 mod queue;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 mod stats;
 mod transport;
 
