@@ -414,3 +414,21 @@ pub fn message_from_archived(message: &ArchivedWireMessage<'_>) -> Result<Messag
         body,
     })
 }
+
+/// The archived batch of `messages` in a fresh buffer aligned as ring payloads are (for
+/// tools, tests and benchmarks; the transport serializes into its staging buffer instead).
+pub fn encode_batch(from: NodeId, to: NodeId, messages: &[Message]) -> rkyv::util::AlignedVec<16> {
+    let batch =
+        WireBatch { from: from.0, to: to.0, messages: messages.iter().map(WireMessage::new).collect() };
+    // Serializing into a growable buffer only fails on allocation failure, which aborts.
+    rkyv::api::high::to_bytes_in::<_, rancor::Panic>(&batch, rkyv::util::AlignedVec::<16>::new())
+        .unwrap_or_else(|never| match never {})
+}
+
+/// Validates `bytes` as an archived batch and converts every message: the sender, the
+/// receiver and the messages. `bytes` must be 16-byte aligned, as a ring payload is.
+pub fn decode_batch(bytes: &[u8]) -> Result<(NodeId, NodeId, Vec<Message>), ArchiveError> {
+    let batch = access_batch(bytes)?;
+    let messages = batch.messages.iter().map(message_from_archived).collect::<Result<_, _>>()?;
+    Ok((NodeId(batch.from.to_native()), NodeId(batch.to.to_native()), messages))
+}

@@ -156,6 +156,28 @@ fn set_up_socket(socket: &TcpStream, timeout: Duration) -> Result<(), HandshakeE
 // ---------------------------------------------------------------------------------------
 // The sender.
 
+/// The writes that copy `ranges` of the staging buffer to the same offsets of the ring.
+fn record_writes<'a>(
+    staging: &'a MemoryRegion,
+    ring: RemoteRegion,
+    signals: &mut Signals,
+    ranges: &[RecordRange],
+) -> Vec<WorkRequest<'a>> {
+    ranges
+        .iter()
+        .map(|range| {
+            let (id, signaled) = signals.next();
+            WorkRequest {
+                id,
+                source: Source::Region { region: staging, offset: range.offset, len: range.len as u32 },
+                remote_address: ring.address + range.offset,
+                rkey: ring.rkey,
+                signaled,
+            }
+        })
+        .collect()
+}
+
 /// The sending direction to one peer.
 #[derive(Debug)]
 pub(crate) struct Outbound {
@@ -286,23 +308,7 @@ impl Outbound {
             return Ok(pumped);
         }
         pumped.work = true;
-        let requests: Vec<WorkRequest<'_>> = ranges
-            .iter()
-            .map(|range| {
-                let (id, signaled) = self.signals.next();
-                WorkRequest {
-                    id,
-                    source: Source::Region {
-                        region: &self.staging,
-                        offset: range.offset,
-                        len: range.len as u32,
-                    },
-                    remote_address: self.ring.address + range.offset,
-                    rkey: self.ring.rkey,
-                    signaled,
-                }
-            })
-            .collect();
+        let requests = record_writes(&self.staging, self.ring, &mut self.signals, &ranges);
         post(self.qp.as_mut(), &requests, stats)?;
         Ok(pumped)
     }
@@ -352,6 +358,29 @@ impl Outbound {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Outbound {
+    /// Frames `payload` as the next record, lets `damage` change the staged record (given
+    /// the staging buffer and the record's offset), and writes it: a peer that sends what
+    /// it should not.
+    pub(crate) fn post_raw(
+        &mut self,
+        payload: &[u8],
+        damage: impl FnOnce(&MemoryRegion, u64),
+    ) -> Result<(), LinkError> {
+        let mut ranges = Vec::new();
+        let placed = self.producer.write_frame(&self.staging, &mut ranges, |room| {
+            room[..payload.len()].copy_from_slice(payload);
+            Some(payload.len())
+        });
+        assert_eq!(placed, Placement::Written);
+        damage(&self.staging, ranges[ranges.len() - 1].offset);
+        let requests = record_writes(&self.staging, self.ring, &mut self.signals, &ranges);
+        self.qp.post_write(&requests)?;
+        Ok(())
     }
 }
 

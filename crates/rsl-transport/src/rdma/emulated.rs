@@ -470,3 +470,212 @@ impl QueuePair for EmulatedQp {
         self.state = QpState::Error;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rdma::verbs::INLINE_BYTES_MAX;
+
+    struct Link {
+        sender: EmulatedDevice,
+        cq: Arc<dyn CompletionQueue>,
+        qp: Box<dyn QueuePair>,
+        source: MemoryRegion,
+        target: MemoryRegion,
+        _receiver: EmulatedDevice,
+    }
+
+    /// A queue pair of one device connected to a second device that registered `target`.
+    fn link(depth: u32, config: EmulatedConfig) -> Link {
+        let sender = EmulatedDevice::open(config.clone()).unwrap();
+        let receiver = EmulatedDevice::open(config).unwrap();
+        let target = receiver.register(256, Access::RemoteWrite).unwrap();
+        let source = sender.register(256, Access::Local).unwrap();
+        source.memory().bytes_mut(0, 256).iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        let cq = sender.create_cq(64).unwrap();
+        let mut qp = sender.create_qp(&cq, depth).unwrap();
+        let receiver_cq = receiver.create_cq(4).unwrap();
+        let receiver_qp = receiver.create_qp(&receiver_cq, 4).unwrap();
+        qp.connect(&receiver_qp.endpoint()).unwrap();
+        Link { sender, cq, qp, source, target, _receiver: receiver }
+    }
+
+    fn write<'a>(
+        source: &'a MemoryRegion,
+        target: &MemoryRegion,
+        id: u64,
+        offset: u64,
+        len: u32,
+        signaled: bool,
+    ) -> WorkRequest<'a> {
+        WorkRequest {
+            id,
+            source: Source::Region { region: source, offset: 0, len },
+            remote_address: target.address() + offset,
+            rkey: target.rkey(),
+            signaled,
+        }
+    }
+
+    fn poll(cq: &Arc<dyn CompletionQueue>) -> Vec<Completion> {
+        let mut completions = Vec::new();
+        cq.poll(&mut completions, 64);
+        completions
+    }
+
+    #[test]
+    fn a_write_lands_in_the_peers_memory_and_completes_on_the_senders_queue() {
+        let mut link = link(8, EmulatedConfig::default());
+        let request = write(&link.source, &link.target, 1, 16, 100, true);
+        link.qp.post_write(&[request]).unwrap();
+        let target = link.target.memory();
+        assert_eq!(target.bytes(link.target.at(16), 100), link.source.memory().bytes(0, 100));
+        assert_eq!(target.bytes(link.target.at(0), 16), &[0; 16]);
+        let completions = poll(&link.cq);
+        assert_eq!(
+            completions,
+            vec![Completion {
+                id: 1,
+                qp_number: completions[0].qp_number,
+                status: CompletionStatus::Success
+            }]
+        );
+        // Inline data is copied at post time.
+        let bytes = 7u64.to_le_bytes();
+        let inline = WorkRequest {
+            source: Source::Inline(&bytes),
+            signaled: false,
+            ..write(&link.source, &link.target, 2, 200, 0, false)
+        };
+        link.qp.post_write(&[inline]).unwrap();
+        assert_eq!(target.load_u64(link.target.at(200)), 7);
+        assert!(poll(&link.cq).is_empty(), "unsignalled successes are silent");
+    }
+
+    #[test]
+    fn bad_keys_and_bounds_are_remote_access_errors_that_fail_the_queue_pair() {
+        for (rkey_delta, offset, len) in [(1u32, 0u64, 8u32), (0, 250, 8), (0, 256, 1)] {
+            let mut link = link(8, EmulatedConfig::default());
+            let mut request = write(&link.source, &link.target, 5, offset, len, false);
+            request.rkey += rkey_delta;
+            link.qp.post_write(&[request]).unwrap();
+            assert_eq!(
+                poll(&link.cq)[0].status,
+                CompletionStatus::RemoteAccess,
+                "{rkey_delta} {offset} {len}"
+            );
+            assert_eq!(link.qp.state(), QpState::Error);
+            let next = write(&link.source, &link.target, 6, 0, 8, false);
+            link.qp.post_write(&[next]).unwrap();
+            assert_eq!(poll(&link.cq)[0].status, CompletionStatus::Flushed);
+            assert_eq!(link.target.memory().load_u64(link.target.at(0)), 0, "nothing landed");
+        }
+        // A local-only region has no remote key a peer can use.
+        let mut link = link(8, EmulatedConfig::default());
+        let mut request = write(&link.source, &link.target, 1, 0, 8, false);
+        request.rkey = link.source.rkey();
+        request.remote_address = link.source.address();
+        link.qp.post_write(&[request]).unwrap();
+        assert_eq!(poll(&link.cq)[0].status, CompletionStatus::RemoteAccess);
+    }
+
+    #[test]
+    fn a_deregistered_region_refuses_writes() {
+        let mut link = link(8, EmulatedConfig::default());
+        let request = write(&link.source, &link.target, 1, 0, 8, true);
+        link.qp.post_write(&[request]).unwrap();
+        assert_eq!(poll(&link.cq)[0].status, CompletionStatus::Success);
+        let Link { sender: _s, cq, mut qp, source, target, _receiver } = link;
+        let (address, rkey) = (target.address(), target.rkey());
+        drop(target);
+        let request = WorkRequest {
+            id: 2,
+            source: Source::Region { region: &source, offset: 0, len: 8 },
+            remote_address: address,
+            rkey,
+            signaled: true,
+        };
+        qp.post_write(&[request]).unwrap();
+        assert_eq!(poll(&cq)[0].status, CompletionStatus::RemoteAccess);
+    }
+
+    #[test]
+    fn the_send_queue_holds_requests_until_a_later_signalled_one_is_polled() {
+        let mut link = link(4, EmulatedConfig::default());
+        let chain: Vec<_> =
+            (0..4).map(|id| write(&link.source, &link.target, id, id * 8, 8, id == 3)).collect();
+        link.qp.post_write(&chain).unwrap();
+        let more = write(&link.source, &link.target, 4, 0, 8, true);
+        assert!(matches!(
+            link.qp.post_write(&[more]),
+            Err(VerbsError::SendQueueFull { outstanding: 4, depth: 4, posting: 1, .. })
+        ));
+        assert_eq!(poll(&link.cq).len(), 1);
+        link.qp.post_write(&[more]).unwrap();
+        // A malformed request refuses the whole post before anything executes.
+        let bytes = [0u8; INLINE_BYTES_MAX + 1];
+        let inline = WorkRequest {
+            source: Source::Inline(&bytes),
+            ..write(&link.source, &link.target, 9, 0, 0, true)
+        };
+        assert!(matches!(link.qp.post_write(&[more, inline]), Err(VerbsError::InvalidRequest { id: 9, .. })));
+    }
+
+    #[test]
+    fn states_are_enforced() {
+        let device = EmulatedDevice::open(EmulatedConfig::default()).unwrap();
+        let cq = device.create_cq(8).unwrap();
+        let mut qp = device.create_qp(&cq, 8).unwrap();
+        assert_eq!(qp.state(), QpState::Reset);
+        let source = device.register(8, Access::Local).unwrap();
+        let request = WorkRequest {
+            id: 0,
+            source: Source::Region { region: &source, offset: 0, len: 8 },
+            remote_address: 0,
+            rkey: 0,
+            signaled: true,
+        };
+        assert!(matches!(qp.post_write(&[request]), Err(VerbsError::QpState { found: QpState::Reset, .. })));
+        let endpoint = qp.endpoint();
+        qp.connect(&endpoint).unwrap();
+        assert_eq!(qp.state(), QpState::ReadyToSend);
+        assert!(matches!(qp.connect(&endpoint), Err(VerbsError::QpState { .. })));
+        let stranger = QpEndpoint { name: "mlx5_0".into(), ..endpoint };
+        let mut other = device.create_qp(&cq, 8).unwrap();
+        assert!(other.connect(&stranger).is_err());
+    }
+
+    #[test]
+    fn injected_faults_fail_queue_pairs_and_tear_writes() {
+        let mut link = link(8, EmulatedConfig::default());
+        link.sender.tear_next_write(5);
+        let request = write(&link.source, &link.target, 1, 0, 100, false);
+        link.qp.post_write(&[request]).unwrap();
+        assert_eq!(poll(&link.cq)[0].status, CompletionStatus::RetryExceeded);
+        let landed = link.target.memory().bytes(link.target.at(0), 8);
+        assert_eq!(landed, &[0, 1, 2, 3, 4, 0, 0, 0], "only the first 5 bytes landed");
+
+        let mut link = self::link(8, EmulatedConfig::default());
+        link.sender.fail_queue_pairs();
+        let request = write(&link.source, &link.target, 1, 0, 8, false);
+        link.qp.post_write(&[request]).unwrap();
+        assert_eq!(poll(&link.cq)[0].status, CompletionStatus::RetryExceeded);
+        assert_eq!(link.qp.state(), QpState::Error);
+    }
+
+    #[test]
+    fn shuffled_completions_still_retire_every_request() {
+        let mut link = link(16, EmulatedConfig { shuffle_completions: Some(3), ..EmulatedConfig::default() });
+        let chain: Vec<_> =
+            (0..16).map(|id| write(&link.source, &link.target, id, 0, 8, id % 2 == 1)).collect();
+        link.qp.post_write(&chain).unwrap();
+        let ids: Vec<u64> = poll(&link.cq).iter().map(|c| c.id).collect();
+        assert_eq!(ids.len(), 8);
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_ne!(ids, sorted, "the seed reorders");
+        assert_eq!(sorted, vec![1, 3, 5, 7, 9, 11, 13, 15]);
+        let again: Vec<_> = (0..16).map(|id| write(&link.source, &link.target, id, 0, 8, true)).collect();
+        link.qp.post_write(&again).unwrap();
+    }
+}

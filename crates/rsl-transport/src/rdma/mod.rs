@@ -17,6 +17,9 @@ mod stats;
 #[allow(unsafe_code)]
 mod sys;
 mod transport;
+
+#[cfg(test)]
+mod tests;
 pub mod verbs;
 
 pub use handshake::HandshakeError;

@@ -575,7 +575,7 @@ impl Poller {
                 Event::Dialed { peer, generation, result } => self.on_dialed(peer, generation, result),
                 Event::Accepted(Ok(link)) => {
                     if let Some(old) = self.inbound.insert(link.peer, link) {
-                        self.count_inbound_end(&old, "replaced by a new connection from the same peer");
+                        self.count_inbound_end(&old, "replaced by a new connection from the same peer", true);
                     }
                 }
                 Event::Accepted(Err(error)) => {
@@ -691,15 +691,18 @@ impl Poller {
         for (peer, error) in failed {
             work = true;
             if let Some(link) = self.inbound.remove(&peer) {
-                self.count_inbound_end(&link, &error.to_string());
+                // A refused frame was counted as what it is; otherwise a frame begun and
+                // never finished is a torn one.
+                let refused = matches!(error, LinkError::Frame(_) | LinkError::Invalid { .. });
+                self.count_inbound_end(&link, &error.to_string(), !refused);
             }
         }
         work
     }
 
-    fn count_inbound_end(&self, link: &InboundLink, why: &str) {
+    fn count_inbound_end(&self, link: &InboundLink, why: &str, count_partial: bool) {
         RdmaStats::bump(&self.shared.stats.connections_reset);
-        if link.partial_frame() {
+        if count_partial && link.partial_frame() {
             RdmaStats::bump(&self.shared.stats.frames_torn);
         }
         tracing::warn!(local = %self.local(), peer = %link.peer, why, "RDMA connection from the peer ended");
@@ -716,7 +719,7 @@ impl Poller {
             self.inbound.iter().filter(|(_, link)| link.peer_gone()).map(|(peer, _)| *peer).collect();
         for peer in gone {
             if let Some(link) = self.inbound.remove(&peer) {
-                self.count_inbound_end(&link, "the peer closed the handshake socket");
+                self.count_inbound_end(&link, "the peer closed the handshake socket", true);
             }
         }
         let peers = self.shared.peers.read().clone();
