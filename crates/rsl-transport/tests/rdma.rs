@@ -187,3 +187,22 @@ fn bad_settings_and_a_missing_device_are_refused_by_name() {
     let error = RdmaTransport::builder(NodeId(1)).bind("127.0.0.1:0".parse().unwrap()).unwrap_err();
     assert!(matches!(error, RdmaError::NoDevice), "{error}");
 }
+
+/// The verbs provider opens the host's device, or says plainly that there is none.
+#[cfg(feature = "rdma-verbs")]
+#[test]
+fn the_verbs_provider_finds_the_device_or_says_there_is_none() {
+    use rsl_transport::rdma::{open_device, Provider};
+    let devices = std::fs::read_dir("/sys/class/infiniband").map(|entries| entries.count()).unwrap_or(0);
+    let opened = open_device(&Provider::Verbs { device: None, port: 1, gid_index: 0 });
+    if devices == 0 {
+        let error = opened.unwrap_err();
+        assert_eq!(error.to_string(), "no RDMA device found (ibv_get_device_list returned none)");
+    } else {
+        let device = opened.unwrap();
+        assert!(device.register(4096, rsl_transport::rdma::verbs::Access::RemoteWrite).is_ok());
+    }
+    let missing =
+        open_device(&Provider::Verbs { device: Some("no-such-device".into()), port: 1, gid_index: 0 });
+    assert!(missing.is_err());
+}

@@ -7,6 +7,9 @@
 //! outside this module holds a Rust reference to it except through the methods below, each
 //! of which states which bytes it touches and why no one else writes them meanwhile.
 
+#[cfg(feature = "rdma-verbs")]
+pub(crate) mod ibverbs;
+
 use memmap2::{MmapOptions, MmapRaw};
 use std::fs::File;
 use std::ptr::NonNull;
