@@ -626,7 +626,9 @@ impl Poller {
     fn pump_outbound(&mut self) -> bool {
         let mut work = false;
         let mut failed = Vec::new();
-        let peers = self.shared.peers.read().clone();
+        // Held for the turn: `send` reads it too; only address changes wait.
+        let shared = Arc::clone(&self.shared);
+        let peers = shared.peers.read();
         for (peer, link) in &mut self.outbound {
             let Link::Connected { connection, generation } = link else { continue };
             let Some(entry) = peers.get(peer).filter(|entry| entry.generation == *generation) else {
@@ -664,6 +666,7 @@ impl Poller {
                 Err(error) => failed.push((*peer, *generation, error, true)),
             }
         }
+        drop(peers);
         for (peer, generation, error, redial) in failed {
             work = true;
             if let Some(Link::Connected { connection, .. }) = self.outbound.remove(&peer) {
