@@ -6,9 +6,14 @@
 //! - `emulated`: a provider with the same semantics and no device (shared memory);
 //! - `sys`: every unsafe block (registered memory; libibverbs with `rdma-verbs`);
 //! - `ring`: the receive ring's layout, the producer and the consumer;
-//! - `archive`: the rkyv message format, validated once and read in place.
+//! - `archive`: the rkyv message format, validated once and read in place;
+//! - `handshake`: the out-of-band connection set-up over TCP;
+//! - `connection`: one direction of one peer link (sender and receiver sides);
+//! - `transport` and `config`: [`RdmaTransport`], its poller, and [`RdmaConfig`];
+//! - `stats`: [`RdmaStats`], the ring protocol's counters.
 
 pub mod archive;
+mod config;
 mod connection;
 pub mod emulated;
 mod handshake;
@@ -22,9 +27,10 @@ mod transport;
 mod tests;
 pub mod verbs;
 
+pub use config::{RdmaConfig, RdmaConfigError};
 pub use handshake::HandshakeError;
 pub use stats::{RdmaStats, RdmaStatsSnapshot};
-pub use transport::{RdmaBuilder, RdmaConfig, RdmaConfigError, RdmaError, RdmaTransport};
+pub use transport::{RdmaBuilder, RdmaError, RdmaTransport};
 
 /// Which verbs provider to open.
 #[derive(Clone, Debug, PartialEq, Eq)]
