@@ -21,7 +21,9 @@ use crate::rdma::connection::{Inbound as InboundLink, LinkError, Outbound};
 use crate::rdma::stats::RdmaStats;
 use crate::rdma::verbs::Device;
 use crate::stats::TransportStats;
-use crate::transport::{AddressError, Inbound, PeerAddress, QueueFullPolicy, SendError, Transport};
+use crate::transport::{
+    check_outbound, AddressError, Inbound, PeerAddress, QueueFullPolicy, SendError, Transport,
+};
 use parking_lot::{Mutex, RwLock};
 use rsl_core::{Message, NodeId, SplitMix64};
 use std::collections::{HashMap, VecDeque};
@@ -195,24 +197,8 @@ impl RdmaTransport {
     }
 
     fn check(&self, to: NodeId, messages: &[Message]) -> Result<Vec<u64>, SendError> {
-        let local = self.shared.gate.local;
         let max = self.shared.config.message_bytes_max();
-        messages
-            .iter()
-            .map(|message| {
-                if message.from != local {
-                    return Err(SendError::WrongSender { local, message_from: message.from });
-                }
-                if message.to != to {
-                    return Err(SendError::WrongReceiver { to, message_to: message.to });
-                }
-                let bytes = archived_len(message);
-                if bytes > max {
-                    return Err(SendError::TooLarge { bytes, max });
-                }
-                Ok(bytes)
-            })
-            .collect()
+        check_outbound(self.shared.gate.local, to, max, messages, archived_len)
     }
 }
 
@@ -610,20 +596,26 @@ impl Poller {
         work
     }
 
-    fn spawn_accept(&mut self, socket: std::net::TcpStream) {
-        let (shared, events, key) = (Arc::clone(&self.shared), self.events.0.clone(), self.rng.next_u64());
-        let spawned = thread::Builder::new().name("rsl-rdma-accept".into()).spawn(move || {
-            let _ = socket.set_nonblocking(false);
-            let result = InboundLink::accept(
-                shared.device.as_ref(),
-                shared.gate.local,
-                socket,
-                key,
-                shared.config.link(),
-            )
-            .map(Box::new);
-            let _ = events.send(Event::Accepted(result));
+    /// Runs `handshake` on a thread of its own and hands its outcome to the poller.
+    fn spawn_handshake(
+        &self,
+        name: &str,
+        handshake: impl FnOnce(&Shared) -> Event + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (shared, events) = (Arc::clone(&self.shared), self.events.0.clone());
+        thread::Builder::new().name(name.to_owned()).spawn(move || {
+            let _ = events.send(handshake(&shared));
             shared.wake();
+        })?;
+        Ok(())
+    }
+
+    fn spawn_accept(&mut self, socket: std::net::TcpStream) {
+        let key = self.rng.next_u64();
+        let spawned = self.spawn_handshake("rsl-rdma-accept", move |shared| {
+            let _ = socket.set_nonblocking(false);
+            let (device, local, link) = (shared.device.as_ref(), shared.gate.local, shared.config.link());
+            Event::Accepted(InboundLink::accept(device, local, socket, key, link).map(Box::new))
         });
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start an RDMA handshake thread");
@@ -631,20 +623,12 @@ impl Poller {
     }
 
     fn spawn_dial(&mut self, peer: NodeId, entry: &Peer, attempt: u32) {
-        let (shared, events) = (Arc::clone(&self.shared), self.events.0.clone());
         let (generation, address) = (entry.generation, entry.socket);
         self.outbound.insert(peer, Link::Dialing { generation });
-        let spawned = thread::Builder::new().name("rsl-rdma-dial".into()).spawn(move || {
-            let result = Outbound::dial(
-                shared.device.as_ref(),
-                shared.gate.local,
-                peer,
-                address,
-                shared.config.link(),
-            )
-            .map(Box::new);
-            let _ = events.send(Event::Dialed { peer, generation, result });
-            shared.wake();
+        let spawned = self.spawn_handshake("rsl-rdma-dial", move |shared| {
+            let (device, local, link) = (shared.device.as_ref(), shared.gate.local, shared.config.link());
+            let result = Outbound::dial(device, local, peer, address, link).map(Box::new);
+            Event::Dialed { peer, generation, result }
         });
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start an RDMA dial thread");
