@@ -95,18 +95,26 @@ async fn a_queue_pair_in_error_is_replaced_by_a_new_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_torn_by_a_dying_sender_is_never_delivered() {
     let (one, mut two) = pair(EmulatedConfig::default());
-    assert_eq!(keep_sending(&one, &mut two, 0, 2).await.len(), 2);
-    // The next frame lands 20 bytes (header and part of the payload), then the sender's
-    // queue pair fails: the receiver must not take it, and counts it when the link ends.
+    one.transport.send(NodeId(2), vec![heartbeat(1, 1, 2, 1), heartbeat(1, 1, 2, 2)]).unwrap();
+    assert_eq!(receive(&mut two.inbound, 2).await.iter().map(sent_at).collect::<Vec<_>>(), [1, 2]);
+    common::eventually("the credit for both", || {
+        one.transport.rdma_stats().snapshot().messages_acknowledged == 2
+    })
+    .await;
+    // The next frame (message 3 alone) lands 20 bytes (header and part of the payload),
+    // then the sender's queue pair fails: the receiver must not take it, and counts it as
+    // torn when the link ends.
     one.device.tear_next_write(20);
-    let after = keep_sending(&one, &mut two, 1000, 3).await;
-    assert!(after.windows(2).all(|w| w[0] < w[1]), "{after:?}");
+    one.transport.send(NodeId(2), vec![heartbeat(1, 1, 2, 3)]).unwrap();
     common::eventually("the receiver to count the torn frame", || {
         two.transport.rdma_stats().snapshot().frames_torn == 1
     })
     .await;
+    assert!(two.inbound.try_recv().is_err(), "the torn frame's message is never delivered");
     let stats = one.transport.rdma_stats().snapshot();
-    assert!(stats.messages_unacknowledged_lost >= 1, "{stats:?}");
+    assert_eq!((stats.completion_errors, stats.messages_unacknowledged_lost), (1, 1), "{stats:?}");
+    let after = keep_sending(&one, &mut two, 1000, 3).await;
+    assert!(after.windows(2).all(|w| w[0] < w[1]), "{after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
