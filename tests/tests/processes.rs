@@ -1,8 +1,8 @@
 //! Rings of real `rsl-kv-server` processes on loopback: replication and reads, SIGKILL of
 //! the primary, catch-up from slots and from a checkpoint, a corrupt log, an oversized
 //! request, a stranger's messages, authentication and roles on the client API (every
-//! cluster here requires it; this test checks refusals), and mutual TLS between the
-//! processes.
+//! cluster here requires it; this test checks refusals), mutual TLS between the processes,
+//! and (feature `rdma`) the same ring over the RDMA transport's emulated provider.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,6 +96,51 @@ async fn replicate_read_survive_a_killed_primary_and_catch_up_from_slots() {
         cluster.spawn(id, &[]);
     }
     assert_holds(&mut client, &acknowledged).await;
+}
+
+/// Three replicas over the RDMA ring protocol on the emulated provider (their rings are
+/// shared memory between the processes): the demo's writes and reads, a SIGKILLed primary,
+/// and the killed replica catching up when it comes back.
+#[cfg(feature = "rdma")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_over_emulated_rdma_survives_a_killed_primary() {
+    let mut cluster = ProcessCluster::start(SERVER, options(&["--transport", "rdma-emu"]));
+    let mut client = cluster.client(WAIT);
+    let primary = cluster.wait_for_primary(&mut client, WAIT).await;
+    write_keys(&mut client, 0..100, "a").await;
+    let mut acknowledged = expected(0..100, "a");
+    assert_holds(&mut client, &acknowledged).await;
+
+    cluster.kill(primary);
+    write_keys(&mut client, 100..150, "b").await;
+    let new_primary = cluster.wait_for_primary(&mut client, WAIT).await;
+    assert_ne!(new_primary, primary);
+    acknowledged.extend(expected(100..150, "b"));
+
+    cluster.spawn(primary, &[]);
+    let last = write_keys(&mut client, 150..160, "c").await;
+    acknowledged.extend(expected(150..160, "c"));
+    let statuses = cluster.wait_converged(&mut client, last, WAIT).await;
+    assert_eq!(statuses[&primary].keys, acknowledged.len() as u64, "the restarted replica caught up");
+    assert_holds(&mut client, &acknowledged).await;
+}
+
+/// Asking for the RDMA transport where it cannot run fails at start-up and says why: a
+/// build without it, or (with it) no RDMA device on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rdma_transport_without_a_device_is_refused_plainly() {
+    let mut cluster = ProcessCluster::create(SERVER, options(&["--transport", "rdma"]));
+    let (status, stderr) = cluster.spawn_expecting_failure(1, &[], WAIT);
+    assert!(!status.success());
+    let reasons = [
+        "built without the rdma feature",
+        "no verbs provider",
+        "no RDMA device found (ibv_get_device_list returned none)",
+    ];
+    assert!(
+        stderr.contains("replica transport rdma") && reasons.iter().any(|reason| stderr.contains(reason)),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,6 +77,11 @@ pub struct BenchArgs {
     /// Run the same workload against another system: etcd
     #[arg(long, value_parser = ["etcd"])]
     pub peer: Option<String>,
+    /// Also measure rsl-kv over this replica transport, beside gRPC: rdma-emu (the RDMA
+    /// ring protocol on the emulated provider: its CPU cost, not a NIC's) or rdma (the
+    /// host's verbs device)
+    #[arg(long, value_parser = ["rdma-emu", "rdma"])]
+    pub transport: Option<String>,
     /// The peer's sweep: its clients at each point (default: the same total concurrency
     /// as ours, clients × in-flight, one unary call in flight per client)
     #[arg(long, value_delimiter = ',')]
@@ -373,7 +378,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(other) => bail!("--peer: unknown system {other:?}; expected etcd"),
         None => None,
     };
-    let binaries = demo::build()?;
+    // gRPC always; the RDMA transport beside it when asked (one binary serves both).
+    let transports: Vec<&str> = std::iter::once("grpc").chain(args.transport.as_deref()).collect();
+    let features: &[&str] = match args.transport.as_deref() {
+        Some("rdma-emu") => &["rdma"],
+        Some(_) => &["rdma-verbs"],
+        None => &[],
+    };
+    let binaries = demo::build_with_features(features)?;
     demo::install_interrupt_handler()?;
     let cli = binaries.cli.clone();
 
@@ -383,7 +395,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.peer_clients.clone()
     };
     let extra = u64::from(args.half_load);
-    let mut total_runs = args.backends.len() as u64 * (settings.sweep.len() as u64 + extra);
+    let mut total_runs =
+        (transports.len() * args.backends.len()) as u64 * (settings.sweep.len() as u64 + extra);
     if etcd.is_some() {
         total_runs += peer_sweep.len() as u64 + extra;
     }
@@ -401,7 +414,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     let mut points = Vec::new();
     let mut binaries = Some(binaries);
-    for backend in &args.backends {
+    for (transport, backend) in transports.iter().flat_map(|t| args.backends.iter().map(move |b| (*t, b))) {
         let Some(built) = binaries.take() else {
             unreachable!("binaries are handed back after each backend")
         };
@@ -416,7 +429,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     .map(String::from)
                     .to_vec();
         }
-        let result = bench_backend(&mut cluster, &runner, backend, args.half_load);
+        let system = match transport {
+            "grpc" => runner.system().to_owned(),
+            _ => {
+                cluster.server_args.extend(["--transport".to_owned(), transport.to_owned()]);
+                format!("{}-{transport}", runner.system())
+            }
+        };
+        let result = bench_backend(&mut cluster, &runner, &system, backend, args.half_load);
         if result.is_err() {
             bar.suspend(|| {
                 eprintln!("bench: failed; the last lines of each replica's log:\n{}", cluster.log_tails(15))
@@ -436,7 +456,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "machine": machine_description(),
             "load_average_at_start": load_average,
             "replicas": 3,
-            "transport": "gRPC over 127.0.0.1",
+            "transport": match args.transport.as_deref() {
+                None => "gRPC over 127.0.0.1".to_owned(),
+                Some(other) => format!("gRPC over 127.0.0.1, and {other} (rsl-{other} points)"),
+            },
             "payload_bytes": settings.payload_bytes,
             "read_percent": settings.read_percent,
             "duration_s": settings.duration,
@@ -481,6 +504,7 @@ fn take_binaries(mut cluster: Cluster) -> demo::Binaries {
 fn bench_backend(
     cluster: &mut Cluster,
     runner: &Runner<'_>,
+    system: &str,
     backend: &str,
     half_load: bool,
 ) -> Result<Vec<Point>> {
@@ -502,11 +526,11 @@ fn bench_backend(
             in_flight,
             rate_ops_per_s: None,
         };
-        points.push(runner.point(runner.system(), backend, &spec, &pids)?);
+        points.push(runner.point(system, backend, &spec, &pids)?);
     }
     if half_load {
         let protocol = if runner.unary { "unary" } else { "stream" };
-        points.push(half_load_point(runner, runner.system(), backend, protocol, &servers, &points, &pids)?);
+        points.push(half_load_point(runner, system, backend, protocol, &servers, &points, &pids)?);
     }
     // Every replica must still agree after the load (a benchmark of a broken ring is void).
     cluster.wait_for(SETTLE_TIMEOUT, "all replicas to apply every chosen slot", |statuses| {
@@ -961,6 +985,7 @@ mod tests {
             connections: 4,
             half_load: true,
             peer: None,
+            transport: None,
             peer_clients: Vec::new(),
             json: None,
             plot: None,

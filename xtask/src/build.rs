@@ -12,7 +12,19 @@ use crate::process::Cmd;
 /// Builds `binaries` of `package` in release and returns their executables, in the order
 /// given, as cargo reports them.
 pub fn release_binaries<const N: usize>(package: &str, binaries: [&str; N]) -> Result<[PathBuf; N]> {
+    release_binaries_with_features(package, &[], binaries)
+}
+
+/// [`release_binaries`] with cargo `features` of `package` enabled.
+pub fn release_binaries_with_features<const N: usize>(
+    package: &str,
+    features: &[&str],
+    binaries: [&str; N],
+) -> Result<[PathBuf; N]> {
     let mut cmd = Cmd::cargo().args(["build", "--release", "-p", package]);
+    if !features.is_empty() {
+        cmd = cmd.args(["--features", &features.join(",")]);
+    }
     for binary in binaries {
         cmd = cmd.args(["--bin", binary]);
     }

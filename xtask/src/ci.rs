@@ -22,6 +22,7 @@ enum Action {
     Fmt,
     Clippy,
     Test,
+    Rdma,
     Contracts,
     Sim { replicas: u8 },
     Mutations,
@@ -45,6 +46,7 @@ const STEPS: &[Step] = &[
         action: Action::Clippy,
     },
     Step { name: "test", script: "cargo xtask test", action: Action::Test },
+    Step { name: "rdma", script: "bash .ci/rdma", action: Action::Rdma },
     Step { name: "contracts", script: "cargo xtask contracts", action: Action::Contracts },
     Step {
         name: "sim-3",
@@ -105,6 +107,7 @@ fn run_action(action: Action, sim_seeds: u64) -> Result<()> {
         ),
         Action::Clippy => Cmd::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]).run(),
         Action::Test => test(),
+        Action::Rdma => Cmd::new("bash").arg(crate::process::workspace_root().join(".ci/rdma")).run(),
         Action::Contracts => contracts::run(),
         Action::Sim { replicas } => {
             sim::run(&SimArgs { seeds: Some(sim_seeds), replicas: Some(replicas), ..SimArgs::default() })

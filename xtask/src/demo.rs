@@ -110,7 +110,13 @@ pub(crate) struct Binaries {
 
 /// Builds rsl-kv's binaries in release and returns their paths.
 pub(crate) fn build() -> Result<Binaries> {
-    let [server, cli] = build::release_binaries("rsl-kv", ["rsl-kv-server", "rsl-kv"])?;
+    build_with_features(&[])
+}
+
+/// Builds rsl-kv's binaries in release with rsl-kv's cargo `features`.
+pub(crate) fn build_with_features(features: &[&str]) -> Result<Binaries> {
+    let [server, cli] =
+        build::release_binaries_with_features("rsl-kv", features, ["rsl-kv-server", "rsl-kv"])?;
     Ok(Binaries { server, cli })
 }
 

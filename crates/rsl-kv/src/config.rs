@@ -10,6 +10,7 @@
 //! clients = ["1=10.0.0.1:7101", "2=10.0.0.2:7101", "3=10.0.0.3:7101"]
 //! data_dir = "/var/lib/rsl-kv"  # the log and checkpoints
 //! log = "file"                  # file | pmem | memory
+//! transport = "grpc"            # between replicas: grpc | rdma | rdma-emu (docs/RDMA.md)
 //! metrics_port = 9101           # optional: Prometheus text on http://0.0.0.0:9101/metrics
 //! # client_listen = "0.0.0.0:7101"   # optional, default: this node's `clients` entry
 //! # replica_listen = "0.0.0.0:7001"  # optional, default: this node's `members` entry
@@ -108,6 +109,40 @@ pub(crate) fn parse_choice<T: Copy + fmt::Display>(
         _ => names.concat(),
     };
     Err(format!("unknown {what} {text:?}; expected {expected}"))
+}
+
+/// How replicas talk to each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaTransportKind {
+    /// tonic gRPC over TCP (optionally with mutual TLS).
+    #[default]
+    Grpc,
+    /// RDMA verbs on the host's first device (needs the `rdma-verbs` feature and a device,
+    /// or soft-RoCE); `members` addresses are the TCP addresses of the RDMA handshake.
+    Rdma,
+    /// The RDMA ring protocol on the emulated provider (shared memory on one host; tests and
+    /// the benchmark).
+    RdmaEmu,
+}
+
+impl std::str::FromStr for ReplicaTransportKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ReplicaTransportKind, String> {
+        use ReplicaTransportKind as K;
+        parse_choice("replica transport", text, &[K::Grpc, K::Rdma, K::RdmaEmu])
+    }
+}
+
+impl fmt::Display for ReplicaTransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReplicaTransportKind::Grpc => "grpc",
+            ReplicaTransportKind::Rdma => "rdma",
+            ReplicaTransportKind::RdmaEmu => "rdma-emu",
+        })
+    }
 }
 
 /// TLS material for the replica transport, as file paths.
@@ -239,6 +274,8 @@ pub struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     /// `file`, `pmem` or `memory`.
     pub log: Option<LogBackend>,
+    /// `grpc`, `rdma` or `rdma-emu`.
+    pub transport: Option<ReplicaTransportKind>,
     /// Serve Prometheus metrics on this port (all interfaces).
     pub metrics_port: Option<u16>,
     /// Mutual TLS between replicas.
@@ -308,6 +345,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The log store.
     pub log: LogBackend,
+    /// How replicas talk.
+    pub transport: ReplicaTransportKind,
     /// Prometheus metrics port.
     pub metrics_port: Option<u16>,
     /// Mutual TLS between replicas (all three files present).
@@ -372,6 +411,7 @@ impl ConfigFile {
             replica_listen: overrides.replica_listen.or(self.replica_listen),
             data_dir: overrides.data_dir.or(self.data_dir),
             log: overrides.log.or(self.log),
+            transport: overrides.transport.or(self.transport),
             metrics_port: overrides.metrics_port.or(self.metrics_port),
             tls,
             client_tls: overrides.client_tls.or(self.client_tls),
@@ -495,6 +535,10 @@ impl ConfigFile {
             Some(auth) => auth.resolve(client_certificates)?,
             None => None,
         };
+        let transport = self.transport.unwrap_or_default();
+        if tls.is_some() && transport != ReplicaTransportKind::Grpc {
+            return Err(invalid("tls", format!("mutual TLS is for the grpc transport, not {transport}")));
+        }
         let tuning = self.tuning.unwrap_or_default();
         let config = ServerConfig {
             ring,
@@ -507,6 +551,7 @@ impl ConfigFile {
             replica_listen,
             data_dir,
             log,
+            transport,
             metrics_port: self.metrics_port,
             tls,
             client_tls,
@@ -683,8 +728,8 @@ batch_linger_us = 100
         assert_eq!(config.node, NodeId(2));
         assert_eq!(config.ring, RingId(1));
         assert_eq!(config.members.len(), 3);
-        assert_eq!(config.client_listen, "127.0.0.1:7102".parse().unwrap());
-        assert_eq!(config.replica_listen, "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(config.client_listen, "127.0.0.1:7102".parse::<SocketAddr>().unwrap());
+        assert_eq!(config.replica_listen, "127.0.0.1:7002".parse::<SocketAddr>().unwrap());
         assert_eq!(config.log, LogBackend::Pmem);
         assert_eq!(config.client_address(NodeId(3)), Some("127.0.0.1:7103"));
         let ring = config.ring_config();
@@ -709,7 +754,7 @@ batch_linger_us = 100
         let config = file.merge(flags).resolve().unwrap();
         assert_eq!(config.node, NodeId(3));
         assert_eq!(config.log, LogBackend::File);
-        assert_eq!(config.client_listen, "127.0.0.1:7103".parse().unwrap());
+        assert_eq!(config.client_listen, "127.0.0.1:7103".parse::<SocketAddr>().unwrap());
         // A tuning flag replaces one field and keeps the file's others.
         assert_eq!(config.tuning.election_delay_min_ms, Some(300));
         assert_eq!(config.tuning.election_delay_max_ms, Some(900));
@@ -821,6 +866,24 @@ batch_linger_us = 100
         let config = parse(&format!("{base}log = \"memory\"\n")).unwrap();
         assert_eq!(config.log, LogBackend::Memory);
         assert_eq!(config.members.len(), 1);
+    }
+
+    #[test]
+    fn the_replica_transport_is_grpc_unless_chosen() {
+        let base = "node = 1\nmembers = [\"1=127.0.0.1:7001\"]\nclient_listen = \"127.0.0.1:7101\"\nlog = \"memory\"\n";
+        assert_eq!(parse(base).unwrap().transport, ReplicaTransportKind::Grpc);
+        let config = parse(&format!("{base}transport = \"rdma-emu\"\n")).unwrap();
+        assert_eq!(config.transport, ReplicaTransportKind::RdmaEmu);
+        assert_eq!("rdma".parse::<ReplicaTransportKind>(), Ok(ReplicaTransportKind::Rdma));
+        let error = "infiniband".parse::<ReplicaTransportKind>().unwrap_err();
+        assert!(error.contains("expected grpc, rdma or rdma-emu"), "{error}");
+        // Mutual TLS is a property of the gRPC transport.
+        let directory = tempfile::tempdir().unwrap();
+        let pem = directory.path().join("x.pem");
+        std::fs::write(&pem, "pem").unwrap();
+        let tls = format!("tls = {{ ca = {pem:?}, cert = {pem:?}, key = {pem:?} }}\n");
+        let error = parse(&format!("{base}transport = \"rdma\"\n{tls}")).unwrap_err();
+        assert_eq!(key_of(error), "tls");
     }
 
     #[test]

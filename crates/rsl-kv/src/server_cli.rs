@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{TlsFiles, Tuning};
+use crate::config::{ReplicaTransportKind, TlsFiles, Tuning};
 use crate::{ConfigFile, LogBackend, Server};
 use clap::Parser;
 
@@ -63,6 +63,9 @@ struct Args {
     /// Log store: file, pmem or memory [default: file]
     #[arg(long, value_name = "BACKEND")]
     log: Option<LogBackend>,
+    /// Replica transport: grpc, rdma or rdma-emu [default: grpc]
+    #[arg(long, value_name = "KIND")]
+    transport: Option<ReplicaTransportKind>,
     /// Serve Prometheus metrics on this port
     #[arg(long, value_name = "PORT")]
     metrics_port: Option<u16>,
@@ -136,6 +139,7 @@ impl Args {
             replica_listen: self.replica_listen.clone(),
             data_dir: self.data_dir.clone(),
             log: self.log,
+            transport: self.transport,
             metrics_port: self.metrics_port,
             tls: (tls != TlsFiles::default()).then_some(tls),
             // TLS on the client port and users come from the file only.

@@ -23,7 +23,7 @@
 //! Delivery is best effort, as Paxos assumes: messages may be lost, are never altered, and
 //! are never duplicated by the transport.
 //!
-//! Two implementations:
+//! Three implementations:
 //!
 //! - [`MemoryNetwork`] / [`MemoryEndpoint`]: endpoints in one process, with faults for tests
 //!   (one-way link drops, seeded random loss, partitions and healing).
@@ -33,6 +33,10 @@
 //!   TLS with rustls behind the `tls` feature. The wire format is
 //!   `proto/rsl_transport.proto`, compiled at build time by protox (no `protoc` needed);
 //!   [`codec`] converts and validates it.
+//! - `rdma::RdmaTransport` (cargo feature `rdma`): one-sided RDMA WRITEs into per-peer
+//!   receive rings over reliable-connected queue pairs, with rkyv messages validated in
+//!   place; on an emulated provider (shared memory, no device) or, with `rdma-verbs`, on
+//!   libibverbs. See docs/RDMA.md.
 //!
 //! # Example
 //!
@@ -67,7 +71,7 @@
 //! # }
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod checkpoint;
@@ -77,6 +81,8 @@ mod grpc;
 mod membership;
 mod memory;
 mod queue;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 mod stats;
 mod transport;
 

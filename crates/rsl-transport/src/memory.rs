@@ -6,7 +6,7 @@ use crate::codec::{encoded_len, framed_len, FRAME_OVERHEAD_BYTES};
 use crate::gate::Gate;
 use crate::membership::Membership;
 use crate::stats::TransportStats;
-use crate::transport::{AddressError, Inbound, PeerAddress, SendError, Transport};
+use crate::transport::{check_outbound, AddressError, Inbound, PeerAddress, SendError, Transport};
 use parking_lot::{Mutex, RwLock};
 use rsl_core::SplitMix64;
 use rsl_core::{Message, NodeId};
@@ -197,24 +197,7 @@ pub struct MemoryEndpoint {
 
 impl MemoryEndpoint {
     fn check(&self, to: NodeId, messages: &[Message]) -> Result<Vec<u64>, SendError> {
-        let local = self.gate.local;
-        let max = self.hub.config.message_bytes_max;
-        messages
-            .iter()
-            .map(|message| {
-                if message.from != local {
-                    return Err(SendError::WrongSender { local, message_from: message.from });
-                }
-                if message.to != to {
-                    return Err(SendError::WrongReceiver { to, message_to: message.to });
-                }
-                let bytes = encoded_len(message);
-                if bytes > max {
-                    return Err(SendError::TooLarge { bytes, max });
-                }
-                Ok(bytes)
-            })
-            .collect()
+        check_outbound(self.gate.local, to, self.hub.config.message_bytes_max, messages, encoded_len)
     }
 }
 

@@ -184,3 +184,31 @@ pub trait Transport: Send + Sync + fmt::Debug {
         None
     }
 }
+
+/// Checks a `send` call's messages before anything is queued: each comes from `local`, is
+/// addressed to `to`, and has a `size` within `max`. Returns every message's size, or the
+/// first offending message's error.
+pub(crate) fn check_outbound(
+    local: NodeId,
+    to: NodeId,
+    max: u64,
+    messages: &[Message],
+    size: impl Fn(&Message) -> u64,
+) -> Result<Vec<u64>, SendError> {
+    messages
+        .iter()
+        .map(|message| {
+            if message.from != local {
+                return Err(SendError::WrongSender { local, message_from: message.from });
+            }
+            if message.to != to {
+                return Err(SendError::WrongReceiver { to, message_to: message.to });
+            }
+            let bytes = size(message);
+            if bytes > max {
+                return Err(SendError::TooLarge { bytes, max });
+            }
+            Ok(bytes)
+        })
+        .collect()
+}

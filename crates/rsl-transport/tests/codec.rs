@@ -251,3 +251,72 @@ proptest! {
         let _ = decode_batch(Bytes::from(corrupted));
     }
 }
+
+/// The RDMA path's rkyv archives: the same messages round-trip, and no bytes panic.
+#[cfg(feature = "rdma")]
+mod archive {
+    use super::*;
+    use rsl_transport::rdma::archive::{archived_len, decode_batch, encode_batch, ArchiveError};
+
+    #[test]
+    fn every_body_kind_round_trips_through_rkyv() {
+        let messages = one_of_each();
+        let bytes = encode_batch(NodeId(2), NodeId(1), &messages);
+        let (from, to, decoded) = decode_batch(&bytes).unwrap();
+        assert_eq!((from, to), (NodeId(2), NodeId(1)));
+        assert_eq!(decoded, messages);
+        for message in &messages {
+            let alone = encode_batch(message.from, message.to, std::slice::from_ref(message));
+            assert_eq!(alone.len() as u64, archived_len(message), "{}", message.body.kind());
+        }
+    }
+
+    #[test]
+    fn unsorted_configuration_members_are_refused_with_the_field() {
+        let mut message = one_of_each().into_iter().find(|m| m.body.kind() == "accept").unwrap();
+        if let MessageBody::Accept { value, .. } = &mut message.body {
+            *value = Value::Configuration(Configuration {
+                number: 2,
+                members: vec![NodeId(3), NodeId(1)],
+                first_slot: Slot(4),
+            });
+        }
+        let bytes = encode_batch(NodeId(2), NodeId(1), &[message]);
+        let error = decode_batch(&bytes).unwrap_err();
+        let ArchiveError::Field { field, problem } = error else { panic!("{error}") };
+        assert_eq!(field, "Message.accept.value.configuration.members");
+        assert!(problem.contains("strictly increasing"), "{problem}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn batches_round_trip_through_rkyv(from in node(), to in node(), messages in vec(message(), 0..8)) {
+            let bytes = encode_batch(from, to, &messages);
+            prop_assert_eq!(decode_batch(&bytes).unwrap(), (from, to, messages.clone()));
+            // A batch is no larger than its messages archived alone plus the batch overhead.
+            let alone: u64 = messages.iter().map(archived_len).sum();
+            prop_assert!(bytes.len() as u64 <= alone + rsl_transport::rdma::archive::BATCH_OVERHEAD_BYTES);
+        }
+
+        #[test]
+        fn random_and_corrupted_archives_never_panic(
+            messages in vec(message(), 1..6),
+            random in vec(any::<u8>(), 0..512),
+            flip in any::<prop::sample::Index>(),
+            mask in 1u8..,
+        ) {
+            let mut buffer = encode_batch(NodeId(1), NodeId(2), &[]);
+            buffer.clear();
+            buffer.extend_from_slice(&random);
+            let _ = decode_batch(&buffer);
+            let mut corrupted = encode_batch(NodeId(1), NodeId(2), &messages);
+            let at = flip.index(corrupted.len());
+            corrupted[at] ^= mask;
+            if let Ok((_, _, decoded)) = decode_batch(&corrupted) {
+                prop_assert_eq!(decoded.len(), messages.len());
+            }
+        }
+    }
+}

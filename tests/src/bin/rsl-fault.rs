@@ -59,6 +59,12 @@ struct Args {
     /// batches) instead of one unary call each
     #[arg(long)]
     stream: bool,
+    /// The replicas' transport: grpc, or rdma-emu (the RDMA ring protocol on the emulated
+    /// provider; needs rsl-tests built with its feature rdma). Over rdma-emu established
+    /// rings are shared memory, which network faults do not cut: use kills, pauses and disk
+    /// faults
+    #[arg(long, default_value = "grpc", value_parser = ["grpc", "rdma-emu"])]
+    transport: String,
 }
 
 /// Parses `90s`, `10m`, `1m30s`, `1h`, or plain seconds.
@@ -210,6 +216,7 @@ fn main() -> ExitCode {
             keys: args.keys,
             fast_reads: args.fast_reads,
             stream: args.stream,
+            server_args: vec!["--transport".to_owned(), args.transport.clone()],
             interrupted: interrupted.clone(),
         };
         let report = match fault::run(&options) {

@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub fast_reads: bool,
     /// Clients share one batched `Stream` call instead of unary calls.
     pub stream: bool,
+    /// Further flags every replica gets (`--transport rdma-emu`).
+    pub server_args: Vec<String>,
     /// Set on Ctrl-C: the run stops injecting faults, cleans up and fails.
     pub interrupted: Arc<AtomicBool>,
 }
@@ -112,6 +114,7 @@ async fn run_async(options: &RunOptions) -> Result<Report, String> {
         "--log-retain-slots=100".to_owned(),
     ];
     args.push("--pipeline-depth=16".to_owned());
+    args.extend(options.server_args.iter().cloned());
     let cluster_options =
         ClusterOptions { replicas: REPLICAS, log: "file".into(), args, metrics: false, auth: true };
     let cluster = ProcessCluster::create_with_layout(&options.server, cluster_options, network.layouts());

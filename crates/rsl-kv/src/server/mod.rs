@@ -1,10 +1,10 @@
-//! [`Server`]: one replica of the key-value ring: the rsl ring over the gRPC replica
-//! transport, the client API, and metrics. This file starts and stops them; each concern
-//! has a file of its own:
+//! [`Server`]: one replica of the key-value ring: the rsl ring over the replica transport
+//! (gRPC, or RDMA with the `rdma` feature), the client API, and metrics. This file starts
+//! and stops them; each concern has a file of its own:
 //!
-//! - `replica_transport.rs`: the transport between replicas (frame sizes, peers, TLS),
-//!   which also carries checkpoint transfer (the runtime serves and fetches checkpoints
-//!   over it, never over the client port);
+//! - `replica_transport.rs`: the transport between replicas (gRPC or RDMA, frame sizes,
+//!   peers, TLS), which also carries checkpoint transfer (the runtime serves and fetches
+//!   checkpoints over it, never over the client port);
 //! - `storage.rs`: opening the configured log store;
 //! - `api.rs`: the client API's RPC handlers, over `service.rs`, what a replica does with
 //!   the ring for a client (writes, reads, status, reconfiguration);
@@ -28,7 +28,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsl::transport::GrpcTransport;
 use rsl::{NodeId, Ring, RingOptions, Runtime, RuntimeOptions, Transport};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -66,6 +65,14 @@ pub enum ServerError {
     /// The replica transport refused to start.
     #[error("replica transport: {0}")]
     Transport(#[from] rsl::transport::BindError),
+    /// The RDMA replica transport could not start (no device, a build without it, ...).
+    #[error("replica transport {kind}: {problem}")]
+    Rdma {
+        /// `rdma` or `rdma-emu`.
+        kind: crate::config::ReplicaTransportKind,
+        /// What went wrong.
+        problem: String,
+    },
     /// A member's replica address is not usable.
     #[error("replica address of node {node}: {problem}")]
     PeerAddress {
@@ -128,7 +135,7 @@ pub struct Server {
     node: NodeId,
     ring: Ring,
     runtime: Runtime,
-    transport: Arc<GrpcTransport>,
+    transport: replica_transport::ReplicaTransport,
     client_addr: SocketAddr,
     replica_addr: SocketAddr,
     stop_clients: watch::Sender<bool>,
@@ -171,7 +178,7 @@ impl Server {
 
         // The runtime serves and fetches checkpoints over the replica transport, under its
         // mutual TLS and membership checks.
-        let shared: Arc<dyn Transport> = transport.clone();
+        let shared: Arc<dyn Transport> = transport.shared();
         let runtime = Runtime::new(shared, inbound, RuntimeOptions::default())?;
 
         let ring = match start_ring(&config, &runtime, ring_options).await {
