@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use rsl_kv::command::VALUE_BYTES_MAX;
 use rsl_kv::ClientError;
 use rsl_tests::process::{fast_timing, ClusterOptions, ProcessCluster};
+use rsl_tests::server;
 
-/// The server under test: rsl-kv-server, built as this package's binary.
-const SERVER: &str = env!("CARGO_BIN_EXE_rsl-tests-kv-server");
 /// Longest wait for the ring to elect, converge or serve a request.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -47,7 +46,7 @@ fn expected(range: std::ops::Range<u32>, tag: &str) -> BTreeMap<String, String> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicate_read_survive_a_killed_primary_and_catch_up_from_slots() {
-    let mut cluster = ProcessCluster::start(SERVER, options(&[]));
+    let mut cluster = ProcessCluster::start(server::binary(), options(&[]));
     let mut client = cluster.client(WAIT);
     let primary = cluster.wait_for_primary(&mut client, WAIT).await;
 
@@ -94,8 +93,10 @@ async fn replicate_read_survive_a_killed_primary_and_catch_up_from_slots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_a_truncated_log_catches_up_from_a_checkpoint() {
-    let mut cluster =
-        ProcessCluster::start(SERVER, options(&["--checkpoint-interval-slots=25", "--log-retain-slots=10"]));
+    let mut cluster = ProcessCluster::start(
+        server::binary(),
+        options(&["--checkpoint-interval-slots=25", "--log-retain-slots=10"]),
+    );
     let mut client = cluster.client(WAIT);
     let primary = cluster.wait_for_primary(&mut client, WAIT).await;
     let behind = cluster.ids().into_iter().find(|&id| id != primary).unwrap();
@@ -143,7 +144,7 @@ fn newest_segment(data_dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_log_is_refused_on_restart_and_nothing_acknowledged_is_lost() {
-    let mut cluster = ProcessCluster::start(SERVER, options(&[]));
+    let mut cluster = ProcessCluster::start(server::binary(), options(&[]));
     let mut client = cluster.client(WAIT);
     let primary = cluster.wait_for_primary(&mut client, WAIT).await;
     let victim = cluster.ids().into_iter().find(|&id| id != primary).unwrap();
@@ -187,7 +188,7 @@ async fn a_corrupt_log_is_refused_on_restart_and_nothing_acknowledged_is_lost() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_request_is_refused_with_a_clear_error() {
-    let cluster = ProcessCluster::start(SERVER, options(&[]));
+    let cluster = ProcessCluster::start(server::binary(), options(&[]));
     let mut client = cluster.client(WAIT);
     cluster.wait_for_primary(&mut client, WAIT).await;
 
@@ -219,7 +220,7 @@ async fn a_strangers_messages_are_rejected_and_counted() {
     use rsl_core::{Ballot, Message, MessageBody, NodeId, RingId, Slot};
     use rsl_transport::{GrpcTransport, Transport};
 
-    let cluster = ProcessCluster::start(SERVER, ClusterOptions { metrics: true, ..options(&[]) });
+    let cluster = ProcessCluster::start(server::binary(), ClusterOptions { metrics: true, ..options(&[]) });
     let mut client = cluster.client(WAIT);
     let primary = cluster.wait_for_primary(&mut client, WAIT).await;
     let slot = client.put("before", "1").await.unwrap();
@@ -308,7 +309,7 @@ async fn replicas_talk_over_mutual_tls_and_refuse_a_foreign_certificate() {
     let foreign = pki.authority("foreign-ca");
     let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
     let foreign: Vec<&str> = foreign.iter().map(String::as_str).collect();
-    let mut cluster = ProcessCluster::create(SERVER, options(&[]));
+    let mut cluster = ProcessCluster::create(server::binary(), options(&[]));
     for id in [1, 2] {
         cluster.spawn(id, &ours);
     }
