@@ -131,6 +131,34 @@ async fn a_replica_behind_a_truncated_log_catches_up_from_a_checkpoint() {
     assert_holds(&mut client, &acknowledged).await;
 }
 
+/// The ring under test runs the binary users run: rsl-kv's own `rsl-kv-server`, whose
+/// allocator is mimalloc and whose `main` switches transparent huge pages off, not a copy
+/// built with the tests' features.
+#[test]
+fn the_ring_runs_the_shipped_server() {
+    let binary = server::binary();
+    assert_eq!(binary.file_name().and_then(|name| name.to_str()), Some("rsl-kv-server"));
+    let help =
+        std::process::Command::new(&binary).arg("--help").env("MIMALLOC_VERBOSE", "1").output().unwrap();
+    assert!(help.status.success(), "{} --help: {:?}", binary.display(), help.status);
+    let stderr = String::from_utf8_lossy(&help.stderr);
+    assert!(
+        stderr.contains("mimalloc: process init"),
+        "{} does not allocate with mimalloc: {stderr}",
+        binary.display()
+    );
+
+    let cluster = ProcessCluster::start(binary, ClusterOptions { replicas: 1, ..options(&[]) });
+    let pid = cluster.pid(1).expect("replica 1 runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let thp = status.lines().find(|line| line.starts_with("THP_enabled:"));
+    assert_eq!(
+        thp.map(|line| line.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["THP_enabled:", "0"]),
+        "transparent huge pages must be off in the server (PR_SET_THP_DISABLE); /proc/{pid}/status:\n{status}"
+    );
+}
+
 /// The newest segment file of a replica's file journal.
 fn newest_segment(data_dir: &Path) -> PathBuf {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(data_dir.join("log"))

@@ -20,12 +20,6 @@ impl Replica {
         precondition!(self.membership.configuration.contains(from), "validated: the sender is a member");
         let honour_promise =
             !(self.mutated(Mutation::AcceptBelowPromise) || self.mutated(Mutation::ForgetPromiseOnRestart));
-        let promised_before = self.promised;
-        // What the slot held before, for the postconditions (cloned only with contracts on).
-        let held_before = crate::contracts::ENABLED
-            .then(|| self.log.get(slot).map(|e| (e.proposal.clone(), e.chosen)))
-            .flatten();
-        let held_now = |replica: &Replica| replica.log.get(slot).map(|e| (e.proposal.clone(), e.chosen));
         self.highest_seen = self.highest_seen.max(ballot);
         let below_promise = ballot < self.promised;
         if below_promise && honour_promise {
@@ -62,13 +56,16 @@ impl Replica {
                 }
                 // A duplicate: idempotent; answer again once the first write is durable.
                 let ticket = existing.ticket.max(self.promised_ticket);
+                // What the slot held, for the postcondition (cloned only with contracts on).
+                let held_before = crate::contracts::ENABLED.then(|| existing.proposal.clone());
+                let promised_before = self.promised;
                 self.send_after(ticket, from, MessageBody::Accepted { ballot, slot });
                 self.learn_chosen(chosen, ballot);
                 postcondition!(
-                    held_now(self) == held_before
-                        || self.log.is_known_chosen(slot)
-                        || !crate::contracts::ENABLED,
-                    "a duplicate accept changes nothing"
+                    self.log.is_known_chosen(slot)
+                        || held_before
+                            .is_none_or(|held| self.log.get(slot).is_some_and(|e| e.proposal == held)),
+                    "a duplicate accept changes nothing but learning the slot chosen"
                 );
                 postcondition!(self.promised == promised_before, "a duplicate accept changes no promise");
                 return;
