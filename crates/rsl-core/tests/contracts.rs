@@ -9,10 +9,9 @@ fn replica() -> Replica {
     Replica::new(config(1, 3), DurableState::default(), Time(1_000)).expect("valid config")
 }
 
-#[test]
-fn the_integration_tests_run_with_contracts_on() {
+// Checked when the tests compile: a build of them without `contracts` fails here.
+const _: () =
     assert!(rsl_core::contracts::ENABLED, "cargo test -p rsl-core must build rsl-core with `contracts`");
-}
 
 #[test]
 #[should_panic(expected = "precondition failed: time went backwards")]
