@@ -2,16 +2,13 @@
 //! faults that need no privileges, and (as root) the network namespaces' cuts and cleanup.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rsl_tests::fault::net::{self, in_namespace, Mode, Network};
 use rsl_tests::fault::{self, Nemesis, RunOptions};
-
-/// The server under test: rsl-kv-server, built as this package's binary.
-const SERVER: &str = env!("CARGO_BIN_EXE_rsl-tests-kv-server");
+use rsl_tests::server;
 
 /// A short loopback run: `clients` sessions on `keys` keys, the faults in turn. Returns
 /// the report and the directory a failing run saves into.
@@ -26,7 +23,7 @@ fn loopback_run(
 ) -> (fault::Report, tempfile::TempDir) {
     let failures = tempfile::tempdir().unwrap();
     let options = RunOptions {
-        server: PathBuf::from(SERVER),
+        server: server::binary(),
         seed,
         duration: Duration::from_secs(seconds),
         nemeses,

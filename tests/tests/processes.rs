@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use rsl_kv::command::VALUE_BYTES_MAX;
 use rsl_kv::ClientError;
 use rsl_tests::process::{fast_timing, ClusterOptions, ProcessCluster};
+use rsl_tests::server;
 
-/// The server under test: rsl-kv-server, built as this package's binary.
-const SERVER: &str = env!("CARGO_BIN_EXE_rsl-tests-kv-server");
 /// Longest wait for the ring to elect, converge or serve a request.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -53,7 +52,7 @@ fn expected(range: std::ops::Range<u32>, tag: &str) -> BTreeMap<String, String> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicate_read_survive_a_killed_primary_and_catch_up_from_slots() {
-    let mut cluster = ProcessCluster::start(SERVER, options(&[]));
+    let mut cluster = ProcessCluster::start(server::binary(), options(&[]));
     let mut client = cluster.client(WAIT);
     let primary = cluster.wait_for_primary(&mut client, WAIT).await;
 
@@ -104,7 +103,7 @@ async fn replicate_read_survive_a_killed_primary_and_catch_up_from_slots() {
 #[cfg(feature = "rdma")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ring_over_emulated_rdma_survives_a_killed_primary() {
-    let mut cluster = ProcessCluster::start(SERVER, options(&["--transport", "rdma-emu"]));
+    let mut cluster = ProcessCluster::start(server::binary(), options(&["--transport", "rdma-emu"]));
     let mut client = cluster.client(WAIT);
     let primary = cluster.wait_for_primary(&mut client, WAIT).await;
     write_keys(&mut client, 0..100, "a").await;
@@ -129,7 +128,7 @@ async fn a_ring_over_emulated_rdma_survives_a_killed_primary() {
 /// build without it, or (with it) no RDMA device on the host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rdma_transport_without_a_device_is_refused_plainly() {
-    let mut cluster = ProcessCluster::create(SERVER, options(&["--transport", "rdma"]));
+    let mut cluster = ProcessCluster::create(server::binary(), options(&["--transport", "rdma"]));
     let (status, stderr) = cluster.spawn_expecting_failure(1, &[], WAIT);
     assert!(!status.success());
     let reasons = [
@@ -145,8 +144,10 @@ async fn the_rdma_transport_without_a_device_is_refused_plainly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_a_truncated_log_catches_up_from_a_checkpoint() {
-    let mut cluster =
-        ProcessCluster::start(SERVER, options(&["--checkpoint-interval-slots=25", "--log-retain-slots=10"]));
+    let mut cluster = ProcessCluster::start(
+        server::binary(),
+        options(&["--checkpoint-interval-slots=25", "--log-retain-slots=10"]),
+    );
     let mut client = cluster.client(WAIT);
     let primary = cluster.wait_for_primary(&mut client, WAIT).await;
     let behind = cluster.ids().into_iter().find(|&id| id != primary).unwrap();
@@ -181,6 +182,34 @@ async fn a_replica_behind_a_truncated_log_catches_up_from_a_checkpoint() {
     assert_holds(&mut client, &acknowledged).await;
 }
 
+/// The ring under test runs the binary users run: rsl-kv's own `rsl-kv-server`, whose
+/// allocator is mimalloc and whose `main` switches transparent huge pages off, not a copy
+/// built with the tests' features.
+#[test]
+fn the_ring_runs_the_shipped_server() {
+    let binary = server::binary();
+    assert_eq!(binary.file_name().and_then(|name| name.to_str()), Some("rsl-kv-server"));
+    let help =
+        std::process::Command::new(&binary).arg("--help").env("MIMALLOC_VERBOSE", "1").output().unwrap();
+    assert!(help.status.success(), "{} --help: {:?}", binary.display(), help.status);
+    let stderr = String::from_utf8_lossy(&help.stderr);
+    assert!(
+        stderr.contains("mimalloc: process init"),
+        "{} does not allocate with mimalloc: {stderr}",
+        binary.display()
+    );
+
+    let cluster = ProcessCluster::start(binary, ClusterOptions { replicas: 1, ..options(&[]) });
+    let pid = cluster.pid(1).expect("replica 1 runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let thp = status.lines().find(|line| line.starts_with("THP_enabled:"));
+    assert_eq!(
+        thp.map(|line| line.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["THP_enabled:", "0"]),
+        "transparent huge pages must be off in the server (PR_SET_THP_DISABLE); /proc/{pid}/status:\n{status}"
+    );
+}
+
 /// The newest segment file of a replica's file journal.
 fn newest_segment(data_dir: &Path) -> PathBuf {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(data_dir.join("log"))
@@ -194,7 +223,7 @@ fn newest_segment(data_dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_log_is_refused_on_restart_and_nothing_acknowledged_is_lost() {
-    let mut cluster = ProcessCluster::start(SERVER, options(&[]));
+    let mut cluster = ProcessCluster::start(server::binary(), options(&[]));
     let mut client = cluster.client(WAIT);
     let primary = cluster.wait_for_primary(&mut client, WAIT).await;
     let victim = cluster.ids().into_iter().find(|&id| id != primary).unwrap();
@@ -238,7 +267,7 @@ async fn a_corrupt_log_is_refused_on_restart_and_nothing_acknowledged_is_lost() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_request_is_refused_with_a_clear_error() {
-    let cluster = ProcessCluster::start(SERVER, options(&[]));
+    let cluster = ProcessCluster::start(server::binary(), options(&[]));
     let mut client = cluster.client(WAIT);
     cluster.wait_for_primary(&mut client, WAIT).await;
 
@@ -270,7 +299,7 @@ async fn a_strangers_messages_are_rejected_and_counted() {
     use rsl_core::{Ballot, Message, MessageBody, NodeId, RingId, Slot};
     use rsl_transport::{GrpcTransport, Transport};
 
-    let cluster = ProcessCluster::start(SERVER, ClusterOptions { metrics: true, ..options(&[]) });
+    let cluster = ProcessCluster::start(server::binary(), ClusterOptions { metrics: true, ..options(&[]) });
     let mut client = cluster.client(WAIT);
     let primary = cluster.wait_for_primary(&mut client, WAIT).await;
     let slot = client.put("before", "1").await.unwrap();
@@ -320,7 +349,7 @@ async fn the_servers_require_credentials_and_hold_each_user_to_its_role() {
     use rsl_kv::{ClientOptions, ClientSecurity, Token};
     use tonic::Code;
 
-    let cluster = ProcessCluster::start(SERVER, options(&[]));
+    let cluster = ProcessCluster::start(server::binary(), options(&[]));
     let mut admin = cluster.client(WAIT);
     cluster.wait_for_primary(&mut admin, WAIT).await;
     admin.put("k", "original").await.unwrap();
@@ -395,7 +424,7 @@ async fn replicas_talk_over_mutual_tls_and_refuse_a_foreign_certificate() {
     let pki = Pki::new();
     let ours = pki.authority("ring-ca", 1..=3);
     let foreign = pki.authority("foreign-ca", 3..=3);
-    let mut cluster = ProcessCluster::create(SERVER, options(&[]));
+    let mut cluster = ProcessCluster::create(server::binary(), options(&[]));
     for id in [1, 2] {
         cluster.spawn(id, &as_strs(&ours[&id]));
     }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use rsl_kv::proto as pb;
 use rsl_tests::process::{fast_timing, ClusterOptions, ProcessCluster};
+use rsl_tests::server;
 
-const SERVER: &str = env!("CARGO_BIN_EXE_rsl-tests-kv-server");
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A cluster of `nodes` processes in the address book; `initial` bootstrap the ring, the
@@ -21,8 +21,10 @@ fn start(nodes: u64, initial: &[u64], extra: &[&str]) -> ProcessCluster {
     let list: Vec<String> = initial.iter().map(u64::to_string).collect();
     args.push(format!("--initial-members={}", list.join(",")));
     args.extend(extra.iter().map(|a| (*a).to_owned()));
-    let mut cluster =
-        ProcessCluster::create(SERVER, ClusterOptions { replicas: nodes, args, ..Default::default() });
+    let mut cluster = ProcessCluster::create(
+        server::binary(),
+        ClusterOptions { replicas: nodes, args, ..Default::default() },
+    );
     for id in 1..=nodes {
         let join: &[&str] = if initial.contains(&id) { &[] } else { &["--join"] };
         cluster.spawn(id, join);

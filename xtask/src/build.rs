@@ -44,6 +44,13 @@ pub fn release_binaries_with_features<const N: usize>(
     Ok(binaries.map(|binary| built[binary].clone()))
 }
 
+/// The shipped replica server: `cargo build --release -p rsl-kv --bin rsl-kv-server`, in an
+/// invocation of its own so that no test-support package's features reach it.
+pub fn shipped_server() -> Result<PathBuf> {
+    let [server] = release_binaries("rsl-kv", ["rsl-kv-server"])?;
+    Ok(server)
+}
+
 /// The name and executable of the binary in a cargo `compiler-artifact` message, if `line`
 /// is one for a binary.
 fn built_binary(line: &str) -> Result<Option<(String, PathBuf)>> {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build;
 use crate::contracts;
 use crate::fault::{self, FaultArgs};
 use crate::process::Cmd;
@@ -130,11 +131,23 @@ fn run_action(action: Action, sim_seeds: u64) -> Result<()> {
     }
 }
 
-/// `cargo xtask test`: every test target, then the doctests.
+/// Names the `rsl-kv-server` the process-level tests start (read by `rsl_tests::server`).
+pub const SERVER_ENV: &str = "RSL_KV_SERVER";
+
+/// `cargo xtask test`: the shipped server built on its own, every test target (the
+/// process-level tests start that server), the doctests, then the packages whose TLS is a
+/// feature built and tested without it.
 pub fn test() -> Result<()> {
-    Cmd::cargo().args(["test", "--workspace", "--all-targets"]).run()?;
-    Cmd::cargo().args(["test", "--workspace", "--doc"]).run()
+    let server = build::shipped_server()?;
+    Cmd::cargo().env(SERVER_ENV, &server).args(["test", "--workspace", "--all-targets"]).run()?;
+    Cmd::cargo().args(["test", "--workspace", "--doc"]).run()?;
+    Cmd::cargo().args(WITHOUT_TLS).run().context("the build without TLS")
 }
+
+/// The build without TLS: rsl-transport has no default features, rsl-kv's default is `tls`.
+/// Package-level, so only these two and what they depend on build a second time.
+const WITHOUT_TLS: [&str; 7] =
+    ["test", "-p", "rsl-transport", "-p", "rsl-kv", "--no-default-features", "--all-targets"];
 
 fn sim_seeds() -> Result<u64> {
     match std::env::var(SIM_SEEDS_ENV) {

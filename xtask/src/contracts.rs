@@ -1,7 +1,12 @@
-//! `cargo xtask contracts`: dependency hygiene of rsl-core, a census of contract sites, and
-//! the test suites and simulator runs with contracts compiled in.
+//! `cargo xtask contracts`: dependency hygiene of rsl-core, the check that no shipped build
+//! contains test-only code, a census of both tiers of checks, and the test suites and
+//! simulator runs with contracts compiled in.
+//!
+//! The tiers (see `rsl_core::contracts`): tier 1 is the always-on `safety!(Rule, ...)`
+//! sites, in release too, one or more per rule; tier 2 is `precondition!`,
+//! `postcondition!` and `invariant!`, compiled in only with rsl-core's `contracts` feature.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::process::{workspace_root, Cmd};
 use crate::scan;
+use crate::shipped;
 use crate::sim::{self, SimArgs};
 
 /// Crates rsl-core must never depend on: it is sans-IO, so no async runtime, no OS
@@ -17,21 +23,35 @@ pub const BANNED_CRATES: &[&str] =
     &["tokio", "tonic", "libc", "mio", "getrandom", "rand", "rand_core", "socket2", "nix"];
 
 const CONTRACT_MACROS: &[&str] = &["precondition", "postcondition", "invariant"];
+/// The tier-1 macro: `safety!(Rule, cond, ...)`.
+const SAFETY_MACRO: &str = "safety";
 const ASSERT_MACROS: &[&str] = &["assert", "assert_eq", "assert_ne"];
+/// Where the tier-1 rules are declared (`pub enum Rule { ... }`).
+const RULES_FILE: &str = "crates/rsl-core/src/contracts.rs";
 
 /// Seeds the simulator runs with contracts on.
 const SIM_SEEDS: u64 = 200;
 
 pub fn run() -> Result<()> {
-    eprintln!("contracts: [1/3] dependency hygiene of rsl-core");
+    eprintln!("contracts: [1/4] dependency hygiene of rsl-core");
     check_core_dependencies()?;
     eprintln!();
-    eprintln!("contracts: [2/3] contract sites per module");
-    let census = census(&workspace_root())?;
-    print!("{}", census.render());
+    eprintln!(
+        "contracts: [2/4] no shipped build has rsl-core's {}: the feature graphs of {}",
+        shipped::TEST_ONLY_FEATURES.join(" or "),
+        shipped::PACKAGES.join(", ")
+    );
+    shipped::run()?;
     eprintln!();
-    eprintln!("contracts: [3/3] tests and simulator runs with contracts compiled in");
-    Cmd::cargo().args(["test", "-p", "rsl-core", "--features", "contracts"]).run()?;
+    eprintln!("contracts: [3/4] checks per module, both tiers");
+    let root = workspace_root();
+    let census = census(&root)?;
+    print!("{}", census.render());
+    check_every_rule_is_checked(&census, &rules(&root)?)?;
+    eprintln!();
+    eprintln!("contracts: [4/4] tests and simulator runs with contracts compiled in");
+    // rsl-core's dev-dependency on itself turns `contracts` on for its tests.
+    Cmd::cargo().args(["test", "-p", "rsl-core"]).run()?;
     Cmd::cargo().args(["test", "-p", "rsl-sim"]).run()?;
     check_sim_enables_contracts()?;
     sim::run(&SimArgs { seeds: Some(SIM_SEEDS), ..SimArgs::default() })
@@ -102,12 +122,48 @@ fn check_sim_enables_contracts() -> Result<()> {
     Ok(())
 }
 
-/// Contract and assert sites in one source file.
+/// The rules declared by `pub enum Rule { ... }` in rsl-core's contracts module.
+fn rules(root: &Path) -> Result<Vec<String>> {
+    let path = root.join(RULES_FILE);
+    let source = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    enum_variants(&scan::code_only(&source), "Rule")
+        .with_context(|| format!("{} declares no `pub enum Rule {{ ... }}`", path.display()))
+}
+
+/// The variants of the field-less `enum name { A, B, ... }` in `code` (comments blanked).
+fn enum_variants(code: &[u8], name: &str) -> Option<Vec<String>> {
+    let text = String::from_utf8_lossy(code);
+    let header = format!("enum {name} {{");
+    let start = text.find(&header)? + header.len();
+    let body = &text[start..start + text[start..].find('}')?];
+    Some(body.split(',').map(str::trim).filter(|word| !word.is_empty()).map(str::to_string).collect())
+}
+
+/// Every rule must have an always-on check, and every check must name a rule.
+fn check_every_rule_is_checked(census: &Census, rules: &[String]) -> Result<()> {
+    let counts = census.rules();
+    let unchecked: Vec<&str> =
+        rules.iter().filter(|rule| !counts.contains_key(rule.as_str())).map(String::as_str).collect();
+    let unknown: Vec<&str> = counts.keys().filter(|rule| !rules.contains(rule)).map(String::as_str).collect();
+    if !unchecked.is_empty() || !unknown.is_empty() {
+        bail!(
+            "tier 1 is incomplete: rules with no safety! site: [{}]; safety! sites naming no rule of {RULES_FILE}: [{}]",
+            unchecked.join(", "),
+            unknown.join(", ")
+        );
+    }
+    eprintln!("  every one of the {} safety rules has an always-on check", rules.len());
+    Ok(())
+}
+
+/// Check sites in one source file.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Sites {
     pub precondition: u32,
     pub postcondition: u32,
     pub invariant: u32,
+    /// Tier 1: `safety!` sites, by the rule each names.
+    pub safety: BTreeMap<String, u32>,
     pub assert: u32,
     pub assert_eq: u32,
     pub assert_ne: u32,
@@ -122,10 +178,17 @@ impl Sites {
         self.assert + self.assert_eq + self.assert_ne
     }
 
+    fn safety(&self) -> u32 {
+        self.safety.values().sum()
+    }
+
     fn add(&mut self, other: &Sites) {
         self.precondition += other.precondition;
         self.postcondition += other.postcondition;
         self.invariant += other.invariant;
+        for (rule, count) in &other.safety {
+            *self.safety.entry(rule.clone()).or_default() += count;
+        }
         self.assert += other.assert;
         self.assert_eq += other.assert_eq;
         self.assert_ne += other.assert_ne;
@@ -139,17 +202,30 @@ pub struct Census {
 }
 
 impl Census {
+    /// Tier-1 sites by rule, over every file.
+    pub fn rules(&self) -> BTreeMap<String, u32> {
+        let mut total = Sites::default();
+        for (_, sites) in &self.files {
+            total.add(sites);
+        }
+        total.safety
+    }
+
     pub fn render(&self) -> String {
         let width = self.files.iter().map(|(path, _)| path.len()).max().unwrap_or(0).max("module".len());
         let mut out = format!(
-            "{:<width$}  {:>5} {:>5} {:>5} {:>6}   {:>6}\n",
-            "module", "pre", "post", "inv", "total", "assert"
+            "{:<width$}  {:>5} {:>5} {:>5} {:>6}   {:>6} {:>6}\n",
+            "", "tier 2", "", "", "", "tier 1", "",
+        );
+        out += &format!(
+            "{:<width$}  {:>5} {:>5} {:>5} {:>6}   {:>6} {:>6}\n",
+            "module", "pre", "post", "inv", "total", "safety", "assert"
         );
         let mut total = Sites::default();
         let mut silent = 0;
         for (path, sites) in &self.files {
             total.add(sites);
-            if sites.contracts() == 0 && sites.asserts() == 0 {
+            if sites.contracts() == 0 && sites.safety() == 0 && sites.asserts() == 0 {
                 silent += 1;
                 continue;
             }
@@ -157,32 +233,25 @@ impl Census {
         }
         out += &row("total", &total, width);
         out += &format!(
-            "{} files scanned ({silent} with no contract or assert site); `assert` counts always-on \
-             assert!/assert_eq!/assert_ne! outside #[cfg(test)] code\n",
+            "{} files scanned ({silent} with no check); tier 2 (pre/post/inv) runs only with rsl-core's \
+             `contracts` feature; tier 1 runs in every build: `safety` counts safety!(Rule, ..) sites, \
+             `assert` the plain assert!/assert_eq!/assert_ne! outside #[cfg(test)] code\n",
             self.files.len()
         );
-        let mut core = Sites::default();
-        for (_, sites) in self.files.iter().filter(|(path, _)| path.starts_with("crates/rsl-core/src/")) {
-            core.add(sites);
-        }
-        out += &format!(
-            "always-on asserts in crates/rsl-core/src: assert! {}, assert_eq! {}, assert_ne! {} (total {})\n",
-            core.assert,
-            core.assert_eq,
-            core.assert_ne,
-            core.asserts()
-        );
+        let rules: Vec<String> = total.safety.iter().map(|(rule, count)| format!("{rule} {count}")).collect();
+        out += &format!("tier 1 safety! sites by rule: {}\n", rules.join(", "));
         out
     }
 }
 
 fn row(name: &str, sites: &Sites, width: usize) -> String {
     format!(
-        "{name:<width$}  {:>5} {:>5} {:>5} {:>6}   {:>6}\n",
+        "{name:<width$}  {:>5} {:>5} {:>5} {:>6}   {:>6} {:>6}\n",
         sites.precondition,
         sites.postcondition,
         sites.invariant,
         sites.contracts(),
+        sites.safety(),
         sites.asserts()
     )
 }
@@ -224,10 +293,15 @@ pub fn census(root: &Path) -> Result<Census> {
         }
         let names: Vec<&str> = CONTRACT_MACROS.iter().chain(ASSERT_MACROS).copied().collect();
         let counts = scan::count_macros(&code, &names, &test_ranges);
+        let mut safety = BTreeMap::new();
+        for rule in scan::first_words(&code, SAFETY_MACRO, &test_ranges) {
+            *safety.entry(rule).or_default() += 1;
+        }
         let sites = Sites {
             precondition: counts["precondition"],
             postcondition: counts["postcondition"],
             invariant: counts["invariant"],
+            safety,
             assert: counts["assert"],
             assert_eq: counts["assert_eq"],
             assert_ne: counts["assert_ne"],
@@ -297,7 +371,8 @@ mod tests {
         fs::create_dir_all(src.join("tests")).unwrap();
         fs::write(
             src.join("lib.rs"),
-            "mod a;\n#[cfg(test)]\nmod tests;\nfn f() { precondition!(true); assert!(true); }\n",
+            "mod a;\n#[cfg(test)]\nmod tests;\nfn f() { precondition!(true); assert!(true); }\n\
+             fn g() { safety!(TruncateOnlyChosen, true, \"x\"); safety!(\n    TruncateOnlyChosen, true, \"y\"); }\n",
         )
         .unwrap();
         fs::write(src.join("a.rs"), "fn g() { invariant!(true); postcondition!(true); invariant!(true); }\n")
@@ -312,14 +387,43 @@ mod tests {
         let files: Vec<(&str, u32, u32)> =
             census.files.iter().map(|(path, s)| (path.as_str(), s.contracts(), s.asserts())).collect();
         assert_eq!(files, [("crates/demo/src/a.rs", 3, 0), ("crates/demo/src/lib.rs", 1, 1)]);
+        assert_eq!(census.rules(), BTreeMap::from([("TruncateOnlyChosen".to_string(), 2)]));
         let table = census.render();
         assert!(table.contains("total"), "{table}");
+        assert!(table.contains("tier 1 safety! sites by rule: TruncateOnlyChosen 2"), "{table}");
+
+        let rules = |names: &[&str]| names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        check_every_rule_is_checked(&census, &rules(&["TruncateOnlyChosen"])).unwrap();
+        let error =
+            check_every_rule_is_checked(&census, &rules(&["TruncateOnlyChosen", "ChosenValueImmutable"]))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("no safety! site: [ChosenValueImmutable]"), "{error}");
+        let error =
+            check_every_rule_is_checked(&census, &rules(&["ChosenValueImmutable"])).unwrap_err().to_string();
+        assert!(
+            error.contains("naming no rule of crates/rsl-core/src/contracts.rs: [TruncateOnlyChosen]"),
+            "{error}"
+        );
     }
 
     #[test]
-    fn census_of_this_workspace_runs() {
+    fn reads_the_variants_of_an_enum() {
+        let code = scan::code_only(
+            "/// Rules.\npub enum Rule {\n    /// One.\n    A,\n    /// Two, with a comma.\n    B,\n}\n",
+        );
+        assert_eq!(enum_variants(&code, "Rule").unwrap(), ["A", "B"]);
+        assert_eq!(enum_variants(&code, "Other"), None);
+    }
+
+    #[test]
+    fn census_of_this_workspace_runs_and_checks_every_rule() {
         // The real tree must scan without error; its numbers change as the code grows.
-        let census = census(&workspace_root()).unwrap();
+        let root = workspace_root();
+        let census = census(&root).unwrap();
         assert!(census.files.iter().any(|(path, _)| path.starts_with("crates/rsl-core/src/")));
+        let rules = rules(&root).unwrap();
+        assert!(rules.len() >= 5, "{rules:?}");
+        check_every_rule_is_checked(&census, &rules).unwrap();
     }
 }

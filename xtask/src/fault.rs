@@ -1,5 +1,6 @@
 //! `cargo xtask fault`: build the fault-injection runner (`rsl-fault`, a binary of the
-//! rsl-tests package) and the replica server in release, then run it, streaming its output.
+//! rsl-tests package) and the shipped replica server (`rsl-kv-server` of rsl-kv) in release,
+//! each in a cargo invocation of its own, then run it, streaming its output.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -55,12 +56,20 @@ impl FaultArgs {
     }
 }
 
-/// Builds `rsl-fault` and `rsl-tests-kv-server` in release, then runs `rsl-fault`; its exit
-/// code is passed on.
+/// Builds `rsl-kv-server` and `rsl-fault` in release, then runs `rsl-fault` against that
+/// server (unless the arguments name another with `--server`); its exit code is passed on.
 pub fn run(args: &FaultArgs) -> Result<()> {
-    // rsl-fault starts the replica server that lies beside it.
-    let [binary, _server] = build::release_binaries("rsl-tests", ["rsl-fault", "rsl-tests-kv-server"])?;
-    Cmd::new(&binary).args(args.to_args()).run().context("the fault run failed (see its output above)")
+    let server = build::shipped_server()?;
+    let [binary] = build::release_binaries("rsl-tests", ["rsl-fault"])?;
+    let mut cmd = Cmd::new(&binary);
+    if !args
+        .extra
+        .iter()
+        .any(|arg| arg.to_str().is_some_and(|arg| arg == "--server" || arg.starts_with("--server=")))
+    {
+        cmd = cmd.arg("--server").arg(&server);
+    }
+    cmd.args(args.to_args()).run().context("the fault run failed (see its output above)")
 }
 
 #[cfg(test)]

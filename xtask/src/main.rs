@@ -13,6 +13,7 @@ mod demo;
 mod fault;
 mod process;
 mod scan;
+mod shipped;
 mod sim;
 
 use std::process::ExitCode;
@@ -53,22 +54,32 @@ enum Command {
     )]
     Ci,
 
-    /// Run every test target of the workspace, then the doctests
-    #[command(long_about = "Run every test target of the workspace, then the doctests:\n\
-        \n  cargo test --workspace --all-targets\
-        \n  cargo test --workspace --doc")]
+    /// Build the shipped server, run every test target and the doctests, then the build without TLS
+    #[command(long_about = "Build the shipped server on its own, run every test target of the \
+        workspace (the process-level tests start that server), the doctests, then build and test \
+        the packages whose TLS is a feature without it:\n\
+        \n  cargo build --release -p rsl-kv --bin rsl-kv-server\
+        \n  RSL_KV_SERVER=<that binary> cargo test --workspace --all-targets\
+        \n  cargo test --workspace --doc\
+        \n  cargo test -p rsl-transport -p rsl-kv --no-default-features --all-targets")]
     Test,
 
-    /// Check rsl-core's dependencies, count contract sites, run tests with contracts on
-    #[command(long_about = "Check the contracts machinery, in three parts:\n\
+    /// Check rsl-core's dependencies and shipped features, count checks, run tests with contracts on
+    #[command(long_about = "Check the contracts machinery, in four parts:\n\
         \n  1. Dependency hygiene: `cargo tree -p rsl-core -e normal` (with and without\
         \n     --features contracts,mutations, for every target) must not contain tokio, tonic,\
         \n     libc, mio, getrandom, rand, rand_core, socket2, nix, or any crate whose name\
         \n     contains \"async\": rsl-core is sans-IO.\
-        \n  2. Census: precondition!/postcondition!/invariant! sites per file of crates/*/src\
-        \n     (outside contracts.rs and #[cfg(test)] code), and the always-on asserts.\
-        \n  3. cargo test -p rsl-core --features contracts; cargo test -p rsl-sim; then the\
-        \n     simulator in release, which builds rsl-core with contracts, for 200 seeds.")]
+        \n  2. Shipped builds: in the feature graph of rsl-kv and of rsl (normal edges, every\
+        \n     target, default and all features), rsl-core has neither `contracts` nor\
+        \n     `mutations`; a failure names the chain of dependencies that turns one on.\
+        \n  3. Census of both tiers per file of crates/*/src (outside contracts.rs and\
+        \n     #[cfg(test)] code): tier 2, precondition!/postcondition!/invariant! (only with\
+        \n     `contracts`); tier 1, safety!(Rule, ..) sites by rule and plain asserts (every\
+        \n     build). Every rule of rsl_core::contracts::Rule must have a safety! site.\
+        \n  4. cargo test -p rsl-core (contracts on through its dev-dependency on itself);\
+        \n     cargo test -p rsl-sim; then the simulator in release, which builds rsl-core\
+        \n     with contracts, for 200 seeds.")]
     Contracts,
 
     /// Build the deterministic simulator in release and run it
@@ -111,8 +122,8 @@ enum Command {
     Bench(bench::BenchArgs),
 
     /// Fault-injection runs against 5 real rsl-kv replicas; checks the history
-    #[command(long_about = "Build rsl-fault (rsl-tests) and the replica server in release and run \
-        it: a 5-replica KV ring of real processes (as root in network namespaces on a private bridge \
+    #[command(long_about = "Build the shipped replica server (rsl-kv-server) and rsl-fault (rsl-tests) \
+        in release, each on its own, and run rsl-fault against that server: a 5-replica KV ring of real processes (as root in network namespaces on a private bridge \
         with nftables cuts and a bounded tmpfs per replica; otherwise on loopback with fault-injecting \
         proxies, and it says so), concurrent put/get/cas clients recording a JSON-lines history, and \
         faults scheduled from the seed (partitions, kills, pauses, delay, loss, torn and corrupt logs, \

@@ -272,7 +272,26 @@ fn module_name(item: &[u8]) -> Option<String> {
 /// macro. A path prefix (`rsl_core::invariant!`) counts; a longer name (`debug_assert!`)
 /// does not.
 pub fn count_macros<'a>(code: &[u8], names: &[&'a str], excluded: &[Range<usize>]) -> BTreeMap<&'a str, u32> {
-    let mut counts: BTreeMap<&str, u32> = names.iter().map(|&name| (name, 0)).collect();
+    names.iter().map(|&name| (name, invocations(code, name, excluded).len() as u32)).collect()
+}
+
+/// The first word inside each invocation of macro `name` (as [`count_macros`] finds them):
+/// for `safety!(TruncateOnlyChosen, ...)`, `TruncateOnlyChosen`. An invocation that starts
+/// with no identifier gives an empty word.
+pub fn first_words(code: &[u8], name: &str, excluded: &[Range<usize>]) -> Vec<String> {
+    invocations(code, name, excluded)
+        .into_iter()
+        .map(|open| {
+            let start = skip_whitespace(code, open);
+            let end = code[start..].iter().position(|&b| !is_ident_byte(b)).map_or(code.len(), |n| start + n);
+            String::from_utf8_lossy(&code[start..end]).into_owned()
+        })
+        .collect()
+}
+
+/// The offset just after the opening delimiter of each invocation of macro `name`.
+fn invocations(code: &[u8], name: &str, excluded: &[Range<usize>]) -> Vec<usize> {
+    let mut found = Vec::new();
     let mut line_start = 0;
     for line in code.split(|&b| b == b'\n') {
         let line_range = line_start..line_start + line.len();
@@ -280,26 +299,23 @@ pub fn count_macros<'a>(code: &[u8], names: &[&'a str], excluded: &[Range<usize>
         if line.windows(b"macro_rules".len()).any(|w| w == b"macro_rules") {
             continue;
         }
-        for &name in names {
-            let name_bytes = name.as_bytes();
-            let mut from = 0;
-            while let Some(found) = find(&line[from..], name_bytes) {
-                let at = from + found;
-                from = at + name_bytes.len();
-                let before_ok = at == 0 || !is_ident_byte(line[at - 1]);
-                let mut j = skip_whitespace(line, at + name_bytes.len());
-                let bang = line.get(j) == Some(&b'!');
-                j = skip_whitespace(line, j + 1);
-                let open = matches!(line.get(j), Some(b'(' | b'[' | b'{'));
-                let offset = line_range.start + at;
-                let in_excluded = excluded.iter().any(|range| range.contains(&offset));
-                if before_ok && bang && open && !in_excluded {
-                    *counts.get_mut(name).expect("every name has an entry") += 1;
-                }
+        let name_bytes = name.as_bytes();
+        let mut from = 0;
+        while let Some(at) = find(&line[from..], name_bytes).map(|found| from + found) {
+            from = at + name_bytes.len();
+            let before_ok = at == 0 || !is_ident_byte(line[at - 1]);
+            let mut j = skip_whitespace(line, at + name_bytes.len());
+            let bang = line.get(j) == Some(&b'!');
+            j = skip_whitespace(line, j + 1);
+            let open = matches!(line.get(j), Some(b'(' | b'[' | b'{'));
+            let offset = line_range.start + at;
+            let in_excluded = excluded.iter().any(|range| range.contains(&offset));
+            if before_ok && bang && open && !in_excluded {
+                found.push(line_range.start + j + 1);
             }
         }
     }
-    counts
+    found
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -382,6 +398,18 @@ mod tests {
         assert_eq!(counts(source), [("assert", 1), ("invariant", 1)]);
         let (_, modules) = test_items(&code_only(source));
         assert_eq!(modules, ["more_tests"]);
+    }
+
+    #[test]
+    fn reads_the_first_word_of_each_invocation() {
+        let source = "fn f() {\n safety!(TruncateOnlyChosen, a < b, \"x\");\n crate::safety! [ ChosenValueImmutable ];\n \
+                      safety!((a), b);\n}\n#[cfg(test)]\nfn t() { safety!(Hidden, true); }";
+        let code = code_only(source);
+        let (excluded, _) = test_items(&code);
+        assert_eq!(
+            first_words(&code, "safety", &excluded),
+            ["TruncateOnlyChosen", "ChosenValueImmutable", ""]
+        );
     }
 
     #[test]

@@ -42,7 +42,8 @@ struct Args {
     /// Where a failing run saves its history and replica logs (without --history-dir)
     #[arg(long, value_name = "DIR", default_value = "target/fault-failures")]
     failure_dir: PathBuf,
-    /// The rsl-kv-server binary [default: rsl-tests-kv-server beside this program]
+    /// The rsl-kv-server binary [default: rsl-kv-server beside this program, as
+    /// `cargo build --release -p rsl-kv --bin rsl-kv-server` puts it]
     #[arg(long, value_name = "PATH")]
     server: Option<PathBuf>,
     /// Concurrent client sessions
@@ -141,7 +142,7 @@ fn main() -> ExitCode {
     let server = match args.server.clone() {
         Some(server) => server,
         None => match std::env::current_exe() {
-            Ok(exe) => exe.with_file_name("rsl-tests-kv-server"),
+            Ok(exe) => exe.with_file_name("rsl-kv-server"),
             Err(error) => {
                 eprintln!("rsl-fault: cannot find this program's path ({error}); give --server");
                 return ExitCode::from(2);
@@ -150,7 +151,8 @@ fn main() -> ExitCode {
     };
     if !server.is_file() {
         eprintln!(
-            "rsl-fault: no server binary at {}; build rsl-tests' bins or give --server",
+            "rsl-fault: no server binary at {}; build it with \
+             `cargo build --release -p rsl-kv --bin rsl-kv-server` or give --server",
             server.display()
         );
         return ExitCode::from(2);

@@ -1,7 +1,8 @@
 //! Phase 2 on every replica: accepting a primary's proposals (answered only once durable)
 //! and learning which slots are chosen from the primary's watermark, carried by accepts and
-//! heartbeats. The always-on checks that the protocol's safety rests on sit here and in the
-//! log.
+//! heartbeats. The always-on checks that the protocol's safety rests on guard the writes
+//! this makes: the promise (`stage_promise`), the log (`Log::record`) and the answers
+//! (`Persistence`).
 
 use crate::message::{MessageBody, RejectReason};
 use crate::time::Time;
@@ -11,26 +12,14 @@ use super::mutation::Mutation;
 use super::Replica;
 
 impl Replica {
-    /// The acceptor's phase 2b. The contracts here are the ones the protocol's safety
-    /// rests on.
+    /// The acceptor's phase 2b. The always-on checks of what it writes are in
+    /// `stage_promise`, `stage_proposal` and `Log::record`.
     pub(super) fn on_accept(&mut self, from: NodeId, ballot: Ballot, slot: Slot, value: Value, chosen: Slot) {
         precondition!(ballot.node == from, "validated: the sender owns the ballot");
         precondition!(slot > Slot::ZERO, "validated: no slot 0");
         precondition!(self.membership.configuration.contains(from), "validated: the sender is a member");
         let honour_promise =
             !(self.mutated(Mutation::AcceptBelowPromise) || self.mutated(Mutation::ForgetPromiseOnRestart));
-        precondition!(
-            !honour_promise
-                || self.log.range(..).all(|(_, e)| e.chosen || e.proposal.ballot <= self.promised),
-            "no accepted ballot above the promise"
-        );
-        let promised_before = self.promised;
-        let chosen_before = self.log.chosen();
-        // What the slot held before, for the postconditions (cloned only with contracts on).
-        let held_before = crate::contracts::ENABLED
-            .then(|| self.log.get(slot).map(|e| (e.proposal.clone(), e.chosen)))
-            .flatten();
-        let held_now = |replica: &Replica| replica.log.get(slot).map(|e| (e.proposal.clone(), e.chosen));
         self.highest_seen = self.highest_seen.max(ballot);
         let below_promise = ballot < self.promised;
         if below_promise && honour_promise {
@@ -38,11 +27,6 @@ impl Replica {
             self.stats.accepts_refused += 1;
             let promised = self.promised;
             self.send(from, MessageBody::Reject { ballot, promised, reason: RejectReason::Promised });
-            postcondition!(self.promised == promised_before, "a refusal changes no promise");
-            postcondition!(
-                held_now(self) == held_before || !crate::contracts::ENABLED,
-                "a refusal changes no accepted proposal"
-            );
             return;
         }
         if !below_promise {
@@ -50,7 +34,6 @@ impl Replica {
         }
         if slot < self.log.start() {
             // Long since chosen and truncated here; nothing to record.
-            postcondition!(!self.log.contains(slot), "nothing is held below the log start");
             return;
         }
         if let Some(existing) = self.log.get(slot) {
@@ -63,32 +46,26 @@ impl Replica {
                     self.stats.accepts_refused += 1;
                 }
                 self.learn_chosen(chosen, ballot);
-                postcondition!(
-                    self.log.value(slot) == held_before.as_ref().map(|h| &h.0.value)
-                        || !crate::contracts::ENABLED,
-                    "a chosen value never changes"
-                );
                 return;
             }
             if existing.proposal.ballot == ballot {
                 if existing.proposal.value != value {
                     // Never a second value for one (ballot, slot): refuse, never overwrite.
                     self.stats.accepts_refused += 1;
-                    postcondition!(
-                        self.log.value(slot).is_some_and(|v| *v != value),
-                        "the first value for (ballot, slot) stays"
-                    );
                     return;
                 }
                 // A duplicate: idempotent; answer again once the first write is durable.
                 let ticket = existing.ticket.max(self.promised_ticket);
+                // What the slot held, for the postcondition (cloned only with contracts on).
+                let held_before = crate::contracts::ENABLED.then(|| existing.proposal.clone());
+                let promised_before = self.promised;
                 self.send_after(ticket, from, MessageBody::Accepted { ballot, slot });
                 self.learn_chosen(chosen, ballot);
                 postcondition!(
-                    held_now(self) == held_before
-                        || self.log.is_known_chosen(slot)
-                        || !crate::contracts::ENABLED,
-                    "a duplicate accept changes nothing"
+                    self.log.is_known_chosen(slot)
+                        || held_before
+                            .is_none_or(|held| self.log.get(slot).is_some_and(|e| e.proposal == held)),
+                    "a duplicate accept changes nothing but learning the slot chosen"
                 );
                 postcondition!(self.promised == promised_before, "a duplicate accept changes no promise");
                 return;
@@ -108,40 +85,18 @@ impl Replica {
             // Accepting a ballot promises it.
             self.stage_promise(ballot);
         }
-        invariant!(
-            !honour_promise || ballot == self.promised,
-            "accept at {ballot} with promise {}",
-            self.promised
-        );
-        let ticket = self.stage_proposal(Proposal { ballot, slot, value: value.clone() }, false);
+        let ticket = self.stage_proposal(Proposal { ballot, slot, value }, false);
         let ticket = ticket.max(self.promised_ticket);
         // Persisted before answered: the Accepted waits for the write's ticket.
         let answer_ticket = if self.mutated(Mutation::CountVoteBeforePersist) { 0 } else { ticket };
         self.send_after(answer_ticket, from, MessageBody::Accepted { ballot, slot });
-        postcondition!(self.promised >= promised_before, "promise never decreases");
-        postcondition!(
-            self.log.get(slot).is_some_and(|e| e.proposal.ballot == ballot && e.proposal.value == value),
-            "the accepted proposal is recorded"
-        );
-        postcondition!(
-            self.persistence
-                .staged()
-                .is_some_and(|w| w.proposals.iter().any(|p| p.slot == slot && p.ballot == ballot)),
-            "the accepted proposal is in this step's write"
-        );
-        postcondition!(!honour_promise || self.promised == ballot, "accepting implies promising");
         postcondition!(
             answer_ticket == 0
                 || self.persistence.is_held(answer_ticket)
                 || self.persistence.is_durable(answer_ticket),
             "the answer waits for its write"
         );
-        postcondition!(
-            held_before.as_ref().is_none_or(|(p, _)| p.ballot <= ballot) || !honour_promise,
-            "an accepted proposal is only replaced by a higher ballot"
-        );
         self.learn_chosen(chosen, ballot);
-        postcondition!(self.log.chosen() >= chosen_before, "the chosen watermark never goes back");
     }
 
     /// A primary's heartbeat: follow it, learn its watermark, echo its clock for the lease.

@@ -18,7 +18,6 @@ impl Replica {
         if slot > self.applied {
             self.applied = slot;
         }
-        postcondition!(self.applied <= self.log.chosen());
         self.finish();
     }
 
@@ -62,7 +61,13 @@ impl Replica {
             // The seeded acceptor bugs let a stale accept overwrite an in-flight slot at the
             // primary; the checkers, not this contract, must catch what follows.
             let durable = self.persistence.is_durable(entry.ticket) || self.durability_bug_seeded();
-            invariant!(entry.chosen && durable, "apply only chosen, durable values");
+            safety!(
+                DurableBeforeAnswered,
+                entry.chosen && durable,
+                "applying slot {slot}, which is not chosen and durable here (chosen {}, ticket {})",
+                entry.chosen,
+                entry.ticket
+            );
             let value = entry.proposal.value.clone();
             self.actions.push_back(Action::Apply { slot, value });
             self.apply_emitted = slot;
@@ -76,7 +81,6 @@ impl Replica {
                 self.actions.push_back(Action::TakeCheckpoint { slot, configuration });
             }
         }
-        postcondition!(self.apply_emitted <= self.log.chosen());
     }
 
     /// Forgets the slots below `below` and tells the log store it may too.

@@ -102,7 +102,6 @@ impl Replica {
         // Entries above the checkpoint may now be contiguous with it.
         self.advance_learned_chosen();
         self.request_fetch_if_behind();
-        postcondition!(self.applied <= self.log.chosen());
         self.finish();
     }
 
@@ -135,7 +134,6 @@ impl Replica {
     pub(super) fn on_status_query(&mut self, from: NodeId) {
         let body = self.status_reply();
         self.send(from, body);
-        postcondition!(self.persistence.staged().is_none(), "a status query writes nothing");
     }
 
     fn status_reply(&self) -> MessageBody {
@@ -194,7 +192,6 @@ impl Replica {
             chosen_values.windows(2).all(|w| w[1].slot == w[0].slot.next()),
             "validated: contiguous"
         );
-        let chosen_before = self.log.chosen();
         for proposal in chosen_values {
             let slot = proposal.slot;
             if slot <= self.log.chosen() || slot < self.log.start() {
@@ -205,7 +202,8 @@ impl Replica {
                 Some(_) => {
                     // A differing value we accepted at a higher ballot than the chosen one
                     // would mean two values were chosen.
-                    assert!(
+                    safety!(
+                        ChosenValueImmutable,
                         !self.log.is_known_chosen(slot),
                         "slot {slot}: fetched chosen value differs from the chosen value held"
                     );
@@ -218,11 +216,6 @@ impl Replica {
         }
         self.advance_learned_chosen();
         self.request_fetch_if_behind();
-        postcondition!(self.log.chosen() >= chosen_before, "the chosen watermark never goes back");
-        postcondition!(
-            self.log.range(..=self.log.chosen()).all(|(_, e)| e.chosen),
-            "every held slot up to the watermark is chosen"
-        );
     }
 
     pub(super) fn on_fetch_truncated(&mut self, from: NodeId, checkpoint: Slot) {

@@ -60,7 +60,6 @@ impl Replica {
     }
 
     fn start_pre_vote(&mut self) {
-        precondition!(!self.role.is_primary());
         let me = self.candidate_index();
         let ballot = self.campaign_ballot();
         self.stats.elections_started += 1;
@@ -125,8 +124,6 @@ impl Replica {
 
     pub(super) fn on_pre_vote(&mut self, from: NodeId, ballot: Ballot, chosen: Slot) {
         precondition!(ballot.node == from, "validated: the candidate owns the ballot");
-        let promised_before = self.promised;
-        let sent_before = self.stats.messages_sent;
         let reason = if ballot <= self.promised {
             Some(RejectReason::Promised)
         } else if self.in_lease_guard(None) {
@@ -143,9 +140,6 @@ impl Replica {
             }
             None => self.send(from, MessageBody::PreVoteGranted { ballot }),
         }
-        postcondition!(self.promised == promised_before, "a pre-vote changes no promise");
-        postcondition!(self.persistence.staged().is_none(), "a pre-vote writes nothing");
-        postcondition!(self.stats.messages_sent == sent_before + 1, "a pre-vote gets exactly one answer");
     }
 
     /// Whether a candidate whose first unchosen slot is `first_unchosen` cannot be
@@ -193,14 +187,8 @@ impl Replica {
         if candidate.ballot != ballot || candidate.phase != CandidatePhase::PreVote {
             return;
         }
-        let granted_before = candidate.granted;
         candidate.granted |= 1 << index;
-        postcondition!(candidate.granted & granted_before == granted_before, "grants are never lost");
         self.check_pre_vote_quorum();
-        postcondition!(
-            self.role.primary().is_none_or(|p| p.ballot == self.promised),
-            "a pre-vote alone never makes a primary without a promise"
-        );
     }
 
     /// The acceptor's phase 1b: promise durably, then answer with what it accepted.
@@ -232,7 +220,6 @@ impl Replica {
             self.send(from, MessageBody::Reject { ballot, promised, reason });
             return;
         }
-        let before = self.promised;
         let ticket = if ballot > self.promised {
             // A higher ballot: whoever we were, we now follow the candidate's round.
             if !matches!(self.role, RoleState::Secondary) {
@@ -242,8 +229,6 @@ impl Replica {
         } else {
             self.promised_ticket
         };
-        postcondition!(self.promised >= before, "promise decreased");
-        postcondition!(self.promised == ballot);
         let accepted = self.log.proposals_from(first_unchosen);
         self.send_after(ticket, from, MessageBody::Promise { ballot, accepted });
         postcondition!(
@@ -260,21 +245,12 @@ impl Replica {
         if candidate.ballot != ballot || candidate.phase != CandidatePhase::Prepare {
             return;
         }
+        // Validation keeps the proposals in increasing slot order: the first is the lowest.
         if accepted.first().is_some_and(|p| p.slot < candidate.first_unchosen) {
             return;
         }
-        precondition!(accepted.iter().all(|p| p.slot >= candidate.first_unchosen), "checked above");
-        let promises_before = candidate.promises.iter().flatten().count();
         candidate.promises[index] = Some(accepted);
-        postcondition!(
-            candidate.promises.iter().flatten().count() >= promises_before,
-            "promises are never lost"
-        );
         self.check_promise_quorum();
-        postcondition!(
-            self.role.primary().is_none() || self.promised == ballot,
-            "the new primary owns its promise"
-        );
     }
 
     /// Wins once a quorum promised, its own promise counting only once durable.
@@ -358,11 +334,6 @@ impl Replica {
             }
         }
         postcondition!(self.promised == promised_before, "a refusal heard changes no promise");
-        postcondition!(
-            !(matches!(reason, RejectReason::Promised) && promised > ballot)
-                || self.role.primary().is_none_or(|p| p.ballot != ballot),
-            "a primary outvoted by a higher promise steps down"
-        );
     }
 
     /// The primary of `ballot` hands over to this replica: campaign at once, skipping the
@@ -405,7 +376,6 @@ impl Replica {
         let ballot = primary.map_or(self.promised, |p| p.ballot);
         self.report_role(ballot, primary_node);
         self.reset_election_timer();
-        postcondition!(matches!(self.role, RoleState::Secondary));
         postcondition!(!self.timers.is_set(Timer::Heartbeat), "a secondary sends no heartbeats");
     }
 
@@ -423,7 +393,5 @@ impl Replica {
         self.primary_heard_at = Some(self.now);
         self.report_role(ballot, Some(from));
         self.reset_election_timer();
-        postcondition!(!self.role.is_primary(), "following another primary means not leading");
-        postcondition!(self.promised <= ballot, "the followed ballot is at least the promise");
     }
 }

@@ -73,10 +73,6 @@ impl FetchWindow {
             cursor = last.next();
         }
         postcondition!(
-            self.pending.len() <= limits.fetches_max,
-            "at most fetch_window fetches are outstanding"
-        );
-        postcondition!(
             self.pending.iter().enumerate().all(|(i, f)| f.first <= f.last
                 && self.pending[i + 1..].iter().all(|g| g.last < f.first || f.last < g.first)),
             "outstanding fetches ask for non-empty ranges that do not overlap"

@@ -315,7 +315,6 @@ impl Replica {
     /// Every persist request with a ticket up to `ticket` is durable.
     pub fn on_persisted(&mut self, now: Time, ticket: u64) {
         self.advance_clock(now);
-        let chosen_before = self.log.chosen();
         // Release what waited on the disk.
         let Some(released) = self.persistence.mark_durable(ticket) else { return };
         for message in released {
@@ -342,7 +341,6 @@ impl Replica {
         } else {
             self.advance_learned_chosen();
         }
-        postcondition!(self.log.chosen() >= chosen_before, "the chosen watermark never goes back");
         self.finish();
     }
 
@@ -395,7 +393,12 @@ impl Replica {
 
     /// Stages a promise of `ballot` into this step's write; returns its ticket.
     fn stage_promise(&mut self, ballot: Ballot) -> u64 {
-        assert!(ballot >= self.promised, "promise must never decrease: {} -> {ballot}", self.promised);
+        safety!(
+            PromiseNeverDecreases,
+            ballot >= self.promised,
+            "promise must never decrease: {} -> {ballot}",
+            self.promised
+        );
         self.promised = ballot;
         self.highest_seen = self.highest_seen.max(ballot);
         let staged = self.persistence.stage();
@@ -408,6 +411,19 @@ impl Replica {
     /// Stages `proposal` into this step's write and records it in the log; returns the
     /// write's ticket.
     fn stage_proposal(&mut self, proposal: Proposal, chosen: bool) -> u64 {
+        // Chosen values (fetched) carry whatever ballot chose them; everything else is
+        // accepted at the promise or above it (the seeded promise bugs break this on purpose).
+        safety!(
+            PromiseNeverDecreases,
+            chosen
+                || proposal.ballot >= self.promised
+                || self.mutated(Mutation::AcceptBelowPromise)
+                || self.mutated(Mutation::ForgetPromiseOnRestart),
+            "accepting ballot {} at slot {} below the promise {}",
+            proposal.ballot,
+            proposal.slot,
+            self.promised
+        );
         let staged = self.persistence.stage();
         staged.proposals.push(proposal.clone());
         let ticket = staged.ticket;

@@ -57,11 +57,6 @@ impl Persistence {
         })
     }
 
-    /// The request being built in this step, if any.
-    pub(super) fn staged(&self) -> Option<&PersistRequest> {
-        self.staged.as_ref()
-    }
-
     /// Ends the request being built, adding the chosen watermark if it moved since it was
     /// last written. What is staged afterwards goes into a later request, written after it.
     pub(super) fn flush(&mut self, chosen: Slot) -> Option<PersistRequest> {
@@ -102,7 +97,8 @@ impl Persistence {
     /// Every request up to `ticket` is durable: returns the messages that waited for them,
     /// in the order they were held, or `None` if `ticket` was durable already.
     pub(super) fn mark_durable(&mut self, ticket: u64) -> Option<impl Iterator<Item = Message> + '_> {
-        precondition!(self.was_issued(ticket), "ticket {ticket} was never issued");
+        // A ticket not yet handed out would release the answers of writes not yet made.
+        safety!(DurableBeforeAnswered, self.was_issued(ticket), "ticket {ticket} was never issued");
         if ticket <= self.durable {
             return None;
         }

@@ -83,9 +83,7 @@ impl Replica {
         if primary.queue.len() as u64 >= queue_max {
             return Err(ProposeError::Busy { queued: primary.queue.len() as u64, max: queue_max });
         }
-        let queued_before = primary.queue.len();
         primary.queue.push(request, self.now);
-        postcondition!(primary.queue.len() == queued_before + 1);
         self.stats.requests_proposed += 1;
         Ok(())
     }
@@ -171,7 +169,6 @@ impl Replica {
         self.stats.slots_proposed += 1;
         let chosen = self.log.chosen();
         self.broadcast(MessageBody::Accept { ballot, slot, value, chosen });
-        postcondition!(self.log.get(slot).is_some_and(|e| e.proposal.ballot == ballot));
     }
 
     pub(super) fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot) {
@@ -183,9 +180,7 @@ impl Replica {
         }
         primary.progress.heard(index, now);
         let Some(flight) = primary.in_flight.get_mut(&slot) else { return };
-        let before = flight.votes;
         flight.votes |= 1 << index;
-        postcondition!(flight.votes & before == before, "votes are never lost");
         self.advance_primary_chosen();
     }
 

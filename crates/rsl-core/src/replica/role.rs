@@ -225,8 +225,6 @@ impl ProposalQueue {
         }
         self.bytes -= bytes;
         self.since = if self.requests.is_empty() { None } else { Some(now) };
-        postcondition!(!batch.is_empty() && batch.len() <= limits.requests_max);
-        postcondition!(bytes <= limits.bytes_max || batch.len() == 1);
         NextBatch::Ready(batch)
     }
 
