@@ -55,6 +55,8 @@ pub mod bootstrap;
 pub mod client;
 pub mod command;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod load;
 pub mod machine;
 pub mod server;

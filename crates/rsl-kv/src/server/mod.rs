@@ -17,7 +17,7 @@ mod checkpoint_transfer;
 mod replica_transport;
 mod service;
 mod storage;
-mod stream;
+pub(crate) mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
