@@ -12,7 +12,7 @@ use crate::process::Cmd;
 pub const CHECKS: [&str; 3] = ["bans", "licenses", "sources"];
 
 pub fn run() -> Result<()> {
-    if Cmd::cargo().args(["deny", "--version"]).read().is_err() {
+    if !Cmd::cargo().args(["deny", "--version"]).succeeds() {
         eprintln!("deny: cargo-deny is not installed; installing it");
         Cmd::cargo()
             .args(["install", "cargo-deny", "--locked"])

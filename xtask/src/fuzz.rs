@@ -188,7 +188,7 @@ fn ensure_nightly() -> Result<()> {
 }
 
 fn ensure_cargo_fuzz() -> Result<()> {
-    if Cmd::new("cargo").args(["fuzz", "--version"]).read().is_ok() {
+    if Cmd::new("cargo").args(["fuzz", "--version"]).succeeds() {
         return Ok(());
     }
     eprintln!("fuzz: cargo-fuzz is not installed; installing it");

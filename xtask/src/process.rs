@@ -144,6 +144,16 @@ impl Cmd {
         }
     }
 
+    /// Whether the command runs and succeeds, with its output discarded: a probe for a tool.
+    pub fn succeeds(&self) -> bool {
+        self.command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// Runs the command, capturing stdout (stderr goes to the terminal), and returns stdout.
     pub fn read(&self) -> Result<String> {
         eprintln!("$ {}", self.display());

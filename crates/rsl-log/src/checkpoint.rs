@@ -327,10 +327,16 @@ fn verify_file(
         if head == TRAILER_MAGIC {
             let left = len - offset;
             if left < TRAILER_BYTES {
-                return Err(corrupt(offset, format!("trailer cut short: {left} of its {TRAILER_BYTES} bytes")));
+                return Err(corrupt(
+                    offset,
+                    format!("trailer cut short: {left} of its {TRAILER_BYTES} bytes"),
+                ));
             }
             if left > TRAILER_BYTES {
-                return Err(corrupt(offset, format!("trailer followed by {} more bytes", left - TRAILER_BYTES)));
+                return Err(corrupt(
+                    offset,
+                    format!("trailer followed by {} more bytes", left - TRAILER_BYTES),
+                ));
             }
             let mut trailer = [0u8; TRAILER_BYTES as usize];
             file.read_at(&mut trailer, offset).map_err(|e| CheckpointError::io(path, e))?;
