@@ -12,6 +12,7 @@ use rsl_core::{
 use rsl_kv::command::{Read, ReadBatch, Write, WriteBatch, WriteId};
 use rsl_kv::proto as pb;
 use rsl_kv::KvStateMachine;
+use rsl_log::codec::Record;
 use rsl_transport::codec::{encode_batch, encode_message};
 
 /// One target's seeds: its name and (file name, input) pairs.
@@ -20,6 +21,7 @@ pub type TargetSeeds = (&'static str, Vec<(String, Vec<u8>)>);
 /// Seeds of every target that has some.
 pub fn all() -> Vec<TargetSeeds> {
     vec![
+        ("record_decode", record_decode()),
         ("replica_message", replica_message()),
         ("kv_command", kv_command()),
         ("kv_stream_frame", kv_stream_frame()),
@@ -90,6 +92,32 @@ fn bodies() -> Vec<(&'static str, MessageBody)> {
         ("fetch_truncated", MessageBody::FetchTruncated { checkpoint: Slot(100) }),
         ("timeout_now", MessageBody::TimeoutNow { ballot }),
     ]
+}
+
+/// A log record of each kind (`[kind][payload]`), with proposals of every value kind.
+fn record_decode() -> Vec<(String, Vec<u8>)> {
+    let ballot = Ballot::new(3, NodeId(1));
+    let proposals: Vec<Proposal> = bodies()
+        .into_iter()
+        .filter_map(|(_, body)| match body {
+            MessageBody::Accept { slot, value, .. } => Some(Proposal { ballot, slot, value }),
+            _ => None,
+        })
+        .collect();
+    let records = [
+        ("persist", Record::Persist { promise: Some(ballot), chosen: Some(Slot(5)), proposals }),
+        ("persist_empty", Record::Persist { promise: None, chosen: None, proposals: Vec::new() }),
+        ("truncate", Record::Truncate { below: Slot(4) }),
+        ("snapshot", Record::Snapshot { promise: ballot, chosen: Slot(6), floor: Slot(4) }),
+    ];
+    records
+        .into_iter()
+        .map(|(name, record)| {
+            let mut input = vec![record.kind()];
+            record.encode(&mut input);
+            (name.to_owned(), input)
+        })
+        .collect()
 }
 
 /// Each message kind in a frame of its own and alone, and all of them in one frame.
