@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| rsl_log_fuzz::checkpoint_load(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rsl_fuzz::log::checkpoint_load(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| rsl_log_fuzz::record_decode(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rsl_fuzz::log::record_decode(data));

@@ -10,7 +10,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::build;
 use crate::contracts;
+use crate::deny;
 use crate::fault::{self, FaultArgs};
+use crate::fuzz::{self, FuzzArgs};
 use crate::process::Cmd;
 use crate::sim::{self, SimArgs};
 
@@ -29,6 +31,8 @@ enum Action {
     Mutations,
     Fault,
     Doc,
+    Deny,
+    Fuzz,
 }
 
 #[derive(Debug)]
@@ -66,6 +70,8 @@ const STEPS: &[Step] = &[
     },
     Step { name: "fault", script: "cargo xtask fault --quick --seed 1", action: Action::Fault },
     Step { name: "doc", script: "cargo doc --workspace --no-deps", action: Action::Doc },
+    Step { name: "deny", script: "cargo xtask deny", action: Action::Deny },
+    Step { name: "fuzz", script: "cargo xtask fuzz --smoke", action: Action::Fuzz },
 ];
 
 pub fn run() -> Result<()> {
@@ -128,6 +134,8 @@ fn run_action(action: Action, sim_seeds: u64) -> Result<()> {
             };
             Cmd::cargo().env("RUSTDOCFLAGS", flags).args(["doc", "--workspace", "--no-deps"]).run()
         }
+        Action::Deny => deny::run(),
+        Action::Fuzz => fuzz::run(&FuzzArgs { smoke: true, ..FuzzArgs::default() }),
     }
 }
 
@@ -191,6 +199,11 @@ mod tests {
             };
             from += found + 1;
         }
+        assert!(
+            script.contains(&format!("step_count={}", STEPS.len())),
+            ".ci/run must count {} steps",
+            STEPS.len()
+        );
         assert!(script.contains(SIM_SEEDS_ENV), ".ci/run must honour {SIM_SEEDS_ENV}");
         assert!(script.contains("RUSTDOCFLAGS"), ".ci/run must deny rustdoc warnings");
     }

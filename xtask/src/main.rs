@@ -10,7 +10,9 @@ mod check_history;
 mod ci;
 mod contracts;
 mod demo;
+mod deny;
 mod fault;
+mod fuzz;
 mod process;
 mod scan;
 mod shipped;
@@ -48,7 +50,9 @@ enum Command {
         \n  6. sim-5      cargo xtask sim --seeds N --replicas 5\
         \n  7. mutations  cargo xtask sim --mutation all --until-caught --seeds 1000 --replicas 3\
         \n  8. fault      cargo xtask fault --quick --seed 1\
-        \n  9. doc        RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps\n\
+        \n  9. doc        RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps\
+        \n 10. deny       cargo xtask deny\
+        \n 11. fuzz       cargo xtask fuzz --smoke\n\
         \nN is 1000, or the value of RSL_CI_SIM_SEEDS. Each step prints a header and its time; \
         the run ends with the time of every step."
     )]
@@ -131,6 +135,24 @@ enum Command {
         and that all replicas agree, and prints the figures. A failing run saves its history and logs \
         and prints the command that replays its schedule. The exit code is rsl-fault's.")]
     Fault(fault::FaultArgs),
+
+    /// Run the fuzz targets (cargo-fuzz, nightly): every one briefly with --smoke, or longer
+    #[command(long_about = "Run the fuzz targets of fuzz/ under libFuzzer with `cargo +nightly fuzz` \
+        (cargo-fuzz is installed with `cargo install cargo-fuzz --locked` when missing; the nightly \
+        toolchain must be installed). --smoke runs every target for 20 seconds, as CI does; otherwise \
+        --target NAME (default: every target) runs for --seconds S (default 600) or --runs N each. \
+        Each target starts from fuzz/corpus/NAME (kept between runs, not committed) and the committed \
+        seeds in fuzz/seeds/NAME. Every target runs even if one crashes; the run ends with each \
+        target's executions and time, and for each crash the command that reproduces it. Fails if \
+        any target crashed.")]
+    Fuzz(fuzz::FuzzArgs),
+
+    /// Check the dependency graph against deny.toml: cargo deny check bans licenses sources
+    #[command(long_about = "Run `cargo deny check bans licenses sources` against deny.toml \
+        (banned crates and duplicate versions, licenses, registries and git sources), installing \
+        cargo-deny with `cargo install cargo-deny --locked` when missing. The advisories check needs \
+        the network and is not run: `cargo deny check advisories` by hand.")]
+    Deny,
 }
 
 fn main() -> ExitCode {
@@ -144,6 +166,8 @@ fn main() -> ExitCode {
         Command::CheckHistory(args) => check_history::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Fault(args) => fault::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
+        Command::Deny => deny::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

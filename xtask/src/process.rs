@@ -58,11 +58,17 @@ pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    envs_removed: Vec<OsString>,
 }
 
 impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
-        Cmd { program: program.as_ref().to_owned(), args: Vec::new(), envs: Vec::new() }
+        Cmd {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            envs_removed: Vec::new(),
+        }
     }
 
     /// `cargo`, the same binary that runs this xtask (so the same toolchain).
@@ -89,6 +95,13 @@ impl Cmd {
         self
     }
 
+    /// Runs the command without `key` in its environment (a setting of this process that
+    /// must not reach it).
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Cmd {
+        self.envs_removed.push(key.as_ref().to_owned());
+        self
+    }
+
     /// The command line as a user would type it: `cargo` rather than the full path of the
     /// cargo binary, environment assignments first.
     pub fn display(&self) -> String {
@@ -106,9 +119,13 @@ impl Cmd {
         words.join(" ")
     }
 
-    fn command(&self) -> Command {
+    /// The [`Command`] to spawn, for a caller that handles the child's output itself.
+    pub fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args).current_dir(workspace_root());
+        for key in &self.envs_removed {
+            command.env_remove(key);
+        }
         for (key, value) in &self.envs {
             command.env(key, value);
         }
@@ -125,6 +142,16 @@ impl Cmd {
         } else {
             Err(CommandFailed { command: self.display(), status }.into())
         }
+    }
+
+    /// Whether the command runs and succeeds, with its output discarded: a probe for a tool.
+    pub fn succeeds(&self) -> bool {
+        self.command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Runs the command, capturing stdout (stderr goes to the terminal), and returns stdout.

@@ -63,6 +63,8 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod load;
 pub mod machine;
 pub mod server;

@@ -325,10 +325,17 @@ fn verify_file(
         let mut head = [0u8; BLOCK_HEADER_BYTES as usize];
         file.read_at(&mut head, offset).map_err(|e| CheckpointError::io(path, e))?;
         if head == TRAILER_MAGIC {
-            if len - offset != TRAILER_BYTES {
+            let left = len - offset;
+            if left < TRAILER_BYTES {
                 return Err(corrupt(
                     offset,
-                    format!("trailer followed by {} more bytes", len - offset - TRAILER_BYTES),
+                    format!("trailer cut short: {left} of its {TRAILER_BYTES} bytes"),
+                ));
+            }
+            if left > TRAILER_BYTES {
+                return Err(corrupt(
+                    offset,
+                    format!("trailer followed by {} more bytes", left - TRAILER_BYTES),
                 ));
             }
             let mut trailer = [0u8; TRAILER_BYTES as usize];

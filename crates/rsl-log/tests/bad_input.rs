@@ -427,6 +427,27 @@ fn checkpoint_damage_falls_back_to_an_older_one() {
 }
 
 #[test]
+fn checkpoint_cut_inside_its_trailer_is_corrupt_not_a_panic() {
+    let dir = scratch_dir();
+    let store = write_checkpoints(dir.path(), &[20]);
+    let path = checkpoint_path(dir.path(), 20);
+    // Header, three blocks of 1000, 1000 and 500 bytes, then the 32-byte trailer.
+    let trailer_at = 64 + 3 * 8 + 2500;
+    let whole = fs::read(&path).unwrap();
+    assert_eq!(whole.len() as u64, trailer_at + 32);
+    // Cut 10 bytes from the end, past the trailer's magic: the loop finds the trailer.
+    fs::write(&path, &whole[..whole.len() - 10]).unwrap();
+    let error = store.verify(Slot(20)).unwrap_err();
+    assert_checkpoint_corrupt(&error, &path, trailer_at, "trailer cut short: 22 of its 32 bytes");
+    // A byte after a whole trailer is named as such.
+    fs::write(&path, [whole.as_slice(), &[0]].concat()).unwrap();
+    let error = store.verify(Slot(20)).unwrap_err();
+    assert_checkpoint_corrupt(&error, &path, trailer_at, "trailer followed by 1 more bytes");
+    fs::write(&path, &whole).unwrap();
+    store.verify(Slot(20)).expect("the whole file verifies");
+}
+
+#[test]
 fn checkpoint_all_damaged_loads_nothing_and_says_why() {
     let dir = scratch_dir();
     let store = write_checkpoints(dir.path(), &[10, 20]);

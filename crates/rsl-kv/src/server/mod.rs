@@ -21,7 +21,7 @@ mod guard;
 mod replica_transport;
 mod service;
 mod storage;
-mod stream;
+pub(crate) mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

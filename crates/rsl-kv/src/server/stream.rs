@@ -3,7 +3,8 @@
 //! as large as a write may be), its linearizable gets as one [`ReadBatch`], its fast gets
 //! one by one; every operation gets a result, matched by its id. Batches of one stream
 //! are served concurrently, up to a bound, and the stream is not read further until one
-//! finishes (flow control pushes back on the client).
+//! finishes (flow control pushes back on the client). Checking a batch's operations and
+//! packing them ([`plan`]) needs no ring, so the fuzz targets run it on arbitrary frames.
 //!
 //! Authorization is per batch: a batch carrying any operation the caller's role may not
 //! do is refused as a whole (every operation of it answered `PERMISSION_DENIED`, none
@@ -53,11 +54,7 @@ pub(super) fn serve(
                     break;
                 }
             };
-            if batch.ops.len() > STREAM_BATCH_OPS_MAX {
-                let refusal = Status::invalid_argument(format!(
-                    "a stream batch carries at most {STREAM_BATCH_OPS_MAX} operations, got {}",
-                    batch.ops.len()
-                ));
+            if let Err(refusal) = check_batch_len(&batch) {
                 let _ = sender.send(Err(refusal)).await;
                 break;
             }
@@ -81,6 +78,78 @@ pub(super) fn serve(
     ReceiverStream::new(receiver)
 }
 
+/// Refuses a stream batch of more than [`STREAM_BATCH_OPS_MAX`] operations (the stream
+/// ends with this status).
+pub(crate) fn check_batch_len(batch: &pb::OpBatch) -> Result<(), Status> {
+    if batch.ops.len() > STREAM_BATCH_OPS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "a stream batch carries at most {STREAM_BATCH_OPS_MAX} operations, got {}",
+            batch.ops.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A stream batch decoded and checked, before anything reaches the ring: every operation
+/// is in exactly one of the four parts.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Results of the operations refused on the spot (no operation set, no write id, a
+    /// key or value over the limits).
+    pub(crate) refused: Vec<pb::OpResult>,
+    /// The writes, packed into write batches for the ring.
+    pub(crate) packed: Packed,
+    /// The linearizable gets as one ring read, and their operation ids in order.
+    pub(crate) reads: ReadBatch,
+    pub(crate) read_ids: Vec<u64>,
+    /// The fast gets (each names its own slot), served one by one.
+    pub(crate) fast_reads: Vec<(u64, pb::GetRequest)>,
+}
+
+/// Checks every operation of `batch` and sorts it into a [`Plan`]. Runs without the ring,
+/// so the fuzz targets run exactly what a server does with a client's frame.
+pub(crate) fn plan(batch: pb::OpBatch) -> Plan {
+    let mut plan = Plan::default();
+    for op in batch.ops {
+        let id = op.id;
+        let write = match op.op {
+            Some(pb::op::Op::Put(put)) => write_id(put.id)
+                .map(|wid| (Write::Put { id: wid, key: put.key, value: put.value }, WriteKind::Put)),
+            Some(pb::op::Op::Delete(delete)) => {
+                write_id(delete.id).map(|wid| (Write::Delete { id: wid, key: delete.key }, WriteKind::Delete))
+            }
+            Some(pb::op::Op::Cas(cas)) => write_id(cas.id).map(|wid| {
+                let expected = cas.expected_present.then_some(cas.expected);
+                (Write::Cas { id: wid, key: cas.key, expected, value: cas.value }, WriteKind::Cas)
+            }),
+            Some(pb::op::Op::Get(get)) if get.fast => {
+                plan.fast_reads.push((id, get));
+                continue;
+            }
+            Some(pb::op::Op::Get(get)) => {
+                match command::check_key(&get.key) {
+                    Ok(()) => {
+                        plan.reads.push(&Read::Get { key: get.key });
+                        plan.read_ids.push(id);
+                    }
+                    Err(error) => plan.refused.push(op_failed(id, answers::invalid(error))),
+                }
+                continue;
+            }
+            None => Err(Status::invalid_argument(format!("operation {id}: no operation set"))),
+        };
+        let checked = write.and_then(|(write, kind)| {
+            write.validate().map_err(answers::invalid)?;
+            Ok((write, kind))
+        });
+        match checked {
+            Ok((write, kind)) => plan.packed.push(id, &write, kind),
+            Err(status) => plan.refused.push(op_failed(id, status)),
+        }
+    }
+    plan
+}
+
 /// What a batch asks to do: write if any of its operations writes, else read.
 fn batch_operation(batch: &pb::OpBatch) -> Operation {
     let writes = batch
@@ -96,50 +165,7 @@ fn batch_operation(batch: &pb::OpBatch) -> Operation {
 
 /// Serves one batch of a client stream: every operation gets a result.
 async fn serve_batch(service: &KvService, batch: pb::OpBatch) -> Vec<pb::OpResult> {
-    let mut results = Vec::with_capacity(batch.ops.len());
-    let mut packed = Packed::default();
-    // Linearizable gets go to the ring as one read; fast ones one by one (each names
-    // its own slot).
-    let mut reads = ReadBatch::new();
-    let mut read_ids = Vec::new();
-    let mut fast_reads = Vec::new();
-    for op in batch.ops {
-        let id = op.id;
-        let write = match op.op {
-            Some(pb::op::Op::Put(put)) => write_id(put.id)
-                .map(|wid| (Write::Put { id: wid, key: put.key, value: put.value }, WriteKind::Put)),
-            Some(pb::op::Op::Delete(delete)) => {
-                write_id(delete.id).map(|wid| (Write::Delete { id: wid, key: delete.key }, WriteKind::Delete))
-            }
-            Some(pb::op::Op::Cas(cas)) => write_id(cas.id).map(|wid| {
-                let expected = cas.expected_present.then_some(cas.expected);
-                (Write::Cas { id: wid, key: cas.key, expected, value: cas.value }, WriteKind::Cas)
-            }),
-            Some(pb::op::Op::Get(get)) if get.fast => {
-                fast_reads.push((id, get));
-                continue;
-            }
-            Some(pb::op::Op::Get(get)) => {
-                match command::check_key(&get.key) {
-                    Ok(()) => {
-                        reads.push(&Read::Get { key: get.key });
-                        read_ids.push(id);
-                    }
-                    Err(error) => results.push(op_failed(id, answers::invalid(error))),
-                }
-                continue;
-            }
-            None => Err(Status::invalid_argument(format!("operation {id}: no operation set"))),
-        };
-        let checked = write.and_then(|(write, kind)| {
-            write.validate().map_err(answers::invalid)?;
-            Ok((write, kind))
-        });
-        match checked {
-            Ok((write, kind)) => packed.push(id, &write, kind),
-            Err(status) => results.push(op_failed(id, status)),
-        }
-    }
+    let Plan { refused: mut results, packed, reads, read_ids, fast_reads } = plan(batch);
     let fast_results = join_all(fast_reads.into_iter().map(|(id, get)| async move {
         match service.get(get).await {
             Ok(response) => pb::OpResult { id, result: Some(pb::op_result::Result::Get(response)) },
@@ -191,13 +217,13 @@ async fn read_batch(service: &KvService, reads: ReadBatch, ids: Vec<u64>) -> Vec
 
 /// A stream's write packed in a [`WriteBatch`]: its operation id, its write id, and what to
 /// decode its answer as.
-type PackedWrite = (u64, WriteId, WriteKind);
+pub(crate) type PackedWrite = (u64, WriteId, WriteKind);
 
 /// A stream batch's writes, packed into write batches no larger than
 /// [`WRITE_BATCH_BYTES_MAX`].
 #[derive(Debug, Default)]
-struct Packed {
-    batches: Vec<(WriteBatch, Vec<PackedWrite>)>,
+pub(crate) struct Packed {
+    pub(crate) batches: Vec<(WriteBatch, Vec<PackedWrite>)>,
 }
 
 impl Packed {
@@ -218,7 +244,7 @@ impl Packed {
 
 /// Which answer a stream's write expects.
 #[derive(Clone, Copy, Debug)]
-enum WriteKind {
+pub(crate) enum WriteKind {
     Put,
     Delete,
     Cas,
