@@ -6,7 +6,8 @@
 //!   loading (targets `record_decode`, `journal_recovery`, `pmem_recovery`,
 //!   `checkpoint_load`).
 //! - [`transport`]: the replica message decoder of `rsl-transport` (target
-//!   `replica_message`).
+//!   `replica_message`), and the checkpoint transfer stream through its decoder into a
+//!   verifying receiver (target `checkpoint_stream`).
 //! - [`kv`]: `rsl-kv`'s commands and write and read batches run on a state machine, a
 //!   client's `Stream` frames through the server's checks, and state machine checkpoints
 //!   (targets `kv_command`, `kv_stream_frame`, `kv_checkpoint_load`).

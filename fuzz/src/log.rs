@@ -74,7 +74,7 @@ fn workload(rng: &mut SplitMix64, log: &mut dyn LogStore, ops: u64) {
 
 /// One kind of damage a change applies at a byte.
 #[derive(Clone, Copy)]
-enum Damage {
+pub(crate) enum Damage {
     FlipBit,
     ZeroRange,
     Truncate,
@@ -82,13 +82,14 @@ enum Damage {
 }
 
 /// Damage to files: any kind.
-const FILE_DAMAGE: [Damage; 4] = [Damage::FlipBit, Damage::ZeroRange, Damage::Truncate, Damage::SetByte];
+pub(crate) const FILE_DAMAGE: [Damage; 4] =
+    [Damage::FlipBit, Damage::ZeroRange, Damage::Truncate, Damage::SetByte];
 /// Damage that keeps the length (a truncated region is refused early).
 const REGION_DAMAGE: [Damage; 3] = [Damage::FlipBit, Damage::ZeroRange, Damage::SetByte];
 
 /// Applies damage described by `data` (5 bytes per change: kind, offset, argument) to
 /// `content`, of the kinds in `kinds`.
-fn damage(content: &mut Vec<u8>, data: &[u8], kinds: &[Damage]) {
+pub(crate) fn damage(content: &mut Vec<u8>, data: &[u8], kinds: &[Damage]) {
     for change in data.chunks_exact(5) {
         if content.is_empty() {
             return;
