@@ -86,7 +86,8 @@ fn build(target_dir: &Path) -> Result<PathBuf, String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let shown = format!("{BUILD_COMMAND} {} --target-dir {}", SERVER_FEATURES.join(" "), target_dir.display());
+    let shown =
+        format!("{BUILD_COMMAND} {} --target-dir {}", SERVER_FEATURES.join(" "), target_dir.display());
     eprintln!("rsl-tests: {SERVER_ENV} is not set; building the shipped server: {shown}");
     let mut child = command.spawn().map_err(|error| format!("cannot run `{shown}`: {error}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
