@@ -17,7 +17,9 @@
 //! (same port, same mutual TLS, same membership table) and returns a fetcher that reaches
 //! peers at their replica addresses. On the wire a transfer is one server-streaming call
 //! whose first [`proto::CheckpointChunk`] is a header and the rest data;
-//! [`ChunkDecoder`] checks that shape (and is what a fuzz target feeds).
+//! [`ChunkDecoder`] checks that shape (and is what a fuzz target feeds). The RDMA transport
+//! (feature `rdma`) sends the same chunks, length-prefixed, over its TCP handshake
+//! listener, and checks them with the same decoder.
 
 use std::fmt;
 use std::future::Future;
@@ -233,6 +235,23 @@ pub enum ChunkError {
         /// Bytes received.
         received: u64,
     },
+    /// A frame declares more bytes than the fetcher accepts (a transport that frames chunks
+    /// itself, like the RDMA side channel, checks this before reading the frame).
+    #[error("chunk {index} is a frame of {bytes} bytes, at most {max} accepted")]
+    FrameTooLarge {
+        /// The chunk's position in the stream.
+        index: u64,
+        /// Bytes the frame declares.
+        bytes: u64,
+        /// The largest frame accepted.
+        max: u64,
+    },
+    /// The server's answer before the stream (on a transport that has one) is malformed.
+    #[error("the answer to the checkpoint request is malformed: {reason}")]
+    BadAnswer {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Checks a checkpoint stream chunk by chunk: a header first and only first, then non-empty
@@ -341,6 +360,11 @@ impl ChunkDecoder {
     /// File bytes accepted so far.
     pub fn received(&self) -> u64 {
         self.received
+    }
+
+    /// Chunks pushed so far (the position of the next one).
+    pub fn chunks(&self) -> u64 {
+        self.chunks
     }
 }
 

@@ -1,7 +1,9 @@
 //! Checkpoint transfer over the gRPC transport's replica port: a member gets the file (split
 //! to fit frames), a non-member, a caller without a node certificate, an impersonator and a
 //! replica certified by another CA are refused (and counted), and a peer that breaks the
-//! stream format is reported, never trusted.
+//! stream format is reported, never trusted. With the feature `rdma`, the same over the
+//! RDMA transport's side channel on the emulated provider (its malformed streams are
+//! tested beside the code, in `src/rdma/checkpoint.rs`).
 
 mod common;
 
@@ -278,5 +280,97 @@ mod tls {
         assert_eq!(stats.checkpoint_requests_refused, 3, "non-member, client, impostor: {stats:?}");
         assert_eq!((stats.rejected_unauthenticated, stats.rejected_impersonation), (1, 1), "{stats:?}");
         assert_eq!(source.opened.load(Ordering::SeqCst), 1, "only the member's request reached the source");
+    }
+}
+
+#[cfg(feature = "rdma")]
+mod rdma {
+    use super::*;
+    use rsl_transport::rdma::emulated::{EmulatedConfig, EmulatedDevice};
+    use rsl_transport::rdma::{RdmaConfig, RdmaTransport};
+
+    /// Node `node`'s RDMA endpoint on the emulated provider, with 1 KiB checkpoint frames
+    /// (the 3000-byte pieces must be split), admitting nodes 1 and 2 on the ring.
+    fn endpoint(node: u64) -> RdmaTransport {
+        let device = EmulatedDevice::open(EmulatedConfig::default()).unwrap();
+        let config = RdmaConfig {
+            ring_bytes: 64 << 10,
+            frame_bytes_max: 16 << 10,
+            checkpoint_frame_bytes_max: 1024,
+            ..RdmaConfig::default()
+        };
+        let (transport, _inbound) = RdmaTransport::builder(NodeId(node))
+            .config(config)
+            .device(Arc::new(device))
+            .bind("127.0.0.1:0".parse().unwrap())
+            .unwrap();
+        transport.membership().set_members(RING, [NodeId(1), NodeId(2)]);
+        transport
+    }
+
+    /// Node `node`'s fetcher, which knows node 1 at `server`.
+    fn fetcher(node: u64, server: &RdmaTransport) -> (RdmaTransport, Arc<dyn CheckpointFetcher>) {
+        let transport = endpoint(node);
+        let fetcher =
+            transport.serve_checkpoints(Arc::new(Files::default())).expect("RDMA carries checkpoints");
+        transport.set_peer_address(NodeId(1), server.local_addr().into()).unwrap();
+        (transport, fetcher)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_fetches_a_checkpoint_over_the_side_channel() {
+        let expected = file(10_000);
+        let a = endpoint(1);
+        // Before a runtime attaches a source, the endpoint serves nothing.
+        let (b, fetch) = fetcher(2, &a);
+        let unserved = fetch.fetch(NodeId(1), request(2, 0)).await.unwrap_err();
+        assert_eq!(unserved, TransferError::Unreachable { node: NodeId(1) });
+
+        let source = Arc::new(Files {
+            files: Mutex::new(vec![(RING, Slot(40), expected.clone())]),
+            ..Files::default()
+        });
+        a.serve_checkpoints(source.clone()).expect("RDMA carries checkpoints");
+        let stream = fetch.fetch(NodeId(1), request(2, 30)).await.unwrap();
+        assert_eq!((stream.slot, stream.file_bytes), (Slot(40), 10_000));
+        assert_eq!(read_all(stream).await.unwrap(), expected);
+        let stats = a.stats().snapshot();
+        assert_eq!((stats.checkpoints_served, stats.checkpoint_bytes_served), (1, 10_000));
+
+        let newer = fetch.fetch(NodeId(1), request(2, 41)).await.unwrap_err();
+        assert_eq!(newer, TransferError::NoCheckpoint { ring: RING, slot: Slot(41) });
+        let other = CheckpointRequest { ring: RingId(5), ..request(2, 0) };
+        assert!(matches!(fetch.fetch(NodeId(1), other).await, Err(TransferError::NoCheckpoint { .. })));
+        assert_eq!(
+            fetch.fetch(NodeId(7), request(2, 0)).await.unwrap_err(),
+            TransferError::Unreachable { node: NodeId(7) }
+        );
+        assert_eq!(source.opened.load(Ordering::SeqCst), 2, "the unknown ring never reaches the source");
+        drop(b);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_non_member_is_refused_and_counted() {
+        let a = endpoint(1);
+        let source =
+            Arc::new(Files { files: Mutex::new(vec![(RING, Slot(4), file(100))]), ..Files::default() });
+        a.serve_checkpoints(source.clone()).unwrap();
+        let (_c, fetch) = fetcher(9, &a);
+        let refused = fetch.fetch(NodeId(1), request(9, 0)).await.unwrap_err();
+        assert!(
+            matches!(&refused, TransferError::Refused { node: NodeId(1), reason } if reason.contains("not a member")),
+            "{refused}"
+        );
+        // A member's request addressed to another node (its address book is wrong) too.
+        let (d, misaddressed) = fetcher(2, &a);
+        d.set_peer_address(NodeId(3), a.local_addr().into()).unwrap();
+        let wrong = misaddressed.fetch(NodeId(3), request(2, 0)).await.unwrap_err();
+        assert!(
+            matches!(&wrong, TransferError::Refused { node: NodeId(3), reason } if reason.contains("addressed to node 3")),
+            "{wrong}"
+        );
+        let stats = a.stats().snapshot();
+        assert_eq!((stats.checkpoint_requests_refused, stats.checkpoints_served), (2, 0));
+        assert_eq!(source.opened.load(Ordering::SeqCst), 0);
     }
 }

@@ -1,7 +1,9 @@
 //! [`RdmaConfig`]: the settings of an `RdmaTransport` (ring and frame sizes, queues,
-//! signalling, doorbell batching, the idle back-off, redial timing), and their checks.
+//! signalling, doorbell batching, the idle back-off and wake-up, redial timing, checkpoint
+//! transfer), and their checks.
 
 use crate::rdma::archive::BATCH_OVERHEAD_BYTES;
+use crate::rdma::checkpoint::{TransferLimits, FRAME_BYTES_MIN};
 use crate::rdma::connection::{LinkConfig, RING_BYTES_MAX};
 use crate::rdma::ring::RING_BYTES_MIN;
 use crate::transport::QueueFullPolicy;
@@ -38,9 +40,13 @@ pub struct RdmaConfig {
     pub idle_yield_turns: u32,
     /// First sleep of an idle poller, in microseconds; doubles per idle turn.
     pub idle_sleep_initial_us: u64,
-    /// Longest sleep of an idle poller: the worst added latency of a frame that arrives
-    /// while it sleeps.
+    /// Longest sleep of an idle poller. With `idle_wake` it only bounds a wake-up that a
+    /// race lost; without, it is the worst added latency of a frame that arrives while the
+    /// poller sleeps.
     pub idle_sleep_max_us: u64,
+    /// Whether an idle poller tells its senders it sleeps, so that their next frame wakes
+    /// it (an RDMA WRITE with immediate on an armed completion queue) instead of its timer.
+    pub idle_wake: bool,
     /// How long a handshake may take.
     pub handshake_timeout_ms: u64,
     /// First redial delay; doubles per failed attempt up to `backoff_max_ms` (drawn from
@@ -50,6 +56,11 @@ pub struct RdmaConfig {
     pub backoff_max_ms: u64,
     /// Seeds the stamp keys and the redial jitter.
     pub seed: u64,
+    /// Largest frame of a checkpoint transfer (one protobuf chunk): what a fetcher accepts
+    /// and a server sends at most.
+    pub checkpoint_frame_bytes_max: u32,
+    /// How long a checkpoint transfer may make no progress (connect, a read, a write).
+    pub checkpoint_timeout_ms: u64,
 }
 
 impl Default for RdmaConfig {
@@ -69,13 +80,19 @@ impl Default for RdmaConfig {
             idle_yield_turns: 200,
             idle_sleep_initial_us: 20,
             idle_sleep_max_us: 500,
+            idle_wake: true,
             handshake_timeout_ms: 2_000,
             backoff_initial_ms: 20,
             backoff_max_ms: 1_000,
             seed: 0,
+            checkpoint_frame_bytes_max: 1 << 20,
+            checkpoint_timeout_ms: 10_000,
         }
     }
 }
+
+/// The largest checkpoint frame allowed (a fetcher allocates one frame at a time).
+const CHECKPOINT_FRAME_BYTES_MAX: u32 = 64 << 20;
 
 /// An [`RdmaConfig`] value out of range.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -143,10 +160,26 @@ impl RdmaConfig {
         )?;
         check(self.handshake_timeout_ms > 0, "handshake_timeout_ms", "must be positive".into())?;
         check(
+            (FRAME_BYTES_MIN..=CHECKPOINT_FRAME_BYTES_MAX).contains(&self.checkpoint_frame_bytes_max),
+            "checkpoint_frame_bytes_max",
+            format!(
+                "{} not in {FRAME_BYTES_MIN}..={CHECKPOINT_FRAME_BYTES_MAX}",
+                self.checkpoint_frame_bytes_max
+            ),
+        )?;
+        check(self.checkpoint_timeout_ms > 0, "checkpoint_timeout_ms", "must be positive".into())?;
+        check(
             self.backoff_initial_ms > 0 && self.backoff_initial_ms <= self.backoff_max_ms,
             "backoff_initial_ms",
             format!("{} not in 1..={}", self.backoff_initial_ms, self.backoff_max_ms),
         )
+    }
+
+    pub(crate) fn transfer_limits(&self) -> TransferLimits {
+        TransferLimits {
+            frame_bytes_max: self.checkpoint_frame_bytes_max,
+            timeout: Duration::from_millis(self.checkpoint_timeout_ms),
+        }
     }
 
     pub(crate) fn link(&self) -> LinkConfig {

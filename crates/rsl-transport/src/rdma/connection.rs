@@ -3,7 +3,16 @@
 //! each is set up over the handshake, and what each does on one turn of the poller.
 //!
 //! A link between two nodes is two connections, one per direction, each set up by its
-//! sender: the receiver owns the ring, the sender owns the credit word the receiver writes.
+//! sender: the receiver owns the ring, the sender owns the credit region the receiver
+//! writes: its consumed position, and its sleep notices.
+//!
+//! Idle wake-up: a receiver about to sleep writes a new sleep notice into the sender's
+//! credit region (once per idle period, and only while it has a receive posted for every
+//! notice not yet answered) and arms its completion queue. A sender that finds a notice it
+//! has not answered sends the last frame of its next doorbell as an RDMA WRITE with
+//! immediate, which consumes one of the receiver's posted receives and wakes its channel;
+//! and right after posting it looks at the notice again (a notice that landed meanwhile is
+//! answered with a zero-byte write with immediate).
 
 use crate::gate::Gate;
 use crate::rdma::archive::{access_batch, message_from_archived, serialize_into, WireBatch, WireMessage};
@@ -11,8 +20,8 @@ use crate::rdma::handshake::{self, HandshakeError, Hello, Reply};
 use crate::rdma::ring::{Consumer, FrameError, Placement, Producer, RecordRange, RING_BYTES_MIN};
 use crate::rdma::stats::RdmaStats;
 use crate::rdma::verbs::{
-    Access, Completion, CompletionQueue, CompletionStatus, Device, MemoryRegion, QueuePair, RemoteRegion,
-    Source, VerbsError, WorkRequest,
+    Access, Completion, CompletionChannel, CompletionKind, CompletionQueue, CompletionStatus, Device,
+    MemoryRegion, QueuePair, RemoteRegion, Source, VerbsError, WorkRequest,
 };
 use crate::stats::TransportStats;
 use crate::transport::Inbound as Delivered;
@@ -20,11 +29,17 @@ use rsl_core::{Message, NodeId, RingId};
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::TcpStream;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Bytes of a sender's credit region: the consumed position at offset 0.
+/// Bytes of a sender's credit region: the consumed position at offset 0, the receiver's
+/// latest sleep notice at offset 8.
 const CREDIT_BYTES: u64 = 64;
+/// Where the receiver writes its sleep notices in the credit region.
+const NOTICE_OFFSET: u64 = 8;
+/// Receives a receiver keeps posted for writes with immediate.
+pub(crate) const RECEIVES: u32 = 16;
 /// The largest ring a receiver may announce.
 pub(crate) const RING_BYTES_MAX: u64 = 1 << 30;
 /// Completions taken per poll.
@@ -98,7 +113,7 @@ impl Signals {
         if completion.status != CompletionStatus::Success {
             return Err(LinkError::Completion { id: completion.id, status: completion.status });
         }
-        if completion.id < self.posted {
+        if completion.kind == CompletionKind::Write && completion.id < self.posted {
             self.retired = self.retired.max(completion.id + 1);
         }
         Ok(())
@@ -113,27 +128,33 @@ fn post(qp: &mut dyn QueuePair, requests: &[WorkRequest<'_>], stats: &RdmaStats)
     qp.post_write(requests)?;
     RdmaStats::bump(&stats.doorbells);
     RdmaStats::add(&stats.work_requests, requests.len() as u64);
-    RdmaStats::add(
-        &stats.signaled_requests,
-        requests.iter().filter(|request| request.signaled).count() as u64,
-    );
+    let count = |keep: fn(&WorkRequest<'_>) -> bool| requests.iter().filter(|r| keep(r)).count() as u64;
+    RdmaStats::add(&stats.signaled_requests, count(|request| request.signaled));
+    RdmaStats::add(&stats.immediate_writes, count(|request| request.immediate.is_some()));
     Ok(())
 }
 
+/// Takes completions: a write's retires requests; a receive's (a peer's write with
+/// immediate) is counted and returned. Any failure ends the connection.
 fn poll_completions(
     cq: &dyn CompletionQueue,
     signals: &mut Signals,
     stats: &RdmaStats,
-) -> Result<bool, LinkError> {
+) -> Result<(bool, u32), LinkError> {
     let mut completions = Vec::new();
     cq.poll(&mut completions, POLL_BATCH);
+    let mut receives = 0;
     for completion in &completions {
         if let Err(error) = signals.on_completion(completion) {
             RdmaStats::bump(&stats.completion_errors);
             return Err(error);
         }
+        if let CompletionKind::Receive { .. } = completion.kind {
+            receives += 1;
+        }
     }
-    Ok(!completions.is_empty())
+    RdmaStats::add(&stats.immediates_received, u64::from(receives));
+    Ok((!completions.is_empty(), receives))
 }
 
 /// Whether the handshake socket says the peer process is gone.
@@ -146,7 +167,8 @@ fn peer_gone(socket: &TcpStream) -> bool {
     }
 }
 
-fn set_up_socket(socket: &TcpStream, timeout: Duration) -> Result<(), HandshakeError> {
+/// Sets the handshake socket's options: no delay, read and write timeouts.
+pub(crate) fn set_up_socket(socket: &TcpStream, timeout: Duration) -> Result<(), HandshakeError> {
     socket.set_nodelay(true)?;
     socket.set_read_timeout(Some(timeout))?;
     socket.set_write_timeout(Some(timeout))?;
@@ -173,6 +195,7 @@ fn record_writes<'a>(
                 remote_address: ring.address + range.offset,
                 rkey: ring.rkey,
                 signaled,
+                immediate: None,
             }
         })
         .collect()
@@ -192,6 +215,8 @@ pub(crate) struct Outbound {
     signals: Signals,
     /// Frames written and not yet credited: (end position, messages).
     in_flight: VecDeque<(u64, u64)>,
+    /// The receiver's latest sleep notice answered with a write with immediate.
+    answered: u64,
     socket: TcpStream,
     config: LinkConfig,
 }
@@ -216,8 +241,8 @@ impl Outbound {
         let mut socket = TcpStream::connect_timeout(&address, config.handshake_timeout)
             .map_err(|error| HandshakeError::Io(format!("connect to {address}: {error}")))?;
         set_up_socket(&socket, config.handshake_timeout)?;
-        let cq = device.create_cq(config.send_queue_depth * 2)?;
-        let mut qp = device.create_qp(&cq, config.send_queue_depth)?;
+        let cq = device.create_cq(config.send_queue_depth * 2, None)?;
+        let mut qp = device.create_qp(&cq, config.send_queue_depth, 0)?;
         let credit = device.register(CREDIT_BYTES, Access::RemoteWrite)?;
         let hello = Hello { from: local, to: peer, endpoint: qp.endpoint(), credit: credit.remote() };
         handshake::write_hello(&mut socket, &hello)?;
@@ -247,6 +272,7 @@ impl Outbound {
             producer: Producer::new(ring_len, reply.key, payload_max),
             signals: Signals::new(config.send_queue_depth, config.signal_interval),
             in_flight: VecDeque::new(),
+            answered: 0,
             socket,
             config,
         })
@@ -262,9 +288,14 @@ impl Outbound {
         self.in_flight.iter().map(|(_, messages)| messages).sum()
     }
 
+    /// The receiver's latest sleep notice (0: none yet).
+    fn notice(&self) -> u64 {
+        self.credit.memory().load_u64(self.credit.at(NOTICE_OFFSET))
+    }
+
     /// Takes completions and the receiver's credit.
     fn reap(&mut self, stats: &RdmaStats) -> Result<bool, LinkError> {
-        let mut work = poll_completions(self.cq.as_ref(), &mut self.signals, stats)?;
+        let (mut work, _) = poll_completions(self.cq.as_ref(), &mut self.signals, stats)?;
         let head = self.credit.memory().load_u64(self.credit.at(0));
         if self.producer.on_credit(head).inspect_err(|_| RdmaStats::bump(&stats.credit_errors))? {
             work = true;
@@ -308,9 +339,44 @@ impl Outbound {
             return Ok(pumped);
         }
         pumped.work = true;
-        let requests = record_writes(&self.staging, self.ring, &mut self.signals, &ranges);
+        let mut requests = record_writes(&self.staging, self.ring, &mut self.signals, &ranges);
+        let notice = self.notice();
+        if notice > self.answered {
+            // The receiver said it sleeps: the last frame wakes it when it has landed.
+            if let Some(last) = requests.last_mut() {
+                last.immediate = Some(notice as u32);
+                self.answered = notice;
+            }
+        }
         post(self.qp.as_mut(), &requests, stats)?;
+        drop(requests);
+        // Pairs with the receiver's fence between its notice and its last look at the ring:
+        // either it sees these frames, or this sees its notice.
+        fence(Ordering::SeqCst);
+        self.answer_late_notice(stats)?;
         Ok(pumped)
+    }
+
+    /// Wakes a receiver whose sleep notice landed while this turn's frames were posted,
+    /// with a zero-byte write with immediate (when the send queue has room; otherwise its
+    /// timer wakes it).
+    fn answer_late_notice(&mut self, stats: &RdmaStats) -> Result<(), LinkError> {
+        let notice = self.notice();
+        if notice <= self.answered || self.signals.room() == 0 {
+            return Ok(());
+        }
+        let (id, signaled) = self.signals.next();
+        let request = WorkRequest {
+            id,
+            source: Source::Inline(&[]),
+            remote_address: self.ring.address,
+            rkey: self.ring.rkey,
+            signaled,
+            immediate: Some(notice as u32),
+        };
+        post(self.qp.as_mut(), &[request], stats)?;
+        self.answered = notice;
+        Ok(())
     }
 
     /// Writes `messages` as one frame (halving the batch while it does not fit an empty
@@ -405,19 +471,28 @@ pub(crate) struct Inbound {
     signals: Signals,
     socket: TcpStream,
     frames_per_turn: u32,
+    /// Sleep notices written to the sender (the latest one's number).
+    notices: u64,
+    /// The sender's writes with immediate received (each consumed a posted receive).
+    immediates: u64,
+    /// Whether a frame was taken since the latest notice (the sender may have answered it).
+    taken_since_notice: bool,
+    /// The id of the next receive posted.
+    next_receive: u64,
 }
 
 impl Inbound {
-    /// Answers a sender that dialed in: registers its ring and connects a queue pair.
+    /// Answers a sender that dialed in and said `hello`: registers its ring and connects a
+    /// queue pair (whose completion queue notifies `channel`) with receives posted.
     pub(crate) fn accept(
         device: &dyn Device,
         local: NodeId,
         mut socket: TcpStream,
+        hello: Hello,
         key: u64,
         config: LinkConfig,
+        channel: &Arc<dyn CompletionChannel>,
     ) -> Result<Inbound, LinkError> {
-        set_up_socket(&socket, config.handshake_timeout)?;
-        let hello = handshake::read_hello(&mut socket)?;
         let refuse = |socket: &mut TcpStream, reason: String| {
             let _ = handshake::write_reply(socket, Err(&reason));
             Err(LinkError::Refused(reason))
@@ -425,16 +500,18 @@ impl Inbound {
         if hello.to != local || hello.from == local {
             return refuse(&mut socket, format!("{} dialed {} for {}", hello.from, local, hello.to));
         }
-        if hello.credit.len < 8 {
+        if hello.credit.len < NOTICE_OFFSET + 8 {
             return refuse(
                 &mut socket,
-                format!("credit region of {} bytes, at least 8 needed", hello.credit.len),
+                format!("credit region of {} bytes, at least {} needed", hello.credit.len, NOTICE_OFFSET + 8),
             );
         }
-        let cq = device.create_cq(config.send_queue_depth * 2)?;
-        let mut qp = device.create_qp(&cq, config.send_queue_depth)?;
+        let cq = device.create_cq(config.send_queue_depth * 2 + RECEIVES, Some(channel))?;
+        let mut qp = device.create_qp(&cq, config.send_queue_depth, RECEIVES)?;
         let ring = device.register(config.ring_bytes, Access::RemoteWrite)?;
         qp.connect(&hello.endpoint)?;
+        let receives: Vec<u64> = (0..u64::from(RECEIVES)).collect();
+        qp.post_receive(&receives)?;
         let reply =
             Reply { endpoint: qp.endpoint(), ring: ring.remote(), key, payload_max: config.payload_max };
         handshake::write_reply(&mut socket, Ok(&reply))?;
@@ -449,6 +526,10 @@ impl Inbound {
             signals: Signals::new(config.send_queue_depth, config.signal_interval),
             socket,
             frames_per_turn: config.doorbell_batch_max,
+            notices: 0,
+            immediates: 0,
+            taken_since_notice: true,
+            next_receive: u64::from(RECEIVES),
         })
     }
 
@@ -465,7 +546,14 @@ impl Inbound {
     /// One turn: take completions of credit writes, deliver complete frames through the
     /// gate, and write the consumed position back when due.
     pub(crate) fn receive(&mut self, gate: &Gate, stats: &RdmaStats) -> Result<bool, LinkError> {
-        let mut work = poll_completions(self.cq.as_ref(), &mut self.signals, stats)?;
+        let (mut work, receives) = poll_completions(self.cq.as_ref(), &mut self.signals, stats)?;
+        if receives > 0 {
+            // Each consumed receive is replaced, so the sender always finds one.
+            self.immediates += u64::from(receives);
+            let ids: Vec<u64> = (self.next_receive..self.next_receive + u64::from(receives)).collect();
+            self.next_receive += u64::from(receives);
+            self.qp.post_receive(&ids)?;
+        }
         let mut idle = true;
         for _ in 0..self.frames_per_turn {
             let frame = match self.consumer.next(&self.ring) {
@@ -526,6 +614,7 @@ impl Inbound {
                 }
             }
             self.consumer.consume(&frame);
+            self.taken_since_notice = true;
             work = true;
         }
         if let Some(head) = self.consumer.credit_due(idle) {
@@ -538,6 +627,7 @@ impl Inbound {
                     remote_address: self.credit.address,
                     rkey: self.credit.rkey,
                     signaled,
+                    immediate: None,
                 };
                 post(self.qp.as_mut(), &[request], stats)?;
                 RdmaStats::bump(&stats.credits_written);
@@ -546,6 +636,34 @@ impl Inbound {
             }
         }
         Ok(work)
+    }
+}
+
+impl Inbound {
+    /// Before the poller sleeps: writes a new sleep notice to the sender if it may have
+    /// answered the latest one (a frame was taken since) and a receive is posted for every
+    /// notice it could still answer, then arms the completion queue.
+    pub(crate) fn announce_sleep(&mut self, stats: &RdmaStats) -> Result<(), LinkError> {
+        let unanswered = self.notices - self.immediates.min(self.notices);
+        if self.taken_since_notice && unanswered < u64::from(RECEIVES) && self.signals.room() > 0 {
+            let notice = self.notices + 1;
+            let bytes = notice.to_le_bytes();
+            let (id, signaled) = self.signals.next();
+            let request = WorkRequest {
+                id,
+                source: Source::Inline(&bytes),
+                remote_address: self.credit.address + NOTICE_OFFSET,
+                rkey: self.credit.rkey,
+                signaled,
+                immediate: None,
+            };
+            post(self.qp.as_mut(), &[request], stats)?;
+            RdmaStats::bump(&stats.sleep_notices);
+            self.notices = notice;
+            self.taken_since_notice = false;
+        }
+        self.cq.arm()?;
+        Ok(())
     }
 }
 

@@ -1,4 +1,9 @@
-//! Connection set-up out of band: a small TCP exchange before the first RDMA WRITE.
+//! Connection set-up out of band: a small TCP exchange before the first RDMA WRITE; and the
+//! opening of a checkpoint transfer, which uses the same listener.
+//!
+//! A dialer's first record says what it wants (a kind byte after the magic): a connection
+//! (`Hello`) or a checkpoint (`CheckpointAsk`, answered by a `CheckpointAnswer` record and
+//! then the file, see `checkpoint.rs`).
 //!
 //! The sender dials the receiver's listening address and says who it is, where its queue
 //! pair is and where the receiver should write credits (`Hello`); the receiver answers with
@@ -12,11 +17,15 @@
 //! Decoding checks every length and names what is wrong.
 
 use crate::rdma::verbs::{QpEndpoint, RemoteRegion};
-use rsl_core::NodeId;
+use rsl_core::{NodeId, RingId, Slot};
 use std::io::{Read, Write};
 
-const MAGIC: [u8; 8] = *b"RSLRDMA1";
-const MESSAGE_BYTES_MAX: usize = 4096;
+const MAGIC: [u8; 8] = *b"RSLRDMA2";
+/// The largest handshake record.
+pub(crate) const MESSAGE_BYTES_MAX: usize = 4096;
+/// Kinds of opening record.
+const KIND_CONNECT: u8 = 0;
+const KIND_CHECKPOINT: u8 = 1;
 
 /// Why a handshake failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +55,39 @@ pub(crate) struct Hello {
     pub(crate) endpoint: QpEndpoint,
     /// Where the receiver writes its consumed position.
     pub(crate) credit: RemoteRegion,
+}
+
+/// A fetcher's request for a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CheckpointAsk {
+    pub(crate) ring: RingId,
+    pub(crate) requester: NodeId,
+    /// The node asked.
+    pub(crate) to: NodeId,
+    /// The oldest checkpoint acceptable.
+    pub(crate) min_slot: Slot,
+    /// The largest frame the fetcher accepts.
+    pub(crate) frame_bytes_max: u32,
+}
+
+/// The server's answer to a `CheckpointAsk`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CheckpointAnswer {
+    /// The file follows.
+    Streaming,
+    /// No such ring, or no valid checkpoint at or above the slot asked for.
+    NoCheckpoint(String),
+    /// The requester may not have it (not a member, or the request is for another node).
+    Refused(String),
+    /// The server cannot serve now (no source, or the source failed).
+    Unavailable(String),
+}
+
+/// What a dialer's first record asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Opening {
+    Connect(Hello),
+    Checkpoint(CheckpointAsk),
 }
 
 /// The receiver's answer.
@@ -165,10 +207,15 @@ impl<'a> Decoder<'a> {
     }
 }
 
-fn send(stream: &mut impl Write, body: Encoder) -> Result<(), HandshakeError> {
+/// `body` with its length before it.
+fn framed(body: Encoder) -> Vec<u8> {
     let mut framed = (body.0.len() as u32).to_le_bytes().to_vec();
     framed.extend_from_slice(&body.0);
-    stream.write_all(&framed)?;
+    framed
+}
+
+fn send(stream: &mut impl Write, body: Encoder) -> Result<(), HandshakeError> {
+    stream.write_all(&framed(body))?;
     stream.flush()?;
     Ok(())
 }
@@ -189,26 +236,106 @@ fn receive(stream: &mut impl Read) -> Result<Vec<u8>, HandshakeError> {
 
 pub(crate) fn write_hello(stream: &mut impl Write, hello: &Hello) -> Result<(), HandshakeError> {
     let mut body = Encoder::default();
-    body.bytes(&MAGIC).u64(hello.from.0).u64(hello.to.0).endpoint(&hello.endpoint).region(&hello.credit);
+    body.bytes(&MAGIC)
+        .u8(KIND_CONNECT)
+        .u64(hello.from.0)
+        .u64(hello.to.0)
+        .endpoint(&hello.endpoint)
+        .region(&hello.credit);
     send(stream, body)
 }
 
-pub(crate) fn read_hello(stream: &mut impl Read) -> Result<Hello, HandshakeError> {
-    let bytes = receive(stream)?;
-    decode_hello(&bytes)
+/// A checkpoint request as a framed record.
+pub(crate) fn encode_checkpoint_ask(ask: &CheckpointAsk) -> Vec<u8> {
+    let mut body = Encoder::default();
+    body.bytes(&MAGIC)
+        .u8(KIND_CHECKPOINT)
+        .u64(ask.ring.0)
+        .u64(ask.requester.0)
+        .u64(ask.to.0)
+        .u64(ask.min_slot.0)
+        .u32(ask.frame_bytes_max);
+    framed(body)
 }
 
-fn decode_hello(bytes: &[u8]) -> Result<Hello, HandshakeError> {
+/// Reads a dialer's first record.
+pub(crate) fn read_opening(stream: &mut impl Read) -> Result<Opening, HandshakeError> {
+    let bytes = receive(stream)?;
+    decode_opening(&bytes)
+}
+
+fn decode_opening(bytes: &[u8]) -> Result<Opening, HandshakeError> {
     let mut decoder = Decoder { bytes };
     decoder.magic()?;
-    let hello = Hello {
-        from: NodeId(decoder.u64("from")?),
-        to: NodeId(decoder.u64("to")?),
-        endpoint: decoder.endpoint()?,
-        credit: decoder.region("credit")?,
+    let opening = match decoder.u8("kind")? {
+        KIND_CONNECT => Opening::Connect(Hello {
+            from: NodeId(decoder.u64("from")?),
+            to: NodeId(decoder.u64("to")?),
+            endpoint: decoder.endpoint()?,
+            credit: decoder.region("credit")?,
+        }),
+        KIND_CHECKPOINT => Opening::Checkpoint(CheckpointAsk {
+            ring: RingId(decoder.u64("ring")?),
+            requester: NodeId(decoder.u64("requester")?),
+            to: NodeId(decoder.u64("to")?),
+            min_slot: Slot(decoder.u64("min_slot")?),
+            frame_bytes_max: decoder.u32("frame_bytes_max")?,
+        }),
+        kind => {
+            return Err(HandshakeError::Malformed(format!(
+                "kind {kind}, expected {KIND_CONNECT} (connect) or {KIND_CHECKPOINT} (checkpoint)"
+            )))
+        }
     };
     decoder.finish()?;
-    Ok(hello)
+    if let Opening::Checkpoint(ask) = &opening {
+        if ask.frame_bytes_max < crate::rdma::checkpoint::FRAME_BYTES_MIN {
+            return Err(HandshakeError::Malformed(format!(
+                "frame_bytes_max {}, at least {}",
+                ask.frame_bytes_max,
+                crate::rdma::checkpoint::FRAME_BYTES_MIN
+            )));
+        }
+    }
+    Ok(opening)
+}
+
+/// A checkpoint answer as a framed record.
+pub(crate) fn encode_checkpoint_answer(answer: &CheckpointAnswer) -> Vec<u8> {
+    let mut body = Encoder::default();
+    body.bytes(&MAGIC);
+    match answer {
+        CheckpointAnswer::Streaming => body.u8(0),
+        CheckpointAnswer::NoCheckpoint(reason) => body.u8(1).text(reason),
+        CheckpointAnswer::Refused(reason) => body.u8(2).text(reason),
+        CheckpointAnswer::Unavailable(reason) => body.u8(3).text(reason),
+    };
+    framed(body)
+}
+
+/// Writes a checkpoint answer (blocking).
+pub(crate) fn write_checkpoint_answer(
+    stream: &mut impl Write,
+    answer: &CheckpointAnswer,
+) -> Result<(), HandshakeError> {
+    stream.write_all(&encode_checkpoint_answer(answer))?;
+    stream.flush()?;
+    Ok(())
+}
+
+/// Decodes a checkpoint answer's body (after its length).
+pub(crate) fn decode_checkpoint_answer(bytes: &[u8]) -> Result<CheckpointAnswer, HandshakeError> {
+    let mut decoder = Decoder { bytes };
+    decoder.magic()?;
+    let answer = match decoder.u8("status")? {
+        0 => CheckpointAnswer::Streaming,
+        1 => CheckpointAnswer::NoCheckpoint(decoder.text("reason")?),
+        2 => CheckpointAnswer::Refused(decoder.text("reason")?),
+        3 => CheckpointAnswer::Unavailable(decoder.text("reason")?),
+        status => return Err(HandshakeError::Malformed(format!("status {status}, expected 0 to 3"))),
+    };
+    decoder.finish()?;
+    Ok(answer)
 }
 
 pub(crate) fn write_reply(
@@ -270,7 +397,25 @@ mod tests {
         };
         let mut wire = Vec::new();
         write_hello(&mut wire, &hello).unwrap();
-        assert_eq!(read_hello(&mut wire.as_slice()).unwrap(), hello);
+        assert_eq!(read_opening(&mut wire.as_slice()).unwrap(), Opening::Connect(hello));
+        let ask = CheckpointAsk {
+            ring: RingId(3),
+            requester: NodeId(2),
+            to: NodeId(1),
+            min_slot: Slot(40),
+            frame_bytes_max: 1 << 20,
+        };
+        let wire = encode_checkpoint_ask(&ask);
+        assert_eq!(read_opening(&mut wire.as_slice()).unwrap(), Opening::Checkpoint(ask));
+        for answer in [
+            CheckpointAnswer::Streaming,
+            CheckpointAnswer::NoCheckpoint("none".into()),
+            CheckpointAnswer::Refused("not a member".into()),
+            CheckpointAnswer::Unavailable("no source".into()),
+        ] {
+            let wire = encode_checkpoint_answer(&answer);
+            assert_eq!(decode_checkpoint_answer(&wire[4..]).unwrap(), answer);
+        }
         let reply = Reply {
             endpoint: endpoint(),
             ring: RemoteRegion { address: 0x2000, len: 1 << 16, rkey: 6 },
@@ -295,17 +440,36 @@ mod tests {
         };
         let mut wire = Vec::new();
         write_hello(&mut wire, &hello).unwrap();
-        let body = &wire[4..];
-        for cut in 0..body.len() {
-            assert!(matches!(decode_hello(&body[..cut]), Err(HandshakeError::Malformed(_))), "cut at {cut}");
+        let ask = CheckpointAsk {
+            ring: RingId(1),
+            requester: NodeId(2),
+            to: NodeId(1),
+            min_slot: Slot(0),
+            frame_bytes_max: 4096,
+        };
+        for wire in [wire, encode_checkpoint_ask(&ask)] {
+            let body = &wire[4..];
+            for cut in 0..body.len() {
+                let cut_short = decode_opening(&body[..cut]);
+                assert!(matches!(cut_short, Err(HandshakeError::Malformed(_))), "cut at {cut}");
+            }
+            let mut bad = body.to_vec();
+            bad[0] ^= 1;
+            assert!(decode_opening(&bad).unwrap_err().to_string().contains("magic"));
+            let mut long = body.to_vec();
+            long.push(0);
+            assert!(decode_opening(&long).unwrap_err().to_string().contains("trailing"));
+            let mut kind = body.to_vec();
+            kind[8] = 7;
+            assert!(decode_opening(&kind).unwrap_err().to_string().contains("kind 7"));
         }
-        let mut bad = body.to_vec();
-        bad[0] ^= 1;
-        assert!(decode_hello(&bad).unwrap_err().to_string().contains("magic"));
-        let mut long = body.to_vec();
-        long.push(0);
-        assert!(decode_hello(&long).unwrap_err().to_string().contains("trailing"));
+        let tiny = encode_checkpoint_ask(&CheckpointAsk { frame_bytes_max: 10, ..ask });
+        assert!(decode_opening(&tiny[4..]).unwrap_err().to_string().contains("frame_bytes_max 10"));
+        let answer = encode_checkpoint_answer(&CheckpointAnswer::Refused("no".into()));
+        for cut in 0..answer.len() - 4 {
+            assert!(decode_checkpoint_answer(&answer[4..4 + cut]).is_err(), "answer cut at {cut}");
+        }
         let huge = (MESSAGE_BYTES_MAX as u32 + 1).to_le_bytes();
-        assert!(read_hello(&mut huge.as_slice()).unwrap_err().to_string().contains("at most"));
+        assert!(read_opening(&mut huge.as_slice()).unwrap_err().to_string().contains("at most"));
     }
 }

@@ -3,20 +3,27 @@
 //! See docs/RDMA.md for the design; in short:
 //!
 //! - `verbs`: the small verbs interface the protocol is written against;
-//! - `emulated`: a provider with the same semantics and no device (shared memory);
-//! - `sys`: every unsafe block (registered memory; libibverbs with `rdma-verbs`);
+//! - `emulated`: a provider with the same semantics and no device (shared memory; its
+//!   receive queues and completion channels in `emulated/receive.rs`);
+//! - `sys`: every unsafe block (registered memory, futexes; libibverbs with `rdma-verbs`);
 //! - `ring`: the receive ring's layout, the producer and the consumer;
 //! - `archive`: the rkyv message format, validated once and read in place;
-//! - `handshake`: the out-of-band connection set-up over TCP;
-//! - `connection`: one direction of one peer link (sender and receiver sides);
-//! - `transport` and `config`: [`RdmaTransport`], its poller, and [`RdmaConfig`];
+//! - `handshake`: the out-of-band connection set-up over TCP, and a checkpoint request's
+//!   opening;
+//! - `connection`: one direction of one peer link (sender and receiver sides), with the
+//!   sleep notices and writes with immediate that wake an idle receiver;
+//! - `transport`, `poller` and `config`: [`RdmaTransport`], its poller thread, and
+//!   [`RdmaConfig`];
+//! - `checkpoint`: checkpoint transfer over the handshake listener;
 //! - `stats`: [`RdmaStats`], the ring protocol's counters.
 
 pub mod archive;
+mod checkpoint;
 mod config;
 mod connection;
 pub mod emulated;
 mod handshake;
+mod poller;
 mod ring;
 mod stats;
 #[allow(unsafe_code)]

@@ -31,5 +31,14 @@ crate::counters! {
         connections_reset,
         /// Times the poller went to sleep after spinning and yielding found no work.
         idle_sleeps,
+        /// Sleeps that a notification (a peer's write with immediate) or a local wake-up
+        /// ended before their timer.
+        sleeps_woken,
+        /// Sleep notices written to senders (a receiver about to sleep).
+        sleep_notices,
+        /// RDMA WRITEs with immediate posted (a sender waking a sleeping receiver).
+        immediate_writes,
+        /// Writes with immediate received (each consumed a posted receive).
+        immediates_received,
     }
 }

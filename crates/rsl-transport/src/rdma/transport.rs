@@ -1,37 +1,42 @@
-//! [`RdmaTransport`]: the [`Transport`] over the ring protocol, and its poller.
+//! [`RdmaTransport`]: the [`Transport`] over the ring protocol, the state its poller shares
+//! with it, and its checkpoint transfer.
 //!
 //! `send` checks the messages and queues them on the peer's bounded queue, then wakes the
-//! poller. One poller thread per endpoint does everything else in a loop: it takes
-//! completions and credits, writes queued messages as frames into each peer's ring (several
-//! frames per doorbell), reads complete frames from every ring it owns, delivers them
-//! through the membership gate and writes credits back. When a turn finds no work it spins,
-//! then yields, then parks for a time that doubles up to `idle_sleep_max_us`: one-sided
-//! writes raise no event, so an idle receiver notices a frame within that time, and a busy
-//! one at once. A `send` unparks it.
+//! poller (through the endpoint's completion channel). One poller thread per endpoint
+//! (`poller.rs`) does everything else: it takes completions and credits, writes queued
+//! messages as frames into each peer's ring (several frames per doorbell), reads complete
+//! frames from every ring it owns, delivers them through the membership gate and writes
+//! credits back; idle, it sleeps until a peer's write with immediate or a local `send`
+//! wakes it, or its timer ends.
 //!
 //! Connections are set up by short-lived threads (the TCP handshake blocks) and handed to
 //! the poller; a failed or ended connection is torn down (counted), and the sender dials
 //! again with jittered exponential backoff while the peer keeps an address.
+//!
+//! Checkpoints travel over the same TCP listener (`checkpoint.rs`), once a runtime calls
+//! [`Transport::serve_checkpoints`].
 
+use crate::checkpoint::{CheckpointFetcher, CheckpointSource};
 use crate::gate::Gate;
 use crate::membership::Membership;
 use crate::rdma::archive::archived_len;
+use crate::rdma::checkpoint::{CheckpointService, RdmaCheckpointFetcher};
 use crate::rdma::config::{RdmaConfig, RdmaConfigError};
-use crate::rdma::connection::{Inbound as InboundLink, LinkError, Outbound};
+use crate::rdma::handshake::{self, CheckpointAnswer, CheckpointAsk};
+use crate::rdma::poller::Poller;
 use crate::rdma::stats::RdmaStats;
-use crate::rdma::verbs::Device;
+use crate::rdma::verbs::{CompletionChannel, Device, VerbsError};
 use crate::stats::TransportStats;
 use crate::transport::{
     check_outbound, AddressError, Inbound, PeerAddress, QueueFullPolicy, SendError, Transport,
 };
 use parking_lot::{Mutex, RwLock};
-use rsl_core::{Message, NodeId, SplitMix64};
+use rsl_core::{Message, NodeId};
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, OnceLock};
-use std::thread::{self, JoinHandle, Thread};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
+use std::thread::{self, JoinHandle};
 use tokio::sync::mpsc;
 
 /// Why an [`RdmaTransport`] could not start.
@@ -54,6 +59,9 @@ pub enum RdmaError {
     /// The poller thread could not start.
     #[error("cannot start the RDMA poller thread: {0}")]
     Spawn(std::io::Error),
+    /// The device refused to create the endpoint's completion channel.
+    #[error("cannot create the RDMA completion channel: {0}")]
+    Device(#[from] VerbsError),
 }
 
 /// Builds an [`RdmaTransport`].
@@ -93,6 +101,7 @@ impl RdmaBuilder {
         listener
             .set_nonblocking(true)
             .map_err(|source| RdmaError::Listen { address: local_addr.to_string(), source })?;
+        let channel = device.create_channel()?;
         let (sender, receiver) = mpsc::channel(self.config.inbound_queue_messages_max as usize);
         let gate = Gate {
             local: self.node,
@@ -104,18 +113,18 @@ impl RdmaBuilder {
             gate: Arc::new(gate),
             config: self.config,
             device,
+            channel,
             stats: RdmaStats::default(),
             peers: RwLock::new(HashMap::new()),
             closed: AtomicBool::new(false),
             generations: AtomicU64::new(0),
-            poller: OnceLock::new(),
+            checkpoints: RwLock::new(None),
         });
         let poller = Poller::new(Arc::clone(&shared), listener);
         let handle = thread::Builder::new()
             .name(format!("rsl-rdma-{}", self.node.0))
             .spawn(move || poller.run())
             .map_err(RdmaError::Spawn)?;
-        let _ = shared.poller.set(handle.thread().clone());
         let transport = RdmaTransport { shared, poller: Mutex::new(Some(handle)), local_addr };
         Ok((transport, receiver))
     }
@@ -128,30 +137,80 @@ struct Outgoing {
     bytes: u64,
 }
 
+/// A peer as `send` and the poller see it.
 #[derive(Debug)]
-struct Peer {
+pub(crate) struct Peer {
     address: PeerAddress,
-    socket: SocketAddr,
-    generation: u64,
+    /// Its handshake address.
+    pub(crate) socket: SocketAddr,
+    /// Bumped when the address changes: connections of an older generation are dropped.
+    pub(crate) generation: u64,
     queue: Mutex<Outgoing>,
 }
 
+impl Peer {
+    /// Takes up to `count` queued messages of at most `bytes_max` archived bytes together
+    /// (at least one, whatever its size).
+    pub(crate) fn take(&self, count: usize, bytes_max: u64) -> Vec<Message> {
+        let mut queue = self.queue.lock();
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        while taken.len() < count {
+            let Some((_, size)) = queue.messages.front() else { break };
+            if !taken.is_empty() && bytes + size > bytes_max {
+                break;
+            }
+            bytes += size;
+            let Some((message, size)) = queue.messages.pop_front() else { break };
+            queue.bytes -= size;
+            taken.push(message);
+        }
+        taken
+    }
+
+    /// Puts `messages` (taken, then not written) back at the front of the queue, in order.
+    pub(crate) fn requeue(&self, messages: Vec<Message>) {
+        let mut queue = self.queue.lock();
+        for message in messages.into_iter().rev() {
+            let size = archived_len(&message);
+            queue.bytes += size;
+            queue.messages.push_front((message, size));
+        }
+    }
+}
+
+/// What the transport, its poller and its handshake threads share.
 #[derive(Debug)]
-struct Shared {
-    gate: Arc<Gate>,
-    config: RdmaConfig,
-    device: Arc<dyn Device>,
-    stats: RdmaStats,
-    peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
-    closed: AtomicBool,
+pub(crate) struct Shared {
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) config: RdmaConfig,
+    pub(crate) device: Arc<dyn Device>,
+    /// What the poller sleeps on: inbound completion queues notify it, `wake` too.
+    pub(crate) channel: Arc<dyn CompletionChannel>,
+    pub(crate) stats: RdmaStats,
+    pub(crate) peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
+    pub(crate) closed: AtomicBool,
     generations: AtomicU64,
-    poller: OnceLock<Thread>,
+    /// Serves checkpoints once a runtime attached a source.
+    checkpoints: RwLock<Option<Arc<CheckpointService>>>,
 }
 
 impl Shared {
-    fn wake(&self) {
-        if let Some(poller) = self.poller.get() {
-            poller.unpark();
+    /// Wakes the poller.
+    pub(crate) fn wake(&self) {
+        self.channel.wake();
+    }
+
+    /// Answers a checkpoint request that arrived on the handshake listener.
+    pub(crate) fn serve_checkpoint(&self, mut socket: std::net::TcpStream, ask: CheckpointAsk) {
+        let service = self.checkpoints.read().clone();
+        match service {
+            Some(service) => service.serve(socket, ask),
+            None => {
+                let reason = format!("{} serves no checkpoints", self.gate.local);
+                let _ =
+                    handshake::write_checkpoint_answer(&mut socket, &CheckpointAnswer::Unavailable(reason));
+            }
         }
     }
 }
@@ -190,6 +249,7 @@ impl RdmaTransport {
     /// [`SendError::Closed`].
     pub fn shutdown(&self) {
         self.shared.closed.store(true, Ordering::Release);
+        *self.shared.checkpoints.write() = None;
         self.shared.wake();
         if let Some(handle) = self.poller.lock().take() {
             let _ = handle.join();
@@ -279,360 +339,26 @@ impl Transport for RdmaTransport {
     fn stats(&self) -> &TransportStats {
         &self.shared.gate.stats
     }
-}
 
-// ---------------------------------------------------------------------------------------
-// The poller.
-
-/// Spin, then yield, then sleep with a doubling timeout, until there is work again.
-#[derive(Debug)]
-struct IdleBackoff {
-    turns: u32,
-    sleep: Duration,
-    spin: u32,
-    yields: u32,
-    initial: Duration,
-    max: Duration,
-}
-
-impl IdleBackoff {
-    fn new(config: &RdmaConfig) -> IdleBackoff {
-        let initial = Duration::from_micros(config.idle_sleep_initial_us);
-        IdleBackoff {
-            turns: 0,
-            sleep: initial,
-            spin: config.idle_spin_turns,
-            yields: config.idle_yield_turns,
-            initial,
-            max: Duration::from_micros(config.idle_sleep_max_us),
-        }
-    }
-
-    fn busy(&mut self) {
-        self.turns = 0;
-        self.sleep = self.initial;
-    }
-
-    /// Waits after a turn without work; true when it slept.
-    fn idle(&mut self) -> bool {
-        self.turns = self.turns.saturating_add(1);
-        if self.turns <= self.spin {
-            std::hint::spin_loop();
-            false
-        } else if self.turns <= self.spin + self.yields {
-            thread::yield_now();
-            false
-        } else {
-            thread::park_timeout(self.sleep);
-            self.sleep = (self.sleep * 2).min(self.max);
-            true
-        }
-    }
-}
-
-/// A sending direction's state.
-#[derive(Debug)]
-enum Link {
-    Connected { connection: Box<Outbound>, generation: u64 },
-    Dialing { generation: u64 },
-    Waiting { until: Instant, attempt: u32, generation: u64 },
-}
-
-#[derive(Debug)]
-enum Event {
-    Dialed { peer: NodeId, generation: u64, result: Result<Box<Outbound>, LinkError> },
-    Accepted(Result<Box<InboundLink>, LinkError>),
-}
-
-/// How often the poller accepts handshakes, checks liveness and starts dials.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(2);
-
-struct Poller {
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    events: (std_mpsc::Sender<Event>, std_mpsc::Receiver<Event>),
-    outbound: HashMap<NodeId, Link>,
-    inbound: HashMap<NodeId, Box<InboundLink>>,
-    ever_connected: std::collections::HashSet<NodeId>,
-    rng: SplitMix64,
-    backoff: IdleBackoff,
-    next_housekeeping: Instant,
-}
-
-impl Poller {
-    fn new(shared: Arc<Shared>, listener: TcpListener) -> Poller {
-        let rng = SplitMix64::new(shared.config.seed ^ rsl_core::mix64(shared.gate.local.0));
-        let backoff = IdleBackoff::new(&shared.config);
-        Poller {
-            shared,
-            listener,
-            events: std_mpsc::channel(),
-            outbound: HashMap::new(),
-            inbound: HashMap::new(),
-            ever_connected: std::collections::HashSet::new(),
-            rng,
-            backoff,
-            next_housekeeping: Instant::now(),
-        }
-    }
-
-    fn run(mut self) {
-        while !self.shared.closed.load(Ordering::Acquire) {
-            let mut work = self.take_events();
-            work |= self.pump_outbound();
-            work |= self.receive_inbound();
-            let now = Instant::now();
-            if now >= self.next_housekeeping {
-                work |= self.housekeeping(now);
-                self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
-            }
-            if work {
-                self.backoff.busy();
-            } else if self.backoff.idle() {
-                RdmaStats::bump(&self.shared.stats.idle_sleeps);
-            }
-        }
-    }
-
-    fn local(&self) -> NodeId {
-        self.shared.gate.local
-    }
-
-    fn take_events(&mut self) -> bool {
-        let mut work = false;
-        while let Ok(event) = self.events.1.try_recv() {
-            work = true;
-            match event {
-                Event::Dialed { peer, generation, result } => self.on_dialed(peer, generation, result),
-                Event::Accepted(Ok(link)) => {
-                    if let Some(old) = self.inbound.insert(link.peer, link) {
-                        self.count_inbound_end(&old, "replaced by a new connection from the same peer", true);
-                    }
-                }
-                Event::Accepted(Err(error)) => {
-                    TransportStats::bump(&self.shared.gate.stats.connect_failures);
-                    tracing::warn!(local = %self.local(), %error, "refused an RDMA connection");
-                }
-            }
-        }
-        work
-    }
-
-    fn on_dialed(&mut self, peer: NodeId, generation: u64, result: Result<Box<Outbound>, LinkError>) {
-        let current = self.shared.peers.read().get(&peer).map(|entry| entry.generation);
-        let expected =
-            matches!(self.outbound.get(&peer), Some(Link::Dialing { generation: g }) if *g == generation);
-        if current != Some(generation) || !expected {
-            return; // The peer was removed or readdressed meanwhile; the connection drops.
-        }
-        match result {
-            Ok(connection) => {
-                let stats = &self.shared.gate.stats;
-                if !self.ever_connected.insert(peer) {
-                    TransportStats::bump(&stats.reconnects);
-                }
-                tracing::debug!(local = %self.local(), %peer, "RDMA connection established");
-                self.outbound.insert(peer, Link::Connected { connection, generation });
-            }
-            Err(error) => {
-                TransportStats::bump(&self.shared.gate.stats.connect_failures);
-                tracing::debug!(local = %self.local(), %peer, %error, "RDMA connection attempt failed");
-                self.wait(peer, generation, 1);
-            }
-        }
-    }
-
-    /// Schedules the next dial of `peer` after `attempt` failures.
-    fn wait(&mut self, peer: NodeId, generation: u64, attempt: u32) {
-        let config = &self.shared.config;
-        let delay = config
-            .backoff_initial_ms
-            .saturating_mul(1 << attempt.min(16).saturating_sub(1))
-            .min(config.backoff_max_ms);
-        let jittered = self.rng.between(delay / 2, delay);
-        let until = Instant::now() + Duration::from_millis(jittered);
-        self.outbound.insert(peer, Link::Waiting { until, attempt, generation });
-    }
-
-    fn pump_outbound(&mut self) -> bool {
-        let mut work = false;
-        let mut failed = Vec::new();
-        // Held for the turn: `send` reads it too; only address changes wait.
-        let shared = Arc::clone(&self.shared);
-        let peers = shared.peers.read();
-        for (peer, link) in &mut self.outbound {
-            let Link::Connected { connection, generation } = link else { continue };
-            let Some(entry) = peers.get(peer).filter(|entry| entry.generation == *generation) else {
-                failed.push((*peer, *generation, LinkError::PeerGone, false));
-                continue;
-            };
-            let take = |count: usize, bytes_max: u64| {
-                let mut queue = entry.queue.lock();
-                let mut taken = Vec::new();
-                let mut bytes = 0;
-                while taken.len() < count {
-                    let Some((_, size)) = queue.messages.front() else { break };
-                    if !taken.is_empty() && bytes + size > bytes_max {
-                        break;
-                    }
-                    bytes += size;
-                    let Some((message, size)) = queue.messages.pop_front() else { break };
-                    queue.bytes -= size;
-                    taken.push(message);
-                }
-                taken
-            };
-            match connection.pump(take, &self.shared.stats, &self.shared.gate.stats) {
-                Ok(pumped) => {
-                    work |= pumped.work;
-                    if !pumped.requeue.is_empty() {
-                        let mut queue = entry.queue.lock();
-                        for message in pumped.requeue.into_iter().rev() {
-                            let size = archived_len(&message);
-                            queue.bytes += size;
-                            queue.messages.push_front((message, size));
-                        }
-                    }
-                }
-                Err(error) => failed.push((*peer, *generation, error, true)),
-            }
-        }
-        drop(peers);
-        for (peer, generation, error, redial) in failed {
-            work = true;
-            if let Some(Link::Connected { connection, .. }) = self.outbound.remove(&peer) {
-                let lost = connection.unacknowledged();
-                RdmaStats::bump(&self.shared.stats.connections_reset);
-                RdmaStats::add(&self.shared.stats.messages_unacknowledged_lost, lost);
-                tracing::warn!(local = %self.local(), %peer, %error, lost, "RDMA connection to the peer ended");
-            }
-            if redial {
-                self.wait(peer, generation, 1);
-            }
-        }
-        work
-    }
-
-    fn receive_inbound(&mut self) -> bool {
-        let mut work = false;
-        let mut failed = Vec::new();
-        for (peer, link) in &mut self.inbound {
-            match link.receive(&self.shared.gate, &self.shared.stats) {
-                Ok(did) => work |= did,
-                Err(error) => failed.push((*peer, error)),
-            }
-        }
-        for (peer, error) in failed {
-            work = true;
-            if let Some(link) = self.inbound.remove(&peer) {
-                // A refused frame was counted as what it is; otherwise a frame begun and
-                // never finished is a torn one.
-                let refused = matches!(error, LinkError::Frame(_) | LinkError::Invalid { .. });
-                self.count_inbound_end(&link, &error.to_string(), !refused);
-            }
-        }
-        work
-    }
-
-    fn count_inbound_end(&self, link: &InboundLink, why: &str, count_partial: bool) {
-        RdmaStats::bump(&self.shared.stats.connections_reset);
-        if count_partial && link.partial_frame() {
-            RdmaStats::bump(&self.shared.stats.frames_torn);
-        }
-        tracing::warn!(local = %self.local(), peer = %link.peer, why, "RDMA connection from the peer ended");
-    }
-
-    /// Accepts handshakes, drops connections whose peer is gone, starts due dials.
-    fn housekeeping(&mut self, now: Instant) -> bool {
-        let mut work = false;
-        while let Ok((socket, _)) = self.listener.accept() {
-            work = true;
-            self.spawn_accept(socket);
-        }
-        let gone: Vec<NodeId> =
-            self.inbound.iter().filter(|(_, link)| link.peer_gone()).map(|(peer, _)| *peer).collect();
-        for peer in gone {
-            if let Some(link) = self.inbound.remove(&peer) {
-                self.count_inbound_end(&link, "the peer closed the handshake socket", true);
-            }
-        }
-        let peers = self.shared.peers.read().clone();
-        let mut redial = Vec::new();
-        self.outbound.retain(|peer, link| {
-            let generation = match link {
-                Link::Connected { generation, .. }
-                | Link::Dialing { generation }
-                | Link::Waiting { generation, .. } => *generation,
-            };
-            peers.get(peer).is_some_and(|entry| entry.generation == generation)
+    /// Serves `source`'s checkpoints over the handshake listener and returns a fetcher
+    /// that reaches peers at their handshake addresses (see docs/RDMA.md, "Checkpoint
+    /// transfer"). Transfers run on the tokio runtime this is called in; outside one it
+    /// serves nothing and returns `None`.
+    fn serve_checkpoints(&self, source: Arc<dyn CheckpointSource>) -> Option<Arc<dyn CheckpointFetcher>> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                local = %self.shared.gate.local,
+                "RDMA checkpoint transfer needs a tokio runtime: serve_checkpoints was called outside one"
+            );
+            return None;
+        };
+        let limits = self.shared.config.transfer_limits();
+        let service = CheckpointService { gate: Arc::clone(&self.shared.gate), source, runtime, limits };
+        *self.shared.checkpoints.write() = Some(Arc::new(service));
+        let shared: Weak<Shared> = Arc::downgrade(&self.shared);
+        let addresses = Arc::new(move |node: NodeId| {
+            shared.upgrade().and_then(|shared| shared.peers.read().get(&node).map(|peer| peer.socket))
         });
-        for (peer, link) in &self.outbound {
-            if let Link::Connected { connection, generation } = link {
-                if connection.peer_gone() {
-                    redial.push((*peer, *generation));
-                }
-            }
-        }
-        for (peer, generation) in redial {
-            work = true;
-            if let Some(Link::Connected { connection, .. }) = self.outbound.remove(&peer) {
-                RdmaStats::bump(&self.shared.stats.connections_reset);
-                RdmaStats::add(&self.shared.stats.messages_unacknowledged_lost, connection.unacknowledged());
-                tracing::warn!(local = %self.local(), %peer, "RDMA peer closed its handshake socket");
-            }
-            self.wait(peer, generation, 1);
-        }
-        for (peer, entry) in &peers {
-            let due = match self.outbound.get(peer) {
-                None => Some(0),
-                Some(Link::Waiting { until, attempt, .. }) if *until <= now => Some(*attempt),
-                Some(_) => None,
-            };
-            if let Some(attempt) = due {
-                work = true;
-                self.spawn_dial(*peer, entry, attempt);
-            }
-        }
-        work
-    }
-
-    /// Runs `handshake` on a thread of its own and hands its outcome to the poller.
-    fn spawn_handshake(
-        &self,
-        name: &str,
-        handshake: impl FnOnce(&Shared) -> Event + Send + 'static,
-    ) -> std::io::Result<()> {
-        let (shared, events) = (Arc::clone(&self.shared), self.events.0.clone());
-        thread::Builder::new().name(name.to_owned()).spawn(move || {
-            let _ = events.send(handshake(&shared));
-            shared.wake();
-        })?;
-        Ok(())
-    }
-
-    fn spawn_accept(&mut self, socket: std::net::TcpStream) {
-        let key = self.rng.next_u64();
-        let spawned = self.spawn_handshake("rsl-rdma-accept", move |shared| {
-            let _ = socket.set_nonblocking(false);
-            let (device, local, link) = (shared.device.as_ref(), shared.gate.local, shared.config.link());
-            Event::Accepted(InboundLink::accept(device, local, socket, key, link).map(Box::new))
-        });
-        if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start an RDMA handshake thread");
-        }
-    }
-
-    fn spawn_dial(&mut self, peer: NodeId, entry: &Peer, attempt: u32) {
-        let (generation, address) = (entry.generation, entry.socket);
-        self.outbound.insert(peer, Link::Dialing { generation });
-        let spawned = self.spawn_handshake("rsl-rdma-dial", move |shared| {
-            let (device, local, link) = (shared.device.as_ref(), shared.gate.local, shared.config.link());
-            let result = Outbound::dial(device, local, peer, address, link).map(Box::new);
-            Event::Dialed { peer, generation, result }
-        });
-        if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start an RDMA dial thread");
-            self.wait(peer, generation, attempt + 1);
-        }
+        Some(Arc::new(RdmaCheckpointFetcher { local: self.shared.gate.local, addresses, limits }))
     }
 }

@@ -8,10 +8,17 @@
 //! (one doorbell), selective signalling, and completion queues that are polled. Remote
 //! access errors (a bad key, an address outside the region) complete the work request with
 //! [`CompletionStatus::RemoteAccess`] and put the queue pair in [`QpState::Error`].
+//!
+//! For an idle receiver to sleep and still learn of a frame at once: RDMA WRITE with
+//! immediate ([`WorkRequest::immediate`]), which consumes a receive the peer posted
+//! ([`QueuePair::post_receive`]) and completes on the peer's completion queue
+//! ([`CompletionKind::Receive`]); and completion channels ([`CompletionChannel`]) that a
+//! completion queue armed with [`CompletionQueue::arm`] notifies (`ibv_req_notify_cq`).
 
 use crate::rdma::sys::RegionMemory;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Most bytes a work request may carry inline (copied at post time, no registered source).
 pub const INLINE_BYTES_MAX: usize = 64;
@@ -194,6 +201,12 @@ pub struct WorkRequest<'a> {
     /// they are known done when a later signalled request of the same queue pair completes
     /// (verbs completes a queue pair's requests in order). Failures are always reported.
     pub signaled: bool,
+    /// With a value: an RDMA WRITE with immediate. After the bytes are placed it consumes a
+    /// receive the peer posted and completes there as [`CompletionKind::Receive`] carrying
+    /// the value, which notifies the peer's completion channel if its queue is armed. With
+    /// no receive posted it fails with [`CompletionStatus::ReceiverNotReady`]. It may write
+    /// zero bytes (a pure notification).
+    pub immediate: Option<u32>,
 }
 
 /// How a work request ended.
@@ -208,19 +221,36 @@ pub enum CompletionStatus {
     RemoteAccess,
     /// The peer did not answer (it is gone, or the link is).
     RetryExceeded,
+    /// A write with immediate found no receive posted at the peer (verbs retries, then fails
+    /// with `IBV_WC_RNR_RETRY_EXC_ERR`).
+    ReceiverNotReady,
     /// The queue pair was in error: the request was not executed.
     Flushed,
+}
+
+/// What a completion completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompletionKind {
+    /// A work request this side posted (an RDMA WRITE, with or without immediate).
+    Write,
+    /// A receive this side posted, consumed by the peer's write with `immediate`.
+    Receive {
+        /// The writer's immediate value.
+        immediate: u32,
+    },
 }
 
 /// A completion polled from a completion queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Completion {
-    /// The work request's id.
+    /// The work request's (or the receive's) id.
     pub id: u64,
     /// The queue pair that posted it.
     pub qp_number: u32,
     /// The outcome.
     pub status: CompletionStatus,
+    /// A write's completion or a receive's.
+    pub kind: CompletionKind,
 }
 
 /// Why a verbs call failed.
@@ -269,6 +299,18 @@ pub enum VerbsError {
         /// Requests in the refused post.
         posting: u32,
     },
+    /// Posting would exceed the receive queue.
+    #[error("receive queue of queue pair {qp_number} is full: {outstanding} receives posted, depth {depth}, {posting} more posted")]
+    ReceiveQueueFull {
+        /// The queue pair.
+        qp_number: u32,
+        /// Receives posted and not yet completed.
+        outstanding: u32,
+        /// The queue's depth.
+        depth: u32,
+        /// Receives in the refused post.
+        posting: u32,
+    },
     /// A work request is malformed (nothing of the post was executed).
     #[error("invalid work request {id}: {problem}")]
     InvalidRequest {
@@ -279,10 +321,37 @@ pub enum VerbsError {
     },
 }
 
-/// A completion queue: where a queue pair reports finished work requests.
+/// Where completion queues armed with [`CompletionQueue::arm`] report a new completion
+/// (`ibv_comp_channel`), and what an idle poller sleeps on. Several queues may share one.
+///
+/// To sleep without missing a notification: take [`CompletionChannel::prepare`], arm the
+/// queues, look for work one last time, then [`CompletionChannel::wait`] with the token: a
+/// notification or a [`CompletionChannel::wake`] after `prepare` ends the wait at once.
+pub trait CompletionChannel: Send + Sync + fmt::Debug {
+    /// A token for [`CompletionChannel::wait`], taken before the caller's last look for work.
+    fn prepare(&self) -> u64;
+
+    /// Sleeps until an armed queue of this channel gets a completion or `wake` is called
+    /// (since `prepare`), or `timeout` passes. True when it was notified or woken.
+    fn wait(&self, prepared: u64, timeout: Duration) -> bool;
+
+    /// Wakes the waiter, or makes the next `wait` after a `prepare` before this return at
+    /// once (a local event: a message queued to send).
+    fn wake(&self);
+
+    /// The provider's own type, for a provider to find its channel behind the trait.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// A completion queue: where a queue pair reports finished work requests and consumed
+/// receives.
 pub trait CompletionQueue: Send + Sync + fmt::Debug {
     /// Moves up to `max` completions into `completions` and returns how many.
     fn poll(&self, completions: &mut Vec<Completion>, max: usize) -> usize;
+
+    /// Asks for one notification of the queue's channel on its next completion (one-shot,
+    /// as `ibv_req_notify_cq`). A queue created without a channel refuses.
+    fn arm(&self) -> Result<(), VerbsError>;
 
     /// The provider's own type, for a provider to find its queue behind the trait.
     fn as_any(&self) -> &dyn std::any::Any;
@@ -303,6 +372,10 @@ pub trait QueuePair: Send + fmt::Debug {
     /// none is. Outcomes arrive on the completion queue.
     fn post_write(&mut self, requests: &[WorkRequest<'_>]) -> Result<(), VerbsError>;
 
+    /// Posts one zero-length receive per id, for the peer's writes with immediate to consume.
+    /// Either every receive is accepted or none is.
+    fn post_receive(&mut self, ids: &[u64]) -> Result<(), VerbsError>;
+
     /// Moves the queue pair to [`QpState::Error`] (tear-down, or a test's injected fault).
     fn set_error(&mut self);
 }
@@ -316,15 +389,24 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// Registers `len` bytes of fresh zeroed memory.
     fn register(&self, len: u64, access: Access) -> Result<MemoryRegion, VerbsError>;
 
-    /// Creates a completion queue of `depth` entries.
-    fn create_cq(&self, depth: u32) -> Result<Arc<dyn CompletionQueue>, VerbsError>;
+    /// Creates a completion channel.
+    fn create_channel(&self) -> Result<Arc<dyn CompletionChannel>, VerbsError>;
+
+    /// Creates a completion queue of `depth` entries, notifying `channel` when armed.
+    fn create_cq(
+        &self,
+        depth: u32,
+        channel: Option<&Arc<dyn CompletionChannel>>,
+    ) -> Result<Arc<dyn CompletionQueue>, VerbsError>;
 
     /// Creates a reliable-connected queue pair reporting to `cq`, with room for
-    /// `send_queue_depth` outstanding work requests.
+    /// `send_queue_depth` outstanding work requests and `receive_queue_depth` posted
+    /// receives.
     fn create_qp(
         &self,
         cq: &Arc<dyn CompletionQueue>,
         send_queue_depth: u32,
+        receive_queue_depth: u32,
     ) -> Result<Box<dyn QueuePair>, VerbsError>;
 }
 

@@ -1,7 +1,10 @@
 //! The real verbs provider over libibverbs (`rdma-sys`), feature `rdma-verbs`: device
 //! discovery, the protection domain, memory registration, completion queues, RC queue
-//! pairs taken through INIT, RTR and RTS, RDMA WRITE chains posted with one
-//! `ibv_post_send`, and `ibv_poll_cq`.
+//! pairs taken through INIT, RTR and RTS, RDMA WRITE chains (with or without immediate)
+//! posted with one `ibv_post_send`, zero-length receives posted with `ibv_post_recv`,
+//! `ibv_poll_cq`, and completion channels (`ibv_comp_channel`, armed with
+//! `ibv_req_notify_cq`) that a poller sleeps on with `ppoll` beside an eventfd for local
+//! wake-ups.
 //!
 //! Every call here is FFI; each unsafe block says what it relies on. Handles are owned by
 //! one Rust value each and released in `Drop`, children before parents (a region or a
@@ -9,12 +12,15 @@
 
 use crate::rdma::sys::RegionMemory;
 use crate::rdma::verbs::{
-    check_requests, Access, Completion, CompletionQueue, CompletionStatus, Device, MemoryRegion, QpEndpoint,
-    QpState, QueuePair, Registration, Source, VerbsError, WorkRequest, INLINE_BYTES_MAX,
+    check_requests, Access, Completion, CompletionChannel, CompletionKind, CompletionQueue, CompletionStatus,
+    Device, MemoryRegion, QpEndpoint, QpState, QueuePair, Registration, Source, VerbsError, WorkRequest,
+    INLINE_BYTES_MAX,
 };
 use rdma_sys::*;
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 fn errno(call: &'static str) -> VerbsError {
     VerbsError::Call { call, problem: std::io::Error::last_os_error().to_string() }
@@ -178,21 +184,49 @@ impl Device for VerbsDevice {
         Ok(MemoryRegion::new(Box::new(registration), memory, 0, len, keys, access))
     }
 
-    fn create_cq(&self, depth: u32) -> Result<Arc<dyn CompletionQueue>, VerbsError> {
-        // SAFETY: valid context; no channel, no context pointer.
+    fn create_channel(&self) -> Result<Arc<dyn CompletionChannel>, VerbsError> {
+        Ok(Arc::new(VerbsChannel::create(&self.context)?))
+    }
+
+    fn create_cq(
+        &self,
+        depth: u32,
+        channel: Option<&Arc<dyn CompletionChannel>>,
+    ) -> Result<Arc<dyn CompletionQueue>, VerbsError> {
+        let channel = match channel {
+            None => None,
+            Some(channel) => match channel.as_any().downcast_ref::<VerbsChannel>() {
+                Some(verbs) => Some((verbs.channel, Arc::clone(channel))),
+                None => {
+                    return Err(VerbsError::Call {
+                        call: "ibv_create_cq",
+                        problem: "not a verbs completion channel".into(),
+                    })
+                }
+            },
+        };
+        let raw_channel = channel.as_ref().map_or(std::ptr::null_mut(), |(raw, _)| *raw);
+        // SAFETY: valid context; the channel (if any) is alive and is kept alive by the
+        // queue (`_channel`); no context pointer.
         let cq = unsafe {
-            ibv_create_cq(self.context.context, depth as i32, std::ptr::null_mut(), std::ptr::null_mut(), 0)
+            ibv_create_cq(self.context.context, depth as i32, std::ptr::null_mut(), raw_channel, 0)
         };
         if cq.is_null() {
             return Err(errno("ibv_create_cq"));
         }
-        Ok(Arc::new(VerbsCq { cq, _context: Arc::clone(&self.context) }))
+        Ok(Arc::new(VerbsCq {
+            cq,
+            has_channel: channel.is_some(),
+            _channel: channel.map(|(_, channel)| channel),
+            _context: Arc::clone(&self.context),
+        }))
     }
 
     fn create_qp(
         &self,
         cq: &Arc<dyn CompletionQueue>,
         send_queue_depth: u32,
+        receive_queue_depth: u32,
     ) -> Result<Box<dyn QueuePair>, VerbsError> {
         let Some(verbs_cq) = cq.as_any().downcast_ref::<VerbsCq>() else {
             return Err(VerbsError::Call {
@@ -206,7 +240,7 @@ impl Device for VerbsDevice {
         init.recv_cq = verbs_cq.cq;
         init.cap = ibv_qp_cap {
             max_send_wr: send_queue_depth,
-            max_recv_wr: 1,
+            max_recv_wr: receive_queue_depth.max(1),
             max_send_sge: 1,
             max_recv_sge: 1,
             max_inline_data: INLINE_BYTES_MAX as u32,
@@ -248,10 +282,140 @@ impl Device for VerbsDevice {
     }
 }
 
+/// A verbs completion channel, and an eventfd beside it for local wake-ups.
+#[derive(Debug)]
+struct VerbsChannel {
+    channel: *mut ibv_comp_channel,
+    /// Written by `wake` while the poller sleeps.
+    wake_fd: i32,
+    /// Bumped by every `wake`: a `wait` whose token is older returns at once.
+    wakes: AtomicU64,
+    /// Whether a waiter is inside `ppoll` (or about to be).
+    sleeping: AtomicBool,
+    _context: Arc<Context>,
+}
+
+// SAFETY: the channel's fd is read by the one thread that waits; libibverbs allows
+// `ibv_get_cq_event` and queue creation from any thread; `Drop` frees it once.
+unsafe impl Send for VerbsChannel {}
+// SAFETY: as for `Send`; `wake` only writes the eventfd, which is thread-safe.
+unsafe impl Sync for VerbsChannel {}
+
+impl VerbsChannel {
+    fn create(context: &Arc<Context>) -> Result<VerbsChannel, VerbsError> {
+        // SAFETY: valid context.
+        let channel = unsafe { ibv_create_comp_channel(context.context) };
+        if channel.is_null() {
+            return Err(errno("ibv_create_comp_channel"));
+        }
+        // SAFETY: a valid channel's fd; reads of it must not block (see `wait`).
+        let flags = unsafe { libc::fcntl((*channel).fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        let nonblocking = unsafe { libc::fcntl((*channel).fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+        // SAFETY: plain system call.
+        let wake_fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if flags < 0 || nonblocking < 0 || wake_fd < 0 {
+            let error = errno("eventfd or fcntl for the completion channel");
+            if wake_fd >= 0 {
+                // SAFETY: closing the eventfd we opened, once.
+                unsafe { libc::close(wake_fd) };
+            }
+            // SAFETY: destroying the channel we created, once; no queue uses it yet.
+            unsafe { ibv_destroy_comp_channel(channel) };
+            return Err(error);
+        }
+        Ok(VerbsChannel {
+            channel,
+            wake_fd,
+            wakes: AtomicU64::new(0),
+            sleeping: AtomicBool::new(false),
+            _context: Arc::clone(context),
+        })
+    }
+
+    /// Takes every pending queue event (acknowledging each); true if there was one.
+    fn drain_events(&self) -> bool {
+        let mut any = false;
+        loop {
+            let mut cq: *mut ibv_cq = std::ptr::null_mut();
+            let mut context: *mut std::ffi::c_void = std::ptr::null_mut();
+            // SAFETY: a valid channel whose fd is non-blocking, valid out-pointers.
+            if unsafe { ibv_get_cq_event(self.channel, &mut cq, &mut context) } != 0 {
+                return any;
+            }
+            // SAFETY: `cq` is the queue the event came from; acknowledged once.
+            unsafe { ibv_ack_cq_events(cq, 1) };
+            any = true;
+        }
+    }
+}
+
+impl Drop for VerbsChannel {
+    fn drop(&mut self) {
+        // SAFETY: the eventfd and the channel are ours, freed once; every queue using the
+        // channel holds an `Arc` to it, so none is left.
+        unsafe {
+            libc::close(self.wake_fd);
+            ibv_destroy_comp_channel(self.channel);
+        }
+    }
+}
+
+impl CompletionChannel for VerbsChannel {
+    fn prepare(&self) -> u64 {
+        self.wakes.load(Ordering::SeqCst)
+    }
+
+    fn wait(&self, prepared: u64, timeout: Duration) -> bool {
+        // `wake` bumps `wakes`, then looks at `sleeping`; this sets `sleeping`, then looks
+        // at `wakes`: one of the two sees the other.
+        self.sleeping.store(true, Ordering::SeqCst);
+        if self.wakes.load(Ordering::SeqCst) != prepared {
+            self.sleeping.store(false, Ordering::SeqCst);
+            return true;
+        }
+        // SAFETY: the channel is valid while `self` lives.
+        let channel_fd = unsafe { (*self.channel).fd };
+        let mut fds = [
+            libc::pollfd { fd: channel_fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.wake_fd, events: libc::POLLIN, revents: 0 },
+        ];
+        let timeout = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: two valid pollfds, a valid timeout, no signal mask.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &timeout, std::ptr::null()) };
+        self.sleeping.store(false, Ordering::SeqCst);
+        let notified = fds[0].revents & libc::POLLIN != 0 && self.drain_events();
+        if fds[1].revents & libc::POLLIN != 0 {
+            let mut count = 0u64;
+            // SAFETY: reads 8 bytes into a u64 from our non-blocking eventfd.
+            unsafe { libc::read(self.wake_fd, (&mut count as *mut u64).cast(), 8) };
+        }
+        notified || self.wakes.load(Ordering::SeqCst) != prepared
+    }
+
+    fn wake(&self) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            let one = 1u64;
+            // SAFETY: writes 8 bytes from a u64 to our eventfd.
+            unsafe { libc::write(self.wake_fd, (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 /// A verbs completion queue.
 #[derive(Debug)]
 struct VerbsCq {
     cq: *mut ibv_cq,
+    has_channel: bool,
+    _channel: Option<Arc<dyn CompletionChannel>>,
     _context: Arc<Context>,
 }
 
@@ -281,11 +445,30 @@ impl CompletionQueue for VerbsCq {
                 ibv_wc_status::IBV_WC_LOC_PROT_ERR => CompletionStatus::LocalProtection,
                 ibv_wc_status::IBV_WC_REM_ACCESS_ERR => CompletionStatus::RemoteAccess,
                 ibv_wc_status::IBV_WC_WR_FLUSH_ERR => CompletionStatus::Flushed,
+                ibv_wc_status::IBV_WC_RNR_RETRY_EXC_ERR => CompletionStatus::ReceiverNotReady,
                 _ => CompletionStatus::RetryExceeded,
             };
-            completions.push(Completion { id: entry.wr_id, qp_number: entry.qp_num, status });
+            let kind = if entry.opcode == ibv_wc_opcode::IBV_WC_RECV_RDMA_WITH_IMM {
+                // SAFETY: a receive completed by a write with immediate carries `imm_data`.
+                let immediate = u32::from_be(unsafe { entry.imm_data_invalidated_rkey_union.imm_data });
+                CompletionKind::Receive { immediate }
+            } else {
+                CompletionKind::Write
+            };
+            completions.push(Completion { id: entry.wr_id, qp_number: entry.qp_num, status, kind });
         }
         polled
+    }
+
+    fn arm(&self) -> Result<(), VerbsError> {
+        if !self.has_channel {
+            return Err(VerbsError::Call {
+                call: "ibv_req_notify_cq",
+                problem: "the completion queue has no channel".into(),
+            });
+        }
+        // SAFETY: a valid queue created with a channel; any completion, not only solicited.
+        status("ibv_req_notify_cq", unsafe { ibv_req_notify_cq(self.cq, 0) })
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -428,13 +611,20 @@ impl QueuePair for VerbsQp {
             wr.wr_id = request.id;
             // SAFETY: `i` is within `sges` and `chain`, which outlive the post.
             wr.sg_list = unsafe { sge_base.add(i) };
-            wr.num_sge = 1;
-            wr.opcode = ibv_wr_opcode::IBV_WR_RDMA_WRITE;
+            // A zero-byte write (a pure notification with immediate) has no scatter entry.
+            wr.num_sge = i32::from(!request.source.is_empty());
+            wr.opcode = match request.immediate {
+                None => ibv_wr_opcode::IBV_WR_RDMA_WRITE,
+                Some(immediate) => {
+                    wr.imm_data_invalidated_rkey_union.imm_data = immediate.to_be();
+                    ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM
+                }
+            };
             let mut flags = ibv_send_flags(0);
             if request.signaled {
                 flags |= ibv_send_flags::IBV_SEND_SIGNALED;
             }
-            if matches!(request.source, Source::Inline(_)) {
+            if matches!(request.source, Source::Inline(bytes) if !bytes.is_empty()) {
                 flags |= ibv_send_flags::IBV_SEND_INLINE;
             }
             wr.send_flags = flags.0;
@@ -451,6 +641,30 @@ impl QueuePair for VerbsQp {
         // and inline bytes stay alive for the call (inline data is copied by it).
         let code = unsafe { ibv_post_send(self.qp, chain_base, &mut bad) };
         status("ibv_post_send", code)
+    }
+
+    fn post_receive(&mut self, ids: &[u64]) -> Result<(), VerbsError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: zeroed receive requests are valid; each is filled below (no scatter
+        // entries: a write with immediate consumes the receive without placing bytes in it).
+        let mut chain: Vec<ibv_recv_wr> = ids.iter().map(|_| unsafe { std::mem::zeroed() }).collect();
+        let chain_base = chain.as_mut_ptr();
+        for (i, (id, wr)) in ids.iter().zip(chain.iter_mut()).enumerate() {
+            wr.wr_id = *id;
+            wr.num_sge = 0;
+            wr.next = if i + 1 < ids.len() {
+                // SAFETY: the next element of `chain`.
+                unsafe { chain_base.add(i + 1) }
+            } else {
+                std::ptr::null_mut()
+            };
+        }
+        let mut bad: *mut ibv_recv_wr = std::ptr::null_mut();
+        // SAFETY: a valid queue pair and a chain of valid receive requests alive for the call.
+        let code = unsafe { ibv_post_recv(self.qp, chain_base, &mut bad) };
+        status("ibv_post_recv", code)
     }
 
     fn set_error(&mut self) {

@@ -1,6 +1,7 @@
 //! Every unsafe block of the RDMA transport: raw access to registered memory (which a NIC,
-//! or the emulated provider acting as one, writes behind the CPU's back) and, with the
-//! `rdma-verbs` feature, the libibverbs calls in `ibverbs.rs`.
+//! or the emulated provider acting as one, writes behind the CPU's back), the futex calls
+//! of the emulated provider's completion channels and, with the `rdma-verbs` feature, the
+//! libibverbs calls in `ibverbs.rs`.
 //!
 //! Registered memory is a mapping this module owns: anonymous for local-only regions, a
 //! file (on tmpfs) for regions the emulated provider shares with other processes. Nothing
@@ -13,7 +14,8 @@ pub(crate) mod ibverbs;
 use memmap2::{MmapOptions, MmapRaw};
 use std::fs::File;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::time::Duration;
 
 /// A mapping of registered memory. Every method takes offsets from the start of the
 /// mapping and asserts they are in bounds (an offset out of bounds is a bug of this crate:
@@ -88,6 +90,62 @@ impl RegionMemory {
     /// Stores the word at `offset` (8-aligned) with release ordering.
     pub(crate) fn store_u64(&self, offset: usize, value: u64) {
         self.word(offset).store(value.to_le(), Ordering::Release);
+    }
+
+    fn word32(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4);
+        assert_eq!(offset % 4, 0, "unaligned 32-bit word at {offset}");
+        // SAFETY: in bounds and 4-aligned (mappings are page-aligned); the mapping lives as
+        // long as `self`; every concurrent access to the word goes through an atomic.
+        unsafe { AtomicU32::from_ptr(self.pointer.as_ptr().add(offset).cast::<u32>()) }
+    }
+
+    /// Reads the 32-bit word at `offset` (4-aligned), sequentially consistent.
+    pub(crate) fn load_u32(&self, offset: usize) -> u32 {
+        self.word32(offset).load(Ordering::SeqCst)
+    }
+
+    /// Adds `value` (wrapping) to the 32-bit word at `offset`, sequentially consistent.
+    pub(crate) fn fetch_add_u32(&self, offset: usize, value: u32) -> u32 {
+        self.word32(offset).fetch_add(value, Ordering::SeqCst)
+    }
+
+    /// Swaps the word at `offset` (8-aligned), sequentially consistent; returns the old value.
+    pub(crate) fn swap_u64(&self, offset: usize, value: u64) -> u64 {
+        u64::from_le(self.word(offset).swap(value.to_le(), Ordering::SeqCst))
+    }
+
+    /// Sleeps while the 32-bit word at `offset` holds `expected`, for at most `timeout`,
+    /// until a `futex_wake` of the word (from any process that maps the same file).
+    pub(crate) fn futex_wait(&self, offset: usize, expected: u32, timeout: Duration) {
+        let word = self.word32(offset);
+        let timeout = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: FUTEX_WAIT (shared, not private: other processes map the word) on a live,
+        // aligned word of this mapping, with a valid relative timeout; the kernel only reads
+        // the word. Interruptions and spurious returns are fine: callers re-check.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                &timeout as *const libc::timespec,
+                std::ptr::null::<u32>(),
+                0,
+            );
+        }
+    }
+
+    /// Wakes every waiter on the 32-bit word at `offset`.
+    pub(crate) fn futex_wake(&self, offset: usize) {
+        let word = self.word32(offset);
+        // SAFETY: FUTEX_WAKE (shared) on a live, aligned word of this mapping.
+        unsafe {
+            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+        }
     }
 
     /// Writes `bytes` at `offset` in increasing address order, each aligned word with a
@@ -211,6 +269,32 @@ mod tests {
         memory.bytes_mut(0, 4).copy_from_slice(&[1, 2, 3, 4]);
         assert_eq!(memory.bytes(0, 4), &[1, 2, 3, 4]);
         assert_eq!(memory.address(16) - memory.address(0), 16);
+    }
+
+    #[test]
+    fn a_futex_wait_ends_on_wake_or_timeout_or_a_changed_word() {
+        let memory = std::sync::Arc::new(RegionMemory::anonymous(64).unwrap());
+        let started = std::time::Instant::now();
+        memory.futex_wait(8, 0, Duration::from_millis(20));
+        assert!(started.elapsed() >= Duration::from_millis(15), "timed out");
+        memory.fetch_add_u32(8, 1);
+        let started = std::time::Instant::now();
+        memory.futex_wait(8, 0, Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(10), "the word is not 0: no wait");
+        let waker = std::sync::Arc::clone(&memory);
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.fetch_add_u32(8, 1);
+            waker.futex_wake(8);
+        });
+        while memory.load_u32(8) == 1 {
+            memory.futex_wait(8, 1, Duration::from_secs(30));
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "woken, not timed out");
+        assert_eq!(memory.load_u32(8), 2);
+        thread.join().unwrap();
+        assert_eq!(memory.swap_u64(16, 5), 0);
+        assert_eq!(memory.load_u64(16), 5);
     }
 
     #[test]

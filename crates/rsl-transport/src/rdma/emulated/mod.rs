@@ -17,6 +17,9 @@
 //!   moves the queue pair to [`QpState::Error`]; later requests complete as flushed.
 //! - The send queue's depth is enforced as verbs does: a request stays outstanding until a
 //!   signalled request posted after it has been polled from the completion queue.
+//! - A write with immediate consumes a receive of the peer's queue pair and notifies the
+//!   peer's completion channel when its queue is armed; receive queues and channels are
+//!   shared files too, and a channel is a futex word (`receive.rs`).
 //! - Faults for tests: [`EmulatedDevice::fail_queue_pairs`] (a link failure: every queue
 //!   pair's next post fails with [`CompletionStatus::RetryExceeded`]),
 //!   [`EmulatedDevice::tear_next_write`] (the next write lands only partly and its queue pair
@@ -26,18 +29,21 @@
 //! Files of a process that was killed are removed by the next device opened in the same
 //! directory (their owner's process id is in the name).
 
+mod receive;
+
 use crate::rdma::sys::{process_alive, RegionMemory};
 use crate::rdma::verbs::{
-    check_requests, Access, Completion, CompletionQueue, CompletionStatus, Device, MemoryRegion, QpEndpoint,
-    QpState, QueuePair, Registration, Source, VerbsError, WorkRequest,
+    check_requests, Access, Completion, CompletionChannel, CompletionKind, CompletionQueue, CompletionStatus,
+    Device, MemoryRegion, QpEndpoint, QpState, QueuePair, Registration, Source, VerbsError, WorkRequest,
 };
 use parking_lot::Mutex;
+use receive::{EmulatedChannel, ReceiveQueue, RemoteReceiver};
 use rsl_core::SplitMix64;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Bytes before a shared region's data in its file: the header page.
 const HEADER_BYTES: usize = 4096;
@@ -79,6 +85,7 @@ struct Inner {
     prefix: String,
     next_key: AtomicU32,
     next_qp: AtomicU32,
+    next_channel: AtomicU32,
     /// Bumped by `fail_queue_pairs`; a queue pair created at an earlier value fails.
     failure_epoch: AtomicU64,
     /// Bytes the next write lands before its queue pair fails (`u64::MAX`: none).
@@ -109,6 +116,7 @@ impl EmulatedDevice {
             prefix,
             next_key: AtomicU32::new((nonce as u32 & 0x00ff_ffff) | 0x0100_0000),
             next_qp: AtomicU32::new(((nonce >> 32) as u32 & 0x00ff_ffff) | 1),
+            next_channel: AtomicU32::new(1),
             failure_epoch: AtomicU64::new(0),
             tear_next_write: AtomicU64::new(u64::MAX),
         };
@@ -214,30 +222,70 @@ impl Device for EmulatedDevice {
         Ok(MemoryRegion::new(Box::new(registration), memory, HEADER_BYTES, len_usize, (key, key), access))
     }
 
-    fn create_cq(&self, depth: u32) -> Result<Arc<dyn CompletionQueue>, VerbsError> {
+    fn create_channel(&self) -> Result<Arc<dyn CompletionChannel>, VerbsError> {
+        let key = self.inner.next_channel.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(EmulatedChannel::create(&self.inner.prefix, key)?))
+    }
+
+    fn create_cq(
+        &self,
+        depth: u32,
+        channel: Option<&Arc<dyn CompletionChannel>>,
+    ) -> Result<Arc<dyn CompletionQueue>, VerbsError> {
+        let channel = match channel {
+            None => None,
+            Some(channel) => match channel.as_any().downcast_ref::<EmulatedChannel>() {
+                Some(emulated) => Some((emulated.key, Arc::clone(channel))),
+                None => {
+                    return Err(VerbsError::Call {
+                        call: "emulated create_cq",
+                        problem: "the completion channel is not an emulated one".to_owned(),
+                    })
+                }
+            },
+        };
         let rng = self.inner.config.shuffle_completions.map(SplitMix64::new);
-        Ok(Arc::new(EmulatedCq { depth, state: Mutex::new(CqState { queue: VecDeque::new(), rng }) }))
+        Ok(Arc::new(EmulatedCq {
+            depth,
+            state: Mutex::new(CqState { queue: VecDeque::new(), rng }),
+            channel,
+            receivers: Mutex::new(Vec::new()),
+        }))
     }
 
     fn create_qp(
         &self,
         cq: &Arc<dyn CompletionQueue>,
         send_queue_depth: u32,
+        receive_queue_depth: u32,
     ) -> Result<Box<dyn QueuePair>, VerbsError> {
-        if cq.as_any().downcast_ref::<EmulatedCq>().is_none() {
+        let Some(emulated_cq) = cq.as_any().downcast_ref::<EmulatedCq>() else {
             return Err(VerbsError::Call {
                 call: "emulated create_qp",
                 problem: "the completion queue is not an emulated one".to_owned(),
             });
-        }
+        };
         if send_queue_depth == 0 {
             return Err(VerbsError::Call {
                 call: "emulated create_qp",
                 problem: "send queue depth 0".to_owned(),
             });
         }
+        let number = self.inner.next_qp.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+        let receive = match receive_queue_depth {
+            0 => None,
+            depth => {
+                let channel = emulated_cq.channel.as_ref().map(|(key, _)| *key);
+                let queue = Arc::new(ReceiveQueue::create(&self.inner.prefix, number, depth, channel)?);
+                emulated_cq.receivers.lock().push(Arc::downgrade(&queue));
+                Some(queue)
+            }
+        };
         Ok(Box::new(EmulatedQp {
-            number: self.inner.next_qp.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff,
+            number,
+            receive,
+            remote_qp: 0,
+            remote_receiver: None,
             device: Arc::clone(&self.inner),
             cq: Arc::clone(cq),
             state: QpState::Reset,
@@ -271,6 +319,10 @@ struct CqState {
 struct EmulatedCq {
     depth: u32,
     state: Mutex<CqState>,
+    /// The channel it notifies when armed (its key, and the channel kept alive).
+    channel: Option<(u32, Arc<dyn CompletionChannel>)>,
+    /// The receive queues of its queue pairs, whose consumed receives it completes.
+    receivers: Mutex<Vec<Weak<ReceiveQueue>>>,
 }
 
 impl EmulatedCq {
@@ -302,7 +354,26 @@ impl CompletionQueue for EmulatedCq {
             completions.push(entry.completion);
             polled += 1;
         }
+        drop(state);
+        let mut receivers = self.receivers.lock();
+        receivers.retain(|queue| queue.strong_count() > 0);
+        for queue in receivers.iter().filter_map(Weak::upgrade) {
+            polled += queue.poll(completions, max - polled);
+        }
         polled
+    }
+
+    fn arm(&self) -> Result<(), VerbsError> {
+        if self.channel.is_none() {
+            return Err(VerbsError::Call {
+                call: "emulated req_notify_cq",
+                problem: "the completion queue has no channel".to_owned(),
+            });
+        }
+        for queue in self.receivers.lock().iter().filter_map(Weak::upgrade) {
+            queue.arm();
+        }
+        Ok(())
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -314,6 +385,12 @@ impl CompletionQueue for EmulatedCq {
 #[derive(Debug)]
 struct EmulatedQp {
     number: u32,
+    /// Its receive queue (none when created with depth 0).
+    receive: Option<Arc<ReceiveQueue>>,
+    /// The peer's queue pair number, once connected.
+    remote_qp: u32,
+    /// The peer's receive queue, mapped on the first write with immediate.
+    remote_receiver: Option<RemoteReceiver>,
     device: Arc<Inner>,
     cq: Arc<dyn CompletionQueue>,
     state: QpState,
@@ -329,7 +406,7 @@ struct EmulatedQp {
 impl EmulatedQp {
     fn complete(&mut self, id: u64, status: CompletionStatus) {
         let entry = CqEntry {
-            completion: Completion { id, qp_number: self.number, status },
+            completion: Completion { id, qp_number: self.number, status, kind: CompletionKind::Write },
             retires: self.unsignaled + 1,
             outstanding: Arc::clone(&self.outstanding),
         };
@@ -388,7 +465,19 @@ impl EmulatedQp {
         if torn != u64::MAX {
             return Err(CompletionStatus::RetryExceeded);
         }
-        Ok(())
+        match request.immediate {
+            None => Ok(()),
+            Some(immediate) => self.remote_receiver()?.deliver(immediate),
+        }
+    }
+
+    /// The peer's receive queue, mapped once; gone means the peer's queue pair is.
+    fn remote_receiver(&mut self) -> Result<&RemoteReceiver, CompletionStatus> {
+        if self.remote_receiver.is_none() {
+            let prefix = self.remote_prefix.as_deref().ok_or(CompletionStatus::RetryExceeded)?;
+            self.remote_receiver = RemoteReceiver::open(prefix, self.remote_qp);
+        }
+        self.remote_receiver.as_ref().ok_or(CompletionStatus::RetryExceeded)
     }
 }
 
@@ -418,6 +507,7 @@ impl QueuePair for EmulatedQp {
         }
         // RESET -> INIT -> RTR -> RTS: the emulation has nothing to set up on the way.
         self.remote_prefix = Some(remote.name.clone());
+        self.remote_qp = remote.qp_number;
         self.state = QpState::ReadyToSend;
         Ok(())
     }
@@ -460,6 +550,18 @@ impl QueuePair for EmulatedQp {
         Ok(())
     }
 
+    fn post_receive(&mut self, ids: &[u64]) -> Result<(), VerbsError> {
+        match &self.receive {
+            Some(queue) => queue.post(ids),
+            None => Err(VerbsError::ReceiveQueueFull {
+                qp_number: self.number,
+                outstanding: 0,
+                depth: 0,
+                posting: ids.len() as u32,
+            }),
+        }
+    }
+
     fn set_error(&mut self) {
         if self.state != QpState::Error && self.unsignaled > 0 {
             // The unsignalled requests already executed; verbs would flush what was still
@@ -482,6 +584,9 @@ mod tests {
         qp: Box<dyn QueuePair>,
         source: MemoryRegion,
         target: MemoryRegion,
+        receiver_channel: Arc<dyn CompletionChannel>,
+        receiver_cq: Arc<dyn CompletionQueue>,
+        receiver_qp: Box<dyn QueuePair>,
         _receiver: EmulatedDevice,
     }
 
@@ -492,12 +597,23 @@ mod tests {
         let target = receiver.register(256, Access::RemoteWrite).unwrap();
         let source = sender.register(256, Access::Local).unwrap();
         source.memory().bytes_mut(0, 256).iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
-        let cq = sender.create_cq(64).unwrap();
-        let mut qp = sender.create_qp(&cq, depth).unwrap();
-        let receiver_cq = receiver.create_cq(4).unwrap();
-        let receiver_qp = receiver.create_qp(&receiver_cq, 4).unwrap();
+        let cq = sender.create_cq(64, None).unwrap();
+        let mut qp = sender.create_qp(&cq, depth, 0).unwrap();
+        let receiver_channel = receiver.create_channel().unwrap();
+        let receiver_cq = receiver.create_cq(8, Some(&receiver_channel)).unwrap();
+        let receiver_qp = receiver.create_qp(&receiver_cq, 4, 2).unwrap();
         qp.connect(&receiver_qp.endpoint()).unwrap();
-        Link { sender, cq, qp, source, target, _receiver: receiver }
+        Link {
+            sender,
+            cq,
+            qp,
+            source,
+            target,
+            receiver_channel,
+            receiver_cq,
+            receiver_qp,
+            _receiver: receiver,
+        }
     }
 
     fn write<'a>(
@@ -514,6 +630,7 @@ mod tests {
             remote_address: target.address() + offset,
             rkey: target.rkey(),
             signaled,
+            immediate: None,
         }
     }
 
@@ -537,7 +654,8 @@ mod tests {
             vec![Completion {
                 id: 1,
                 qp_number: completions[0].qp_number,
-                status: CompletionStatus::Success
+                status: CompletionStatus::Success,
+                kind: CompletionKind::Write,
             }]
         );
         // Inline data is copied at post time.
@@ -585,7 +703,7 @@ mod tests {
         let request = write(&link.source, &link.target, 1, 0, 8, true);
         link.qp.post_write(&[request]).unwrap();
         assert_eq!(poll(&link.cq)[0].status, CompletionStatus::Success);
-        let Link { sender: _s, cq, mut qp, source, target, _receiver } = link;
+        let Link { cq, mut qp, source, target, .. } = link;
         let (address, rkey) = (target.address(), target.rkey());
         drop(target);
         let request = WorkRequest {
@@ -594,6 +712,7 @@ mod tests {
             remote_address: address,
             rkey,
             signaled: true,
+            immediate: None,
         };
         qp.post_write(&[request]).unwrap();
         assert_eq!(poll(&cq)[0].status, CompletionStatus::RemoteAccess);
@@ -624,8 +743,8 @@ mod tests {
     #[test]
     fn states_are_enforced() {
         let device = EmulatedDevice::open(EmulatedConfig::default()).unwrap();
-        let cq = device.create_cq(8).unwrap();
-        let mut qp = device.create_qp(&cq, 8).unwrap();
+        let cq = device.create_cq(8, None).unwrap();
+        let mut qp = device.create_qp(&cq, 8, 0).unwrap();
         assert_eq!(qp.state(), QpState::Reset);
         let source = device.register(8, Access::Local).unwrap();
         let request = WorkRequest {
@@ -634,6 +753,7 @@ mod tests {
             remote_address: 0,
             rkey: 0,
             signaled: true,
+            immediate: None,
         };
         assert!(matches!(qp.post_write(&[request]), Err(VerbsError::QpState { found: QpState::Reset, .. })));
         let endpoint = qp.endpoint();
@@ -641,7 +761,7 @@ mod tests {
         assert_eq!(qp.state(), QpState::ReadyToSend);
         assert!(matches!(qp.connect(&endpoint), Err(VerbsError::QpState { .. })));
         let stranger = QpEndpoint { name: "mlx5_0".into(), ..endpoint };
-        let mut other = device.create_qp(&cq, 8).unwrap();
+        let mut other = device.create_qp(&cq, 8, 0).unwrap();
         assert!(other.connect(&stranger).is_err());
     }
 
@@ -677,5 +797,56 @@ mod tests {
         assert_eq!(sorted, vec![1, 3, 5, 7, 9, 11, 13, 15]);
         let again: Vec<_> = (0..16).map(|id| write(&link.source, &link.target, id, 0, 8, true)).collect();
         link.qp.post_write(&again).unwrap();
+    }
+
+    #[test]
+    fn a_write_with_immediate_consumes_a_receive_and_wakes_an_armed_queue() {
+        let mut link = link(8, EmulatedConfig::default());
+        link.receiver_qp.post_receive(&[70, 71]).unwrap();
+        assert!(matches!(
+            link.receiver_qp.post_receive(&[72]),
+            Err(VerbsError::ReceiveQueueFull { outstanding: 2, depth: 2, posting: 1, .. })
+        ));
+        let channel = &link.receiver_channel;
+        let prepared = channel.prepare();
+        link.receiver_cq.arm().unwrap();
+        // The writer runs on another thread; the receiver sleeps until it is notified.
+        let started = std::time::Instant::now();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let request = WorkRequest {
+                    immediate: Some(0xabcd),
+                    ..write(&link.source, &link.target, 1, 0, 16, true)
+                };
+                link.qp.post_write(&[request]).unwrap();
+            });
+            assert!(channel.wait(prepared, std::time::Duration::from_secs(20)), "notified, not timed out");
+        });
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(link.target.memory().bytes(link.target.at(0), 16), link.source.memory().bytes(0, 16));
+        let received = poll(&link.receiver_cq);
+        assert_eq!(received.len(), 1);
+        assert_eq!((received[0].id, received[0].kind), (70, CompletionKind::Receive { immediate: 0xabcd }));
+        assert_eq!(poll(&link.cq)[0].status, CompletionStatus::Success);
+
+        // Not armed: the receive is consumed, the channel is not notified. A zero-byte write
+        // with immediate is a pure notification.
+        let prepared = channel.prepare();
+        let empty = WorkRequest { immediate: Some(2), ..write(&link.source, &link.target, 2, 0, 0, false) };
+        link.qp.post_write(&[empty]).unwrap();
+        assert!(!channel.wait(prepared, std::time::Duration::from_millis(5)), "no notification unarmed");
+        assert_eq!(poll(&link.receiver_cq)[0].kind, CompletionKind::Receive { immediate: 2 });
+
+        // No receive left: the writer's queue pair fails, receiver not ready.
+        let third = WorkRequest { immediate: Some(3), ..write(&link.source, &link.target, 3, 0, 8, false) };
+        link.qp.post_write(&[third]).unwrap();
+        assert_eq!(poll(&link.cq)[0].status, CompletionStatus::ReceiverNotReady);
+        assert_eq!(link.qp.state(), QpState::Error);
+        // A local wake ends a wait at once; a queue without a channel cannot be armed.
+        let prepared = channel.prepare();
+        channel.wake();
+        assert!(channel.wait(prepared, std::time::Duration::from_secs(20)));
+        assert!(link.cq.arm().is_err());
     }
 }
