@@ -5,10 +5,12 @@
 //! Both pollers run on their own threads, so this measures the protocol's CPU cost and the
 //! hand-offs between threads, not a NIC.
 //!
-//! One message at a time is the latency of a wake-up: the receiving poller has gone to
-//! sleep between iterations. `send_and_deliver` is with the idle wake-up (the sender's
-//! write with immediate wakes it), `send_and_deliver_timer_wake` without (`idle_wake`
-//! off: it wakes when its sleep ends).
+//! `after_idle` is the latency of a wake-up: before each message the sender pauses 2 ms,
+//! long enough for the receiving poller to be in its longest sleep, and only the send to
+//! the delivery is timed. `wake` is with the idle wake-up (the sender's write with
+//! immediate wakes the receiver), `timer` without (`idle_wake` off: the receiver notices
+//! the frame when its sleep ends). `send_and_deliver_timer_wake` is the back-to-back loop
+//! without the wake-up.
 //!
 //! Also: the archive alone (serialize a 64-message batch into a buffer, validate and
 //! convert it), the cost the ring adds per frame without the transport around it.
@@ -22,6 +24,7 @@ use rsl_transport::rdma::{RdmaConfig, RdmaTransport};
 use rsl_transport::Transport;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn accept(slot: u64) -> Message {
     Message {
@@ -83,6 +86,25 @@ fn ring(c: &mut Criterion) {
                 })
             });
         }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("rdma_emulated_ring_after_idle");
+    for (name, idle_wake) in [("wake", true), ("timer", false)] {
+        let ((one, _one_in), (_two, mut two_in)) = pair(idle_wake);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                let mut total = Duration::ZERO;
+                for slot in 0..iterations {
+                    std::thread::sleep(Duration::from_millis(2));
+                    let started = Instant::now();
+                    one.send(NodeId(2), vec![accept(slot)]).unwrap();
+                    black_box(two_in.blocking_recv().expect("delivered"));
+                    total += started.elapsed();
+                }
+                total
+            })
+        });
     }
     group.finish();
 
