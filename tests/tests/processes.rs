@@ -2,7 +2,8 @@
 //! the primary, catch-up from slots and from a checkpoint, a corrupt log, an oversized
 //! request, a stranger's messages, authentication and roles on the client API (every
 //! cluster here requires it; this test checks refusals), mutual TLS between the processes,
-//! and (feature `rdma`) the same ring over the RDMA transport's emulated provider.
+//! and (feature `rdma`) the same ring over the RDMA transport's emulated provider, with its
+//! catch-up from a checkpoint.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -144,10 +145,23 @@ async fn the_rdma_transport_without_a_device_is_refused_plainly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_a_truncated_log_catches_up_from_a_checkpoint() {
-    let mut cluster = ProcessCluster::start(
-        server::binary(),
-        options(&["--checkpoint-interval-slots=25", "--log-retain-slots=10"]),
-    );
+    catch_up_from_a_checkpoint(&[]).await;
+}
+
+/// The same over the RDMA transport's emulated provider: the checkpoint travels over its
+/// TCP side channel (the replicas' handshake listeners).
+#[cfg(feature = "rdma")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_emulated_rdma_a_replica_behind_a_truncated_log_catches_up_from_a_checkpoint() {
+    catch_up_from_a_checkpoint(&["--transport", "rdma-emu"]).await;
+}
+
+/// Stops a secondary, writes until the others truncated their logs past it, restarts it:
+/// it must install a checkpoint fetched from a peer and then serve the latest state.
+async fn catch_up_from_a_checkpoint(transport: &[&str]) {
+    let mut flags = vec!["--checkpoint-interval-slots=25", "--log-retain-slots=10"];
+    flags.extend_from_slice(transport);
+    let mut cluster = ProcessCluster::start(server::binary(), options(&flags));
     let mut client = cluster.client(WAIT);
     let primary = cluster.wait_for_primary(&mut client, WAIT).await;
     let behind = cluster.ids().into_iter().find(|&id| id != primary).unwrap();

@@ -5,6 +5,13 @@
 //! Both pollers run on their own threads, so this measures the protocol's CPU cost and the
 //! hand-offs between threads, not a NIC.
 //!
+//! `after_idle` is the latency of a wake-up: before each message the sender pauses 2 ms,
+//! long enough for the receiving poller to be in its longest sleep, and only the send to
+//! the delivery is timed. `wake` is with the idle wake-up (the sender's write with
+//! immediate wakes the receiver), `timer` without (`idle_wake` off: the receiver notices
+//! the frame when its sleep ends). `send_and_deliver_timer_wake` is the back-to-back loop
+//! without the wake-up.
+//!
 //! Also: the archive alone (serialize a 64-message batch into a buffer, validate and
 //! convert it), the cost the ring adds per frame without the transport around it.
 
@@ -17,6 +24,7 @@ use rsl_transport::rdma::{RdmaConfig, RdmaTransport};
 use rsl_transport::Transport;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn accept(slot: u64) -> Message {
     Message {
@@ -36,9 +44,12 @@ fn accept(slot: u64) -> Message {
     }
 }
 
-fn endpoint(node: u64) -> (RdmaTransport, tokio::sync::mpsc::Receiver<rsl_transport::Inbound>) {
+type Endpoint = (RdmaTransport, tokio::sync::mpsc::Receiver<rsl_transport::Inbound>);
+
+fn endpoint(node: u64, idle_wake: bool) -> Endpoint {
     let device = EmulatedDevice::open(EmulatedConfig::default()).expect("emulated device");
-    let config = RdmaConfig { ring_bytes: 4 << 20, frame_bytes_max: 1 << 20, ..RdmaConfig::default() };
+    let config =
+        RdmaConfig { ring_bytes: 4 << 20, frame_bytes_max: 1 << 20, idle_wake, ..RdmaConfig::default() };
     let (transport, inbound) = RdmaTransport::builder(NodeId(node))
         .config(config)
         .device(Arc::new(device))
@@ -48,21 +59,50 @@ fn endpoint(node: u64) -> (RdmaTransport, tokio::sync::mpsc::Receiver<rsl_transp
     (transport, inbound)
 }
 
+/// Two connected endpoints: 1 sends, 2 receives.
+fn pair(idle_wake: bool) -> (Endpoint, Endpoint) {
+    let one = endpoint(1, idle_wake);
+    let two = endpoint(2, idle_wake);
+    one.0.set_peer_address(NodeId(2), two.0.local_addr().into()).unwrap();
+    two.0.set_peer_address(NodeId(1), one.0.local_addr().into()).unwrap();
+    (one, two)
+}
+
 fn ring(c: &mut Criterion) {
-    let (one, _one_in) = endpoint(1);
-    let (two, mut two_in) = endpoint(2);
-    one.set_peer_address(NodeId(2), two.local_addr().into()).unwrap();
-    two.set_peer_address(NodeId(1), one.local_addr().into()).unwrap();
     let mut group = c.benchmark_group("rdma_emulated_ring");
-    for batch in [1u64, 16, 256] {
-        let messages: Vec<Message> = (0..batch).map(accept).collect();
-        group.throughput(Throughput::Elements(batch));
-        group.bench_with_input(BenchmarkId::new("send_and_deliver", batch), &messages, |b, messages| {
-            b.iter(|| {
-                one.send(NodeId(2), messages.clone()).unwrap();
-                for _ in 0..messages.len() {
+    for (name, idle_wake, batches) in
+        [("send_and_deliver", true, &[1u64, 16, 256][..]), ("send_and_deliver_timer_wake", false, &[1][..])]
+    {
+        let ((one, _one_in), (_two, mut two_in)) = pair(idle_wake);
+        for &batch in batches {
+            let messages: Vec<Message> = (0..batch).map(accept).collect();
+            group.throughput(Throughput::Elements(batch));
+            group.bench_with_input(BenchmarkId::new(name, batch), &messages, |b, messages| {
+                b.iter(|| {
+                    one.send(NodeId(2), messages.clone()).unwrap();
+                    for _ in 0..messages.len() {
+                        black_box(two_in.blocking_recv().expect("delivered"));
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("rdma_emulated_ring_after_idle");
+    for (name, idle_wake) in [("wake", true), ("timer", false)] {
+        let ((one, _one_in), (_two, mut two_in)) = pair(idle_wake);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                let mut total = Duration::ZERO;
+                for slot in 0..iterations {
+                    std::thread::sleep(Duration::from_millis(2));
+                    let started = Instant::now();
+                    one.send(NodeId(2), vec![accept(slot)]).unwrap();
                     black_box(two_in.blocking_recv().expect("delivered"));
+                    total += started.elapsed();
                 }
+                total
             })
         });
     }

@@ -34,9 +34,12 @@ pub struct RdmaConfig {
     pub signal_interval: u32,
     /// Most frames written per doorbell (one post of several work requests).
     pub doorbell_batch_max: u32,
-    /// Idle turns spent spinning before yielding.
+    /// Idle turns spent spinning before yielding. Short by default: with `idle_wake` a
+    /// sleeping poller is woken by the frame itself, and on cores shared with other work a
+    /// long spin takes the CPU from the threads the poller delivers to.
     pub idle_spin_turns: u32,
-    /// Idle turns spent yielding before sleeping.
+    /// Idle turns spent yielding before sleeping (a yield on a busy core gives the CPU away
+    /// for a whole time slice, so few).
     pub idle_yield_turns: u32,
     /// First sleep of an idle poller, in microseconds; doubles per idle turn.
     pub idle_sleep_initial_us: u64,
@@ -76,8 +79,8 @@ impl Default for RdmaConfig {
             send_queue_depth: 128,
             signal_interval: 16,
             doorbell_batch_max: 16,
-            idle_spin_turns: 2000,
-            idle_yield_turns: 200,
+            idle_spin_turns: 200,
+            idle_yield_turns: 10,
             idle_sleep_initial_us: 20,
             idle_sleep_max_us: 500,
             idle_wake: true,
