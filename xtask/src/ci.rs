@@ -68,7 +68,7 @@ const STEPS: &[Step] = &[
         script: "cargo xtask sim --mutation all --until-caught --seeds 1000 --replicas 3",
         action: Action::Mutations,
     },
-    Step { name: "fault", script: "cargo xtask fault --quick --seed 1", action: Action::Fault },
+    Step { name: "fault", script: "cargo xtask fault --quick", action: Action::Fault },
     Step { name: "doc", script: "cargo doc --workspace --no-deps", action: Action::Doc },
     Step { name: "deny", script: "cargo xtask deny", action: Action::Deny },
     Step { name: "fuzz", script: "cargo xtask fuzz --smoke", action: Action::Fuzz },
@@ -126,7 +126,7 @@ fn run_action(action: Action, sim_seeds: u64) -> Result<()> {
             until_caught: true,
             ..SimArgs::default()
         }),
-        Action::Fault => fault::run(&FaultArgs { quick: true, seed: Some(1), ..FaultArgs::default() }),
+        Action::Fault => fault::run(&FaultArgs { quick: true, ..FaultArgs::default() }),
         Action::Doc => {
             let flags = match std::env::var("RUSTDOCFLAGS") {
                 Ok(flags) if !flags.trim().is_empty() => format!("{flags} -D warnings"),

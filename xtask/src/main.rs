@@ -9,6 +9,7 @@ mod build;
 mod check_history;
 mod ci;
 mod contracts;
+mod coverage;
 mod demo;
 mod deny;
 mod fault;
@@ -45,14 +46,15 @@ enum Command {
         \n  1. fmt        cargo fmt --all -- --check\
         \n  2. clippy     cargo clippy --workspace --all-targets -- -D warnings\
         \n  3. test       cargo xtask test\
-        \n  4. contracts  cargo xtask contracts\
-        \n  5. sim-3      cargo xtask sim --seeds N --replicas 3\
-        \n  6. sim-5      cargo xtask sim --seeds N --replicas 5\
-        \n  7. mutations  cargo xtask sim --mutation all --until-caught --seeds 1000 --replicas 3\
-        \n  8. fault      cargo xtask fault --quick --seed 1\
-        \n  9. doc        RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps\
-        \n 10. deny       cargo xtask deny\
-        \n 11. fuzz       cargo xtask fuzz --smoke\n\
+        \n  4. rdma       bash .ci/rdma\
+        \n  5. contracts  cargo xtask contracts\
+        \n  6. sim-3      cargo xtask sim --seeds N --replicas 3\
+        \n  7. sim-5      cargo xtask sim --seeds N --replicas 5\
+        \n  8. mutations  cargo xtask sim --mutation all --until-caught --seeds 1000 --replicas 3\
+        \n  9. fault      cargo xtask fault --quick (a new seed each run; its replay command is printed)\
+        \n 10. doc        RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps\
+        \n 11. deny       cargo xtask deny\
+        \n 12. fuzz       cargo xtask fuzz --smoke\n\
         \nN is 1000, or the value of RSL_CI_SIM_SEEDS. Each step prints a header and its time; \
         the run ends with the time of every step."
     )]
@@ -147,6 +149,16 @@ enum Command {
         any target crashed.")]
     Fuzz(fuzz::FuzzArgs),
 
+    /// Line and region coverage of crates/*/src per crate (cargo-llvm-cov), with floors
+    #[command(long_about = "Run the tests under cargo-llvm-cov (installed with `cargo install \
+        cargo-llvm-cov --locked` when missing, with the llvm-tools-preview rustup component) and \
+        print line and region coverage of each crate's library code (files under crates/NAME/src; \
+        tests, benches and xtask do not count) and of all of it together. -p limits the run to \
+        some packages' tests; --floor CRATE=PCT (or workspace=PCT) fails the run when a crate's \
+        line coverage is below PCT. The process-level tests start the shipped server built \
+        without instrumentation, so code only those processes run counts as uncovered.")]
+    Coverage(coverage::CoverageArgs),
+
     /// Check the dependency graph against deny.toml: cargo deny check bans licenses sources
     #[command(long_about = "Run `cargo deny check bans licenses sources` against deny.toml \
         (banned crates and duplicate versions, licenses, registries and git sources), installing \
@@ -167,6 +179,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Fault(args) => fault::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Coverage(args) => coverage::run(&args),
         Command::Deny => deny::run(),
     };
     match result {

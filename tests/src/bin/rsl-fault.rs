@@ -190,12 +190,7 @@ fn main() -> ExitCode {
             names.join(","),
             mode.name(),
             if args.quick { " --quick" } else { "" },
-            match (args.fast_reads, args.stream) {
-                (false, false) => "",
-                (true, false) => " -- --fast-reads",
-                (false, true) => " -- --stream",
-                (true, true) => " -- --fast-reads --stream",
-            }
+            replay_extra(args.fast_reads, args.stream, &args.transport),
         );
         eprintln!(
             "rsl-fault: run {}/{} seed={seed} network={} duration={} nemeses={}",
@@ -205,6 +200,8 @@ fn main() -> ExitCode {
             format_duration(duration),
             names.join(",")
         );
+        // Printed before the run, so that a run that hangs or is killed can be replayed too.
+        eprintln!("rsl-fault: replay this run with: {replay}");
         let options = RunOptions {
             server: server.clone(),
             seed,
@@ -279,6 +276,26 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
+/// The replay command's arguments after `--` (passed on to rsl-fault by xtask): the client
+/// and transport options that change the run.
+fn replay_extra(fast_reads: bool, stream: bool, transport: &str) -> String {
+    let mut extra = Vec::new();
+    if fast_reads {
+        extra.push("--fast-reads".to_owned());
+    }
+    if stream {
+        extra.push("--stream".to_owned());
+    }
+    if transport != "grpc" {
+        extra.push(format!("--transport {transport}"));
+    }
+    if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" -- {}", extra.join(" "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +311,12 @@ mod tests {
         assert!(parse_duration("m").is_err());
         assert_eq!(format_duration(Duration::from_secs(600)), "10m");
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn the_replay_command_keeps_the_options_that_change_the_run() {
+        assert_eq!(replay_extra(false, false, "grpc"), "");
+        assert_eq!(replay_extra(true, false, "grpc"), " -- --fast-reads");
+        assert_eq!(replay_extra(true, true, "rdma-emu"), " -- --fast-reads --stream --transport rdma-emu");
     }
 }
