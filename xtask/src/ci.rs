@@ -28,7 +28,7 @@ enum Action {
     Rdma,
     Contracts,
     Sim { replicas: u8 },
-    Mutations,
+    Mutations { replicas: u8 },
     Fault,
     Doc,
     Deny,
@@ -64,9 +64,14 @@ const STEPS: &[Step] = &[
         action: Action::Sim { replicas: 5 },
     },
     Step {
-        name: "mutations",
+        name: "mutations-3",
         script: "cargo xtask sim --mutation all --until-caught --seeds 1000 --replicas 3",
-        action: Action::Mutations,
+        action: Action::Mutations { replicas: 3 },
+    },
+    Step {
+        name: "mutations-5",
+        script: "cargo xtask sim --mutation all --until-caught --seeds 1000 --replicas 5",
+        action: Action::Mutations { replicas: 5 },
     },
     Step { name: "fault", script: "cargo xtask fault --quick", action: Action::Fault },
     Step { name: "doc", script: "cargo doc --workspace --no-deps", action: Action::Doc },
@@ -119,9 +124,9 @@ fn run_action(action: Action, sim_seeds: u64) -> Result<()> {
         Action::Sim { replicas } => {
             sim::run(&SimArgs { seeds: Some(sim_seeds), replicas: Some(replicas), ..SimArgs::default() })
         }
-        Action::Mutations => sim::run(&SimArgs {
+        Action::Mutations { replicas } => sim::run(&SimArgs {
             seeds: Some(1000),
-            replicas: Some(3),
+            replicas: Some(replicas),
             mutation: Some("all".into()),
             until_caught: true,
             ..SimArgs::default()

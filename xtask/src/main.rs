@@ -50,11 +50,12 @@ enum Command {
         \n  5. contracts  cargo xtask contracts\
         \n  6. sim-3      cargo xtask sim --seeds N --replicas 3\
         \n  7. sim-5      cargo xtask sim --seeds N --replicas 5\
-        \n  8. mutations  cargo xtask sim --mutation all --until-caught --seeds 1000 --replicas 3\
-        \n  9. fault      cargo xtask fault --quick (a new seed each run; its replay command is printed)\
-        \n 10. doc        RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps\
-        \n 11. deny       cargo xtask deny\
-        \n 12. fuzz       cargo xtask fuzz --smoke\n\
+        \n  8. mutations-3  cargo xtask sim --mutation all --until-caught --seeds 1000 --replicas 3\
+        \n  9. mutations-5  cargo xtask sim --mutation all --until-caught --seeds 1000 --replicas 5\
+        \n 10. fault      cargo xtask fault --quick (a new seed each run; its replay command is printed)\
+        \n 11. doc        RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps\
+        \n 12. deny       cargo xtask deny\
+        \n 13. fuzz       cargo xtask fuzz --smoke\n\
         \nN is 1000, or the value of RSL_CI_SIM_SEEDS. Each step prints a header and its time; \
         the run ends with the time of every step."
     )]
