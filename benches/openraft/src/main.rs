@@ -149,7 +149,7 @@ fn print_table(args: &Args, points: &[Point]) {
         args.requests, args.runs
     );
     println!(
-        "{:>7} | {:>10} {:>8} {:>8} {:>8} | {:>10} {:>8} {:>8} {:>8} | {:>11} {:>12}",
+        "{:>7} | {:>10} {:>8} {:>8} {:>8} | {:>10} {:>8} {:>8} {:>8} | {:>11} {:>10}",
         "clients",
         "rsl req/s",
         "mean",
@@ -160,7 +160,7 @@ fn print_table(args: &Args, points: &[Point]) {
         "p50",
         "p99",
         "req/s ratio",
-        "mean lat. ratio"
+        "mean ratio"
     );
     let cells = |point: Option<&Point>| match point {
         Some(p) => format!(
@@ -176,7 +176,7 @@ fn print_table(args: &Args, points: &[Point]) {
         let (ours, theirs) = (find(RSL, clients), find(OPENRAFT, clients));
         let both = ours.zip(theirs);
         println!(
-            "{clients:>7} | {} | {} | {:>11} {:>12}",
+            "{clients:>7} | {} | {} | {:>11} {:>10}",
             cells(ours),
             cells(theirs),
             show(both.and_then(|(o, t)| ratio(o.ops_per_sec(), t.ops_per_sec()))),
