@@ -55,9 +55,11 @@ fn harness_args(args: &BenchArgs, json: &Path) -> Result<Vec<OsString>> {
 pub fn run(args: &BenchArgs) -> Result<()> {
     let root = workspace_root();
     let [harness] = build::release_binaries_of_manifest(&root.join(MANIFEST), ["rsl-bench-openraft"])?;
-    let json = args.json.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("rsl-bench-openraft-{}.json", std::process::id()))
-    });
+    // Absolute: the harness runs from the workspace root, this process maybe elsewhere.
+    let json = match &args.json {
+        Some(path) => std::path::absolute(path).with_context(|| format!("--json {}", path.display()))?,
+        None => std::env::temp_dir().join(format!("rsl-bench-openraft-{}.json", std::process::id())),
+    };
     let result = Cmd::new(&harness).args(harness_args(args, &json)?).run();
     let text =
         fs::read_to_string(&json).with_context(|| format!("reading the harness's report {}", json.display()));
@@ -67,9 +69,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     result?;
     let text = text?;
     let report: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
-    if let Some(path) = &args.json {
-        eprintln!("bench: wrote {}", path.display());
-    }
     let baseline_path: PathBuf = args.baseline.clone().unwrap_or_else(|| root.join(BASELINE_DEFAULT));
     compare_with_baseline(&report, &baseline_path, args.baseline.is_some())?;
     if args.save_baseline {
