@@ -137,6 +137,26 @@ fn round2(value: f64) -> f64 {
 }
 
 #[cfg(test)]
+impl Figures {
+    /// A run of 10 answered requests and `errors` failed ones, at `ops_per_sec`, every
+    /// latency figure `latency_us`.
+    pub fn flat(ops_per_sec: f64, latency_us: f64, errors: u64) -> Figures {
+        let l = latency_us;
+        Figures {
+            requests: 10,
+            errors,
+            ops_per_sec,
+            mean_us: l,
+            p50_us: l,
+            p90_us: l,
+            p99_us: l,
+            p999_us: l,
+            max_us: l,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -165,17 +185,7 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(Vec::new()), 0.0);
-        let run = |ops: f64, mean: f64| Figures {
-            requests: 10,
-            errors: 1,
-            ops_per_sec: ops,
-            mean_us: mean,
-            p50_us: mean,
-            p90_us: mean,
-            p99_us: mean,
-            p999_us: mean,
-            max_us: mean,
-        };
+        let run = |ops: f64, mean: f64| Figures::flat(ops, mean, 1);
         let point = Point {
             system: "openraft",
             clients: 64,

@@ -321,17 +321,7 @@ mod tests {
 
     #[test]
     fn the_report_pairs_the_systems_at_each_concurrency() {
-        let run = |ops: f64, mean: f64| Figures {
-            requests: 10,
-            errors: 0,
-            ops_per_sec: ops,
-            mean_us: mean,
-            p50_us: mean,
-            p90_us: mean,
-            p99_us: mean,
-            p999_us: mean,
-            max_us: mean,
-        };
+        let run = |ops: f64, mean: f64| Figures::flat(ops, mean, 0);
         let args = parse(&["--clients", "1,64", "--runs", "1"]).unwrap();
         let points = [
             Point { system: RSL, clients: 1, runs: vec![run(300.0, 10.0)] },

@@ -384,10 +384,7 @@ mod tests {
 
     #[test]
     fn every_request_is_answered_and_applied_by_every_member() {
-        let servers =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let clients =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (servers, clients) = (crate::runtime("member", 2).unwrap(), crate::runtime("client", 1).unwrap());
         let cluster = servers.block_on(Cluster::start()).unwrap();
         let leader = servers.block_on(cluster.leader()).unwrap();
         let before = cluster.applied_at(&leader);

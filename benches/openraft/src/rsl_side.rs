@@ -139,10 +139,7 @@ mod tests {
 
     #[test]
     fn every_request_is_answered_and_reaches_every_ring() {
-        let servers =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let clients =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (servers, clients) = (crate::runtime("member", 2).unwrap(), crate::runtime("client", 1).unwrap());
         let cluster = servers.block_on(Cluster::start()).unwrap();
         let primary = servers.block_on(cluster.primary()).unwrap();
         let before = servers.block_on(cluster.applied_everywhere()).unwrap();
