@@ -7,7 +7,8 @@
 //! open-loop run at half the backend's best throughput gives the latency at half load.
 //! With `--peer etcd` the same sweep runs against a three-member etcd cluster (the
 //! `etcd` binary; installed with apt when missing and running as root) through the same
-//! load generator speaking etcd's v3 API.
+//! load generator speaking etcd's v3 API. `--peer openraft` instead runs rsl's facade
+//! against openraft in one process (`crate::bench_openraft`).
 //!
 //! It prints a table, a comparison with a saved baseline (ratios), the ratio to etcd, and
 //! writes JSON (`--json`) and a throughput–latency plot (`--plot`, SVG). Every process
@@ -74,8 +75,11 @@ pub struct BenchArgs {
     /// Also run the open-loop point at half the best throughput (latency at half load)
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub half_load: bool,
-    /// Run the same workload against another system: etcd
-    #[arg(long, value_parser = ["etcd"])]
+    /// Run the same workload against another system: etcd; or openraft, which instead
+    /// compares rsl's facade with openraft in one process (3 members each, in-memory
+    /// network and logs, empty requests, --peer-clients closed-loop tasks; the rsl-kv
+    /// sweep is not run)
+    #[arg(long, value_parser = ["etcd", "openraft"])]
     pub peer: Option<String>,
     /// Also measure rsl-kv over this replica transport, beside gRPC: rdma-emu (the RDMA
     /// ring protocol on the emulated provider: its CPU cost, not a NIC's) or rdma (the
@@ -83,9 +87,17 @@ pub struct BenchArgs {
     #[arg(long, value_parser = ["rdma-emu", "rdma"])]
     pub transport: Option<String>,
     /// The peer's sweep: its clients at each point (default: the same total concurrency
-    /// as ours, clients × in-flight, one unary call in flight per client)
+    /// as ours, clients × in-flight, one unary call in flight per client; with --peer
+    /// openraft the client tasks of both systems, default 1,64,256,1024,4096)
     #[arg(long, value_delimiter = ',')]
     pub peer_clients: Vec<u32>,
+    /// With --peer openraft: requests per run, shared by the client tasks (--quick: at most 20,000)
+    #[arg(long, default_value_t = 200_000)]
+    pub requests: u64,
+    /// With --peer openraft: more arguments for the harness, after `--` (for example
+    /// `-- --server-workers 2 --client-workers 1`; see `rsl-bench-openraft --help`)
+    #[arg(last = true)]
+    pub peer_args: Vec<String>,
     /// Write the figures as JSON here
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -357,6 +369,9 @@ fn row(point: &Point) -> String {
 
 /// Runs the benchmark.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.peer.as_deref() == Some("openraft") {
+        return crate::bench_openraft::run(args);
+    }
     let started = Instant::now();
     let settings = Settings::from(args)?;
     let load_average = fs::read_to_string("/proc/loadavg")
@@ -375,7 +390,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let etcd = match args.peer.as_deref() {
         Some("etcd") => Some(find_or_install_etcd()?),
-        Some(other) => bail!("--peer: unknown system {other:?}; expected etcd"),
+        Some(other) => bail!("--peer: unknown system {other:?}; expected etcd or openraft"),
         None => None,
     };
     // gRPC always; the RDMA transport beside it when asked (one binary serves both).
@@ -832,7 +847,7 @@ fn key_of(run: &Value) -> String {
 }
 
 /// Prints this run against the baseline as ratios (> 1 is faster / slower latency).
-fn compare_with_baseline(report: &Value, path: &Path, explicit: bool) -> Result<()> {
+pub(crate) fn compare_with_baseline(report: &Value, path: &Path, explicit: bool) -> Result<()> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if !explicit && error.kind() == std::io::ErrorKind::NotFound => {
@@ -987,6 +1002,8 @@ mod tests {
             peer: None,
             transport: None,
             peer_clients: Vec::new(),
+            requests: 200_000,
+            peer_args: Vec::new(),
             json: None,
             plot: None,
             baseline: None,

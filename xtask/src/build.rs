@@ -3,7 +3,7 @@
 //! honoured wherever they point.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -25,6 +25,21 @@ pub fn release_binaries_with_features<const N: usize>(
     if !features.is_empty() {
         cmd = cmd.args(["--features", &features.join(",")]);
     }
+    built_binaries(cmd, binaries)
+}
+
+/// Builds `binaries` of the package whose manifest is `manifest` (one outside the workspace,
+/// such as `benches/openraft`) in release and returns their executables, in the order given.
+pub fn release_binaries_of_manifest<const N: usize>(
+    manifest: &Path,
+    binaries: [&str; N],
+) -> Result<[PathBuf; N]> {
+    let cmd = Cmd::cargo().args(["build", "--release", "--manifest-path"]).arg(manifest);
+    built_binaries(cmd, binaries)
+}
+
+/// Runs the build `cmd` for `binaries` and returns their executables as cargo reports them.
+fn built_binaries<const N: usize>(mut cmd: Cmd, binaries: [&str; N]) -> Result<[PathBuf; N]> {
     for binary in binaries {
         cmd = cmd.args(["--bin", binary]);
     }

@@ -5,6 +5,7 @@
 //! error naming the command. xtask depends on no rsl crate, so it builds even when they don't.
 
 mod bench;
+mod bench_openraft;
 mod build;
 mod check_history;
 mod ci;
@@ -123,6 +124,10 @@ enum Command {
         (figures are medians), then open-loop at half the best throughput. Prints committed ops/s \
         and client-side latency percentiles (p50, p90, p99, p99.9), the ratios to a saved baseline \
         (benches/baseline.json) and, with --peer etcd, to a 3-member etcd on the same workload. \
+        --peer openraft instead builds benches/openraft (outside the workspace) and compares rsl's \
+        facade with openraft in one process: 3 members each, in-memory network and logs, empty \
+        requests, --peer-clients closed-loop tasks, --requests per run (baseline \
+        benches/baseline-openraft.json). \
         --json writes the figures, --plot draws p99 against throughput (SVG), --quick finishes in \
         under a minute. The criterion component benchmarks are `cargo bench -p rsl-benches` (and \
         `-p rsl-log --bench append`, `-p rsl-transport --bench codec`).")]
