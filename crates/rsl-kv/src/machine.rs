@@ -173,6 +173,11 @@ impl KvStateMachine {
         self.map.get(key)
     }
 
+    /// Every key and its value, in key order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Bytes)> + '_ {
+        self.map.iter().map(|(key, value)| (key.as_str(), value))
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.map.len()
