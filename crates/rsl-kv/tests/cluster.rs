@@ -25,6 +25,11 @@ impl Cluster {
     /// Binds every node's sockets on port 0, then starts three servers with file logs
     /// under `root`.
     async fn start(root: &Path, tuning: Tuning) -> Cluster {
+        Cluster::start_each(root, |_| tuning.clone()).await
+    }
+
+    /// [`Cluster::start`] with each node's tuning from `tuning`.
+    async fn start_each(root: &Path, tuning: impl Fn(u64) -> Tuning) -> Cluster {
         let mut listeners = BTreeMap::new();
         for node in 1..=3u64 {
             let replica = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -43,7 +48,7 @@ impl Cluster {
                 clients: Some(clients.clone()),
                 data_dir: Some(root.join(format!("node-{node}"))),
                 log: Some(LogBackend::File),
-                tuning: Some(tuning.clone()),
+                tuning: Some(tuning(node)),
                 ..ConfigFile::default()
             }
             .resolve()
@@ -252,6 +257,40 @@ async fn a_restarted_replica_catches_up_from_a_checkpoint_fetched_over_the_repli
     let mut one =
         Client::new([cluster.servers[&lagging].client_addr().to_string()], ClientOptions::default()).unwrap();
     assert_eq!(one.get_fast("k40", Some(client.last_slot())).await.unwrap().as_deref(), Some(&b"v40"[..]));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_told_to_speak_the_older_protocol_still_replicates_with_newer_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let older = 3;
+    let cluster = Cluster::start_each(dir.path(), |node| Tuning {
+        protocol_version: (node == older).then_some(rsl::transport::PROTOCOL_VERSION_MIN),
+        ..fast_tuning()
+    })
+    .await;
+    let mut client = client(&cluster);
+    for i in 0..20 {
+        client.put(&format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    let statuses = cluster.converged(&mut client).await;
+    assert!(statuses.iter().all(|s| s.digest == statuses[0].digest && s.keys == 20), "{statuses:?}");
+    // The older replica refused the newer ones' first streams (counted) and they spoke
+    // down to it; nobody refused its version-1 frames.
+    let refused = cluster.servers[&older].transport_statistics();
+    assert!(refused.rejected_version >= 1 && refused.messages_received > 0, "{refused:?}");
+    for (node, server) in cluster.servers.iter().filter(|(&node, _)| node != older) {
+        let statistics = server.transport_statistics();
+        assert_eq!(statistics.rejected_version, 0, "node {node}: {statistics:?}");
+    }
+    // A version this build does not speak is refused at start, naming the setting.
+    let mut config = cluster.configs[&older].clone();
+    config.tuning.protocol_version = Some(rsl::transport::PROTOCOL_VERSION + 1);
+    config.data_dir = dir.path().join("refused");
+    config.replica_listen = "127.0.0.1:0".parse().unwrap();
+    config.client_listen = "127.0.0.1:0".parse().unwrap();
+    let error = Server::start(config).await.expect_err("an unknown protocol version");
+    assert!(error.to_string().contains("protocol_version"), "{error}");
     cluster.shutdown().await;
 }
 
