@@ -310,10 +310,18 @@ pub struct CheckpointFile {
     pub blocks: u64,
 }
 
-/// The checkpoint files of directory `dir` (their slots, from the names), oldest first,
-/// and leftover temporary files, without opening it as a store: no lock is taken and
-/// nothing is deleted. For offline tools.
-pub fn list_dir(dir: &Path) -> Result<(Vec<(Slot, PathBuf)>, Vec<PathBuf>), CheckpointError> {
+/// The files of a checkpoint directory, as [`list_dir`] finds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointListing {
+    /// Checkpoint files and the slots their names give, oldest first.
+    pub files: Vec<(Slot, PathBuf)>,
+    /// Leftover temporary files (an interrupted write; opening the store deletes them).
+    pub temporary: Vec<PathBuf>,
+}
+
+/// The checkpoint files of directory `dir` and leftover temporary files, without opening
+/// it as a store: no lock is taken and nothing is deleted. For offline tools.
+pub fn list_dir(dir: &Path) -> Result<CheckpointListing, CheckpointError> {
     let entries = std::fs::read_dir(dir).map_err(|e| CheckpointError::io(dir, e))?;
     let (mut files, mut temporary) = (Vec::new(), Vec::new());
     for entry in entries {
@@ -326,7 +334,7 @@ pub fn list_dir(dir: &Path) -> Result<(Vec<(Slot, PathBuf)>, Vec<PathBuf>), Chec
     }
     files.sort();
     temporary.sort();
-    Ok((files, temporary))
+    Ok(CheckpointListing { files, temporary })
 }
 
 /// Verifies the checkpoint file at `path` as loading does (header, every block CRC, block
