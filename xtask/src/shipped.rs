@@ -20,8 +20,9 @@ use anyhow::{bail, Context, Result};
 use crate::process::Cmd;
 
 /// The packages whose builds ship: the key-value service (its server and CLI binaries and
-/// library) and the facade library. Every other shipped library is a dependency of these.
-pub const PACKAGES: &[&str] = &["rsl-kv", "rsl"];
+/// library), the offline tool `rsl-ctl` and the facade library. Every other shipped
+/// library is a dependency of these.
+pub const PACKAGES: &[&str] = &["rsl-kv", "rsl-ctl", "rsl"];
 
 /// rsl-core features that must never reach a shipped build.
 pub const TEST_ONLY_FEATURES: &[&str] = &["contracts", "mutations"];

@@ -7,11 +7,11 @@
 //! once the certificate has been verified against `client_tls.client_ca`). A request
 //! names its [`Operation`]; [`Role::allows`] is the whole policy:
 //!
-//! | role         | read (Get, Status, gets in Stream) | write (Put, Delete, Cas, writes in Stream) | Reconfigure |
-//! |--------------|:---:|:---:|:---:|
-//! | `read`       | yes | no  | no  |
-//! | `read-write` | yes | yes | no  |
-//! | `admin`      | yes | yes | yes |
+//! | role         | read (Get, Status, gets in Stream) | write (Put, Delete, Cas, writes in Stream) | Reconfigure | Snapshot (backup) |
+//! |--------------|:---:|:---:|:---:|:---:|
+//! | `read`       | yes | no  | no  | no  |
+//! | `read-write` | yes | yes | no  | no  |
+//! | `admin`      | yes | yes | yes | yes |
 //!
 //! The server's gate (`server/guard.rs`) authenticates each call with
 //! [`Authenticator::authenticate`] and checks its operation; the `Stream` RPC checks each
@@ -47,7 +47,7 @@ pub enum Role {
     Read,
     /// Reads and writes: also Put, Delete, Cas, and writes in a Stream.
     ReadWrite,
-    /// Everything, including Reconfigure.
+    /// Everything, including Reconfigure and Snapshot.
     Admin,
 }
 
@@ -57,7 +57,7 @@ impl Role {
         match operation {
             Operation::Read => true,
             Operation::Write => matches!(self, Role::ReadWrite | Role::Admin),
-            Operation::Reconfigure => self == Role::Admin,
+            Operation::Reconfigure | Operation::Backup => self == Role::Admin,
         }
     }
 }
@@ -81,6 +81,8 @@ pub enum Operation {
     Write,
     /// Changes the ring's members.
     Reconfigure,
+    /// Reads the whole state for a backup (`Snapshot`).
+    Backup,
 }
 
 impl fmt::Display for Operation {
@@ -89,6 +91,7 @@ impl fmt::Display for Operation {
             Operation::Read => "read",
             Operation::Write => "write",
             Operation::Reconfigure => "reconfigure the ring",
+            Operation::Backup => "back up the ring's state",
         })
     }
 }

@@ -286,6 +286,37 @@ impl Client {
         .await
     }
 
+    /// A backup of the ring's state (admin role): a snapshot file ([`crate::snapshot`])
+    /// from the primary, verified (checksum, format, version, the state inside) before it
+    /// is returned. [`ClientOptions::attempt_timeout`] bounds the primary's answer; the
+    /// transfer then has until the deadline.
+    pub async fn snapshot(&mut self) -> Result<(Vec<u8>, crate::snapshot::SnapshotInfo), ClientError> {
+        let started = Instant::now();
+        let mut chunks = self
+            .call(Target::Primary, pb::SnapshotRequest {}, |mut client, request| async move {
+                client.snapshot(request).await
+            })
+            .await?;
+        let server = self.primary.clone().unwrap_or_default();
+        let failed =
+            |code: Code, message: String| ClientError::Server { server: server.clone(), code, message };
+        let mut file = Vec::new();
+        loop {
+            let left = self.options.deadline.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, chunks.message()).await {
+                Ok(Ok(Some(chunk))) => file.extend_from_slice(&chunk.data),
+                Ok(Ok(None)) => break,
+                Ok(Err(status)) => return Err(failed(status.code(), status.message().to_owned())),
+                Err(_) => {
+                    return Err(failed(Code::DeadlineExceeded, "the snapshot did not arrive in time".into()))
+                }
+            }
+        }
+        let verified = crate::snapshot::verify(std::path::Path::new("the received snapshot"), &file)
+            .map_err(|error| failed(Code::DataLoss, error.to_string()))?;
+        Ok((file, verified.info))
+    }
+
     /// The status of one server (any, not only those given to [`Client::new`]), in one
     /// attempt.
     pub async fn status_of(&mut self, server: &str) -> Result<pb::StatusResponse, ClientError> {

@@ -47,6 +47,7 @@
 //! pmem_capacity_bytes = 67108864
 //! pipeline_depth = 64
 //! batch_linger_us = 0
+//! protocol_version = 2          # the newest replica protocol to speak (rolling upgrades)
 //! ```
 //!
 //! Every problem is reported with the key it concerns and what was expected.
@@ -241,6 +242,10 @@ pub struct Tuning {
     pub pipeline_depth: Option<u64>,
     /// How long a partial batch may wait for more requests while the pipeline has room.
     pub batch_linger_us: Option<u64>,
+    /// The newest replica protocol version to speak over gRPC (default: this build's
+    /// newest, `rsl::transport::PROTOCOL_VERSION`): during a rolling upgrade, the old
+    /// version until every replica runs the new build (docs/OPERATIONS.md, "Upgrade").
+    pub protocol_version: Option<u32>,
 }
 
 /// The configuration as written in a file or given as flags: every field optional.
@@ -396,6 +401,7 @@ impl ConfigFile {
                 pmem_capacity_bytes: top.pmem_capacity_bytes.or(base.pmem_capacity_bytes),
                 pipeline_depth: top.pipeline_depth.or(base.pipeline_depth),
                 batch_linger_us: top.batch_linger_us.or(base.batch_linger_us),
+                protocol_version: top.protocol_version.or(base.protocol_version),
             }),
             (base, top) => top.or(base),
         };

@@ -69,6 +69,7 @@ pub mod load;
 pub mod machine;
 pub mod server;
 pub mod server_cli;
+pub mod snapshot;
 
 /// Types generated from `proto/rsl_kv.proto` by prost and tonic.
 #[allow(missing_docs, missing_debug_implementations, unreachable_pub, clippy::all, clippy::pedantic)]

@@ -64,6 +64,10 @@ pub struct KvStateMachine {
     /// The stamp of the newest write remembered.
     stamp: u64,
     sessions_max: usize,
+    /// The last slot a write executed in (or the loaded checkpoint's slot): the slot the
+    /// state reflects, for a backup's checkpoint ([`Read::Checkpoint`]). Not part of the
+    /// compared state.
+    applied: u64,
 }
 
 impl PartialEq for KvStateMachine {
@@ -165,12 +169,18 @@ impl KvStateMachine {
             session_order: VecDeque::new(),
             stamp: 0,
             sessions_max: sessions_max.max(1),
+            applied: 0,
         }
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&Bytes> {
         self.map.get(key)
+    }
+
+    /// Every key and its value, in key order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Bytes)> + '_ {
+        self.map.iter().map(|(key, value)| (key.as_str(), value))
     }
 
     /// Number of keys.
@@ -204,6 +214,7 @@ impl KvStateMachine {
     /// encoded [`WriteResponse`] (for a batch, the list of its writes' answers; a batch
     /// that does not decode as a whole changes nothing and gets one `Malformed` answer).
     pub fn execute_write(&mut self, slot: u64, request: &[u8]) -> Bytes {
+        self.applied = self.applied.max(slot);
         if !WriteBatch::is_batch(request) {
             return self.execute_one(slot, request).encode();
         }
@@ -261,6 +272,13 @@ impl KvStateMachine {
         match Read::decode(request) {
             Ok(Read::Get { key }) => ReadOutcome::Value(self.map.get(&key).cloned()),
             Ok(Read::Digest) => ReadOutcome::Digest(self.digest()),
+            Ok(Read::Checkpoint) => {
+                let mut data = Vec::new();
+                match self.save(self.applied, &mut data) {
+                    Ok(()) => ReadOutcome::Checkpoint { slot: self.applied, data: Bytes::from(data) },
+                    Err(error) => ReadOutcome::Malformed { reason: format!("saving a checkpoint: {error}") },
+                }
+            }
             Err(error) => ReadOutcome::Malformed { reason: error.to_string() },
         }
     }
@@ -451,6 +469,7 @@ impl KvStateMachine {
         for (client, sequence, response) in loaded {
             machine.remember(client, sequence, response);
         }
+        machine.applied = slot;
         Ok((slot, machine))
     }
 }

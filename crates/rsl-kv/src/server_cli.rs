@@ -105,6 +105,10 @@ struct Args {
     /// How long a partial batch may wait for more requests
     #[arg(long, value_name = "US")]
     batch_linger_us: Option<u64>,
+    /// The newest replica protocol version to speak (gRPC; default: this build's newest).
+    /// During a rolling upgrade: the old version until every replica runs the new build
+    #[arg(long, value_name = "VERSION")]
+    protocol_version: Option<u32>,
 }
 
 impl Args {
@@ -126,6 +130,7 @@ impl Args {
             pmem_capacity_bytes: self.pmem_capacity_bytes,
             pipeline_depth: self.pipeline_depth,
             batch_linger_us: self.batch_linger_us,
+            protocol_version: self.protocol_version,
         };
         ConfigFile {
             node: self.node,

@@ -44,9 +44,10 @@ enum Call {
     Reconfigure,
     StreamRead,
     StreamWrite,
+    Snapshot,
 }
 
-const CALLS: [Call; 8] = [
+const CALLS: [Call; 9] = [
     Call::Put,
     Call::Get,
     Call::Delete,
@@ -55,6 +56,7 @@ const CALLS: [Call; 8] = [
     Call::Reconfigure,
     Call::StreamRead,
     Call::StreamWrite,
+    Call::Snapshot,
 ];
 
 impl Call {
@@ -67,7 +69,7 @@ impl Call {
 fn allowed(role: Role, call: Call) -> bool {
     match role {
         Role::Read => matches!(call, Call::Get | Call::Status | Call::StreamRead),
-        Role::ReadWrite => call != Call::Reconfigure,
+        Role::ReadWrite => !matches!(call, Call::Reconfigure | Call::Snapshot),
         Role::Admin => true,
     }
 }
@@ -171,6 +173,19 @@ async fn make(
         Call::Reconfigure => {
             client.reconfigure(pb::ReconfigureRequest { members: members.to_vec() }).await.map(drop)
         }
+        Call::Snapshot => match client.snapshot(pb::SnapshotRequest {}).await {
+            Ok(response) => {
+                let mut chunks = response.into_inner();
+                let mut file = Vec::new();
+                while let Some(chunk) = chunks.message().await.map_err(|status| status.code())? {
+                    file.extend_from_slice(&chunk.data);
+                }
+                rsl_kv::snapshot::verify(std::path::Path::new("snapshot"), &file)
+                    .map_err(|_| Code::DataLoss)?;
+                Ok(())
+            }
+            Err(status) => Err(status),
+        },
         Call::StreamRead | Call::StreamWrite => {
             let mut ops = vec![pb::Op { id: 1, op: Some(pb::op::Op::Get(get)) }];
             if call == Call::StreamWrite {

@@ -25,6 +25,11 @@ impl Cluster {
     /// Binds every node's sockets on port 0, then starts three servers with file logs
     /// under `root`.
     async fn start(root: &Path, tuning: Tuning) -> Cluster {
+        Cluster::start_each(root, |_| tuning.clone()).await
+    }
+
+    /// [`Cluster::start`] with each node's tuning from `tuning`.
+    async fn start_each(root: &Path, tuning: impl Fn(u64) -> Tuning) -> Cluster {
         let mut listeners = BTreeMap::new();
         for node in 1..=3u64 {
             let replica = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -43,7 +48,7 @@ impl Cluster {
                 clients: Some(clients.clone()),
                 data_dir: Some(root.join(format!("node-{node}"))),
                 log: Some(LogBackend::File),
-                tuning: Some(tuning.clone()),
+                tuning: Some(tuning(node)),
                 ..ConfigFile::default()
             }
             .resolve()
@@ -253,6 +258,111 @@ async fn a_restarted_replica_catches_up_from_a_checkpoint_fetched_over_the_repli
         Client::new([cluster.servers[&lagging].client_addr().to_string()], ClientOptions::default()).unwrap();
     assert_eq!(one.get_fast("k40", Some(client.last_slot())).await.unwrap().as_deref(), Some(&b"v40"[..]));
     cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_told_to_speak_the_older_protocol_still_replicates_with_newer_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let older = 3;
+    let cluster = Cluster::start_each(dir.path(), |node| Tuning {
+        protocol_version: (node == older).then_some(rsl::transport::PROTOCOL_VERSION_MIN),
+        ..fast_tuning()
+    })
+    .await;
+    let mut client = client(&cluster);
+    for i in 0..20 {
+        client.put(&format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    let statuses = cluster.converged(&mut client).await;
+    assert!(statuses.iter().all(|s| s.digest == statuses[0].digest && s.keys == 20), "{statuses:?}");
+    // The older replica refused the newer ones' first streams (counted) and they spoke
+    // down to it; nobody refused its version-1 frames.
+    let refused = cluster.servers[&older].transport_statistics();
+    assert!(refused.rejected_version >= 1 && refused.messages_received > 0, "{refused:?}");
+    for (node, server) in cluster.servers.iter().filter(|(&node, _)| node != older) {
+        let statistics = server.transport_statistics();
+        assert_eq!(statistics.rejected_version, 0, "node {node}: {statistics:?}");
+    }
+    // A version this build does not speak is refused at start, naming the setting.
+    let mut config = cluster.configs[&older].clone();
+    config.tuning.protocol_version = Some(rsl::transport::PROTOCOL_VERSION + 1);
+    config.data_dir = dir.path().join("refused");
+    config.replica_listen = "127.0.0.1:0".parse().unwrap();
+    config.client_listen = "127.0.0.1:0".parse().unwrap();
+    let error = Server::start(config).await.expect_err("an unknown protocol version");
+    assert!(error.to_string().contains("protocol_version"), "{error}");
+    cluster.shutdown().await;
+}
+
+/// Runs the `rsl-kv` CLI with `args` off the async threads; returns (success, stdout, stderr).
+async fn cli(args: Vec<String>) -> (bool, String, String) {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rsl-kv")).args(&args).output().expect("rsl-kv runs")
+    })
+    .await
+    .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_saves_verifies_and_restores_a_snapshot_into_a_new_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&dir.path().join("old"), fast_tuning()).await;
+    let mut client = client(&cluster);
+    for i in 0..10 {
+        client.put(&format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    let status = cluster.converged(&mut client).await.remove(0);
+    let file = dir.path().join("backup.snap");
+    let path = file.to_str().unwrap().to_owned();
+    let servers = format!("--servers={}", cluster.client_addresses().join(","));
+    let (ok, out, err) = cli(vec![servers, "snapshot".into(), "save".into(), path.clone()]).await;
+    assert!(ok && out.contains("saved") && out.contains("snapshot of ring 1"), "{out}{err}");
+    let (ok, out, err) = cli(vec!["snapshot".into(), "verify".into(), path.clone()]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("state: 10 keys, digest {:#010x}", status.digest)), "{out}");
+    cluster.shutdown().await;
+
+    // A one-replica ring restored from it holds the same state.
+    let data_dir = dir.path().join("new");
+    let restore = ["snapshot", "restore", &path, "--data-dir", data_dir.to_str().unwrap(), "--node", "1"];
+    let mut args: Vec<String> = restore.iter().map(|a| (*a).to_owned()).collect();
+    args.push("--initial-members=1".into());
+    let (ok, out, err) = cli(args.clone()).await;
+    assert!(ok && out.contains("restored into"), "{out}{err}");
+    let (ok, _, err) = cli(args).await;
+    assert!(!ok && err.contains("refusing to bootstrap it again"), "a second restore: {err}");
+    let listeners = Listeners {
+        replica: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        client: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let config = ConfigFile {
+        node: Some(1),
+        members: Some(vec![format!("1={}", listeners.replica.local_addr().unwrap())]),
+        clients: Some(vec![format!("1={}", listeners.client.local_addr().unwrap())]),
+        data_dir: Some(data_dir),
+        log: Some(LogBackend::File),
+        tuning: Some(fast_tuning()),
+        ..ConfigFile::default()
+    }
+    .resolve()
+    .unwrap();
+    let server = Server::start_on(config, listeners, RingOptions::default()).await.unwrap();
+    let address = server.client_addr().to_string();
+    let mut client =
+        Client::new([address.clone()], ClientOptions { deadline: WAIT, ..ClientOptions::default() }).unwrap();
+    assert_eq!(client.get("k9").await.unwrap().as_deref(), Some(&b"v9"[..]));
+    let restored = client.status_of(&address).await.unwrap();
+    assert_eq!((restored.digest, restored.keys), (status.digest, 10));
+    server.shutdown().await;
+
+    // A damaged file is refused, naming it.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let (ok, _, err) = cli(vec!["snapshot".into(), "verify".into(), path.clone()]).await;
+    assert!(!ok && err.contains(&format!("{path} at byte")), "{err}");
 }
 
 /// Sends one batch on a fresh `Stream` to `address` and returns the results by id.

@@ -17,9 +17,11 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use rsl_core::Slot;
 
-use crate::codec::{u32_at, u64_at, FileHeader};
+use crate::codec::{u32_at, u64_at, FileHeader, Refusal};
 use crate::error::CheckpointError;
-use crate::vfs::{Directory, DirectoryLock, OsDirectory, StorageFile, LOCK_FILE, TEMPORARY_SUFFIX};
+use crate::vfs::{
+    open_read_only, Directory, DirectoryLock, OsDirectory, StorageFile, LOCK_FILE, TEMPORARY_SUFFIX,
+};
 
 /// First bytes of a checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"RSLCKPT\0";
@@ -245,14 +247,14 @@ impl CheckpointStore {
     /// Reads the whole checkpoint at `slot` and checks every block and the trailer.
     pub fn verify(&self, slot: Slot) -> Result<CheckpointInfo, CheckpointError> {
         let (file, path) = self.open_file(slot)?;
-        Ok(verify_file(&*file, &path, slot)?.0)
+        Ok(verify_file(&*file, &path, slot)?.info)
     }
 
     /// A reader of the state-machine data of the checkpoint at `slot`, after verifying it.
     pub fn reader(&self, slot: Slot) -> Result<CheckpointReader, CheckpointError> {
         let (file, path) = self.open_file(slot)?;
-        let (info, block_bytes) = verify_file(&*file, &path, slot)?;
-        Ok(CheckpointReader::new(file, info, block_bytes))
+        let verified = verify_file(&*file, &path, slot)?;
+        Ok(CheckpointReader::new(file, verified.info, verified.block_bytes))
     }
 
     /// The newest checkpoint that verifies; see [`LoadOutcome`].
@@ -295,13 +297,99 @@ impl CheckpointStore {
     }
 }
 
+/// What [`inspect_file`] found in a checkpoint file that verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointFile {
+    /// Slot, sizes and path.
+    pub info: CheckpointInfo,
+    /// The format version ([`CHECKPOINT_VERSION`]).
+    pub version: u32,
+    /// Data bytes per block, as the header states.
+    pub block_bytes: u32,
+    /// Blocks of data.
+    pub blocks: u64,
+}
+
+/// The files of a checkpoint directory, as [`list_dir`] finds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointListing {
+    /// Checkpoint files and the slots their names give, oldest first.
+    pub files: Vec<(Slot, PathBuf)>,
+    /// Leftover temporary files (an interrupted write; opening the store deletes them).
+    pub temporary: Vec<PathBuf>,
+}
+
+/// The checkpoint files of directory `dir` and leftover temporary files, without opening
+/// it as a store: no lock is taken and nothing is deleted. For offline tools.
+pub fn list_dir(dir: &Path) -> Result<CheckpointListing, CheckpointError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| CheckpointError::io(dir, e))?;
+    let (mut files, mut temporary) = (Vec::new(), Vec::new());
+    for entry in entries {
+        let name = entry.map_err(|e| CheckpointError::io(dir, e))?.file_name().to_string_lossy().into_owned();
+        if let Some(slot) = parse_checkpoint_name(&name) {
+            files.push((slot, dir.join(&name)));
+        } else if name.starts_with("checkpoint-") && name.ends_with(TEMPORARY_SUFFIX) {
+            temporary.push(dir.join(&name));
+        }
+    }
+    files.sort();
+    temporary.sort();
+    Ok(CheckpointListing { files, temporary })
+}
+
+/// Verifies the checkpoint file at `path` as loading does (header, every block CRC, block
+/// sizes, trailer), read-only and without opening its directory as a store. Its slot is
+/// the one its name gives (the header must agree), or for a file not named like a
+/// checkpoint the one its header states. For offline tools.
+pub fn inspect_file(path: &Path) -> Result<CheckpointFile, CheckpointError> {
+    let (file, slot) = open_checked(path)?;
+    let verified = verify_file(&*file, path, slot)?;
+    Ok(CheckpointFile {
+        info: verified.info,
+        version: CHECKPOINT_VERSION,
+        block_bytes: verified.block_bytes,
+        blocks: verified.blocks,
+    })
+}
+
+/// A reader of the state-machine data of the checkpoint file at `path`, after verifying it
+/// as [`inspect_file`] does.
+pub fn open_file(path: &Path) -> Result<CheckpointReader, CheckpointError> {
+    let (file, slot) = open_checked(path)?;
+    let verified = verify_file(&*file, path, slot)?;
+    Ok(CheckpointReader::new(file, verified.info, verified.block_bytes))
+}
+
+/// Opens `path` read-only and says which slot it must hold.
+fn open_checked(path: &Path) -> Result<(Box<dyn StorageFile>, Slot), CheckpointError> {
+    let file = open_read_only(path).map_err(|e| CheckpointError::io(path, e))?;
+    let named = path.file_name().and_then(|n| n.to_str()).and_then(parse_checkpoint_name);
+    let slot = match named {
+        Some(slot) => slot,
+        None => {
+            let mut header = [0u8; CHECKPOINT_HEADER_BYTES as usize];
+            if file.read_at(&mut header, 0).is_err() {
+                let len = file.len().map_err(|e| CheckpointError::io(path, e))?;
+                let reason = format!("file of {len} bytes is shorter than a checkpoint header");
+                return Err(CheckpointError::corrupt(path, 0, reason));
+            }
+            HEADER.check(&header).map_err(|refusal| refusal.checkpoint_error(path))?;
+            Slot(u64_at(&header, 16))
+        }
+    };
+    Ok((file, slot))
+}
+
+/// A checkpoint file that verified.
+struct Verified {
+    info: CheckpointInfo,
+    block_bytes: u32,
+    blocks: u64,
+}
+
 /// Verifies a whole checkpoint file, streaming one block at a time; returns what it holds
 /// and its block size.
-fn verify_file(
-    file: &dyn StorageFile,
-    path: &Path,
-    slot: Slot,
-) -> Result<(CheckpointInfo, u32), CheckpointError> {
+fn verify_file(file: &dyn StorageFile, path: &Path, slot: Slot) -> Result<Verified, CheckpointError> {
     let len = file.len().map_err(|e| CheckpointError::io(path, e))?;
     let corrupt = |offset: u64, reason: String| CheckpointError::corrupt(path, offset, reason);
     if len < CHECKPOINT_HEADER_BYTES + TRAILER_BYTES {
@@ -309,7 +397,7 @@ fn verify_file(
     }
     let mut header = [0u8; CHECKPOINT_HEADER_BYTES as usize];
     file.read_at(&mut header, 0).map_err(|e| CheckpointError::io(path, e))?;
-    let block_bytes = check_header(&header, slot).map_err(|(offset, reason)| corrupt(offset, reason))?;
+    let block_bytes = check_header(&header, slot).map_err(|refusal| refusal.checkpoint_error(path))?;
     let mut offset = CHECKPOINT_HEADER_BYTES;
     let mut blocks = 0u64;
     let mut data_bytes = 0u64;
@@ -351,7 +439,7 @@ fn verify_file(
                 ));
             }
             let info = CheckpointInfo { slot, data_bytes, file_bytes: len, path: path.to_path_buf() };
-            return Ok((info, block_bytes));
+            return Ok(Verified { info, block_bytes, blocks });
         }
         let block_len = u32_at(&head, 0);
         if block_len == 0 || block_len > block_bytes {
@@ -379,15 +467,15 @@ fn verify_file(
     }
 }
 
-fn check_header(header: &[u8], slot: Slot) -> Result<u32, (u64, String)> {
+fn check_header(header: &[u8], slot: Slot) -> Result<u32, Refusal> {
     HEADER.check(header)?;
     let stated = u64_at(header, 16);
     if stated != slot.0 {
-        return Err((16, format!("header is for slot {stated}, the file name says {slot}")));
+        return Err(Refusal::damaged(16, format!("header is for slot {stated}, the file name says {slot}")));
     }
     let block_bytes = u32_at(header, 24);
     if block_bytes == 0 || block_bytes > BLOCK_BYTES_MAX {
-        return Err((24, format!("block size {block_bytes} out of range")));
+        return Err(Refusal::damaged(24, format!("block size {block_bytes} out of range")));
     }
     Ok(block_bytes)
 }
@@ -511,9 +599,9 @@ impl CheckpointReceiver<'_> {
     pub fn finish(mut self) -> Result<CheckpointInfo, CheckpointError> {
         let path = self.file.temporary_path();
         self.file.file.sync_all().map_err(|e| CheckpointError::io(&path, e))?;
-        let (info, _) = verify_file(&*self.file.file, &path, self.file.slot)?;
+        let verified = verify_file(&*self.file.file, &path, self.file.slot)?;
         let path = self.file.publish()?;
-        Ok(CheckpointInfo { path, ..info })
+        Ok(CheckpointInfo { path, ..verified.info })
     }
 }
 

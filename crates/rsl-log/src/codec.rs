@@ -8,8 +8,12 @@
 //! Decoding never panics and never allocates more than the input could describe: every
 //! count is checked against the bytes that remain before anything is reserved.
 
+use std::path::PathBuf;
+
 use bytes::Bytes;
 use rsl_core::{Ballot, Configuration, NodeId, PersistRequest, Proposal, Request, RequestId, Slot, Value};
+
+use crate::error::{CheckpointError, LogError};
 
 /// Record type: a [`PersistRequest`] (promise, proposals, chosen hint).
 pub const RECORD_PERSIST: u8 = 1;
@@ -205,6 +209,67 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
+/// Why stored bytes were refused: damage (or a foreign file), or intact bytes of a format
+/// version this build does not read. The second is never cut or set aside by a recovery
+/// policy: the bytes are fine, the build is too old for them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Damaged, truncated or foreign bytes at `offset`.
+    Damaged {
+        /// Byte offset of the damage.
+        offset: u64,
+        /// What was expected and what was found.
+        reason: String,
+    },
+    /// Intact bytes (their checksum verifies) whose version field, at `offset`, names
+    /// another format version.
+    Version {
+        /// Byte offset of the version field.
+        offset: u64,
+        /// The version found.
+        found: u64,
+        /// The version this build reads.
+        supported: u64,
+    },
+}
+
+impl Refusal {
+    pub fn damaged(offset: u64, reason: impl Into<String>) -> Refusal {
+        Refusal::Damaged { offset, reason: reason.into() }
+    }
+
+    /// What is wrong, in words.
+    #[cfg(test)]
+    pub fn reason(&self) -> String {
+        match self {
+            Refusal::Damaged { reason, .. } => reason.clone(),
+            Refusal::Version { found, supported, .. } => {
+                format!("format version {found}; this build reads version {supported}")
+            }
+        }
+    }
+
+    /// The log store's error for `file`.
+    pub fn log_error(self, file: impl Into<PathBuf>) -> LogError {
+        match self {
+            Refusal::Damaged { offset, reason } => LogError::corrupt(file, offset, reason),
+            Refusal::Version { offset, found, supported } => {
+                LogError::UnsupportedVersion { file: file.into(), offset, found, supported }
+            }
+        }
+    }
+
+    /// The checkpoint store's error for `file`.
+    pub fn checkpoint_error(self, file: impl Into<PathBuf>) -> CheckpointError {
+        match self {
+            Refusal::Damaged { offset, reason } => CheckpointError::corrupt(file, offset, reason),
+            Refusal::Version { offset, found, supported } => {
+                CheckpointError::UnsupportedVersion { file: file.into(), offset, found, supported }
+            }
+        }
+    }
+}
+
 /// The frame shared by the file journal's segment header and the checkpoint header: bytes
 /// 0..8 hold a magic, 8..12 the format version, 12..16 the CRC32C of the whole header with
 /// those four bytes zero.
@@ -228,21 +293,35 @@ impl FileHeader {
         header[12..16].copy_from_slice(&crc.to_le_bytes());
     }
 
-    /// Checks the magic, the version and the CRC of `header`; on damage, returns the offset
-    /// and what was found there.
-    pub fn check(&self, header: &[u8]) -> Result<(), (u64, String)> {
+    /// Checks the magic, the version and the CRC of `header`. Another version in a header
+    /// whose CRC verifies is [`Refusal::Version`] (a newer build wrote it); with a CRC that
+    /// fails too it is damage.
+    pub fn check(&self, header: &[u8]) -> Result<(), Refusal> {
         if header[0..8] != self.magic {
-            return Err((0, format!("not {}: magic {:02x?}", self.file, &header[0..8])));
-        }
-        let version = u32_at(header, 8);
-        if version != self.version {
-            return Err((8, format!("format version {version}, this build reads {}", self.version)));
+            return Err(Refusal::damaged(0, format!("not {}: magic {:02x?}", self.file, &header[0..8])));
         }
         let mut copy = header.to_vec();
         copy[12..16].fill(0);
         let (stored, computed) = (u32_at(header, 12), crc32c::crc32c(&copy));
+        let version = u32_at(header, 8);
+        if version != self.version {
+            if stored == computed {
+                let (found, supported) = (u64::from(version), u64::from(self.version));
+                return Err(Refusal::Version { offset: 8, found, supported });
+            }
+            return Err(Refusal::damaged(
+                8,
+                format!(
+                    "format version {version} in a {} whose CRC fails (damage), this build reads {}",
+                    self.name, self.version
+                ),
+            ));
+        }
         if stored != computed {
-            return Err((12, format!("{} CRC {stored:#010x}, computed {computed:#010x}", self.name)));
+            return Err(Refusal::damaged(
+                12,
+                format!("{} CRC {stored:#010x}, computed {computed:#010x}", self.name),
+            ));
         }
         Ok(())
     }

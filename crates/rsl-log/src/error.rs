@@ -31,6 +31,20 @@ pub enum LogError {
         /// What was expected and what was found.
         reason: String,
     },
+    /// Stored bytes are intact (their checksum verifies) but in a format version this
+    /// build does not read: a newer build wrote them. No recovery policy cuts or sets aside
+    /// such a file; run a build that reads the version.
+    #[error("{file} at byte {offset} is format version {found}; this build reads version {supported}")]
+    UnsupportedVersion {
+        /// The file.
+        file: PathBuf,
+        /// Byte offset of the version field within `file`.
+        offset: u64,
+        /// The version found.
+        found: u64,
+        /// The version this build reads and writes.
+        supported: u64,
+    },
     /// Another process (or another handle in this process) has the log open.
     #[error("log {dir} is locked by another process or handle")]
     Locked {
@@ -114,6 +128,21 @@ pub enum CheckpointError {
         offset: u64,
         /// What was expected and what was found.
         reason: String,
+    },
+    /// A checkpoint is intact but in a format version this build does not read (a newer
+    /// build wrote it).
+    #[error(
+        "{file} at byte {offset} is checkpoint format version {found}; this build reads version {supported}"
+    )]
+    UnsupportedVersion {
+        /// The checkpoint file.
+        file: PathBuf,
+        /// Byte offset of the version field.
+        offset: u64,
+        /// The version found.
+        found: u64,
+        /// The version this build reads and writes.
+        supported: u64,
     },
     /// Another process (or handle) has the checkpoint directory open.
     #[error("checkpoint directory {dir} is locked by another process or handle")]

@@ -18,6 +18,12 @@
 //!   loaded newest-valid-first, streamable in chunks.
 //! - [`vfs`], the file operations the journal and the checkpoints need, on the operating
 //!   system's directories or in memory ([`vfs::MemoryDirectory`]).
+//! - Offline inspection, for tools that read a stopped replica's files without changing
+//!   them: dry-run recovery ([`FileJournal::check`], [`PmemLog::check`]: the decisions
+//!   opening would make, reported, nothing written), read-only scans of every record with
+//!   its file and offset ([`journal::scan_segment`], [`pmem::scan`]) and of checkpoint
+//!   files ([`checkpoint::inspect_file`]). Files of a newer format version are refused
+//!   under every policy ([`LogError::UnsupportedVersion`]).
 //! - `sim` (cargo feature `sim`, test support that no shipped build enables), crash-model
 //!   simulators of a disk and of persistent memory, on which the crash-consistency tests
 //!   enumerate every state a crash can leave.

@@ -3,9 +3,10 @@
 //! replica that loads a checkpoint (its own at start-up, or one fetched from a peer) learns
 //! the ring's members together with the state.
 //!
-//! Layout (little-endian): magic `RSLCFG\0\x01` (8 bytes), configuration number (u64),
-//! first slot (u64), member count (u32), then each member's node id (u64). The checkpoint
-//! file's own blocks and CRCs (rsl-log) protect it like the rest of the data.
+//! Layout (little-endian): magic `RSLCFG\0\x01` (8 bytes, the last its format version),
+//! configuration number (u64), first slot (u64), member count (u32), then each member's
+//! node id (u64). The checkpoint file's own blocks and CRCs (rsl-log) protect it like the
+//! rest of the data.
 
 use std::io::{self, Read, Write};
 
@@ -33,6 +34,12 @@ pub fn read_configuration(reader: &mut dyn Read) -> io::Result<Configuration> {
     let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     let mut head = [0u8; 28];
     reader.read_exact(&mut head).map_err(|e| invalid(format!("checkpoint configuration record: {e}")))?;
+    if head[..7] == CONFIGURATION_MAGIC[..7] && head[7] != CONFIGURATION_MAGIC[7] {
+        return Err(invalid(format!(
+            "checkpoint configuration record version {}; this build reads version {}",
+            head[7], CONFIGURATION_MAGIC[7]
+        )));
+    }
     if head[..8] != CONFIGURATION_MAGIC {
         return Err(invalid(format!(
             "checkpoint data does not start with a configuration record (found {:02x?})",
@@ -76,6 +83,10 @@ mod tests {
         no_magic[0] ^= 1;
         let error = read_configuration(&mut no_magic.as_slice()).unwrap_err();
         assert!(error.to_string().contains("does not start with a configuration record"), "{error}");
+        let mut newer = bytes.clone();
+        newer[7] = 2;
+        let error = read_configuration(&mut newer.as_slice()).unwrap_err();
+        assert!(error.to_string().contains("record version 2; this build reads version 1"), "{error}");
         let mut no_members = bytes.clone();
         no_members[24..28].copy_from_slice(&0u32.to_le_bytes());
         assert!(read_configuration(&mut no_members.as_slice())

@@ -296,7 +296,7 @@ pub fn render_prometheus(rings: &[RingStatistics]) -> String {
 
 /// The transport counters a scrape includes, rendered as `rsl_transport_<name>_total` (the
 /// frame counts and the in-memory network's fault counters are left out).
-const TRANSPORT_COUNTERS_RENDERED: [&str; 17] = [
+const TRANSPORT_COUNTERS_RENDERED: [&str; 18] = [
     "messages_sent",
     "messages_received",
     "bytes_sent",
@@ -311,6 +311,7 @@ const TRANSPORT_COUNTERS_RENDERED: [&str; 17] = [
     "connect_failures",
     "rejected_unauthenticated",
     "rejected_impersonation",
+    "rejected_version",
     "checkpoint_requests_refused",
     "checkpoints_served",
     "checkpoint_bytes_served",

@@ -14,12 +14,33 @@ use rsl_core::{
 };
 
 /// Bytes a frame adds around its messages, at most: the batch's `from` and `to` fields
-/// (a tag and a ten-byte varint each) plus one message's tag and five-byte length prefix,
-/// rounded up. A message of up to `frame_bytes_max - FRAME_OVERHEAD_BYTES` encoded bytes
-/// always fits in a frame on its own.
+/// (a tag and a ten-byte varint each), its protocol version (a tag and a one-byte varint),
+/// plus one message's tag and five-byte length prefix, rounded up. A message of up to
+/// `frame_bytes_max - FRAME_OVERHEAD_BYTES` encoded bytes always fits in a frame on its own.
 pub const FRAME_OVERHEAD_BYTES: u64 = 32;
 
-const _: () = assert!(FRAME_OVERHEAD_BYTES >= 2 * (1 + 10) + 1 + 5);
+/// The newest protocol version this build speaks: what a frame's `protocol_version`
+/// states unless the endpoint is told to speak an older one
+/// ([`GrpcConfig::protocol_version`](crate::GrpcConfig::protocol_version)). Version 1 is the
+/// wire format before frames stated a version; version 2 states it in every frame (the
+/// messages are the same). docs/PROTOCOL.md gives the compatibility rule.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest protocol version this build speaks, and the version a frame without a
+/// `protocol_version` field is in.
+pub const PROTOCOL_VERSION_MIN: u32 = 1;
+
+const _: () = assert!(PROTOCOL_VERSION_MIN <= PROTOCOL_VERSION && PROTOCOL_VERSION < 128);
+const _: () = assert!(FRAME_OVERHEAD_BYTES >= 2 * (1 + 10) + 2 + 1 + 5);
+
+/// The protocol version of a frame whose `protocol_version` field holds `stated`.
+pub fn frame_version(stated: u32) -> u32 {
+    if stated == 0 {
+        PROTOCOL_VERSION_MIN
+    } else {
+        stated
+    }
+}
 
 /// Why protobuf bytes or a decoded protobuf message could not become a core [`Message`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -195,17 +216,21 @@ pub fn framed_len(encoded_len: u64) -> u64 {
     1 + prost::length_delimiter_len(encoded_len as usize) as u64 + encoded_len
 }
 
-/// Bytes a frame's header (its `from` and `to` fields) takes.
+/// Bytes a frame's header (its `from`, `to` and protocol version fields) takes.
 pub fn batch_header_len(from: NodeId, to: NodeId) -> u64 {
     let field =
         |value: u64| if value == 0 { 0 } else { 1 + prost::encoding::encoded_len_varint(value) as u64 };
-    field(from.0) + field(to.0)
+    field(from.0) + field(to.0) + field(u64::from(PROTOCOL_VERSION))
 }
 
-/// Encodes a frame of `messages` from `from` to `to`.
+/// Encodes a frame of `messages` from `from` to `to`, in [`PROTOCOL_VERSION`].
 pub fn encode_batch(from: NodeId, to: NodeId, messages: &[Message]) -> Vec<u8> {
-    let batch =
-        pb::Batch { from: from.0, to: to.0, messages: messages.iter().map(message_to_proto).collect() };
+    let batch = pb::Batch {
+        from: from.0,
+        to: to.0,
+        messages: messages.iter().map(message_to_proto).collect(),
+        protocol_version: PROTOCOL_VERSION,
+    };
     batch.encode_to_vec()
 }
 
@@ -523,7 +548,7 @@ mod tests {
             });
             let alone = encoded_len(&message);
             let frame = encode_batch(NodeId(0), NodeId(0), std::slice::from_ref(&message));
-            assert_eq!(frame.len() as u64, framed_len(alone));
+            assert_eq!(frame.len() as u64, batch_header_len(NodeId(0), NodeId(0)) + framed_len(alone));
             let frame = encode_batch(NodeId(u64::MAX), NodeId(u64::MAX), std::slice::from_ref(&message));
             assert!(frame.len() as u64 <= alone + FRAME_OVERHEAD_BYTES);
             assert_eq!(

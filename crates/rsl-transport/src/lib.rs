@@ -95,6 +95,7 @@ pub mod proto {
 pub use checkpoint::{
     CheckpointFetcher, CheckpointRequest, CheckpointSource, CheckpointStream, TransferError,
 };
+pub use codec::{PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 #[cfg(feature = "tls")]
 pub use grpc::{certificate_node, node_uri, CertificateIdentityError, TlsConfig, NODE_URI_PREFIX};
 pub use grpc::{

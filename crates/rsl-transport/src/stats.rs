@@ -123,6 +123,10 @@ counters! {
         checkpoints_served,
         /// Checkpoint file bytes sent to peers.
         checkpoint_bytes_served,
+        /// Replica streams refused because their frames are in a protocol version this
+        /// endpoint does not speak (a newer peer that has not spoken down yet, or one too
+        /// old or too new to share a version with).
+        rejected_version,
     }
 }
 
@@ -139,7 +143,7 @@ mod tests {
         let snapshot = stats.snapshot();
         assert_eq!((snapshot.frames_sent, snapshot.bytes_sent, snapshot.dropped_unreachable), (1, 40, 3));
         let listed: Vec<_> = snapshot.counters().collect();
-        assert_eq!(listed.len(), 21);
+        assert_eq!(listed.len(), 22);
         assert_eq!(listed[0], ("frames_sent", "Frames (batches) handed to the network.", 1));
         assert_eq!(listed[15].0, "dropped_unreachable");
         assert_eq!(listed[15].2, 3);

@@ -77,6 +77,54 @@ async fn two_endpoints_exchange_batches_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_speaks_down_to_a_peer_told_to_speak_an_older_version() {
+    let newer = endpoint(1, fast_config()).await;
+    let older = endpoint(2, GrpcConfig { protocol_version: 1, ..fast_config() }).await;
+    for (endpoint, _) in [&newer, &older] {
+        endpoint.membership().set_members(RingId(1), [NodeId(1), NodeId(2)]);
+    }
+    let ((newer, mut newer_in), (older, mut older_in)) = (newer, older);
+    newer.set_peer_address(NodeId(2), older.local_addr().into()).unwrap();
+    older.set_peer_address(NodeId(1), newer.local_addr().into()).unwrap();
+
+    // The newer endpoint's first stream is in its version: the older one refuses it
+    // (counted; its messages are dropped like those of any failed stream, and the core
+    // sends again), and the newer one speaks version 1 from then on.
+    let first = async {
+        for round in 1000.. {
+            newer.send(NodeId(2), vec![heartbeat(1, 1, 2, round)]).unwrap();
+            if let Ok(Some(inbound)) = tokio::time::timeout(Duration::from_millis(20), older_in.recv()).await
+            {
+                return inbound;
+            }
+        }
+        unreachable!()
+    };
+    let first = tokio::time::timeout(PATIENCE, first).await.expect("delivered after speaking down");
+    assert!(sent_at(&first) >= 1000);
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), older_in.recv()).await {}
+    for round in 0..10u64 {
+        newer.send(NodeId(2), vec![heartbeat(1, 1, 2, round)]).unwrap();
+        older.send(NodeId(1), vec![heartbeat(1, 2, 1, round)]).unwrap();
+    }
+    let at_older = receive(&mut older_in, 10).await;
+    assert_eq!(at_older.iter().map(sent_at).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+    let at_newer = receive(&mut newer_in, 10).await;
+    assert_eq!(at_newer.iter().map(sent_at).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+    let (refused, accepted) = (older.stats().snapshot(), newer.stats().snapshot());
+    assert_eq!(refused.rejected_version, 1, "one refusal, then version 1: {refused:?}");
+    assert_eq!(accepted.rejected_version, 0, "a newer endpoint reads version 1: {accepted:?}");
+    // A version this build does not speak is refused at configuration.
+    let unknown = GrpcConfig { protocol_version: rsl_transport::PROTOCOL_VERSION + 1, ..fast_config() };
+    let error = unknown.validate().unwrap_err();
+    assert_eq!(error.field, "protocol_version");
+    let error = GrpcConfig { protocol_version: 0, ..fast_config() }.validate().unwrap_err();
+    assert!(error.problem.contains("the versions this build speaks"), "{error}");
+    newer.shutdown(PATIENCE).await;
+    older.shutdown(PATIENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_the_server_endpoint_restarts() {
     let [(a, mut a_in), (b, _b_in)] = pair(fast_config()).await;
     b.send(NodeId(1), vec![heartbeat(1, 2, 1, 1)]).unwrap();
@@ -181,8 +229,13 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
         });
     }
     let spoofed = message_to_proto(&heartbeat(1, 3, 2, 8));
-    let batch =
-        proto::Batch { from: 1, to: 2, messages: vec![missing_body, bad_configuration, spoofed, good] };
+    // Protocol version 0: a frame of a build before frames stated their version (version 1).
+    let batch = proto::Batch {
+        from: 1,
+        to: 2,
+        messages: vec![missing_body, bad_configuration, spoofed, good],
+        protocol_version: 0,
+    };
     let summary = client.stream(futures_util::stream::iter(vec![batch])).await.unwrap().into_inner();
     assert_eq!((summary.batches, summary.messages), (1, 1));
     let got = receive(&mut b_in, 1).await;
@@ -191,8 +244,12 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
     assert_eq!((stats.decode_errors, stats.rejected_misrouted), (2, 1));
 
     // A frame addressed to another node ends the call.
-    let misrouted =
-        proto::Batch { from: 1, to: 99, messages: vec![message_to_proto(&heartbeat(1, 1, 99, 1))] };
+    let misrouted = proto::Batch {
+        from: 1,
+        to: 99,
+        messages: vec![message_to_proto(&heartbeat(1, 1, 99, 1))],
+        protocol_version: rsl_transport::PROTOCOL_VERSION,
+    };
     let status = client.stream(futures_util::stream::iter(vec![misrouted])).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
     assert_eq!(b.stats().snapshot().rejected_misrouted, 2);
@@ -204,9 +261,30 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
     assert_eq!(status.code(), tonic::Code::Internal, "{status}");
     assert_eq!(b.stats().snapshot().decode_errors, 3);
     let mut client = raw_client(b.local_addr()).await;
-    let again = proto::Batch { from: 1, to: 2, messages: vec![message_to_proto(&heartbeat(1, 1, 2, 8))] };
+    let again = proto::Batch {
+        from: 1,
+        to: 2,
+        messages: vec![message_to_proto(&heartbeat(1, 1, 2, 8))],
+        protocol_version: rsl_transport::PROTOCOL_VERSION,
+    };
     client.stream(futures_util::stream::iter(vec![again])).await.unwrap();
     assert_eq!(sent_at(&receive(&mut b_in, 1).await[0]), 8);
+
+    // A frame in a protocol version newer than this build speaks ends the call, counted,
+    // and the refusal says which version the receiver speaks up to.
+    let newer = proto::Batch {
+        from: 1,
+        to: 2,
+        messages: vec![message_to_proto(&heartbeat(1, 1, 2, 9))],
+        protocol_version: rsl_transport::PROTOCOL_VERSION + 1,
+    };
+    let status = client.stream(futures_util::stream::iter(vec![newer])).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
+    assert!(status.message().contains(&format!("protocol version {}", rsl_transport::PROTOCOL_VERSION + 1)));
+    let max = status.metadata().get("rsl-protocol-version-max").expect("the refusal names its version");
+    assert_eq!(max.to_str().unwrap(), rsl_transport::PROTOCOL_VERSION.to_string());
+    assert_eq!(b.stats().snapshot().rejected_version, 1);
+    assert!(b_in.try_recv().is_err(), "nothing of the refused frame is delivered");
 }
 
 /// Sends arbitrary bytes as frames of the `Replication.Stream` call.

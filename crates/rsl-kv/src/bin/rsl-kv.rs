@@ -118,6 +118,10 @@ enum Command {
         #[arg(value_delimiter = ',', required = true, value_name = "ID,...")]
         members: Vec<u64>,
     },
+    /// Back up the ring's state, check a backup, or start a new ring from one (etcd's
+    /// `snapshot save` / `snapshot restore`)
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Print the SHA-256 of the token read from standard input (one line), as a user's
     /// token_sha256 in the server's [auth] section holds it; the token itself goes only to
     /// clients. Example: `openssl rand -hex 32 | tee token | rsl-kv hash-token`
@@ -158,6 +162,34 @@ enum Command {
         /// Print a JSON progress line this often (0: never)
         #[arg(long, default_value_t = 0, value_name = "MS")]
         progress_ms: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Save a consistent snapshot of the ring's state to FILE: read on the primary (admin
+    /// role), verified, then written to FILE.tmp, synced and renamed to FILE
+    Save { file: PathBuf },
+    /// Check a snapshot file (checksum, format version, the state inside) and print what
+    /// it holds; exit code 1 if it does not verify
+    Verify { file: PathBuf },
+    /// Make DATA_DIR (new or empty) the data directory of node --node of a new ring that
+    /// starts from the snapshot: run it for every member, each with its own directory, then
+    /// start the servers with those directories
+    Restore {
+        file: PathBuf,
+        /// The new replica's data directory
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The new replica's node id
+        #[arg(long)]
+        node: u64,
+        /// The new ring's id
+        #[arg(long, default_value_t = 1)]
+        ring: u64,
+        /// The new ring's members (node ids, comma-separated), the same for every member
+        #[arg(long, value_delimiter = ',', required = true, value_name = "ID,...")]
+        initial_members: Vec<u64>,
     },
 }
 
@@ -233,10 +265,57 @@ fn hash_token() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `snapshot verify` and `snapshot restore`, which need no server.
+fn snapshot_offline(command: &SnapshotCommand) -> Result<Option<ExitCode>> {
+    match command {
+        SnapshotCommand::Save { .. } => Ok(None),
+        SnapshotCommand::Verify { file } => {
+            let verified = rsl_kv::snapshot::read(file)?;
+            let digest = verified.machine.digest();
+            out!("{}: {}", file.display(), describe_snapshot(&verified.info));
+            out!(
+                "state: {} keys, digest {:#010x}, {} client sessions",
+                digest.keys,
+                digest.crc,
+                verified.machine.sessions()
+            );
+            Ok(Some(ExitCode::SUCCESS))
+        }
+        SnapshotCommand::Restore { file, data_dir, node, ring, initial_members } => {
+            let members: Vec<rsl::NodeId> = initial_members.iter().copied().map(rsl::NodeId).collect();
+            let restored =
+                rsl_kv::snapshot::restore(file, data_dir, rsl::RingId(*ring), rsl::NodeId(*node), &members)?;
+            out!("{}: {}", file.display(), describe_snapshot(&restored.info));
+            out!(
+                "restored into {} for node {node} of ring {ring}: checkpoint {}, configuration {} members {:?} from slot {}",
+                data_dir.display(),
+                restored.checkpoint.display(),
+                restored.configuration.number,
+                initial_members,
+                restored.configuration.first_slot
+            );
+            Ok(Some(ExitCode::SUCCESS))
+        }
+    }
+}
+
+/// One line about a snapshot's header.
+fn describe_snapshot(info: &rsl_kv::snapshot::SnapshotInfo) -> String {
+    format!(
+        "snapshot of ring {} at slot {}, taken by node {} at {} ms after the epoch, in configuration {} members {:?}",
+        info.ring, info.slot, info.source, info.created_unix_ms, info.configuration, info.members
+    )
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::HashToken = cli.command {
         // Needs no server.
         return hash_token();
+    }
+    if let Command::Snapshot(command) = &cli.command {
+        if let Some(code) = snapshot_offline(command)? {
+            return Ok(code);
+        }
     }
     if cli.servers.is_empty() {
         bail!("no servers: pass --servers host:port,... or set RSL_KV_SERVERS");
@@ -302,6 +381,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
         }
         Command::HashToken => return hash_token(),
+        Command::Snapshot(SnapshotCommand::Save { file }) => {
+            // The primary's answer may take a while for a large state.
+            let options = ClientOptions { attempt_timeout: options.deadline, ..options.clone() };
+            let mut client = Client::new(cli.servers.clone(), options)?;
+            let (bytes, info) = client.snapshot().await?;
+            rsl_kv::snapshot::write_file(&file, &bytes)?;
+            out!("saved {} ({} bytes): {}", file.display(), bytes.len(), describe_snapshot(&info));
+        }
+        Command::Snapshot(_) => unreachable!("handled without a server"),
         Command::Load {
             protocol,
             clients,

@@ -50,6 +50,7 @@ pub(super) const KIND_BATCH: u8 = 4;
 pub(super) const KIND_GET: u8 = 10;
 pub(super) const KIND_DIGEST: u8 = 11;
 pub(super) const KIND_READ_BATCH: u8 = 12;
+pub(super) const KIND_CHECKPOINT: u8 = 13;
 
 pub(super) const OUTCOME_PUT: u8 = 1;
 pub(super) const OUTCOME_DELETED: u8 = 2;
@@ -60,6 +61,7 @@ pub(super) const OUTCOME_DIGEST: u8 = 6;
 pub(super) const OUTCOME_MALFORMED: u8 = 7;
 pub(super) const OUTCOME_BATCH: u8 = 8;
 pub(super) const OUTCOME_READ_BATCH: u8 = 9;
+pub(super) const OUTCOME_CHECKPOINT: u8 = 10;
 
 /// The bytes `encode` writes, into a buffer of `capacity` bytes to start with.
 pub(super) fn encode_with(capacity: usize, encode: impl FnOnce(&mut BytesMut)) -> Bytes {

@@ -1,12 +1,13 @@
 //! Reads: [`Read`], a read-only command served by one replica's state machine, and its
-//! answer, a [`ReadOutcome`] (a value, or a [`Digest`] of the whole map).
+//! answer, a [`ReadOutcome`] (a value, a [`Digest`] of the whole map, or a checkpoint of it
+//! for a backup).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::batch;
 use super::codec::{
-    encode_with, put_bytes, put_option, Reader, KIND_DIGEST, KIND_GET, OUTCOME_DIGEST, OUTCOME_MALFORMED,
-    OUTCOME_READ_BATCH, OUTCOME_VALUE,
+    encode_with, put_bytes, put_option, Reader, KIND_CHECKPOINT, KIND_DIGEST, KIND_GET, OUTCOME_CHECKPOINT,
+    OUTCOME_DIGEST, OUTCOME_MALFORMED, OUTCOME_READ_BATCH, OUTCOME_VALUE,
 };
 use super::{DecodeError, FORMAT_VERSION, KEY_BYTES_MAX};
 
@@ -20,6 +21,10 @@ pub enum Read {
     },
     /// A digest of the whole map, to compare replicas.
     Digest,
+    /// A checkpoint of the whole state ([`crate::KvStateMachine::save`]) as of the last
+    /// slot applied: what `rsl-kv snapshot save` backs up. Only the server asks for it,
+    /// for an admin.
+    Checkpoint,
 }
 
 impl Read {
@@ -37,6 +42,7 @@ impl Read {
                 put_bytes(out, key.as_bytes());
             }
             Read::Digest => out.put_u8(KIND_DIGEST),
+            Read::Checkpoint => out.put_u8(KIND_CHECKPOINT),
         }
     }
 
@@ -47,6 +53,7 @@ impl Read {
         let read = match reader.u8("read.kind")? {
             KIND_GET => Read::Get { key: reader.key()? },
             KIND_DIGEST => Read::Digest,
+            KIND_CHECKPOINT => Read::Checkpoint,
             other => return Err(DecodeError::new("read.kind", format!("unknown kind {other}"))),
         };
         reader.end("read")?;
@@ -61,6 +68,13 @@ pub enum ReadOutcome {
     Value(Option<Bytes>),
     /// A digest of the map.
     Digest(Digest),
+    /// A checkpoint of the state as of `slot`, the last slot a write was applied in.
+    Checkpoint {
+        /// The slot the state reflects.
+        slot: u64,
+        /// [`crate::KvStateMachine::save`]'s bytes.
+        data: Bytes,
+    },
     /// The request bytes did not decode.
     Malformed {
         /// Why.
@@ -107,6 +121,11 @@ impl ReadOutcome {
                 out.put_u32_le(digest.crc);
                 out.put_u64_le(digest.keys);
             }
+            ReadOutcome::Checkpoint { slot, data } => {
+                out.put_u8(OUTCOME_CHECKPOINT);
+                out.put_u64_le(*slot);
+                put_bytes(out, data);
+            }
             ReadOutcome::Malformed { reason } => {
                 out.put_u8(OUTCOME_MALFORMED);
                 put_bytes(out, reason.as_bytes());
@@ -128,6 +147,10 @@ impl ReadOutcome {
                 crc: reader.u32("digest.crc")?,
                 keys: reader.u64("digest.keys")?,
             }),
+            OUTCOME_CHECKPOINT => ReadOutcome::Checkpoint {
+                slot: reader.u64("checkpoint.slot")?,
+                data: Bytes::copy_from_slice(reader.bytes("checkpoint.data", u32::MAX as usize)?),
+            },
             OUTCOME_MALFORMED => {
                 let reason = reader.bytes("malformed.reason", KEY_BYTES_MAX * 4)?;
                 ReadOutcome::Malformed { reason: String::from_utf8_lossy(reason).into_owned() }
@@ -145,13 +168,14 @@ mod tests {
 
     #[test]
     fn reads_and_their_answers_round_trip() {
-        for read in [Read::Get { key: "a".into() }, Read::Digest] {
+        for read in [Read::Get { key: "a".into() }, Read::Digest, Read::Checkpoint] {
             assert_eq!(Read::decode(&read.encode()), Ok(read.clone()));
         }
         for outcome in [
             ReadOutcome::Value(None),
             ReadOutcome::Value(Some(Bytes::from_static(b"v"))),
             ReadOutcome::Digest(Digest { crc: 5, keys: 6 }),
+            ReadOutcome::Checkpoint { slot: 9, data: Bytes::from_static(b"state") },
         ] {
             assert_eq!(ReadOutcome::decode(&outcome.encode()), Ok(outcome.clone()));
         }

@@ -131,4 +131,25 @@ impl Kv for KvService {
     ) -> Result<Response<pb::ReconfigureResponse>, Status> {
         KvService::reconfigure(self, request.into_inner().members).await.map(Response::new)
     }
+
+    type SnapshotStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::SnapshotChunk, Status>>>;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let file = bytes::Bytes::from(KvService::snapshot(self).await?);
+        tracing::info!(node = self.node().0, bytes = file.len(), "serving a snapshot");
+        let chunks: Vec<Result<pb::SnapshotChunk, Status>> = (0..file.len())
+            .step_by(SNAPSHOT_CHUNK_BYTES)
+            .map(|at| {
+                Ok(pb::SnapshotChunk { data: file.slice(at..file.len().min(at + SNAPSHOT_CHUNK_BYTES)) })
+            })
+            .collect();
+        Ok(Response::new(tokio_stream::iter(chunks)))
+    }
 }
+
+/// Bytes of a snapshot per message, well under the client API's message limit.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES + 1024 < CLIENT_MESSAGE_BYTES_MAX);

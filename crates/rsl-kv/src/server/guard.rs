@@ -30,11 +30,20 @@ pub(super) enum Rpc {
     Status,
     Reconfigure,
     Stream,
+    Snapshot,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 7] =
-        [Rpc::Put, Rpc::Get, Rpc::Delete, Rpc::Cas, Rpc::Status, Rpc::Reconfigure, Rpc::Stream];
+    const ALL: [Rpc; 8] = [
+        Rpc::Put,
+        Rpc::Get,
+        Rpc::Delete,
+        Rpc::Cas,
+        Rpc::Status,
+        Rpc::Reconfigure,
+        Rpc::Stream,
+        Rpc::Snapshot,
+    ];
 
     /// The method's name in `proto/rsl_kv.proto`.
     pub(super) fn name(self) -> &'static str {
@@ -46,6 +55,7 @@ impl Rpc {
             Rpc::Status => "Status",
             Rpc::Reconfigure => "Reconfigure",
             Rpc::Stream => "Stream",
+            Rpc::Snapshot => "Snapshot",
         }
     }
 
@@ -63,6 +73,7 @@ impl Rpc {
             Rpc::Get | Rpc::Status | Rpc::Stream => Operation::Read,
             Rpc::Put | Rpc::Delete | Rpc::Cas => Operation::Write,
             Rpc::Reconfigure => Operation::Reconfigure,
+            Rpc::Snapshot => Operation::Backup,
         }
     }
 }
@@ -207,6 +218,7 @@ mod tests {
         assert_eq!(admit(&gate, "Put", Some("Bearer reader-token")), Err(Code::PermissionDenied));
         assert!(admit(&gate, "Put", Some("bearer writer-token")).is_ok());
         assert_eq!(admit(&gate, "Reconfigure", Some("Bearer writer-token")), Err(Code::PermissionDenied));
+        assert_eq!(admit(&gate, "Snapshot", Some("Bearer writer-token")), Err(Code::PermissionDenied));
         for authorization in [None, Some("Bearer wrong"), Some("Basic reader-token"), Some("Bearer ")] {
             assert_eq!(admit(&gate, "Get", authorization), Err(Code::Unauthenticated), "{authorization:?}");
         }

@@ -230,6 +230,12 @@ impl Server {
         &self.ring
     }
 
+    /// The replica transport's counters (frames, drops, refusals such as
+    /// `rejected_version`).
+    pub fn transport_statistics(&self) -> rsl::transport::TransportStatsSnapshot {
+        self.transport.shared().stats().snapshot()
+    }
+
     /// Stops accepting clients (in-flight calls get two seconds), stops the ring
     /// (its log is flushed and closed), then the transport.
     pub async fn shutdown(mut self) {

@@ -134,6 +134,7 @@ async fn start_grpc(
         seed: node.0,
         frame_bytes_max: frame_bytes_max.max(defaults.frame_bytes_max),
         peer_queue_bytes_max: defaults.peer_queue_bytes_max.max(u64::from(frame_bytes_max)),
+        protocol_version: config.tuning.protocol_version.unwrap_or(defaults.protocol_version),
         ..defaults
     };
     let builder = GrpcTransport::builder(node).config(grpc);

@@ -185,6 +185,39 @@ impl KvService {
         })
     }
 
+    /// A backup: the state machine's checkpoint read linearizably (so it holds every write
+    /// acknowledged before the call) wrapped in a snapshot file ([`crate::snapshot`]).
+    pub(super) async fn snapshot(&self) -> Result<Vec<u8>, Status> {
+        let configuration = self.ring.status().borrow().configuration.clone();
+        let answer = self
+            .ring
+            .read(Read::Checkpoint.encode())
+            .await
+            .map_err(|error| self.redirects.read_error(error))?;
+        let (slot, data) = match ReadOutcome::decode(&answer) {
+            Ok(ReadOutcome::Checkpoint { slot, data }) => (slot, data),
+            Ok(ReadOutcome::Malformed { reason }) => return Err(Status::internal(reason)),
+            Ok(_) => {
+                return Err(Status::internal(
+                    "the state machine answered a checkpoint read with another kind",
+                ))
+            }
+            Err(error) => return Err(answers::undecodable(error)),
+        };
+        let created_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64);
+        let info = crate::snapshot::SnapshotInfo {
+            ring: self.ring.ring().0,
+            slot,
+            created_unix_ms,
+            source: self.node.0,
+            configuration: configuration.number,
+            members: configuration.members.iter().map(|n| n.0).collect(),
+        };
+        Ok(crate::snapshot::encode(&info, &data))
+    }
+
     /// Changes the ring's members to `members`; asking for the members already in force
     /// is answered at once (so retries are safe).
     pub(super) async fn reconfigure(&self, members: Vec<u64>) -> Result<pb::ReconfigureResponse, Status> {

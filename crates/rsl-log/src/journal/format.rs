@@ -7,7 +7,7 @@
 
 use rsl_core::Slot;
 
-use crate::codec::{u32_at, u64_at, FileHeader};
+use crate::codec::{u32_at, u64_at, FileHeader, Refusal};
 use crate::staging::{Framing, SizeLimit};
 
 /// First bytes of every segment file.
@@ -81,9 +81,10 @@ impl SegmentHeader {
         bytes
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, (u64, String)> {
+    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, Refusal> {
         if bytes.len() < SEGMENT_HEADER_BYTES as usize {
-            return Err((0, format!("file of {} bytes is shorter than a segment header", bytes.len())));
+            let reason = format!("file of {} bytes is shorter than a segment header", bytes.len());
+            return Err(Refusal::damaged(0, reason));
         }
         HEADER.check(&bytes[..SEGMENT_HEADER_BYTES as usize])?;
         Ok(SegmentHeader {
@@ -156,40 +157,52 @@ pub(super) struct Frame {
 }
 
 /// Verifies the frame at `offset` of a segment with `sequence` whose bytes are `bytes`.
-pub(super) fn parse_frame(bytes: &[u8], offset: u64, sequence: u64) -> Result<Frame, String> {
+/// A frame whose CRC verifies but whose version byte is not [`FORMAT_VERSION`] is a
+/// [`Refusal::Version`]: intact, written by another build.
+pub(super) fn parse_frame(bytes: &[u8], offset: u64, sequence: u64) -> Result<Frame, Refusal> {
+    let damaged = |reason: String| Refusal::damaged(offset, reason);
     let len = bytes.len() as u64;
     if len - offset < RECORD_HEADER_BYTES {
-        return Err(format!("{} bytes left, a record header needs {RECORD_HEADER_BYTES}", len - offset));
+        return Err(damaged(format!(
+            "{} bytes left, a record header needs {RECORD_HEADER_BYTES}",
+            len - offset
+        )));
     }
     let at = offset as usize;
     let header = &bytes[at..at + RECORD_HEADER_BYTES as usize];
     if header[0..4] != RECORD_MAGIC {
-        return Err(format!("record magic {:02x?}, expected {:02x?}", &header[0..4], RECORD_MAGIC));
-    }
-    if header[4] != FORMAT_VERSION as u8 {
-        return Err(format!("record version {}, expected {FORMAT_VERSION}", header[4]));
+        return Err(damaged(format!("record magic {:02x?}, expected {:02x?}", &header[0..4], RECORD_MAGIC)));
     }
     let stated = u64_at(header, 16);
     if stated != offset {
-        return Err(format!("record states offset {stated}, found at {offset}"));
+        return Err(damaged(format!("record states offset {stated}, found at {offset}")));
     }
     let payload_bytes = u32_at(header, 8);
     if u64::from(payload_bytes) > RECORD_PAYLOAD_BYTES_MAX {
-        return Err(format!("record length {payload_bytes} exceeds {RECORD_PAYLOAD_BYTES_MAX}"));
+        return Err(damaged(format!("record length {payload_bytes} exceeds {RECORD_PAYLOAD_BYTES_MAX}")));
     }
     let payload_start = offset + RECORD_HEADER_BYTES;
     let payload_end = payload_start + u64::from(payload_bytes);
     if payload_end > len {
-        return Err(format!("record of {payload_bytes} bytes runs past the end of the file ({len} bytes)"));
+        return Err(damaged(format!(
+            "record of {payload_bytes} bytes runs past the end of the file ({len} bytes)"
+        )));
     }
     let end = FRAMING.aligned(payload_end);
     if end > len {
-        return Err(format!("record padding runs past the end of the file ({len} bytes)"));
+        return Err(damaged(format!("record padding runs past the end of the file ({len} bytes)")));
     }
     let payload = &bytes[payload_start as usize..payload_end as usize];
     let (stored, computed) = (u32_at(header, 12), frame_crc(sequence, header, payload));
+    let version = header[4];
     if stored != computed {
-        return Err(format!("record CRC {stored:#010x}, computed {computed:#010x}"));
+        let also =
+            if version == FORMAT_VERSION as u8 { String::new() } else { format!(", version {version}") };
+        return Err(damaged(format!("record CRC {stored:#010x}, computed {computed:#010x}{also}")));
+    }
+    if version != FORMAT_VERSION as u8 {
+        let (found, supported) = (u64::from(version), u64::from(FORMAT_VERSION));
+        return Err(Refusal::Version { offset: offset + 4, found, supported });
     }
     Ok(Frame { kind: header[5], payload_start, payload_bytes, batch_start: u64_at(header, 24), end })
 }
@@ -237,6 +250,16 @@ mod tests {
             SegmentHeader { sequence: 3, first_slot: Slot(9), previous_bytes: 4096, preallocated: 0 };
         let bytes = header.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
+        // A newer build's header (version changed, CRC recomputed) is a version refusal.
+        let mut newer = bytes;
+        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        newer[12..16].fill(0);
+        let crc = crc32c::crc32c(&newer);
+        newer[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            SegmentHeader::decode(&newer),
+            Err(Refusal::Version { offset: 8, found: u64::from(FORMAT_VERSION) + 1, supported: 1 })
+        );
         for bit in 0..(SEGMENT_HEADER_BYTES as usize * 8) {
             let mut flipped = bytes;
             flipped[bit / 8] ^= 1 << (bit % 8);
@@ -254,9 +277,22 @@ mod tests {
         bytes.extend_from_slice(&frame);
         let parsed = parse_frame(&bytes, 64, 5).unwrap();
         assert_eq!((parsed.kind, parsed.payload_bytes, parsed.end), (crate::codec::RECORD_TRUNCATE, 8, 104));
-        assert!(parse_frame(&bytes, 64, 6).unwrap_err().contains("CRC"));
+        assert!(parse_frame(&bytes, 64, 6).unwrap_err().reason().contains("CRC"));
         let mut shifted = vec![0u8; 8];
         shifted.extend_from_slice(&bytes);
-        assert!(parse_frame(&shifted, 72, 5).unwrap_err().contains("offset"));
+        assert!(parse_frame(&shifted, 72, 5).unwrap_err().reason().contains("offset"));
+        // Another version with a CRC that verifies is a version refusal, not damage.
+        let mut newer = frame.clone();
+        newer[4] = FORMAT_VERSION as u8 + 1;
+        let crc = frame_crc(5, &newer[..32], &newer[32..40]);
+        newer[12..16].copy_from_slice(&crc.to_le_bytes());
+        let mut bytes = vec![0u8; 64];
+        bytes.extend_from_slice(&newer);
+        assert_eq!(
+            parse_frame(&bytes, 64, 5).unwrap_err(),
+            Refusal::Version { offset: 68, found: u64::from(FORMAT_VERSION) + 1, supported: 1 }
+        );
+        bytes[64 + 12] ^= 1;
+        assert!(matches!(parse_frame(&bytes, 64, 5).unwrap_err(), Refusal::Damaged { offset: 64, .. }));
     }
 }

@@ -38,12 +38,15 @@ use crate::store::RecoveryReport;
 use crate::vfs::{Directory, DirectoryLock, OsDirectory, StorageFile, TEMPORARY_SUFFIX};
 
 mod format;
+mod inspect;
 mod recovery;
 
 pub use format::{
     parse_segment_name, segment_name, FORMAT_VERSION, RECORD_ALIGNMENT, RECORD_HEADER_BYTES, RECORD_MAGIC,
     RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
 };
+
+pub use inspect::{list, scan_segment, JournalListing, SegmentListing, SegmentScan, StoredRecord};
 
 use format::{seal_frame, verify_read_frame, SegmentHeader, FRAMING};
 
@@ -169,7 +172,8 @@ impl FileJournal {
         }
         let lock = dir.try_lock().map_err(|e| LogError::io(dir.path(), e))?;
         let lock = lock.ok_or_else(|| LogError::Locked { dir: dir.path().to_path_buf() })?;
-        let recovery::Recovered { segments, replay, mut report } = recovery::recover(&*dir, policy)?;
+        let recovery::Recovered { segments, replay, mut report } =
+            recovery::recover(&*dir, policy, recovery::Changes::Apply)?;
         let mut journal = FileJournal {
             dir,
             _lock: lock,
@@ -184,6 +188,32 @@ impl FileJournal {
             journal.segments.push_back(segment);
         }
         Ok((journal, state, report))
+    }
+
+    /// What opening the journal in directory `path` under `policy` would recover and cut,
+    /// without changing a byte: the same decisions as [`FileJournal::open`] (the same
+    /// errors, the same [`RecoveryReport`] of cuts and files set aside), but no file is
+    /// cut, renamed, deleted or synced, and no segment is created. The directory is locked
+    /// while it is read, so a running replica's journal is refused ([`LogError::Locked`]).
+    /// For offline tools.
+    pub fn check(
+        path: impl AsRef<Path>,
+        policy: RecoveryPolicy,
+    ) -> Result<(DurableState, RecoveryReport), LogError> {
+        let path = path.as_ref();
+        if !path.is_dir() {
+            let error = std::io::Error::new(std::io::ErrorKind::NotFound, "no journal directory here");
+            return Err(LogError::io(path, error));
+        }
+        let dir = OsDirectory::open(path).map_err(|e| LogError::io(path, e))?;
+        let lock = dir.try_lock().map_err(|e| LogError::io(path, e))?;
+        let _lock = lock.ok_or_else(|| LogError::Locked { dir: path.to_path_buf() })?;
+        let recovery::Recovered { replay, mut report, .. } =
+            recovery::recover(&dir, policy, recovery::Changes::ReportOnly)?;
+        let mut staging = Staging::<SegmentOffset>::new(FRAMING);
+        let state = staging.recovered(replay, &mut report);
+        report.created = false;
+        Ok((state, report))
     }
 
     /// Names of the segment files, oldest first.

@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::codec::{u128_at, u32_at, u64_at};
+use crate::codec::{u128_at, u32_at, u64_at, Refusal};
 use crate::staging::{Framing, SizeLimit};
 
 /// Offset of the global metadata.
@@ -71,11 +71,11 @@ fn crc64_field(bytes: &[u8]) -> u64 {
 
 /// Checks the CRC that follows the bytes `covered` of `meta` (a CRC32C in a u64 field);
 /// `what` names them in the error.
-fn check_crc(meta: &[u8], covered: Range<usize>, what: &str) -> Result<(), (u64, String)> {
+fn check_crc(meta: &[u8], covered: Range<usize>, what: &str) -> Result<(), Refusal> {
     let at = covered.end;
     let (stored, computed) = (u64_at(meta, at), crc64_field(&meta[covered]));
     if stored != computed {
-        return Err((at as u64, format!("{what} CRC {stored:#x}, computed {computed:#x}")));
+        return Err(Refusal::damaged(at as u64, format!("{what} CRC {stored:#x}, computed {computed:#x}")));
     }
     Ok(())
 }
@@ -169,20 +169,25 @@ pub(super) struct Metadata {
 }
 
 /// Checks the metadata `meta` (the first [`LOG_AREA_POS`] bytes) of a region of `size`
-/// bytes; on damage returns the offset and what was found.
-pub(super) fn decode_metadata(meta: &[u8], size: u64) -> Result<Metadata, (u64, String)> {
+/// bytes; on damage returns the offset and what was found. A layout version other than
+/// [`PROGRAM_VERSION`] in global metadata whose CRC verifies is a version refusal (a newer
+/// build wrote the region).
+pub(super) fn decode_metadata(meta: &[u8], size: u64) -> Result<Metadata, Refusal> {
     let guid = u128_at(meta, 16);
     if guid != PROGRAM_GUID {
-        return Err((16, format!("not an rsl persistent-memory log: program GUID {guid:#034x}")));
+        return Err(Refusal::damaged(
+            16,
+            format!("not an rsl persistent-memory log: program GUID {guid:#034x}"),
+        ));
     }
     check_crc(meta, 0..32, "global metadata")?;
     let version = u64_at(meta, 0);
     if version != PROGRAM_VERSION {
-        return Err((0, format!("layout version {version}, this build reads {PROGRAM_VERSION}")));
+        return Err(Refusal::Version { offset: 0, found: version, supported: PROGRAM_VERSION });
     }
     let region_metadata_bytes = u64_at(meta, 8);
     if region_metadata_bytes != REGION_METADATA_BYTES {
-        return Err((
+        return Err(Refusal::damaged(
             8,
             format!("region metadata of {region_metadata_bytes} bytes, expected {REGION_METADATA_BYTES}"),
         ));
@@ -190,30 +195,42 @@ pub(super) fn decode_metadata(meta: &[u8], size: u64) -> Result<Metadata, (u64, 
     check_crc(meta, 40..72, "region metadata")?;
     let region_size = u64_at(meta, 40);
     if region_size != size {
-        return Err((40, format!("region metadata says {region_size} bytes, the region has {size}")));
+        return Err(Refusal::damaged(
+            40,
+            format!("region metadata says {region_size} bytes, the region has {size}"),
+        ));
     }
     let area_len = u64_at(meta, 48);
     if area_len != size - LOG_AREA_POS {
-        return Err((48, format!("log area of {area_len} bytes does not fit a region of {size}")));
+        return Err(Refusal::damaged(
+            48,
+            format!("log area of {area_len} bytes does not fit a region of {size}"),
+        ));
     }
     let log_id = u128_at(meta, 56);
     let word = u64_at(meta, COMMIT_WORD_POS as usize);
     let Some(active) = COMMIT_WORD.iter().position(|&w| w == word) else {
-        return Err((COMMIT_WORD_POS, format!("commit word {word:#018x} is neither commit value")));
+        return Err(Refusal::damaged(
+            COMMIT_WORD_POS,
+            format!("commit word {word:#018x} is neither commit value"),
+        ));
     };
     let at = LOG_METADATA_POS[active] as usize;
     check_crc(meta, at..at + 32, &format!("log metadata copy {active}"))?;
     let length = u64_at(meta, at);
     let head = u128_at(meta, at + 16);
     if u64_at(meta, at + 8) != 0 {
-        return Err((at as u64 + 8, "log metadata padding is not zero".into()));
+        return Err(Refusal::damaged(at as u64 + 8, "log metadata padding is not zero"));
     }
     if length > area_len {
-        return Err((at as u64, format!("log length {length} exceeds the log area of {area_len}")));
+        return Err(Refusal::damaged(
+            at as u64,
+            format!("log length {length} exceeds the log area of {area_len}"),
+        ));
     }
     let head = match u64::try_from(head) {
         Ok(head) if head.checked_add(length).is_some() => head,
-        _ => return Err((at as u64 + 16, format!("log head {head} out of range"))),
+        _ => return Err(Refusal::damaged(at as u64 + 16, format!("log head {head} out of range"))),
     };
     Ok(Metadata { log_id, area_len, active, head, length })
 }
@@ -228,7 +245,19 @@ mod tests {
         let meta = encode_metadata(size, 9);
         let decoded = decode_metadata(&meta, size).unwrap();
         assert_eq!(decoded, Metadata { log_id: 9, area_len: 4096, active: 0, head: 0, length: 0 });
-        assert_eq!(decode_metadata(&meta, size + 8).unwrap_err().0, REGION_METADATA_POS);
+        assert!(matches!(
+            decode_metadata(&meta, size + 8).unwrap_err(),
+            Refusal::Damaged { offset: REGION_METADATA_POS, .. }
+        ));
+        // A newer layout (version changed, CRC recomputed) is a version refusal.
+        let mut newer = meta;
+        newer[0..8].copy_from_slice(&(PROGRAM_VERSION + 1).to_le_bytes());
+        let crc = crc64_field(&newer[0..32]);
+        newer[32..40].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_metadata(&newer, size).unwrap_err(),
+            Refusal::Version { offset: 0, found: PROGRAM_VERSION + 1, supported: PROGRAM_VERSION }
+        );
         // Every byte of metadata in force is checked (copy 1 is not in force).
         for bit in 0..(LOG_METADATA_POS[1] as usize * 8) {
             let mut flipped = meta;

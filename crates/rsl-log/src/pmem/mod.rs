@@ -37,15 +37,17 @@ use crate::sys;
 use crate::vfs::{open_read_write, TEMPORARY_SUFFIX};
 
 mod area;
+mod inspect;
 mod layout;
 mod region;
 
+pub use inspect::{scan, EntryRecord, RegionScan};
 pub use layout::{
     COMMIT_WORD, COMMIT_WORD_POS, ENTRY_ALIGNMENT, ENTRY_HEADER_BYTES, GLOBAL_METADATA_POS,
     LOG_AREA_BYTES_MIN, LOG_AREA_POS, LOG_METADATA_POS, PROGRAM_GUID, PROGRAM_VERSION, REGION_METADATA_BYTES,
     REGION_METADATA_POS,
 };
-pub use region::{MappedFile, Persistence, PersistentMemory};
+pub use region::{MappedFile, Persistence, PersistentMemory, RegionCopy};
 
 use area::Area;
 use layout::{
@@ -174,6 +176,25 @@ impl PmemLog {
         Ok(())
     }
 
+    /// What opening the log in file `path` under `policy` would recover and cut, without
+    /// changing a byte: recovery runs on a private copy of the file ([`RegionCopy`]), so
+    /// a salvage is reported in the [`RecoveryReport`] but not committed. The file is
+    /// locked while it is read, so a running replica's log is refused
+    /// ([`LogError::Locked`]). For offline tools.
+    pub fn check(
+        path: impl AsRef<Path>,
+        policy: RecoveryPolicy,
+    ) -> Result<(DurableState, RecoveryReport), LogError> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| LogError::io(path, e))?;
+        if !sys::try_lock_exclusive(&file).map_err(|e| LogError::io(path, e))? {
+            return Err(LogError::Locked { dir: path.to_path_buf() });
+        }
+        let copy = RegionCopy::read(path).map_err(|e| LogError::io(path, e))?;
+        let (_, state, report) = PmemLog::recover(Box::new(copy), policy)?;
+        Ok((state, report))
+    }
+
     /// Writes fresh metadata (an empty log) to `region` and persists it.
     pub fn format(region: &mut dyn PersistentMemory, log_id: u128) -> Result<(), LogError> {
         let size = region.len();
@@ -208,8 +229,7 @@ impl PmemLog {
         }
         let mut meta = [0u8; LOG_AREA_POS as usize];
         region.read(0, &mut meta);
-        let metadata = decode_metadata(&meta, size)
-            .map_err(|(offset, reason)| LogError::corrupt(&name, offset, reason))?;
+        let metadata = decode_metadata(&meta, size).map_err(|refusal| refusal.log_error(&name))?;
         let mut log = PmemLog {
             area: Area::new(region, &metadata),
             log_id: metadata.log_id,

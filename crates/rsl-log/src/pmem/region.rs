@@ -134,3 +134,57 @@ impl PersistentMemory for MappedFile {
         Ok(())
     }
 }
+
+/// A private copy of a region held in memory: read from a file once, and changed only in
+/// memory (nothing is ever written back). Offline tools run recovery on it to learn what
+/// recovery would do without touching the file.
+pub struct RegionCopy {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl fmt::Debug for RegionCopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegionCopy").field("path", &self.path).field("len", &self.bytes.len()).finish()
+    }
+}
+
+impl RegionCopy {
+    /// A copy of the file at `path`.
+    pub fn read(path: &Path) -> io::Result<RegionCopy> {
+        Ok(RegionCopy { path: path.to_path_buf(), bytes: std::fs::read(path)? })
+    }
+
+    /// The copy's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl PersistentMemory for RegionCopy {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn name(&self) -> &Path {
+        &self.path
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) {
+        let start = offset as usize;
+        buf.copy_from_slice(&self.bytes[start..start + buf.len()]);
+    }
+
+    fn write(&mut self, offset: u64, bytes: &[u8]) {
+        let start = offset as usize;
+        self.bytes[start..start + bytes.len()].copy_from_slice(bytes);
+    }
+
+    fn flush(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn fence(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

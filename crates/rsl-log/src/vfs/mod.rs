@@ -17,8 +17,8 @@ mod memory;
 mod os;
 
 pub use memory::MemoryDirectory;
-pub(crate) use os::open_read_write;
 pub use os::OsDirectory;
+pub(crate) use os::{open_read_only, open_read_write};
 
 /// A held directory lock; released when dropped.
 pub trait DirectoryLock: Send + fmt::Debug {}

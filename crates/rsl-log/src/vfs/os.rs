@@ -16,6 +16,12 @@ pub(crate) fn open_read_write(path: &Path, truncate: bool) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).create(true).truncate(truncate).open(path)
 }
 
+/// Opens the existing file at `path` for reading only (offline inspection: nothing is
+/// written through it).
+pub(crate) fn open_read_only(path: &Path) -> io::Result<Box<dyn StorageFile>> {
+    Ok(Box::new(OsFile { file: File::open(path)? }))
+}
+
 /// A directory of the operating system.
 #[derive(Debug)]
 pub struct OsDirectory {

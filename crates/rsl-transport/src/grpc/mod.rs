@@ -12,7 +12,7 @@ mod tls;
 pub use tls::{certificate_node, node_uri, CertificateIdentityError, TlsConfig, NODE_URI_PREFIX};
 
 use crate::checkpoint::{CheckpointFetcher, CheckpointSource};
-use crate::codec::{message_to_proto, FRAME_OVERHEAD_BYTES};
+use crate::codec::{message_to_proto, FRAME_OVERHEAD_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use crate::gate::Gate;
 use crate::membership::Membership;
 use crate::queue::{PeerQueue, QueueLimits, Queued};
@@ -78,6 +78,13 @@ pub struct GrpcConfig {
     pub streams_per_connection_max: u32,
     /// Seeds the reconnect jitter (mixed with each peer's id).
     pub seed: u64,
+    /// The newest protocol version this endpoint speaks, in
+    /// [`PROTOCOL_VERSION_MIN`]`..=`[`PROTOCOL_VERSION`] (default: the newest). Frames it
+    /// sends start in this version and speak down to a peer that refuses it; frames it
+    /// receives in a newer version are refused (and counted in `rejected_version`). Set it
+    /// to the old version during a rolling upgrade, until every replica runs the new build
+    /// (docs/PROTOCOL.md, "Versions").
+    pub protocol_version: u32,
 }
 
 impl Default for GrpcConfig {
@@ -97,6 +104,7 @@ impl Default for GrpcConfig {
             window_bytes: 4 << 20,
             streams_per_connection_max: 16,
             seed: 0,
+            protocol_version: PROTOCOL_VERSION,
         }
     }
 }
@@ -156,6 +164,10 @@ impl GrpcConfig {
         })?;
         check(self.streams_per_connection_max > 0, "streams_per_connection_max", || {
             "must be at least 1".to_owned()
+        })?;
+        let version = self.protocol_version;
+        check((PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version), "protocol_version", || {
+            format!("{version} not in {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION}, the versions this build speaks")
         })
     }
 

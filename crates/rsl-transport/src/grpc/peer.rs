@@ -1,7 +1,8 @@
 //! The outbound side: one task per peer owning the connection and the call.
 
+use super::server::VERSION_MAX_METADATA;
 use super::GrpcConfig;
-use crate::codec::batch_header_len;
+use crate::codec::{batch_header_len, PROTOCOL_VERSION_MIN};
 use crate::proto as pb;
 use crate::proto::replication_client::ReplicationClient;
 use crate::queue::PeerQueue;
@@ -63,6 +64,9 @@ impl PeerLink {
         let mut backoff = Backoff::new(config.backoff_initial_ms, config.backoff_max_ms, seed);
         let healthy_after = Duration::from_millis(config.backoff_max_ms);
         let mut connected_before = false;
+        // The version this link speaks: the newest this endpoint speaks, down to what a
+        // peer that refused it speaks, for as long as that peer's streams keep working.
+        let mut speak = config.protocol_version;
         loop {
             if !self.queue.wait_ready().await {
                 return;
@@ -87,17 +91,37 @@ impl PeerLink {
             let mut client =
                 ReplicationClient::new(channel).max_encoding_message_size(config.frame_bytes_max as usize);
             let started = Instant::now();
-            match client.stream(self.frames()).await {
+            match client.stream(self.frames(speak)).await {
                 Ok(summary) => {
                     let summary = summary.into_inner();
                     tracing::debug!(
                         local = %self.local, peer = %self.peer, batches = summary.batches,
                         messages = summary.messages, "peer ended the stream"
                     );
+                    speak = config.protocol_version;
                 }
-                Err(status) => {
-                    tracing::info!(local = %self.local, peer = %self.peer, %status, "stream to peer failed");
-                }
+                Err(status) => match peer_version_max(&status) {
+                    Some(peer_max) if (PROTOCOL_VERSION_MIN..speak).contains(&peer_max) => {
+                        tracing::info!(
+                            local = %self.local, peer = %self.peer, from = speak, to = peer_max,
+                            "peer speaks an older protocol version: speaking it"
+                        );
+                        speak = peer_max;
+                        // The refused stream's frames are lost like those of any failed
+                        // stream (the core sends again); the next one goes out at once.
+                        continue;
+                    }
+                    Some(peer_max) => {
+                        tracing::error!(
+                            local = %self.local, peer = %self.peer, speaking = speak, peer_max,
+                            "no protocol version in common with the peer"
+                        );
+                    }
+                    None => {
+                        tracing::info!(local = %self.local, peer = %self.peer, %status, "stream to peer failed");
+                        speak = config.protocol_version;
+                    }
+                },
             }
             if started.elapsed() >= healthy_after {
                 backoff.reset();
@@ -106,8 +130,9 @@ impl PeerLink {
         }
     }
 
-    /// The call's request stream: frames built from the queue when the stream can take one.
-    fn frames(&self) -> impl Stream<Item = pb::Batch> + Send + 'static {
+    /// The call's request stream: frames in protocol version `version` built from the queue
+    /// when the stream can take one.
+    fn frames(&self, version: u32) -> impl Stream<Item = pb::Batch> + Send + 'static {
         let (local, peer) = (self.local, self.peer);
         let header = batch_header_len(local, peer);
         let state = (Arc::clone(&self.queue), Arc::clone(&self.stats));
@@ -116,10 +141,20 @@ impl PeerLink {
             TransportStats::bump(&stats.frames_sent);
             TransportStats::add(&stats.messages_sent, taken.messages.len() as u64);
             TransportStats::add(&stats.bytes_sent, header + taken.framed_bytes);
-            let batch = pb::Batch { from: local.0, to: peer.0, messages: taken.messages };
+            let batch =
+                pb::Batch { from: local.0, to: peer.0, messages: taken.messages, protocol_version: version };
             Some((batch, (queue, stats)))
         })
     }
+}
+
+/// The highest protocol version a peer that refused a stream for its version speaks, when
+/// that is why `status` ended the stream.
+fn peer_version_max(status: &tonic::Status) -> Option<u32> {
+    if status.code() != tonic::Code::FailedPrecondition {
+        return None;
+    }
+    status.metadata().get(VERSION_MAX_METADATA)?.to_str().ok()?.parse().ok()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use super::checkpoint::{CheckpointService, SharedSource};
 use super::identity::Caller;
 use super::{BindError, GrpcConfig};
-use crate::codec::message_from_proto;
+use crate::codec::{frame_version, message_from_proto, PROTOCOL_VERSION_MIN};
 use crate::gate::Gate;
 use crate::proto as pb;
 use crate::proto::checkpoint_transfer_server::CheckpointTransferServer;
@@ -49,6 +49,7 @@ pub(crate) fn spawn(
         gate: Arc::clone(&gate),
         shutdown: shutdown.clone(),
         tls: secure,
+        protocol_version: config.protocol_version,
     })
     .max_decoding_message_size(frame_bytes_max as usize)
     .max_encoding_message_size(1024);
@@ -133,7 +134,13 @@ struct ReplicationService {
     /// Whether the server requires client certificates (then frames must come from the
     /// node the certificate names).
     tls: bool,
+    /// The newest protocol version this endpoint speaks.
+    protocol_version: u32,
 }
+
+/// The metadata key of a version refusal: the highest protocol version the refusing
+/// endpoint speaks.
+pub(crate) const VERSION_MAX_METADATA: &str = "rsl-protocol-version-max";
 
 fn shutting_down() -> Status {
     Status::unavailable("endpoint is shutting down")
@@ -163,6 +170,24 @@ impl ReplicationService {
                 "the frame claims to come from node {}, the caller's certificate names node {}",
                 from.0, certified.0
             )));
+        }
+        let version = frame_version(batch.protocol_version);
+        if !(PROTOCOL_VERSION_MIN..=self.protocol_version).contains(&version) {
+            TransportStats::bump(&stats.rejected_version);
+            tracing::warn!(
+                local = %gate.local, %from, version, speaks = self.protocol_version,
+                "refused a stream in a protocol version this node does not speak"
+            );
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            metadata.insert(VERSION_MAX_METADATA, self.protocol_version.into());
+            return Err(Status::with_metadata(
+                Code::FailedPrecondition,
+                format!(
+                    "protocol version {version}: node {} speaks versions {PROTOCOL_VERSION_MIN}..={}",
+                    gate.local.0, self.protocol_version
+                ),
+                metadata,
+            ));
         }
         if batch.to != gate.local.0 {
             TransportStats::add(&stats.rejected_misrouted, batch.messages.len() as u64);
