@@ -59,6 +59,8 @@ pub struct RunStats {
     pub relinquishes: u64,
     /// Checkpoints installed from a peer.
     pub checkpoint_installs: u64,
+    /// Checkpoints a primary copied from a secondary.
+    pub checkpoint_copies: u64,
     /// Pauses injected.
     pub pauses: u64,
     /// Configuration changes a primary accepted.
@@ -81,15 +83,48 @@ pub struct Outcome {
 #[derive(Debug)]
 enum Event {
     Deliver(Message),
-    DiskDone { node: usize, epoch: u64, ticket: u64 },
-    CheckpointArrives { node: usize, epoch: u64, checkpoint: Option<Checkpoint> },
-    ClientToReplica { node: usize, client: usize, attempt: u64, request: ClientRequest },
-    ReplicaToClient { client: usize, attempt: u64, reply: ClientReply },
-    ClientAttemptTimeout { client: usize, attempt: u64 },
-    ClientResend { client: usize, attempt: u64 },
-    ClientNextOp { client: usize },
+    DiskDone {
+        node: usize,
+        epoch: u64,
+        ticket: u64,
+    },
+    CheckpointArrives {
+        node: usize,
+        epoch: u64,
+        checkpoint: Option<Checkpoint>,
+    },
+    /// A primary's copy of a secondary's checkpoint (kept on its disk, not loaded).
+    CheckpointCopied {
+        node: usize,
+        epoch: u64,
+        checkpoint: Option<Checkpoint>,
+    },
+    ClientToReplica {
+        node: usize,
+        client: usize,
+        attempt: u64,
+        request: ClientRequest,
+    },
+    ReplicaToClient {
+        client: usize,
+        attempt: u64,
+        reply: ClientReply,
+    },
+    ClientAttemptTimeout {
+        client: usize,
+        attempt: u64,
+    },
+    ClientResend {
+        client: usize,
+        attempt: u64,
+    },
+    ClientNextOp {
+        client: usize,
+    },
     Crash,
-    Restart { node: usize },
+    Restart {
+        node: usize,
+    },
     Partition,
     Heal,
     Relinquish,
@@ -107,6 +142,7 @@ impl Event {
             Event::Deliver(message) => Some(node_index(message.to)),
             Event::DiskDone { node, .. }
             | Event::CheckpointArrives { node, .. }
+            | Event::CheckpointCopied { node, .. }
             | Event::ClientToReplica { node, .. } => Some(*node),
             _ => None,
         }
@@ -457,6 +493,23 @@ impl Simulation {
                 }
                 self.drain(node);
             }
+            Event::CheckpointCopied { node, epoch, checkpoint } => {
+                let now = self.local_time(node);
+                let n = &mut self.nodes[node];
+                if n.epoch != epoch || n.replica.is_none() {
+                    return;
+                }
+                let replica = n.replica.as_mut().expect("alive");
+                match checkpoint {
+                    Some(copied @ (slot, _, Some(_))) if slot > n.disk.checkpoint.0 => {
+                        n.disk.checkpoint = copied;
+                        replica.on_checkpoint_copied(now, slot);
+                        self.stats.checkpoint_copies += 1;
+                    }
+                    _ => replica.on_checkpoint_copy_failed(now),
+                }
+                self.drain(node);
+            }
             Event::ClientToReplica { node, client, attempt, request } => {
                 self.on_client_request(node, client, attempt, request)
             }
@@ -516,7 +569,8 @@ impl Simulation {
                     let node = &mut self.nodes[index];
                     node.disk.truncate_below(below);
                 }
-                Action::FetchCheckpoint { from, .. } => {
+                Action::FetchCheckpoint { from, .. } | Action::CopyCheckpoint { from, .. } => {
+                    let copy = matches!(action, Action::CopyCheckpoint { .. });
                     let source = node_index(from);
                     let reachable = !self.blocked[source][index] && !self.blocked[index][source];
                     let checkpoint = match &self.nodes[source].replica {
@@ -527,17 +581,19 @@ impl Simulation {
                     };
                     let delay = self.rng.between(self.options.delay_min_us, self.options.delay_max_us) * 4;
                     let epoch = self.nodes[index].epoch;
-                    self.schedule(
-                        self.now + delay,
-                        Event::CheckpointArrives { node: index, epoch, checkpoint },
-                    );
+                    let event = if copy {
+                        Event::CheckpointCopied { node: index, epoch, checkpoint }
+                    } else {
+                        Event::CheckpointArrives { node: index, epoch, checkpoint }
+                    };
+                    self.schedule(self.now + delay, event);
                 }
                 Action::RoleChanged { role, .. } => {
                     if role == Role::Primary {
                         self.stats.elections_won += 1;
                     }
                 }
-                Action::ConfigurationChangeInterrupted { .. } => {}
+                Action::ConfigurationChangeInterrupted { .. } | Action::PrimaryRecovered { .. } => {}
                 Action::RequestsDropped { ids, primary } => {
                     for id in ids {
                         if let Some((client, attempt)) = self.nodes[index].waiting_writes.remove(&id) {
