@@ -133,8 +133,8 @@ pub mod transfer;
 
 pub use builder::{BuildError, RingBuilder};
 pub use error::{
-    ChangeConfigurationError, FastReadError, ReadError, RelinquishError, ReplicateError, RingFailure,
-    StartError, TransferError,
+    ChangeConfigurationError, CheckpointNowError, FastReadError, PurgeLogError, ReadError, RelinquishError,
+    ReplicateError, RingFailure, StartError, TransferError,
 };
 pub use ring::{Recovery, Ring, RingOptions, RingSpec};
 pub use runtime::{Runtime, RuntimeOptions};
