@@ -190,12 +190,39 @@ impl Cluster {
         }
     }
 
+    /// Starts `ring` on every node with memory storage, `config` adjusted by `adjust`, and
+    /// the state machine `make` builds for each node.
+    pub async fn start_ring_with<S: StateMachine>(
+        &mut self,
+        ring: RingId,
+        adjust: impl Fn(&mut Config),
+        make: impl Fn(NodeId) -> S,
+    ) {
+        for node in self.members.clone() {
+            let mut config = config(ring, node, &self.members);
+            adjust(&mut config);
+            self.configs.insert((ring, node), config);
+            self.disks.insert((ring, node), Disk::Memory(MemoryStorage::new()));
+            self.restart_with(ring, node, make(node)).await.expect("start");
+        }
+    }
+
     /// (Re)starts one replica from its storage with a fresh state machine.
     pub async fn restart(&mut self, ring: RingId, node: NodeId) -> Result<(), rsl::BuildError> {
+        self.restart_with(ring, node, Tally::default()).await
+    }
+
+    /// (Re)starts one replica from its storage with `state_machine`.
+    pub async fn restart_with(
+        &mut self,
+        ring: RingId,
+        node: NodeId,
+        state_machine: impl StateMachine,
+    ) -> Result<(), rsl::BuildError> {
         let config = self.configs[&(ring, node)].clone();
         let storage = self.disks[&(ring, node)].storage();
         let started = Ring::builder(config)
-            .state_machine(Tally::default())
+            .state_machine(state_machine)
             .storage(storage)
             .runtime(&self.runtimes[&node])
             .start()
