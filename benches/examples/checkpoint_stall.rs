@@ -166,7 +166,8 @@ async fn main() {
             let mut sequence = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 sequence += 1;
-                let write = put(100 + client, sequence, format!("small-{client}"), Bytes::from_static(b"12345678"));
+                let write =
+                    put(100 + client, sequence, format!("small-{client}"), Bytes::from_static(b"12345678"));
                 let start = Instant::now();
                 primary.replicate(write).await.expect("small write");
                 latencies.lock().unwrap().push((start, start.elapsed()));

@@ -14,8 +14,8 @@ pub const BATCH_BYTES_MAX: u64 = 64 << 20;
 pub const FETCH_WINDOW_MAX: u64 = 64;
 /// The hard ceiling on members of a configuration.
 pub const MEMBERS_MAX: usize = 64;
-/// Rounds of asking every secondary for a newer checkpoint a primary makes (each
-/// `checkpoint_retry_ms` apart) before it saves one itself.
+/// Due checkpoints in a row at which no secondary had a newer checkpoint for a primary to
+/// copy (it asks again every `checkpoint_retry_ms` in between) before it saves one itself.
 pub const CHECKPOINT_COPY_ROUNDS_MAX: u32 = 3;
 
 const _: () = assert!(PIPELINE_DEPTH_MAX <= u32::MAX as u64);
@@ -77,7 +77,7 @@ pub struct Config {
     /// with other members leaves saving to the secondaries and, when a checkpoint is due,
     /// copies the newest one from a secondary instead (`Action::CopyCheckpoint`), so
     /// execution on the primary never waits for a save; it saves itself only when no
-    /// secondary has a newer checkpoint after [`CHECKPOINT_COPY_ROUNDS_MAX`] rounds of asking.
+    /// secondary had a newer checkpoint at [`CHECKPOINT_COPY_ROUNDS_MAX`] due checkpoints in a row.
     pub primary_saves_checkpoints: bool,
     /// Slots kept in the log below the newest checkpoint, so a lagging replica can catch
     /// up from slots instead of a whole checkpoint.

@@ -20,8 +20,9 @@ enum Pending {
     /// A scheduled save at `slot`, where `bytes` values bytes had been applied in total.
     Save { slot: Slot, bytes: u64 },
     /// A primary copying a secondary's checkpoint, asked when it had applied up to `slot`
-    /// (`bytes` in total); `tried` has a bit per member index asked in this round.
-    Copy { slot: Slot, bytes: u64, tried: u64 },
+    /// (`bytes` in total); `tried` has a bit per member index asked in this round;
+    /// `counted` when a due checkpoint started the round (not a retry between due points).
+    Copy { slot: Slot, bytes: u64, tried: u64, counted: bool },
 }
 
 /// When the next checkpoint is due, and the one under way.
@@ -42,8 +43,11 @@ pub(super) struct CheckpointSchedule {
     /// After a refused or failed save, or a round of copies that found nothing newer: not
     /// before then.
     retry_at: Option<Time>,
-    /// Rounds of copies in a row that found no newer checkpoint on any secondary.
+    /// Due checkpoints in a row at which no secondary had a newer one to copy.
     copy_rounds_failed: u32,
+    /// After such a round, when a primary asks the secondaries again (before the next due
+    /// checkpoint).
+    copy_retry_at: Option<Time>,
 }
 
 impl CheckpointSchedule {
@@ -58,6 +62,7 @@ impl CheckpointSchedule {
             pending: None,
             retry_at: None,
             copy_rounds_failed: 0,
+            copy_retry_at: None,
         }
     }
 
@@ -120,6 +125,7 @@ impl CheckpointSchedule {
         }
         self.first = false;
         self.retry_at = None;
+        self.copy_retry_at = None;
     }
 }
 
@@ -187,23 +193,32 @@ impl Replica {
     }
 
     /// The secondary asked by `Action::CopyCheckpoint` had no newer checkpoint or could not
-    /// be reached: ask the next one, or, once every one was asked, try again later (and
-    /// after `CHECKPOINT_COPY_ROUNDS_MAX` such rounds, save here).
+    /// be reached: ask the next one. Once every one was asked, the round failed: ask again
+    /// every `checkpoint_retry_ms` until the next due checkpoint, and once
+    /// `CHECKPOINT_COPY_ROUNDS_MAX` due checkpoints in a row found nothing, save here.
     pub fn on_checkpoint_copy_failed(&mut self, now: Time) {
         self.advance_clock(now);
-        if let Some(Pending::Copy { slot, bytes, tried }) = self.checkpoints.pending {
+        if let Some(Pending::Copy { slot, bytes, tried, counted }) = self.checkpoints.pending {
             match self.copy_source(tried) {
                 Some(from) => {
                     let tried = tried | self.member_bit(from);
-                    self.checkpoints.pending = Some(Pending::Copy { slot, bytes, tried });
+                    self.checkpoints.pending = Some(Pending::Copy { slot, bytes, tried, counted });
                     self.ask_copy(from);
                 }
                 None => {
-                    self.checkpoints.pending = None;
-                    if self.role.is_primary() {
-                        self.checkpoints.copy_rounds_failed += 1;
+                    let schedule = &mut self.checkpoints;
+                    schedule.pending = None;
+                    if counted {
+                        // This due checkpoint is spent: the next one comes an interval on.
+                        schedule.copy_rounds_failed += 1;
+                        schedule.last_slot = schedule.last_slot.max(slot);
+                        schedule.last_bytes = bytes;
+                        schedule.last_at = now;
+                        schedule.first = false;
                     }
-                    self.checkpoints.retry_at = Some(now.plus_ms(self.config.checkpoint_retry_ms));
+                    if self.role.is_primary() {
+                        self.checkpoints.copy_retry_at = Some(now.plus_ms(self.config.checkpoint_retry_ms));
+                    }
                 }
             }
         }
@@ -250,7 +265,7 @@ impl Replica {
         let bytes = self.checkpoints.bytes_applied;
         if let Some(from) = self.copy_source(0) {
             let tried = self.member_bit(from);
-            self.checkpoints.pending = Some(Pending::Copy { slot, bytes, tried });
+            self.checkpoints.pending = Some(Pending::Copy { slot, bytes, tried, counted: true });
             self.ask_copy(from);
         } else {
             self.checkpoints.pending = Some(Pending::Save { slot, bytes });
@@ -259,11 +274,30 @@ impl Replica {
     }
 
     pub(super) fn on_checkpoint_timer(&mut self) {
-        if self.checkpoints.retry_at.is_some_and(|at| at <= self.now) {
+        let now = self.now;
+        if self.checkpoints.retry_at.is_some_and(|at| at <= now) {
             self.checkpoints.retry_at = None;
         }
         self.checkpoint_if_due();
+        if self.checkpoints.copy_retry_at.is_some_and(|at| at <= now) {
+            self.checkpoints.copy_retry_at = None;
+            self.retry_copy();
+        }
         self.arm_checkpoint_timer();
+    }
+
+    /// Asks the secondaries again for a checkpoint newer than this primary's, between due
+    /// checkpoints (not counted as a round).
+    fn retry_copy(&mut self) {
+        if self.checkpoints.pending.is_some() || self.apply_emitted <= self.checkpoint {
+            return;
+        }
+        if let Some(from) = self.copy_source(0) {
+            let (slot, bytes) = (self.apply_emitted, self.checkpoints.bytes_applied);
+            let tried = self.member_bit(from);
+            self.checkpoints.pending = Some(Pending::Copy { slot, bytes, tried, counted: false });
+            self.ask_copy(from);
+        }
     }
 
     /// Arms the checkpoint timer for the next time-driven check: a retry, or else the time
@@ -271,10 +305,14 @@ impl Replica {
     pub(super) fn arm_checkpoint_timer(&mut self) {
         let (rank, members) = self.checkpoint_rank();
         let schedule = &self.checkpoints;
-        let next = match schedule.retry_at {
-            _ if schedule.pending.is_some() => None,
+        let goal = match schedule.retry_at {
             Some(retry) => Some(retry),
             None => schedule.time_due(&self.config, rank, members).filter(|&at| at > self.now),
+        };
+        let next = match (goal, schedule.copy_retry_at) {
+            _ if schedule.pending.is_some() => None,
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         match next {
             Some(at) => self.timers.set(Timer::Checkpoint, at),

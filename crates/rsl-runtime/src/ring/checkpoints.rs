@@ -54,6 +54,9 @@ pub(super) struct Fetched {
     pub(super) result: Result<(Slot, u64), TransferError>,
 }
 
+/// A fetch under way: the slot and file size it brings.
+type FetchTask = JoinHandle<Result<(Slot, u64), TransferError>>;
+
 /// Where the answer to `Ring::checkpoint_now` goes.
 pub(super) type CheckpointNowReply = oneshot::Sender<Result<Slot, CheckpointNowError>>;
 
@@ -64,7 +67,7 @@ pub(super) struct Checkpoints {
     oldest: OldestCheckpoint,
     fetcher: SharedFetcher,
     /// The fetch in flight: what for, from whom, and the slot and file size it brought.
-    fetch: Option<(FetchPurpose, NodeId, JoinHandle<Result<(Slot, u64), TransferError>>)>,
+    fetch: Option<(FetchPurpose, NodeId, FetchTask)>,
     fetch_cancel: watch::Sender<bool>,
     /// Callers of `Ring::checkpoint_now`, with the slot each waits for.
     waiting: Vec<(Slot, CheckpointNowReply)>,
