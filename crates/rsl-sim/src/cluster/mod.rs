@@ -83,48 +83,15 @@ pub struct Outcome {
 #[derive(Debug)]
 enum Event {
     Deliver(Message),
-    DiskDone {
-        node: usize,
-        epoch: u64,
-        ticket: u64,
-    },
-    CheckpointArrives {
-        node: usize,
-        epoch: u64,
-        checkpoint: Option<Checkpoint>,
-    },
-    /// A primary's copy of a secondary's checkpoint (kept on its disk, not loaded).
-    CheckpointCopied {
-        node: usize,
-        epoch: u64,
-        checkpoint: Option<Checkpoint>,
-    },
-    ClientToReplica {
-        node: usize,
-        client: usize,
-        attempt: u64,
-        request: ClientRequest,
-    },
-    ReplicaToClient {
-        client: usize,
-        attempt: u64,
-        reply: ClientReply,
-    },
-    ClientAttemptTimeout {
-        client: usize,
-        attempt: u64,
-    },
-    ClientResend {
-        client: usize,
-        attempt: u64,
-    },
-    ClientNextOp {
-        client: usize,
-    },
+    DiskDone { node: usize, epoch: u64, ticket: u64 },
+    CheckpointArrives { node: usize, epoch: u64, checkpoint: Option<Checkpoint>, copy: bool },
+    ClientToReplica { node: usize, client: usize, attempt: u64, request: ClientRequest },
+    ReplicaToClient { client: usize, attempt: u64, reply: ClientReply },
+    ClientAttemptTimeout { client: usize, attempt: u64 },
+    ClientResend { client: usize, attempt: u64 },
+    ClientNextOp { client: usize },
     Crash,
-    Restart {
-        node: usize,
-    },
+    Restart { node: usize },
     Partition,
     Heal,
     Relinquish,
@@ -142,7 +109,6 @@ impl Event {
             Event::Deliver(message) => Some(node_index(message.to)),
             Event::DiskDone { node, .. }
             | Event::CheckpointArrives { node, .. }
-            | Event::CheckpointCopied { node, .. }
             | Event::ClientToReplica { node, .. } => Some(*node),
             _ => None,
         }
@@ -473,7 +439,9 @@ impl Simulation {
                 n.replica.as_mut().expect("alive").on_persisted(now, ticket);
                 self.drain(node);
             }
-            Event::CheckpointArrives { node, epoch, checkpoint } => {
+            // A fetched checkpoint: to install, or (`copy`) a primary's copy of a secondary's,
+            // kept on its disk and not loaded.
+            Event::CheckpointArrives { node, epoch, checkpoint, copy } => {
                 let now = self.local_time(node);
                 let n = &mut self.nodes[node];
                 if n.epoch != epoch || n.replica.is_none() {
@@ -481,6 +449,12 @@ impl Simulation {
                 }
                 let replica = n.replica.as_mut().expect("alive");
                 match checkpoint {
+                    Some(copied @ (slot, _, Some(_))) if copy && slot > n.disk.checkpoint.0 => {
+                        n.disk.checkpoint = copied;
+                        replica.on_checkpoint_copied(now, slot);
+                        self.stats.checkpoint_copies += 1;
+                    }
+                    _ if copy => replica.on_checkpoint_copy_failed(now),
                     Some((slot, kv, Some(configuration))) if slot > replica.applied() => {
                         n.kv = kv.clone();
                         n.disk.checkpoint = (slot, kv, Some(configuration.clone()));
@@ -490,23 +464,6 @@ impl Simulation {
                         self.stats.checkpoint_installs += 1;
                     }
                     _ => replica.on_checkpoint_fetch_failed(now),
-                }
-                self.drain(node);
-            }
-            Event::CheckpointCopied { node, epoch, checkpoint } => {
-                let now = self.local_time(node);
-                let n = &mut self.nodes[node];
-                if n.epoch != epoch || n.replica.is_none() {
-                    return;
-                }
-                let replica = n.replica.as_mut().expect("alive");
-                match checkpoint {
-                    Some(copied @ (slot, _, Some(_))) if slot > n.disk.checkpoint.0 => {
-                        n.disk.checkpoint = copied;
-                        replica.on_checkpoint_copied(now, slot);
-                        self.stats.checkpoint_copies += 1;
-                    }
-                    _ => replica.on_checkpoint_copy_failed(now),
                 }
                 self.drain(node);
             }
@@ -581,12 +538,10 @@ impl Simulation {
                     };
                     let delay = self.rng.between(self.options.delay_min_us, self.options.delay_max_us) * 4;
                     let epoch = self.nodes[index].epoch;
-                    let event = if copy {
-                        Event::CheckpointCopied { node: index, epoch, checkpoint }
-                    } else {
-                        Event::CheckpointArrives { node: index, epoch, checkpoint }
-                    };
-                    self.schedule(self.now + delay, event);
+                    self.schedule(
+                        self.now + delay,
+                        Event::CheckpointArrives { node: index, epoch, checkpoint, copy },
+                    );
                 }
                 Action::RoleChanged { role, .. } => {
                     if role == Role::Primary {

@@ -181,12 +181,24 @@ impl Cluster {
         adjust: impl Fn(&mut Config),
         disk: impl Fn(NodeId) -> Disk,
     ) {
+        self.start_ring_on_with(ring, adjust, disk, |_| Tally::default()).await;
+    }
+
+    /// Starts `ring` on every node, each on the storage `disk` gives it, with the state
+    /// machine `make` builds.
+    async fn start_ring_on_with<S: StateMachine>(
+        &mut self,
+        ring: RingId,
+        adjust: impl Fn(&mut Config),
+        disk: impl Fn(NodeId) -> Disk,
+        make: impl Fn(NodeId) -> S,
+    ) {
         for node in self.members.clone() {
             let mut config = config(ring, node, &self.members);
             adjust(&mut config);
             self.configs.insert((ring, node), config);
             self.disks.insert((ring, node), disk(node));
-            self.restart(ring, node).await.expect("start");
+            self.restart_with(ring, node, make(node)).await.expect("start");
         }
     }
 
@@ -198,13 +210,7 @@ impl Cluster {
         adjust: impl Fn(&mut Config),
         make: impl Fn(NodeId) -> S,
     ) {
-        for node in self.members.clone() {
-            let mut config = config(ring, node, &self.members);
-            adjust(&mut config);
-            self.configs.insert((ring, node), config);
-            self.disks.insert((ring, node), Disk::Memory(MemoryStorage::new()));
-            self.restart_with(ring, node, make(node)).await.expect("start");
-        }
+        self.start_ring_on_with(ring, adjust, |_| Disk::Memory(MemoryStorage::new()), make).await;
     }
 
     /// (Re)starts one replica from its storage with a fresh state machine.
