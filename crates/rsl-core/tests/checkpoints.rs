@@ -247,3 +247,22 @@ fn a_new_primary_reports_recovered_once_after_applying_what_it_inherited() {
         .max();
     assert!(last_apply >= Some(slot), "every inherited slot was handed out before: {last_apply:?}");
 }
+
+#[test]
+fn the_primary_asks_a_live_secondary_before_one_it_has_not_heard_from() {
+    let mut cluster = Cluster::new(3, |c| {
+        c.batch_requests_max = 1;
+        c.checkpoint_interval_slots = 4;
+    });
+    let primary = cluster.elect();
+    // The member right after the primary, which it would ask first, goes silent.
+    let silent = primary % 3 + 1;
+    let live = cluster.ids().find(|&id| id != primary && id != silent).unwrap();
+    cluster.isolate(silent);
+    cluster.advance_ms(1_500);
+    let before = copies(&cluster, primary).len();
+    propose_each(&mut cluster, primary, 0, 8, 8);
+    let asked = copies(&cluster, primary)[before..].to_vec();
+    assert!(!asked.is_empty(), "a due checkpoint");
+    assert_eq!(asked[0].0, NodeId(live), "the live secondary first: {asked:?}");
+}

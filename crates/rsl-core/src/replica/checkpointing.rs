@@ -358,11 +358,16 @@ impl Replica {
         }
         let members = &self.membership.configuration.members;
         let me = self.membership.member_index()?;
-        // Start after this replica, so successive primaries spread their copies.
-        (1..members.len())
+        let progress = &self.role.primary()?.progress;
+        let live_since = self.now.minus(self.config.election_delay_min());
+        // Start after this replica, so successive primaries spread their copies; ask the
+        // members heard from recently first (a dead one only answers with a timeout).
+        let untried: Vec<usize> = (1..members.len())
             .map(|offset| (me + offset) % members.len())
-            .find(|&index| tried & (1 << index) == 0)
-            .map(|index| members[index])
+            .filter(|&index| tried & (1 << index) == 0)
+            .collect();
+        let live = untried.iter().copied().find(|&index| progress.is_live(index, live_since));
+        live.or(untried.first().copied()).map(|index| members[index])
     }
 
     fn member_bit(&self, node: NodeId) -> u64 {
