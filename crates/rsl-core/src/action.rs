@@ -60,6 +60,25 @@ pub enum Action {
         /// [`crate::DurableState::configuration`].
         configuration: Configuration,
     },
+    /// A checkpoint is due and this replica is a primary that leaves saving to the
+    /// secondaries: copy `from`'s newest checkpoint at `slot` or newer into this replica's
+    /// checkpoint store (without loading it into the state machine), then call
+    /// `on_checkpoint_copied` with its slot, or `on_checkpoint_copy_failed`.
+    CopyCheckpoint {
+        /// The secondary to copy from.
+        from: NodeId,
+        /// The oldest slot worth copying (one past this replica's newest checkpoint).
+        slot: Slot,
+    },
+    /// This replica is primary and every slot its predecessors may have chosen has been
+    /// handed to `Apply` (RSL's `NotifyPrimaryRecovered`): once those applies are done, the
+    /// state machine reflects everything chosen before this primary's own requests.
+    PrimaryRecovered {
+        /// The primary's ballot.
+        ballot: Ballot,
+        /// The last inherited slot.
+        slot: Slot,
+    },
     /// Slots below `below` are no longer needed: the log store may delete them.
     TruncateLog {
         /// The new first slot of the log.
@@ -188,6 +207,33 @@ pub enum ReadError {
     },
 }
 
+/// Why an on-demand checkpoint ([`crate::Replica::handle_checkpoint_now`]) was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointNowError {
+    /// Nothing was applied yet: there is no state to save.
+    #[error("nothing applied yet: no state to checkpoint")]
+    NothingApplied,
+}
+
+/// Why an explicit log purge ([`crate::Replica::handle_purge_log`]) was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PurgeLogError {
+    /// The bound lies past the slot after the newest checkpoint: the slots in between are
+    /// in no checkpoint, so a restart could not rebuild the state without them.
+    #[error(
+        "cannot purge the log below slot {below}: the newest checkpoint is at slot {checkpoint}, \
+         so slot {first_kept} is the highest purge bound"
+    )]
+    BeyondCheckpoint {
+        /// The bound asked for.
+        below: Slot,
+        /// The newest checkpoint.
+        checkpoint: Slot,
+        /// The highest bound allowed (one past the checkpoint).
+        first_kept: Slot,
+    },
+}
+
 /// Why a relinquish request was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RelinquishError {
@@ -312,8 +358,14 @@ pub struct Statistics {
     pub accepts_retransmitted: u64,
     /// Fetches sent.
     pub fetches_sent: u64,
-    /// Checkpoints requested.
+    /// Checkpoints requested (`TakeCheckpoint`).
     pub checkpoints_requested: u64,
+    /// Checkpoint saves that failed or that the state machine refused.
+    pub checkpoints_failed: u64,
+    /// Checkpoints a primary asked a secondary for (`CopyCheckpoint`).
+    pub checkpoint_copies_requested: u64,
+    /// Checkpoints copied from a secondary.
+    pub checkpoints_copied: u64,
     /// Accepts refused (below the promise, or conflicting with a durable accept).
     pub accepts_refused: u64,
     /// Configurations entered (learned chosen, or adopted from a newer replica).

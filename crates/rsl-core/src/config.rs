@@ -14,6 +14,9 @@ pub const BATCH_BYTES_MAX: u64 = 64 << 20;
 pub const FETCH_WINDOW_MAX: u64 = 64;
 /// The hard ceiling on members of a configuration.
 pub const MEMBERS_MAX: usize = 64;
+/// Due checkpoints in a row at which no secondary had a newer checkpoint for a primary to
+/// copy (it asks again every `checkpoint_retry_ms` in between) before it saves one itself.
+pub const CHECKPOINT_COPY_ROUNDS_MAX: u32 = 3;
 
 const _: () = assert!(PIPELINE_DEPTH_MAX <= u32::MAX as u64);
 const _: () = assert!(MEMBERS_MAX <= 64, "vote sets are 64-bit masks");
@@ -55,8 +58,27 @@ pub struct Config {
     pub batch_linger_us: u64,
     /// Requests the primary queues waiting for a slot before it refuses with `Busy`.
     pub proposal_queue_max: u64,
-    /// Ask the state machine for a checkpoint every this many applied slots (0: never).
+    /// Take a checkpoint every this many applied slots (0: never). The replicas' slots are
+    /// staggered: each saves at its own offset within the interval, so they do not all save
+    /// at the same slot.
     pub checkpoint_interval_slots: u64,
+    /// Take a checkpoint once this many bytes of chosen values (counted by
+    /// [`crate::Value::size_bytes`]) were applied since the last one (0: never). RSL's
+    /// `m_maxLogLenMB`. At least `batch_bytes_max` when set.
+    pub checkpoint_interval_bytes: u64,
+    /// Take a checkpoint once this long passed since the last one, if anything was applied
+    /// since (0: never). RSL's `m_maxCheckpointIntervalSec`. At least
+    /// `heartbeat_interval_ms` when set.
+    pub checkpoint_interval_ms: u64,
+    /// After a save the state machine refused or that failed, or after no secondary had a
+    /// newer checkpoint to copy, wait this long before trying again.
+    pub checkpoint_retry_ms: u64,
+    /// Whether the primary saves checkpoints itself. By default (false, as in RSL) a primary
+    /// with other members leaves saving to the secondaries and, when a checkpoint is due,
+    /// copies the newest one from a secondary instead (`Action::CopyCheckpoint`), so
+    /// execution on the primary never waits for a save; it saves itself only when no
+    /// secondary had a newer checkpoint at [`CHECKPOINT_COPY_ROUNDS_MAX`] due checkpoints in a row.
+    pub primary_saves_checkpoints: bool,
     /// Slots kept in the log below the newest checkpoint, so a lagging replica can catch
     /// up from slots instead of a whole checkpoint.
     pub log_retain_slots: u64,
@@ -100,6 +122,10 @@ impl Config {
             batch_linger_us: 0,
             proposal_queue_max: 200_000,
             checkpoint_interval_slots: 10_000,
+            checkpoint_interval_bytes: 128 << 20,
+            checkpoint_interval_ms: 0,
+            checkpoint_retry_ms: 1_000,
+            primary_saves_checkpoints: false,
             log_retain_slots: 1_000,
             fetch_slots_max: 128,
             fetch_window: 4,
@@ -190,6 +216,34 @@ impl Config {
                 ),
             );
         }
+        self.validate_checkpoints()
+    }
+
+    /// The checkpoint triggers: each off (zero) or large enough not to save all the time.
+    fn validate_checkpoints(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, reason: String| Err(ConfigError::Invalid { field, reason });
+        if self.checkpoint_interval_bytes != 0 && self.checkpoint_interval_bytes < self.batch_bytes_max {
+            return invalid(
+                "checkpoint_interval_bytes",
+                format!(
+                    "{} must be 0 (never) or at least batch_bytes_max ({}): a checkpoint per batch \
+                     would save all the time",
+                    self.checkpoint_interval_bytes, self.batch_bytes_max
+                ),
+            );
+        }
+        if self.checkpoint_interval_ms != 0 && self.checkpoint_interval_ms < self.heartbeat_interval_ms {
+            return invalid(
+                "checkpoint_interval_ms",
+                format!(
+                    "{} must be 0 (never) or at least heartbeat_interval_ms ({})",
+                    self.checkpoint_interval_ms, self.heartbeat_interval_ms
+                ),
+            );
+        }
+        if self.checkpoint_retry_ms == 0 {
+            return invalid("checkpoint_retry_ms", "must be positive".into());
+        }
         Ok(())
     }
 
@@ -268,6 +322,9 @@ mod tests {
             ("fetch_window", Box::new(|c| c.fetch_window = FETCH_WINDOW_MAX + 1)),
             ("promise_slots_max", Box::new(|c| c.promise_slots_max = 1)),
             ("message_bytes_max", Box::new(|c| c.message_bytes_max = 1024)),
+            ("checkpoint_interval_bytes", Box::new(|c| c.checkpoint_interval_bytes = 100)),
+            ("checkpoint_interval_ms", Box::new(|c| c.checkpoint_interval_ms = 1)),
+            ("checkpoint_retry_ms", Box::new(|c| c.checkpoint_retry_ms = 0)),
         ];
         for (field, break_it) in cases {
             let mut config = base();

@@ -56,12 +56,12 @@ mod time;
 mod types;
 
 pub use action::{
-    Action, ChangeError, MessageError, PersistRequest, ProposeError, ReadError, RelinquishError, Role,
-    Statistics, Status,
+    Action, ChangeError, CheckpointNowError, MessageError, PersistRequest, ProposeError, PurgeLogError,
+    ReadError, RelinquishError, Role, Statistics, Status,
 };
 pub use config::{
-    Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, FETCH_WINDOW_MAX, MEMBERS_MAX,
-    PIPELINE_DEPTH_MAX,
+    Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, CHECKPOINT_COPY_ROUNDS_MAX, FETCH_WINDOW_MAX,
+    MEMBERS_MAX, PIPELINE_DEPTH_MAX,
 };
 pub use message::{Message, MessageBody, RejectReason};
 pub use replica::{DurableState, Mutation, Replica, Timer};

@@ -43,6 +43,10 @@
 //! election_delay_min_ms = 500
 //! election_delay_max_ms = 1000
 //! checkpoint_interval_slots = 10000
+//! checkpoint_interval_bytes = 134217728  # also after this many bytes of writes (0: never)
+//! checkpoint_interval_ms = 0             # also this long after the last one (0: never)
+//! checkpoint_retry_ms = 1000             # a refused or failed save is tried again after this
+//! primary_saves_checkpoints = false      # default: secondaries save, the primary copies
 //! log_retain_slots = 1000
 //! pmem_capacity_bytes = 67108864
 //! pipeline_depth = 64
@@ -234,6 +238,18 @@ pub struct Tuning {
     pub election_delay_max_ms: Option<u64>,
     /// A checkpoint every this many slots (0: never).
     pub checkpoint_interval_slots: Option<u64>,
+    /// A checkpoint once this many bytes of writes were applied since the last (0: never;
+    /// RSL's `m_maxLogLenMB`).
+    pub checkpoint_interval_bytes: Option<u64>,
+    /// A checkpoint once this long passed since the last (0: never; RSL's
+    /// `m_maxCheckpointIntervalSec`).
+    pub checkpoint_interval_ms: Option<u64>,
+    /// A refused or failed save, or a copy that found nothing newer, is tried again after
+    /// this long.
+    pub checkpoint_retry_ms: Option<u64>,
+    /// Whether the primary saves checkpoints itself (default false: secondaries save, the
+    /// primary copies theirs; see docs/PROTOCOL.md).
+    pub primary_saves_checkpoints: Option<bool>,
     /// Slots kept in the log below the newest checkpoint.
     pub log_retain_slots: Option<u64>,
     /// Size of the persistent-memory log file when it is created.
@@ -397,6 +413,10 @@ impl ConfigFile {
                 election_delay_min_ms: top.election_delay_min_ms.or(base.election_delay_min_ms),
                 election_delay_max_ms: top.election_delay_max_ms.or(base.election_delay_max_ms),
                 checkpoint_interval_slots: top.checkpoint_interval_slots.or(base.checkpoint_interval_slots),
+                checkpoint_interval_bytes: top.checkpoint_interval_bytes.or(base.checkpoint_interval_bytes),
+                checkpoint_interval_ms: top.checkpoint_interval_ms.or(base.checkpoint_interval_ms),
+                checkpoint_retry_ms: top.checkpoint_retry_ms.or(base.checkpoint_retry_ms),
+                primary_saves_checkpoints: top.primary_saves_checkpoints.or(base.primary_saves_checkpoints),
                 log_retain_slots: top.log_retain_slots.or(base.log_retain_slots),
                 pmem_capacity_bytes: top.pmem_capacity_bytes.or(base.pmem_capacity_bytes),
                 pipeline_depth: top.pipeline_depth.or(base.pipeline_depth),
@@ -588,6 +608,9 @@ fn tuning_key(field: &'static str) -> &'static str {
         "election_delay_min_ms" => "tuning.election_delay_min_ms",
         "election_delay_max_ms" => "tuning.election_delay_max_ms",
         "checkpoint_interval_slots" => "tuning.checkpoint_interval_slots",
+        "checkpoint_interval_bytes" => "tuning.checkpoint_interval_bytes",
+        "checkpoint_interval_ms" => "tuning.checkpoint_interval_ms",
+        "checkpoint_retry_ms" => "tuning.checkpoint_retry_ms",
         "log_retain_slots" => "tuning.log_retain_slots",
         "pipeline_depth" => "tuning.pipeline_depth",
         "batch_linger_us" => "tuning.batch_linger_us",
@@ -632,6 +655,12 @@ impl ServerConfig {
         set(&mut config.election_delay_min_ms, tuning.election_delay_min_ms);
         set(&mut config.election_delay_max_ms, tuning.election_delay_max_ms);
         set(&mut config.checkpoint_interval_slots, tuning.checkpoint_interval_slots);
+        set(&mut config.checkpoint_interval_bytes, tuning.checkpoint_interval_bytes);
+        set(&mut config.checkpoint_interval_ms, tuning.checkpoint_interval_ms);
+        set(&mut config.checkpoint_retry_ms, tuning.checkpoint_retry_ms);
+        if let Some(saves) = tuning.primary_saves_checkpoints {
+            config.primary_saves_checkpoints = saves;
+        }
         set(&mut config.log_retain_slots, tuning.log_retain_slots);
         set(&mut config.batch_linger_us, tuning.batch_linger_us);
         if let Some(value) = tuning.pipeline_depth {
@@ -729,6 +758,25 @@ batch_linger_us = 100
     }
 
     #[test]
+    fn checkpoint_triggers_reach_the_ring_config() {
+        let text = format!(
+            "{GOOD}checkpoint_interval_bytes = 1048576\ncheckpoint_interval_ms = 60000\n\
+             checkpoint_retry_ms = 250\nprimary_saves_checkpoints = true\n"
+        );
+        let config = parse(&text).unwrap().ring_config();
+        assert_eq!(config.checkpoint_interval_bytes, 1 << 20);
+        assert_eq!(config.checkpoint_interval_ms, 60_000);
+        assert_eq!(config.checkpoint_retry_ms, 250);
+        assert!(config.primary_saves_checkpoints);
+        // Unset, they keep the library's defaults.
+        let defaults = parse(GOOD).unwrap().ring_config();
+        let library = rsl::Config::new(RingId(1), NodeId(2), vec![NodeId(2)]);
+        assert_eq!(defaults.checkpoint_interval_bytes, library.checkpoint_interval_bytes);
+        assert_eq!(defaults.checkpoint_interval_ms, library.checkpoint_interval_ms);
+        assert!(!defaults.primary_saves_checkpoints);
+    }
+
+    #[test]
     fn a_good_file_resolves() {
         let config = parse(GOOD).unwrap();
         assert_eq!(config.node, NodeId(2));
@@ -782,6 +830,9 @@ batch_linger_us = 100
             ("metrics_port = 0", "metrics_port"),
             ("tls = { ca = \"/nonexistent/ca.pem\" }", "tls.ca"),
             ("tuning = { election_delay_min_ms = 10 }", "tuning.election_delay_min_ms"),
+            ("tuning = { checkpoint_interval_bytes = 100 }", "tuning.checkpoint_interval_bytes"),
+            ("tuning = { checkpoint_interval_ms = 1 }", "tuning.checkpoint_interval_ms"),
+            ("tuning = { checkpoint_retry_ms = 0 }", "tuning.checkpoint_retry_ms"),
         ];
         for (line, key) in cases {
             // Replace the matching top-level key of the good file.

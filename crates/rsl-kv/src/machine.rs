@@ -1,10 +1,13 @@
-//! [`KvStateMachine`]: the replicated map, with per-client de-duplication and checkpoints.
+//! [`KvStateMachine`]: the replicated map, with per-client de-duplication and checkpoints,
+//! and [`MachineEvents`], what the ring told it about checkpoints and primacy.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read as _, Write as _};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use rsl::{Slot, StateMachine};
+use rsl::{Ballot, NodeId, Slot, StateMachine};
 
 use crate::command::{
     Digest, Read, ReadBatch, ReadOutcome, Reader, Write, WriteBatch, WriteId, WriteOutcome, WriteResponse,
@@ -68,8 +71,29 @@ pub struct KvStateMachine {
     /// state reflects, for a backup's checkpoint ([`Read::Checkpoint`]). Not part of the
     /// compared state.
     applied: u64,
+    /// Not replicated state: what this replica's ring told it (shared with every clone).
+    events: Arc<MachineEvents>,
 }
 
+/// What the ring told a [`KvStateMachine`] through the state machine callbacks, counted
+/// (each is also logged). Local to the replica, not part of the replicated state.
+#[derive(Debug, Default)]
+pub struct MachineEvents {
+    /// Checkpoints this replica saved.
+    pub checkpoints_saved: AtomicU64,
+    /// The slot of the newest checkpoint this replica saved.
+    pub last_saved_slot: AtomicU64,
+    /// Its size in bytes.
+    pub last_saved_bytes: AtomicU64,
+    /// Checkpoints copied from a peer and loaded (catching up).
+    pub checkpoints_loaded: AtomicU64,
+    /// Checkpoints copied from a peer and only kept (as primary, to truncate the log).
+    pub checkpoints_kept: AtomicU64,
+    /// Times this replica became primary and had executed everything inherited.
+    pub primary_recoveries: AtomicU64,
+    /// The ring stopped.
+    pub shut_down: AtomicBool,
+}
 impl PartialEq for KvStateMachine {
     fn eq(&self, other: &KvStateMachine) -> bool {
         // Stamps are local counters: sessions compare by content and eviction order; the
@@ -170,7 +194,13 @@ impl KvStateMachine {
             stamp: 0,
             sessions_max: sessions_max.max(1),
             applied: 0,
+            events: Arc::default(),
         }
+    }
+
+    /// What the ring told this machine (and every clone of it) so far.
+    pub fn events(&self) -> Arc<MachineEvents> {
+        self.events.clone()
     }
 
     /// The value of `key`.
@@ -492,8 +522,34 @@ impl StateMachine for KvStateMachine {
         if found != slot.0 {
             return Err(CheckpointFormatError::Slot { expected: slot.0, found }.into());
         }
+        let events = self.events.clone();
         *self = machine;
+        self.events = events;
         Ok(())
+    }
+
+    fn checkpoint_saved(&mut self, slot: Slot, data_bytes: u64) {
+        let events = &self.events;
+        events.checkpoints_saved.fetch_add(1, Ordering::Relaxed);
+        events.last_saved_slot.store(slot.0, Ordering::Relaxed);
+        events.last_saved_bytes.store(data_bytes, Ordering::Relaxed);
+        tracing::debug!(%slot, data_bytes, keys = self.map.len(), "kv checkpoint saved");
+    }
+
+    fn checkpoint_copied(&mut self, slot: Slot, from: NodeId, loaded: bool) {
+        let counter = if loaded { &self.events.checkpoints_loaded } else { &self.events.checkpoints_kept };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%slot, %from, loaded, keys = self.map.len(), "kv checkpoint copied from a peer");
+    }
+
+    fn primary_recovered(&mut self, ballot: Ballot, slot: Slot) {
+        self.events.primary_recoveries.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%ballot, %slot, keys = self.map.len(), "kv primary recovered: serving from the full state");
+    }
+
+    fn shut_down(&mut self) {
+        self.events.shut_down.store(true, Ordering::Relaxed);
+        tracing::info!(keys = self.map.len(), sessions = self.sessions.len(), "kv state machine shut down");
     }
 }
 
@@ -575,6 +631,32 @@ mod tests {
             batch.push(&Write::decode(write).expect("a valid write"));
         }
         batch.finish()
+    }
+
+    #[test]
+    fn the_callbacks_are_counted_and_survive_a_load() {
+        let mut machine = sample();
+        let events = machine.events();
+        StateMachine::checkpoint_saved(&mut machine, Slot(4), 123);
+        let mut file = Vec::new();
+        machine.save_checkpoint(Slot(4), &mut file).unwrap();
+        let mut other = KvStateMachine::new();
+        other.load_checkpoint(Slot(4), &mut file.as_slice()).unwrap();
+        // Loading replaces the state, not the replica's own record.
+        machine.load_checkpoint(Slot(4), &mut file.as_slice()).unwrap();
+        StateMachine::checkpoint_copied(&mut machine, Slot(4), NodeId(2), true);
+        StateMachine::checkpoint_copied(&mut machine, Slot(8), NodeId(3), false);
+        machine.primary_recovered(Ballot::new(2, NodeId(1)), Slot(8));
+        machine.shut_down();
+        assert_eq!(events.checkpoints_saved.load(Ordering::Relaxed), 1);
+        assert_eq!(events.last_saved_slot.load(Ordering::Relaxed), 4);
+        assert_eq!(events.last_saved_bytes.load(Ordering::Relaxed), 123);
+        assert_eq!(events.checkpoints_loaded.load(Ordering::Relaxed), 1);
+        assert_eq!(events.checkpoints_kept.load(Ordering::Relaxed), 1);
+        assert_eq!(events.primary_recoveries.load(Ordering::Relaxed), 1);
+        assert!(events.shut_down.load(Ordering::Relaxed));
+        assert_eq!(other.events().checkpoints_saved.load(Ordering::Relaxed), 0, "not shared by loading");
+        assert_eq!(machine, other);
     }
 
     #[test]

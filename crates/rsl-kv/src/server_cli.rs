@@ -93,6 +93,18 @@ struct Args {
     /// A checkpoint every this many slots (0: never)
     #[arg(long, value_name = "SLOTS")]
     checkpoint_interval_slots: Option<u64>,
+    /// Also a checkpoint after this many bytes of writes (0: never)
+    #[arg(long, value_name = "BYTES")]
+    checkpoint_interval_bytes: Option<u64>,
+    /// Also a checkpoint this long after the last one (0: never)
+    #[arg(long, value_name = "MS")]
+    checkpoint_interval_ms: Option<u64>,
+    /// Try a refused or failed checkpoint again after this long
+    #[arg(long, value_name = "MS")]
+    checkpoint_retry_ms: Option<u64>,
+    /// The primary saves checkpoints itself (default: secondaries save, the primary copies)
+    #[arg(long, value_name = "BOOL")]
+    primary_saves_checkpoints: Option<bool>,
     /// Slots kept in the log below the newest checkpoint
     #[arg(long, value_name = "SLOTS")]
     log_retain_slots: Option<u64>,
@@ -126,6 +138,10 @@ impl Args {
             election_delay_min_ms: self.election_delay_min_ms,
             election_delay_max_ms: self.election_delay_max_ms,
             checkpoint_interval_slots: self.checkpoint_interval_slots,
+            checkpoint_interval_bytes: self.checkpoint_interval_bytes,
+            checkpoint_interval_ms: self.checkpoint_interval_ms,
+            checkpoint_retry_ms: self.checkpoint_retry_ms,
+            primary_saves_checkpoints: self.primary_saves_checkpoints,
             log_retain_slots: self.log_retain_slots,
             pmem_capacity_bytes: self.pmem_capacity_bytes,
             pipeline_depth: self.pipeline_depth,

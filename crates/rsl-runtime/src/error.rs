@@ -232,6 +232,56 @@ pub enum ChangeConfigurationError {
     },
 }
 
+/// Why `checkpoint_now` did not save a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointNowError {
+    /// Nothing was applied yet: there is no state to save.
+    #[error("nothing applied yet: no state to checkpoint")]
+    NothingApplied,
+    /// The state machine postponed it (`StateMachine::allow_save` returned false).
+    #[error("the state machine refused to save a checkpoint at slot {slot} now")]
+    Refused {
+        /// The slot it would have reflected.
+        slot: Slot,
+    },
+    /// Saving failed (the state machine's or the store's error); nothing was kept.
+    #[error("saving the checkpoint at slot {slot} failed: {reason}")]
+    Failed {
+        /// The slot it would have reflected.
+        slot: Slot,
+        /// What failed.
+        reason: String,
+    },
+    /// A checkpoint installed from a peer moved the state past the slot first.
+    #[error("the state moved past slot {slot} (to {applied}) by installing a peer's checkpoint")]
+    Superseded {
+        /// The slot asked for.
+        slot: Slot,
+        /// The state's slot then.
+        applied: Slot,
+    },
+    /// The ring was shut down (or failed) before the checkpoint was saved.
+    #[error("ring shut down: {reason}")]
+    Shutdown {
+        /// Why the ring stopped.
+        reason: String,
+    },
+}
+
+/// Why `purge_log` purged nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PurgeLogError {
+    /// The bound lies past the newest checkpoint (the replica's reason).
+    #[error(transparent)]
+    Refused(#[from] rsl_core::PurgeLogError),
+    /// The ring was shut down (or failed).
+    #[error("ring shut down: {reason}")]
+    Shutdown {
+        /// Why the ring stopped.
+        reason: String,
+    },
+}
+
 /// Why a ring stopped by itself: a local failure it cannot continue after.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum RingFailure {

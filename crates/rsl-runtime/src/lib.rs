@@ -17,8 +17,11 @@
 //!   callers by request id; a request whose slot was applied without it (a new primary
 //!   filled the slot) is answered [`ReplicateError::NotPrimary`]. Lease reads wait there
 //!   for their read index, fast reads for the slot the client names.
-//! - **Checkpoints** are saved by the state machine into a [`rsl_log::CheckpointStore`];
-//!   the log is truncated no further than the oldest kept checkpoint. A replica that fell
+//! - **Checkpoints** are saved by the state machine into a [`rsl_log::CheckpointStore`] on
+//!   the secondaries (staggered, so they do not all pause at once); a primary copies the
+//!   newest one from a secondary in the background instead of saving, so its execution never
+//!   waits for a save (docs/PROTOCOL.md, "Checkpoints never stall the primary"). The log is
+//!   truncated no further than the oldest kept checkpoint. A replica that fell
 //!   behind a truncated log fetches a peer's checkpoint over the checkpoint transfer path
 //!   ([`transfer`]), verifies it, installs it, and replays from there.
 //! - **Recovery**: a ring opens its log (recovering the durable promise, proposals and
@@ -98,7 +101,8 @@
 //!   queue carries applies, checkpoint saves and installs, lease reads and notifications:
 //!   a lease read is queued behind every apply up to its read index, and a checkpoint
 //!   request right behind the apply of its slot. Checkpoints are saved synchronously on
-//!   that thread (applies pause meanwhile, as in RSL without copy-on-write).
+//!   that thread (applies pause meanwhile, as in RSL), which is why the primary leaves
+//!   saving to the secondaries.
 //! - **Why checkpoint transfer has its own path.** The protocol's messages are small and
 //!   latency-sensitive; a checkpoint is a file of any size. [`transfer`] holds the
 //!   runtime's halves of a request/response seam ([`CheckpointFetcher`] on the client
@@ -133,8 +137,8 @@ pub mod transfer;
 
 pub use builder::{BuildError, RingBuilder};
 pub use error::{
-    ChangeConfigurationError, FastReadError, ReadError, RelinquishError, ReplicateError, RingFailure,
-    StartError, TransferError,
+    ChangeConfigurationError, CheckpointNowError, FastReadError, PurgeLogError, ReadError, RelinquishError,
+    ReplicateError, RingFailure, StartError, TransferError,
 };
 pub use ring::{Recovery, Ring, RingOptions, RingSpec};
 pub use runtime::{Runtime, RuntimeOptions};

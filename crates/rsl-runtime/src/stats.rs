@@ -101,6 +101,10 @@ rsl_transport::counters! {
         checkpoints_saved,
         /// Checkpoints that failed to save.
         checkpoint_save_failures,
+        /// Checkpoints the state machine postponed (`StateMachine::allow_save`).
+        checkpoint_saves_refused,
+        /// Checkpoints a primary copied from a secondary into its store (not loaded).
+        checkpoints_copied,
         /// Checkpoints fetched from a peer and installed.
         checkpoints_installed,
         /// Checkpoint fetches or installs that failed.

@@ -325,8 +325,28 @@ impl Cluster {
                     }
                 }
                 Action::FetchCheckpoint { .. } => node.checkpoint_fetches += 1,
+                Action::CopyCheckpoint { from, slot } => {
+                    // The source's newest saved checkpoint, if it is new enough (only kept
+                    // when recording everything).
+                    let source = self.nodes.get(from.0.wrapping_sub(1) as usize);
+                    let copied = source
+                        .filter(|source| everything && source.disk.checkpoint >= slot)
+                        .map(|source| source.disk.clone());
+                    let node = &mut self.nodes[index];
+                    match copied {
+                        Some(copied) => {
+                            node.disk.checkpoint = copied.checkpoint;
+                            node.disk.checkpoint_state = copied.checkpoint_state;
+                            node.disk.checkpoint_configuration = copied.checkpoint_configuration;
+                            node.replica.on_checkpoint_copied(now, copied.checkpoint);
+                        }
+                        None => node.replica.on_checkpoint_copy_failed(now),
+                    }
+                }
                 Action::RequestsDropped { ids, .. } => node.requests_dropped += ids.len() as u64,
-                Action::RoleChanged { .. } | Action::ConfigurationChangeInterrupted { .. } => {}
+                Action::RoleChanged { .. }
+                | Action::ConfigurationChangeInterrupted { .. }
+                | Action::PrimaryRecovered { .. } => {}
             }
         }
     }

@@ -145,10 +145,11 @@ pub use bytes::Bytes;
 pub use rsl_core::{Ballot, Config, ConfigError, Configuration, NodeId, RingId, Role, Slot, Status};
 pub use rsl_runtime::metrics::serve_metrics;
 pub use rsl_runtime::{
-    render_prometheus, BuildError, ChangeConfigurationError, CheckpointFetcher, CheckpointServer,
-    FastReadError, FileStorage, LocalCheckpointNetwork, MemoryStorage, ReadError, Recovery, RelinquishError,
-    ReplicateError, Ring, RingBuilder, RingFailure, RingOptions, RingSpec, RingStatistics, RoleChange,
-    Runtime, RuntimeOptions, StartError, StateMachine, Storage, TransferError,
+    render_prometheus, BuildError, ChangeConfigurationError, CheckpointFetcher, CheckpointNowError,
+    CheckpointServer, FastReadError, FileStorage, LocalCheckpointNetwork, MemoryStorage, PurgeLogError,
+    ReadError, Recovery, RelinquishError, ReplicateError, Ring, RingBuilder, RingFailure, RingOptions,
+    RingSpec, RingStatistics, RoleChange, Runtime, RuntimeOptions, StartError, StateMachine, Storage,
+    TransferError,
 };
 pub use rsl_transport::{Inbound, MemoryNetwork, Transport};
 

@@ -1,5 +1,5 @@
-//! Handing chosen values to the state machine in slot order, asking for checkpoints every
-//! `checkpoint_interval_slots`, and truncating the log once a checkpoint is durable.
+//! Handing chosen values to the state machine in slot order (checking after each whether a
+//! checkpoint is due, see `checkpointing`), and truncating the log.
 
 use crate::action::Action;
 use crate::types::Slot;
@@ -21,27 +21,9 @@ impl Replica {
         self.finish();
     }
 
-    /// The checkpoint at `slot` is durable: the log may be truncated below it.
-    pub fn on_checkpoint_saved(&mut self, slot: Slot) {
-        precondition!(
-            slot <= self.apply_emitted,
-            "checkpoint at {slot} beyond applied {}",
-            self.apply_emitted
-        );
-        if slot <= self.checkpoint {
-            return;
-        }
-        self.checkpoint = slot;
-        self.membership.prune(slot.next());
-        let below = Slot(slot.0.saturating_sub(self.config.log_retain_slots).max(1));
-        self.truncate_below(below);
-        self.finish();
-    }
-
     /// Hands every chosen slot not yet handed out to the state machine, asking for a
-    /// checkpoint each time `checkpoint_interval_slots` more were handed out.
+    /// checkpoint whenever one is due.
     pub(super) fn emit_applies(&mut self) {
-        let interval = self.config.checkpoint_interval_slots;
         let chosen = self.log.chosen();
         if self.mutated(Mutation::ApplyOutOfOrder) && chosen.0 >= self.apply_emitted.0 + 2 {
             // Hand out the next two slots swapped.
@@ -69,18 +51,13 @@ impl Replica {
                 entry.ticket
             );
             let value = entry.proposal.value.clone();
+            self.checkpoints.applied(value.size_bytes());
             self.actions.push_back(Action::Apply { slot, value });
             self.apply_emitted = slot;
             self.stats.slots_applied += 1;
-            if interval > 0 && slot.0 >= self.checkpoint_requested.0 + interval {
-                self.checkpoint_requested = slot;
-                self.stats.checkpoints_requested += 1;
-                // Exactly the configuration in force after the slot: a newer one would leave
-                // a replica restarted from it unable to learn the slots in between.
-                let configuration = self.membership.configuration_at(slot.next());
-                self.actions.push_back(Action::TakeCheckpoint { slot, configuration });
-            }
+            self.checkpoint_if_due();
         }
+        self.report_primary_recovered();
     }
 
     /// Forgets the slots below `below` and tells the log store it may too.

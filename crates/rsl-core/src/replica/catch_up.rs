@@ -89,7 +89,7 @@ impl Replica {
         // Applies already handed out above the checkpoint stay valid: they follow it.
         self.apply_emitted = self.apply_emitted.max(slot);
         self.checkpoint = slot;
-        self.checkpoint_requested = self.checkpoint_requested.max(slot);
+        self.checkpoints.installed(slot, now);
         self.log.cover_to(slot);
         if let Some(primary) = self.role.primary_mut() {
             // Elected while the fetch was under way: the slots the checkpoint covers are

@@ -315,6 +315,8 @@ impl Replica {
         );
         self.on_heartbeat_timer();
         self.timers.set(Timer::CheckQuorum, self.now.plus(self.config.election_delay_min()));
+        // Nothing inherited beyond what was already applied: recovered at once.
+        self.report_primary_recovered();
     }
 
     pub(super) fn on_reject(&mut self, from: NodeId, ballot: Ballot, promised: Ballot, reason: RejectReason) {

@@ -16,12 +16,13 @@
 //! and [`acceptor`] (phase 2 on every replica: accepting and learning what is chosen);
 //! [`catch_up`] (status, fetches, checkpoint installs); [`reconfiguration`];
 //! [`relinquish`] (handing primacy over); [`apply`] (handing chosen values to the state
-//! machine, checkpoints and truncation); [`validate`] (peer input); [`invariants`] (the
+//! machine) and [`checkpointing`] (when to checkpoint, who saves, copies, truncation); [`validate`] (peer input); [`invariants`] (the
 //! O(n) contracts); [`mutation`] (seeded bugs for the simulator).
 
 mod acceptor;
 mod apply;
 mod catch_up;
+mod checkpointing;
 mod election;
 mod fetch_window;
 mod invariants;
@@ -51,6 +52,7 @@ use crate::time::Time;
 use crate::types::{Ballot, Configuration, NodeId, Proposal, Slot};
 
 use self::catch_up::CatchUp;
+use self::checkpointing::CheckpointSchedule;
 use self::log::Log;
 use self::persist::Persistence;
 use self::reconfiguration::Membership;
@@ -62,7 +64,8 @@ use self::timers::Timers;
 /// Call order: construct with [`Replica::new`] from the recovered [`DurableState`]; then,
 /// in any interleaving, feed inputs (`handle_message`, `handle_timeout` when
 /// `poll_timeout` says, `handle_propose`, `handle_relinquish`) and completions
-/// (`on_persisted`, `on_applied`, `on_checkpoint_saved`, `on_checkpoint_installed`), and
+/// (`on_persisted`, `on_applied`, `on_checkpoint_saved`, `on_checkpoint_failed`,
+/// `on_checkpoint_copied`, `on_checkpoint_copy_failed`, `on_checkpoint_installed`), and
 /// after each call drain [`Replica::poll_action`] until it returns `None`, performing the
 /// actions in order. Every input takes `now`, which must not go backwards.
 ///
@@ -91,7 +94,7 @@ pub struct Replica {
     applied: Slot,
     apply_emitted: Slot,
     checkpoint: Slot,
-    checkpoint_requested: Slot,
+    checkpoints: CheckpointSchedule,
     catch_up: CatchUp,
 
     // Role.
@@ -102,6 +105,8 @@ pub struct Replica {
     primary_heard_at: Option<Time>,
     /// RSL's CanBecomePrimary veto.
     can_become_primary: bool,
+    /// The ballot whose takeover was last reported complete (`Action::PrimaryRecovered`).
+    primary_recovered: Ballot,
     reported_role: Option<RoleReport>,
 
     timers: Timers,
@@ -149,12 +154,13 @@ impl Replica {
             applied: durable.checkpoint,
             apply_emitted: durable.checkpoint,
             checkpoint: durable.checkpoint,
-            checkpoint_requested: durable.checkpoint,
+            checkpoints: CheckpointSchedule::new(durable.checkpoint, now),
             catch_up: CatchUp::new(chosen),
             role: RoleState::Secondary,
             primary: None,
             primary_heard_at: None,
             can_become_primary: true,
+            primary_recovered: Ballot::ZERO,
             reported_role: None,
             timers: Timers::default(),
             actions: VecDeque::new(),
@@ -168,6 +174,7 @@ impl Replica {
         replica.broadcast(MessageBody::StatusQuery);
         replica.timers.set(Timer::CatchUp, now.plus_ms(replica.config.heartbeat_interval_ms * 2));
         replica.emit_applies();
+        replica.arm_checkpoint_timer();
         replica.finish();
         Ok(replica)
     }
@@ -261,6 +268,7 @@ impl Replica {
                     Timer::BatchLinger => self.propose_queued(),
                     Timer::CatchUp => self.on_catch_up_timer(),
                     Timer::Relinquish => self.on_relinquish_timer(),
+                    Timer::Checkpoint => self.on_checkpoint_timer(),
                 }
             }
         }

@@ -20,22 +20,25 @@ pub enum Timer {
     CatchUp = 4,
     /// Primary relinquishing: give up waiting for in-flight slots.
     Relinquish = 5,
+    /// A checkpoint may be due by time, or a failed one may be tried again.
+    Checkpoint = 6,
 }
 
 impl Timer {
     /// Every timer, in the order due timers fire.
-    pub const ALL: [Timer; 6] = [
+    pub const ALL: [Timer; 7] = [
         Timer::Heartbeat,
         Timer::Election,
         Timer::CheckQuorum,
         Timer::BatchLinger,
         Timer::CatchUp,
         Timer::Relinquish,
+        Timer::Checkpoint,
     ];
 }
 
 const TIMER_COUNT: usize = Timer::ALL.len();
-const _: () = assert!(Timer::Relinquish as usize == TIMER_COUNT - 1, "the table is indexed by the enum");
+const _: () = assert!(Timer::Checkpoint as usize == TIMER_COUNT - 1, "the table is indexed by the enum");
 
 /// One optional deadline per timer.
 #[derive(Clone, Debug, Default)]

@@ -7,6 +7,7 @@
 use rsl_core::{Action, PersistRequest, Value};
 
 use super::apply::Job;
+use super::checkpoints::FetchPurpose;
 use super::stop::Stop;
 use super::task::RingTask;
 use crate::state_machine::RoleChange;
@@ -45,7 +46,13 @@ impl RingTask {
                 Action::FetchCheckpoint { from, slot } => {
                     let request = CheckpointRequest { ring, requester: node, min_slot: slot };
                     let timeout = self.shared.options.checkpoint_transfer_timeout;
-                    self.checkpoints.start_fetch(from, request, timeout);
+                    self.checkpoints.start_fetch(FetchPurpose::Install, from, request, timeout);
+                }
+                Action::CopyCheckpoint { from, slot } => self.copy_checkpoint(from, slot),
+                Action::PrimaryRecovered { ballot, slot } => {
+                    tracing::info!(ring = ring.0, %node, %ballot, %slot, "primary recovered");
+                    self.apply.flush()?;
+                    self.apply.send(Job::PrimaryRecovered(ballot, slot))?;
                 }
                 Action::RoleChanged { role, ballot, primary } => {
                     tracing::info!(ring = ring.0, %node, ?role, %ballot, ?primary, "role changed");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use rsl_core::{Configuration, RequestId, Slot, Value};
+use rsl_core::{Ballot, Configuration, NodeId, RequestId, Slot, Value};
 use rsl_log::{CheckpointReader, CheckpointStore};
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,7 +27,12 @@ pub(crate) enum Job {
     /// Save a checkpoint as of this slot, with the configuration in force after it.
     Checkpoint(Slot, Configuration),
     /// Load the published checkpoint at this slot (fetched from a peer).
-    Install(Slot),
+    Install(Slot, NodeId),
+    /// A checkpoint at this slot was copied from a peer into the store, not loaded.
+    Copied(Slot, NodeId),
+    /// This replica is primary of the ballot and every inherited slot up to this one is
+    /// handed out.
+    PrimaryRecovered(Ballot, Slot),
     /// A lease read: serve once everything up to `index` is applied.
     Read { index: Slot, request: Bytes, reply: oneshot::Sender<Result<Bytes, ReadError>> },
     /// A fast read: serve once `min_slot` is applied (the caller bounds the wait).
@@ -45,6 +50,8 @@ pub(crate) enum Event {
     Applied { through: Slot, responses: Vec<(Slot, RequestId, Bytes)> },
     /// The checkpoint at this slot is durable.
     CheckpointSaved(Slot),
+    /// No checkpoint at this slot was saved: the state machine refused, or saving failed.
+    CheckpointFailed { slot: Slot, reason: CheckpointFailure },
     /// A checkpoint fetched from a peer is loaded: the state is as of this slot, and the
     /// configuration saved with it (none when the state was already past it).
     Installed(Slot, Option<Configuration>),
@@ -54,6 +61,17 @@ pub(crate) enum Event {
     CanBecomePrimary(bool),
     /// The state machine failed to load a checkpoint: its state is undefined.
     LoadFailed { slot: Slot, reason: String },
+}
+
+/// Why a checkpoint was not saved.
+#[derive(Debug)]
+pub(crate) enum CheckpointFailure {
+    /// [`StateMachine::allow_save`] said no.
+    Refused,
+    /// An installed checkpoint moved the state past the slot.
+    Stale { applied: Slot },
+    /// Writing it failed.
+    Failed(String),
 }
 
 enum Waiting {
@@ -162,7 +180,9 @@ impl ApplyThread {
             match job {
                 Job::Apply(values) => self.apply(values),
                 Job::Checkpoint(slot, configuration) => self.checkpoint(slot, &configuration),
-                Job::Install(slot) => self.install(slot),
+                Job::Install(slot, from) => self.install(slot, from),
+                Job::Copied(slot, from) => self.state_machine.checkpoint_copied(slot, from, false),
+                Job::PrimaryRecovered(ballot, slot) => self.state_machine.primary_recovered(ballot, slot),
                 Job::Read { index, request, reply } => {
                     self.park(&mut waiting, Waiting::Lease { index, request, reply });
                 }
@@ -170,7 +190,10 @@ impl ApplyThread {
                     self.park(&mut waiting, Waiting::Fast { min_slot, request, reply });
                 }
                 Job::Role(change) => self.state_machine.role_changed(&change),
-                Job::Stop => break,
+                Job::Stop => {
+                    self.state_machine.shut_down();
+                    break;
+                }
             }
             self.serve_reads(&mut waiting);
         }
@@ -217,12 +240,27 @@ impl ApplyThread {
     }
 
     fn checkpoint(&mut self, slot: Slot, configuration: &Configuration) {
-        if slot != self.applied {
+        let (ring, applied) = (self.shared.ring.0, self.applied);
+        let result = if slot != applied {
             // An installed checkpoint moved the state past `slot`: it cannot be saved as of
             // `slot` any more, and a newer one exists.
-            tracing::debug!(ring = self.shared.ring.0, %slot, applied = %self.applied, "skipping a stale checkpoint request");
-            return;
-        }
+            tracing::debug!(ring, %slot, %applied, "skipping a stale checkpoint request");
+            Err(CheckpointFailure::Stale { applied })
+        } else if !self.state_machine.allow_save(slot) {
+            RingCounters::bump(&self.shared.counters.checkpoint_saves_refused);
+            tracing::info!(ring, %slot, "the state machine postponed a checkpoint; it is asked again later");
+            Err(CheckpointFailure::Refused)
+        } else {
+            self.save(slot, configuration).map_err(CheckpointFailure::Failed)
+        };
+        let _ = self.events.send(match result {
+            Ok(()) => Event::CheckpointSaved(slot),
+            Err(reason) => Event::CheckpointFailed { slot, reason },
+        });
+    }
+
+    /// Writes the checkpoint at `slot` (the applied state) into the store.
+    fn save(&mut self, slot: Slot, configuration: &Configuration) -> Result<(), String> {
         let started = Instant::now();
         let result = (|| -> Result<rsl_log::CheckpointInfo, String> {
             let mut store = self.checkpoints.lock();
@@ -242,16 +280,18 @@ impl ApplyThread {
                     ring = self.shared.ring.0, %slot, data_bytes = info.data_bytes,
                     elapsed_ms = started.elapsed().as_millis() as u64, "checkpoint saved"
                 );
-                let _ = self.events.send(Event::CheckpointSaved(slot));
+                self.state_machine.checkpoint_saved(slot, info.data_bytes);
+                Ok(())
             }
             Err(reason) => {
                 RingCounters::bump(&self.shared.counters.checkpoint_save_failures);
-                tracing::warn!(ring = self.shared.ring.0, %slot, %reason, "checkpoint failed; the next interval tries again");
+                tracing::warn!(ring = self.shared.ring.0, %slot, %reason, "checkpoint failed; it is tried again later");
+                Err(reason)
             }
         }
     }
 
-    fn install(&mut self, slot: Slot) {
+    fn install(&mut self, slot: Slot, from: NodeId) {
         if slot <= self.applied {
             // The state is already at or past it (slots arrived from another peer meanwhile).
             let _ = self.events.send(Event::Installed(slot, None));
@@ -272,6 +312,7 @@ impl ApplyThread {
                 self.set_applied(slot);
                 RingCounters::bump(&self.shared.counters.checkpoints_installed);
                 tracing::info!(ring = self.shared.ring.0, %slot, configuration = configuration.number, "checkpoint installed");
+                self.state_machine.checkpoint_copied(slot, from, true);
                 let _ = self.events.send(Event::Installed(slot, Some(configuration)));
             }
             Err(error) => {

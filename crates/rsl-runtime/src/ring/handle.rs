@@ -12,8 +12,12 @@ use rsl_core::{Configuration, NodeId, RingId, Slot, Status};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::Job;
+use super::checkpoints::CheckpointNowReply;
 use super::{Recovery, RingShared};
-use crate::error::{ChangeConfigurationError, FastReadError, ReadError, RelinquishError, ReplicateError};
+use crate::error::{
+    ChangeConfigurationError, CheckpointNowError, FastReadError, PurgeLogError, ReadError, RelinquishError,
+    ReplicateError,
+};
 use crate::stats::{RingCounters, RingStatistics};
 
 /// Where the outcome of a configuration change goes.
@@ -27,6 +31,8 @@ pub(super) enum Command {
     Relinquish { target: Option<NodeId>, reply: oneshot::Sender<Result<NodeId, RelinquishError>> },
     ChangeConfiguration { members: Vec<NodeId>, reply: ChangeReply },
     Statistics { reply: oneshot::Sender<RingStatistics> },
+    CheckpointNow { reply: CheckpointNowReply },
+    PurgeLog { below: Slot, reply: oneshot::Sender<Result<Slot, PurgeLogError>> },
     Shutdown,
 }
 
@@ -44,13 +50,19 @@ impl Command {
                 drop(reply.send(Err(RelinquishError::Shutdown { reason: reason.to_string() })))
             }
             Command::ChangeConfiguration { reply, .. } => drop(reply.send(Err(stopped.into()))),
+            Command::CheckpointNow { reply } => {
+                drop(reply.send(Err(CheckpointNowError::Shutdown { reason: reason.to_string() })))
+            }
+            Command::PurgeLog { reply, .. } => {
+                drop(reply.send(Err(PurgeLogError::Shutdown { reason: reason.to_string() })))
+            }
             Command::Statistics { .. } | Command::Shutdown => {}
         }
     }
 }
 
 /// The ring stopped (or failed) before answering a command; why.
-struct Stopped(String);
+pub(super) struct Stopped(pub(super) String);
 
 /// Why a command with a timeout got no answer from the ring task.
 #[derive(Clone, Debug)]
@@ -163,7 +175,10 @@ impl Ring {
 
     /// Sends the command `command` builds around its reply channel and waits for the answer;
     /// the stop reason when the ring stopped before answering.
-    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Stopped> {
+    pub(super) async fn call<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Stopped> {
         let (reply, answer) = oneshot::channel();
         if self.commands.send(command(reply)).await.is_ok() {
             if let Ok(answer) = answer.await {

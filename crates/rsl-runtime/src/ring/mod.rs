@@ -23,6 +23,8 @@
 //!   durable.
 //! - `network`: outbound messages batched per peer, and who the transport admits.
 //! - `checkpoints`: the checkpoint store as the task uses it (truncation floor, fetching).
+//! - `checkpointing`: save outcomes, fetched and copied checkpoints, `checkpoint_now` and
+//!   `purge_log`.
 //! - `requests`: client requests waiting for their outcome, and where each is answered.
 //! - `apply`: the apply thread that owns the state machine, and the task's queue to it.
 //! - `handle`: [`Ring`], the public handle, and the commands it sends to the task.
@@ -30,6 +32,7 @@
 
 mod actions;
 mod apply;
+mod checkpointing;
 mod checkpoints;
 mod handle;
 mod network;

@@ -17,7 +17,7 @@ use super::persist::Persist;
 use super::requests::Requests;
 use super::stop::{Stop, Stopping};
 use super::{Clock, RingShared};
-use crate::error::{ChangeConfigurationError, ReadError, RelinquishError, RingFailure, TransferError};
+use crate::error::{ChangeConfigurationError, ReadError, RelinquishError, RingFailure};
 use crate::stats::{RingCounters, RingStatistics};
 
 /// Inputs a ring task handles per wake-up before it flushes sends (bounds latency).
@@ -183,7 +183,8 @@ impl RingTask {
                 self.requests.applied(through, responses, self.replica.primary_hint());
                 self.replica.on_applied(through);
             }
-            Event::CheckpointSaved(slot) => self.replica.on_checkpoint_saved(slot),
+            Event::CheckpointSaved(slot) => self.on_checkpoint_saved(slot),
+            Event::CheckpointFailed { slot, reason } => self.on_checkpoint_failed(slot, reason),
             Event::Installed(slot, configuration) => {
                 self.requests.installed(slot);
                 let configuration = configuration.unwrap_or_else(|| self.replica.status().configuration);
@@ -197,24 +198,6 @@ impl RingTask {
             }
             Event::LoadFailed { slot, reason } => {
                 return Err(RingFailure::LoadCheckpoint { slot, reason }.into());
-            }
-        }
-        self.drain()
-    }
-
-    fn on_fetched(&mut self, result: Result<(rsl_core::Slot, u64), TransferError>) -> Result<(), Stop> {
-        let (ring, node) = (self.shared.ring.0, self.shared.node);
-        match result {
-            Ok((slot, file_bytes)) => {
-                RingCounters::add(&self.shared.counters.checkpoint_bytes_received, file_bytes);
-                tracing::info!(ring, %node, %slot, file_bytes, "checkpoint fetched");
-                self.apply.send(Job::Install(slot))?;
-            }
-            Err(error) => {
-                RingCounters::bump(&self.shared.counters.checkpoint_fetch_failures);
-                tracing::warn!(ring, %node, %error, "checkpoint fetch failed; catch-up retries");
-                let now = self.clock.now();
-                self.replica.on_checkpoint_fetch_failed(now);
             }
         }
         self.drain()
@@ -260,6 +243,8 @@ impl RingTask {
             Command::Statistics { reply } => {
                 let _ = reply.send(self.statistics());
             }
+            Command::CheckpointNow { reply } => return self.on_checkpoint_now(reply),
+            Command::PurgeLog { below, reply } => return self.on_purge_log(below, reply),
             Command::Shutdown => unreachable!("handled by the loop"),
         }
         self.drain()

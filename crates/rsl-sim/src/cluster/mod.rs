@@ -59,6 +59,8 @@ pub struct RunStats {
     pub relinquishes: u64,
     /// Checkpoints installed from a peer.
     pub checkpoint_installs: u64,
+    /// Checkpoints a primary copied from a secondary.
+    pub checkpoint_copies: u64,
     /// Pauses injected.
     pub pauses: u64,
     /// Configuration changes a primary accepted.
@@ -82,7 +84,7 @@ pub struct Outcome {
 enum Event {
     Deliver(Message),
     DiskDone { node: usize, epoch: u64, ticket: u64 },
-    CheckpointArrives { node: usize, epoch: u64, checkpoint: Option<Checkpoint> },
+    CheckpointArrives { node: usize, epoch: u64, checkpoint: Option<Checkpoint>, copy: bool },
     ClientToReplica { node: usize, client: usize, attempt: u64, request: ClientRequest },
     ReplicaToClient { client: usize, attempt: u64, reply: ClientReply },
     ClientAttemptTimeout { client: usize, attempt: u64 },
@@ -437,7 +439,9 @@ impl Simulation {
                 n.replica.as_mut().expect("alive").on_persisted(now, ticket);
                 self.drain(node);
             }
-            Event::CheckpointArrives { node, epoch, checkpoint } => {
+            // A fetched checkpoint: to install, or (`copy`) a primary's copy of a secondary's,
+            // kept on its disk and not loaded.
+            Event::CheckpointArrives { node, epoch, checkpoint, copy } => {
                 let now = self.local_time(node);
                 let n = &mut self.nodes[node];
                 if n.epoch != epoch || n.replica.is_none() {
@@ -445,6 +449,12 @@ impl Simulation {
                 }
                 let replica = n.replica.as_mut().expect("alive");
                 match checkpoint {
+                    Some(copied @ (slot, _, Some(_))) if copy && slot > n.disk.checkpoint.0 => {
+                        n.disk.checkpoint = copied;
+                        replica.on_checkpoint_copied(now, slot);
+                        self.stats.checkpoint_copies += 1;
+                    }
+                    _ if copy => replica.on_checkpoint_copy_failed(now),
                     Some((slot, kv, Some(configuration))) if slot > replica.applied() => {
                         n.kv = kv.clone();
                         n.disk.checkpoint = (slot, kv, Some(configuration.clone()));
@@ -516,7 +526,8 @@ impl Simulation {
                     let node = &mut self.nodes[index];
                     node.disk.truncate_below(below);
                 }
-                Action::FetchCheckpoint { from, .. } => {
+                Action::FetchCheckpoint { from, .. } | Action::CopyCheckpoint { from, .. } => {
+                    let copy = matches!(action, Action::CopyCheckpoint { .. });
                     let source = node_index(from);
                     let reachable = !self.blocked[source][index] && !self.blocked[index][source];
                     let checkpoint = match &self.nodes[source].replica {
@@ -529,7 +540,7 @@ impl Simulation {
                     let epoch = self.nodes[index].epoch;
                     self.schedule(
                         self.now + delay,
-                        Event::CheckpointArrives { node: index, epoch, checkpoint },
+                        Event::CheckpointArrives { node: index, epoch, checkpoint, copy },
                     );
                 }
                 Action::RoleChanged { role, .. } => {
@@ -537,7 +548,7 @@ impl Simulation {
                         self.stats.elections_won += 1;
                     }
                 }
-                Action::ConfigurationChangeInterrupted { .. } => {}
+                Action::ConfigurationChangeInterrupted { .. } | Action::PrimaryRecovered { .. } => {}
                 Action::RequestsDropped { ids, primary } => {
                     for id in ids {
                         if let Some((client, attempt)) = self.nodes[index].waiting_writes.remove(&id) {

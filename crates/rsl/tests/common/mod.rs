@@ -181,21 +181,54 @@ impl Cluster {
         adjust: impl Fn(&mut Config),
         disk: impl Fn(NodeId) -> Disk,
     ) {
+        self.start_ring_on_with(ring, adjust, disk, |_| Tally::default()).await;
+    }
+
+    /// Starts `ring` on every node, each on the storage `disk` gives it, with the state
+    /// machine `make` builds.
+    async fn start_ring_on_with<S: StateMachine>(
+        &mut self,
+        ring: RingId,
+        adjust: impl Fn(&mut Config),
+        disk: impl Fn(NodeId) -> Disk,
+        make: impl Fn(NodeId) -> S,
+    ) {
         for node in self.members.clone() {
             let mut config = config(ring, node, &self.members);
             adjust(&mut config);
             self.configs.insert((ring, node), config);
             self.disks.insert((ring, node), disk(node));
-            self.restart(ring, node).await.expect("start");
+            self.restart_with(ring, node, make(node)).await.expect("start");
         }
+    }
+
+    /// Starts `ring` on every node with memory storage, `config` adjusted by `adjust`, and
+    /// the state machine `make` builds for each node.
+    pub async fn start_ring_with<S: StateMachine>(
+        &mut self,
+        ring: RingId,
+        adjust: impl Fn(&mut Config),
+        make: impl Fn(NodeId) -> S,
+    ) {
+        self.start_ring_on_with(ring, adjust, |_| Disk::Memory(MemoryStorage::new()), make).await;
     }
 
     /// (Re)starts one replica from its storage with a fresh state machine.
     pub async fn restart(&mut self, ring: RingId, node: NodeId) -> Result<(), rsl::BuildError> {
+        self.restart_with(ring, node, Tally::default()).await
+    }
+
+    /// (Re)starts one replica from its storage with `state_machine`.
+    pub async fn restart_with(
+        &mut self,
+        ring: RingId,
+        node: NodeId,
+        state_machine: impl StateMachine,
+    ) -> Result<(), rsl::BuildError> {
         let config = self.configs[&(ring, node)].clone();
         let storage = self.disks[&(ring, node)].storage();
         let started = Ring::builder(config)
-            .state_machine(Tally::default())
+            .state_machine(state_machine)
             .storage(storage)
             .runtime(&self.runtimes[&node])
             .start()
