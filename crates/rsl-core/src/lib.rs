@@ -60,8 +60,8 @@ pub use action::{
     Statistics, Status,
 };
 pub use config::{
-    Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, FETCH_WINDOW_MAX, MEMBERS_MAX,
-    PIPELINE_DEPTH_MAX,
+    Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, FETCH_WINDOW_MAX, LARGE_BYTES_IN_FLIGHT_MAX,
+    MEMBERS_MAX, PIPELINE_DEPTH_MAX, REQUEST_BYTES_MAX,
 };
 pub use message::{Message, MessageBody, RejectReason};
 pub use replica::{DurableState, Mutation, Replica, Timer};
