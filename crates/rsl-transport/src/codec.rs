@@ -204,8 +204,12 @@ pub fn batch_header_len(from: NodeId, to: NodeId) -> u64 {
 
 /// Encodes a frame of `messages` from `from` to `to`.
 pub fn encode_batch(from: NodeId, to: NodeId, messages: &[Message]) -> Vec<u8> {
-    let batch =
-        pb::Batch { from: from.0, to: to.0, messages: messages.iter().map(message_to_proto).collect() };
+    let batch = pb::Batch {
+        from: from.0,
+        to: to.0,
+        messages: messages.iter().map(message_to_proto).collect(),
+        chunks: Vec::new(),
+    };
     batch.encode_to_vec()
 }
 

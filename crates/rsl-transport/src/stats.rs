@@ -123,6 +123,13 @@ counters! {
         checkpoints_served,
         /// Checkpoint file bytes sent to peers.
         checkpoint_bytes_served,
+        /// Chunks of messages too large for a frame handed to the network.
+        chunks_sent,
+        /// Chunks of messages too large for a frame received (before they are checked).
+        chunks_received,
+        /// Chunks refused: torn, out of order, inconsistent, over the size limit, from a
+        /// non-member, or reassembling into a message that does not decode or validate.
+        rejected_chunks,
     }
 }
 
@@ -139,7 +146,7 @@ mod tests {
         let snapshot = stats.snapshot();
         assert_eq!((snapshot.frames_sent, snapshot.bytes_sent, snapshot.dropped_unreachable), (1, 40, 3));
         let listed: Vec<_> = snapshot.counters().collect();
-        assert_eq!(listed.len(), 21);
+        assert_eq!(listed.len(), 24);
         assert_eq!(listed[0], ("frames_sent", "Frames (batches) handed to the network.", 1));
         assert_eq!(listed[15].0, "dropped_unreachable");
         assert_eq!(listed[15].2, 3);

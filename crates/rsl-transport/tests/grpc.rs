@@ -134,13 +134,20 @@ async fn non_member_messages_are_rejected_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_messages_are_refused_on_send_and_on_receive() {
-    let small = GrpcConfig { frame_bytes_max: 64 * 1024, ..fast_config() };
+    let small = GrpcConfig {
+        frame_bytes_max: 64 * 1024,
+        chunk_bytes: 16 * 1024,
+        chunked_message_bytes_max: 256 * 1024,
+        ..fast_config()
+    };
     let [(a, _a_in), (b, mut b_in)] = pair(small.clone()).await;
-    let error = a.send(NodeId(2), vec![accept(1, 1, 2, 1, 100), accept(1, 1, 2, 2, 100 * 1024)]).unwrap_err();
+    let error = a.send(NodeId(2), vec![accept(1, 1, 2, 1, 100), accept(1, 1, 2, 2, 300 * 1024)]).unwrap_err();
     let SendError::TooLarge { bytes, max } = error else { panic!("expected TooLarge, got {error}") };
-    assert!(bytes > 100 * 1024);
+    assert!(bytes > 300 * 1024);
     assert_eq!(max, small.message_bytes_max());
+    assert_eq!(max, 256 * 1024);
     assert_eq!(a.stats().snapshot().messages_sent, 0);
+    let max = small.frame_message_bytes_max();
     // The largest message that fits goes through alone.
     let fits = accept(1, 1, 2, 3, (max - 64) as usize);
     assert!(rsl_transport::codec::encoded_len(&fits) <= max);
@@ -181,8 +188,12 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
         });
     }
     let spoofed = message_to_proto(&heartbeat(1, 3, 2, 8));
-    let batch =
-        proto::Batch { from: 1, to: 2, messages: vec![missing_body, bad_configuration, spoofed, good] };
+    let batch = proto::Batch {
+        from: 1,
+        to: 2,
+        messages: vec![missing_body, bad_configuration, spoofed, good],
+        chunks: Vec::new(),
+    };
     let summary = client.stream(futures_util::stream::iter(vec![batch])).await.unwrap().into_inner();
     assert_eq!((summary.batches, summary.messages), (1, 1));
     let got = receive(&mut b_in, 1).await;
@@ -191,8 +202,12 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
     assert_eq!((stats.decode_errors, stats.rejected_misrouted), (2, 1));
 
     // A frame addressed to another node ends the call.
-    let misrouted =
-        proto::Batch { from: 1, to: 99, messages: vec![message_to_proto(&heartbeat(1, 1, 99, 1))] };
+    let misrouted = proto::Batch {
+        from: 1,
+        to: 99,
+        messages: vec![message_to_proto(&heartbeat(1, 1, 99, 1))],
+        chunks: Vec::new(),
+    };
     let status = client.stream(futures_util::stream::iter(vec![misrouted])).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
     assert_eq!(b.stats().snapshot().rejected_misrouted, 2);
@@ -204,7 +219,12 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
     assert_eq!(status.code(), tonic::Code::Internal, "{status}");
     assert_eq!(b.stats().snapshot().decode_errors, 3);
     let mut client = raw_client(b.local_addr()).await;
-    let again = proto::Batch { from: 1, to: 2, messages: vec![message_to_proto(&heartbeat(1, 1, 2, 8))] };
+    let again = proto::Batch {
+        from: 1,
+        to: 2,
+        messages: vec![message_to_proto(&heartbeat(1, 1, 2, 8))],
+        chunks: Vec::new(),
+    };
     client.stream(futures_util::stream::iter(vec![again])).await.unwrap();
     assert_eq!(sent_at(&receive(&mut b_in, 1).await[0]), 8);
 }
