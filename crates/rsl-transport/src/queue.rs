@@ -86,7 +86,8 @@ impl PeerQueue {
     }
 
     /// Enqueues all of `items` and `chunked` (messages too large for a frame) or, under
-    /// [`QueueFullPolicy::Reject`], none. Over a bound, drop-oldest drops the oldest queued
+    /// [`QueueFullPolicy::Reject`], none; a chunked message identical to one already queued
+    /// is dropped as a copy (counted). Over a bound, drop-oldest drops the oldest queued
     /// messages of that lane: whole messages by count and bytes, chunked ones by bytes
     /// (never the one under way; a lone chunked message always fits).
     pub(crate) fn push(
@@ -99,11 +100,18 @@ impl PeerQueue {
             return Ok(());
         }
         let added_bytes: u64 = items.iter().map(|item| item.encoded_len).sum();
-        let added_chunked: u64 = chunked.iter().map(|c| c.encoded.len() as u64).sum();
         let mut state = self.state.lock();
         if state.closed {
             return Err(SendError::Closed);
         }
+        // A copy of a message already waiting (or under way) adds nothing but bytes to move:
+        // a resent accept whose first copy is still crossing the link is dropped here.
+        let (chunked, copies): (Vec<Chunked>, Vec<Chunked>) =
+            chunked.into_iter().partition(|c| !state.chunked.iter().any(|q| q.encoded == c.encoded));
+        if !copies.is_empty() {
+            TransportStats::add(&stats.chunked_copies_dropped, copies.len() as u64);
+        }
+        let added_chunked: u64 = chunked.iter().map(|c| c.encoded.len() as u64).sum();
         if self.limits.policy == QueueFullPolicy::Reject {
             let count = state.messages.len() as u64;
             if count + items.len() as u64 > self.limits.messages_max
@@ -370,6 +378,13 @@ mod tests {
         let ids: Vec<u64> = queue.state.lock().chunked.iter().map(|c| c.header.message_id).collect();
         assert_eq!(ids, vec![4]);
         assert_eq!(queue.state.lock().chunked_bytes, 300);
+
+        // A copy of a queued message is not queued again.
+        let copy =
+            Chunked { header: ChunkHeader { message_id: 99, ..chunked(4, 300).header }, ..chunked(4, 300) };
+        queue.push(Vec::new(), vec![copy], &stats).unwrap();
+        assert_eq!(queue.state.lock().chunked.len(), 1);
+        assert_eq!(stats.snapshot().chunked_copies_dropped, 1);
 
         let strict = PeerQueue::new(NodeId(2), limits(QueueFullPolicy::Reject));
         strict.push(Vec::new(), vec![chunked(1, 2000)], &stats).expect("a lone message always fits");
