@@ -105,6 +105,9 @@ struct Args {
     /// How long a partial batch may wait for more requests
     #[arg(long, value_name = "US")]
     batch_linger_us: Option<u64>,
+    /// Largest encoded write the ring takes (and client API message bound)
+    #[arg(long, value_name = "BYTES")]
+    request_bytes_max: Option<u64>,
 }
 
 impl Args {
@@ -126,6 +129,7 @@ impl Args {
             pmem_capacity_bytes: self.pmem_capacity_bytes,
             pipeline_depth: self.pipeline_depth,
             batch_linger_us: self.batch_linger_us,
+            request_bytes_max: self.request_bytes_max,
         };
         ConfigFile {
             node: self.node,
