@@ -1,5 +1,5 @@
 //! Messages too large for one frame, in chunks: [`split`] cuts an encoded message into
-//! [`proto::Chunk`]s on the sending side, and a [`Reassembler`] per inbound stream puts them
+//! [`crate::proto::Chunk`]s on the sending side, and a [`Reassembler`] per inbound stream puts them
 //! back together, refusing a chunk that does not continue the message in progress.
 //!
 //! Frames stay small (a few MiB, what tonic and HTTP/2 handle well) while a value of up to

@@ -62,7 +62,12 @@ async fn try_client(
     let endpoint = Endpoint::from_shared(format!("https://{server}")).unwrap().tls_config(tls).unwrap();
     let channel =
         endpoint.connect().await.map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
-    let batch = proto::Batch { from, to: 2, messages: vec![message_to_proto(&heartbeat(1, from, 2, 7))] };
+    let batch = proto::Batch {
+        from,
+        to: 2,
+        messages: vec![message_to_proto(&heartbeat(1, from, 2, 7))],
+        chunks: Vec::new(),
+    };
     let mut client = ReplicationClient::new(channel);
     client.stream(futures_util::stream::iter(vec![batch])).await.map(|_| ())
 }
