@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".rsl.transport.v1.Request.payload")
         // Checkpoint file bytes too: a chunk is handed on without a copy.
         .bytes(".rsl.transport.v1.CheckpointChunk.data")
+        // Message chunks too: the sender slices the encoded message, the receiver copies each
+        // chunk once, into the reassembly buffer.
+        .bytes(".rsl.transport.v1.Chunk.data")
         .emit_rerun_if_changed(false)
         .compile_fds(file_descriptors)?;
     Ok(())

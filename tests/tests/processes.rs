@@ -297,12 +297,15 @@ async fn an_oversized_request_is_refused_with_a_clear_error() {
     }
     let long_key = "k".repeat(rsl_kv::command::KEY_BYTES_MAX + 1);
     assert!(matches!(client.put(&long_key, "v").await, Err(ClientError::InvalidArgument(_))));
-    // Past the gRPC frame limit the transport itself refuses, still without harm.
-    assert!(client.put("huge", vec![1u8; 8 << 20]).await.is_err());
+    // Past the server's client message limit (`tuning.request_bytes_max` and 1 MiB) the
+    // transport itself refuses, still without harm.
+    assert!(client.put("huge", vec![1u8; 70 << 20]).await.is_err());
     assert_eq!(client.get("big").await.unwrap(), None, "nothing of a refused write was applied");
 
-    // The largest allowed value goes through, and the ring keeps serving.
-    let largest = vec![9u8; VALUE_BYTES_MAX];
+    // A large value (a request over the consensus batch, in a slot of its own) goes
+    // through, and the ring keeps serving. (64 MiB, the largest, goes end to end in
+    // rsl-kv's `a_put_of_a_64_mib_value_replicates_to_every_server`.)
+    let largest = vec![9u8; 8 << 20];
     client.put("big", largest.clone()).await.unwrap();
     assert_eq!(client.get("big").await.unwrap().as_deref(), Some(&largest[..]));
     client.put("small", "ok").await.unwrap();

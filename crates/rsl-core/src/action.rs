@@ -146,12 +146,20 @@ pub enum ProposeError {
         /// The configured maximum.
         max: u64,
     },
-    /// One request is larger than a whole batch may be.
-    #[error("request of {bytes} bytes exceeds batch_bytes_max {max}")]
+    /// The request's payload is larger than `Config::request_bytes_max`.
+    #[error("request payload of {bytes} bytes exceeds request_bytes_max {max}")]
     TooLarge {
-        /// The request's size.
+        /// The request's payload size.
         bytes: u64,
-        /// The configured maximum.
+        /// The configured maximum, `request_bytes_max`.
+        max: u64,
+    },
+    /// Large requests already wait for `large_bytes_in_flight_max` bytes of slots.
+    #[error("large requests queue full: {queued_bytes} bytes queued, large_bytes_in_flight_max {max}")]
+    LargeBusy {
+        /// Bytes of large values waiting.
+        queued_bytes: u64,
+        /// The configured maximum, `large_bytes_in_flight_max`.
         max: u64,
     },
 }
@@ -372,4 +380,6 @@ pub struct Statistics {
     pub configurations_entered: u64,
     /// Configuration changes proposed as primary.
     pub configuration_changes_proposed: u64,
+    /// Large requests (over `batch_bytes_max`) given a slot of their own as primary.
+    pub large_requests_proposed: u64,
 }

@@ -10,6 +10,11 @@ pub const PIPELINE_DEPTH_MAX: u64 = 65_536;
 pub const BATCH_REQUESTS_MAX: u32 = 1 << 20;
 /// The hard ceiling on bytes in one batch.
 pub const BATCH_BYTES_MAX: u64 = 64 << 20;
+/// The hard ceiling on `request_bytes_max`: the largest request payload a ring may accept.
+/// Log stores and transports size their record and chunked-message limits from it.
+pub const REQUEST_BYTES_MAX: u64 = 256 << 20;
+/// The hard ceiling on `large_bytes_in_flight_max`.
+pub const LARGE_BYTES_IN_FLIGHT_MAX: u64 = 1 << 30;
 /// The hard ceiling on `fetch_window`: fetches a lagging replica keeps outstanding.
 pub const FETCH_WINDOW_MAX: u64 = 64;
 /// The hard ceiling on members of a configuration.
@@ -19,6 +24,7 @@ pub const MEMBERS_MAX: usize = 64;
 pub const CHECKPOINT_COPY_ROUNDS_MAX: u32 = 3;
 
 const _: () = assert!(PIPELINE_DEPTH_MAX <= u32::MAX as u64);
+const _: () = assert!(REQUEST_BYTES_MAX <= LARGE_BYTES_IN_FLIGHT_MAX);
 const _: () = assert!(MEMBERS_MAX <= 64, "vote sets are 64-bit masks");
 
 /// How a replica behaves. Build with [`Config::new`], adjust fields, then the replica
@@ -53,6 +59,17 @@ pub struct Config {
     pub batch_requests_max: u32,
     /// Bytes per batch, counted by [`crate::Request::size_bytes`].
     pub batch_bytes_max: u64,
+    /// The largest request payload accepted, in bytes; a larger request is refused with
+    /// [`crate::ProposeError::TooLarge`] naming this limit. A request whose
+    /// [`crate::Request::size_bytes`] exceeds `batch_bytes_max` is *large*: it takes a slot
+    /// of its own, never batched with others, outside the `pipeline_depth` window of batches
+    /// (see `large_bytes_in_flight_max`), and transports carry it in chunks.
+    pub request_bytes_max: u64,
+    /// Bytes of large values (counted by [`crate::Value::size_bytes`]) the primary keeps
+    /// proposed and unchosen at once; at most `pipeline_depth` large slots are in flight
+    /// besides the batches. A large request waits in the primary's queue while the budget is
+    /// spent, without holding up the batches behind it. At least `request_bytes_max`.
+    pub large_bytes_in_flight_max: u64,
     /// How long a partial batch may wait for more requests while the pipeline has room.
     /// Zero proposes at once.
     pub batch_linger_us: u64,
@@ -119,6 +136,8 @@ impl Config {
             pipeline_depth: 64,
             batch_requests_max: 4096,
             batch_bytes_max: 16 << 10,
+            request_bytes_max: 64 << 20,
+            large_bytes_in_flight_max: 128 << 20,
             batch_linger_us: 0,
             proposal_queue_max: 200_000,
             checkpoint_interval_slots: 10_000,
@@ -187,6 +206,8 @@ impl Config {
             ("proposal_queue_max", self.proposal_queue_max, u64::MAX),
             ("fetch_slots_max", self.fetch_slots_max, u64::MAX),
             ("fetch_window", self.fetch_window, FETCH_WINDOW_MAX),
+            ("request_bytes_max", self.request_bytes_max, REQUEST_BYTES_MAX),
+            ("large_bytes_in_flight_max", self.large_bytes_in_flight_max, LARGE_BYTES_IN_FLIGHT_MAX),
         ];
         for (field, value, max) in bounded {
             if value == 0 {
@@ -195,6 +216,17 @@ impl Config {
             if value > max {
                 return invalid(field, format!("{value} not in 1..={max}"));
             }
+        }
+        let largest = crate::Value::large_size_bytes(self.request_bytes_max);
+        if self.large_bytes_in_flight_max < largest {
+            return invalid(
+                "large_bytes_in_flight_max",
+                format!(
+                    "{} is below the largest request's value ({largest} bytes: request_bytes_max {} \
+                     with framing), which could then never be proposed",
+                    self.large_bytes_in_flight_max, self.request_bytes_max
+                ),
+            );
         }
         let tail_bytes = self.pipeline_depth.saturating_mul(self.batch_bytes_max);
         if self.message_bytes_max < tail_bytes.saturating_mul(2) {
@@ -325,6 +357,10 @@ mod tests {
             ("checkpoint_interval_bytes", Box::new(|c| c.checkpoint_interval_bytes = 100)),
             ("checkpoint_interval_ms", Box::new(|c| c.checkpoint_interval_ms = 1)),
             ("checkpoint_retry_ms", Box::new(|c| c.checkpoint_retry_ms = 0)),
+            ("request_bytes_max", Box::new(|c| c.request_bytes_max = 0)),
+            ("request_bytes_max", Box::new(|c| c.request_bytes_max = REQUEST_BYTES_MAX + 1)),
+            ("large_bytes_in_flight_max", Box::new(|c| c.large_bytes_in_flight_max = 64 << 20)),
+            ("large_bytes_in_flight_max", Box::new(|c| c.large_bytes_in_flight_max = 0)),
         ];
         for (field, break_it) in cases {
             let mut config = base();

@@ -61,7 +61,7 @@ pub use action::{
 };
 pub use config::{
     Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, CHECKPOINT_COPY_ROUNDS_MAX, FETCH_WINDOW_MAX,
-    MEMBERS_MAX, PIPELINE_DEPTH_MAX,
+    LARGE_BYTES_IN_FLIGHT_MAX, MEMBERS_MAX, PIPELINE_DEPTH_MAX, REQUEST_BYTES_MAX,
 };
 pub use message::{Message, MessageBody, RejectReason};
 pub use replica::{DurableState, Mutation, Replica, Timer};

@@ -170,6 +170,12 @@ impl Value {
             Value::Configuration(configuration) => 24 + 8 * configuration.members.len() as u64,
         }
     }
+
+    /// [`Value::size_bytes`] of a batch holding one request with `payload_bytes` of payload:
+    /// the value a large request (one with a slot of its own) becomes.
+    pub const fn large_size_bytes(payload_bytes: u64) -> u64 {
+        8 + payload_bytes + REQUEST_OVERHEAD_BYTES
+    }
 }
 
 /// A value proposed (and possibly accepted) at a ballot for a slot.

@@ -342,6 +342,7 @@ fn proposals_are_refused_when_busy_too_large_or_not_primary() {
         c.pipeline_depth = 1;
         c.proposal_queue_max = 3;
         c.batch_bytes_max = 100;
+        c.request_bytes_max = 200;
     });
     for id in cluster.ids() {
         assert_eq!(cluster.propose(id, request(0, "x")), Err(ProposeError::NotPrimary { hint: None }));
@@ -353,10 +354,10 @@ fn proposals_are_refused_when_busy_too_large_or_not_primary() {
             Err(ProposeError::NotPrimary { hint: Some(NodeId(primary)) })
         );
     }
-    let too_large = "x".repeat(77);
+    let too_large = "x".repeat(201);
     assert_eq!(
         cluster.propose(primary, request(0, &too_large)),
-        Err(ProposeError::TooLarge { bytes: 101, max: 100 })
+        Err(ProposeError::TooLarge { bytes: 201, max: 200 })
     );
 
     cluster.node_mut(primary).auto_persist = false;

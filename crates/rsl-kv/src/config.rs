@@ -52,6 +52,7 @@
 //! pipeline_depth = 64
 //! batch_linger_us = 0
 //! protocol_version = 2          # the newest replica protocol to speak (rolling upgrades)
+//! request_bytes_max = 67174400     # largest write: a 64 MiB value and its framing
 //! ```
 //!
 //! Every problem is reported with the key it concerns and what was expected.
@@ -262,6 +263,9 @@ pub struct Tuning {
     /// newest, `rsl::transport::PROTOCOL_VERSION`): during a rolling upgrade, the old
     /// version until every replica runs the new build (docs/OPERATIONS.md, "Upgrade").
     pub protocol_version: Option<u32>,
+    /// Largest encoded write the ring takes ([`REQUEST_BYTES_MAX_DEFAULT`] by default); a
+    /// larger one is refused naming this key. Also bounds client API messages.
+    pub request_bytes_max: Option<u64>,
 }
 
 /// The configuration as written in a file or given as flags: every field optional.
@@ -422,6 +426,7 @@ impl ConfigFile {
                 pipeline_depth: top.pipeline_depth.or(base.pipeline_depth),
                 batch_linger_us: top.batch_linger_us.or(base.batch_linger_us),
                 protocol_version: top.protocol_version.or(base.protocol_version),
+                request_bytes_max: top.request_bytes_max.or(base.request_bytes_max),
             }),
             (base, top) => top.or(base),
         };
@@ -614,6 +619,7 @@ fn tuning_key(field: &'static str) -> &'static str {
         "log_retain_slots" => "tuning.log_retain_slots",
         "pipeline_depth" => "tuning.pipeline_depth",
         "batch_linger_us" => "tuning.batch_linger_us",
+        "request_bytes_max" | "large_bytes_in_flight_max" => "tuning.request_bytes_max",
         other => other,
     }
 }
@@ -623,6 +629,11 @@ fn tuning_key(field: &'static str) -> &'static str {
 pub const BATCH_BYTES_MAX: u64 = 160 << 10;
 
 const _: () = assert!(crate::command::WRITE_BATCH_BYTES_MAX as u64 + 1024 <= BATCH_BYTES_MAX);
+
+/// Default `tuning.request_bytes_max`: a put of a value of
+/// [`crate::command::VALUE_BYTES_MAX`] with its key and framing.
+pub const REQUEST_BYTES_MAX_DEFAULT: u64 =
+    (crate::command::VALUE_BYTES_MAX + crate::command::KEY_BYTES_MAX + (64 << 10)) as u64;
 
 impl ServerConfig {
     /// The consensus configuration of this replica, bootstrapping with the initial members
@@ -663,6 +674,11 @@ impl ServerConfig {
         }
         set(&mut config.log_retain_slots, tuning.log_retain_slots);
         set(&mut config.batch_linger_us, tuning.batch_linger_us);
+        config.request_bytes_max = tuning.request_bytes_max.unwrap_or(REQUEST_BYTES_MAX_DEFAULT);
+        // Room for two of the largest requests in flight besides the batches.
+        config.large_bytes_in_flight_max = config
+            .large_bytes_in_flight_max
+            .max(2 * rsl::core::Value::large_size_bytes(config.request_bytes_max));
         if let Some(value) = tuning.pipeline_depth {
             config.pipeline_depth = value;
             // A promise must be able to carry every slot in flight twice over.

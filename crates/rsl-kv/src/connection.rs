@@ -153,7 +153,13 @@ pub type KvChannel = InterceptedService<Channel, Authorize>;
 /// The `Kv` client of `channel`, sending `security`'s token.
 pub fn kv_client(channel: Channel, security: &ClientSecurity) -> KvClient<KvChannel> {
     KvClient::with_interceptor(channel, Authorize { token: security.token.clone() })
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
 }
+
+/// Largest message the client sends or takes: the largest write the encoding allows (a
+/// server refuses what its `tuning.request_bytes_max` does not take) with room to spare.
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = crate::command::WRITE_BYTES_MAX + (1 << 20);
 
 /// The endpoint of `server` (`host:port`, or a URI whose scheme matches: `https` with TLS,
 /// `http` without) with `security`'s TLS.

@@ -121,6 +121,9 @@ struct Args {
     /// During a rolling upgrade: the old version until every replica runs the new build
     #[arg(long, value_name = "VERSION")]
     protocol_version: Option<u32>,
+    /// Largest encoded write the ring takes (and client API message bound)
+    #[arg(long, value_name = "BYTES")]
+    request_bytes_max: Option<u64>,
 }
 
 impl Args {
@@ -147,6 +150,7 @@ impl Args {
             pipeline_depth: self.pipeline_depth,
             batch_linger_us: self.batch_linger_us,
             protocol_version: self.protocol_version,
+            request_bytes_max: self.request_bytes_max,
         };
         ConfigFile {
             node: self.node,

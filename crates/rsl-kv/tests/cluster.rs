@@ -613,3 +613,36 @@ async fn a_failed_start_leaves_nothing_running() {
     assert!(error.to_string().to_lowercase().contains("bootstrap"), "{error}");
     start(config).await.expect("restart after the refusal").shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_of_a_64_mib_value_replicates_to_every_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three servers share this test's two runtime threads, which copy and decode 64 MiB
+    // several times over: election delays of seconds, so that a heartbeat delayed by that
+    // work does not elect anew.
+    let tuning = Tuning {
+        heartbeat_interval_ms: Some(50),
+        election_delay_min_ms: Some(2000),
+        election_delay_max_ms: Some(4000),
+        ..Tuning::default()
+    };
+    let cluster = Cluster::start(dir.path(), tuning).await;
+    // One attempt may take a while: 64 MiB crosses the network and is synced three times.
+    let options = ClientOptions { deadline: WAIT, attempt_timeout: WAIT, ..ClientOptions::default() };
+    let mut client = Client::new(cluster.client_addresses(), options).unwrap();
+    client.put("before", "1").await.unwrap();
+    let value: Vec<u8> = (0..rsl_kv::command::VALUE_BYTES_MAX).map(|i| (i % 251) as u8).collect();
+    let slot = client.put("large", value.clone()).await.unwrap();
+    client.put("after", "2").await.unwrap();
+    assert_eq!(client.get("large").await.unwrap().as_deref(), Some(&value[..]));
+    for address in cluster.client_addresses() {
+        let mut one =
+            Client::new([address.clone()], ClientOptions { deadline: WAIT, ..ClientOptions::default() })
+                .unwrap();
+        let fetched = one.get_fast("large", Some(slot)).await.unwrap();
+        assert!(fetched.as_deref() == Some(&value[..]), "the whole value at {address}");
+    }
+    // One byte more than the encoding takes is refused, naming the value.
+    let error = client.put("larger", vec![0u8; rsl_kv::command::VALUE_BYTES_MAX + 1]).await.unwrap_err();
+    assert!(error.to_string().contains("value"), "{error}");
+}

@@ -96,6 +96,17 @@ pub(crate) struct Framing {
 }
 
 impl Framing {
+    /// The largest payload a record may carry under this framing's limit.
+    pub const fn payload_bytes_max(&self) -> u64 {
+        match self.limit {
+            SizeLimit::Payload(max) => max,
+            // The frame is the payload behind its header, padded up to the alignment.
+            SizeLimit::Frame(max) => {
+                (max / self.alignment * self.alignment).saturating_sub(self.header_bytes)
+            }
+        }
+    }
+
     /// `len` rounded up to the alignment.
     pub const fn aligned(&self, len: u64) -> u64 {
         len.div_ceil(self.alignment) * self.alignment
@@ -382,6 +393,10 @@ impl<S: StagedStore> LogStore for S {
 
     fn needs_flush(&self) -> bool {
         !self.staging().is_empty() || self.staging().tickets.unflushed()
+    }
+
+    fn record_bytes_max(&self) -> u64 {
+        self.staging().framing.payload_bytes_max()
     }
 
     fn durable_ticket(&self) -> u64 {

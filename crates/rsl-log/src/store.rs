@@ -137,6 +137,14 @@ pub trait LogStore: Send + fmt::Debug {
 
     /// Counters.
     fn statistics(&self) -> LogStatistics;
+
+    /// The largest encoded record payload [`append`](LogStore::append) takes (one
+    /// `PersistRequest`); a larger one is [`LogError::TooLarge`] and poisons the store. The
+    /// runtime checks at start that a request of `request_bytes_max` fits. Unbounded unless
+    /// the medium says otherwise.
+    fn record_bytes_max(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 impl LogStore for Box<dyn LogStore> {
@@ -169,6 +177,9 @@ impl LogStore for Box<dyn LogStore> {
     }
     fn statistics(&self) -> LogStatistics {
         (**self).statistics()
+    }
+    fn record_bytes_max(&self) -> u64 {
+        (**self).record_bytes_max()
     }
 }
 

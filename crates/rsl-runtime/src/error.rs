@@ -90,12 +90,24 @@ pub enum ReplicateError {
         /// The primary, if known.
         hint: Option<NodeId>,
     },
-    /// The request is larger than one batch may be (`Config::batch_bytes_max`). It did not
-    /// take effect and never will: split it.
-    #[error("request of {bytes} bytes (with framing) exceeds batch_bytes_max of {max} bytes")]
+    /// The request's payload is larger than `Config::request_bytes_max`. It did not take
+    /// effect and never will: split it, or raise the limit.
+    #[error("request payload of {bytes} bytes exceeds request_bytes_max of {max} bytes")]
     TooLarge {
-        /// The request's size, framing included.
+        /// The request's payload size.
         bytes: u64,
+        /// The configured maximum, `request_bytes_max`.
+        max: u64,
+    },
+    /// Large requests (over `Config::batch_bytes_max`) already wait at the primary for
+    /// `Config::large_bytes_in_flight_max` bytes of slots. The request did not take effect;
+    /// retry later.
+    #[error(
+        "primary busy with large requests: {queued_bytes} bytes queued, large_bytes_in_flight_max {max}"
+    )]
+    LargeBusy {
+        /// Bytes of large values waiting.
+        queued_bytes: u64,
         /// The configured maximum.
         max: u64,
     },

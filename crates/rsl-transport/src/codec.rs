@@ -230,6 +230,7 @@ pub fn encode_batch(from: NodeId, to: NodeId, messages: &[Message]) -> Vec<u8> {
         to: to.0,
         messages: messages.iter().map(message_to_proto).collect(),
         protocol_version: PROTOCOL_VERSION,
+        chunks: Vec::new(),
     };
     batch.encode_to_vec()
 }

@@ -5,7 +5,8 @@
 //! - **Outbound**: [`Transport::send`] takes a node and a batch of [`rsl_core::Message`]s
 //!   and never blocks. The gRPC endpoint queues them on that peer's bounded queue (full:
 //!   [`QueueFullPolicy`], drop-oldest by default); the in-memory endpoint delivers at once.
-//!   A message that cannot fit in a frame is refused with [`SendError::TooLarge`].
+//!   A message too large for a frame travels in chunks ([`chunk`]) up to the endpoint's
+//!   chunked-message limit; a larger one is refused with [`SendError::TooLarge`].
 //! - **Inbound**: each endpoint is built together with a `tokio::sync::mpsc::Receiver` of
 //!   [`Inbound`] messages from every peer and every ring.
 //! - **Rings**: every message carries its ring id, so any number of rings share one endpoint
@@ -75,6 +76,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod chunk;
 pub mod codec;
 mod gate;
 mod grpc;

@@ -2,7 +2,7 @@
 //! to each other directly, with injectable faults (one-way link drops, random loss from a
 //! seeded generator, partitions).
 
-use crate::codec::{encoded_len, framed_len, FRAME_OVERHEAD_BYTES};
+use crate::codec::{encoded_len, framed_len};
 use crate::gate::Gate;
 use crate::membership::Membership;
 use crate::stats::TransportStats;
@@ -19,8 +19,10 @@ use tokio::sync::mpsc;
 pub struct MemoryConfig {
     /// Seeds the generator behind [`MemoryNetwork::set_drop_percent`].
     pub seed: u64,
-    /// Largest encoded message `send` accepts; defaults to what a default gRPC frame carries,
-    /// so a message that the gRPC transport would refuse is refused in tests too.
+    /// Largest encoded message `send` accepts; defaults to what a default gRPC endpoint
+    /// carries (in chunks beyond a frame: [`crate::GrpcConfig::message_bytes_max`]), so a
+    /// message that the gRPC transport would refuse is refused in tests too. Messages are
+    /// handed over whole in process, never chunked.
     pub message_bytes_max: u64,
     /// Capacity of each endpoint's inbound channel, in messages. A message that finds the
     /// channel full is dropped and counted in [`TransportStats::dropped_inbound_full`].
@@ -31,7 +33,7 @@ impl Default for MemoryConfig {
     fn default() -> MemoryConfig {
         MemoryConfig {
             seed: 0,
-            message_bytes_max: u64::from(crate::grpc::FRAME_BYTES_MAX_DEFAULT) - FRAME_OVERHEAD_BYTES,
+            message_bytes_max: crate::grpc::CHUNKED_MESSAGE_BYTES_MAX_DEFAULT,
             inbound_queue_messages_max: 8192,
         }
     }

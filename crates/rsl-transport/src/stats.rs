@@ -127,6 +127,16 @@ counters! {
         /// endpoint does not speak (a newer peer that has not spoken down yet, or one too
         /// old or too new to share a version with).
         rejected_version,
+        /// Chunks of messages too large for a frame handed to the network.
+        chunks_sent,
+        /// Chunks of messages too large for a frame received (before they are checked).
+        chunks_received,
+        /// Chunks refused: torn, out of order, inconsistent, over the size limit, from a
+        /// non-member, or reassembling into a message that does not decode or validate.
+        rejected_chunks,
+        /// Messages too large for a frame not queued because an identical copy was already
+        /// waiting or under way for the same peer (a resent accept).
+        chunked_copies_dropped,
     }
 }
 
@@ -143,7 +153,7 @@ mod tests {
         let snapshot = stats.snapshot();
         assert_eq!((snapshot.frames_sent, snapshot.bytes_sent, snapshot.dropped_unreachable), (1, 40, 3));
         let listed: Vec<_> = snapshot.counters().collect();
-        assert_eq!(listed.len(), 22);
+        assert_eq!(listed.len(), 26);
         assert_eq!(listed[0], ("frames_sent", "Frames (batches) handed to the network.", 1));
         assert_eq!(listed[15].0, "dropped_unreachable");
         assert_eq!(listed[15].2, 3);

@@ -75,13 +75,27 @@ pub enum QueueFullPolicy {
 /// Why [`Transport::send`] refused messages. A refused call enqueued none of its messages.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// One message encodes to more bytes than a frame can carry.
+    /// One message encodes to more bytes than the endpoint carries (in chunks, for an
+    /// endpoint that chunks messages too large for a frame).
     #[error("message of {bytes} encoded bytes exceeds the per-message limit of {max} bytes")]
     TooLarge {
         /// Encoded size of the message.
         bytes: u64,
-        /// The largest message a frame can carry.
+        /// The largest message the endpoint carries.
         max: u64,
+    },
+    /// The peer's lane of messages too large for a frame is full and the policy is
+    /// [`QueueFullPolicy::Reject`].
+    #[error(
+        "chunked-message queue for {to} is full ({queued_bytes} bytes queued, {capacity_bytes} allowed)"
+    )]
+    ChunkedQueueFull {
+        /// The receiver.
+        to: NodeId,
+        /// Bytes of chunked messages queued.
+        queued_bytes: u64,
+        /// The lane's bound.
+        capacity_bytes: u64,
     },
     /// No address is registered for the receiver.
     #[error("no address registered for {to}")]

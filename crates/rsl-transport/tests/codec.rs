@@ -195,6 +195,7 @@ fn missing_body_inside_a_batch_names_the_index() {
         to: 2,
         messages: vec![proto::Message::decode(good.as_slice()).unwrap(), proto::Message::default()],
         protocol_version: rsl_transport::PROTOCOL_VERSION,
+        chunks: Vec::new(),
     };
     let error = decode_batch(Bytes::from(batch.encode_to_vec())).unwrap_err();
     assert_eq!(error, DecodeError::Missing { field: "Batch.messages[1].Message.body".to_owned() });

@@ -182,13 +182,20 @@ async fn non_member_messages_are_rejected_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_messages_are_refused_on_send_and_on_receive() {
-    let small = GrpcConfig { frame_bytes_max: 64 * 1024, ..fast_config() };
+    let small = GrpcConfig {
+        frame_bytes_max: 64 * 1024,
+        chunk_bytes: 16 * 1024,
+        chunked_message_bytes_max: 256 * 1024,
+        ..fast_config()
+    };
     let [(a, _a_in), (b, mut b_in)] = pair(small.clone()).await;
-    let error = a.send(NodeId(2), vec![accept(1, 1, 2, 1, 100), accept(1, 1, 2, 2, 100 * 1024)]).unwrap_err();
+    let error = a.send(NodeId(2), vec![accept(1, 1, 2, 1, 100), accept(1, 1, 2, 2, 300 * 1024)]).unwrap_err();
     let SendError::TooLarge { bytes, max } = error else { panic!("expected TooLarge, got {error}") };
-    assert!(bytes > 100 * 1024);
+    assert!(bytes > 300 * 1024);
     assert_eq!(max, small.message_bytes_max());
+    assert_eq!(max, 256 * 1024);
     assert_eq!(a.stats().snapshot().messages_sent, 0);
+    let max = small.frame_message_bytes_max();
     // The largest message that fits goes through alone.
     let fits = accept(1, 1, 2, 3, (max - 64) as usize);
     assert!(rsl_transport::codec::encoded_len(&fits) <= max);
@@ -235,6 +242,7 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
         to: 2,
         messages: vec![missing_body, bad_configuration, spoofed, good],
         protocol_version: 0,
+        chunks: Vec::new(),
     };
     let summary = client.stream(futures_util::stream::iter(vec![batch])).await.unwrap().into_inner();
     assert_eq!((summary.batches, summary.messages), (1, 1));
@@ -249,6 +257,7 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
         to: 99,
         messages: vec![message_to_proto(&heartbeat(1, 1, 99, 1))],
         protocol_version: rsl_transport::PROTOCOL_VERSION,
+        chunks: Vec::new(),
     };
     let status = client.stream(futures_util::stream::iter(vec![misrouted])).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
@@ -266,6 +275,7 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
         to: 2,
         messages: vec![message_to_proto(&heartbeat(1, 1, 2, 8))],
         protocol_version: rsl_transport::PROTOCOL_VERSION,
+        chunks: Vec::new(),
     };
     client.stream(futures_util::stream::iter(vec![again])).await.unwrap();
     assert_eq!(sent_at(&receive(&mut b_in, 1).await[0]), 8);
@@ -277,6 +287,7 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
         to: 2,
         messages: vec![message_to_proto(&heartbeat(1, 1, 2, 9))],
         protocol_version: rsl_transport::PROTOCOL_VERSION + 1,
+        chunks: Vec::new(),
     };
     let status = client.stream(futures_util::stream::iter(vec![newer])).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");

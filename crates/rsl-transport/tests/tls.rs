@@ -67,6 +67,7 @@ async fn try_client(
         to: 2,
         messages: vec![message_to_proto(&heartbeat(1, from, 2, 7))],
         protocol_version: rsl_transport::PROTOCOL_VERSION,
+        chunks: Vec::new(),
     };
     let mut client = ReplicationClient::new(channel);
     client.stream(futures_util::stream::iter(vec![batch])).await.map(|_| ())

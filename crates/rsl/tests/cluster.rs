@@ -222,16 +222,13 @@ async fn two_rings_share_three_runtimes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_request_is_rejected_with_a_clear_error() {
     let mut cluster = Cluster::new(3);
-    cluster.start_ring(RING, |config| config.batch_bytes_max = 1024).await;
+    cluster.start_ring(RING, |config| config.request_bytes_max = 1024).await;
     cluster.replicate(RING, 1).await;
     let primary = cluster.primary(RING).await;
     let error = primary.replicate(vec![0u8; 2000]).await.expect_err("too large");
-    assert_eq!(
-        error,
-        ReplicateError::TooLarge { bytes: 2000 + rsl::core::REQUEST_OVERHEAD_BYTES, max: 1024 }
-    );
+    assert_eq!(error, ReplicateError::TooLarge { bytes: 2000, max: 1024 });
     let message = error.to_string();
-    assert!(message.contains("2024 bytes") && message.contains("batch_bytes_max of 1024"), "{message}");
+    assert!(message.contains("2000 bytes") && message.contains("request_bytes_max of 1024"), "{message}");
     // The ring is unaffected.
     assert_eq!(cluster.replicate(RING, 2).await, Tally::of([1, 2]));
     cluster.shutdown().await;

@@ -9,6 +9,7 @@ use crate::time::{Micros, Time};
 use crate::types::{Ballot, Configuration, NodeId, Proposal, Slot};
 
 use super::fetch_window::{FetchWindow, WindowLimits};
+use super::large::LargeWindow;
 use super::{Replica, Timer};
 
 /// The chosen watermark a primary reported, with that primary's ballot. Only a primary's
@@ -95,6 +96,7 @@ impl Replica {
             // Elected while the fetch was under way: the slots the checkpoint covers are
             // chosen (our re-proposals of them can only carry the chosen values).
             primary.in_flight.retain(|s, _| *s > slot);
+            primary.large = LargeWindow::of(primary.in_flight.values());
             primary.next_slot = primary.next_slot.max(slot.next());
             postcondition!(primary.in_flight.keys().next().is_none_or(|&s| s == slot.next()));
         }

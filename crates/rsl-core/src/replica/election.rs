@@ -291,6 +291,7 @@ impl Replica {
             ballot,
             next_slot: plan.first,
             in_flight: Default::default(),
+            large: Default::default(),
             recovery_end: plan.last,
             queue: Default::default(),
             progress,

@@ -2,6 +2,7 @@
 //! contracts builds (tests, the simulator, `cargo xtask contracts`) and compiled away in
 //! release. The sub-state types check their own; this file ties them together.
 
+use super::large::LargeWindow;
 use super::mutation::Mutation;
 use super::role::RoleState;
 use super::Replica;
@@ -32,6 +33,13 @@ impl Replica {
                 invariant!(primary.next_slot > self.log.chosen());
                 invariant!(primary.in_flight.keys().all(|&s| s > self.log.chosen() && s < primary.next_slot));
                 primary.queue.check_invariants();
+                invariant!(
+                    primary.large == LargeWindow::of(primary.in_flight.values()),
+                    "large window count"
+                );
+                invariant!(
+                    primary.large.slots <= self.config.pipeline_depth.max(primary.in_flight.len() as u64)
+                );
                 invariant!(primary.queue.len() as u64 <= self.config.proposal_queue_max);
             }
             RoleState::Candidate(candidate) => {

@@ -15,8 +15,10 @@
 //! primary's phase 2: batching, proposing, counting votes, heartbeats and the read lease)
 //! and [`acceptor`] (phase 2 on every replica: accepting and learning what is chosen);
 //! [`catch_up`] (status, fetches, checkpoint installs); [`reconfiguration`];
-//! [`relinquish`] (handing primacy over); [`apply`] (handing chosen values to the state
-//! machine) and [`checkpointing`] (when to checkpoint, who saves, copies, truncation); [`validate`] (peer input); [`invariants`] (the
+//! [`relinquish`] (handing primacy over); [`large`] (requests over `batch_bytes_max`, a
+//! slot of their own in a window of their own); [`apply`] (handing chosen values to the state
+//! machine) and [`checkpointing`] (when to checkpoint, who saves, copies, truncation);
+//! [`validate`] (peer input); [`invariants`] (the
 //! O(n) contracts); [`mutation`] (seeded bugs for the simulator).
 
 mod acceptor;
@@ -26,6 +28,7 @@ mod checkpointing;
 mod election;
 mod fetch_window;
 mod invariants;
+mod large;
 mod log;
 mod mutation;
 mod persist;
@@ -417,8 +420,13 @@ impl Replica {
     }
 
     /// Stages `proposal` into this step's write and records it in the log; returns the
-    /// write's ticket.
+    /// write's ticket. A large value (`large.rs`) gets a write of its own, so one log record
+    /// holds at most one.
     fn stage_proposal(&mut self, proposal: Proposal, chosen: bool) -> u64 {
+        let large = large::large_value_bytes(&proposal.value, self.config.batch_bytes_max).is_some();
+        if large {
+            self.flush_staged();
+        }
         // Chosen values (fetched) carry whatever ballot chose them; everything else is
         // accepted at the promise or above it (the seeded promise bugs break this on purpose).
         safety!(
@@ -436,6 +444,9 @@ impl Replica {
         staged.proposals.push(proposal.clone());
         let ticket = staged.ticket;
         self.log.record(proposal, ticket, chosen);
+        if large {
+            self.flush_staged();
+        }
         ticket
     }
 

@@ -8,6 +8,7 @@ use crate::message::MessageBody;
 use crate::time::Time;
 use crate::types::{Ballot, Configuration, NodeId, Proposal, Request, Slot, Value};
 
+use super::large::large_value_bytes;
 use super::mutation::Mutation;
 use super::role::{BatchLimits, InFlight, NextBatch};
 use super::{Replica, Timer};
@@ -65,10 +66,13 @@ impl Replica {
         Ok(chosen)
     }
 
-    /// Adds one request to the primary's queue, or says why not.
+    /// Adds one request to the primary's queue (a large one to its own lane), or says why
+    /// not.
     fn enqueue(&mut self, request: Request) -> Result<(), ProposeError> {
         let hint = self.primary_hint();
         let batch_bytes_max = self.config.batch_bytes_max;
+        let request_bytes_max = self.config.request_bytes_max;
+        let large_bytes_max = self.config.large_bytes_in_flight_max;
         let queue_max = self.config.proposal_queue_max;
         let Some(primary) = self.role.primary_mut() else {
             return Err(ProposeError::NotPrimary { hint });
@@ -76,14 +80,18 @@ impl Replica {
         if let Some(target) = primary.relinquish_to {
             return Err(ProposeError::Relinquishing { target });
         }
-        let bytes = request.size_bytes();
-        if bytes > batch_bytes_max {
-            return Err(ProposeError::TooLarge { bytes, max: batch_bytes_max });
+        let payload = request.payload.len() as u64;
+        if payload > request_bytes_max {
+            return Err(ProposeError::TooLarge { bytes: payload, max: request_bytes_max });
         }
         if primary.queue.len() as u64 >= queue_max {
             return Err(ProposeError::Busy { queued: primary.queue.len() as u64, max: queue_max });
         }
-        primary.queue.push(request, self.now);
+        if request.size_bytes() > batch_bytes_max {
+            primary.queue.large.push(request, large_bytes_max)?;
+        } else {
+            primary.queue.push(request, self.now);
+        }
         self.stats.requests_proposed += 1;
         Ok(())
     }
@@ -99,8 +107,14 @@ impl Replica {
     }
 
     /// Opens slots while the pipeline has room: a pending configuration change first, then
-    /// batches of queued requests (a partial batch lingers up to `batch_linger_us`).
+    /// batches of queued requests (a partial batch lingers up to `batch_linger_us`), and
+    /// large requests in their own window (`large.rs`).
     pub(super) fn propose_queued(&mut self) {
+        self.propose_batches();
+        self.propose_large();
+    }
+
+    fn propose_batches(&mut self) {
         let depth = self.config.pipeline_depth;
         let limits = BatchLimits {
             requests_max: self.config.batch_requests_max as usize,
@@ -119,7 +133,7 @@ impl Replica {
                 return;
             }
             if primary.pending_change.is_some() && primary.relinquish_to.is_none() {
-                if primary.in_flight.len() as u64 >= depth {
+                if primary.small_in_flight() >= depth {
                     return;
                 }
                 let members = primary.pending_change.take().unwrap_or_default();
@@ -133,11 +147,11 @@ impl Replica {
                 }
                 return;
             }
-            if primary.relinquish_to.is_some() || primary.queue.len() == 0 {
+            if primary.relinquish_to.is_some() || primary.queue.batches_empty() {
                 self.timers.cancel(Timer::BatchLinger);
                 return;
             }
-            if primary.in_flight.len() as u64 >= depth {
+            if primary.small_in_flight() >= depth {
                 return;
             }
             match primary.queue.next_batch(now, limits) {
@@ -160,11 +174,14 @@ impl Replica {
         precondition!(ballot == self.promised, "a primary proposes only at its own promise");
         precondition!(slot > self.log.chosen(), "slot {slot} is already chosen here");
         precondition!(!primary.in_flight.contains_key(&slot));
+        let large_bytes = large_value_bytes(&value, self.config.batch_bytes_max).unwrap_or(0);
         let ticket = self.stage_proposal(Proposal { ballot, slot, value: value.clone() }, false);
         let votes = if self.mutated(Mutation::CountVoteBeforePersist) { 1 << me } else { 0 };
         let now = self.now;
         let primary = self.role.primary_mut().expect("still primary");
-        primary.in_flight.insert(slot, InFlight { votes, self_ticket: ticket, sent_at: now });
+        let flight = InFlight { votes, self_ticket: ticket, sent_at: now, large_bytes, resends: 0 };
+        primary.large.add(&flight);
+        primary.in_flight.insert(slot, flight);
         primary.next_slot = slot.next();
         self.stats.slots_proposed += 1;
         let chosen = self.log.chosen();
@@ -197,7 +214,9 @@ impl Replica {
                 break;
             }
             invariant!(slot == self.log.chosen().next(), "in-flight slots start right after chosen");
-            primary.in_flight.remove(&slot);
+            if let Some(flight) = primary.in_flight.remove(&slot) {
+                primary.large.remove(&flight);
+            }
             self.log.advance_chosen();
             self.stats.slots_chosen += 1;
         }
@@ -217,7 +236,8 @@ impl Replica {
     }
 
     /// Primary: heartbeats every member and retransmits accepts that live members have not
-    /// answered within a heartbeat interval.
+    /// answered within a heartbeat interval (a large value's within a longer, growing wait:
+    /// `large.rs`).
     pub(super) fn on_heartbeat_timer(&mut self) {
         let Some(primary) = self.role.primary() else { return };
         let ballot = primary.ballot;
@@ -226,15 +246,21 @@ impl Replica {
         self.broadcast(MessageBody::Heartbeat { ballot, chosen, sent_at: now });
         let interval = self.config.heartbeat_interval();
         let live_since = now.minus(self.config.election_delay_min());
+        let Some(primary) = self.role.primary() else { return };
+        let due: Vec<Slot> = primary
+            .in_flight
+            .iter()
+            .filter(|(_, flight)| self.resend_due(flight, now))
+            .map(|(slot, _)| *slot)
+            .collect();
         let members = &self.membership.configuration.members;
         let mut resend: Vec<(NodeId, MessageBody)> = Vec::new();
         let Some(primary) = self.role.primary_mut() else { return };
         let me = primary.progress.me();
-        for (slot, flight) in primary.in_flight.iter_mut() {
-            if now.since(flight.sent_at) < interval {
-                continue;
-            }
+        for slot in &due {
+            let Some(flight) = primary.in_flight.get_mut(slot) else { continue };
             flight.sent_at = now;
+            flight.resends = flight.resends.saturating_add(1);
             let Some(entry) = self.log.get(*slot) else { continue };
             for (i, &member) in members.iter().enumerate() {
                 if i != me && flight.votes & (1 << i) == 0 && primary.progress.is_live(i, live_since) {

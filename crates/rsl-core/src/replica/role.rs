@@ -7,6 +7,7 @@ use crate::action::Role;
 use crate::time::{Micros, Time};
 use crate::types::{Ballot, NodeId, Proposal, Request, RequestId, Slot};
 
+use super::large::{LargeQueue, LargeWindow};
 use super::progress::Progress;
 
 /// The role and its state.
@@ -126,6 +127,8 @@ pub(super) struct PrimaryState {
     pub(super) next_slot: Slot,
     /// Unchosen slots this primary proposed, by slot.
     pub(super) in_flight: BTreeMap<Slot, InFlight>,
+    /// The large slots among them (`large.rs`): outside the `pipeline_depth` window.
+    pub(super) large: LargeWindow,
     /// Inherited slots are re-proposed up to here; lease reads wait until it is chosen.
     pub(super) recovery_end: Slot,
     /// Requests waiting for a slot.
@@ -150,11 +153,25 @@ pub(super) struct InFlight {
     pub(super) self_ticket: u64,
     /// When the accept was last sent to members that had not voted.
     pub(super) sent_at: Time,
+    /// The value's bytes if it is large (`large.rs`), else zero.
+    pub(super) large_bytes: u64,
+    /// Times the accept was sent again.
+    pub(super) resends: u32,
 }
 
-/// Requests waiting at the primary for a slot, in arrival order.
+impl PrimaryState {
+    /// In-flight slots of batches (and other small values): the `pipeline_depth` window.
+    pub(super) fn small_in_flight(&self) -> u64 {
+        self.in_flight.len() as u64 - self.large.slots
+    }
+}
+
+/// Requests waiting at the primary for a slot, in arrival order; large ones in a lane of
+/// their own.
 #[derive(Debug, Default)]
 pub(super) struct ProposalQueue {
+    /// Large requests (`large.rs`), proposed one per slot as their window allows.
+    pub(super) large: LargeQueue,
     requests: VecDeque<Request>,
     /// Their bytes, counted by [`Request::size_bytes`].
     bytes: u64,
@@ -182,9 +199,14 @@ pub(super) enum NextBatch {
 }
 
 impl ProposalQueue {
-    /// Requests waiting.
+    /// Requests waiting, large ones included.
     pub(super) fn len(&self) -> usize {
-        self.requests.len()
+        self.requests.len() + self.large.len()
+    }
+
+    /// Whether no request of a batch waits.
+    pub(super) fn batches_empty(&self) -> bool {
+        self.requests.is_empty()
     }
 
     /// Adds a request that arrived at `now`.
@@ -200,7 +222,8 @@ impl ProposalQueue {
     pub(super) fn drain_ids(&mut self) -> Vec<RequestId> {
         self.bytes = 0;
         self.since = None;
-        self.requests.drain(..).map(|r| r.id).collect()
+        let large: Vec<RequestId> = self.large.drain_ids().collect();
+        self.requests.drain(..).map(|r| r.id).chain(large).collect()
     }
 
     /// Cuts the next batch at `now`: a full batch at once, a partial one after it lingered.
@@ -231,6 +254,7 @@ impl ProposalQueue {
     /// The O(n) check of the byte count, for contracts builds.
     pub(super) fn check_invariants(&self) {
         invariant!(self.requests.iter().map(Request::size_bytes).sum::<u64>() == self.bytes);
+        self.large.check_invariants();
     }
 }
 

@@ -65,7 +65,9 @@ impl Redirects {
         match error {
             ReplicateError::NotPrimary { hint } => self.not_primary(hint, "write refused"),
             ReplicateError::TooLarge { .. } => Status::invalid_argument(error.to_string()),
-            ReplicateError::Busy { .. } => Status::resource_exhausted(error.to_string()),
+            ReplicateError::Busy { .. } | ReplicateError::LargeBusy { .. } => {
+                Status::resource_exhausted(error.to_string())
+            }
             ReplicateError::Timeout { .. } => Status::deadline_exceeded(error.to_string()),
             ReplicateError::OutcomeUnknown { .. } | ReplicateError::Shutdown { .. } => {
                 Status::unavailable(error.to_string())

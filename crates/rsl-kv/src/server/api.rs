@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::answers::{self, write_id};
 use super::guard::{Gate, Guarded};
 use super::service::KvService;
-use super::{client_tls, stream, ServerError, CLIENT_MESSAGE_BYTES_MAX};
+use super::{client_tls, stream, ServerError, CLIENT_MESSAGE_BYTES_MIN};
 use crate::auth::{Access, Authenticator};
 use crate::command::Write;
 use crate::config::ServerConfig;
@@ -26,6 +26,8 @@ pub(super) struct ClientApi {
     node: rsl::NodeId,
     builder: tonic::transport::Server,
     gate: Gate,
+    /// Largest client API message: room for the largest write the ring takes.
+    message_bytes_max: usize,
 }
 
 impl ClientApi {
@@ -43,7 +45,11 @@ impl ClientApi {
             );
         }
         let gate = Gate::new(config.auth.as_ref().map(Authenticator::new));
-        Ok(ClientApi { node, builder, gate })
+        let request_bytes_max = config.ring_config().request_bytes_max;
+        let message_bytes_max = usize::try_from(request_bytes_max + (1 << 20))
+            .unwrap_or(usize::MAX)
+            .max(CLIENT_MESSAGE_BYTES_MIN);
+        Ok(ClientApi { node, builder, gate, message_bytes_max })
     }
 
     /// Serves `service` on `listener`, every call through the gate, until `stopped` turns
@@ -54,10 +60,10 @@ impl ClientApi {
         listener: TcpListener,
         mut stopped: watch::Receiver<bool>,
     ) {
-        let ClientApi { node, builder, gate } = self;
+        let ClientApi { node, builder, gate, message_bytes_max } = self;
         let service = KvServer::new(service)
-            .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+            .max_decoding_message_size(message_bytes_max)
+            .max_encoding_message_size(message_bytes_max);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let signal = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -152,4 +158,4 @@ impl Kv for KvService {
 
 /// Bytes of a snapshot per message, well under the client API's message limit.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
-const _: () = assert!(SNAPSHOT_CHUNK_BYTES + 1024 < CLIENT_MESSAGE_BYTES_MAX);
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES + 1024 < super::CLIENT_MESSAGE_BYTES_MIN);

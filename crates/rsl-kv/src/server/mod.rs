@@ -38,8 +38,9 @@ use service::KvService;
 
 /// How long the client API and the transport get to finish in-flight calls at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Largest client API message (a value is at most 512 KiB).
-const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
+/// Smallest bound on a client API message; the bound is `tuning.request_bytes_max` plus
+/// 1 MiB when that is more (a stream frame of many small operations needs this much).
+const CLIENT_MESSAGE_BYTES_MIN: usize = 4 << 20;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -15,10 +15,12 @@ pub(super) async fn open_storage(config: &ServerConfig) -> Result<Storage, Serve
         LogBackend::File => Ok(Storage::File(FileStorage::new(dir))),
         LogBackend::Pmem => {
             let options = PmemOptions {
-                capacity_bytes: config
-                    .tuning
-                    .pmem_capacity_bytes
-                    .unwrap_or(PmemOptions::default().capacity_bytes),
+                // By default, room for two records of the largest request.
+                capacity_bytes: config.tuning.pmem_capacity_bytes.unwrap_or(
+                    PmemOptions::default()
+                        .capacity_bytes
+                        .max(2 * config.ring_config().request_bytes_max + (4 << 20)),
+                ),
                 dax: false,
                 log_id: u128::from(config.ring.0),
             };

@@ -20,8 +20,13 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 /// Bytes of a record frame's header.
 pub const RECORD_HEADER_BYTES: u64 = 32;
-/// Largest record payload accepted.
-pub const RECORD_PAYLOAD_BYTES_MAX: u64 = 64 << 20;
+/// Largest record payload accepted: a persist request carrying one value of the largest
+/// request a ring may accept (`rsl_core::REQUEST_BYTES_MAX`), with room to spare for its
+/// framing; or one carrying many small values (a fetch reply, a takeover's re-proposals).
+pub const RECORD_PAYLOAD_BYTES_MAX: u64 = rsl_core::REQUEST_BYTES_MAX + (1 << 20);
+
+const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX >= 64 << 20, "records of earlier versions stay readable");
+const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX < u32::MAX as u64, "the frame's length field is 32 bits");
 /// Records start at multiples of this.
 pub const RECORD_ALIGNMENT: u64 = 8;
 /// Smallest allowed `segment_bytes_max` (tests use tiny segments to rotate often).

@@ -46,7 +46,7 @@ impl Network {
         for (to, messages) in std::mem::take(&mut self.outbox) {
             match self.transport.send(to, messages) {
                 Ok(()) => {}
-                Err(error @ SendError::QueueFull { .. }) => {
+                Err(error @ (SendError::QueueFull { .. } | SendError::ChunkedQueueFull { .. })) => {
                     // Loss the protocol tolerates: retransmission and catch-up cover it.
                     RingCounters::bump(&counters.send_errors);
                     tracing::debug!(ring = self.ring.0, node = %self.node, %to, %error, "transport refused messages");

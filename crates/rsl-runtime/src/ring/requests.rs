@@ -255,5 +255,6 @@ fn propose_error(error: ProposeError) -> ReplicateError {
         ProposeError::Relinquishing { target } => ReplicateError::NotPrimary { hint: Some(target) },
         ProposeError::Busy { queued, max } => ReplicateError::Busy { queued, max },
         ProposeError::TooLarge { bytes, max } => ReplicateError::TooLarge { bytes, max },
+        ProposeError::LargeBusy { queued_bytes, max } => ReplicateError::LargeBusy { queued_bytes, max },
     }
 }

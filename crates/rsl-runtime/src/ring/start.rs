@@ -59,6 +59,7 @@ impl RingTask {
             Err(_) => return Err(StartError::RuntimeShutDown),
         };
         let Opened { log, mut durable, checkpoints, report } = opened;
+        check_record_limit(&config, log.record_bytes_max())?;
         durable.checkpoint = checkpoint;
         durable.configuration = configuration;
         let recovery = Recovery {
@@ -144,6 +145,28 @@ impl RingTask {
             admitted: admitted.into_iter().collect(),
         })
     }
+}
+
+/// Bytes a persist record adds around the one large value it carries, at most (ticket,
+/// promise, watermark, ballot, slot, request id and length prefixes), with room to spare.
+const RECORD_OVERHEAD_BYTES: u64 = 4096;
+
+/// Refuses a ring whose largest request would not fit one record of its log store: the
+/// first such request would poison the store and stop the ring.
+fn check_record_limit(config: &rsl_core::Config, record_bytes_max: u64) -> Result<(), StartError> {
+    let largest = rsl_core::Value::large_size_bytes(config.request_bytes_max);
+    if largest.saturating_add(RECORD_OVERHEAD_BYTES) <= record_bytes_max {
+        return Ok(());
+    }
+    let reason = format!(
+        "{} bytes: a request that large needs a log record of {} bytes, and the log store takes \
+         records of at most {record_bytes_max} bytes (a persistent-memory log's capacity bounds \
+         them); lower request_bytes_max or enlarge the log",
+        config.request_bytes_max,
+        largest + RECORD_OVERHEAD_BYTES
+    );
+    let source = rsl_core::ConfigError::Invalid { field: "request_bytes_max", reason };
+    Err(StartError::Config { ring: config.ring, source })
 }
 
 /// Storage opened and a state machine loaded from its newest valid checkpoint.

@@ -158,9 +158,11 @@ impl Simulation {
                     Err(ProposeError::Relinquishing { target }) => {
                         self.reply(client, attempt, ClientReply::Redirect(Some(target)))
                     }
-                    Err(ProposeError::Busy { .. } | ProposeError::TooLarge { .. }) => {
-                        self.reply(client, attempt, ClientReply::Retry)
-                    }
+                    Err(
+                        ProposeError::Busy { .. }
+                        | ProposeError::TooLarge { .. }
+                        | ProposeError::LargeBusy { .. },
+                    ) => self.reply(client, attempt, ClientReply::Retry),
                 }
             }
             ClientRequest::LeaseRead { key } => match replica.handle_read(now) {

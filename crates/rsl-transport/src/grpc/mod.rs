@@ -12,10 +12,11 @@ mod tls;
 pub use tls::{certificate_node, node_uri, CertificateIdentityError, TlsConfig, NODE_URI_PREFIX};
 
 use crate::checkpoint::{CheckpointFetcher, CheckpointSource};
+use crate::chunk::{ChunkHeader, CHUNK_OVERHEAD_BYTES};
 use crate::codec::{message_to_proto, FRAME_OVERHEAD_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use crate::gate::Gate;
 use crate::membership::Membership;
-use crate::queue::{PeerQueue, QueueLimits, Queued};
+use crate::queue::{Chunked, PeerQueue, QueueLimits, Queued};
 use crate::stats::TransportStats;
 use crate::transport::{AddressError, Inbound, PeerAddress, QueueFullPolicy, SendError, Transport};
 use parking_lot::{Mutex, RwLock};
@@ -23,7 +24,7 @@ use prost::Message as _;
 use rsl_core::{Message, NodeId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -39,7 +40,22 @@ pub const FRAME_BYTES_MIN: u32 = 1024;
 /// Largest accepted [`GrpcConfig::frame_bytes_max`]: 1 GiB.
 pub const FRAME_BYTES_MAX: u32 = 1 << 30;
 
+/// Default [`GrpcConfig::chunk_bytes`]: 1 MiB.
+pub const CHUNK_BYTES_DEFAULT: u32 = 1 << 20;
+
+/// Default [`GrpcConfig::chunked_message_bytes_max`]: 512 MiB, room for a promise or fetch
+/// reply carrying values of up to `rsl_core::REQUEST_BYTES_MAX` bytes.
+pub const CHUNKED_MESSAGE_BYTES_MAX_DEFAULT: u64 = 512 << 20;
+
+/// Largest accepted [`GrpcConfig::chunked_message_bytes_max`]: 4 GiB.
+pub const CHUNKED_MESSAGE_BYTES_MAX: u64 = 4 << 30;
+
 const _: () = assert!(FRAME_BYTES_MIN as u64 > 4 * FRAME_OVERHEAD_BYTES);
+const _: () = assert!(CHUNKED_MESSAGE_BYTES_MAX_DEFAULT >= 2 * rsl_core::REQUEST_BYTES_MAX);
+const _: () = assert!(
+    CHUNK_BYTES_DEFAULT as u64 + crate::chunk::CHUNK_OVERHEAD_BYTES <= FRAME_BYTES_MAX_DEFAULT as u64 / 2
+);
+const _: () = assert!(FRAME_BYTES_MIN as u64 / 2 >= CHUNK_OVERHEAD_BYTES + 256);
 const _: () =
     assert!(FRAME_BYTES_MIN <= FRAME_BYTES_MAX_DEFAULT && FRAME_BYTES_MAX_DEFAULT <= FRAME_BYTES_MAX);
 
@@ -47,10 +63,22 @@ const _: () =
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrpcConfig {
     /// Largest encoded frame (one `Batch`) sent or accepted; tonic's
-    /// `max_encoding_message_size` and `max_decoding_message_size`. A single message may be
-    /// up to `frame_bytes_max - FRAME_OVERHEAD_BYTES` bytes; a larger one is refused with
-    /// [`SendError::TooLarge`].
+    /// `max_encoding_message_size` and `max_decoding_message_size`. A message of up to
+    /// `frame_bytes_max - FRAME_OVERHEAD_BYTES` bytes travels whole; a larger one in chunks
+    /// (see [`crate::chunk`]), up to `chunked_message_bytes_max`.
     pub frame_bytes_max: u32,
+    /// Data bytes per chunk of a message too large for a frame, at least 256. Capped so a
+    /// chunk with its framing takes at most half a frame: every frame has room for whole
+    /// messages beside one chunk.
+    pub chunk_bytes: u32,
+    /// Largest encoded message sent or accepted in chunks; a larger one is refused with
+    /// [`SendError::TooLarge`] on send, and its first chunk is refused (and counted in
+    /// [`TransportStats::rejected_chunks`]) on receipt. Also what one inbound stream may
+    /// buffer while reassembling.
+    pub chunked_message_bytes_max: u64,
+    /// Most bytes of chunked messages waiting in one peer's outbound queue (a lone message
+    /// always fits); [`GrpcConfig::queue_full`] says what happens beyond.
+    pub peer_queue_chunked_bytes_max: u64,
     /// Most messages in one frame.
     pub batch_messages_max: u32,
     /// Most messages waiting in one peer's outbound queue.
@@ -91,6 +119,9 @@ impl Default for GrpcConfig {
     fn default() -> GrpcConfig {
         GrpcConfig {
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            chunk_bytes: CHUNK_BYTES_DEFAULT,
+            chunked_message_bytes_max: CHUNKED_MESSAGE_BYTES_MAX_DEFAULT,
+            peer_queue_chunked_bytes_max: 256 << 20,
             batch_messages_max: 1024,
             peer_queue_messages_max: 16 * 1024,
             peer_queue_bytes_max: 64 << 20,
@@ -120,9 +151,20 @@ pub struct ConfigError {
 }
 
 impl GrpcConfig {
-    /// The largest encoded message `send` accepts.
-    pub fn message_bytes_max(&self) -> u64 {
+    /// The largest encoded message that travels whole, in one frame.
+    pub fn frame_message_bytes_max(&self) -> u64 {
         u64::from(self.frame_bytes_max) - FRAME_OVERHEAD_BYTES
+    }
+
+    /// The largest encoded message `send` accepts (in chunks beyond a frame).
+    pub fn message_bytes_max(&self) -> u64 {
+        self.chunked_message_bytes_max.max(self.frame_message_bytes_max())
+    }
+
+    /// Data bytes per chunk: `chunk_bytes`, capped at half a frame less a chunk's framing.
+    pub fn effective_chunk_bytes(&self) -> u64 {
+        let half_frame = u64::from(self.frame_bytes_max) / 2;
+        u64::from(self.chunk_bytes).min(half_frame - CHUNK_OVERHEAD_BYTES)
     }
 
     /// Checks every field against its range.
@@ -137,6 +179,14 @@ impl GrpcConfig {
         let frame = self.frame_bytes_max;
         check((FRAME_BYTES_MIN..=FRAME_BYTES_MAX).contains(&frame), "frame_bytes_max", || {
             format!("{frame} not in {FRAME_BYTES_MIN}..={FRAME_BYTES_MAX}")
+        })?;
+        check(self.chunk_bytes >= 256, "chunk_bytes", || format!("{} is below 256", self.chunk_bytes))?;
+        let chunked = self.chunked_message_bytes_max;
+        check(chunked <= CHUNKED_MESSAGE_BYTES_MAX, "chunked_message_bytes_max", || {
+            format!("{chunked} exceeds {CHUNKED_MESSAGE_BYTES_MAX}")
+        })?;
+        check(self.peer_queue_chunked_bytes_max > 0, "peer_queue_chunked_bytes_max", || {
+            "must be at least 1".to_owned()
         })?;
         check(self.batch_messages_max > 0, "batch_messages_max", || "must be at least 1".to_owned())?;
         check(self.peer_queue_messages_max >= self.batch_messages_max, "peer_queue_messages_max", || {
@@ -178,6 +228,8 @@ impl GrpcConfig {
             batch_messages_max: u64::from(self.batch_messages_max),
             frame_bytes_max: u64::from(self.frame_bytes_max),
             policy: self.queue_full,
+            chunked_bytes_max: self.peer_queue_chunked_bytes_max,
+            chunk_bytes: self.effective_chunk_bytes(),
         }
     }
 }
@@ -288,6 +340,7 @@ impl GrpcBuilder {
             peers: RwLock::new(HashMap::new()),
             endpoints: fetcher::Endpoints::default(),
             checkpoint_source,
+            next_message_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             shutdown,
             server: Mutex::new(Some(server)),
@@ -330,7 +383,9 @@ impl Drop for PeerEntry {
 ///
 /// # Outbound
 /// [`Transport::send`] converts messages to protobuf, checks each against the per-message
-/// limit and pushes them on the peer's bounded queue without blocking. One task per peer
+/// limit and pushes them on the peer's bounded queue without blocking; a message too large
+/// for a frame is encoded once and waits in the queue's chunked lane, leaving one chunk
+/// per frame beside the whole messages ([`crate::chunk`]). One task per peer
 /// owns the connection: it connects when there is something to send, then serves the
 /// call's request stream from the queue. Batches are built lazily, when HTTP/2 flow control
 /// lets the stream take another frame, so a busy peer gets fuller frames (up to
@@ -346,6 +401,9 @@ impl Drop for PeerEntry {
 /// [`Membership`] table; then it is decoded and validated
 /// ([`crate::codec::message_from_proto`]) and sent to the inbound channel, waiting for
 /// room, so a slow runtime pushes back through HTTP/2 flow control instead of dropping.
+/// Chunks are checked the same way (sender, ring membership) before they are buffered, put
+/// back together by one [`crate::chunk::Reassembler`] per stream, and the whole message is
+/// decoded and validated before delivery; a bad chunk is dropped and counted.
 ///
 /// # Checkpoint transfer
 /// The same server also answers `CheckpointTransfer.Fetch` (see [`crate::checkpoint`]):
@@ -373,6 +431,8 @@ pub struct GrpcTransport {
     /// Every peer's endpoint, for checkpoint fetches (which open connections of their own).
     endpoints: fetcher::Endpoints,
     checkpoint_source: checkpoint::SharedSource,
+    /// Numbers chunked messages (unique per endpoint, hence per link).
+    next_message_id: AtomicU64,
     closed: AtomicBool,
     shutdown: watch::Sender<bool>,
     server: Mutex<Option<JoinHandle<()>>>,
@@ -459,26 +519,35 @@ impl GrpcTransport {
         Ok(endpoint)
     }
 
-    fn encode(&self, to: NodeId, messages: Vec<Message>) -> Result<Vec<Queued>, SendError> {
+    /// Converts `messages` for `to`'s queue: whole messages, and those too large for a
+    /// frame encoded for chunking. Refuses the call if any message is refused.
+    fn encode(&self, to: NodeId, messages: Vec<Message>) -> Result<(Vec<Queued>, Vec<Chunked>), SendError> {
         let local = self.gate.local;
+        let whole_max = self.config.frame_message_bytes_max();
         let max = self.config.message_bytes_max();
-        messages
-            .iter()
-            .map(|message| {
-                if message.from != local {
-                    return Err(SendError::WrongSender { local, message_from: message.from });
-                }
-                if message.to != to {
-                    return Err(SendError::WrongReceiver { to, message_to: message.to });
-                }
-                let proto = message_to_proto(message);
-                let bytes = proto.encoded_len() as u64;
-                if bytes > max {
-                    return Err(SendError::TooLarge { bytes, max });
-                }
-                Ok(Queued { message: proto, encoded_len: bytes })
-            })
-            .collect()
+        let mut whole = Vec::new();
+        let mut chunked = Vec::new();
+        for message in &messages {
+            if message.from != local {
+                return Err(SendError::WrongSender { local, message_from: message.from });
+            }
+            if message.to != to {
+                return Err(SendError::WrongReceiver { to, message_to: message.to });
+            }
+            let proto = message_to_proto(message);
+            let bytes = proto.encoded_len() as u64;
+            if bytes > max {
+                return Err(SendError::TooLarge { bytes, max });
+            }
+            if bytes <= whole_max {
+                whole.push(Queued { message: proto, encoded_len: bytes });
+            } else {
+                let message_id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
+                let header = ChunkHeader { ring: message.ring, from: local, to, message_id };
+                chunked.push(Chunked { header, encoded: proto.encode_to_vec().into() });
+            }
+        }
+        Ok((whole, chunked))
     }
 }
 
@@ -498,8 +567,8 @@ impl Transport for GrpcTransport {
             Some(peer) => Arc::clone(&peer.queue),
             None => return Err(SendError::UnknownPeer { to }),
         };
-        let items = self.encode(to, messages)?;
-        queue.push(items, &self.gate.stats)
+        let (whole, chunked) = self.encode(to, messages)?;
+        queue.push(whole, chunked, &self.gate.stats)
     }
 
     fn set_peer_address(&self, node: NodeId, address: PeerAddress) -> Result<(), AddressError> {

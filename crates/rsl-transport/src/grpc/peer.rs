@@ -91,6 +91,8 @@ impl PeerLink {
             let mut client =
                 ReplicationClient::new(channel).max_encoding_message_size(config.frame_bytes_max as usize);
             let started = Instant::now();
+            // A chunked message half sent on the last stream was abandoned with it.
+            self.queue.restart_chunked();
             match client.stream(self.frames(speak)).await {
                 Ok(summary) => {
                     let summary = summary.into_inner();
@@ -140,9 +142,15 @@ impl PeerLink {
             let taken = queue.next_batch().await?;
             TransportStats::bump(&stats.frames_sent);
             TransportStats::add(&stats.messages_sent, taken.messages.len() as u64);
+            TransportStats::add(&stats.chunks_sent, taken.chunks.len() as u64);
             TransportStats::add(&stats.bytes_sent, header + taken.framed_bytes);
-            let batch =
-                pb::Batch { from: local.0, to: peer.0, messages: taken.messages, protocol_version: version };
+            let batch = pb::Batch {
+                from: local.0,
+                to: peer.0,
+                messages: taken.messages,
+                chunks: taken.chunks,
+                protocol_version: version,
+            };
             Some((batch, (queue, stats)))
         })
     }

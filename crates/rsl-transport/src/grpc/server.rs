@@ -4,7 +4,8 @@
 use super::checkpoint::{CheckpointService, SharedSource};
 use super::identity::Caller;
 use super::{BindError, GrpcConfig};
-use crate::codec::{frame_version, message_from_proto, PROTOCOL_VERSION_MIN};
+use crate::chunk::Reassembler;
+use crate::codec::{decode_message, frame_version, message_from_proto, PROTOCOL_VERSION_MIN};
 use crate::gate::Gate;
 use crate::proto as pb;
 use crate::proto::checkpoint_transfer_server::CheckpointTransferServer;
@@ -12,7 +13,7 @@ use crate::proto::replication_server::{Replication, ReplicationServer};
 use crate::stats::TransportStats;
 use crate::transport::Inbound;
 use prost::Message as _;
-use rsl_core::{NodeId, RingId};
+use rsl_core::{Message, NodeId, RingId};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -50,6 +51,7 @@ pub(crate) fn spawn(
         shutdown: shutdown.clone(),
         tls: secure,
         protocol_version: config.protocol_version,
+        chunked_message_bytes_max: config.chunked_message_bytes_max,
     })
     .max_decoding_message_size(frame_bytes_max as usize)
     .max_encoding_message_size(1024);
@@ -136,6 +138,8 @@ struct ReplicationService {
     tls: bool,
     /// The newest protocol version this endpoint speaks.
     protocol_version: u32,
+    /// The largest message a stream reassembles from chunks.
+    chunked_message_bytes_max: u64,
 }
 
 /// The metadata key of a version refusal: the highest protocol version the refusing
@@ -152,6 +156,7 @@ impl ReplicationService {
         &self,
         caller: Caller,
         batch: pb::Batch,
+        reassembler: &mut Reassembler,
         summary: &mut pb::StreamSummary,
     ) -> Result<(), Status> {
         let gate = &self.gate;
@@ -209,7 +214,65 @@ impl ReplicationService {
                 Err(error) => gate.decode_failed(&from, &error),
             }
         }
+        for chunk in batch.chunks {
+            if let Some(message) = self.take_chunk(from, chunk, reassembler) {
+                gate.deliver(Inbound { from, message }).await.map_err(|_| shutting_down())?;
+                summary.messages += 1;
+            }
+        }
         Ok(())
+    }
+
+    /// Checks one chunk from `from` and takes it into the stream's reassembly; returns the
+    /// message it completed, decoded and validated. A bad chunk is dropped and counted.
+    fn take_chunk(&self, from: NodeId, chunk: pb::Chunk, reassembler: &mut Reassembler) -> Option<Message> {
+        let gate = &self.gate;
+        let stats = &gate.stats;
+        TransportStats::bump(&stats.chunks_received);
+        // A message's first chunk passes the same checks as a whole message before anything
+        // is buffered; its later chunks must match it (the reassembler checks).
+        if chunk.offset == 0
+            && gate.admit(from, RingId(chunk.ring), NodeId(chunk.from), NodeId(chunk.to)).is_err()
+        {
+            reassembler.abandon(chunk.message_id);
+            return None;
+        }
+        let refused = |problem: &dyn std::fmt::Display| {
+            TransportStats::bump(&stats.rejected_chunks);
+            tracing::warn!(local = %gate.local, %from, %problem, "dropped a chunk of a message too large for a frame");
+        };
+        let (header, bytes) = match reassembler.accept(chunk) {
+            Ok(Some(done)) => done,
+            Ok(None) => return None,
+            Err(error) => {
+                refused(&error);
+                return None;
+            }
+        };
+        match decode_message(bytes) {
+            Ok(message)
+                if (message.ring, message.from, message.to) == (header.ring, header.from, header.to) =>
+            {
+                Some(message)
+            }
+            Ok(message) => {
+                refused(&format!(
+                    "reassembled message {} names ring {}, {} to {}, its chunks ring {}, {} to {}",
+                    header.message_id,
+                    message.ring.0,
+                    message.from,
+                    message.to,
+                    header.ring.0,
+                    header.from,
+                    header.to
+                ));
+                None
+            }
+            Err(error) => {
+                refused(&format!("reassembled message {} does not decode: {error}", header.message_id));
+                None
+            }
+        }
     }
 }
 
@@ -224,6 +287,7 @@ impl Replication for ReplicationService {
         let mut frames = request.into_inner();
         let mut shutdown = self.shutdown.clone();
         let mut summary = pb::StreamSummary::default();
+        let mut reassembler = Reassembler::new(self.chunked_message_bytes_max);
         loop {
             if *shutdown.borrow_and_update() {
                 return Err(shutting_down());
@@ -234,7 +298,7 @@ impl Replication for ReplicationService {
                 next = frames.message() => next,
             };
             match next {
-                Ok(Some(batch)) => self.handle(caller, batch, &mut summary).await?,
+                Ok(Some(batch)) => self.handle(caller, batch, &mut reassembler, &mut summary).await?,
                 Ok(None) => return Ok(Response::new(summary)),
                 Err(status) => {
                     // tonic reports undecodable and oversized frames as INTERNAL and
