@@ -135,6 +135,12 @@ pub enum ProposeError {
         /// The configured maximum.
         max: u64,
     },
+    /// The ring's last request was chosen at `last_slot`: it takes no more requests.
+    #[error("the ring is closed: its last request was chosen at slot {last_slot}")]
+    Closed {
+        /// The slot of the last request.
+        last_slot: Slot,
+    },
 }
 
 /// Why a configuration change was refused. Nothing was proposed.
@@ -281,6 +287,9 @@ pub struct Status {
     /// Whether this replica votes in `configuration` (false while joining and once
     /// removed).
     pub member: bool,
+    /// The slot of the ring's last request, once chosen: the ring takes no more requests
+    /// (see [`crate::Replica::handle_propose_exclusive`]).
+    pub last_slot: Option<Slot>,
 }
 
 /// Counters, monotonically increasing (RSL's statistics).

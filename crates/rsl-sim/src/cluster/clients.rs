@@ -158,9 +158,12 @@ impl Simulation {
                     Err(ProposeError::Relinquishing { target }) => {
                         self.reply(client, attempt, ClientReply::Redirect(Some(target)))
                     }
-                    Err(ProposeError::Busy { .. } | ProposeError::TooLarge { .. }) => {
-                        self.reply(client, attempt, ClientReply::Retry)
-                    }
+                    // The simulator never closes its rings.
+                    Err(
+                        ProposeError::Busy { .. }
+                        | ProposeError::TooLarge { .. }
+                        | ProposeError::Closed { .. },
+                    ) => self.reply(client, attempt, ClientReply::Retry),
                 }
             }
             ClientRequest::LeaseRead { key } => match replica.handle_read(now) {

@@ -9,6 +9,7 @@ use crate::stats::TransportStats;
 use futures_util::Stream;
 use rsl_core::NodeId;
 use rsl_core::SplitMix64;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -52,6 +53,8 @@ pub(crate) struct PeerLink {
     pub(crate) queue: Arc<PeerQueue>,
     pub(crate) stats: Arc<TransportStats>,
     pub(crate) config: Arc<GrpcConfig>,
+    /// Set while a connection with an open call exists (`Transport::peer_connected`).
+    pub(crate) connected: Arc<AtomicBool>,
 }
 
 impl PeerLink {
@@ -87,7 +90,10 @@ impl PeerLink {
             let mut client =
                 ReplicationClient::new(channel).max_encoding_message_size(config.frame_bytes_max as usize);
             let started = Instant::now();
-            match client.stream(self.frames()).await {
+            self.connected.store(true, Ordering::Relaxed);
+            let streamed = client.stream(self.frames()).await;
+            self.connected.store(false, Ordering::Relaxed);
+            match streamed {
                 Ok(summary) => {
                     let summary = summary.into_inner();
                     tracing::debug!(
