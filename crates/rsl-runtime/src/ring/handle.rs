@@ -12,6 +12,7 @@ use rsl_core::{Configuration, NodeId, RingId, Slot, Status};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::Job;
+use super::controls::Control;
 use super::{Recovery, RingShared};
 use crate::error::{ChangeConfigurationError, FastReadError, ReadError, RelinquishError, ReplicateError};
 use crate::stats::{RingCounters, RingStatistics};
@@ -27,6 +28,7 @@ pub(super) enum Command {
     Relinquish { target: Option<NodeId>, reply: oneshot::Sender<Result<NodeId, RelinquishError>> },
     ChangeConfiguration { members: Vec<NodeId>, reply: ChangeReply },
     Statistics { reply: oneshot::Sender<RingStatistics> },
+    Control(Control),
     Shutdown,
 }
 
@@ -44,17 +46,18 @@ impl Command {
                 drop(reply.send(Err(RelinquishError::Shutdown { reason: reason.to_string() })))
             }
             Command::ChangeConfiguration { reply, .. } => drop(reply.send(Err(stopped.into()))),
+            Command::Control(control) => control.refuse(reason),
             Command::Statistics { .. } | Command::Shutdown => {}
         }
     }
 }
 
 /// The ring stopped (or failed) before answering a command; why.
-struct Stopped(String);
+pub(super) struct Stopped(pub(super) String);
 
 /// Why a command with a timeout got no answer from the ring task.
 #[derive(Clone, Debug)]
-enum Unanswered {
+pub(super) enum Unanswered {
     /// The ring stopped (or failed) first; why.
     Stopped(String),
     /// No answer within the bound, in milliseconds.
@@ -101,8 +104,8 @@ impl From<Unanswered> for ChangeConfigurationError {
 pub struct Ring {
     commands: mpsc::Sender<Command>,
     jobs: crossbeam_channel::Sender<Job>,
-    status: watch::Receiver<Status>,
-    shared: Arc<RingShared>,
+    pub(super) status: watch::Receiver<Status>,
+    pub(super) shared: Arc<RingShared>,
 }
 
 /// A [`Ring`] that does not keep the replica running: the runtime's routing table holds one
@@ -163,7 +166,10 @@ impl Ring {
 
     /// Sends the command `command` builds around its reply channel and waits for the answer;
     /// the stop reason when the ring stopped before answering.
-    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Stopped> {
+    pub(super) async fn call<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Stopped> {
         let (reply, answer) = oneshot::channel();
         if self.commands.send(command(reply)).await.is_ok() {
             if let Ok(answer) = answer.await {
@@ -174,7 +180,7 @@ impl Ring {
     }
 
     /// `Ring::call`, giving up after `timeout`.
-    async fn call_within<T>(
+    pub(super) async fn call_within<T>(
         &self,
         timeout: Duration,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -188,7 +194,7 @@ impl Ring {
 
     /// `Ring::call_within` for a command answered with a `Result`: no answer becomes the
     /// operation's own error.
-    async fn ask<T, E: From<Unanswered>>(
+    pub(super) async fn ask<T, E: From<Unanswered>>(
         &self,
         timeout: Duration,
         command: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Command,
