@@ -131,4 +131,32 @@ impl Kv for KvService {
     ) -> Result<Response<pb::ReconfigureResponse>, Status> {
         KvService::reconfigure(self, request.into_inner().members).await.map(Response::new)
     }
+
+    async fn promote(
+        &self,
+        _request: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::PromoteResponse>, Status> {
+        KvService::promote(self).await.map(Response::new)
+    }
+
+    async fn change_timing(
+        &self,
+        request: Request<pb::ChangeTimingRequest>,
+    ) -> Result<Response<pb::ChangeTimingResponse>, Status> {
+        KvService::change_timing(self, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn reseed(
+        &self,
+        request: Request<pb::ReseedRequest>,
+    ) -> Result<Response<pb::ReseedResponse>, Status> {
+        KvService::reseed(self, request.into_inner().from).await.map(Response::new)
+    }
+
+    async fn exclusive(
+        &self,
+        request: Request<pb::ExclusiveRequest>,
+    ) -> Result<Response<pb::ExclusiveResponse>, Status> {
+        KvService::exclusive(self, request.into_inner()).await.map(Response::new)
+    }
 }

@@ -30,11 +30,26 @@ pub(super) enum Rpc {
     Status,
     Reconfigure,
     Stream,
+    Promote,
+    ChangeTiming,
+    Reseed,
+    Exclusive,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 7] =
-        [Rpc::Put, Rpc::Get, Rpc::Delete, Rpc::Cas, Rpc::Status, Rpc::Reconfigure, Rpc::Stream];
+    const ALL: [Rpc; 11] = [
+        Rpc::Put,
+        Rpc::Get,
+        Rpc::Delete,
+        Rpc::Cas,
+        Rpc::Status,
+        Rpc::Reconfigure,
+        Rpc::Stream,
+        Rpc::Promote,
+        Rpc::ChangeTiming,
+        Rpc::Reseed,
+        Rpc::Exclusive,
+    ];
 
     /// The method's name in `proto/rsl_kv.proto`.
     pub(super) fn name(self) -> &'static str {
@@ -46,6 +61,10 @@ impl Rpc {
             Rpc::Status => "Status",
             Rpc::Reconfigure => "Reconfigure",
             Rpc::Stream => "Stream",
+            Rpc::Promote => "Promote",
+            Rpc::ChangeTiming => "ChangeTiming",
+            Rpc::Reseed => "Reseed",
+            Rpc::Exclusive => "Exclusive",
         }
     }
 
@@ -63,6 +82,7 @@ impl Rpc {
             Rpc::Get | Rpc::Status | Rpc::Stream => Operation::Read,
             Rpc::Put | Rpc::Delete | Rpc::Cas => Operation::Write,
             Rpc::Reconfigure => Operation::Reconfigure,
+            Rpc::Promote | Rpc::ChangeTiming | Rpc::Reseed | Rpc::Exclusive => Operation::Control,
         }
     }
 }
@@ -207,6 +227,13 @@ mod tests {
         assert_eq!(admit(&gate, "Put", Some("Bearer reader-token")), Err(Code::PermissionDenied));
         assert!(admit(&gate, "Put", Some("bearer writer-token")).is_ok());
         assert_eq!(admit(&gate, "Reconfigure", Some("Bearer writer-token")), Err(Code::PermissionDenied));
+        for control in ["Promote", "ChangeTiming", "Reseed", "Exclusive"] {
+            assert_eq!(
+                admit(&gate, control, Some("Bearer writer-token")),
+                Err(Code::PermissionDenied),
+                "{control}"
+            );
+        }
         for authorization in [None, Some("Bearer wrong"), Some("Basic reader-token"), Some("Bearer ")] {
             assert_eq!(admit(&gate, "Get", authorization), Err(Code::Unauthenticated), "{authorization:?}");
         }
