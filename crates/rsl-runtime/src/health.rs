@@ -85,9 +85,9 @@ impl Default for ReadinessOptions {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NotReady {
     /// The replica does not vote in the configuration in force (joining, or removed).
-    #[error("not a member of configuration {configuration}")]
+    #[error("not a member {}", member_of(*.configuration))]
     NotAMember {
-        /// The configuration number.
+        /// The configuration number (0: a joining replica that entered none yet).
         configuration: u64,
     },
     /// The replica applied too little of what it knows is chosen.
@@ -114,6 +114,14 @@ pub enum NotReady {
         /// Why.
         reason: String,
     },
+}
+
+/// "of configuration N", or what configuration 0 means.
+fn member_of(configuration: u64) -> String {
+    match configuration {
+        0 => "of any configuration yet (joining)".to_owned(),
+        number => format!("of configuration {number}"),
+    }
 }
 
 impl NotReady {
@@ -216,6 +224,9 @@ mod tests {
             behind.to_string(),
             "behind: applied slot 80, 100 known chosen (20 behind, at most 19 allowed)"
         );
+        assert_eq!(NotReady::NotAMember { configuration: 3 }.to_string(), "not a member of configuration 3");
+        let joining = NotReady::NotAMember { configuration: 0 };
+        assert_eq!(joining.to_string(), "not a member of any configuration yet (joining)");
         let removed = HealthReport { member: false, ..report() };
         assert_eq!(
             NotReady::check(&removed, 3, 250, options),

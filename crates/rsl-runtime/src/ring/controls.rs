@@ -225,19 +225,8 @@ impl Ring {
         request: impl Into<Bytes>,
         last: bool,
     ) -> Result<Bytes, ReplicateError> {
-        let started = Instant::now();
         let payload = request.into();
-        let timeout = self.shared.options.request_timeout;
-        let command = |reply| Command::Control(Control::Exclusive { payload, last, reply });
-        let result = self.ask(timeout, command).await;
-        match &result {
-            Ok(_) => {
-                RingCounters::bump(&self.shared.counters.requests_replicated);
-                self.shared.latencies.replicate.record(started.elapsed());
-            }
-            Err(_) => RingCounters::bump(&self.shared.counters.requests_failed),
-        }
-        result
+        self.replicate_through(|reply| Command::Control(Control::Exclusive { payload, last, reply })).await
     }
 
     /// Every replica of the configuration in force, as this replica sees it [RSL's

@@ -208,11 +208,18 @@ impl Ring {
     /// [`ReplicateError::NotPrimary`] with a hint. Gives up after
     /// [`RingOptions::request_timeout`](crate::RingOptions::request_timeout).
     pub async fn replicate(&self, request: impl Into<Bytes>) -> Result<Bytes, ReplicateError> {
-        let started = Instant::now();
         let payload = request.into();
-        let result = self
-            .ask(self.shared.options.request_timeout, |reply| Command::Replicate { payload, reply })
-            .await;
+        self.replicate_through(|reply| Command::Replicate { payload, reply }).await
+    }
+
+    /// Replicates through the command `command` builds, within the request timeout,
+    /// counting the outcome and its latency.
+    pub(super) async fn replicate_through(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<Bytes, ReplicateError>>) -> Command,
+    ) -> Result<Bytes, ReplicateError> {
+        let started = Instant::now();
+        let result = self.ask(self.shared.options.request_timeout, command).await;
         match &result {
             Ok(_) => {
                 RingCounters::bump(&self.shared.counters.requests_replicated);
