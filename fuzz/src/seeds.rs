@@ -79,6 +79,18 @@ fn bodies() -> Vec<(&'static str, MessageBody)> {
             "accept_configuration",
             MessageBody::Accept { ballot, slot: Slot(8), value: configuration, chosen: Slot(5) },
         ),
+        (
+            "accept_last",
+            MessageBody::Accept {
+                ballot,
+                slot: Slot(9),
+                value: Value::Last(Request {
+                    id: RequestId { client: 3, sequence: 1 },
+                    payload: Bytes::from_static(b"end"),
+                }),
+                chosen: Slot(5),
+            },
+        ),
         ("accepted", MessageBody::Accepted { ballot, slot: Slot(6) }),
         ("heartbeat", MessageBody::Heartbeat { ballot, chosen: Slot(6), sent_at: Time(123_456) }),
         ("heartbeat_reply", MessageBody::HeartbeatReply { ballot, sent_at: Time(123_456), chosen: Slot(6) }),
@@ -91,6 +103,7 @@ fn bodies() -> Vec<(&'static str, MessageBody)> {
         ),
         ("fetch_truncated", MessageBody::FetchTruncated { checkpoint: Slot(100) }),
         ("timeout_now", MessageBody::TimeoutNow { ballot }),
+        ("promotion_request", MessageBody::PromotionRequest { ballot }),
     ]
 }
 

@@ -579,12 +579,19 @@ impl ProcessCluster {
 
     /// Replica `id`'s Prometheus metrics (the cluster must be started with `metrics`).
     pub fn metrics(&self, id: u64) -> String {
+        self.http_get(id, "/metrics")
+    }
+
+    /// The whole HTTP response of replica `id`'s metrics port to `GET path` (`/metrics`,
+    /// `/healthz`, `/readyz`; the cluster must be started with `metrics`).
+    pub fn http_get(&self, id: u64, path: &str) -> String {
         let port = self.replica(id).metrics_port.expect("the cluster was started without metrics ports");
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the metrics port");
         stream.set_read_timeout(Some(Duration::from_secs(5))).expect("setting a read timeout");
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("sending a scrape");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).expect("sending a request");
         let mut response = String::new();
-        stream.read_to_string(&mut response).expect("reading a scrape");
+        stream.read_to_string(&mut response).expect("reading a response");
         response
     }
 

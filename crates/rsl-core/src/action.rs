@@ -162,6 +162,12 @@ pub enum ProposeError {
         /// The configured maximum, `large_bytes_in_flight_max`.
         max: u64,
     },
+    /// The ring's last request was chosen at `last_slot`: it takes no more requests.
+    #[error("the ring is closed: its last request was chosen at slot {last_slot}")]
+    Closed {
+        /// The slot of the last request.
+        last_slot: Slot,
+    },
 }
 
 /// Why a configuration change was refused. Nothing was proposed.
@@ -335,6 +341,9 @@ pub struct Status {
     /// Whether this replica votes in `configuration` (false while joining and once
     /// removed).
     pub member: bool,
+    /// The slot of the ring's last request, once chosen: the ring takes no more requests
+    /// (see [`crate::Replica::handle_propose_exclusive`]).
+    pub last_slot: Option<Slot>,
 }
 
 /// Counters, monotonically increasing (RSL's statistics).

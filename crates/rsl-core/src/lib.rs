@@ -64,7 +64,10 @@ pub use config::{
     LARGE_BYTES_IN_FLIGHT_MAX, MEMBERS_MAX, PIPELINE_DEPTH_MAX, REQUEST_BYTES_MAX,
 };
 pub use message::{Message, MessageBody, RejectReason};
-pub use replica::{DurableState, Mutation, Replica, Timer};
+pub use replica::{
+    DurableState, HealthReport, MemberHealth, Mutation, Promotion, PromotionError, Replica, ReseedError,
+    Timer, Timing,
+};
 pub use rng::{mix64, SplitMix64};
 pub use time::{Micros, Time};
 pub use types::{

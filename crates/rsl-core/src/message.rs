@@ -146,6 +146,13 @@ pub enum MessageBody {
         /// The relinquishing primary's ballot.
         ballot: Ballot,
     },
+    /// A member asks the primary of `ballot` to hand primacy over to it (an operator's
+    /// forced election, RSL's AttemptPromotion): the primary relinquishes to the sender as
+    /// it would for [`crate::Replica::handle_relinquish`], so the lease stays safe.
+    PromotionRequest {
+        /// The ballot of the primary asked.
+        ballot: Ballot,
+    },
 }
 
 impl MessageBody {
@@ -167,6 +174,7 @@ impl MessageBody {
             MessageBody::FetchReply { .. } => "fetch_reply",
             MessageBody::FetchTruncated { .. } => "fetch_truncated",
             MessageBody::TimeoutNow { .. } => "timeout_now",
+            MessageBody::PromotionRequest { .. } => "promotion_request",
         }
     }
 }

@@ -159,6 +159,10 @@ pub enum Value {
     Batch(Vec<Request>),
     /// A membership change: the new configuration starts at the next slot.
     Configuration(Configuration),
+    /// One request alone in its slot that closes the ring (RSL's last decree): once it is
+    /// chosen the ring takes no more requests, and any value chosen in a later slot is
+    /// applied as a no-op.
+    Last(Request),
 }
 
 impl Value {
@@ -168,6 +172,7 @@ impl Value {
             Value::Noop => 1,
             Value::Batch(requests) => 8 + requests.iter().map(Request::size_bytes).sum::<u64>(),
             Value::Configuration(configuration) => 24 + 8 * configuration.members.len() as u64,
+            Value::Last(request) => 8 + request.size_bytes(),
         }
     }
 

@@ -72,6 +72,19 @@ pub fn proposal_text(proposal: &Proposal, payloads: bool) -> String {
             text
         }
         Value::Configuration(configuration) => format!("{head} {}", configuration_text(configuration)),
+        Value::Last(request) => {
+            let mut text = format!("{head} last request {} bytes (closes the ring)", request.payload.len());
+            if payloads {
+                let _ = write!(
+                    text,
+                    " [{}:{} {}]",
+                    request.id.client,
+                    request.id.sequence,
+                    escape(&request.payload)
+                );
+            }
+            text
+        }
     }
 }
 
@@ -121,6 +134,17 @@ pub fn proposal_json(proposal: &Proposal, payloads: bool) -> Json {
             }).collect::<Vec<_>>(),
         }),
         Value::Configuration(configuration) => json!({ "configuration": configuration_json(configuration) }),
+        Value::Last(r) => {
+            let mut request = json!({
+                "client": r.id.client,
+                "sequence": r.id.sequence,
+                "bytes": r.payload.len(),
+            });
+            if payloads {
+                request["payload_hex"] = Json::String(hex(&r.payload));
+            }
+            json!({ "last": request })
+        }
     };
     json!({ "slot": proposal.slot.0, "ballot": ballot_json(proposal.ballot), "value": value })
 }

@@ -157,12 +157,20 @@ pub fn replay(path: &Path, options: ReplayOptions) -> Result<()> {
     }
     let (mut requests, mut applied) = (0u64, start);
     let mut slot = first;
+    let mut closed = false;
     while slot <= stop {
         let Some(value) = proposals.get(&slot) else {
             bail!("slot {slot} is missing from the log (it holds slots up to {last_held}): cannot replay past {applied}");
         };
         match value {
+            // After the ring's last request every chosen value applies as a no-op.
+            _ if closed => {}
             Value::Noop => {}
+            Value::Last(request) => {
+                machine.execute(slot, &request.payload);
+                requests += 1;
+                closed = true;
+            }
             Value::Batch(batch) => {
                 for request in batch {
                     machine.execute(slot, &request.payload);

@@ -7,7 +7,7 @@
 //! once the certificate has been verified against `client_tls.client_ca`). A request
 //! names its [`Operation`]; [`Role::allows`] is the whole policy:
 //!
-//! | role         | read (Get, Status, gets in Stream) | write (Put, Delete, Cas, writes in Stream) | Reconfigure | Snapshot (backup) |
+//! | role         | read (Get, Status, gets in Stream) | write (Put, Delete, Cas, writes in Stream) | Reconfigure | Snapshot (backup) | control (Promote, ChangeTiming, Reseed, Exclusive) |
 //! |--------------|:---:|:---:|:---:|:---:|
 //! | `read`       | yes | no  | no  | no  |
 //! | `read-write` | yes | yes | no  | no  |
@@ -57,7 +57,7 @@ impl Role {
         match operation {
             Operation::Read => true,
             Operation::Write => matches!(self, Role::ReadWrite | Role::Admin),
-            Operation::Reconfigure | Operation::Backup => self == Role::Admin,
+            Operation::Reconfigure | Operation::Backup | Operation::Control => self == Role::Admin,
         }
     }
 }
@@ -83,6 +83,9 @@ pub enum Operation {
     Reconfigure,
     /// Reads the whole state for a backup (`Snapshot`).
     Backup,
+    /// Operates the ring: forces an election, changes timing, re-seeds a replica, writes
+    /// alone in a slot or closes the ring.
+    Control,
 }
 
 impl fmt::Display for Operation {
@@ -92,6 +95,7 @@ impl fmt::Display for Operation {
             Operation::Write => "write",
             Operation::Reconfigure => "reconfigure the ring",
             Operation::Backup => "back up the ring's state",
+            Operation::Control => "operate the ring",
         })
     }
 }
@@ -404,14 +408,13 @@ mod tests {
     #[test]
     fn roles_allow_exactly_their_operations() {
         let table = [
-            (Role::Read, [true, false, false]),
-            (Role::ReadWrite, [true, true, false]),
-            (Role::Admin, [true, true, true]),
+            (Role::Read, [true, false, false, false]),
+            (Role::ReadWrite, [true, true, false, false]),
+            (Role::Admin, [true, true, true, true]),
         ];
         for (role, allowed) in table {
-            for (operation, allowed) in
-                [Operation::Read, Operation::Write, Operation::Reconfigure].into_iter().zip(allowed)
-            {
+            let operations = [Operation::Read, Operation::Write, Operation::Reconfigure, Operation::Control];
+            for (operation, allowed) in operations.into_iter().zip(allowed) {
                 assert_eq!(role.allows(operation), allowed, "{role} {operation}");
             }
         }

@@ -10,7 +10,7 @@ use tonic::{Code, Status};
 use crate::connection::{self, ClientSecurity, KvChannel};
 use crate::proto as pb;
 use crate::proto::kv_client::KvClient;
-use crate::{PRIMARY_ADDRESS_METADATA, PRIMARY_NODE_METADATA};
+use crate::{PRIMARY_ADDRESS_METADATA, PRIMARY_NODE_METADATA, RING_CLOSED_METADATA};
 
 /// How a [`Client`] times and bounds its attempts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +79,13 @@ pub enum ClientError {
         code: Code,
         /// The status message.
         message: String,
+    },
+    /// The ring is closed: its last write was chosen at `last_slot`, and it takes no more
+    /// writes, ever (reads still work). The write did not take effect.
+    #[error("the ring is closed: its last write was chosen at slot {last_slot}")]
+    RingClosed {
+        /// The slot of the ring's last write.
+        last_slot: u64,
     },
     /// Every attempt failed with a transient error, or the deadline passed. A write may or
     /// may not have taken effect.
@@ -320,20 +327,82 @@ impl Client {
     /// The status of one server (any, not only those given to [`Client::new`]), in one
     /// attempt.
     pub async fn status_of(&mut self, server: &str) -> Result<pb::StatusResponse, ClientError> {
-        let mut client = self.channel(server)?;
-        match tokio::time::timeout(self.options.attempt_timeout, client.status(pb::StatusRequest {})).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(ClientError::Server {
-                server: server.to_owned(),
-                code: status.code(),
-                message: status.message().to_owned(),
-            }),
-            Err(_) => Err(ClientError::Server {
-                server: server.to_owned(),
-                code: Code::DeadlineExceeded,
-                message: format!("no answer within {} ms", self.options.attempt_timeout.as_millis()),
-            }),
+        let timeout = self.options.attempt_timeout;
+        self.at(server, timeout, |mut client| async move { client.status(pb::StatusRequest {}).await }).await
+    }
+
+    /// Makes the replica at `server` primary now (RSL's AttemptPromotion), in one attempt
+    /// bounded by the operation deadline; returns its node id. Needs the admin role.
+    pub async fn promote(&mut self, server: &str) -> Result<u64, ClientError> {
+        let timeout = self.options.deadline;
+        let call =
+            |mut client: KvClient<KvChannel>| async move { client.promote(pb::PromoteRequest {}).await };
+        Ok(self.at(server, timeout, call).await?.node)
+    }
+
+    /// Changes the election and heartbeat timing of the replica at `server` until it
+    /// restarts (RSL's ChangeElectionDelay), in one attempt. Needs the admin role.
+    pub async fn change_timing(
+        &mut self,
+        server: &str,
+        timing: pb::ChangeTimingRequest,
+    ) -> Result<(), ClientError> {
+        let timeout = self.options.attempt_timeout;
+        let call = |mut client: KvClient<KvChannel>| async move { client.change_timing(timing).await };
+        self.at(server, timeout, call).await.map(|_| ())
+    }
+
+    /// Replaces the state of the replica at `server` with node `from`'s newest checkpoint
+    /// and replays its log from there (RSL's CopyStateFromReplica), in one attempt bounded
+    /// by the operation deadline; returns the checkpoint's slot. Needs the admin role.
+    pub async fn reseed(&mut self, server: &str, from: u64) -> Result<u64, ClientError> {
+        let timeout = self.options.deadline;
+        let call =
+            |mut client: KvClient<KvChannel>| async move { client.reseed(pb::ReseedRequest { from }).await };
+        Ok(self.at(server, timeout, call).await?.slot)
+    }
+
+    /// Sets `key` to `value` alone in a slot of its own (RSL's
+    /// ReplicateRequestExclusiveVote); with `last`, as the last write the ring accepts
+    /// (`isLastDecree`): later writes fail with [`ClientError::RingClosed`]. Returns the
+    /// slot. Needs the admin role.
+    pub async fn put_exclusive(
+        &mut self,
+        key: &str,
+        value: impl Into<Bytes>,
+        last: bool,
+    ) -> Result<u64, ClientError> {
+        let put = pb::PutRequest { id: Some(self.next_id()), key: key.to_owned(), value: value.into() };
+        let request = pb::ExclusiveRequest { put: Some(put), last };
+        let response =
+            self.call(Target::Primary, request, |mut client, request| async move {
+                client.exclusive(request).await
+            })
+            .await?;
+        self.saw_slot(response.slot);
+        Ok(response.slot)
+    }
+
+    /// One call to `server`, bounded by `timeout`; any error is returned as is.
+    async fn at<T, F, Fut>(&mut self, server: &str, timeout: Duration, call: F) -> Result<T, ClientError>
+    where
+        F: FnOnce(KvClient<KvChannel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let client = self.channel(server)?;
+        let status = match tokio::time::timeout(timeout, call(client)).await {
+            Ok(Ok(response)) => return Ok(response.into_inner()),
+            Ok(Err(status)) => status,
+            Err(_) => Status::deadline_exceeded(format!("no answer within {} ms", timeout.as_millis())),
+        };
+        if let Some(last_slot) = ring_closed(&status) {
+            return Err(ClientError::RingClosed { last_slot });
         }
+        Err(ClientError::Server {
+            server: server.to_owned(),
+            code: status.code(),
+            message: status.message().to_owned(),
+        })
     }
 
     /// The status of every server given to [`Client::new`], in order.
@@ -387,6 +456,9 @@ impl Client {
                 )),
             };
             last = format!("{server}: {:?}: {}", status.code(), status.message());
+            if let Some(last_slot) = ring_closed(&status) {
+                return Err(ClientError::RingClosed { last_slot });
+            }
             match status.code() {
                 Code::FailedPrecondition => {
                     // Not the primary: follow the redirect if there is one.
@@ -451,6 +523,11 @@ fn endpoint(server: &str, options: &ClientOptions) -> Result<Endpoint, ClientErr
 /// first use: for calls the [`Client`] does not wrap, or to see a server's own answer.
 pub fn connect_lazy(server: &str, options: &ClientOptions) -> Result<KvClient<KvChannel>, ClientError> {
     Ok(connection::kv_client(endpoint(server, options)?.connect_lazy(), &options.security))
+}
+
+/// The last slot of a closed ring, from a write's refusal.
+fn ring_closed(status: &Status) -> Option<u64> {
+    status.metadata().get(RING_CLOSED_METADATA)?.to_str().ok()?.parse().ok()
 }
 
 /// The primary's client address from a `NotPrimary` refusal.

@@ -11,7 +11,9 @@
 //! data_dir = "/var/lib/rsl-kv"  # the log and checkpoints
 //! log = "file"                  # file | pmem | memory
 //! transport = "grpc"            # between replicas: grpc | rdma | rdma-emu (docs/RDMA.md)
-//! metrics_port = 9101           # optional: Prometheus text on http://0.0.0.0:9101/metrics
+//! metrics_port = 9101           # optional: Prometheus text on http://0.0.0.0:9101/metrics,
+//!                               # probes on /healthz and /readyz
+//! ready_lag_slots_max = 1000    # optional: /readyz fails while applied lags more than this
 //! # client_listen = "0.0.0.0:7101"   # optional, default: this node's `clients` entry
 //! # replica_listen = "0.0.0.0:7001"  # optional, default: this node's `members` entry
 //!
@@ -303,6 +305,9 @@ pub struct ConfigFile {
     pub transport: Option<ReplicaTransportKind>,
     /// Serve Prometheus metrics on this port (all interfaces).
     pub metrics_port: Option<u16>,
+    /// `/readyz` fails while this replica's applied slot lags the highest chosen slot it
+    /// knows by more than this (default 1000).
+    pub ready_lag_slots_max: Option<u64>,
     /// Mutual TLS between replicas.
     pub tls: Option<TlsFiles>,
     /// TLS on the client port.
@@ -374,6 +379,8 @@ pub struct ServerConfig {
     pub transport: ReplicaTransportKind,
     /// Prometheus metrics port.
     pub metrics_port: Option<u16>,
+    /// `/readyz` fails while applied lags the highest chosen slot known by more than this.
+    pub ready_lag_slots_max: u64,
     /// Mutual TLS between replicas (all three files present).
     pub tls: Option<TlsFiles>,
     /// TLS on the client port.
@@ -444,6 +451,7 @@ impl ConfigFile {
             log: overrides.log.or(self.log),
             transport: overrides.transport.or(self.transport),
             metrics_port: overrides.metrics_port.or(self.metrics_port),
+            ready_lag_slots_max: overrides.ready_lag_slots_max.or(self.ready_lag_slots_max),
             tls,
             client_tls: overrides.client_tls.or(self.client_tls),
             auth: overrides.auth.or(self.auth),
@@ -584,6 +592,9 @@ impl ConfigFile {
             log,
             transport,
             metrics_port: self.metrics_port,
+            ready_lag_slots_max: self
+                .ready_lag_slots_max
+                .unwrap_or(rsl::ReadinessOptions::default().lag_slots_max),
             tls,
             client_tls,
             auth,

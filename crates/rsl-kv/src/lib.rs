@@ -94,3 +94,5 @@ pub use server::{Listeners, Server, ServerError};
 pub const PRIMARY_NODE_METADATA: &str = "rsl-kv-primary-node";
 /// gRPC metadata key of a `NotPrimary` refusal: the primary's client address.
 pub const PRIMARY_ADDRESS_METADATA: &str = "rsl-kv-primary-address";
+/// Metadata of a write refused because the ring is closed: the slot of its last write.
+pub const RING_CLOSED_METADATA: &str = "rsl-kv-ring-closed";

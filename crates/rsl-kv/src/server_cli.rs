@@ -66,9 +66,13 @@ struct Args {
     /// Replica transport: grpc, rdma or rdma-emu [default: grpc]
     #[arg(long, value_name = "KIND")]
     transport: Option<ReplicaTransportKind>,
-    /// Serve Prometheus metrics on this port
+    /// Serve Prometheus metrics (and the /healthz and /readyz probes) on this port
     #[arg(long, value_name = "PORT")]
     metrics_port: Option<u16>,
+    /// /readyz fails while applied lags the highest chosen slot known by more than this
+    /// many slots [default: 1000]
+    #[arg(long, value_name = "SLOTS")]
+    ready_lag_slots_max: Option<u64>,
     /// PEM of the CA for mutual TLS between replicas
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<PathBuf>,
@@ -166,6 +170,7 @@ impl Args {
             log: self.log,
             transport: self.transport,
             metrics_port: self.metrics_port,
+            ready_lag_slots_max: self.ready_lag_slots_max,
             tls: (tls != TlsFiles::default()).then_some(tls),
             // TLS on the client port and users come from the file only.
             client_tls: None,

@@ -1,7 +1,8 @@
 //! Three rsl-kv servers in one process over real gRPC on 127.0.0.1 (port 0): the client
 //! API, redirects from secondaries, de-duplication of a retried write, failover after the
-//! primary stops, and a stopped replica catching up from a checkpoint fetched over the
-//! replica transport (never the client port).
+//! primary stops, a stopped replica catching up from a checkpoint fetched over the
+//! replica transport (never the client port), and the `rsl-kv` command line's operator
+//! controls (status with replica health, promote, timing, reseed, the last write).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -645,4 +646,82 @@ async fn a_put_of_a_64_mib_value_replicates_to_every_server() {
     // One byte more than the encoding takes is refused, naming the value.
     let error = client.put("larger", vec![0u8; rsl_kv::command::VALUE_BYTES_MAX + 1]).await.unwrap_err();
     assert!(error.to_string().contains("value"), "{error}");
+}
+
+/// Runs the `rsl-kv` command line against `cluster`: whether it succeeded, its output and
+/// its errors.
+async fn cli_on(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rsl-kv"));
+    command.arg("--servers").arg(cluster.client_addresses().join(",")).arg("--timeout-ms=30000").args(args);
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("rsl-kv runs");
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (output.status.success(), text(output.stdout), text(output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_operates_the_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = Tuning { checkpoint_interval_slots: Some(10), log_retain_slots: Some(5), ..fast_tuning() };
+    let cluster = Cluster::start(dir.path(), tuning).await;
+    let mut client = client(&cluster);
+    for i in 0..30 {
+        client.put(&format!("key-{i}"), "value").await.unwrap();
+    }
+    cluster.converged(&mut client).await;
+    let primary = cluster.primary().await;
+
+    let (ok, out, err) = cli_on(&cluster, &["status"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("replicas, as primary node {primary} sees them:")), "{out}");
+    assert!(out.contains("acknowledged") && out.contains("lag_slots") && out.contains("connected"), "{out}");
+    assert_eq!(out.lines().filter(|line| line.trim_end().ends_with(" up")).count(), 2, "{out}");
+
+    // A forced election on a chosen replica.
+    let target = cluster.servers.keys().copied().find(|&n| n != primary).unwrap();
+    let (ok, out, err) = cli_on(&cluster, &["promote", "--node", &target.to_string()]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("node {target} is primary"));
+    assert_eq!(cluster.servers[&target].ring().status().borrow().role, Role::Primary);
+
+    // Timing on every replica of the running ring; a bad one is refused naming the setting.
+    let (ok, out, err) =
+        cli_on(&cluster, &["timing", "--heartbeat-ms=25", "--election-min-ms=250", "--election-max-ms=500"])
+            .await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.lines().filter(|line| line.ends_with("timing changed")).count(), 3, "{out}");
+    for server in cluster.servers.values() {
+        assert_eq!(server.ring().timing().heartbeat_interval_ms, 25);
+    }
+    let (ok, out, _) =
+        cli_on(&cluster, &["timing", "--heartbeat-ms=25", "--election-min-ms=30", "--election-max-ms=500"])
+            .await;
+    assert!(!ok && out.contains("election_delay_min_ms"), "{out}");
+
+    // Re-seeding a replica from a named peer's checkpoint.
+    let mut others = cluster.servers.keys().copied().filter(|&n| n != target);
+    let (node, from) = (others.next().unwrap(), others.next().unwrap());
+    let (ok, out, err) =
+        cli_on(&cluster, &["reseed", "--node", &node.to_string(), "--from", &from.to_string()]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with(&format!("node {node} re-seeded from node {from}'s checkpoint at slot ")),
+        "{out}"
+    );
+    let statuses = cluster.converged(&mut client).await;
+    assert!(
+        statuses.windows(2).all(|w| (w[0].digest, w[0].keys) == (w[1].digest, w[1].keys)),
+        "{statuses:#?}"
+    );
+
+    // The last write closes the ring; reads still work.
+    let (ok, out, err) = cli_on(&cluster, &["put", "final", "x", "--last"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("the ring is closed"), "{out}");
+    let (ok, _, err) = cli_on(&cluster, &["put", "after", "y"]).await;
+    assert!(!ok && err.contains("the ring is closed: its last write was chosen at slot"), "{err}");
+    let (ok, out, err) = cli_on(&cluster, &["get", "final"]).await;
+    assert!(ok && out.trim() == "x", "{out}{err}");
+    let (ok, out, _) = cli_on(&cluster, &["status"]).await;
+    assert!(ok && out.contains("the ring is closed: its last write was chosen at slot"), "{out}");
+    cluster.shutdown().await;
 }

@@ -280,17 +280,35 @@ impl CheckpointStore {
         Ok(CheckpointChunks { file, path, offset: 0, len, chunk_bytes: u64::from(chunk_bytes.max(1)) })
     }
 
-    /// Publishes a synced temporary file and deletes checkpoints beyond the newest `keep`.
+    /// Publishes a synced temporary file and deletes the oldest checkpoints beyond `keep`;
+    /// never the one just published, even when it is older than the others (a checkpoint
+    /// received from a peer to re-seed from).
     fn publish(&mut self, temporary: &str, name: &str) -> Result<(), CheckpointError> {
         self.dir.rename(temporary, name).map_err(|e| CheckpointError::io(self.path_of(temporary), e))?;
         self.dir.sync().map_err(|e| CheckpointError::io(self.dir.path(), e))?;
         let slots = self.list()?;
         let excess = slots.len().saturating_sub(self.options.keep as usize);
-        for slot in &slots[..excess] {
+        let doomed: Vec<Slot> =
+            slots.into_iter().filter(|slot| checkpoint_name(*slot) != name).take(excess).collect();
+        self.remove(&doomed)
+    }
+
+    /// Deletes every checkpoint newer than `slot`; returns their slots. A replica that
+    /// re-seeded its state from an older checkpoint drops what it saved from the state it
+    /// replaced.
+    pub fn remove_newer_than(&mut self, slot: Slot) -> Result<Vec<Slot>, CheckpointError> {
+        let newer: Vec<Slot> = self.list()?.into_iter().filter(|s| *s > slot).collect();
+        self.remove(&newer)?;
+        Ok(newer)
+    }
+
+    /// Deletes the checkpoints at `slots` and syncs the directory.
+    fn remove(&mut self, slots: &[Slot]) -> Result<(), CheckpointError> {
+        for slot in slots {
             let old = checkpoint_name(*slot);
             self.dir.remove(&old).map_err(|e| CheckpointError::io(self.path_of(&old), e))?;
         }
-        if excess > 0 {
+        if !slots.is_empty() {
             self.dir.sync().map_err(|e| CheckpointError::io(self.dir.path(), e))?;
         }
         Ok(())

@@ -28,6 +28,7 @@ const FLAG_CHOSEN: u8 = 0b10;
 const VALUE_NOOP: u8 = 0;
 const VALUE_BATCH: u8 = 1;
 const VALUE_CONFIGURATION: u8 = 2;
+const VALUE_LAST: u8 = 3;
 
 /// Smallest encoding of one proposal: ballot (16), slot (8), value tag (1).
 const PROPOSAL_BYTES_MIN: usize = 25;
@@ -166,11 +167,12 @@ pub fn encode_proposal(proposal: &Proposal, out: &mut Vec<u8>) {
             out.push(VALUE_BATCH);
             put_count(out, requests.len());
             for request in requests {
-                put_u64(out, request.id.client);
-                put_u64(out, request.id.sequence);
-                put_count(out, request.payload.len());
-                out.extend_from_slice(&request.payload);
+                put_request(out, request);
             }
+        }
+        Value::Last(request) => {
+            out.push(VALUE_LAST);
+            put_request(out, request);
         }
         Value::Configuration(configuration) => {
             out.push(VALUE_CONFIGURATION);
@@ -184,12 +186,20 @@ pub fn encode_proposal(proposal: &Proposal, out: &mut Vec<u8>) {
     }
 }
 
+fn put_request(out: &mut Vec<u8>, request: &Request) {
+    put_u64(out, request.id.client);
+    put_u64(out, request.id.sequence);
+    put_count(out, request.payload.len());
+    out.extend_from_slice(&request.payload);
+}
+
 /// Encoded size of a proposal, without encoding it.
 pub fn proposal_encoded_bytes(proposal: &Proposal) -> u64 {
     let value = match &proposal.value {
         Value::Noop => 0,
         Value::Batch(requests) => 4 + requests.iter().map(|r| 20 + r.payload.len() as u64).sum::<u64>(),
         Value::Configuration(configuration) => 20 + 8 * configuration.members.len() as u64,
+        Value::Last(request) => 20 + request.payload.len() as u64,
     };
     PROPOSAL_BYTES_MIN as u64 + value
 }
@@ -418,6 +428,16 @@ impl Reader<'_> {
         Ok(Ballot { round, node: NodeId(node) })
     }
 
+    fn request(&mut self) -> Result<Request, DecodeError> {
+        let client = self.u64("request client")?;
+        let sequence = self.u64("request sequence")?;
+        let len = self.count("request payload length", 1)?;
+        let start = self.position;
+        self.take(len, "request payload")?;
+        let payload = self.bytes.slice(start..start + len);
+        Ok(Request { id: RequestId { client, sequence }, payload })
+    }
+
     fn proposal(&mut self) -> Result<Proposal, DecodeError> {
         let ballot = self.ballot()?;
         let slot = Slot(self.u64("proposal slot")?);
@@ -428,16 +448,11 @@ impl Reader<'_> {
                 let count = self.count("request count", REQUEST_BYTES_MIN)?;
                 let mut requests = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let client = self.u64("request client")?;
-                    let sequence = self.u64("request sequence")?;
-                    let len = self.count("request payload length", 1)?;
-                    let start = self.position;
-                    self.take(len, "request payload")?;
-                    let payload = self.bytes.slice(start..start + len);
-                    requests.push(Request { id: RequestId { client, sequence }, payload });
+                    requests.push(self.request()?);
                 }
                 Value::Batch(requests)
             }
+            VALUE_LAST => Value::Last(self.request()?),
             VALUE_CONFIGURATION => {
                 let number = self.u64("configuration number")?;
                 let first_slot = Slot(self.u64("configuration first slot")?);
@@ -489,6 +504,12 @@ mod tests {
                     number,
                     members: members.into_iter().map(NodeId).collect(),
                     first_slot: Slot(first)
+                })
+            ),
+            (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
+                |(client, sequence, payload)| Value::Last(Request {
+                    id: RequestId { client, sequence },
+                    payload: payload.into()
                 })
             ),
         ]

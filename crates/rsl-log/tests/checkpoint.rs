@@ -66,6 +66,22 @@ fn only_the_newest_are_kept_and_the_log_floor_follows_the_oldest() {
 }
 
 #[test]
+fn an_older_checkpoint_published_is_kept_and_newer_ones_can_be_dropped() {
+    let dir = scratch_dir();
+    let mut store = CheckpointStore::open(dir.path(), &small_blocks()).unwrap();
+    for slot in [20, 30] {
+        save(&mut store, slot, 1500);
+    }
+    // Older than both kept ones (a peer's, to re-seed from): kept, the oldest other goes.
+    save(&mut store, 10, 1500);
+    assert_eq!(store.list().unwrap(), vec![Slot(10), Slot(30)]);
+    assert_eq!(load(&store, 10), data(10, 1500));
+    assert_eq!(store.remove_newer_than(Slot(10)).unwrap(), vec![Slot(30)]);
+    assert_eq!(store.list().unwrap(), vec![Slot(10)]);
+    assert_eq!(store.remove_newer_than(Slot(10)).unwrap(), Vec::<Slot>::new());
+}
+
+#[test]
 fn a_dropped_writer_leaves_nothing_and_leftovers_are_cleaned_on_open() {
     let dir = scratch_dir();
     {

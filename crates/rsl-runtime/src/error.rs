@@ -140,6 +140,14 @@ pub enum ReplicateError {
         /// Why the ring stopped.
         reason: String,
     },
+    /// The ring's last request was chosen at `last_slot`
+    /// ([`Ring::replicate_exclusive`](crate::Ring::replicate_exclusive) with `last`): it
+    /// takes no more requests, ever. The request did not take effect; reads still work.
+    #[error("the ring is closed: its last request was chosen at slot {last_slot}; it takes no more writes")]
+    RingClosed {
+        /// The slot of the last request.
+        last_slot: Slot,
+    },
 }
 
 /// Why a lease read (`read`) was not served.

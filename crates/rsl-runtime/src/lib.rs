@@ -127,6 +127,7 @@
 mod builder;
 mod error;
 pub mod framing;
+pub mod health;
 pub mod metrics;
 mod ring;
 mod runtime;
@@ -140,6 +141,8 @@ pub use error::{
     ChangeConfigurationError, CheckpointNowError, FastReadError, PurgeLogError, ReadError, RelinquishError,
     ReplicateError, RingFailure, StartError, TransferError,
 };
+pub use health::{NotReady, ReadinessOptions, ReplicaHealth};
+pub use ring::controls::{PromotionError, ReseedError, TimingError};
 pub use ring::{Recovery, Ring, RingOptions, RingSpec};
 pub use runtime::{Runtime, RuntimeOptions};
 pub use state_machine::{RoleChange, StateMachine};

@@ -154,6 +154,9 @@ pub struct RingStatistics {
     pub in_flight_slots: u64,
     /// `replicate` calls waiting for their response.
     pub pending_requests: u64,
+    /// Every replica of the configuration as this one sees it (see
+    /// [`Ring::replicas`](crate::Ring::replicas)).
+    pub replicas: Vec<crate::health::ReplicaHealth>,
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -295,6 +298,7 @@ pub fn render_prometheus(rings: &[RingStatistics]) -> String {
             family.sample(&format!("{name}_count"), l, h.count);
         }
     }
+    crate::health::render_replicas(&mut out, rings);
     out
 }
 
@@ -409,10 +413,29 @@ mod tests {
             queued_requests: 0,
             in_flight_slots: 0,
             pending_requests: 0,
+            replicas: vec![crate::health::ReplicaHealth {
+                node: NodeId(3),
+                is_self: false,
+                is_primary: false,
+                measured_by_primary: true,
+                acknowledged: Some(rsl_core::Slot(5)),
+                holds: Some(rsl_core::Slot(4)),
+                lag_slots: Some(2),
+                lag: Some(Duration::from_millis(1500)),
+                last_heard: None,
+                connected: Some(false),
+            }],
         };
         let text = render_prometheus(&[statistics]);
         assert!(text.contains("# HELP rsl_slots_chosen_total Slots learned chosen.\n"), "{text}");
         assert!(text.contains("rsl_slots_chosen_total{ring=\"2\",node=\"1\"} 6\n"), "{text}");
+        assert!(text.contains("rsl_replica_lag_slots{ring=\"2\",node=\"1\",replica=\"3\"} 2\n"), "{text}");
+        assert!(
+            text.contains("rsl_replica_lag_seconds{ring=\"2\",node=\"1\",replica=\"3\"} 1.5\n"),
+            "{text}"
+        );
+        assert!(text.contains("rsl_replica_connected{ring=\"2\",node=\"1\",replica=\"3\"} 0\n"), "{text}");
+        assert!(!text.contains("rsl_replica_last_heard_seconds{"), "unknown figures are left out: {text}");
         assert!(
             text.contains(
                 "# HELP rsl_requests_replicated_total Requests answered with the state machine's response.\n\

@@ -105,6 +105,7 @@ fn describe(value: &Value) -> String {
             format!("batch[{}{}]", ids.join(","), if requests.len() > 4 { ",…" } else { "" })
         }
         Value::Configuration(c) => format!("configuration {}", c.number),
+        Value::Last(r) => format!("last {}/{}", r.id.client, r.id.sequence),
     }
 }
 

@@ -120,6 +120,7 @@ fn value_to_proto(value: &Value) -> pb::Value {
         Value::Configuration(configuration) => {
             pb::value::Kind::Configuration(configuration_to_proto(configuration))
         }
+        Value::Last(request) => pb::value::Kind::Last(request_to_proto(request)),
     };
     pb::Value { kind: Some(kind) }
 }
@@ -192,6 +193,9 @@ fn body_to_proto(body: &MessageBody) -> pb::message::Body {
             Body::FetchTruncated(pb::FetchTruncated { checkpoint: checkpoint.0 })
         }
         MessageBody::TimeoutNow { ballot: b } => Body::TimeoutNow(pb::TimeoutNow { ballot: ballot(b) }),
+        MessageBody::PromotionRequest { ballot: b } => {
+            Body::PromotionRequest(pb::PromotionRequest { ballot: ballot(b) })
+        }
     }
 }
 
@@ -304,6 +308,7 @@ fn value_from_proto(value: Option<pb::Value>, field: &str) -> Result<Value, Deco
         Some(pb::value::Kind::Configuration(configuration)) => configuration_from_proto(configuration)
             .map(Value::Configuration)
             .map_err(|e| e.within(&format!("{field}.configuration"))),
+        Some(pb::value::Kind::Last(request)) => Ok(Value::Last(request_from_proto(request))),
     }
 }
 
@@ -393,6 +398,9 @@ fn body_from_proto(body: pb::message::Body) -> Result<MessageBody, DecodeError> 
         Body::FetchTruncated(m) => MessageBody::FetchTruncated { checkpoint: Slot(m.checkpoint) },
         Body::TimeoutNow(m) => {
             MessageBody::TimeoutNow { ballot: ballot_from_proto(m.ballot, "timeout_now.ballot")? }
+        }
+        Body::PromotionRequest(m) => {
+            MessageBody::PromotionRequest { ballot: ballot_from_proto(m.ballot, "promotion_request.ballot")? }
         }
     };
     Ok(body)

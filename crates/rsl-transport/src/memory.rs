@@ -69,16 +69,18 @@ impl Faults {
     /// Whether a message from `from` to `to` is lost. Draws from the generator only when
     /// random loss is on, so switching it off keeps the other faults deterministic.
     fn loses(&mut self, from: NodeId, to: NodeId) -> bool {
+        self.cuts(from, to) || (self.drop_percent > 0 && self.rng.below(100) < u64::from(self.drop_percent))
+    }
+
+    /// Whether a dropped link or a partition loses every message from `from` to `to`.
+    fn cuts(&self, from: NodeId, to: NodeId) -> bool {
         if self.dropped_links.contains(&(from, to)) {
             return true;
         }
-        if let Some(groups) = &self.groups {
-            match (groups.get(&from), groups.get(&to)) {
-                (Some(a), Some(b)) if a == b => {}
-                _ => return true,
-            }
+        match &self.groups {
+            Some(groups) => !matches!((groups.get(&from), groups.get(&to)), (Some(a), Some(b)) if a == b),
+            None => false,
         }
-        self.drop_percent > 0 && self.rng.below(100) < u64::from(self.drop_percent)
     }
 }
 
@@ -257,6 +259,13 @@ impl Transport for MemoryEndpoint {
 
     fn remove_peer(&self, node: NodeId) {
         self.addresses.lock().remove(&node);
+    }
+
+    /// Up while `node` is attached and no dropped link or partition cuts the way to it
+    /// (random loss leaves it up).
+    fn peer_connected(&self, node: NodeId) -> Option<bool> {
+        let attached = self.hub.endpoints.read().contains_key(&node);
+        Some(attached && !self.hub.faults.lock().cuts(self.gate.local, node))
     }
 
     fn membership(&self) -> &Membership {

@@ -182,6 +182,15 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// Forgets `node`: its queue is dropped and its connection closed.
     fn remove_peer(&self, node: NodeId);
 
+    /// Whether the connection to `node` is up now, as far as this endpoint can tell:
+    /// `Some(true)` when it is, `Some(false)` when messages cannot reach `node` (no
+    /// connection, no address, a fault), `None` (the default) when this transport cannot
+    /// tell. Cheap: it reads state and never connects.
+    fn peer_connected(&self, node: NodeId) -> Option<bool> {
+        let _ = node;
+        None
+    }
+
     /// The ring -> allowed members table this endpoint enforces on inbound messages.
     fn membership(&self) -> &Membership;
 

@@ -49,6 +49,7 @@ fn value() -> impl Strategy<Value = Value> {
         Just(Value::Noop),
         vec(request(), 0..6).prop_map(Value::Batch),
         configuration().prop_map(Value::Configuration),
+        request().prop_map(Value::Last),
     ]
 }
 
@@ -103,6 +104,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
         vec(proposal(), 0..4).prop_map(|chosen_values| MessageBody::FetchReply { chosen_values }),
         slot().prop_map(|checkpoint| MessageBody::FetchTruncated { checkpoint }),
         ballot().prop_map(|ballot| MessageBody::TimeoutNow { ballot }),
+        ballot().prop_map(|ballot| MessageBody::PromotionRequest { ballot }),
     ]
 }
 
@@ -131,6 +133,11 @@ fn one_of_each() -> Vec<Message> {
             slot: Slot(3),
             value: Value::Configuration(Configuration::new(2, vec![NodeId(1), NodeId(3)], Slot(4))),
         },
+        Proposal {
+            ballot: b,
+            slot: Slot(4),
+            value: Value::Last(Request { id: RequestId { client: 2, sequence: 1 }, payload: "end".into() }),
+        },
     ];
     let bodies = vec![
         MessageBody::PreVote { ballot: b, chosen: Slot(3) },
@@ -155,6 +162,7 @@ fn one_of_each() -> Vec<Message> {
         MessageBody::FetchReply { chosen_values: proposals },
         MessageBody::FetchTruncated { checkpoint: Slot(100) },
         MessageBody::TimeoutNow { ballot: b },
+        MessageBody::PromotionRequest { ballot: b },
     ];
     bodies
         .into_iter()
@@ -166,7 +174,7 @@ fn one_of_each() -> Vec<Message> {
 fn every_body_kind_round_trips() {
     let messages = one_of_each();
     let kinds: BTreeSet<&str> = messages.iter().map(|m| m.body.kind()).collect();
-    assert_eq!(kinds.len(), 15, "one message per MessageBody variant: {kinds:?}");
+    assert_eq!(kinds.len(), 16, "one message per MessageBody variant: {kinds:?}");
     for message in &messages {
         let bytes = encode_message(message);
         assert_eq!(bytes.len() as u64, encoded_len(message));

@@ -60,6 +60,8 @@ async fn two_endpoints_exchange_batches_both_ways() {
     assert_eq!(got_b.into_iter().map(|m| m.message).collect::<Vec<_>>(), to_b, "in order, intact");
     let got_a = receive(&mut a_in, 20).await;
     assert_eq!(got_a.iter().map(sent_at).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
+    assert_eq!(a.peer_connected(NodeId(2)), Some(true), "a stream is open");
+    assert_eq!(a.peer_connected(NodeId(9)), Some(false), "no address");
     let (sa, sb) = (a.stats().snapshot(), b.stats().snapshot());
     assert_eq!((sa.messages_sent, sb.messages_received), (500, 500));
     assert_eq!((sb.messages_sent, sa.messages_received), (20, 20));
@@ -133,6 +135,7 @@ async fn reconnects_after_the_server_endpoint_restarts() {
     let address = a.local_addr();
     a.shutdown(PATIENCE).await;
     drop(a_in);
+    eventually("the connection to be seen down", || b.peer_connected(NodeId(1)) == Some(false)).await;
     // Same port, new endpoint: node 2 must find it again on its own.
     let listener = tokio::net::TcpListener::bind(address).await.unwrap();
     let (a, mut a_in) =
@@ -157,6 +160,7 @@ async fn reconnects_after_the_server_endpoint_restarts() {
     .await
     .expect("node 2 never reached the restarted node 1");
     assert!(sent_at(&arrived) >= 100);
+    assert_eq!(b.peer_connected(NodeId(1)), Some(true), "up again");
     let stats = b.stats().snapshot();
     assert!(stats.reconnects >= 1, "{stats:?}");
 }

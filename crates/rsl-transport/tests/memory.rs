@@ -130,7 +130,11 @@ async fn dropped_link_is_one_way_until_restored() {
 async fn partition_splits_groups_and_heal_rejoins() {
     let network = MemoryNetwork::new(1);
     let [(a, mut a_in), (b, mut b_in), (c, mut c_in)] = attach(&network, 1, [1, 2, 3]);
+    assert_eq!(a.peer_connected(NodeId(3)), Some(true));
     network.partition(&[&[NodeId(1), NodeId(2)], &[NodeId(3)]]);
+    assert_eq!((a.peer_connected(NodeId(2)), a.peer_connected(NodeId(3))), (Some(true), Some(false)));
+    assert_eq!(c.peer_connected(NodeId(1)), Some(false));
+    assert_eq!(a.peer_connected(NodeId(9)), Some(false), "nobody attached as node 9");
     a.send(NodeId(2), vec![heartbeat(1, 1, 2, 1)]).unwrap();
     a.send(NodeId(3), vec![heartbeat(1, 1, 3, 2)]).unwrap();
     c.send(NodeId(1), vec![heartbeat(1, 3, 1, 3)]).unwrap();
@@ -139,6 +143,7 @@ async fn partition_splits_groups_and_heal_rejoins() {
     assert!(a_in.try_recv().is_err());
     assert_eq!(a.stats().snapshot().dropped_by_fault + c.stats().snapshot().dropped_by_fault, 2);
     network.heal();
+    assert_eq!(c.peer_connected(NodeId(1)), Some(true));
     c.send(NodeId(1), vec![heartbeat(1, 3, 1, 4)]).unwrap();
     a.send(NodeId(3), vec![heartbeat(1, 1, 3, 5)]).unwrap();
     assert_eq!(receive(&mut a_in, 1).await[0].message, heartbeat(1, 3, 1, 4));

@@ -142,14 +142,14 @@
 #![warn(missing_docs)]
 
 pub use bytes::Bytes;
-pub use rsl_core::{Ballot, Config, ConfigError, Configuration, NodeId, RingId, Role, Slot, Status};
-pub use rsl_runtime::metrics::serve_metrics;
+pub use rsl_core::{Ballot, Config, ConfigError, Configuration, NodeId, RingId, Role, Slot, Status, Timing};
+pub use rsl_runtime::metrics::{serve_metrics, serve_metrics_with};
 pub use rsl_runtime::{
     render_prometheus, BuildError, ChangeConfigurationError, CheckpointFetcher, CheckpointNowError,
-    CheckpointServer, FastReadError, FileStorage, LocalCheckpointNetwork, MemoryStorage, PurgeLogError,
-    ReadError, Recovery, RelinquishError, ReplicateError, Ring, RingBuilder, RingFailure, RingOptions,
-    RingSpec, RingStatistics, RoleChange, Runtime, RuntimeOptions, StartError, StateMachine, Storage,
-    TransferError,
+    CheckpointServer, FastReadError, FileStorage, LocalCheckpointNetwork, MemoryStorage, NotReady,
+    PromotionError, PurgeLogError, ReadError, ReadinessOptions, Recovery, RelinquishError, ReplicaHealth,
+    ReplicateError, ReseedError, Ring, RingBuilder, RingFailure, RingOptions, RingSpec, RingStatistics,
+    RoleChange, Runtime, RuntimeOptions, StartError, StateMachine, Storage, TimingError, TransferError,
 };
 pub use rsl_transport::{Inbound, MemoryNetwork, Transport};
 

@@ -2,7 +2,7 @@
 //! checkpoint is due, see `checkpointing`), and truncating the log.
 
 use crate::action::Action;
-use crate::types::Slot;
+use crate::types::{Slot, Value};
 
 use super::mutation::Mutation;
 use super::Replica;
@@ -52,7 +52,11 @@ impl Replica {
             );
             let value = entry.proposal.value.clone();
             self.checkpoints.applied(value.size_bytes());
+            let last = matches!(value, Value::Last(_));
             self.actions.push_back(Action::Apply { slot, value });
+            if last {
+                self.closed_at(slot);
+            }
             self.apply_emitted = slot;
             self.stats.slots_applied += 1;
             self.checkpoint_if_due();
@@ -62,7 +66,8 @@ impl Replica {
 
     /// Forgets the slots below `below` and tells the log store it may too.
     pub(super) fn truncate_below(&mut self, below: Slot) {
-        if self.log.truncate_below(below) {
+        // A re-seed in progress replays the log from the peer's checkpoint: keep it.
+        if self.reseeding.is_none() && self.log.truncate_below(below) {
             self.actions.push_back(Action::TruncateLog { below });
         }
     }

@@ -34,8 +34,8 @@ pub(super) struct CatchUp {
     watermark: PrimaryWatermark,
     reported: Reported,
     fetches: FetchWindow,
-    /// A `FetchCheckpoint` is under way: no slot fetches until it ends.
-    checkpoint_fetch_pending: bool,
+    /// A `FetchCheckpoint` (or a re-seed) is under way: no slot fetches until it ends.
+    pub(super) checkpoint_fetch_pending: bool,
 }
 
 impl CatchUp {
@@ -63,6 +63,11 @@ impl CatchUp {
     /// The newest primary's watermark.
     pub(super) fn watermark(&self) -> PrimaryWatermark {
         self.watermark
+    }
+
+    /// The highest chosen slot anyone reported.
+    pub(super) fn known_chosen(&self) -> Slot {
+        self.watermark.chosen.max(self.reported.chosen)
     }
 
     /// `by` reported that it has chosen up to `chosen`.

@@ -6,6 +6,7 @@ use crate::action::Action;
 use crate::message::{MessageBody, RejectReason};
 use crate::types::{Ballot, NodeId, Slot};
 
+use super::exclusive::ExclusiveQueue;
 use super::progress::Progress;
 use super::role::{CandidatePhase, CandidateState, KnownPrimary, PrimaryState, RoleState};
 use super::takeover;
@@ -166,7 +167,7 @@ impl Replica {
 
     /// Whether this replica must refuse to help elect anyone but the primary it heard.
     fn in_lease_guard(&self, transfer_from: Option<Ballot>) -> bool {
-        let window = self.config.election_delay_min();
+        let window = self.guard;
         if self.now.since(self.boot_at) < window {
             return true;
         }
@@ -281,7 +282,7 @@ impl Replica {
         let ballot = candidate.ballot;
         let plan = takeover::plan(&candidate, &self.log, &self.membership);
         self.stats.elections_won += 1;
-        let mut progress = Progress::new(self.membership.configuration.members.len(), candidate.me);
+        let mut progress = Progress::new(self.membership.configuration.members.len(), candidate.me, self.now);
         for (i, promise) in candidate.promises.iter().enumerate() {
             if promise.is_some() {
                 progress.heard(i, self.now);
@@ -298,6 +299,7 @@ impl Replica {
             relinquish_to: None,
             pending_change: None,
             change_slot: plan.change_slot,
+            exclusive: ExclusiveQueue::new(plan.last_slot),
         });
         self.primary = Some(KnownPrimary { node: self.config.node, ballot });
         self.primary_heard_at = Some(self.now);
@@ -366,7 +368,8 @@ impl Replica {
                 self.actions
                     .push_back(Action::ConfigurationChangeInterrupted { members, primary: primary_node });
             }
-            let ids = leading.queue.drain_ids();
+            let mut ids = leading.queue.drain_ids();
+            ids.extend(leading.exclusive.drain_ids());
             if !ids.is_empty() {
                 self.actions.push_back(Action::RequestsDropped { ids, primary: primary_node });
             }

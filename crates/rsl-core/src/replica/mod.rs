@@ -25,8 +25,11 @@ mod acceptor;
 mod apply;
 mod catch_up;
 mod checkpointing;
+mod controls;
 mod election;
+mod exclusive;
 mod fetch_window;
+mod health;
 mod invariants;
 mod large;
 mod log;
@@ -43,6 +46,8 @@ mod validate;
 
 use std::collections::VecDeque;
 
+pub use self::controls::{Promotion, PromotionError, ReseedError, Timing};
+pub use self::health::{HealthReport, MemberHealth};
 pub use self::log::DurableState;
 pub use self::mutation::Mutation;
 pub use self::timers::Timer;
@@ -51,7 +56,7 @@ use crate::action::{Action, MessageError, Role, Statistics, Status};
 use crate::config::{Config, ConfigError};
 use crate::message::{Message, MessageBody};
 use crate::rng::SplitMix64;
-use crate::time::Time;
+use crate::time::{Micros, Time};
 use crate::types::{Ballot, Configuration, NodeId, Proposal, Slot};
 
 use self::catch_up::CatchUp;
@@ -112,6 +117,17 @@ pub struct Replica {
     primary_recovered: Ballot,
     reported_role: Option<RoleReport>,
 
+    /// The read lease and the lease guard keep the timing the replica started with, so a
+    /// timing change on a running ring never lets a lease outlast the guard of a replica
+    /// that has not changed yet (see `controls.rs`).
+    lease: Micros,
+    guard: Micros,
+    /// The slot of the ring's last request, once chosen (see `exclusive.rs`).
+    last_slot: Option<Slot>,
+    /// A re-seed from a peer's checkpoint in progress: the lowest checkpoint slot it can
+    /// replay the log from (see `controls.rs`).
+    reseeding: Option<Slot>,
+
     timers: Timers,
     actions: VecDeque<Action>,
     stats: Statistics,
@@ -165,6 +181,10 @@ impl Replica {
             can_become_primary: true,
             primary_recovered: Ballot::ZERO,
             reported_role: None,
+            lease: config.lease(),
+            guard: config.election_delay_min(),
+            last_slot: None,
+            reseeding: None,
             timers: Timers::default(),
             actions: VecDeque::new(),
             stats: Statistics::default(),
@@ -207,6 +227,7 @@ impl Replica {
             checkpoint: self.checkpoint,
             configuration: self.membership.configuration.clone(),
             member: self.membership.is_member(),
+            last_slot: self.last_slot,
         }
     }
 
@@ -318,6 +339,7 @@ impl Replica {
             MessageBody::FetchReply { chosen_values } => self.on_fetch_reply(from, chosen_values),
             MessageBody::FetchTruncated { checkpoint } => self.on_fetch_truncated(from, checkpoint),
             MessageBody::TimeoutNow { ballot } => self.on_timeout_now(from, ballot),
+            MessageBody::PromotionRequest { ballot } => self.on_promotion_request(from, ballot),
         }
         self.finish();
         Ok(())

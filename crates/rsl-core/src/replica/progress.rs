@@ -1,6 +1,8 @@
 //! What a primary knows of each member of its configuration: when it last heard from it,
-//! the newest of its own heartbeats the member echoed (the lease clock), and the member's
-//! chosen watermark. Indexed like the configuration's member list.
+//! the newest of its own heartbeats the member echoed (the lease clock), the member's
+//! chosen watermark, and how far it holds the log (the replica health of `health.rs`:
+//! the slots it voted for, and since when it is behind). Indexed like the configuration's
+//! member list.
 
 use crate::quorum;
 use crate::time::{Micros, Time};
@@ -15,6 +17,23 @@ struct PeerProgress {
     echoed: Time,
     /// The member's chosen watermark, from its last heartbeat reply.
     chosen: Slot,
+    /// The highest slot the member voted for (durably accepted) at the primary's ballot.
+    acknowledged: Option<Slot>,
+    /// Every slot up to here the member holds durably (chosen there, or voted for at this
+    /// ballot in order); `None` until its first heartbeat reply says.
+    holds: Option<Slot>,
+    /// The last time `holds` reached the primary's chosen watermark (or when the primary
+    /// took office): a member behind has been behind since then.
+    caught_up_at: Time,
+}
+
+/// How far one member holds the log, as the primary knows it (see `health.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct MemberProgress {
+    pub(super) heard_at: Option<Time>,
+    pub(super) acknowledged: Option<Slot>,
+    pub(super) holds: Option<Slot>,
+    pub(super) caught_up_at: Time,
 }
 
 /// Every member's progress; the primary's own entry is `me`.
@@ -25,10 +44,12 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    /// Nothing heard yet from any of `members` members; the primary is member `me`.
-    pub(super) fn new(members: usize, me: usize) -> Progress {
+    /// Nothing heard yet from any of `members` members; the primary is member `me` and took
+    /// office at `now`.
+    pub(super) fn new(members: usize, me: usize, now: Time) -> Progress {
         precondition!(me < members, "the primary is a member");
-        Progress { peers: vec![PeerProgress::default(); members], me }
+        let peer = PeerProgress { caught_up_at: now, ..PeerProgress::default() };
+        Progress { peers: vec![peer; members], me }
     }
 
     /// The primary's own index in the member list.
@@ -55,7 +76,41 @@ impl Progress {
             peer.echoed = peer.echoed.max(sent_at);
         }
         peer.chosen = peer.chosen.max(chosen);
+        peer.holds = Some(peer.holds.map_or(chosen, |holds| holds.max(chosen)));
         postcondition!(peer.echoed <= now, "the lease never starts in the future");
+    }
+
+    /// Member `index` voted for `slot` at the primary's ballot, heard at `now`. A vote for
+    /// the slot right after what it is known to hold extends what it holds.
+    pub(super) fn accepted(&mut self, index: usize, slot: Slot, now: Time) {
+        let peer = &mut self.peers[index];
+        peer.heard_at = Some(now);
+        peer.acknowledged = Some(peer.acknowledged.map_or(slot, |acknowledged| acknowledged.max(slot)));
+        if peer.holds.is_some_and(|holds| holds.next() == slot) {
+            peer.holds = Some(slot);
+        }
+    }
+
+    /// The primary's chosen watermark is `chosen` at `now`: every member that holds it is
+    /// caught up now. Call it before and after the watermark moves, and after a member's
+    /// progress changed.
+    pub(super) fn caught_up(&mut self, chosen: Slot, now: Time) {
+        for peer in &mut self.peers {
+            if peer.holds.is_some_and(|holds| holds >= chosen) {
+                peer.caught_up_at = now;
+            }
+        }
+    }
+
+    /// How far member `index` holds the log, as far as the primary knows.
+    pub(super) fn member(&self, index: usize) -> MemberProgress {
+        let peer = &self.peers[index];
+        MemberProgress {
+            heard_at: peer.heard_at,
+            acknowledged: peer.acknowledged,
+            holds: peer.holds,
+            caught_up_at: peer.caught_up_at,
+        }
     }
 
     /// How many members (the primary included) were heard from less than `window` ago.
@@ -95,7 +150,7 @@ mod tests {
 
     #[test]
     fn the_lease_starts_when_a_quorum_echoed() {
-        let mut progress = Progress::new(3, 0);
+        let mut progress = Progress::new(3, 0, Time(0));
         assert_eq!(progress.lease_start(Time(100), 2), None);
         progress.heartbeat_reply(1, Time(40), Slot(3), Time(90));
         assert_eq!(progress.lease_start(Time(100), 2), Some(Time(40)));
@@ -106,7 +161,7 @@ mod tests {
 
     #[test]
     fn an_echo_from_the_future_extends_nothing() {
-        let mut progress = Progress::new(3, 0);
+        let mut progress = Progress::new(3, 0, Time(0));
         progress.heartbeat_reply(1, Time(500), Slot(1), Time(100));
         assert_eq!(progress.lease_start(Time(100), 2), None);
         assert!(progress.is_live(1, Time(100)), "but the member was heard");
@@ -114,7 +169,7 @@ mod tests {
 
     #[test]
     fn liveness_counts_the_primary_and_recent_members() {
-        let mut progress = Progress::new(5, 2);
+        let mut progress = Progress::new(5, 2, Time(0));
         progress.heard(0, Time(10));
         progress.heard(4, Time(95));
         assert_eq!(progress.heard_within(Time(100), Micros(50)), 2);
@@ -125,7 +180,7 @@ mod tests {
     #[test]
     fn the_relinquish_target_is_the_most_caught_up_live_member() {
         let members = [NodeId(1), NodeId(2), NodeId(3), NodeId(4)];
-        let mut progress = Progress::new(4, 0);
+        let mut progress = Progress::new(4, 0, Time(0));
         assert_eq!(progress.most_caught_up(&members, Time(0)), None);
         progress.heartbeat_reply(1, Time(1), Slot(7), Time(10));
         progress.heartbeat_reply(2, Time(1), Slot(9), Time(10));
@@ -133,5 +188,25 @@ mod tests {
         assert_eq!(progress.most_caught_up(&members, Time(0)), Some(NodeId(3)), "lowest id among the best");
         assert_eq!(progress.most_caught_up(&members, Time(5)), Some(NodeId(3)));
         assert_eq!(progress.most_caught_up(&members, Time(11)), None);
+    }
+
+    #[test]
+    fn votes_in_order_extend_what_a_member_holds_and_when_it_was_caught_up() {
+        let mut progress = Progress::new(3, 0, Time(5));
+        progress.accepted(1, Slot(4), Time(10));
+        assert_eq!(progress.member(1).holds, None, "unknown until a heartbeat reply says");
+        assert_eq!(progress.member(1).acknowledged, Some(Slot(4)));
+        progress.heartbeat_reply(1, Time(10), Slot(4), Time(11));
+        progress.accepted(1, Slot(5), Time(12));
+        progress.accepted(1, Slot(7), Time(13));
+        let member = progress.member(1);
+        assert_eq!((member.holds, member.acknowledged), (Some(Slot(5)), Some(Slot(7))), "a gap stops it");
+        progress.caught_up(Slot(5), Time(20));
+        progress.caught_up(Slot(6), Time(30));
+        assert_eq!(progress.member(1).caught_up_at, Time(20), "behind since the watermark passed it");
+        assert_eq!(progress.member(2).caught_up_at, Time(5), "never heard: behind since taking office");
+        progress.heartbeat_reply(1, Time(31), Slot(9), Time(32));
+        progress.caught_up(Slot(6), Time(33));
+        assert_eq!(progress.member(1).caught_up_at, Time(33));
     }
 }

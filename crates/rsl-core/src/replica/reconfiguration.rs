@@ -140,6 +140,10 @@ impl Replica {
         if let Some(target) = primary.relinquish_to {
             return Err(ChangeError::Relinquishing { target });
         }
+        if let Some(last_slot) = self.last_slot {
+            let reason = format!("the ring is closed: its last request was chosen at slot {last_slot}");
+            return Err(ChangeError::Invalid { members, reason });
+        }
         if let Some(pending) = &primary.pending_change {
             return Err(ChangeError::InProgress { members: pending.clone() });
         }

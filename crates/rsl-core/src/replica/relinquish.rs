@@ -40,7 +40,8 @@ impl Replica {
             }
         };
         primary.relinquish_to = Some(target);
-        let dropped = primary.queue.drain_ids();
+        let mut dropped = primary.queue.drain_ids();
+        dropped.extend(primary.exclusive.drain_ids());
         if !dropped.is_empty() {
             self.actions.push_back(Action::RequestsDropped { ids: dropped, primary: Some(target) });
         }

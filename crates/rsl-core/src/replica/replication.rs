@@ -5,7 +5,7 @@
 
 use crate::action::{ProposeError, ReadError};
 use crate::message::MessageBody;
-use crate::time::Time;
+use crate::time::{Micros, Time};
 use crate::types::{Ballot, Configuration, NodeId, Proposal, Request, Slot, Value};
 
 use super::large::large_value_bytes;
@@ -69,12 +69,30 @@ impl Replica {
     /// Adds one request to the primary's queue (a large one to its own lane), or says why
     /// not.
     fn enqueue(&mut self, request: Request) -> Result<(), ProposeError> {
-        let hint = self.primary_hint();
+        self.admit(&request)?;
+        let now = self.now;
         let batch_bytes_max = self.config.batch_bytes_max;
-        let request_bytes_max = self.config.request_bytes_max;
         let large_bytes_max = self.config.large_bytes_in_flight_max;
+        let primary = self.role.primary_mut().expect("admitted by the primary");
+        if request.size_bytes() > batch_bytes_max {
+            primary.queue.large.push(request, large_bytes_max)?;
+        } else {
+            primary.queue.push(request, now);
+        }
+        self.stats.requests_proposed += 1;
+        Ok(())
+    }
+
+    /// Whether the primary takes `request` into its queues now, or why not.
+    pub(super) fn admit(&self, request: &Request) -> Result<(), ProposeError> {
+        let hint = self.primary_hint();
+        let request_bytes_max = self.config.request_bytes_max;
         let queue_max = self.config.proposal_queue_max;
-        let Some(primary) = self.role.primary_mut() else {
+        // A closed ring refuses on every replica, primary or not.
+        if let Some(last_slot) = self.last_slot {
+            return Err(ProposeError::Closed { last_slot });
+        }
+        let Some(primary) = self.role.primary() else {
             return Err(ProposeError::NotPrimary { hint });
         };
         if let Some(target) = primary.relinquish_to {
@@ -84,15 +102,10 @@ impl Replica {
         if payload > request_bytes_max {
             return Err(ProposeError::TooLarge { bytes: payload, max: request_bytes_max });
         }
-        if primary.queue.len() as u64 >= queue_max {
-            return Err(ProposeError::Busy { queued: primary.queue.len() as u64, max: queue_max });
+        let queued = (primary.queue.len() + primary.exclusive.len()) as u64;
+        if queued >= queue_max {
+            return Err(ProposeError::Busy { queued, max: queue_max });
         }
-        if request.size_bytes() > batch_bytes_max {
-            primary.queue.large.push(request, large_bytes_max)?;
-        } else {
-            primary.queue.push(request, self.now);
-        }
-        self.stats.requests_proposed += 1;
         Ok(())
     }
 
@@ -101,7 +114,7 @@ impl Replica {
     fn lease_until(&self) -> Time {
         let Some(primary) = self.role.primary() else { return Time(0) };
         match primary.progress.lease_start(self.now, self.membership.configuration.quorum()) {
-            Some(start) => start.plus(self.config.lease()),
+            Some(start) => start.plus(self.lease),
             None => Time(0),
         }
     }
@@ -126,9 +139,10 @@ impl Replica {
             let now = self.now;
             let number = self.membership.configuration.number;
             let Some(primary) = self.role.primary_mut() else { return };
-            if primary.change_slot.is_some() && !enter_early {
+            let closing = primary.exclusive.closing.is_some() || self.last_slot.is_some();
+            if (primary.change_slot.is_some() && !enter_early) || closing {
                 // Nothing beyond a configuration change until it is chosen: the next slots
-                // belong to the new configuration.
+                // belong to the new configuration. Nothing beyond a last request, ever.
                 self.timers.cancel(Timer::BatchLinger);
                 return;
             }
@@ -147,20 +161,41 @@ impl Replica {
                 }
                 return;
             }
-            if primary.relinquish_to.is_some() || primary.queue.batches_empty() {
+            if primary.relinquish_to.is_some()
+                || (primary.queue.batches_empty() && primary.exclusive.len() == 0)
+            {
                 self.timers.cancel(Timer::BatchLinger);
                 return;
             }
             if primary.small_in_flight() >= depth {
                 return;
             }
+            if let Some((value, last)) = primary.exclusive.take_due() {
+                if last {
+                    primary.exclusive.closing = Some(primary.next_slot);
+                }
+                self.propose_value(value);
+                continue;
+            }
+            // A batch never crosses an exclusive request, and does not linger before one.
+            let limits = match primary.exclusive.batch_room() {
+                Some(room) => BatchLimits {
+                    requests_max: limits.requests_max.min(room),
+                    linger: Micros::ZERO,
+                    ..limits
+                },
+                None => limits,
+            };
             match primary.queue.next_batch(now, limits) {
                 NextBatch::Empty => return,
                 NextBatch::LingerUntil(at) => {
                     self.timers.set(Timer::BatchLinger, at);
                     return;
                 }
-                NextBatch::Ready(batch) => self.propose_value(Value::Batch(batch)),
+                NextBatch::Ready(batch) => {
+                    primary.exclusive.consumed(batch.len());
+                    self.propose_value(Value::Batch(batch))
+                }
             }
         }
     }
@@ -191,11 +226,13 @@ impl Replica {
     pub(super) fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot) {
         let Some(index) = self.membership.index_of(from) else { return };
         let now = self.now;
+        let chosen = self.log.chosen();
         let Some(primary) = self.role.primary_mut() else { return };
         if primary.ballot != ballot {
             return;
         }
-        primary.progress.heard(index, now);
+        primary.progress.accepted(index, slot, now);
+        primary.progress.caught_up(chosen, now);
         let Some(flight) = primary.in_flight.get_mut(&slot) else { return };
         flight.votes |= 1 << index;
         self.advance_primary_chosen();
@@ -206,7 +243,10 @@ impl Replica {
         let quorum = self.membership.configuration.quorum();
         let before = self.log.chosen();
         let premature = self.mutated(Mutation::CountVoteBeforePersist);
+        let now = self.now;
         let Some(primary) = self.role.primary_mut() else { return };
+        // Members that hold the old watermark were caught up until now.
+        primary.progress.caught_up(before, now);
         while let Some((&slot, flight)) = primary.in_flight.first_key_value() {
             // Chosen here means chosen by a quorum and durable here: we apply it next.
             let durable_here = self.persistence.is_durable(flight.self_ticket) || premature;
@@ -221,6 +261,7 @@ impl Replica {
             self.stats.slots_chosen += 1;
         }
         let ballot = primary.ballot;
+        primary.progress.caught_up(self.log.chosen(), now);
         if self.log.chosen() > before {
             if self.crossed_configuration(before) {
                 // Tell the old configuration the change is chosen before leaving it: its
@@ -279,10 +320,12 @@ impl Replica {
     pub(super) fn on_heartbeat_reply(&mut self, from: NodeId, ballot: Ballot, sent_at: Time, chosen: Slot) {
         let Some(index) = self.membership.index_of(from) else { return };
         let now = self.now;
+        let primary_chosen = self.log.chosen();
         let Some(primary) = self.role.primary_mut() else { return };
         if primary.ballot != ballot {
             return;
         }
         primary.progress.heartbeat_reply(index, sent_at, chosen, now);
+        primary.progress.caught_up(primary_chosen, now);
     }
 }

@@ -7,6 +7,7 @@ use crate::action::Role;
 use crate::time::{Micros, Time};
 use crate::types::{Ballot, NodeId, Proposal, Request, RequestId, Slot};
 
+use super::exclusive::ExclusiveQueue;
 use super::large::{LargeQueue, LargeWindow};
 use super::progress::Progress;
 
@@ -142,6 +143,8 @@ pub(super) struct PrimaryState {
     /// The slot of the configuration value in flight: no slot beyond it is opened under
     /// this configuration.
     pub(super) change_slot: Option<Slot>,
+    /// Requests waiting for a slot of their own, and a last request in flight.
+    pub(super) exclusive: ExclusiveQueue,
 }
 
 /// Votes for one in-flight slot at the primary.

@@ -22,6 +22,9 @@ pub(super) struct Takeover {
     /// The slot of an inherited configuration change: no slot beyond it is opened until it
     /// is chosen.
     pub(super) change_slot: Option<Slot>,
+    /// The slot of an inherited last request: no slot beyond `last` is opened until it is
+    /// chosen.
+    pub(super) last_slot: Option<Slot>,
     /// The value for each slot from `first` to `last`, in order.
     pub(super) values: Vec<Value>,
 }
@@ -89,7 +92,7 @@ pub(super) fn plan(candidate: &CandidateState, log: &Log, membership: &Membershi
         last = slot;
         break;
     }
-    let values = (first.0..=last.0)
+    let values: Vec<Value> = (first.0..=last.0)
         .map(Slot)
         .map(|slot| match (log.get(slot), merged.remove(&slot)) {
             (Some(e), _) if e.chosen => e.proposal.value.clone(),
@@ -97,5 +100,10 @@ pub(super) fn plan(candidate: &CandidateState, log: &Log, membership: &Membershi
             _ => Value::Noop,
         })
         .collect();
-    Takeover { first, last, change_slot, values }
+    // A last request among them: no slot after the inherited ones is opened while it may
+    // still be chosen (slots after it that a quorum may have chosen are re-proposed; they
+    // apply as no-ops if it is).
+    let last_slot =
+        values.iter().position(|value| matches!(value, Value::Last(_))).map(|at| Slot(first.0 + at as u64));
+    Takeover { first, last, change_slot, last_slot, values }
 }

@@ -61,6 +61,9 @@ impl Replica {
             {
                 malformed(format!("ballot {ballot} is not owned by the sender"))
             }
+            MessageBody::PromotionRequest { ballot } if ballot.node != message.to => {
+                malformed(format!("ballot {ballot} is not the receiver's"))
+            }
             MessageBody::PreVote { ballot, .. } | MessageBody::Prepare { ballot, .. }
                 if (configuration.number > 1 && ballot.round <= configuration.round_floor())
                     || ballot.round >= self.membership.round_ceiling() =>

@@ -74,7 +74,17 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Set KEY to VALUE; prints the slot of the write
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        value: String,
+        /// Write alone in a slot of its own (admin role)
+        #[arg(long)]
+        exclusive: bool,
+        /// Write alone in its slot as the last write the ring ever accepts: afterwards
+        /// every write is refused, reads still work (admin role; for migrations)
+        #[arg(long)]
+        last: bool,
+    },
     /// Print the value of KEY (exit code 1 if absent)
     Get {
         key: String,
@@ -99,7 +109,9 @@ enum Command {
         #[arg(long)]
         absent: bool,
     },
-    /// Show every server's role, primary, ballot, slots and state digest
+    /// Show every server's role, primary, ballot, slots and state digest, then every
+    /// replica's health as the primary sees it (acknowledged slot, lag, last heard,
+    /// connection)
     Status {
         /// Print a JSON array instead of a table
         #[arg(long)]
@@ -122,6 +134,36 @@ enum Command {
     /// `snapshot save` / `snapshot restore`)
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Make replica NODE primary now: it asks the primary to hand over, or campaigns at
+    /// once when none is alive (admin role)
+    Promote {
+        #[arg(long, value_name = "ID")]
+        node: u64,
+    },
+    /// Change the election and heartbeat timing of every replica in the address book, the
+    /// primary last (or of --node only), until they restart (admin role)
+    Timing {
+        /// How often the primary heartbeats
+        #[arg(long, value_name = "MS")]
+        heartbeat_ms: u64,
+        /// Lower bound of the election delay (at least twice --heartbeat-ms)
+        #[arg(long, value_name = "MS")]
+        election_min_ms: u64,
+        /// Upper bound of the election delay
+        #[arg(long, value_name = "MS")]
+        election_max_ms: u64,
+        /// Only this replica
+        #[arg(long, value_name = "ID")]
+        node: Option<u64>,
+    },
+    /// Replace replica NODE's state with replica FROM's newest checkpoint and replay its
+    /// log from there (admin role)
+    Reseed {
+        #[arg(long, value_name = "ID")]
+        node: u64,
+        #[arg(long, value_name = "ID")]
+        from: u64,
+    },
     /// Print the SHA-256 of the token read from standard input (one line), as a user's
     /// token_sha256 in the server's [auth] section holds it; the token itself goes only to
     /// clients. Example: `openssl rand -hex 32 | tee token | rsl-kv hash-token`
@@ -327,9 +369,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     };
     let mut client = Client::new(cli.servers.clone(), options.clone())?;
     match cli.command {
-        Command::Put { key, value } => {
-            let slot = client.put(&key, value.into_bytes()).await?;
-            out!("OK slot {slot}");
+        Command::Put { key, value, exclusive, last } => {
+            let slot = if exclusive || last {
+                client.put_exclusive(&key, value.into_bytes(), last).await?
+            } else {
+                client.put(&key, value.into_bytes()).await?
+            };
+            if last {
+                out!("OK slot {slot}; the ring is closed: it takes no more writes");
+            } else {
+                out!("OK slot {slot}");
+            }
         }
         Command::Get { key, fast, min_slot } => {
             let value =
@@ -379,6 +429,48 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 configuration.members,
                 configuration.first_slot
             );
+        }
+        Command::Promote { node } => {
+            let server = client_address(&mut client, node).await?;
+            client.promote(&server).await?;
+            out!("node {node} is primary");
+        }
+        Command::Timing { heartbeat_ms, election_min_ms, election_max_ms, node } => {
+            let timing = rsl_kv::proto::ChangeTimingRequest {
+                heartbeat_interval_ms: heartbeat_ms,
+                election_delay_min_ms: election_min_ms,
+                election_delay_max_ms: election_max_ms,
+            };
+            let nodes = match node {
+                Some(node) => vec![(node, client_address(&mut client, node).await?)],
+                None => {
+                    // The primary last: slower heartbeats reach the secondaries' election
+                    // delays first.
+                    let primary =
+                        client.statuses().await.into_iter().find_map(|(_, s)| s.ok().map(|s| s.primary));
+                    let mut nodes = address_book(&mut client).await?;
+                    nodes.sort_by_key(|(node, _)| Some(*node) == primary);
+                    nodes
+                }
+            };
+            let mut failed = 0;
+            for (node, server) in nodes {
+                match client.change_timing(&server, timing).await {
+                    Ok(()) => out!("node {node}: timing changed"),
+                    Err(error) => {
+                        failed += 1;
+                        out!("node {node}: {error}");
+                    }
+                }
+            }
+            if failed > 0 {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Reseed { node, from } => {
+            let server = client_address(&mut client, node).await?;
+            let slot = client.reseed(&server, from).await?;
+            out!("node {node} re-seeded from node {from}'s checkpoint at slot {slot}");
         }
         Command::HashToken => return hash_token(),
         Command::Snapshot(SnapshotCommand::Save { file }) => {
@@ -468,6 +560,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every node of the address book that has a client address, from the first server that
+/// answers.
+async fn address_book(client: &mut Client) -> Result<Vec<(u64, String)>> {
+    for (_, status) in client.statuses().await {
+        if let Ok(status) = status {
+            return Ok(status
+                .members
+                .into_iter()
+                .filter(|m| !m.client_address.is_empty())
+                .map(|m| (m.node, m.client_address))
+                .collect());
+        }
+    }
+    bail!("no server answered: cannot read the address book")
+}
+
+/// The client address of `node`, from the address book.
+async fn client_address(client: &mut Client, node: u64) -> Result<String> {
+    let book = address_book(client).await?;
+    match book.into_iter().find(|(n, _)| *n == node) {
+        Some((_, address)) => Ok(address),
+        None => bail!("node {node} has no client address in the servers' address book"),
+    }
+}
+
 async fn members(client: &mut Client, json: bool) -> Result<ExitCode> {
     let statuses = client.statuses().await;
     let mut rows = Vec::new();
@@ -533,6 +650,14 @@ async fn status(client: &mut Client, json: bool) -> Result<ExitCode> {
                     "keys": status.keys,
                     "digest_slot": status.digest_slot,
                     "checkpoints_installed": status.checkpoints_installed,
+                    "last_slot": status.last_slot,
+                    "timing_ms": [status.heartbeat_interval_ms, status.election_delay_min_ms, status.election_delay_max_ms],
+                    "replicas": status.replicas.iter().map(|r| serde_json::json!({
+                        "node": r.node, "is_self": r.is_self, "is_primary": r.is_primary,
+                        "measured_by_primary": r.measured_by_primary, "acknowledged": r.acknowledged,
+                        "holds": r.holds, "lag_slots": r.lag_slots, "lag_ms": r.lag_ms,
+                        "last_heard_ms": r.last_heard_ms, "connected": r.connected,
+                    })).collect::<Vec<_>>(),
                     "members": status.members.iter().map(|m| serde_json::json!({
                         "node": m.node, "replica_address": m.replica_address, "client_address": m.client_address,
                     })).collect::<Vec<_>>(),
@@ -568,8 +693,65 @@ async fn status(client: &mut Client, json: bool) -> Result<ExitCode> {
                 text("digest"),
             );
         }
+        replica_table(&statuses)?;
     }
     Ok(if reachable == 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The replicas' health as the primary sees it (or, with no primary answering, as the
+/// first server that answered does, which knows only itself and its primary).
+fn replica_table(
+    statuses: &[(String, Result<rsl_kv::proto::StatusResponse, rsl_kv::ClientError>)],
+) -> Result<()> {
+    let answered: Vec<&rsl_kv::proto::StatusResponse> =
+        statuses.iter().filter_map(|(_, s)| s.as_ref().ok()).collect();
+    let Some(view) = answered.iter().find(|s| s.role == "primary").or(answered.first()) else {
+        return Ok(());
+    };
+    if view.last_slot != 0 {
+        out!("the ring is closed: its last write was chosen at slot {}", view.last_slot);
+    }
+    if view.role == "primary" {
+        out!("replicas, as primary node {} sees them:", view.node);
+    } else {
+        out!(
+            "replicas, as node {} sees them (not primary: it knows only itself and its primary):",
+            view.node
+        );
+    }
+    let known = |value: Option<u64>| value.map_or("-".to_owned(), |v| v.to_string());
+    out!(
+        "  {:<6} {:<8} {:>12} {:>12} {:>10} {:>10} {:>14} {:<9}",
+        "node",
+        "role",
+        "acknowledged",
+        "holds",
+        "lag_slots",
+        "lag_ms",
+        "last_heard_ms",
+        "connected"
+    );
+    for replica in &view.replicas {
+        let role = if replica.is_primary { "primary" } else { "" };
+        let connected = match (replica.is_self, replica.connected) {
+            (true, _) => "self",
+            (false, Some(true)) => "up",
+            (false, Some(false)) => "DOWN",
+            (false, None) => "-",
+        };
+        out!(
+            "  {:<6} {:<8} {:>12} {:>12} {:>10} {:>10} {:>14} {:<9}",
+            replica.node,
+            role,
+            known(replica.acknowledged),
+            known(replica.holds),
+            known(replica.lag_slots),
+            known(replica.lag_ms),
+            known(replica.last_heard_ms),
+            connected,
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -583,7 +765,18 @@ mod tests {
     #[test]
     fn connection_flags_and_subcommand_arguments_do_not_collide() {
         let cli = parse("rsl-kv -s h:1 --cacert ca.pem --cert c.pem --key k.pem put key value").unwrap();
-        assert!(matches!(&cli.command, Command::Put { key, value } if key == "key" && value == "value"));
+        assert!(
+            matches!(&cli.command, Command::Put { key, value, exclusive: false, last: false } if key == "key" && value == "value")
+        );
+        assert!(matches!(parse("rsl-kv put k v --last").unwrap().command, Command::Put { last: true, .. }));
+        assert!(matches!(
+            parse("rsl-kv reseed --node 2 --from 3").unwrap().command,
+            Command::Reseed { node: 2, from: 3 }
+        ));
+        assert!(
+            parse("rsl-kv timing --heartbeat-ms 10 --election-min-ms 50").is_err(),
+            "every setting is needed"
+        );
         assert_eq!(cli.client_key.as_deref(), Some(std::path::Path::new("k.pem")));
         let cli = parse("rsl-kv get some-key --token-file t").unwrap();
         assert!(matches!(&cli.command, Command::Get { key, .. } if key == "some-key"));

@@ -13,7 +13,7 @@ use tonic::{Code, Status};
 
 use crate::command::{DecodeError, ReadOutcome, WriteId, WriteOutcome, WriteResponse};
 use crate::proto as pb;
-use crate::{PRIMARY_ADDRESS_METADATA, PRIMARY_NODE_METADATA};
+use crate::{PRIMARY_ADDRESS_METADATA, PRIMARY_NODE_METADATA, RING_CLOSED_METADATA};
 
 /// Where this replica sends clients it cannot serve: itself, and the client address of
 /// every member.
@@ -71,6 +71,11 @@ impl Redirects {
             ReplicateError::Timeout { .. } => Status::deadline_exceeded(error.to_string()),
             ReplicateError::OutcomeUnknown { .. } | ReplicateError::Shutdown { .. } => {
                 Status::unavailable(error.to_string())
+            }
+            ReplicateError::RingClosed { last_slot } => {
+                let mut metadata = MetadataMap::new();
+                metadata.insert(RING_CLOSED_METADATA, MetadataValue::from(last_slot.0));
+                Status::with_metadata(Code::FailedPrecondition, error.to_string(), metadata)
             }
         }
     }

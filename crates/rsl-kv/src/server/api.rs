@@ -154,6 +154,34 @@ impl Kv for KvService {
             .collect();
         Ok(Response::new(tokio_stream::iter(chunks)))
     }
+
+    async fn promote(
+        &self,
+        _request: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::PromoteResponse>, Status> {
+        KvService::promote(self).await.map(Response::new)
+    }
+
+    async fn change_timing(
+        &self,
+        request: Request<pb::ChangeTimingRequest>,
+    ) -> Result<Response<pb::ChangeTimingResponse>, Status> {
+        KvService::change_timing(self, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn reseed(
+        &self,
+        request: Request<pb::ReseedRequest>,
+    ) -> Result<Response<pb::ReseedResponse>, Status> {
+        KvService::reseed(self, request.into_inner().from).await.map(Response::new)
+    }
+
+    async fn exclusive(
+        &self,
+        request: Request<pb::ExclusiveRequest>,
+    ) -> Result<Response<pb::ExclusiveResponse>, Status> {
+        KvService::exclusive(self, request.into_inner()).await.map(Response::new)
+    }
 }
 
 /// Bytes of a snapshot per message, well under the client API's message limit.

@@ -31,10 +31,14 @@ pub(super) enum Rpc {
     Reconfigure,
     Stream,
     Snapshot,
+    Promote,
+    ChangeTiming,
+    Reseed,
+    Exclusive,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 8] = [
+    const ALL: [Rpc; 12] = [
         Rpc::Put,
         Rpc::Get,
         Rpc::Delete,
@@ -43,6 +47,10 @@ impl Rpc {
         Rpc::Reconfigure,
         Rpc::Stream,
         Rpc::Snapshot,
+        Rpc::Promote,
+        Rpc::ChangeTiming,
+        Rpc::Reseed,
+        Rpc::Exclusive,
     ];
 
     /// The method's name in `proto/rsl_kv.proto`.
@@ -56,6 +64,10 @@ impl Rpc {
             Rpc::Reconfigure => "Reconfigure",
             Rpc::Stream => "Stream",
             Rpc::Snapshot => "Snapshot",
+            Rpc::Promote => "Promote",
+            Rpc::ChangeTiming => "ChangeTiming",
+            Rpc::Reseed => "Reseed",
+            Rpc::Exclusive => "Exclusive",
         }
     }
 
@@ -74,6 +86,7 @@ impl Rpc {
             Rpc::Put | Rpc::Delete | Rpc::Cas => Operation::Write,
             Rpc::Reconfigure => Operation::Reconfigure,
             Rpc::Snapshot => Operation::Backup,
+            Rpc::Promote | Rpc::ChangeTiming | Rpc::Reseed | Rpc::Exclusive => Operation::Control,
         }
     }
 }
@@ -219,6 +232,13 @@ mod tests {
         assert!(admit(&gate, "Put", Some("bearer writer-token")).is_ok());
         assert_eq!(admit(&gate, "Reconfigure", Some("Bearer writer-token")), Err(Code::PermissionDenied));
         assert_eq!(admit(&gate, "Snapshot", Some("Bearer writer-token")), Err(Code::PermissionDenied));
+        for control in ["Promote", "ChangeTiming", "Reseed", "Exclusive"] {
+            assert_eq!(
+                admit(&gate, control, Some("Bearer writer-token")),
+                Err(Code::PermissionDenied),
+                "{control}"
+            );
+        }
         for authorization in [None, Some("Bearer wrong"), Some("Basic reader-token"), Some("Bearer ")] {
             assert_eq!(admit(&gate, "Get", authorization), Err(Code::Unauthenticated), "{authorization:?}");
         }

@@ -12,11 +12,14 @@
 //! - `answers.rs`: how the ring's errors and the state machine's outcomes become gRPC
 //!   statuses and responses (including the redirect to the primary);
 //! - `guard.rs`: the gate every client call passes (authentication and roles);
+//! - `controls.rs`: the operator controls (forced election, timing, re-seed, exclusive
+//!   and last writes) and the replica health `Status` reports;
 //! - `client_tls.rs`: TLS on the client port and the names in client certificates.
 
 mod answers;
 mod api;
 mod client_tls;
+mod controls;
 mod guard;
 mod replica_transport;
 mod service;
@@ -196,7 +199,8 @@ impl Server {
         let (stop_clients, stopped) = watch::channel(false);
         let client_api = tokio::spawn(client_api.serve(service, listeners.client, stopped));
 
-        let metrics = metrics_listener.map(|listener| serve_metrics(listener, runtime.clone()));
+        let readiness = rsl::ReadinessOptions { lag_slots_max: config.ready_lag_slots_max };
+        let metrics = metrics_listener.map(|listener| serve_metrics(listener, runtime.clone(), readiness));
         tracing::info!(node = node.0, %client_addr, %replica_addr, log = %config.log, "rsl-kv server started");
         Ok(Server {
             node,
@@ -309,10 +313,15 @@ async fn bind_metrics(port: u16) -> Result<TcpListener, ServerError> {
     })
 }
 
-/// Serves the runtime's metrics (Prometheus text) on `listener`.
-fn serve_metrics(listener: TcpListener, runtime: Runtime) -> JoinHandle<()> {
+/// Serves the runtime's metrics (Prometheus text) and the `/healthz` and `/readyz` probes
+/// on `listener`.
+fn serve_metrics(
+    listener: TcpListener,
+    runtime: Runtime,
+    readiness: rsl::ReadinessOptions,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
-        if let Err(error) = rsl::serve_metrics(runtime, listener).await {
+        if let Err(error) = rsl::serve_metrics_with(runtime, listener, readiness).await {
             tracing::warn!(%error, "metrics endpoint stopped");
         }
     })

@@ -52,6 +52,16 @@ impl KvService {
         self.node
     }
 
+    /// The ring replica.
+    pub(super) fn ring(&self) -> &rsl::Ring {
+        &self.ring
+    }
+
+    /// Where this replica sends clients it cannot serve.
+    pub(super) fn redirects(&self) -> &Redirects {
+        &self.redirects
+    }
+
     /// Replicates a write and decodes the state machine's answer.
     pub(super) async fn write(&self, write: Write) -> Result<WriteResponse, Status> {
         write.validate().map_err(answers::invalid)?;
@@ -162,6 +172,8 @@ impl KvService {
         let primary = status.primary.map_or(0, |p| p.0);
         let checkpoints_installed =
             self.ring.statistics().await.map_or(0, |statistics| statistics.runtime.checkpoints_installed);
+        let replicas = self.replica_health().await;
+        let (heartbeat_interval_ms, election_delay_min_ms, election_delay_max_ms) = self.timing();
         Ok(pb::StatusResponse {
             node: self.node.0,
             role: role_name(status.role).to_owned(),
@@ -182,6 +194,11 @@ impl KvService {
             configuration_members: status.configuration.members.iter().map(|n| n.0).collect(),
             member: status.member,
             configuration_first_slot: status.configuration.first_slot.0,
+            replicas,
+            last_slot: status.last_slot.map_or(0, |slot| slot.0),
+            heartbeat_interval_ms,
+            election_delay_min_ms,
+            election_delay_max_ms,
         })
     }
 

@@ -17,6 +17,7 @@ impl RingTask {
     /// Performs every action the replica has for us, in order.
     pub(super) fn drain(&mut self) -> Result<(), Stop> {
         let (ring, node) = (self.shared.ring, self.shared.node);
+        self.requests.last_slot = self.replica.last_slot();
         while let Some(action) = self.replica.poll_action() {
             match action {
                 Action::Persist(request) => self.persist(request)?,

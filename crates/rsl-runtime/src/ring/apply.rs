@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::checkpoints::OldestCheckpoint;
 use super::RingShared;
 use crate::error::{FastReadError, ReadError, RingFailure};
-use crate::framing::{read_configuration, write_configuration};
+use crate::framing::{read_ring_record, write_ring_record, RingRecord};
 use crate::state_machine::{RoleChange, StateMachine};
 use crate::stats::RingCounters;
 
@@ -33,6 +33,9 @@ pub(crate) enum Job {
     /// This replica is primary of the ballot and every inherited slot up to this one is
     /// handed out.
     PrimaryRecovered(Ballot, Slot),
+    /// Load the published checkpoint at this slot, fetched from a peer to re-seed the state
+    /// machine (`reseed.rs`): even when it is older than what was applied.
+    Reseed(Slot),
     /// A lease read: serve once everything up to `index` is applied.
     Read { index: Slot, request: Bytes, reply: oneshot::Sender<Result<Bytes, ReadError>> },
     /// A fast read: serve once `min_slot` is applied (the caller bounds the wait).
@@ -61,6 +64,12 @@ pub(crate) enum Event {
     CanBecomePrimary(bool),
     /// The state machine failed to load a checkpoint: its state is undefined.
     LoadFailed { slot: Slot, reason: String },
+    /// An installed checkpoint says the ring's last request was chosen at this slot.
+    Closed(Slot),
+    /// The re-seed's checkpoint is loaded: the state is as of `slot`.
+    Reseeded { slot: Slot, record: RingRecord },
+    /// The re-seed's checkpoint could not be used; nothing was loaded.
+    ReseedFailed(String),
 }
 
 /// Why a checkpoint was not saved.
@@ -148,6 +157,12 @@ pub(super) struct ApplyThread {
     pub(super) oldest_checkpoint: OldestCheckpoint,
     /// How often the thread asks the state machine whether it may become primary.
     pub(super) veto_poll_interval: Duration,
+    /// The slot of the ring's last request once applied (or loaded with a checkpoint):
+    /// values of later slots are applied as no-ops.
+    pub(super) last_slot: Option<Slot>,
+    /// A re-seed moved the state back: values handed out before it, beyond the slot after
+    /// the checkpoint, are skipped until the replica hands them out again.
+    pub(super) rewinding: bool,
 }
 
 impl ApplyThread {
@@ -183,6 +198,7 @@ impl ApplyThread {
                 Job::Install(slot, from) => self.install(slot, from),
                 Job::Copied(slot, from) => self.state_machine.checkpoint_copied(slot, from, false),
                 Job::PrimaryRecovered(ballot, slot) => self.state_machine.primary_recovered(ballot, slot),
+                Job::Reseed(slot) => self.reseed(slot),
                 Job::Read { index, request, reply } => {
                     self.park(&mut waiting, Waiting::Lease { index, request, reply });
                 }
@@ -207,34 +223,45 @@ impl ApplyThread {
         let through = values.last().map_or(Slot::ZERO, |(slot, _)| *slot);
         let mut executed = 0;
         for (slot, value) in values {
-            if slot <= self.applied {
-                // Already reflected by an installed checkpoint.
+            if slot <= self.applied || (self.rewinding && slot > self.applied.next()) {
+                // Already reflected by an installed checkpoint, or handed out before a
+                // re-seed moved the state back (it comes again).
                 continue;
             }
             assert_eq!(slot, self.applied.next(), "chosen values are applied strictly in slot order");
-            match value {
-                Value::Noop => {}
-                Value::Batch(requests) => {
-                    for request in requests {
-                        let response = self.state_machine.execute(slot, &request.payload);
-                        executed += 1;
-                        if request.id.client == self.local_client {
-                            responses.push((slot, request.id, response));
-                        }
-                    }
+            self.rewinding = false;
+            let closed = self.last_slot.is_some_and(|last| slot > last);
+            let requests = match value {
+                Value::Noop => Vec::new(),
+                // After the ring's last request, nothing executes.
+                Value::Batch(_) | Value::Last(_) if closed => Vec::new(),
+                Value::Last(request) => {
+                    self.last_slot = Some(slot);
+                    vec![request]
                 }
+                Value::Batch(requests) => requests,
                 Value::Configuration(configuration) => {
                     self.state_machine.configuration_changed(slot, &configuration);
+                    Vec::new()
+                }
+            };
+            for request in requests {
+                let response = self.state_machine.execute(slot, &request.payload);
+                executed += 1;
+                if request.id.client == self.local_client {
+                    responses.push((slot, request.id, response));
                 }
             }
             self.set_applied(slot);
         }
         RingCounters::add(&self.shared.counters.requests_executed, executed);
         self.shared.latencies.apply.record(started.elapsed());
+        // Never more than the state reflects (values skipped after a re-seed are not).
+        let through = through.min(self.applied);
         let _ = self.events.send(Event::Applied { through, responses });
     }
 
-    fn set_applied(&mut self, slot: Slot) {
+    pub(super) fn set_applied(&mut self, slot: Slot) {
         self.applied = slot;
         self.shared.applied.store(slot.0, Ordering::Release);
     }
@@ -265,7 +292,7 @@ impl ApplyThread {
         let result = (|| -> Result<rsl_log::CheckpointInfo, String> {
             let mut store = self.checkpoints.lock();
             let mut writer = store.writer(slot).map_err(|e| e.to_string())?;
-            write_configuration(&mut writer, configuration).map_err(|e| e.to_string())?;
+            write_ring_record(&mut writer, configuration, self.last_slot).map_err(|e| e.to_string())?;
             self.state_machine
                 .save_checkpoint(slot, &mut writer)
                 .map_err(|e| format!("state machine: {e}"))?;
@@ -297,7 +324,7 @@ impl ApplyThread {
             let _ = self.events.send(Event::Installed(slot, None));
             return;
         }
-        let (mut reader, configuration) = match self.open_fetched(slot) {
+        let (mut reader, record) = match self.open_fetched(slot) {
             Ok(opened) => opened,
             Err(reason) => {
                 // Nothing was loaded, so catch-up may try elsewhere.
@@ -310,9 +337,14 @@ impl ApplyThread {
         match self.state_machine.load_checkpoint(slot, &mut reader) {
             Ok(()) => {
                 self.set_applied(slot);
+                self.last_slot = record.last_slot;
                 RingCounters::bump(&self.shared.counters.checkpoints_installed);
+                let configuration = record.configuration;
                 tracing::info!(ring = self.shared.ring.0, %slot, configuration = configuration.number, "checkpoint installed");
                 self.state_machine.checkpoint_copied(slot, from, true);
+                if let Some(last_slot) = record.last_slot {
+                    let _ = self.events.send(Event::Closed(last_slot));
+                }
                 let _ = self.events.send(Event::Installed(slot, Some(configuration)));
             }
             Err(error) => {
@@ -321,15 +353,15 @@ impl ApplyThread {
         }
     }
 
-    /// Opens the fetched checkpoint at `slot` and reads the configuration saved in front of
+    /// Opens the fetched checkpoint at `slot` and reads the ring's record saved in front of
     /// the state machine's part.
-    fn open_fetched(&self, slot: Slot) -> Result<(CheckpointReader, Configuration), String> {
+    pub(super) fn open_fetched(&self, slot: Slot) -> Result<(CheckpointReader, RingRecord), String> {
         let mut reader =
             self.checkpoints.lock().reader(slot).map_err(|error| format!("cannot open it: {error}"))?;
         // Verified by its CRCs, yet maybe not a checkpoint this runtime wrote.
-        let configuration = read_configuration(&mut reader)
+        let record = read_ring_record(&mut reader)
             .map_err(|error| format!("not a checkpoint this runtime wrote: {error}"))?;
-        Ok((reader, configuration))
+        Ok((reader, record))
     }
 
     fn park(&mut self, waiting: &mut Vec<Waiting>, read: Waiting) {

@@ -113,6 +113,9 @@ impl RingTask {
     }
 
     pub(super) fn on_fetched(&mut self, fetched: Fetched) -> Result<(), Stop> {
+        if self.controls.reseeding() {
+            return self.on_reseed_fetched(fetched.result);
+        }
         let (ring, node) = (self.shared.ring.0, self.shared.node);
         let Fetched { purpose, from, result } = fetched;
         let now = self.clock.now();

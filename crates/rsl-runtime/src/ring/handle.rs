@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::Job;
 use super::checkpoints::CheckpointNowReply;
+use super::controls::Control;
 use super::{Recovery, RingShared};
 use crate::error::{
     ChangeConfigurationError, CheckpointNowError, FastReadError, PurgeLogError, ReadError, RelinquishError,
@@ -33,6 +34,7 @@ pub(super) enum Command {
     Statistics { reply: oneshot::Sender<RingStatistics> },
     CheckpointNow { reply: CheckpointNowReply },
     PurgeLog { below: Slot, reply: oneshot::Sender<Result<Slot, PurgeLogError>> },
+    Control(Control),
     Shutdown,
 }
 
@@ -56,6 +58,7 @@ impl Command {
             Command::PurgeLog { reply, .. } => {
                 drop(reply.send(Err(PurgeLogError::Shutdown { reason: reason.to_string() })))
             }
+            Command::Control(control) => control.refuse(reason),
             Command::Statistics { .. } | Command::Shutdown => {}
         }
     }
@@ -66,7 +69,7 @@ pub(super) struct Stopped(pub(super) String);
 
 /// Why a command with a timeout got no answer from the ring task.
 #[derive(Clone, Debug)]
-enum Unanswered {
+pub(super) enum Unanswered {
     /// The ring stopped (or failed) first; why.
     Stopped(String),
     /// No answer within the bound, in milliseconds.
@@ -113,8 +116,8 @@ impl From<Unanswered> for ChangeConfigurationError {
 pub struct Ring {
     commands: mpsc::Sender<Command>,
     jobs: crossbeam_channel::Sender<Job>,
-    status: watch::Receiver<Status>,
-    shared: Arc<RingShared>,
+    pub(super) status: watch::Receiver<Status>,
+    pub(super) shared: Arc<RingShared>,
 }
 
 /// A [`Ring`] that does not keep the replica running: the runtime's routing table holds one
@@ -189,7 +192,7 @@ impl Ring {
     }
 
     /// `Ring::call`, giving up after `timeout`.
-    async fn call_within<T>(
+    pub(super) async fn call_within<T>(
         &self,
         timeout: Duration,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -203,7 +206,7 @@ impl Ring {
 
     /// `Ring::call_within` for a command answered with a `Result`: no answer becomes the
     /// operation's own error.
-    async fn ask<T, E: From<Unanswered>>(
+    pub(super) async fn ask<T, E: From<Unanswered>>(
         &self,
         timeout: Duration,
         command: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Command,
@@ -217,11 +220,18 @@ impl Ring {
     /// [`ReplicateError::NotPrimary`] with a hint. Gives up after
     /// [`RingOptions::request_timeout`](crate::RingOptions::request_timeout).
     pub async fn replicate(&self, request: impl Into<Bytes>) -> Result<Bytes, ReplicateError> {
-        let started = Instant::now();
         let payload = request.into();
-        let result = self
-            .ask(self.shared.options.request_timeout, |reply| Command::Replicate { payload, reply })
-            .await;
+        self.replicate_through(|reply| Command::Replicate { payload, reply }).await
+    }
+
+    /// Replicates through the command `command` builds, within the request timeout,
+    /// counting the outcome and its latency.
+    pub(super) async fn replicate_through(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<Bytes, ReplicateError>>) -> Command,
+    ) -> Result<Bytes, ReplicateError> {
+        let started = Instant::now();
+        let result = self.ask(self.shared.options.request_timeout, command).await;
         match &result {
             Ok(_) => {
                 RingCounters::bump(&self.shared.counters.requests_replicated);

@@ -29,15 +29,20 @@
 //! - `apply`: the apply thread that owns the state machine, and the task's queue to it.
 //! - `handle`: [`Ring`], the public handle, and the commands it sends to the task.
 //! - `stop`: stopping in an order that loses nothing durable.
+//! - `controls` (and `reseed`, the apply thread's part): operator controls and health
+//!   (forced election, timing, re-seed, exclusive and last requests, replica health,
+//!   readiness).
 
 mod actions;
 mod apply;
 mod checkpointing;
 mod checkpoints;
+pub(crate) mod controls;
 mod handle;
 mod network;
 mod persist;
 mod requests;
+mod reseed;
 mod start;
 mod stop;
 mod task;
@@ -169,6 +174,8 @@ struct RingShared {
     finished: watch::Receiver<bool>,
     options: RingOptions,
     recovery: Recovery,
+    /// The election and heartbeat timing in force (changed by `Ring::change_timing`).
+    timing: Mutex<rsl_core::Timing>,
 }
 
 impl RingShared {

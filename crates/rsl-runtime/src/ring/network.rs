@@ -68,6 +68,11 @@ impl Network {
         }
     }
 
+    /// Whether the transport's connection to `node` is up (`None`: it cannot tell).
+    pub(super) fn peer_connected(&self, node: NodeId) -> Option<bool> {
+        self.transport.peer_connected(node)
+    }
+
     /// Admits the members of `configuration` once it is in force (the earlier ones stay).
     pub(super) fn admit(&mut self, configuration: &Configuration) {
         if configuration.number != self.admitted_for {

@@ -51,6 +51,9 @@ pub(super) struct Requests {
     next_group: u64,
     /// The configuration change this replica is waiting for, as primary.
     change: Option<(Vec<NodeId>, ChangeReply)>,
+    /// The slot of the ring's last request, once chosen: requests that lose their slot or
+    /// are dropped after it hear that the ring is closed.
+    pub(super) last_slot: Option<Slot>,
 }
 
 impl Requests {
@@ -64,6 +67,7 @@ impl Requests {
             groups: HashMap::new(),
             next_group: 0,
             change: None,
+            last_slot: None,
         }
     }
 
@@ -166,7 +170,8 @@ impl Requests {
             for id in ids {
                 if self.pending.get(&id).is_some_and(|p| p.slot == Some(slot)) {
                     let pending = self.pending.remove(&id).expect("checked");
-                    self.complete(pending.reply, Err(ReplicateError::NotPrimary { hint: primary }));
+                    let error = self.lost(primary);
+                    self.complete(pending.reply, Err(error));
                 }
             }
         }
@@ -190,8 +195,39 @@ impl Requests {
     pub(super) fn dropped(&mut self, ids: Vec<RequestId>, primary: Option<NodeId>) {
         for id in ids {
             if let Some(pending) = self.pending.remove(&id) {
-                self.complete(pending.reply, Err(ReplicateError::NotPrimary { hint: primary }));
+                let error = self.lost(primary);
+                self.complete(pending.reply, Err(error));
             }
+        }
+    }
+
+    /// Why a request that certainly did not take effect failed: the ring closed, or it
+    /// lost its slot (or its place in the queue) to `primary`.
+    fn lost(&self, primary: Option<NodeId>) -> ReplicateError {
+        match self.last_slot {
+            Some(last_slot) => ReplicateError::RingClosed { last_slot },
+            None => ReplicateError::NotPrimary { hint: primary },
+        }
+    }
+
+    /// Hands one request to the replica for a slot of its own (after the requests queued
+    /// in this burst), the last one the ring accepts when `last`.
+    pub(super) fn propose_exclusive(
+        &mut self,
+        replica: &mut Replica,
+        now: Time,
+        payload: Bytes,
+        last: bool,
+        reply: oneshot::Sender<Result<Bytes, ReplicateError>>,
+    ) {
+        self.propose(replica, now);
+        self.next_sequence += 1;
+        let id = RequestId { client: self.local_client, sequence: self.next_sequence };
+        match replica.handle_propose_exclusive(now, Request { id, payload }, last) {
+            Ok(()) => {
+                self.pending.insert(id, Pending { reply: Reply::One(reply), slot: None });
+            }
+            Err(error) => drop(reply.send(Err(propose_error(error)))),
         }
     }
 
@@ -256,5 +292,6 @@ fn propose_error(error: ProposeError) -> ReplicateError {
         ProposeError::Busy { queued, max } => ReplicateError::Busy { queued, max },
         ProposeError::TooLarge { bytes, max } => ReplicateError::TooLarge { bytes, max },
         ProposeError::LargeBusy { queued_bytes, max } => ReplicateError::LargeBusy { queued_bytes, max },
+        ProposeError::Closed { last_slot } => ReplicateError::RingClosed { last_slot },
     }
 }

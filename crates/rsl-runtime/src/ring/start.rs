@@ -53,11 +53,12 @@ impl RingTask {
         let RingSpec { mut config, state_machine, storage, options } = spec;
         let (ring, node) = (config.ring, config.node);
         let opened = tokio::task::spawn_blocking(move || open_storage(ring, storage, state_machine)).await;
-        let Loaded { opened, state_machine, checkpoint, configuration, skipped_checkpoints } = match opened {
-            Ok(result) => result?,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(_) => return Err(StartError::RuntimeShutDown),
-        };
+        let Loaded { opened, state_machine, checkpoint, configuration, last_slot, skipped_checkpoints } =
+            match opened {
+                Ok(result) => result?,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(_) => return Err(StartError::RuntimeShutDown),
+            };
         let Opened { log, mut durable, checkpoints, report } = opened;
         check_record_limit(&config, log.record_bytes_max())?;
         durable.checkpoint = checkpoint;
@@ -79,8 +80,13 @@ impl RingTask {
         // The veto is polled about once per heartbeat: it takes effect well inside an
         // election delay.
         let veto_poll_interval = Duration::from_millis(config.heartbeat_interval_ms);
-        let replica = Replica::new(config, durable, clock.now())
+        let timing = rsl_core::Timing::of(&config);
+        let mut replica = Replica::new(config, durable, clock.now())
             .map_err(|source| StartError::Config { ring, source })?;
+        if let Some(last_slot) = last_slot {
+            // The checkpoint loaded says the ring closed (the log may no longer hold it).
+            replica.on_last_slot_known(last_slot);
+        }
         let applied = replica.applied();
         let recovered = replica.status().configuration;
         let admitted: BTreeSet<NodeId> = members.iter().chain(recovered.members.iter()).copied().collect();
@@ -105,6 +111,7 @@ impl RingTask {
             finished,
             options,
             recovery,
+            timing: Mutex::new(timing),
         });
 
         let (events_sender, events) = mpsc::unbounded_channel();
@@ -117,6 +124,8 @@ impl RingTask {
             checkpoints: store.clone(),
             oldest_checkpoint: oldest_checkpoint.clone(),
             veto_poll_interval,
+            last_slot,
+            rewinding: false,
         }
         .spawn()
         .map_err(|source| StartError::Thread { ring, source })?;
@@ -136,6 +145,7 @@ impl RingTask {
             network: Network::new(ring, node, transport, admitted.clone(), recovered.number),
             status: status_sender,
             finished: finished_sender,
+            controls: Default::default(),
         };
         Ok(Started {
             task,
@@ -175,6 +185,8 @@ struct Loaded {
     state_machine: Box<dyn StateMachine>,
     checkpoint: Slot,
     configuration: Option<Configuration>,
+    /// The ring's last request, if the checkpoint says the ring is closed.
+    last_slot: Option<Slot>,
     skipped_checkpoints: Vec<String>,
 }
 
@@ -202,18 +214,26 @@ fn open_storage(
         tracing::warn!(ring = ring.0, %error, "skipped a checkpoint that fails to verify");
         skipped.push(error.to_string());
     }
-    let (slot, configuration) = match outcome.checkpoint {
+    let (slot, configuration, last_slot) = match outcome.checkpoint {
         Some(mut reader) => {
             let slot = reader.slot();
-            let configuration = crate::framing::read_configuration(&mut reader)
+            let record = crate::framing::read_ring_record(&mut reader)
                 .map_err(|source| StartError::LoadCheckpoint { ring, slot, source })?;
+            let configuration = record.configuration;
             state_machine
                 .load_checkpoint(slot, &mut reader)
                 .map_err(|source| StartError::LoadCheckpoint { ring, slot, source })?;
             tracing::info!(ring = ring.0, %slot, configuration = configuration.number, "state machine loaded the newest checkpoint");
-            (slot, Some(configuration))
+            (slot, Some(configuration), record.last_slot)
         }
-        None => (Slot::ZERO, None),
+        None => (Slot::ZERO, None, None),
     };
-    Ok(Loaded { opened, state_machine, checkpoint: slot, configuration, skipped_checkpoints: skipped })
+    Ok(Loaded {
+        opened,
+        state_machine,
+        checkpoint: slot,
+        configuration,
+        last_slot,
+        skipped_checkpoints: skipped,
+    })
 }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::apply::{ApplyQueue, Event, Job};
 use super::checkpoints::Checkpoints;
+use super::controls::Controls;
 use super::handle::Command;
 use super::network::Network;
 use super::persist::Persist;
@@ -61,6 +62,7 @@ pub(crate) struct RingTask {
     pub(super) network: Network,
     pub(super) status: watch::Sender<Status>,
     pub(super) finished: watch::Sender<bool>,
+    pub(super) controls: Controls,
 }
 
 impl RingTask {
@@ -199,6 +201,9 @@ impl RingTask {
             Event::LoadFailed { slot, reason } => {
                 return Err(RingFailure::LoadCheckpoint { slot, reason }.into());
             }
+            Event::Closed(last_slot) => self.replica.on_last_slot_known(last_slot),
+            Event::Reseeded { slot, record } => self.on_reseeded(slot, record)?,
+            Event::ReseedFailed(reason) => self.on_reseed_unusable(reason),
         }
         self.drain()
     }
@@ -245,6 +250,7 @@ impl RingTask {
             }
             Command::CheckpointNow { reply } => return self.on_checkpoint_now(reply),
             Command::PurgeLog { below, reply } => return self.on_purge_log(below, reply),
+            Command::Control(control) => return self.on_control(control),
             Command::Shutdown => unreachable!("handled by the loop"),
         }
         self.drain()
@@ -275,6 +281,7 @@ impl RingTask {
             queued_requests: self.replica.queued_requests(),
             in_flight_slots: self.replica.in_flight_slots(),
             pending_requests: self.requests.pending(),
+            replicas: self.replicas(),
         }
     }
 

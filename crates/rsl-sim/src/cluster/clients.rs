@@ -158,10 +158,12 @@ impl Simulation {
                     Err(ProposeError::Relinquishing { target }) => {
                         self.reply(client, attempt, ClientReply::Redirect(Some(target)))
                     }
+                    // The simulator never closes its rings.
                     Err(
                         ProposeError::Busy { .. }
                         | ProposeError::TooLarge { .. }
-                        | ProposeError::LargeBusy { .. },
+                        | ProposeError::LargeBusy { .. }
+                        | ProposeError::Closed { .. },
                     ) => self.reply(client, attempt, ClientReply::Retry),
                 }
             }

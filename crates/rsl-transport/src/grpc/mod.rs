@@ -356,6 +356,8 @@ impl GrpcBuilder {
 struct PeerEntry {
     address: PeerAddress,
     queue: Arc<PeerQueue>,
+    /// Whether the peer task holds a connection with a call open now.
+    connected: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -578,6 +580,7 @@ impl Transport for GrpcTransport {
         let endpoint = self.endpoint_for(node, &address)?;
         self.endpoints.write().insert(node, endpoint.clone());
         let queue = Arc::new(PeerQueue::new(node, self.config.queue_limits()));
+        let connected = Arc::new(AtomicBool::new(false));
         let link = peer::PeerLink {
             local: self.gate.local,
             peer: node,
@@ -585,10 +588,11 @@ impl Transport for GrpcTransport {
             queue: Arc::clone(&queue),
             stats: Arc::clone(&self.gate.stats),
             config: Arc::clone(&self.config),
+            connected: Arc::clone(&connected),
         };
         let task = self.runtime.spawn(link.run());
         // Replacing an entry drops the old one, which closes its queue and stops its task.
-        self.peers.write().insert(node, PeerEntry { address, queue, task });
+        self.peers.write().insert(node, PeerEntry { address, queue, connected, task });
         Ok(())
     }
 
@@ -599,6 +603,14 @@ impl Transport for GrpcTransport {
     fn remove_peer(&self, node: NodeId) {
         self.endpoints.write().remove(&node);
         self.peers.write().remove(&node);
+    }
+
+    /// Up while the outbound stream to `node` is open (connected, the call not failed);
+    /// down with no address for it.
+    fn peer_connected(&self, node: NodeId) -> Option<bool> {
+        let connected =
+            self.peers.read().get(&node).is_some_and(|peer| peer.connected.load(Ordering::Relaxed));
+        Some(connected)
     }
 
     fn membership(&self) -> &Membership {

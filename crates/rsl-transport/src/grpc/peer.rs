@@ -10,6 +10,7 @@ use crate::stats::TransportStats;
 use futures_util::Stream;
 use rsl_core::NodeId;
 use rsl_core::SplitMix64;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -53,6 +54,8 @@ pub(crate) struct PeerLink {
     pub(crate) queue: Arc<PeerQueue>,
     pub(crate) stats: Arc<TransportStats>,
     pub(crate) config: Arc<GrpcConfig>,
+    /// Set while a connection with an open call exists (`Transport::peer_connected`).
+    pub(crate) connected: Arc<AtomicBool>,
 }
 
 impl PeerLink {
@@ -93,7 +96,10 @@ impl PeerLink {
             let started = Instant::now();
             // A chunked message half sent on the last stream was abandoned with it.
             self.queue.restart_chunked();
-            match client.stream(self.frames(speak)).await {
+            self.connected.store(true, Ordering::Relaxed);
+            let streamed = client.stream(self.frames(speak)).await;
+            self.connected.store(false, Ordering::Relaxed);
+            match streamed {
                 Ok(summary) => {
                     let summary = summary.into_inner();
                     tracing::debug!(

@@ -87,6 +87,7 @@ pub enum WireValue<'a> {
     Noop,
     Batch(Vec<WireRequest<'a>>),
     Configuration { number: u64, members: Vec<u64>, first_slot: u64 },
+    Last(WireRequest<'a>),
 }
 
 /// Mirrors `rsl_core::Proposal`.
@@ -117,6 +118,7 @@ pub enum WireBody<'a> {
     FetchReply { chosen_values: Vec<WireProposal<'a>> },
     FetchTruncated { checkpoint: u64 },
     TimeoutNow { ballot: WireBallot },
+    PromotionRequest { ballot: WireBallot },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -126,19 +128,15 @@ fn ballot(ballot: Ballot) -> WireBallot {
     WireBallot { round: ballot.round, node: ballot.node.0 }
 }
 
+fn wire_request(request: &Request) -> WireRequest<'_> {
+    WireRequest { client: request.id.client, sequence: request.id.sequence, payload: &request.payload }
+}
+
 fn value(value: &Value) -> WireValue<'_> {
     match value {
         Value::Noop => WireValue::Noop,
-        Value::Batch(requests) => WireValue::Batch(
-            requests
-                .iter()
-                .map(|request| WireRequest {
-                    client: request.id.client,
-                    sequence: request.id.sequence,
-                    payload: &request.payload,
-                })
-                .collect(),
-        ),
+        Value::Batch(requests) => WireValue::Batch(requests.iter().map(wire_request).collect()),
+        Value::Last(request) => WireValue::Last(wire_request(request)),
         Value::Configuration(configuration) => WireValue::Configuration {
             number: configuration.number,
             members: configuration.members.iter().map(|node| node.0).collect(),
@@ -202,6 +200,7 @@ impl<'a> WireMessage<'a> {
             }
             B::FetchTruncated { checkpoint } => WireBody::FetchTruncated { checkpoint: checkpoint.0 },
             B::TimeoutNow { ballot: b } => WireBody::TimeoutNow { ballot: ballot(*b) },
+            B::PromotionRequest { ballot: b } => WireBody::PromotionRequest { ballot: ballot(*b) },
         };
         WireMessage {
             ring: message.ring.0,
@@ -287,21 +286,18 @@ fn ballot_from(ballot: &ArchivedWireBallot) -> Ballot {
     Ballot { round: ballot.round.to_native(), node: NodeId(ballot.node.to_native()) }
 }
 
+fn request_from(request: &ArchivedWireRequest<'_>) -> Request {
+    Request {
+        id: RequestId { client: request.client.to_native(), sequence: request.sequence.to_native() },
+        payload: Bytes::copy_from_slice(&request.payload),
+    }
+}
+
 fn value_from(value: &ArchivedWireValue<'_>, field: &str) -> Result<Value, ArchiveError> {
     Ok(match value {
         ArchivedWireValue::Noop => Value::Noop,
-        ArchivedWireValue::Batch(requests) => Value::Batch(
-            requests
-                .iter()
-                .map(|request| Request {
-                    id: RequestId {
-                        client: request.client.to_native(),
-                        sequence: request.sequence.to_native(),
-                    },
-                    payload: Bytes::copy_from_slice(&request.payload),
-                })
-                .collect(),
-        ),
+        ArchivedWireValue::Batch(requests) => Value::Batch(requests.iter().map(request_from).collect()),
+        ArchivedWireValue::Last(request) => Value::Last(request_from(request)),
         ArchivedWireValue::Configuration { number, members, first_slot } => {
             if members.len() > MEMBERS_MAX {
                 return Err(ArchiveError::Field {
@@ -405,6 +401,7 @@ pub fn message_from_archived(message: &ArchivedWireMessage<'_>) -> Result<Messag
         },
         W::FetchTruncated { checkpoint } => MessageBody::FetchTruncated { checkpoint: slot(checkpoint) },
         W::TimeoutNow { ballot } => MessageBody::TimeoutNow { ballot: ballot_from(ballot) },
+        W::PromotionRequest { ballot } => MessageBody::PromotionRequest { ballot: ballot_from(ballot) },
     };
     Ok(Message {
         ring: RingId(message.ring.to_native()),
