@@ -29,6 +29,54 @@ const MEMBERS_MIN: usize = 3;
 /// Longest a configuration change is waited for, during its fault and after.
 const CHANGE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// What a membership fault changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChangeKind {
+    /// A replica from outside the configuration joins it.
+    Add,
+    /// A member leaves.
+    Remove,
+    /// A member leaves and a replica from outside takes its place, in one change.
+    Replace,
+}
+
+impl ChangeKind {
+    /// The changes possible with `members` members and `outside` replicas outside the
+    /// configuration.
+    fn possible(members: usize, outside: usize) -> Vec<ChangeKind> {
+        let mut kinds = Vec::new();
+        if outside > 0 {
+            kinds.extend([ChangeKind::Add, ChangeKind::Replace]);
+        }
+        if members > MEMBERS_MIN {
+            kinds.push(ChangeKind::Remove);
+        }
+        kinds
+    }
+
+    /// The members after the change (sorted): `newcomer` joins, `leaver` leaves.
+    fn apply(self, members: &[u64], newcomer: Option<u64>, leaver: u64) -> Vec<u64> {
+        let mut target: Vec<u64> = members.to_vec();
+        if self != ChangeKind::Add {
+            target.retain(|&id| id != leaver);
+        }
+        if self != ChangeKind::Remove {
+            target.extend(newcomer);
+        }
+        target.sort_unstable();
+        target.dedup();
+        target
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ChangeKind::Add => "add",
+            ChangeKind::Remove => "remove",
+            ChangeKind::Replace => "replace",
+        }
+    }
+}
+
 /// A configuration change asked for during a fault.
 #[derive(Debug)]
 pub(super) struct Change {
@@ -45,13 +93,7 @@ impl Runner {
     pub(super) async fn start_membership(&mut self) -> Undo {
         let members = self.refresh_members().await;
         let outside: Vec<u64> = self.cluster.ids().into_iter().filter(|id| !members.contains(id)).collect();
-        let mut kinds = Vec::new();
-        if !outside.is_empty() {
-            kinds.extend(["add", "replace"]);
-        }
-        if members.len() > MEMBERS_MIN {
-            kinds.push("remove");
-        }
+        let kinds = ChangeKind::possible(members.len(), outside.len());
         if kinds.is_empty() {
             self.note(format!("membership skipped: members {members:?}, nobody outside to add"));
             return Undo::Nothing;
@@ -59,14 +101,8 @@ impl Runner {
         let kind = kinds[self.rng.below(kinds.len() as u64) as usize];
         let newcomer = outside.get(self.rng.below(outside.len().max(1) as u64) as usize).copied();
         let leaver = members[self.rng.below(members.len() as u64) as usize];
-        let mut target: Vec<u64> = members.clone();
-        if kind != "add" {
-            target.retain(|&id| id != leaver);
-        }
-        if kind != "remove" {
-            target.extend(newcomer);
-        }
-        target.sort_unstable();
+        let target = kind.apply(&members, newcomer, leaver);
+        let kind = kind.name();
 
         let mut during = self.shuffled_members();
         let undo = match self.rng.below(4) {
@@ -267,5 +303,23 @@ impl Runner {
         for id in ids {
             self.paused.remove(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_keep_at_least_three_members_and_add_only_outsiders() {
+        assert_eq!(ChangeKind::possible(5, 1), [ChangeKind::Add, ChangeKind::Replace, ChangeKind::Remove]);
+        assert!(ChangeKind::possible(3, 0).is_empty());
+        assert_eq!(ChangeKind::possible(3, 2), [ChangeKind::Add, ChangeKind::Replace]);
+        assert_eq!(ChangeKind::possible(4, 0), [ChangeKind::Remove]);
+        let members = [1, 2, 3, 4, 5];
+        assert_eq!(ChangeKind::Add.apply(&members, Some(6), 3), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(ChangeKind::Remove.apply(&members, Some(6), 3), [1, 2, 4, 5]);
+        assert_eq!(ChangeKind::Replace.apply(&members, Some(6), 1), [2, 3, 4, 5, 6]);
+        assert_eq!(ChangeKind::Replace.name(), "replace");
     }
 }
