@@ -122,6 +122,8 @@ struct Replica {
     metrics_port: Option<u16>,
     data_dir: PathBuf,
     log_path: PathBuf,
+    /// Environment variables its next starts get (a preloaded library).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -197,6 +199,7 @@ impl ProcessCluster {
                     metrics_port: options.metrics.then(free_port),
                     log_path: dir.path().join(format!("replica-{id}.log")),
                     data_dir,
+                    env: Vec::new(),
                     child: None,
                 },
             );
@@ -355,7 +358,15 @@ impl ProcessCluster {
         }
         command.args(&self.options.args).args(extra);
         command.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()));
+        command.envs(replica.env.iter().map(|(name, value)| (name, value)));
         command
+    }
+
+    /// Sets the environment variables replica `id` gets when it is next started (its
+    /// launcher gets them too, and must pass them on), replacing those set before; empty:
+    /// none.
+    pub fn set_env(&mut self, id: u64, env: Vec<(String, String)>) {
+        self.replica_mut(id).env = env;
     }
 
     fn launch(&mut self, id: u64, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
@@ -468,6 +479,21 @@ impl ProcessCluster {
         let replica = self.replica_mut(id);
         let mut child = replica.child.take().unwrap_or_else(|| panic!("replica {id} is not running"));
         let _ = kill_and_reap(&mut child);
+    }
+
+    /// Kills the running replicas among `ids` with SIGKILL all at once (every signal is sent
+    /// before any is reaped), as a power loss would.
+    pub fn kill_at_once(&mut self, ids: &[u64]) {
+        let mut children = Vec::new();
+        for &id in ids {
+            if let Some(child) = self.replica_mut(id).child.take() {
+                signal(&child, libc::SIGKILL);
+                children.push(child);
+            }
+        }
+        for mut child in children {
+            let _ = kill_and_reap(&mut child);
+        }
     }
 
     /// Stops replica `id` with SIGTERM and waits for it to exit (SIGKILL after

@@ -37,6 +37,7 @@ fn loopback_run(
         stream,
         server_args: server_args.iter().map(|arg| (*arg).to_owned()).collect(),
         interrupted: Arc::new(AtomicBool::new(false)),
+        faketime: Err("not used by these tests".into()),
     };
     (fault::run(&options).expect("the run is set up"), failures)
 }

@@ -14,7 +14,7 @@ use crate::process::{ArgList, Cmd};
 /// Arguments passed through to `rsl-fault`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct FaultArgs {
-    /// How long faults are injected per run, e.g. 90s or 10m [default: 60s; 90s with --quick]
+    /// How long faults are injected per run, e.g. 90s or 10m [default: 60s; 6s per nemesis with --quick]
     #[arg(long, value_name = "D")]
     pub duration: Option<String>,
     /// Seed of the (first) run; a failing run prints the command that replays its schedule
@@ -23,7 +23,7 @@ pub struct FaultArgs {
     /// Runs with seeds S, S+1, ...
     #[arg(long, value_name = "N")]
     pub runs: Option<u64>,
-    /// The short variant CI runs: every nemesis in turn, 90 seconds
+    /// The short variant CI runs: every nemesis in turn, 6 seconds each (at least 90)
     #[arg(long)]
     pub quick: bool,
     /// Keep every run's history (JSON lines) and report in DIR

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use rsl_tests::fault::nemesis::round_robin_duration;
 use rsl_tests::fault::net::{self, Mode};
+use rsl_tests::fault::skew::{self, Faketime};
 use rsl_tests::fault::{self, Nemesis, Report, RunOptions};
 
 /// Fault-injection runs: a 5-replica KV ring of real processes, concurrent clients recording
@@ -17,7 +19,8 @@ use rsl_tests::fault::{self, Nemesis, Report, RunOptions};
 #[derive(Debug, Parser)]
 #[command(name = "rsl-fault")]
 struct Args {
-    /// How long faults are injected per run, e.g. 90s, 10m, 1m30s [default: 60s; 90s with --quick]
+    /// How long faults are injected per run, e.g. 90s, 10m, 1m30s [default: 60s; with
+    /// --quick 6s per nemesis, at least 90s]
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Seed of the (first) run [default: from the clock, printed]
@@ -26,11 +29,13 @@ struct Args {
     /// Runs, with seeds seed, seed+1, ...
     #[arg(long, default_value_t = 1)]
     runs: u64,
-    /// The short variant CI runs: every nemesis in turn (a seeded order), 90s
+    /// The short variant CI runs: every nemesis in turn (a seeded order), 6s each (at least
+    /// 90s)
     #[arg(long)]
     quick: bool,
     /// Comma-separated faults, or `all`: partition, isolate-primary, bridge, one-way, kill,
-    /// kill-primary, pause, delay, loss, torn-tail, corrupt, disk-full
+    /// kill-primary, pause, delay, loss, torn-tail, corrupt, disk-full, membership,
+    /// clock-skew, composed, majority-kill, power-loss, client-cut, client-pause
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// netns (root: namespaces, a bridge, nftables), loopback (proxies), or auto
@@ -66,6 +71,10 @@ struct Args {
     /// faults
     #[arg(long, default_value = "grpc", value_parser = ["grpc", "rdma-emu"])]
     transport: String,
+    /// Print the rate of this process's monotonic clock against the kernel's uptime and
+    /// exit (how the clock-skew nemesis checks that libfaketime works)
+    #[arg(long, hide = true)]
+    clock_probe: bool,
 }
 
 /// Parses `90s`, `10m`, `1m30s`, `1h`, or plain seconds.
@@ -108,6 +117,18 @@ fn format_duration(duration: Duration) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.clock_probe {
+        return match skew::measure_rate() {
+            Ok(rate) => {
+                println!("{rate:.4}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("rsl-fault: --clock-probe: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let nemeses = match Nemesis::parse_list(&args.nemesis) {
         Ok(nemeses) => nemeses,
         Err(error) => {
@@ -175,7 +196,16 @@ fn main() -> ExitCode {
         }
     }
 
-    let duration = args.duration.unwrap_or(Duration::from_secs(if args.quick { 90 } else { 60 }));
+    let skew = nemeses.contains(&Nemesis::ClockSkew);
+    let faketime = if skew { find_faketime() } else { Err("clock-skew was not asked for".into()) };
+    if let (true, Err(why)) = (skew, &faketime) {
+        eprintln!("rsl-fault: clock-skew is unavailable and will be skipped: {why}");
+    }
+    let duration = args.duration.unwrap_or(if args.quick {
+        round_robin_duration(nemeses.len())
+    } else {
+        Duration::from_secs(60)
+    });
     let first_seed = args.seed.unwrap_or_else(|| {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |t| t.as_secs() ^ u64::from(t.subsec_nanos()))
     });
@@ -217,6 +247,7 @@ fn main() -> ExitCode {
             stream: args.stream,
             server_args: vec!["--transport".to_owned(), args.transport.clone()],
             interrupted: interrupted.clone(),
+            faketime: faketime.clone(),
         };
         let report = match fault::run(&options) {
             Ok(report) => report,
@@ -262,6 +293,19 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// libfaketime, checked with this program's `--clock-probe`: does a preloaded `Instant` run
+/// at the rate asked for?
+fn find_faketime() -> Result<Faketime, String> {
+    let faketime = Faketime::find()?;
+    let me = std::env::current_exe().map_err(|error| format!("cannot find this program's path: {error}"))?;
+    faketime.verify(&me, &["--clock-probe"])?;
+    eprintln!(
+        "rsl-fault: clock-skew uses {} (checked: the monotonic clock follows it)",
+        faketime.library().display()
+    );
+    Ok(faketime)
 }
 
 fn verdict(report: &Report) -> &'static str {

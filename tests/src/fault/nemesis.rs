@@ -36,11 +36,31 @@ pub enum Nemesis {
     /// restarted, one that kept running must go on by itself (namespace mode only: each
     /// replica has a bounded tmpfs).
     DiskFull,
+    /// Add, remove or replace a member with a configuration change (`reconfigure`) while a
+    /// minority is cut off, a member is killed or a member is paused; the ring has a spare
+    /// replica, started joining, to add.
+    Membership,
+    /// Restart a replica under libfaketime with its clocks (monotonic included) running
+    /// fast or slow, within the drift bound: the primary slow, or a secondary fast.
+    ClockSkew,
+    /// A minority cut off while a member is paused and another is killed and restarted.
+    Composed,
+    /// SIGKILL a majority of the members at once; restart them when the fault ends.
+    MajorityKill,
+    /// SIGKILL every replica at once, leave a torn write after the end of some of their
+    /// logs (what an unsynced write can leave), restart them all.
+    PowerLoss,
+    /// Drop the clients' packets to and from the primary, both ways, mid-operation
+    /// (namespace mode only).
+    ClientCut,
+    /// Freeze some client sessions mid-operation (their operations are not polled), then
+    /// let them go on: what they were doing ends as it ends, often with an unknown outcome.
+    ClientPause,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 12] = [
+    pub const ALL: [Nemesis; 19] = [
         Nemesis::PartitionMajority,
         Nemesis::IsolatePrimary,
         Nemesis::Bridge,
@@ -53,6 +73,13 @@ impl Nemesis {
         Nemesis::TornTail,
         Nemesis::Corrupt,
         Nemesis::DiskFull,
+        Nemesis::Membership,
+        Nemesis::ClockSkew,
+        Nemesis::Composed,
+        Nemesis::MajorityKill,
+        Nemesis::PowerLoss,
+        Nemesis::ClientCut,
+        Nemesis::ClientPause,
     ];
 
     /// The name on the command line.
@@ -70,6 +97,13 @@ impl Nemesis {
             Nemesis::TornTail => "torn-tail",
             Nemesis::Corrupt => "corrupt",
             Nemesis::DiskFull => "disk-full",
+            Nemesis::Membership => "membership",
+            Nemesis::ClockSkew => "clock-skew",
+            Nemesis::Composed => "composed",
+            Nemesis::MajorityKill => "majority-kill",
+            Nemesis::PowerLoss => "power-loss",
+            Nemesis::ClientCut => "client-cut",
+            Nemesis::ClientPause => "client-pause",
         }
     }
 
@@ -94,6 +128,16 @@ impl Nemesis {
         }
         Ok(list)
     }
+}
+
+/// Seconds of faults per nemesis in a round-robin run (`--quick`): a calm of 1 to 2.5 s
+/// and a fault of 2 to 5 s take 5.25 s on average; the rest is for restarts.
+pub const ROUND_ROBIN_SECONDS_PER_NEMESIS: u64 = 6;
+
+/// How long a round-robin run of `nemeses` injects faults so that each comes up once: at
+/// least 90 s, and [`ROUND_ROBIN_SECONDS_PER_NEMESIS`] per nemesis.
+pub fn round_robin_duration(nemeses: usize) -> std::time::Duration {
+    std::time::Duration::from_secs((nemeses as u64 * ROUND_ROBIN_SECONDS_PER_NEMESIS).max(90))
 }
 
 /// Which nemesis comes next: the nemeses in a seeded order, walked in turn (round-robin,
@@ -165,6 +209,22 @@ mod tests {
         let mut random = Schedule::new(vec![Nemesis::Kill, Nemesis::Pause], false, &mut rng);
         assert!((0..20).all(|_| [Nemesis::Kill, Nemesis::Pause].contains(&random.next(&mut rng))));
         assert!(Schedule::new(Vec::new(), true, &mut rng).is_empty());
+    }
+
+    #[test]
+    fn round_robin_runs_give_every_nemesis_a_turn() {
+        assert_eq!(round_robin_duration(1).as_secs(), 90);
+        assert_eq!(round_robin_duration(Nemesis::ALL.len()).as_secs(), 6 * 19);
+        let names: std::collections::BTreeSet<&str> = Nemesis::ALL.iter().map(|n| n.name()).collect();
+        assert_eq!(names.len(), Nemesis::ALL.len(), "names are distinct");
+        assert_eq!(
+            Nemesis::parse_list(
+                "membership,clock-skew,composed,majority-kill,power-loss,client-cut,client-pause"
+            )
+            .unwrap()
+            .len(),
+            7
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!   a private /24 that exists only inside those namespaces and on the bridge. Cuts and loss
 //!   are nftables rules in the receiving namespace (packets vanish, as on a real network).
 //!   Each replica's data directory is a tmpfs of bounded size, so a disk can be filled.
+//!   The clients (this process, on the bridge's address) can be cut from a replica too:
+//!   their packets to and from it are dropped in its namespace.
 //! * [`Mode::Loopback`] (anyone): the replicas listen on 127.0.0.1 and cuts are made by the
 //!   link proxies (connections refused and closed).
 //!
@@ -188,6 +190,8 @@ pub struct Network {
     layouts: BTreeMap<u64, ReplicaLayout>,
     proxies: BTreeMap<(u64, u64), LinkProxy>,
     cuts: BTreeSet<(u64, u64)>,
+    /// Replicas the clients are cut from (namespace mode).
+    client_cuts: BTreeSet<u64>,
     loss_percent: u64,
     delay_ms: (u64, u64),
 }
@@ -211,6 +215,7 @@ impl Network {
             layouts: BTreeMap::new(),
             proxies: BTreeMap::new(),
             cuts: BTreeSet::new(),
+            client_cuts: BTreeSet::new(),
             loss_percent: 0,
             delay_ms: (0, 0),
         };
@@ -244,6 +249,11 @@ impl Network {
 
     fn address(&self, id: u64) -> Ipv4Addr {
         Ipv4Addr::new(10, 231, self.octet, u8::try_from(id).expect("replica ids are small"))
+    }
+
+    /// The bridge's address: where the clients (this process) reach the replicas from.
+    fn host_address(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 231, self.octet, 254)
     }
 
     fn create_loopback(&mut self, dir: &Path) {
@@ -299,7 +309,8 @@ impl Network {
             run("ip", &["-n", &ns, "link", "set", &inside, "up"])?;
             nft(
                 &ns,
-                "table inet rslfault {\n  chain input {\n    type filter hook input priority 0; policy accept;\n  }\n}\n",
+                "table inet rslfault {\n  chain input {\n    type filter hook input priority 0; policy accept;\n  }\n  \
+                 chain output {\n    type filter hook output priority 0; policy accept;\n  }\n}\n",
             )?;
 
             let data_dir = disks_dir.join(format!("replica-{id}"));
@@ -377,9 +388,21 @@ impl Network {
         self.apply()
     }
 
+    /// From now on, the clients' packets to and from every replica in `replicas` are lost,
+    /// both ways (namespace mode only: on loopback the clients reach the replicas
+    /// directly).
+    pub fn set_client_cuts(&mut self, replicas: &BTreeSet<u64>) -> Result<(), String> {
+        if self.mode != Mode::Namespaces {
+            return Err("clients can be cut from a replica only in namespace mode".into());
+        }
+        self.client_cuts = replicas.clone();
+        self.apply()
+    }
+
     /// No cuts, loss or delay.
     pub fn heal(&mut self) -> Result<(), String> {
         self.cuts.clear();
+        self.client_cuts.clear();
         self.loss_percent = 0;
         self.delay_ms = (0, 0);
         self.apply()
@@ -388,7 +411,13 @@ impl Network {
     /// A description of the current faults.
     pub fn describe(&self) -> String {
         let cuts: Vec<String> = self.cuts.iter().map(|(from, to)| format!("{from}->{to}")).collect();
-        format!("cuts [{}], loss {}%, delay {:?} ms", cuts.join(" "), self.loss_percent, self.delay_ms)
+        format!(
+            "cuts [{}], clients cut from {:?}, loss {}%, delay {:?} ms",
+            cuts.join(" "),
+            self.client_cuts,
+            self.loss_percent,
+            self.delay_ms
+        )
     }
 
     fn apply(&mut self) -> Result<(), String> {
@@ -405,7 +434,14 @@ impl Network {
         }
         if packet_filter {
             for &to in &self.ids {
-                let mut script = String::from("flush chain inet rslfault input\n");
+                let mut script =
+                    String::from("flush chain inet rslfault input\nflush chain inet rslfault output\n");
+                if self.client_cuts.contains(&to) {
+                    let host = self.host_address();
+                    script.push_str(&format!(
+                        "add rule inet rslfault input ip saddr {host} drop\nadd rule inet rslfault output ip daddr {host} drop\n"
+                    ));
+                }
                 let dropped: Vec<String> = self
                     .cuts
                     .iter()

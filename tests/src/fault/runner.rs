@@ -2,8 +2,10 @@
 //! the clients, inject faults for the run's duration (`runner/inject.rs`: the fault loop
 //! and what each nemesis does), heal, wait for writes to commit again, read every key, wait
 //! for the replicas to agree, then check the history and save what a failure needs to be
-//! understood.
+//! understood. The membership nemesis gives the ring a spare replica, started joining, and
+//! the end then checks the members of the final configuration.
 
+mod compose;
 mod inject;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,11 +23,15 @@ use crate::fault::history::{Function, History, Outcome};
 use crate::fault::nemesis::{shuffle, Nemesis};
 use crate::fault::net::{Mode, Network};
 use crate::fault::report::Report;
-use crate::fault::workload::{client_options, parse_value, Workload, WorkloadOptions};
+use crate::fault::skew::Faketime;
+use crate::fault::workload::{client_options, parse_value, SessionPauser, Workload, WorkloadOptions};
 use crate::process::{ClusterOptions, ProcessCluster};
 
-/// Replicas in a fault run.
+/// Replicas in a fault run (the members of its first configuration).
 pub const REPLICAS: u64 = 5;
+/// Further replicas, started joining, when the membership nemesis runs: ids after
+/// [`REPLICAS`].
+pub const SPARE_REPLICAS: u64 = 1;
 /// Longest wait for the healed ring to elect, serve and converge.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the runner looks at the replicas while it waits.
@@ -63,6 +69,9 @@ pub struct RunOptions {
     pub server_args: Vec<String>,
     /// Set on Ctrl-C: the run stops injecting faults, cleans up and fails.
     pub interrupted: Arc<AtomicBool>,
+    /// libfaketime for the clock-skew nemesis, or why it cannot be had (the nemesis is then
+    /// skipped, saying so).
+    pub faketime: Result<Faketime, String>,
 }
 
 /// One run in progress.
@@ -75,6 +84,10 @@ struct Runner {
     /// For status polls: short timeouts.
     status_client: Client,
     paused: BTreeSet<u64>,
+    /// The members of the newest configuration known (sorted).
+    members: Vec<u64>,
+    /// Freezes client sessions, once they run.
+    pauser: Option<SessionPauser>,
     /// Replicas allowed to exit on their own now (the disk-full victim).
     may_exit: BTreeSet<u64>,
     /// When a primary was killed, ns since the start.
@@ -104,8 +117,9 @@ async fn run_async(options: &RunOptions) -> Result<Report, String> {
         .prefix("rsl-fault-")
         .tempdir()
         .map_err(|error| format!("making a temporary directory: {error}"))?;
-    let network =
-        Network::create(options.mode, &(1..=REPLICAS).collect::<Vec<_>>(), options.seed, dir.path())?;
+    let spares = if options.nemeses.contains(&Nemesis::Membership) { SPARE_REPLICAS } else { 0 };
+    let nodes = REPLICAS + spares;
+    let network = Network::create(options.mode, &(1..=nodes).collect::<Vec<_>>(), options.seed, dir.path())?;
     let mut args = vec![
         "--heartbeat-interval-ms=25".to_owned(),
         "--election-delay-min-ms=250".to_owned(),
@@ -114,9 +128,13 @@ async fn run_async(options: &RunOptions) -> Result<Report, String> {
         "--log-retain-slots=100".to_owned(),
     ];
     args.push("--pipeline-depth=16".to_owned());
+    if spares > 0 {
+        let initial: Vec<String> = (1..=REPLICAS).map(|id| id.to_string()).collect();
+        args.push(format!("--initial-members={}", initial.join(",")));
+    }
     args.extend(options.server_args.iter().cloned());
     let cluster_options =
-        ClusterOptions { replicas: REPLICAS, log: "file".into(), args, metrics: false, auth: true };
+        ClusterOptions { replicas: nodes, log: "file".into(), args, metrics: false, auth: true };
     let cluster = ProcessCluster::create_with_layout(&options.server, cluster_options, network.layouts());
     let history_path = match &options.history_dir {
         Some(dir) => {
@@ -143,6 +161,8 @@ async fn run_async(options: &RunOptions) -> Result<Report, String> {
         history,
         status_client,
         paused: BTreeSet::new(),
+        members: (1..=REPLICAS).collect(),
+        pauser: None,
         may_exit: BTreeSet::new(),
         primary_kills: Vec::new(),
         faults: BTreeMap::new(),
@@ -181,7 +201,8 @@ impl Runner {
 
     async fn run(&mut self) -> Report {
         for id in self.cluster.ids() {
-            if let Err(problem) = self.cluster.try_spawn(id, &[]) {
+            let join: &[&str] = if id > REPLICAS { &["--join"] } else { &[] };
+            if let Err(problem) = self.cluster.try_spawn(id, join) {
                 self.problem(format!("replica {id} did not start: {problem}"));
                 return self.report(Vec::new());
             }
@@ -190,7 +211,12 @@ impl Runner {
             self.problem("no primary was elected within 30s of the start".into());
             return self.report(Vec::new());
         }
-        self.note(format!("{} replicas up ({})", REPLICAS, self.network.mode().name()));
+        let spares = self.cluster.ids().len() as u64 - REPLICAS;
+        self.note(format!(
+            "{REPLICAS} replicas up ({}){}",
+            self.network.mode().name(),
+            if spares > 0 { format!(" and {spares} spare, joining") } else { String::new() }
+        ));
 
         let workload = Workload::start(
             self.cluster.client_addresses(),
@@ -206,6 +232,7 @@ impl Runner {
             },
             self.options.seed,
         );
+        self.pauser = Some(workload.pauser());
 
         self.inject().await;
         self.heal_all().await;
@@ -327,8 +354,12 @@ impl Runner {
         }
     }
 
-    /// Heals the network, resumes paused replicas, frees disks, restarts every replica.
+    /// Heals the network, releases frozen clients, resumes paused replicas, frees disks,
+    /// restarts every replica.
     async fn heal_all(&mut self) {
+        if let Some(pauser) = &self.pauser {
+            pauser.resume_all();
+        }
         if let Err(error) = self.network.heal() {
             self.problem(format!("healing the network: {error}"));
         }
@@ -378,7 +409,32 @@ impl Runner {
         values
     }
 
-    /// Waits until every replica reports the same state digest at the same slot.
+    /// The members of the newest configuration a running, unpaused replica reports (the
+    /// last known when none answers); remembered for the faults that pick members.
+    async fn refresh_members(&mut self) -> Vec<u64> {
+        let mut newest: Option<(u64, Vec<u64>)> = None;
+        for id in self.cluster.ids() {
+            if !self.cluster.is_running(id) || self.paused.contains(&id) {
+                continue;
+            }
+            let address = self.cluster.client_address(id).to_owned();
+            if let Ok(status) = self.status_client.status_of(&address).await {
+                if !status.configuration_members.is_empty()
+                    && newest.as_ref().is_none_or(|(number, _)| status.configuration > *number)
+                {
+                    newest = Some((status.configuration, status.configuration_members));
+                }
+            }
+        }
+        if let Some((_, mut members)) = newest {
+            members.sort_unstable();
+            self.members = members;
+        }
+        self.members.clone()
+    }
+
+    /// Waits until every member of the newest configuration reports that configuration and
+    /// the same state digest at the same slot (replicas outside it are not waited for).
     async fn check_convergence(&mut self) {
         let deadline = Instant::now() + RECOVERY_TIMEOUT;
         let mut last;
@@ -388,26 +444,38 @@ impl Runner {
             for id in self.cluster.ids() {
                 let address = self.cluster.client_address(id).to_owned();
                 if let Ok(status) = self.status_client.status_of(&address).await {
-                    states.insert(id, (status.digest_slot, status.digest, status.keys));
+                    states.insert(id, status);
                 }
             }
-            let agreed: BTreeSet<_> = states.values().collect();
-            if states.len() == REPLICAS as usize && agreed.len() == 1 {
-                let (slot, digest, keys) = states[&1];
+            let newest = states.values().max_by_key(|status| status.configuration);
+            let members = newest.map(|status| status.configuration_members.clone()).unwrap_or_default();
+            let state = |id: &u64| {
+                states.get(id).map(|s| (s.configuration, s.member, s.digest_slot, s.digest, s.keys))
+            };
+            let agreed: BTreeSet<_> = members.iter().map(state).collect();
+            if !members.is_empty() && agreed.len() == 1 && agreed.iter().all(|s| s.is_some_and(|s| s.1)) {
+                let status = &states[&members[0]];
                 self.note(format!(
-                    "all {REPLICAS} replicas agree: digest {digest:08x} of {keys} keys at slot {slot}"
+                    "all {} members {members:?} of configuration {} agree: digest {:08x} of {} keys at slot {}",
+                    members.len(),
+                    status.configuration,
+                    status.digest,
+                    status.keys,
+                    status.digest_slot
                 ));
+                self.members = members;
                 return;
             }
-            last = format!("{states:?}");
+            let summary: BTreeMap<u64, _> = self.cluster.ids().iter().map(|id| (*id, state(id))).collect();
+            last = format!(
+                "members {members:?}; (configuration, member, slot, digest, keys) per replica: {summary:?}"
+            );
             if Instant::now() > deadline {
                 break;
             }
             tokio::time::sleep(TICK).await;
         }
-        self.problem(format!(
-            "the replicas did not converge within {RECOVERY_TIMEOUT:?}; (slot, digest, keys) per replica: {last}"
-        ));
+        self.problem(format!("the replicas did not converge within {RECOVERY_TIMEOUT:?}; {last}"));
     }
 
     fn report(&mut self, final_values: Vec<(String, Option<i64>)>) -> Report {

@@ -7,8 +7,14 @@
 //! retries, and a timed-out attempt can still be chosen), so it is `info`, and the session
 //! is replaced by a new process with a new client id (a process never invokes again after
 //! an `info`). A read that fails had no effect: `fail`.
+//!
+//! A [`SessionPauser`] freezes sessions mid-operation (the client-pause fault): a frozen
+//! session's operation is not polled (no retry, no timeout fires) until it is released, so
+//! it ends however it ends then: acknowledged if its answer came in, else by its deadline,
+//! which has passed (an unknown outcome for a write).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +22,7 @@ use std::time::Duration;
 use rsl_core::SplitMix64;
 use rsl_kv::{Client, ClientError, ClientOptions, ClientSecurity};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::fault::history::{Function, History, Outcome, Pending};
@@ -49,6 +56,63 @@ pub struct WorkloadOptions {
 pub struct Workload {
     stop: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
+    pauser: SessionPauser,
+}
+
+/// Freezes and releases the sessions of a [`Workload`] (see the module docs); cheap to
+/// clone.
+#[derive(Clone, Debug)]
+pub struct SessionPauser {
+    /// One per session: `true` while it is frozen.
+    gates: Arc<Vec<watch::Sender<bool>>>,
+}
+
+impl SessionPauser {
+    /// The number of sessions.
+    pub fn sessions(&self) -> u64 {
+        self.gates.len() as u64
+    }
+
+    /// Freezes session `index` (in `0..sessions()`) where it is.
+    pub fn pause(&self, index: u64) {
+        if let Some(gate) = self.gates.get(index as usize) {
+            gate.send_replace(true);
+        }
+    }
+
+    /// Releases every frozen session.
+    pub fn resume_all(&self) {
+        for gate in self.gates.iter() {
+            gate.send_replace(false);
+        }
+    }
+
+    /// The sessions frozen now.
+    pub fn paused(&self) -> Vec<u64> {
+        (0..self.sessions()).filter(|&index| *self.gates[index as usize].borrow()).collect()
+    }
+}
+
+/// Runs `operation` while `gate` is `false`: while it is `true` the operation is not polled.
+async fn gated<F: Future>(gate: &mut watch::Receiver<bool>, operation: F) -> F::Output {
+    tokio::pin!(operation);
+    loop {
+        while *gate.borrow_and_update() {
+            if gate.changed().await.is_err() {
+                // Nobody can release it any more: go on.
+                break;
+            }
+        }
+        tokio::select! {
+            biased;
+            output = &mut operation => return output,
+            changed = gate.changed() => {
+                if changed.is_err() {
+                    return operation.await;
+                }
+            }
+        }
+    }
 }
 
 impl Workload {
@@ -57,8 +121,12 @@ impl Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let next_value = Arc::new(AtomicI64::new(1));
         let mux = options.stream.then(|| StreamMux::start(servers.clone(), options.security.clone()));
-        let tasks = (0..options.clients)
-            .map(|index| {
+        let (gates, receivers): (Vec<_>, Vec<_>) =
+            (0..options.clients).map(|_| watch::channel(false)).unzip();
+        let tasks = receivers
+            .into_iter()
+            .zip(0..)
+            .map(|(gate, index)| {
                 let session = Session {
                     index,
                     servers: servers.clone(),
@@ -68,16 +136,24 @@ impl Workload {
                     stop: stop.clone(),
                     rng: SplitMix64::new(seed ^ 0xC11E_0000 ^ (index << 48)),
                     mux: mux.clone(),
+                    gate,
                 };
                 tokio::spawn(session.run())
             })
             .collect();
-        Workload { stop, tasks }
+        Workload { stop, tasks, pauser: SessionPauser { gates: Arc::new(gates) } }
     }
 
-    /// Stops every session after its current operation and waits for them.
+    /// What freezes and releases the sessions.
+    pub fn pauser(&self) -> SessionPauser {
+        self.pauser.clone()
+    }
+
+    /// Releases frozen sessions, stops every session after its current operation and waits
+    /// for them.
     pub async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.pauser.resume_all();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -106,6 +182,8 @@ struct Session {
     stop: Arc<AtomicBool>,
     rng: SplitMix64,
     mux: Option<StreamMux>,
+    /// `true` while the session is frozen.
+    gate: watch::Receiver<bool>,
 }
 
 impl Session {
@@ -140,7 +218,7 @@ impl Session {
             let unknown = if roll < 40 {
                 let value = self.next_value.fetch_add(1, Ordering::Relaxed);
                 let pending = self.history.invoke(process, Function::Put, &key, value, json!(value));
-                match connection.put(&key, value).await {
+                match gated(&mut self.gate, connection.put(&key, value)).await {
                     Ok(()) => {
                         self.history.complete(pending, Outcome::Ok, json!(value), None);
                         known.insert(key, Some(value));
@@ -150,7 +228,7 @@ impl Session {
                 }
             } else if roll < 75 {
                 let pending = self.history.invoke(process, Function::Get, &key, 0, Value::Null);
-                match connection.get(&key, self.options.fast_reads).await {
+                match gated(&mut self.gate, connection.get(&key, self.options.fast_reads)).await {
                     Ok(read) => {
                         self.history.complete(pending, Outcome::Ok, json!(read), read);
                         known.insert(key, read);
@@ -167,7 +245,7 @@ impl Session {
                 let value = self.next_value.fetch_add(1, Ordering::Relaxed);
                 let pair = json!([expected, value]);
                 let pending = self.history.invoke(process, Function::Cas, &key, value, pair.clone());
-                match connection.cas(&key, expected, value).await {
+                match gated(&mut self.gate, connection.cas(&key, expected, value)).await {
                     Ok(Cas::Swapped) => {
                         self.history.complete(pending, Outcome::Ok, pair, Some(1));
                         known.insert(key, Some(value));
@@ -347,6 +425,33 @@ pub fn parse_value(key: &str, bytes: &[u8]) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_frozen_operation_is_not_polled_until_released() {
+        let (sender, receivers): (Vec<_>, Vec<_>) = (0..2).map(|_| watch::channel(false)).unzip();
+        let pauser = SessionPauser { gates: Arc::new(sender) };
+        let mut gate = receivers.into_iter().next().unwrap();
+        let polled = Arc::new(AtomicI64::new(0));
+        let counter = polled.clone();
+        let operation = std::future::poll_fn(move |context| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            context.waker().wake_by_ref();
+            if counter.load(Ordering::Relaxed) > 1000 {
+                std::task::Poll::Ready(7)
+            } else {
+                std::task::Poll::Pending
+            }
+        });
+        pauser.pause(0);
+        assert_eq!(pauser.paused(), [0]);
+        let task = tokio::spawn(async move { gated(&mut gate, operation).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(polled.load(Ordering::Relaxed), 0, "a frozen operation is never polled");
+        pauser.resume_all();
+        assert!(pauser.paused().is_empty());
+        assert_eq!(task.await.unwrap(), 7);
+        assert!(polled.load(Ordering::Relaxed) > 1000);
+    }
 
     #[test]
     fn values_are_positive_decimal_integers() {

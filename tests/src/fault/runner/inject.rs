@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::{last_lines, Runner, REPLICAS};
-use crate::fault::nemesis::{Nemesis, Schedule};
+use super::compose::Change;
+use super::{last_lines, Runner};
+use crate::fault::nemesis::{shuffle, Nemesis, Schedule};
 use crate::fault::net::Mode;
 use crate::fault::segment::{
     corrupt_byte, newest_segment, restore_byte, write_torn_tail, CORRUPT_SPAN_BYTES, SEGMENT_HEADER_BYTES,
@@ -15,13 +16,19 @@ use crate::fault::segment::{
 
 /// What to undo when a fault ends.
 #[derive(Debug)]
-enum Undo {
+pub(super) enum Undo {
     Nothing,
     Network,
     Restart(Vec<u64>),
     Resume(Vec<u64>),
     /// The replica, and how much of its stderr was written before its disk filled.
     FreeDiskAndRestart(u64, usize),
+    /// Release the frozen client sessions.
+    ReleaseClients,
+    /// Wait for the answer to a configuration change and learn the members.
+    Membership(Change),
+    /// Several, undone in order.
+    All(Vec<Undo>),
 }
 
 impl Runner {
@@ -32,6 +39,20 @@ impl Runner {
         if self.network.mode() == Mode::Loopback && nemeses.contains(&Nemesis::DiskFull) {
             nemeses.retain(|&n| n != Nemesis::DiskFull);
             self.note("disk-full skipped: it needs a bounded disk per replica (root, namespace mode)".into());
+        }
+        if self.network.mode() == Mode::Loopback && nemeses.contains(&Nemesis::ClientCut) {
+            nemeses.retain(|&n| n != Nemesis::ClientCut);
+            self.note(
+                "client-cut skipped: it drops the clients' packets in a namespace (root, namespace mode)"
+                    .into(),
+            );
+        }
+        if let Err(why) = &self.options.faketime {
+            if nemeses.contains(&Nemesis::ClockSkew) {
+                let why = why.clone();
+                nemeses.retain(|&n| n != Nemesis::ClockSkew);
+                self.note(format!("clock-skew skipped: {why}"));
+            }
         }
         let mut schedule = Schedule::new(nemeses, self.options.round_robin, &mut self.rng);
         if schedule.is_empty() {
@@ -57,7 +78,7 @@ impl Runner {
     }
 
     /// Cuts in both directions between every replica of `a` and every replica of `b`.
-    fn cut_between(&mut self, a: &[u64], b: &[u64]) -> BTreeSet<(u64, u64)> {
+    pub(super) fn cut_between(&mut self, a: &[u64], b: &[u64]) -> BTreeSet<(u64, u64)> {
         let mut cuts = BTreeSet::new();
         for &x in a {
             for &y in b {
@@ -68,7 +89,7 @@ impl Runner {
         cuts
     }
 
-    fn set_cuts(&mut self, cuts: &BTreeSet<(u64, u64)>) -> Undo {
+    pub(super) fn set_cuts(&mut self, cuts: &BTreeSet<(u64, u64)>) -> Undo {
         match self.network.set_cuts(cuts) {
             Ok(()) => Undo::Network,
             Err(error) => {
@@ -78,12 +99,19 @@ impl Runner {
         }
     }
 
+    /// The members of the newest configuration known, in a random order.
+    pub(super) fn shuffled_members(&mut self) -> Vec<u64> {
+        let mut ids = self.members.clone();
+        shuffle(&mut ids, &mut self.rng);
+        ids
+    }
+
     /// Starts `nemesis`; returns what ending it must undo.
     async fn start_fault(&mut self, nemesis: Nemesis) -> Undo {
         match nemesis {
             Nemesis::PartitionMajority => {
-                let ids = self.pick(REPLICAS as usize);
-                let (minority, majority) = ids.split_at(2);
+                let ids = self.shuffled_members();
+                let (minority, majority) = ids.split_at((ids.len() - 1) / 2);
                 let cuts = self.cut_between(minority, majority);
                 self.note(format!("partition {minority:?} | {majority:?}"));
                 self.set_cuts(&cuts)
@@ -96,9 +124,15 @@ impl Runner {
                 self.set_cuts(&cuts)
             }
             Nemesis::Bridge => {
-                let ids = self.pick(REPLICAS as usize);
-                let cuts = self.cut_between(&ids[0..2], &ids[3..5]);
-                self.note(format!("bridge {:?} - {} - {:?}", &ids[0..2], ids[2], &ids[3..5]));
+                let ids = self.shuffled_members();
+                let middle = (ids.len() - 1) / 2;
+                let cuts = self.cut_between(&ids[..middle], &ids[middle + 1..]);
+                self.note(format!(
+                    "bridge {:?} - {} - {:?}",
+                    &ids[..middle],
+                    ids[middle],
+                    &ids[middle + 1..]
+                ));
                 self.set_cuts(&cuts)
             }
             Nemesis::OneWay => {
@@ -142,12 +176,7 @@ impl Runner {
                     }
                 }
                 self.note(format!("SIGSTOP {victims:?}"));
-                for &id in &victims {
-                    if self.cluster.is_running(id) {
-                        self.cluster.pause(id);
-                        self.paused.insert(id);
-                    }
-                }
+                self.pause_replicas(&victims);
                 Undo::Resume(victims)
             }
             Nemesis::Delay => {
@@ -192,6 +221,16 @@ impl Runner {
                 }
                 Undo::FreeDiskAndRestart(victim, said_before)
             }
+            Nemesis::Membership => self.start_membership().await,
+            Nemesis::ClockSkew => self.clock_skew().await,
+            Nemesis::Composed => self.composed().await,
+            Nemesis::MajorityKill => self.majority_kill().await,
+            Nemesis::PowerLoss => {
+                self.power_loss().await;
+                Undo::Nothing
+            }
+            Nemesis::ClientCut => self.client_cut().await,
+            Nemesis::ClientPause => self.client_pause(),
         }
     }
 
@@ -199,6 +238,18 @@ impl Runner {
     async fn end_fault(&mut self, undo: Undo) {
         match undo {
             Undo::Nothing => {}
+            Undo::All(undos) => {
+                for undo in undos {
+                    Box::pin(self.end_fault(undo)).await;
+                }
+            }
+            Undo::ReleaseClients => {
+                if let Some(pauser) = &self.pauser {
+                    pauser.resume_all();
+                }
+                self.note("client sessions released".into());
+            }
+            Undo::Membership(change) => self.end_membership(change).await,
             Undo::Network => {
                 if let Err(error) = self.network.heal() {
                     self.problem(format!("healing the network: {error}"));
@@ -270,8 +321,20 @@ impl Runner {
     /// restarts it: it must start and report the cut.
     async fn torn_tail(&mut self, victim: u64) {
         let Some(segment) = self.kill_for_log_damage(victim, Nemesis::TornTail).await else { return };
+        let Some(name) = self.tear(victim, &segment) else {
+            self.restart(victim);
+            return;
+        };
+        let before = self.cluster.stderr(victim).len();
+        self.restart(victim);
+        self.check_torn_tail_cut(victim, &name, before);
+    }
+
+    /// Writes a torn record after the end of `segment` of the killed `victim`; returns the
+    /// segment's file name, or `None` (a problem) if it cannot be written.
+    pub(super) fn tear(&mut self, victim: u64, segment: &std::path::Path) -> Option<String> {
         let garbage: Vec<u8> = (0..1 + self.rng.below(300)).map(|_| self.rng.next_u64() as u8 | 1).collect();
-        match write_torn_tail(&segment, &garbage) {
+        match write_torn_tail(segment, &garbage) {
             Ok(offset) => self.note(format!(
                 "SIGKILL {victim}, {} torn bytes at {} byte {offset}",
                 garbage.len(),
@@ -279,15 +342,17 @@ impl Runner {
             )),
             Err(error) => {
                 self.problem(format!("writing a torn tail into {}: {error}", segment.display()));
-                self.restart(victim);
-                return;
+                return None;
             }
         }
-        let before = self.cluster.stderr(victim).len();
-        self.restart(victim);
-        let said = self.cluster.stderr(victim)[before..].to_owned();
-        let name = segment.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if self.cluster.is_running(victim) && !(said.contains("cut a torn tail") && said.contains(&name)) {
+        Some(segment.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+    }
+
+    /// After `victim` was restarted on a torn tail in segment `name`: if it runs, what it
+    /// wrote since byte `said_before` of its stderr must report the cut.
+    pub(super) fn check_torn_tail_cut(&mut self, victim: u64, name: &str, said_before: usize) {
+        let said = self.cluster.stderr(victim).get(said_before..).unwrap_or_default().to_owned();
+        if self.cluster.is_running(victim) && !(said.contains("cut a torn tail") && said.contains(name)) {
             self.problem(format!(
                 "replica {victim} started after a torn tail in {name} without reporting the cut:\n{}",
                 last_lines(&said, 10)
@@ -341,7 +406,7 @@ impl Runner {
     }
 
     /// SIGKILLs `victim`, as a primary kill if it is the primary right now.
-    async fn kill_counting_primary(&mut self, victim: u64) {
+    pub(super) async fn kill_counting_primary(&mut self, victim: u64) {
         let primary = self.primary(Duration::ZERO).await;
         self.kill(victim, primary == Some(victim));
     }
