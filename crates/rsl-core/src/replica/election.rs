@@ -288,7 +288,7 @@ impl Replica {
                 progress.heard(i, self.now);
             }
         }
-        self.role = RoleState::Primary(PrimaryState {
+        self.role = RoleState::Primary(Box::new(PrimaryState {
             ballot,
             next_slot: plan.first,
             in_flight: Default::default(),
@@ -300,7 +300,7 @@ impl Replica {
             pending_change: None,
             change_slot: plan.change_slot,
             exclusive: ExclusiveQueue::new(plan.last_slot),
-        });
+        }));
         self.primary = Some(KnownPrimary { node: self.config.node, ballot });
         self.primary_heard_at = Some(self.now);
         self.timers.cancel(Timer::Election);

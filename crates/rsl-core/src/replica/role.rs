@@ -19,7 +19,7 @@ pub(super) enum RoleState {
     /// Campaigns: pre-vote, then phase 1.
     Candidate(CandidateState),
     /// Leads: proposes values and serves requests.
-    Primary(PrimaryState),
+    Primary(Box<PrimaryState>),
 }
 
 impl RoleState {
