@@ -86,6 +86,47 @@ fn the_crate_example_flow_applies_one_request() {
     assert!(now >= Time(500_000));
 }
 
+/// `update_status` keeps a published status equal to `status()` through an election and
+/// an applied request, and says exactly when it changed something.
+#[test]
+fn update_status_follows_status_and_reports_each_change() {
+    use rsl_core::{Config, Configuration, DurableState, RingId};
+    let config = Config::new(RingId(1), NodeId(1), vec![NodeId(1)]);
+    let mut replica = Replica::new(config, DurableState::default(), Time(0)).unwrap();
+    let mut published = replica.status();
+    // A stale configuration is replaced.
+    published.configuration = Configuration::new(0, vec![NodeId(7)], Slot::ZERO);
+    assert!(replica.update_status(&mut published));
+    assert_eq!(published, replica.status());
+    assert!(!replica.update_status(&mut published), "nothing changed since");
+    let mut now = Time(0);
+    let (mut changes, mut proposed) = (0, false);
+    while replica.applied() < Slot(1) {
+        if let Some(deadline) = replica.poll_timeout() {
+            now = now.max(deadline);
+            replica.handle_timeout(now);
+        }
+        if replica.role() == Role::Primary && !proposed {
+            replica.handle_propose(now, request(0, "hello")).unwrap();
+            proposed = true;
+        }
+        while let Some(action) = replica.poll_action() {
+            match action {
+                Action::Persist(write) => replica.on_persisted(now, write.ticket),
+                Action::Apply { slot, .. } => replica.on_applied(slot),
+                _ => {}
+            }
+        }
+        let before = published.clone();
+        let changed = replica.update_status(&mut published);
+        assert_eq!(published, replica.status());
+        assert_eq!(changed, before != published, "reported a change exactly when there was one");
+        changes += usize::from(changed);
+    }
+    assert_eq!((published.role, published.chosen, published.applied), (Role::Primary, Slot(1), Slot(1)));
+    assert!(changes >= 2, "the election and the apply each changed the status ({changes} changes)");
+}
+
 // ----- Three replicas: election and replication -----
 
 #[test]

@@ -100,6 +100,9 @@ impl From<FileStorage> for Storage {
 /// What opening a ring's storage yields.
 pub(crate) struct Opened {
     pub log: Box<dyn LogStore>,
+    /// The log's flush is free (nothing reaches a device): the ring task flushes it itself
+    /// instead of a group commit thread.
+    pub flush_inline: bool,
     pub durable: DurableState,
     pub report: Option<RecoveryReport>,
     pub checkpoints: CheckpointStore,
@@ -119,7 +122,13 @@ impl Storage {
                     &CheckpointOptions::default(),
                 )
                 .map_err(checkpoint_error)?;
-                Ok(Opened { log: Box::new(log), durable, report: Some(report), checkpoints })
+                Ok(Opened {
+                    log: Box::new(log),
+                    flush_inline: true,
+                    durable,
+                    report: Some(report),
+                    checkpoints,
+                })
             }
             Storage::File(file) => {
                 let log_dir = file.log_dir();
@@ -132,10 +141,16 @@ impl Storage {
                     FileJournal::open(&log_dir, &file.journal, file.recovery).map_err(log_error)?;
                 let checkpoints =
                     CheckpointStore::open(&checkpoint_dir, &file.checkpoints).map_err(checkpoint_error)?;
-                Ok(Opened { log: Box::new(log), durable, report: Some(report), checkpoints })
+                Ok(Opened {
+                    log: Box::new(log),
+                    flush_inline: false,
+                    durable,
+                    report: Some(report),
+                    checkpoints,
+                })
             }
             Storage::Opened { log, durable, checkpoints } => {
-                Ok(Opened { log, durable, report: None, checkpoints })
+                Ok(Opened { log, flush_inline: false, durable, report: None, checkpoints })
             }
         }
     }

@@ -231,6 +231,48 @@ impl Replica {
         }
     }
 
+    /// Brings `status` up to date with this replica and returns whether anything changed:
+    /// what [`Replica::status`] followed by a comparison gives, without building a second
+    /// `Status` (its member list is copied only when the configuration changed). For a
+    /// driver that publishes the status after every input.
+    pub fn update_status(&self, status: &mut Status) -> bool {
+        // Destructured so that a field added to `Status` cannot be forgotten here.
+        let Status {
+            node,
+            role,
+            promised,
+            primary,
+            chosen,
+            applied,
+            log_start,
+            checkpoint,
+            configuration,
+            member,
+            last_slot,
+        } = status;
+        let mut changed = false;
+        changed |= replace(node, self.config.node);
+        changed |= replace(role, self.role());
+        changed |= replace(promised, self.promised);
+        changed |= replace(primary, self.primary_hint());
+        changed |= replace(chosen, self.log.chosen());
+        changed |= replace(applied, self.applied);
+        changed |= replace(log_start, self.log.start());
+        changed |= replace(checkpoint, self.checkpoint);
+        changed |= replace(member, self.membership.is_member());
+        changed |= replace(last_slot, self.last_slot);
+        if *configuration != self.membership.configuration {
+            configuration.clone_from(&self.membership.configuration);
+            changed = true;
+        }
+        changed
+    }
+
+    /// The configuration in force (what [`Replica::status`] reports, without a copy).
+    pub fn configuration(&self) -> &Configuration {
+        &self.membership.configuration
+    }
+
     /// Counters.
     pub fn statistics(&self) -> &Statistics {
         &self.stats
@@ -495,5 +537,15 @@ impl Replica {
             self.reported_role = Some(report);
             self.actions.push_back(Action::RoleChanged { role: report.role, ballot, primary });
         }
+    }
+}
+
+/// Sets `field` to `value`; whether that changed it.
+fn replace<T: PartialEq>(field: &mut T, value: T) -> bool {
+    if *field == value {
+        false
+    } else {
+        *field = value;
+        true
     }
 }

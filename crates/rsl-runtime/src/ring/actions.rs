@@ -77,17 +77,9 @@ impl RingTask {
     pub(super) fn flush(&mut self) -> Result<(), Stop> {
         self.apply.flush()?;
         self.network.flush(&self.shared.counters);
-        self.network.admit(&self.replica.status().configuration);
+        self.network.admit(self.replica.configuration());
         let replica = &self.replica;
-        self.status.send_if_modified(|status| {
-            let now = replica.status();
-            if *status == now {
-                false
-            } else {
-                *status = now;
-                true
-            }
-        });
+        self.status.send_if_modified(|status| replica.update_status(status));
         Ok(())
     }
 }

@@ -59,7 +59,7 @@ impl RingTask {
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
                 Err(_) => return Err(StartError::RuntimeShutDown),
             };
-        let Opened { log, mut durable, checkpoints, report } = opened;
+        let Opened { log, flush_inline, mut durable, checkpoints, report } = opened;
         check_record_limit(&config, log.record_bytes_max())?;
         durable.checkpoint = checkpoint;
         durable.configuration = configuration;
@@ -91,7 +91,7 @@ impl RingTask {
         let recovered = replica.status().configuration;
         let admitted: BTreeSet<NodeId> = members.iter().chain(recovered.members.iter()).copied().collect();
 
-        let persist = Persist::spawn(log, &options.group_commit);
+        let persist = Persist::spawn(log, &options.group_commit, flush_inline);
         let oldest_checkpoint = OldestCheckpoint::default();
         oldest_checkpoint.refresh(&checkpoints);
         let store = Arc::new(Mutex::new(checkpoints));

@@ -71,7 +71,7 @@ impl Stopping {
             }
             // Close (flushing what is queued) and drop the store here, so its lock is
             // released before the ring reports itself finished.
-            committer.map(|committer| committer.close().map(drop))
+            committer.map(|log| log.close())
         })
         .await;
         match closed {

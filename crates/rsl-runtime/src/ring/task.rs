@@ -123,7 +123,8 @@ impl RingTask {
             let step = step
                 .and_then(|()| self.burst())
                 .and_then(|()| self.propose())
-                .and_then(|()| self.fire_due_timers());
+                .and_then(|()| self.fire_due_timers())
+                .and_then(|()| self.flush_inline_log());
             if let Err(stop) = step.and_then(|()| self.flush()) {
                 break stop;
             }
@@ -158,6 +159,16 @@ impl RingTask {
             self.drain()?;
         }
         Ok(())
+    }
+
+    /// A log the ring task flushes itself is flushed before the wake-up's sends go out, so
+    /// the messages that waited for it (an `Accepted`) leave with them.
+    fn flush_inline_log(&mut self) -> Result<(), Stop> {
+        if self.persist.inline_pending() {
+            self.on_durable()
+        } else {
+            Ok(())
+        }
     }
 
     fn on_message(&mut self, message: Message) {
