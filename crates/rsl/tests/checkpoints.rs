@@ -215,13 +215,16 @@ async fn secondaries_save_staggered_while_the_primary_copies_and_truncates() {
     })
     .await;
 
-    assert!(probes[&primary].saves().is_empty(), "the primary saved: {:?}", probes[&primary].saves());
+    // On a loaded machine primacy may move away and back while the requests run: this
+    // replica may then have saved as a secondary, never as the primary.
+    let saves = probes[&primary].saves();
+    assert!(saves.iter().all(|(_, as_primary)| !as_primary), "the primary saved as primary: {saves:?}");
     let copies = probes[&primary].copies();
     assert!(copies.iter().all(|(_, from, loaded)| *from != primary && !loaded), "{copies:?}");
     assert!(!copies.is_empty());
     let statistics = ring.statistics().await.unwrap();
     assert!(statistics.runtime.checkpoints_copied >= 1, "{:?}", statistics.runtime);
-    assert_eq!(statistics.runtime.checkpoints_saved, 0);
+    assert_eq!(statistics.runtime.checkpoints_saved, saves.len() as u64);
 
     let secondaries: Vec<NodeId> = cluster.members.iter().copied().filter(|&n| n != primary).collect();
     let slots = |node: NodeId| -> Vec<Slot> { probes[&node].saves().into_iter().map(|(s, _)| s).collect() };
