@@ -174,9 +174,12 @@ fn a_reseed_replays_the_log_from_a_peers_older_checkpoint() {
         let others = secondaries(&cluster, primary);
         (others[0], others[1])
     };
-    let requests: Vec<_> = (0..10).map(|i| request(i, &format!("r{i}"))).collect();
-    for request in requests {
-        cluster.propose_and_apply(vec![request]);
+    // At least ten requests, and until the peer's newest checkpoint (saved at its own
+    // staggered slots) is older than what the target applied.
+    let mut i = 0;
+    while i < 10 || cluster.node(peer).disk.checkpoint >= cluster.replica(target).applied() {
+        cluster.propose_and_apply(vec![request(i, &format!("r{i}"))]);
+        i += 1;
     }
     let now = cluster.now;
     let node = rsl_core::NodeId(target);
