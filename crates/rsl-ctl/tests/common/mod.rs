@@ -55,6 +55,8 @@ fn config(node: NodeId, members: &[NodeId]) -> Config {
     config.election_delay_max_ms = 250;
     config.checkpoint_interval_slots = 8;
     config.log_retain_slots = 4;
+    // The test's persistent-memory log is 1 MiB: requests must fit its records.
+    config.request_bytes_max = 256 << 10;
     config
 }
 
