@@ -53,39 +53,27 @@ pub fn record_text(record: &Record, keep: &dyn Fn(&Proposal) -> bool, payloads: 
 /// `slot 12 ballot 3.1 batch 2 requests 140 bytes` and the like.
 pub fn proposal_text(proposal: &Proposal, payloads: bool) -> String {
     let head = format!("slot {} ballot {}", proposal.slot, proposal.ballot);
-    match &proposal.value {
-        Value::Noop => format!("{head} noop"),
+    let (mut text, requests) = match &proposal.value {
+        Value::Noop => return format!("{head} noop"),
+        Value::Configuration(configuration) => {
+            return format!("{head} {}", configuration_text(configuration))
+        }
         Value::Batch(requests) => {
             let bytes: usize = requests.iter().map(|r| r.payload.len()).sum();
-            let mut text = format!("{head} batch {} requests {bytes} bytes", requests.len());
-            if payloads {
-                for request in requests {
-                    let _ = write!(
-                        text,
-                        " [{}:{} {}]",
-                        request.id.client,
-                        request.id.sequence,
-                        escape(&request.payload)
-                    );
-                }
-            }
-            text
+            (format!("{head} batch {} requests {bytes} bytes", requests.len()), requests.as_slice())
         }
-        Value::Configuration(configuration) => format!("{head} {}", configuration_text(configuration)),
-        Value::Last(request) => {
-            let mut text = format!("{head} last request {} bytes (closes the ring)", request.payload.len());
-            if payloads {
-                let _ = write!(
-                    text,
-                    " [{}:{} {}]",
-                    request.id.client,
-                    request.id.sequence,
-                    escape(&request.payload)
-                );
-            }
-            text
+        Value::Last(request) => (
+            format!("{head} last request {} bytes (closes the ring)", request.payload.len()),
+            std::slice::from_ref(request),
+        ),
+    };
+    if payloads {
+        for request in requests {
+            let _ =
+                write!(text, " [{}:{} {}]", request.id.client, request.id.sequence, escape(&request.payload));
         }
     }
+    text
 }
 
 /// `configuration 2 members [1, 2, 4] from slot 13`.
