@@ -106,33 +106,22 @@ pub fn record_json(record: &Record, keep: &dyn Fn(&Proposal) -> bool, payloads: 
 
 /// The JSON form of a proposal.
 pub fn proposal_json(proposal: &Proposal, payloads: bool) -> Json {
+    let request_json = |r: &rsl::core::Request| {
+        let mut request = json!({
+            "client": r.id.client,
+            "sequence": r.id.sequence,
+            "bytes": r.payload.len(),
+        });
+        if payloads {
+            request["payload_hex"] = Json::String(hex(&r.payload));
+        }
+        request
+    };
     let value = match &proposal.value {
         Value::Noop => json!({ "noop": {} }),
-        Value::Batch(requests) => json!({
-            "batch": requests.iter().map(|r| {
-                let mut request = json!({
-                    "client": r.id.client,
-                    "sequence": r.id.sequence,
-                    "bytes": r.payload.len(),
-                });
-                if payloads {
-                    request["payload_hex"] = Json::String(hex(&r.payload));
-                }
-                request
-            }).collect::<Vec<_>>(),
-        }),
+        Value::Batch(requests) => json!({ "batch": requests.iter().map(request_json).collect::<Vec<_>>() }),
         Value::Configuration(configuration) => json!({ "configuration": configuration_json(configuration) }),
-        Value::Last(r) => {
-            let mut request = json!({
-                "client": r.id.client,
-                "sequence": r.id.sequence,
-                "bytes": r.payload.len(),
-            });
-            if payloads {
-                request["payload_hex"] = Json::String(hex(&r.payload));
-            }
-            json!({ "last": request })
-        }
+        Value::Last(request) => json!({ "last": request_json(request) }),
     };
     json!({ "slot": proposal.slot.0, "ballot": ballot_json(proposal.ballot), "value": value })
 }
