@@ -269,10 +269,15 @@ async fn a_ring_over_mutual_tls_catches_up_from_a_checkpoint_fetched_over_the_re
     for (node, transport) in &transports {
         let stats = transport.stats().snapshot();
         assert_eq!(
-            (stats.rejected_unauthenticated, stats.rejected_impersonation, stats.checkpoint_requests_refused),
-            (0, 0, 0),
+            (stats.rejected_unauthenticated, stats.rejected_impersonation),
+            (0, 0),
             "node {node} refused a certified member: {stats:?}"
         );
+        // While its ring was stopped, `lagging` rightly answered the primary's checkpoint
+        // copies with "does not host ring"; the others hosted the ring throughout.
+        if *node != lagging {
+            assert_eq!(stats.checkpoint_requests_refused, 0, "node {node} refused a member: {stats:?}");
+        }
     }
     for runtime in runtimes.values() {
         runtime.shutdown().await;
