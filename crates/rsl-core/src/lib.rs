@@ -63,11 +63,11 @@ pub use config::{
     Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, FETCH_WINDOW_MAX, MEMBERS_MAX,
     PIPELINE_DEPTH_MAX,
 };
-pub use message::{Message, MessageBody, RejectReason};
+pub use message::{Message, MessageBody, ReadIndexRefusal, RejectReason};
 pub use replica::{DurableState, Mutation, Replica, Timer};
 pub use rng::{mix64, SplitMix64};
 pub use time::{Micros, Time};
 pub use types::{
-    Ballot, Configuration, NodeId, Proposal, Request, RequestId, RingId, Slot, Value,
+    Ballot, Configuration, NodeId, Proposal, ReadId, Request, RequestId, RingId, Slot, Value,
     CONFIGURATION_NUMBER_MAX, CONFIGURATION_ROUND_BITS, REQUEST_OVERHEAD_BYTES,
 };

@@ -326,7 +326,10 @@ impl Cluster {
                 }
                 Action::FetchCheckpoint { .. } => node.checkpoint_fetches += 1,
                 Action::RequestsDropped { ids, .. } => node.requests_dropped += ids.len() as u64,
-                Action::RoleChanged { .. } | Action::ConfigurationChangeInterrupted { .. } => {}
+                Action::RoleChanged { .. }
+                | Action::ConfigurationChangeInterrupted { .. }
+                | Action::ReadIndexReady { .. }
+                | Action::ReadIndexFailed { .. } => {}
             }
         }
     }

@@ -297,6 +297,7 @@ impl Replica {
             relinquish_to: None,
             pending_change: None,
             change_slot: plan.change_slot,
+            reads: Default::default(),
         });
         self.primary = Some(KnownPrimary { node: self.config.node, ballot });
         self.primary_heard_at = Some(self.now);
@@ -363,6 +364,7 @@ impl Replica {
                 self.actions
                     .push_back(Action::ConfigurationChangeInterrupted { members, primary: primary_node });
             }
+            self.fail_confirming(std::mem::take(&mut leading.reads), primary_node);
             let ids = leading.queue.drain_ids();
             if !ids.is_empty() {
                 self.actions.push_back(Action::RequestsDropped { ids, primary: primary_node });

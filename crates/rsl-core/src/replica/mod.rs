@@ -15,7 +15,8 @@
 //! primary's phase 2: batching, proposing, counting votes, heartbeats and the read lease)
 //! and [`acceptor`] (phase 2 on every replica: accepting and learning what is chosen);
 //! [`catch_up`] (status, fetches, checkpoint installs); [`reconfiguration`];
-//! [`relinquish`] (handing primacy over); [`apply`] (handing chosen values to the state
+//! [`relinquish`] (handing primacy over); [`read_index`] (linearizable reads confirmed by a
+//! round of heartbeats, on the primary or forwarded to it); [`apply`] (handing chosen values to the state
 //! machine, checkpoints and truncation); [`validate`] (peer input); [`invariants`] (the
 //! O(n) contracts); [`mutation`] (seeded bugs for the simulator).
 
@@ -29,6 +30,7 @@ mod log;
 mod mutation;
 mod persist;
 mod progress;
+mod read_index;
 mod reconfiguration;
 mod relinquish;
 mod replication;
@@ -53,6 +55,7 @@ use crate::types::{Ballot, Configuration, NodeId, Proposal, Slot};
 use self::catch_up::CatchUp;
 use self::log::Log;
 use self::persist::Persistence;
+use self::read_index::Forwarded;
 use self::reconfiguration::Membership;
 use self::role::{CandidatePhase, KnownPrimary, RoleReport, RoleState};
 use self::timers::Timers;
@@ -93,6 +96,8 @@ pub struct Replica {
     checkpoint: Slot,
     checkpoint_requested: Slot,
     catch_up: CatchUp,
+    /// Read-index reads this replica asked of a primary, not yet answered.
+    forwarded_reads: Forwarded,
 
     // Role.
     role: RoleState,
@@ -151,6 +156,7 @@ impl Replica {
             checkpoint: durable.checkpoint,
             checkpoint_requested: durable.checkpoint,
             catch_up: CatchUp::new(chosen),
+            forwarded_reads: Forwarded::default(),
             role: RoleState::Secondary,
             primary: None,
             primary_heard_at: None,
@@ -261,6 +267,7 @@ impl Replica {
                     Timer::BatchLinger => self.propose_queued(),
                     Timer::CatchUp => self.on_catch_up_timer(),
                     Timer::Relinquish => self.on_relinquish_timer(),
+                    Timer::ReadIndex => self.on_read_index_timer(),
                 }
             }
         }
@@ -307,6 +314,11 @@ impl Replica {
             MessageBody::FetchReply { chosen_values } => self.on_fetch_reply(from, chosen_values),
             MessageBody::FetchTruncated { checkpoint } => self.on_fetch_truncated(from, checkpoint),
             MessageBody::TimeoutNow { ballot } => self.on_timeout_now(from, ballot),
+            MessageBody::ReadIndexRequest { id } => self.on_read_index_request(from, id),
+            MessageBody::ReadIndexReply { id, ballot, index } => {
+                self.on_read_index_reply(from, id, ballot, index)
+            }
+            MessageBody::ReadIndexRefused { id, reason } => self.on_read_index_refused(from, id, reason),
         }
         self.finish();
         Ok(())
@@ -431,8 +443,10 @@ impl Replica {
         ticket
     }
 
-    /// Ends a step: emits its persist request, then checks invariants.
+    /// Ends a step: moves read-index reads along, emits its persist request, then checks
+    /// invariants.
     fn finish(&mut self) {
+        self.advance_reads();
         self.flush_staged();
         self.check_invariants();
     }

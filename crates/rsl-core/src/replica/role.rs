@@ -8,6 +8,7 @@ use crate::time::{Micros, Time};
 use crate::types::{Ballot, NodeId, Proposal, Request, RequestId, Slot};
 
 use super::progress::Progress;
+use super::read_index::Confirming;
 
 /// The role and its state.
 #[derive(Debug)]
@@ -139,6 +140,8 @@ pub(super) struct PrimaryState {
     /// The slot of the configuration value in flight: no slot beyond it is opened under
     /// this configuration.
     pub(super) change_slot: Option<Slot>,
+    /// Read-index reads waiting for a round of heartbeats to confirm this primacy.
+    pub(super) reads: Confirming,
 }
 
 /// Votes for one in-flight slot at the primary.

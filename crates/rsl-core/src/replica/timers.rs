@@ -20,22 +20,26 @@ pub enum Timer {
     CatchUp = 4,
     /// Primary relinquishing: give up waiting for in-flight slots.
     Relinquish = 5,
+    /// Read index: a primary's round waits for a heartbeat time of its own; a secondary's
+    /// forwarded reads expire unanswered.
+    ReadIndex = 6,
 }
 
 impl Timer {
     /// Every timer, in the order due timers fire.
-    pub const ALL: [Timer; 6] = [
+    pub const ALL: [Timer; 7] = [
         Timer::Heartbeat,
         Timer::Election,
         Timer::CheckQuorum,
         Timer::BatchLinger,
         Timer::CatchUp,
         Timer::Relinquish,
+        Timer::ReadIndex,
     ];
 }
 
 const TIMER_COUNT: usize = Timer::ALL.len();
-const _: () = assert!(Timer::Relinquish as usize == TIMER_COUNT - 1, "the table is indexed by the enum");
+const _: () = assert!(Timer::ReadIndex as usize == TIMER_COUNT - 1, "the table is indexed by the enum");
 
 /// One optional deadline per timer.
 #[derive(Clone, Debug, Default)]
