@@ -91,6 +91,15 @@ fn bodies() -> Vec<(&'static str, MessageBody)> {
         ),
         ("fetch_truncated", MessageBody::FetchTruncated { checkpoint: Slot(100) }),
         ("timeout_now", MessageBody::TimeoutNow { ballot }),
+        ("read_index_request", MessageBody::ReadIndexRequest { id: rsl_core::ReadId(7) }),
+        ("read_index_reply", MessageBody::ReadIndexReply { id: rsl_core::ReadId(7), ballot, index: Slot(9) }),
+        (
+            "read_index_refused",
+            MessageBody::ReadIndexRefused {
+                id: rsl_core::ReadId(7),
+                reason: rsl_core::ReadIndexRefusal::NotPrimary { hint: Some(NodeId(2)) },
+            },
+        ),
     ]
 }
 
