@@ -24,6 +24,7 @@
 //! - `network`: outbound messages batched per peer, and who the transport admits.
 //! - `checkpoints`: the checkpoint store as the task uses it (truncation floor, fetching).
 //! - `requests`: client requests waiting for their outcome, and where each is answered.
+//! - `reads`: linearizable reads (the lease or a read index) and where they are served.
 //! - `apply`: the apply thread that owns the state machine, and the task's queue to it.
 //! - `handle`: [`Ring`], the public handle, and the commands it sends to the task.
 //! - `stop`: stopping in an order that loses nothing durable.
@@ -34,6 +35,7 @@ mod checkpoints;
 mod handle;
 mod network;
 mod persist;
+mod reads;
 mod requests;
 mod start;
 mod stop;
@@ -160,6 +162,11 @@ struct RingShared {
     /// Every slot up to here has been executed by the state machine (set by the apply
     /// thread).
     applied: AtomicU64,
+    /// The same, for callers that wait for a slot to be applied (published only when the
+    /// state machine has a concurrent reader, the only such callers).
+    applied_changed: watch::Sender<Slot>,
+    /// The state machine's concurrent reader, if it has one.
+    reader: Option<reads::SharedReader>,
     /// Why the ring stopped, once it is stopping.
     stop_reason: Mutex<Option<String>>,
     /// Turns true once the ring stopped and released its storage.
