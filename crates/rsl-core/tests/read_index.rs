@@ -211,3 +211,26 @@ fn a_new_primary_answers_only_once_it_chose_what_it_inherited() {
     assert!(cluster.replica(primary).chosen() >= inherited);
     assert_eq!(outcomes(&cluster, primary, ReadId(1)), vec![Ok(inherited)]);
 }
+
+#[test]
+fn a_deposed_primary_reads_through_the_new_one_once_the_partition_heals() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let old = cluster.elect();
+    write(&mut cluster, 2);
+    cluster.isolate(old);
+    read_index(&mut cluster, old, 1).unwrap();
+    cluster.advance_ms(3_000);
+    assert!(matches!(outcomes(&cluster, old, ReadId(1))[..], [Err(ReadError::NotPrimary { .. })]));
+    assert_eq!(read_index(&mut cluster, old, 2), Err(ReadError::NotPrimary { hint: None }));
+    let new = cluster.primaries().into_iter().find(|&p| p != old).expect("the majority elected a primary");
+    cluster.propose(new, request(7_000, "after")).unwrap();
+    cluster.advance_ms(100);
+    cluster.clear_drop();
+    cluster.advance_ms(200);
+    assert_eq!(cluster.replica(old).primary_hint(), Some(NodeId(new)));
+    read_index(&mut cluster, old, 3).unwrap();
+    cluster.advance_ms(100);
+    let chosen = cluster.replica(new).chosen();
+    assert_eq!(outcomes(&cluster, old, ReadId(3)), vec![Ok(chosen)]);
+    assert!(cluster.replica(old).chosen() >= chosen);
+}

@@ -25,6 +25,7 @@ use crate::message::{MessageBody, ReadIndexRefusal};
 use crate::time::Time;
 use crate::types::{Ballot, NodeId, ReadId, Slot};
 
+use super::mutation::Mutation;
 use super::{Replica, Timer};
 
 /// Who asked for a read the primary confirms.
@@ -323,8 +324,10 @@ impl Replica {
     pub(super) fn answer_confirmed_reads(&mut self) {
         let quorum = self.membership.configuration.quorum();
         let now = self.now;
+        let unconfirmed = self.mutated(Mutation::ReadIndexWithoutConfirmation);
         let Some(primary) = self.role.primary_mut() else { return };
-        let Some(confirmed_at) = primary.progress.lease_start(now, quorum) else { return };
+        let confirmed_at = if unconfirmed { Some(now) } else { primary.progress.lease_start(now, quorum) };
+        let Some(confirmed_at) = confirmed_at else { return };
         let ballot = primary.ballot;
         for (index, readers) in primary.reads.confirm(confirmed_at) {
             self.stats.read_index_rounds_confirmed += 1;
