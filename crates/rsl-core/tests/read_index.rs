@@ -234,3 +234,21 @@ fn a_deposed_primary_reads_through_the_new_one_once_the_partition_heals() {
     assert_eq!(outcomes(&cluster, old, ReadId(3)), vec![Ok(chosen)]);
     assert!(cluster.replica(old).chosen() >= chosen);
 }
+
+#[test]
+fn a_replica_removed_from_the_configuration_refuses_rather_than_forwards() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let primary = cluster.elect();
+    let removed = others(&cluster, primary)[0];
+    let members: Vec<NodeId> = cluster.ids().filter(|&id| id != removed).map(NodeId).collect();
+    let now = cluster.now;
+    cluster.replica_mut(primary).handle_change_configuration(now, members).unwrap();
+    cluster.drain((primary - 1) as usize);
+    cluster.advance_ms(200);
+    let status = cluster.replica(removed).status();
+    assert!(!status.member && status.configuration.number == 2, "{status:?}");
+    assert_eq!(cluster.replica(removed).primary_hint(), Some(NodeId(primary)));
+    // The primary would drop a request from a non-member, and the replica would never
+    // apply the index: it names the primary instead.
+    assert_eq!(read_index(&mut cluster, removed, 1), Err(ReadError::NotPrimary { hint: Some(NodeId(primary)) }));
+}

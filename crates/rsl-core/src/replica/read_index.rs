@@ -237,6 +237,11 @@ impl Replica {
     }
 
     fn forward_read(&mut self, id: ReadId) -> Result<(), ReadError> {
+        if !self.membership.is_member() {
+            // Joining or removed: the primary takes requests only from members, and a
+            // removed replica would never apply the index.
+            return Err(ReadError::NotPrimary { hint: self.primary_hint() });
+        }
         let primary = match self.primary {
             Some(primary) if primary.node != self.config.node => primary.node,
             _ => return Err(ReadError::NotPrimary { hint: None }),

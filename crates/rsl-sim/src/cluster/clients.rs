@@ -216,10 +216,11 @@ impl Simulation {
     fn refuse_read(&mut self, client: usize, attempt: u64, error: ReadError) {
         match error {
             ReadError::NotPrimary { hint } => self.reply(client, attempt, ClientReply::Redirect(hint)),
-            ReadError::LeaseExpired
-            | ReadError::Recovering { .. }
-            | ReadError::Busy { .. }
-            | ReadError::NoAnswer { .. } => self.reply(client, attempt, ClientReply::Retry),
+            // The primary this replica follows did not answer: try another replica.
+            ReadError::NoAnswer { .. } => self.reply(client, attempt, ClientReply::Redirect(None)),
+            ReadError::LeaseExpired | ReadError::Recovering { .. } | ReadError::Busy { .. } => {
+                self.reply(client, attempt, ClientReply::Retry)
+            }
         }
     }
 
