@@ -210,8 +210,24 @@ fn kv_stream_frame() -> Vec<(String, Vec<u8>)> {
     let op = |id, op| pb::Op { id, op: Some(op) };
     let ops = vec![
         op(1, pb::op::Op::Put(pb::PutRequest { id: wid(1), key: "a".into(), value: "one".into() })),
-        op(2, pb::op::Op::Get(pb::GetRequest { key: "a".into(), fast: false, min_slot: 0, ..Default::default() })),
-        op(3, pb::op::Op::Get(pb::GetRequest { key: "a".into(), fast: true, min_slot: 1, ..Default::default() })),
+        op(
+            2,
+            pb::op::Op::Get(pb::GetRequest {
+                key: "a".into(),
+                fast: false,
+                min_slot: 0,
+                ..Default::default()
+            }),
+        ),
+        op(
+            3,
+            pb::op::Op::Get(pb::GetRequest {
+                key: "a".into(),
+                fast: true,
+                min_slot: 1,
+                ..Default::default()
+            }),
+        ),
         op(
             4,
             pb::op::Op::Cas(pb::CasRequest {
@@ -224,7 +240,15 @@ fn kv_stream_frame() -> Vec<(String, Vec<u8>)> {
         ),
         op(5, pb::op::Op::Delete(pb::DeleteRequest { id: wid(3), key: "a".into() })),
         op(6, pb::op::Op::Delete(pb::DeleteRequest { id: None, key: "a".into() })),
-        op(7, pb::op::Op::Get(pb::GetRequest { key: String::new(), fast: false, min_slot: 0, ..Default::default() })),
+        op(
+            7,
+            pb::op::Op::Get(pb::GetRequest {
+                key: String::new(),
+                fast: false,
+                min_slot: 0,
+                ..Default::default()
+            }),
+        ),
         pb::Op { id: 8, op: None },
     ];
     let mut seeds: Vec<(String, Vec<u8>)> = ops

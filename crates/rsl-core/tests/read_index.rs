@@ -250,5 +250,8 @@ fn a_replica_removed_from_the_configuration_refuses_rather_than_forwards() {
     assert_eq!(cluster.replica(removed).primary_hint(), Some(NodeId(primary)));
     // The primary would drop a request from a non-member, and the replica would never
     // apply the index: it names the primary instead.
-    assert_eq!(read_index(&mut cluster, removed, 1), Err(ReadError::NotPrimary { hint: Some(NodeId(primary)) }));
+    assert_eq!(
+        read_index(&mut cluster, removed, 1),
+        Err(ReadError::NotPrimary { hint: Some(NodeId(primary)) })
+    );
 }

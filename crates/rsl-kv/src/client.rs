@@ -276,8 +276,9 @@ impl Client {
         };
         let request =
             pb::GetRequest { key: key.to_owned(), fast: false, min_slot: 0, consistency: consistency.into() };
-        let response =
-            self.call(target, request, |mut client, request| async move { client.get(request).await }).await?;
+        let response = self
+            .call(target, request, |mut client, request| async move { client.get(request).await })
+            .await?;
         Ok(response.found.then_some(response.value))
     }
 

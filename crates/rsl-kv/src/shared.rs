@@ -123,7 +123,11 @@ mod tests {
         let mut checkpoint = Vec::new();
         other.save(2, &mut checkpoint).unwrap();
         shared.load_checkpoint(Slot(2), &mut checkpoint.as_slice()).unwrap();
-        assert_eq!(get(&*reader, "b").as_deref(), Some(&b"3"[..]), "the same reader sees the installed state");
+        assert_eq!(
+            get(&*reader, "b").as_deref(),
+            Some(&b"3"[..]),
+            "the same reader sees the installed state"
+        );
         assert_eq!(shared.snapshot(), other);
         let error = shared.load_checkpoint(Slot(9), &mut checkpoint.as_slice()).unwrap_err();
         assert!(error.to_string().contains("expected slot 9"), "{error}");
@@ -141,7 +145,8 @@ mod tests {
                     scope.spawn(move || {
                         let mut last = 0u64;
                         while last < 500 {
-                            let seen = get(&*reader, "n").map_or(0, |v| std::str::from_utf8(&v).unwrap().parse().unwrap());
+                            let seen = get(&*reader, "n")
+                                .map_or(0, |v| std::str::from_utf8(&v).unwrap().parse().unwrap());
                             assert!(seen >= last, "went back from {last} to {seen}");
                             last = seen;
                         }

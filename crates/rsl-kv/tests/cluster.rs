@@ -337,7 +337,15 @@ fn put_op(id: u64, client: u64, key: &str, value: &'static str) -> pb::Op {
 }
 
 fn get_op(id: u64, key: &str) -> pb::Op {
-    pb::Op { id, op: Some(pb::op::Op::Get(pb::GetRequest { key: key.into(), fast: false, min_slot: 0, ..Default::default() })) }
+    pb::Op {
+        id,
+        op: Some(pb::op::Op::Get(pb::GetRequest {
+            key: key.into(),
+            fast: false,
+            min_slot: 0,
+            ..Default::default()
+        })),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,7 +394,12 @@ async fn a_stream_batch_is_answered_op_by_op_and_secondaries_name_the_primary() 
 
     // Several gets in one message are served by one ring read, each with its own answer;
     // a get with an empty key fails alone; a fast get (served on its own) sees the writes.
-    let fast = pb::GetRequest { key: "s2".into(), fast: true, min_slot: slots[slots.len() - 1], ..Default::default() };
+    let fast = pb::GetRequest {
+        key: "s2".into(),
+        fast: true,
+        min_slot: slots[slots.len() - 1],
+        ..Default::default()
+    };
     let ops = vec![
         get_op(1, "s1"),
         get_op(2, "missing"),

@@ -151,8 +151,9 @@ pub use rsl_runtime::metrics::serve_metrics;
 pub use rsl_runtime::{
     render_prometheus, BuildError, ChangeConfigurationError, CheckpointFetcher, CheckpointServer,
     ConcurrentReader, FastReadError, FileStorage, LocalCheckpointNetwork, MemoryStorage, ReadConsistency,
-    ReadError, Recovery, RelinquishError, ReplicateError, Ring, RingBuilder, RingFailure, RingOptions, RingSpec,
-    RingStatistics, RoleChange, Runtime, RuntimeOptions, StartError, StateMachine, Storage, TransferError,
+    ReadError, Recovery, RelinquishError, ReplicateError, Ring, RingBuilder, RingFailure, RingOptions,
+    RingSpec, RingStatistics, RoleChange, Runtime, RuntimeOptions, StartError, StateMachine, Storage,
+    TransferError,
 };
 pub use rsl_transport::{Inbound, MemoryNetwork, Transport};
 

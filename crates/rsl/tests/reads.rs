@@ -137,7 +137,8 @@ async fn a_secondary_read_sees_every_write_acknowledged_before_it_began() {
     let cluster = Cluster::with_ring(3, RING).await;
     cluster.replicate(RING, 1).await;
     let primary = cluster.primary(RING).await.node();
-    let secondaries: Vec<&Ring> = cluster.replicas(RING).into_iter().filter(|r| r.node() != primary).collect();
+    let secondaries: Vec<&Ring> =
+        cluster.replicas(RING).into_iter().filter(|r| r.node() != primary).collect();
     for request in 2..=30u64 {
         cluster.replicate(RING, request).await;
         // Right after the acknowledgement: the secondary may not even know the slot is
@@ -174,7 +175,8 @@ async fn a_read_index_during_a_partition_fails_rather_than_reads_stale_data() {
         })
     };
     // Meanwhile the majority elects a new primary and acknowledges more writes.
-    let majority: Vec<&Ring> = cluster.replicas(RING).into_iter().filter(|r| r.node() != old.node()).collect();
+    let majority: Vec<&Ring> =
+        cluster.replicas(RING).into_iter().filter(|r| r.node() != old.node()).collect();
     let new_primary = tokio::time::timeout(WAIT, async {
         loop {
             if let Some(primary) = majority.iter().find(|r| r.status().borrow().role == Role::Primary) {
@@ -279,8 +281,7 @@ impl StateMachine for Gated {
 async fn gated_ring(concurrent: bool) -> (Ring, Arc<(Mutex<bool>, Condvar)>, Arc<AtomicU64>) {
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let blocked = Arc::new(AtomicU64::new(0));
-    let machine =
-        Gated { total: Arc::default(), gate: gate.clone(), blocked: blocked.clone(), concurrent };
+    let machine = Gated { total: Arc::default(), gate: gate.clone(), blocked: blocked.clone(), concurrent };
     let config = common::config(RING, NodeId(1), &[NodeId(1)]);
     let network = rsl::MemoryNetwork::new(1);
     let (endpoint, inbound) = network.endpoint(NodeId(1)).expect("attach");

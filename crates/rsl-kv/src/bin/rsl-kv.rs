@@ -544,7 +544,10 @@ mod tests {
         assert_eq!(consistency("rsl-kv get k"), Ok(Consistency::LeaseOrReadIndex));
         assert_eq!(consistency("rsl-kv get k --consistency lease"), Ok(Consistency::Lease));
         assert_eq!(consistency("rsl-kv get k --consistency read-index"), Ok(Consistency::ReadIndex));
-        assert_eq!(consistency("rsl-kv get k --consistency sometimes"), Err(clap::error::ErrorKind::InvalidValue));
+        assert_eq!(
+            consistency("rsl-kv get k --consistency sometimes"),
+            Err(clap::error::ErrorKind::InvalidValue)
+        );
         assert_eq!(
             consistency("rsl-kv get k --fast --consistency read-index"),
             Err(clap::error::ErrorKind::ArgumentConflict)

@@ -180,7 +180,12 @@ async fn sleep_until(wake: Option<Instant>) {
 
 fn stream_op(op: &Op) -> pb::Op {
     let kind = if op.read {
-        pb::op::Op::Get(pb::GetRequest { key: op.key.clone(), fast: false, min_slot: 0, ..Default::default() })
+        pb::op::Op::Get(pb::GetRequest {
+            key: op.key.clone(),
+            fast: false,
+            min_slot: 0,
+            ..Default::default()
+        })
     } else {
         pb::op::Op::Put(pb::PutRequest {
             id: Some(pb::WriteId { client: op.session, sequence: op.sequence }),

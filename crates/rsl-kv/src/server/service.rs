@@ -126,9 +126,11 @@ impl KvService {
         let consistency = answers::read_consistency(request.consistency)?;
         let read = Read::Get { key: request.key }.encode();
         let answer = match request.fast {
-            false => {
-                self.ring.read_with(read, consistency).await.map_err(|error| self.redirects.read_error(error))?
-            }
+            false => self
+                .ring
+                .read_with(read, consistency)
+                .await
+                .map_err(|error| self.redirects.read_error(error))?,
             true => self.ring_read(read, Some(Slot(request.min_slot))).await?,
         };
         match ReadOutcome::decode(&answer) {

@@ -544,7 +544,9 @@ impl Simulation {
                     }
                 }
                 Action::ConfigurationChangeInterrupted { .. } => {}
-                Action::ReadIndexReady { id, index: read_index } => self.read_index_ready(index, id, read_index),
+                Action::ReadIndexReady { id, index: read_index } => {
+                    self.read_index_ready(index, id, read_index)
+                }
                 Action::ReadIndexFailed { id, error } => self.read_index_failed(index, id, error),
                 Action::RequestsDropped { ids, primary } => {
                     for id in ids {

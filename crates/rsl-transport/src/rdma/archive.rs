@@ -438,9 +438,9 @@ pub fn message_from_archived(message: &ArchivedWireMessage<'_>) -> Result<Messag
         W::ReadIndexRefused { id, reason } => MessageBody::ReadIndexRefused {
             id: ReadId(id.to_native()),
             reason: match reason {
-                ArchivedWireReadIndexRefusal::NotPrimary { hint } => ReadIndexRefusal::NotPrimary {
-                    hint: hint.as_ref().map(|node| NodeId(node.to_native())),
-                },
+                ArchivedWireReadIndexRefusal::NotPrimary { hint } => {
+                    ReadIndexRefusal::NotPrimary { hint: hint.as_ref().map(|node| NodeId(node.to_native())) }
+                }
                 ArchivedWireReadIndexRefusal::Busy => ReadIndexRefusal::Busy,
             },
         },
