@@ -276,56 +276,67 @@ impl StateMachine for Gated {
     }
 }
 
-/// A one-member ring of `Gated` (with or without its concurrent reader), its gate and
-/// the count of executes that reached the gate.
-async fn gated_ring(concurrent: bool) -> (Ring, Arc<(Mutex<bool>, Condvar)>, Arc<AtomicU64>) {
-    let gate = Arc::new((Mutex::new(false), Condvar::new()));
-    let blocked = Arc::new(AtomicU64::new(0));
-    let machine = Gated { total: Arc::default(), gate: gate.clone(), blocked: blocked.clone(), concurrent };
-    let config = common::config(RING, NodeId(1), &[NodeId(1)]);
-    let network = rsl::MemoryNetwork::new(1);
-    let (endpoint, inbound) = network.endpoint(NodeId(1)).expect("attach");
-    let ring = Ring::builder(config)
-        .state_machine(machine)
-        .storage(rsl::MemoryStorage::new())
-        .transport(Arc::new(endpoint), inbound, rsl::RuntimeOptions::default())
-        .start()
+/// A one-member ring of `Gated` (with or without its concurrent reader) that executed 5,
+/// then got the request `[0xff]`, whose `execute` now blocks at the gate.
+struct Stalled {
+    ring: Ring,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+    /// The slot applied before the blocked request.
+    applied: Slot,
+    /// The blocked request's `replicate`.
+    slow: tokio::task::JoinHandle<Result<Bytes, rsl::ReplicateError>>,
+}
+
+impl Stalled {
+    async fn start(concurrent: bool) -> Stalled {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let blocked = Arc::new(AtomicU64::new(0));
+        let machine =
+            Gated { total: Arc::default(), gate: gate.clone(), blocked: blocked.clone(), concurrent };
+        let config = common::config(RING, NodeId(1), &[NodeId(1)]);
+        let network = rsl::MemoryNetwork::new(1);
+        let (endpoint, inbound) = network.endpoint(NodeId(1)).expect("attach");
+        let ring = Ring::builder(config)
+            .state_machine(machine)
+            .storage(rsl::MemoryStorage::new())
+            .transport(Arc::new(endpoint), inbound, rsl::RuntimeOptions::default())
+            .start()
+            .await
+            .expect("start");
+        let mut status = ring.status();
+        tokio::time::timeout(WAIT, status.wait_for(|s| s.role == Role::Primary)).await.unwrap().unwrap();
+        ring.replicate(5u64.to_le_bytes().to_vec()).await.unwrap();
+        let applied = ring.applied();
+        let slow = {
+            let ring = ring.clone();
+            tokio::spawn(async move { ring.replicate(vec![0xff]).await })
+        };
+        tokio::time::timeout(WAIT, async {
+            while blocked.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
         .await
-        .expect("start");
-    let mut status = ring.status();
-    tokio::time::timeout(WAIT, status.wait_for(|s| s.role == Role::Primary)).await.unwrap().unwrap();
-    (ring, gate, blocked)
-}
+        .expect("the slow execute starts");
+        Stalled { ring, gate, applied, slow }
+    }
 
-/// Waits until an `execute` is blocked at the gate.
-async fn until_blocked(blocked: &AtomicU64) {
-    tokio::time::timeout(WAIT, async {
-        while blocked.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the slow execute starts");
-}
-
-fn open(gate: &(Mutex<bool>, Condvar)) {
-    *gate.0.lock().unwrap() = true;
-    gate.1.notify_all();
+    /// Lets the blocked `execute` finish; returns once its request is answered.
+    async fn release(self) -> Ring {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+        self.slow.await.unwrap().unwrap();
+        self.ring
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrent_reader_serves_while_a_slow_execute_runs() {
-    let (ring, gate, blocked) = gated_ring(true).await;
-    ring.replicate(5u64.to_le_bytes().to_vec()).await.unwrap();
-    let applied = ring.applied();
-    let slow = {
-        let ring = ring.clone();
-        tokio::spawn(async move { ring.replicate(vec![0xff]).await })
-    };
-    until_blocked(&blocked).await;
+    let stalled = Stalled::start(true).await;
+    let ring = stalled.ring.clone();
     // The apply thread is stuck in `execute`; reads of what it applied are served anyway.
     for _ in 0..100 {
-        let bytes = ring.read_fast_within(Vec::new(), applied, Duration::from_secs(5)).await.unwrap();
+        let bytes = ring.read_fast_within(Vec::new(), stalled.applied, Duration::from_secs(5)).await.unwrap();
         assert_eq!(bytes, 5u64.to_le_bytes().to_vec());
     }
     // A linearizable read must see the slow request: it waits for it, and is served right
@@ -336,8 +347,7 @@ async fn a_concurrent_reader_serves_while_a_slow_execute_runs() {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!linearizable.is_finished(), "a linearizable read does not skip the request being executed");
-    open(&gate);
-    slow.await.unwrap().unwrap();
+    stalled.release().await;
     assert_eq!(linearizable.await.unwrap().unwrap(), 5u64.to_le_bytes().to_vec());
     let statistics = ring.statistics().await.expect("running").runtime;
     assert_eq!(statistics.reads_concurrent, 101);
@@ -346,17 +356,9 @@ async fn a_concurrent_reader_serves_while_a_slow_execute_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_concurrent_reader_reads_queue_behind_execution() {
-    let (ring, gate, blocked) = gated_ring(false).await;
-    ring.replicate(5u64.to_le_bytes().to_vec()).await.unwrap();
-    let applied = ring.applied();
-    let slow = {
-        let ring = ring.clone();
-        tokio::spawn(async move { ring.replicate(vec![0xff]).await })
-    };
-    until_blocked(&blocked).await;
-    let refused = ring.read_fast_within(Vec::new(), applied, Duration::from_millis(100)).await;
+    let stalled = Stalled::start(false).await;
+    let refused =
+        stalled.ring.read_fast_within(Vec::new(), stalled.applied, Duration::from_millis(100)).await;
     assert!(matches!(refused, Err(FastReadError::NotApplied { .. })), "{refused:?}");
-    open(&gate);
-    slow.await.unwrap().unwrap();
-    ring.shutdown().await;
+    stalled.release().await.shutdown().await;
 }
