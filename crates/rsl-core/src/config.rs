@@ -75,6 +75,10 @@ pub struct Config {
     pub batch_linger_us: u64,
     /// Requests the primary queues waiting for a slot before it refuses with `Busy`.
     pub proposal_queue_max: u64,
+    /// Read-index reads waiting for a confirmation at once: at the primary (its own and
+    /// those secondaries forwarded), and at a secondary (forwarded, not yet answered).
+    /// More are refused with [`crate::ReadError::Busy`].
+    pub read_index_pending_max: u64,
     /// Take a checkpoint every this many applied slots (0: never). The replicas' slots are
     /// staggered: each saves at its own offset within the interval, so they do not all save
     /// at the same slot.
@@ -140,6 +144,7 @@ impl Config {
             large_bytes_in_flight_max: 128 << 20,
             batch_linger_us: 0,
             proposal_queue_max: 200_000,
+            read_index_pending_max: 100_000,
             checkpoint_interval_slots: 10_000,
             checkpoint_interval_bytes: 128 << 20,
             checkpoint_interval_ms: 0,
@@ -204,6 +209,7 @@ impl Config {
             ("batch_requests_max", u64::from(self.batch_requests_max), u64::from(BATCH_REQUESTS_MAX)),
             ("batch_bytes_max", self.batch_bytes_max, BATCH_BYTES_MAX),
             ("proposal_queue_max", self.proposal_queue_max, u64::MAX),
+            ("read_index_pending_max", self.read_index_pending_max, u64::MAX),
             ("fetch_slots_max", self.fetch_slots_max, u64::MAX),
             ("fetch_window", self.fetch_window, FETCH_WINDOW_MAX),
             ("request_bytes_max", self.request_bytes_max, REQUEST_BYTES_MAX),
@@ -349,6 +355,7 @@ mod tests {
             ("batch_requests_max", Box::new(|c| c.batch_requests_max = 0)),
             ("batch_bytes_max", Box::new(|c| c.batch_bytes_max = 0)),
             ("proposal_queue_max", Box::new(|c| c.proposal_queue_max = 0)),
+            ("read_index_pending_max", Box::new(|c| c.read_index_pending_max = 0)),
             ("fetch_slots_max", Box::new(|c| c.fetch_slots_max = 0)),
             ("fetch_window", Box::new(|c| c.fetch_window = 0)),
             ("fetch_window", Box::new(|c| c.fetch_window = FETCH_WINDOW_MAX + 1)),

@@ -88,6 +88,18 @@ pub struct RequestId {
     pub sequence: u64,
 }
 
+/// Names a read-index read for the caller that asked for it (and, forwarded from a
+/// secondary, for the primary that confirms it); chosen by the caller, unique among its
+/// reads in flight. See [`crate::Replica::handle_read_index`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReadId(pub u64);
+
+impl fmt::Display for ReadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "read {}", self.0)
+    }
+}
+
 /// One client request: opaque bytes the state machine interprets.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Request {

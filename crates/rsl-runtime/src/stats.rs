@@ -85,8 +85,14 @@ rsl_transport::counters! {
         requests_failed,
         /// Requests executed by the state machine (every replica, every client).
         requests_executed,
-        /// Lease reads served.
+        /// Linearizable reads whose slot the primary's lease gave.
         reads_lease,
+        /// Linearizable reads whose read index was confirmed (on the primary, or by the
+        /// primary for a read on this secondary).
+        reads_read_index,
+        /// Reads (linearizable or fast) served by the state machine's concurrent reader,
+        /// off the apply thread.
+        reads_concurrent,
         /// Fast reads served.
         reads_fast,
         /// Reads refused or timed out.

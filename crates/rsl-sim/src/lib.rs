@@ -61,14 +61,16 @@ pub fn mutation_name(mutation: rsl_core::Mutation) -> &'static str {
         rsl_core::Mutation::ApplyOutOfOrder => "apply-out-of-order",
         rsl_core::Mutation::ForgetPromiseOnRestart => "forget-promise-on-restart",
         rsl_core::Mutation::EnterConfigurationEarly => "enter-configuration-early",
+        rsl_core::Mutation::ReadIndexWithoutConfirmation => "read-index-without-confirmation",
     }
 }
 
 /// Every mutation, for the command line and the mutation test.
-pub const MUTATIONS: [rsl_core::Mutation; 5] = [
+pub const MUTATIONS: [rsl_core::Mutation; 6] = [
     rsl_core::Mutation::AcceptBelowPromise,
     rsl_core::Mutation::CountVoteBeforePersist,
     rsl_core::Mutation::ApplyOutOfOrder,
     rsl_core::Mutation::ForgetPromiseOnRestart,
     rsl_core::Mutation::EnterConfigurationEarly,
+    rsl_core::Mutation::ReadIndexWithoutConfirmation,
 ];

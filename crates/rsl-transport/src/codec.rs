@@ -9,8 +9,8 @@ use crate::proto as pb;
 use bytes::Bytes;
 use prost::Message as _;
 use rsl_core::{
-    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, RejectReason, Request, RequestId, RingId,
-    Slot, Time, Value, MEMBERS_MAX,
+    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal, RejectReason,
+    Request, RequestId, RingId, Slot, Time, Value, MEMBERS_MAX,
 };
 
 /// Bytes a frame adds around its messages, at most: the batch's `from` and `to` fields
@@ -195,6 +195,20 @@ fn body_to_proto(body: &MessageBody) -> pb::message::Body {
         MessageBody::TimeoutNow { ballot: b } => Body::TimeoutNow(pb::TimeoutNow { ballot: ballot(b) }),
         MessageBody::PromotionRequest { ballot: b } => {
             Body::PromotionRequest(pb::PromotionRequest { ballot: ballot(b) })
+        }
+        MessageBody::ReadIndexRequest { id } => Body::ReadIndexRequest(pb::ReadIndexRequest { id: id.0 }),
+        MessageBody::ReadIndexReply { id, ballot: b, index } => {
+            Body::ReadIndexReply(pb::ReadIndexReply { id: id.0, ballot: ballot(b), index: index.0 })
+        }
+        MessageBody::ReadIndexRefused { id, reason } => {
+            use pb::read_index_refused::Reason;
+            let reason = match reason {
+                ReadIndexRefusal::NotPrimary { hint } => {
+                    Reason::NotPrimary(pb::ReadIndexNotPrimary { hint: hint.map(|node| node.0) })
+                }
+                ReadIndexRefusal::Busy => Reason::Busy(pb::Empty {}),
+            };
+            Body::ReadIndexRefused(pb::ReadIndexRefused { id: id.0, reason: Some(reason) })
         }
     }
 }
@@ -401,6 +415,23 @@ fn body_from_proto(body: pb::message::Body) -> Result<MessageBody, DecodeError> 
         }
         Body::PromotionRequest(m) => {
             MessageBody::PromotionRequest { ballot: ballot_from_proto(m.ballot, "promotion_request.ballot")? }
+        }
+        Body::ReadIndexRequest(m) => MessageBody::ReadIndexRequest { id: ReadId(m.id) },
+        Body::ReadIndexReply(m) => MessageBody::ReadIndexReply {
+            id: ReadId(m.id),
+            ballot: ballot_from_proto(m.ballot, "read_index_reply.ballot")?,
+            index: Slot(m.index),
+        },
+        Body::ReadIndexRefused(m) => {
+            use pb::read_index_refused::Reason;
+            let reason = match m.reason {
+                None => return Err(DecodeError::missing("read_index_refused.reason")),
+                Some(Reason::NotPrimary(not_primary)) => {
+                    ReadIndexRefusal::NotPrimary { hint: not_primary.hint.map(NodeId) }
+                }
+                Some(Reason::Busy(pb::Empty {})) => ReadIndexRefusal::Busy,
+            };
+            MessageBody::ReadIndexRefused { id: ReadId(m.id), reason }
         }
     };
     Ok(body)

@@ -5,8 +5,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use prost::Message as _;
 use rsl_core::{
-    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, RejectReason, Request, RequestId, RingId,
-    Slot, Time, Value,
+    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal, RejectReason,
+    Request, RequestId, RingId, Slot, Time, Value,
 };
 use rsl_transport::codec::{
     decode_batch, decode_message, encode_batch, encode_message, encoded_len, message_from_proto, DecodeError,
@@ -105,6 +105,16 @@ fn body() -> impl Strategy<Value = MessageBody> {
         slot().prop_map(|checkpoint| MessageBody::FetchTruncated { checkpoint }),
         ballot().prop_map(|ballot| MessageBody::TimeoutNow { ballot }),
         ballot().prop_map(|ballot| MessageBody::PromotionRequest { ballot }),
+        any::<u64>().prop_map(|id| MessageBody::ReadIndexRequest { id: ReadId(id) }),
+        (any::<u64>(), ballot(), slot()).prop_map(|(id, ballot, index)| MessageBody::ReadIndexReply {
+            id: ReadId(id),
+            ballot,
+            index
+        }),
+        (any::<u64>(), proptest::option::of(node()), any::<bool>()).prop_map(|(id, hint, busy)| {
+            let reason = if busy { ReadIndexRefusal::Busy } else { ReadIndexRefusal::NotPrimary { hint } };
+            MessageBody::ReadIndexRefused { id: ReadId(id), reason }
+        }),
     ]
 }
 
@@ -163,6 +173,14 @@ fn one_of_each() -> Vec<Message> {
         MessageBody::FetchTruncated { checkpoint: Slot(100) },
         MessageBody::TimeoutNow { ballot: b },
         MessageBody::PromotionRequest { ballot: b },
+        MessageBody::ReadIndexRequest { id: ReadId(11) },
+        MessageBody::ReadIndexReply { id: ReadId(11), ballot: b, index: Slot(5) },
+        MessageBody::ReadIndexRefused {
+            id: ReadId(12),
+            reason: ReadIndexRefusal::NotPrimary { hint: Some(NodeId(3)) },
+        },
+        MessageBody::ReadIndexRefused { id: ReadId(13), reason: ReadIndexRefusal::NotPrimary { hint: None } },
+        MessageBody::ReadIndexRefused { id: ReadId(14), reason: ReadIndexRefusal::Busy },
     ];
     bodies
         .into_iter()
@@ -174,7 +192,7 @@ fn one_of_each() -> Vec<Message> {
 fn every_body_kind_round_trips() {
     let messages = one_of_each();
     let kinds: BTreeSet<&str> = messages.iter().map(|m| m.body.kind()).collect();
-    assert_eq!(kinds.len(), 16, "one message per MessageBody variant: {kinds:?}");
+    assert_eq!(kinds.len(), 19, "one message per MessageBody variant: {kinds:?}");
     for message in &messages {
         let bytes = encode_message(message);
         assert_eq!(bytes.len() as u64, encoded_len(message));
@@ -208,6 +226,19 @@ fn missing_body_inside_a_batch_names_the_index() {
     let error = decode_batch(Bytes::from(batch.encode_to_vec())).unwrap_err();
     assert_eq!(error, DecodeError::Missing { field: "Batch.messages[1].Message.body".to_owned() });
     assert_eq!(error.to_string(), "Batch.messages[1].Message.body: missing");
+}
+
+#[test]
+fn a_read_index_refusal_without_its_reason_is_named() {
+    let message = proto::Message {
+        ring: 1,
+        from: 2,
+        to: 1,
+        configuration: 1,
+        body: Some(proto::message::Body::ReadIndexRefused(proto::ReadIndexRefused { id: 4, reason: None })),
+    };
+    let error = message_from_proto(message).unwrap_err();
+    assert_eq!(error.to_string(), "Message.read_index_refused.reason: missing");
 }
 
 proptest! {

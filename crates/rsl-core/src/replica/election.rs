@@ -300,6 +300,7 @@ impl Replica {
             pending_change: None,
             change_slot: plan.change_slot,
             exclusive: ExclusiveQueue::new(plan.last_slot),
+            reads: Default::default(),
         }));
         self.primary = Some(KnownPrimary { node: self.config.node, ballot });
         self.primary_heard_at = Some(self.now);
@@ -368,6 +369,7 @@ impl Replica {
                 self.actions
                     .push_back(Action::ConfigurationChangeInterrupted { members, primary: primary_node });
             }
+            self.fail_confirming(std::mem::take(&mut leading.reads), primary_node);
             let mut ids = leading.queue.drain_ids();
             ids.extend(leading.exclusive.drain_ids());
             if !ids.is_empty() {

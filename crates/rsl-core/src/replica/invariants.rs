@@ -16,6 +16,7 @@ impl Replica {
         invariant!(self.apply_emitted <= self.log.chosen(), "applied beyond chosen");
         invariant!(self.checkpoint <= self.apply_emitted);
         self.persistence.check_invariants();
+        self.check_read_invariants();
         // These bugs break the promise bound directly; the simulator's checkers must catch
         // their consequences instead.
         let promise_broken =

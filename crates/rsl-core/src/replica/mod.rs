@@ -15,10 +15,11 @@
 //! primary's phase 2: batching, proposing, counting votes, heartbeats and the read lease)
 //! and [`acceptor`] (phase 2 on every replica: accepting and learning what is chosen);
 //! [`catch_up`] (status, fetches, checkpoint installs); [`reconfiguration`];
-//! [`relinquish`] (handing primacy over); [`large`] (requests over `batch_bytes_max`, a
-//! slot of their own in a window of their own); [`apply`] (handing chosen values to the state
-//! machine) and [`checkpointing`] (when to checkpoint, who saves, copies, truncation);
-//! [`validate`] (peer input); [`invariants`] (the
+//! [`relinquish`] (handing primacy over); [`read_index`] (linearizable reads confirmed by a
+//! round of heartbeats, on the primary or forwarded to it); [`large`] (requests over
+//! `batch_bytes_max`, a slot of their own in a window of their own); [`apply`] (handing
+//! chosen values to the state machine) and [`checkpointing`] (when to checkpoint, who saves,
+//! copies, truncation); [`validate`] (peer input); [`invariants`] (the
 //! O(n) contracts); [`mutation`] (seeded bugs for the simulator).
 
 mod acceptor;
@@ -36,6 +37,7 @@ mod log;
 mod mutation;
 mod persist;
 mod progress;
+mod read_index;
 mod reconfiguration;
 mod relinquish;
 mod replication;
@@ -63,6 +65,7 @@ use self::catch_up::CatchUp;
 use self::checkpointing::CheckpointSchedule;
 use self::log::Log;
 use self::persist::Persistence;
+use self::read_index::Forwarded;
 use self::reconfiguration::Membership;
 use self::role::{CandidatePhase, KnownPrimary, RoleReport, RoleState};
 use self::timers::Timers;
@@ -104,6 +107,8 @@ pub struct Replica {
     checkpoint: Slot,
     checkpoints: CheckpointSchedule,
     catch_up: CatchUp,
+    /// Read-index reads this replica asked of a primary, not yet answered.
+    forwarded_reads: Forwarded,
 
     // Role.
     role: RoleState,
@@ -175,6 +180,7 @@ impl Replica {
             checkpoint: durable.checkpoint,
             checkpoints: CheckpointSchedule::new(durable.checkpoint, now),
             catch_up: CatchUp::new(chosen),
+            forwarded_reads: Forwarded::default(),
             role: RoleState::Secondary,
             primary: None,
             primary_heard_at: None,
@@ -335,6 +341,7 @@ impl Replica {
                     Timer::CatchUp => self.on_catch_up_timer(),
                     Timer::Relinquish => self.on_relinquish_timer(),
                     Timer::Checkpoint => self.on_checkpoint_timer(),
+                    Timer::ReadIndex => self.on_read_index_timer(),
                 }
             }
         }
@@ -382,6 +389,11 @@ impl Replica {
             MessageBody::FetchTruncated { checkpoint } => self.on_fetch_truncated(from, checkpoint),
             MessageBody::TimeoutNow { ballot } => self.on_timeout_now(from, ballot),
             MessageBody::PromotionRequest { ballot } => self.on_promotion_request(from, ballot),
+            MessageBody::ReadIndexRequest { id } => self.on_read_index_request(from, id),
+            MessageBody::ReadIndexReply { id, ballot, index } => {
+                self.on_read_index_reply(from, id, ballot, index)
+            }
+            MessageBody::ReadIndexRefused { id, reason } => self.on_read_index_refused(from, id, reason),
         }
         self.finish();
         Ok(())
@@ -514,8 +526,10 @@ impl Replica {
         ticket
     }
 
-    /// Ends a step: emits its persist request, then checks invariants.
+    /// Ends a step: moves read-index reads along, emits its persist request, then checks
+    /// invariants.
     fn finish(&mut self) {
+        self.advance_reads();
         self.flush_staged();
         self.check_invariants();
     }

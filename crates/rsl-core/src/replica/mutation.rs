@@ -18,6 +18,9 @@ pub enum Mutation {
     /// The primary switches to a new configuration as soon as it proposes the change,
     /// before the change is chosen.
     EnterConfigurationEarly,
+    /// The primary answers read-index reads with its chosen slot at once, without waiting
+    /// for a quorum to echo a heartbeat sent after they arrived.
+    ReadIndexWithoutConfirmation,
 }
 
 impl Replica {

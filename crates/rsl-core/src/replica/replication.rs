@@ -284,7 +284,7 @@ impl Replica {
         let ballot = primary.ballot;
         let now = self.now;
         let chosen = self.log.chosen();
-        self.broadcast(MessageBody::Heartbeat { ballot, chosen, sent_at: now });
+        self.broadcast_heartbeat();
         let interval = self.config.heartbeat_interval();
         let live_since = now.minus(self.config.election_delay_min());
         let Some(primary) = self.role.primary() else { return };

@@ -10,6 +10,7 @@ use crate::types::{Ballot, NodeId, Proposal, Request, RequestId, Slot};
 use super::exclusive::ExclusiveQueue;
 use super::large::{LargeQueue, LargeWindow};
 use super::progress::Progress;
+use super::read_index::Confirming;
 
 /// The role and its state.
 #[derive(Debug)]
@@ -145,6 +146,8 @@ pub(super) struct PrimaryState {
     pub(super) change_slot: Option<Slot>,
     /// Requests waiting for a slot of their own, and a last request in flight.
     pub(super) exclusive: ExclusiveQueue,
+    /// Read-index reads waiting for a round of heartbeats to confirm this primacy.
+    pub(super) reads: Confirming,
 }
 
 /// Votes for one in-flight slot at the primary.

@@ -57,6 +57,7 @@ impl Replica {
             | MessageBody::Accept { ballot, .. }
             | MessageBody::Heartbeat { ballot, .. }
             | MessageBody::TimeoutNow { ballot }
+            | MessageBody::ReadIndexReply { ballot, .. }
                 if ballot.node != message.from =>
             {
                 malformed(format!("ballot {ballot} is not owned by the sender"))

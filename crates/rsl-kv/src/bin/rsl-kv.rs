@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use rsl_kv::load::{LoadCounters, LoadOptions, Protocol};
 use rsl_kv::{Client, ClientOptions, ClientSecurity, ClientTls, Token};
 
@@ -71,6 +71,27 @@ struct Cli {
     command: Command,
 }
 
+/// `--consistency` of `get`: [`rsl::ReadConsistency`] on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Consistency {
+    /// The primary's lease where it holds, else a read index on the primary
+    LeaseOrReadIndex,
+    /// Only under the primary's lease
+    Lease,
+    /// A read index, on whichever server answers (a secondary too)
+    ReadIndex,
+}
+
+impl From<Consistency> for rsl::ReadConsistency {
+    fn from(consistency: Consistency) -> rsl::ReadConsistency {
+        match consistency {
+            Consistency::LeaseOrReadIndex => rsl::ReadConsistency::LeaseOrReadIndex,
+            Consistency::Lease => rsl::ReadConsistency::Lease,
+            Consistency::ReadIndex => rsl::ReadConsistency::ReadIndex,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Set KEY to VALUE; prints the slot of the write
@@ -94,6 +115,12 @@ enum Command {
         /// With --fast: the slot the replica must have applied
         #[arg(long, default_value_t = 0, requires = "fast")]
         min_slot: u64,
+        /// How a linearizable read makes sure it sees every acknowledged write: the
+        /// primary's lease, a read index (confirmed by a round of heartbeats; served by the
+        /// first server of --servers that is up, a secondary included), or the lease with
+        /// the read index as fallback
+        #[arg(long, value_enum, default_value_t = Consistency::LeaseOrReadIndex, conflicts_with = "fast")]
+        consistency: Consistency,
     },
     /// Remove KEY (exit code 1 if it was absent)
     Delete { key: String },
@@ -381,9 +408,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 out!("OK slot {slot}");
             }
         }
-        Command::Get { key, fast, min_slot } => {
-            let value =
-                if fast { client.get_fast(&key, Some(min_slot)).await? } else { client.get(&key).await? };
+        Command::Get { key, fast, min_slot, consistency } => {
+            let value = if fast {
+                client.get_fast(&key, Some(min_slot)).await?
+            } else {
+                client.get_with(&key, consistency.into()).await?
+            };
             match value {
                 Some(value) => {
                     let mut stdout = std::io::stdout().lock();
@@ -783,5 +813,26 @@ mod tests {
         assert!(parse("rsl-kv --cert c.pem get k").is_err(), "a certificate needs its key and a CA");
         assert!(parse("rsl-kv --token t --token-file f get k").is_err());
         assert!(matches!(parse("rsl-kv hash-token").unwrap().command, Command::HashToken));
+    }
+
+    #[test]
+    fn get_takes_a_read_consistency_unless_fast() {
+        let consistency = |line: &str| match parse(line).map(|cli| cli.command) {
+            Ok(Command::Get { consistency, .. }) => Ok(consistency),
+            Ok(other) => panic!("{line}: parsed as {other:?}"),
+            Err(error) => Err(error.kind()),
+        };
+        assert_eq!(consistency("rsl-kv get k"), Ok(Consistency::LeaseOrReadIndex));
+        assert_eq!(consistency("rsl-kv get k --consistency lease"), Ok(Consistency::Lease));
+        assert_eq!(consistency("rsl-kv get k --consistency read-index"), Ok(Consistency::ReadIndex));
+        assert_eq!(
+            consistency("rsl-kv get k --consistency sometimes"),
+            Err(clap::error::ErrorKind::InvalidValue)
+        );
+        assert_eq!(
+            consistency("rsl-kv get k --fast --consistency read-index"),
+            Err(clap::error::ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(rsl::ReadConsistency::from(Consistency::ReadIndex), rsl::ReadConsistency::ReadIndex);
     }
 }

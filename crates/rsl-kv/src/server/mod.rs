@@ -294,7 +294,7 @@ async fn start_ring(
     };
     let storage = storage::open_storage(config).await?;
     let ring = rsl::Ring::builder(ring_config)
-        .state_machine(crate::KvStateMachine::new())
+        .state_machine(crate::SharedKvStateMachine::default())
         .storage(storage)
         .runtime(runtime)
         .options(options)

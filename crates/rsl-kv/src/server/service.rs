@@ -129,11 +129,20 @@ impl KvService {
         }
     }
 
-    /// Serves a get: linearizable, or fast at the slot it names.
+    /// Serves a get: linearizable (with the consistency it asks for), or fast at the slot it
+    /// names.
     pub(super) async fn get(&self, request: pb::GetRequest) -> Result<pb::GetResponse, Status> {
         command::check_key(&request.key).map_err(answers::invalid)?;
-        let fast = request.fast.then_some(Slot(request.min_slot));
-        let answer = self.ring_read(Read::Get { key: request.key }.encode(), fast).await?;
+        let consistency = answers::read_consistency(request.consistency)?;
+        let read = Read::Get { key: request.key }.encode();
+        let answer = match request.fast {
+            false => self
+                .ring
+                .read_with(read, consistency)
+                .await
+                .map_err(|error| self.redirects.read_error(error))?,
+            true => self.ring_read(read, Some(Slot(request.min_slot))).await?,
+        };
         match ReadOutcome::decode(&answer) {
             Ok(outcome) => answers::get_response(outcome),
             Err(error) => Err(answers::undecodable(error)),

@@ -14,11 +14,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::apply::Job;
 use super::checkpoints::CheckpointNowReply;
 use super::controls::Control;
+use super::reads::{self, IndexReply};
 use super::{Recovery, RingShared};
 use crate::error::{
     ChangeConfigurationError, CheckpointNowError, FastReadError, PurgeLogError, ReadError, RelinquishError,
     ReplicateError,
 };
+use crate::reads::ReadConsistency;
 use crate::stats::{RingCounters, RingStatistics};
 
 /// Where the outcome of a configuration change goes.
@@ -28,7 +30,7 @@ pub(super) type ChangeReply = oneshot::Sender<Result<Configuration, ChangeConfig
 pub(super) enum Command {
     Replicate { payload: Bytes, reply: oneshot::Sender<Result<Bytes, ReplicateError>> },
     ReplicateMany { payloads: Vec<Bytes>, reply: oneshot::Sender<Vec<Result<Bytes, ReplicateError>>> },
-    Read { request: Bytes, reply: oneshot::Sender<Result<Bytes, ReadError>> },
+    Read { consistency: ReadConsistency, reply: IndexReply },
     Relinquish { target: Option<NodeId>, reply: oneshot::Sender<Result<NodeId, RelinquishError>> },
     ChangeConfiguration { members: Vec<NodeId>, reply: ChangeReply },
     Statistics { reply: oneshot::Sender<RingStatistics> },
@@ -268,13 +270,40 @@ impl Ring {
         results
     }
 
-    /// A linearizable read without a slot: the primary checks its lease, and the state
-    /// machine serves the read once it applied every slot chosen before the call. Gives up
-    /// after [`RingOptions::read_timeout`](crate::RingOptions::read_timeout).
+    /// A linearizable read without a slot, on the primary: under its lease where it holds,
+    /// through a read index otherwise ([`ReadConsistency::LeaseOrReadIndex`]); see
+    /// [`Ring::read_with`].
     pub async fn read(&self, request: impl Into<Bytes>) -> Result<Bytes, ReadError> {
+        self.read_with(request, ReadConsistency::LeaseOrReadIndex).await
+    }
+
+    /// A linearizable read without a slot [RSL's fast read on the primary]: it sees every
+    /// write acknowledged before the call. `consistency` says how the ring makes sure of
+    /// it (the lease, a read index confirmed by a round of heartbeats, or the lease with
+    /// the read index as fallback); with [`ReadConsistency::ReadIndex`] a secondary asks
+    /// the primary for the index and serves the read itself. The state machine serves the
+    /// read once it applied the slot found. Gives up after
+    /// [`RingOptions::read_timeout`](crate::RingOptions::read_timeout) with
+    /// [`ReadError::Timeout`]; a replica that cannot confirm (not primary, no primary
+    /// known, cut off from its quorum) answers [`ReadError::NotPrimary`] or times out, and
+    /// never serves a stale read.
+    pub async fn read_with(
+        &self,
+        request: impl Into<Bytes>,
+        consistency: ReadConsistency,
+    ) -> Result<Bytes, ReadError> {
         let request = request.into();
-        let result =
-            self.ask(self.shared.options.read_timeout, |reply| Command::Read { request, reply }).await;
+        let timeout = self.shared.options.read_timeout;
+        let read = async {
+            let index = self
+                .call(|reply| Command::Read { consistency, reply })
+                .await
+                .map_err(|Stopped(reason)| ReadError::Shutdown { reason })??;
+            reads::serve(&self.shared, &self.jobs, index, request).await
+        };
+        let result = tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or(Err(ReadError::Timeout { after_ms: timeout.as_millis() as u64 }));
         if result.is_err() {
             RingCounters::bump(&self.shared.counters.reads_failed);
         }
@@ -297,8 +326,15 @@ impl Ring {
         min_slot: Slot,
         wait: Duration,
     ) -> Result<Bytes, FastReadError> {
+        let request = request.into();
+        if let Some(result) = reads::serve_fast_concurrently(&self.shared, min_slot, &request, wait).await {
+            if result.is_err() {
+                RingCounters::bump(&self.shared.counters.reads_failed);
+            }
+            return result;
+        }
         let (reply, answer) = oneshot::channel();
-        let job = Job::FastRead { min_slot, request: request.into(), reply };
+        let job = Job::FastRead { min_slot, request, reply };
         if self.jobs.send(job).is_err() {
             RingCounters::bump(&self.shared.counters.reads_failed);
             return Err(FastReadError::Shutdown { reason: self.shared.stop_reason() });

@@ -26,6 +26,7 @@
 //! - `checkpointing`: save outcomes, fetched and copied checkpoints, `checkpoint_now` and
 //!   `purge_log`.
 //! - `requests`: client requests waiting for their outcome, and where each is answered.
+//! - `reads`: linearizable reads (the lease or a read index) and where they are served.
 //! - `apply`: the apply thread that owns the state machine, and the task's queue to it.
 //! - `handle`: [`Ring`], the public handle, and the commands it sends to the task.
 //! - `stop`: stopping in an order that loses nothing durable.
@@ -41,6 +42,7 @@ pub(crate) mod controls;
 mod handle;
 mod network;
 mod persist;
+mod reads;
 mod requests;
 mod reseed;
 mod start;
@@ -168,6 +170,11 @@ struct RingShared {
     /// Every slot up to here has been executed by the state machine (set by the apply
     /// thread).
     applied: AtomicU64,
+    /// The same, for callers that wait for a slot to be applied (published only when the
+    /// state machine has a concurrent reader, the only such callers).
+    applied_changed: watch::Sender<Slot>,
+    /// The state machine's concurrent reader, if it has one.
+    reader: Option<reads::SharedReader>,
     /// Why the ring stopped, once it is stopping.
     stop_reason: Mutex<Option<String>>,
     /// Turns true once the ring stopped and released its storage.

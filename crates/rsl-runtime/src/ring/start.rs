@@ -17,6 +17,7 @@ use super::apply::ApplyThread;
 use super::checkpoints::{Checkpoints, OldestCheckpoint};
 use super::network::Network;
 use super::persist::Persist;
+use super::reads::{ReadIndexes, SharedReader};
 use super::requests::Requests;
 use super::task::{Inbox, RingTask};
 use super::{Clock, Recovery, Ring, RingShared, RingSpec};
@@ -88,6 +89,7 @@ impl RingTask {
             replica.on_last_slot_known(last_slot);
         }
         let applied = replica.applied();
+        let reader = state_machine.reader().map(SharedReader);
         let recovered = replica.status().configuration;
         let admitted: BTreeSet<NodeId> = members.iter().chain(recovered.members.iter()).copied().collect();
 
@@ -107,6 +109,8 @@ impl RingTask {
             counters: Arc::default(),
             latencies: RingLatencies::default(),
             applied: AtomicU64::new(applied.0),
+            applied_changed: watch::Sender::new(applied),
+            reader,
             stop_reason: Mutex::new(None),
             finished,
             options,
@@ -142,6 +146,7 @@ impl RingTask {
             apply,
             checkpoints: Checkpoints::new(store.clone(), oldest_checkpoint, fetcher),
             requests: Requests::new(local_client),
+            reads: ReadIndexes::default(),
             network: Network::new(ring, node, transport, admitted.clone(), recovered.number),
             status: status_sender,
             finished: finished_sender,

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use rkyv::rancor;
 use rkyv::with::InlineAsBox;
 use rsl_core::{
-    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, RejectReason, Request, RequestId, RingId,
-    Slot, Time, Value, MEMBERS_MAX,
+    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal, RejectReason,
+    Request, RequestId, RingId, Slot, Time, Value, MEMBERS_MAX,
 };
 
 /// A frame: the messages of one send, from one node to another.
@@ -66,6 +66,14 @@ pub enum WireReject {
     Promised,
     PrimaryAlive,
     Behind { chosen: u64 },
+}
+
+/// Mirrors `rsl_core::ReadIndexRefusal`.
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize)]
+#[allow(missing_docs)]
+pub enum WireReadIndexRefusal {
+    NotPrimary { hint: Option<u64> },
+    Busy,
 }
 
 /// Mirrors `rsl_core::Request`; the payload is borrowed when serializing.
@@ -119,6 +127,9 @@ pub enum WireBody<'a> {
     FetchTruncated { checkpoint: u64 },
     TimeoutNow { ballot: WireBallot },
     PromotionRequest { ballot: WireBallot },
+    ReadIndexRequest { id: u64 },
+    ReadIndexReply { id: u64, ballot: WireBallot, index: u64 },
+    ReadIndexRefused { id: u64, reason: WireReadIndexRefusal },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -201,6 +212,19 @@ impl<'a> WireMessage<'a> {
             B::FetchTruncated { checkpoint } => WireBody::FetchTruncated { checkpoint: checkpoint.0 },
             B::TimeoutNow { ballot: b } => WireBody::TimeoutNow { ballot: ballot(*b) },
             B::PromotionRequest { ballot: b } => WireBody::PromotionRequest { ballot: ballot(*b) },
+            B::ReadIndexRequest { id } => WireBody::ReadIndexRequest { id: id.0 },
+            B::ReadIndexReply { id, ballot: b, index } => {
+                WireBody::ReadIndexReply { id: id.0, ballot: ballot(*b), index: index.0 }
+            }
+            B::ReadIndexRefused { id, reason } => WireBody::ReadIndexRefused {
+                id: id.0,
+                reason: match reason {
+                    ReadIndexRefusal::NotPrimary { hint } => {
+                        WireReadIndexRefusal::NotPrimary { hint: hint.map(|node| node.0) }
+                    }
+                    ReadIndexRefusal::Busy => WireReadIndexRefusal::Busy,
+                },
+            },
         };
         WireMessage {
             ring: message.ring.0,
@@ -402,6 +426,21 @@ pub fn message_from_archived(message: &ArchivedWireMessage<'_>) -> Result<Messag
         W::FetchTruncated { checkpoint } => MessageBody::FetchTruncated { checkpoint: slot(checkpoint) },
         W::TimeoutNow { ballot } => MessageBody::TimeoutNow { ballot: ballot_from(ballot) },
         W::PromotionRequest { ballot } => MessageBody::PromotionRequest { ballot: ballot_from(ballot) },
+        W::ReadIndexRequest { id } => MessageBody::ReadIndexRequest { id: ReadId(id.to_native()) },
+        W::ReadIndexReply { id, ballot, index } => MessageBody::ReadIndexReply {
+            id: ReadId(id.to_native()),
+            ballot: ballot_from(ballot),
+            index: slot(index),
+        },
+        W::ReadIndexRefused { id, reason } => MessageBody::ReadIndexRefused {
+            id: ReadId(id.to_native()),
+            reason: match reason {
+                ArchivedWireReadIndexRefusal::NotPrimary { hint } => {
+                    ReadIndexRefusal::NotPrimary { hint: hint.as_ref().map(|node| NodeId(node.to_native())) }
+                }
+                ArchivedWireReadIndexRefusal::Busy => ReadIndexRefusal::Busy,
+            },
+        },
     };
     Ok(Message {
         ring: RingId(message.ring.to_native()),
