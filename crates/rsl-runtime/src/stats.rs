@@ -326,6 +326,7 @@ const TRANSPORT_COUNTERS_RENDERED: [&str; 18] = [
     "rejected_unauthenticated",
     "rejected_impersonation",
     "rejected_version",
+    "left_out_for_version",
     "checkpoint_requests_refused",
     "checkpoints_served",
     "checkpoint_bytes_served",

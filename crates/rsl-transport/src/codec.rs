@@ -33,6 +33,27 @@ pub const PROTOCOL_VERSION_MIN: u32 = 1;
 const _: () = assert!(PROTOCOL_VERSION_MIN <= PROTOCOL_VERSION && PROTOCOL_VERSION < 128);
 const _: () = assert!(FRAME_OVERHEAD_BYTES >= 2 * (1 + 10) + 2 + 1 + 5);
 
+/// The oldest protocol version a message is in: version 2 added forced elections
+/// (`PromotionRequest`), read-index reads (`ReadIndexRequest`, `ReadIndexReply`,
+/// `ReadIndexRefused`) and chunks of messages too large for a frame; everything else is
+/// version 1. A link spoken in an older version never carries it (docs/PROTOCOL.md,
+/// "Versions").
+pub fn message_version(message: &pb::Message) -> u32 {
+    use pb::message::Body;
+    match message.body {
+        Some(
+            Body::PromotionRequest(_)
+            | Body::ReadIndexRequest(_)
+            | Body::ReadIndexReply(_)
+            | Body::ReadIndexRefused(_),
+        ) => 2,
+        _ => 1,
+    }
+}
+
+/// The oldest protocol version that carries chunks of messages too large for a frame.
+pub const CHUNKS_VERSION: u32 = 2;
+
 /// The protocol version of a frame whose `protocol_version` field holds `stated`.
 pub fn frame_version(stated: u32) -> u32 {
     if stated == 0 {

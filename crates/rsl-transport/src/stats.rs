@@ -127,6 +127,9 @@ counters! {
         /// endpoint does not speak (a newer peer that has not spoken down yet, or one too
         /// old or too new to share a version with).
         rejected_version,
+        /// Messages and chunks not sent because the link to their peer is spoken in a
+        /// protocol version older than theirs (the peer could not decode them).
+        left_out_for_version,
         /// Chunks of messages too large for a frame handed to the network.
         chunks_sent,
         /// Chunks of messages too large for a frame received (before they are checked).
