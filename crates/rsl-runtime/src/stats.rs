@@ -310,7 +310,7 @@ pub fn render_prometheus(rings: &[RingStatistics]) -> String {
 
 /// The transport counters a scrape includes, rendered as `rsl_transport_<name>_total` (the
 /// frame counts and the in-memory network's fault counters are left out).
-const TRANSPORT_COUNTERS_RENDERED: [&str; 18] = [
+const TRANSPORT_COUNTERS_RENDERED: [&str; 19] = [
     "messages_sent",
     "messages_received",
     "bytes_sent",
