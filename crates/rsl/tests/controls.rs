@@ -344,9 +344,12 @@ async fn a_last_request_closes_the_ring_across_restarts_and_checkpoints() {
     assert_eq!(Tally::decode(&primary.read(Vec::new()).await.expect("a lease read")), Tally::of(1..=7));
 
     // The replica that was away catches up from a checkpoint that carries the closed state,
-    // once the others truncated their logs past where it stopped (the primary truncates after
-    // it copied a secondary's checkpoint, in the background).
+    // once the others truncated their logs past where it stopped. (They would on their own,
+    // the primary once it copied a secondary's checkpoint in the background; on demand it
+    // does not depend on how loaded the machine is.)
     for replica in cluster.replicas(RING) {
+        let checkpoint = replica.checkpoint_now().await.expect("a checkpoint on demand");
+        assert!(checkpoint >= last_slot, "{checkpoint}");
         let mut status = replica.status();
         tokio::time::timeout(WAIT, status.wait_for(|s| s.log_start > late_applied.next()))
             .await
