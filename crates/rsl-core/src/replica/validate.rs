@@ -65,7 +65,9 @@ impl Replica {
                 malformed(format!("ballot {ballot} is not the receiver's"))
             }
             MessageBody::PreVote { ballot, .. } | MessageBody::Prepare { ballot, .. }
-                if (configuration.number > 1 && ballot.round <= configuration.round_floor())
+                if (configuration.number > 1
+                    && ballot.round <= configuration.round_floor()
+                    && !self.mutated(super::mutation::Mutation::SkipRoundFloor))
                     || ballot.round >= self.membership.round_ceiling() =>
             {
                 malformed(format!(
