@@ -27,9 +27,8 @@ pub enum Mutation {
     /// Phase 1 re-proposes, for each slot, the lowest-ballot value among the promises
     /// instead of the highest.
     TakeoverPicksLowestBallot,
-    /// A candidate's ballot ignores the round floor of its configuration (so a ballot of a
-    /// later configuration may rank below one of an earlier configuration), and acceptors
-    /// take such ballots.
+    /// A candidate's ballot ignores the round floor of its configuration: after a
+    /// configuration change its ballot stays among the earlier configuration's rounds.
     SkipRoundFloor,
     /// A control for the durability checker, seeded in the simulated service rather than
     /// in the replica: a put or delete is acknowledged as soon as the primary queues it, so

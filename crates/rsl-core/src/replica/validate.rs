@@ -65,9 +65,7 @@ impl Replica {
                 malformed(format!("ballot {ballot} is not the receiver's"))
             }
             MessageBody::PreVote { ballot, .. } | MessageBody::Prepare { ballot, .. }
-                if (configuration.number > 1
-                    && ballot.round <= configuration.round_floor()
-                    && !self.mutated(super::mutation::Mutation::SkipRoundFloor))
+                if (configuration.number > 1 && ballot.round <= configuration.round_floor())
                     || ballot.round >= self.membership.round_ceiling() =>
             {
                 malformed(format!(
