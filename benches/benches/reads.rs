@@ -117,7 +117,7 @@ fn measure(runtime: &tokio::runtime::Runtime, primary: &Ring, readers: usize, se
             scope.spawn(move || {
                 let mut key = reader as u64 * 1_000_003;
                 while !stop.load(Ordering::Relaxed) {
-                    key = (key * 6_364_136_223_846_793_005 + 1) % KEYS;
+                    key = key.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1) % KEYS;
                     let get = Read::Get { key: format!("key-{key}") }.encode();
                     // The read (and, with a concurrent reader, the state machine's part of
                     // it) runs on this thread.

@@ -156,7 +156,7 @@ mod tests {
         let snapshot = stats.snapshot();
         assert_eq!((snapshot.frames_sent, snapshot.bytes_sent, snapshot.dropped_unreachable), (1, 40, 3));
         let listed: Vec<_> = snapshot.counters().collect();
-        assert_eq!(listed.len(), 26);
+        assert_eq!(listed.len(), 27);
         assert_eq!(listed[0], ("frames_sent", "Frames (batches) handed to the network.", 1));
         assert_eq!(listed[15].0, "dropped_unreachable");
         assert_eq!(listed[15].2, 3);

@@ -24,14 +24,17 @@ async fn read(ring: &Ring, consistency: ReadConsistency) -> Result<Tally, ReadEr
     Ok(Tally::decode(&bytes))
 }
 
-/// An in-memory endpoint that delays every heartbeat reply by longer than a lease: the
-/// primary hears its quorum (check-quorum passes, read indexes get confirmed) but never
-/// holds a lease.
+/// An in-memory endpoint that delays every heartbeat reply by longer than a lease but less
+/// than the election delay: the primary hears its quorum in time (check-quorum passes, read
+/// indexes get confirmed) but never holds a lease. With a drift bound of 40% the lease is
+/// 60% of the election delay, which leaves 200 ms either side of the delay for a loaded
+/// machine's scheduling.
 #[derive(Debug)]
 struct SlowEchoes(Arc<rsl::transport::MemoryEndpoint>);
 
-/// Longer than the lease of the test timings (an election delay of 100 ms, less 1%).
-const ECHO_DELAY: Duration = Duration::from_millis(150);
+const ELECTION_DELAY_MIN_MS: u64 = 1_000;
+const CLOCK_DRIFT_MAX_PPM: u64 = 400_000;
+const ECHO_DELAY: Duration = Duration::from_millis(800);
 
 impl rsl::Transport for SlowEchoes {
     fn local_node(&self) -> NodeId {
@@ -90,7 +93,12 @@ async fn a_read_index_serves_when_no_lease_can_be_used() {
         let (endpoint, inbound) = network.endpoint(node).expect("attach");
         let transport = Arc::new(SlowEchoes(Arc::new(endpoint)));
         let runtime = rsl::Runtime::new(transport, inbound, rsl::RuntimeOptions::default()).expect("runtime");
-        let ring = Ring::builder(common::config(RING, node, &members))
+        let mut config = common::config(RING, node, &members);
+        config.election_delay_min_ms = ELECTION_DELAY_MIN_MS;
+        config.election_delay_max_ms = 2 * ELECTION_DELAY_MIN_MS;
+        config.clock_drift_max_ppm = CLOCK_DRIFT_MAX_PPM;
+        assert!(config.lease().0 < ECHO_DELAY.as_micros() as u64, "no lease can be used");
+        let ring = Ring::builder(config)
             .state_machine(Tally::default())
             .storage(rsl::MemoryStorage::new())
             .runtime(&runtime)
