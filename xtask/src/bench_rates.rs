@@ -28,7 +28,7 @@ pub(crate) fn parse_rate(text: &str) -> Result<f64, String> {
         .parse::<f64>()
         .map(|value| value * scale)
         .map_err(|_| format!("{text:?} is not a rate in operations per second (e.g. 5000 or 5k)"))?;
-    if !(rate.is_finite() && rate >= 1.0 && rate <= RATE_MAX) {
+    if !(rate.is_finite() && (1.0..=RATE_MAX).contains(&rate)) {
         return Err(format!("rate {text:?} is outside 1..={RATE_MAX:.0} operations per second"));
     }
     Ok(rate)
