@@ -1081,24 +1081,9 @@ fn plot_sweep<DB: DrawingBackend>(
         .draw()
         .map_err(|e| draw(&e))?;
     for (index, (name, values)) in series.iter().enumerate() {
-        let color = Palette99::pick(index).to_rgba();
-        chart
-            .draw_series(LineSeries::new(values.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| draw(&e))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart
-            .draw_series(values.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))
-            .map_err(|e| draw(&e))?;
+        bench_rates::draw_line(&mut chart, name.clone(), values, Palette99::pick(index).to_rgba(), 2)?;
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| draw(&e))?;
-    Ok(())
+    bench_rates::draw_legend(&mut chart)
 }
 
 #[cfg(test)]

@@ -170,24 +170,51 @@ pub(crate) fn draw_curves<DB: DrawingBackend>(
                 })
                 .filter(|&(_, y)| y > 0.0)
                 .collect();
-            chart
-                .draw_series(LineSeries::new(values.iter().copied(), color.stroke_width(width)))
-                .map_err(|e| draw(&e))?
-                .label(format!("{} {percentile}", curve.name()))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
-            chart
-                .draw_series(values.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))
-                .map_err(|e| draw(&e))?;
+            draw_line(&mut chart, format!("{} {percentile}", curve.name()), &values, color, width)?;
         }
     }
+    draw_legend(&mut chart)
+}
+
+/// Draws one named line of `values` with a dot at each point (both charts of the plot).
+pub(crate) fn draw_line<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    name: String,
+    values: &[(f64, f64)],
+    color: RGBAColor,
+    width: u32,
+) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let draw = |error: &dyn std::fmt::Display| anyhow!("drawing {name}: {error}");
+    chart
+        .draw_series(LineSeries::new(values.iter().copied(), color.stroke_width(width)))
+        .map_err(|e| draw(&e))?
+        .label(name.clone())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
+    chart
+        .draw_series(values.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))
+        .map_err(|e| draw(&e))?;
+    Ok(())
+}
+
+/// Draws the legend of every named line, top left.
+pub(crate) fn draw_legend<'a, DB, X, Y>(chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
     chart
         .configure_series_labels()
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
-        .map_err(|e| draw(&e))?;
-    Ok(())
+        .map_err(|error| anyhow!("drawing the legend: {error}"))
 }
 
 #[cfg(test)]
