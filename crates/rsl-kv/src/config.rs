@@ -51,6 +51,8 @@
 //! primary_saves_checkpoints = false      # default: secondaries save, the primary copies
 //! log_retain_slots = 1000
 //! pmem_capacity_bytes = 67108864
+//! pmem_flush = "auto"           # auto | msync | cache-lines (see below)
+//! # pmem_dir = "/mnt/pmem"      # the pmem log file lives here (a DAX mount), not in data_dir
 //! pipeline_depth = 64
 //! batch_linger_us = 0
 //! protocol_version = 2          # the newest replica protocol to speak (rolling upgrades)
@@ -64,8 +66,9 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+use rsl::log::PmemFlush;
 use rsl::{NodeId, RingId};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 pub use crate::auth::{AuthConfig, AuthFile};
 
@@ -117,6 +120,12 @@ pub(crate) fn parse_choice<T: Copy + fmt::Display>(
         _ => names.concat(),
     };
     Err(format!("unknown {what} {text:?}; expected {expected}"))
+}
+
+/// `tuning.pmem_flush`: one of [`PmemFlush::NAMES`].
+fn deserialize_pmem_flush<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PmemFlush>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    text.map(|text| text.parse().map_err(serde::de::Error::custom)).transpose()
 }
 
 /// How replicas talk to each other.
@@ -257,6 +266,15 @@ pub struct Tuning {
     pub log_retain_slots: Option<u64>,
     /// Size of the persistent-memory log file when it is created.
     pub pmem_capacity_bytes: Option<u64>,
+    /// How the persistent-memory log persists its stores: `auto` (default: cache-line
+    /// flushes and a fence on a DAX mount or tmpfs, `msync` elsewhere), `msync`, or
+    /// `cache-lines` (refused at start unless the file is on a DAX mount or tmpfs).
+    #[serde(default, deserialize_with = "deserialize_pmem_flush")]
+    pub pmem_flush: Option<PmemFlush>,
+    /// Directory of the persistent-memory log file (a DAX mount, say), where it is named
+    /// `ring-<ring>-node-<node>.pmem` so replicas can share one; default
+    /// `<data_dir>/pmem.log`.
+    pub pmem_dir: Option<PathBuf>,
     /// Unchosen slots the primary keeps in flight; fewer means fuller batches per slot.
     pub pipeline_depth: Option<u64>,
     /// How long a partial batch may wait for more requests while the pipeline has room.
@@ -430,6 +448,8 @@ impl ConfigFile {
                 primary_saves_checkpoints: top.primary_saves_checkpoints.or(base.primary_saves_checkpoints),
                 log_retain_slots: top.log_retain_slots.or(base.log_retain_slots),
                 pmem_capacity_bytes: top.pmem_capacity_bytes.or(base.pmem_capacity_bytes),
+                pmem_flush: top.pmem_flush.or(base.pmem_flush),
+                pmem_dir: top.pmem_dir.or(base.pmem_dir),
                 pipeline_depth: top.pipeline_depth.or(base.pipeline_depth),
                 batch_linger_us: top.batch_linger_us.or(base.batch_linger_us),
                 protocol_version: top.protocol_version.or(base.protocol_version),
@@ -647,6 +667,15 @@ pub const REQUEST_BYTES_MAX_DEFAULT: u64 =
     (crate::command::VALUE_BYTES_MAX + crate::command::KEY_BYTES_MAX + (64 << 10)) as u64;
 
 impl ServerConfig {
+    /// The persistent-memory log's file: `ring-<ring>-node-<node>.pmem` in
+    /// `tuning.pmem_dir`, or `<data_dir>/pmem.log` without one.
+    pub fn pmem_path(&self) -> PathBuf {
+        match &self.tuning.pmem_dir {
+            Some(dir) => dir.join(format!("ring-{}-node-{}.pmem", self.ring.0, self.node.0)),
+            None => self.data_dir.join("pmem.log"),
+        }
+    }
+
     /// The consensus configuration of this replica, bootstrapping with the initial members
     /// (or, with `start`, from what the data directory recorded).
     pub fn ring_config(&self) -> rsl::Config {
@@ -975,6 +1004,40 @@ batch_linger_us = 100
         let map = parse_map("members", &["1=a:1,2=b:2".into(), " 3 = c:3 ".into()]).unwrap();
         assert_eq!(map.len(), 3);
         assert_eq!(map[&NodeId(3)], "c:3");
+    }
+
+    #[test]
+    fn pmem_flush_and_directory_parse_and_name_the_file() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.tuning.pmem_flush, None, "unset: the store's default (auto)");
+        assert_eq!(config.pmem_path(), PathBuf::from("/tmp/kv/pmem.log"));
+        let text = format!("{GOOD}pmem_flush = \"cache-lines\"\npmem_dir = \"/dev/shm/kv\"\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.tuning.pmem_flush, Some(PmemFlush::CacheLines));
+        assert_eq!(config.pmem_path(), PathBuf::from("/dev/shm/kv/ring-1-node-2.pmem"));
+        // Flags win over the file.
+        let file = ConfigFile::parse(&text, Path::new("test.toml")).unwrap();
+        let flags = ConfigFile {
+            tuning: Some(Tuning { pmem_flush: Some(PmemFlush::Msync), ..Tuning::default() }),
+            ..ConfigFile::default()
+        };
+        let merged = file.merge(flags).resolve().unwrap();
+        assert_eq!(merged.tuning.pmem_flush, Some(PmemFlush::Msync));
+        assert_eq!(merged.tuning.pmem_dir, Some(PathBuf::from("/dev/shm/kv")));
+    }
+
+    #[test]
+    fn a_wrong_pmem_flush_names_the_key_and_the_choices() {
+        let text = format!("{GOOD}pmem_flush = \"dax\"\n");
+        let message = match parse(&text) {
+            Err(ConfigError::Parse { message, .. }) => message,
+            other => panic!("expected a parse error, got {other:?}"),
+        };
+        assert!(message.contains("pmem_flush"), "{message}");
+        assert!(
+            message.contains(r#"unknown pmem flush mode "dax"; expected auto, msync or cache-lines"#),
+            "{message}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use crate::config::{ReplicaTransportKind, TlsFiles, Tuning};
 use crate::{ConfigFile, LogBackend, Server};
 use clap::Parser;
+use rsl::log::PmemFlush;
 
 /// One replica of the rsl-kv replicated key-value service.
 #[derive(Debug, Parser)]
@@ -115,6 +116,12 @@ struct Args {
     /// Size of the persistent-memory log file when created
     #[arg(long, value_name = "BYTES")]
     pmem_capacity_bytes: Option<u64>,
+    /// How the persistent-memory log persists: auto, msync or cache-lines [default: auto]
+    #[arg(long, value_name = "MODE")]
+    pmem_flush: Option<PmemFlush>,
+    /// Directory of the persistent-memory log file (default: the data directory)
+    #[arg(long, value_name = "DIR")]
+    pmem_dir: Option<PathBuf>,
     /// Unchosen slots the primary keeps in flight (fewer: fuller batches)
     #[arg(long, value_name = "SLOTS")]
     pipeline_depth: Option<u64>,
@@ -151,6 +158,8 @@ impl Args {
             primary_saves_checkpoints: self.primary_saves_checkpoints,
             log_retain_slots: self.log_retain_slots,
             pmem_capacity_bytes: self.pmem_capacity_bytes,
+            pmem_flush: self.pmem_flush,
+            pmem_dir: self.pmem_dir.clone(),
             pipeline_depth: self.pipeline_depth,
             batch_linger_us: self.batch_linger_us,
             protocol_version: self.protocol_version,
