@@ -417,6 +417,7 @@ mod tests {
                 node: NodeId(3),
                 is_self: false,
                 is_primary: false,
+                is_learner: false,
                 measured_by_primary: true,
                 acknowledged: Some(rsl_core::Slot(5)),
                 holds: Some(rsl_core::Slot(4)),

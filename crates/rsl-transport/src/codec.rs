@@ -9,8 +9,8 @@ use crate::proto as pb;
 use bytes::Bytes;
 use prost::Message as _;
 use rsl_core::{
-    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, RejectReason, Request, RequestId, RingId,
-    Slot, Time, Value, MEMBERS_MAX,
+    Ballot, Configuration, MemberAddress, Message, MessageBody, NodeId, Proposal, RejectReason, Request,
+    RequestId, RingId, Slot, Time, Value, ADDRESS_BYTES_MAX, MEMBERS_MAX,
 };
 
 /// Bytes a frame adds around its messages, at most: the batch's `from` and `to` fields
@@ -270,30 +270,89 @@ fn configuration_to_proto(configuration: &Configuration) -> pb::Configuration {
         number: configuration.number,
         members: configuration.members.iter().map(|node| node.0).collect(),
         first_slot: configuration.first_slot.0,
+        learners: configuration.learners.iter().map(|node| node.0).collect(),
+        addresses: configuration
+            .addresses
+            .iter()
+            .map(|a| pb::MemberAddress {
+                node: a.node.0,
+                replica: a.replica.clone(),
+                client: a.client.clone(),
+            })
+            .collect(),
     }
 }
 
-fn configuration_from_proto(configuration: pb::Configuration) -> Result<Configuration, DecodeError> {
-    if configuration.members.len() > MEMBERS_MAX {
+/// Checks that `nodes` is strictly increasing.
+fn strictly_increasing(nodes: &[u64], field: &str) -> Result<(), DecodeError> {
+    if let Some(index) = nodes.windows(2).position(|pair| pair[0] >= pair[1]) {
+        let (before, after) = (nodes[index], nodes[index + 1]);
         return Err(DecodeError::Invalid {
-            field: "members".to_owned(),
-            problem: format!("at most {MEMBERS_MAX} members allowed, found {}", configuration.members.len()),
-        });
-    }
-    if let Some(index) = configuration.members.windows(2).position(|pair| pair[0] >= pair[1]) {
-        let (before, after) = (configuration.members[index], configuration.members[index + 1]);
-        return Err(DecodeError::Invalid {
-            field: "members".to_owned(),
+            field: field.to_owned(),
             problem: format!(
                 "must be strictly increasing, found {before} then {after} at positions {index} and {}",
                 index + 1
             ),
         });
     }
+    Ok(())
+}
+
+fn configuration_from_proto(configuration: pb::Configuration) -> Result<Configuration, DecodeError> {
+    let addresses = configuration
+        .addresses
+        .into_iter()
+        .map(|a| MemberAddress { node: NodeId(a.node), replica: a.replica, client: a.client })
+        .collect();
+    let pb::Configuration { number, members, first_slot, learners, .. } = configuration;
+    checked_configuration(number, members, learners, addresses, Slot(first_slot))
+}
+
+/// A configuration from a peer's fields, once its lists are well formed: members and
+/// learners each strictly increasing, disjoint and at most `MEMBERS_MAX` together;
+/// addresses strictly increasing by node, for members or learners, within
+/// `ADDRESS_BYTES_MAX`. The error names the field (relative to the configuration).
+pub(crate) fn checked_configuration(
+    number: u64,
+    members: Vec<u64>,
+    learners: Vec<u64>,
+    addresses: Vec<MemberAddress>,
+    first_slot: Slot,
+) -> Result<Configuration, DecodeError> {
+    let invalid = |field: String, problem: String| Err(DecodeError::Invalid { field, problem });
+    let nodes = members.len() + learners.len();
+    if nodes > MEMBERS_MAX {
+        let field = if learners.is_empty() { "members" } else { "learners" };
+        return invalid(
+            field.into(),
+            format!("at most {MEMBERS_MAX} members and learners allowed, found {nodes}"),
+        );
+    }
+    strictly_increasing(&members, "members")?;
+    strictly_increasing(&learners, "learners")?;
+    if let Some(both) = learners.iter().find(|node| members.binary_search(node).is_ok()) {
+        return invalid("learners".into(), format!("node {both} is also a member"));
+    }
+    let address_nodes: Vec<u64> = addresses.iter().map(|a| a.node.0).collect();
+    strictly_increasing(&address_nodes, "addresses")?;
+    for (index, address) in addresses.iter().enumerate() {
+        let node = address.node.0;
+        if members.binary_search(&node).is_err() && learners.binary_search(&node).is_err() {
+            return invalid(
+                format!("addresses[{index}]"),
+                format!("node {node} is neither a member nor a learner"),
+            );
+        }
+        if address.replica.len() > ADDRESS_BYTES_MAX || address.client.len() > ADDRESS_BYTES_MAX {
+            return invalid(format!("addresses[{index}]"), format!("longer than {ADDRESS_BYTES_MAX} bytes"));
+        }
+    }
     Ok(Configuration {
-        number: configuration.number,
-        members: configuration.members.into_iter().map(NodeId).collect(),
-        first_slot: Slot(configuration.first_slot),
+        number,
+        members: members.into_iter().map(NodeId).collect(),
+        learners: learners.into_iter().map(NodeId).collect(),
+        addresses,
+        first_slot,
     })
 }
 
@@ -505,6 +564,7 @@ mod tests {
                         number: 2,
                         members,
                         first_slot: 9,
+                        ..Default::default()
                     })),
                 }),
                 ..Default::default()

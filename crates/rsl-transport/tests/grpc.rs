@@ -236,6 +236,7 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
                 number: 1,
                 members: vec![3, 1],
                 first_slot: 1,
+                ..Default::default()
             })),
         });
     }

@@ -107,6 +107,12 @@ impl Redirects {
             ChangeConfigurationError::Refused(error @ ChangeError::Invalid { .. }) => {
                 Status::invalid_argument(error.to_string())
             }
+            ChangeConfigurationError::Refused(error @ ChangeError::LearnerBehind { .. }) => {
+                Status::failed_precondition(error.to_string())
+            }
+            error @ ChangeConfigurationError::LearnerBehind { .. } => {
+                Status::failed_precondition(error.to_string())
+            }
             error @ (ChangeConfigurationError::Interrupted { .. }
             | ChangeConfigurationError::Shutdown { .. }) => Status::unavailable(error.to_string()),
             error @ ChangeConfigurationError::Timeout { .. } => Status::deadline_exceeded(error.to_string()),

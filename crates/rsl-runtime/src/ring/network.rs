@@ -73,11 +73,12 @@ impl Network {
         self.transport.peer_connected(node)
     }
 
-    /// Admits the members of `configuration` once it is in force (the earlier ones stay).
+    /// Admits the members and learners of `configuration` once it is in force (the earlier
+    /// ones stay).
     pub(super) fn admit(&mut self, configuration: &Configuration) {
         if configuration.number != self.admitted_for {
             self.admitted_for = configuration.number;
-            self.admitted.extend(configuration.members.iter().copied());
+            self.admitted.extend(configuration.followers());
             self.transport.membership().set_members(self.ring, self.admitted.iter().copied());
         }
     }

@@ -89,7 +89,7 @@ impl RingTask {
         }
         let applied = replica.applied();
         let recovered = replica.status().configuration;
-        let admitted: BTreeSet<NodeId> = members.iter().chain(recovered.members.iter()).copied().collect();
+        let admitted: BTreeSet<NodeId> = members.iter().copied().chain(recovered.followers()).collect();
 
         let persist = Persist::spawn(log, &options.group_commit, flush_inline);
         let oldest_checkpoint = OldestCheckpoint::default();
