@@ -27,7 +27,7 @@ use rsl_core::{
     Action, Config, Configuration, Message, NodeId, Replica, Request, RequestId, RingId, Role, Slot, Time,
 };
 
-use crate::checkers::{Agreement, Failure};
+use crate::checkers::{Agreement, Configurations, Failure};
 use crate::kv::Kv;
 use crate::options::Options;
 use crate::rng::Rng;
@@ -158,6 +158,8 @@ pub struct Simulation {
     fault_end: u64,
     run_end: u64,
     agreement: Agreement,
+    /// Configurations led by a primary (configuration safety).
+    configurations: Configurations,
     /// Every request a client issued, by id (validity).
     issued: HashMap<RequestId, Request>,
     /// Writes acknowledged to a client (durability).
@@ -214,6 +216,7 @@ impl Simulation {
             fault_end: options.fault_phase_us,
             run_end: options.fault_phase_us + options.liveness_phase_us,
             agreement: Agreement::default(),
+            configurations: Configurations::default(),
             issued: HashMap::new(),
             acknowledged: HashSet::new(),
             changes_requested: HashSet::new(),
@@ -546,6 +549,11 @@ impl Simulation {
                 Action::RoleChanged { role, .. } => {
                     if role == Role::Primary {
                         self.stats.elections_won += 1;
+                        let replica = self.nodes[index].replica.as_ref().expect("alive");
+                        self.configurations.on_primary(replica.node(), replica.configuration());
+                        if let Err(failure) = self.configurations.check(self.now, &self.agreement) {
+                            self.fail(failure);
+                        }
                     }
                 }
                 Action::ConfigurationChangeInterrupted { .. } | Action::PrimaryRecovered { .. } => {}
