@@ -72,6 +72,17 @@ async fn three_voters_and_a_learner_grow_into_four_voters() {
         (&voters[..], &[n(4)][..])
     );
     assert_eq!(configuration.address(n(4)), Some(&address));
+    for voter in voters {
+        // Every member's transport learns the address from the chosen configuration.
+        let transport = cluster.runtimes[&voter].transport().clone();
+        let learned = async {
+            while transport.peer_address(n(4)).is_none_or(|a| a.as_str() != address.replica) {
+                let mut status = cluster.ring(RING, voter).status();
+                let _ = tokio::time::timeout(Duration::from_millis(20), status.changed()).await;
+            }
+        };
+        tokio::time::timeout(WAIT, learned).await.expect("the address is learned from the configuration");
+    }
     let learner = cluster.ring(RING, n(4));
     wait_for_configuration(learner, "became a learner", |c| c.is_learner(n(4))).await;
     assert!(!learner.status().borrow().member, "a learner does not vote");

@@ -142,7 +142,7 @@ impl RingTask {
             apply,
             checkpoints: Checkpoints::new(store.clone(), oldest_checkpoint, fetcher),
             requests: Requests::new(local_client),
-            network: Network::new(ring, node, transport, admitted.clone(), recovered.number),
+            network: Network::new(ring, node, transport, admitted.clone(), &recovered),
             status: status_sender,
             finished: finished_sender,
             controls: Default::default(),
