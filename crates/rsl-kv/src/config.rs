@@ -255,6 +255,9 @@ pub struct Tuning {
     pub primary_saves_checkpoints: Option<bool>,
     /// Slots kept in the log below the newest checkpoint.
     pub log_retain_slots: Option<u64>,
+    /// A learner is promoted to member only once within this many slots of the primary's
+    /// chosen slot (`rsl-kv reconfigure` waits for it).
+    pub learner_promotion_lag_slots_max: Option<u64>,
     /// Size of the persistent-memory log file when it is created.
     pub pmem_capacity_bytes: Option<u64>,
     /// Unchosen slots the primary keeps in flight; fewer means fuller batches per slot.
@@ -429,6 +432,9 @@ impl ConfigFile {
                 checkpoint_retry_ms: top.checkpoint_retry_ms.or(base.checkpoint_retry_ms),
                 primary_saves_checkpoints: top.primary_saves_checkpoints.or(base.primary_saves_checkpoints),
                 log_retain_slots: top.log_retain_slots.or(base.log_retain_slots),
+                learner_promotion_lag_slots_max: top
+                    .learner_promotion_lag_slots_max
+                    .or(base.learner_promotion_lag_slots_max),
                 pmem_capacity_bytes: top.pmem_capacity_bytes.or(base.pmem_capacity_bytes),
                 pipeline_depth: top.pipeline_depth.or(base.pipeline_depth),
                 batch_linger_us: top.batch_linger_us.or(base.batch_linger_us),
@@ -628,6 +634,7 @@ fn tuning_key(field: &'static str) -> &'static str {
         "checkpoint_interval_ms" => "tuning.checkpoint_interval_ms",
         "checkpoint_retry_ms" => "tuning.checkpoint_retry_ms",
         "log_retain_slots" => "tuning.log_retain_slots",
+        "learner_promotion_lag_slots_max" => "tuning.learner_promotion_lag_slots_max",
         "pipeline_depth" => "tuning.pipeline_depth",
         "batch_linger_us" => "tuning.batch_linger_us",
         "request_bytes_max" | "large_bytes_in_flight_max" => "tuning.request_bytes_max",
@@ -684,6 +691,7 @@ impl ServerConfig {
             config.primary_saves_checkpoints = saves;
         }
         set(&mut config.log_retain_slots, tuning.log_retain_slots);
+        set(&mut config.learner_promotion_lag_slots_max, tuning.learner_promotion_lag_slots_max);
         set(&mut config.batch_linger_us, tuning.batch_linger_us);
         config.request_bytes_max = tuning.request_bytes_max.unwrap_or(REQUEST_BYTES_MAX_DEFAULT);
         // Room for two of the largest requests in flight besides the batches.

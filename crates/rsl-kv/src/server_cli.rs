@@ -112,6 +112,9 @@ struct Args {
     /// Slots kept in the log below the newest checkpoint
     #[arg(long, value_name = "SLOTS")]
     log_retain_slots: Option<u64>,
+    /// A learner is promoted only once within this many slots of the primary's chosen slot
+    #[arg(long, value_name = "SLOTS")]
+    learner_promotion_lag_slots_max: Option<u64>,
     /// Size of the persistent-memory log file when created
     #[arg(long, value_name = "BYTES")]
     pmem_capacity_bytes: Option<u64>,
@@ -150,6 +153,7 @@ impl Args {
             checkpoint_retry_ms: self.checkpoint_retry_ms,
             primary_saves_checkpoints: self.primary_saves_checkpoints,
             log_retain_slots: self.log_retain_slots,
+            learner_promotion_lag_slots_max: self.learner_promotion_lag_slots_max,
             pmem_capacity_bytes: self.pmem_capacity_bytes,
             pipeline_depth: self.pipeline_depth,
             batch_linger_us: self.batch_linger_us,

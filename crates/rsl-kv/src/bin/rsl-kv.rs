@@ -124,11 +124,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Change the ring's members (node ids, comma-separated); waits until the change is
-    /// chosen and prints the new configuration. Start new members with --join first.
+    /// Change the ring's members (node ids, comma-separated): new replicas are added as
+    /// learners first, then promoted once caught up; prints each step and the new
+    /// configuration. Start new members with --join first.
     Reconfigure {
         #[arg(value_delimiter = ',', required = true, value_name = "ID,...")]
         members: Vec<u64>,
+        /// The client address of a new replica the servers' address books lack: its node
+        /// id and replica address are asked of it and chosen with the configuration
+        #[arg(long = "new", value_name = "HOST:PORT")]
+        new_replicas: Vec<String>,
+        /// How long to keep asking to promote a learner that is still catching up
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        promotion_wait_secs: u64,
     },
     /// Back up the ring's state, check a backup, or start a new ring from one (etcd's
     /// `snapshot save` / `snapshot restore`)
@@ -421,14 +429,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { json } => return status(&mut client, json).await,
         Command::Members { json } => return members(&mut client, json).await,
-        Command::Reconfigure { members } => {
-            let configuration = client.reconfigure(&members).await?;
-            out!(
-                "configuration {} with members {:?} governs slots from {}",
-                configuration.configuration,
-                configuration.members,
-                configuration.first_slot
-            );
+        Command::Reconfigure { members, new_replicas, promotion_wait_secs } => {
+            let wait = Duration::from_secs(promotion_wait_secs);
+            let mut report = |line: String| println!("{line}");
+            rsl_kv::grow::reconfigure_through_learners(
+                &mut client,
+                &members,
+                &new_replicas,
+                wait,
+                &mut report,
+            )
+            .await?;
         }
         Command::Promote { node } => {
             let server = client_address(&mut client, node).await?;

@@ -41,6 +41,9 @@ use service::KvService;
 
 /// How long the client API and the transport get to finish in-flight calls at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a promotion waits for its learner to catch up before it is refused: less than
+/// a client's attempt (3 s by default).
+const LEARNER_PROMOTION_WAIT: Duration = Duration::from_secs(2);
 /// Smallest bound on a client API message; the bound is `tuning.request_bytes_max` plus
 /// 1 MiB when that is more (a stream frame of many small operations needs this much).
 const CLIENT_MESSAGE_BYTES_MIN: usize = 4 << 20;
@@ -151,7 +154,11 @@ impl Server {
     /// Binds the configured addresses and starts.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let listeners = Listeners::bind(&config).await?;
-        Server::start_on(config, listeners, RingOptions::default()).await
+        // A promotion waits for its learner less than a client's attempt lasts, so the
+        // client hears the refusal (and `rsl-kv reconfigure` asks again) rather than a timeout.
+        let options =
+            RingOptions { learner_promotion_wait: LEARNER_PROMOTION_WAIT, ..RingOptions::default() };
+        Server::start_on(config, listeners, options).await
     }
 
     /// Starts on listeners already bound (their addresses override the configured
