@@ -292,6 +292,11 @@ pub struct ConfigFile {
     /// Join a running ring instead of bootstrapping one when the data directory is new; the
     /// replica votes once a configuration change adds it.
     pub join: Option<bool>,
+    /// Join a running ring through one contact: the client API address (`host:port`) of
+    /// any of its replicas, asked at start for the address book. Implies `join`; `members`
+    /// may then name only this node, or be left out (then `replica_listen` is this node's
+    /// replica address).
+    pub join_via: Option<String>,
     /// Bootstrap a new ring, refusing a data directory that already holds one.
     pub bootstrap: Option<bool>,
     /// `id=host:port` of every member's client API.
@@ -368,6 +373,8 @@ pub struct ServerConfig {
     pub initial_members: Vec<NodeId>,
     /// Bootstrap, join, or decide by the data directory.
     pub start: StartMode,
+    /// The contact to ask for the address book when joining (`join_via`), if any.
+    pub join_via: Option<String>,
     /// The client API address of members that have one.
     pub clients: BTreeMap<NodeId, String>,
     /// Where the client API listens.
@@ -449,6 +456,7 @@ impl ConfigFile {
             members: overrides.members.or(self.members),
             initial_members: overrides.initial_members.or(self.initial_members),
             join: overrides.join.or(self.join),
+            join_via: overrides.join_via.or(self.join_via),
             bootstrap: overrides.bootstrap.or(self.bootstrap),
             clients: overrides.clients.or(self.clients),
             client_listen: overrides.client_listen.or(self.client_listen),
@@ -477,8 +485,18 @@ impl ConfigFile {
             Some(ring) => RingId(ring),
             None => RingId(1),
         };
-        let members = match self.members {
-            Some(entries) if !entries.is_empty() => parse_map("members", &entries)?,
+        let join_via = self.join_via.filter(|contact| !contact.is_empty());
+        let members = match (self.members, &join_via, &self.replica_listen) {
+            (Some(entries), _, _) if !entries.is_empty() => parse_map("members", &entries)?,
+            // Joining through a contact: the address book comes from it; this node's own
+            // replica address is where it listens.
+            (_, Some(_), Some(listen)) => BTreeMap::from([(node, listen.clone())]),
+            (_, Some(_), None) => {
+                return Err(invalid(
+                    "replica_listen",
+                    "missing: joining through a contact without members, set this node's replica address",
+                ))
+            }
             _ => return Err(invalid("members", "missing: list every member as id=host:port")),
         };
         if members.len() > rsl::core::MEMBERS_MAX {
@@ -512,7 +530,8 @@ impl ConfigFile {
                 nodes
             }
         };
-        let start = match (self.join.unwrap_or(false), self.bootstrap.unwrap_or(false)) {
+        let join = self.join.unwrap_or(false) || join_via.is_some();
+        let start = match (join, self.bootstrap.unwrap_or(false)) {
             (true, true) => return Err(invalid("join", "cannot both join and bootstrap")),
             (true, false) => StartMode::Join,
             (false, true) => StartMode::Bootstrap,
@@ -591,6 +610,7 @@ impl ConfigFile {
             members,
             initial_members,
             start,
+            join_via,
             clients,
             client_listen,
             replica_listen,
@@ -670,8 +690,13 @@ impl ServerConfig {
             Start::Bootstrapped(members) => rsl::Config::new(self.ring, self.node, members.clone()),
             Start::Joined => {
                 // Ask every other node in the address book for the ring's configuration.
-                let contacts: Vec<NodeId> =
+                let mut contacts: Vec<NodeId> =
                     self.members.keys().copied().filter(|&n| n != self.node).collect();
+                if contacts.is_empty() {
+                    // Joining through a contact (`join_via`) before it was asked: the check
+                    // of the settings needs a contact; the server asks before it starts.
+                    contacts.push(self.node);
+                }
                 let mut config = rsl::Config::new(self.ring, self.node, contacts);
                 config.joining = true;
                 config

@@ -45,6 +45,10 @@ struct Args {
     /// Join a running ring: a new data directory waits to be added by `rsl-kv reconfigure`
     #[arg(long, conflicts_with = "bootstrap")]
     join: bool,
+    /// Join a running ring knowing one contact: the client API address of any replica,
+    /// asked for the address book (--members may then be left out; set --replica-listen)
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "bootstrap")]
+    join_via: Option<String>,
     /// Bootstrap a new ring; refuse a data directory that already holds one
     #[arg(long)]
     bootstrap: bool,
@@ -166,6 +170,7 @@ impl Args {
             members: list(&self.members),
             initial_members: (!self.initial_members.is_empty()).then(|| self.initial_members.clone()),
             join: self.join.then_some(true),
+            join_via: self.join_via.clone(),
             bootstrap: self.bootstrap.then_some(true),
             clients: list(&self.clients),
             client_listen: self.client_listen.clone(),

@@ -69,6 +69,14 @@ pub enum ServerError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// Joining through a contact (`join_via`), the contact did not give its address book.
+    #[error("cannot join through {contact}: {problem}")]
+    Contact {
+        /// The contact's client API address.
+        contact: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// The replica transport refused to start.
     #[error("replica transport: {0}")]
     Transport(#[from] rsl::transport::BindError),
@@ -164,11 +172,14 @@ impl Server {
     /// Starts on listeners already bound (their addresses override the configured
     /// `client_listen` and `replica_listen`), with the given runtime options per ring.
     pub async fn start_on(
-        config: ServerConfig,
+        mut config: ServerConfig,
         listeners: Listeners,
         ring_options: RingOptions,
     ) -> Result<Server, ServerError> {
         let node = config.node;
+        if let Some(contact) = config.join_via.clone() {
+            learn_address_book(&mut config, &contact).await?;
+        }
         if config.log != LogBackend::Memory {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
@@ -277,6 +288,40 @@ impl Drop for Server {
             task.abort();
         }
     }
+}
+
+/// Completes `config`'s address book (replica and client addresses) with the one `contact`
+/// (a replica's client API) reports, which includes the addresses its configuration
+/// carries: a node joining through one contact learns every member. This node's own
+/// entries stay as configured.
+async fn learn_address_book(config: &mut ServerConfig, contact: &str) -> Result<(), ServerError> {
+    let failed = |problem: String| ServerError::Contact { contact: contact.to_owned(), problem };
+    let options = crate::ClientOptions::default();
+    let mut client =
+        crate::Client::new(vec![contact.to_owned()], options).map_err(|e| failed(e.to_string()))?;
+    let status = client.status_of(contact).await.map_err(|e| failed(e.to_string()))?;
+    let mut learned = 0;
+    for member in status.members {
+        let node = NodeId(member.node);
+        if node == config.node || member.replica_address.is_empty() {
+            continue;
+        }
+        config.members.insert(node, member.replica_address);
+        if !member.client_address.is_empty() {
+            config.clients.insert(node, member.client_address);
+        }
+        learned += 1;
+    }
+    if learned == 0 {
+        return Err(failed("its address book names no other replica".into()));
+    }
+    tracing::info!(
+        node = config.node.0,
+        contact,
+        replicas = learned,
+        "address book learned from the contact"
+    );
+    Ok(())
 }
 
 /// Decides from the data directory whether this replica bootstraps the ring or joins it,
