@@ -304,7 +304,7 @@ pub fn render_prometheus(rings: &[RingStatistics]) -> String {
 
 /// The transport counters a scrape includes, rendered as `rsl_transport_<name>_total` (the
 /// frame counts and the in-memory network's fault counters are left out).
-const TRANSPORT_COUNTERS_RENDERED: [&str; 18] = [
+const TRANSPORT_COUNTERS_RENDERED: [&str; 19] = [
     "messages_sent",
     "messages_received",
     "bytes_sent",
@@ -320,6 +320,7 @@ const TRANSPORT_COUNTERS_RENDERED: [&str; 18] = [
     "rejected_unauthenticated",
     "rejected_impersonation",
     "rejected_version",
+    "dropped_for_version",
     "checkpoint_requests_refused",
     "checkpoints_served",
     "checkpoint_bytes_served",

@@ -23,15 +23,42 @@ pub const FRAME_OVERHEAD_BYTES: u64 = 32;
 /// states unless the endpoint is told to speak an older one
 /// ([`GrpcConfig::protocol_version`](crate::GrpcConfig::protocol_version)). Version 1 is the
 /// wire format before frames stated a version; version 2 states it in every frame (the
-/// messages are the same). docs/PROTOCOL.md gives the compatibility rule.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// messages are the same); version 3 adds learners and addresses to configurations, which
+/// a peer spoken to in an older version never receives ([`message_version`]).
+/// docs/PROTOCOL.md gives the compatibility rule.
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The protocol version that first carries configurations with learners or addresses.
+pub const MEMBERSHIP_PROTOCOL_VERSION: u32 = 3;
 
 /// The oldest protocol version this build speaks, and the version a frame without a
 /// `protocol_version` field is in.
 pub const PROTOCOL_VERSION_MIN: u32 = 1;
 
 const _: () = assert!(PROTOCOL_VERSION_MIN <= PROTOCOL_VERSION && PROTOCOL_VERSION < 128);
+const _: () = assert!(MEMBERSHIP_PROTOCOL_VERSION <= PROTOCOL_VERSION);
 const _: () = assert!(FRAME_OVERHEAD_BYTES >= 2 * (1 + 10) + 2 + 1 + 5);
+
+/// The oldest protocol version that carries `message` whole: an older receiver would drop
+/// the fields it does not know (a configuration's learners and addresses), so such a
+/// message is not sent to a peer spoken to in an older version.
+pub fn message_version(message: &pb::Message) -> u32 {
+    let extended = |value: &Option<pb::Value>| {
+        matches!(value, Some(pb::Value { kind: Some(pb::value::Kind::Configuration(c)) })
+            if !c.learners.is_empty() || !c.addresses.is_empty())
+    };
+    let carries = match &message.body {
+        Some(pb::message::Body::Accept(accept)) => extended(&accept.value),
+        Some(pb::message::Body::Promise(promise)) => promise.accepted.iter().any(|p| extended(&p.value)),
+        Some(pb::message::Body::FetchReply(reply)) => reply.chosen_values.iter().any(|p| extended(&p.value)),
+        _ => false,
+    };
+    if carries {
+        MEMBERSHIP_PROTOCOL_VERSION
+    } else {
+        PROTOCOL_VERSION_MIN
+    }
+}
 
 /// The protocol version of a frame whose `protocol_version` field holds `stated`.
 pub fn frame_version(stated: u32) -> u32 {
@@ -581,6 +608,30 @@ mod tests {
         assert!(
             matches!(decoded.body, MessageBody::Accept { value: Value::Configuration(c), .. } if c == expected)
         );
+    }
+
+    #[test]
+    fn only_configurations_with_learners_or_addresses_need_version_3() {
+        let accept = |configuration: Configuration| {
+            message_to_proto(&message(MessageBody::Accept {
+                ballot: Ballot::new(1, NodeId(1)),
+                slot: Slot(4),
+                value: Value::Configuration(configuration),
+                chosen: Slot(3),
+            }))
+        };
+        let plain = Configuration::new(2, vec![NodeId(1), NodeId(2)], Slot(5));
+        assert_eq!(message_version(&accept(plain.clone())), PROTOCOL_VERSION_MIN);
+        assert_eq!(message_version(&accept(plain.clone().with_learners(vec![NodeId(3)]))), 3);
+        let address = MemberAddress { node: NodeId(1), replica: "r:1".into(), client: String::new() };
+        assert_eq!(message_version(&accept(plain.clone().with_addresses(vec![address]))), 3);
+        let fetched = Proposal {
+            ballot: Ballot::new(1, NodeId(1)),
+            slot: Slot(4),
+            value: Value::Configuration(plain.with_learners(vec![NodeId(3)])),
+        };
+        let reply = message_to_proto(&message(MessageBody::FetchReply { chosen_values: vec![fetched] }));
+        assert_eq!(message_version(&reply), 3, "a fetched configuration too");
     }
 
     #[test]

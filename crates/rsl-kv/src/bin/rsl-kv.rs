@@ -662,12 +662,13 @@ async fn status(client: &mut Client, json: bool) -> Result<ExitCode> {
                     "digest_slot": status.digest_slot,
                     "checkpoints_installed": status.checkpoints_installed,
                     "last_slot": status.last_slot,
+                    "configuration_learners": status.configuration_learners, "learner": status.learner,
                     "timing_ms": [status.heartbeat_interval_ms, status.election_delay_min_ms, status.election_delay_max_ms],
                     "replicas": status.replicas.iter().map(|r| serde_json::json!({
                         "node": r.node, "is_self": r.is_self, "is_primary": r.is_primary,
                         "measured_by_primary": r.measured_by_primary, "acknowledged": r.acknowledged,
                         "holds": r.holds, "lag_slots": r.lag_slots, "lag_ms": r.lag_ms,
-                        "last_heard_ms": r.last_heard_ms, "connected": r.connected,
+                        "last_heard_ms": r.last_heard_ms, "connected": r.connected, "is_learner": r.is_learner,
                     })).collect::<Vec<_>>(),
                     "members": status.members.iter().map(|m| serde_json::json!({
                         "node": m.node, "replica_address": m.replica_address, "client_address": m.client_address,

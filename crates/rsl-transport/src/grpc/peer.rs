@@ -145,7 +145,17 @@ impl PeerLink {
         let header = batch_header_len(local, peer);
         let state = (Arc::clone(&self.queue), Arc::clone(&self.stats));
         futures_util::stream::unfold(state, move |(queue, stats)| async move {
-            let taken = queue.next_batch().await?;
+            let mut taken = queue.next_batch().await?;
+            if version < crate::codec::MEMBERSHIP_PROTOCOL_VERSION {
+                // A peer spoken to in an older version would drop what it cannot read.
+                let before = taken.messages.len();
+                taken.messages.retain(|message| crate::codec::message_version(message) <= version);
+                let dropped = (before - taken.messages.len()) as u64;
+                if dropped > 0 {
+                    TransportStats::add(&stats.dropped_for_version, dropped);
+                    tracing::warn!(%local, %peer, version, dropped, "messages the peer's protocol version cannot carry not sent");
+                }
+            }
             TransportStats::bump(&stats.frames_sent);
             TransportStats::add(&stats.messages_sent, taken.messages.len() as u64);
             TransportStats::add(&stats.chunks_sent, taken.chunks.len() as u64);
