@@ -215,6 +215,23 @@ pub enum ChangeError {
         /// What is wrong.
         reason: String,
     },
+    /// The change makes a learner a voter, but the learner is too far behind: promote it
+    /// once it caught up (nothing was proposed).
+    #[error(
+        "learner {node} holds the log up to slot {holds}, {} slots behind the primary's chosen slot {chosen}; \
+         promoting it needs it within learner_promotion_lag_slots_max = {lag_slots_max}",
+        chosen.0.saturating_sub(holds.0)
+    )]
+    LearnerBehind {
+        /// The learner.
+        node: NodeId,
+        /// Every slot up to here it holds, as far as the primary knows (0: nothing known).
+        holds: Slot,
+        /// The primary's chosen slot.
+        chosen: Slot,
+        /// The bound (`Config::learner_promotion_lag_slots_max`).
+        lag_slots_max: u64,
+    },
 }
 
 /// Why a linearizable read (a lease read, or a read-index read) cannot be served here now.

@@ -17,7 +17,7 @@ pub const REQUEST_BYTES_MAX: u64 = 256 << 20;
 pub const LARGE_BYTES_IN_FLIGHT_MAX: u64 = 1 << 30;
 /// The hard ceiling on `fetch_window`: fetches a lagging replica keeps outstanding.
 pub const FETCH_WINDOW_MAX: u64 = 64;
-/// The hard ceiling on members of a configuration.
+/// The hard ceiling on the nodes of a configuration, voters and learners together.
 pub const MEMBERS_MAX: usize = 64;
 /// Due checkpoints in a row at which no secondary had a newer checkpoint for a primary to
 /// copy (it asks again every `checkpoint_retry_ms` in between) before it saves one itself.
@@ -117,6 +117,11 @@ pub struct Config {
     /// chosen values must catch up first; the other half is room for the unchosen tail, at
     /// most `pipeline_depth` batches. Keep it below the transport's frame limit.
     pub message_bytes_max: u64,
+    /// A configuration change that makes a learner a voter is refused
+    /// ([`crate::ChangeError::LearnerBehind`]) while the primary knows the learner to hold
+    /// the log less far than this many slots behind the primary's chosen slot: a voter that
+    /// joins far behind slows every quorum it is needed in until it caught up.
+    pub learner_promotion_lag_slots_max: u64,
     /// Seed of the replica's deterministic election-delay generator. Give each replica of
     /// a ring a different seed (the runtime mixes the node id in).
     pub seed: u64,
@@ -155,6 +160,7 @@ impl Config {
             fetch_window: 4,
             promise_slots_max: 4096,
             message_bytes_max: 3 << 20,
+            learner_promotion_lag_slots_max: 1_000,
             seed: node.0,
             #[cfg(feature = "mutations")]
             mutation: None,

@@ -305,7 +305,21 @@ impl Client {
     /// new configuration once the change is chosen. Asking again for the members already in
     /// force succeeds at once, so a retry after an unknown outcome is safe.
     pub async fn reconfigure(&mut self, members: &[u64]) -> Result<pb::ReconfigureResponse, ClientError> {
-        let request = pb::ReconfigureRequest { members: members.to_vec() };
+        self.reconfigure_with(members, &[], Vec::new()).await
+    }
+
+    /// Changes the ring's members to `members` and its learners to `learners` through the
+    /// primary, with `addresses` for new nodes; returns the new configuration once the
+    /// change is chosen. A learner named among `members` is promoted once it caught up (the
+    /// primary waits for it, bounded, then refuses with FAILED_PRECONDITION).
+    pub async fn reconfigure_with(
+        &mut self,
+        members: &[u64],
+        learners: &[u64],
+        addresses: Vec<pb::Member>,
+    ) -> Result<pb::ReconfigureResponse, ClientError> {
+        let request =
+            pb::ReconfigureRequest { members: members.to_vec(), learners: learners.to_vec(), addresses };
         self.call(
             Target::Primary,
             request,

@@ -264,6 +264,9 @@ pub struct Tuning {
     pub primary_saves_checkpoints: Option<bool>,
     /// Slots kept in the log below the newest checkpoint.
     pub log_retain_slots: Option<u64>,
+    /// A learner is promoted to member only once within this many slots of the primary's
+    /// chosen slot (`rsl-kv reconfigure` waits for it).
+    pub learner_promotion_lag_slots_max: Option<u64>,
     /// Size of the persistent-memory log file when it is created.
     pub pmem_capacity_bytes: Option<u64>,
     /// How the persistent-memory log persists its stores: `auto` (default: cache-line
@@ -307,6 +310,11 @@ pub struct ConfigFile {
     /// Join a running ring instead of bootstrapping one when the data directory is new; the
     /// replica votes once a configuration change adds it.
     pub join: Option<bool>,
+    /// Join a running ring through one contact: the client API address (`host:port`) of
+    /// any of its replicas, asked at start for the address book. Implies `join`; `members`
+    /// may then name only this node, or be left out (then `replica_listen` is this node's
+    /// replica address).
+    pub join_via: Option<String>,
     /// Bootstrap a new ring, refusing a data directory that already holds one.
     pub bootstrap: Option<bool>,
     /// `id=host:port` of every member's client API.
@@ -383,6 +391,8 @@ pub struct ServerConfig {
     pub initial_members: Vec<NodeId>,
     /// Bootstrap, join, or decide by the data directory.
     pub start: StartMode,
+    /// The contact to ask for the address book when joining (`join_via`), if any.
+    pub join_via: Option<String>,
     /// The client API address of members that have one.
     pub clients: BTreeMap<NodeId, String>,
     /// Where the client API listens.
@@ -447,6 +457,9 @@ impl ConfigFile {
                 checkpoint_retry_ms: top.checkpoint_retry_ms.or(base.checkpoint_retry_ms),
                 primary_saves_checkpoints: top.primary_saves_checkpoints.or(base.primary_saves_checkpoints),
                 log_retain_slots: top.log_retain_slots.or(base.log_retain_slots),
+                learner_promotion_lag_slots_max: top
+                    .learner_promotion_lag_slots_max
+                    .or(base.learner_promotion_lag_slots_max),
                 pmem_capacity_bytes: top.pmem_capacity_bytes.or(base.pmem_capacity_bytes),
                 pmem_flush: top.pmem_flush.or(base.pmem_flush),
                 pmem_dir: top.pmem_dir.or(base.pmem_dir),
@@ -463,6 +476,7 @@ impl ConfigFile {
             members: overrides.members.or(self.members),
             initial_members: overrides.initial_members.or(self.initial_members),
             join: overrides.join.or(self.join),
+            join_via: overrides.join_via.or(self.join_via),
             bootstrap: overrides.bootstrap.or(self.bootstrap),
             clients: overrides.clients.or(self.clients),
             client_listen: overrides.client_listen.or(self.client_listen),
@@ -491,8 +505,18 @@ impl ConfigFile {
             Some(ring) => RingId(ring),
             None => RingId(1),
         };
-        let members = match self.members {
-            Some(entries) if !entries.is_empty() => parse_map("members", &entries)?,
+        let join_via = self.join_via.filter(|contact| !contact.is_empty());
+        let members = match (self.members, &join_via, &self.replica_listen) {
+            (Some(entries), _, _) if !entries.is_empty() => parse_map("members", &entries)?,
+            // Joining through a contact: the address book comes from it; this node's own
+            // replica address is where it listens.
+            (_, Some(_), Some(listen)) => BTreeMap::from([(node, listen.clone())]),
+            (_, Some(_), None) => {
+                return Err(invalid(
+                    "replica_listen",
+                    "missing: joining through a contact without members, set this node's replica address",
+                ))
+            }
             _ => return Err(invalid("members", "missing: list every member as id=host:port")),
         };
         if members.len() > rsl::core::MEMBERS_MAX {
@@ -526,7 +550,8 @@ impl ConfigFile {
                 nodes
             }
         };
-        let start = match (self.join.unwrap_or(false), self.bootstrap.unwrap_or(false)) {
+        let join = self.join.unwrap_or(false) || join_via.is_some();
+        let start = match (join, self.bootstrap.unwrap_or(false)) {
             (true, true) => return Err(invalid("join", "cannot both join and bootstrap")),
             (true, false) => StartMode::Join,
             (false, true) => StartMode::Bootstrap,
@@ -605,6 +630,7 @@ impl ConfigFile {
             members,
             initial_members,
             start,
+            join_via,
             clients,
             client_listen,
             replica_listen,
@@ -648,6 +674,7 @@ fn tuning_key(field: &'static str) -> &'static str {
         "checkpoint_interval_ms" => "tuning.checkpoint_interval_ms",
         "checkpoint_retry_ms" => "tuning.checkpoint_retry_ms",
         "log_retain_slots" => "tuning.log_retain_slots",
+        "learner_promotion_lag_slots_max" => "tuning.learner_promotion_lag_slots_max",
         "pipeline_depth" => "tuning.pipeline_depth",
         "batch_linger_us" => "tuning.batch_linger_us",
         "request_bytes_max" | "large_bytes_in_flight_max" => "tuning.request_bytes_max",
@@ -692,8 +719,13 @@ impl ServerConfig {
             Start::Bootstrapped(members) => rsl::Config::new(self.ring, self.node, members.clone()),
             Start::Joined => {
                 // Ask every other node in the address book for the ring's configuration.
-                let contacts: Vec<NodeId> =
+                let mut contacts: Vec<NodeId> =
                     self.members.keys().copied().filter(|&n| n != self.node).collect();
+                if contacts.is_empty() {
+                    // Joining through a contact (`join_via`) before it was asked: the check
+                    // of the settings needs a contact; the server asks before it starts.
+                    contacts.push(self.node);
+                }
                 let mut config = rsl::Config::new(self.ring, self.node, contacts);
                 config.joining = true;
                 config
@@ -713,6 +745,7 @@ impl ServerConfig {
             config.primary_saves_checkpoints = saves;
         }
         set(&mut config.log_retain_slots, tuning.log_retain_slots);
+        set(&mut config.learner_promotion_lag_slots_max, tuning.learner_promotion_lag_slots_max);
         set(&mut config.batch_linger_us, tuning.batch_linger_us);
         config.request_bytes_max = tuning.request_bytes_max.unwrap_or(REQUEST_BYTES_MAX_DEFAULT);
         // Room for two of the largest requests in flight besides the batches.

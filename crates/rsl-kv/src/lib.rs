@@ -70,6 +70,7 @@ pub mod config;
 pub mod connection;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod grow;
 pub mod load;
 pub mod machine;
 pub mod server;

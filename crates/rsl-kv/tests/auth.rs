@@ -170,9 +170,10 @@ async fn make(
             .await
             .map(drop),
         Call::Status => client.status(pb::StatusRequest {}).await.map(drop),
-        Call::Reconfigure => {
-            client.reconfigure(pb::ReconfigureRequest { members: members.to_vec() }).await.map(drop)
-        }
+        Call::Reconfigure => client
+            .reconfigure(pb::ReconfigureRequest { members: members.to_vec(), ..Default::default() })
+            .await
+            .map(drop),
         Call::Snapshot => match client.snapshot(pb::SnapshotRequest {}).await {
             Ok(response) => {
                 let mut chunks = response.into_inner();

@@ -788,3 +788,66 @@ async fn the_command_line_operates_the_ring() {
     assert!(ok && out.contains("the ring is closed: its last write was chosen at slot"), "{out}");
     cluster.shutdown().await;
 }
+
+/// A replica that knows one contact (`join_via`, no address book) joins; `rsl-kv
+/// reconfigure` adds it as a learner, waits for it, and promotes it, printing each step; its
+/// addresses, asked of it, are chosen with the configuration, so every member learns them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_knowing_one_contact_grows_the_ring_through_a_learner() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = Tuning { learner_promotion_lag_slots_max: Some(5), ..fast_tuning() };
+    let mut cluster = Cluster::start(dir.path(), tuning.clone()).await;
+    let mut client = client(&cluster);
+    for i in 0..40 {
+        client.put(&format!("key-{i}"), "value").await.unwrap();
+    }
+    let contact = cluster.configs[&1].client_listen.to_string();
+    let replica = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client_socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (replica_address, client_address) =
+        (replica.local_addr().unwrap().to_string(), client_socket.local_addr().unwrap().to_string());
+    let config = ConfigFile {
+        node: Some(4),
+        join_via: Some(contact),
+        replica_listen: Some(replica_address.clone()),
+        client_listen: Some(client_address.clone()),
+        data_dir: Some(dir.path().join("node-4")),
+        log: Some(LogBackend::File),
+        tuning: Some(tuning),
+        ..ConfigFile::default()
+    }
+    .resolve()
+    .expect("joining through a contact needs no address book");
+    assert_eq!(config.members.len(), 1, "only its own address before it asks the contact");
+    let listeners = Listeners { replica, client: client_socket };
+    let server = Server::start_on(config.clone(), listeners, RingOptions::default()).await.expect("joins");
+    cluster.configs.insert(4, config);
+    cluster.servers.insert(4, server);
+    let status = client.status_of(&client_address).await.unwrap();
+    let book: Vec<u64> = status.members.iter().map(|m| m.node).collect();
+    assert_eq!(book, vec![1, 2, 3, 4], "the contact's address book, and its own entry");
+    assert!(!status.member && !status.learner);
+
+    let (ok, out, err) = cli_on(&cluster, &["reconfigure", "1,2,3,4", "--new", &client_address]).await;
+    assert!(ok, "reconfigure failed: {out}{err}");
+    for step in
+        ["node 4 at", "step 1: adding [4] as learners", "step 2: promoting [4]", "with members [1, 2, 3, 4]"]
+    {
+        assert!(out.contains(step), "{step:?} missing from:\n{out}");
+    }
+    client.put("after-growth", "1").await.unwrap();
+    let statuses = cluster.converged(&mut client).await;
+    for status in &statuses {
+        assert_eq!(status.configuration_members, vec![1, 2, 3, 4], "node {}", status.node);
+        assert!(status.configuration_learners.is_empty());
+        let carried = status.configuration_addresses.iter().find(|m| m.node == 4).expect("node 4's address");
+        assert_eq!(
+            (carried.replica_address.as_str(), carried.client_address.as_str()),
+            (&*replica_address, &*client_address)
+        );
+    }
+    let mut at_four =
+        Client::new([client_address], ClientOptions { deadline: WAIT, ..ClientOptions::default() }).unwrap();
+    assert_eq!(at_four.get_fast("key-39", None).await.unwrap().as_deref(), Some(&b"value"[..]));
+    cluster.shutdown().await;
+}

@@ -251,6 +251,26 @@ pub enum ChangeConfigurationError {
         /// The timeout.
         after_ms: u64,
     },
+    /// The change makes a learner a voter, and the learner did not catch up to within the
+    /// promotion bound in `waited_ms` (`RingOptions::learner_promotion_wait`); nothing was
+    /// proposed.
+    #[error(
+        "learner {node} still holds the log only up to slot {holds}, {} slots behind the primary's chosen slot {chosen}, \
+         after waiting {waited_ms} ms; promoting it needs it within learner_promotion_lag_slots_max = {lag_slots_max}",
+        chosen.0.saturating_sub(holds.0)
+    )]
+    LearnerBehind {
+        /// The learner.
+        node: NodeId,
+        /// Every slot up to here it holds, as far as the primary knows (0: nothing known).
+        holds: rsl_core::Slot,
+        /// The primary's chosen slot.
+        chosen: rsl_core::Slot,
+        /// The bound (`Config::learner_promotion_lag_slots_max`).
+        lag_slots_max: u64,
+        /// How long the change waited for the learner.
+        waited_ms: u64,
+    },
     /// The ring was shut down (or failed).
     #[error("ring shut down: {reason}")]
     Shutdown {

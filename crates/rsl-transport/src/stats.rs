@@ -128,8 +128,10 @@ counters! {
         /// old or too new to share a version with).
         rejected_version,
         /// Messages and chunks not sent because the link to their peer is spoken in a
-        /// protocol version older than theirs (the peer could not decode them).
-        left_out_for_version,
+        /// protocol version older than theirs (`codec::message_version`: forced elections,
+        /// read indexes and chunks need version 2, a configuration with learners or
+        /// addresses version 3); the peer could not read them.
+        dropped_for_version,
         /// Chunks of messages too large for a frame handed to the network.
         chunks_sent,
         /// Chunks of messages too large for a frame received (before they are checked).

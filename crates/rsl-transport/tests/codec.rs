@@ -5,8 +5,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use prost::Message as _;
 use rsl_core::{
-    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal, RejectReason,
-    Request, RequestId, RingId, Slot, Time, Value,
+    Ballot, Configuration, MemberAddress, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal,
+    RejectReason, Request, RequestId, RingId, Slot, Time, Value,
 };
 use rsl_transport::codec::{
     decode_batch, decode_message, encode_batch, encode_message, encoded_len, message_from_proto, DecodeError,
@@ -39,9 +39,19 @@ fn request() -> impl Strategy<Value = Request> {
 }
 
 fn configuration() -> impl Strategy<Value = Configuration> {
-    (any::<u64>(), vec(any::<u64>(), 0..9), slot()).prop_map(|(number, members, first_slot)| {
-        Configuration::new(number, members.into_iter().map(NodeId).collect(), first_slot)
-    })
+    let address = (any::<u64>(), "[a-z0-9:/.]{1,30}", "[a-z0-9:/.]{0,30}");
+    (any::<u64>(), vec(any::<u64>(), 0..9), vec(any::<u64>(), 0..3), vec(address, 0..4), slot()).prop_map(
+        |(number, members, learners, addresses, first_slot)| {
+            let addresses: Vec<MemberAddress> = addresses
+                .into_iter()
+                .zip(members.iter().chain(&learners))
+                .map(|((_, replica, client), &node)| MemberAddress { node: NodeId(node), replica, client })
+                .collect();
+            Configuration::new(number, members.into_iter().map(NodeId).collect(), first_slot)
+                .with_learners(learners.into_iter().map(NodeId).collect())
+                .with_addresses(addresses)
+        },
+    )
 }
 
 fn value() -> impl Strategy<Value = Value> {
@@ -317,9 +327,8 @@ mod archive {
         let mut message = one_of_each().into_iter().find(|m| m.body.kind() == "accept").unwrap();
         if let MessageBody::Accept { value, .. } = &mut message.body {
             *value = Value::Configuration(Configuration {
-                number: 2,
                 members: vec![NodeId(3), NodeId(1)],
-                first_slot: Slot(4),
+                ..Configuration::new(2, Vec::new(), Slot(4))
             });
         }
         let bytes = encode_batch(NodeId(2), NodeId(1), &[message]);

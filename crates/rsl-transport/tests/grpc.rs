@@ -119,7 +119,7 @@ async fn an_endpoint_speaks_down_to_a_peer_told_to_speak_an_older_version() {
     newer.send(NodeId(2), vec![read_index, heartbeat(1, 1, 2, 11)]).unwrap();
     let after = receive(&mut older_in, 1).await;
     assert_eq!(after.iter().map(sent_at).collect::<Vec<_>>(), [11]);
-    assert_eq!(newer.stats().snapshot().left_out_for_version, 1);
+    assert_eq!(newer.stats().snapshot().dropped_for_version, 1);
     let (refused, accepted) = (older.stats().snapshot(), newer.stats().snapshot());
     assert_eq!(refused.rejected_version, 1, "one refusal, then version 1: {refused:?}");
     assert_eq!(accepted.rejected_version, 0, "a newer endpoint reads version 1: {accepted:?}");
@@ -243,6 +243,7 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
                 number: 1,
                 members: vec![3, 1],
                 first_slot: 1,
+                ..Default::default()
             })),
         });
     }

@@ -146,7 +146,10 @@
 #![warn(missing_docs)]
 
 pub use bytes::Bytes;
-pub use rsl_core::{Ballot, Config, ConfigError, Configuration, NodeId, RingId, Role, Slot, Status, Timing};
+pub use rsl_core::{
+    Ballot, Config, ConfigError, Configuration, MemberAddress, MembershipChange, NodeId, RingId, Role, Slot,
+    Status, Timing,
+};
 pub use rsl_runtime::metrics::{serve_metrics, serve_metrics_with};
 pub use rsl_runtime::{
     render_prometheus, BuildError, ChangeConfigurationError, CheckpointFetcher, CheckpointNowError,

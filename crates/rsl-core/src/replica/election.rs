@@ -285,7 +285,9 @@ impl Replica {
         let lowest_ballot = self.mutated(Mutation::TakeoverPicksLowestBallot);
         let plan = takeover::plan(&candidate, &self.log, &self.membership, lowest_ballot);
         self.stats.elections_won += 1;
-        let mut progress = Progress::new(self.membership.configuration.members.len(), candidate.me, self.now);
+        let configuration = &self.membership.configuration;
+        let mut progress =
+            Progress::new(configuration.members.len(), configuration.learners.len(), candidate.me, self.now);
         for (i, promise) in candidate.promises.iter().enumerate() {
             if promise.is_some() {
                 progress.heard(i, self.now);
@@ -366,7 +368,8 @@ impl Replica {
             self.stats.primary_step_downs += 1;
             let change = leading
                 .pending_change
-                .clone()
+                .as_ref()
+                .map(|next| next.members.clone())
                 .or_else(|| leading.change_slot.and_then(|slot| self.log.configuration_members(slot)));
             if let Some(members) = change {
                 self.actions

@@ -52,6 +52,7 @@ pub use self::controls::{Promotion, PromotionError, ReseedError, Timing};
 pub use self::health::{HealthReport, MemberHealth};
 pub use self::log::DurableState;
 pub use self::mutation::Mutation;
+pub use self::reconfiguration::MembershipChange;
 pub use self::timers::Timer;
 
 use crate::action::{Action, MessageError, Role, Statistics, Status};
@@ -473,6 +474,16 @@ impl Replica {
         let me = self.config.node;
         let peers: Vec<NodeId> =
             self.membership.configuration.members.iter().copied().filter(|&m| m != me).collect();
+        for peer in peers {
+            self.send(peer, body.clone());
+        }
+    }
+
+    /// Sends `body` to every other member and every learner of the configuration in force:
+    /// what a primary replicates (accepts, heartbeats) goes to both.
+    fn broadcast_followers(&mut self, body: MessageBody) {
+        let me = self.config.node;
+        let peers: Vec<NodeId> = self.membership.configuration.followers().filter(|&m| m != me).collect();
         for peer in peers {
             self.send(peer, body.clone());
         }

@@ -302,7 +302,7 @@ impl Replica {
         let (ballot, now, chosen) = (primary.ballot, self.now, self.log.chosen());
         let ready = chosen >= primary.recovery_end;
         self.role.primary_mut().expect("checked").reads.heartbeat_sent(now, chosen, ready);
-        self.broadcast(MessageBody::Heartbeat { ballot, chosen, sent_at: now });
+        self.broadcast_followers(MessageBody::Heartbeat { ballot, chosen, sent_at: now });
     }
 
     /// Moves read-index reads along after every input: opens a round for waiting reads,

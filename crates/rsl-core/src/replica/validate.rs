@@ -41,7 +41,16 @@ impl Replica {
                     found: message.configuration,
                 });
             }
-            if !configuration.contains(message.from) {
+            // A learner only answers what a primary replicates to it: its acknowledgements
+            // are recorded, never counted as votes.
+            let from_learner = configuration.is_learner(message.from)
+                && matches!(
+                    message.body,
+                    MessageBody::Accepted { .. }
+                        | MessageBody::HeartbeatReply { .. }
+                        | MessageBody::Reject { .. }
+                );
+            if !configuration.contains(message.from) && !from_learner {
                 return Err(MessageError::NotAMember {
                     from: message.from,
                     configuration: configuration.number,

@@ -151,11 +151,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Change the ring's members (node ids, comma-separated); waits until the change is
-    /// chosen and prints the new configuration. Start new members with --join first.
+    /// Change the ring's members (node ids, comma-separated): new replicas are added as
+    /// learners first, then promoted once caught up; prints each step and the new
+    /// configuration. Start new members with --join first.
     Reconfigure {
         #[arg(value_delimiter = ',', required = true, value_name = "ID,...")]
         members: Vec<u64>,
+        /// The client address of a new replica the servers' address books lack: its node
+        /// id and replica address are asked of it and chosen with the configuration
+        #[arg(long = "new", value_name = "HOST:PORT")]
+        new_replicas: Vec<String>,
+        /// How long to keep asking to promote a learner that is still catching up
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        promotion_wait_secs: u64,
     },
     /// Back up the ring's state, check a backup, or start a new ring from one (etcd's
     /// `snapshot save` / `snapshot restore`)
@@ -451,14 +459,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { json } => return status(&mut client, json).await,
         Command::Members { json } => return members(&mut client, json).await,
-        Command::Reconfigure { members } => {
-            let configuration = client.reconfigure(&members).await?;
-            out!(
-                "configuration {} with members {:?} governs slots from {}",
-                configuration.configuration,
-                configuration.members,
-                configuration.first_slot
-            );
+        Command::Reconfigure { members, new_replicas, promotion_wait_secs } => {
+            let wait = Duration::from_secs(promotion_wait_secs);
+            let mut report = |line: String| println!("{line}");
+            rsl_kv::grow::reconfigure_through_learners(
+                &mut client,
+                &members,
+                &new_replicas,
+                wait,
+                &mut report,
+            )
+            .await?;
         }
         Command::Promote { node } => {
             let server = client_address(&mut client, node).await?;
@@ -681,12 +692,13 @@ async fn status(client: &mut Client, json: bool) -> Result<ExitCode> {
                     "digest_slot": status.digest_slot,
                     "checkpoints_installed": status.checkpoints_installed,
                     "last_slot": status.last_slot,
+                    "configuration_learners": status.configuration_learners, "learner": status.learner,
                     "timing_ms": [status.heartbeat_interval_ms, status.election_delay_min_ms, status.election_delay_max_ms],
                     "replicas": status.replicas.iter().map(|r| serde_json::json!({
                         "node": r.node, "is_self": r.is_self, "is_primary": r.is_primary,
                         "measured_by_primary": r.measured_by_primary, "acknowledged": r.acknowledged,
                         "holds": r.holds, "lag_slots": r.lag_slots, "lag_ms": r.lag_ms,
-                        "last_heard_ms": r.last_heard_ms, "connected": r.connected,
+                        "last_heard_ms": r.last_heard_ms, "connected": r.connected, "is_learner": r.is_learner,
                     })).collect::<Vec<_>>(),
                     "members": status.members.iter().map(|m| serde_json::json!({
                         "node": m.node, "replica_address": m.replica_address, "client_address": m.client_address,

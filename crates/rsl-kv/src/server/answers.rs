@@ -107,6 +107,12 @@ impl Redirects {
             ChangeConfigurationError::Refused(error @ ChangeError::Invalid { .. }) => {
                 Status::invalid_argument(error.to_string())
             }
+            // OUT_OF_RANGE: the learner is further behind than the bound (FAILED_PRECONDITION
+            // is a redirect to the primary for clients).
+            ChangeConfigurationError::Refused(error @ ChangeError::LearnerBehind { .. }) => {
+                Status::out_of_range(error.to_string())
+            }
+            error @ ChangeConfigurationError::LearnerBehind { .. } => Status::out_of_range(error.to_string()),
             error @ (ChangeConfigurationError::Interrupted { .. }
             | ChangeConfigurationError::Shutdown { .. }) => Status::unavailable(error.to_string()),
             error @ ChangeConfigurationError::Timeout { .. } => Status::deadline_exceeded(error.to_string()),

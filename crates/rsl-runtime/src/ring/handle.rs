@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rsl_core::{Configuration, NodeId, RingId, Slot, Status};
+use rsl_core::{ChangeError, Configuration, MembershipChange, NodeId, RingId, Slot, Status};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::Job;
@@ -47,7 +47,7 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<NodeId, RelinquishError>>,
     },
     ChangeConfiguration {
-        members: Vec<NodeId>,
+        change: MembershipChange,
         reply: ChangeReply,
     },
     Statistics {
@@ -427,19 +427,55 @@ impl Ring {
     }
 
     /// Changes the ring's members [RSL's ChangeConfiguration]: add, remove, replace, grow or
-    /// shrink. The primary proposes a configuration value at the next slot `s`, and the new
-    /// configuration governs every slot from `s + 1`; the state machine hears of it through
+    /// shrink; add, promote or drop learners; change members' addresses. A bare
+    /// `Vec<NodeId>` asks for those voters and no learners; a [`MembershipChange`] names
+    /// both (and addresses). The primary proposes a configuration value at the next slot
+    /// `s`, and the new configuration governs every slot from `s + 1`; the state machine
+    /// hears of it through
     /// [`StateMachine::configuration_changed`](crate::StateMachine::configuration_changed).
     /// Returns the new configuration once the change is chosen. Only the primary accepts,
     /// one change at a time; [`ChangeConfigurationError::Interrupted`] if it stops being
     /// primary first. New members catch up by themselves (a checkpoint, then slots): start
-    /// them first, with [`rsl_core::Config::joining`] set.
+    /// them first, with [`rsl_core::Config::joining`] set; the safe way in is as a learner
+    /// first, then a promotion. A change that promotes a learner still too far behind waits
+    /// for it up to [`RingOptions::learner_promotion_wait`](crate::RingOptions::learner_promotion_wait),
+    /// asking again every heartbeat interval, then fails with
+    /// [`ChangeConfigurationError::LearnerBehind`].
     pub async fn change_configuration(
         &self,
-        members: Vec<NodeId>,
+        change: impl Into<MembershipChange>,
     ) -> Result<Configuration, ChangeConfigurationError> {
+        let change = change.into();
         let timeout = self.shared.options.request_timeout;
-        self.ask(timeout, |reply| Command::ChangeConfiguration { members, reply }).await
+        let wait = self.shared.options.learner_promotion_wait;
+        let started = Instant::now();
+        loop {
+            let command = |reply| Command::ChangeConfiguration { change: change.clone(), reply };
+            match self.ask(timeout, command).await {
+                Err(ChangeConfigurationError::Refused(ChangeError::LearnerBehind {
+                    node,
+                    holds,
+                    chosen,
+                    lag_slots_max,
+                })) => {
+                    let waited = started.elapsed();
+                    if waited >= wait {
+                        let waited_ms = waited.as_millis() as u64;
+                        return Err(ChangeConfigurationError::LearnerBehind {
+                            node,
+                            holds,
+                            chosen,
+                            lag_slots_max,
+                            waited_ms,
+                        });
+                    }
+                    tracing::info!(%node, %holds, %chosen, lag_slots_max, "waiting for a learner to catch up before promoting it");
+                    let retry = Duration::from_millis(self.shared.timing.lock().heartbeat_interval_ms);
+                    tokio::time::sleep(retry.min(wait - waited)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The replica's status (role, ballot, chosen and applied slots, configuration), kept

@@ -120,6 +120,11 @@ pub struct RingOptions {
     pub checkpoint_transfer_timeout: Duration,
     /// Log a statistics line (at `info`) this often; `None` never.
     pub statistics_log_interval: Option<Duration>,
+    /// How long `change_configuration` waits for a learner it would promote to catch up
+    /// (to within `Config::learner_promotion_lag_slots_max`) before it gives up with
+    /// [`ChangeConfigurationError::LearnerBehind`](crate::ChangeConfigurationError::LearnerBehind).
+    /// Zero refuses at once.
+    pub learner_promotion_wait: Duration,
 }
 
 impl Default for RingOptions {
@@ -134,6 +139,7 @@ impl Default for RingOptions {
             group_commit: GroupCommitOptions { queue_depth_max: 65_536, ..GroupCommitOptions::default() },
             checkpoint_transfer_timeout: Duration::from_secs(10),
             statistics_log_interval: Some(Duration::from_secs(60)),
+            learner_promotion_wait: Duration::from_secs(30),
         }
     }
 }

@@ -91,7 +91,7 @@ impl RingTask {
         let applied = replica.applied();
         let reader = state_machine.reader().map(SharedReader);
         let recovered = replica.status().configuration;
-        let admitted: BTreeSet<NodeId> = members.iter().chain(recovered.members.iter()).copied().collect();
+        let admitted: BTreeSet<NodeId> = members.iter().copied().chain(recovered.followers()).collect();
 
         let persist = Persist::spawn(log, &options.group_commit, flush_inline);
         let oldest_checkpoint = OldestCheckpoint::default();
@@ -147,7 +147,7 @@ impl RingTask {
             checkpoints: Checkpoints::new(store.clone(), oldest_checkpoint, fetcher),
             requests: Requests::new(local_client, shared.options.request_timeout.as_millis() as u64),
             reads: ReadIndexes::default(),
-            network: Network::new(ring, node, transport, admitted.clone(), recovered.number),
+            network: Network::new(ring, node, transport, admitted.clone(), &recovered),
             status: status_sender,
             finished: finished_sender,
             controls: Default::default(),

@@ -261,12 +261,14 @@ impl RingTask {
                 }
                 let _ = reply.send(result);
             }
-            Command::ChangeConfiguration { mut members, reply } => {
-                match self.replica.handle_change_configuration(now, members.clone()) {
+            Command::ChangeConfiguration { change, reply } => {
+                match self.replica.handle_change_configuration(now, change.clone()) {
                     Ok(()) => {
+                        let (mut members, mut learners) = (change.members, change.learners);
                         members.sort_unstable();
-                        tracing::info!(ring, %node, ?members, "configuration change accepted");
-                        self.requests.await_change(members, reply, self.replica.primary_hint());
+                        learners.sort_unstable();
+                        tracing::info!(ring, %node, ?members, ?learners, "configuration change accepted");
+                        self.requests.await_change(members, learners, reply, self.replica.primary_hint());
                     }
                     Err(error) => {
                         let _ = reply.send(Err(ChangeConfigurationError::from(error)));

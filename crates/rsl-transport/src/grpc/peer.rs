@@ -149,7 +149,10 @@ impl PeerLink {
         futures_util::stream::unfold(state, move |(queue, stats)| async move {
             let mut taken = queue.next_batch().await?;
             if version < PROTOCOL_VERSION {
-                leave_out_newer(&mut taken.messages, &mut taken.chunks, version, &stats);
+                let dropped = leave_out_newer(&mut taken.messages, &mut taken.chunks, version, &stats);
+                if dropped > 0 {
+                    tracing::warn!(%local, %peer, version, dropped, "messages the peer's protocol version cannot carry not sent");
+                }
             }
             TransportStats::bump(&stats.frames_sent);
             TransportStats::add(&stats.messages_sent, taken.messages.len() as u64);
@@ -168,14 +171,14 @@ impl PeerLink {
 }
 
 /// Takes out of a frame in `version` what that version does not have (a newer message, or
-/// chunks), counted in `left_out_for_version`: the peer could not decode it, so it is
+/// chunks), counted in `dropped_for_version`: the peer could not decode it, so it is
 /// lost to that peer as a message the network dropped would be.
 fn leave_out_newer(
     messages: &mut Vec<pb::Message>,
     chunks: &mut Vec<pb::Chunk>,
     version: u32,
     stats: &TransportStats,
-) {
+) -> u64 {
     let before = messages.len();
     messages.retain(|message| message_version(message) <= version);
     let mut left_out = (before - messages.len()) as u64;
@@ -183,7 +186,8 @@ fn leave_out_newer(
         left_out += chunks.len() as u64;
         chunks.clear();
     }
-    TransportStats::add(&stats.left_out_for_version, left_out);
+    TransportStats::add(&stats.dropped_for_version, left_out);
+    left_out
 }
 
 /// The highest protocol version a peer that refused a stream for its version speaks, when

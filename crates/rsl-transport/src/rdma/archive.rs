@@ -20,9 +20,11 @@ use bytes::Bytes;
 use rkyv::rancor;
 use rkyv::with::InlineAsBox;
 use rsl_core::{
-    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal, RejectReason,
-    Request, RequestId, RingId, Slot, Time, Value, MEMBERS_MAX,
+    Ballot, Configuration, MemberAddress, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal,
+    RejectReason, Request, RequestId, RingId, Slot, Time, Value, MEMBERS_MAX,
 };
+
+use crate::codec::{checked_configuration, DecodeError};
 
 /// A frame: the messages of one send, from one node to another.
 #[derive(Debug, rkyv::Archive, rkyv::Serialize)]
@@ -94,8 +96,23 @@ pub struct WireRequest<'a> {
 pub enum WireValue<'a> {
     Noop,
     Batch(Vec<WireRequest<'a>>),
-    Configuration { number: u64, members: Vec<u64>, first_slot: u64 },
+    Configuration {
+        number: u64,
+        members: Vec<u64>,
+        first_slot: u64,
+        learners: Vec<u64>,
+        addresses: Vec<WireAddress>,
+    },
     Last(WireRequest<'a>),
+}
+
+/// Mirrors `rsl_core::MemberAddress`.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize)]
+#[allow(missing_docs)]
+pub struct WireAddress {
+    pub node: u64,
+    pub replica: String,
+    pub client: String,
 }
 
 /// Mirrors `rsl_core::Proposal`.
@@ -152,6 +169,12 @@ fn value(value: &Value) -> WireValue<'_> {
             number: configuration.number,
             members: configuration.members.iter().map(|node| node.0).collect(),
             first_slot: configuration.first_slot.0,
+            learners: configuration.learners.iter().map(|node| node.0).collect(),
+            addresses: configuration
+                .addresses
+                .iter()
+                .map(|a| WireAddress { node: a.node.0, replica: a.replica.clone(), client: a.client.clone() })
+                .collect(),
         },
     }
 }
@@ -322,30 +345,34 @@ fn value_from(value: &ArchivedWireValue<'_>, field: &str) -> Result<Value, Archi
         ArchivedWireValue::Noop => Value::Noop,
         ArchivedWireValue::Batch(requests) => Value::Batch(requests.iter().map(request_from).collect()),
         ArchivedWireValue::Last(request) => Value::Last(request_from(request)),
-        ArchivedWireValue::Configuration { number, members, first_slot } => {
-            if members.len() > MEMBERS_MAX {
-                return Err(ArchiveError::Field {
-                    field: format!("{field}.configuration.members"),
-                    problem: format!("at most {MEMBERS_MAX} members allowed, found {}", members.len()),
-                });
+        ArchivedWireValue::Configuration { number, members, first_slot, learners, addresses } => {
+            let nodes = |list: &rkyv::vec::ArchivedVec<rkyv::rend::u64_le>| {
+                list.iter().map(|node| node.to_native()).collect::<Vec<u64>>()
+            };
+            let addresses = addresses
+                .iter()
+                .map(|a| MemberAddress {
+                    node: NodeId(a.node.to_native()),
+                    replica: a.replica.as_str().to_owned(),
+                    client: a.client.as_str().to_owned(),
+                })
+                .collect();
+            let (number, first_slot) = (number.to_native(), Slot(first_slot.to_native()));
+            match checked_configuration(number, nodes(members), nodes(learners), addresses, first_slot) {
+                Ok(configuration) => Value::Configuration(configuration),
+                Err(DecodeError::Invalid { field: inner, problem }) => {
+                    return Err(ArchiveError::Field {
+                        field: format!("{field}.configuration.{inner}"),
+                        problem,
+                    })
+                }
+                Err(other) => {
+                    return Err(ArchiveError::Field {
+                        field: format!("{field}.configuration"),
+                        problem: other.to_string(),
+                    })
+                }
             }
-            let members: Vec<NodeId> = members.iter().map(|node| NodeId(node.to_native())).collect();
-            if let Some(index) = members.windows(2).position(|pair| pair[0] >= pair[1]) {
-                return Err(ArchiveError::Field {
-                    field: format!("{field}.configuration.members"),
-                    problem: format!(
-                        "must be strictly increasing, found {} then {} at positions {index} and {}",
-                        members[index],
-                        members[index + 1],
-                        index + 1
-                    ),
-                });
-            }
-            Value::Configuration(Configuration {
-                number: number.to_native(),
-                members,
-                first_slot: Slot(first_slot.to_native()),
-            })
         }
     })
 }
