@@ -10,6 +10,20 @@ use std::os::unix::io::AsRawFd;
 
 use memmap2::MmapMut;
 
+/// Releases the `flock` held through `file`'s open file description. Dropping the file
+/// releases it too, but only once every copy of the descriptor is closed: a child forked
+/// by another thread meanwhile holds a copy until it execs, and would keep the lock.
+pub(crate) fn unlock(file: &File) -> io::Result<()> {
+    // SAFETY: flock reads two integers; the descriptor stays open for the call because
+    // `file` is borrowed. No memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Takes an exclusive advisory lock on `file` without waiting. Returns false when another
 /// open file description (another process, or another handle in this one) holds it.
 pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {

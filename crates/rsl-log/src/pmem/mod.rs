@@ -185,6 +185,9 @@ impl PmemLog {
         drop(region);
         sync_file.sync_all().map_err(io)?;
         std::fs::rename(&temporary, path).map_err(|e| LogError::io(path, e))?;
+        // Unlock explicitly: the open that follows must find the file free even if a child
+        // forked elsewhere in the process still holds a copy of this descriptor.
+        sys::unlock(&sync_file).map_err(|e| LogError::io(path, e))?;
         let parent = match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
