@@ -35,7 +35,7 @@ pub async fn reconfigure_through_learners(
     members: &[u64],
     new_replicas: &[String],
     wait: Duration,
-    report: &mut dyn FnMut(String),
+    report: &mut (dyn FnMut(String) + Send),
 ) -> Result<pb::ReconfigureResponse, ClientError> {
     let growth = add_as_learners(client, members, new_replicas, report).await?;
     promote(client, &growth, wait, report).await
@@ -48,7 +48,7 @@ pub async fn add_as_learners(
     client: &mut Client,
     members: &[u64],
     new_replicas: &[String],
-    report: &mut dyn FnMut(String),
+    report: &mut (dyn FnMut(String) + Send),
 ) -> Result<Growth, ClientError> {
     let mut addresses = Vec::new();
     for address in new_replicas {
@@ -90,7 +90,7 @@ pub async fn promote(
     client: &mut Client,
     growth: &Growth,
     wait: Duration,
-    report: &mut dyn FnMut(String),
+    report: &mut (dyn FnMut(String) + Send),
 ) -> Result<pb::ReconfigureResponse, ClientError> {
     if !growth.new.is_empty() {
         report(format!("step 2: promoting {:?} once caught up", growth.new));
