@@ -67,6 +67,16 @@ impl Default for ClusterOptions {
     }
 }
 
+impl ClusterOptions {
+    /// `replicas` replicas with [`fast_timing`] and then `extra` flags, each with a metrics
+    /// port (for the `/healthz` and `/readyz` probes), requiring authentication.
+    pub fn probed(replicas: u64, extra: &[&str]) -> ClusterOptions {
+        let mut args = fast_timing();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        ClusterOptions { replicas, args, metrics: true, ..ClusterOptions::default() }
+    }
+}
+
 /// The roles of the users an authenticated cluster configures, one user each.
 const ROLES: [Role; 3] = [Role::Read, Role::ReadWrite, Role::Admin];
 
@@ -349,10 +359,8 @@ impl ProcessCluster {
             })
             .collect::<Vec<_>>()
             .join(",");
-        let clients = book()
-            .map(|(id, r)| format!("{id}={}", r.client_address))
-            .collect::<Vec<_>>()
-            .join(",");
+        let clients =
+            book().map(|(id, r)| format!("{id}={}", r.client_address)).collect::<Vec<_>>().join(",");
         let mut command = match replica.launcher.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rsl_kv::proto as pb;
 use rsl_kv::ClientError;
-use rsl_tests::process::{self, fast_timing, ClusterOptions, ProcessCluster};
+use rsl_tests::process::{self, ClusterOptions, ProcessCluster};
 use rsl_tests::server;
 use tonic::Code;
 
@@ -17,19 +17,13 @@ use tonic::Code;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn cluster(replicas: u64, extra: &[&str]) -> ProcessCluster {
-    let mut args = fast_timing();
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    ProcessCluster::create(
-        server::binary(),
-        ClusterOptions { replicas, args, metrics: true, ..Default::default() },
-    )
+    ProcessCluster::create(server::binary(), ClusterOptions::probed(replicas, extra))
 }
 
 /// Polls `probe` until it returns something, at most [`WAIT`]; `what` names the wait.
 async fn until<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> T {
     process::until(what, WAIT, probe).await
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_election_timing_reseed_and_the_last_write_on_real_processes() {

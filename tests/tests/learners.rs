@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rsl_kv::auth::Role;
 use rsl_kv::grow::{self, Growth};
 use rsl_kv::{Client, ClientError, ClientOptions};
-use rsl_tests::process::{self, fast_timing, split_response, ClusterOptions, ProcessCluster, HTTP_OK};
+use rsl_tests::process::{self, split_response, ClusterOptions, ProcessCluster, HTTP_OK};
 use rsl_tests::server;
 
 /// Longest wait for the ring to elect, converge, catch up or serve a request.
@@ -21,16 +21,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// `replicas` processes with metrics ports and authentication; none started.
 fn cluster(replicas: u64, extra: &[&str]) -> ProcessCluster {
-    let mut args = fast_timing();
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    ProcessCluster::create(
-        server::binary(),
-        ClusterOptions { replicas, args, metrics: true, ..Default::default() },
-    )
-}
-
-async fn until<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> T {
-    process::until(what, WAIT, probe).await
+    ProcessCluster::create(server::binary(), ClusterOptions::probed(replicas, extra))
 }
 
 /// The flag that gives a joining replica the reader's token for its contact.
@@ -47,10 +38,14 @@ fn client_of(cluster: &ProcessCluster, id: u64) -> Client {
 /// Waits until replica `id` is a learner of the configuration in force and has applied
 /// `slot`.
 async fn wait_for_learner(cluster: &ProcessCluster, client: &mut Client, id: u64, slot: u64) {
-    until(&format!("replica {id} follows the log as a learner up to slot {slot}"), async || {
-        let status = client.status_of(cluster.client_address(id)).await.ok()?;
-        (status.learner && !status.member && status.applied >= slot).then_some(())
-    })
+    process::until(
+        &format!("replica {id} follows the log as a learner up to slot {slot}"),
+        WAIT,
+        async || {
+            let status = client.status_of(cluster.client_address(id)).await.ok()?;
+            (status.learner && !status.member && status.applied >= slot).then_some(())
+        },
+    )
     .await;
 }
 
@@ -147,7 +142,7 @@ async fn a_ring_grows_through_learners_that_knew_one_contact() {
 
     // A new member serves reads itself, and votes.
     let mut at_four = client_of(&cluster, 4);
-    until("the new member applied the last write", async || {
+    process::until("the new member applied the last write", WAIT, async || {
         at_four.get_fast("grown", Some(last)).await.ok().flatten()
     })
     .await;
@@ -205,7 +200,7 @@ async fn a_lagging_learner_is_refused_then_waited_for_and_promoted_and_readyz_fo
         grow::add_as_learners(&mut client, &[1, 2, 3, 4], &new_replicas, &mut report.line()).await.unwrap();
     let slot = client.put("learning", "1").await.unwrap();
     wait_for_learner(&cluster, &mut client, 4, slot).await;
-    until("the caught-up learner is ready", async || cluster.ready(4).then_some(())).await;
+    process::until("the caught-up learner is ready", WAIT, async || cluster.ready(4).then_some(())).await;
 
     // Paused, it falls behind while the ring takes writes (large ones: catching up later
     // means fetching several MiB, so /readyz has a while to say it is behind).
@@ -239,8 +234,12 @@ async fn a_lagging_learner_is_refused_then_waited_for_and_promoted_and_readyz_fo
         let waiting = waiting.clone();
         tokio::spawn(async move { grow::promote(&mut promoter, &growth, WAIT, &mut waiting.line()).await })
     };
-    until("the promotion waits for the learner", async || {
-        waiting.lines().iter().any(|line| line.starts_with("waiting:") && line.contains("learner n4")).then_some(())
+    process::until("the promotion waits for the learner", WAIT, async || {
+        waiting
+            .lines()
+            .iter()
+            .any(|line| line.starts_with("waiting:") && line.contains("learner n4"))
+            .then_some(())
     })
     .await;
     assert!(!promotion.is_finished(), "still waiting: {:#?}", waiting.lines());
@@ -274,10 +273,10 @@ async fn a_lagging_learner_is_refused_then_waited_for_and_promoted_and_readyz_fo
     let promoted = promotion.await.unwrap().expect("promoted once caught up");
     assert_eq!(promoted.members, [1, 2, 3, 4]);
     // Promoted within ten slots of the primary, it catches up the rest as a member.
-    until("the promoted learner votes and applied every write", async || {
+    process::until("the promoted learner votes and applied every write", WAIT, async || {
         let status = client.status_of(cluster.client_address(4)).await.ok()?;
         (status.member && status.applied >= last).then_some(())
     })
     .await;
-    until("the caught-up member is ready", async || cluster.ready(4).then_some(())).await;
+    process::until("the caught-up member is ready", WAIT, async || cluster.ready(4).then_some(())).await;
 }

@@ -567,7 +567,10 @@ impl ConfigFile {
         let join_security = match self.join_credentials.filter(|c| !c.is_empty()) {
             None => ClientSecurity::default(),
             Some(_) if join_via.is_none() => {
-                return Err(invalid("join_credentials", "set without join_via: they are presented only to it"))
+                return Err(invalid(
+                    "join_credentials",
+                    "set without join_via: they are presented only to it",
+                ))
             }
             Some(credentials) => credentials.resolve()?,
         };

@@ -104,7 +104,9 @@ impl JoinCredentialsFile {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
             (Some(_), None) => return Err(invalid("join_credentials.key", "missing: the key of cert")),
-            (None, Some(_)) => return Err(invalid("join_credentials.cert", "missing: the certificate of key")),
+            (None, Some(_)) => {
+                return Err(invalid("join_credentials.cert", "missing: the certificate of key"))
+            }
         };
         let tls = match self.cacert {
             None => None,
@@ -204,7 +206,11 @@ mod tests {
                 "join_credentials.server_name",
             ),
             (
-                JoinCredentialsFile { cacert: Some("ca".into()), cert: Some("c".into()), ..Default::default() },
+                JoinCredentialsFile {
+                    cacert: Some("ca".into()),
+                    cert: Some("c".into()),
+                    ..Default::default()
+                },
                 "join_credentials.key",
             ),
             (
@@ -233,7 +239,8 @@ mod tests {
         let merged = file.merge(flag);
         assert_eq!((merged.token_file, merged.token), (None, Some(Token::new("other").unwrap())));
         std::fs::write(&path, "two words\n").unwrap();
-        let error = JoinCredentialsFile { token_file: Some(path), ..Default::default() }.resolve().unwrap_err();
+        let error =
+            JoinCredentialsFile { token_file: Some(path), ..Default::default() }.resolve().unwrap_err();
         assert!(error.to_string().contains("the first line of"), "{error}");
     }
 

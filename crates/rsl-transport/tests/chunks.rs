@@ -80,7 +80,8 @@ fn large_fetch_reply(slot: u64, payload_bytes: usize, configuration: Configurati
     let MessageBody::Accept { value: batch, .. } = accept(1, 1, 2, slot, payload_bytes).body else {
         unreachable!("accept() builds an accept")
     };
-    let proposal = |slot: u64, value: Value| Proposal { ballot: Ballot::new(1, NodeId(1)), slot: Slot(slot), value };
+    let proposal =
+        |slot: u64, value: Value| Proposal { ballot: Ballot::new(1, NodeId(1)), slot: Slot(slot), value };
     let chosen_values = vec![proposal(slot, batch), proposal(slot + 1, Value::Configuration(configuration))];
     Message { body: MessageBody::FetchReply { chosen_values }, ..heartbeat(1, 1, 2, 0) }
 }
@@ -94,13 +95,17 @@ async fn a_chunked_fetch_reply_with_learners_is_left_out_for_a_version_2_peer() 
     let spoken_down = async {
         for round in 1000.. {
             newer.send(NodeId(2), vec![heartbeat(1, 1, 2, round)]).unwrap();
-            if let Ok(Some(_)) = tokio::time::timeout(std::time::Duration::from_millis(20), older_in.recv()).await {
+            if let Ok(Some(_)) =
+                tokio::time::timeout(std::time::Duration::from_millis(20), older_in.recv()).await
+            {
                 return;
             }
         }
     };
     tokio::time::timeout(common::PATIENCE, spoken_down).await.expect("delivered after speaking down");
-    while let Ok(Some(_)) = tokio::time::timeout(std::time::Duration::from_millis(100), older_in.recv()).await {}
+    while let Ok(Some(_)) = tokio::time::timeout(std::time::Duration::from_millis(100), older_in.recv()).await
+    {
+    }
 
     // Version 2 has no learners: a version-2 receiver would decode this reply without
     // them, as a configuration of voters only. It is left out whole and counted; the plain
