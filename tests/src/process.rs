@@ -696,7 +696,7 @@ pub fn split_response(response: &str) -> (String, String) {
     (status, body)
 }
 
-/// Polls `probe` every [`POLL_INTERVAL`] until it returns something, at most `timeout`;
+/// Polls `probe` every 50 ms (`POLL_INTERVAL`) until it returns something, at most `timeout`;
 /// `what` names the wait in the failure.
 pub async fn until<T>(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
