@@ -4,7 +4,9 @@
 //! [`ProcessCluster`] picks free ports, gives every replica its own data directory under one
 //! temporary directory, starts the processes and waits for each to print its ready line. It
 //! can kill (SIGKILL), stop (SIGTERM), pause (SIGSTOP), resume and restart any replica, and
-//! starts a replica with extra flags or expects it to refuse to start. Every replica's
+//! starts a replica with extra flags or expects it to refuse to start. A replica can be one
+//! that joins knowing one contact ([`ProcessCluster::join_via`]): the others' address books
+//! leave it out, and it starts with `--join-via` and no `--members`. Every replica's
 //! stderr goes to `replica-N.log` in the cluster directory, appended across restarts, and is
 //! quoted in failures. Dropping the cluster kills every process it started and removes the
 //! directory.
@@ -62,6 +64,16 @@ impl Default for ClusterOptions {
             metrics: false,
             auth: true,
         }
+    }
+}
+
+impl ClusterOptions {
+    /// `replicas` replicas with [`fast_timing`] and then `extra` flags, each with a metrics
+    /// port (for the `/healthz` and `/readyz` probes), requiring authentication.
+    pub fn probed(replicas: u64, extra: &[&str]) -> ClusterOptions {
+        let mut args = fast_timing();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        ClusterOptions { replicas, args, metrics: true, ..ClusterOptions::default() }
     }
 }
 
@@ -124,6 +136,8 @@ struct Replica {
     log_path: PathBuf,
     /// Environment variables its next starts get (a preloaded library).
     env: Vec<(String, String)>,
+    /// The replica it joins through (`--join-via`), knowing no other.
+    contact: Option<u64>,
     child: Option<Child>,
 }
 
@@ -200,6 +214,7 @@ impl ProcessCluster {
                     log_path: dir.path().join(format!("replica-{id}.log")),
                     data_dir,
                     env: Vec::new(),
+                    contact: None,
                     child: None,
                 },
             );
@@ -312,24 +327,40 @@ impl ProcessCluster {
         Some(status)
     }
 
+    /// Makes replica `id` one that joins knowing only replica `contact`'s client address:
+    /// it starts with `--join-via` and its own `--replica-listen` and `--client-listen`, no
+    /// `--members` or `--clients`, and the other replicas' address books leave it out (its
+    /// addresses reach them chosen in the log, when `rsl-kv reconfigure --new` adds it).
+    /// Set before any replica starts. With authentication, it needs credentials for the
+    /// contact (`--join-token-file`, see [`ProcessCluster::token_file`]) among its flags.
+    pub fn join_via(&mut self, id: u64, contact: u64) {
+        assert_ne!(id, contact, "a replica joins through another");
+        assert!(self.replica(contact).contact.is_none(), "the contact {contact} is in the address book");
+        self.replica_mut(id).contact = Some(contact);
+    }
+
+    /// A file in the cluster directory holding the token of the user with `role` (the
+    /// cluster must require authentication), for `--join-token-file` or `--token-file`.
+    pub fn token_file(&self, role: Role) -> PathBuf {
+        let token = self.tokens.get(&role).expect("the cluster was started without authentication");
+        let path = self.dir.path().join(format!("{role}.token"));
+        fs::write(&path, format!("{token}\n")).expect("writing a token file");
+        path
+    }
+
     /// The command line of replica `id`, with `extra` flags last.
     fn command(&self, id: u64, extra: &[&str]) -> Command {
         let replica = self.replica(id);
-        let members = self
-            .replicas
-            .iter()
+        let book = || self.replicas.iter().filter(|(_, r)| r.contact.is_none());
+        let members = book()
             .map(|(&peer, r)| {
                 let address = replica.peer_addresses.get(&peer).unwrap_or(&r.replica_address);
                 format!("{peer}={address}")
             })
             .collect::<Vec<_>>()
             .join(",");
-        let clients = self
-            .replicas
-            .iter()
-            .map(|(id, r)| format!("{id}={}", r.client_address))
-            .collect::<Vec<_>>()
-            .join(",");
+        let clients =
+            book().map(|(id, r)| format!("{id}={}", r.client_address)).collect::<Vec<_>>().join(",");
         let mut command = match replica.launcher.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -340,14 +371,25 @@ impl ProcessCluster {
         };
         command
             .arg(format!("--node={id}"))
-            .arg(format!("--members={members}"))
-            .arg(format!("--clients={clients}"))
             .arg(format!("--data-dir={}", replica.data_dir.display()))
             .arg(format!("--log={}", self.options.log));
-        if let Some(listen) = &replica.replica_listen {
+        let (replica_listen, client_listen) = match replica.contact {
+            None => {
+                command.arg(format!("--members={members}")).arg(format!("--clients={clients}"));
+                (replica.replica_listen.as_ref(), replica.client_listen.as_ref())
+            }
+            Some(contact) => {
+                command.arg(format!("--join-via={}", self.replica(contact).client_address));
+                (
+                    Some(replica.replica_listen.as_ref().unwrap_or(&replica.replica_address)),
+                    Some(replica.client_listen.as_ref().unwrap_or(&replica.client_address)),
+                )
+            }
+        };
+        if let Some(listen) = replica_listen {
             command.arg(format!("--replica-listen={listen}"));
         }
-        if let Some(listen) = &replica.client_listen {
+        if let Some(listen) = client_listen {
             command.arg(format!("--client-listen={listen}"));
         }
         if let Some(port) = replica.metrics_port {
@@ -611,19 +653,59 @@ impl ProcessCluster {
     /// The whole HTTP response of replica `id`'s metrics port to `GET path` (`/metrics`,
     /// `/healthz`, `/readyz`; the cluster must be started with `metrics`).
     pub fn http_get(&self, id: u64, path: &str) -> String {
+        self.try_http_get(id, path, Duration::from_secs(5))
+            .unwrap_or_else(|error| panic!("GET {path} on replica {id}'s metrics port: {error}"))
+    }
+
+    /// Like [`ProcessCluster::http_get`], or the error, with `timeout` per read (a paused
+    /// replica answers nothing).
+    pub fn try_http_get(&self, id: u64, path: &str, timeout: Duration) -> std::io::Result<String> {
         let port = self.replica(id).metrics_port.expect("the cluster was started without metrics ports");
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the metrics port");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("setting a read timeout");
+        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(timeout))?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-        stream.write_all(request.as_bytes()).expect("sending a request");
+        stream.write_all(request.as_bytes())?;
         let mut response = String::new();
-        stream.read_to_string(&mut response).expect("reading a response");
-        response
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    }
+
+    /// The status line and body of replica `id`'s answer to `GET path` on its metrics port.
+    pub fn probe(&self, id: u64, path: &str) -> (String, String) {
+        split_response(&self.http_get(id, path))
+    }
+
+    /// Whether replica `id`'s `/readyz` answers 200.
+    pub fn ready(&self, id: u64) -> bool {
+        self.probe(id, "/readyz").0 == HTTP_OK
     }
 
     /// The sum of metric `name` over all its label sets in replica `id`'s scrape.
     pub fn metric(&self, id: u64, name: &str) -> u64 {
         metric_sum(&self.metrics(id), name)
+    }
+}
+
+/// The status line of a probe that passes.
+pub const HTTP_OK: &str = "HTTP/1.1 200 OK";
+
+/// The status line and body of an HTTP response.
+pub fn split_response(response: &str) -> (String, String) {
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `probe` every 50 ms (`POLL_INTERVAL`) until it returns something, at most `timeout`;
+/// `what` names the wait in the failure.
+pub async fn until<T>(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 

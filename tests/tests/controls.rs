@@ -5,49 +5,24 @@
 //! `/healthz` and `/readyz` probes on the metrics port: a joining replica is not ready until
 //! it is a member and caught up, a replica that lost its primary until a new one is elected.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rsl_kv::proto as pb;
 use rsl_kv::ClientError;
-use rsl_tests::process::{fast_timing, ClusterOptions, ProcessCluster};
+use rsl_tests::process::{self, ClusterOptions, ProcessCluster};
 use rsl_tests::server;
 use tonic::Code;
 
 /// Longest wait for the ring to elect, converge or serve a request.
 const WAIT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(50);
 
 fn cluster(replicas: u64, extra: &[&str]) -> ProcessCluster {
-    let mut args = fast_timing();
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    ProcessCluster::create(
-        server::binary(),
-        ClusterOptions { replicas, args, metrics: true, ..Default::default() },
-    )
+    ProcessCluster::create(server::binary(), ClusterOptions::probed(replicas, extra))
 }
 
 /// Polls `probe` until it returns something, at most [`WAIT`]; `what` names the wait.
-async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// The status line and body of replica `id`'s answer to `GET path`.
-fn probe(cluster: &ProcessCluster, id: u64, path: &str) -> (String, String) {
-    let response = cluster.http_get(id, path);
-    let status = response.lines().next().unwrap_or_default().to_owned();
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
-fn ready(cluster: &ProcessCluster, id: u64) -> bool {
-    probe(cluster, id, "/readyz").0 == "HTTP/1.1 200 OK"
+async fn until<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> T {
+    process::until(what, WAIT, probe).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,17 +123,17 @@ async fn readyz_follows_a_joining_replica_and_a_lost_primary() {
         client.put(&format!("key-{i}"), "value").await.unwrap();
     }
     for id in cluster.ids() {
-        assert_eq!(probe(&cluster, id, "/healthz"), ("HTTP/1.1 200 OK".to_owned(), "ok\n".to_owned()));
+        assert_eq!(cluster.probe(id, "/healthz"), ("HTTP/1.1 200 OK".to_owned(), "ok\n".to_owned()));
     }
     for id in 1..=3 {
-        until("a member is ready", async || ready(&cluster, id).then_some(())).await;
+        until("a member is ready", async || cluster.ready(id).then_some(())).await;
     }
     // The joining replica holds nothing and votes in nothing yet.
-    let (status, body) = probe(&cluster, 4, "/readyz");
+    let (status, body) = cluster.probe(4, "/readyz");
     assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
     assert_eq!(body, "ring 1: not a member of any configuration yet (joining)\n");
     client.reconfigure(&[1, 2, 3, 4]).await.unwrap();
-    until("the new member catches up and is ready", async || ready(&cluster, 4).then_some(())).await;
+    until("the new member catches up and is ready", async || cluster.ready(4).then_some(())).await;
 
     // A replica that hears no primary is not ready until one is elected: with the primary
     // and another replica paused, the two left are no quorum of four.
@@ -167,13 +142,13 @@ async fn readyz_follows_a_joining_replica_and_a_lost_primary() {
     cluster.pause(primary);
     cluster.pause(paused);
     let reason = until("the lost primary is noticed", async || {
-        let (status, body) = probe(&cluster, watcher, "/readyz");
+        let (status, body) = cluster.probe(watcher, "/readyz");
         (status != "HTTP/1.1 200 OK").then_some(body)
     })
     .await;
     assert!(reason.contains("no primary heard within 400 ms"), "{reason}");
-    assert_eq!(probe(&cluster, watcher, "/healthz").0, "HTTP/1.1 200 OK", "it still serves");
+    assert_eq!(cluster.probe(watcher, "/healthz").0, "HTTP/1.1 200 OK", "it still serves");
     cluster.resume(paused);
-    until("a new primary is followed", async || ready(&cluster, watcher).then_some(())).await;
+    until("a new primary is followed", async || cluster.ready(watcher).then_some(())).await;
     cluster.resume(primary);
 }

@@ -16,6 +16,8 @@
 //! ready_lag_slots_max = 1000    # optional: /readyz fails while applied lags more than this
 //! # client_listen = "0.0.0.0:7101"   # optional, default: this node's `clients` entry
 //! # replica_listen = "0.0.0.0:7001"  # optional, default: this node's `members` entry
+//! # join_via = "10.0.0.1:7101"  # optional: join a running ring knowing one replica's client API;
+//! #                             # its credentials, if it has [auth]: [join_credentials] (`crate::join`)
 //!
 //! [tls]                         # optional: mutual TLS between replicas
 //! ca = "ca.pem"
@@ -73,6 +75,9 @@ use serde::{Deserialize, Deserializer};
 pub use crate::auth::{AuthConfig, AuthFile};
 
 pub use crate::bootstrap::{Start, StartMode};
+pub use crate::join::JoinCredentialsFile;
+
+use crate::connection::ClientSecurity;
 
 /// Which log store a replica keeps its votes and proposals in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -315,6 +320,9 @@ pub struct ConfigFile {
     /// may then name only this node, or be left out (then `replica_listen` is this node's
     /// replica address).
     pub join_via: Option<String>,
+    /// How this replica presents itself to the `join_via` contact (a token, TLS, a client
+    /// certificate), for a contact with `[auth]` or `[client_tls]`; see [`crate::join`].
+    pub join_credentials: Option<JoinCredentialsFile>,
     /// Bootstrap a new ring, refusing a data directory that already holds one.
     pub bootstrap: Option<bool>,
     /// `id=host:port` of every member's client API.
@@ -393,6 +401,8 @@ pub struct ServerConfig {
     pub start: StartMode,
     /// The contact to ask for the address book when joining (`join_via`), if any.
     pub join_via: Option<String>,
+    /// How to connect to the contact (`join_credentials`; none by default).
+    pub join_security: ClientSecurity,
     /// The client API address of members that have one.
     pub clients: BTreeMap<NodeId, String>,
     /// Where the client API listens.
@@ -477,6 +487,10 @@ impl ConfigFile {
             initial_members: overrides.initial_members.or(self.initial_members),
             join: overrides.join.or(self.join),
             join_via: overrides.join_via.or(self.join_via),
+            join_credentials: match (self.join_credentials, overrides.join_credentials) {
+                (Some(base), Some(top)) => Some(base.merge(top)),
+                (base, top) => top.or(base),
+            },
             bootstrap: overrides.bootstrap.or(self.bootstrap),
             clients: overrides.clients.or(self.clients),
             client_listen: overrides.client_listen.or(self.client_listen),
@@ -549,6 +563,16 @@ impl ConfigFile {
                 }
                 nodes
             }
+        };
+        let join_security = match self.join_credentials.filter(|c| !c.is_empty()) {
+            None => ClientSecurity::default(),
+            Some(_) if join_via.is_none() => {
+                return Err(invalid(
+                    "join_credentials",
+                    "set without join_via: they are presented only to it",
+                ))
+            }
+            Some(credentials) => credentials.resolve()?,
         };
         let join = self.join.unwrap_or(false) || join_via.is_some();
         let start = match (join, self.bootstrap.unwrap_or(false)) {
@@ -631,6 +655,7 @@ impl ConfigFile {
             initial_members,
             start,
             join_via,
+            join_security,
             clients,
             client_listen,
             replica_listen,

@@ -126,6 +126,22 @@ impl Token {
     }
 }
 
+impl Token {
+    /// The token on the first line of the file at `path` (how `rsl-kv --token-file` and a
+    /// joining server's `join_credentials.token_file` read it).
+    pub fn from_file(path: &Path) -> Result<Token, ClientError> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ClientError::InvalidToken(format!("cannot read the token file {}: {error}", path.display()))
+        })?;
+        Token::new(text.lines().next().unwrap_or_default()).map_err(|error| match error {
+            ClientError::InvalidToken(problem) => {
+                ClientError::InvalidToken(format!("{problem} (the first line of {})", path.display()))
+            }
+            other => other,
+        })
+    }
+}
+
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Token(<redacted>)")

@@ -13,17 +13,43 @@ use crate::proto as pb;
 /// How often a promotion refused for a lagging learner is asked again.
 const PROMOTION_RETRY: Duration = Duration::from_millis(200);
 
-/// Changes the ring's members to `members` through learners. `new_replicas` are the client
-/// addresses of new replicas (started with `--join`) to ask for their node ids and
-/// addresses; `wait` bounds how long promotions are retried while a learner catches up.
-/// `report` hears each step, one line each. Returns the final configuration.
+/// A change of members under way: the members asked for, those new to the ring (learners
+/// after [`add_as_learners`]) and the addresses of new replicas chosen with each step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Growth {
+    /// The members asked for, sorted.
+    pub target: Vec<u64>,
+    /// Those not members of the configuration found in force.
+    pub new: Vec<u64>,
+    /// Addresses of new replicas, asked of them.
+    pub addresses: Vec<pb::Member>,
+}
+
+/// Changes the ring's members to `members` through learners: [`add_as_learners`], then
+/// [`promote`]. `new_replicas` are the client addresses of new replicas (started with
+/// `--join` or `--join-via`) to ask for their node ids and addresses; `wait` bounds how long
+/// promotions are retried while a learner catches up. `report` hears each step, one line
+/// each. Returns the final configuration.
 pub async fn reconfigure_through_learners(
     client: &mut Client,
     members: &[u64],
     new_replicas: &[String],
     wait: Duration,
-    report: &mut dyn FnMut(String),
+    report: &mut (dyn FnMut(String) + Send),
 ) -> Result<pb::ReconfigureResponse, ClientError> {
+    let growth = add_as_learners(client, members, new_replicas, report).await?;
+    promote(client, &growth, wait, report).await
+}
+
+/// Step 1: asks `new_replicas` (client addresses) for their node ids and addresses, and
+/// adds the replicas of `members` new to the ring as learners (the members stay as they
+/// are) unless they are learners already.
+pub async fn add_as_learners(
+    client: &mut Client,
+    members: &[u64],
+    new_replicas: &[String],
+    report: &mut (dyn FnMut(String) + Send),
+) -> Result<Growth, ClientError> {
     let mut addresses = Vec::new();
     for address in new_replicas {
         let status = client.status_of(address).await?;
@@ -54,12 +80,24 @@ pub async fn reconfigure_through_learners(
             added.configuration, added.members, added.learners
         ));
     }
-    if !new.is_empty() {
-        report(format!("step 2: promoting {new:?} once caught up"));
+    Ok(Growth { target, new, addresses })
+}
+
+/// Step 2: changes the members to `growth.target`, promoting its learners; a refusal
+/// because one is still too far behind (the primary waits for it a while before it
+/// refuses) is asked again until `wait` has passed, reported as `waiting: <why>`.
+pub async fn promote(
+    client: &mut Client,
+    growth: &Growth,
+    wait: Duration,
+    report: &mut (dyn FnMut(String) + Send),
+) -> Result<pb::ReconfigureResponse, ClientError> {
+    if !growth.new.is_empty() {
+        report(format!("step 2: promoting {:?} once caught up", growth.new));
     }
     let started = Instant::now();
     loop {
-        match client.reconfigure_with(&target, &[], addresses.clone()).await {
+        match client.reconfigure_with(&growth.target, &[], growth.addresses.clone()).await {
             Ok(configuration) => {
                 report(format!(
                     "configuration {} with members {:?} governs slots from {}",

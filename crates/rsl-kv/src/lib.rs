@@ -71,6 +71,7 @@ pub mod connection;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grow;
+pub mod join;
 pub mod load;
 pub mod machine;
 pub mod server;

@@ -13,7 +13,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{ReplicaTransportKind, TlsFiles, Tuning};
+use crate::config::{JoinCredentialsFile, ReplicaTransportKind, TlsFiles, Tuning};
+use crate::connection::Token;
 use crate::{ConfigFile, LogBackend, Server};
 use clap::Parser;
 use rsl::log::PmemFlush;
@@ -50,6 +51,26 @@ struct Args {
     /// asked for the address book (--members may then be left out; set --replica-listen)
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "bootstrap")]
     join_via: Option<String>,
+    /// With --join-via: the bearer token presented to the contact, for a contact with
+    /// [auth] (a user with the read role; a flag is visible in the process list: prefer the
+    /// environment or --join-token-file)
+    #[arg(long, env = "RSL_KV_JOIN_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = parse_token)]
+    join_token: Option<Token>,
+    /// With --join-via: read the contact's bearer token from this file (its first line)
+    #[arg(long, value_name = "FILE", conflicts_with = "join_token")]
+    join_token_file: Option<PathBuf>,
+    /// With --join-via: connect to the contact over TLS, trusting this CA (PEM)
+    #[arg(long, value_name = "FILE")]
+    join_cacert: Option<PathBuf>,
+    /// With --join-cacert: present this client certificate (PEM) to the contact
+    #[arg(long, value_name = "FILE", requires_all = ["join_cacert", "join_key"])]
+    join_cert: Option<PathBuf>,
+    /// The private key (PEM) of --join-cert
+    #[arg(long, value_name = "FILE", requires = "join_cert")]
+    join_key: Option<PathBuf>,
+    /// With --join-cacert: check the contact's certificate for this name
+    #[arg(long, value_name = "NAME", requires = "join_cacert")]
+    join_server_name: Option<String>,
     /// Bootstrap a new ring; refuse a data directory that already holds one
     #[arg(long)]
     bootstrap: bool,
@@ -173,6 +194,14 @@ impl Args {
             protocol_version: self.protocol_version,
             request_bytes_max: self.request_bytes_max,
         };
+        let join_credentials = JoinCredentialsFile {
+            token: self.join_token.clone(),
+            token_file: self.join_token_file.clone(),
+            cacert: self.join_cacert.clone(),
+            cert: self.join_cert.clone(),
+            key: self.join_key.clone(),
+            server_name: self.join_server_name.clone(),
+        };
         ConfigFile {
             node: self.node,
             ring: self.ring,
@@ -180,6 +209,7 @@ impl Args {
             initial_members: (!self.initial_members.is_empty()).then(|| self.initial_members.clone()),
             join: self.join.then_some(true),
             join_via: self.join_via.clone(),
+            join_credentials: (!join_credentials.is_empty()).then_some(join_credentials),
             bootstrap: self.bootstrap.then_some(true),
             clients: list(&self.clients),
             client_listen: self.client_listen.clone(),
@@ -196,6 +226,11 @@ impl Args {
             tuning: (tuning != Tuning::default()).then_some(tuning),
         }
     }
+}
+
+/// A bearer token from a flag or the environment.
+fn parse_token(token: &str) -> Result<Token, String> {
+    Token::new(token).map_err(|error| error.to_string())
 }
 
 /// Turns transparent huge pages off for this process (Linux; elsewhere a no-op).

@@ -2,7 +2,8 @@
 //! 127.0.0.1: every RPC under every role (allowed ones succeed, the others are refused
 //! with `PERMISSION_DENIED` and change nothing), calls without or with wrong credentials
 //! (`UNAUTHENTICATED`, nothing changed), and, with the `tls` feature, TLS on the client
-//! port with client certificates mapped to users and a foreign CA's certificate refused.
+//! port with client certificates mapped to users and a foreign CA's certificate refused,
+//! and a replica joining through such a server (`--join-via`) presenting its certificate.
 
 use std::time::Duration;
 
@@ -522,5 +523,59 @@ mod tls {
         assert_eq!(make(&mut client, Call::Put, "k", 1, &[1]).await, Ok(()));
         assert_eq!(make(&mut client, Call::Reconfigure, "k", 2, &[1, 2]).await, Err(Code::PermissionDenied));
         server.shutdown().await;
+    }
+
+    /// A replica joining through a contact that requires client certificates presents one
+    /// (`join_credentials`, as `rsl-kv --cacert --cert --key` would): with a certificate that
+    /// names no user the contact refuses it, and the start fails saying what to give.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_joining_replica_presents_its_client_certificate_to_the_contact() {
+        use rsl_kv::config::JoinCredentialsFile;
+
+        let dir = tempfile::tempdir().unwrap();
+        let ours = Authority::new(dir.path(), "ring");
+        ours.issue("server", &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+        ours.issue("joiner", &[], ExtendedKeyUsagePurpose::ClientAuth);
+        ours.issue("stranger", &[], ExtendedKeyUsagePurpose::ClientAuth);
+        let client_tls = ClientTlsFiles {
+            cert: Some(ours.path("server.pem")),
+            key: Some(ours.path("server.key")),
+            client_ca: Some(ours.path("ca.pem")),
+            require_client_cert: None,
+        };
+        let contact = start(Some(client_tls), vec![certificate_user("joiner", Role::Read, "joiner")]).await;
+        let join = async |name: &str| {
+            let replica = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let credentials = JoinCredentialsFile {
+                cacert: Some(ours.path("ca.pem")),
+                cert: Some(ours.path(&format!("{name}.pem"))),
+                key: Some(ours.path(&format!("{name}.key"))),
+                ..JoinCredentialsFile::default()
+            };
+            let config = ConfigFile {
+                node: Some(3),
+                join_via: Some(contact.client_addr().to_string()),
+                replica_listen: Some(replica.local_addr().unwrap().to_string()),
+                client_listen: Some(client.local_addr().unwrap().to_string()),
+                log: Some(LogBackend::Memory),
+                join_credentials: Some(credentials),
+                ..ConfigFile::default()
+            }
+            .resolve()
+            .expect("a valid config");
+            Server::start_on(config, Listeners { replica, client }, RingOptions::default()).await
+        };
+        match join("stranger").await {
+            Err(ServerError::Contact { problem, .. }) => {
+                assert!(problem.contains("Unauthenticated") && problem.contains("read role"), "{problem}")
+            }
+            other => panic!("a certificate naming no user is refused: {other:?}"),
+        }
+        let joined = join("joiner").await.expect("the reader's certificate is accepted");
+        let status = joined.ring().status().borrow().clone();
+        assert!(!status.member, "it waits to be added: {status:?}");
+        joined.shutdown().await;
+        contact.shutdown().await;
     }
 }

@@ -2,10 +2,11 @@
 //! the peer's stream task pops them in batches bounded by count and frame size. Messages too
 //! large for a frame wait in a lane of their own, bounded in bytes, and leave one chunk per
 //! frame beside the whole messages (`chunk.rs`), so small messages never wait behind more
-//! than one chunk.
+//! than one chunk. A chunked message remembers the oldest protocol version that carries it,
+//! so a stream in an older version leaves it out whole before its first chunk leaves.
 
 use crate::chunk::{chunk_at, ChunkHeader, CHUNK_OVERHEAD_BYTES};
-use crate::codec::framed_len;
+use crate::codec::{framed_len, message_version, CHUNKS_VERSION};
 use crate::proto as pb;
 use crate::stats::TransportStats;
 use crate::transport::{QueueFullPolicy, SendError};
@@ -27,6 +28,18 @@ pub(crate) struct Queued {
 pub(crate) struct Chunked {
     pub(crate) header: ChunkHeader,
     pub(crate) encoded: Bytes,
+    /// The oldest protocol version that carries it: its own ([`message_version`]), and
+    /// never older than chunks themselves ([`CHUNKS_VERSION`]).
+    pub(crate) version: u32,
+}
+
+impl Chunked {
+    /// `message`, encoded to leave in chunks under `header`.
+    pub(crate) fn new(header: ChunkHeader, message: &pb::Message) -> Chunked {
+        use prost::Message as _;
+        let version = message_version(message).max(CHUNKS_VERSION);
+        Chunked { header, encoded: message.encode_to_vec().into(), version }
+    }
 }
 
 /// Limits of one queue and of the batches taken from it.
@@ -78,6 +91,10 @@ pub(crate) struct Taken {
     pub(crate) chunks: Vec<pb::Chunk>,
     /// Bytes the messages add to a frame (tags, length prefixes and bodies).
     pub(crate) framed_bytes: u64,
+    /// Chunked messages left out whole because the stream's protocol version does not
+    /// carry them (a configuration with learners to a version-2 peer, anything chunked to
+    /// a version-1 peer).
+    pub(crate) left_out_chunked: u64,
 }
 
 impl PeerQueue {
@@ -191,8 +208,9 @@ impl PeerQueue {
         }
     }
 
-    /// Waits for messages and takes as many as one frame may carry; `None` once closed.
-    pub(crate) async fn next_batch(&self) -> Option<Taken> {
+    /// Waits for messages and takes as many as one frame in protocol version `version` may
+    /// carry; `None` once closed.
+    pub(crate) async fn next_batch(&self, version: u32) -> Option<Taken> {
         loop {
             {
                 let mut state = self.state.lock();
@@ -200,14 +218,22 @@ impl PeerQueue {
                     return None;
                 }
                 if !state.is_empty() {
-                    return Some(self.take(&mut state));
+                    return Some(self.take(&mut state, version));
                 }
             }
             self.notify.notified().await;
         }
     }
 
-    fn take(&self, state: &mut State) -> Taken {
+    fn take(&self, state: &mut State, version: u32) -> Taken {
+        // A chunked message the stream's version does not carry goes before its first chunk:
+        // one half sent was started on this stream, in this version, so it passed this check.
+        let mut left_out_chunked = 0;
+        while state.chunk_offset == 0 && state.chunked.front().is_some_and(|c| c.version > version) {
+            let Some(newer) = state.chunked.pop_front() else { break };
+            state.chunked_bytes -= newer.encoded.len() as u64;
+            left_out_chunked += 1;
+        }
         let mut budget = self.limits.frame_bytes_max.saturating_sub(crate::codec::FRAME_OVERHEAD_BYTES);
         // A chunk waits: keep room for it (the config keeps a chunk within half a frame).
         let chunk_room = self.limits.chunk_bytes + CHUNK_OVERHEAD_BYTES;
@@ -245,7 +271,7 @@ impl PeerQueue {
             }
             chunks.push(chunk);
         }
-        Taken { messages, chunks, framed_bytes }
+        Taken { messages, chunks, framed_bytes, left_out_chunked }
     }
 
     /// Closes the queue: pending and future `send`s fail, the consumer stops.
@@ -270,6 +296,7 @@ impl PeerQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::PROTOCOL_VERSION;
 
     fn item(ring: u64, encoded_len: u64) -> Queued {
         Queued { message: pb::Message { ring, ..Default::default() }, encoded_len }
@@ -317,15 +344,15 @@ mod tests {
         let queue = PeerQueue::new(NodeId(2), limits(QueueFullPolicy::DropOldest));
         // Budget 200 bytes of framed messages; each 98-byte message frames to 100.
         queue.push((0..3).map(|ring| item(ring, 98)).collect(), Vec::new(), &stats).unwrap();
-        let first = queue.next_batch().await.unwrap();
+        let first = queue.next_batch(PROTOCOL_VERSION).await.unwrap();
         assert_eq!(first.messages.len(), 2);
         assert_eq!(first.framed_bytes, 200);
-        let second = queue.next_batch().await.unwrap();
+        let second = queue.next_batch(PROTOCOL_VERSION).await.unwrap();
         assert_eq!(second.messages.len(), 1);
         queue.push((0..4).map(|ring| item(ring, 1)).collect(), Vec::new(), &stats).unwrap();
-        assert_eq!(queue.next_batch().await.unwrap().messages.len(), 3);
+        assert_eq!(queue.next_batch(PROTOCOL_VERSION).await.unwrap().messages.len(), 3);
         queue.close();
-        assert!(queue.next_batch().await.is_none());
+        assert!(queue.next_batch(PROTOCOL_VERSION).await.is_none());
         assert!(!queue.wait_ready().await);
         assert_eq!(queue.push(vec![item(1, 1)], Vec::new(), &stats), Err(SendError::Closed));
     }
@@ -333,7 +360,7 @@ mod tests {
     fn chunked(id: u64, len: usize) -> Chunked {
         let header =
             ChunkHeader { ring: rsl_core::RingId(1), from: NodeId(1), to: NodeId(2), message_id: id };
-        Chunked { header, encoded: Bytes::from(vec![id as u8; len]) }
+        Chunked { header, encoded: Bytes::from(vec![id as u8; len]), version: CHUNKS_VERSION }
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -349,7 +376,7 @@ mod tests {
             if state.is_empty() {
                 break;
             }
-            let taken = queue.take(&mut state);
+            let taken = queue.take(&mut state, PROTOCOL_VERSION);
             drop(state);
             assert!(taken.chunks.len() <= 1);
             assert!(taken.framed_bytes <= 232 - crate::codec::FRAME_OVERHEAD_BYTES, "{}", taken.framed_bytes);
@@ -366,7 +393,7 @@ mod tests {
         let stats = TransportStats::default();
         let queue = PeerQueue::new(NodeId(2), limits(QueueFullPolicy::DropOldest));
         queue.push(Vec::new(), vec![chunked(1, 600)], &stats).unwrap();
-        let first = queue.take(&mut queue.state.lock());
+        let first = queue.take(&mut queue.state.lock(), PROTOCOL_VERSION);
         assert_eq!(first.chunks.len(), 1, "message 1 is under way");
         queue.push(Vec::new(), vec![chunked(2, 300), chunked(3, 300)], &stats).unwrap();
         queue.push(Vec::new(), vec![chunked(4, 300)], &stats).unwrap();
@@ -394,5 +421,36 @@ mod tests {
             SendError::ChunkedQueueFull { queued_bytes: 2000, capacity_bytes: 1000, .. }
         ));
         assert_eq!(strict.len(), 0, "a refused call enqueues nothing");
+    }
+
+    #[test]
+    fn a_chunked_message_newer_than_the_stream_is_left_out_whole() {
+        let stats = TransportStats::default();
+        let queue = PeerQueue::new(NodeId(2), limits(QueueFullPolicy::DropOldest));
+        let newer = Chunked { version: CHUNKS_VERSION + 1, ..chunked(1, 100) };
+        queue.push(Vec::new(), vec![newer, chunked(2, 60)], &stats).unwrap();
+        // In the older version: message 1 goes whole before any chunk of it, message 2 leaves.
+        let first = queue.take(&mut queue.state.lock(), CHUNKS_VERSION);
+        assert_eq!(first.left_out_chunked, 1);
+        assert_eq!(first.chunks.iter().map(|c| c.message_id).collect::<Vec<_>>(), [2]);
+        assert_eq!(queue.state.lock().chunked_bytes, 60);
+        // One under way (started in a version that carries it) is never cut in the middle.
+        let under_way = Chunked { version: CHUNKS_VERSION + 1, ..chunked(3, 100) };
+        queue.push(Vec::new(), vec![under_way], &stats).unwrap();
+        let mut sent = Vec::new();
+        let mut left_out = 0;
+        for version in [CHUNKS_VERSION + 1, CHUNKS_VERSION + 1, CHUNKS_VERSION, CHUNKS_VERSION] {
+            let taken = queue.take(&mut queue.state.lock(), version);
+            left_out += taken.left_out_chunked;
+            sent.extend(taken.chunks.iter().map(|c| (c.message_id, c.offset)));
+        }
+        assert_eq!(sent, [(2, 40), (3, 0), (3, 40), (3, 80)]);
+        assert_eq!(left_out, 0);
+        // Version 1 has no chunks at all: everything chunked is left out.
+        let old = PeerQueue::new(NodeId(2), limits(QueueFullPolicy::DropOldest));
+        old.push(Vec::new(), vec![chunked(4, 100), chunked(5, 100)], &stats).unwrap();
+        let taken = old.take(&mut old.state.lock(), CHUNKS_VERSION - 1);
+        assert_eq!((taken.left_out_chunked, taken.chunks.len()), (2, 0));
+        assert!(old.state.lock().is_empty());
     }
 }

@@ -1,12 +1,13 @@
 //! Messages too large for a frame, over gRPC on loopback: they travel in chunks beside whole
-//! messages, arrive intact, and a peer's torn or malformed chunks are refused and counted.
+//! messages, arrive intact, and a peer's torn or malformed chunks are refused and counted. A
+//! chunked message newer than the peer's protocol version is left out whole, as a whole one is.
 
 mod common;
 
 use bytes::Bytes;
 use common::{accept, eventually, heartbeat, receive};
 use prost::Message as _;
-use rsl_core::{MessageBody, NodeId, RingId};
+use rsl_core::{Ballot, Configuration, Message, MessageBody, NodeId, Proposal, RingId, Slot, Value};
 use rsl_transport::chunk::{split, ChunkHeader};
 use rsl_transport::codec::{encode_message, message_to_proto};
 use rsl_transport::proto::replication_client::ReplicationClient;
@@ -28,8 +29,12 @@ fn config() -> GrpcConfig {
 }
 
 async fn endpoint(node: u64) -> (GrpcTransport, mpsc::Receiver<Inbound>) {
+    endpoint_with(node, config()).await
+}
+
+async fn endpoint_with(node: u64, config: GrpcConfig) -> (GrpcTransport, mpsc::Receiver<Inbound>) {
     let (transport, inbound) = GrpcTransport::builder(NodeId(node))
-        .config(config())
+        .config(config)
         .bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -67,6 +72,59 @@ async fn large_messages_arrive_intact_and_small_ones_overtake_them() {
     assert_eq!(received.chunks_received, sent.chunks_sent);
     assert_eq!(received.rejected_chunks, 0);
     assert!(sent.frames_sent >= chunks, "one chunk per frame");
+}
+
+/// A fetch reply from 1 to 2 too large for a frame: a batch of `payload_bytes` at slot
+/// `slot`, then the configuration chosen at the next slot.
+fn large_fetch_reply(slot: u64, payload_bytes: usize, configuration: Configuration) -> Message {
+    let MessageBody::Accept { value: batch, .. } = accept(1, 1, 2, slot, payload_bytes).body else {
+        unreachable!("accept() builds an accept")
+    };
+    let proposal =
+        |slot: u64, value: Value| Proposal { ballot: Ballot::new(1, NodeId(1)), slot: Slot(slot), value };
+    let chosen_values = vec![proposal(slot, batch), proposal(slot + 1, Value::Configuration(configuration))];
+    Message { body: MessageBody::FetchReply { chosen_values }, ..heartbeat(1, 1, 2, 0) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_fetch_reply_with_learners_is_left_out_for_a_version_2_peer() {
+    let (newer, _newer_in) = endpoint(1).await;
+    let (older, mut older_in) = endpoint_with(2, GrpcConfig { protocol_version: 2, ..config() }).await;
+    newer.set_peer_address(NodeId(2), older.local_addr().into()).unwrap();
+    // The first stream, in version 3, is refused; heartbeats until one arrives in version 2.
+    let spoken_down = async {
+        for round in 1000.. {
+            newer.send(NodeId(2), vec![heartbeat(1, 1, 2, round)]).unwrap();
+            if let Ok(Some(_)) =
+                tokio::time::timeout(std::time::Duration::from_millis(20), older_in.recv()).await
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(common::PATIENCE, spoken_down).await.expect("delivered after speaking down");
+    while let Ok(Some(_)) = tokio::time::timeout(std::time::Duration::from_millis(100), older_in.recv()).await
+    {
+    }
+
+    // Version 2 has no learners: a version-2 receiver would decode this reply without
+    // them, as a configuration of voters only. It is left out whole and counted; the plain
+    // one after it in the same lane arrives intact.
+    let plain = Configuration::new(2, vec![NodeId(1), NodeId(2)], Slot(50));
+    let with_learner = large_fetch_reply(40, 200_000, plain.clone().with_learners(vec![NodeId(3)]));
+    let without = large_fetch_reply(60, 200_000, plain);
+    for message in [&with_learner, &without] {
+        assert!(message_to_proto(message).encoded_len() > 64 * 1024, "travels in chunks");
+    }
+    let dropped_before = newer.stats().snapshot().dropped_for_version;
+    newer.send(NodeId(2), vec![with_learner]).unwrap();
+    newer.send(NodeId(2), vec![without.clone(), heartbeat(1, 1, 2, 7)]).unwrap();
+    let got = receive(&mut older_in, 2).await;
+    assert_eq!(slot_of(&got[0]), 7, "the heartbeat overtakes the chunks");
+    assert_eq!(got[1].message, without, "the next in the chunked lane is the plain reply");
+    assert_eq!(newer.stats().snapshot().dropped_for_version, dropped_before + 1);
+    assert_eq!(older.stats().snapshot().rejected_chunks, 0);
+    assert!(older_in.try_recv().is_err());
 }
 
 fn chunks_of(message_id: u64, message: &rsl_core::Message) -> Vec<proto::Chunk> {

@@ -321,11 +321,7 @@ fn security(cli: &Cli) -> Result<ClientSecurity> {
     };
     let token = match (&cli.token, &cli.token_file) {
         (Some(token), _) => Some(Token::new(token)?),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading --token-file {}", path.display()))?;
-            Some(Token::new(text.lines().next().unwrap_or_default())?)
-        }
+        (None, Some(path)) => Some(Token::from_file(path).context("--token-file")?),
         (None, None) => None,
     };
     Ok(ClientSecurity { tls, token })

@@ -178,7 +178,7 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let node = config.node;
         if let Some(contact) = config.join_via.clone() {
-            learn_address_book(&mut config, &contact).await?;
+            crate::join::learn_address_book(&mut config, &contact).await?;
         }
         if config.log != LogBackend::Memory {
             std::fs::create_dir_all(&config.data_dir)
@@ -288,40 +288,6 @@ impl Drop for Server {
             task.abort();
         }
     }
-}
-
-/// Completes `config`'s address book (replica and client addresses) with the one `contact`
-/// (a replica's client API) reports, which includes the addresses its configuration
-/// carries: a node joining through one contact learns every member. This node's own
-/// entries stay as configured.
-async fn learn_address_book(config: &mut ServerConfig, contact: &str) -> Result<(), ServerError> {
-    let failed = |problem: String| ServerError::Contact { contact: contact.to_owned(), problem };
-    let options = crate::ClientOptions::default();
-    let mut client =
-        crate::Client::new(vec![contact.to_owned()], options).map_err(|e| failed(e.to_string()))?;
-    let status = client.status_of(contact).await.map_err(|e| failed(e.to_string()))?;
-    let mut learned = 0;
-    for member in status.members {
-        let node = NodeId(member.node);
-        if node == config.node || member.replica_address.is_empty() {
-            continue;
-        }
-        config.members.insert(node, member.replica_address);
-        if !member.client_address.is_empty() {
-            config.clients.insert(node, member.client_address);
-        }
-        learned += 1;
-    }
-    if learned == 0 {
-        return Err(failed("its address book names no other replica".into()));
-    }
-    tracing::info!(
-        node = config.node.0,
-        contact,
-        replicas = learned,
-        "address book learned from the contact"
-    );
-    Ok(())
 }
 
 /// Decides from the data directory whether this replica bootstraps the ring or joins it,

@@ -546,7 +546,7 @@ impl GrpcTransport {
             } else {
                 let message_id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
                 let header = ChunkHeader { ring: message.ring, from: local, to, message_id };
-                chunked.push(Chunked { header, encoded: proto.encode_to_vec().into() });
+                chunked.push(Chunked::new(header, &proto));
             }
         }
         Ok((whole, chunked))

@@ -2,9 +2,7 @@
 
 use super::server::VERSION_MAX_METADATA;
 use super::GrpcConfig;
-use crate::codec::{
-    batch_header_len, message_version, CHUNKS_VERSION, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
-};
+use crate::codec::{batch_header_len, message_version, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use crate::proto as pb;
 use crate::proto::replication_client::ReplicationClient;
 use crate::queue::PeerQueue;
@@ -141,19 +139,30 @@ impl PeerLink {
     }
 
     /// The call's request stream: frames in protocol version `version` built from the queue
-    /// when the stream can take one.
+    /// when the stream can take one. What that version cannot carry is left out (whole
+    /// messages here, chunked ones by the queue) and counted in `dropped_for_version`: the
+    /// peer could not decode it, so it is lost to that peer as a message the network dropped
+    /// would be. A frame left with nothing is not sent.
     fn frames(&self, version: u32) -> impl Stream<Item = pb::Batch> + Send + 'static {
         let (local, peer) = (self.local, self.peer);
         let header = batch_header_len(local, peer);
         let state = (Arc::clone(&self.queue), Arc::clone(&self.stats));
         futures_util::stream::unfold(state, move |(queue, stats)| async move {
-            let mut taken = queue.next_batch().await?;
-            if version < PROTOCOL_VERSION {
-                let dropped = leave_out_newer(&mut taken.messages, &mut taken.chunks, version, &stats);
+            let taken = loop {
+                let mut taken = queue.next_batch(version).await?;
+                let before = taken.messages.len();
+                if version < PROTOCOL_VERSION {
+                    taken.messages.retain(|message| message_version(message) <= version);
+                }
+                let dropped = (before - taken.messages.len()) as u64 + taken.left_out_chunked;
                 if dropped > 0 {
+                    TransportStats::add(&stats.dropped_for_version, dropped);
                     tracing::warn!(%local, %peer, version, dropped, "messages the peer's protocol version cannot carry not sent");
                 }
-            }
+                if !taken.messages.is_empty() || !taken.chunks.is_empty() {
+                    break taken;
+                }
+            };
             TransportStats::bump(&stats.frames_sent);
             TransportStats::add(&stats.messages_sent, taken.messages.len() as u64);
             TransportStats::add(&stats.chunks_sent, taken.chunks.len() as u64);
@@ -168,26 +177,6 @@ impl PeerLink {
             Some((batch, (queue, stats)))
         })
     }
-}
-
-/// Takes out of a frame in `version` what that version does not have (a newer message, or
-/// chunks), counted in `dropped_for_version`: the peer could not decode it, so it is
-/// lost to that peer as a message the network dropped would be.
-fn leave_out_newer(
-    messages: &mut Vec<pb::Message>,
-    chunks: &mut Vec<pb::Chunk>,
-    version: u32,
-    stats: &TransportStats,
-) -> u64 {
-    let before = messages.len();
-    messages.retain(|message| message_version(message) <= version);
-    let mut left_out = (before - messages.len()) as u64;
-    if version < CHUNKS_VERSION {
-        left_out += chunks.len() as u64;
-        chunks.clear();
-    }
-    TransportStats::add(&stats.dropped_for_version, left_out);
-    left_out
 }
 
 /// The highest protocol version a peer that refused a stream for its version speaks, when
