@@ -221,14 +221,6 @@ pub(crate) struct Outbound {
     config: LinkConfig,
 }
 
-/// What one turn of the sender did.
-#[derive(Debug, Default)]
-pub(crate) struct Pumped {
-    pub(crate) work: bool,
-    /// Messages taken from the queue that must go back to its front (no room yet).
-    pub(crate) requeue: Vec<Message>,
-}
-
 impl Outbound {
     /// Dials `address`, runs the handshake and connects a queue pair to the peer's.
     pub(crate) fn dial(
@@ -312,14 +304,17 @@ impl Outbound {
 
     /// One turn: reap completions and credit, then write as many frames from `take` as
     /// credit and the send queue allow, posting them with one doorbell. `take(n)` hands out
-    /// up to `n` queued messages; what cannot be written now comes back in `requeue`.
+    /// up to `n` queued messages; what was taken and cannot be written now is left in
+    /// `unwritten` (also when the turn fails: those messages were never written, so they
+    /// go out on the next connection). True when the turn did work.
     pub(crate) fn pump(
         &mut self,
         mut take: impl FnMut(usize, u64) -> Vec<Message>,
+        unwritten: &mut Vec<Message>,
         stats: &RdmaStats,
         transport: &TransportStats,
-    ) -> Result<Pumped, LinkError> {
-        let mut pumped = Pumped { work: self.reap(stats)?, requeue: Vec::new() };
+    ) -> Result<bool, LinkError> {
+        let work = self.reap(stats)?;
         let mut ranges: Vec<RecordRange> = Vec::new();
         let mut frames = 0;
         // A frame may need two requests (a wrap record and itself).
@@ -328,17 +323,16 @@ impl Outbound {
             if messages.is_empty() {
                 break;
             }
-            let written = self.write(messages, &mut ranges, transport);
-            if !written.is_empty() {
-                pumped.requeue = written;
+            let left = self.write(messages, &mut ranges, transport);
+            if !left.is_empty() {
+                *unwritten = left;
                 break;
             }
             frames += 1;
         }
         if ranges.is_empty() {
-            return Ok(pumped);
+            return Ok(work);
         }
-        pumped.work = true;
         let mut requests = record_writes(&self.staging, self.ring, &mut self.signals, &ranges);
         let notice = self.notice();
         if notice > self.answered {
@@ -354,7 +348,7 @@ impl Outbound {
         // either it sees these frames, or this sees its notice.
         fence(Ordering::SeqCst);
         self.answer_late_notice(stats)?;
-        Ok(pumped)
+        Ok(true)
     }
 
     /// Wakes a receiver whose sleep notice landed while this turn's frames were posted,

@@ -85,8 +85,16 @@ enum Link {
 
 #[derive(Debug)]
 pub(crate) enum Event {
-    Dialed { peer: NodeId, generation: u64, result: Result<Box<Outbound>, LinkError> },
-    Accepted(Result<Box<InboundLink>, LinkError>),
+    Dialed {
+        peer: NodeId,
+        generation: u64,
+        result: Result<Box<Outbound>, LinkError>,
+    },
+    /// A handshake answered on the socket the poller accepted `sequence`-th.
+    Accepted {
+        sequence: u64,
+        result: Result<Box<InboundLink>, LinkError>,
+    },
 }
 
 /// How often the poller accepts handshakes, checks liveness and starts dials.
@@ -99,6 +107,11 @@ pub(crate) struct Poller {
     outbound: HashMap<NodeId, Link>,
     inbound: HashMap<NodeId, Box<InboundLink>>,
     ever_connected: HashSet<NodeId>,
+    /// Sockets accepted so far: the next one's sequence number.
+    accepted: u64,
+    /// The sequence number of the newest connection taken from each peer. Kept after the
+    /// connection ends, so that an older one handed over later is still recognized.
+    newest_inbound: HashMap<NodeId, u64>,
     rng: SplitMix64,
     backoff: IdleBackoff,
     next_housekeeping: Instant,
@@ -115,6 +128,8 @@ impl Poller {
             outbound: HashMap::new(),
             inbound: HashMap::new(),
             ever_connected: HashSet::new(),
+            accepted: 0,
+            newest_inbound: HashMap::new(),
             rng,
             backoff,
             next_housekeeping: Instant::now(),
@@ -179,18 +194,35 @@ impl Poller {
             work = true;
             match event {
                 Event::Dialed { peer, generation, result } => self.on_dialed(peer, generation, result),
-                Event::Accepted(Ok(link)) => {
-                    if let Some(old) = self.inbound.insert(link.peer, link) {
-                        self.count_inbound_end(&old, "replaced by a new connection from the same peer", true);
-                    }
-                }
-                Event::Accepted(Err(error)) => {
+                Event::Accepted { sequence, result: Ok(link) } => self.on_accepted(sequence, link),
+                Event::Accepted { result: Err(error), .. } => {
                     TransportStats::bump(&self.shared.gate.stats.connect_failures);
                     tracing::warn!(local = %self.local(), %error, "refused an RDMA connection");
                 }
             }
         }
         work
+    }
+
+    /// Takes a connection a handshake thread set up, unless a newer one from the same peer
+    /// was taken already.
+    ///
+    /// Handshake threads hand their connections over in whatever order they finish, not in
+    /// the order their sockets were accepted. A thread descheduled between its reply and the
+    /// hand-over can deliver a connection that its sender has already written to, abandoned
+    /// and replaced: taking it then would deliver its old frames after the newer
+    /// connection's. A sender dials its next connection only after its current one was
+    /// answered, that is after the poller accepted its socket, so the accept order is the
+    /// senders' order, and a connection accepted before the newest one taken is stale.
+    fn on_accepted(&mut self, sequence: u64, link: Box<InboundLink>) {
+        if self.newest_inbound.get(&link.peer).is_some_and(|&newest| newest > sequence) {
+            self.count_inbound_end(&link, "a newer connection from the same peer was taken first", false);
+            return;
+        }
+        self.newest_inbound.insert(link.peer, sequence);
+        if let Some(old) = self.inbound.insert(link.peer, link) {
+            self.count_inbound_end(&old, "replaced by a new connection from the same peer", true);
+        }
     }
 
     fn on_dialed(&mut self, peer: NodeId, generation: u64, result: Result<Box<Outbound>, LinkError>) {
@@ -241,17 +273,18 @@ impl Poller {
                 failed.push((*peer, *generation, LinkError::PeerGone, false));
                 continue;
             };
-            match connection.pump(
+            let mut unwritten = Vec::new();
+            let pumped = connection.pump(
                 |count, bytes_max| entry.take(count, bytes_max),
+                &mut unwritten,
                 &shared.stats,
                 &shared.gate.stats,
-            ) {
-                Ok(pumped) => {
-                    work |= pumped.work;
-                    if !pumped.requeue.is_empty() {
-                        entry.requeue(pumped.requeue);
-                    }
-                }
+            );
+            if !unwritten.is_empty() {
+                entry.requeue(unwritten);
+            }
+            match pumped {
+                Ok(did) => work |= did,
                 Err(error) => failed.push((*peer, *generation, error, true)),
             }
         }
@@ -379,6 +412,8 @@ impl Poller {
     /// to the checkpoint service, if the endpoint serves any).
     fn spawn_accept(&mut self, mut socket: std::net::TcpStream) {
         let key = self.rng.next_u64();
+        let sequence = self.accepted;
+        self.accepted += 1;
         let spawned = self.spawn_handshake("rsl-rdma-accept", move |shared| {
             let config = shared.config.link();
             let opening = socket
@@ -387,12 +422,19 @@ impl Poller {
                 .and_then(|()| crate::rdma::connection::set_up_socket(&socket, config.handshake_timeout))
                 .and_then(|()| handshake::read_opening(&mut socket));
             match opening {
-                Err(error) => Some(Event::Accepted(Err(error.into()))),
+                Err(error) => Some(Event::Accepted { sequence, result: Err(error.into()) }),
                 Ok(Opening::Connect(hello)) => {
                     let (device, local, channel) =
                         (shared.device.as_ref(), shared.gate.local, &shared.channel);
                     let accepted = InboundLink::accept(device, local, socket, hello, key, config, channel);
-                    Some(Event::Accepted(accepted.map(Box::new)))
+                    #[cfg(test)]
+                    {
+                        let hold = shared.hold_next_accepted.lock().take();
+                        if let Some(hold) = hold {
+                            let _ = hold.recv();
+                        }
+                    }
+                    Some(Event::Accepted { sequence, result: accepted.map(Box::new) })
                 }
                 Ok(Opening::Checkpoint(ask)) => {
                     shared.serve_checkpoint(socket, ask);

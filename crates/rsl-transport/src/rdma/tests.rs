@@ -155,3 +155,29 @@ fn a_frame_misaddressed_inside_is_refused() {
     let len = serialize_into(&batch, &mut buffer).unwrap();
     refused(&buffer[..len], |_, _| {}, |stats| stats.connections_reset);
 }
+
+/// A sender's connection is answered, written to and abandoned while the receiver's
+/// handshake thread for it has not yet handed it to the poller; the sender's next connection
+/// is handed over first. The late one must not replace the newer one: its frames are older
+/// than what the newer one already delivered.
+#[test]
+fn a_connection_handed_over_late_never_replaces_a_newer_one() {
+    let (receiver, mut inbound) = receiver();
+    let device = device();
+    let release = receiver.hold_next_accepted();
+    let mut first = raw_sender(&receiver, &device);
+    first.post_raw(&archived(&heartbeat(1)), |_, _| {}).unwrap();
+    drop(first);
+    let mut second = raw_sender(&receiver, &device);
+    second.post_raw(&archived(&heartbeat(2)), |_, _| {}).unwrap();
+    assert_eq!(sent_at(&next(&mut inbound)), 2);
+    release.send(()).unwrap();
+    wait_for("the late connection to be handed over", || {
+        receiver.rdma_stats().snapshot().connections_reset >= 1
+    });
+    second.post_raw(&archived(&heartbeat(3)), |_, _| {}).unwrap();
+    assert_eq!(sent_at(&next(&mut inbound)), 3, "the newer connection still delivers; the late one never");
+    assert!(inbound.try_recv().is_err());
+    assert!(!second.peer_gone());
+    assert_eq!(receiver.rdma_stats().snapshot().connections_reset, 1, "the late connection, dropped");
+}
