@@ -5,7 +5,7 @@
 mod common;
 
 use common::{heartbeat, receive, PATIENCE};
-use rsl_core::{MessageBody, NodeId, RingId};
+use rsl_core::{Ballot, Configuration, Message, MessageBody, NodeId, ReadId, RingId, Slot, Value};
 use rsl_transport::rdma::emulated::{EmulatedConfig, EmulatedDevice};
 use rsl_transport::rdma::{RdmaConfig, RdmaError, RdmaTransport};
 use rsl_transport::{Inbound, Transport};
@@ -30,9 +30,13 @@ struct Endpoint {
 }
 
 fn start(node: u64, address: &str, device_config: EmulatedConfig) -> Endpoint {
+    start_with(node, address, device_config, config())
+}
+
+fn start_with(node: u64, address: &str, device_config: EmulatedConfig, config: RdmaConfig) -> Endpoint {
     let device = EmulatedDevice::open(device_config).unwrap();
     let (transport, inbound) = RdmaTransport::builder(NodeId(node))
-        .config(config())
+        .config(config)
         .device(Arc::new(device.clone()))
         .bind(address.parse().unwrap())
         .unwrap();
@@ -196,6 +200,57 @@ async fn nothing_credited_is_lost_and_nothing_is_duplicated_under_faults() {
         stats.work_requests > stats.signaled_requests && stats.doorbells < stats.work_requests,
         "{stats:?}"
     );
+}
+
+/// An endpoint told to speak protocol version 1 (a replica held back during a rolling
+/// upgrade): each connection speaks the newest version both ends speak, and what version 1
+/// cannot carry is not sent either way, counted as over gRPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_told_to_speak_an_older_version_gets_only_what_it_reads() {
+    let newer = start(1, "127.0.0.1:0", EmulatedConfig::default());
+    let older = RdmaConfig { protocol_version: 1, ..config() };
+    let mut older = start_with(2, "127.0.0.1:0", EmulatedConfig::default(), older);
+    newer.transport.set_peer_address(NodeId(2), older.transport.local_addr().into()).unwrap();
+    older.transport.set_peer_address(NodeId(1), newer.transport.local_addr().into()).unwrap();
+    let mut newer = newer;
+    let read_index = |from, to| Message {
+        body: MessageBody::ReadIndexRequest { id: ReadId(7) },
+        ..heartbeat(1, from, to, 0)
+    };
+    let learners = Configuration::new(2, vec![NodeId(1), NodeId(2)], Slot(5)).with_learners(vec![NodeId(3)]);
+    let accept = Message {
+        body: MessageBody::Accept {
+            ballot: Ballot::new(1, NodeId(1)),
+            slot: Slot(4),
+            value: Value::Configuration(learners),
+            chosen: Slot(3),
+        },
+        ..heartbeat(1, 1, 2, 0)
+    };
+    let batch = vec![read_index(1, 2), heartbeat(1, 1, 2, 1), accept, heartbeat(1, 1, 2, 2)];
+    newer.transport.send(NodeId(2), batch).unwrap();
+    let at_older = receive(&mut older.inbound, 2).await;
+    assert_eq!(at_older.iter().map(sent_at).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        newer.transport.stats().snapshot().dropped_for_version,
+        2,
+        "a version 2 and a version 3 message"
+    );
+    // The older endpoint speaks version 1 to the newer one too.
+    older.transport.send(NodeId(1), vec![read_index(2, 1), heartbeat(1, 2, 1, 3)]).unwrap();
+    assert_eq!(receive(&mut newer.inbound, 1).await.iter().map(sent_at).collect::<Vec<_>>(), [3]);
+    assert_eq!(older.transport.stats().snapshot().dropped_for_version, 1);
+    for endpoint in [&newer, &older] {
+        let stats = endpoint.transport.stats().snapshot();
+        assert_eq!((stats.rejected_version, stats.decode_errors), (0, 0), "{stats:?}");
+    }
+    assert!(newer.inbound.try_recv().is_err() && older.inbound.try_recv().is_err());
+    // A version this build does not speak is refused at configuration.
+    for version in [0, rsl_transport::PROTOCOL_VERSION + 1] {
+        let error = RdmaConfig { protocol_version: version, ..config() }.validate().unwrap_err();
+        assert_eq!(error.field, "protocol_version", "{error}");
+        assert!(error.problem.contains("the versions this build speaks"), "{error}");
+    }
 }
 
 #[test]

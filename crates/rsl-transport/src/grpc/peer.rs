@@ -179,14 +179,12 @@ fn leave_out_newer(
     version: u32,
     stats: &TransportStats,
 ) -> u64 {
-    let before = messages.len();
-    messages.retain(|message| message_version(message) <= version);
-    let mut left_out = (before - messages.len()) as u64;
+    let mut left_out = crate::version::leave_out_newer(messages, version, message_version, stats);
     if version < CHUNKS_VERSION {
+        TransportStats::add(&stats.dropped_for_version, chunks.len() as u64);
         left_out += chunks.len() as u64;
         chunks.clear();
     }
-    TransportStats::add(&stats.dropped_for_version, left_out);
     left_out
 }
 

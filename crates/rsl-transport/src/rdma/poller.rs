@@ -17,7 +17,7 @@
 
 use crate::rdma::config::RdmaConfig;
 use crate::rdma::connection::{Inbound as InboundLink, LinkError, Outbound};
-use crate::rdma::handshake::{self, Opening};
+use crate::rdma::handshake::{self, HandshakeError, Opening};
 use crate::rdma::stats::RdmaStats;
 use crate::rdma::transport::{Peer, Shared};
 use crate::stats::TransportStats;
@@ -196,8 +196,17 @@ impl Poller {
                 Event::Dialed { peer, generation, result } => self.on_dialed(peer, generation, result),
                 Event::Accepted { sequence, result: Ok(link) } => self.on_accepted(sequence, link),
                 Event::Accepted { result: Err(error), .. } => {
-                    TransportStats::bump(&self.shared.gate.stats.connect_failures);
-                    tracing::warn!(local = %self.local(), %error, "refused an RDMA connection");
+                    let stats = &self.shared.gate.stats;
+                    if let LinkError::Handshake(HandshakeError::NoCommonVersion { local, peer }) = error {
+                        TransportStats::bump(&stats.rejected_version);
+                        tracing::warn!(
+                            local = %self.local(), speaks = %local, peer_speaks = %peer,
+                            "refused an RDMA connection in protocol versions this node does not speak"
+                        );
+                    } else {
+                        TransportStats::bump(&stats.connect_failures);
+                        tracing::warn!(local = %self.local(), %error, "refused an RDMA connection");
+                    }
                 }
             }
         }
@@ -243,7 +252,11 @@ impl Poller {
             }
             Err(error) => {
                 TransportStats::bump(&self.shared.gate.stats.connect_failures);
-                tracing::debug!(local = %self.local(), %peer, %error, "RDMA connection attempt failed");
+                if let LinkError::Handshake(HandshakeError::NoCommonVersion { .. }) = error {
+                    tracing::error!(local = %self.local(), %peer, %error, "RDMA connection refused");
+                } else {
+                    tracing::debug!(local = %self.local(), %peer, %error, "RDMA connection attempt failed");
+                }
                 self.wait(peer, generation, 1);
             }
         }
