@@ -75,11 +75,12 @@ impl IdleBackoff {
     }
 }
 
-/// A sending direction's state.
+/// A sending direction's state (`attempt`: how far the redial backoff has gone, 0 before a
+/// first dial).
 #[derive(Debug)]
 enum Link {
     Connected { connection: Box<Outbound>, generation: u64 },
-    Dialing { generation: u64 },
+    Dialing { generation: u64, attempt: u32 },
     Waiting { until: Instant, attempt: u32, generation: u64 },
 }
 
@@ -236,10 +237,12 @@ impl Poller {
 
     fn on_dialed(&mut self, peer: NodeId, generation: u64, result: Result<Box<Outbound>, LinkError>) {
         let current = self.shared.peers.read().get(&peer).map(|entry| entry.generation);
-        let expected =
-            matches!(self.outbound.get(&peer), Some(Link::Dialing { generation: g }) if *g == generation);
-        if current != Some(generation) || !expected {
-            return; // The peer was removed or readdressed meanwhile; the connection drops.
+        let attempt = match self.outbound.get(&peer) {
+            Some(Link::Dialing { generation: g, attempt }) if *g == generation => *attempt,
+            _ => return, // The peer was removed or readdressed meanwhile; the connection drops.
+        };
+        if current != Some(generation) {
+            return;
         }
         match result {
             Ok(connection) => {
@@ -257,7 +260,8 @@ impl Poller {
                 } else {
                     tracing::debug!(local = %self.local(), %peer, %error, "RDMA connection attempt failed");
                 }
-                self.wait(peer, generation, 1);
+                // Doubling from one failed dial to the next, up to the maximum.
+                self.wait(peer, generation, attempt + 1);
             }
         }
     }
@@ -370,7 +374,7 @@ impl Poller {
         self.outbound.retain(|peer, link| {
             let generation = match link {
                 Link::Connected { generation, .. }
-                | Link::Dialing { generation }
+                | Link::Dialing { generation, .. }
                 | Link::Waiting { generation, .. } => *generation,
             };
             peers.get(peer).is_some_and(|entry| entry.generation == generation)
@@ -462,7 +466,7 @@ impl Poller {
 
     fn spawn_dial(&mut self, peer: NodeId, entry: &Peer, attempt: u32) {
         let (generation, address) = (entry.generation, entry.socket);
-        self.outbound.insert(peer, Link::Dialing { generation });
+        self.outbound.insert(peer, Link::Dialing { generation, attempt });
         let spawned = self.spawn_handshake("rsl-rdma-dial", move |shared| {
             let (device, local, link) = (shared.device.as_ref(), shared.gate.local, shared.config.link());
             let result = Outbound::dial(device, local, peer, address, link).map(Box::new);
