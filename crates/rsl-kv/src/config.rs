@@ -287,7 +287,7 @@ pub struct Tuning {
     pub pipeline_depth: Option<u64>,
     /// How long a partial batch may wait for more requests while the pipeline has room.
     pub batch_linger_us: Option<u64>,
-    /// The newest replica protocol version to speak over gRPC (default: this build's
+    /// The newest replica protocol version to speak over gRPC and RDMA (default: this build's
     /// newest, `rsl::transport::PROTOCOL_VERSION`): during a rolling upgrade, the old
     /// version until every replica runs the new build (docs/OPERATIONS.md, "Upgrade").
     pub protocol_version: Option<u32>,

@@ -156,8 +156,8 @@ struct Args {
     /// How long a partial batch may wait for more requests
     #[arg(long, value_name = "US")]
     batch_linger_us: Option<u64>,
-    /// The newest replica protocol version to speak (gRPC; default: this build's newest).
-    /// During a rolling upgrade: the old version until every replica runs the new build
+    /// The newest replica protocol version to speak (gRPC and RDMA; default: this build's
+    /// newest). During a rolling upgrade: the old version until every replica runs the new build
     #[arg(long, value_name = "VERSION")]
     protocol_version: Option<u32>,
     /// Largest encoded write the ring takes (and client API message bound)

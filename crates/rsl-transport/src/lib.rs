@@ -87,6 +87,7 @@ mod queue;
 pub mod rdma;
 mod stats;
 mod transport;
+pub mod version;
 
 /// Types generated from `proto/rsl_transport.proto` by prost and tonic.
 #[allow(missing_docs, missing_debug_implementations, unreachable_pub, clippy::all, clippy::pedantic)]

@@ -125,7 +125,8 @@ counters! {
         checkpoint_bytes_served,
         /// Replica streams refused because their frames are in a protocol version this
         /// endpoint does not speak (a newer peer that has not spoken down yet, or one too
-        /// old or too new to share a version with).
+        /// old or too new to share a version with); over RDMA, connections refused in the
+        /// handshake because the peer shares no version with this endpoint.
         rejected_version,
         /// Messages and chunks not sent because the link to their peer is spoken in a
         /// protocol version older than theirs (`codec::message_version`: forced elections,

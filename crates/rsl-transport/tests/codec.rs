@@ -8,10 +8,12 @@ use rsl_core::{
     Ballot, Configuration, MemberAddress, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal,
     RejectReason, Request, RequestId, RingId, Slot, Time, Value,
 };
+use rsl_transport::codec::message_version;
 use rsl_transport::codec::{
     decode_batch, decode_message, encode_batch, encode_message, encoded_len, message_from_proto, DecodeError,
 };
 use rsl_transport::proto;
+use rsl_transport::version::core_message_version;
 use std::collections::BTreeSet;
 
 fn node() -> impl Strategy<Value = NodeId> {
@@ -215,6 +217,32 @@ fn every_body_kind_round_trips() {
 }
 
 #[test]
+fn every_body_kind_needs_the_same_version_on_both_forms() {
+    let mut messages = one_of_each();
+    let learners = Configuration::new(2, vec![NodeId(1), NodeId(2)], Slot(5)).with_learners(vec![NodeId(3)]);
+    messages.push(Message {
+        body: MessageBody::Accept {
+            ballot: Ballot::new(1, NodeId(1)),
+            slot: Slot(4),
+            value: Value::Configuration(learners),
+            chosen: Slot(3),
+        },
+        ..messages[0].clone()
+    });
+    let mut versions = BTreeSet::new();
+    for message in messages {
+        let version = core_message_version(&message);
+        assert_eq!(
+            version,
+            message_version(&rsl_transport::codec::message_to_proto(&message)),
+            "{message:?}"
+        );
+        versions.insert(version);
+    }
+    assert_eq!(versions, BTreeSet::from([1, 2, 3]), "the kinds cover every version");
+}
+
+#[test]
 fn garbage_gives_a_protobuf_error() {
     // A field with wire type 7 (invalid) and a length prefix running past the end.
     for bytes in [&[0x0f_u8][..], &[0x1a, 0x05, 0x01], &[0xff; 11]] {
@@ -260,6 +288,13 @@ proptest! {
         prop_assert_eq!(bytes.len() as u64, encoded_len(&message));
         prop_assert_eq!(decode_message(Bytes::from(bytes)).unwrap(), message.clone());
         prop_assert_eq!(message_from_proto(rsl_transport::codec::message_to_proto(&message)).unwrap(), message);
+    }
+
+    /// The version rule on core messages (RDMA) is the rule on protobuf messages (gRPC).
+    #[test]
+    fn the_version_rule_is_the_same_on_both_forms(message in message()) {
+        let proto = rsl_transport::codec::message_to_proto(&message);
+        prop_assert_eq!(core_message_version(&message), message_version(&proto));
     }
 
     #[test]

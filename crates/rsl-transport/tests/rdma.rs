@@ -5,7 +5,7 @@
 mod common;
 
 use common::{heartbeat, receive, PATIENCE};
-use rsl_core::{MessageBody, NodeId, RingId};
+use rsl_core::{Ballot, Configuration, Message, MessageBody, NodeId, ReadId, RingId, Slot, Value};
 use rsl_transport::rdma::emulated::{EmulatedConfig, EmulatedDevice};
 use rsl_transport::rdma::{RdmaConfig, RdmaError, RdmaTransport};
 use rsl_transport::{Inbound, Transport};
@@ -30,9 +30,13 @@ struct Endpoint {
 }
 
 fn start(node: u64, address: &str, device_config: EmulatedConfig) -> Endpoint {
+    start_with(node, address, device_config, config())
+}
+
+fn start_with(node: u64, address: &str, device_config: EmulatedConfig, config: RdmaConfig) -> Endpoint {
     let device = EmulatedDevice::open(device_config).unwrap();
     let (transport, inbound) = RdmaTransport::builder(NodeId(node))
-        .config(config())
+        .config(config)
         .device(Arc::new(device.clone()))
         .bind(address.parse().unwrap())
         .unwrap();
@@ -139,44 +143,56 @@ async fn a_peer_that_dies_and_restarts_is_reached_again() {
     assert_eq!(sent_at(&receive(&mut one.inbound, 1).await[0]), 7);
 }
 
+/// The first place where `numbers` is not strictly increasing, if any.
+fn out_of_order(numbers: &[u64]) -> Option<(usize, u64, u64)> {
+    numbers.windows(2).position(|w| w[0] >= w[1]).map(|i| (i, numbers[i], numbers[i + 1]))
+}
+
+fn drain(inbound: &mut mpsc::Receiver<Inbound>, delivered: &mut Vec<u64>) {
+    while let Ok(inbound) = inbound.try_recv() {
+        delivered.push(sent_at(&inbound));
+    }
+}
+
 /// Faults again and again while a stream of numbered messages flows, with completions
 /// handed out in random order: whatever the receiver credited was delivered, exactly once
 /// and in order.
+///
+/// Round `r` sends 400 messages numbered from `r * ROUND`, then keeps sending markers
+/// (numbered from `r * ROUND + ROUND / 2`) until one arrives, so that the fault that ends
+/// the round finds a live connection to break even when the machine is slow to reconnect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_credited_is_lost_and_nothing_is_duplicated_under_faults() {
+    const ROUND: u64 = 1_000_000;
     let (one, mut two) = pair(EmulatedConfig { shuffle_completions: Some(9), ..EmulatedConfig::default() });
     let mut delivered = Vec::new();
-    let mut next = 0;
     for round in 0..8 {
-        for _ in 0..50 {
-            let batch: Vec<_> = (0..8).map(|i| heartbeat(1, 1, 2, next + i)).collect();
-            next += 8;
-            one.transport.send(NodeId(2), batch).unwrap();
+        let base = round * ROUND;
+        for batch in 0..50 {
+            let messages: Vec<_> = (0..8).map(|i| heartbeat(1, 1, 2, base + batch * 8 + i)).collect();
+            one.transport.send(NodeId(2), messages).unwrap();
         }
+        delivered.extend(keep_sending(&one, &mut two, base + ROUND / 2, 1).await);
         if round % 2 == 0 {
             one.device.fail_queue_pairs();
         } else {
             two.device.fail_queue_pairs();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        while let Ok(inbound) = two.inbound.try_recv() {
-            delivered.push(sent_at(&inbound));
-        }
+        drain(&mut two.inbound, &mut delivered);
     }
     // Let the link settle: one last message arrives once everything before it did.
-    // Arrival order: what arrived while waiting for it, then whatever came after it (more
-    // of the numbers sent while waiting).
-    delivered.extend(keep_sending(&one, &mut two, 1_000_000, 1).await);
-    while let Ok(inbound) = two.inbound.try_recv() {
-        delivered.push(sent_at(&inbound));
-    }
-    assert!(delivered.windows(2).all(|w| w[0] < w[1]), "in order, no duplicates");
+    delivered.extend(keep_sending(&one, &mut two, 8 * ROUND, 1).await);
     common::eventually("the sender to see the last credit", || {
         let stats = one.transport.rdma_stats().snapshot();
         stats.messages_acknowledged + stats.messages_unacknowledged_lost
             >= one.transport.stats().snapshot().messages_sent
     })
     .await;
+    // A message is in the inbound channel before its frame is credited: once the sender has
+    // counted a credit, what it covers can be drained.
+    drain(&mut two.inbound, &mut delivered);
+    assert_eq!(out_of_order(&delivered), None, "in order, no duplicates (index, number, next)");
     let stats = one.transport.rdma_stats().snapshot();
     assert!(delivered.len() as u64 >= stats.messages_acknowledged, "{} < {stats:?}", delivered.len());
     assert!(stats.connections_reset >= 4, "{stats:?}");
@@ -184,6 +200,57 @@ async fn nothing_credited_is_lost_and_nothing_is_duplicated_under_faults() {
         stats.work_requests > stats.signaled_requests && stats.doorbells < stats.work_requests,
         "{stats:?}"
     );
+}
+
+/// An endpoint told to speak protocol version 1 (a replica held back during a rolling
+/// upgrade): each connection speaks the newest version both ends speak, and what version 1
+/// cannot carry is not sent either way, counted as over gRPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_told_to_speak_an_older_version_gets_only_what_it_reads() {
+    let newer = start(1, "127.0.0.1:0", EmulatedConfig::default());
+    let older = RdmaConfig { protocol_version: 1, ..config() };
+    let mut older = start_with(2, "127.0.0.1:0", EmulatedConfig::default(), older);
+    newer.transport.set_peer_address(NodeId(2), older.transport.local_addr().into()).unwrap();
+    older.transport.set_peer_address(NodeId(1), newer.transport.local_addr().into()).unwrap();
+    let mut newer = newer;
+    let read_index = |from, to| Message {
+        body: MessageBody::ReadIndexRequest { id: ReadId(7) },
+        ..heartbeat(1, from, to, 0)
+    };
+    let learners = Configuration::new(2, vec![NodeId(1), NodeId(2)], Slot(5)).with_learners(vec![NodeId(3)]);
+    let accept = Message {
+        body: MessageBody::Accept {
+            ballot: Ballot::new(1, NodeId(1)),
+            slot: Slot(4),
+            value: Value::Configuration(learners),
+            chosen: Slot(3),
+        },
+        ..heartbeat(1, 1, 2, 0)
+    };
+    let batch = vec![read_index(1, 2), heartbeat(1, 1, 2, 1), accept, heartbeat(1, 1, 2, 2)];
+    newer.transport.send(NodeId(2), batch).unwrap();
+    let at_older = receive(&mut older.inbound, 2).await;
+    assert_eq!(at_older.iter().map(sent_at).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        newer.transport.stats().snapshot().dropped_for_version,
+        2,
+        "a version 2 and a version 3 message"
+    );
+    // The older endpoint speaks version 1 to the newer one too.
+    older.transport.send(NodeId(1), vec![read_index(2, 1), heartbeat(1, 2, 1, 3)]).unwrap();
+    assert_eq!(receive(&mut newer.inbound, 1).await.iter().map(sent_at).collect::<Vec<_>>(), [3]);
+    assert_eq!(older.transport.stats().snapshot().dropped_for_version, 1);
+    for endpoint in [&newer, &older] {
+        let stats = endpoint.transport.stats().snapshot();
+        assert_eq!((stats.rejected_version, stats.decode_errors), (0, 0), "{stats:?}");
+    }
+    assert!(newer.inbound.try_recv().is_err() && older.inbound.try_recv().is_err());
+    // A version this build does not speak is refused at configuration.
+    for version in [0, rsl_transport::PROTOCOL_VERSION + 1] {
+        let error = RdmaConfig { protocol_version: version, ..config() }.validate().unwrap_err();
+        assert_eq!(error.field, "protocol_version", "{error}");
+        assert!(error.problem.contains("the versions this build speaks"), "{error}");
+    }
 }
 
 #[test]

@@ -94,6 +94,7 @@ fn start_rdma(
         frame_bytes_max,
         peer_queue_bytes_max: defaults.peer_queue_bytes_max.max(frame_bytes_max),
         seed: config.node.0,
+        protocol_version: config.tuning.protocol_version.unwrap_or(defaults.protocol_version),
         ..defaults
     };
     let listener = listener.into_std().map_err(|error| failed(error.to_string()))?;

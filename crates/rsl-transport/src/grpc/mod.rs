@@ -13,7 +13,7 @@ pub use tls::{certificate_node, node_uri, CertificateIdentityError, TlsConfig, N
 
 use crate::checkpoint::{CheckpointFetcher, CheckpointSource};
 use crate::chunk::{ChunkHeader, CHUNK_OVERHEAD_BYTES};
-use crate::codec::{message_to_proto, FRAME_OVERHEAD_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
+use crate::codec::{message_to_proto, FRAME_OVERHEAD_BYTES, PROTOCOL_VERSION};
 use crate::gate::Gate;
 use crate::membership::Membership;
 use crate::queue::{Chunked, PeerQueue, QueueLimits, Queued};
@@ -107,8 +107,8 @@ pub struct GrpcConfig {
     /// Seeds the reconnect jitter (mixed with each peer's id).
     pub seed: u64,
     /// The newest protocol version this endpoint speaks, in
-    /// [`PROTOCOL_VERSION_MIN`]`..=`[`PROTOCOL_VERSION`] (default: the newest). Frames it
-    /// sends start in this version and speak down to a peer that refuses it; frames it
+    /// [`PROTOCOL_VERSION_MIN`](crate::PROTOCOL_VERSION_MIN)`..=`[`PROTOCOL_VERSION`]
+    /// (default: the newest). Frames it sends start in this version and speak down to a peer that refuses it; frames it
     /// receives in a newer version are refused (and counted in `rejected_version`). Set it
     /// to the old version during a rolling upgrade, until every replica runs the new build
     /// (docs/PROTOCOL.md, "Versions").
@@ -215,10 +215,8 @@ impl GrpcConfig {
         check(self.streams_per_connection_max > 0, "streams_per_connection_max", || {
             "must be at least 1".to_owned()
         })?;
-        let version = self.protocol_version;
-        check((PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version), "protocol_version", || {
-            format!("{version} not in {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION}, the versions this build speaks")
-        })
+        crate::version::check_speaks(self.protocol_version)
+            .map_err(|problem| ConfigError { field: "protocol_version", problem })
     }
 
     fn queue_limits(&self) -> QueueLimits {

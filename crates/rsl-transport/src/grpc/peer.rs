@@ -2,7 +2,7 @@
 
 use super::server::VERSION_MAX_METADATA;
 use super::GrpcConfig;
-use crate::codec::{batch_header_len, message_version, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
+use crate::codec::{batch_header_len, message_version, PROTOCOL_VERSION_MIN};
 use crate::proto as pb;
 use crate::proto::replication_client::ReplicationClient;
 use crate::queue::PeerQueue;
@@ -150,13 +150,11 @@ impl PeerLink {
         futures_util::stream::unfold(state, move |(queue, stats)| async move {
             let taken = loop {
                 let mut taken = queue.next_batch(version).await?;
-                let before = taken.messages.len();
-                if version < PROTOCOL_VERSION {
-                    taken.messages.retain(|message| message_version(message) <= version);
-                }
-                let dropped = (before - taken.messages.len()) as u64 + taken.left_out_chunked;
+                let dropped =
+                    crate::version::leave_out_newer(&mut taken.messages, version, message_version, &stats)
+                        + taken.left_out_chunked;
+                TransportStats::add(&stats.dropped_for_version, taken.left_out_chunked);
                 if dropped > 0 {
-                    TransportStats::add(&stats.dropped_for_version, dropped);
                     tracing::warn!(%local, %peer, version, dropped, "messages the peer's protocol version cannot carry not sent");
                 }
                 if !taken.messages.is_empty() || !taken.chunks.is_empty() {

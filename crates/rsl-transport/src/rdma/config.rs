@@ -1,7 +1,8 @@
 //! [`RdmaConfig`]: the settings of an `RdmaTransport` (ring and frame sizes, queues,
 //! signalling, doorbell batching, the idle back-off and wake-up, redial timing, checkpoint
-//! transfer), and their checks.
+//! transfer, the protocol version), and their checks.
 
+use crate::codec::PROTOCOL_VERSION;
 use crate::rdma::archive::BATCH_OVERHEAD_BYTES;
 use crate::rdma::checkpoint::{TransferLimits, FRAME_BYTES_MIN};
 use crate::rdma::connection::{LinkConfig, RING_BYTES_MAX};
@@ -64,6 +65,14 @@ pub struct RdmaConfig {
     pub checkpoint_frame_bytes_max: u32,
     /// How long a checkpoint transfer may make no progress (connect, a read, a write).
     pub checkpoint_timeout_ms: u64,
+    /// The newest protocol version this endpoint speaks, in
+    /// [`PROTOCOL_VERSION_MIN`](crate::PROTOCOL_VERSION_MIN)`..=`[`PROTOCOL_VERSION`]
+    /// (default: the newest). Each connection speaks the newest version both ends speak,
+    /// agreed in its handshake; a peer with none in common is refused (counted in
+    /// `rejected_version`), and a message the connection's version cannot carry is not sent
+    /// (counted in `dropped_for_version`). As `GrpcConfig::protocol_version`: set it to the
+    /// old version during a rolling upgrade (docs/PROTOCOL.md, "Versions").
+    pub protocol_version: u32,
 }
 
 impl Default for RdmaConfig {
@@ -90,6 +99,7 @@ impl Default for RdmaConfig {
             seed: 0,
             checkpoint_frame_bytes_max: 1 << 20,
             checkpoint_timeout_ms: 10_000,
+            protocol_version: PROTOCOL_VERSION,
         }
     }
 }
@@ -171,6 +181,8 @@ impl RdmaConfig {
             ),
         )?;
         check(self.checkpoint_timeout_ms > 0, "checkpoint_timeout_ms", "must be positive".into())?;
+        crate::version::check_speaks(self.protocol_version)
+            .map_err(|problem| RdmaConfigError { field: "protocol_version", problem })?;
         check(
             self.backoff_initial_ms > 0 && self.backoff_initial_ms <= self.backoff_max_ms,
             "backoff_initial_ms",
@@ -194,6 +206,7 @@ impl RdmaConfig {
             doorbell_batch_max: self.doorbell_batch_max,
             batch_messages_max: self.batch_messages_max,
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            protocol_version: self.protocol_version,
         }
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::gate::Gate;
 use crate::rdma::archive::{access_batch, message_from_archived, serialize_into, WireBatch, WireMessage};
-use crate::rdma::handshake::{self, HandshakeError, Hello, Reply};
+use crate::rdma::handshake::{self, HandshakeError, Hello, Refusal, Reply, Versions};
 use crate::rdma::ring::{Consumer, FrameError, Placement, Producer, RecordRange, RING_BYTES_MIN};
 use crate::rdma::stats::RdmaStats;
 use crate::rdma::verbs::{
@@ -25,6 +25,7 @@ use crate::rdma::verbs::{
 };
 use crate::stats::TransportStats;
 use crate::transport::Inbound as Delivered;
+use crate::version::{core_message_version, leave_out_newer};
 use rsl_core::{Message, NodeId, RingId};
 use std::collections::VecDeque;
 use std::io::ErrorKind;
@@ -55,6 +56,8 @@ pub(crate) struct LinkConfig {
     pub(crate) doorbell_batch_max: u32,
     pub(crate) batch_messages_max: u32,
     pub(crate) handshake_timeout: Duration,
+    /// The newest protocol version this endpoint speaks.
+    pub(crate) protocol_version: u32,
 }
 
 /// Why a connection ended or could not be set up.
@@ -217,16 +220,10 @@ pub(crate) struct Outbound {
     in_flight: VecDeque<(u64, u64)>,
     /// The receiver's latest sleep notice answered with a write with immediate.
     answered: u64,
+    /// The connection's protocol version, agreed in the handshake.
+    version: u32,
     socket: TcpStream,
     config: LinkConfig,
-}
-
-/// What one turn of the sender did.
-#[derive(Debug, Default)]
-pub(crate) struct Pumped {
-    pub(crate) work: bool,
-    /// Messages taken from the queue that must go back to its front (no room yet).
-    pub(crate) requeue: Vec<Message>,
 }
 
 impl Outbound {
@@ -244,9 +241,11 @@ impl Outbound {
         let cq = device.create_cq(config.send_queue_depth * 2, None)?;
         let mut qp = device.create_qp(&cq, config.send_queue_depth, 0)?;
         let credit = device.register(CREDIT_BYTES, Access::RemoteWrite)?;
-        let hello = Hello { from: local, to: peer, endpoint: qp.endpoint(), credit: credit.remote() };
+        let versions = Versions::up_to(config.protocol_version);
+        let hello =
+            Hello { from: local, to: peer, versions, endpoint: qp.endpoint(), credit: credit.remote() };
         handshake::write_hello(&mut socket, &hello)?;
-        let reply = match handshake::read_reply(&mut socket) {
+        let reply = match handshake::read_reply(&mut socket, versions) {
             Err(HandshakeError::Refused(reason)) => return Err(LinkError::Refused(reason)),
             other => other?,
         };
@@ -273,6 +272,7 @@ impl Outbound {
             signals: Signals::new(config.send_queue_depth, config.signal_interval),
             in_flight: VecDeque::new(),
             answered: 0,
+            version: reply.version,
             socket,
             config,
         })
@@ -312,33 +312,39 @@ impl Outbound {
 
     /// One turn: reap completions and credit, then write as many frames from `take` as
     /// credit and the send queue allow, posting them with one doorbell. `take(n)` hands out
-    /// up to `n` queued messages; what cannot be written now comes back in `requeue`.
+    /// up to `n` queued messages; what was taken and cannot be written now is left in
+    /// `unwritten` (also when the turn fails: those messages were never written, so they
+    /// go out on the next connection). True when the turn did work.
     pub(crate) fn pump(
         &mut self,
         mut take: impl FnMut(usize, u64) -> Vec<Message>,
+        unwritten: &mut Vec<Message>,
         stats: &RdmaStats,
         transport: &TransportStats,
-    ) -> Result<Pumped, LinkError> {
-        let mut pumped = Pumped { work: self.reap(stats)?, requeue: Vec::new() };
+    ) -> Result<bool, LinkError> {
+        let work = self.reap(stats)?;
         let mut ranges: Vec<RecordRange> = Vec::new();
         let mut frames = 0;
         // A frame may need two requests (a wrap record and itself).
         while frames < self.config.doorbell_batch_max && self.signals.room() as usize >= ranges.len() + 2 {
-            let messages = take(self.config.batch_messages_max as usize, self.producer.payload_max());
+            let mut messages = take(self.config.batch_messages_max as usize, self.producer.payload_max());
             if messages.is_empty() {
                 break;
             }
-            let written = self.write(messages, &mut ranges, transport);
-            if !written.is_empty() {
-                pumped.requeue = written;
+            self.leave_out_newer(&mut messages, transport);
+            if messages.is_empty() {
+                continue;
+            }
+            let left = self.write(messages, &mut ranges, transport);
+            if !left.is_empty() {
+                *unwritten = left;
                 break;
             }
             frames += 1;
         }
         if ranges.is_empty() {
-            return Ok(pumped);
+            return Ok(work);
         }
-        pumped.work = true;
         let mut requests = record_writes(&self.staging, self.ring, &mut self.signals, &ranges);
         let notice = self.notice();
         if notice > self.answered {
@@ -354,7 +360,19 @@ impl Outbound {
         // either it sees these frames, or this sees its notice.
         fence(Ordering::SeqCst);
         self.answer_late_notice(stats)?;
-        Ok(pumped)
+        Ok(true)
+    }
+
+    /// Leaves out what the connection's protocol version cannot carry (counted in
+    /// `dropped_for_version`, as over gRPC).
+    fn leave_out_newer(&self, messages: &mut Vec<Message>, transport: &TransportStats) {
+        let dropped = leave_out_newer(messages, self.version, core_message_version, transport);
+        if dropped > 0 {
+            tracing::warn!(
+                local = %self.local, peer = %self.peer, version = self.version, dropped,
+                "messages the peer's protocol version cannot carry not sent"
+            );
+        }
     }
 
     /// Wakes a receiver whose sleep notice landed while this turn's frames were posted,
@@ -429,6 +447,11 @@ impl Outbound {
 
 #[cfg(test)]
 impl Outbound {
+    /// The connection's protocol version.
+    pub(crate) fn version(&self) -> u32 {
+        self.version
+    }
+
     /// Frames `payload` as the next record, lets `damage` change the staged record (given
     /// the staging buffer and the record's offset), and writes it: a peer that sends what
     /// it should not.
@@ -494,7 +517,7 @@ impl Inbound {
         channel: &Arc<dyn CompletionChannel>,
     ) -> Result<Inbound, LinkError> {
         let refuse = |socket: &mut TcpStream, reason: String| {
-            let _ = handshake::write_reply(socket, Err(&reason));
+            let _ = handshake::write_reply(socket, Err(Refusal::Reason(&reason)));
             Err(LinkError::Refused(reason))
         };
         if hello.to != local || hello.from == local {
@@ -506,14 +529,26 @@ impl Inbound {
                 format!("credit region of {} bytes, at least {} needed", hello.credit.len, NOTICE_OFFSET + 8),
             );
         }
+        let local_versions = Versions::up_to(config.protocol_version);
+        let Some(version) = local_versions.common(hello.versions) else {
+            let _ = handshake::write_reply(&mut socket, Err(Refusal::Version(local_versions)));
+            return Err(
+                HandshakeError::NoCommonVersion { local: local_versions, peer: hello.versions }.into()
+            );
+        };
         let cq = device.create_cq(config.send_queue_depth * 2 + RECEIVES, Some(channel))?;
         let mut qp = device.create_qp(&cq, config.send_queue_depth, RECEIVES)?;
         let ring = device.register(config.ring_bytes, Access::RemoteWrite)?;
         qp.connect(&hello.endpoint)?;
         let receives: Vec<u64> = (0..u64::from(RECEIVES)).collect();
         qp.post_receive(&receives)?;
-        let reply =
-            Reply { endpoint: qp.endpoint(), ring: ring.remote(), key, payload_max: config.payload_max };
+        let reply = Reply {
+            endpoint: qp.endpoint(),
+            ring: ring.remote(),
+            key,
+            payload_max: config.payload_max,
+            version,
+        };
         handshake::write_reply(&mut socket, Ok(&reply))?;
         socket.set_nonblocking(true).map_err(HandshakeError::from)?;
         Ok(Inbound {

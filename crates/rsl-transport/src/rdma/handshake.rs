@@ -5,10 +5,12 @@
 //! (`Hello`) or a checkpoint (`CheckpointAsk`, answered by a `CheckpointAnswer` record and
 //! then the file, see `checkpoint.rs`).
 //!
-//! The sender dials the receiver's listening address and says who it is, where its queue
-//! pair is and where the receiver should write credits (`Hello`); the receiver answers with
-//! its queue pair, the ring it registered for this sender, the ring's stamp key and the
-//! largest frame it accepts (`Reply`), or with a refusal and its reason. The socket then
+//! The sender dials the receiver's listening address and says who it is, which protocol
+//! versions it speaks, where its queue pair is and where the receiver should write credits
+//! (`Hello`); the receiver answers with its queue pair, the ring it registered for this
+//! sender, the ring's stamp key, the largest frame it accepts and the protocol version of
+//! the connection, the newest both speak (`Reply`); or with a refusal and its reason, or,
+//! when the two have no version in common, the versions it speaks. The socket then
 //! stays open for the connection's life and carries nothing more: its end (EOF, reset) is
 //! how either side learns that the other process is gone, on any provider.
 //!
@@ -16,12 +18,14 @@
 //! little-endian; strings as u16 length and UTF-8 bytes), at most `MESSAGE_BYTES_MAX`.
 //! Decoding checks every length and names what is wrong.
 
+use crate::codec::PROTOCOL_VERSION_MIN;
 use crate::rdma::verbs::{QpEndpoint, RemoteRegion};
 use rsl_core::{NodeId, RingId, Slot};
 use std::io::{Read, Write};
 
-/// The handshake magic and version: 3 since configurations carry learners and addresses.
-const MAGIC: [u8; 8] = *b"RSLRDMA3";
+/// The handshake magic and format: 3 since configurations carry learners and addresses, 4
+/// since a hello and a reply state protocol versions.
+const MAGIC: [u8; 8] = *b"RSLRDMA4";
 /// The largest handshake record.
 pub(crate) const MESSAGE_BYTES_MAX: usize = 4096;
 /// Kinds of opening record.
@@ -40,6 +44,42 @@ pub enum HandshakeError {
     /// The receiver refused the connection.
     #[error("refused by the peer: {0}")]
     Refused(String),
+    /// The two ends speak no protocol version in common.
+    #[error("no protocol version in common: this node speaks {local}, the peer {peer}")]
+    NoCommonVersion {
+        /// The versions this end speaks.
+        local: Versions,
+        /// The versions the peer speaks.
+        peer: Versions,
+    },
+}
+
+/// The protocol versions an endpoint speaks, `min..=max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Versions {
+    /// The oldest.
+    pub min: u32,
+    /// The newest.
+    pub max: u32,
+}
+
+impl Versions {
+    /// What an endpoint of this build told to speak no newer than `max` speaks.
+    pub(crate) fn up_to(max: u32) -> Versions {
+        Versions { min: PROTOCOL_VERSION_MIN, max }
+    }
+
+    /// The newest version both speak, if any.
+    pub(crate) fn common(self, peer: Versions) -> Option<u32> {
+        let newest = self.max.min(peer.max);
+        (newest >= self.min.max(peer.min)).then_some(newest)
+    }
+}
+
+impl std::fmt::Display for Versions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..={}", self.min, self.max)
+    }
 }
 
 impl From<std::io::Error> for HandshakeError {
@@ -53,6 +93,8 @@ impl From<std::io::Error> for HandshakeError {
 pub(crate) struct Hello {
     pub(crate) from: NodeId,
     pub(crate) to: NodeId,
+    /// The protocol versions the sender speaks.
+    pub(crate) versions: Versions,
     pub(crate) endpoint: QpEndpoint,
     /// Where the receiver writes its consumed position.
     pub(crate) credit: RemoteRegion,
@@ -101,6 +143,17 @@ pub(crate) struct Reply {
     pub(crate) key: u64,
     /// The largest frame payload the receiver takes.
     pub(crate) payload_max: u64,
+    /// The connection's protocol version: the newest both ends speak.
+    pub(crate) version: u32,
+}
+
+/// Why a receiver turns a hello down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal<'a> {
+    /// For a reason, said in words.
+    Reason(&'a str),
+    /// No protocol version in common: the versions the receiver speaks.
+    Version(Versions),
 }
 
 #[derive(Default)]
@@ -140,6 +193,9 @@ impl Encoder {
     }
     fn region(&mut self, region: &RemoteRegion) -> &mut Self {
         self.u64(region.address).u64(region.len).u32(region.rkey)
+    }
+    fn versions(&mut self, versions: Versions) -> &mut Self {
+        self.u32(versions.min).u32(versions.max)
     }
 }
 
@@ -193,6 +249,13 @@ impl<'a> Decoder<'a> {
     fn region(&mut self, what: &str) -> Result<RemoteRegion, HandshakeError> {
         Ok(RemoteRegion { address: self.u64(what)?, len: self.u64(what)?, rkey: self.u32(what)? })
     }
+    fn versions(&mut self, what: &str) -> Result<Versions, HandshakeError> {
+        let versions = Versions { min: self.u32(what)?, max: self.u32(what)? };
+        if versions.min == 0 || versions.min > versions.max {
+            return Err(HandshakeError::Malformed(format!("{what}: {versions} is not a range of versions")));
+        }
+        Ok(versions)
+    }
     fn magic(&mut self) -> Result<(), HandshakeError> {
         let magic: [u8; 8] = self.array("magic")?;
         if magic != MAGIC {
@@ -241,6 +304,7 @@ pub(crate) fn write_hello(stream: &mut impl Write, hello: &Hello) -> Result<(), 
         .u8(KIND_CONNECT)
         .u64(hello.from.0)
         .u64(hello.to.0)
+        .versions(hello.versions)
         .endpoint(&hello.endpoint)
         .region(&hello.credit);
     send(stream, body)
@@ -272,6 +336,7 @@ fn decode_opening(bytes: &[u8]) -> Result<Opening, HandshakeError> {
         KIND_CONNECT => Opening::Connect(Hello {
             from: NodeId(decoder.u64("from")?),
             to: NodeId(decoder.u64("to")?),
+            versions: decoder.versions("versions")?,
             endpoint: decoder.endpoint()?,
             credit: decoder.region("credit")?,
         }),
@@ -341,43 +406,62 @@ pub(crate) fn decode_checkpoint_answer(bytes: &[u8]) -> Result<CheckpointAnswer,
 
 pub(crate) fn write_reply(
     stream: &mut impl Write,
-    reply: Result<&Reply, &str>,
+    reply: Result<&Reply, Refusal<'_>>,
 ) -> Result<(), HandshakeError> {
     let mut body = Encoder::default();
     body.bytes(&MAGIC);
     match reply {
         Ok(reply) => {
-            body.u8(0).endpoint(&reply.endpoint).region(&reply.ring).u64(reply.key).u64(reply.payload_max);
+            body.u8(0)
+                .endpoint(&reply.endpoint)
+                .region(&reply.ring)
+                .u64(reply.key)
+                .u64(reply.payload_max)
+                .u32(reply.version);
         }
-        Err(reason) => {
+        Err(Refusal::Reason(reason)) => {
             body.u8(1).text(reason);
+        }
+        Err(Refusal::Version(speaks)) => {
+            body.u8(2).versions(speaks);
         }
     }
     send(stream, body)
 }
 
-pub(crate) fn read_reply(stream: &mut impl Read) -> Result<Reply, HandshakeError> {
+/// Reads the receiver's answer to a hello from an endpoint that speaks `local`.
+pub(crate) fn read_reply(stream: &mut impl Read, local: Versions) -> Result<Reply, HandshakeError> {
     let bytes = receive(stream)?;
-    decode_reply(&bytes)
+    decode_reply(&bytes, local)
 }
 
-fn decode_reply(bytes: &[u8]) -> Result<Reply, HandshakeError> {
+fn decode_reply(bytes: &[u8], local: Versions) -> Result<Reply, HandshakeError> {
     let mut decoder = Decoder { bytes };
     decoder.magic()?;
-    match decoder.u8("status")? {
-        0 => {
-            let reply = Reply {
-                endpoint: decoder.endpoint()?,
-                ring: decoder.region("ring")?,
-                key: decoder.u64("key")?,
-                payload_max: decoder.u64("payload_max")?,
-            };
+    let reply = match decoder.u8("status")? {
+        0 => Reply {
+            endpoint: decoder.endpoint()?,
+            ring: decoder.region("ring")?,
+            key: decoder.u64("key")?,
+            payload_max: decoder.u64("payload_max")?,
+            version: decoder.u32("version")?,
+        },
+        1 => return Err(HandshakeError::Refused(decoder.text("reason")?)),
+        2 => {
+            let peer = decoder.versions("versions")?;
             decoder.finish()?;
-            Ok(reply)
+            return Err(HandshakeError::NoCommonVersion { local, peer });
         }
-        1 => Err(HandshakeError::Refused(decoder.text("reason")?)),
-        status => Err(HandshakeError::Malformed(format!("status {status}, expected 0 or 1"))),
+        status => return Err(HandshakeError::Malformed(format!("status {status}, expected 0 to 2"))),
+    };
+    decoder.finish()?;
+    if !(local.min..=local.max).contains(&reply.version) {
+        return Err(HandshakeError::Malformed(format!(
+            "version {}: the hello offered {local}",
+            reply.version
+        )));
     }
+    Ok(reply)
 }
 
 #[cfg(test)]
@@ -393,6 +477,7 @@ mod tests {
         let hello = Hello {
             from: NodeId(1),
             to: NodeId(2),
+            versions: Versions { min: 1, max: 3 },
             endpoint: endpoint(),
             credit: RemoteRegion { address: 0x1000, len: 64, rkey: 5 },
         };
@@ -422,13 +507,41 @@ mod tests {
             ring: RemoteRegion { address: 0x2000, len: 1 << 16, rkey: 6 },
             key: 99,
             payload_max: 1 << 15,
+            version: 2,
         };
+        let local = Versions { min: 1, max: 3 };
         let mut wire = Vec::new();
         write_reply(&mut wire, Ok(&reply)).unwrap();
-        assert_eq!(read_reply(&mut wire.as_slice()).unwrap(), reply);
+        assert_eq!(read_reply(&mut wire.as_slice(), local).unwrap(), reply);
         let mut wire = Vec::new();
-        write_reply(&mut wire, Err("not for me")).unwrap();
-        assert_eq!(read_reply(&mut wire.as_slice()), Err(HandshakeError::Refused("not for me".to_owned())));
+        write_reply(&mut wire, Err(Refusal::Reason("not for me"))).unwrap();
+        let refused = read_reply(&mut wire.as_slice(), local);
+        assert_eq!(refused, Err(HandshakeError::Refused("not for me".to_owned())));
+        let mut wire = Vec::new();
+        let peer = Versions { min: 4, max: 5 };
+        write_reply(&mut wire, Err(Refusal::Version(peer))).unwrap();
+        let refused = read_reply(&mut wire.as_slice(), local).unwrap_err();
+        assert_eq!(refused, HandshakeError::NoCommonVersion { local, peer });
+        assert_eq!(
+            refused.to_string(),
+            "no protocol version in common: this node speaks 1..=3, the peer 4..=5"
+        );
+        // A version the hello did not offer.
+        let mut wire = Vec::new();
+        write_reply(&mut wire, Ok(&Reply { version: 4, ..reply })).unwrap();
+        let error = read_reply(&mut wire.as_slice(), local).unwrap_err();
+        assert!(error.to_string().contains("version 4: the hello offered 1..=3"), "{error}");
+    }
+
+    #[test]
+    fn the_newest_common_version_is_chosen() {
+        let ours = Versions { min: 1, max: 3 };
+        assert_eq!(ours.common(Versions { min: 1, max: 2 }), Some(2));
+        assert_eq!(ours.common(Versions { min: 2, max: 7 }), Some(3));
+        assert_eq!(ours.common(Versions { min: 3, max: 3 }), Some(3));
+        assert_eq!(ours.common(Versions { min: 4, max: 4 }), None);
+        assert_eq!(Versions { min: 2, max: 3 }.common(Versions { min: 1, max: 1 }), None);
+        assert_eq!(Versions::up_to(2), Versions { min: crate::PROTOCOL_VERSION_MIN, max: 2 });
     }
 
     #[test]
@@ -436,6 +549,7 @@ mod tests {
         let hello = Hello {
             from: NodeId(1),
             to: NodeId(2),
+            versions: Versions { min: 1, max: 3 },
             endpoint: endpoint(),
             credit: RemoteRegion { address: 1, len: 2, rkey: 3 },
         };
@@ -463,6 +577,15 @@ mod tests {
             let mut kind = body.to_vec();
             kind[8] = 7;
             assert!(decode_opening(&kind).unwrap_err().to_string().contains("kind 7"));
+        }
+        for (min, max) in [(0, 3), (3, 2)] {
+            let mut wire = Vec::new();
+            write_hello(&mut wire, &Hello { versions: Versions { min, max }, ..hello.clone() }).unwrap();
+            let error = decode_opening(&wire[4..]).unwrap_err();
+            assert!(
+                error.to_string().contains(&format!("versions: {min}..={max} is not a range")),
+                "{error}"
+            );
         }
         let tiny = encode_checkpoint_ask(&CheckpointAsk { frame_bytes_max: 10, ..ask });
         assert!(decode_opening(&tiny[4..]).unwrap_err().to_string().contains("frame_bytes_max 10"));

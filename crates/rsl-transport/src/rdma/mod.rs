@@ -35,7 +35,7 @@ mod tests;
 pub mod verbs;
 
 pub use config::{RdmaConfig, RdmaConfigError};
-pub use handshake::HandshakeError;
+pub use handshake::{HandshakeError, Versions};
 pub use stats::{RdmaStats, RdmaStatsSnapshot};
 pub use transport::{RdmaBuilder, RdmaError, RdmaTransport};
 

@@ -17,7 +17,7 @@
 
 use crate::rdma::config::RdmaConfig;
 use crate::rdma::connection::{Inbound as InboundLink, LinkError, Outbound};
-use crate::rdma::handshake::{self, Opening};
+use crate::rdma::handshake::{self, HandshakeError, Opening};
 use crate::rdma::stats::RdmaStats;
 use crate::rdma::transport::{Peer, Shared};
 use crate::stats::TransportStats;
@@ -75,18 +75,27 @@ impl IdleBackoff {
     }
 }
 
-/// A sending direction's state.
+/// A sending direction's state (`attempt`: how far the redial backoff has gone, 0 before a
+/// first dial).
 #[derive(Debug)]
 enum Link {
     Connected { connection: Box<Outbound>, generation: u64 },
-    Dialing { generation: u64 },
+    Dialing { generation: u64, attempt: u32 },
     Waiting { until: Instant, attempt: u32, generation: u64 },
 }
 
 #[derive(Debug)]
 pub(crate) enum Event {
-    Dialed { peer: NodeId, generation: u64, result: Result<Box<Outbound>, LinkError> },
-    Accepted(Result<Box<InboundLink>, LinkError>),
+    Dialed {
+        peer: NodeId,
+        generation: u64,
+        result: Result<Box<Outbound>, LinkError>,
+    },
+    /// A handshake answered on the socket the poller accepted `sequence`-th.
+    Accepted {
+        sequence: u64,
+        result: Result<Box<InboundLink>, LinkError>,
+    },
 }
 
 /// How often the poller accepts handshakes, checks liveness and starts dials.
@@ -99,6 +108,11 @@ pub(crate) struct Poller {
     outbound: HashMap<NodeId, Link>,
     inbound: HashMap<NodeId, Box<InboundLink>>,
     ever_connected: HashSet<NodeId>,
+    /// Sockets accepted so far: the next one's sequence number.
+    accepted: u64,
+    /// The sequence number of the newest connection taken from each peer. Kept after the
+    /// connection ends, so that an older one handed over later is still recognized.
+    newest_inbound: HashMap<NodeId, u64>,
     rng: SplitMix64,
     backoff: IdleBackoff,
     next_housekeeping: Instant,
@@ -115,6 +129,8 @@ impl Poller {
             outbound: HashMap::new(),
             inbound: HashMap::new(),
             ever_connected: HashSet::new(),
+            accepted: 0,
+            newest_inbound: HashMap::new(),
             rng,
             backoff,
             next_housekeeping: Instant::now(),
@@ -179,26 +195,54 @@ impl Poller {
             work = true;
             match event {
                 Event::Dialed { peer, generation, result } => self.on_dialed(peer, generation, result),
-                Event::Accepted(Ok(link)) => {
-                    if let Some(old) = self.inbound.insert(link.peer, link) {
-                        self.count_inbound_end(&old, "replaced by a new connection from the same peer", true);
+                Event::Accepted { sequence, result: Ok(link) } => self.on_accepted(sequence, link),
+                Event::Accepted { result: Err(error), .. } => {
+                    let stats = &self.shared.gate.stats;
+                    if let LinkError::Handshake(HandshakeError::NoCommonVersion { local, peer }) = error {
+                        TransportStats::bump(&stats.rejected_version);
+                        tracing::warn!(
+                            local = %self.local(), speaks = %local, peer_speaks = %peer,
+                            "refused an RDMA connection in protocol versions this node does not speak"
+                        );
+                    } else {
+                        TransportStats::bump(&stats.connect_failures);
+                        tracing::warn!(local = %self.local(), %error, "refused an RDMA connection");
                     }
-                }
-                Event::Accepted(Err(error)) => {
-                    TransportStats::bump(&self.shared.gate.stats.connect_failures);
-                    tracing::warn!(local = %self.local(), %error, "refused an RDMA connection");
                 }
             }
         }
         work
     }
 
+    /// Takes a connection a handshake thread set up, unless a newer one from the same peer
+    /// was taken already.
+    ///
+    /// Handshake threads hand their connections over in whatever order they finish, not in
+    /// the order their sockets were accepted. A thread descheduled between its reply and the
+    /// hand-over can deliver a connection that its sender has already written to, abandoned
+    /// and replaced: taking it then would deliver its old frames after the newer
+    /// connection's. A sender dials its next connection only after its current one was
+    /// answered, that is after the poller accepted its socket, so the accept order is the
+    /// senders' order, and a connection accepted before the newest one taken is stale.
+    fn on_accepted(&mut self, sequence: u64, link: Box<InboundLink>) {
+        if self.newest_inbound.get(&link.peer).is_some_and(|&newest| newest > sequence) {
+            self.count_inbound_end(&link, "a newer connection from the same peer was taken first", false);
+            return;
+        }
+        self.newest_inbound.insert(link.peer, sequence);
+        if let Some(old) = self.inbound.insert(link.peer, link) {
+            self.count_inbound_end(&old, "replaced by a new connection from the same peer", true);
+        }
+    }
+
     fn on_dialed(&mut self, peer: NodeId, generation: u64, result: Result<Box<Outbound>, LinkError>) {
         let current = self.shared.peers.read().get(&peer).map(|entry| entry.generation);
-        let expected =
-            matches!(self.outbound.get(&peer), Some(Link::Dialing { generation: g }) if *g == generation);
-        if current != Some(generation) || !expected {
-            return; // The peer was removed or readdressed meanwhile; the connection drops.
+        let attempt = match self.outbound.get(&peer) {
+            Some(Link::Dialing { generation: g, attempt }) if *g == generation => *attempt,
+            _ => return, // The peer was removed or readdressed meanwhile; the connection drops.
+        };
+        if current != Some(generation) {
+            return;
         }
         match result {
             Ok(connection) => {
@@ -211,8 +255,13 @@ impl Poller {
             }
             Err(error) => {
                 TransportStats::bump(&self.shared.gate.stats.connect_failures);
-                tracing::debug!(local = %self.local(), %peer, %error, "RDMA connection attempt failed");
-                self.wait(peer, generation, 1);
+                if let LinkError::Handshake(HandshakeError::NoCommonVersion { .. }) = error {
+                    tracing::error!(local = %self.local(), %peer, %error, "RDMA connection refused");
+                } else {
+                    tracing::debug!(local = %self.local(), %peer, %error, "RDMA connection attempt failed");
+                }
+                // Doubling from one failed dial to the next, up to the maximum.
+                self.wait(peer, generation, attempt + 1);
             }
         }
     }
@@ -241,17 +290,18 @@ impl Poller {
                 failed.push((*peer, *generation, LinkError::PeerGone, false));
                 continue;
             };
-            match connection.pump(
+            let mut unwritten = Vec::new();
+            let pumped = connection.pump(
                 |count, bytes_max| entry.take(count, bytes_max),
+                &mut unwritten,
                 &shared.stats,
                 &shared.gate.stats,
-            ) {
-                Ok(pumped) => {
-                    work |= pumped.work;
-                    if !pumped.requeue.is_empty() {
-                        entry.requeue(pumped.requeue);
-                    }
-                }
+            );
+            if !unwritten.is_empty() {
+                entry.requeue(unwritten);
+            }
+            match pumped {
+                Ok(did) => work |= did,
                 Err(error) => failed.push((*peer, *generation, error, true)),
             }
         }
@@ -324,7 +374,7 @@ impl Poller {
         self.outbound.retain(|peer, link| {
             let generation = match link {
                 Link::Connected { generation, .. }
-                | Link::Dialing { generation }
+                | Link::Dialing { generation, .. }
                 | Link::Waiting { generation, .. } => *generation,
             };
             peers.get(peer).is_some_and(|entry| entry.generation == generation)
@@ -379,6 +429,8 @@ impl Poller {
     /// to the checkpoint service, if the endpoint serves any).
     fn spawn_accept(&mut self, mut socket: std::net::TcpStream) {
         let key = self.rng.next_u64();
+        let sequence = self.accepted;
+        self.accepted += 1;
         let spawned = self.spawn_handshake("rsl-rdma-accept", move |shared| {
             let config = shared.config.link();
             let opening = socket
@@ -387,12 +439,19 @@ impl Poller {
                 .and_then(|()| crate::rdma::connection::set_up_socket(&socket, config.handshake_timeout))
                 .and_then(|()| handshake::read_opening(&mut socket));
             match opening {
-                Err(error) => Some(Event::Accepted(Err(error.into()))),
+                Err(error) => Some(Event::Accepted { sequence, result: Err(error.into()) }),
                 Ok(Opening::Connect(hello)) => {
                     let (device, local, channel) =
                         (shared.device.as_ref(), shared.gate.local, &shared.channel);
                     let accepted = InboundLink::accept(device, local, socket, hello, key, config, channel);
-                    Some(Event::Accepted(accepted.map(Box::new)))
+                    #[cfg(test)]
+                    {
+                        let hold = shared.hold_next_accepted.lock().take();
+                        if let Some(hold) = hold {
+                            let _ = hold.recv();
+                        }
+                    }
+                    Some(Event::Accepted { sequence, result: accepted.map(Box::new) })
                 }
                 Ok(Opening::Checkpoint(ask)) => {
                     shared.serve_checkpoint(socket, ask);
@@ -407,7 +466,7 @@ impl Poller {
 
     fn spawn_dial(&mut self, peer: NodeId, entry: &Peer, attempt: u32) {
         let (generation, address) = (entry.generation, entry.socket);
-        self.outbound.insert(peer, Link::Dialing { generation });
+        self.outbound.insert(peer, Link::Dialing { generation, attempt });
         let spawned = self.spawn_handshake("rsl-rdma-dial", move |shared| {
             let (device, local, link) = (shared.device.as_ref(), shared.gate.local, shared.config.link());
             let result = Outbound::dial(device, local, peer, address, link).map(Box::new);

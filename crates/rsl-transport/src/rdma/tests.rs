@@ -2,10 +2,13 @@
 //! refused with a counted error, the connection is re-established, and what came before is
 //! delivered.
 
+use crate::codec::PROTOCOL_VERSION;
 use crate::rdma::archive::{serialize_into, WireBatch, WireMessage};
-use crate::rdma::connection::{LinkConfig, Outbound};
+use crate::rdma::connection::{LinkConfig, LinkError, Outbound};
 use crate::rdma::emulated::{EmulatedConfig, EmulatedDevice};
+use crate::rdma::handshake::{self, HandshakeError, Hello, Versions};
 use crate::rdma::verbs::MemoryRegion;
+use crate::rdma::verbs::{Access, Device};
 use crate::rdma::{RdmaConfig, RdmaStatsSnapshot, RdmaTransport};
 use crate::transport::{Inbound, Transport};
 use rsl_core::{Ballot, Message, MessageBody, NodeId, RingId, Slot, Time};
@@ -34,6 +37,15 @@ fn receiver() -> (RdmaTransport, mpsc::Receiver<Inbound>) {
 
 /// A connection from "node 1" to `receiver`, driven by hand.
 fn raw_sender(receiver: &RdmaTransport, device: &EmulatedDevice) -> Outbound {
+    raw_sender_speaking(receiver, device, config().protocol_version).unwrap()
+}
+
+/// A connection from "node 1", speaking versions up to `protocol_version`, to `receiver`.
+fn raw_sender_speaking(
+    receiver: &RdmaTransport,
+    device: &EmulatedDevice,
+    protocol_version: u32,
+) -> Result<Outbound, LinkError> {
     let config = config();
     let link = LinkConfig {
         ring_bytes: config.ring_bytes,
@@ -43,8 +55,9 @@ fn raw_sender(receiver: &RdmaTransport, device: &EmulatedDevice) -> Outbound {
         doorbell_batch_max: config.doorbell_batch_max,
         batch_messages_max: config.batch_messages_max,
         handshake_timeout: Duration::from_secs(5),
+        protocol_version,
     };
-    Outbound::dial(device, NodeId(1), NodeId(2), receiver.local_addr(), link).unwrap()
+    Outbound::dial(device, NodeId(1), NodeId(2), receiver.local_addr(), link)
 }
 
 fn heartbeat(sent_at: u64) -> Message {
@@ -154,4 +167,71 @@ fn a_frame_misaddressed_inside_is_refused() {
     let mut buffer = vec![0; 4096];
     let len = serialize_into(&batch, &mut buffer).unwrap();
     refused(&buffer[..len], |_, _| {}, |stats| stats.connections_reset);
+}
+
+/// A sender's connection is answered, written to and abandoned while the receiver's
+/// handshake thread for it has not yet handed it to the poller; the sender's next connection
+/// is handed over first. The late one must not replace the newer one: its frames are older
+/// than what the newer one already delivered.
+#[test]
+fn a_connection_handed_over_late_never_replaces_a_newer_one() {
+    let (receiver, mut inbound) = receiver();
+    let device = device();
+    let release = receiver.hold_next_accepted();
+    let mut first = raw_sender(&receiver, &device);
+    first.post_raw(&archived(&heartbeat(1)), |_, _| {}).unwrap();
+    drop(first);
+    let mut second = raw_sender(&receiver, &device);
+    second.post_raw(&archived(&heartbeat(2)), |_, _| {}).unwrap();
+    assert_eq!(sent_at(&next(&mut inbound)), 2);
+    release.send(()).unwrap();
+    wait_for("the late connection to be handed over", || {
+        receiver.rdma_stats().snapshot().connections_reset >= 1
+    });
+    second.post_raw(&archived(&heartbeat(3)), |_, _| {}).unwrap();
+    assert_eq!(sent_at(&next(&mut inbound)), 3, "the newer connection still delivers; the late one never");
+    assert!(inbound.try_recv().is_err());
+    assert!(!second.peer_gone());
+    assert_eq!(receiver.rdma_stats().snapshot().connections_reset, 1, "the late connection, dropped");
+}
+
+/// A peer whose versions all lie past this build's is refused in the handshake, counted and
+/// told which versions this node speaks; a peer that speaks newer versions and this one's
+/// too is spoken to in the newest both speak.
+#[test]
+fn a_peer_speaking_only_newer_versions_is_refused_naming_the_versions() {
+    let (receiver, mut inbound) = receiver();
+    let device = device();
+    let newer = Versions { min: PROTOCOL_VERSION + 1, max: PROTOCOL_VERSION + 2 };
+    let mut socket = std::net::TcpStream::connect(receiver.local_addr()).unwrap();
+    let cq = device.create_cq(8, None).unwrap();
+    let qp = device.create_qp(&cq, 8, 0).unwrap();
+    let credit = device.register(64, Access::RemoteWrite).unwrap();
+    let hello = Hello {
+        from: NodeId(1),
+        to: NodeId(2),
+        versions: newer,
+        endpoint: qp.endpoint(),
+        credit: credit.remote(),
+    };
+    handshake::write_hello(&mut socket, &hello).unwrap();
+    let refused = handshake::read_reply(&mut socket, newer).unwrap_err();
+    let speaks = Versions::up_to(PROTOCOL_VERSION);
+    assert_eq!(refused, HandshakeError::NoCommonVersion { local: newer, peer: speaks });
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "no protocol version in common: this node speaks {}..={}, the peer 1..={PROTOCOL_VERSION}",
+            PROTOCOL_VERSION + 1,
+            PROTOCOL_VERSION + 2
+        )
+    );
+    wait_for("the refusal to be counted", || receiver.stats().snapshot().rejected_version == 1);
+    assert_eq!(receiver.stats().snapshot().connect_failures, 0, "counted as a version refusal only");
+
+    let mut newer = raw_sender_speaking(&receiver, &device, PROTOCOL_VERSION + 1).unwrap();
+    assert_eq!(newer.version(), PROTOCOL_VERSION, "the newest version both speak");
+    newer.post_raw(&archived(&heartbeat(4)), |_, _| {}).unwrap();
+    assert_eq!(sent_at(&next(&mut inbound)), 4);
+    assert_eq!(receiver.stats().snapshot().rejected_version, 1);
 }

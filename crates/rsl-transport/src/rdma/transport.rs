@@ -119,6 +119,8 @@ impl RdmaBuilder {
             closed: AtomicBool::new(false),
             generations: AtomicU64::new(0),
             checkpoints: RwLock::new(None),
+            #[cfg(test)]
+            hold_next_accepted: Mutex::new(None),
         });
         let poller = Poller::new(Arc::clone(&shared), listener);
         let handle = thread::Builder::new()
@@ -193,6 +195,10 @@ pub(crate) struct Shared {
     generations: AtomicU64,
     /// Serves checkpoints once a runtime attached a source.
     checkpoints: RwLock<Option<Arc<CheckpointService>>>,
+    /// Tests: the handshake thread of the next accepted connection waits on this before it
+    /// hands the connection to the poller, like a thread descheduled at the worst moment.
+    #[cfg(test)]
+    pub(crate) hold_next_accepted: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl Shared {
@@ -259,6 +265,17 @@ impl RdmaTransport {
     fn check(&self, to: NodeId, messages: &[Message]) -> Result<Vec<u64>, SendError> {
         let max = self.shared.config.message_bytes_max();
         check_outbound(self.shared.gate.local, to, max, messages, archived_len)
+    }
+}
+
+#[cfg(test)]
+impl RdmaTransport {
+    /// Holds the next accepted connection back from the poller until the returned sender
+    /// sends (or is dropped).
+    pub(crate) fn hold_next_accepted(&self) -> std::sync::mpsc::Sender<()> {
+        let (release, hold) = std::sync::mpsc::channel();
+        *self.shared.hold_next_accepted.lock() = Some(hold);
+        release
     }
 }
 
