@@ -61,14 +61,22 @@ pub fn mutation_name(mutation: rsl_core::Mutation) -> &'static str {
         rsl_core::Mutation::ApplyOutOfOrder => "apply-out-of-order",
         rsl_core::Mutation::ForgetPromiseOnRestart => "forget-promise-on-restart",
         rsl_core::Mutation::EnterConfigurationEarly => "enter-configuration-early",
+        rsl_core::Mutation::LeaseIgnoresDrift => "lease-ignores-drift",
+        rsl_core::Mutation::LeaseWithoutQuorumEcho => "lease-without-quorum-echo",
+        rsl_core::Mutation::FastReadIgnoresMinSlot => "fast-read-ignores-min-slot",
+        rsl_core::Mutation::CheckpointWrongSlot => "checkpoint-wrong-slot",
     }
 }
 
 /// Every mutation, for the command line and the mutation test.
-pub const MUTATIONS: [rsl_core::Mutation; 5] = [
+pub const MUTATIONS: [rsl_core::Mutation; 9] = [
     rsl_core::Mutation::AcceptBelowPromise,
     rsl_core::Mutation::CountVoteBeforePersist,
     rsl_core::Mutation::ApplyOutOfOrder,
     rsl_core::Mutation::ForgetPromiseOnRestart,
     rsl_core::Mutation::EnterConfigurationEarly,
+    rsl_core::Mutation::LeaseIgnoresDrift,
+    rsl_core::Mutation::LeaseWithoutQuorumEcho,
+    rsl_core::Mutation::FastReadIgnoresMinSlot,
+    rsl_core::Mutation::CheckpointWrongSlot,
 ];

@@ -18,6 +18,18 @@ pub enum Mutation {
     /// The primary switches to a new configuration as soon as it proposes the change,
     /// before the change is chosen.
     EnterConfigurationEarly,
+    /// The read lease lasts the whole election delay: it is not shortened by the clock
+    /// drift bound (`clock_drift_max_ppm`). Caught by linearizability.
+    LeaseIgnoresDrift,
+    /// The read lease is measured from the primary's own clock, as if its latest heartbeat
+    /// had been echoed by a quorum. Caught by linearizability.
+    LeaseWithoutQuorumEcho,
+    /// A fast read is served at once, whatever its minimum slot. Caught by the fast-read
+    /// staleness checker.
+    FastReadIgnoresMinSlot,
+    /// A checkpoint is recorded one slot below the state it holds, so a replica restarted
+    /// or installed from it applies that slot twice. Caught by the state digests.
+    CheckpointWrongSlot,
 }
 
 impl Replica {
