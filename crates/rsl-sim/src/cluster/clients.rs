@@ -1,11 +1,12 @@
 //! Simulated clients: each runs one operation at a time (put, get, delete, compare-and-set;
-//! reads through the log or under the primary's lease), follows redirects, retries after
+//! reads through the log, under the primary's lease, or fast reads on any replica with the
+//! highest slot the client has seen as their minimum), follows redirects, retries after
 //! timeouts, gives up after a deadline, and records what it saw for the linearizability
-//! checker.
+//! checker (fast reads, which are not linearizable, go to the staleness checker instead).
 
-use rsl_core::{NodeId, ProposeError, ReadError, Request, RequestId, Time};
+use rsl_core::{NodeId, ProposeError, ReadError, Request, RequestId, Slot, Time};
 
-use super::{node_index, Event, Simulation, ATTEMPT_TIMEOUT_US, OP_TIMEOUT_US, QUIET_US, SETTLE_US};
+use super::{node_index, Event, Simulation, OP_TIMEOUT_US, QUIET_US, SETTLE_US};
 use crate::checkers::Failure;
 use crate::kv::{KvOp, KvResult};
 use rsl_check as linearizability;
@@ -15,11 +16,28 @@ use rsl_check as linearizability;
 pub(super) enum ClientRequest {
     Write(Request),
     LeaseRead { key: u8 },
+    FastRead { key: u8, min_slot: Slot },
+}
+
+/// How a get is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReadPath {
+    /// Not a read without a slot: a write, or a get through the log.
+    Log,
+    /// Under the primary's lease.
+    Lease,
+    /// A fast read on any replica, once it applied the client's minimum slot.
+    Fast,
 }
 
 #[derive(Clone, Debug)]
 pub(super) enum ClientReply {
-    Ok(KvResult),
+    /// The result, and the slot the replica's state was at when it answered (for a write,
+    /// the write's slot).
+    Ok {
+        result: KvResult,
+        slot: Slot,
+    },
     Redirect(Option<NodeId>),
     Retry,
 }
@@ -27,7 +45,7 @@ pub(super) enum ClientReply {
 #[derive(Debug)]
 pub(super) struct PendingOp {
     pub(super) op: KvOp,
-    pub(super) lease_read: bool,
+    pub(super) read: ReadPath,
     pub(super) request: Request,
     pub(super) invoked_at: u64,
     pub(super) attempt: u64,
@@ -41,6 +59,8 @@ pub(super) struct Client {
     pub(super) attempts: u64,
     pub(super) pending: Option<PendingOp>,
     pub(super) hint: usize,
+    /// The highest slot this client has seen in an answer: its fast reads' minimum slot.
+    pub(super) known_slot: Slot,
 }
 
 impl Simulation {
@@ -52,31 +72,46 @@ impl Simulation {
         let sequence = self.clients[client].next_sequence;
         self.clients[client].next_sequence += 1;
         let id = RequestId { client: client as u64 + 1, sequence };
-        let (op, lease_read) = if self.rng.chance(self.options.read_fraction) {
-            (KvOp::Get { key }, !self.rng.chance(self.options.log_read_fraction))
+        let lease_reader = self.options.lease_reader && client == 0;
+        let (op, read) = if lease_reader {
+            (KvOp::Get { key }, ReadPath::Lease)
+        } else if self.rng.chance(self.options.read_fraction) {
+            let read = if self.rng.chance(self.options.log_read_fraction) {
+                ReadPath::Log
+            } else if self.rng.chance(self.options.fast_read_fraction) {
+                ReadPath::Fast
+            } else {
+                ReadPath::Lease
+            };
+            (KvOp::Get { key }, read)
         } else if self.rng.chance(0.1) {
-            (KvOp::Delete { key }, false)
+            (KvOp::Delete { key }, ReadPath::Log)
         } else {
             // Unique values make every read point at one write.
             let value = (client as i64 + 1) * 1_000_000_000 + sequence as i64;
             if self.rng.chance(self.options.cas_fraction) {
                 let expected = self.last_written_guess(key);
-                (KvOp::Cas { key, expected, new: value }, false)
+                (KvOp::Cas { key, expected, new: value }, ReadPath::Log)
             } else {
-                (KvOp::Put { key, value }, false)
+                (KvOp::Put { key, value }, ReadPath::Log)
             }
         };
         let request = Request { id, payload: op.encode() };
-        if !lease_read {
+        if read == ReadPath::Log {
             self.issued.insert(id, request.clone());
         }
-        let target = self.clients[client].hint;
+        let target = if read == ReadPath::Fast {
+            // Any replica: a fast read is served wherever the minimum slot is applied.
+            self.rng.index(self.nodes.len())
+        } else {
+            self.clients[client].hint
+        };
         // Attempt numbers never repeat within a client, so a late reply to an earlier
         // operation cannot be taken for this one's.
         let attempt = self.clients[client].attempts;
         self.clients[client].pending = Some(PendingOp {
             op,
-            lease_read,
+            read,
             request,
             invoked_at: self.now,
             attempt,
@@ -109,14 +144,15 @@ impl Simulation {
 
     pub(super) fn send_attempt(&mut self, client: usize) {
         let state = &mut self.clients[client];
+        let known_slot = state.known_slot;
         let Some(op) = state.pending.as_mut() else { return };
         state.attempts += 1;
         op.attempt = state.attempts;
         let (attempt, target) = (op.attempt, op.target);
-        let request = if op.lease_read {
-            ClientRequest::LeaseRead { key: op.op.key() }
-        } else {
-            ClientRequest::Write(op.request.clone())
+        let request = match op.read {
+            ReadPath::Lease => ClientRequest::LeaseRead { key: op.op.key() },
+            ReadPath::Fast => ClientRequest::FastRead { key: op.op.key(), min_slot: known_slot },
+            ReadPath::Log => ClientRequest::Write(op.request.clone()),
         };
         let delay = self.rng.between(self.options.delay_min_us, self.options.delay_max_us);
         if self.healed || !self.rng.chance(self.options.drop_probability) {
@@ -125,7 +161,8 @@ impl Simulation {
                 Event::ClientToReplica { node: target, client, attempt, request },
             );
         }
-        self.schedule(self.now + ATTEMPT_TIMEOUT_US, Event::ClientAttemptTimeout { client, attempt });
+        let timeout = self.options.attempt_timeout_us;
+        self.schedule(self.now + timeout, Event::ClientAttemptTimeout { client, attempt });
     }
 
     pub(super) fn reply(&mut self, client: usize, attempt: u64, reply: ClientReply) {
@@ -169,9 +206,11 @@ impl Simulation {
             }
             ClientRequest::LeaseRead { key } => match replica.handle_read(now) {
                 Ok(read_index) => {
-                    if replica.applied() >= read_index {
+                    let applied = replica.applied();
+                    if applied >= read_index {
                         let value = self.nodes[index].kv.get(key);
-                        self.reply(client, attempt, ClientReply::Ok(KvResult::Value(value)));
+                        let result = KvResult::Value(value);
+                        self.reply(client, attempt, ClientReply::Ok { result, slot: applied });
                     } else {
                         self.nodes[index].waiting_reads.push((read_index, key, client, attempt));
                     }
@@ -183,6 +222,9 @@ impl Simulation {
                     self.reply(client, attempt, ClientReply::Retry)
                 }
             },
+            ClientRequest::FastRead { key, min_slot } => {
+                self.on_fast_read(index, key, min_slot, client, attempt)
+            }
         }
         self.drain(index);
     }
@@ -193,11 +235,15 @@ impl Simulation {
             return;
         }
         match reply {
-            ClientReply::Ok(KvResult::Invalid) => {
+            ClientReply::Ok { result: KvResult::Invalid, .. } => {
                 let detail = format!("client {client} request {:?} answered Invalid", op.request.id);
                 self.fail(Failure::new("validity", self.now, detail));
             }
-            ClientReply::Ok(result) => self.complete(client, Some(result)),
+            ClientReply::Ok { result, slot } => {
+                let state = &mut self.clients[client];
+                state.known_slot = state.known_slot.max(slot);
+                self.complete(client, Some(result))
+            }
             ClientReply::Redirect(hint) => {
                 let target = match hint {
                     Some(node) if node_index(node) < self.nodes.len() => node_index(node),
@@ -217,7 +263,9 @@ impl Simulation {
         if op.attempt != attempt {
             return;
         }
-        let target = self.rng.index(self.nodes.len());
+        // Another replica: this one did not answer in time.
+        let n = self.nodes.len();
+        let target = (op.target + 1 + self.rng.index(n - 1)) % n;
         self.retry(client, target, 0);
     }
 
@@ -263,7 +311,7 @@ impl Simulation {
         };
         if result.is_some() {
             self.stats.ops_ok += 1;
-            if !op.lease_read {
+            if op.read == ReadPath::Log {
                 self.acknowledged.insert(op.request.id);
             }
         } else {
@@ -275,6 +323,12 @@ impl Simulation {
                     Time(op.invoked_at)
                 ));
             }
+        }
+        // Fast reads are not linearizable: the staleness checker judges them.
+        if op.read == ReadPath::Fast {
+            let think = self.rng.between(0, 20_000);
+            self.schedule(self.now + think, Event::ClientNextOp { client });
+            return;
         }
         self.history.push(linearizability::Operation {
             process: client as u64,
