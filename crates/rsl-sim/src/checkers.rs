@@ -152,7 +152,7 @@ pub fn check_fast_reads(agreement: &Agreement, answers: &[FastReadAnswer]) -> Re
     let initial = vec![(Slot::ZERO, None)];
     for answer in answers {
         let history = changes.get(&answer.key).unwrap_or(&initial);
-        let at_min = history.iter().rev().find(|(slot, _)| *slot <= answer.min_slot).map_or(None, |c| c.1);
+        let at_min = history.iter().rev().find(|(slot, _)| *slot <= answer.min_slot).and_then(|c| c.1);
         let later =
             history.iter().filter(|(slot, _)| *slot > answer.min_slot && *slot <= answer.applied_anywhere);
         if at_min == answer.value || later.clone().any(|(_, value)| *value == answer.value) {

@@ -232,7 +232,9 @@ mod tests {
         let apply = |kv: &mut Kv, slot: u64, value: &Value| {
             kv.record_slot(Slot(slot), value);
             if let Value::Batch(requests) = value {
-                requests.iter().for_each(|r| drop(kv.execute(r)));
+                for request in requests {
+                    let _ = kv.execute(request);
+                }
             }
         };
         let (one, two) = (put(1, 10), put(2, 20));

@@ -9,6 +9,9 @@ use super::{node_id, Simulation, SETTLE_US};
 use crate::checkers::{self, Failure};
 use rsl_check as linearizability;
 
+/// One of the checks at the end of a run.
+type Check = fn(&mut Simulation) -> Result<(), Failure>;
+
 impl Simulation {
     /// Every replica's role, configuration and watermarks, for failure reports.
     pub(super) fn describe_replicas(&self) -> String {
@@ -45,7 +48,7 @@ impl Simulation {
     /// staleness, linearizability), then liveness and convergence: a run that breaks both
     /// reports the safety violation.
     pub(super) fn final_checks(&mut self) {
-        let checks: [fn(&mut Simulation) -> Result<(), Failure>; 5] = [
+        let checks: [Check; 5] = [
             Simulation::check_digests,
             Simulation::check_durability,
             |sim| checkers::check_fast_reads(&sim.agreement, &sim.fast_reads),
