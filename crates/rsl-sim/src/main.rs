@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use rsl_sim::matrix::{self, MatrixRow};
 use rsl_sim::options::Options;
 use rsl_sim::{mutation_name, replay_command, run_seed, MUTATIONS};
 
@@ -95,11 +96,10 @@ fn parse() -> Result<Args, String> {
                     args.all_mutations = true;
                     continue;
                 }
-                args.mutation =
-                    Some(MUTATIONS.into_iter().find(|m| mutation_name(*m) == name).ok_or_else(|| {
-                        let names: Vec<&str> = MUTATIONS.iter().map(|m| mutation_name(*m)).collect();
-                        format!("unknown mutation `{name}`; known: {}", names.join(", "))
-                    })?);
+                args.mutation = Some(matrix::mutation_by_name(&name).ok_or_else(|| {
+                    let names: Vec<&str> = MUTATIONS.iter().map(|m| mutation_name(*m)).collect();
+                    format!("unknown mutation `{name}`; known: {}", names.join(", "))
+                })?);
             }
             "--threads" => args.threads = number("--threads", value("--threads")?)?.max(1) as usize,
             "--verbose" => args.verbose = true,
@@ -116,8 +116,8 @@ fn parse() -> Result<Args, String> {
                      --mutation NAME  switch on a seeded bug (or `all`, one after another): {}\n\
                      --threads T      worker threads (default: all cores)\n\
                      --verbose        print every seed's counters\n\
-                     --until-caught   with --mutation: stop at the first seed a checker fails,\n\
-                     \x20                and succeed only if one does within --seeds\n\
+                     --until-caught   with --mutation: stop at the first seed the bug's own checker\n\
+                     \x20                fails, and succeed only if it does within --seeds\n\
                      --press-lease    every seed tests the read lease: long leases, clocks at the\n\
                      \x20                drift bound, the primary isolated with clocks skewed against it\n\
                      --drift-beyond-bound  the same with clocks beyond the bound: the negative\n\
@@ -147,26 +147,45 @@ fn main() -> ExitCode {
     }
     if args.all_mutations {
         // Every seeded bug in turn; all must be caught.
+        let mut rows = Vec::new();
         let mut code = ExitCode::SUCCESS;
         for mutation in MUTATIONS {
             args.mutation = Some(mutation);
-            if run(&args) != ExitCode::SUCCESS {
+            let (exit, row) = run(&args);
+            if exit != ExitCode::SUCCESS {
                 code = ExitCode::FAILURE;
             }
+            rows.extend(row);
+        }
+        if args.until_caught {
+            println!(
+                "\nmutation matrix, seeds {}..{}:\n{}",
+                args.first_seed,
+                args.first_seed + args.seeds,
+                matrix::table(&rows)
+            );
         }
         return code;
     }
-    run(&args)
+    run(&args).0
 }
 
-fn run(args: &Args) -> ExitCode {
+/// Runs the seeds; with `--until-caught`, also the matrix row of the mutation.
+fn run(args: &Args) -> (ExitCode, Option<MatrixRow>) {
     let start = Instant::now();
     let next = AtomicU64::new(args.first_seed);
     let end = args.first_seed + args.seeds;
     let passed = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
-    // With --until-caught, the lowest failing seed so far; workers skip seeds above it.
+    // With --until-caught, the lowest seed the bug's own checker failed so far; workers
+    // skip seeds above it.
     let caught = AtomicU64::new(u64::MAX);
+    // The negative control exists to produce a linearizability violation.
+    let named = match args.mutation {
+        Some(mutation) => Some(matrix::seeded_bug(mutation).checker),
+        None if args.drift_beyond_bound => Some("linearizability"),
+        None => None,
+    };
     std::thread::scope(|scope| {
         for _ in 0..args.threads.min(args.seeds.max(1) as usize) {
             scope.spawn(|| loop {
@@ -187,7 +206,7 @@ fn run(args: &Args) -> ExitCode {
                         passed.fetch_add(1, Ordering::Relaxed);
                     }
                     Some(failure) => {
-                        if args.until_caught {
+                        if args.until_caught && Some(failure.checker) == named {
                             caught.fetch_min(seed, Ordering::Relaxed);
                         }
                         println!("seed {seed} FAILED: {failure}");
@@ -200,40 +219,43 @@ fn run(args: &Args) -> ExitCode {
     });
     let elapsed = start.elapsed().as_secs_f64();
     let mut failures = failures.into_inner().expect("no poisoning");
-    if args.until_caught {
+    if args.until_caught && args.drift_beyond_bound {
         failures.sort_unstable();
-        let name = match args.mutation {
-            Some(mutation) => mutation_name(mutation),
-            None if args.drift_beyond_bound => "drift-beyond-bound",
-            None => "none",
-        };
-        // The negative control counts only the violation it exists to produce.
-        let expected = |checker: &str| !args.drift_beyond_bound || checker == "linearizability";
-        return match failures.first() {
-            Some((seed, checker)) if *checker != "assertion" && expected(checker) => {
+        let caught = failures.iter().find(|(_, checker)| Some(*checker) == named);
+        let others: Vec<String> =
+            failures.iter().map(|(seed, checker)| format!("{checker}@{seed}")).collect();
+        return match caught {
+            Some((seed, _)) => {
                 println!(
-                    "sim: mutation={name} caught by {checker} at seed {seed} ({} seeds from {}, {elapsed:.1}s)",
+                    "sim: drift-beyond-bound: lease reads lost linearizability at seed {seed} ({} seeds from {}, {elapsed:.1}s)",
                     seed - args.first_seed + 1,
                     args.first_seed
                 );
-                ExitCode::SUCCESS
-            }
-            Some((seed, checker)) if *checker != "assertion" => {
-                println!("sim: {name} first failed {checker} at seed {seed}, not linearizability");
-                ExitCode::FAILURE
-            }
-            Some((seed, checker)) => {
-                println!(
-                    "sim: mutation={name} first tripped an {checker} (not a checker) at seed {seed}; \
-                     the checkers must catch it"
-                );
-                ExitCode::FAILURE
+                (ExitCode::SUCCESS, None)
             }
             None => {
-                println!("sim: mutation={name} NOT caught in {} seeds from {}", args.seeds, args.first_seed);
-                ExitCode::FAILURE
+                println!(
+                    "sim: drift-beyond-bound: no linearizability violation in {} seeds from {} (other failures: {})",
+                    args.seeds,
+                    args.first_seed,
+                    if others.is_empty() { "none".to_string() } else { others.join(", ") }
+                );
+                (ExitCode::FAILURE, None)
             }
         };
+    }
+    if let (true, Some(mutation)) = (args.until_caught, args.mutation) {
+        failures.sort_unstable();
+        let row = MatrixRow::new(
+            matrix::seeded_bug(mutation),
+            args.replicas,
+            args.first_seed,
+            args.seeds,
+            &failures,
+        );
+        println!("sim: {} ({elapsed:.1}s)", row.verdict());
+        let code = if row.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        return (code, Some(row));
     }
     let passed = passed.load(Ordering::Relaxed);
     println!(
@@ -254,12 +276,12 @@ fn run(args: &Args) -> ExitCode {
             },
     );
     if failures.is_empty() {
-        ExitCode::SUCCESS
+        (ExitCode::SUCCESS, None)
     } else {
         let mut by_checker: Vec<&str> = failures.iter().map(|(_, c)| *c).collect();
         by_checker.sort_unstable();
         by_checker.dedup();
         println!("violations by checker: {}", by_checker.join(", "));
-        ExitCode::FAILURE
+        (ExitCode::FAILURE, None)
     }
 }

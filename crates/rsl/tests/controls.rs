@@ -269,9 +269,13 @@ async fn a_damaged_replica_is_reseeded_from_a_named_peer() {
     let primary = cluster.primary(RING).await.clone();
     let mut others = cluster.members.iter().copied().filter(|&n| n != primary.node());
     let (damaged, source) = (others.next().unwrap(), others.next().unwrap());
+    // The damage hits request 13: the damaged replica executed request 12 already.
+    cluster.applied(cluster.ring(RING, damaged), cluster.newest_applied(RING)).await;
     damage[&damaged].store(true, Ordering::SeqCst);
     cluster.replicate(RING, 13).await;
-    let slot = cluster.replicas(RING).iter().map(|r| r.status().borrow().applied).max().unwrap();
+    // The slot of request 13 (primacy may have moved under load, and a replica's status
+    // may not show the slot of the request it just answered yet).
+    let slot = cluster.newest_applied(RING);
     let states = cluster.states(RING, slot).await;
     assert_eq!(
         states.iter().filter(|s| **s == Tally::of(1..=13)).count(),
@@ -291,8 +295,7 @@ async fn a_damaged_replica_is_reseeded_from_a_named_peer() {
     let checkpoint = ring.reseed_from(source).await.expect("re-seeded");
     assert!(checkpoint >= Slot(5) && checkpoint <= slot, "{checkpoint}");
     cluster.replicate(RING, 14).await;
-    // (Primacy may have moved under load: the newest applied slot includes request 14.)
-    let slot = cluster.replicas(RING).iter().map(|r| r.status().borrow().applied).max().unwrap();
+    let slot = cluster.newest_applied(RING);
     for state in cluster.states(RING, slot).await {
         assert_eq!(state, Tally::of(1..=14), "every replica holds the same state again");
     }
@@ -341,9 +344,12 @@ async fn a_last_request_closes_the_ring_across_restarts_and_checkpoints() {
     assert_eq!(Tally::decode(&primary.read(Vec::new()).await.expect("a lease read")), Tally::of(1..=7));
 
     // The replica that was away catches up from a checkpoint that carries the closed state,
-    // once the others truncated their logs past where it stopped (the primary truncates after
-    // it copied a secondary's checkpoint, in the background).
+    // once the others truncated their logs past where it stopped. (They would on their own,
+    // the primary once it copied a secondary's checkpoint in the background; on demand it
+    // does not depend on how loaded the machine is.)
     for replica in cluster.replicas(RING) {
+        let checkpoint = replica.checkpoint_now().await.expect("a checkpoint on demand");
+        assert!(checkpoint >= last_slot, "{checkpoint}");
         let mut status = replica.status();
         tokio::time::timeout(WAIT, status.wait_for(|s| s.log_start > late_applied.next()))
             .await

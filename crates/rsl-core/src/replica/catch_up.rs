@@ -183,7 +183,13 @@ impl Replica {
             return;
         }
         let last = Slot(last.0.min(first.0.saturating_add(self.config.fetch_slots_max - 1)));
-        let chosen_values = self.log.chosen_values(first, last, self.config.message_bytes_max);
+        let chosen_values = if self.mutated(super::mutation::Mutation::FetchServesUnchosen) {
+            // As many slots as a reply may carry, whatever was asked, chosen or not.
+            let last = Slot(first.0.saturating_add(self.config.fetch_slots_max - 1));
+            self.log.held_values(first, last, self.config.message_bytes_max)
+        } else {
+            self.log.chosen_values(first, last, self.config.message_bytes_max)
+        };
         self.send(from, MessageBody::FetchReply { chosen_values });
     }
 

@@ -7,6 +7,7 @@ use crate::message::{MessageBody, RejectReason};
 use crate::types::{Ballot, NodeId, Slot};
 
 use super::exclusive::ExclusiveQueue;
+use super::mutation::Mutation;
 use super::progress::Progress;
 use super::role::{CandidatePhase, CandidateState, KnownPrimary, PrimaryState, RoleState};
 use super::takeover;
@@ -28,7 +29,7 @@ impl Replica {
     fn campaign_ballot(&self) -> Ballot {
         let next = self.highest_seen.max(self.promised).successor_for(self.config.node);
         let floor = self.membership.configuration.round_floor();
-        if next.round <= floor {
+        if next.round <= floor && !self.mutated(Mutation::SkipRoundFloor) {
             Ballot::new(floor + 1, self.config.node)
         } else {
             next
@@ -96,7 +97,8 @@ impl Replica {
             _ => self.campaign_ballot(),
         };
         invariant!(
-            ballot.round > self.membership.configuration.round_floor(),
+            ballot.round > self.membership.configuration.round_floor()
+                || self.mutated(Mutation::SkipRoundFloor),
             "a candidacy outranks older configurations"
         );
         let first_unchosen = self.log.chosen().next();
@@ -280,7 +282,8 @@ impl Replica {
         };
         precondition!(candidate.ballot == self.promised, "primary must own its promise");
         let ballot = candidate.ballot;
-        let plan = takeover::plan(&candidate, &self.log, &self.membership);
+        let lowest_ballot = self.mutated(Mutation::TakeoverPicksLowestBallot);
+        let plan = takeover::plan(&candidate, &self.log, &self.membership, lowest_ballot);
         self.stats.elections_won += 1;
         let mut progress = Progress::new(self.membership.configuration.members.len(), candidate.me, self.now);
         for (i, promise) in candidate.promises.iter().enumerate() {

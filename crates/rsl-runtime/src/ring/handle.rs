@@ -318,7 +318,11 @@ impl Ring {
         result
     }
 
-    /// Every slot up to here has been executed by this replica's state machine.
+    /// Every slot up to here has been executed by this replica's state machine. It is raised
+    /// before the answers of those slots leave the state machine's thread, so once this
+    /// replica answered a request it covers the request's slot; [`Ring::status`]'s
+    /// `applied` is published after the answers and may still lag. It goes back only when
+    /// [`Ring::reseed_from`] loads an older checkpoint.
     pub fn applied(&self) -> Slot {
         Slot(self.shared.applied.load(Ordering::Acquire))
     }

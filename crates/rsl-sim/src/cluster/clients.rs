@@ -4,7 +4,7 @@
 //! timeouts, gives up after a deadline, and records what it saw for the linearizability
 //! checker (fast reads, which are not linearizable, go to the staleness checker instead).
 
-use rsl_core::{NodeId, ProposeError, ReadError, Request, RequestId, Slot, Time};
+use rsl_core::{Mutation, NodeId, ProposeError, ReadError, Request, RequestId, Slot, Time};
 
 use super::{node_index, Event, Simulation, OP_TIMEOUT_US, QUIET_US, SETTLE_US};
 use crate::checkers::Failure;
@@ -185,7 +185,13 @@ impl Simulation {
         match request {
             ClientRequest::Write(request) => {
                 let id = request.id;
+                let early = acknowledged_when_queued(self.options.mutation, &request);
                 match replica.handle_propose(now, request) {
+                    Ok(()) if early => {
+                        // No slot yet: the client learns nothing from this answer.
+                        let result = KvResult::Done;
+                        self.reply(client, attempt, ClientReply::Ok { result, slot: Slot::ZERO })
+                    }
                     Ok(()) => {
                         self.nodes[index].waiting_writes.insert(id, (client, attempt));
                     }
@@ -341,4 +347,11 @@ impl Simulation {
         let think = self.rng.between(0, 20_000);
         self.schedule(self.now + think, Event::ClientNextOp { client });
     }
+}
+
+/// The seeded control `AcknowledgeBeforeChosen`: a put or delete is acknowledged as soon as
+/// the primary queues it (a compare-and-set's answer depends on the state it is applied to).
+fn acknowledged_when_queued(mutation: Option<Mutation>, request: &Request) -> bool {
+    mutation == Some(Mutation::AcknowledgeBeforeChosen)
+        && matches!(KvOp::decode(&request.payload), Some(KvOp::Put { .. } | KvOp::Delete { .. }))
 }

@@ -1,6 +1,8 @@
-//! The checks at the end of a run: state digests (replicas at one applied slot hold one
-//! state), durability (every acknowledged write is in the chosen log), fast-read
-//! staleness, linearizability of the clients' history, and liveness (every operation
+//! The checks at the end of a run, safety first (a safety violation often stalls the run
+//! too, and must not hide behind the stall): agreement of every value a replica's disk
+//! holds as chosen, configuration safety, state digests (replicas at one applied slot hold
+//! one state), durability (every acknowledged write is in the chosen log), fast-read
+//! staleness and linearizability of the clients' history; then liveness (every operation
 //! invoked after healing completed, the members converged, a primary exists).
 
 use rsl_core::{NodeId, RequestId, Role, Slot, Time};
@@ -44,11 +46,14 @@ impl Simulation {
         described.join(" | ")
     }
 
-    /// The checks at the end of a run, safety first (state digests, durability, fast-read
-    /// staleness, linearizability), then liveness and convergence: a run that breaks both
-    /// reports the safety violation.
+    /// The checks at the end of a run, safety first (agreement of what the disks hold as
+    /// chosen, configuration, state digests, durability, fast-read staleness,
+    /// linearizability), then liveness and convergence: a run that breaks both reports the
+    /// safety violation.
     pub(super) fn final_checks(&mut self) {
-        let checks: [Check; 5] = [
+        let checks: [Check; 7] = [
+            Simulation::check_chosen_held,
+            |sim| sim.configurations.check(sim.now, &sim.agreement),
             Simulation::check_digests,
             Simulation::check_durability,
             |sim| checkers::check_fast_reads(&sim.agreement, &sim.fast_reads),
@@ -61,6 +66,17 @@ impl Simulation {
                 return;
             }
         }
+    }
+
+    /// Agreement: every value a disk holds as chosen (slots up to its durable chosen
+    /// watermark) is the value applied there, or the same as every other disk's.
+    fn check_chosen_held(&mut self) -> Result<(), Failure> {
+        for (index, node) in self.nodes.iter().enumerate() {
+            for (slot, proposal) in node.disk.proposals.range(..=node.disk.chosen) {
+                self.agreement.on_chosen_held(self.now, node_id(index), *slot, &proposal.value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Replicas at the same applied slot hold the same state.

@@ -34,7 +34,7 @@ use rsl_core::{
     Action, Config, Configuration, Message, NodeId, Replica, Request, RequestId, RingId, Role, Slot, Time,
 };
 
-use crate::checkers::{Agreement, Failure, FastReadAnswer};
+use crate::checkers::{Agreement, Configurations, Failure, FastReadAnswer};
 use crate::kv::Kv;
 use crate::options::Options;
 use crate::rng::Rng;
@@ -223,6 +223,8 @@ pub struct Simulation {
     fault_end: u64,
     run_end: u64,
     agreement: Agreement,
+    /// Configurations led by a primary (configuration safety).
+    configurations: Configurations,
     /// Every request a client issued, by id (validity).
     issued: HashMap<RequestId, Request>,
     /// Writes acknowledged to a client (durability).
@@ -265,6 +267,7 @@ impl Simulation {
             fault_end: options.fault_phase_us,
             run_end: options.fault_phase_us + options.liveness_phase_us,
             agreement: Agreement::default(),
+            configurations: Configurations::default(),
             issued: HashMap::new(),
             acknowledged: HashSet::new(),
             changes_requested: HashSet::new(),
@@ -600,6 +603,11 @@ impl Simulation {
                 Action::RoleChanged { role, .. } => {
                     if role == Role::Primary {
                         self.stats.elections_won += 1;
+                        let replica = self.nodes[index].replica.as_ref().expect("alive");
+                        self.configurations.on_primary(replica.node(), replica.configuration());
+                        if let Err(failure) = self.configurations.check(self.now, &self.agreement) {
+                            self.fail(failure);
+                        }
                     }
                 }
                 Action::ConfigurationChangeInterrupted { .. } | Action::PrimaryRecovered { .. } => {}

@@ -318,6 +318,14 @@ impl Cluster {
         );
     }
 
+    /// The newest slot any live replica of `ring` has executed. Once a request was answered
+    /// it covers the request's slot: a replica's [`Ring::applied`] is raised before the
+    /// answer leaves its apply thread, while its `status().applied` is published only at the
+    /// end of the ring task's wake-up, after the answer (so it may still lag).
+    pub fn newest_applied(&self, ring: RingId) -> Slot {
+        self.replicas(ring).iter().map(|replica| replica.applied()).max().expect("a live replica")
+    }
+
     /// The state of every live replica of `ring` once it applied `slot`.
     pub async fn states(&self, ring: RingId, slot: Slot) -> Vec<Tally> {
         let mut states = Vec::new();
