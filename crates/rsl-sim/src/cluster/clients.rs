@@ -269,9 +269,7 @@ impl Simulation {
         if op.attempt != attempt {
             return;
         }
-        // Another replica: this one did not answer in time.
-        let n = self.nodes.len();
-        let target = (op.target + 1 + self.rng.index(n - 1)) % n;
+        let target = self.rng.index(self.nodes.len());
         self.retry(client, target, 0);
     }
 
