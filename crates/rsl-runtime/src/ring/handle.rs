@@ -26,14 +26,38 @@ pub(super) type ChangeReply = oneshot::Sender<Result<Configuration, ChangeConfig
 
 /// What a [`Ring`] asks of its task.
 pub(super) enum Command {
-    Replicate { payload: Bytes, reply: oneshot::Sender<Result<Bytes, ReplicateError>> },
-    ReplicateMany { payloads: Vec<Bytes>, reply: oneshot::Sender<Vec<Result<Bytes, ReplicateError>>> },
-    Read { request: Bytes, reply: oneshot::Sender<Result<Bytes, ReadError>> },
-    Relinquish { target: Option<NodeId>, reply: oneshot::Sender<Result<NodeId, RelinquishError>> },
-    ChangeConfiguration { members: Vec<NodeId>, reply: ChangeReply },
-    Statistics { reply: oneshot::Sender<RingStatistics> },
-    CheckpointNow { reply: CheckpointNowReply },
-    PurgeLog { below: Slot, reply: oneshot::Sender<Result<Slot, PurgeLogError>> },
+    /// The ring task answers [`ReplicateError::Timeout`] itself once `deadline` passes.
+    Replicate {
+        payload: Bytes,
+        reply: oneshot::Sender<Result<Bytes, ReplicateError>>,
+        deadline: tokio::time::Instant,
+    },
+    ReplicateMany {
+        payloads: Vec<Bytes>,
+        reply: oneshot::Sender<Vec<Result<Bytes, ReplicateError>>>,
+    },
+    Read {
+        request: Bytes,
+        reply: oneshot::Sender<Result<Bytes, ReadError>>,
+    },
+    Relinquish {
+        target: Option<NodeId>,
+        reply: oneshot::Sender<Result<NodeId, RelinquishError>>,
+    },
+    ChangeConfiguration {
+        members: Vec<NodeId>,
+        reply: ChangeReply,
+    },
+    Statistics {
+        reply: oneshot::Sender<RingStatistics>,
+    },
+    CheckpointNow {
+        reply: CheckpointNowReply,
+    },
+    PurgeLog {
+        below: Slot,
+        reply: oneshot::Sender<Result<Slot, PurgeLogError>>,
+    },
     Control(Control),
     Shutdown,
 }
@@ -221,7 +245,32 @@ impl Ring {
     /// [`RingOptions::request_timeout`](crate::RingOptions::request_timeout).
     pub async fn replicate(&self, request: impl Into<Bytes>) -> Result<Bytes, ReplicateError> {
         let payload = request.into();
-        self.replicate_through(|reply| Command::Replicate { payload, reply }).await
+        let started = Instant::now();
+        let timeout = self.shared.options.request_timeout;
+        // The ring task keeps the deadline (one timer per ring, not one per call); the
+        // caller needs a timer only while it waits for room in a full command queue.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Replicate { payload, reply, deadline };
+        let sent = match self.commands.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Unanswered::Stopped(self.shared.stop_reason())),
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                match tokio::time::timeout_at(deadline, self.commands.send(command)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(Unanswered::Stopped(self.shared.stop_reason())),
+                    Err(_) => Err(Unanswered::TimedOut { after_ms: timeout.as_millis() as u64 }),
+                }
+            }
+        };
+        let result = match sent {
+            Ok(()) => {
+                answer.await.unwrap_or_else(|_| Err(Unanswered::Stopped(self.shared.stop_reason()).into()))
+            }
+            Err(unanswered) => Err(unanswered.into()),
+        };
+        self.count_replicated(started, &result);
+        result
     }
 
     /// Replicates through the command `command` builds, within the request timeout,
@@ -232,14 +281,19 @@ impl Ring {
     ) -> Result<Bytes, ReplicateError> {
         let started = Instant::now();
         let result = self.ask(self.shared.options.request_timeout, command).await;
-        match &result {
+        self.count_replicated(started, &result);
+        result
+    }
+
+    /// Counts a replicated request's outcome, and its latency from `started` if it succeeded.
+    fn count_replicated(&self, started: Instant, result: &Result<Bytes, ReplicateError>) {
+        match result {
             Ok(_) => {
                 RingCounters::bump(&self.shared.counters.requests_replicated);
                 self.shared.latencies.replicate.record(started.elapsed());
             }
             Err(_) => RingCounters::bump(&self.shared.counters.requests_failed),
         }
-        result
     }
 
     /// Replicates many requests submitted together: the primary queues them all before it

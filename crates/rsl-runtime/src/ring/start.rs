@@ -141,7 +141,7 @@ impl RingTask {
             persist,
             apply,
             checkpoints: Checkpoints::new(store.clone(), oldest_checkpoint, fetcher),
-            requests: Requests::new(local_client),
+            requests: Requests::new(local_client, shared.options.request_timeout.as_millis() as u64),
             network: Network::new(ring, node, transport, admitted.clone(), recovered.number),
             status: status_sender,
             finished: finished_sender,

@@ -80,8 +80,18 @@ impl RingTask {
         if let Err(stop) = self.drain().and_then(|()| self.flush()) {
             return self.stopping(stop);
         }
+        // One timer for the ring: the replica's next timeout and the earliest `replicate`
+        // deadline. It is moved only when something is due earlier than it is set for; one
+        // that fires early finds nothing due and is set again.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         let stop = loop {
-            let deadline = self.replica.poll_timeout().map(|time| self.clock.instant(time));
+            let due = self.next_due();
+            if let Some(due) = due.filter(|due| armed.is_none_or(|armed| *due < armed)) {
+                timer.as_mut().reset(due);
+                armed = Some(due);
+            }
             let far = Instant::now() + Duration::from_secs(3600);
             let step: Result<(), Stop> = tokio::select! {
                 biased;
@@ -106,10 +116,10 @@ impl RingTask {
                     }
                     None => Err(Stop::Requested("the runtime stopped routing messages")),
                 },
-                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
-                    let now = self.clock.now();
-                    self.replica.handle_timeout(now);
-                    self.drain()
+                // What is due is handled below, with the timers that came due meanwhile.
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    Ok(())
                 }
                 _ = tokio::time::sleep_until(next_statistics_log.unwrap_or(far)), if next_statistics_log.is_some() => {
                     self.log_statistics();
@@ -152,12 +162,25 @@ impl RingTask {
         Ok(())
     }
 
+    /// When the ring's timer must fire next: the replica's next timeout or the earliest
+    /// deadline of a waiting `replicate` call.
+    fn next_due(&mut self) -> Option<Instant> {
+        let replica = self.replica.poll_timeout().map(|time| self.clock.instant(time));
+        match (replica, self.requests.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires the replica's timers that are due and answers the `replicate` calls whose
+    /// deadline passed.
     fn fire_due_timers(&mut self) -> Result<(), Stop> {
         let now = self.clock.now();
         if self.replica.poll_timeout().is_some_and(|deadline| deadline <= now) {
             self.replica.handle_timeout(now);
             self.drain()?;
         }
+        self.requests.expire(Instant::now());
         Ok(())
     }
 
@@ -225,7 +248,7 @@ impl RingTask {
         match command {
             // Requests wait until the burst of inputs is taken, then go to the replica
             // together (see `propose`), so concurrent callers share slots.
-            Command::Replicate { payload, reply } => self.requests.queue(payload, reply),
+            Command::Replicate { payload, reply, deadline } => self.requests.queue(payload, reply, deadline),
             Command::ReplicateMany { payloads, reply } => self.requests.queue_group(payloads, reply),
             Command::Read { request, reply } => match self.replica.handle_read(now) {
                 Ok(index) => {
