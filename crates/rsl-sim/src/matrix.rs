@@ -30,7 +30,7 @@ const fn bug(mutation: Mutation, name: &'static str, checker: &'static str) -> S
 }
 
 /// Every seeded bug, in the order `--mutation all` runs them.
-pub const SEEDED_BUGS: [SeededBug; 14] = [
+pub const SEEDED_BUGS: [SeededBug; 15] = [
     bug(Mutation::AcceptBelowPromise, "accept-below-promise", "agreement"),
     bug(Mutation::CountVoteBeforePersist, "count-vote-before-persist", "agreement"),
     bug(Mutation::ApplyOutOfOrder, "apply-out-of-order", "agreement"),
@@ -45,6 +45,7 @@ pub const SEEDED_BUGS: [SeededBug; 14] = [
     bug(Mutation::LeaseWithoutQuorumEcho, "lease-without-quorum-echo", "linearizability"),
     bug(Mutation::FastReadIgnoresMinSlot, "fast-read-ignores-min-slot", "fast-read-staleness"),
     bug(Mutation::CheckpointWrongSlot, "checkpoint-wrong-slot", "state-digest"),
+    bug(Mutation::ReadIndexWithoutConfirmation, "read-index-without-confirmation", "linearizability"),
 ];
 
 /// Every mutation, for the command line and the mutation test.

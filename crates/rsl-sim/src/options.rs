@@ -24,6 +24,9 @@ pub struct Options {
     pub read_fraction: f64,
     /// Fraction of reads sent through the log instead of the lease.
     pub log_read_fraction: f64,
+    /// Fraction of the reads not sent through the log that use a read index instead of the
+    /// lease; half of those go to a replica picked at random (a secondary asks the primary).
+    pub read_index_fraction: f64,
     /// Fraction of compare-and-set among writes.
     pub cas_fraction: f64,
     /// Simulated duration of the fault phase, microseconds.
@@ -128,6 +131,7 @@ impl Options {
             keys: rng.between(1, 4) as u8,
             read_fraction: rng.probability(0.0, 0.5),
             log_read_fraction: rng.probability(0.0, 0.5),
+            read_index_fraction: 0.0,
             cas_fraction: rng.probability(0.0, 0.5),
             fault_phase_us: rng.between(5, 20) * 1_000_000,
             liveness_phase_us: 15_000_000,
@@ -178,6 +182,7 @@ impl Options {
         // liveness phase after long faults.
         let windows: &[u64] = if options.fetch_slots_max == 1 { &[4, 16] } else { &[1, 4, 16] };
         options.fetch_window = windows[rng.index(windows.len())];
+        options.read_index_fraction = [0.0, 0.5, 1.0][rng.index(3)];
         // Drawn after everything above, for the same reason.
         options.clock_drift_max_ppm =
             [DRIFT_BOUND_DEFAULT_PPM, DRIFT_BOUND_DEFAULT_PPM, 100_000][rng.index(3)];
@@ -205,6 +210,13 @@ impl Options {
                 // Only a replica restarted or installed from a checkpoint shows it.
                 options.checkpoint_interval_slots = 10;
                 options.crash_every_us = options.crash_every_us.max(1_000_000);
+            }
+            Some(Mutation::ReadIndexWithoutConfirmation) => {
+                // Stale reads show only among reads: make every other operation one.
+                options.read_fraction = options.read_fraction.max(0.5);
+                options.log_read_fraction = 0.0;
+                options.fast_read_fraction = 0.0;
+                options.read_index_fraction = 1.0;
             }
             _ if lease_pressed => options.press_the_lease(&mut rng),
             _ => {}
@@ -250,6 +262,7 @@ impl Options {
         self.read_fraction = 0.2;
         self.log_read_fraction = 0.0;
         self.fast_read_fraction = 0.0;
+        self.read_index_fraction = 0.0;
         self.fault_phase_us = 20_000_000;
         self.drop_probability = 0.0;
         self.long_delay_probability = 0.0;

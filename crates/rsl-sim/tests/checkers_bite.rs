@@ -67,7 +67,13 @@ fn each_seeded_bug_is_caught_by_its_checker() {
 fn fast_reads_and_crashed_installs_happen_and_keep_every_property() {
     let (mut fast_reads, mut install_crashes, mut installs) = (0, 0, 0);
     for seed in 0..24 {
-        let outcome = run_seed(seed, Options::from_seed(seed, 3, None));
+        let mut options = Options::from_seed(seed, 3, None);
+        if seed % 2 == 1 {
+            // Installs that crash are rare in drawn runs: aim at them in every other seed.
+            options.checkpoint_interval_slots = 10;
+            options.install_crash_probability = options.install_crash_probability.max(0.5);
+        }
+        let outcome = run_seed(seed, options);
         assert!(outcome.failure.is_none(), "seed {seed}: {:?}", outcome.failure);
         fast_reads += outcome.stats.fast_reads;
         install_crashes += outcome.stats.install_crashes;

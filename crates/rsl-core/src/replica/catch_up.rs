@@ -121,11 +121,11 @@ impl Replica {
     }
 
     pub(super) fn on_catch_up_timer(&mut self) {
-        if !self.membership.is_member()
+        if !(self.membership.is_member() || self.membership.is_learner())
             || self.log.chosen().next() < self.membership.configuration.first_slot
             || self.knows_of_newer_configuration()
         {
-            // Joining, removed, or behind the start of the configuration in force: ask
+            // Joining, removed (a learner follows the primary like a member), or behind the start of the configuration in force: ask
             // the replicas of every configuration known; one of them is further on (a
             // newer configuration may name this replica), and answers let it fetch.
             for node in self.membership.known_nodes(&self.config.members, self.config.node) {

@@ -16,6 +16,7 @@ impl Replica {
         invariant!(self.apply_emitted <= self.log.chosen(), "applied beyond chosen");
         invariant!(self.checkpoint <= self.apply_emitted);
         self.persistence.check_invariants();
+        self.check_read_invariants();
         // These bugs break the promise bound directly (a truncation past the chosen slots
         // loses the accepts that raise a recovered promise); the simulator's checkers must
         // catch their consequences instead.

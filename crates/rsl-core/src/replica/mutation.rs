@@ -47,6 +47,9 @@ pub enum Mutation {
     /// A checkpoint is recorded one slot below the state it holds, so a replica restarted
     /// or installed from it applies that slot twice. Caught by the state digests.
     CheckpointWrongSlot,
+    /// The primary answers read-index reads with its chosen slot at once, without waiting
+    /// for a quorum to echo a heartbeat sent after they arrived.
+    ReadIndexWithoutConfirmation,
 }
 
 impl Replica {

@@ -58,7 +58,7 @@ pub(super) struct Requests {
     groups: HashMap<u64, Group>,
     next_group: u64,
     /// The configuration change this replica is waiting for, as primary.
-    change: Option<(Vec<NodeId>, ChangeReply)>,
+    change: Option<(Vec<NodeId>, Vec<NodeId>, ChangeReply)>,
     /// The slot of the ring's last request, once chosen: requests that lose their slot or
     /// are dropped after it hear that the ring is closed.
     pub(super) last_slot: Option<Slot>,
@@ -323,26 +323,37 @@ impl Requests {
         }
     }
 
-    /// The replica accepted a change to `members` (sorted): answer `reply` once it is
-    /// chosen. A change still waiting is interrupted (`primary` is the primary as now known).
-    pub(super) fn await_change(&mut self, members: Vec<NodeId>, reply: ChangeReply, primary: Option<NodeId>) {
-        if let Some((_, earlier)) = self.change.replace((members, reply)) {
+    /// The replica accepted a change to `members` and `learners` (both sorted): answer
+    /// `reply` once it is chosen. A change still waiting is interrupted (`primary` is the
+    /// primary as now known).
+    pub(super) fn await_change(
+        &mut self,
+        members: Vec<NodeId>,
+        learners: Vec<NodeId>,
+        reply: ChangeReply,
+        primary: Option<NodeId>,
+    ) {
+        if let Some((_, _, earlier)) = self.change.replace((members, learners, reply)) {
             let _ = earlier.send(Err(ChangeConfigurationError::Interrupted { primary }));
         }
     }
 
-    /// `configuration` was chosen: answers the change that asked for its members.
+    /// `configuration` was chosen: answers the change that asked for its members and
+    /// learners.
     pub(super) fn change_chosen(&mut self, configuration: &Configuration) {
-        if self.change.as_ref().is_some_and(|(members, _)| *members == configuration.members) {
-            let (_, reply) = self.change.take().expect("checked");
+        let asked = |(members, learners, _): &(Vec<NodeId>, Vec<NodeId>, ChangeReply)| {
+            *members == configuration.members && *learners == configuration.learners
+        };
+        if self.change.as_ref().is_some_and(asked) {
+            let (_, _, reply) = self.change.take().expect("checked");
             let _ = reply.send(Ok(configuration.clone()));
         }
     }
 
     /// The change to `members` will not be chosen by this replica as primary.
     pub(super) fn change_interrupted(&mut self, members: &[NodeId], primary: Option<NodeId>) {
-        if self.change.as_ref().is_some_and(|(m, _)| *m == members) {
-            let (_, reply) = self.change.take().expect("checked");
+        if self.change.as_ref().is_some_and(|(m, _, _)| *m == members) {
+            let (_, _, reply) = self.change.take().expect("checked");
             let _ = reply.send(Err(ChangeConfigurationError::Interrupted { primary }));
         }
     }

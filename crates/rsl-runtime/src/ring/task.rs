@@ -9,16 +9,17 @@ use rsl_core::{Message, Replica, Status};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::apply::{ApplyQueue, Event, Job};
+use super::apply::{ApplyQueue, Event};
 use super::checkpoints::Checkpoints;
 use super::controls::Controls;
 use super::handle::Command;
 use super::network::Network;
 use super::persist::Persist;
+use super::reads::ReadIndexes;
 use super::requests::Requests;
 use super::stop::{Stop, Stopping};
 use super::{Clock, RingShared};
-use crate::error::{ChangeConfigurationError, ReadError, RelinquishError, RingFailure};
+use crate::error::{ChangeConfigurationError, RelinquishError, RingFailure};
 use crate::stats::{RingCounters, RingStatistics};
 
 /// Inputs a ring task handles per wake-up before it flushes sends (bounds latency).
@@ -59,6 +60,7 @@ pub(crate) struct RingTask {
     pub(super) apply: ApplyQueue,
     pub(super) checkpoints: Checkpoints,
     pub(super) requests: Requests,
+    pub(super) reads: ReadIndexes,
     pub(super) network: Network,
     pub(super) status: watch::Sender<Status>,
     pub(super) finished: watch::Sender<bool>,
@@ -250,16 +252,8 @@ impl RingTask {
             // together (see `propose`), so concurrent callers share slots.
             Command::Replicate { payload, reply, deadline } => self.requests.queue(payload, reply, deadline),
             Command::ReplicateMany { payloads, reply } => self.requests.queue_group(payloads, reply),
-            Command::Read { request, reply } => match self.replica.handle_read(now) {
-                Ok(index) => {
-                    self.apply.flush()?;
-                    self.apply.send(Job::Read { index, request, reply })?;
-                }
-                Err(reason) => {
-                    let hint = self.replica.primary_hint();
-                    let _ = reply.send(Err(ReadError::NotPrimary { reason, hint }));
-                }
-            },
+            // Read indexes, like requests, go to the replica at the end of the burst.
+            Command::Read { consistency, reply } => self.on_read(consistency, reply),
             Command::Relinquish { target, reply } => {
                 let result = self.replica.handle_relinquish(now, target).map_err(RelinquishError::from);
                 if let Ok(target) = &result {
@@ -267,12 +261,14 @@ impl RingTask {
                 }
                 let _ = reply.send(result);
             }
-            Command::ChangeConfiguration { mut members, reply } => {
-                match self.replica.handle_change_configuration(now, members.clone()) {
+            Command::ChangeConfiguration { change, reply } => {
+                match self.replica.handle_change_configuration(now, change.clone()) {
                     Ok(()) => {
+                        let (mut members, mut learners) = (change.members, change.learners);
                         members.sort_unstable();
-                        tracing::info!(ring, %node, ?members, "configuration change accepted");
-                        self.requests.await_change(members, reply, self.replica.primary_hint());
+                        learners.sort_unstable();
+                        tracing::info!(ring, %node, ?members, ?learners, "configuration change accepted");
+                        self.requests.await_change(members, learners, reply, self.replica.primary_hint());
                     }
                     Err(error) => {
                         let _ = reply.send(Err(ChangeConfigurationError::from(error)));
@@ -293,7 +289,8 @@ impl RingTask {
     /// Hands the requests of this burst to the replica together.
     fn propose(&mut self) -> Result<(), Stop> {
         let now = self.clock.now();
-        if self.requests.propose(&mut self.replica, now) {
+        let proposed = self.requests.propose(&mut self.replica, now);
+        if self.reads.start(&mut self.replica, now) || proposed {
             self.drain()
         } else {
             Ok(())

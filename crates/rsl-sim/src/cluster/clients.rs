@@ -1,10 +1,11 @@
 //! Simulated clients: each runs one operation at a time (put, get, delete, compare-and-set;
-//! reads through the log, under the primary's lease, or fast reads on any replica with the
-//! highest slot the client has seen as their minimum), follows redirects, retries after
-//! timeouts, gives up after a deadline, and records what it saw for the linearizability
-//! checker (fast reads, which are not linearizable, go to the staleness checker instead).
+//! reads through the log, under the primary's lease, through a read index on the primary or
+//! on a secondary, or fast reads on any replica with the highest slot the client has seen as
+//! their minimum), follows redirects, retries after timeouts, gives up after a deadline, and
+//! records what it saw for the linearizability checker (fast reads, which are not
+//! linearizable, go to the staleness checker instead).
 
-use rsl_core::{Mutation, NodeId, ProposeError, ReadError, Request, RequestId, Slot, Time};
+use rsl_core::{Mutation, NodeId, ProposeError, ReadError, ReadId, Request, RequestId, Slot, Time};
 
 use super::{node_index, Event, Simulation, OP_TIMEOUT_US, QUIET_US, SETTLE_US};
 use crate::checkers::Failure;
@@ -17,6 +18,7 @@ pub(super) enum ClientRequest {
     Write(Request),
     LeaseRead { key: u8 },
     FastRead { key: u8, min_slot: Slot },
+    ReadIndexRead { key: u8 },
 }
 
 /// How a get is served.
@@ -28,6 +30,8 @@ pub(super) enum ReadPath {
     Lease,
     /// A fast read on any replica, once it applied the client's minimum slot.
     Fast,
+    /// Through a read index (the primary confirms with a round of heartbeats).
+    ReadIndex,
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +84,8 @@ impl Simulation {
                 ReadPath::Log
             } else if self.rng.chance(self.options.fast_read_fraction) {
                 ReadPath::Fast
+            } else if self.rng.chance(self.options.read_index_fraction) {
+                ReadPath::ReadIndex
             } else {
                 ReadPath::Lease
             };
@@ -100,8 +106,11 @@ impl Simulation {
         if read == ReadPath::Log {
             self.issued.insert(id, request.clone());
         }
-        let target = if read == ReadPath::Fast {
-            // Any replica: a fast read is served wherever the minimum slot is applied.
+        let target = if read == ReadPath::Fast
+            || (read == ReadPath::ReadIndex && self.rng.chance(0.5))
+        {
+            // Any replica: a fast read is served wherever the minimum slot is applied; a
+            // secondary asks the primary for the read index and reads locally.
             self.rng.index(self.nodes.len())
         } else {
             self.clients[client].hint
@@ -152,6 +161,7 @@ impl Simulation {
         let request = match op.read {
             ReadPath::Lease => ClientRequest::LeaseRead { key: op.op.key() },
             ReadPath::Fast => ClientRequest::FastRead { key: op.op.key(), min_slot: known_slot },
+            ReadPath::ReadIndex => ClientRequest::ReadIndexRead { key: op.op.key() },
             ReadPath::Log => ClientRequest::Write(op.request.clone()),
         };
         let delay = self.rng.between(self.options.delay_min_us, self.options.delay_max_us);
@@ -221,18 +231,57 @@ impl Simulation {
                         self.nodes[index].waiting_reads.push((read_index, key, client, attempt));
                     }
                 }
-                Err(ReadError::NotPrimary { hint }) => {
-                    self.reply(client, attempt, ClientReply::Redirect(hint))
-                }
-                Err(ReadError::LeaseExpired | ReadError::Recovering { .. }) => {
-                    self.reply(client, attempt, ClientReply::Retry)
-                }
+                Err(error) => self.refuse_read(client, attempt, error),
             },
             ClientRequest::FastRead { key, min_slot } => {
                 self.on_fast_read(index, key, min_slot, client, attempt)
             }
+            ClientRequest::ReadIndexRead { key } => {
+                // Unique per replica: attempt numbers never repeat within a client.
+                let id = ReadId(((client as u64) << 40) | attempt);
+                match replica.handle_read_index(now, id) {
+                    Ok(()) => {
+                        self.nodes[index].read_indexes.insert(id, (key, client, attempt));
+                    }
+                    Err(error) => self.refuse_read(client, attempt, error),
+                }
+            }
         }
         self.drain(index);
+    }
+
+    /// Tells a client why its read was not served: where to go, or to try again.
+    fn refuse_read(&mut self, client: usize, attempt: u64, error: ReadError) {
+        match error {
+            ReadError::NotPrimary { hint } => self.reply(client, attempt, ClientReply::Redirect(hint)),
+            // The primary this replica follows did not answer: try another replica.
+            ReadError::NoAnswer { .. } => self.reply(client, attempt, ClientReply::Redirect(None)),
+            ReadError::LeaseExpired | ReadError::Recovering { .. } | ReadError::Busy { .. } => {
+                self.reply(client, attempt, ClientReply::Retry)
+            }
+        }
+    }
+
+    /// Replica `index` confirmed read `id`: the read is served once `read_index` is applied.
+    pub(super) fn read_index_ready(&mut self, index: usize, id: ReadId, read_index: Slot) {
+        let Some((key, client, attempt)) = self.nodes[index].read_indexes.remove(&id) else { return };
+        self.stats.read_index_reads += 1;
+        let node = &mut self.nodes[index];
+        let applied = node.replica.as_ref().map_or(Slot::ZERO, |replica| replica.applied());
+        if applied >= read_index {
+            let value = node.kv.get(key);
+            let result = KvResult::Value(value);
+            self.reply(client, attempt, ClientReply::Ok { result, slot: applied });
+        } else {
+            node.waiting_reads.push((read_index, key, client, attempt));
+        }
+    }
+
+    /// Replica `index` could not confirm read `id`.
+    pub(super) fn read_index_failed(&mut self, index: usize, id: ReadId, error: ReadError) {
+        if let Some((_, client, attempt)) = self.nodes[index].read_indexes.remove(&id) {
+            self.refuse_read(client, attempt, error);
+        }
     }
 
     pub(super) fn on_client_reply(&mut self, client: usize, attempt: u64, reply: ClientReply) {

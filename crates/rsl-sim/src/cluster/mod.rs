@@ -31,7 +31,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use rsl_core::{
-    Action, Config, Configuration, Message, NodeId, Replica, Request, RequestId, RingId, Role, Slot, Time,
+    Action, Config, Configuration, Message, NodeId, ReadId, Replica, Request, RequestId, RingId, Role, Slot,
+    Time,
 };
 
 use crate::checkers::{Agreement, Configurations, Failure, FastReadAnswer};
@@ -70,6 +71,8 @@ pub struct RunStats {
     pub checkpoint_installs: u64,
     /// Checkpoints a primary copied from a secondary.
     pub checkpoint_copies: u64,
+    /// Read-index reads answered (on the primary or a secondary), all in the checked history.
+    pub read_index_reads: u64,
     /// Pauses injected.
     pub pauses: u64,
     /// Configuration changes a primary accepted.
@@ -187,10 +190,12 @@ struct Node {
     kv: Kv,
     /// Writes proposed here, waiting for their apply.
     waiting_writes: HashMap<RequestId, (usize, u64)>,
-    /// Lease reads waiting for the applied watermark.
+    /// Lease and read-index reads waiting for the applied watermark.
     waiting_reads: Vec<(Slot, u8, usize, u64)>,
     /// Fast reads waiting for their minimum slot.
     waiting_fast_reads: Vec<WaitingFastRead>,
+    /// Read-index reads started here and not yet confirmed, by the id given to the replica.
+    read_indexes: HashMap<ReadId, (u8, usize, u64)>,
     /// The next slot this replica's state machine expects.
     apply_position: Slot,
     crashed_at: Option<u64>,
@@ -288,6 +293,7 @@ impl Simulation {
                 waiting_writes: HashMap::new(),
                 waiting_reads: Vec::new(),
                 waiting_fast_reads: Vec::new(),
+                read_indexes: HashMap::new(),
                 apply_position: Slot(1),
                 crashed_at: None,
                 paused_until: 0,
@@ -611,6 +617,10 @@ impl Simulation {
                     }
                 }
                 Action::ConfigurationChangeInterrupted { .. } | Action::PrimaryRecovered { .. } => {}
+                Action::ReadIndexReady { id, index: read_index } => {
+                    self.read_index_ready(index, id, read_index)
+                }
+                Action::ReadIndexFailed { id, error } => self.read_index_failed(index, id, error),
                 Action::RequestsDropped { ids, primary } => {
                     for id in ids {
                         if let Some((client, attempt)) = self.nodes[index].waiting_writes.remove(&id) {
