@@ -113,6 +113,10 @@ pub struct Options {
     /// Checkpoint installs: probability that the installing replica crashes somewhere
     /// between receiving the checkpoint and loading it.
     pub install_crash_probability: f64,
+    /// The takeover nemesis: mean time between rounds in which the primary is cut off
+    /// while it still takes writes, the next primary chooses other values in those slots,
+    /// and the stale primary comes back to stand for election, microseconds (0: none).
+    pub takeover_every_us: u64,
     /// A seeded bug to switch on in every replica.
     pub mutation: Option<Mutation>,
 }
@@ -172,6 +176,7 @@ impl Options {
             lease_reader: false,
             fast_read_fraction: 0.0,
             install_crash_probability: 0.0,
+            takeover_every_us: 0,
         };
         // Drawn last, so the options above stay what they were for every seed.
         if on(&mut rng, 0.5) || mutation == Some(Mutation::EnterConfigurationEarly) {
@@ -195,6 +200,9 @@ impl Options {
             options.install_crash_probability = rng.probability(0.2, 0.8);
         }
         let lease_pressed = on(&mut rng, 0.1);
+        if on(&mut rng, 0.3) {
+            options.takeover_every_us = rng.between(2_000, 6_000) * 1000;
+        }
         match mutation {
             Some(Mutation::LeaseIgnoresDrift | Mutation::LeaseWithoutQuorumEcho) => {
                 options.press_the_lease(&mut rng)
@@ -218,6 +226,7 @@ impl Options {
                 options.fast_read_fraction = 0.0;
                 options.read_index_fraction = 1.0;
             }
+            Some(Mutation::TakeoverPicksLowestBallot) => options.press_takeovers(&mut rng),
             _ if lease_pressed => options.press_the_lease(&mut rng),
             _ => {}
         }
@@ -242,6 +251,30 @@ impl Options {
         let mut rng = Rng::new(seed ^ 0xB0_0D_DF_17);
         options.press_the_lease(&mut rng);
         options
+    }
+
+    /// The options of `seed` with takeovers pressed (below): the runs that show whether
+    /// phase 1 re-proposes the value a quorum may have chosen.
+    pub fn pressing_takeovers(seed: u64, replicas: usize) -> Options {
+        let mut options = Options::from_seed(seed, replicas, None);
+        let mut rng = Rng::new(seed ^ 0x7A_4E_0E_12);
+        options.press_takeovers(&mut rng);
+        options
+    }
+
+    /// The run that puts phase 1 to the test: the takeover nemesis every few seconds,
+    /// writes flowing to the primary when it is cut off (at least three clients, few
+    /// reads), and a ring that can elect the next primary meanwhile (crashes rarer, no
+    /// power loss, no pauses). Every other fault stays as drawn.
+    fn press_takeovers(&mut self, rng: &mut Rng) {
+        self.takeover_every_us = rng.between(1_500, 3_000) * 1000;
+        self.clients = self.clients.max(3);
+        self.read_fraction = self.read_fraction.min(0.2);
+        if self.crash_every_us > 0 {
+            self.crash_every_us = self.crash_every_us.max(5_000_000);
+        }
+        self.correlated_crash_probability = 0.0;
+        self.pause_every_us = 0;
     }
 
     /// The run that puts the read lease to the test: long leases, clocks at the drift
@@ -273,6 +306,7 @@ impl Options {
         self.reconfigure_every_us = 0;
         self.spares = 0;
         self.install_crash_probability = 0.0;
+        self.takeover_every_us = 0;
     }
 }
 

@@ -106,9 +106,7 @@ impl Simulation {
         if read == ReadPath::Log {
             self.issued.insert(id, request.clone());
         }
-        let target = if read == ReadPath::Fast
-            || (read == ReadPath::ReadIndex && self.rng.chance(0.5))
-        {
+        let target = if read == ReadPath::Fast || (read == ReadPath::ReadIndex && self.rng.chance(0.5)) {
             // Any replica: a fast read is served wherever the minimum slot is applied; a
             // secondary asks the primary for the read index and reads locally.
             self.rng.index(self.nodes.len())

@@ -14,7 +14,8 @@
 //! at every applied slot), `install` (a fetched checkpoint written, published and loaded,
 //! with crashes in between), `nemesis` (crashes, power loss, partitions, pauses, leader
 //! transfers, configuration changes, clock drift, the primary isolated with the clocks
-//! skewed against it) and `final_checks` (state digests, durability, fast-read staleness,
+//! skewed against it), `takeover` (a stale primary brought back to take over slots a
+//! later primary chose) and `final_checks` (state digests, durability, fast-read staleness,
 //! linearizability, liveness and convergence once the run ends). This file holds the
 //! event loop and the simulated network.
 
@@ -26,6 +27,7 @@ mod fast_reads;
 mod final_checks;
 mod install;
 mod nemesis;
+mod takeover;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -45,6 +47,7 @@ use self::clients::{Client, ClientReply, ClientRequest};
 use self::clock::Clock;
 use self::disk::Disk;
 use self::fast_reads::WaitingFastRead;
+use self::takeover::{TakeoverRound, TakeoverStep};
 
 /// Counters of one run, for the summary line.
 #[derive(Clone, Debug, Default)]
@@ -85,6 +88,13 @@ pub struct RunStats {
     pub install_crashes: u64,
     /// Isolations of the primary with the clocks skewed against it.
     pub primary_isolations: u64,
+    /// Takeover rounds started (the primary cut off to come back later).
+    pub takeover_rounds: u64,
+    /// Takeover rounds in which the next primary applied the stale one's slots and was
+    /// cut off in turn.
+    pub takeover_swaps: u64,
+    /// Takeover rounds the stale primary won.
+    pub takeover_wins: u64,
 }
 
 /// The result of one run.
@@ -145,6 +155,8 @@ enum Event {
     Reconfigure,
     Drift,
     IsolatePrimary,
+    /// A step of the takeover nemesis.
+    Takeover(TakeoverStep),
     /// A fetched checkpoint is written out and published in the replica's store.
     CheckpointWritten {
         node: usize,
@@ -225,6 +237,8 @@ pub struct Simulation {
     /// `blocked[a][b]`: messages from a to b are lost.
     blocked: Vec<Vec<bool>>,
     healed: bool,
+    /// The takeover nemesis's round under way.
+    takeover: Option<TakeoverRound>,
     fault_end: u64,
     run_end: u64,
     agreement: Agreement,
@@ -269,6 +283,7 @@ impl Simulation {
             clients: Vec::new(),
             blocked: vec![vec![false; n]; n],
             healed: false,
+            takeover: None,
             fault_end: options.fault_phase_us,
             run_end: options.fault_phase_us + options.liveness_phase_us,
             agreement: Agreement::default(),
@@ -331,6 +346,7 @@ impl Simulation {
             (sim.options.reconfigure_every_us, Event::Reconfigure),
             (sim.options.drift_every_us, Event::Drift),
             (sim.options.isolate_primary_every_us, Event::IsolatePrimary),
+            (sim.options.takeover_every_us, Event::Takeover(TakeoverStep::Start)),
         ];
         for (every_us, event) in faults {
             if every_us > 0 {
@@ -471,6 +487,7 @@ impl Simulation {
 
     fn heal_everything(&mut self) {
         self.healed = true;
+        self.takeover = None;
         for row in &mut self.blocked {
             row.iter_mut().for_each(|b| *b = false);
         }
@@ -537,16 +554,13 @@ impl Simulation {
                 }
             }
             Event::Partition => self.partition(),
-            Event::Heal => {
-                for row in &mut self.blocked {
-                    row.iter_mut().for_each(|b| *b = false);
-                }
-            }
+            Event::Heal => self.heal_partitions(),
             Event::Relinquish => self.relinquish(),
             Event::Pause => self.pause(),
             Event::Reconfigure => self.reconfigure(),
             Event::Drift => self.drift(),
             Event::IsolatePrimary => self.isolate_primary(),
+            Event::Takeover(step) => self.takeover_step(step),
             Event::CrashNode { node, epoch } => {
                 if self.nodes[node].epoch == epoch && !self.healed {
                     self.crash(node);

@@ -81,6 +81,9 @@ impl Simulation {
         }
         let n = self.nodes.len();
         self.reschedule(self.options.partition_every_us, Event::Partition);
+        if self.takeover_running() {
+            return;
+        }
         self.stats.partitions += 1;
         for row in &mut self.blocked {
             row.iter_mut().for_each(|b| *b = false);
@@ -181,13 +184,12 @@ impl Simulation {
         }
         self.reschedule(self.options.isolate_primary_every_us, Event::IsolatePrimary);
         let Some(victim) = self.primary_index() else { return };
+        if self.takeover_running() {
+            return;
+        }
         self.stats.primary_isolations += 1;
         let n = self.nodes.len();
-        for (a, row) in self.blocked.iter_mut().enumerate() {
-            for (b, blocked) in row.iter_mut().enumerate() {
-                *blocked = a != b && (a == victim || b == victim);
-            }
-        }
+        self.cut_off(victim);
         let max = self.options.clock_rate_max_ppm as i64;
         for index in 0..n {
             let rate = if index == victim { -max } else { max };
