@@ -4,9 +4,10 @@
 //! changes, clock rates that change (within the drift bound, or beyond it for the negative
 //! control), and the lease's nemesis: the primary isolated while its clock runs as slow
 //! as allowed and every other as fast, so its lease lasts as long as the bound lets it
-//! while the others' lease guards end as early as it lets them.
+//! while the others' lease guards end as early as it lets them. The takeover nemesis,
+//! which spans several steps, is in `takeover`.
 
-use rsl_core::{NodeId, Role};
+use rsl_core::NodeId;
 
 use super::{node_id, Event, Simulation};
 
@@ -19,7 +20,7 @@ impl Simulation {
 
     /// The replica that is primary now, if any (the first, if several believe they are).
     fn primary_index(&self) -> Option<usize> {
-        self.nodes.iter().position(|n| n.replica.as_ref().is_some_and(|r| r.role() == Role::Primary))
+        self.primary_other_than(None)
     }
 
     /// The primary with probability `probability` (when there is one), otherwise any

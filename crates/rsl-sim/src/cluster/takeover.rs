@@ -112,7 +112,7 @@ impl Simulation {
     }
 
     /// The first replica other than `not` that believes it is primary.
-    fn primary_other_than(&self, not: Option<usize>) -> Option<usize> {
+    pub(super) fn primary_other_than(&self, not: Option<usize>) -> Option<usize> {
         self.nodes.iter().enumerate().position(|(i, n)| {
             Some(i) != not && n.replica.as_ref().is_some_and(|r| r.role() == Role::Primary)
         })
@@ -190,8 +190,6 @@ impl Simulation {
 
     fn end_takeover(&mut self) {
         self.takeover = None;
-        for row in &mut self.blocked {
-            row.iter_mut().for_each(|b| *b = false);
-        }
+        self.heal_partitions();
     }
 }
