@@ -36,6 +36,15 @@ pub struct SimArgs {
     /// succeed only if one does within --seeds
     #[arg(long)]
     pub until_caught: bool,
+    /// Every seed tests the read lease: long leases, clocks at the drift bound, the primary
+    /// isolated with the clocks skewed against it (the within-bound counterpart of
+    /// --drift-beyond-bound; run 100,000 seeds of it by hand)
+    #[arg(long, conflicts_with_all = ["mutation", "drift_beyond_bound"])]
+    pub press_lease: bool,
+    /// The negative control: as --press-lease with clocks drifting beyond the bound the
+    /// replicas assume; with --until-caught it succeeds only on a linearizability violation
+    #[arg(long, conflicts_with = "mutation")]
+    pub drift_beyond_bound: bool,
     /// Further arguments, after `--`, passed to rsl-sim unchanged
     #[arg(last = true, value_name = "RSL_SIM_ARGS")]
     pub extra: Vec<OsString>,
@@ -66,6 +75,8 @@ impl SimArgs {
             .value("--mutation", self.mutation.as_ref())
             .value("--threads", self.threads)
             .switch("--until-caught", self.until_caught)
+            .switch("--press-lease", self.press_lease)
+            .switch("--drift-beyond-bound", self.drift_beyond_bound)
             .args(self.extra.iter().cloned())
             .into_vec()
     }
@@ -96,6 +107,7 @@ mod tests {
             threads: Some(2),
             until_caught: true,
             extra: vec!["--verbose".into()],
+            ..SimArgs::default()
         };
         assert_eq!(
             all.to_args(),
@@ -114,6 +126,14 @@ mod tests {
                 "--verbose"
             ]
         );
+    }
+
+    #[test]
+    fn the_lease_runs_pass_their_switches() {
+        let control = SimArgs { drift_beyond_bound: true, until_caught: true, ..SimArgs::default() };
+        assert_eq!(control.to_args(), ["--seeds", "1000", "--until-caught", "--drift-beyond-bound"]);
+        let pressed = SimArgs { press_lease: true, seeds: Some(100_000), ..SimArgs::default() };
+        assert_eq!(pressed.to_args(), ["--seeds", "100000", "--press-lease"]);
     }
 
     #[test]

@@ -735,6 +735,32 @@ fn a_restarted_replica_keeps_its_promise() {
 }
 
 #[test]
+fn an_accept_for_a_slot_only_the_checkpoint_holds_records_nothing() {
+    // Crashed after publishing a fetched checkpoint at 10, before truncating its log:
+    // entries 1..=3, then a hole up to the checkpoint.
+    let b = ballot(7, 1);
+    let durable = DurableState {
+        promise: b,
+        proposals: (1..=3).map(|slot| proposal(b, slot, batch(&[&format!("s{slot}")]))).collect(),
+        chosen: Slot(3),
+        checkpoint: Slot(10),
+        configuration: None,
+    };
+    let mut replica = Replica::new(config(2, 3), durable, Time(0)).unwrap();
+    drain(&mut replica);
+    assert_eq!(replica.status().chosen, Slot(10));
+    // A long-delayed accept of the old primary for a slot in the hole.
+    let actions = deliver(&mut replica, AFTER_BOOT, accept(1, 2, b, 6, batch(&["s6"])));
+    assert!(persists(&actions).is_empty(), "nothing written: {actions:?}");
+    assert!(accepted_sends(&actions).is_empty(), "nothing answered: {actions:?}");
+    assert_eq!(replica.status().chosen, Slot(10));
+    // Above the checkpoint it is accepted as usual.
+    let actions = deliver(&mut replica, AFTER_BOOT, accept(1, 2, b, 11, batch(&["s11"])));
+    let released = persist(&mut replica, AFTER_BOOT, &actions);
+    assert_eq!(accepted_sends(&released), vec![(b, Slot(11))]);
+}
+
+#[test]
 fn a_durable_accept_above_the_durable_promise_raises_the_promise() {
     let durable = DurableState {
         promise: ballot(2, 1),

@@ -9,6 +9,14 @@
 //! - **configuration**: every configuration a replica led as primary was chosen, in the
 //!   slot before its first (no slot is decided by a quorum of a configuration that was
 //!   never chosen);
+//! - **fast-read-staleness**: a fast read answers the key's value at some slot between
+//!   its minimum slot and the highest slot applied anywhere when it was answered
+//!   ([`check_fast_reads`]); so it reflects every write in a slot up to its minimum: the
+//!   client's own acknowledged writes, and every write acknowledged anywhere before a
+//!   lease read handed the client that slot;
+//! - **state-digest**: replicas that applied the same slot hold states with equal digests
+//!   (a wrong checkpoint, or an install that crashed half way and recovered badly, shows
+//!   here even where the slots agree);
 //! - **liveness**: after the faults heal, every new request completes and the replicas
 //!   converge.
 //!
@@ -20,6 +28,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use rsl_core::{Configuration, NodeId, RequestId, Slot, Time, Value};
+
+use crate::kv::{Kv, KvOp};
 
 /// A violated property.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +142,84 @@ impl Agreement {
     }
 }
 
+/// A fast read as its replica answered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FastReadAnswer {
+    /// The client that asked.
+    pub client: usize,
+    /// The key read.
+    pub key: u8,
+    /// The slot the replica had to have applied first.
+    pub min_slot: Slot,
+    /// The value answered.
+    pub value: Option<i64>,
+    /// Simulated time of the answer, microseconds.
+    pub answered_at: u64,
+    /// The highest slot any replica had applied then.
+    pub applied_anywhere: Slot,
+}
+
+/// The fast-read staleness checker: every answer is the key's value after some slot from
+/// its minimum slot up to the highest slot applied anywhere when it was answered, the
+/// values replayed from the agreed log.
+pub fn check_fast_reads(agreement: &Agreement, answers: &[FastReadAnswer]) -> Result<(), Failure> {
+    let top = answers.iter().map(|a| a.applied_anywhere).max().unwrap_or_default();
+    // Per key, the slots that changed its value and the value after each.
+    let mut changes: HashMap<u8, Vec<(Slot, Option<i64>)>> = HashMap::new();
+    let mut kv = Kv::default();
+    for slot in (1..=top.0).map(Slot) {
+        let Some(Value::Batch(requests)) = agreement.value_at(slot) else { continue };
+        for request in requests {
+            let _ = kv.execute(request);
+            let Some(key) = KvOp::decode(&request.payload).map(|op| op.key()) else { continue };
+            let history = changes.entry(key).or_insert_with(|| vec![(Slot::ZERO, None)]);
+            let now = kv.get(key);
+            if history.last().is_some_and(|(_, before)| *before != now) {
+                history.push((slot, now));
+            }
+        }
+    }
+    let initial = vec![(Slot::ZERO, None)];
+    for answer in answers {
+        let history = changes.get(&answer.key).unwrap_or(&initial);
+        let at_min = history.iter().rev().find(|(slot, _)| *slot <= answer.min_slot).and_then(|c| c.1);
+        let later =
+            history.iter().filter(|(slot, _)| *slot > answer.min_slot && *slot <= answer.applied_anywhere);
+        if at_min == answer.value || later.clone().any(|(_, value)| *value == answer.value) {
+            continue;
+        }
+        let detail = format!(
+            "client {} fast-read key {} = {:?} with minimum slot {}: the key held {:?} at slot {} \
+             and then {:?} up to slot {} (the highest applied anywhere)",
+            answer.client,
+            answer.key,
+            answer.value,
+            answer.min_slot,
+            at_min,
+            answer.min_slot,
+            later.map(|(slot, value)| format!("{value:?}@{slot}")).collect::<Vec<_>>(),
+            answer.applied_anywhere
+        );
+        return Err(Failure::new("fast-read-staleness", answer.answered_at, detail));
+    }
+    Ok(())
+}
+
+/// The state-digest checker: `(node, applied slot, digest)` of every live replica; any two
+/// at the same slot must have the same digest.
+pub fn check_digests(time: u64, states: &[(NodeId, Slot, u64)]) -> Result<(), Failure> {
+    for (i, (node, slot, digest)) in states.iter().enumerate() {
+        if let Some((other, _, theirs)) = states[..i].iter().find(|(_, s, d)| s == slot && d != digest) {
+            let detail = format!(
+                "{other} and {node} both applied up to slot {slot} but their states differ \
+                 (digests {theirs:016x} and {digest:016x})"
+            );
+            return Err(Failure::new("state-digest", time, detail));
+        }
+    }
+    Ok(())
+}
+
 /// The configuration checker: a primary decides slots with the quorums of its
 /// configuration, so that configuration must have been chosen (at the slot before its
 /// first). Configurations led are recorded as replicas become primary and checked against
@@ -229,5 +317,53 @@ mod tests {
         let failure = configurations.check(0, &agreement).unwrap_err();
         assert_eq!(failure.checker, "configuration");
         assert!(failure.detail.contains("slot 7 chose no-op"), "{failure}");
+    }
+
+    fn put(client: u64, sequence: u64, key: u8, value: i64) -> Value {
+        let payload = KvOp::Put { key, value }.encode();
+        Value::Batch(vec![Request { id: RequestId { client, sequence }, payload }])
+    }
+
+    fn answer(min_slot: u64, value: Option<i64>, applied_anywhere: u64) -> FastReadAnswer {
+        FastReadAnswer {
+            client: 0,
+            key: 1,
+            min_slot: Slot(min_slot),
+            value,
+            answered_at: 0,
+            applied_anywhere: Slot(applied_anywhere),
+        }
+    }
+
+    #[test]
+    fn fast_reads_answer_a_value_between_their_minimum_slot_and_the_newest_applied() {
+        let mut agreement = Agreement::default();
+        let log = [put(1, 1, 1, 10), put(1, 2, 2, 99), put(1, 3, 1, 30), Value::Noop];
+        for (i, value) in log.iter().enumerate() {
+            let slot = Slot(i as u64 + 1);
+            agreement.on_apply(0, NodeId(1), slot, slot, value).unwrap();
+        }
+        // Before any write, at the minimum slot, and a newer value already applied.
+        let fine =
+            [answer(0, None, 0), answer(0, Some(10), 4), answer(2, Some(10), 4), answer(2, Some(30), 3)];
+        check_fast_reads(&agreement, &fine).unwrap();
+        // Staler than the minimum slot: the value before slot 3 after asking for 3.
+        let failure = check_fast_reads(&agreement, &[answer(3, Some(10), 4)]).unwrap_err();
+        assert_eq!(failure.checker, "fast-read-staleness");
+        assert!(failure.detail.contains("minimum slot 3"), "{failure}");
+        // From the future: a value not applied anywhere when answered.
+        assert!(check_fast_reads(&agreement, &[answer(1, Some(30), 2)]).is_err());
+        // Never written.
+        assert!(check_fast_reads(&agreement, &[answer(0, Some(7), 4)]).is_err());
+    }
+
+    #[test]
+    fn digests_must_match_at_equal_slots_only() {
+        let states = [(NodeId(1), Slot(5), 1), (NodeId(2), Slot(6), 2), (NodeId(3), Slot(5), 1)];
+        check_digests(0, &states).unwrap();
+        let states = [(NodeId(1), Slot(5), 1), (NodeId(2), Slot(6), 2), (NodeId(3), Slot(5), 3)];
+        let failure = check_digests(0, &states).unwrap_err();
+        assert_eq!(failure.checker, "state-digest");
+        assert!(failure.detail.contains("n1 and n3") || failure.detail.contains("slot 5"), "{failure}");
     }
 }

@@ -1,10 +1,13 @@
 //! The simulated clients' state machine: a key-value map with put, get, delete and
-//! compare-and-set, de-duplicating retried requests by `(client, sequence)`.
+//! compare-and-set, de-duplicating retried requests by `(client, sequence)`, and a digest
+//! of its whole state that chains every slot applied (so two replicas at one slot have
+//! equal digests only if they applied the same slots, each once, from the same state).
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use rsl_core::{Request, RequestId};
+use rsl_core::{Request, RequestId, Slot, Value};
 
 /// One operation on the map.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +82,7 @@ impl KvOp {
 }
 
 /// The result of an operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KvResult {
     /// A put or delete took effect.
     Done,
@@ -92,11 +95,35 @@ pub enum KvResult {
 }
 
 /// The map plus the de-duplication table.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Kv {
     map: BTreeMap<u8, i64>,
     /// Per client: the last sequence executed and its result.
     sessions: BTreeMap<u64, (u64, KvResult)>,
+    /// Every slot applied, chained: `digest(chain, slot, value)`, part of the state (and
+    /// of every checkpoint of it).
+    chain: u64,
+}
+
+/// FNV-1a, 64 bits: a digest that is the same in every run and on every machine.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 impl Kv {
@@ -140,6 +167,23 @@ impl Kv {
     pub fn get(&self, key: u8) -> Option<i64> {
         self.map.get(&key).copied()
     }
+
+    /// Chains the slot applied (whatever its value: requests, no-op, configuration) into
+    /// the state; call it once per slot, before executing its requests.
+    pub fn record_slot(&mut self, slot: Slot, value: &Value) {
+        let mut hasher = Fnv::default();
+        self.chain.hash(&mut hasher);
+        slot.hash(&mut hasher);
+        value.hash(&mut hasher);
+        self.chain = hasher.finish();
+    }
+
+    /// A digest of the whole state: the map, the sessions and the chain of slots applied.
+    pub fn digest(&self) -> u64 {
+        let mut hasher = Fnv::default();
+        self.hash(&mut hasher);
+        hasher.finish()
+    }
 }
 
 #[cfg(test)]
@@ -180,5 +224,41 @@ mod tests {
         assert_eq!(kv.execute(&request(1, 2, KvOp::Get { key: 1 })), KvResult::Value(Some(5)));
         assert_eq!(kv.execute(&request(2, 1, KvOp::Delete { key: 1 })), KvResult::Done);
         assert_eq!(kv.get(1), None);
+    }
+
+    #[test]
+    fn the_digest_tells_apart_a_slot_applied_twice_or_skipped() {
+        let put = |sequence, value| Value::Batch(vec![request(1, sequence, KvOp::Put { key: 1, value })]);
+        let apply = |kv: &mut Kv, slot: u64, value: &Value| {
+            kv.record_slot(Slot(slot), value);
+            if let Value::Batch(requests) = value {
+                for request in requests {
+                    let _ = kv.execute(request);
+                }
+            }
+        };
+        let (one, two) = (put(1, 10), put(2, 20));
+        let mut straight = Kv::default();
+        apply(&mut straight, 1, &one);
+        apply(&mut straight, 2, &two);
+        // The same map, but slot 2 applied twice (a checkpoint labelled one slot low).
+        let mut twice = straight.clone();
+        apply(&mut twice, 2, &two);
+        assert_eq!(twice.get(1), straight.get(1));
+        assert_ne!(twice.digest(), straight.digest());
+        // A no-op skipped changes nothing in the map but the digest still differs.
+        let mut skipped = Kv::default();
+        apply(&mut skipped, 1, &one);
+        apply(&mut skipped, 3, &Value::Noop);
+        let mut full = Kv::default();
+        apply(&mut full, 1, &one);
+        apply(&mut full, 2, &Value::Noop);
+        apply(&mut full, 3, &Value::Noop);
+        assert_ne!(skipped.digest(), full.digest());
+        // Equal histories, equal digests.
+        let mut again = Kv::default();
+        apply(&mut again, 1, &one);
+        apply(&mut again, 2, &two);
+        assert_eq!(again.digest(), straight.digest());
     }
 }

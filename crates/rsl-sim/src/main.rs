@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! rsl-sim [--seeds N] [--seed S] [--first-seed F] [--replicas 3|5] [--mutation NAME]
-//!         [--threads T] [--verbose]
+//!         [--threads T] [--verbose] [--until-caught] [--press-lease | --drift-beyond-bound]
 //! ```
 //! `--seed S` runs exactly one seed (the replay form every failure prints). Without it,
-//! seeds `F..F+N` run. Exits 1 when any seed fails.
+//! seeds `F..F+N` run. Exits 1 when any seed fails. `--press-lease` runs every seed as
+//! the lease's test (long leases, clocks at the drift bound, the primary isolated with the
+//! clocks skewed against it); `--drift-beyond-bound` does the same with clocks drifting
+//! beyond the bound, the negative control that must end in a linearizability violation.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +28,32 @@ struct Args {
     threads: usize,
     verbose: bool,
     until_caught: bool,
+    press_lease: bool,
+    drift_beyond_bound: bool,
+}
+
+impl Args {
+    /// The options of `seed` for this command line.
+    fn options(&self, seed: u64) -> Options {
+        if self.drift_beyond_bound {
+            Options::drift_beyond_bound(seed, self.replicas)
+        } else if self.press_lease {
+            Options::pressing_the_lease(seed, self.replicas)
+        } else {
+            Options::from_seed(seed, self.replicas, self.mutation)
+        }
+    }
+
+    /// The command that replays `seed` as this command line ran it.
+    fn replay(&self, seed: u64) -> String {
+        let mut command = replay_command(seed, self.replicas, self.mutation);
+        if self.drift_beyond_bound {
+            command.push_str(" --drift-beyond-bound");
+        } else if self.press_lease {
+            command.push_str(" --press-lease");
+        }
+        command
+    }
 }
 
 fn parse() -> Result<Args, String> {
@@ -37,6 +66,8 @@ fn parse() -> Result<Args, String> {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         verbose: false,
         until_caught: false,
+        press_lease: false,
+        drift_beyond_bound: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,6 +104,8 @@ fn parse() -> Result<Args, String> {
             "--threads" => args.threads = number("--threads", value("--threads")?)?.max(1) as usize,
             "--verbose" => args.verbose = true,
             "--until-caught" => args.until_caught = true,
+            "--press-lease" => args.press_lease = true,
+            "--drift-beyond-bound" => args.drift_beyond_bound = true,
             "--help" | "-h" => {
                 println!(
                     "rsl-sim: deterministic whole-cluster simulation of rsl-core\n\n\
@@ -84,7 +117,12 @@ fn parse() -> Result<Args, String> {
                      --threads T      worker threads (default: all cores)\n\
                      --verbose        print every seed's counters\n\
                      --until-caught   with --mutation: stop at the first seed the bug's own checker\n\
-                     \x20                fails, and succeed only if it does within --seeds",
+                     \x20                fails, and succeed only if it does within --seeds\n\
+                     --press-lease    every seed tests the read lease: long leases, clocks at the\n\
+                     \x20                drift bound, the primary isolated with clocks skewed against it\n\
+                     --drift-beyond-bound  the same with clocks beyond the bound: the negative\n\
+                     \x20                control; with --until-caught, succeeds only on a\n\
+                     \x20                linearizability violation",
                     MUTATIONS.iter().map(|m| mutation_name(*m)).collect::<Vec<_>>().join(", ")
                 );
                 std::process::exit(0);
@@ -103,6 +141,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.mutation.is_some() && (args.press_lease || args.drift_beyond_bound) {
+        eprintln!("rsl-sim: --mutation draws its own options; it cannot be combined with --press-lease or --drift-beyond-bound");
+        return ExitCode::from(2);
+    }
     if args.all_mutations {
         // Every seeded bug in turn; all must be caught.
         let mut rows = Vec::new();
@@ -138,7 +180,12 @@ fn run(args: &Args) -> (ExitCode, Option<MatrixRow>) {
     // With --until-caught, the lowest seed the bug's own checker failed so far; workers
     // skip seeds above it.
     let caught = AtomicU64::new(u64::MAX);
-    let named = args.mutation.map(|m| matrix::seeded_bug(m).checker);
+    // The negative control exists to produce a linearizability violation.
+    let named = match args.mutation {
+        Some(mutation) => Some(matrix::seeded_bug(mutation).checker),
+        None if args.drift_beyond_bound => Some("linearizability"),
+        None => None,
+    };
     std::thread::scope(|scope| {
         for _ in 0..args.threads.min(args.seeds.max(1) as usize) {
             scope.spawn(|| loop {
@@ -146,7 +193,7 @@ fn run(args: &Args) -> (ExitCode, Option<MatrixRow>) {
                 if seed >= end || seed > caught.load(Ordering::Relaxed) {
                     break;
                 }
-                let options = Options::from_seed(seed, args.replicas, args.mutation);
+                let options = args.options(seed);
                 if args.verbose {
                     println!("seed {seed}: {options:?}");
                 }
@@ -163,7 +210,7 @@ fn run(args: &Args) -> (ExitCode, Option<MatrixRow>) {
                             caught.fetch_min(seed, Ordering::Relaxed);
                         }
                         println!("seed {seed} FAILED: {failure}");
-                        println!("  replay: {}", replay_command(seed, args.replicas, args.mutation));
+                        println!("  replay: {}", args.replay(seed));
                         failures.lock().expect("no poisoning").push((seed, failure.checker));
                     }
                 }
@@ -172,6 +219,31 @@ fn run(args: &Args) -> (ExitCode, Option<MatrixRow>) {
     });
     let elapsed = start.elapsed().as_secs_f64();
     let mut failures = failures.into_inner().expect("no poisoning");
+    if args.until_caught && args.drift_beyond_bound {
+        failures.sort_unstable();
+        let caught = failures.iter().find(|(_, checker)| Some(*checker) == named);
+        let others: Vec<String> =
+            failures.iter().map(|(seed, checker)| format!("{checker}@{seed}")).collect();
+        return match caught {
+            Some((seed, _)) => {
+                println!(
+                    "sim: drift-beyond-bound: lease reads lost linearizability at seed {seed} ({} seeds from {}, {elapsed:.1}s)",
+                    seed - args.first_seed + 1,
+                    args.first_seed
+                );
+                (ExitCode::SUCCESS, None)
+            }
+            None => {
+                println!(
+                    "sim: drift-beyond-bound: no linearizability violation in {} seeds from {} (other failures: {})",
+                    args.seeds,
+                    args.first_seed,
+                    if others.is_empty() { "none".to_string() } else { others.join(", ") }
+                );
+                (ExitCode::FAILURE, None)
+            }
+        };
+    }
     if let (true, Some(mutation)) = (args.until_caught, args.mutation) {
         failures.sort_unstable();
         let row = MatrixRow::new(
@@ -194,7 +266,14 @@ fn run(args: &Args) -> (ExitCode, Option<MatrixRow>) {
         elapsed,
         args.seeds as f64 / elapsed.max(1e-9),
         args.replicas,
-        args.mutation.map(|m| format!(" mutation={}", mutation_name(m))).unwrap_or_default(),
+        args.mutation.map(|m| format!(" mutation={}", mutation_name(m))).unwrap_or_default()
+            + if args.drift_beyond_bound {
+                " drift-beyond-bound"
+            } else if args.press_lease {
+                " press-lease"
+            } else {
+                ""
+            },
     );
     if failures.is_empty() {
         (ExitCode::SUCCESS, None)

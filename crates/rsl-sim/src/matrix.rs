@@ -30,7 +30,7 @@ const fn bug(mutation: Mutation, name: &'static str, checker: &'static str) -> S
 }
 
 /// Every seeded bug, in the order `--mutation all` runs them.
-pub const SEEDED_BUGS: [SeededBug; 11] = [
+pub const SEEDED_BUGS: [SeededBug; 15] = [
     bug(Mutation::AcceptBelowPromise, "accept-below-promise", "agreement"),
     bug(Mutation::CountVoteBeforePersist, "count-vote-before-persist", "agreement"),
     bug(Mutation::ApplyOutOfOrder, "apply-out-of-order", "agreement"),
@@ -41,6 +41,10 @@ pub const SEEDED_BUGS: [SeededBug; 11] = [
     bug(Mutation::TakeoverPicksLowestBallot, "takeover-picks-lowest-ballot", "agreement"),
     bug(Mutation::SkipRoundFloor, "skip-round-floor", "liveness"),
     bug(Mutation::AcknowledgeBeforeChosen, "acknowledge-before-chosen", "durability"),
+    bug(Mutation::LeaseIgnoresDrift, "lease-ignores-drift", "linearizability"),
+    bug(Mutation::LeaseWithoutQuorumEcho, "lease-without-quorum-echo", "linearizability"),
+    bug(Mutation::FastReadIgnoresMinSlot, "fast-read-ignores-min-slot", "fast-read-staleness"),
+    bug(Mutation::CheckpointWrongSlot, "checkpoint-wrong-slot", "state-digest"),
     bug(Mutation::ReadIndexWithoutConfirmation, "read-index-without-confirmation", "linearizability"),
 ];
 

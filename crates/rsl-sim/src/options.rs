@@ -83,6 +83,40 @@ pub struct Options {
     pub relinquish_every_us: u64,
     /// Whether replica clocks run at different rates (within the configured drift bound).
     pub clock_drift: bool,
+    /// Protocol: the bound on the relative drift of two clocks the replicas assume
+    /// (`clock_drift_max_ppm`; the read lease is shortened by it).
+    pub clock_drift_max_ppm: u64,
+    /// How far any clock's rate may be off true time, parts per million: at most half the
+    /// bound, so two clocks differ by at most the bound; more with `drift_beyond_bound`.
+    pub clock_rate_max_ppm: u64,
+    /// Clocks: mean time between changes of a clock's rate, microseconds (0: rates never
+    /// change).
+    pub drift_every_us: u64,
+    /// The negative control: clocks drift beyond the bound the replicas assume, so lease
+    /// reads must lose linearizability (`rsl-sim --drift-beyond-bound`).
+    pub drift_beyond_bound: bool,
+    /// The lease nemesis: mean time between isolations of the primary with the clocks
+    /// skewed against it (its clock as slow as allowed, every other as fast), microseconds
+    /// (0: none).
+    pub isolate_primary_every_us: u64,
+    /// Protocol: the election delay's minimum, which is also the lease guard; the read
+    /// lease is this shortened by the drift bound.
+    pub election_delay_min_ms: u64,
+    /// Clients: how long an attempt waits for its answer before trying another replica.
+    pub attempt_timeout_us: u64,
+    /// Clients: the first client only does lease reads (it stays with whoever serves them).
+    pub lease_reader: bool,
+    /// Fraction of the reads not sent through the log that are fast reads: served by any
+    /// replica once it applied the client's minimum slot, checked for staleness rather
+    /// than linearizability.
+    pub fast_read_fraction: f64,
+    /// Checkpoint installs: probability that the installing replica crashes somewhere
+    /// between receiving the checkpoint and loading it.
+    pub install_crash_probability: f64,
+    /// The takeover nemesis: mean time between rounds in which the primary is cut off
+    /// while it still takes writes, the next primary chooses other values in those slots,
+    /// and the stale primary comes back to stand for election, microseconds (0: none).
+    pub takeover_every_us: u64,
     /// A seeded bug to switch on in every replica.
     pub mutation: Option<Mutation>,
 }
@@ -132,6 +166,17 @@ impl Options {
             mutation,
             spares: 0,
             reconfigure_every_us: 0,
+            clock_drift_max_ppm: DRIFT_BOUND_DEFAULT_PPM,
+            clock_rate_max_ppm: DRIFT_BOUND_DEFAULT_PPM / 2,
+            drift_every_us: 0,
+            drift_beyond_bound: false,
+            isolate_primary_every_us: 0,
+            election_delay_min_ms: 300,
+            attempt_timeout_us: 1_500_000,
+            lease_reader: false,
+            fast_read_fraction: 0.0,
+            install_crash_probability: 0.0,
+            takeover_every_us: 0,
         };
         // Drawn last, so the options above stay what they were for every seed.
         if on(&mut rng, 0.5) || mutation == Some(Mutation::EnterConfigurationEarly) {
@@ -143,12 +188,127 @@ impl Options {
         let windows: &[u64] = if options.fetch_slots_max == 1 { &[4, 16] } else { &[1, 4, 16] };
         options.fetch_window = windows[rng.index(windows.len())];
         options.read_index_fraction = [0.0, 0.5, 1.0][rng.index(3)];
-        if mutation == Some(Mutation::ReadIndexWithoutConfirmation) {
-            // Stale reads show only among reads: make every other operation one.
-            options.read_fraction = options.read_fraction.max(0.5);
-            options.log_read_fraction = 0.0;
-            options.read_index_fraction = 1.0;
+        // Drawn after everything above, for the same reason.
+        options.clock_drift_max_ppm =
+            [DRIFT_BOUND_DEFAULT_PPM, DRIFT_BOUND_DEFAULT_PPM, 100_000][rng.index(3)];
+        options.clock_rate_max_ppm = options.clock_drift_max_ppm / 2;
+        if options.clock_drift && on(&mut rng, 0.5) {
+            options.drift_every_us = rng.between(500, 3_000) * 1000;
+        }
+        options.fast_read_fraction = [0.0, 0.3, 0.7][rng.index(3)];
+        if on(&mut rng, 0.5) {
+            options.install_crash_probability = rng.probability(0.2, 0.8);
+        }
+        let lease_pressed = on(&mut rng, 0.1);
+        if on(&mut rng, 0.3) {
+            options.takeover_every_us = rng.between(2_000, 6_000) * 1000;
+        }
+        match mutation {
+            Some(Mutation::LeaseIgnoresDrift | Mutation::LeaseWithoutQuorumEcho) => {
+                options.press_the_lease(&mut rng)
+            }
+            Some(Mutation::FastReadIgnoresMinSlot) => {
+                // Stale fast reads show on lagging replicas: many reads, most of them fast.
+                options.read_fraction = options.read_fraction.max(0.5);
+                options.log_read_fraction = 0.0;
+                options.fast_read_fraction = 1.0;
+                options.crash_every_us = options.crash_every_us.max(1_000_000);
+            }
+            Some(Mutation::CheckpointWrongSlot) => {
+                // Only a replica restarted or installed from a checkpoint shows it.
+                options.checkpoint_interval_slots = 10;
+                options.crash_every_us = options.crash_every_us.max(1_000_000);
+            }
+            Some(Mutation::ReadIndexWithoutConfirmation) => {
+                // Stale reads show only among reads: make every other operation one.
+                options.read_fraction = options.read_fraction.max(0.5);
+                options.log_read_fraction = 0.0;
+                options.fast_read_fraction = 0.0;
+                options.read_index_fraction = 1.0;
+            }
+            Some(Mutation::TakeoverPicksLowestBallot) => options.press_takeovers(&mut rng),
+            _ if lease_pressed => options.press_the_lease(&mut rng),
+            _ => {}
         }
         options
     }
+
+    /// The negative control for the lease: the options of `seed` with the lease pressed
+    /// and clocks drifting fifteen times beyond the assumed bound, which must make lease
+    /// reads non-linearizable.
+    pub fn drift_beyond_bound(seed: u64, replicas: usize) -> Options {
+        let mut options = Options::pressing_the_lease(seed, replicas);
+        options.drift_beyond_bound = true;
+        options.clock_drift_max_ppm = DRIFT_BOUND_DEFAULT_PPM;
+        options.clock_rate_max_ppm = 15 * DRIFT_BOUND_DEFAULT_PPM;
+        options
+    }
+
+    /// The options of `seed` with the lease pressed (below), clocks within the bound: the
+    /// runs the negative control must be told apart from.
+    pub fn pressing_the_lease(seed: u64, replicas: usize) -> Options {
+        let mut options = Options::from_seed(seed, replicas, None);
+        let mut rng = Rng::new(seed ^ 0xB0_0D_DF_17);
+        options.press_the_lease(&mut rng);
+        options
+    }
+
+    /// The options of `seed` with takeovers pressed (below): the runs that show whether
+    /// phase 1 re-proposes the value a quorum may have chosen.
+    pub fn pressing_takeovers(seed: u64, replicas: usize) -> Options {
+        let mut options = Options::from_seed(seed, replicas, None);
+        let mut rng = Rng::new(seed ^ 0x7A_4E_0E_12);
+        options.press_takeovers(&mut rng);
+        options
+    }
+
+    /// The run that puts phase 1 to the test: the takeover nemesis every few seconds,
+    /// writes flowing to the primary when it is cut off (at least three clients, few
+    /// reads), and a ring that can elect the next primary meanwhile (crashes rarer, no
+    /// power loss, no pauses). Every other fault stays as drawn.
+    fn press_takeovers(&mut self, rng: &mut Rng) {
+        self.takeover_every_us = rng.between(1_500, 3_000) * 1000;
+        self.clients = self.clients.max(3);
+        self.read_fraction = self.read_fraction.min(0.2);
+        if self.crash_every_us > 0 {
+            self.crash_every_us = self.crash_every_us.max(5_000_000);
+        }
+        self.correlated_crash_probability = 0.0;
+        self.pause_every_us = 0;
+    }
+
+    /// The run that puts the read lease to the test: long leases, clocks at the drift
+    /// bound, the primary isolated with the clocks skewed against it while a lease reader
+    /// stays with it and writers move on to the new primary; no other fault blurs it.
+    fn press_the_lease(&mut self, rng: &mut Rng) {
+        self.clock_drift = true;
+        self.clock_drift_max_ppm = [100_000, 200_000][rng.index(2)];
+        self.clock_rate_max_ppm = self.clock_drift_max_ppm / 2;
+        self.drift_every_us = 0;
+        self.election_delay_min_ms = 2_000;
+        self.election_delay_spread_ms = [0, 20, 100][rng.index(3)];
+        self.isolate_primary_every_us = rng.between(5_000, 7_000) * 1000;
+        self.attempt_timeout_us = 300_000;
+        self.lease_reader = true;
+        self.clients = self.clients.max(3);
+        self.keys = 1;
+        self.read_fraction = 0.2;
+        self.log_read_fraction = 0.0;
+        self.fast_read_fraction = 0.0;
+        self.read_index_fraction = 0.0;
+        self.fault_phase_us = 20_000_000;
+        self.drop_probability = 0.0;
+        self.long_delay_probability = 0.0;
+        self.partition_every_us = 0;
+        self.crash_every_us = 0;
+        self.pause_every_us = 0;
+        self.relinquish_every_us = 0;
+        self.reconfigure_every_us = 0;
+        self.spares = 0;
+        self.install_crash_probability = 0.0;
+        self.takeover_every_us = 0;
+    }
 }
+
+/// The drift bound replicas assume by default (`Config::clock_drift_max_ppm`).
+pub const DRIFT_BOUND_DEFAULT_PPM: u64 = 10_000;

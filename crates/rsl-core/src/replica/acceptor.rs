@@ -36,6 +36,12 @@ impl Replica {
             // Long since chosen and truncated here; nothing to record.
             return;
         }
+        if slot <= self.log.chosen() && self.log.get(slot).is_none() {
+            // Chosen and held only by the checkpoint: a replica that crashed after
+            // publishing a fetched checkpoint, before truncating its log, restarts with a
+            // hole between its old entries and that checkpoint. Nothing to record.
+            return;
+        }
         if let Some(existing) = self.log.get(slot) {
             if existing.chosen || slot <= self.log.chosen() {
                 // Already chosen here: the primary can only be re-proposing that value.

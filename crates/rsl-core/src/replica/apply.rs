@@ -21,6 +21,19 @@ impl Replica {
         self.finish();
     }
 
+    /// A fast read (RSL's `FastRead`), served by this replica whatever its role: the slot
+    /// the state machine must have applied before the read is served from its local state,
+    /// which is `min_slot`. The caller parks the read until [`Replica::applied`] reaches
+    /// it, bounding the wait itself. Not linearizable: a client that passes the highest
+    /// slot it has seen (its writes' slots, the read index of a lease read) reads its own
+    /// writes and never goes back in time.
+    pub fn fast_read_index(&self, min_slot: Slot) -> Slot {
+        if self.mutated(Mutation::FastReadIgnoresMinSlot) {
+            return self.applied;
+        }
+        min_slot
+    }
+
     /// Hands every chosen slot not yet handed out to the state machine, asking for a
     /// checkpoint whenever one is due.
     pub(super) fn emit_applies(&mut self) {

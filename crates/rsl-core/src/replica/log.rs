@@ -22,6 +22,10 @@ pub struct DurableState {
     /// Chosen-watermark hint: the proposals up to here are chosen.
     pub chosen: Slot,
     /// The slot of the checkpoint the state machine was loaded from (zero: none).
+    /// Proposals at or below it are kept only when the chosen hint reaches it: otherwise
+    /// the checkpoint may come from a peer and pass over slots this replica accepted but
+    /// that were never chosen (a replica that stopped between publishing an installed
+    /// checkpoint and truncating its log), and the log starts after it.
     pub checkpoint: Slot,
     /// The configuration saved with that checkpoint (in force for the slots after it).
     /// Configuration values chosen in the log above the checkpoint take over from it.
@@ -78,6 +82,12 @@ impl Log {
         }
         let highest_unchosen_ballot =
             entries.values().filter(|e: &&Entry| !e.chosen).map(|e| e.proposal.ballot).max();
+        if chosen_hint < checkpoint {
+            // The checkpoint may have been installed from a peer, and the replica stopped
+            // before its log was truncated: what it holds up to the checkpoint beyond the
+            // hint may be proposals that were never chosen. The log starts after it.
+            entries = entries.split_off(&checkpoint.next());
+        }
         let start = entries.keys().next().copied().unwrap_or(checkpoint.next()).min(checkpoint.next());
         let mut chosen = checkpoint;
         while chosen < chosen_hint && entries.contains_key(&chosen.next()) {
@@ -310,6 +320,28 @@ mod tests {
         assert_eq!(recovered.highest_unchosen_ballot, Some(Ballot::new(5, NodeId(1))));
         assert_eq!(recovered.log.start(), Slot(11));
         assert_eq!(recovered.log.chosen(), Slot(10));
+    }
+
+    #[test]
+    fn recovery_drops_what_a_checkpoint_beyond_the_hint_covers() {
+        // Slots 2 and 3 were accepted here but never chosen; a peer's checkpoint at 3 was
+        // published before the log was truncated.
+        let proposals =
+            vec![proposal(1, 1, "a"), proposal(2, 2, "stale"), proposal(2, 3, "stale"), proposal(3, 4, "d")];
+        let recovered = Log::recover(proposals, Slot(3), Slot(1)).unwrap();
+        let log = recovered.log;
+        assert_eq!(log.start(), Slot(4));
+        assert_eq!(log.chosen(), Slot(3));
+        assert!(log.get(Slot(2)).is_none() && log.get(Slot(3)).is_none());
+        assert!(log.chosen_values(Slot(1), Slot(3), u64::MAX).is_empty());
+        assert!(!log.is_known_chosen(Slot(4)));
+        // The dropped proposals still bound the promise.
+        assert_eq!(recovered.highest_unchosen_ballot, Some(Ballot::new(3, NodeId(1))));
+        // A hint that reaches the checkpoint vouches for what is held below it.
+        let proposals = vec![proposal(1, 1, "a"), proposal(2, 2, "b")];
+        let log = Log::recover(proposals, Slot(2), Slot(2)).unwrap().log;
+        assert_eq!(log.start(), Slot(1));
+        assert_eq!(log.chosen_values(Slot(1), Slot(2), u64::MAX).len(), 2);
     }
 
     #[test]

@@ -35,6 +35,18 @@ pub enum Mutation {
     /// a write the primary then loses (a crash, a step-down) was acknowledged but is never
     /// chosen.
     AcknowledgeBeforeChosen,
+    /// The read lease lasts the whole election delay: it is not shortened by the clock
+    /// drift bound (`clock_drift_max_ppm`). Caught by linearizability.
+    LeaseIgnoresDrift,
+    /// The read lease is measured from the primary's own clock, as if its latest heartbeat
+    /// had been echoed by a quorum. Caught by linearizability.
+    LeaseWithoutQuorumEcho,
+    /// A fast read is served at once, whatever its minimum slot. Caught by the fast-read
+    /// staleness checker.
+    FastReadIgnoresMinSlot,
+    /// A checkpoint is recorded one slot below the state it holds, so a replica restarted
+    /// or installed from it applies that slot twice. Caught by the state digests.
+    CheckpointWrongSlot,
     /// The primary answers read-index reads with its chosen slot at once, without waiting
     /// for a quorum to echo a heartbeat sent after they arrived.
     ReadIndexWithoutConfirmation,

@@ -113,8 +113,14 @@ impl Replica {
     /// (zero when not primary or before any quorum echoed).
     fn lease_until(&self) -> Time {
         let Some(primary) = self.role.primary() else { return Time(0) };
-        match primary.progress.lease_start(self.now, self.membership.configuration.quorum()) {
-            Some(start) => start.plus(self.lease),
+        let quorum = if self.mutated(Mutation::LeaseWithoutQuorumEcho) {
+            1
+        } else {
+            self.membership.configuration.quorum()
+        };
+        let lease = if self.mutated(Mutation::LeaseIgnoresDrift) { self.guard } else { self.lease };
+        match primary.progress.lease_start(self.now, quorum) {
+            Some(start) => start.plus(lease),
             None => Time(0),
         }
     }

@@ -1,6 +1,7 @@
 //! The state machine side of a simulated replica: every applied slot is checked (agreement
 //! with every other replica, validity of each request and configuration) before it is
-//! executed, and writes and lease reads waiting for it are answered.
+//! executed (and chained into the state's digest), and writes, lease reads and fast reads
+//! waiting for it are answered.
 
 use rsl_core::{Slot, Value};
 
@@ -17,6 +18,7 @@ impl Simulation {
             return;
         }
         self.nodes[index].apply_position = position.next();
+        self.nodes[index].kv.record_slot(slot, &value);
         self.stats.slots = self.stats.slots.max(slot.0);
         if let Value::Batch(requests) = &value {
             for request in requests {
@@ -31,7 +33,7 @@ impl Simulation {
                 }
                 let result = self.nodes[index].kv.execute(request);
                 if let Some((client, attempt)) = self.nodes[index].waiting_writes.remove(&request.id) {
-                    self.reply(client, attempt, ClientReply::Ok(result));
+                    self.reply(client, attempt, ClientReply::Ok { result, slot });
                 }
             }
         } else if let Value::Configuration(configuration) = &value {
@@ -64,8 +66,9 @@ impl Simulation {
             }
         });
         for (key, client, attempt) in ready {
-            let value = self.nodes[index].kv.get(key);
-            self.reply(client, attempt, ClientReply::Ok(KvResult::Value(value)));
+            let result = KvResult::Value(self.nodes[index].kv.get(key));
+            self.reply(client, attempt, ClientReply::Ok { result, slot: applied });
         }
+        self.serve_fast_reads(index);
     }
 }

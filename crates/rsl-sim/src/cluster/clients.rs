@@ -1,11 +1,13 @@
 //! Simulated clients: each runs one operation at a time (put, get, delete, compare-and-set;
-//! reads through the log, under the primary's lease, or through a read index on the
-//! primary or on a secondary), follows redirects, retries after timeouts, gives up after a
-//! deadline, and records what it saw for the linearizability checker.
+//! reads through the log, under the primary's lease, through a read index on the primary or
+//! on a secondary, or fast reads on any replica with the highest slot the client has seen as
+//! their minimum), follows redirects, retries after timeouts, gives up after a deadline, and
+//! records what it saw for the linearizability checker (fast reads, which are not
+//! linearizable, go to the staleness checker instead).
 
 use rsl_core::{Mutation, NodeId, ProposeError, ReadError, ReadId, Request, RequestId, Slot, Time};
 
-use super::{node_index, Event, Simulation, ATTEMPT_TIMEOUT_US, OP_TIMEOUT_US, QUIET_US, SETTLE_US};
+use super::{node_index, Event, Simulation, OP_TIMEOUT_US, QUIET_US, SETTLE_US};
 use crate::checkers::Failure;
 use crate::kv::{KvOp, KvResult};
 use rsl_check as linearizability;
@@ -15,6 +17,7 @@ use rsl_check as linearizability;
 pub(super) enum ClientRequest {
     Write(Request),
     LeaseRead { key: u8 },
+    FastRead { key: u8, min_slot: Slot },
     ReadIndexRead { key: u8 },
 }
 
@@ -25,13 +28,20 @@ pub(super) enum ReadPath {
     Log,
     /// Under the primary's lease.
     Lease,
+    /// A fast read on any replica, once it applied the client's minimum slot.
+    Fast,
     /// Through a read index (the primary confirms with a round of heartbeats).
     ReadIndex,
 }
 
 #[derive(Clone, Debug)]
 pub(super) enum ClientReply {
-    Ok(KvResult),
+    /// The result, and the slot the replica's state was at when it answered (for a write,
+    /// the write's slot).
+    Ok {
+        result: KvResult,
+        slot: Slot,
+    },
     Redirect(Option<NodeId>),
     Retry,
 }
@@ -53,6 +63,8 @@ pub(super) struct Client {
     pub(super) attempts: u64,
     pub(super) pending: Option<PendingOp>,
     pub(super) hint: usize,
+    /// The highest slot this client has seen in an answer: its fast reads' minimum slot.
+    pub(super) known_slot: Slot,
 }
 
 impl Simulation {
@@ -64,9 +76,14 @@ impl Simulation {
         let sequence = self.clients[client].next_sequence;
         self.clients[client].next_sequence += 1;
         let id = RequestId { client: client as u64 + 1, sequence };
-        let (op, read) = if self.rng.chance(self.options.read_fraction) {
+        let lease_reader = self.options.lease_reader && client == 0;
+        let (op, read) = if lease_reader {
+            (KvOp::Get { key }, ReadPath::Lease)
+        } else if self.rng.chance(self.options.read_fraction) {
             let read = if self.rng.chance(self.options.log_read_fraction) {
                 ReadPath::Log
+            } else if self.rng.chance(self.options.fast_read_fraction) {
+                ReadPath::Fast
             } else if self.rng.chance(self.options.read_index_fraction) {
                 ReadPath::ReadIndex
             } else {
@@ -89,8 +106,9 @@ impl Simulation {
         if read == ReadPath::Log {
             self.issued.insert(id, request.clone());
         }
-        let target = if read == ReadPath::ReadIndex && self.rng.chance(0.5) {
-            // Any replica: a secondary asks the primary for the index and reads locally.
+        let target = if read == ReadPath::Fast || (read == ReadPath::ReadIndex && self.rng.chance(0.5)) {
+            // Any replica: a fast read is served wherever the minimum slot is applied; a
+            // secondary asks the primary for the read index and reads locally.
             self.rng.index(self.nodes.len())
         } else {
             self.clients[client].hint
@@ -133,12 +151,14 @@ impl Simulation {
 
     pub(super) fn send_attempt(&mut self, client: usize) {
         let state = &mut self.clients[client];
+        let known_slot = state.known_slot;
         let Some(op) = state.pending.as_mut() else { return };
         state.attempts += 1;
         op.attempt = state.attempts;
         let (attempt, target) = (op.attempt, op.target);
         let request = match op.read {
             ReadPath::Lease => ClientRequest::LeaseRead { key: op.op.key() },
+            ReadPath::Fast => ClientRequest::FastRead { key: op.op.key(), min_slot: known_slot },
             ReadPath::ReadIndex => ClientRequest::ReadIndexRead { key: op.op.key() },
             ReadPath::Log => ClientRequest::Write(op.request.clone()),
         };
@@ -149,7 +169,8 @@ impl Simulation {
                 Event::ClientToReplica { node: target, client, attempt, request },
             );
         }
-        self.schedule(self.now + ATTEMPT_TIMEOUT_US, Event::ClientAttemptTimeout { client, attempt });
+        let timeout = self.options.attempt_timeout_us;
+        self.schedule(self.now + timeout, Event::ClientAttemptTimeout { client, attempt });
     }
 
     pub(super) fn reply(&mut self, client: usize, attempt: u64, reply: ClientReply) {
@@ -174,7 +195,11 @@ impl Simulation {
                 let id = request.id;
                 let early = acknowledged_when_queued(self.options.mutation, &request);
                 match replica.handle_propose(now, request) {
-                    Ok(()) if early => self.reply(client, attempt, ClientReply::Ok(KvResult::Done)),
+                    Ok(()) if early => {
+                        // No slot yet: the client learns nothing from this answer.
+                        let result = KvResult::Done;
+                        self.reply(client, attempt, ClientReply::Ok { result, slot: Slot::ZERO })
+                    }
                     Ok(()) => {
                         self.nodes[index].waiting_writes.insert(id, (client, attempt));
                     }
@@ -195,15 +220,20 @@ impl Simulation {
             }
             ClientRequest::LeaseRead { key } => match replica.handle_read(now) {
                 Ok(read_index) => {
-                    if replica.applied() >= read_index {
+                    let applied = replica.applied();
+                    if applied >= read_index {
                         let value = self.nodes[index].kv.get(key);
-                        self.reply(client, attempt, ClientReply::Ok(KvResult::Value(value)));
+                        let result = KvResult::Value(value);
+                        self.reply(client, attempt, ClientReply::Ok { result, slot: applied });
                     } else {
                         self.nodes[index].waiting_reads.push((read_index, key, client, attempt));
                     }
                 }
                 Err(error) => self.refuse_read(client, attempt, error),
             },
+            ClientRequest::FastRead { key, min_slot } => {
+                self.on_fast_read(index, key, min_slot, client, attempt)
+            }
             ClientRequest::ReadIndexRead { key } => {
                 // Unique per replica: attempt numbers never repeat within a client.
                 let id = ReadId(((client as u64) << 40) | attempt);
@@ -235,9 +265,11 @@ impl Simulation {
         let Some((key, client, attempt)) = self.nodes[index].read_indexes.remove(&id) else { return };
         self.stats.read_index_reads += 1;
         let node = &mut self.nodes[index];
-        if node.replica.as_ref().is_some_and(|replica| replica.applied() >= read_index) {
+        let applied = node.replica.as_ref().map_or(Slot::ZERO, |replica| replica.applied());
+        if applied >= read_index {
             let value = node.kv.get(key);
-            self.reply(client, attempt, ClientReply::Ok(KvResult::Value(value)));
+            let result = KvResult::Value(value);
+            self.reply(client, attempt, ClientReply::Ok { result, slot: applied });
         } else {
             node.waiting_reads.push((read_index, key, client, attempt));
         }
@@ -256,11 +288,15 @@ impl Simulation {
             return;
         }
         match reply {
-            ClientReply::Ok(KvResult::Invalid) => {
+            ClientReply::Ok { result: KvResult::Invalid, .. } => {
                 let detail = format!("client {client} request {:?} answered Invalid", op.request.id);
                 self.fail(Failure::new("validity", self.now, detail));
             }
-            ClientReply::Ok(result) => self.complete(client, Some(result)),
+            ClientReply::Ok { result, slot } => {
+                let state = &mut self.clients[client];
+                state.known_slot = state.known_slot.max(slot);
+                self.complete(client, Some(result))
+            }
             ClientReply::Redirect(hint) => {
                 let target = match hint {
                     Some(node) if node_index(node) < self.nodes.len() => node_index(node),
@@ -338,6 +374,12 @@ impl Simulation {
                     Time(op.invoked_at)
                 ));
             }
+        }
+        // Fast reads are not linearizable: the staleness checker judges them.
+        if op.read == ReadPath::Fast {
+            let think = self.rng.between(0, 20_000);
+            self.schedule(self.now + think, Event::ClientNextOp { client });
+            return;
         }
         self.history.push(linearizability::Operation {
             process: client as u64,

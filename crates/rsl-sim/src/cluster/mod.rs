@@ -7,18 +7,27 @@
 //! hand over. Then every fault heals and every replica restarts; in the liveness phase
 //! every new client request must complete and the replicas must converge.
 //!
-//! The simulation is split by concern: `disk` (what survives a crash), `clients`
-//! (sessions issuing reads and writes, retrying and timing out), `apply` (the state
-//! machine and the validity checks at every applied slot), `nemesis` (crashes, power
-//! loss, partitions, pauses, leader transfers, configuration changes) and `final_checks`
-//! (liveness, convergence, durability and linearizability once the run ends). This file
-//! holds the event loop and the simulated network.
+//! The simulation is split by concern: `disk` (what survives a crash), `clock` (replica
+//! clocks drifting within the bound, or beyond it), `clients` (sessions issuing reads and
+//! writes, retrying and timing out), `fast_reads` (fast reads served by any replica once it
+//! applied the client's minimum slot), `apply` (the state machine and the validity checks
+//! at every applied slot), `install` (a fetched checkpoint written, published and loaded,
+//! with crashes in between), `nemesis` (crashes, power loss, partitions, pauses, leader
+//! transfers, configuration changes, clock drift, the primary isolated with the clocks
+//! skewed against it), `takeover` (a stale primary brought back to take over slots a
+//! later primary chose) and `final_checks` (state digests, durability, fast-read staleness,
+//! linearizability, liveness and convergence once the run ends). This file holds the
+//! event loop and the simulated network.
 
 mod apply;
 mod clients;
+mod clock;
 mod disk;
+mod fast_reads;
 mod final_checks;
+mod install;
 mod nemesis;
+mod takeover;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -28,14 +37,17 @@ use rsl_core::{
     Time,
 };
 
-use crate::checkers::{Agreement, Configurations, Failure};
+use crate::checkers::{Agreement, Configurations, Failure, FastReadAnswer};
 use crate::kv::Kv;
 use crate::options::Options;
 use crate::rng::Rng;
 use rsl_check as linearizability;
 
 use self::clients::{Client, ClientReply, ClientRequest};
+use self::clock::Clock;
 use self::disk::Disk;
+use self::fast_reads::WaitingFastRead;
+use self::takeover::{TakeoverRound, TakeoverStep};
 
 /// Counters of one run, for the summary line.
 #[derive(Clone, Debug, Default)]
@@ -70,6 +82,19 @@ pub struct RunStats {
     pub reconfigurations: u64,
     /// Configuration changes chosen (the highest configuration number reached, minus one).
     pub configurations_chosen: u64,
+    /// Fast reads answered (each checked for staleness).
+    pub fast_reads: u64,
+    /// Crashes of a replica in the middle of a checkpoint install.
+    pub install_crashes: u64,
+    /// Isolations of the primary with the clocks skewed against it.
+    pub primary_isolations: u64,
+    /// Takeover rounds started (the primary cut off to come back later).
+    pub takeover_rounds: u64,
+    /// Takeover rounds in which the next primary applied the stale one's slots and was
+    /// cut off in turn.
+    pub takeover_swaps: u64,
+    /// Takeover rounds the stale primary won.
+    pub takeover_wins: u64,
 }
 
 /// The result of one run.
@@ -86,20 +111,69 @@ pub struct Outcome {
 #[derive(Debug)]
 enum Event {
     Deliver(Message),
-    DiskDone { node: usize, epoch: u64, ticket: u64 },
-    CheckpointArrives { node: usize, epoch: u64, checkpoint: Option<Checkpoint>, copy: bool },
-    ClientToReplica { node: usize, client: usize, attempt: u64, request: ClientRequest },
-    ReplicaToClient { client: usize, attempt: u64, reply: ClientReply },
-    ClientAttemptTimeout { client: usize, attempt: u64 },
-    ClientResend { client: usize, attempt: u64 },
-    ClientNextOp { client: usize },
+    DiskDone {
+        node: usize,
+        epoch: u64,
+        ticket: u64,
+    },
+    CheckpointArrives {
+        node: usize,
+        epoch: u64,
+        checkpoint: Option<Checkpoint>,
+        copy: bool,
+    },
+    ClientToReplica {
+        node: usize,
+        client: usize,
+        attempt: u64,
+        request: ClientRequest,
+    },
+    ReplicaToClient {
+        client: usize,
+        attempt: u64,
+        reply: ClientReply,
+    },
+    ClientAttemptTimeout {
+        client: usize,
+        attempt: u64,
+    },
+    ClientResend {
+        client: usize,
+        attempt: u64,
+    },
+    ClientNextOp {
+        client: usize,
+    },
     Crash,
-    Restart { node: usize },
+    Restart {
+        node: usize,
+    },
     Partition,
     Heal,
     Relinquish,
     Pause,
     Reconfigure,
+    Drift,
+    IsolatePrimary,
+    /// A step of the takeover nemesis.
+    Takeover(TakeoverStep),
+    /// A fetched checkpoint is written out and published in the replica's store.
+    CheckpointWritten {
+        node: usize,
+        epoch: u64,
+        checkpoint: Checkpoint,
+    },
+    /// The published checkpoint at `slot` is loaded into the state machine.
+    CheckpointLoaded {
+        node: usize,
+        epoch: u64,
+        slot: Slot,
+    },
+    /// A crash of one replica, if it is still in life `epoch`.
+    CrashNode {
+        node: usize,
+        epoch: u64,
+    },
 }
 
 /// A saved checkpoint: the slot, the state machine, and the configuration in force after it.
@@ -112,6 +186,8 @@ impl Event {
             Event::Deliver(message) => Some(node_index(message.to)),
             Event::DiskDone { node, .. }
             | Event::CheckpointArrives { node, .. }
+            | Event::CheckpointWritten { node, .. }
+            | Event::CheckpointLoaded { node, .. }
             | Event::ClientToReplica { node, .. } => Some(*node),
             _ => None,
         }
@@ -128,6 +204,8 @@ struct Node {
     waiting_writes: HashMap<RequestId, (usize, u64)>,
     /// Lease and read-index reads waiting for the applied watermark.
     waiting_reads: Vec<(Slot, u8, usize, u64)>,
+    /// Fast reads waiting for their minimum slot.
+    waiting_fast_reads: Vec<WaitingFastRead>,
     /// Read-index reads started here and not yet confirmed, by the id given to the replica.
     read_indexes: HashMap<ReadId, (u8, usize, u64)>,
     /// The next slot this replica's state machine expects.
@@ -135,11 +213,10 @@ struct Node {
     crashed_at: Option<u64>,
     /// A paused (frozen) replica handles nothing until this time.
     paused_until: u64,
-    /// How fast this replica's clock runs, in parts per million off true time.
-    clock_rate_ppm: i64,
+    /// This replica's clock.
+    clock: Clock,
 }
 
-const ATTEMPT_TIMEOUT_US: u64 = 1_500_000;
 const OP_TIMEOUT_US: u64 = 6_000_000;
 const SETTLE_US: u64 = 5_000_000;
 const QUIET_US: u64 = 4_000_000;
@@ -160,6 +237,8 @@ pub struct Simulation {
     /// `blocked[a][b]`: messages from a to b are lost.
     blocked: Vec<Vec<bool>>,
     healed: bool,
+    /// The takeover nemesis's round under way.
+    takeover: Option<TakeoverRound>,
     fault_end: u64,
     run_end: u64,
     agreement: Agreement,
@@ -172,27 +251,13 @@ pub struct Simulation {
     /// Member lists of every configuration change requested (validity).
     changes_requested: HashSet<Vec<NodeId>>,
     history: Vec<linearizability::Operation>,
+    /// Every fast read answered, for the staleness checker.
+    fast_reads: Vec<FastReadAnswer>,
     /// Liveness: operations invoked after settling that did not complete.
     liveness_misses: Vec<String>,
     failure: Option<Failure>,
     stats: RunStats,
     trace: bool,
-}
-
-/// A replica's clock reading at true time `now` (microseconds).
-fn local_time(now: u64, rate_ppm: i64) -> Time {
-    let local = now as i128 + now as i128 * rate_ppm as i128 / 1_000_000;
-    Time(local.max(0) as u64)
-}
-
-/// The earliest true time at which a replica's clock reads `local` or later.
-fn global_time(local: Time, rate_ppm: i64) -> u64 {
-    let scale = 1_000_000 + rate_ppm as i128;
-    let mut global = (local.0 as i128 * 1_000_000 / scale).max(0) as u64;
-    while local_time(global, rate_ppm) < local {
-        global += 1;
-    }
-    global
 }
 
 fn node_id(index: usize) -> NodeId {
@@ -218,6 +283,7 @@ impl Simulation {
             clients: Vec::new(),
             blocked: vec![vec![false; n]; n],
             healed: false,
+            takeover: None,
             fault_end: options.fault_phase_us,
             run_end: options.fault_phase_us + options.liveness_phase_us,
             agreement: Agreement::default(),
@@ -226,6 +292,7 @@ impl Simulation {
             acknowledged: HashSet::new(),
             changes_requested: HashSet::new(),
             history: Vec::new(),
+            fast_reads: Vec::new(),
             liveness_misses: Vec::new(),
             failure: None,
             stats: RunStats::default(),
@@ -240,25 +307,33 @@ impl Simulation {
                 kv: Kv::default(),
                 waiting_writes: HashMap::new(),
                 waiting_reads: Vec::new(),
+                waiting_fast_reads: Vec::new(),
                 read_indexes: HashMap::new(),
                 apply_position: Slot(1),
                 crashed_at: None,
                 paused_until: 0,
-                clock_rate_ppm: 0,
+                clock: Clock::default(),
             });
         }
-        // Clock rates differ by at most the drift bound the replicas assume.
-        let drift = Config::new(RingId(0), NodeId(1), vec![NodeId(1)]).clock_drift_max_ppm as i64;
+        // Clock rates differ by at most the drift bound the replicas assume (unless the run
+        // is the negative control), often by all of it.
         if sim.options.clock_drift {
-            for node in &mut sim.nodes {
-                node.clock_rate_ppm = sim.rng.between(0, drift as u64) as i64 - drift / 2;
+            for index in 0..n {
+                let rate = sim.draw_clock_rate();
+                sim.nodes[index].clock = Clock::at_rate(rate);
             }
         }
         for i in 0..n {
             sim.start_replica(i);
         }
         for c in 0..sim.options.clients {
-            sim.clients.push(Client { next_sequence: 1, attempts: 0, pending: None, hint: c % n });
+            sim.clients.push(Client {
+                next_sequence: 1,
+                attempts: 0,
+                pending: None,
+                hint: c % n,
+                known_slot: Slot::ZERO,
+            });
             let at = sim.rng.between(0, 100_000);
             sim.schedule(at, Event::ClientNextOp { client: c });
         }
@@ -269,6 +344,9 @@ impl Simulation {
             (sim.options.pause_every_us, Event::Pause),
             (sim.options.relinquish_every_us, Event::Relinquish),
             (sim.options.reconfigure_every_us, Event::Reconfigure),
+            (sim.options.drift_every_us, Event::Drift),
+            (sim.options.isolate_primary_every_us, Event::IsolatePrimary),
+            (sim.options.takeover_every_us, Event::Takeover(TakeoverStep::Start)),
         ];
         for (every_us, event) in faults {
             if every_us > 0 {
@@ -285,8 +363,10 @@ impl Simulation {
         // Spares start outside the ring and ask the initial members for its configuration.
         config.joining = index >= self.options.replicas;
         config.heartbeat_interval_ms = 50;
-        config.election_delay_min_ms = 300;
-        config.election_delay_max_ms = 300 + self.options.election_delay_spread_ms;
+        config.election_delay_min_ms = self.options.election_delay_min_ms;
+        config.election_delay_max_ms =
+            self.options.election_delay_min_ms + self.options.election_delay_spread_ms;
+        config.clock_drift_max_ppm = self.options.clock_drift_max_ppm;
         config.pipeline_depth = self.options.pipeline_depth;
         config.promise_slots_max = config.promise_slots_max.max(2 * config.pipeline_depth);
         config.batch_requests_max = self.options.batch_requests_max;
@@ -325,7 +405,7 @@ impl Simulation {
     }
 
     fn local_time(&self, index: usize) -> Time {
-        local_time(self.now, self.nodes[index].clock_rate_ppm)
+        self.nodes[index].clock.local(self.now)
     }
 
     fn schedule(&mut self, at: u64, event: Event) {
@@ -361,7 +441,7 @@ impl Simulation {
                     n.replica
                         .as_ref()
                         .and_then(|r| r.poll_timeout())
-                        .map(|t| (global_time(t, n.clock_rate_ppm).max(eligible), i))
+                        .map(|t| (n.clock.global(t).max(self.now).max(eligible), i))
                 })
                 .min();
             let timer_first = match (next_event, next_timer) {
@@ -407,6 +487,7 @@ impl Simulation {
 
     fn heal_everything(&mut self) {
         self.healed = true;
+        self.takeover = None;
         for row in &mut self.blocked {
             row.iter_mut().for_each(|b| *b = false);
         }
@@ -444,38 +525,17 @@ impl Simulation {
                     let request = n.disk.pending.pop_front().expect("front");
                     n.disk.apply(&request);
                 }
-                let now = local_time(self.now, n.clock_rate_ppm);
+                let now = n.clock.local(self.now);
                 n.replica.as_mut().expect("alive").on_persisted(now, ticket);
                 self.drain(node);
             }
-            // A fetched checkpoint: to install, or (`copy`) a primary's copy of a secondary's,
-            // kept on its disk and not loaded.
             Event::CheckpointArrives { node, epoch, checkpoint, copy } => {
-                let now = self.local_time(node);
-                let n = &mut self.nodes[node];
-                if n.epoch != epoch || n.replica.is_none() {
-                    return;
-                }
-                let replica = n.replica.as_mut().expect("alive");
-                match checkpoint {
-                    Some(copied @ (slot, _, Some(_))) if copy && slot > n.disk.checkpoint.0 => {
-                        n.disk.checkpoint = copied;
-                        replica.on_checkpoint_copied(now, slot);
-                        self.stats.checkpoint_copies += 1;
-                    }
-                    _ if copy => replica.on_checkpoint_copy_failed(now),
-                    Some((slot, kv, Some(configuration))) if slot > replica.applied() => {
-                        n.kv = kv.clone();
-                        n.disk.checkpoint = (slot, kv, Some(configuration.clone()));
-                        n.apply_position = slot.next();
-                        n.waiting_reads.retain(|_| false);
-                        replica.on_checkpoint_installed(now, slot, configuration);
-                        self.stats.checkpoint_installs += 1;
-                    }
-                    _ => replica.on_checkpoint_fetch_failed(now),
-                }
-                self.drain(node);
+                self.checkpoint_arrives(node, epoch, checkpoint, copy)
             }
+            Event::CheckpointWritten { node, epoch, checkpoint } => {
+                self.checkpoint_written(node, epoch, checkpoint)
+            }
+            Event::CheckpointLoaded { node, epoch, slot } => self.checkpoint_loaded(node, epoch, slot),
             Event::ClientToReplica { node, client, attempt, request } => {
                 self.on_client_request(node, client, attempt, request)
             }
@@ -494,14 +554,18 @@ impl Simulation {
                 }
             }
             Event::Partition => self.partition(),
-            Event::Heal => {
-                for row in &mut self.blocked {
-                    row.iter_mut().for_each(|b| *b = false);
-                }
-            }
+            Event::Heal => self.heal_partitions(),
             Event::Relinquish => self.relinquish(),
             Event::Pause => self.pause(),
             Event::Reconfigure => self.reconfigure(),
+            Event::Drift => self.drift(),
+            Event::IsolatePrimary => self.isolate_primary(),
+            Event::Takeover(step) => self.takeover_step(step),
+            Event::CrashNode { node, epoch } => {
+                if self.nodes[node].epoch == epoch && !self.healed {
+                    self.crash(node);
+                }
+            }
         }
     }
 
@@ -527,8 +591,12 @@ impl Simulation {
                     self.apply(index, slot, value);
                 }
                 Action::TakeCheckpoint { slot, configuration } => {
+                    // The state machine saves what it holds, labelled as asked; a newer
+                    // checkpoint published by an install stays the newest.
                     let node = &mut self.nodes[index];
-                    node.disk.checkpoint = (slot, node.kv.clone(), Some(configuration));
+                    if slot > node.disk.checkpoint.0 {
+                        node.disk.checkpoint = (slot, node.kv.clone(), Some(configuration));
+                    }
                     node.replica.as_mut().expect("alive").on_checkpoint_saved(slot);
                 }
                 Action::TruncateLog { below } => {

@@ -1,9 +1,13 @@
 //! The faults of the fault phase, each rescheduling itself: crashes (one replica, often the
 //! primary, or a power loss taking a majority or everyone), partitions (two sides, one
-//! isolated node, a bridge, one-way cuts), pauses, leader transfers and configuration
-//! changes.
+//! isolated node, a bridge, one-way cuts), pauses, leader transfers, configuration
+//! changes, clock rates that change (within the drift bound, or beyond it for the negative
+//! control), and the lease's nemesis: the primary isolated while its clock runs as slow
+//! as allowed and every other as fast, so its lease lasts as long as the bound lets it
+//! while the others' lease guards end as early as it lets them. The takeover nemesis,
+//! which spans several steps, is in `takeover`.
 
-use rsl_core::{NodeId, Role};
+use rsl_core::NodeId;
 
 use super::{node_id, Event, Simulation};
 
@@ -16,7 +20,7 @@ impl Simulation {
 
     /// The replica that is primary now, if any (the first, if several believe they are).
     fn primary_index(&self) -> Option<usize> {
-        self.nodes.iter().position(|n| n.replica.as_ref().is_some_and(|r| r.role() == Role::Primary))
+        self.primary_other_than(None)
     }
 
     /// The primary with probability `probability` (when there is one), otherwise any
@@ -64,6 +68,7 @@ impl Simulation {
         node.disk.last_completion = 0;
         node.waiting_writes.clear();
         node.waiting_reads.clear();
+        node.waiting_fast_reads.clear();
         node.read_indexes.clear();
         node.crashed_at = Some(self.now);
         node.paused_until = 0;
@@ -77,6 +82,9 @@ impl Simulation {
         }
         let n = self.nodes.len();
         self.reschedule(self.options.partition_every_us, Event::Partition);
+        if self.takeover_running() {
+            return;
+        }
         self.stats.partitions += 1;
         for row in &mut self.blocked {
             row.iter_mut().for_each(|b| *b = false);
@@ -139,6 +147,57 @@ impl Simulation {
         }
         self.stats.pauses += 1;
         self.nodes[index].paused_until = self.now + self.rng.between(300_000, 3_000_000);
+    }
+
+    /// A clock rate for one replica: often the fastest or slowest allowed, otherwise any
+    /// rate between.
+    pub(super) fn draw_clock_rate(&mut self) -> i64 {
+        let max = self.options.clock_rate_max_ppm as i64;
+        if self.rng.chance(0.5) {
+            if self.rng.chance(0.5) {
+                max
+            } else {
+                -max
+            }
+        } else {
+            self.rng.between(0, 2 * max as u64) as i64 - max
+        }
+    }
+
+    /// One replica's clock changes rate (its reading stays continuous).
+    pub(super) fn drift(&mut self) {
+        if self.healed {
+            return;
+        }
+        self.reschedule(self.options.drift_every_us, Event::Drift);
+        let index = self.rng.index(self.nodes.len());
+        let rate = self.draw_clock_rate();
+        self.nodes[index].clock.set_rate(self.now, rate);
+    }
+
+    /// Cuts the primary off from every replica (clients still reach it) with its clock as
+    /// slow as allowed and every other clock as fast, for about two election delays: long
+    /// enough for the others to elect a new primary and take writes while a lease reader
+    /// stays with the old one.
+    pub(super) fn isolate_primary(&mut self) {
+        if self.healed {
+            return;
+        }
+        self.reschedule(self.options.isolate_primary_every_us, Event::IsolatePrimary);
+        let Some(victim) = self.primary_index() else { return };
+        if self.takeover_running() {
+            return;
+        }
+        self.stats.primary_isolations += 1;
+        let n = self.nodes.len();
+        self.cut_off(victim);
+        let max = self.options.clock_rate_max_ppm as i64;
+        for index in 0..n {
+            let rate = if index == victim { -max } else { max };
+            self.nodes[index].clock.set_rate(self.now, rate);
+        }
+        let length = 2 * self.options.election_delay_min_ms * 1000 + self.rng.between(0, 1_000_000);
+        self.schedule(self.now + length, Event::Heal);
     }
 
     pub(super) fn relinquish(&mut self) {
