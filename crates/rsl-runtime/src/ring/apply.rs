@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use rsl_core::{Ballot, Configuration, NodeId, RequestId, Slot, Value};
+use rsl_core::{Ballot, Configuration, NodeId, Request, RequestId, Slot, Value};
 use rsl_log::{CheckpointReader, CheckpointStore};
 use tokio::sync::{mpsc, oneshot};
 
@@ -231,18 +231,19 @@ impl ApplyThread {
             assert_eq!(slot, self.applied.next(), "chosen values are applied strictly in slot order");
             self.rewinding = false;
             let closed = self.last_slot.is_some_and(|last| slot > last);
-            let requests = match value {
-                Value::Noop => Vec::new(),
+            let requests: &[Request] = match &value {
+                Value::Noop => &[],
                 // After the ring's last request, nothing executes.
-                Value::Batch(_) | Value::Last(_) if closed => Vec::new(),
+                Value::Batch(_) | Value::Last(_) if closed => &[],
                 Value::Last(request) => {
                     self.last_slot = Some(slot);
-                    vec![request]
+                    std::slice::from_ref(request)
                 }
+                // The shared batch, read in place.
                 Value::Batch(requests) => requests,
                 Value::Configuration(configuration) => {
-                    self.state_machine.configuration_changed(slot, &configuration);
-                    Vec::new()
+                    self.state_machine.configuration_changed(slot, configuration);
+                    &[]
                 }
             };
             for request in requests {
