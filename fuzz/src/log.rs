@@ -52,10 +52,13 @@ fn workload(rng: &mut SplitMix64, log: &mut dyn LogStore, ops: u64) {
                         Proposal {
                             ballot: Ballot::new(rng.below(5), NodeId(1)),
                             slot: Slot(rng.below(24)),
-                            value: Value::Batch(vec![Request {
-                                id: RequestId { client: 1, sequence: ticket },
-                                payload: Bytes::from(payload),
-                            }]),
+                            value: Value::Batch(
+                                vec![Request {
+                                    id: RequestId { client: 1, sequence: ticket },
+                                    payload: Bytes::from(payload),
+                                }]
+                                .into(),
+                            ),
                         }
                     })
                     .collect();

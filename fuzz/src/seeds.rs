@@ -36,10 +36,13 @@ fn proposal(slot: u64, value: Value) -> Proposal {
 /// One body of every message kind (and of every value and reject reason).
 fn bodies() -> Vec<(&'static str, MessageBody)> {
     let ballot = Ballot::new(3, NodeId(1));
-    let batch = Value::Batch(vec![
-        Request { id: RequestId { client: 7, sequence: 1 }, payload: Bytes::from_static(b"\x01\x01put") },
-        Request { id: RequestId { client: 8, sequence: 2 }, payload: Bytes::new() },
-    ]);
+    let batch = Value::Batch(
+        vec![
+            Request { id: RequestId { client: 7, sequence: 1 }, payload: Bytes::from_static(b"\x01\x01put") },
+            Request { id: RequestId { client: 8, sequence: 2 }, payload: Bytes::new() },
+        ]
+        .into(),
+    );
     let configuration =
         Value::Configuration(Configuration::new(2, vec![NodeId(1), NodeId(2), NodeId(4)], Slot(9)));
     vec![

@@ -62,6 +62,18 @@ struct Args {
     /// Write the points as JSON here
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Where rsl's rings run the state machine: `thread` (the default, rsl's own default)
+    /// or `ring-task` (`rsl::ApplyOn::RingTask`)
+    #[arg(long, value_name = "WHERE", default_value = "thread", value_parser = parse_apply_on)]
+    rsl_apply_on: rsl::ApplyOn,
+}
+
+fn parse_apply_on(text: &str) -> Result<rsl::ApplyOn, String> {
+    match text {
+        "thread" => Ok(rsl::ApplyOn::Thread),
+        "ring-task" => Ok(rsl::ApplyOn::RingTask),
+        other => Err(format!("expected thread or ring-task, got {other:?}")),
+    }
 }
 
 impl Args {
@@ -105,7 +117,7 @@ fn runtime(name: &str, workers: usize) -> Result<Runtime> {
 fn run_rsl(args: &Args, clients: u32, per_client: u64) -> Result<Figures> {
     let (servers, client_runtime) =
         (runtime("rsl-member", args.server_workers)?, runtime("client", args.client_workers)?);
-    let cluster = servers.block_on(rsl_side::Cluster::start())?;
+    let cluster = servers.block_on(rsl_side::Cluster::start(args.rsl_apply_on))?;
     let result = servers.block_on(cluster.primary()).and_then(|primary| {
         let before = servers.block_on(primary.slots_chosen());
         let figures = closed_loop(&client_runtime, &primary, clients, per_client)?;
@@ -234,6 +246,7 @@ fn report(args: &Args, points: &[Point], load_average: &str) -> Value {
             "runs_per_point": args.runs,
             "server_workers": args.server_workers,
             "client_workers": args.client_workers,
+            "rsl_apply_on": format!("{:?}", args.rsl_apply_on),
         },
         "runs": points.iter().map(Point::to_json).collect::<Vec<_>>(),
         "ratios": ratios,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rsl::{
-    Bytes, Config, LocalCheckpointNetwork, MemoryNetwork, MemoryStorage, NodeId, Ring, RingId, Role, Runtime,
-    RuntimeOptions, Slot, StateMachine,
+    ApplyOn, Bytes, Config, LocalCheckpointNetwork, MemoryNetwork, MemoryStorage, NodeId, Ring, RingId,
+    RingOptions, Role, Runtime, RuntimeOptions, Slot, StateMachine,
 };
 
 use crate::drive::Leader;
@@ -67,9 +67,9 @@ impl Primary {
 }
 
 impl Cluster {
-    /// Starts three rings (nodes 1, 2, 3) on the calling tokio runtime and waits until one
-    /// of them is primary.
-    pub async fn start() -> Result<Cluster> {
+    /// Starts three rings (nodes 1, 2, 3) on the calling tokio runtime, each running its
+    /// state machine where `apply_on` says.
+    pub async fn start(apply_on: ApplyOn) -> Result<Cluster> {
         let network = MemoryNetwork::new(1);
         let checkpoints = LocalCheckpointNetwork::new();
         let members = vec![NodeId(1), NodeId(2), NodeId(3)];
@@ -81,6 +81,7 @@ impl Cluster {
             let ring = Ring::builder(Config::new(RingId(1), node, members.clone()))
                 .state_machine(Empty)
                 .storage(MemoryStorage::new())
+                .options(RingOptions { apply_on, ..RingOptions::default() })
                 .runtime(&runtime)
                 .start()
                 .await

@@ -71,6 +71,6 @@ pub use replica::{
 pub use rng::{mix64, SplitMix64};
 pub use time::{Micros, Time};
 pub use types::{
-    Ballot, Configuration, MemberAddress, NodeId, Proposal, ReadId, Request, RequestId, RingId, Slot, Value,
-    ADDRESS_BYTES_MAX, CONFIGURATION_NUMBER_MAX, CONFIGURATION_ROUND_BITS, REQUEST_OVERHEAD_BYTES,
+    Ballot, Batch, Configuration, MemberAddress, NodeId, Proposal, ReadId, Request, RequestId, RingId, Slot,
+    Value, ADDRESS_BYTES_MAX, CONFIGURATION_NUMBER_MAX, CONFIGURATION_ROUND_BITS, REQUEST_OVERHEAD_BYTES,
 };

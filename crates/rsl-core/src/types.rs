@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 
 /// Identity of a replica. Unique within a ring's lifetime; never reused for a new replica.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -244,13 +246,74 @@ pub const CONFIGURATION_ROUND_BITS: u32 = 40;
 /// The highest configuration number (the round's bits above [`CONFIGURATION_ROUND_BITS`]).
 pub const CONFIGURATION_NUMBER_MAX: u64 = 1 << (64 - CONFIGURATION_ROUND_BITS - 1);
 
+/// The client requests of one slot, in the order they are applied, shared rather than
+/// copied: the log entry, the persist request, the accept sent to each peer, the log store
+/// and the apply step all hold the same batch, and cloning one only bumps a reference count.
+/// It is immutable once built. Build one from a `Vec<Request>` (`.into()`) or by collecting
+/// requests; read it as a slice of [`Request`].
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Batch(Arc<Vec<Request>>);
+
+impl Batch {
+    /// A batch of `requests`, in order (no copy: the vector moves into the shared batch).
+    pub fn new(requests: Vec<Request>) -> Batch {
+        Batch(Arc::new(requests))
+    }
+
+    /// The requests as a vector of their own: the shared one when this is the only holder,
+    /// a copy otherwise (each payload is shared either way).
+    pub fn into_vec(self) -> Vec<Request> {
+        Arc::unwrap_or_clone(self.0)
+    }
+
+    /// Whether `self` and `other` are the same shared batch (not merely equal ones).
+    pub fn shares(&self, other: &Batch) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Deref for Batch {
+    type Target = [Request];
+
+    fn deref(&self) -> &[Request] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl From<Vec<Request>> for Batch {
+    fn from(requests: Vec<Request>) -> Batch {
+        Batch::new(requests)
+    }
+}
+
+impl FromIterator<Request> for Batch {
+    fn from_iter<I: IntoIterator<Item = Request>>(requests: I) -> Batch {
+        Batch::new(requests.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Batch {
+    type Item = &'a Request;
+    type IntoIter = std::slice::Iter<'a, Request>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// What a slot decides.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Value {
     /// Fills a hole left by a previous primary; applies nothing.
     Noop,
-    /// A batch of client requests, applied in order.
-    Batch(Vec<Request>),
+    /// A batch of client requests, applied in order (shared, see [`Batch`]).
+    Batch(Batch),
     /// A membership change: the new configuration starts at the next slot.
     Configuration(Configuration),
     /// One request alone in its slot that closes the ring (RSL's last decree): once it is

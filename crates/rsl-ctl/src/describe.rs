@@ -60,7 +60,7 @@ pub fn proposal_text(proposal: &Proposal, payloads: bool) -> String {
         }
         Value::Batch(requests) => {
             let bytes: usize = requests.iter().map(|r| r.payload.len()).sum();
-            (format!("{head} batch {} requests {bytes} bytes", requests.len()), requests.as_slice())
+            (format!("{head} batch {} requests {bytes} bytes", requests.len()), &requests[..])
         }
         Value::Last(request) => (
             format!("{head} last request {} bytes (closes the ring)", request.payload.len()),
@@ -176,10 +176,13 @@ mod tests {
         let proposal = Proposal {
             ballot: Ballot::new(3, NodeId(1)),
             slot: Slot(12),
-            value: Value::Batch(vec![Request {
-                id: RequestId { client: 7, sequence: 2 },
-                payload: bytes::Bytes::from_static(b"k\x00"),
-            }]),
+            value: Value::Batch(
+                vec![Request {
+                    id: RequestId { client: 7, sequence: 2 },
+                    payload: bytes::Bytes::from_static(b"k\x00"),
+                }]
+                .into(),
+            ),
         };
         let record = Record::Persist { promise: None, chosen: Some(Slot(11)), proposals: vec![proposal] };
         let all = |_: &Proposal| true;

@@ -67,10 +67,9 @@ fn entry(slot: u64, payload: &Bytes) -> Proposal {
     Proposal {
         ballot: Ballot::new(1, NodeId(1)),
         slot: Slot(slot),
-        value: Value::Batch(vec![Request {
-            id: RequestId { client: 1, sequence: slot },
-            payload: payload.clone(),
-        }]),
+        value: Value::Batch(
+            vec![Request { id: RequestId { client: 1, sequence: slot }, payload: payload.clone() }].into(),
+        ),
     }
 }
 

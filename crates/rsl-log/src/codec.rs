@@ -513,7 +513,7 @@ impl Reader<'_> {
                 for _ in 0..count {
                     requests.push(self.request()?);
                 }
-                Value::Batch(requests)
+                Value::Batch(requests.into())
             }
             VALUE_LAST => Value::Last(self.request()?),
             VALUE_CONFIGURATION => {

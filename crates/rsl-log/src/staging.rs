@@ -483,10 +483,13 @@ mod tests {
             .map(|&slot| Proposal {
                 ballot: Ballot::new(1, NodeId(1)),
                 slot: Slot(slot),
-                value: Value::Batch(vec![Request {
-                    id: RequestId { client: 1, sequence: slot },
-                    payload: Bytes::from(vec![7; payload_bytes]),
-                }]),
+                value: Value::Batch(
+                    vec![Request {
+                        id: RequestId { client: 1, sequence: slot },
+                        payload: Bytes::from(vec![7; payload_bytes]),
+                    }]
+                    .into(),
+                ),
             })
             .collect();
         PersistRequest { ticket, promise: None, proposals, chosen: None }

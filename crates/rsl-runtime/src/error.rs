@@ -339,8 +339,9 @@ pub enum RingFailure {
     /// The group committer stopped unexpectedly.
     #[error("group committer: {0}")]
     Commit(#[from] rsl_log::CommitError),
-    /// The state machine's thread ended (it panicked).
-    #[error("the state machine thread stopped (did the state machine panic?)")]
+    /// The state machine stopped: its thread ended, or, on the ring task
+    /// ([`ApplyOn::RingTask`](crate::ApplyOn::RingTask)), a call into it panicked.
+    #[error("the state machine stopped (did it panic?)")]
     StateMachineStopped,
     /// The state machine failed part-way through loading a fetched checkpoint, so its
     /// state is undefined.

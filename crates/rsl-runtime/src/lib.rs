@@ -150,7 +150,7 @@ pub use error::{
 pub use health::{NotReady, ReadinessOptions, ReplicaHealth};
 pub use reads::{ConcurrentReader, ReadConsistency};
 pub use ring::controls::{PromotionError, ReseedError, TimingError};
-pub use ring::{Recovery, Ring, RingOptions, RingSpec};
+pub use ring::{ApplyOn, Recovery, Ring, RingOptions, RingSpec};
 pub use runtime::{Runtime, RuntimeOptions};
 pub use state_machine::{RoleChange, StateMachine};
 pub use stats::{render_prometheus, HistogramSnapshot, RingStatistics};

@@ -17,7 +17,10 @@ use crate::reads::ConcurrentReader;
 /// slot order, interleaved with reads, checkpoints and notifications at the positions
 /// described on each method; `shut_down` last. A method may block (it delays only its own
 /// ring's apply thread, never the consensus protocol), but a slow `execute` delays every
-/// response.
+/// response. With [`ApplyOn::RingTask`](crate::ApplyOn::RingTask) in the ring's options the
+/// calls come in the same order from the ring task instead, which saves a hand-off to the
+/// thread and back per batch of slots but stalls consensus for as long as a call takes:
+/// only for a state machine whose every call is short.
 ///
 /// Checkpoints never stall the primary: by default (as in RSL) only secondaries call
 /// `save_checkpoint`, each at its own staggered slots, and the primary copies their newest

@@ -282,7 +282,7 @@ mod tests {
     use rsl_core::Request;
 
     fn batch(client: u64) -> Value {
-        Value::Batch(vec![Request { id: RequestId { client, sequence: 1 }, payload: "x".into() }])
+        Value::Batch(vec![Request { id: RequestId { client, sequence: 1 }, payload: "x".into() }].into())
     }
 
     #[test]

@@ -35,10 +35,13 @@ fn accept(slot: u64) -> Message {
         body: MessageBody::Accept {
             ballot: Ballot::new(3, NodeId(1)),
             slot: Slot(slot),
-            value: Value::Batch(vec![Request {
-                id: RequestId { client: 7, sequence: slot },
-                payload: Bytes::from(vec![slot as u8; 64]),
-            }]),
+            value: Value::Batch(
+                vec![Request {
+                    id: RequestId { client: 7, sequence: slot },
+                    payload: Bytes::from(vec![slot as u8; 64]),
+                }]
+                .into(),
+            ),
             chosen: Slot(slot.saturating_sub(1)),
         },
     }

@@ -59,7 +59,7 @@ fn configuration() -> impl Strategy<Value = Configuration> {
 fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Noop),
-        vec(request(), 0..6).prop_map(Value::Batch),
+        vec(request(), 0..6).prop_map(|requests| Value::Batch(requests.into())),
         configuration().prop_map(Value::Configuration),
         request().prop_map(Value::Last),
     ]
@@ -145,10 +145,9 @@ fn one_of_each() -> Vec<Message> {
         Proposal {
             ballot: b,
             slot: Slot(2),
-            value: Value::Batch(vec![Request {
-                id: RequestId { client: 1, sequence: 9 },
-                payload: "x".into(),
-            }]),
+            value: Value::Batch(
+                vec![Request { id: RequestId { client: 1, sequence: 9 }, payload: "x".into() }].into(),
+            ),
         },
         Proposal {
             ballot: b,

@@ -152,7 +152,7 @@ pub use rsl_core::{
 };
 pub use rsl_runtime::metrics::{serve_metrics, serve_metrics_with};
 pub use rsl_runtime::{
-    render_prometheus, BuildError, ChangeConfigurationError, CheckpointFetcher, CheckpointNowError,
+    render_prometheus, ApplyOn, BuildError, ChangeConfigurationError, CheckpointFetcher, CheckpointNowError,
     CheckpointServer, ConcurrentReader, FastReadError, FileStorage, LocalCheckpointNetwork, MemoryStorage,
     NotReady, PromotionError, PurgeLogError, ReadConsistency, ReadError, ReadinessOptions, Recovery,
     RelinquishError, ReplicaHealth, ReplicateError, ReseedError, Ring, RingBuilder, RingFailure, RingOptions,

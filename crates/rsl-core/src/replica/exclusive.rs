@@ -72,7 +72,7 @@ impl ExclusiveQueue {
             return None;
         }
         let Waiting { request, last, .. } = self.waiting.pop_front()?;
-        let value = if last { Value::Last(request) } else { Value::Batch(vec![request]) };
+        let value = if last { Value::Last(request) } else { Value::Batch(vec![request].into()) };
         Some((value, last))
     }
 

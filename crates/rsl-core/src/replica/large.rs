@@ -153,7 +153,7 @@ impl Replica {
                 return proposed;
             };
             self.stats.large_requests_proposed += 1;
-            self.propose_value(Value::Batch(vec![request]));
+            self.propose_value(Value::Batch(vec![request].into()));
             proposed = true;
         }
     }
@@ -181,11 +181,14 @@ mod tests {
     #[test]
     fn only_a_lone_request_over_the_batch_limit_is_large() {
         let limit = 100;
-        let lone = Value::Batch(vec![request(1, 200)]);
+        let lone = Value::Batch(vec![request(1, 200)].into());
         assert_eq!(large_value_bytes(&lone, limit), Some(8 + 200 + REQUEST_OVERHEAD_BYTES));
         assert_eq!(large_value_bytes(&lone, limit), Some(Value::large_size_bytes(200)));
-        assert_eq!(large_value_bytes(&Value::Batch(vec![request(1, 50)]), limit), None);
-        assert_eq!(large_value_bytes(&Value::Batch(vec![request(1, 50), request(2, 50)]), limit), None);
+        assert_eq!(large_value_bytes(&Value::Batch(vec![request(1, 50)].into()), limit), None);
+        assert_eq!(
+            large_value_bytes(&Value::Batch(vec![request(1, 50), request(2, 50)].into()), limit),
+            None
+        );
         assert_eq!(large_value_bytes(&Value::Noop, limit), None);
     }
 

@@ -290,7 +290,7 @@ mod tests {
         Proposal {
             ballot: Ballot::new(round, NodeId(1)),
             slot: Slot(slot),
-            value: Value::Batch(vec![request]),
+            value: Value::Batch(vec![request].into()),
         }
     }
 

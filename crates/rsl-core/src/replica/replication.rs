@@ -201,7 +201,7 @@ impl Replica {
                 }
                 NextBatch::Ready(batch) => {
                     primary.exclusive.consumed(batch.len());
-                    self.propose_value(Value::Batch(batch))
+                    self.propose_value(Value::Batch(batch.into()))
                 }
             }
         }

@@ -46,10 +46,10 @@ pub fn batch(slot: u64, round: u64, payload_bytes: usize) -> Proposal {
     Proposal {
         ballot: ballot(round, 1),
         slot: Slot(slot),
-        value: Value::Batch(vec![Request {
-            id: RequestId { client: slot, sequence: round },
-            payload: Bytes::from(payload),
-        }]),
+        value: Value::Batch(
+            vec![Request { id: RequestId { client: slot, sequence: round }, payload: Bytes::from(payload) }]
+                .into(),
+        ),
     }
 }
 
@@ -69,10 +69,13 @@ pub fn every_value_kind(first_slot: u64) -> Vec<Proposal> {
         Proposal {
             ballot: ballot(3, 2),
             slot: Slot(first_slot + 3),
-            value: Value::Batch(vec![
-                Request { id: RequestId { client: 1, sequence: 1 }, payload: Bytes::new() },
-                Request { id: RequestId { client: 1, sequence: 2 }, payload: Bytes::from_static(b"x") },
-            ]),
+            value: Value::Batch(
+                vec![
+                    Request { id: RequestId { client: 1, sequence: 1 }, payload: Bytes::new() },
+                    Request { id: RequestId { client: 1, sequence: 2 }, payload: Bytes::from_static(b"x") },
+                ]
+                .into(),
+            ),
         },
     ]
 }

@@ -76,8 +76,15 @@ impl RingTask {
     }
 
     /// Sends what accumulated, hands applies to the state machine, publishes the status.
+    /// A state machine on the ring task has executed them by now: what it reported (answers,
+    /// checkpoints saved) is handled here, in this wake-up, until it reports nothing more.
     pub(super) fn flush(&mut self) -> Result<(), Stop> {
         self.apply.flush()?;
+        self.apply.poll_veto()?;
+        while let Some(event) = self.apply.next_event() {
+            self.on_event(event)?;
+            self.apply.flush()?;
+        }
         self.network.flush(&self.shared.counters);
         self.network.admit(self.replica.configuration());
         let replica = &self.replica;

@@ -1,7 +1,14 @@
 //! The apply thread: one OS thread per ring owns the user's [`StateMachine`] and runs every
 //! call into it, in the order the ring task hands out jobs (see the crate's design notes
 //! for why a thread). [`ApplyQueue`] is the ring task's end of it.
+//!
+//! With [`ApplyOn::RingTask`] there is no thread: the queue keeps the same [`ApplyThread`]
+//! and performs each job on the ring task as it is handed over, and the events it reports
+//! are handled in the same wake-up (`RingTask::flush`), so a request is answered without
+//! a hand-off to another thread and back. A panic in the state machine is caught there and
+//! stops the ring, as the thread's end does.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,12 +16,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use rsl_core::{Ballot, Configuration, NodeId, RequestId, Slot, Value};
+use rsl_core::{Ballot, Configuration, NodeId, Request, RequestId, Slot, Value};
 use rsl_log::{CheckpointReader, CheckpointStore};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoints::OldestCheckpoint;
-use super::RingShared;
+use super::{ApplyOn, RingShared};
 use crate::error::{FastReadError, ReadError, RingFailure};
 use crate::framing::{read_ring_record, write_ring_record, RingRecord};
 use crate::state_machine::{RoleChange, StateMachine};
@@ -107,16 +114,43 @@ impl Waiting {
 /// The ring task's end of the apply thread: jobs in order, with the chosen values of one
 /// wake-up handed over as one batch.
 pub(super) struct ApplyQueue {
-    jobs: Sender<Job>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    worker: Worker,
     /// Chosen values not yet handed to the thread.
     batch: Vec<(Slot, Value)>,
 }
 
+/// Who performs the jobs.
+enum Worker {
+    /// The apply thread, fed through a channel.
+    Thread { jobs: Sender<Job>, thread: Option<std::thread::JoinHandle<()>> },
+    /// The ring task itself ([`ApplyOn::RingTask`]); `None` once the state machine panicked
+    /// or stopped.
+    RingTask(Option<Box<Inline>>),
+}
+
+/// The state machine on the ring task, with what the thread's loop keeps between jobs.
+struct Inline {
+    applier: ApplyThread,
+    waiting: Vec<Waiting>,
+    can_become_primary: Option<bool>,
+    polled_at: Instant,
+}
+
 impl ApplyQueue {
-    /// Another sender of jobs, for the ring's handles (fast reads go straight to the thread).
-    pub(super) fn jobs(&self) -> Sender<Job> {
-        self.jobs.clone()
+    /// Another sender of jobs, for the ring's handles (fast reads go straight to the
+    /// thread); `None` when the ring task runs the state machine, which then takes reads
+    /// as commands.
+    pub(super) fn jobs(&self) -> Option<Sender<Job>> {
+        match &self.worker {
+            Worker::Thread { jobs, .. } => Some(jobs.clone()),
+            Worker::RingTask(_) => None,
+        }
+    }
+
+    /// Whether the state machine runs on a thread of its own, whose events arrive on the
+    /// ring task's channel.
+    pub(super) fn on_thread(&self) -> bool {
+        matches!(self.worker, Worker::Thread { .. })
     }
 
     /// Queues a chosen value; it goes out with the next [`ApplyQueue::flush`].
@@ -124,7 +158,7 @@ impl ApplyQueue {
         self.batch.push((slot, value));
     }
 
-    /// Hands the queued values to the thread.
+    /// Hands the queued values to the thread (on the ring task: executes them).
     pub(super) fn flush(&mut self) -> Result<(), RingFailure> {
         if self.batch.is_empty() {
             return Ok(());
@@ -133,15 +167,110 @@ impl ApplyQueue {
         self.send(Job::Apply(batch))
     }
 
-    /// Hands a job to the thread, behind everything queued before it.
-    pub(super) fn send(&self, job: Job) -> Result<(), RingFailure> {
-        self.jobs.send(job).map_err(|_| RingFailure::StateMachineStopped)
+    /// Hands a job to the thread, behind everything queued before it (on the ring task:
+    /// performs it now).
+    pub(super) fn send(&mut self, job: Job) -> Result<(), RingFailure> {
+        match &mut self.worker {
+            Worker::Thread { jobs, .. } => jobs.send(job).map_err(|_| RingFailure::StateMachineStopped),
+            Worker::RingTask(inline) => Self::guarded(inline, |inline| {
+                let go_on = inline.applier.perform(job, &mut inline.waiting);
+                inline.applier.serve_reads(&mut inline.waiting);
+                go_on
+            }),
+        }
     }
 
-    /// Tells the thread to finish and returns it, for joining.
+    /// On the ring task: asks the state machine whether it may become primary when the
+    /// poll interval has passed since it was last asked (the thread does so on its own).
+    pub(super) fn poll_veto(&mut self) -> Result<(), RingFailure> {
+        let Worker::RingTask(inline) = &mut self.worker else { return Ok(()) };
+        if inline
+            .as_ref()
+            .is_some_and(|inline| inline.polled_at.elapsed() < inline.applier.veto_poll_interval)
+        {
+            return Ok(());
+        }
+        Self::guarded(inline, |inline| {
+            inline.polled_at = Instant::now();
+            inline.applier.poll_veto(&mut inline.can_become_primary);
+            true
+        })
+    }
+
+    /// On the ring task: the next event the state machine reported, to be handled in the
+    /// same wake-up. Always `None` with a thread (its events come through the channel).
+    pub(super) fn next_event(&mut self) -> Option<Event> {
+        match &mut self.worker {
+            Worker::RingTask(Some(inline)) => inline.applier.events.next(),
+            _ => None,
+        }
+    }
+
+    /// Runs `work` on the inline state machine, catching a panic: the state machine is then
+    /// dropped and the ring fails with [`RingFailure::StateMachineStopped`], as when the
+    /// apply thread panics. `work` returning false (a `Stop`) drops it too.
+    fn guarded(
+        inline: &mut Option<Box<Inline>>,
+        work: impl FnOnce(&mut Inline) -> bool,
+    ) -> Result<(), RingFailure> {
+        let Some(state) = inline.as_mut() else { return Err(RingFailure::StateMachineStopped) };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work(state))) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                inline.take();
+                Ok(())
+            }
+            Err(_) => {
+                let ring = state.applier.shared.ring.0;
+                tracing::error!(ring, "the state machine panicked on the ring task; stopping the ring");
+                if let Some(state) = inline.take() {
+                    // Its state may be broken half-way: dropping it must not take the ring
+                    // task down with it.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(state)));
+                }
+                Err(RingFailure::StateMachineStopped)
+            }
+        }
+    }
+
+    /// Tells the thread to finish and returns it, for joining (on the ring task: shuts
+    /// the state machine down now).
     pub(super) fn stop(&mut self) -> Option<std::thread::JoinHandle<()>> {
-        let _ = self.jobs.send(Job::Stop);
-        self.thread.take()
+        match &mut self.worker {
+            Worker::Thread { jobs, thread } => {
+                let _ = jobs.send(Job::Stop);
+                thread.take()
+            }
+            Worker::RingTask(inline) => {
+                let _ =
+                    Self::guarded(inline, |inline| inline.applier.perform(Job::Stop, &mut inline.waiting));
+                None
+            }
+        }
+    }
+}
+
+/// Where the state machine's reports go: the ring task's channel from the apply thread,
+/// or, on the ring task, a queue it empties in the same wake-up.
+pub(super) enum Events {
+    Channel(mpsc::UnboundedSender<Event>),
+    Local(std::collections::VecDeque<Event>),
+}
+
+impl Events {
+    /// Reports `event` (dropped if the ring task is gone: it is stopping anyway).
+    pub(super) fn send(&mut self, event: Event) {
+        match self {
+            Events::Channel(sender) => drop(sender.send(event)),
+            Events::Local(queue) => queue.push_back(event),
+        }
+    }
+
+    fn next(&mut self) -> Option<Event> {
+        match self {
+            Events::Channel(_) => None,
+            Events::Local(queue) => queue.pop_front(),
+        }
     }
 }
 
@@ -152,7 +281,8 @@ pub(super) struct ApplyThread {
     pub(super) applied: Slot,
     /// The client id of this replica's own requests, whose responses go back to the task.
     pub(super) local_client: u64,
-    pub(super) events: mpsc::UnboundedSender<Event>,
+    /// Where reports go (set by [`ApplyThread::spawn`]).
+    pub(super) events: Events,
     pub(super) checkpoints: Arc<Mutex<CheckpointStore>>,
     pub(super) oldest_checkpoint: OldestCheckpoint,
     /// How often the thread asks the state machine whether it may become primary.
@@ -166,12 +296,20 @@ pub(super) struct ApplyThread {
 }
 
 impl ApplyThread {
-    /// Starts the thread; the returned queue feeds it.
-    pub(super) fn spawn(self) -> std::io::Result<ApplyQueue> {
+    /// Starts the thread, or with [`ApplyOn::RingTask`] keeps the state machine for the ring
+    /// task to run (its reports then stay on the task: the channel in `events` is dropped);
+    /// the returned queue feeds it.
+    pub(super) fn spawn(mut self, on: ApplyOn) -> std::io::Result<ApplyQueue> {
+        if on == ApplyOn::RingTask {
+            self.events = Events::Local(Default::default());
+            let polled_at = Instant::now() - self.veto_poll_interval;
+            let inline = Inline { applier: self, waiting: Vec::new(), can_become_primary: None, polled_at };
+            return Ok(ApplyQueue { worker: Worker::RingTask(Some(Box::new(inline))), batch: Vec::new() });
+        }
         let (jobs, queue) = crossbeam_channel::unbounded();
         let name = format!("rsl-apply-{}", self.shared.ring.0);
         let thread = std::thread::Builder::new().name(name).spawn(move || self.run(queue))?;
-        Ok(ApplyQueue { jobs, thread: Some(thread), batch: Vec::new() })
+        Ok(ApplyQueue { worker: Worker::Thread { jobs, thread: Some(thread) }, batch: Vec::new() })
     }
 
     fn run(mut self, jobs: Receiver<Job>) {
@@ -181,38 +319,51 @@ impl ApplyThread {
         loop {
             if polled_at.elapsed() >= self.veto_poll_interval {
                 polled_at = Instant::now();
-                let allowed = self.state_machine.can_become_primary();
-                if can_become_primary != Some(allowed) {
-                    can_become_primary = Some(allowed);
-                    let _ = self.events.send(Event::CanBecomePrimary(allowed));
-                }
+                self.poll_veto(&mut can_become_primary);
             }
             let job = match jobs.recv_timeout(self.veto_poll_interval) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            match job {
-                Job::Apply(values) => self.apply(values),
-                Job::Checkpoint(slot, configuration) => self.checkpoint(slot, &configuration),
-                Job::Install(slot, from) => self.install(slot, from),
-                Job::Copied(slot, from) => self.state_machine.checkpoint_copied(slot, from, false),
-                Job::PrimaryRecovered(ballot, slot) => self.state_machine.primary_recovered(ballot, slot),
-                Job::Reseed(slot) => self.reseed(slot),
-                Job::Read { index, request, reply } => {
-                    self.park(&mut waiting, Waiting::Lease { index, request, reply });
-                }
-                Job::FastRead { min_slot, request, reply } => {
-                    self.park(&mut waiting, Waiting::Fast { min_slot, request, reply });
-                }
-                Job::Role(change) => self.state_machine.role_changed(&change),
-                Job::Stop => {
-                    self.state_machine.shut_down();
-                    break;
-                }
+            if !self.perform(job, &mut waiting) {
+                break;
             }
             self.serve_reads(&mut waiting);
         }
+    }
+
+    /// Asks the state machine whether it may become primary, and reports a change.
+    fn poll_veto(&mut self, can_become_primary: &mut Option<bool>) {
+        let allowed = self.state_machine.can_become_primary();
+        if *can_become_primary != Some(allowed) {
+            *can_become_primary = Some(allowed);
+            self.events.send(Event::CanBecomePrimary(allowed));
+        }
+    }
+
+    /// Performs one job; false once it was `Stop` (the state machine was shut down).
+    fn perform(&mut self, job: Job, waiting: &mut Vec<Waiting>) -> bool {
+        match job {
+            Job::Apply(values) => self.apply(values),
+            Job::Checkpoint(slot, configuration) => self.checkpoint(slot, &configuration),
+            Job::Install(slot, from) => self.install(slot, from),
+            Job::Copied(slot, from) => self.state_machine.checkpoint_copied(slot, from, false),
+            Job::PrimaryRecovered(ballot, slot) => self.state_machine.primary_recovered(ballot, slot),
+            Job::Reseed(slot) => self.reseed(slot),
+            Job::Read { index, request, reply } => {
+                self.park(waiting, Waiting::Lease { index, request, reply });
+            }
+            Job::FastRead { min_slot, request, reply } => {
+                self.park(waiting, Waiting::Fast { min_slot, request, reply });
+            }
+            Job::Role(change) => self.state_machine.role_changed(&change),
+            Job::Stop => {
+                self.state_machine.shut_down();
+                return false;
+            }
+        }
+        true
     }
 
     fn apply(&mut self, values: Vec<(Slot, Value)>) {
@@ -231,18 +382,19 @@ impl ApplyThread {
             assert_eq!(slot, self.applied.next(), "chosen values are applied strictly in slot order");
             self.rewinding = false;
             let closed = self.last_slot.is_some_and(|last| slot > last);
-            let requests = match value {
-                Value::Noop => Vec::new(),
+            let requests: &[Request] = match &value {
+                Value::Noop => &[],
                 // After the ring's last request, nothing executes.
-                Value::Batch(_) | Value::Last(_) if closed => Vec::new(),
+                Value::Batch(_) | Value::Last(_) if closed => &[],
                 Value::Last(request) => {
                     self.last_slot = Some(slot);
-                    vec![request]
+                    std::slice::from_ref(request)
                 }
+                // The shared batch, read in place.
                 Value::Batch(requests) => requests,
                 Value::Configuration(configuration) => {
-                    self.state_machine.configuration_changed(slot, &configuration);
-                    Vec::new()
+                    self.state_machine.configuration_changed(slot, configuration);
+                    &[]
                 }
             };
             for request in requests {
@@ -258,7 +410,7 @@ impl ApplyThread {
         self.shared.latencies.apply.record(started.elapsed());
         // Never more than the state reflects (values skipped after a re-seed are not).
         let through = through.min(self.applied);
-        let _ = self.events.send(Event::Applied { through, responses });
+        self.events.send(Event::Applied { through, responses });
     }
 
     pub(super) fn set_applied(&mut self, slot: Slot) {
@@ -283,7 +435,7 @@ impl ApplyThread {
         } else {
             self.save(slot, configuration).map_err(CheckpointFailure::Failed)
         };
-        let _ = self.events.send(match result {
+        self.events.send(match result {
             Ok(()) => Event::CheckpointSaved(slot),
             Err(reason) => Event::CheckpointFailed { slot, reason },
         });
@@ -324,7 +476,7 @@ impl ApplyThread {
     fn install(&mut self, slot: Slot, from: NodeId) {
         if slot <= self.applied {
             // The state is already at or past it (slots arrived from another peer meanwhile).
-            let _ = self.events.send(Event::Installed(slot, None));
+            self.events.send(Event::Installed(slot, None));
             return;
         }
         let (mut reader, record) = match self.open_fetched(slot) {
@@ -333,7 +485,7 @@ impl ApplyThread {
                 // Nothing was loaded, so catch-up may try elsewhere.
                 RingCounters::bump(&self.shared.counters.checkpoint_fetch_failures);
                 tracing::warn!(ring = self.shared.ring.0, %slot, %reason, "cannot use the fetched checkpoint");
-                let _ = self.events.send(Event::InstallFailed);
+                self.events.send(Event::InstallFailed);
                 return;
             }
         };
@@ -346,12 +498,12 @@ impl ApplyThread {
                 tracing::info!(ring = self.shared.ring.0, %slot, configuration = configuration.number, "checkpoint installed");
                 self.state_machine.checkpoint_copied(slot, from, true);
                 if let Some(last_slot) = record.last_slot {
-                    let _ = self.events.send(Event::Closed(last_slot));
+                    self.events.send(Event::Closed(last_slot));
                 }
-                let _ = self.events.send(Event::Installed(slot, Some(configuration)));
+                self.events.send(Event::Installed(slot, Some(configuration)));
             }
             Err(error) => {
-                let _ = self.events.send(Event::LoadFailed { slot, reason: error.to_string() });
+                self.events.send(Event::LoadFailed { slot, reason: error.to_string() });
             }
         }
     }

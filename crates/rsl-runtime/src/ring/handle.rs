@@ -61,6 +61,9 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<Slot, PurgeLogError>>,
     },
     Control(Control),
+    /// Work for a state machine that runs on the ring task ([`crate::ApplyOn::RingTask`]):
+    /// reads, which otherwise go straight to the apply thread.
+    StateMachine(Job),
     Shutdown,
 }
 
@@ -85,7 +88,8 @@ impl Command {
                 drop(reply.send(Err(PurgeLogError::Shutdown { reason: reason.to_string() })))
             }
             Command::Control(control) => control.refuse(reason),
-            Command::Statistics { .. } | Command::Shutdown => {}
+            // Dropping a read's reply tells its caller the ring stopped.
+            Command::Statistics { .. } | Command::StateMachine(_) | Command::Shutdown => {}
         }
     }
 }
@@ -141,7 +145,8 @@ impl From<Unanswered> for ChangeConfigurationError {
 #[derive(Clone, Debug)]
 pub struct Ring {
     commands: mpsc::Sender<Command>,
-    jobs: crossbeam_channel::Sender<Job>,
+    /// The apply thread's queue; `None` when the ring task runs the state machine.
+    jobs: Option<crossbeam_channel::Sender<Job>>,
     pub(super) status: watch::Receiver<Status>,
     pub(super) shared: Arc<RingShared>,
 }
@@ -151,7 +156,7 @@ pub struct Ring {
 #[derive(Debug)]
 pub(crate) struct WeakRing {
     commands: mpsc::WeakSender<Command>,
-    jobs: crossbeam_channel::Sender<Job>,
+    jobs: Option<crossbeam_channel::Sender<Job>>,
     status: watch::Receiver<Status>,
     shared: Arc<RingShared>,
 }
@@ -171,11 +176,21 @@ impl WeakRing {
 impl Ring {
     pub(super) fn new(
         commands: mpsc::Sender<Command>,
-        jobs: crossbeam_channel::Sender<Job>,
+        jobs: Option<crossbeam_channel::Sender<Job>>,
         status: watch::Receiver<Status>,
         shared: Arc<RingShared>,
     ) -> Ring {
         Ring { commands, jobs, status, shared }
+    }
+
+    /// Hands `job` to whoever runs the state machine: the apply thread, or the ring task.
+    /// Fails only when the ring stopped.
+    pub(super) async fn send_job(&self, job: Job) -> Result<(), Stopped> {
+        let stopped = || Stopped(self.shared.stop_reason());
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|_| stopped()),
+            None => self.commands.send(Command::StateMachine(job)).await.map_err(|_| stopped()),
+        }
     }
 
     pub(crate) fn downgrade(&self) -> WeakRing {
@@ -353,7 +368,7 @@ impl Ring {
                 .call(|reply| Command::Read { consistency, reply })
                 .await
                 .map_err(|Stopped(reason)| ReadError::Shutdown { reason })??;
-            reads::serve(&self.shared, &self.jobs, index, request).await
+            reads::serve(self, index, request).await
         };
         let result = tokio::time::timeout(timeout, read)
             .await
@@ -389,7 +404,7 @@ impl Ring {
         }
         let (reply, answer) = oneshot::channel();
         let job = Job::FastRead { min_slot, request, reply };
-        if self.jobs.send(job).is_err() {
+        if self.send_job(job).await.is_err() {
             RingCounters::bump(&self.shared.counters.reads_failed);
             return Err(FastReadError::Shutdown { reason: self.shared.stop_reason() });
         }

@@ -27,7 +27,8 @@
 //!   `purge_log`.
 //! - `requests`: client requests waiting for their outcome, and where each is answered.
 //! - `reads`: linearizable reads (the lease or a read index) and where they are served.
-//! - `apply`: the apply thread that owns the state machine, and the task's queue to it.
+//! - `apply`: the apply thread that owns the state machine, and the task's queue to it
+//!   (which, with [`ApplyOn::RingTask`], runs the state machine on the task instead).
 //! - `handle`: [`Ring`], the public handle, and the commands it sends to the task.
 //! - `stop`: stopping in an order that loses nothing durable.
 //! - `controls` (and `reseed`, the apply thread's part): operator controls and health
@@ -125,6 +126,37 @@ pub struct RingOptions {
     /// [`ChangeConfigurationError::LearnerBehind`](crate::ChangeConfigurationError::LearnerBehind).
     /// Zero refuses at once.
     pub learner_promotion_wait: Duration,
+    /// Where the state machine runs: on a thread of its own (the default) or on the ring
+    /// task. See [`ApplyOn`] for the trade-off.
+    pub apply_on: ApplyOn,
+}
+
+/// Where a ring runs its [`StateMachine`] (every call: `execute`, reads served in order
+/// with it, checkpoints, notifications).
+///
+/// On its own thread (the default), a slow call delays only the answers: consensus goes on
+/// choosing slots meanwhile. On the ring task, a chosen request is executed and answered in
+/// the same wake-up that learnt it chosen, which saves two hand-offs between threads per
+/// batch of slots (the values to the thread, the answers back) and a thread per ring; but
+/// while the state machine works the ring task does nothing else: no messages, heartbeats,
+/// proposals or durable writes are handled, so a slow `execute`, `save_checkpoint` or
+/// `load_checkpoint` stalls consensus (and a long one looks like a dead primary to the
+/// other replicas). Choose [`ApplyOn::RingTask`] only for a state machine whose every call
+/// is short (microseconds, no blocking I/O): an in-memory map, a counter.
+///
+/// Either way the state machine sees the same calls in the same order, and a panic in it
+/// stops the ring with [`RingFailure::StateMachineStopped`](crate::RingFailure::StateMachineStopped).
+/// With [`ApplyOn::RingTask`], [`StateMachine::can_become_primary`] is polled when the ring
+/// task wakes (at least once per heartbeat interval while the ring is active) instead of on
+/// the thread's own clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ApplyOn {
+    /// A thread of its own per ring (`rsl-apply-<ring>`).
+    #[default]
+    Thread,
+    /// The ring task: fewer hand-offs per request, but the state machine's time is taken
+    /// from consensus.
+    RingTask,
 }
 
 impl Default for RingOptions {
@@ -140,6 +172,7 @@ impl Default for RingOptions {
             checkpoint_transfer_timeout: Duration::from_secs(10),
             statistics_log_interval: Some(Duration::from_secs(60)),
             learner_promotion_wait: Duration::from_secs(30),
+            apply_on: ApplyOn::Thread,
         }
     }
 }

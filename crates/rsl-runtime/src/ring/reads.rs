@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::apply::Job;
 use super::task::RingTask;
-use super::RingShared;
+use super::{Ring, RingShared};
 use crate::error::{FastReadError, ReadError};
 use crate::reads::{ConcurrentReader, ReadConsistency};
 use crate::stats::RingCounters;
@@ -132,12 +132,8 @@ impl RingTask {
 
 /// Serves `request` once the state machine applied `index`: on the caller's task through
 /// the concurrent reader when the state machine has one, else on the apply thread.
-pub(super) async fn serve(
-    shared: &RingShared,
-    jobs: &crossbeam_channel::Sender<Job>,
-    index: Slot,
-    request: Bytes,
-) -> Result<Bytes, ReadError> {
+pub(super) async fn serve(ring: &Ring, index: Slot, request: Bytes) -> Result<Bytes, ReadError> {
+    let shared = &ring.shared;
     if let Some(SharedReader(reader)) = &shared.reader {
         if !applied(shared, index).await {
             return Err(ReadError::Shutdown { reason: shared.stop_reason() });
@@ -146,7 +142,7 @@ pub(super) async fn serve(
         return Ok(reader.read(&request));
     }
     let (reply, answer) = oneshot::channel();
-    if jobs.send(Job::Read { index, request, reply }).is_err() {
+    if ring.send_job(Job::Read { index, request, reply }).await.is_err() {
         return Err(ReadError::Shutdown { reason: shared.stop_reason() });
     }
     answer.await.unwrap_or_else(|_| Err(ReadError::Shutdown { reason: shared.stop_reason() }))

@@ -17,12 +17,12 @@ impl ApplyThread {
             Ok(opened) => opened,
             Err(reason) => {
                 tracing::warn!(ring, %slot, %reason, "cannot re-seed from the fetched checkpoint");
-                let _ = self.events.send(Event::ReseedFailed(reason));
+                self.events.send(Event::ReseedFailed(reason));
                 return;
             }
         };
         if let Err(error) = self.state_machine.load_checkpoint(slot, &mut reader) {
-            let _ = self.events.send(Event::LoadFailed { slot, reason: error.to_string() });
+            self.events.send(Event::LoadFailed { slot, reason: error.to_string() });
             return;
         }
         let before = self.applied;
@@ -45,6 +45,6 @@ impl ApplyThread {
         self.oldest_checkpoint.refresh(&store);
         drop(store);
         tracing::info!(ring, %slot, applied_before = %before, "state machine re-seeded");
-        let _ = self.events.send(Event::Reseeded { slot, record });
+        self.events.send(Event::Reseeded { slot, record });
     }
 }

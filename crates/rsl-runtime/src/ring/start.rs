@@ -13,7 +13,7 @@ use rsl_core::{Configuration, NodeId, Replica, RingId, Slot};
 use rsl_transport::Transport;
 use tokio::sync::{mpsc, watch};
 
-use super::apply::ApplyThread;
+use super::apply::{ApplyThread, Events};
 use super::checkpoints::{Checkpoints, OldestCheckpoint};
 use super::network::Network;
 use super::persist::Persist;
@@ -124,14 +124,14 @@ impl RingTask {
             state_machine,
             applied,
             local_client,
-            events: events_sender,
+            events: Events::Channel(events_sender),
             checkpoints: store.clone(),
             oldest_checkpoint: oldest_checkpoint.clone(),
             veto_poll_interval,
             last_slot,
             rewinding: false,
         }
-        .spawn()
+        .spawn(shared.options.apply_on)
         .map_err(|source| StartError::Thread { ring, source })?;
 
         let handle = Ring::new(command_sender, apply.jobs(), status, shared.clone());

@@ -101,7 +101,7 @@ impl RingTask {
                     Ok(()) => self.on_durable(),
                     Err(failure) => Err(failure.into()),
                 },
-                event = self.events.recv() => match event {
+                event = self.events.recv(), if self.apply.on_thread() => match event {
                     Some(event) => self.on_event(event),
                     None => Err(RingFailure::StateMachineStopped.into()),
                 },
@@ -214,7 +214,7 @@ impl RingTask {
         self.drain()
     }
 
-    fn on_event(&mut self, event: Event) -> Result<(), Stop> {
+    pub(super) fn on_event(&mut self, event: Event) -> Result<(), Stop> {
         let now = self.clock.now();
         match event {
             Event::Applied { through, responses } => {
@@ -281,6 +281,7 @@ impl RingTask {
             Command::CheckpointNow { reply } => return self.on_checkpoint_now(reply),
             Command::PurgeLog { below, reply } => return self.on_purge_log(below, reply),
             Command::Control(control) => return self.on_control(control),
+            Command::StateMachine(job) => self.apply.send(job)?,
             Command::Shutdown => unreachable!("handled by the loop"),
         }
         self.drain()

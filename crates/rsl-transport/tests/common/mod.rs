@@ -38,10 +38,13 @@ pub fn accept(ring: u64, from: u64, to: u64, slot: u64, payload_bytes: usize) ->
         body: MessageBody::Accept {
             ballot: Ballot::new(1, NodeId(from)),
             slot: Slot(slot),
-            value: Value::Batch(vec![Request {
-                id: RequestId { client: 1, sequence: slot },
-                payload: Bytes::from(vec![slot as u8; payload_bytes]),
-            }]),
+            value: Value::Batch(
+                vec![Request {
+                    id: RequestId { client: 1, sequence: slot },
+                    payload: Bytes::from(vec![slot as u8; payload_bytes]),
+                }]
+                .into(),
+            ),
             chosen: Slot(slot.saturating_sub(1)),
         },
     }
