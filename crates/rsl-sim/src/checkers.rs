@@ -321,7 +321,7 @@ mod tests {
 
     fn put(client: u64, sequence: u64, key: u8, value: i64) -> Value {
         let payload = KvOp::Put { key, value }.encode();
-        Value::Batch(vec![Request { id: RequestId { client, sequence }, payload }])
+        Value::Batch(vec![Request { id: RequestId { client, sequence }, payload }].into())
     }
 
     fn answer(min_slot: u64, value: Option<i64>, applied_anywhere: u64) -> FastReadAnswer {

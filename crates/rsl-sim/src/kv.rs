@@ -228,7 +228,8 @@ mod tests {
 
     #[test]
     fn the_digest_tells_apart_a_slot_applied_twice_or_skipped() {
-        let put = |sequence, value| Value::Batch(vec![request(1, sequence, KvOp::Put { key: 1, value })]);
+        let put =
+            |sequence, value| Value::Batch(vec![request(1, sequence, KvOp::Put { key: 1, value })].into());
         let apply = |kv: &mut Kv, slot: u64, value: &Value| {
             kv.record_slot(Slot(slot), value);
             if let Value::Batch(requests) = value {
