@@ -62,7 +62,8 @@ fn a_replica_reports_its_node_and_configuration() {
 #[test]
 fn a_replica_recovers_the_newer_configuration_its_checkpoint_carries() {
     let newer = Configuration::new(3, vec![NodeId(1), NodeId(2)], Slot(10));
-    let durable = DurableState { checkpoint: Slot(9), configuration: Some(newer.clone()), ..DurableState::default() };
+    let durable =
+        DurableState { checkpoint: Slot(9), configuration: Some(newer.clone()), ..DurableState::default() };
     let replica = Replica::new(config(2, 3), durable, Time(0)).unwrap();
     assert_eq!(replica.configuration(), &newer);
 }
@@ -70,7 +71,8 @@ fn a_replica_recovers_the_newer_configuration_its_checkpoint_carries() {
 #[test]
 fn a_replica_keeps_its_configuration_over_an_older_one_in_a_checkpoint() {
     let older = Configuration::new(1, vec![NodeId(1), NodeId(2), NodeId(3)], Slot(1));
-    let durable = DurableState { checkpoint: Slot(3), configuration: Some(older.clone()), ..DurableState::default() };
+    let durable =
+        DurableState { checkpoint: Slot(3), configuration: Some(older.clone()), ..DurableState::default() };
     let replica = Replica::new(config(2, 3), durable, Time(0)).unwrap();
     assert_eq!(replica.configuration(), &older);
 }

@@ -22,7 +22,11 @@ fn persist() -> Record {
     Record::Persist {
         promise: Some(ballot(3, 1)),
         chosen: Some(Slot(4)),
-        proposals: vec![Proposal { ballot: ballot(3, 1), slot: Slot(5), value: Value::Batch(vec![request(b"abc")]) }],
+        proposals: vec![Proposal {
+            ballot: ballot(3, 1),
+            slot: Slot(5),
+            value: Value::Batch(vec![request(b"abc")]),
+        }],
     }
 }
 
@@ -129,7 +133,10 @@ fn a_payload_cut_in_the_payload_length_is_refused_at_the_request_count() {
 fn a_payload_cut_in_the_request_payload_is_refused_at_its_length() {
     let error = cut(80);
     assert_eq!(error.offset, 74, "{error}");
-    assert!(error.reason.contains("request payload length 3 needs at least 3 bytes, only 2 remain"), "{error}");
+    assert!(
+        error.reason.contains("request payload length 3 needs at least 3 bytes, only 2 remain"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -198,7 +205,11 @@ fn a_configuration_value_round_trips_and_names_its_cut_fields() {
     let record = Record::Persist {
         promise: None,
         chosen: None,
-        proposals: vec![Proposal { ballot: ballot(1, 1), slot: Slot(8), value: Value::Configuration(configuration) }],
+        proposals: vec![Proposal {
+            ballot: ballot(1, 1),
+            slot: Slot(8),
+            value: Value::Configuration(configuration),
+        }],
     };
     let bytes = encoded(&record);
     assert_eq!(decode(RECORD_PERSIST, &bytes).unwrap(), record);
@@ -215,7 +226,11 @@ fn a_last_value_round_trips() {
     let record = Record::Persist {
         promise: None,
         chosen: Some(Slot(2)),
-        proposals: vec![Proposal { ballot: ballot(1, 2), slot: Slot(3), value: Value::Last(request(b"bye")) }],
+        proposals: vec![Proposal {
+            ballot: ballot(1, 2),
+            slot: Slot(3),
+            value: Value::Last(request(b"bye")),
+        }],
     };
     assert_eq!(decode(RECORD_PERSIST, &encoded(&record)).unwrap(), record);
 }
