@@ -11,7 +11,7 @@ use rsl_log::vfs::{Directory, MemoryDirectory};
 use rsl_log::{CheckpointError, CheckpointOptions, CheckpointStore};
 
 fn options(keep: u32) -> CheckpointOptions {
-    CheckpointOptions { keep, block_bytes: 64, ..CheckpointOptions::default() }
+    CheckpointOptions { keep, block_bytes: 64 }
 }
 
 fn store(dir: &MemoryDirectory, keep: u32) -> CheckpointStore {

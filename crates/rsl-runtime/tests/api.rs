@@ -212,10 +212,10 @@ async fn the_local_checkpoint_network_reaches_registered_servers_only() {
     let runtime = runtime(&network, 1);
     let checkpoints = LocalCheckpointNetwork::new();
     let request = CheckpointRequest { ring: RING, requester: NodeId(2), min_slot: Slot(0) };
-    let unreachable = checkpoints.fetch(NodeId(1), request.clone()).await;
+    let unreachable = checkpoints.fetch(NodeId(1), request).await;
     assert!(matches!(unreachable, Err(TransferError::Unreachable { node: NodeId(1) })), "{unreachable:?}");
     checkpoints.join(&runtime);
-    let reached = checkpoints.fetch(NodeId(1), request.clone()).await;
+    let reached = checkpoints.fetch(NodeId(1), request).await;
     assert!(!matches!(reached, Err(TransferError::Unreachable { .. })), "{reached:?}");
     checkpoints.unregister(NodeId(1));
     let gone = checkpoints.fetch(NodeId(1), request).await;
