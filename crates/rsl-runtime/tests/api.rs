@@ -357,3 +357,67 @@ fn entropy_differs_between_calls() {
     let draws: std::collections::HashSet<u64> = (0..64).map(|_| rsl_runtime::entropy()).collect();
     assert_eq!(draws.len(), 64);
 }
+
+// ---- re-seeding and relinquishing to a named replica ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_reseeded_from_a_peer_loads_the_peers_checkpoint_and_replays_on() {
+    let trio = Trio::start(|_| {}).await;
+    let at = trio.primary().await;
+    for i in 0..4u8 {
+        trio.rings[at].replicate(vec![i]).await.expect("replicate");
+    }
+    let peer = trio.other(at);
+    let target = trio.other(peer);
+    let chosen = trio.rings[at].status().borrow().chosen;
+    support::status_until(&trio.rings[peer], "the peer caught up", |s| s.applied >= chosen).await;
+    let saved = trio.rings[peer].checkpoint_now().await.expect("the peer saves");
+    let slot = trio.rings[target].reseed_from(trio.rings[peer].node()).await.expect("reseeded");
+    assert_eq!(slot, saved);
+    trio.probes[target].until("loaded", |calls| calls.contains(&support::Call::Load(slot))).await;
+    // It goes on applying what comes after.
+    trio.rings[at].replicate(&b"after"[..]).await.expect("replicate");
+    let applied = trio.rings[at].applied();
+    let state =
+        trio.rings[target].read_fast_within(Bytes::new(), applied, support::WAIT).await.expect("read");
+    assert_eq!(support::count(&state), 5);
+    trio.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reseed_from_a_peer_without_a_checkpoint_fails_and_changes_nothing() {
+    let trio = Trio::start(|_| {}).await;
+    let at = trio.primary().await;
+    trio.rings[at].replicate(&b"x"[..]).await.expect("replicate");
+    let peer = trio.rings[trio.other(at)].node();
+    let error = trio.rings[at].reseed_from(peer).await.expect_err("nothing to fetch");
+    assert!(
+        matches!(&error, rsl_runtime::ReseedError::Transfer { from, error: TransferError::NoCheckpoint { .. } } if *from == peer),
+        "{error:?}"
+    );
+    assert!(!trio.probes[at].calls().iter().any(|c| matches!(c, support::Call::Load(_))));
+    assert_eq!(support::count(&trio.rings[at].read(Bytes::new()).await.expect("read")), 1);
+    trio.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relinquish_to_a_named_replica_makes_it_primary() {
+    let trio = Trio::start(|_| {}).await;
+    let at = trio.primary().await;
+    let target = trio.rings[trio.other(at)].node();
+    assert_eq!(trio.rings[at].relinquish_primary(Some(target)).await, Ok(target));
+    primary(&trio.rings[trio.other(at)]).await;
+    trio.rings[trio.other(at)].replicate(&b"new primary"[..]).await.expect("serves");
+    trio.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_sees_the_replicas_only_partially() {
+    let trio = Trio::start(|_| {}).await;
+    let at = trio.primary().await;
+    let replicas = trio.rings[trio.other(at)].replicas().await;
+    assert_eq!(replicas.len(), 3);
+    assert!(replicas.iter().all(|r| !r.measured_by_primary), "{replicas:?}");
+    assert_eq!(replicas.iter().filter(|r| r.is_primary).count(), 1);
+    trio.shutdown().await;
+}
