@@ -86,6 +86,8 @@ pub fn run(args: &CoverageArgs) -> Result<()> {
     install_tools()?;
     let root = workspace_root();
     let summary = root.join("target").join("llvm-cov-summary.json");
+    // A summary left by an earlier run must not pass for this one's.
+    let _ = std::fs::remove_file(&summary);
     let mut command =
         Cmd::cargo().args(["llvm-cov", "--json", "--summary-only", "--output-path"]).arg(&summary);
     // Only the process-level tests (rsl-tests) start the server.
@@ -99,7 +101,13 @@ pub fn run(args: &CoverageArgs) -> Result<()> {
             command = command.args(["-p", package]);
         }
     }
-    command.arg("--all-targets").run().context("the tests under cargo-llvm-cov")?;
+    // Every test runs even when one fails, so the figures are reported either way; a
+    // failure still fails the run, after the table.
+    let tests =
+        command.args(["--all-targets", "--no-fail-fast"]).run().context("the tests under cargo-llvm-cov");
+    if tests.is_err() && !summary.is_file() {
+        return tests;
+    }
     let text = std::fs::read_to_string(&summary).with_context(|| format!("reading {}", summary.display()))?;
     let export: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", summary.display()))?;
@@ -111,7 +119,8 @@ pub fn run(args: &CoverageArgs) -> Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, to_json(&crates)).with_context(|| format!("writing {}", path.display()))?;
     }
-    check_floors(&crates, &args.floors)
+    check_floors(&crates, &args.floors)?;
+    tests
 }
 
 /// cargo-llvm-cov and the LLVM tools it drives, each installed when missing.
