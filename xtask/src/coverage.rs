@@ -88,25 +88,36 @@ pub fn run(args: &CoverageArgs) -> Result<()> {
     let summary = root.join("target").join("llvm-cov-summary.json");
     // A summary left by an earlier run must not pass for this one's.
     let _ = std::fs::remove_file(&summary);
-    let mut command =
-        Cmd::cargo().args(["llvm-cov", "--json", "--summary-only", "--output-path"]).arg(&summary);
+    let report = ["--json", "--summary-only", "--output-path"];
+    let mut command = Cmd::cargo().arg("llvm-cov").args(report).arg(&summary);
     // Only the process-level tests (rsl-tests) start the server.
     if args.packages.is_empty() || args.packages.iter().any(|package| package == "rsl-tests") {
         command = command.env(SERVER_ENV, build::shipped_server()?);
     }
+    let mut selection: Vec<&str> = Vec::new();
     if args.packages.is_empty() {
-        command = command.arg("--workspace");
+        selection.push("--workspace");
     } else {
         for package in &args.packages {
-            command = command.args(["-p", package]);
+            selection.extend(["-p", package.as_str()]);
         }
     }
-    // Every test runs even when one fails, so the figures are reported either way; a
+    // Every test runs even when one fails, and the figures are reported either way (a
+    // failed run writes no report: it is made from the profiles the tests left); a
     // failure still fails the run, after the table.
-    let tests =
-        command.args(["--all-targets", "--no-fail-fast"]).run().context("the tests under cargo-llvm-cov");
+    let tests = command
+        .args(&selection)
+        .args(["--all-targets", "--no-fail-fast"])
+        .run()
+        .context("the tests under cargo-llvm-cov");
     if tests.is_err() && !summary.is_file() {
-        return tests;
+        Cmd::cargo()
+            .args(["llvm-cov", "report"])
+            .args(report)
+            .arg(&summary)
+            .args(&selection)
+            .run()
+            .context("the report of the profiles the tests left")?;
     }
     let text = std::fs::read_to_string(&summary).with_context(|| format!("reading {}", summary.display()))?;
     let export: serde_json::Value =
