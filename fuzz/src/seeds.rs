@@ -104,6 +104,15 @@ fn bodies() -> Vec<(&'static str, MessageBody)> {
         ("fetch_truncated", MessageBody::FetchTruncated { checkpoint: Slot(100) }),
         ("timeout_now", MessageBody::TimeoutNow { ballot }),
         ("promotion_request", MessageBody::PromotionRequest { ballot }),
+        ("read_index_request", MessageBody::ReadIndexRequest { id: rsl_core::ReadId(7) }),
+        ("read_index_reply", MessageBody::ReadIndexReply { id: rsl_core::ReadId(7), ballot, index: Slot(9) }),
+        (
+            "read_index_refused",
+            MessageBody::ReadIndexRefused {
+                id: rsl_core::ReadId(7),
+                reason: rsl_core::ReadIndexRefusal::NotPrimary { hint: Some(NodeId(2)) },
+            },
+        ),
     ]
 }
 
@@ -214,8 +223,24 @@ fn kv_stream_frame() -> Vec<(String, Vec<u8>)> {
     let op = |id, op| pb::Op { id, op: Some(op) };
     let ops = vec![
         op(1, pb::op::Op::Put(pb::PutRequest { id: wid(1), key: "a".into(), value: "one".into() })),
-        op(2, pb::op::Op::Get(pb::GetRequest { key: "a".into(), fast: false, min_slot: 0 })),
-        op(3, pb::op::Op::Get(pb::GetRequest { key: "a".into(), fast: true, min_slot: 1 })),
+        op(
+            2,
+            pb::op::Op::Get(pb::GetRequest {
+                key: "a".into(),
+                fast: false,
+                min_slot: 0,
+                ..Default::default()
+            }),
+        ),
+        op(
+            3,
+            pb::op::Op::Get(pb::GetRequest {
+                key: "a".into(),
+                fast: true,
+                min_slot: 1,
+                ..Default::default()
+            }),
+        ),
         op(
             4,
             pb::op::Op::Cas(pb::CasRequest {
@@ -228,7 +253,15 @@ fn kv_stream_frame() -> Vec<(String, Vec<u8>)> {
         ),
         op(5, pb::op::Op::Delete(pb::DeleteRequest { id: wid(3), key: "a".into() })),
         op(6, pb::op::Op::Delete(pb::DeleteRequest { id: None, key: "a".into() })),
-        op(7, pb::op::Op::Get(pb::GetRequest { key: String::new(), fast: false, min_slot: 0 })),
+        op(
+            7,
+            pb::op::Op::Get(pb::GetRequest {
+                key: String::new(),
+                fast: false,
+                min_slot: 0,
+                ..Default::default()
+            }),
+        ),
         pb::Op { id: 8, op: None },
     ];
     let mut seeds: Vec<(String, Vec<u8>)> = ops

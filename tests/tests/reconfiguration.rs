@@ -169,15 +169,20 @@ async fn a_killed_replica_is_replaced_by_a_fresh_one_and_a_secondary_refuses_cha
     let secondary = [1, 2, 3].into_iter().find(|&id| id != primary).unwrap();
     let options = rsl_kv::ClientOptions { security: cluster.security(), ..Default::default() };
     let mut raw = rsl_kv::client::connect_lazy(cluster.client_address(secondary), &options).unwrap();
-    let refusal = raw.reconfigure(pb::ReconfigureRequest { members: vec![1, 2, 4] }).await.unwrap_err();
+    let refusal = raw
+        .reconfigure(pb::ReconfigureRequest { members: vec![1, 2, 4], ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(refusal.code(), tonic::Code::FailedPrecondition, "{refusal:?}");
     let named =
         refusal.metadata().get(rsl_kv::PRIMARY_ADDRESS_METADATA).unwrap().to_str().unwrap().to_owned();
     assert_eq!(named, cluster.client_address(primary));
     // An unknown node is refused as invalid.
     let mut at_primary = rsl_kv::client::connect_lazy(&named, &options).unwrap();
-    let invalid =
-        at_primary.reconfigure(pb::ReconfigureRequest { members: vec![1, 2, 9] }).await.unwrap_err();
+    let invalid = at_primary
+        .reconfigure(pb::ReconfigureRequest { members: vec![1, 2, 9], ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(invalid.code(), tonic::Code::InvalidArgument, "{invalid:?}");
 
     // A secondary dies for good; the fresh replica 4 takes its place.

@@ -29,13 +29,23 @@ fn five_replica_rings_keep_every_property() {
     assert_seeds_pass(5);
 }
 
-#[test]
-fn applying_out_of_order_is_caught_by_the_agreement_checker() {
-    let mutation = rsl_core::Mutation::ApplyOutOfOrder;
+/// The first failure of a few seeds with `mutation` switched on must come from the checker
+/// the mutation matrix names for it.
+fn assert_caught_by_its_checker(mutation: rsl_core::Mutation) {
     let caught =
         (0..SMOKE_SEEDS).find_map(|seed| run_seed(seed, Options::from_seed(seed, 3, Some(mutation))).failure);
     let failure = caught.expect("the seeded bug went unnoticed");
-    assert_eq!(failure.checker, "agreement", "{failure}");
+    assert_eq!(failure.checker, rsl_sim::matrix::seeded_bug(mutation).checker, "{failure}");
+}
+
+#[test]
+fn applying_out_of_order_is_caught_by_the_agreement_checker() {
+    assert_caught_by_its_checker(rsl_core::Mutation::ApplyOutOfOrder);
+}
+
+#[test]
+fn an_acknowledged_write_that_is_lost_is_caught_by_the_durability_checker() {
+    assert_caught_by_its_checker(rsl_core::Mutation::AcknowledgeBeforeChosen);
 }
 
 #[test]

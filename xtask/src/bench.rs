@@ -4,7 +4,10 @@
 //! 127.0.0.1 (as `cargo xtask demo` does), waits for a primary, and runs `rsl-kv load` at
 //! each point of a concurrency sweep (clients × operations in flight per client),
 //! closed-loop, several times; a point's figures are the medians of its runs. Then an
-//! open-loop run at half the backend's best throughput gives the latency at half load.
+//! open-loop run at half the backend's best throughput gives the latency at half load, and
+//! `--rates` adds open-loop points at fixed offered loads (`crate::bench_rates`; with
+//! `--rates` alone, only those run). `--pmem-dir` adds a run of the persistent-memory log
+//! with its files there and cache-line flushes (`crate::bench_pmem`).
 //! With `--peer etcd` the same sweep runs against a three-member etcd cluster (the
 //! `etcd` binary; installed with apt when missing and running as root) through the same
 //! load generator speaking etcd's v3 API. `--peer openraft` instead runs rsl's facade
@@ -24,15 +27,24 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
 use serde_json::{json, Value};
 
+use crate::bench_pmem::PmemRun;
+use crate::bench_rates::{self, RATE_MODE};
 use crate::demo::{self, Cluster, KillOnDrop};
 use crate::process::workspace_root;
 
 /// Longest wait for a primary (or an etcd leader) after start.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Size of each replica's persistent-memory log file in the benchmark (a sparse file).
-const PMEM_CAPACITY_BYTES: &str = "1073741824";
+/// The concurrency sweep when `--in-flight` is not given (and `--rates` is not either).
+const SWEEP_DEFAULT: [u32; 5] = [1, 4, 16, 64, 256];
+/// Operations in flight per client at a rate point when `--in-flight` is not given: lanes
+/// enough that the offered load, not the lanes, sets the pace.
+const RATE_IN_FLIGHT_DEFAULT: u32 = 256;
+/// etcd's clients (one call in flight each) at a rate point when `--peer-clients` is not
+/// given: its best closed-loop concurrency on the 2-core machine (docs/PERFORMANCE.md).
+const PEER_RATE_CLIENTS_DEFAULT: u32 = 512;
 /// The baseline compared against when `--baseline` is not given.
 const BASELINE_DEFAULT: &str = "benches/baseline.json";
 
@@ -49,8 +61,19 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 16)]
     pub clients: u32,
     /// The sweep: operations in flight per client at each point (comma-separated)
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
+    /// [default: 1,4,16,64,256; with --rates, no closed-loop sweep unless given]
+    #[arg(long, value_delimiter = ',')]
     pub in_flight: Vec<u32>,
+    /// Open-loop points at these offered loads, ops/s (comma-separated, `k` for
+    /// thousands): for rsl and, with --peer etcd, for etcd; each with --clients × the
+    /// largest --in-flight lanes (256 by default), etcd with the largest --peer-clients (512)
+    #[arg(long, value_delimiter = ',', value_parser = bench_rates::parse_rate)]
+    pub rates: Vec<f64>,
+    /// Also run the pmem backend with its log files in this directory (tmpfs such as
+    /// /dev/shm, or a DAX mount) and cache-line flushes, beside the msync run in the data
+    /// directories
+    #[arg(long, value_name = "DIR")]
+    pub pmem_dir: Option<PathBuf>,
     /// Bytes per written value
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
@@ -122,6 +145,8 @@ struct Point {
     in_flight: u32,
     rate_ops_per_s: Option<f64>,
     runs: Vec<Value>,
+    /// What a persistent-memory log used (`crate::bench_pmem`).
+    pmem: Option<Value>,
 }
 
 impl Point {
@@ -167,6 +192,8 @@ impl Point {
             "max_us": self.latency("max_us"),
             "errors": self.errors(),
             "server_cpu_us_per_op": self.median(|run| run["server_cpu_us_per_op"].as_f64()),
+            "backlog": self.median(|run| run["backlog"].as_f64()),
+            "pmem": self.pmem,
         })
     }
 }
@@ -206,6 +233,10 @@ struct Settings {
     connections: u32,
     sweep: Vec<u32>,
     clients: u32,
+    /// The open-loop offered loads, ascending.
+    rates: Vec<f64>,
+    /// Operations in flight per client at a rate point.
+    rate_in_flight: u32,
 }
 
 impl Settings {
@@ -219,12 +250,19 @@ impl Settings {
             connections: args.connections,
             sweep: args.in_flight.clone(),
             clients: args.clients,
+            rates: bench_rates::normalise_rates(&args.rates),
+            rate_in_flight: args.in_flight.iter().copied().max().unwrap_or(RATE_IN_FLIGHT_DEFAULT),
         };
+        if settings.sweep.is_empty() && settings.rates.is_empty() {
+            settings.sweep = SWEEP_DEFAULT.to_vec();
+        }
         if args.quick {
             settings.duration = settings.duration.min(2.0);
             settings.warmup = settings.warmup.min(0.5);
             settings.runs = 1;
-            settings.sweep = vec![1, 64];
+            if !settings.sweep.is_empty() {
+                settings.sweep = vec![1, 64];
+            }
         }
         if !(settings.duration.is_finite() && settings.duration > 0.0) {
             bail!("--duration must be a positive number of seconds, got {}", settings.duration);
@@ -232,7 +270,7 @@ impl Settings {
         if !(settings.warmup.is_finite() && settings.warmup >= 0.0) {
             bail!("--warmup must be zero or a positive number of seconds, got {}", settings.warmup);
         }
-        if settings.sweep.is_empty() || settings.sweep.contains(&0) || settings.clients == 0 {
+        if settings.sweep.contains(&0) || settings.clients == 0 {
             bail!("--clients and every --in-flight value must be at least 1");
         }
         Ok(settings)
@@ -328,6 +366,18 @@ impl Runner<'_> {
     /// Runs one point `runs` times; `pids` are the server processes.
     fn point(&self, system: &str, backend: &str, spec: &LoadSpec, pids: &[u32]) -> Result<Point> {
         let mode = if spec.rate_ops_per_s.is_some() { "open" } else { "closed" };
+        self.point_in_mode(system, backend, mode, spec, pids)
+    }
+
+    /// [`Runner::point`] with its mode named (`open-rate` for the rate sweep).
+    fn point_in_mode(
+        &self,
+        system: &str,
+        backend: &str,
+        mode: &'static str,
+        spec: &LoadSpec,
+        pids: &[u32],
+    ) -> Result<Point> {
         let label = format!("{system}/{backend} {}×{} {mode}", spec.clients, spec.in_flight);
         let mut runs = Vec::new();
         for run in 0..self.settings.runs {
@@ -342,6 +392,7 @@ impl Runner<'_> {
             in_flight: spec.in_flight,
             rate_ops_per_s: spec.rate_ops_per_s,
             runs,
+            pmem: None,
         };
         self.bar.suspend(|| eprintln!("  {}", row(&point)));
         Ok(point)
@@ -351,7 +402,7 @@ impl Runner<'_> {
 fn row(point: &Point) -> String {
     let rate = point.rate_ops_per_s.map_or(String::new(), |rate| format!(" at {rate:.0}/s"));
     format!(
-        "{:<9} {:<7} {:<6} {:>4} × {:<4} {:>9.0} ops/s  p50 {:>7.0}  p90 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0} µs  cpu {:>5.1} µs/op  errors {}{rate}",
+        "{:<9} {:<7} {:<9} {:>4} × {:<4} {:>9.0} ops/s  p50 {:>7.0}  p90 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0} µs  cpu {:>5.1} µs/op  errors {}{rate}",
         point.system,
         point.backend,
         point.mode,
@@ -409,11 +460,30 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         args.peer_clients.clone()
     };
-    let extra = u64::from(args.half_load);
-    let mut total_runs =
-        (transports.len() * args.backends.len()) as u64 * (settings.sweep.len() as u64 + extra);
+    let peer_rate_clients = args.peer_clients.iter().copied().max().unwrap_or(PEER_RATE_CLIENTS_DEFAULT);
+    // The pmem backend runs once per way of keeping its files (`crate::bench_pmem`).
+    if args.pmem_dir.is_some() && !args.backends.iter().any(|b| b == "pmem") {
+        bail!("--pmem-dir places the pmem backend's files, but --backends does not include pmem");
+    }
+    let pmem_runs = if args.backends.iter().any(|b| b == "pmem") {
+        PmemRun::all(args.pmem_dir.as_deref())?
+    } else {
+        Vec::new()
+    };
+    let mut variants: Vec<(&str, &str, Option<&PmemRun>)> = Vec::new();
+    for backend in &args.backends {
+        match backend.as_str() {
+            "pmem" => variants.extend(pmem_runs.iter().map(|run| ("pmem", run.backend, Some(run)))),
+            other => variants.push((other, other, None)),
+        }
+    }
+    let points_per_system = |sweep: usize| {
+        let half = u64::from(args.half_load && sweep > 0);
+        sweep as u64 + half + settings.rates.len() as u64
+    };
+    let mut total_runs = (transports.len() * variants.len()) as u64 * points_per_system(settings.sweep.len());
     if etcd.is_some() {
-        total_runs += peer_sweep.len() as u64 + extra;
+        total_runs += points_per_system(peer_sweep.len());
     }
     total_runs *= u64::from(settings.runs);
     let bar = ProgressBar::new((total_runs as f64 * settings.run_seconds() * 1000.0) as u64);
@@ -427,22 +497,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "bench: {} clients × in-flight {:?}, {} B puts, {}% reads, {} s measured after {} s warm-up, {} run(s) per point",
         settings.clients, settings.sweep, settings.payload_bytes, settings.read_percent, settings.duration, settings.warmup, settings.runs
     );
+    if !settings.rates.is_empty() {
+        eprintln!(
+            "bench: open loop at {:?} ops/s offered, {} clients × {} lanes (etcd: {peer_rate_clients} clients)",
+            settings.rates, settings.clients, settings.rate_in_flight
+        );
+    }
     let mut points = Vec::new();
     let mut binaries = Some(binaries);
-    for (transport, backend) in transports.iter().flat_map(|t| args.backends.iter().map(move |b| (*t, b))) {
+    for (transport, (log, backend, pmem)) in
+        transports.iter().flat_map(|t| variants.iter().map(move |variant| (*t, *variant)))
+    {
         let Some(built) = binaries.take() else {
             unreachable!("binaries are handed back after each backend")
         };
-        let mut cluster = Cluster::create_named(built, backend, "rsl-kv-bench")?;
-        if backend == "pmem" {
-            // The persistent-memory log is a fixed-size area that only a checkpoint lets
-            // the ring truncate: at these rates 10,000 slots of full batches outgrow the
-            // default 64 MiB before the next checkpoint, so give it room and checkpoint
-            // more often.
-            cluster.server_args =
-                ["--pmem-capacity-bytes", PMEM_CAPACITY_BYTES, "--checkpoint-interval-slots", "1000"]
-                    .map(String::from)
-                    .to_vec();
+        let mut cluster = Cluster::create_named(built, log, "rsl-kv-bench")?;
+        if let Some(pmem) = pmem {
+            cluster.server_args = pmem.server_args.clone();
         }
         let system = match transport {
             "grpc" => runner.system().to_owned(),
@@ -458,14 +529,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             });
         }
         cluster.stop_all();
+        let described = pmem.map(|pmem| pmem.describe(&cluster.root.join("node-1.log"), &cluster.root));
         binaries = Some(take_binaries(cluster));
-        points.extend(result?);
+        let mut result = result?;
+        if let Some(described) = described {
+            bar.suspend(|| eprintln!("  {backend}: {described}"));
+            result.iter_mut().for_each(|point| point.pmem = Some(described.clone()));
+        }
+        points.extend(result);
     }
     if let Some(etcd) = &etcd {
-        points.extend(bench_etcd(etcd, &runner, &peer_sweep, args.half_load)?);
+        points.extend(bench_etcd(etcd, &runner, &peer_sweep, peer_rate_clients, args.half_load)?);
     }
     bar.finish_and_clear();
 
+    let runs: Vec<Value> =
+        points.iter().map(|p| p.to_json(settings.payload_bytes, settings.read_percent)).collect();
+    let curves = bench_rates::curves(&runs);
     let report = json!({
         "conditions": {
             "machine": machine_description(),
@@ -483,10 +563,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "connections": settings.connections,
             "protocol": args.protocol,
             "quick": args.quick,
+            "rate_lanes": {"clients": settings.clients, "in_flight": settings.rate_in_flight, "etcd_clients": peer_rate_clients},
         },
-        "runs": points.iter().map(|p| p.to_json(settings.payload_bytes, settings.read_percent)).collect::<Vec<_>>(),
+        "runs": runs,
+        "curves": bench_rates::curves_json(&curves),
     });
     print_summary(&points);
+    bench_rates::print_curves(&curves);
     if let Some(etcd_points) = etcd.as_ref().map(|_| &points) {
         print_peer_ratio(etcd_points);
     }
@@ -502,7 +585,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         eprintln!("bench: saved the baseline {}", baseline_path.display());
     }
     if let Some(path) = &args.plot {
-        plot(&points, path, &settings)?;
+        plot(&points, &curves, path, &settings)?;
         eprintln!("bench: drew {}", path.display());
     }
     eprintln!("bench: finished in {}", demo::seconds(started.elapsed()));
@@ -543,15 +626,42 @@ fn bench_backend(
         };
         points.push(runner.point(system, backend, &spec, &pids)?);
     }
-    if half_load {
-        let protocol = if runner.unary { "unary" } else { "stream" };
+    let protocol = if runner.unary { "unary" } else { "stream" };
+    if half_load && !points.is_empty() {
         points.push(half_load_point(runner, system, backend, protocol, &servers, &points, &pids)?);
     }
+    let lanes = (settings.clients, settings.rate_in_flight);
+    points.extend(rate_points(runner, system, backend, protocol, &servers, lanes, &pids)?);
     // Every replica must still agree after the load (a benchmark of a broken ring is void).
     cluster.wait_for(SETTLE_TIMEOUT, "all replicas to apply every chosen slot", |statuses| {
         let primary = demo::primary_of(statuses)?;
         (statuses.len() == 3 && statuses.iter().all(|s| s.applied == primary.chosen)).then_some(())
     })?;
+    Ok(points)
+}
+
+/// The open-loop points at the offered loads of `--rates`, with `lanes` (clients, in
+/// flight per client).
+fn rate_points(
+    runner: &Runner<'_>,
+    system: &str,
+    backend: &str,
+    protocol: &'static str,
+    servers: &str,
+    lanes: (u32, u32),
+    pids: &[u32],
+) -> Result<Vec<Point>> {
+    let mut points = Vec::new();
+    for &rate in &runner.settings.rates {
+        let spec = LoadSpec {
+            protocol,
+            servers: servers.to_owned(),
+            clients: lanes.0,
+            in_flight: lanes.1,
+            rate_ops_per_s: Some(rate),
+        };
+        points.push(runner.point_in_mode(system, backend, RATE_MODE, &spec, pids)?);
+    }
     Ok(points)
 }
 
@@ -722,7 +832,13 @@ impl Drop for EtcdCluster {
     }
 }
 
-fn bench_etcd(etcd: &Path, runner: &Runner<'_>, sweep: &[u32], half_load: bool) -> Result<Vec<Point>> {
+fn bench_etcd(
+    etcd: &Path,
+    runner: &Runner<'_>,
+    sweep: &[u32],
+    rate_clients: u32,
+    half_load: bool,
+) -> Result<Vec<Point>> {
     let cluster = EtcdCluster::start(etcd)?;
     let servers = cluster.client_addresses.join(",");
     let pids: Vec<u32> = cluster.children.iter().map(Child::id).collect();
@@ -737,9 +853,10 @@ fn bench_etcd(etcd: &Path, runner: &Runner<'_>, sweep: &[u32], half_load: bool) 
         };
         points.push(runner.point("etcd", "etcd", &spec, &pids)?);
     }
-    if half_load {
+    if half_load && !points.is_empty() {
         points.push(half_load_point(runner, "etcd", "etcd", "etcd", &servers, &points, &pids)?);
     }
+    points.extend(rate_points(runner, "etcd", "etcd", "etcd", &servers, (rate_clients, 1), &pids)?);
     drop(cluster);
     Ok(points)
 }
@@ -832,10 +949,15 @@ fn print_peer_ratio(points: &[Point]) {
     }
 }
 
-/// The key a point is matched on across runs of the benchmark.
+/// The key a point is matched on across runs of the benchmark (a rate-sweep point also by
+/// its offered load; the half-load point's rate follows the best point, so not by it).
 fn key_of(run: &Value) -> String {
+    let rate = match run["rate_ops_per_s"].as_f64() {
+        Some(rate) if run["mode"] == RATE_MODE => format!(" @{rate:.0}/s"),
+        _ => String::new(),
+    };
     format!(
-        "{}/{} {} {}B r{}% {}×{}",
+        "{}/{} {} {}B r{}% {}×{}{rate}",
         run["system"].as_str().unwrap_or("?"),
         run["backend"].as_str().unwrap_or("?"),
         run["mode"].as_str().unwrap_or("?"),
@@ -893,10 +1015,42 @@ pub(crate) fn compare_with_baseline(report: &Value, path: &Path, explicit: bool)
 }
 
 /// Draws p99 latency against throughput, one curve per system and backend (closed-loop
-/// sweep points, in order of concurrency), as SVG.
-fn plot(points: &[Point], path: &Path, settings: &Settings) -> Result<()> {
-    use plotters::prelude::*;
+/// sweep points, in order of concurrency), and beside it the open-loop rate sweep's
+/// curves (`crate::bench_rates`), as SVG; a panel without points is left out.
+fn plot(points: &[Point], curves: &[bench_rates::Curve], path: &Path, settings: &Settings) -> Result<()> {
+    let draw = |error: &dyn std::fmt::Display| anyhow!("drawing {}: {error}", path.display());
+    let closed = points.iter().any(|p| p.mode == "closed");
+    let width = if closed && !curves.is_empty() { 1600 } else { 900 };
+    let root = SVGBackend::new(path, (width, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let (left, right) = if closed && !curves.is_empty() {
+        let (left, right) = root.split_horizontally(800);
+        (Some(left), Some(right))
+    } else if closed {
+        (Some(root.clone()), None)
+    } else {
+        (None, Some(root.clone()))
+    };
+    if let Some(area) = left {
+        plot_sweep(points, &area, settings)?;
+    }
+    if let Some(area) = right {
+        let caption = format!(
+            "open loop at fixed offered loads, {} B puts: p50 (thin) and p99 (thick)",
+            settings.payload_bytes
+        );
+        bench_rates::draw_curves(&area, curves, &caption)?;
+    }
+    root.present().map_err(|e| draw(&e))?;
+    Ok(())
+}
 
+/// The closed-loop sweep's panel: p99 latency against throughput.
+fn plot_sweep<DB: DrawingBackend>(
+    points: &[Point],
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    settings: &Settings,
+) -> Result<()> {
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for point in points.iter().filter(|p| p.mode == "closed") {
         let name = format!("{}/{}", point.system, point.backend);
@@ -908,14 +1062,12 @@ fn plot(points: &[Point], path: &Path, settings: &Settings) -> Result<()> {
     }
     let x_max = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.0)).fold(1.0, f64::max) * 1.1;
     let y_max = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.1)).fold(0.1, f64::max) * 1.1;
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    let draw = |error: &dyn std::fmt::Display| anyhow!("drawing {}: {error}", path.display());
-    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let draw = |error: &dyn std::fmt::Display| anyhow!("drawing the sweep: {error}");
     let caption = format!(
         "3 replicas on 127.0.0.1, {} B puts, {}% reads: p99 latency vs throughput (sweep of concurrency)",
         settings.payload_bytes, settings.read_percent
     );
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 16))
         .margin(16)
         .x_label_area_size(44)
@@ -929,25 +1081,9 @@ fn plot(points: &[Point], path: &Path, settings: &Settings) -> Result<()> {
         .draw()
         .map_err(|e| draw(&e))?;
     for (index, (name, values)) in series.iter().enumerate() {
-        let color = Palette99::pick(index).to_rgba();
-        chart
-            .draw_series(LineSeries::new(values.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| draw(&e))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart
-            .draw_series(values.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))
-            .map_err(|e| draw(&e))?;
+        bench_rates::draw_line(&mut chart, name.clone(), values, Palette99::pick(index).to_rgba(), 2)?;
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| draw(&e))?;
-    root.present().map_err(|e| draw(&e))?;
-    Ok(())
+    bench_rates::draw_legend(&mut chart)
 }
 
 #[cfg(test)]
@@ -962,6 +1098,7 @@ mod tests {
             clients: 4,
             in_flight: 8,
             rate_ops_per_s: None,
+            pmem: None,
             runs: ops
                 .iter()
                 .zip(p99)
@@ -984,36 +1121,66 @@ mod tests {
         assert_eq!(json["payload_bytes"], 64);
     }
 
+    /// `cargo xtask bench` with these arguments, parsed as the command line is.
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        <Command as clap::Parser>::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .map(|command| command.bench)
+    }
+
     #[test]
     fn quick_settings_are_short() {
-        let args = BenchArgs {
-            quick: true,
-            backends: vec!["file".into()],
-            clients: 16,
-            in_flight: vec![1, 4, 16],
-            payload_bytes: 64,
-            read_percent: 0,
-            duration: 5.0,
-            warmup: 1.0,
-            runs: 3,
-            protocol: "stream".into(),
-            connections: 4,
-            half_load: true,
-            peer: None,
-            transport: None,
-            peer_clients: Vec::new(),
-            requests: 200_000,
-            peer_args: Vec::new(),
-            json: None,
-            plot: None,
-            baseline: None,
-            save_baseline: false,
-        };
+        let args = parse(&["--quick", "--backends", "file", "--in-flight", "1,4,16"]).unwrap();
         let settings = Settings::from(&args).unwrap();
         assert_eq!((settings.runs, settings.sweep.len()), (1, 2));
         assert!(settings.run_seconds() <= 3.0);
         let bad = BenchArgs { quick: false, in_flight: vec![0], ..args };
         assert!(Settings::from(&bad).is_err());
+    }
+
+    #[test]
+    fn rates_replace_the_default_sweep_unless_it_is_given() {
+        let plain = Settings::from(&parse(&[]).unwrap()).unwrap();
+        assert_eq!((plain.sweep, plain.rates.len()), (SWEEP_DEFAULT.to_vec(), 0));
+        let args = parse(&["--rates", "20000,1000,5k,10000", "--peer", "etcd"]).unwrap();
+        let settings = Settings::from(&args).unwrap();
+        assert!(settings.sweep.is_empty(), "--rates alone runs no closed-loop sweep");
+        assert_eq!(settings.rates, [1000.0, 5000.0, 10000.0, 20000.0]);
+        assert_eq!((settings.clients, settings.rate_in_flight), (16, RATE_IN_FLIGHT_DEFAULT));
+        let both = Settings::from(&parse(&["--rates", "1000", "--in-flight", "4,64"]).unwrap()).unwrap();
+        assert_eq!((both.sweep, both.rate_in_flight), (vec![4, 64], 64));
+        let quick = Settings::from(&parse(&["--rates", "1000", "--quick"]).unwrap()).unwrap();
+        assert!(quick.sweep.is_empty() && quick.rates == [1000.0] && quick.runs == 1);
+        for bad in [&["--rates", "fast"][..], &["--rates", "0"], &["--rates", "1000,,2000"]] {
+            let error = parse(bad).unwrap_err().to_string();
+            assert!(error.contains("--rates"), "{bad:?}: {error}");
+        }
+        let args = parse(&["--backends", "pmem", "--pmem-dir", "/dev/shm"]).unwrap();
+        assert_eq!(args.pmem_dir.as_deref(), Some(Path::new("/dev/shm")));
+    }
+
+    #[test]
+    fn rate_points_carry_their_offered_load_into_the_json_and_the_key() {
+        let mut p = point("rsl", &[9900.0, 9950.0, 10010.0], &[2100.0, 2500.0, 2300.0]);
+        p.mode = RATE_MODE;
+        p.rate_ops_per_s = Some(10_000.0);
+        p.pmem = Some(json!({"requested": "cache-lines", "flush": "CacheLines(Clwb)"}));
+        let json = p.to_json(64, 0);
+        assert_eq!(
+            (json["mode"].as_str(), json["rate_ops_per_s"].as_f64()),
+            (Some(RATE_MODE), Some(10_000.0))
+        );
+        assert_eq!((json["ops_per_sec"].as_f64(), json["p99_us"].as_f64()), (Some(9950.0), Some(2300.0)));
+        assert_eq!(json["pmem"]["flush"], "CacheLines(Clwb)");
+        let mut other = p.clone();
+        other.rate_ops_per_s = Some(20_000.0);
+        assert_ne!(key_of(&json), key_of(&other.to_json(64, 0)), "rate points are told apart by rate");
+        let curves = bench_rates::curves(&[json]);
+        assert_eq!(curves[0].points[0].offered_ops_per_s, 10_000.0);
     }
 
     #[test]
@@ -1028,21 +1195,33 @@ mod tests {
     fn the_plot_is_an_svg_with_every_series() {
         let dir = std::env::temp_dir().join(format!("xtask-plot-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
+        let settings = Settings::from(&parse(&["--in-flight", "1"]).unwrap()).unwrap();
+        let closed = [point("rsl", &[1000.0], &[900.0]), point("etcd", &[500.0], &[1500.0])];
         let path = dir.join("plot.svg");
-        let settings = Settings {
-            duration: 1.0,
-            warmup: 0.0,
-            runs: 1,
-            payload_bytes: 64,
-            read_percent: 0,
-            connections: 1,
-            sweep: vec![1],
-            clients: 1,
-        };
-        plot(&[point("rsl", &[1000.0], &[900.0]), point("etcd", &[500.0], &[1500.0])], &path, &settings)
-            .unwrap();
+        plot(&closed, &[], &path, &settings).unwrap();
         let svg = fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("rsl/file") && svg.contains("etcd/file"), "{svg}");
+        assert!(!svg.contains("p50"), "no rate panel without rate points");
+        let mut rated = Vec::new();
+        for (system, rate, p99) in
+            [("rsl", 1000.0, 1500.0), ("rsl", 5000.0, 2500.0), ("etcd", 1000.0, 9000.0)]
+        {
+            let mut p = point(system, &[rate], &[p99]);
+            (p.mode, p.rate_ops_per_s) = (RATE_MODE, Some(rate));
+            rated.push(p.to_json(64, 0));
+        }
+        let curves = bench_rates::curves(&rated);
+        plot(&closed, &curves, &path, &settings).unwrap();
+        let svg = fs::read_to_string(&path).unwrap();
+        for label in ["rsl/file p50", "rsl/file p99", "etcd/file p99", "open loop at fixed offered loads"] {
+            assert!(svg.contains(label), "{label} missing");
+        }
+        plot(&[], &curves, &path, &settings).unwrap();
+        let svg = fs::read_to_string(&path).unwrap();
+        assert!(
+            svg.contains("rsl/file p99") && !svg.contains("sweep of concurrency"),
+            "the rate panel alone"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 }

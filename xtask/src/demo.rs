@@ -14,7 +14,7 @@
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -56,9 +56,24 @@ pub struct DemoArgs {
 struct Cleanup {
     pids: Vec<u32>,
     dir: Option<PathBuf>,
+    /// More directories to remove (the benchmark's persistent-memory files elsewhere).
+    more_dirs: Vec<PathBuf>,
 }
 
-static CLEANUP: Mutex<Cleanup> = Mutex::new(Cleanup { pids: Vec::new(), dir: None });
+static CLEANUP: Mutex<Cleanup> = Mutex::new(Cleanup { pids: Vec::new(), dir: None, more_dirs: Vec::new() });
+
+/// Removes `dir` on Ctrl-C too, until [`unregister_dir`].
+pub(crate) fn register_dir(dir: &Path) {
+    if let Ok(mut cleanup) = CLEANUP.lock() {
+        cleanup.more_dirs.push(dir.to_owned());
+    }
+}
+
+pub(crate) fn unregister_dir(dir: &Path) {
+    if let Ok(mut cleanup) = CLEANUP.lock() {
+        cleanup.more_dirs.retain(|d| d != dir);
+    }
+}
 
 pub(crate) fn register_pid(pid: u32) {
     if let Ok(mut cleanup) = CLEANUP.lock() {
@@ -94,7 +109,7 @@ pub(crate) fn install_interrupt_handler() -> Result<()> {
         for &pid in &cleanup.pids {
             signal(pid, libc::SIGKILL);
         }
-        if let Some(dir) = cleanup.dir.take() {
+        for dir in cleanup.dir.take().into_iter().chain(cleanup.more_dirs.drain(..)) {
             let _ = fs::remove_dir_all(dir);
         }
         std::process::exit(130);

@@ -6,6 +6,8 @@
 
 mod bench;
 mod bench_openraft;
+mod bench_pmem;
+mod bench_rates;
 mod build;
 mod check_history;
 mod ci;

@@ -107,8 +107,15 @@ fn run_rsl(args: &Args, clients: u32, per_client: u64) -> Result<Figures> {
         (runtime("rsl-member", args.server_workers)?, runtime("client", args.client_workers)?);
     let cluster = servers.block_on(rsl_side::Cluster::start())?;
     let result = servers.block_on(cluster.primary()).and_then(|primary| {
+        let before = servers.block_on(primary.slots_chosen());
         let figures = closed_loop(&client_runtime, &primary, clients, per_client)?;
         servers.block_on(cluster.applied_everywhere())?;
+        let slots = servers.block_on(primary.slots_chosen()) - before;
+        eprintln!(
+            "  rsl        {clients:>5} tasks: {} requests in {slots} slots ({:.1} per slot)",
+            figures.requests,
+            figures.requests as f64 / slots.max(1) as f64
+        );
         Ok(figures)
     });
     servers.block_on(cluster.shutdown());

@@ -59,6 +59,13 @@ impl Leader for Primary {
     }
 }
 
+impl Primary {
+    /// Slots this primary has learnt chosen, to tell how many requests shared a slot.
+    pub async fn slots_chosen(&self) -> u64 {
+        self.0.statistics().await.map_or(0, |statistics| statistics.core.slots_chosen)
+    }
+}
+
 impl Cluster {
     /// Starts three rings (nodes 1, 2, 3) on the calling tokio runtime and waits until one
     /// of them is primary.

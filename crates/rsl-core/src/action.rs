@@ -1,7 +1,7 @@
 //! What a replica asks its caller to do, and the errors of its inputs.
 
 use crate::message::Message;
-use crate::types::{Ballot, Configuration, NodeId, Proposal, RequestId, Slot, Value};
+use crate::types::{Ballot, Configuration, NodeId, Proposal, ReadId, RequestId, Slot, Value};
 
 /// The role a replica plays in its ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -113,6 +113,22 @@ pub enum Action {
         /// The primary, if known.
         primary: Option<NodeId>,
     },
+    /// A read-index read ([`crate::Replica::handle_read_index`]) may be served: once the
+    /// state machine has applied every slot up to `index`, a read against it is
+    /// linearizable.
+    ReadIndexReady {
+        /// The read.
+        id: ReadId,
+        /// The slot the state machine must have applied first.
+        index: Slot,
+    },
+    /// A read-index read cannot be served; it read nothing, and may be retried.
+    ReadIndexFailed {
+        /// The read.
+        id: ReadId,
+        /// Why.
+        error: ReadError,
+    },
     /// Queued requests that were never given a slot: this replica stopped being primary.
     /// They certainly did not take effect; the client may retry at `primary`.
     RequestsDropped {
@@ -199,16 +215,52 @@ pub enum ChangeError {
         /// What is wrong.
         reason: String,
     },
+    /// The change makes a learner a voter, but the learner is too far behind: promote it
+    /// once it caught up (nothing was proposed).
+    #[error(
+        "learner {node} holds the log up to slot {holds}, {} slots behind the primary's chosen slot {chosen}; \
+         promoting it needs it within learner_promotion_lag_slots_max = {lag_slots_max}",
+        chosen.0.saturating_sub(holds.0)
+    )]
+    LearnerBehind {
+        /// The learner.
+        node: NodeId,
+        /// Every slot up to here it holds, as far as the primary knows (0: nothing known).
+        holds: Slot,
+        /// The primary's chosen slot.
+        chosen: Slot,
+        /// The bound (`Config::learner_promotion_lag_slots_max`).
+        lag_slots_max: u64,
+    },
 }
 
-/// Why a lease read cannot be served here now.
+/// Why a linearizable read (a lease read, or a read-index read) cannot be served here now.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
-    /// Only the primary serves lease reads.
+    /// Only the primary serves lease reads and confirms read indexes; a secondary asks the
+    /// primary it follows, and has none to ask (`hint` is `None`), or that primary
+    /// answered it is not primary any more.
     #[error("not primary; primary is {hint:?}")]
     NotPrimary {
         /// The primary, if known.
         hint: Option<NodeId>,
+    },
+    /// Too many read-index reads wait for a confirmation already.
+    #[error("{pending} read-index reads pending, maximum {max}")]
+    Busy {
+        /// Reads pending (here, or at the primary when it refused).
+        pending: u64,
+        /// `Config::read_index_pending_max`.
+        max: u64,
+    },
+    /// The primary asked for a read index did not answer in time (it may have crashed, or
+    /// a partition may cut it off): nothing was read.
+    #[error("no read index from primary {primary} within {after_ms} ms")]
+    NoAnswer {
+        /// The primary asked.
+        primary: NodeId,
+        /// How long the secondary waited.
+        after_ms: u64,
     },
     /// The primary has not heard from a quorum recently enough to be sure it still is.
     #[error("primary lease expired")]
@@ -385,6 +437,8 @@ pub struct Statistics {
     pub checkpoints_copied: u64,
     /// Accepts refused (below the promise, or conflicting with a durable accept).
     pub accepts_refused: u64,
+    /// Read-index rounds a quorum confirmed (each answers every read that shared it).
+    pub read_index_rounds_confirmed: u64,
     /// Configurations entered (learned chosen, or adopted from a newer replica).
     pub configurations_entered: u64,
     /// Configuration changes proposed as primary.

@@ -17,7 +17,7 @@ pub const REQUEST_BYTES_MAX: u64 = 256 << 20;
 pub const LARGE_BYTES_IN_FLIGHT_MAX: u64 = 1 << 30;
 /// The hard ceiling on `fetch_window`: fetches a lagging replica keeps outstanding.
 pub const FETCH_WINDOW_MAX: u64 = 64;
-/// The hard ceiling on members of a configuration.
+/// The hard ceiling on the nodes of a configuration, voters and learners together.
 pub const MEMBERS_MAX: usize = 64;
 /// Due checkpoints in a row at which no secondary had a newer checkpoint for a primary to
 /// copy (it asks again every `checkpoint_retry_ms` in between) before it saves one itself.
@@ -75,6 +75,10 @@ pub struct Config {
     pub batch_linger_us: u64,
     /// Requests the primary queues waiting for a slot before it refuses with `Busy`.
     pub proposal_queue_max: u64,
+    /// Read-index reads waiting for a confirmation at once: at the primary (its own and
+    /// those secondaries forwarded), and at a secondary (forwarded, not yet answered).
+    /// More are refused with [`crate::ReadError::Busy`].
+    pub read_index_pending_max: u64,
     /// Take a checkpoint every this many applied slots (0: never). The replicas' slots are
     /// staggered: each saves at its own offset within the interval, so they do not all save
     /// at the same slot.
@@ -113,6 +117,11 @@ pub struct Config {
     /// chosen values must catch up first; the other half is room for the unchosen tail, at
     /// most `pipeline_depth` batches. Keep it below the transport's frame limit.
     pub message_bytes_max: u64,
+    /// A configuration change that makes a learner a voter is refused
+    /// ([`crate::ChangeError::LearnerBehind`]) while the primary knows the learner to hold
+    /// the log less far than this many slots behind the primary's chosen slot: a voter that
+    /// joins far behind slows every quorum it is needed in until it caught up.
+    pub learner_promotion_lag_slots_max: u64,
     /// Seed of the replica's deterministic election-delay generator. Give each replica of
     /// a ring a different seed (the runtime mixes the node id in).
     pub seed: u64,
@@ -140,6 +149,7 @@ impl Config {
             large_bytes_in_flight_max: 128 << 20,
             batch_linger_us: 0,
             proposal_queue_max: 200_000,
+            read_index_pending_max: 100_000,
             checkpoint_interval_slots: 10_000,
             checkpoint_interval_bytes: 128 << 20,
             checkpoint_interval_ms: 0,
@@ -150,6 +160,7 @@ impl Config {
             fetch_window: 4,
             promise_slots_max: 4096,
             message_bytes_max: 3 << 20,
+            learner_promotion_lag_slots_max: 1_000,
             seed: node.0,
             #[cfg(feature = "mutations")]
             mutation: None,
@@ -204,6 +215,7 @@ impl Config {
             ("batch_requests_max", u64::from(self.batch_requests_max), u64::from(BATCH_REQUESTS_MAX)),
             ("batch_bytes_max", self.batch_bytes_max, BATCH_BYTES_MAX),
             ("proposal_queue_max", self.proposal_queue_max, u64::MAX),
+            ("read_index_pending_max", self.read_index_pending_max, u64::MAX),
             ("fetch_slots_max", self.fetch_slots_max, u64::MAX),
             ("fetch_window", self.fetch_window, FETCH_WINDOW_MAX),
             ("request_bytes_max", self.request_bytes_max, REQUEST_BYTES_MAX),
@@ -349,6 +361,7 @@ mod tests {
             ("batch_requests_max", Box::new(|c| c.batch_requests_max = 0)),
             ("batch_bytes_max", Box::new(|c| c.batch_bytes_max = 0)),
             ("proposal_queue_max", Box::new(|c| c.proposal_queue_max = 0)),
+            ("read_index_pending_max", Box::new(|c| c.read_index_pending_max = 0)),
             ("fetch_slots_max", Box::new(|c| c.fetch_slots_max = 0)),
             ("fetch_window", Box::new(|c| c.fetch_window = 0)),
             ("fetch_window", Box::new(|c| c.fetch_window = FETCH_WINDOW_MAX + 1)),

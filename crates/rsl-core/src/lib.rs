@@ -63,14 +63,14 @@ pub use config::{
     Config, ConfigError, BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, CHECKPOINT_COPY_ROUNDS_MAX, FETCH_WINDOW_MAX,
     LARGE_BYTES_IN_FLIGHT_MAX, MEMBERS_MAX, PIPELINE_DEPTH_MAX, REQUEST_BYTES_MAX,
 };
-pub use message::{Message, MessageBody, RejectReason};
+pub use message::{Message, MessageBody, ReadIndexRefusal, RejectReason};
 pub use replica::{
-    DurableState, HealthReport, MemberHealth, Mutation, Promotion, PromotionError, Replica, ReseedError,
-    Timer, Timing,
+    DurableState, HealthReport, MemberHealth, MembershipChange, Mutation, Promotion, PromotionError, Replica,
+    ReseedError, Timer, Timing,
 };
 pub use rng::{mix64, SplitMix64};
 pub use time::{Micros, Time};
 pub use types::{
-    Ballot, Configuration, NodeId, Proposal, Request, RequestId, RingId, Slot, Value,
-    CONFIGURATION_NUMBER_MAX, CONFIGURATION_ROUND_BITS, REQUEST_OVERHEAD_BYTES,
+    Ballot, Configuration, MemberAddress, NodeId, Proposal, ReadId, Request, RequestId, RingId, Slot, Value,
+    ADDRESS_BYTES_MAX, CONFIGURATION_NUMBER_MAX, CONFIGURATION_ROUND_BITS, REQUEST_OVERHEAD_BYTES,
 };

@@ -3,7 +3,7 @@
 //! rings over one connection and a receiver can reject strangers.
 
 use crate::time::Time;
-use crate::types::{Ballot, NodeId, Proposal, RingId, Slot, Value};
+use crate::types::{Ballot, NodeId, Proposal, ReadId, RingId, Slot, Value};
 
 /// A protocol message and its envelope.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,6 +153,41 @@ pub enum MessageBody {
         /// The ballot of the primary asked.
         ballot: Ballot,
     },
+    /// A secondary asks the primary it follows for a read index (a linearizable read
+    /// served on the secondary; PROTOCOL.md, "Read index").
+    ReadIndexRequest {
+        /// The secondary's name for the read, echoed in the answer.
+        id: ReadId,
+    },
+    /// The primary of `ballot` confirmed its primacy with a quorum after the request
+    /// arrived: a read served once `index` is applied is linearizable.
+    ReadIndexReply {
+        /// The request's id.
+        id: ReadId,
+        /// The confirming primary's ballot.
+        ballot: Ballot,
+        /// Every slot up to here was chosen when primacy was confirmed.
+        index: Slot,
+    },
+    /// The replica asked cannot give a read index.
+    ReadIndexRefused {
+        /// The request's id.
+        id: ReadId,
+        /// Why.
+        reason: ReadIndexRefusal,
+    },
+}
+
+/// Why a primary refused a [`MessageBody::ReadIndexRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadIndexRefusal {
+    /// It is not the primary (or is handing over); the primary it knows of, if any.
+    NotPrimary {
+        /// The primary, if known.
+        hint: Option<NodeId>,
+    },
+    /// Too many read-index reads wait at the primary (`Config::read_index_pending_max`).
+    Busy,
 }
 
 impl MessageBody {
@@ -175,6 +210,9 @@ impl MessageBody {
             MessageBody::FetchTruncated { .. } => "fetch_truncated",
             MessageBody::TimeoutNow { .. } => "timeout_now",
             MessageBody::PromotionRequest { .. } => "promotion_request",
+            MessageBody::ReadIndexRequest { .. } => "read_index_request",
+            MessageBody::ReadIndexReply { .. } => "read_index_reply",
+            MessageBody::ReadIndexRefused { .. } => "read_index_refused",
         }
     }
 }

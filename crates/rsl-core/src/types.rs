@@ -88,6 +88,18 @@ pub struct RequestId {
     pub sequence: u64,
 }
 
+/// Names a read-index read for the caller that asked for it (and, forwarded from a
+/// secondary, for the primary that confirms it); chosen by the caller, unique among its
+/// reads in flight. See [`crate::Replica::handle_read_index`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReadId(pub u64);
+
+impl fmt::Display for ReadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "read {}", self.0)
+    }
+}
+
 /// One client request: opaque bytes the state machine interprets.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Request {
@@ -107,26 +119,79 @@ impl Request {
 /// Per-request framing overhead counted against `batch_bytes_max` (id + length).
 pub const REQUEST_OVERHEAD_BYTES: u64 = 24;
 
+/// Where a member of a ring is reached: its replica endpoint (the replica transport) and
+/// its client endpoint (a service's API), as the operator gave them. Carried in the
+/// configuration so a node that knows one contact learns every member's address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MemberAddress {
+    /// The member.
+    pub node: NodeId,
+    /// Its replica endpoint (for example `http://10.0.0.1:7001`).
+    pub replica: String,
+    /// Its client endpoint; empty when the ring serves no clients of its own.
+    pub client: String,
+}
+
+/// The longest address a configuration carries, in bytes.
+pub const ADDRESS_BYTES_MAX: usize = 256;
+
 /// A membership of the ring and the first slot it governs.
+///
+/// `members` vote: they form every quorum (phase 1, phase 2, the lease) and may become
+/// primary. `learners` follow the log (the primary sends them its accepts and heartbeats,
+/// they apply what is chosen and may serve fast reads) without counting in any quorum or
+/// campaigning. `addresses` say where each of them is reached, when known.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Configuration {
     /// Configuration number; increases by one per change.
     pub number: u64,
     /// Voting members, sorted and de-duplicated.
     pub members: Vec<NodeId>,
+    /// Non-voting members (learners), sorted, de-duplicated, none of them a voter.
+    pub learners: Vec<NodeId>,
+    /// The addresses of members and learners, sorted by node, at most one per node, only
+    /// for nodes of this configuration. A node may have none (addresses given out of band).
+    pub addresses: Vec<MemberAddress>,
     /// The first slot decided under this configuration.
     pub first_slot: Slot,
 }
 
 impl Configuration {
-    /// Builds a configuration, sorting and de-duplicating `members`.
+    /// Builds a configuration of voters only, without addresses, sorting and
+    /// de-duplicating `members`.
     pub fn new(number: u64, mut members: Vec<NodeId>, first_slot: Slot) -> Configuration {
         members.sort_unstable();
         members.dedup();
-        Configuration { number, members, first_slot }
+        Configuration { number, members, learners: Vec::new(), addresses: Vec::new(), first_slot }
     }
 
-    /// Number of acceptors that form a majority.
+    /// The same configuration with `learners` (sorted and de-duplicated; voters among them
+    /// are dropped: a node is a voter or a learner, never both).
+    #[must_use]
+    pub fn with_learners(mut self, mut learners: Vec<NodeId>) -> Configuration {
+        learners.sort_unstable();
+        learners.dedup();
+        learners.retain(|node| !self.contains(*node));
+        self.learners = learners;
+        self
+    }
+
+    /// The same configuration with `addresses` (sorted by node; for a node named twice the
+    /// last wins; addresses of nodes outside the configuration are dropped).
+    #[must_use]
+    pub fn with_addresses(mut self, addresses: Vec<MemberAddress>) -> Configuration {
+        let mut kept: Vec<MemberAddress> = Vec::with_capacity(addresses.len());
+        for address in addresses.into_iter().rev() {
+            if self.includes(address.node) && !kept.iter().any(|a| a.node == address.node) {
+                kept.push(address);
+            }
+        }
+        kept.sort_unstable_by_key(|a| a.node);
+        self.addresses = kept;
+        self
+    }
+
+    /// Number of acceptors that form a majority. Learners never count.
     pub fn quorum(&self) -> usize {
         crate::quorum::majority(self.members.len())
     }
@@ -136,11 +201,40 @@ impl Configuration {
         self.members.binary_search(&node).is_ok()
     }
 
+    /// Whether `node` is a learner (follows without voting) in this configuration.
+    pub fn is_learner(&self, node: NodeId) -> bool {
+        self.learners.binary_search(&node).is_ok()
+    }
+
+    /// Whether `node` is in this configuration at all: a voter or a learner.
+    pub fn includes(&self, node: NodeId) -> bool {
+        self.contains(node) || self.is_learner(node)
+    }
+
+    /// Voters then learners: the nodes a primary replicates to, in progress order.
+    pub fn followers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members.iter().chain(&self.learners).copied()
+    }
+
+    /// The address of `node`, if this configuration carries one.
+    pub fn address(&self, node: NodeId) -> Option<&MemberAddress> {
+        self.addresses.binary_search_by_key(&node, |a| a.node).ok().map(|index| &self.addresses[index])
+    }
+
     /// Every ballot of this configuration has a round above this floor, and every ballot of
     /// an earlier configuration a round at or below it: a later configuration's ballots
     /// outrank every ballot of an earlier one (see PROTOCOL.md, "Reconfiguration").
     pub fn round_floor(&self) -> u64 {
         self.number.saturating_sub(1) << CONFIGURATION_ROUND_BITS
+    }
+}
+
+impl Configuration {
+    /// Bytes counted against message and batch limits.
+    pub fn size_bytes(&self) -> u64 {
+        let addresses: u64 =
+            self.addresses.iter().map(|a| 16 + (a.replica.len() + a.client.len()) as u64).sum();
+        24 + 8 * (self.members.len() + self.learners.len()) as u64 + addresses
     }
 }
 
@@ -171,7 +265,7 @@ impl Value {
         match self {
             Value::Noop => 1,
             Value::Batch(requests) => 8 + requests.iter().map(Request::size_bytes).sum::<u64>(),
-            Value::Configuration(configuration) => 24 + 8 * configuration.members.len() as u64,
+            Value::Configuration(configuration) => configuration.size_bytes(),
             Value::Last(request) => 8 + request.size_bytes(),
         }
     }

@@ -11,6 +11,7 @@ use crate::connection::{self, ClientSecurity, KvChannel};
 use crate::proto as pb;
 use crate::proto::kv_client::KvClient;
 use crate::{PRIMARY_ADDRESS_METADATA, PRIMARY_NODE_METADATA, RING_CLOSED_METADATA};
+use rsl::ReadConsistency;
 
 /// How a [`Client`] times and bounds its attempts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +144,7 @@ pub struct Client {
 enum Target {
     /// Writes and linearizable reads.
     Primary,
-    /// Fast reads.
+    /// Fast reads and read-index reads.
     Any,
 }
 
@@ -259,11 +260,31 @@ impl Client {
         })
     }
 
-    /// The value of `key`, linearizably (a lease read on the primary).
+    /// The value of `key`, linearizably, on the primary (under its lease, or through a
+    /// read index when it has none).
     pub async fn get(&mut self, key: &str) -> Result<Option<Bytes>, ClientError> {
-        let request = pb::GetRequest { key: key.to_owned(), fast: false, min_slot: 0 };
+        self.get_with(key, ReadConsistency::LeaseOrReadIndex).await
+    }
+
+    /// The value of `key`, linearizably, the way `consistency` says (the server's
+    /// [`rsl::Ring::read_with`]). With [`ReadConsistency::ReadIndex`] any server answers:
+    /// the first of those given to [`Client::new`] that is up, a secondary included (it
+    /// asks the primary for the read index and serves the get itself); the others go to
+    /// the primary.
+    pub async fn get_with(
+        &mut self,
+        key: &str,
+        consistency: ReadConsistency,
+    ) -> Result<Option<Bytes>, ClientError> {
+        let (target, consistency) = match consistency {
+            ReadConsistency::LeaseOrReadIndex => (Target::Primary, pb::ReadConsistency::LeaseOrReadIndex),
+            ReadConsistency::Lease => (Target::Primary, pb::ReadConsistency::Lease),
+            ReadConsistency::ReadIndex => (Target::Any, pb::ReadConsistency::ReadIndex),
+        };
+        let request =
+            pb::GetRequest { key: key.to_owned(), fast: false, min_slot: 0, consistency: consistency.into() };
         let response = self
-            .call(Target::Primary, request, |mut client, request| async move { client.get(request).await })
+            .call(target, request, |mut client, request| async move { client.get(request).await })
             .await?;
         Ok(response.found.then_some(response.value))
     }
@@ -273,7 +294,7 @@ impl Client {
     /// client's newer write may not be visible yet.
     pub async fn get_fast(&mut self, key: &str, min_slot: Option<u64>) -> Result<Option<Bytes>, ClientError> {
         let min_slot = min_slot.unwrap_or(self.last_slot);
-        let request = pb::GetRequest { key: key.to_owned(), fast: true, min_slot };
+        let request = pb::GetRequest { key: key.to_owned(), fast: true, min_slot, ..Default::default() };
         let response = self
             .call(Target::Any, request, |mut client, request| async move { client.get(request).await })
             .await?;
@@ -284,7 +305,21 @@ impl Client {
     /// new configuration once the change is chosen. Asking again for the members already in
     /// force succeeds at once, so a retry after an unknown outcome is safe.
     pub async fn reconfigure(&mut self, members: &[u64]) -> Result<pb::ReconfigureResponse, ClientError> {
-        let request = pb::ReconfigureRequest { members: members.to_vec() };
+        self.reconfigure_with(members, &[], Vec::new()).await
+    }
+
+    /// Changes the ring's members to `members` and its learners to `learners` through the
+    /// primary, with `addresses` for new nodes; returns the new configuration once the
+    /// change is chosen. A learner named among `members` is promoted once it caught up (the
+    /// primary waits for it, bounded, then refuses with FAILED_PRECONDITION).
+    pub async fn reconfigure_with(
+        &mut self,
+        members: &[u64],
+        learners: &[u64],
+        addresses: Vec<pb::Member>,
+    ) -> Result<pb::ReconfigureResponse, ClientError> {
+        let request =
+            pb::ReconfigureRequest { members: members.to_vec(), learners: learners.to_vec(), addresses };
         self.call(
             Target::Primary,
             request,

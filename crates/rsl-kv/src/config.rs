@@ -51,6 +51,8 @@
 //! primary_saves_checkpoints = false      # default: secondaries save, the primary copies
 //! log_retain_slots = 1000
 //! pmem_capacity_bytes = 67108864
+//! pmem_flush = "auto"           # auto | msync | cache-lines (see below)
+//! # pmem_dir = "/mnt/pmem"      # the pmem log file lives here (a DAX mount), not in data_dir
 //! pipeline_depth = 64
 //! batch_linger_us = 0
 //! protocol_version = 2          # the newest replica protocol to speak (rolling upgrades)
@@ -64,8 +66,9 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+use rsl::log::PmemFlush;
 use rsl::{NodeId, RingId};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 pub use crate::auth::{AuthConfig, AuthFile};
 
@@ -117,6 +120,12 @@ pub(crate) fn parse_choice<T: Copy + fmt::Display>(
         _ => names.concat(),
     };
     Err(format!("unknown {what} {text:?}; expected {expected}"))
+}
+
+/// `tuning.pmem_flush`: one of [`PmemFlush::NAMES`].
+fn deserialize_pmem_flush<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PmemFlush>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    text.map(|text| text.parse().map_err(serde::de::Error::custom)).transpose()
 }
 
 /// How replicas talk to each other.
@@ -255,8 +264,20 @@ pub struct Tuning {
     pub primary_saves_checkpoints: Option<bool>,
     /// Slots kept in the log below the newest checkpoint.
     pub log_retain_slots: Option<u64>,
+    /// A learner is promoted to member only once within this many slots of the primary's
+    /// chosen slot (`rsl-kv reconfigure` waits for it).
+    pub learner_promotion_lag_slots_max: Option<u64>,
     /// Size of the persistent-memory log file when it is created.
     pub pmem_capacity_bytes: Option<u64>,
+    /// How the persistent-memory log persists its stores: `auto` (default: cache-line
+    /// flushes and a fence on a DAX mount or tmpfs, `msync` elsewhere), `msync`, or
+    /// `cache-lines` (refused at start unless the file is on a DAX mount or tmpfs).
+    #[serde(default, deserialize_with = "deserialize_pmem_flush")]
+    pub pmem_flush: Option<PmemFlush>,
+    /// Directory of the persistent-memory log file (a DAX mount, say), where it is named
+    /// `ring-<ring>-node-<node>.pmem` so replicas can share one; default
+    /// `<data_dir>/pmem.log`.
+    pub pmem_dir: Option<PathBuf>,
     /// Unchosen slots the primary keeps in flight; fewer means fuller batches per slot.
     pub pipeline_depth: Option<u64>,
     /// How long a partial batch may wait for more requests while the pipeline has room.
@@ -289,6 +310,11 @@ pub struct ConfigFile {
     /// Join a running ring instead of bootstrapping one when the data directory is new; the
     /// replica votes once a configuration change adds it.
     pub join: Option<bool>,
+    /// Join a running ring through one contact: the client API address (`host:port`) of
+    /// any of its replicas, asked at start for the address book. Implies `join`; `members`
+    /// may then name only this node, or be left out (then `replica_listen` is this node's
+    /// replica address).
+    pub join_via: Option<String>,
     /// Bootstrap a new ring, refusing a data directory that already holds one.
     pub bootstrap: Option<bool>,
     /// `id=host:port` of every member's client API.
@@ -365,6 +391,8 @@ pub struct ServerConfig {
     pub initial_members: Vec<NodeId>,
     /// Bootstrap, join, or decide by the data directory.
     pub start: StartMode,
+    /// The contact to ask for the address book when joining (`join_via`), if any.
+    pub join_via: Option<String>,
     /// The client API address of members that have one.
     pub clients: BTreeMap<NodeId, String>,
     /// Where the client API listens.
@@ -429,7 +457,12 @@ impl ConfigFile {
                 checkpoint_retry_ms: top.checkpoint_retry_ms.or(base.checkpoint_retry_ms),
                 primary_saves_checkpoints: top.primary_saves_checkpoints.or(base.primary_saves_checkpoints),
                 log_retain_slots: top.log_retain_slots.or(base.log_retain_slots),
+                learner_promotion_lag_slots_max: top
+                    .learner_promotion_lag_slots_max
+                    .or(base.learner_promotion_lag_slots_max),
                 pmem_capacity_bytes: top.pmem_capacity_bytes.or(base.pmem_capacity_bytes),
+                pmem_flush: top.pmem_flush.or(base.pmem_flush),
+                pmem_dir: top.pmem_dir.or(base.pmem_dir),
                 pipeline_depth: top.pipeline_depth.or(base.pipeline_depth),
                 batch_linger_us: top.batch_linger_us.or(base.batch_linger_us),
                 protocol_version: top.protocol_version.or(base.protocol_version),
@@ -443,6 +476,7 @@ impl ConfigFile {
             members: overrides.members.or(self.members),
             initial_members: overrides.initial_members.or(self.initial_members),
             join: overrides.join.or(self.join),
+            join_via: overrides.join_via.or(self.join_via),
             bootstrap: overrides.bootstrap.or(self.bootstrap),
             clients: overrides.clients.or(self.clients),
             client_listen: overrides.client_listen.or(self.client_listen),
@@ -471,8 +505,18 @@ impl ConfigFile {
             Some(ring) => RingId(ring),
             None => RingId(1),
         };
-        let members = match self.members {
-            Some(entries) if !entries.is_empty() => parse_map("members", &entries)?,
+        let join_via = self.join_via.filter(|contact| !contact.is_empty());
+        let members = match (self.members, &join_via, &self.replica_listen) {
+            (Some(entries), _, _) if !entries.is_empty() => parse_map("members", &entries)?,
+            // Joining through a contact: the address book comes from it; this node's own
+            // replica address is where it listens.
+            (_, Some(_), Some(listen)) => BTreeMap::from([(node, listen.clone())]),
+            (_, Some(_), None) => {
+                return Err(invalid(
+                    "replica_listen",
+                    "missing: joining through a contact without members, set this node's replica address",
+                ))
+            }
             _ => return Err(invalid("members", "missing: list every member as id=host:port")),
         };
         if members.len() > rsl::core::MEMBERS_MAX {
@@ -506,7 +550,8 @@ impl ConfigFile {
                 nodes
             }
         };
-        let start = match (self.join.unwrap_or(false), self.bootstrap.unwrap_or(false)) {
+        let join = self.join.unwrap_or(false) || join_via.is_some();
+        let start = match (join, self.bootstrap.unwrap_or(false)) {
             (true, true) => return Err(invalid("join", "cannot both join and bootstrap")),
             (true, false) => StartMode::Join,
             (false, true) => StartMode::Bootstrap,
@@ -585,6 +630,7 @@ impl ConfigFile {
             members,
             initial_members,
             start,
+            join_via,
             clients,
             client_listen,
             replica_listen,
@@ -628,6 +674,7 @@ fn tuning_key(field: &'static str) -> &'static str {
         "checkpoint_interval_ms" => "tuning.checkpoint_interval_ms",
         "checkpoint_retry_ms" => "tuning.checkpoint_retry_ms",
         "log_retain_slots" => "tuning.log_retain_slots",
+        "learner_promotion_lag_slots_max" => "tuning.learner_promotion_lag_slots_max",
         "pipeline_depth" => "tuning.pipeline_depth",
         "batch_linger_us" => "tuning.batch_linger_us",
         "request_bytes_max" | "large_bytes_in_flight_max" => "tuning.request_bytes_max",
@@ -647,6 +694,15 @@ pub const REQUEST_BYTES_MAX_DEFAULT: u64 =
     (crate::command::VALUE_BYTES_MAX + crate::command::KEY_BYTES_MAX + (64 << 10)) as u64;
 
 impl ServerConfig {
+    /// The persistent-memory log's file: `ring-<ring>-node-<node>.pmem` in
+    /// `tuning.pmem_dir`, or `<data_dir>/pmem.log` without one.
+    pub fn pmem_path(&self) -> PathBuf {
+        match &self.tuning.pmem_dir {
+            Some(dir) => dir.join(format!("ring-{}-node-{}.pmem", self.ring.0, self.node.0)),
+            None => self.data_dir.join("pmem.log"),
+        }
+    }
+
     /// The consensus configuration of this replica, bootstrapping with the initial members
     /// (or, with `start`, from what the data directory recorded).
     pub fn ring_config(&self) -> rsl::Config {
@@ -663,8 +719,13 @@ impl ServerConfig {
             Start::Bootstrapped(members) => rsl::Config::new(self.ring, self.node, members.clone()),
             Start::Joined => {
                 // Ask every other node in the address book for the ring's configuration.
-                let contacts: Vec<NodeId> =
+                let mut contacts: Vec<NodeId> =
                     self.members.keys().copied().filter(|&n| n != self.node).collect();
+                if contacts.is_empty() {
+                    // Joining through a contact (`join_via`) before it was asked: the check
+                    // of the settings needs a contact; the server asks before it starts.
+                    contacts.push(self.node);
+                }
                 let mut config = rsl::Config::new(self.ring, self.node, contacts);
                 config.joining = true;
                 config
@@ -684,6 +745,7 @@ impl ServerConfig {
             config.primary_saves_checkpoints = saves;
         }
         set(&mut config.log_retain_slots, tuning.log_retain_slots);
+        set(&mut config.learner_promotion_lag_slots_max, tuning.learner_promotion_lag_slots_max);
         set(&mut config.batch_linger_us, tuning.batch_linger_us);
         config.request_bytes_max = tuning.request_bytes_max.unwrap_or(REQUEST_BYTES_MAX_DEFAULT);
         // Room for two of the largest requests in flight besides the batches.
@@ -975,6 +1037,40 @@ batch_linger_us = 100
         let map = parse_map("members", &["1=a:1,2=b:2".into(), " 3 = c:3 ".into()]).unwrap();
         assert_eq!(map.len(), 3);
         assert_eq!(map[&NodeId(3)], "c:3");
+    }
+
+    #[test]
+    fn pmem_flush_and_directory_parse_and_name_the_file() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.tuning.pmem_flush, None, "unset: the store's default (auto)");
+        assert_eq!(config.pmem_path(), PathBuf::from("/tmp/kv/pmem.log"));
+        let text = format!("{GOOD}pmem_flush = \"cache-lines\"\npmem_dir = \"/dev/shm/kv\"\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.tuning.pmem_flush, Some(PmemFlush::CacheLines));
+        assert_eq!(config.pmem_path(), PathBuf::from("/dev/shm/kv/ring-1-node-2.pmem"));
+        // Flags win over the file.
+        let file = ConfigFile::parse(&text, Path::new("test.toml")).unwrap();
+        let flags = ConfigFile {
+            tuning: Some(Tuning { pmem_flush: Some(PmemFlush::Msync), ..Tuning::default() }),
+            ..ConfigFile::default()
+        };
+        let merged = file.merge(flags).resolve().unwrap();
+        assert_eq!(merged.tuning.pmem_flush, Some(PmemFlush::Msync));
+        assert_eq!(merged.tuning.pmem_dir, Some(PathBuf::from("/dev/shm/kv")));
+    }
+
+    #[test]
+    fn a_wrong_pmem_flush_names_the_key_and_the_choices() {
+        let text = format!("{GOOD}pmem_flush = \"dax\"\n");
+        let message = match parse(&text) {
+            Err(ConfigError::Parse { message, .. }) => message,
+            other => panic!("expected a parse error, got {other:?}"),
+        };
+        assert!(message.contains("pmem_flush"), "{message}");
+        assert!(
+            message.contains(r#"unknown pmem flush mode "dax"; expected auto, msync or cache-lines"#),
+            "{message}"
+        );
     }
 
     #[test]

@@ -70,8 +70,24 @@ mod tests {
         let frame = pb::OpBatch {
             ops: vec![
                 op(1, pb::op::Op::Put(pb::PutRequest { id: wid(1), key: "a".into(), value: "x".into() })),
-                op(2, pb::op::Op::Get(pb::GetRequest { key: "a".into(), fast: false, min_slot: 0 })),
-                op(3, pb::op::Op::Get(pb::GetRequest { key: "a".into(), fast: true, min_slot: 4 })),
+                op(
+                    2,
+                    pb::op::Op::Get(pb::GetRequest {
+                        key: "a".into(),
+                        fast: false,
+                        min_slot: 0,
+                        ..Default::default()
+                    }),
+                ),
+                op(
+                    3,
+                    pb::op::Op::Get(pb::GetRequest {
+                        key: "a".into(),
+                        fast: true,
+                        min_slot: 4,
+                        ..Default::default()
+                    }),
+                ),
                 op(4, pb::op::Op::Delete(pb::DeleteRequest { id: None, key: "a".into() })),
                 op(5, pb::op::Op::Put(pb::PutRequest { id: wid(2), key: String::new(), value: "x".into() })),
                 pb::Op { id: 6, op: None },

@@ -4,9 +4,14 @@
 //!   compare-and-set on string keys with byte values, per-client de-duplication of retried
 //!   writes by `(client id, sequence)`, and checkpoints of the whole map in a versioned,
 //!   length-prefixed, CRC32C-checked format ([`KvStateMachine::save`]).
+//! - [`SharedKvStateMachine`] is the same machine behind a reader-writer lock: reads are
+//!   served on the callers' tasks while the apply thread executes writes (the server runs
+//!   this one).
 //! - [`Server`] runs one replica: the rsl ring over the gRPC replica transport with a file,
 //!   persistent-memory or memory log, and a gRPC client API (`proto/rsl_kv.proto`): Put,
-//!   Get (linearizable lease read, or a fast read at a minimum slot), Delete, Cas, Status.
+//!   Get (linearizable, with a chosen [`rsl::ReadConsistency`]: the primary's lease, a read
+//!   index, a read index served on a secondary; or a fast read at a minimum slot), Delete,
+//!   Cas, Status.
 //!   A replica that is not primary refuses with `FAILED_PRECONDITION` and names the
 //!   primary's client address in the metadata, so clients redirect. A replica behind a
 //!   truncated log fetches a peer's checkpoint over the replica transport, not this API.
@@ -65,10 +70,12 @@ pub mod config;
 pub mod connection;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod grow;
 pub mod load;
 pub mod machine;
 pub mod server;
 pub mod server_cli;
+pub mod shared;
 pub mod snapshot;
 
 /// Types generated from `proto/rsl_kv.proto` by prost and tonic.
@@ -89,6 +96,7 @@ pub use config::{ConfigError, ConfigFile, LogBackend, ServerConfig};
 pub use connection::{ClientSecurity, ClientTls, Token};
 pub use machine::{CheckpointFormatError, KvStateMachine};
 pub use server::{Listeners, Server, ServerError};
+pub use shared::SharedKvStateMachine;
 
 /// gRPC metadata key of a `NotPrimary` refusal: the primary's node id.
 pub const PRIMARY_NODE_METADATA: &str = "rsl-kv-primary-node";

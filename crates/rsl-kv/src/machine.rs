@@ -261,6 +261,11 @@ impl KvStateMachine {
         }
     }
 
+    /// The most sessions remembered before the least recently written is forgotten.
+    pub(crate) fn sessions_max(&self) -> usize {
+        self.sessions_max
+    }
+
     fn execute_one(&mut self, slot: u64, request: &[u8]) -> WriteResponse {
         let write = match Write::decode(request) {
             Ok(write) => write,

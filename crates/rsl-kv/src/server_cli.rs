@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use crate::config::{ReplicaTransportKind, TlsFiles, Tuning};
 use crate::{ConfigFile, LogBackend, Server};
 use clap::Parser;
+use rsl::log::PmemFlush;
 
 /// One replica of the rsl-kv replicated key-value service.
 #[derive(Debug, Parser)]
@@ -45,6 +46,10 @@ struct Args {
     /// Join a running ring: a new data directory waits to be added by `rsl-kv reconfigure`
     #[arg(long, conflicts_with = "bootstrap")]
     join: bool,
+    /// Join a running ring knowing one contact: the client API address of any replica,
+    /// asked for the address book (--members may then be left out; set --replica-listen)
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "bootstrap")]
+    join_via: Option<String>,
     /// Bootstrap a new ring; refuse a data directory that already holds one
     #[arg(long)]
     bootstrap: bool,
@@ -112,9 +117,18 @@ struct Args {
     /// Slots kept in the log below the newest checkpoint
     #[arg(long, value_name = "SLOTS")]
     log_retain_slots: Option<u64>,
+    /// A learner is promoted only once within this many slots of the primary's chosen slot
+    #[arg(long, value_name = "SLOTS")]
+    learner_promotion_lag_slots_max: Option<u64>,
     /// Size of the persistent-memory log file when created
     #[arg(long, value_name = "BYTES")]
     pmem_capacity_bytes: Option<u64>,
+    /// How the persistent-memory log persists: auto, msync or cache-lines [default: auto]
+    #[arg(long, value_name = "MODE")]
+    pmem_flush: Option<PmemFlush>,
+    /// Directory of the persistent-memory log file (default: the data directory)
+    #[arg(long, value_name = "DIR")]
+    pmem_dir: Option<PathBuf>,
     /// Unchosen slots the primary keeps in flight (fewer: fuller batches)
     #[arg(long, value_name = "SLOTS")]
     pipeline_depth: Option<u64>,
@@ -150,7 +164,10 @@ impl Args {
             checkpoint_retry_ms: self.checkpoint_retry_ms,
             primary_saves_checkpoints: self.primary_saves_checkpoints,
             log_retain_slots: self.log_retain_slots,
+            learner_promotion_lag_slots_max: self.learner_promotion_lag_slots_max,
             pmem_capacity_bytes: self.pmem_capacity_bytes,
+            pmem_flush: self.pmem_flush,
+            pmem_dir: self.pmem_dir.clone(),
             pipeline_depth: self.pipeline_depth,
             batch_linger_us: self.batch_linger_us,
             protocol_version: self.protocol_version,
@@ -162,6 +179,7 @@ impl Args {
             members: list(&self.members),
             initial_members: (!self.initial_members.is_empty()).then(|| self.initial_members.clone()),
             join: self.join.then_some(true),
+            join_via: self.join_via.clone(),
             bootstrap: self.bootstrap.then_some(true),
             clients: list(&self.clients),
             client_listen: self.client_listen.clone(),

@@ -150,7 +150,7 @@ async fn make(
     members: &[u64],
 ) -> Result<(), Code> {
     let value = bytes::Bytes::from(format!("{call:?}"));
-    let get = pb::GetRequest { key: key.to_owned(), fast: false, min_slot: 0 };
+    let get = pb::GetRequest { key: key.to_owned(), fast: false, min_slot: 0, ..Default::default() };
     let outcome = match call {
         Call::Put => {
             client.put(pb::PutRequest { id: write_id(sequence), key: key.to_owned(), value }).await.map(drop)
@@ -170,9 +170,10 @@ async fn make(
             .await
             .map(drop),
         Call::Status => client.status(pb::StatusRequest {}).await.map(drop),
-        Call::Reconfigure => {
-            client.reconfigure(pb::ReconfigureRequest { members: members.to_vec() }).await.map(drop)
-        }
+        Call::Reconfigure => client
+            .reconfigure(pb::ReconfigureRequest { members: members.to_vec(), ..Default::default() })
+            .await
+            .map(drop),
         Call::Snapshot => match client.snapshot(pb::SnapshotRequest {}).await {
             Ok(response) => {
                 let mut chunks = response.into_inner();
@@ -231,7 +232,7 @@ async fn state(admin: &mut KvClient<KvChannel>) -> (u32, u64, u64, u64) {
 }
 
 async fn value_of(admin: &mut KvClient<KvChannel>, key: &str) -> Option<bytes::Bytes> {
-    let get = pb::GetRequest { key: key.to_owned(), fast: false, min_slot: 0 };
+    let get = pb::GetRequest { key: key.to_owned(), fast: false, min_slot: 0, ..Default::default() };
     let response = admin.get(get).await.unwrap().into_inner();
     response.found.then_some(response.value)
 }

@@ -211,6 +211,56 @@ async fn put_get_cas_through_the_client_and_after_the_primary_stops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_choose_their_read_consistency_and_read_indexes_serve_on_secondaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), fast_tuning()).await;
+    let mut writer = client(&cluster);
+    let primary = cluster.primary().await;
+    let secondaries: Vec<u64> = cluster.servers.keys().copied().filter(|&n| n != primary).collect();
+    let at = |node: u64| {
+        let address = cluster.servers[&node].client_addr().to_string();
+        Client::new([address], ClientOptions { deadline: WAIT, ..ClientOptions::default() }).unwrap()
+    };
+    for round in 0..10u32 {
+        let value = format!("v{round}");
+        writer.put("key", value.clone()).await.unwrap();
+        // Each read starts after the write was acknowledged: it must see it, on a secondary
+        // too, with no session slot to wait for.
+        let mut secondary = at(secondaries[round as usize % 2]);
+        let read = secondary.get_with("key", rsl::ReadConsistency::ReadIndex).await.unwrap();
+        assert_eq!(read.as_deref(), Some(value.as_bytes()), "read index on a secondary, round {round}");
+        for consistency in [rsl::ReadConsistency::Lease, rsl::ReadConsistency::LeaseOrReadIndex] {
+            let read = writer.get_with("key", consistency).await.unwrap();
+            assert_eq!(read.as_deref(), Some(value.as_bytes()), "{consistency:?}, round {round}");
+        }
+    }
+    let statistics = cluster.servers[&secondaries[0]].ring().statistics().await.unwrap();
+    assert!(statistics.runtime.reads_read_index >= 5, "{:?}", statistics.runtime);
+    assert!(statistics.runtime.reads_concurrent >= 5, "the server's machine reads off the apply thread");
+
+    // The raw API: a secondary answers a read-index get itself, refuses a lease get naming
+    // the primary, and an unknown consistency is an invalid argument.
+    let address = format!("http://{}", cluster.servers[&secondaries[0]].client_addr());
+    let mut raw = pb::kv_client::KvClient::connect(address).await.unwrap();
+    let get = |consistency: i32| pb::GetRequest { key: "key".into(), consistency, ..Default::default() };
+    let answer = raw.get(get(pb::ReadConsistency::ReadIndex.into())).await.unwrap().into_inner();
+    assert_eq!((answer.found, &answer.value[..]), (true, &b"v9"[..]));
+    let refusal = raw.get(get(pb::ReadConsistency::Lease.into())).await.unwrap_err();
+    assert_eq!(refusal.code(), tonic::Code::FailedPrecondition, "{refusal:?}");
+    assert!(refusal.metadata().get(rsl_kv::PRIMARY_ADDRESS_METADATA).is_some());
+    let refusal = raw.get(get(7)).await.unwrap_err();
+    assert_eq!(refusal.code(), tonic::Code::InvalidArgument, "{refusal:?}");
+    // In a stream, a get with its own consistency is served on its own.
+    let op = pb::Op { id: 1, op: Some(pb::op::Op::Get(get(pb::ReadConsistency::ReadIndex.into()))) };
+    let results = stream_batch(&cluster.servers[&secondaries[1]].client_addr().to_string(), vec![op]).await;
+    match &results[&1] {
+        pb::op_result::Result::Get(answer) => assert_eq!(&answer.value[..], b"v9"),
+        other => panic!("a read-index get in a stream: {other:?}"),
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_replica_catches_up_from_a_checkpoint_fetched_over_the_replica_port() {
     let dir = tempfile::tempdir().unwrap();
     let tuning = Tuning { checkpoint_interval_slots: Some(5), log_retain_slots: Some(2), ..fast_tuning() };
@@ -398,7 +448,15 @@ fn put_op(id: u64, client: u64, key: &str, value: &'static str) -> pb::Op {
 }
 
 fn get_op(id: u64, key: &str) -> pb::Op {
-    pb::Op { id, op: Some(pb::op::Op::Get(pb::GetRequest { key: key.into(), fast: false, min_slot: 0 })) }
+    pb::Op {
+        id,
+        op: Some(pb::op::Op::Get(pb::GetRequest {
+            key: key.into(),
+            fast: false,
+            min_slot: 0,
+            ..Default::default()
+        })),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,7 +505,12 @@ async fn a_stream_batch_is_answered_op_by_op_and_secondaries_name_the_primary() 
 
     // Several gets in one message are served by one ring read, each with its own answer;
     // a get with an empty key fails alone; a fast get (served on its own) sees the writes.
-    let fast = pb::GetRequest { key: "s2".into(), fast: true, min_slot: slots[slots.len() - 1] };
+    let fast = pb::GetRequest {
+        key: "s2".into(),
+        fast: true,
+        min_slot: slots[slots.len() - 1],
+        ..Default::default()
+    };
     let ops = vec![
         get_op(1, "s1"),
         get_op(2, "missing"),
@@ -730,5 +793,68 @@ async fn the_command_line_operates_the_ring() {
     assert!(ok && out.trim() == "x", "{out}{err}");
     let (ok, out, _) = cli_on(&cluster, &["status"]).await;
     assert!(ok && out.contains("the ring is closed: its last write was chosen at slot"), "{out}");
+    cluster.shutdown().await;
+}
+
+/// A replica that knows one contact (`join_via`, no address book) joins; `rsl-kv
+/// reconfigure` adds it as a learner, waits for it, and promotes it, printing each step; its
+/// addresses, asked of it, are chosen with the configuration, so every member learns them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_knowing_one_contact_grows_the_ring_through_a_learner() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = Tuning { learner_promotion_lag_slots_max: Some(5), ..fast_tuning() };
+    let mut cluster = Cluster::start(dir.path(), tuning.clone()).await;
+    let mut client = client(&cluster);
+    for i in 0..40 {
+        client.put(&format!("key-{i}"), "value").await.unwrap();
+    }
+    let contact = cluster.configs[&1].client_listen.to_string();
+    let replica = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client_socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (replica_address, client_address) =
+        (replica.local_addr().unwrap().to_string(), client_socket.local_addr().unwrap().to_string());
+    let config = ConfigFile {
+        node: Some(4),
+        join_via: Some(contact),
+        replica_listen: Some(replica_address.clone()),
+        client_listen: Some(client_address.clone()),
+        data_dir: Some(dir.path().join("node-4")),
+        log: Some(LogBackend::File),
+        tuning: Some(tuning),
+        ..ConfigFile::default()
+    }
+    .resolve()
+    .expect("joining through a contact needs no address book");
+    assert_eq!(config.members.len(), 1, "only its own address before it asks the contact");
+    let listeners = Listeners { replica, client: client_socket };
+    let server = Server::start_on(config.clone(), listeners, RingOptions::default()).await.expect("joins");
+    cluster.configs.insert(4, config);
+    cluster.servers.insert(4, server);
+    let status = client.status_of(&client_address).await.unwrap();
+    let book: Vec<u64> = status.members.iter().map(|m| m.node).collect();
+    assert_eq!(book, vec![1, 2, 3, 4], "the contact's address book, and its own entry");
+    assert!(!status.member && !status.learner);
+
+    let (ok, out, err) = cli_on(&cluster, &["reconfigure", "1,2,3,4", "--new", &client_address]).await;
+    assert!(ok, "reconfigure failed: {out}{err}");
+    for step in
+        ["node 4 at", "step 1: adding [4] as learners", "step 2: promoting [4]", "with members [1, 2, 3, 4]"]
+    {
+        assert!(out.contains(step), "{step:?} missing from:\n{out}");
+    }
+    client.put("after-growth", "1").await.unwrap();
+    let statuses = cluster.converged(&mut client).await;
+    for status in &statuses {
+        assert_eq!(status.configuration_members, vec![1, 2, 3, 4], "node {}", status.node);
+        assert!(status.configuration_learners.is_empty());
+        let carried = status.configuration_addresses.iter().find(|m| m.node == 4).expect("node 4's address");
+        assert_eq!(
+            (carried.replica_address.as_str(), carried.client_address.as_str()),
+            (&*replica_address, &*client_address)
+        );
+    }
+    let mut at_four =
+        Client::new([client_address], ClientOptions { deadline: WAIT, ..ClientOptions::default() }).unwrap();
+    assert_eq!(at_four.get_fast("key-39", None).await.unwrap().as_deref(), Some(&b"value"[..]));
     cluster.shutdown().await;
 }

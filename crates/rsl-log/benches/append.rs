@@ -20,8 +20,8 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rsl_core::{Ballot, NodeId, Proposal, Request, RequestId, Slot, Value};
 use rsl_log::{
-    FileJournal, GroupCommitOptions, GroupCommitter, JournalOptions, LogStore, PmemLog, PmemOptions,
-    RecoveryPolicy,
+    FileJournal, GroupCommitOptions, GroupCommitter, JournalOptions, LogStore, PmemFlush, PmemLog,
+    PmemOptions, RecoveryPolicy,
 };
 
 const SIZES: [(usize, &str); 3] = [(64, "64B"), (1024, "1KiB"), (64 << 10, "64KiB")];
@@ -137,7 +137,8 @@ fn journal(c: &mut Criterion) {
 
 fn pmem_msync(c: &mut Criterion) {
     group_commit(c, "pmem-msync", &bench_dir, &|dir| {
-        let options = PmemOptions { capacity_bytes: 256 << 20, ..PmemOptions::default() };
+        let options =
+            PmemOptions { capacity_bytes: 256 << 20, flush: PmemFlush::Msync, ..PmemOptions::default() };
         let (log, _, _) =
             PmemLog::open(dir.join("log.pmem"), &options, RecoveryPolicy::TruncateTornTail).unwrap();
         Box::new(log)
@@ -150,7 +151,8 @@ fn pmem_cache_lines(c: &mut Criterion) {
     }
     let shm = || tempfile::Builder::new().prefix("rsl-log-bench-").tempdir_in("/dev/shm").unwrap();
     group_commit(c, "pmem-clwb-tmpfs", &shm, &|dir| {
-        let options = PmemOptions { capacity_bytes: 256 << 20, dax: true, ..PmemOptions::default() };
+        let options =
+            PmemOptions { capacity_bytes: 256 << 20, flush: PmemFlush::CacheLines, ..PmemOptions::default() };
         let (log, _, _) =
             PmemLog::open(dir.join("log.pmem"), &options, RecoveryPolicy::TruncateTornTail).unwrap();
         Box::new(log)

@@ -11,7 +11,10 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use rsl_core::{Ballot, Configuration, NodeId, PersistRequest, Proposal, Request, RequestId, Slot, Value};
+use rsl_core::{
+    Ballot, Configuration, MemberAddress, NodeId, PersistRequest, Proposal, Request, RequestId, Slot, Value,
+    ADDRESS_BYTES_MAX,
+};
 
 use crate::error::{CheckpointError, LogError};
 
@@ -29,6 +32,9 @@ const VALUE_NOOP: u8 = 0;
 const VALUE_BATCH: u8 = 1;
 const VALUE_CONFIGURATION: u8 = 2;
 const VALUE_LAST: u8 = 3;
+/// A configuration with learners or addresses (one with neither keeps tag 2, so logs of
+/// rings that use neither stay readable by builds before tag 4).
+const VALUE_MEMBERSHIP: u8 = 4;
 
 /// Smallest encoding of one proposal: ballot (16), slot (8), value tag (1).
 const PROPOSAL_BYTES_MIN: usize = 25;
@@ -36,6 +42,8 @@ const PROPOSAL_BYTES_MIN: usize = 25;
 const REQUEST_BYTES_MIN: usize = 20;
 /// Encoding of one member id.
 const MEMBER_BYTES: usize = 8;
+/// Smallest encoding of one address: node (8) and two lengths (4 each).
+const ADDRESS_BYTES_MIN: usize = 16;
 
 /// One decoded record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,15 +183,45 @@ pub fn encode_proposal(proposal: &Proposal, out: &mut Vec<u8>) {
             put_request(out, request);
         }
         Value::Configuration(configuration) => {
-            out.push(VALUE_CONFIGURATION);
+            let extended = !configuration.learners.is_empty() || !configuration.addresses.is_empty();
+            out.push(if extended { VALUE_MEMBERSHIP } else { VALUE_CONFIGURATION });
             put_u64(out, configuration.number);
             put_u64(out, configuration.first_slot.0);
-            put_count(out, configuration.members.len());
-            for member in &configuration.members {
-                put_u64(out, member.0);
+            put_nodes(out, &configuration.members);
+            if extended {
+                put_nodes(out, &configuration.learners);
+                put_count(out, configuration.addresses.len());
+                for address in &configuration.addresses {
+                    put_u64(out, address.node.0);
+                    put_count(out, address.replica.len());
+                    out.extend_from_slice(address.replica.as_bytes());
+                    put_count(out, address.client.len());
+                    out.extend_from_slice(address.client.as_bytes());
+                }
             }
         }
     }
+}
+
+fn put_nodes(out: &mut Vec<u8>, nodes: &[NodeId]) {
+    put_count(out, nodes.len());
+    for node in nodes {
+        put_u64(out, node.0);
+    }
+}
+
+/// Encoded size of a configuration value's body (after the tag).
+fn configuration_encoded_bytes(configuration: &Configuration) -> u64 {
+    let base = 20 + 8 * configuration.members.len() as u64;
+    if configuration.learners.is_empty() && configuration.addresses.is_empty() {
+        return base;
+    }
+    let addresses: u64 = configuration
+        .addresses
+        .iter()
+        .map(|a| ADDRESS_BYTES_MIN as u64 + (a.replica.len() + a.client.len()) as u64)
+        .sum();
+    base + 4 + 8 * configuration.learners.len() as u64 + 4 + addresses
 }
 
 fn put_request(out: &mut Vec<u8>, request: &Request) {
@@ -198,7 +236,7 @@ pub fn proposal_encoded_bytes(proposal: &Proposal) -> u64 {
     let value = match &proposal.value {
         Value::Noop => 0,
         Value::Batch(requests) => 4 + requests.iter().map(|r| 20 + r.payload.len() as u64).sum::<u64>(),
-        Value::Configuration(configuration) => 20 + 8 * configuration.members.len() as u64,
+        Value::Configuration(configuration) => configuration_encoded_bytes(configuration),
         Value::Last(request) => 20 + request.payload.len() as u64,
     };
     PROPOSAL_BYTES_MIN as u64 + value
@@ -422,6 +460,31 @@ impl Reader<'_> {
         Ok(count)
     }
 
+    /// A count, then that many node ids.
+    fn nodes(&mut self, what: &str) -> Result<Vec<NodeId>, DecodeError> {
+        let count = self.count(&format!("{what} count"), MEMBER_BYTES)?;
+        let mut nodes = Vec::with_capacity(count);
+        for _ in 0..count {
+            nodes.push(NodeId(self.u64(what)?));
+        }
+        Ok(nodes)
+    }
+
+    /// A length, then that many bytes of UTF-8 text, at most `ADDRESS_BYTES_MAX`.
+    fn address(&mut self, what: &str) -> Result<String, DecodeError> {
+        let at = self.position;
+        let len = self.count(&format!("{what} length"), 1)?;
+        if len > ADDRESS_BYTES_MAX {
+            return Err(DecodeError {
+                offset: at as u64,
+                reason: format!("{what} of {len} bytes, more than {ADDRESS_BYTES_MAX}"),
+            });
+        }
+        let text = self.take(len, what)?.to_vec();
+        String::from_utf8(text)
+            .map_err(|_| DecodeError { offset: at as u64 + 4, reason: format!("{what} is not UTF-8") })
+    }
+
     fn ballot(&mut self) -> Result<Ballot, DecodeError> {
         let round = self.u64("ballot round")?;
         let node = self.u64("ballot node")?;
@@ -456,12 +519,32 @@ impl Reader<'_> {
             VALUE_CONFIGURATION => {
                 let number = self.u64("configuration number")?;
                 let first_slot = Slot(self.u64("configuration first slot")?);
-                let count = self.count("member count", MEMBER_BYTES)?;
-                let mut members = Vec::with_capacity(count);
+                let members = self.nodes("member")?;
+                let configuration = Configuration::new(number, Vec::new(), first_slot);
+                Value::Configuration(Configuration { members, ..configuration })
+            }
+            VALUE_MEMBERSHIP => {
+                let number = self.u64("configuration number")?;
+                let first_slot = Slot(self.u64("configuration first slot")?);
+                let members = self.nodes("member")?;
+                let learners = self.nodes("learner")?;
+                let count = self.count("address count", ADDRESS_BYTES_MIN)?;
+                let mut addresses = Vec::with_capacity(count);
                 for _ in 0..count {
-                    members.push(NodeId(self.u64("member")?));
+                    let node = NodeId(self.u64("address node")?);
+                    let replica = self.address("replica address")?;
+                    let client = self.address("client address")?;
+                    addresses.push(MemberAddress { node, replica, client });
                 }
-                Value::Configuration(Configuration { number, members, first_slot })
+                if learners.is_empty() && addresses.is_empty() {
+                    return Err(DecodeError {
+                        offset: tag_at as u64,
+                        reason: "value tag 4 (a configuration with learners or addresses) has neither; \
+                                 such a configuration is written with tag 2"
+                            .into(),
+                    });
+                }
+                Value::Configuration(Configuration { number, members, learners, addresses, first_slot })
             }
             other => {
                 return Err(DecodeError {
@@ -501,11 +584,32 @@ mod tests {
             )),
             (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u64>(), 0..6)).prop_map(
                 |(number, first, members)| Value::Configuration(Configuration {
-                    number,
                     members: members.into_iter().map(NodeId).collect(),
-                    first_slot: Slot(first)
+                    ..Configuration::new(number, Vec::new(), Slot(first))
                 })
             ),
+            (
+                any::<u64>(),
+                proptest::collection::vec(any::<u64>(), 0..4),
+                proptest::collection::vec(any::<u64>(), 1..4),
+                proptest::collection::vec((any::<u64>(), "[a-z0-9:/.]{1,20}", "[a-z0-9:/.]{0,20}"), 0..3)
+            )
+                .prop_map(|(number, members, learners, addresses)| Value::Configuration(
+                    Configuration {
+                        number,
+                        members: members.into_iter().map(NodeId).collect(),
+                        learners: learners.into_iter().map(NodeId).collect(),
+                        addresses: addresses
+                            .into_iter()
+                            .map(|(node, replica, client)| MemberAddress {
+                                node: NodeId(node),
+                                replica,
+                                client
+                            })
+                            .collect(),
+                        first_slot: Slot(number ^ 7),
+                    }
+                )),
             (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
                 |(client, sequence, payload)| Value::Last(Request {
                     id: RequestId { client, sequence },
@@ -594,5 +698,34 @@ mod tests {
         let error = Record::decode(RECORD_PERSIST, &Bytes::from(bytes)).unwrap_err();
         assert_eq!(error.offset, 29);
         assert!(error.reason.contains("unknown value tag 7"));
+    }
+
+    /// A configuration with neither learners nor addresses keeps the old tag, so builds
+    /// before tag 4 still read the logs of rings that use neither; tag 4 without either is
+    /// not canonical and refused.
+    #[test]
+    fn configurations_use_tag_4_only_for_learners_or_addresses() {
+        let persist = |configuration: Configuration| {
+            let proposal =
+                Proposal { ballot: Ballot::ZERO, slot: Slot(3), value: Value::Configuration(configuration) };
+            let mut bytes = Vec::new();
+            Record::Persist { promise: None, chosen: None, proposals: vec![proposal] }.encode(&mut bytes);
+            bytes
+        };
+        let plain = Configuration::new(2, vec![NodeId(1), NodeId(2)], Slot(4));
+        assert_eq!(persist(plain.clone())[29], VALUE_CONFIGURATION);
+        let with_learner = plain.clone().with_learners(vec![NodeId(3)]);
+        let mut bytes = persist(with_learner.clone());
+        assert_eq!(bytes[29], VALUE_MEMBERSHIP);
+        let decoded = Record::decode(RECORD_PERSIST, &Bytes::from(bytes.clone())).unwrap();
+        let Record::Persist { proposals, .. } = decoded else { panic!("a persist record") };
+        assert_eq!(proposals[0].value, Value::Configuration(with_learner));
+        // The same bytes with the learner count zeroed and the learner cut: tag 4, nothing extra.
+        let learners_at = 30 + 16 + 4 + 16;
+        bytes[learners_at..learners_at + 4].copy_from_slice(&0u32.to_le_bytes());
+        bytes.drain(learners_at + 4..learners_at + 12);
+        let error = Record::decode(RECORD_PERSIST, &Bytes::from(bytes)).unwrap_err();
+        assert_eq!(error.offset, 29);
+        assert!(error.reason.contains("tag 4"), "{}", error.reason);
     }
 }

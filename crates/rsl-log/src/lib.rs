@@ -87,6 +87,6 @@ pub use error::{CheckpointError, CommitError, LogError};
 pub use group::{DurableCallback, GroupCommitOptions, GroupCommitStatistics, GroupCommitter};
 pub use journal::{FileJournal, JournalOptions};
 pub use memory::{MemoryDisk, MemoryLog};
-pub use pmem::{MappedFile, Persistence, PersistentMemory, PmemLog, PmemOptions};
+pub use pmem::{MappedFile, Persistence, PersistentMemory, PmemFlush, PmemLog, PmemOptions};
 pub use store::{Cut, LogStatistics, LogStore, RecoveryPolicy, RecoveryReport};
 pub use sys::{detect_cache_line_flush, CacheLineFlush};

@@ -1,13 +1,28 @@
 //! Every `unsafe` operation of the crate, each with the argument for why it is sound:
-//! mapping a file into memory, writing cache lines back and fencing (x86_64), and two
+//! mapping a file into memory, writing cache lines back and fencing (x86_64), and the
 //! system calls std does not offer at the workspace's minimum Rust version (`flock`,
-//! `fallocate`). Everything here exposes a safe interface.
+//! `fallocate`, and `fstatfs`/`statx` to tell what a file's mapping is). Everything here
+//! exposes a safe interface.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::io::AsRawFd;
 
 use memmap2::MmapMut;
+
+/// Releases the `flock` held through `file`'s open file description. Dropping the file
+/// releases it too, but only once every copy of the descriptor is closed: a child forked
+/// by another thread meanwhile holds a copy until it execs, and would keep the lock.
+pub(crate) fn unlock(file: &File) -> io::Result<()> {
+    // SAFETY: flock reads two integers; the descriptor stays open for the call because
+    // `file` is borrowed. No memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 /// Takes an exclusive advisory lock on `file` without waiting. Returns false when another
 /// open file description (another process, or another handle in this one) holds it.
@@ -63,6 +78,66 @@ pub(crate) fn map_file(file: &File) -> io::Result<MmapMut> {
     // it. A process that ignores the advisory lock and writes the file is outside this
     // crate's contract (as for any database file).
     unsafe { MmapMut::map_mut(file) }
+}
+
+/// What the file system says about a file, as far as persisting its mapping goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileSystemProbe {
+    /// The file system's magic number (`statfs.f_type`); 0 where it cannot be read.
+    pub magic: u64,
+    /// The file is in DAX mode (`STATX_ATTR_DAX`): its mapping is the device's memory.
+    pub dax: bool,
+}
+
+/// Asks the kernel which file system `file` lives on (`fstatfs`) and whether it is in DAX
+/// mode (`statx`, Linux 5.8 and later; older kernels report no DAX).
+#[cfg(target_os = "linux")]
+pub(crate) fn probe_file_system(file: &File) -> io::Result<FileSystemProbe> {
+    let fd = file.as_raw_fd();
+    let mut buffer = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: fstatfs writes one `statfs` into the buffer it is given, which is sized and
+    // aligned for it; the descriptor stays open for the call because `file` is borrowed.
+    let rc = unsafe { libc::fstatfs(fd, buffer.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstatfs returned 0, so it filled the whole struct (and it started zeroed).
+    let statfs = unsafe { buffer.assume_init() };
+    // `f_type` is signed on some targets: the magic is its bit pattern.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = statfs.f_type as u64 & 0xffff_ffff;
+    Ok(FileSystemProbe { magic, dax: statx_dax(fd) })
+}
+
+/// Whether `statx` reports the file behind `fd` in DAX mode; false where it cannot say.
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+fn statx_dax(fd: std::os::unix::io::RawFd) -> bool {
+    let mut buffer = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    let empty = c"";
+    // SAFETY: statx reads the NUL-terminated empty path (AT_EMPTY_PATH: the descriptor
+    // itself is examined) and writes one `statx` into the buffer, sized and aligned for it.
+    let rc = unsafe {
+        libc::statx(fd, empty.as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_BASIC_STATS, buffer.as_mut_ptr())
+    };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: statx returned 0, so it filled the struct (which started zeroed).
+    let statx = unsafe { buffer.assume_init() };
+    let dax = libc::STATX_ATTR_DAX as u64;
+    statx.stx_attributes_mask & dax != 0 && statx.stx_attributes & dax != 0
+}
+
+/// No `statx` in this C library: DAX cannot be seen.
+#[cfg(all(target_os = "linux", not(any(target_env = "gnu", target_env = "musl"))))]
+fn statx_dax(_fd: std::os::unix::io::RawFd) -> bool {
+    false
+}
+
+/// Off Linux the file system is not probed: it is unknown (magic 0) and not DAX.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn probe_file_system(_file: &File) -> io::Result<FileSystemProbe> {
+    Ok(FileSystemProbe { magic: 0, dax: false })
 }
 
 /// The size of a cache line, the unit of write-back.
@@ -174,6 +249,21 @@ mod tests {
         }
         store_fence();
         assert!(buffer.iter().all(|&b| b == 7), "write-back changes no contents");
+    }
+
+    #[test]
+    fn the_probe_tells_tmpfs_from_a_disk_file_system() {
+        let shm = std::path::Path::new("/dev/shm");
+        if cfg!(target_os = "linux") && shm.is_dir() {
+            let dir = tempfile::tempdir_in(shm).unwrap();
+            let file = File::create(dir.path().join("probe")).unwrap();
+            let probe = probe_file_system(&file).unwrap();
+            assert_eq!(probe.magic, 0x0102_1994, "/dev/shm is tmpfs");
+            assert!(!probe.dax, "tmpfs is not DAX");
+        }
+        let manifest = File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+        let probe = probe_file_system(&manifest).unwrap();
+        assert_eq!(probe.magic != 0, cfg!(target_os = "linux"), "the magic is read on Linux only");
     }
 
     #[test]

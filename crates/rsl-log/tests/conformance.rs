@@ -251,7 +251,7 @@ conformance!(memory, MemoryBackend::new());
 conformance!(journal, JournalBackend::new());
 conformance!(sim_journal, SimJournalBackend::new());
 conformance!(pmem, PmemBackend::new());
-conformance!(pmem_dax, PmemBackend::dax());
+conformance!(pmem_cache_lines, PmemBackend::cache_lines());
 conformance!(sim_pmem, SimPmemBackend::new(1 << 20));
 
 /// A flush larger than the free space commits in runs, reclaiming between them. When even
@@ -290,16 +290,22 @@ fn pmem_flush_commits_in_runs_and_full_leaves_a_durable_prefix() {
 }
 
 #[test]
-fn dax_mode_persists_with_cache_lines_where_the_cpu_has_them() {
-    let backend = PmemBackend::dax();
+fn cache_line_mode_persists_with_cache_lines_where_the_cpu_has_them() {
+    let backend = PmemBackend::cache_lines();
     let (log, _, _) =
         rsl_log::PmemLog::open(backend.path(), &backend.options, rsl_log::RecoveryPolicy::Strict).unwrap();
     let expected = match rsl_log::detect_cache_line_flush() {
         Some(method) => rsl_log::Persistence::CacheLines(method),
         None => rsl_log::Persistence::Msync,
     };
+    assert_eq!(log.persistence(), Some(expected));
     let region = format!("{:?}", log.region());
     assert!(region.contains(&format!("{expected:?}")), "{region}");
+    drop(log);
+    let msync = PmemBackend::new();
+    let (log, _, _) =
+        rsl_log::PmemLog::open(msync.path(), &msync.options, rsl_log::RecoveryPolicy::Strict).unwrap();
+    assert_eq!(log.persistence(), Some(rsl_log::Persistence::Msync), "msync is honoured on any file system");
 }
 
 /// A reclaim that frees less than the snapshot it writes must not eat the room the next

@@ -150,26 +150,33 @@ pub enum ReplicateError {
     },
 }
 
-/// Why a lease read (`read`) was not served.
+/// Why a linearizable read (`read`, `read_with`) was not served. Nothing was read; every
+/// case may be retried (at `hint` for `NotPrimary`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
-    /// This replica cannot serve linearizable reads now (not primary, lease expired, or a
-    /// new primary still recovering). `hint` names the primary if known.
-    #[error("cannot serve a lease read here: {reason}")]
+    /// This replica cannot serve the read as asked now: not primary (for a lease read, or a
+    /// read index asked of a secondary's primary that turned out not to be primary), no
+    /// primary known, the lease expired (a `Lease` read), or a new primary still recovering
+    /// (a `Lease` read). `hint` names the primary if known.
+    #[error("cannot serve a linearizable read here: {reason}")]
     NotPrimary {
         /// The core's reason.
         reason: rsl_core::ReadError,
         /// The primary, if known.
         hint: Option<NodeId>,
     },
-    /// Too many reads wait for the state machine.
+    /// Too many reads wait for the state machine, or for a read index
+    /// (`Config::read_index_pending_max`, here or at the primary).
     #[error("too many reads waiting ({max})")]
     Busy {
         /// The configured maximum.
         max: u64,
     },
-    /// The state machine did not catch up within the ring's read timeout.
-    #[error("the state machine did not reach the read's slot within {after_ms} ms")]
+    /// No answer in time: the read index was not confirmed (the primary is cut off from its
+    /// quorum, or the primary a secondary asked did not answer), or the state machine did
+    /// not reach the read's slot, within the ring's read timeout (or, for a secondary, the
+    /// election delay it waits for the primary's answer).
+    #[error("the read was not served within {after_ms} ms")]
     Timeout {
         /// The timeout.
         after_ms: u64,
@@ -243,6 +250,26 @@ pub enum ChangeConfigurationError {
     Timeout {
         /// The timeout.
         after_ms: u64,
+    },
+    /// The change makes a learner a voter, and the learner did not catch up to within the
+    /// promotion bound in `waited_ms` (`RingOptions::learner_promotion_wait`); nothing was
+    /// proposed.
+    #[error(
+        "learner {node} still holds the log only up to slot {holds}, {} slots behind the primary's chosen slot {chosen}, \
+         after waiting {waited_ms} ms; promoting it needs it within learner_promotion_lag_slots_max = {lag_slots_max}",
+        chosen.0.saturating_sub(holds.0)
+    )]
+    LearnerBehind {
+        /// The learner.
+        node: NodeId,
+        /// Every slot up to here it holds, as far as the primary knows (0: nothing known).
+        holds: rsl_core::Slot,
+        /// The primary's chosen slot.
+        chosen: rsl_core::Slot,
+        /// The bound (`Config::learner_promotion_lag_slots_max`).
+        lag_slots_max: u64,
+        /// How long the change waited for the learner.
+        waited_ms: u64,
     },
     /// The ring was shut down (or failed).
     #[error("ring shut down: {reason}")]

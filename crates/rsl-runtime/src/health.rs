@@ -23,6 +23,8 @@ pub struct ReplicaHealth {
     pub is_self: bool,
     /// Whether it is the primary (as the replica asked knows).
     pub is_primary: bool,
+    /// Whether it is a learner: it follows the log without voting.
+    pub is_learner: bool,
     /// Whether these figures are the primary's view (the replica asked is the primary);
     /// false: a secondary's partial view.
     pub measured_by_primary: bool,
@@ -55,6 +57,7 @@ impl ReplicaHealth {
                 node: member.node,
                 is_self: member.is_self,
                 is_primary: member.is_primary,
+                is_learner: member.is_learner,
                 measured_by_primary: report.role == Role::Primary,
                 acknowledged: member.acknowledged,
                 holds: member.holds,
@@ -84,7 +87,8 @@ impl Default for ReadinessOptions {
 /// Why a replica is not ready to serve; its `Display` is one line, the `/readyz` body.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NotReady {
-    /// The replica does not vote in the configuration in force (joining, or removed).
+    /// The replica neither votes nor learns in the configuration in force (joining, or
+    /// removed). A learner is ready like a member: caught up and hearing a primary.
     #[error("not a member {}", member_of(*.configuration))]
     NotAMember {
         /// The configuration number (0: a joining replica that entered none yet).
@@ -133,7 +137,7 @@ impl NotReady {
         window_ms: u64,
         options: ReadinessOptions,
     ) -> Result<(), NotReady> {
-        if !report.member {
+        if !report.member && !report.learner {
             return Err(NotReady::NotAMember { configuration });
         }
         let lag_slots = report.known_chosen.0.saturating_sub(report.applied.0);
@@ -208,6 +212,7 @@ mod tests {
             primary: Some(NodeId(1)),
             primary_heard: Some(Micros::from_ms(20)),
             member: true,
+            learner: false,
             chosen: Slot(90),
             applied: Slot(80),
             known_chosen: Slot(100),
@@ -227,6 +232,10 @@ mod tests {
         assert_eq!(NotReady::NotAMember { configuration: 3 }.to_string(), "not a member of configuration 3");
         let joining = NotReady::NotAMember { configuration: 0 };
         assert_eq!(joining.to_string(), "not a member of any configuration yet (joining)");
+        let learner = HealthReport { member: false, learner: true, ..report() };
+        assert_eq!(NotReady::check(&learner, 3, 250, options), Ok(()), "a caught-up learner is ready");
+        let lagging = NotReady::check(&learner, 3, 250, ReadinessOptions { lag_slots_max: 19 });
+        assert!(matches!(lagging, Err(NotReady::Behind { .. })), "a lagging learner is not: {lagging:?}");
         let removed = HealthReport { member: false, ..report() };
         assert_eq!(
             NotReady::check(&removed, 3, 250, options),

@@ -15,8 +15,11 @@
 //! - **Apply** runs on a dedicated thread per ring that owns the user's [`StateMachine`]
 //!   (why: see the design notes below). Responses go back to the waiting `replicate`
 //!   callers by request id; a request whose slot was applied without it (a new primary
-//!   filled the slot) is answered [`ReplicateError::NotPrimary`]. Lease reads wait there
-//!   for their read index, fast reads for the slot the client names.
+//!   filled the slot) is answered [`ReplicateError::NotPrimary`]. Linearizable reads
+//!   (under the lease, or through a read index confirmed by a round of heartbeats; see
+//!   [`ReadConsistency`]) wait there for their index, fast reads for the slot the client
+//!   names; a state machine with a [`ConcurrentReader`] serves them on the callers' tasks
+//!   instead, once the slot is applied, while execution goes on.
 //! - **Checkpoints** are saved by the state machine into a [`rsl_log::CheckpointStore`] on
 //!   the secondaries (staggered, so they do not all pause at once); a primary copies the
 //!   newest one from a secondary in the background instead of saving, so its execution never
@@ -98,11 +101,13 @@
 //!   peers would elect someone else, and every other ring scheduled on the same tokio worker
 //!   would stall too. On its own thread a slow state machine only delays responses and lets
 //!   `applied` lag `chosen`; consensus keeps running. Ordering stays exact because one FIFO
-//!   queue carries applies, checkpoint saves and installs, lease reads and notifications:
-//!   a lease read is queued behind every apply up to its read index, and a checkpoint
-//!   request right behind the apply of its slot. Checkpoints are saved synchronously on
-//!   that thread (applies pause meanwhile, as in RSL), which is why the primary leaves
-//!   saving to the secondaries.
+//!   queue carries applies, checkpoint saves and installs, reads and notifications: a
+//!   linearizable read waits there until every apply up to its index is done, and a
+//!   checkpoint request sits right behind the apply of its slot. (A state machine with a
+//!   [`ConcurrentReader`] serves reads on the callers' tasks instead, once the apply
+//!   thread published the slot applied.) Checkpoints are saved synchronously on that
+//!   thread (applies pause meanwhile, as in RSL), which is why the primary leaves saving to
+//!   the secondaries.
 //! - **Why checkpoint transfer has its own path.** The protocol's messages are small and
 //!   latency-sensitive; a checkpoint is a file of any size. [`transfer`] holds the
 //!   runtime's halves of a request/response seam ([`CheckpointFetcher`] on the client
@@ -129,6 +134,7 @@ mod error;
 pub mod framing;
 pub mod health;
 pub mod metrics;
+mod reads;
 mod ring;
 mod runtime;
 mod state_machine;
@@ -142,6 +148,7 @@ pub use error::{
     ReplicateError, RingFailure, StartError, TransferError,
 };
 pub use health::{NotReady, ReadinessOptions, ReplicaHealth};
+pub use reads::{ConcurrentReader, ReadConsistency};
 pub use ring::controls::{PromotionError, ReseedError, TimingError};
 pub use ring::{Recovery, Ring, RingOptions, RingSpec};
 pub use runtime::{Runtime, RuntimeOptions};

@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use rsl_core::{Message, NodeId, RingId};
-use rsl_transport::{Inbound, Transport};
+use rsl_transport::{Inbound, InboundSink, Transport};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -59,6 +59,9 @@ struct Shared {
     next_generation: AtomicU64,
     dropped_unknown_ring: AtomicU64,
     shut_down: AtomicBool,
+    /// Set when the runtime stops routing (its last handle dropped, or shut down): the
+    /// transport's sink then takes no more messages, as a closed inbound channel would not.
+    routing_stopped: AtomicBool,
 }
 
 impl Shared {
@@ -98,8 +101,28 @@ struct RuntimeInner {
     dispatcher: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The runtime's routing as the transport's [`InboundSink`]: an endpoint that supports it
+/// routes each admitted message into its ring's inbox from the sending side, with no
+/// dispatcher task in between. Holds the routing weakly, so the transport never keeps a
+/// stopped runtime alive.
+#[derive(Debug)]
+struct RouteSink(Weak<Shared>);
+
+impl InboundSink for RouteSink {
+    fn deliver(&self, inbound: Inbound) -> bool {
+        match self.0.upgrade() {
+            Some(shared) if !shared.routing_stopped.load(Ordering::Acquire) => {
+                shared.route(inbound.message);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Drop for RuntimeInner {
     fn drop(&mut self) {
+        self.shared.routing_stopped.store(true, Ordering::Release);
         if let Some(dispatcher) = self.dispatcher.lock().take() {
             dispatcher.abort();
         }
@@ -115,7 +138,8 @@ impl Drop for RuntimeInner {
 ///
 /// One process (one node id, one transport endpoint) runs one `Runtime` and any number of
 /// rings in it (RSL's multi-ring). Inbound messages from the transport are demultiplexed by
-/// [`Message::ring`] to each ring's task. Cheap to clone. Dropping the last clone stops
+/// [`Message::ring`] to each ring's task: by the sending side itself on a transport that
+/// takes an [`InboundSink`] (the in-memory network), by a dispatcher task otherwise. Cheap to clone. Dropping the last clone stops
 /// routing and asks every ring to stop; [`Runtime::shutdown`] does so and waits.
 #[derive(Clone)]
 pub struct Runtime {
@@ -129,8 +153,9 @@ impl fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Starts a runtime on a transport endpoint and its inbound receiver. Must be called
-    /// within a tokio runtime (it spawns the message dispatcher).
+    /// Starts a runtime on a transport endpoint and its inbound receiver, and registers its
+    /// routing as the endpoint's [`InboundSink`] (see [`Transport::deliver_inbound_to`]).
+    /// Must be called within a tokio runtime (it spawns the message dispatcher).
     pub fn new(
         transport: Arc<dyn Transport>,
         inbound: mpsc::Receiver<Inbound>,
@@ -154,7 +179,12 @@ impl Runtime {
             next_generation: AtomicU64::new(1),
             dropped_unknown_ring: AtomicU64::new(0),
             shut_down: AtomicBool::new(false),
+            routing_stopped: AtomicBool::new(false),
         });
+        // Messages go straight into the rings' inboxes where the transport can do that; the
+        // dispatcher routes whatever arrives on the channel (every message, on a transport
+        // without a sink).
+        shared.transport.deliver_inbound_to(Arc::new(RouteSink(Arc::downgrade(&shared))));
         let dispatcher = handle.spawn(dispatch(shared.clone(), inbound));
         Ok(Runtime { inner: Arc::new(RuntimeInner { shared, dispatcher: Mutex::new(Some(dispatcher)) }) })
     }
@@ -284,6 +314,7 @@ impl Runtime {
         for ring in shared.rings() {
             ring.shutdown().await;
         }
+        shared.routing_stopped.store(true, Ordering::Release);
         let dispatcher = self.inner.dispatcher.lock().take();
         if let Some(dispatcher) = dispatcher {
             dispatcher.abort();

@@ -1,9 +1,12 @@
 //! The interface a replicated application implements: [`StateMachine`].
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rsl_core::{Ballot, Configuration, NodeId, Role, Slot};
+
+use crate::reads::ConcurrentReader;
 
 /// A replicated state machine: the application's state, changed only by chosen requests.
 ///
@@ -36,6 +39,15 @@ pub trait StateMachine: Send + 'static {
     /// lease read the state reflects every slot chosen before the read was asked; for a
     /// fast read, at least the slot the client named.
     fn read(&self, request: &[u8]) -> Bytes;
+
+    /// A reader that serves reads on the callers' threads while `execute` runs (RSL: fast
+    /// reads with `serializeFastReadsWithReplicates` off). Asked once, when the ring starts;
+    /// with one, linearizable and fast reads no longer queue behind execution on the apply
+    /// thread and [`StateMachine::read`] is not called. `None` (the default) serves every
+    /// read on the apply thread, in order with `execute`.
+    fn reader(&self) -> Option<Arc<dyn ConcurrentReader>> {
+        None
+    }
 
     /// Writes the whole state, as of `slot`, to `writer` (RSL: `SaveState`). Called after the
     /// `execute` of every request up to `slot` and before any later one, once

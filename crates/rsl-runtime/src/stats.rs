@@ -85,8 +85,14 @@ rsl_transport::counters! {
         requests_failed,
         /// Requests executed by the state machine (every replica, every client).
         requests_executed,
-        /// Lease reads served.
+        /// Linearizable reads whose slot the primary's lease gave.
         reads_lease,
+        /// Linearizable reads whose read index was confirmed (on the primary, or by the
+        /// primary for a read on this secondary).
+        reads_read_index,
+        /// Reads (linearizable or fast) served by the state machine's concurrent reader,
+        /// off the apply thread.
+        reads_concurrent,
         /// Fast reads served.
         reads_fast,
         /// Reads refused or timed out.
@@ -304,7 +310,7 @@ pub fn render_prometheus(rings: &[RingStatistics]) -> String {
 
 /// The transport counters a scrape includes, rendered as `rsl_transport_<name>_total` (the
 /// frame counts and the in-memory network's fault counters are left out).
-const TRANSPORT_COUNTERS_RENDERED: [&str; 18] = [
+const TRANSPORT_COUNTERS_RENDERED: [&str; 19] = [
     "messages_sent",
     "messages_received",
     "bytes_sent",
@@ -320,6 +326,7 @@ const TRANSPORT_COUNTERS_RENDERED: [&str; 18] = [
     "rejected_unauthenticated",
     "rejected_impersonation",
     "rejected_version",
+    "dropped_for_version",
     "checkpoint_requests_refused",
     "checkpoints_served",
     "checkpoint_bytes_served",
@@ -417,6 +424,7 @@ mod tests {
                 node: NodeId(3),
                 is_self: false,
                 is_primary: false,
+                is_learner: false,
                 measured_by_primary: true,
                 acknowledged: Some(rsl_core::Slot(5)),
                 holds: Some(rsl_core::Slot(4)),

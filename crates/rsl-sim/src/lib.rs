@@ -16,10 +16,12 @@
 pub mod checkers;
 pub mod cluster;
 pub mod kv;
+pub mod matrix;
 pub mod options;
 pub mod rng;
 
 use cluster::{Outcome, Simulation};
+pub use matrix::{mutation_name, MUTATIONS};
 use options::Options;
 
 /// Runs one seed with the given options, catching a panic (a failed assertion or
@@ -52,23 +54,3 @@ pub fn replay_command(seed: u64, replicas: usize, mutation: Option<rsl_core::Mut
     }
     command
 }
-
-/// The command-line name of a mutation.
-pub fn mutation_name(mutation: rsl_core::Mutation) -> &'static str {
-    match mutation {
-        rsl_core::Mutation::AcceptBelowPromise => "accept-below-promise",
-        rsl_core::Mutation::CountVoteBeforePersist => "count-vote-before-persist",
-        rsl_core::Mutation::ApplyOutOfOrder => "apply-out-of-order",
-        rsl_core::Mutation::ForgetPromiseOnRestart => "forget-promise-on-restart",
-        rsl_core::Mutation::EnterConfigurationEarly => "enter-configuration-early",
-    }
-}
-
-/// Every mutation, for the command line and the mutation test.
-pub const MUTATIONS: [rsl_core::Mutation; 5] = [
-    rsl_core::Mutation::AcceptBelowPromise,
-    rsl_core::Mutation::CountVoteBeforePersist,
-    rsl_core::Mutation::ApplyOutOfOrder,
-    rsl_core::Mutation::ForgetPromiseOnRestart,
-    rsl_core::Mutation::EnterConfigurationEarly,
-];

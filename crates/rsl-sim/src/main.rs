@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use rsl_sim::matrix::{self, MatrixRow};
 use rsl_sim::options::Options;
 use rsl_sim::{mutation_name, replay_command, run_seed, MUTATIONS};
 
@@ -64,11 +65,10 @@ fn parse() -> Result<Args, String> {
                     args.all_mutations = true;
                     continue;
                 }
-                args.mutation =
-                    Some(MUTATIONS.into_iter().find(|m| mutation_name(*m) == name).ok_or_else(|| {
-                        let names: Vec<&str> = MUTATIONS.iter().map(|m| mutation_name(*m)).collect();
-                        format!("unknown mutation `{name}`; known: {}", names.join(", "))
-                    })?);
+                args.mutation = Some(matrix::mutation_by_name(&name).ok_or_else(|| {
+                    let names: Vec<&str> = MUTATIONS.iter().map(|m| mutation_name(*m)).collect();
+                    format!("unknown mutation `{name}`; known: {}", names.join(", "))
+                })?);
             }
             "--threads" => args.threads = number("--threads", value("--threads")?)?.max(1) as usize,
             "--verbose" => args.verbose = true,
@@ -83,8 +83,8 @@ fn parse() -> Result<Args, String> {
                      --mutation NAME  switch on a seeded bug (or `all`, one after another): {}\n\
                      --threads T      worker threads (default: all cores)\n\
                      --verbose        print every seed's counters\n\
-                     --until-caught   with --mutation: stop at the first seed a checker fails,\n\
-                     \x20                and succeed only if one does within --seeds",
+                     --until-caught   with --mutation: stop at the first seed the bug's own checker\n\
+                     \x20                fails, and succeed only if it does within --seeds",
                     MUTATIONS.iter().map(|m| mutation_name(*m)).collect::<Vec<_>>().join(", ")
                 );
                 std::process::exit(0);
@@ -105,26 +105,40 @@ fn main() -> ExitCode {
     };
     if args.all_mutations {
         // Every seeded bug in turn; all must be caught.
+        let mut rows = Vec::new();
         let mut code = ExitCode::SUCCESS;
         for mutation in MUTATIONS {
             args.mutation = Some(mutation);
-            if run(&args) != ExitCode::SUCCESS {
+            let (exit, row) = run(&args);
+            if exit != ExitCode::SUCCESS {
                 code = ExitCode::FAILURE;
             }
+            rows.extend(row);
+        }
+        if args.until_caught {
+            println!(
+                "\nmutation matrix, seeds {}..{}:\n{}",
+                args.first_seed,
+                args.first_seed + args.seeds,
+                matrix::table(&rows)
+            );
         }
         return code;
     }
-    run(&args)
+    run(&args).0
 }
 
-fn run(args: &Args) -> ExitCode {
+/// Runs the seeds; with `--until-caught`, also the matrix row of the mutation.
+fn run(args: &Args) -> (ExitCode, Option<MatrixRow>) {
     let start = Instant::now();
     let next = AtomicU64::new(args.first_seed);
     let end = args.first_seed + args.seeds;
     let passed = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
-    // With --until-caught, the lowest failing seed so far; workers skip seeds above it.
+    // With --until-caught, the lowest seed the bug's own checker failed so far; workers
+    // skip seeds above it.
     let caught = AtomicU64::new(u64::MAX);
+    let named = args.mutation.map(|m| matrix::seeded_bug(m).checker);
     std::thread::scope(|scope| {
         for _ in 0..args.threads.min(args.seeds.max(1) as usize) {
             scope.spawn(|| loop {
@@ -145,7 +159,7 @@ fn run(args: &Args) -> ExitCode {
                         passed.fetch_add(1, Ordering::Relaxed);
                     }
                     Some(failure) => {
-                        if args.until_caught {
+                        if args.until_caught && Some(failure.checker) == named {
                             caught.fetch_min(seed, Ordering::Relaxed);
                         }
                         println!("seed {seed} FAILED: {failure}");
@@ -158,30 +172,18 @@ fn run(args: &Args) -> ExitCode {
     });
     let elapsed = start.elapsed().as_secs_f64();
     let mut failures = failures.into_inner().expect("no poisoning");
-    if args.until_caught {
+    if let (true, Some(mutation)) = (args.until_caught, args.mutation) {
         failures.sort_unstable();
-        let name = args.mutation.map_or("none", mutation_name);
-        return match failures.first() {
-            Some((seed, checker)) if *checker != "assertion" => {
-                println!(
-                    "sim: mutation={name} caught by {checker} at seed {seed} ({} seeds from {}, {elapsed:.1}s)",
-                    seed - args.first_seed + 1,
-                    args.first_seed
-                );
-                ExitCode::SUCCESS
-            }
-            Some((seed, checker)) => {
-                println!(
-                    "sim: mutation={name} first tripped an {checker} (not a checker) at seed {seed}; \
-                     the checkers must catch it"
-                );
-                ExitCode::FAILURE
-            }
-            None => {
-                println!("sim: mutation={name} NOT caught in {} seeds from {}", args.seeds, args.first_seed);
-                ExitCode::FAILURE
-            }
-        };
+        let row = MatrixRow::new(
+            matrix::seeded_bug(mutation),
+            args.replicas,
+            args.first_seed,
+            args.seeds,
+            &failures,
+        );
+        println!("sim: {} ({elapsed:.1}s)", row.verdict());
+        let code = if row.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        return (code, Some(row));
     }
     let passed = passed.load(Ordering::Relaxed);
     println!(
@@ -195,12 +197,12 @@ fn run(args: &Args) -> ExitCode {
         args.mutation.map(|m| format!(" mutation={}", mutation_name(m))).unwrap_or_default(),
     );
     if failures.is_empty() {
-        ExitCode::SUCCESS
+        (ExitCode::SUCCESS, None)
     } else {
         let mut by_checker: Vec<&str> = failures.iter().map(|(_, c)| *c).collect();
         by_checker.sort_unstable();
         by_checker.dedup();
         println!("violations by checker: {}", by_checker.join(", "));
-        ExitCode::FAILURE
+        (ExitCode::FAILURE, None)
     }
 }

@@ -24,6 +24,9 @@ pub struct Options {
     pub read_fraction: f64,
     /// Fraction of reads sent through the log instead of the lease.
     pub log_read_fraction: f64,
+    /// Fraction of the reads not sent through the log that use a read index instead of the
+    /// lease; half of those go to a replica picked at random (a secondary asks the primary).
+    pub read_index_fraction: f64,
     /// Fraction of compare-and-set among writes.
     pub cas_fraction: f64,
     /// Simulated duration of the fault phase, microseconds.
@@ -98,6 +101,7 @@ impl Options {
             keys: rng.between(1, 4) as u8,
             read_fraction: rng.probability(0.0, 0.5),
             log_read_fraction: rng.probability(0.0, 0.5),
+            read_index_fraction: 0.0,
             cas_fraction: rng.probability(0.0, 0.5),
             fault_phase_us: rng.between(5, 20) * 1_000_000,
             liveness_phase_us: 15_000_000,
@@ -138,6 +142,13 @@ impl Options {
         // liveness phase after long faults.
         let windows: &[u64] = if options.fetch_slots_max == 1 { &[4, 16] } else { &[1, 4, 16] };
         options.fetch_window = windows[rng.index(windows.len())];
+        options.read_index_fraction = [0.0, 0.5, 1.0][rng.index(3)];
+        if mutation == Some(Mutation::ReadIndexWithoutConfirmation) {
+            // Stale reads show only among reads: make every other operation one.
+            options.read_fraction = options.read_fraction.max(0.5);
+            options.log_read_fraction = 0.0;
+            options.read_index_fraction = 1.0;
+        }
         options
     }
 }

@@ -346,7 +346,9 @@ impl Cluster {
                 Action::RequestsDropped { ids, .. } => node.requests_dropped += ids.len() as u64,
                 Action::RoleChanged { .. }
                 | Action::ConfigurationChangeInterrupted { .. }
-                | Action::PrimaryRecovered { .. } => {}
+                | Action::PrimaryRecovered { .. }
+                | Action::ReadIndexReady { .. }
+                | Action::ReadIndexFailed { .. } => {}
             }
         }
     }

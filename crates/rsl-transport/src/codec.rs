@@ -9,8 +9,8 @@ use crate::proto as pb;
 use bytes::Bytes;
 use prost::Message as _;
 use rsl_core::{
-    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, RejectReason, Request, RequestId, RingId,
-    Slot, Time, Value, MEMBERS_MAX,
+    Ballot, Configuration, MemberAddress, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal,
+    RejectReason, Request, RequestId, RingId, Slot, Time, Value, ADDRESS_BYTES_MAX, MEMBERS_MAX,
 };
 
 /// Bytes a frame adds around its messages, at most: the batch's `from` and `to` fields
@@ -23,16 +23,53 @@ pub const FRAME_OVERHEAD_BYTES: u64 = 32;
 /// states unless the endpoint is told to speak an older one
 /// ([`GrpcConfig::protocol_version`](crate::GrpcConfig::protocol_version)). Version 1 is the
 /// wire format before frames stated a version; version 2 states it in every frame (the
-/// messages are the same). docs/PROTOCOL.md gives the compatibility rule.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// messages are the same); version 3 adds learners and addresses to configurations, which
+/// a peer spoken to in an older version never receives ([`message_version`]).
+/// docs/PROTOCOL.md gives the compatibility rule.
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The protocol version that first carries configurations with learners or addresses.
+pub const MEMBERSHIP_PROTOCOL_VERSION: u32 = 3;
 
 /// The oldest protocol version this build speaks, and the version a frame without a
 /// `protocol_version` field is in.
 pub const PROTOCOL_VERSION_MIN: u32 = 1;
 
 const _: () = assert!(PROTOCOL_VERSION_MIN <= PROTOCOL_VERSION && PROTOCOL_VERSION < 128);
+const _: () = assert!(MEMBERSHIP_PROTOCOL_VERSION <= PROTOCOL_VERSION);
 const _: () = assert!(FRAME_OVERHEAD_BYTES >= 2 * (1 + 10) + 2 + 1 + 5);
 
+/// The oldest protocol version that carries `message` whole. Version 2 added forced
+/// elections (`PromotionRequest`) and read-index reads (`ReadIndexRequest`,
+/// `ReadIndexReply`, `ReadIndexRefused`); version 3 added a configuration's learners and
+/// addresses, which an older receiver would drop without a word. Such a message is not
+/// sent to a peer spoken to in an older version (docs/PROTOCOL.md, "Versions").
+pub fn message_version(message: &pb::Message) -> u32 {
+    use pb::message::Body;
+    let extended = |value: &Option<pb::Value>| {
+        matches!(value, Some(pb::Value { kind: Some(pb::value::Kind::Configuration(c)) })
+            if !c.learners.is_empty() || !c.addresses.is_empty())
+    };
+    let carries = match &message.body {
+        Some(Body::Accept(accept)) => extended(&accept.value),
+        Some(Body::Promise(promise)) => promise.accepted.iter().any(|p| extended(&p.value)),
+        Some(Body::FetchReply(reply)) => reply.chosen_values.iter().any(|p| extended(&p.value)),
+        _ => false,
+    };
+    match &message.body {
+        _ if carries => MEMBERSHIP_PROTOCOL_VERSION,
+        Some(
+            Body::PromotionRequest(_)
+            | Body::ReadIndexRequest(_)
+            | Body::ReadIndexReply(_)
+            | Body::ReadIndexRefused(_),
+        ) => 2,
+        _ => PROTOCOL_VERSION_MIN,
+    }
+}
+
+/// The oldest protocol version that carries chunks of messages too large for a frame.
+pub const CHUNKS_VERSION: u32 = 2;
 /// The protocol version of a frame whose `protocol_version` field holds `stated`.
 pub fn frame_version(stated: u32) -> u32 {
     if stated == 0 {
@@ -196,6 +233,20 @@ fn body_to_proto(body: &MessageBody) -> pb::message::Body {
         MessageBody::PromotionRequest { ballot: b } => {
             Body::PromotionRequest(pb::PromotionRequest { ballot: ballot(b) })
         }
+        MessageBody::ReadIndexRequest { id } => Body::ReadIndexRequest(pb::ReadIndexRequest { id: id.0 }),
+        MessageBody::ReadIndexReply { id, ballot: b, index } => {
+            Body::ReadIndexReply(pb::ReadIndexReply { id: id.0, ballot: ballot(b), index: index.0 })
+        }
+        MessageBody::ReadIndexRefused { id, reason } => {
+            use pb::read_index_refused::Reason;
+            let reason = match reason {
+                ReadIndexRefusal::NotPrimary { hint } => {
+                    Reason::NotPrimary(pb::ReadIndexNotPrimary { hint: hint.map(|node| node.0) })
+                }
+                ReadIndexRefusal::Busy => Reason::Busy(pb::Empty {}),
+            };
+            Body::ReadIndexRefused(pb::ReadIndexRefused { id: id.0, reason: Some(reason) })
+        }
     }
 }
 
@@ -270,30 +321,89 @@ fn configuration_to_proto(configuration: &Configuration) -> pb::Configuration {
         number: configuration.number,
         members: configuration.members.iter().map(|node| node.0).collect(),
         first_slot: configuration.first_slot.0,
+        learners: configuration.learners.iter().map(|node| node.0).collect(),
+        addresses: configuration
+            .addresses
+            .iter()
+            .map(|a| pb::MemberAddress {
+                node: a.node.0,
+                replica: a.replica.clone(),
+                client: a.client.clone(),
+            })
+            .collect(),
     }
 }
 
-fn configuration_from_proto(configuration: pb::Configuration) -> Result<Configuration, DecodeError> {
-    if configuration.members.len() > MEMBERS_MAX {
+/// Checks that `nodes` is strictly increasing.
+fn strictly_increasing(nodes: &[u64], field: &str) -> Result<(), DecodeError> {
+    if let Some(index) = nodes.windows(2).position(|pair| pair[0] >= pair[1]) {
+        let (before, after) = (nodes[index], nodes[index + 1]);
         return Err(DecodeError::Invalid {
-            field: "members".to_owned(),
-            problem: format!("at most {MEMBERS_MAX} members allowed, found {}", configuration.members.len()),
-        });
-    }
-    if let Some(index) = configuration.members.windows(2).position(|pair| pair[0] >= pair[1]) {
-        let (before, after) = (configuration.members[index], configuration.members[index + 1]);
-        return Err(DecodeError::Invalid {
-            field: "members".to_owned(),
+            field: field.to_owned(),
             problem: format!(
                 "must be strictly increasing, found {before} then {after} at positions {index} and {}",
                 index + 1
             ),
         });
     }
+    Ok(())
+}
+
+fn configuration_from_proto(configuration: pb::Configuration) -> Result<Configuration, DecodeError> {
+    let addresses = configuration
+        .addresses
+        .into_iter()
+        .map(|a| MemberAddress { node: NodeId(a.node), replica: a.replica, client: a.client })
+        .collect();
+    let pb::Configuration { number, members, first_slot, learners, .. } = configuration;
+    checked_configuration(number, members, learners, addresses, Slot(first_slot))
+}
+
+/// A configuration from a peer's fields, once its lists are well formed: members and
+/// learners each strictly increasing, disjoint and at most `MEMBERS_MAX` together;
+/// addresses strictly increasing by node, for members or learners, within
+/// `ADDRESS_BYTES_MAX`. The error names the field (relative to the configuration).
+pub(crate) fn checked_configuration(
+    number: u64,
+    members: Vec<u64>,
+    learners: Vec<u64>,
+    addresses: Vec<MemberAddress>,
+    first_slot: Slot,
+) -> Result<Configuration, DecodeError> {
+    let invalid = |field: String, problem: String| Err(DecodeError::Invalid { field, problem });
+    let nodes = members.len() + learners.len();
+    if nodes > MEMBERS_MAX {
+        let field = if learners.is_empty() { "members" } else { "learners" };
+        return invalid(
+            field.into(),
+            format!("at most {MEMBERS_MAX} members and learners allowed, found {nodes}"),
+        );
+    }
+    strictly_increasing(&members, "members")?;
+    strictly_increasing(&learners, "learners")?;
+    if let Some(both) = learners.iter().find(|node| members.binary_search(node).is_ok()) {
+        return invalid("learners".into(), format!("node {both} is also a member"));
+    }
+    let address_nodes: Vec<u64> = addresses.iter().map(|a| a.node.0).collect();
+    strictly_increasing(&address_nodes, "addresses")?;
+    for (index, address) in addresses.iter().enumerate() {
+        let node = address.node.0;
+        if members.binary_search(&node).is_err() && learners.binary_search(&node).is_err() {
+            return invalid(
+                format!("addresses[{index}]"),
+                format!("node {node} is neither a member nor a learner"),
+            );
+        }
+        if address.replica.len() > ADDRESS_BYTES_MAX || address.client.len() > ADDRESS_BYTES_MAX {
+            return invalid(format!("addresses[{index}]"), format!("longer than {ADDRESS_BYTES_MAX} bytes"));
+        }
+    }
     Ok(Configuration {
-        number: configuration.number,
-        members: configuration.members.into_iter().map(NodeId).collect(),
-        first_slot: Slot(configuration.first_slot),
+        number,
+        members: members.into_iter().map(NodeId).collect(),
+        learners: learners.into_iter().map(NodeId).collect(),
+        addresses,
+        first_slot,
     })
 }
 
@@ -402,6 +512,23 @@ fn body_from_proto(body: pb::message::Body) -> Result<MessageBody, DecodeError> 
         Body::PromotionRequest(m) => {
             MessageBody::PromotionRequest { ballot: ballot_from_proto(m.ballot, "promotion_request.ballot")? }
         }
+        Body::ReadIndexRequest(m) => MessageBody::ReadIndexRequest { id: ReadId(m.id) },
+        Body::ReadIndexReply(m) => MessageBody::ReadIndexReply {
+            id: ReadId(m.id),
+            ballot: ballot_from_proto(m.ballot, "read_index_reply.ballot")?,
+            index: Slot(m.index),
+        },
+        Body::ReadIndexRefused(m) => {
+            use pb::read_index_refused::Reason;
+            let reason = match m.reason {
+                None => return Err(DecodeError::missing("read_index_refused.reason")),
+                Some(Reason::NotPrimary(not_primary)) => {
+                    ReadIndexRefusal::NotPrimary { hint: not_primary.hint.map(NodeId) }
+                }
+                Some(Reason::Busy(pb::Empty {})) => ReadIndexRefusal::Busy,
+            };
+            MessageBody::ReadIndexRefused { id: ReadId(m.id), reason }
+        }
     };
     Ok(body)
 }
@@ -505,6 +632,7 @@ mod tests {
                         number: 2,
                         members,
                         first_slot: 9,
+                        ..Default::default()
                     })),
                 }),
                 ..Default::default()
@@ -521,6 +649,30 @@ mod tests {
         assert!(
             matches!(decoded.body, MessageBody::Accept { value: Value::Configuration(c), .. } if c == expected)
         );
+    }
+
+    #[test]
+    fn only_configurations_with_learners_or_addresses_need_version_3() {
+        let accept = |configuration: Configuration| {
+            message_to_proto(&message(MessageBody::Accept {
+                ballot: Ballot::new(1, NodeId(1)),
+                slot: Slot(4),
+                value: Value::Configuration(configuration),
+                chosen: Slot(3),
+            }))
+        };
+        let plain = Configuration::new(2, vec![NodeId(1), NodeId(2)], Slot(5));
+        assert_eq!(message_version(&accept(plain.clone())), PROTOCOL_VERSION_MIN);
+        assert_eq!(message_version(&accept(plain.clone().with_learners(vec![NodeId(3)]))), 3);
+        let address = MemberAddress { node: NodeId(1), replica: "r:1".into(), client: String::new() };
+        assert_eq!(message_version(&accept(plain.clone().with_addresses(vec![address]))), 3);
+        let fetched = Proposal {
+            ballot: Ballot::new(1, NodeId(1)),
+            slot: Slot(4),
+            value: Value::Configuration(plain.with_learners(vec![NodeId(3)])),
+        };
+        let reply = message_to_proto(&message(MessageBody::FetchReply { chosen_values: vec![fetched] }));
+        assert_eq!(message_version(&reply), 3, "a fetched configuration too");
     }
 
     #[test]

@@ -107,4 +107,4 @@ pub use grpc::{
 pub use membership::{Admission, Membership};
 pub use memory::{AttachError, MemoryConfig, MemoryEndpoint, MemoryNetwork};
 pub use stats::{TransportStats, TransportStatsSnapshot};
-pub use transport::{AddressError, Inbound, PeerAddress, QueueFullPolicy, SendError, Transport};
+pub use transport::{AddressError, Inbound, InboundSink, PeerAddress, QueueFullPolicy, SendError, Transport};

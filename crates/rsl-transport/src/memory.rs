@@ -3,14 +3,17 @@
 //! seeded generator, partitions).
 
 use crate::codec::{encoded_len, framed_len};
-use crate::gate::Gate;
+use crate::gate::{ChannelClosed, Gate};
 use crate::membership::Membership;
 use crate::stats::TransportStats;
-use crate::transport::{check_outbound, AddressError, Inbound, PeerAddress, SendError, Transport};
+use crate::transport::{
+    check_outbound, AddressError, Inbound, InboundSink, PeerAddress, SendError, Transport,
+};
 use parking_lot::{Mutex, RwLock};
 use rsl_core::SplitMix64;
 use rsl_core::{Message, NodeId};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -84,10 +87,35 @@ impl Faults {
     }
 }
 
+/// The receiving side of an attached endpoint: its inbound checks, and where admitted
+/// messages go (the inbound channel, or the sink its owner registered).
+#[derive(Debug)]
+struct Receiving {
+    gate: Gate,
+    sink: RwLock<Option<Arc<dyn InboundSink>>>,
+}
+
+impl Receiving {
+    /// Hands an admitted message to the sink, or else to the inbound channel (dropping it,
+    /// counted, when the channel is full). Runs on the sender's thread.
+    fn deliver(&self, inbound: Inbound) -> Result<(), ChannelClosed> {
+        let sink = self.sink.read();
+        let Some(sink) = sink.as_ref() else { return self.gate.deliver_now(inbound) };
+        // Counted before the message becomes visible to the receiver, as on the channel.
+        TransportStats::bump(&self.gate.stats.messages_received);
+        if sink.deliver(inbound) {
+            Ok(())
+        } else {
+            self.gate.stats.messages_received.fetch_sub(1, Ordering::Relaxed);
+            Err(ChannelClosed)
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Hub {
     config: MemoryConfig,
-    endpoints: RwLock<HashMap<NodeId, Arc<Gate>>>,
+    endpoints: RwLock<HashMap<NodeId, Arc<Receiving>>>,
     faults: Mutex<Faults>,
 }
 
@@ -128,20 +156,21 @@ impl MemoryNetwork {
             return Err(AttachError::InvalidConfig { problem: "inbound_queue_messages_max is 0".to_owned() });
         }
         let (sender, receiver) = mpsc::channel(capacity as usize);
-        let gate = Arc::new(Gate {
+        let gate = Gate {
             local: node,
             membership: Arc::new(Membership::new()),
             stats: Arc::new(TransportStats::default()),
             inbound: sender,
-        });
+        };
+        let receiving = Arc::new(Receiving { gate, sink: RwLock::new(None) });
         let mut endpoints = self.hub.endpoints.write();
         if endpoints.contains_key(&node) {
             return Err(AttachError::AlreadyAttached { node });
         }
-        endpoints.insert(node, Arc::clone(&gate));
+        endpoints.insert(node, Arc::clone(&receiving));
         drop(endpoints);
         let endpoint =
-            MemoryEndpoint { hub: Arc::clone(&self.hub), gate, addresses: Mutex::new(HashMap::new()) };
+            MemoryEndpoint { hub: Arc::clone(&self.hub), receiving, addresses: Mutex::new(HashMap::new()) };
         Ok((endpoint, receiver))
     }
 
@@ -189,25 +218,31 @@ impl MemoryNetwork {
     }
 }
 
-/// One node's endpoint on a [`MemoryNetwork`]. Delivery happens inside `send`, straight
-/// into the receiver's inbound channel, after the receiver's membership check; there is no
+/// One node's endpoint on a [`MemoryNetwork`]. Delivery happens inside `send`, after the
+/// receiver's membership check, straight into the receiver's inbound channel, or into its
+/// [`InboundSink`] once it registered one ([`Transport::deliver_inbound_to`]: a runtime
+/// does, so a message reaches its ring's task with no task in between). There is no
 /// outbound queue (a full inbound channel drops the message and counts it).
 #[derive(Debug)]
 pub struct MemoryEndpoint {
     hub: Arc<Hub>,
-    gate: Arc<Gate>,
+    receiving: Arc<Receiving>,
     addresses: Mutex<HashMap<NodeId, PeerAddress>>,
 }
 
 impl MemoryEndpoint {
+    fn gate(&self) -> &Gate {
+        &self.receiving.gate
+    }
+
     fn check(&self, to: NodeId, messages: &[Message]) -> Result<Vec<u64>, SendError> {
-        check_outbound(self.gate.local, to, self.hub.config.message_bytes_max, messages, encoded_len)
+        check_outbound(self.gate().local, to, self.hub.config.message_bytes_max, messages, encoded_len)
     }
 }
 
 impl Transport for MemoryEndpoint {
     fn local_node(&self) -> NodeId {
-        self.gate.local
+        self.gate().local
     }
 
     fn send(&self, to: NodeId, messages: Vec<Message>) -> Result<(), SendError> {
@@ -215,7 +250,7 @@ impl Transport for MemoryEndpoint {
             return Ok(());
         }
         let sizes = self.check(to, &messages)?;
-        let stats = &self.gate.stats;
+        let stats = &self.gate().stats;
         let count = messages.len() as u64;
         let frame_bytes: u64 = sizes.iter().map(|bytes| framed_len(*bytes)).sum();
         TransportStats::bump(&stats.frames_sent);
@@ -225,7 +260,7 @@ impl Transport for MemoryEndpoint {
             TransportStats::add(&stats.dropped_unreachable, count);
             return Ok(());
         };
-        let from = self.gate.local;
+        let from = self.gate().local;
         let delivered: Vec<Message> = {
             let mut faults = self.hub.faults.lock();
             messages.into_iter().filter(|_| !faults.loses(from, to)).collect()
@@ -234,13 +269,13 @@ impl Transport for MemoryEndpoint {
         if delivered.is_empty() {
             return Ok(());
         }
-        TransportStats::bump(&receiver.stats.frames_received);
-        TransportStats::add(&receiver.stats.bytes_received, frame_bytes);
+        TransportStats::bump(&receiver.gate.stats.frames_received);
+        TransportStats::add(&receiver.gate.stats.bytes_received, frame_bytes);
         for message in delivered {
-            if receiver.admit(from, message.ring, message.from, message.to).is_err() {
+            if receiver.gate.admit(from, message.ring, message.from, message.to).is_err() {
                 continue;
             }
-            if receiver.deliver_now(Inbound { from, message }).is_err() {
+            if receiver.deliver(Inbound { from, message }).is_err() {
                 // The receiver's runtime is gone: like a crashed node, it hears nothing.
                 TransportStats::bump(&stats.dropped_unreachable);
             }
@@ -265,23 +300,29 @@ impl Transport for MemoryEndpoint {
     /// (random loss leaves it up).
     fn peer_connected(&self, node: NodeId) -> Option<bool> {
         let attached = self.hub.endpoints.read().contains_key(&node);
-        Some(attached && !self.hub.faults.lock().cuts(self.gate.local, node))
+        Some(attached && !self.hub.faults.lock().cuts(self.gate().local, node))
+    }
+
+    fn deliver_inbound_to(&self, sink: Arc<dyn InboundSink>) -> bool {
+        *self.receiving.sink.write() = Some(sink);
+        true
     }
 
     fn membership(&self) -> &Membership {
-        &self.gate.membership
+        &self.gate().membership
     }
 
     fn stats(&self) -> &TransportStats {
-        &self.gate.stats
+        &self.gate().stats
     }
 }
 
 impl Drop for MemoryEndpoint {
     fn drop(&mut self) {
         let mut endpoints = self.hub.endpoints.write();
-        if endpoints.get(&self.gate.local).is_some_and(|gate| Arc::ptr_eq(gate, &self.gate)) {
-            endpoints.remove(&self.gate.local);
+        let local = self.gate().local;
+        if endpoints.get(&local).is_some_and(|receiving| Arc::ptr_eq(receiving, &self.receiving)) {
+            endpoints.remove(&local);
         }
     }
 }

@@ -127,6 +127,11 @@ counters! {
         /// endpoint does not speak (a newer peer that has not spoken down yet, or one too
         /// old or too new to share a version with).
         rejected_version,
+        /// Messages and chunks not sent because the link to their peer is spoken in a
+        /// protocol version older than theirs (`codec::message_version`: forced elections,
+        /// read indexes and chunks need version 2, a configuration with learners or
+        /// addresses version 3); the peer could not read them.
+        dropped_for_version,
         /// Chunks of messages too large for a frame handed to the network.
         chunks_sent,
         /// Chunks of messages too large for a frame received (before they are checked).
@@ -153,7 +158,7 @@ mod tests {
         let snapshot = stats.snapshot();
         assert_eq!((snapshot.frames_sent, snapshot.bytes_sent, snapshot.dropped_unreachable), (1, 40, 3));
         let listed: Vec<_> = snapshot.counters().collect();
-        assert_eq!(listed.len(), 26);
+        assert_eq!(listed.len(), 27);
         assert_eq!(listed[0], ("frames_sent", "Frames (batches) handed to the network.", 1));
         assert_eq!(listed[15].0, "dropped_unreachable");
         assert_eq!(listed[15].2, 3);

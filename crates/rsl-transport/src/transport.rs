@@ -20,6 +20,16 @@ pub struct Inbound {
     pub message: Message,
 }
 
+/// Where an endpoint can hand admitted inbound messages itself, from the sending side,
+/// instead of queueing them on its inbound channel for a receiving task to route: one task
+/// wake-up per message fewer (see [`Transport::deliver_inbound_to`]).
+pub trait InboundSink: Send + Sync + fmt::Debug {
+    /// Takes one message that passed the endpoint's checks, without blocking. Returns
+    /// `false` when the sink takes no more messages (its runtime stopped routing): the
+    /// endpoint then counts the message unreachable, as when its inbound receiver is gone.
+    fn deliver(&self, inbound: Inbound) -> bool;
+}
+
 /// Where a peer listens, in the syntax of the transport it is given to.
 ///
 /// For gRPC: `host:port` (`127.0.0.1:7000`, `replica-1.example:7000`), or a URI with an
@@ -189,6 +199,15 @@ pub trait Transport: Send + Sync + fmt::Debug {
     fn peer_connected(&self, node: NodeId) -> Option<bool> {
         let _ = node;
         None
+    }
+
+    /// Hands admitted inbound messages to `sink` from now on, instead of the inbound channel
+    /// (replacing an earlier sink), and returns whether this endpoint does so; `false`, the
+    /// default, when it only delivers on the channel. The in-memory network delivers to the
+    /// sink from the sender's `send`, so a message reaches its ring without a task in between.
+    fn deliver_inbound_to(&self, sink: Arc<dyn InboundSink>) -> bool {
+        drop(sink);
+        false
     }
 
     /// The ring -> allowed members table this endpoint enforces on inbound messages.

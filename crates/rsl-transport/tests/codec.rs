@@ -5,8 +5,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use prost::Message as _;
 use rsl_core::{
-    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, RejectReason, Request, RequestId, RingId,
-    Slot, Time, Value,
+    Ballot, Configuration, MemberAddress, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal,
+    RejectReason, Request, RequestId, RingId, Slot, Time, Value,
 };
 use rsl_transport::codec::{
     decode_batch, decode_message, encode_batch, encode_message, encoded_len, message_from_proto, DecodeError,
@@ -39,9 +39,19 @@ fn request() -> impl Strategy<Value = Request> {
 }
 
 fn configuration() -> impl Strategy<Value = Configuration> {
-    (any::<u64>(), vec(any::<u64>(), 0..9), slot()).prop_map(|(number, members, first_slot)| {
-        Configuration::new(number, members.into_iter().map(NodeId).collect(), first_slot)
-    })
+    let address = (any::<u64>(), "[a-z0-9:/.]{1,30}", "[a-z0-9:/.]{0,30}");
+    (any::<u64>(), vec(any::<u64>(), 0..9), vec(any::<u64>(), 0..3), vec(address, 0..4), slot()).prop_map(
+        |(number, members, learners, addresses, first_slot)| {
+            let addresses: Vec<MemberAddress> = addresses
+                .into_iter()
+                .zip(members.iter().chain(&learners))
+                .map(|((_, replica, client), &node)| MemberAddress { node: NodeId(node), replica, client })
+                .collect();
+            Configuration::new(number, members.into_iter().map(NodeId).collect(), first_slot)
+                .with_learners(learners.into_iter().map(NodeId).collect())
+                .with_addresses(addresses)
+        },
+    )
 }
 
 fn value() -> impl Strategy<Value = Value> {
@@ -105,6 +115,16 @@ fn body() -> impl Strategy<Value = MessageBody> {
         slot().prop_map(|checkpoint| MessageBody::FetchTruncated { checkpoint }),
         ballot().prop_map(|ballot| MessageBody::TimeoutNow { ballot }),
         ballot().prop_map(|ballot| MessageBody::PromotionRequest { ballot }),
+        any::<u64>().prop_map(|id| MessageBody::ReadIndexRequest { id: ReadId(id) }),
+        (any::<u64>(), ballot(), slot()).prop_map(|(id, ballot, index)| MessageBody::ReadIndexReply {
+            id: ReadId(id),
+            ballot,
+            index
+        }),
+        (any::<u64>(), proptest::option::of(node()), any::<bool>()).prop_map(|(id, hint, busy)| {
+            let reason = if busy { ReadIndexRefusal::Busy } else { ReadIndexRefusal::NotPrimary { hint } };
+            MessageBody::ReadIndexRefused { id: ReadId(id), reason }
+        }),
     ]
 }
 
@@ -163,6 +183,14 @@ fn one_of_each() -> Vec<Message> {
         MessageBody::FetchTruncated { checkpoint: Slot(100) },
         MessageBody::TimeoutNow { ballot: b },
         MessageBody::PromotionRequest { ballot: b },
+        MessageBody::ReadIndexRequest { id: ReadId(11) },
+        MessageBody::ReadIndexReply { id: ReadId(11), ballot: b, index: Slot(5) },
+        MessageBody::ReadIndexRefused {
+            id: ReadId(12),
+            reason: ReadIndexRefusal::NotPrimary { hint: Some(NodeId(3)) },
+        },
+        MessageBody::ReadIndexRefused { id: ReadId(13), reason: ReadIndexRefusal::NotPrimary { hint: None } },
+        MessageBody::ReadIndexRefused { id: ReadId(14), reason: ReadIndexRefusal::Busy },
     ];
     bodies
         .into_iter()
@@ -174,7 +202,7 @@ fn one_of_each() -> Vec<Message> {
 fn every_body_kind_round_trips() {
     let messages = one_of_each();
     let kinds: BTreeSet<&str> = messages.iter().map(|m| m.body.kind()).collect();
-    assert_eq!(kinds.len(), 16, "one message per MessageBody variant: {kinds:?}");
+    assert_eq!(kinds.len(), 19, "one message per MessageBody variant: {kinds:?}");
     for message in &messages {
         let bytes = encode_message(message);
         assert_eq!(bytes.len() as u64, encoded_len(message));
@@ -208,6 +236,19 @@ fn missing_body_inside_a_batch_names_the_index() {
     let error = decode_batch(Bytes::from(batch.encode_to_vec())).unwrap_err();
     assert_eq!(error, DecodeError::Missing { field: "Batch.messages[1].Message.body".to_owned() });
     assert_eq!(error.to_string(), "Batch.messages[1].Message.body: missing");
+}
+
+#[test]
+fn a_read_index_refusal_without_its_reason_is_named() {
+    let message = proto::Message {
+        ring: 1,
+        from: 2,
+        to: 1,
+        configuration: 1,
+        body: Some(proto::message::Body::ReadIndexRefused(proto::ReadIndexRefused { id: 4, reason: None })),
+    };
+    let error = message_from_proto(message).unwrap_err();
+    assert_eq!(error.to_string(), "Message.read_index_refused.reason: missing");
 }
 
 proptest! {
@@ -286,9 +327,8 @@ mod archive {
         let mut message = one_of_each().into_iter().find(|m| m.body.kind() == "accept").unwrap();
         if let MessageBody::Accept { value, .. } = &mut message.body {
             *value = Value::Configuration(Configuration {
-                number: 2,
                 members: vec![NodeId(3), NodeId(1)],
-                first_slot: Slot(4),
+                ..Configuration::new(2, Vec::new(), Slot(4))
             });
         }
         let bytes = encode_batch(NodeId(2), NodeId(1), &[message]);

@@ -113,6 +113,13 @@ async fn an_endpoint_speaks_down_to_a_peer_told_to_speak_an_older_version() {
     assert_eq!(at_older.iter().map(sent_at).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
     let at_newer = receive(&mut newer_in, 10).await;
     assert_eq!(at_newer.iter().map(sent_at).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+    // A message version 1 does not have is left out of the link, counted; the rest goes.
+    let mut read_index = heartbeat(1, 1, 2, 10);
+    read_index.body = rsl_core::MessageBody::ReadIndexRequest { id: rsl_core::ReadId(7) };
+    newer.send(NodeId(2), vec![read_index, heartbeat(1, 1, 2, 11)]).unwrap();
+    let after = receive(&mut older_in, 1).await;
+    assert_eq!(after.iter().map(sent_at).collect::<Vec<_>>(), [11]);
+    assert_eq!(newer.stats().snapshot().dropped_for_version, 1);
     let (refused, accepted) = (older.stats().snapshot(), newer.stats().snapshot());
     assert_eq!(refused.rejected_version, 1, "one refusal, then version 1: {refused:?}");
     assert_eq!(accepted.rejected_version, 0, "a newer endpoint reads version 1: {accepted:?}");
@@ -236,6 +243,7 @@ async fn invalid_messages_from_a_peer_are_counted_not_fatal() {
                 number: 1,
                 members: vec![3, 1],
                 first_slot: 1,
+                ..Default::default()
             })),
         });
     }

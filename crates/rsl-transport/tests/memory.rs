@@ -4,8 +4,12 @@ mod common;
 
 use common::{accept, heartbeat, receive};
 use rsl_core::{NodeId, RingId};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use rsl_transport::{
-    AttachError, Inbound, MemoryConfig, MemoryEndpoint, MemoryNetwork, SendError, Transport,
+    AttachError, Inbound, InboundSink, MemoryConfig, MemoryEndpoint, MemoryNetwork, SendError, Transport,
 };
 use tokio::sync::mpsc;
 
@@ -201,4 +205,44 @@ async fn detached_receivers_are_unreachable_and_full_channels_drop() {
     assert_eq!(a.stats().snapshot().dropped_unreachable, 1);
     // The node can come back under the same id.
     let (_b, _b_in) = network.endpoint(NodeId(2)).unwrap();
+}
+
+/// Records what it is handed, while open.
+#[derive(Debug, Default)]
+struct Recorder {
+    taken: Mutex<Vec<Inbound>>,
+    closed: AtomicBool,
+}
+
+impl InboundSink for Recorder {
+    fn deliver(&self, inbound: Inbound) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.taken.lock().push(inbound);
+        true
+    }
+}
+
+#[test]
+fn a_registered_sink_takes_admitted_messages_from_the_sender_instead_of_the_channel() {
+    let mut net = one_way(MemoryConfig::default());
+    let sink = Arc::new(Recorder::default());
+    assert!(net.b.deliver_inbound_to(sink.clone()), "the memory network delivers to a sink");
+    let sent = vec![heartbeat(1, 1, 2, 1), heartbeat(1, 1, 2, 2)];
+    net.a.send(NodeId(2), sent.clone()).unwrap();
+    // Delivered inside `send`, in order, after the membership check; the channel gets nothing.
+    let taken: Vec<_> = sink.taken.lock().iter().map(|inbound| inbound.message.clone()).collect();
+    assert_eq!(taken, sent);
+    assert!(sink.taken.lock().iter().all(|inbound| inbound.from == NodeId(1)));
+    assert!(net.b_in.try_recv().is_err());
+    net.a.send(NodeId(2), vec![heartbeat(2, 1, 2, 3)]).unwrap();
+    assert_eq!(sink.taken.lock().len(), 2, "a ring node 1 is not a member of is refused before the sink");
+    assert_eq!(net.b.stats().snapshot().messages_received, 2);
+
+    // A sink that takes no more messages counts them unreachable, like a dropped receiver.
+    sink.closed.store(true, Ordering::Relaxed);
+    net.a.send(NodeId(2), vec![heartbeat(1, 1, 2, 4)]).unwrap();
+    assert_eq!(net.a.stats().snapshot().dropped_unreachable, 1);
+    assert_eq!(net.b.stats().snapshot().messages_received, 2);
 }

@@ -13,8 +13,12 @@
 //!   [`Ring`] it returns is the handle of the running replica; it is cheap to clone.
 //! - [`Ring::replicate`] sends a request through consensus and returns the state machine's
 //!   response; a replica that is not primary answers [`ReplicateError::NotPrimary`] naming
-//!   the primary. [`Ring::read`] is a linearizable read under the primary's lease (no log
-//!   slot); [`Ring::read_fast`] reads on any replica that has applied a given slot.
+//!   the primary. [`Ring::read`] is a linearizable read on the primary (no log slot) under
+//!   its lease, or through a read index confirmed by a round of heartbeats when the lease
+//!   cannot be used; [`Ring::read_with`] chooses per call ([`ReadConsistency`]), including
+//!   linearizable reads on a secondary; [`Ring::read_fast`] reads on any replica that has
+//!   applied a given slot. A state machine with a [`ConcurrentReader`] serves reads while it
+//!   executes requests.
 //! - [`Ring::relinquish_primary`] hands primacy over; [`Ring::status`] follows role, ballot,
 //!   chosen and applied slots; [`Ring::statistics`] reports counters and latencies
 //!   ([`render_prometheus`] turns them into Prometheus text).
@@ -142,14 +146,18 @@
 #![warn(missing_docs)]
 
 pub use bytes::Bytes;
-pub use rsl_core::{Ballot, Config, ConfigError, Configuration, NodeId, RingId, Role, Slot, Status, Timing};
+pub use rsl_core::{
+    Ballot, Config, ConfigError, Configuration, MemberAddress, MembershipChange, NodeId, RingId, Role, Slot,
+    Status, Timing,
+};
 pub use rsl_runtime::metrics::{serve_metrics, serve_metrics_with};
 pub use rsl_runtime::{
     render_prometheus, BuildError, ChangeConfigurationError, CheckpointFetcher, CheckpointNowError,
-    CheckpointServer, FastReadError, FileStorage, LocalCheckpointNetwork, MemoryStorage, NotReady,
-    PromotionError, PurgeLogError, ReadError, ReadinessOptions, Recovery, RelinquishError, ReplicaHealth,
-    ReplicateError, ReseedError, Ring, RingBuilder, RingFailure, RingOptions, RingSpec, RingStatistics,
-    RoleChange, Runtime, RuntimeOptions, StartError, StateMachine, Storage, TimingError, TransferError,
+    CheckpointServer, ConcurrentReader, FastReadError, FileStorage, LocalCheckpointNetwork, MemoryStorage,
+    NotReady, PromotionError, PurgeLogError, ReadConsistency, ReadError, ReadinessOptions, Recovery,
+    RelinquishError, ReplicaHealth, ReplicateError, ReseedError, Ring, RingBuilder, RingFailure, RingOptions,
+    RingSpec, RingStatistics, RoleChange, Runtime, RuntimeOptions, StartError, StateMachine, Storage,
+    TimingError, TransferError,
 };
 pub use rsl_transport::{Inbound, MemoryNetwork, Transport};
 

@@ -1,6 +1,7 @@
 //! Three replicas in one process over the in-memory network: replication, reads, failover,
 //! restarts from the file log, catch-up from a checkpoint, two rings on shared runtimes,
-//! and the errors a user sees for an oversized request and a corrupt log.
+//! the errors a user sees for an oversized request and a corrupt log, and the slot tests
+//! compare states at once a request was answered.
 
 mod common;
 
@@ -341,6 +342,22 @@ async fn concurrent_clients_share_slots_and_syncs() {
     let expected_total: u64 = (0..clients).flat_map(|c| (0..per_client).map(move |i| c * 1_000 + i)).sum();
     for state in cluster.states(RING, chosen).await {
         assert_eq!((state.count, state.total), (requests, expected_total));
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_applied_slot_covers_every_answered_request() {
+    // What tests compare states at: once a request is answered, every replica's state as of
+    // `newest_applied` includes it. (A replica's published status may not show the slot of
+    // the request it just answered yet; taking the newest status instead fails here.)
+    let cluster = Cluster::with_ring(3, RING).await;
+    for request in 1..=30u64 {
+        cluster.replicate(RING, request).await;
+        let slot = cluster.newest_applied(RING);
+        for state in cluster.states(RING, slot).await {
+            assert_eq!(state, Tally::of(1..=request), "as of slot {slot}, after request {request}");
+        }
     }
     cluster.shutdown().await;
 }

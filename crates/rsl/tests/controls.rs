@@ -269,9 +269,13 @@ async fn a_damaged_replica_is_reseeded_from_a_named_peer() {
     let primary = cluster.primary(RING).await.clone();
     let mut others = cluster.members.iter().copied().filter(|&n| n != primary.node());
     let (damaged, source) = (others.next().unwrap(), others.next().unwrap());
+    // The damage hits request 13: the damaged replica executed request 12 already.
+    cluster.applied(cluster.ring(RING, damaged), cluster.newest_applied(RING)).await;
     damage[&damaged].store(true, Ordering::SeqCst);
     cluster.replicate(RING, 13).await;
-    let slot = primary.status().borrow().applied;
+    // The slot of request 13 (primacy may have moved under load, and a replica's status
+    // may not show the slot of the request it just answered yet).
+    let slot = cluster.newest_applied(RING);
     let states = cluster.states(RING, slot).await;
     assert_eq!(
         states.iter().filter(|s| **s == Tally::of(1..=13)).count(),
@@ -291,7 +295,7 @@ async fn a_damaged_replica_is_reseeded_from_a_named_peer() {
     let checkpoint = ring.reseed_from(source).await.expect("re-seeded");
     assert!(checkpoint >= Slot(5) && checkpoint <= slot, "{checkpoint}");
     cluster.replicate(RING, 14).await;
-    let slot = primary.status().borrow().applied;
+    let slot = cluster.newest_applied(RING);
     for state in cluster.states(RING, slot).await {
         assert_eq!(state, Tally::of(1..=14), "every replica holds the same state again");
     }
@@ -312,6 +316,7 @@ async fn a_last_request_closes_the_ring_across_restarts_and_checkpoints() {
     cluster.replicate_all(RING, 1..=2).await;
     let primary = cluster.primary(RING).await.clone();
     let late = *cluster.members.iter().find(|&&n| n != primary.node()).unwrap();
+    let late_applied = cluster.ring(RING, late).status().borrow().applied;
     cluster.stop(RING, late).await;
     let primary = cluster.primary(RING).await.clone();
     for request in 3..=5u64 {
@@ -338,7 +343,19 @@ async fn a_last_request_closes_the_ring_across_restarts_and_checkpoints() {
     // Reads still work.
     assert_eq!(Tally::decode(&primary.read(Vec::new()).await.expect("a lease read")), Tally::of(1..=7));
 
-    // The replica that was away catches up from a checkpoint that carries the closed state.
+    // The replica that was away catches up from a checkpoint that carries the closed state,
+    // once the others truncated their logs past where it stopped. (They would on their own,
+    // the primary once it copied a secondary's checkpoint in the background; on demand it
+    // does not depend on how loaded the machine is.)
+    for replica in cluster.replicas(RING) {
+        let checkpoint = replica.checkpoint_now().await.expect("a checkpoint on demand");
+        assert!(checkpoint >= last_slot, "{checkpoint}");
+        let mut status = replica.status();
+        tokio::time::timeout(WAIT, status.wait_for(|s| s.log_start > late_applied.next()))
+            .await
+            .expect("the running replicas truncated their logs in time")
+            .unwrap();
+    }
     cluster.restart(RING, late).await.unwrap();
     let ring = cluster.ring(RING, late).clone();
     let mut status = ring.status();
@@ -353,7 +370,13 @@ async fn a_last_request_closes_the_ring_across_restarts_and_checkpoints() {
         Err(ReplicateError::RingClosed { last_slot })
     );
     assert_eq!(Tally::decode(&ring.read_fast(Vec::new(), last_slot).await.unwrap()), Tally::of(1..=7));
-    // Restarted, it is closed from the start: its newest checkpoint says so.
+    // Restarted, it is closed from the start: its newest checkpoint says so (it installed
+    // one, or saved its own once it applied the last slot).
+    let mut status = ring.status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.checkpoint >= last_slot))
+        .await
+        .expect("a checkpoint of the closed state in time")
+        .unwrap();
     cluster.stop(RING, late).await;
     cluster.restart(RING, late).await.unwrap();
     let ring = cluster.ring(RING, late);

@@ -339,7 +339,7 @@ impl Connection {
             Connection::Unary(client) if fast => client.get_fast(key, Some(0)).await,
             Connection::Unary(client) => client.get(key).await,
             Connection::Stream { mux, timeout, .. } => {
-                let get = pb::GetRequest { key: key.to_owned(), fast, min_slot: 0 };
+                let get = pb::GetRequest { key: key.to_owned(), fast, min_slot: 0, ..Default::default() };
                 return match mux.call(pb::op::Op::Get(get), *timeout).await {
                     Ok(pb::op_result::Result::Get(get)) => {
                         Ok(get.found.then(|| parse_value(key, &get.value)))

@@ -68,6 +68,12 @@ impl Replica {
     pub(super) fn truncate_below(&mut self, below: Slot) {
         // A re-seed in progress replays the log from the peer's checkpoint: keep it.
         if self.reseeding.is_none() && self.log.truncate_below(below) {
+            let below = if self.mutated(Mutation::TruncateUnchosen) {
+                // Every slot held, the ones not yet chosen here included.
+                self.log.last_held().map_or(below, |last| below.max(last.next()))
+            } else {
+                below
+            };
             self.actions.push_back(Action::TruncateLog { below });
         }
     }

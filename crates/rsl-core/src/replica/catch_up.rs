@@ -121,11 +121,11 @@ impl Replica {
     }
 
     pub(super) fn on_catch_up_timer(&mut self) {
-        if !self.membership.is_member()
+        if !(self.membership.is_member() || self.membership.is_learner())
             || self.log.chosen().next() < self.membership.configuration.first_slot
             || self.knows_of_newer_configuration()
         {
-            // Joining, removed, or behind the start of the configuration in force: ask
+            // Joining, removed (a learner follows the primary like a member), or behind the start of the configuration in force: ask
             // the replicas of every configuration known; one of them is further on (a
             // newer configuration may name this replica), and answers let it fetch.
             for node in self.membership.known_nodes(&self.config.members, self.config.node) {
@@ -183,7 +183,13 @@ impl Replica {
             return;
         }
         let last = Slot(last.0.min(first.0.saturating_add(self.config.fetch_slots_max - 1)));
-        let chosen_values = self.log.chosen_values(first, last, self.config.message_bytes_max);
+        let chosen_values = if self.mutated(super::mutation::Mutation::FetchServesUnchosen) {
+            // As many slots as a reply may carry, whatever was asked, chosen or not.
+            let last = Slot(first.0.saturating_add(self.config.fetch_slots_max - 1));
+            self.log.held_values(first, last, self.config.message_bytes_max)
+        } else {
+            self.log.chosen_values(first, last, self.config.message_bytes_max)
+        };
         self.send(from, MessageBody::FetchReply { chosen_values });
     }
 

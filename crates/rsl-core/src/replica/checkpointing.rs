@@ -157,6 +157,9 @@ impl Replica {
         };
         self.checkpoints.done(slot, bytes, now);
         self.record_checkpoint(slot);
+        // A checkpoint that fell due while this one was saved starts now, not at the next
+        // apply, which may never come (a closed ring, an idle one).
+        self.checkpoint_if_due();
         self.arm_checkpoint_timer();
         self.finish();
     }
@@ -188,6 +191,7 @@ impl Replica {
         // Only applied slots may count as covered here: this replica's own state reaches
         // them, and its log still holds every later slot it has to apply.
         self.record_checkpoint(slot.min(self.apply_emitted));
+        self.checkpoint_if_due();
         self.arm_checkpoint_timer();
         self.finish();
     }

@@ -7,6 +7,7 @@ use crate::message::{MessageBody, RejectReason};
 use crate::types::{Ballot, NodeId, Slot};
 
 use super::exclusive::ExclusiveQueue;
+use super::mutation::Mutation;
 use super::progress::Progress;
 use super::role::{CandidatePhase, CandidateState, KnownPrimary, PrimaryState, RoleState};
 use super::takeover;
@@ -28,7 +29,7 @@ impl Replica {
     fn campaign_ballot(&self) -> Ballot {
         let next = self.highest_seen.max(self.promised).successor_for(self.config.node);
         let floor = self.membership.configuration.round_floor();
-        if next.round <= floor {
+        if next.round <= floor && !self.mutated(Mutation::SkipRoundFloor) {
             Ballot::new(floor + 1, self.config.node)
         } else {
             next
@@ -96,7 +97,8 @@ impl Replica {
             _ => self.campaign_ballot(),
         };
         invariant!(
-            ballot.round > self.membership.configuration.round_floor(),
+            ballot.round > self.membership.configuration.round_floor()
+                || self.mutated(Mutation::SkipRoundFloor),
             "a candidacy outranks older configurations"
         );
         let first_unchosen = self.log.chosen().next();
@@ -280,9 +282,12 @@ impl Replica {
         };
         precondition!(candidate.ballot == self.promised, "primary must own its promise");
         let ballot = candidate.ballot;
-        let plan = takeover::plan(&candidate, &self.log, &self.membership);
+        let lowest_ballot = self.mutated(Mutation::TakeoverPicksLowestBallot);
+        let plan = takeover::plan(&candidate, &self.log, &self.membership, lowest_ballot);
         self.stats.elections_won += 1;
-        let mut progress = Progress::new(self.membership.configuration.members.len(), candidate.me, self.now);
+        let configuration = &self.membership.configuration;
+        let mut progress =
+            Progress::new(configuration.members.len(), configuration.learners.len(), candidate.me, self.now);
         for (i, promise) in candidate.promises.iter().enumerate() {
             if promise.is_some() {
                 progress.heard(i, self.now);
@@ -300,6 +305,7 @@ impl Replica {
             pending_change: None,
             change_slot: plan.change_slot,
             exclusive: ExclusiveQueue::new(plan.last_slot),
+            reads: Default::default(),
         }));
         self.primary = Some(KnownPrimary { node: self.config.node, ballot });
         self.primary_heard_at = Some(self.now);
@@ -362,12 +368,14 @@ impl Replica {
             self.stats.primary_step_downs += 1;
             let change = leading
                 .pending_change
-                .clone()
+                .as_ref()
+                .map(|next| next.members.clone())
                 .or_else(|| leading.change_slot.and_then(|slot| self.log.configuration_members(slot)));
             if let Some(members) = change {
                 self.actions
                     .push_back(Action::ConfigurationChangeInterrupted { members, primary: primary_node });
             }
+            self.fail_confirming(std::mem::take(&mut leading.reads), primary_node);
             let mut ids = leading.queue.drain_ids();
             ids.extend(leading.exclusive.drain_ids());
             if !ids.is_empty() {

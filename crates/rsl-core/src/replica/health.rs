@@ -1,5 +1,5 @@
 //! Replica health (RSL's `GetReplicasInformation` and `ReplicaHealth`): what this replica
-//! knows of every member of its configuration.
+//! knows of every member and learner of its configuration.
 //!
 //! The primary knows the most: for each member, the highest slot it voted for, how far it
 //! holds the log (every slot up to a point, chosen there or voted for in order), when it
@@ -20,6 +20,8 @@ pub struct MemberHealth {
     pub node: NodeId,
     /// Whether it is the replica reporting.
     pub is_self: bool,
+    /// Whether it is a learner (follows without voting) rather than a voter.
+    pub is_learner: bool,
     /// Whether it is the primary the reporting replica follows (or is).
     pub is_primary: bool,
     /// The highest slot it voted for at the primary's ballot (primary's view).
@@ -49,6 +51,8 @@ pub struct HealthReport {
     pub primary_heard: Option<Micros>,
     /// Whether it votes in the configuration in force.
     pub member: bool,
+    /// Whether it is a learner in the configuration in force.
+    pub learner: bool,
     /// Every slot up to here is chosen and durable here.
     pub chosen: Slot,
     /// Every slot up to here is applied here.
@@ -56,7 +60,7 @@ pub struct HealthReport {
     /// The highest chosen slot it knows of: its own watermark as primary; the highest a
     /// primary or peer reported otherwise.
     pub known_chosen: Slot,
-    /// Every member of the configuration in force, in member order.
+    /// Every member of the configuration in force, in member order, then every learner.
     pub members: Vec<MemberHealth>,
 }
 
@@ -69,10 +73,12 @@ impl Replica {
         let primary = self.primary_hint();
         let known_chosen =
             if self.role.is_primary() { chosen } else { chosen.max(self.catch_up.known_chosen()) };
-        let members = self.membership.configuration.members.iter().enumerate().map(|(index, &node)| {
+        let configuration = &self.membership.configuration;
+        let members = configuration.followers().enumerate().map(|(index, node)| {
             let mut health = MemberHealth {
                 node,
                 is_self: node == me,
+                is_learner: configuration.is_learner(node),
                 is_primary: Some(node) == primary,
                 acknowledged: None,
                 holds: None,
@@ -117,6 +123,7 @@ impl Replica {
                 self.primary_heard_at.map(|t| now.since(t))
             },
             member: self.membership.is_member(),
+            learner: self.membership.is_learner(),
             chosen,
             applied: self.applied,
             known_chosen,

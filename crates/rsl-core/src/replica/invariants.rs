@@ -16,10 +16,13 @@ impl Replica {
         invariant!(self.apply_emitted <= self.log.chosen(), "applied beyond chosen");
         invariant!(self.checkpoint <= self.apply_emitted);
         self.persistence.check_invariants();
-        // These bugs break the promise bound directly; the simulator's checkers must catch
-        // their consequences instead.
-        let promise_broken =
-            self.mutated(Mutation::AcceptBelowPromise) || self.mutated(Mutation::ForgetPromiseOnRestart);
+        self.check_read_invariants();
+        // These bugs break the promise bound directly (a truncation past the chosen slots
+        // loses the accepts that raise a recovered promise); the simulator's checkers must
+        // catch their consequences instead.
+        let promise_broken = self.mutated(Mutation::AcceptBelowPromise)
+            || self.mutated(Mutation::ForgetPromiseOnRestart)
+            || self.mutated(Mutation::TruncateUnchosen);
         let promise_bound = (!promise_broken).then_some(self.promised);
         let durability_bug = self.durability_bug_seeded();
         self.log.check_invariants(

@@ -99,6 +99,11 @@ impl Log {
         self.chosen
     }
 
+    /// The highest slot held, if any.
+    pub(super) fn last_held(&self) -> Option<Slot> {
+        self.entries.keys().next_back().copied()
+    }
+
     /// The entry of `slot`, if held.
     pub(super) fn get(&self, slot: Slot) -> Option<&Entry> {
         self.entries.get(&slot)
@@ -208,17 +213,25 @@ impl Log {
     /// The chosen values from `first` to `last`, contiguous, at most `bytes_max` bytes of
     /// values (at least one value: each fits a message).
     pub(super) fn chosen_values(&self, first: Slot, last: Slot, bytes_max: u64) -> Vec<Proposal> {
-        let last = last.min(self.chosen);
+        self.held_values(first, last.min(self.chosen), bytes_max)
+    }
+
+    /// The values held from `first` to `last`, contiguous (up to the first hole), at most
+    /// `bytes_max` bytes of values (at least one value), chosen or not: what
+    /// [`Log::chosen_values`] serves below the watermark, and a seeded bug beyond it.
+    pub(super) fn held_values(&self, first: Slot, last: Slot, bytes_max: u64) -> Vec<Proposal> {
         let mut values: Vec<Proposal> = Vec::new();
         if first > last {
             return values;
         }
         let mut bytes = 0u64;
-        for (_, entry) in self.entries.range(first..=last) {
+        let mut expected = first;
+        for (slot, entry) in self.entries.range(first..=last) {
             let size = entry.proposal.value.size_bytes();
-            if !values.is_empty() && bytes + size > bytes_max {
+            if *slot != expected || (!values.is_empty() && bytes + size > bytes_max) {
                 break;
             }
+            expected = slot.next();
             bytes += size;
             values.push(entry.proposal.clone());
         }

@@ -15,10 +15,11 @@
 //! primary's phase 2: batching, proposing, counting votes, heartbeats and the read lease)
 //! and [`acceptor`] (phase 2 on every replica: accepting and learning what is chosen);
 //! [`catch_up`] (status, fetches, checkpoint installs); [`reconfiguration`];
-//! [`relinquish`] (handing primacy over); [`large`] (requests over `batch_bytes_max`, a
-//! slot of their own in a window of their own); [`apply`] (handing chosen values to the state
-//! machine) and [`checkpointing`] (when to checkpoint, who saves, copies, truncation);
-//! [`validate`] (peer input); [`invariants`] (the
+//! [`relinquish`] (handing primacy over); [`read_index`] (linearizable reads confirmed by a
+//! round of heartbeats, on the primary or forwarded to it); [`large`] (requests over
+//! `batch_bytes_max`, a slot of their own in a window of their own); [`apply`] (handing
+//! chosen values to the state machine) and [`checkpointing`] (when to checkpoint, who saves,
+//! copies, truncation); [`validate`] (peer input); [`invariants`] (the
 //! O(n) contracts); [`mutation`] (seeded bugs for the simulator).
 
 mod acceptor;
@@ -36,6 +37,7 @@ mod log;
 mod mutation;
 mod persist;
 mod progress;
+mod read_index;
 mod reconfiguration;
 mod relinquish;
 mod replication;
@@ -50,6 +52,7 @@ pub use self::controls::{Promotion, PromotionError, ReseedError, Timing};
 pub use self::health::{HealthReport, MemberHealth};
 pub use self::log::DurableState;
 pub use self::mutation::Mutation;
+pub use self::reconfiguration::MembershipChange;
 pub use self::timers::Timer;
 
 use crate::action::{Action, MessageError, Role, Statistics, Status};
@@ -63,6 +66,7 @@ use self::catch_up::CatchUp;
 use self::checkpointing::CheckpointSchedule;
 use self::log::Log;
 use self::persist::Persistence;
+use self::read_index::Forwarded;
 use self::reconfiguration::Membership;
 use self::role::{CandidatePhase, KnownPrimary, RoleReport, RoleState};
 use self::timers::Timers;
@@ -104,6 +108,8 @@ pub struct Replica {
     checkpoint: Slot,
     checkpoints: CheckpointSchedule,
     catch_up: CatchUp,
+    /// Read-index reads this replica asked of a primary, not yet answered.
+    forwarded_reads: Forwarded,
 
     // Role.
     role: RoleState,
@@ -175,6 +181,7 @@ impl Replica {
             checkpoint: durable.checkpoint,
             checkpoints: CheckpointSchedule::new(durable.checkpoint, now),
             catch_up: CatchUp::new(chosen),
+            forwarded_reads: Forwarded::default(),
             role: RoleState::Secondary,
             primary: None,
             primary_heard_at: None,
@@ -335,6 +342,7 @@ impl Replica {
                     Timer::CatchUp => self.on_catch_up_timer(),
                     Timer::Relinquish => self.on_relinquish_timer(),
                     Timer::Checkpoint => self.on_checkpoint_timer(),
+                    Timer::ReadIndex => self.on_read_index_timer(),
                 }
             }
         }
@@ -382,6 +390,11 @@ impl Replica {
             MessageBody::FetchTruncated { checkpoint } => self.on_fetch_truncated(from, checkpoint),
             MessageBody::TimeoutNow { ballot } => self.on_timeout_now(from, ballot),
             MessageBody::PromotionRequest { ballot } => self.on_promotion_request(from, ballot),
+            MessageBody::ReadIndexRequest { id } => self.on_read_index_request(from, id),
+            MessageBody::ReadIndexReply { id, ballot, index } => {
+                self.on_read_index_reply(from, id, ballot, index)
+            }
+            MessageBody::ReadIndexRefused { id, reason } => self.on_read_index_refused(from, id, reason),
         }
         self.finish();
         Ok(())
@@ -466,6 +479,16 @@ impl Replica {
         }
     }
 
+    /// Sends `body` to every other member and every learner of the configuration in force:
+    /// what a primary replicates (accepts, heartbeats) goes to both.
+    fn broadcast_followers(&mut self, body: MessageBody) {
+        let me = self.config.node;
+        let peers: Vec<NodeId> = self.membership.configuration.followers().filter(|&m| m != me).collect();
+        for peer in peers {
+            self.send(peer, body.clone());
+        }
+    }
+
     /// Stages a promise of `ballot` into this step's write; returns its ticket.
     fn stage_promise(&mut self, ballot: Ballot) -> u64 {
         safety!(
@@ -514,8 +537,10 @@ impl Replica {
         ticket
     }
 
-    /// Ends a step: emits its persist request, then checks invariants.
+    /// Ends a step: moves read-index reads along, emits its persist request, then checks
+    /// invariants.
     fn finish(&mut self) {
+        self.advance_reads();
         self.flush_staged();
         self.check_invariants();
     }

@@ -18,6 +18,26 @@ pub enum Mutation {
     /// The primary switches to a new configuration as soon as it proposes the change,
     /// before the change is chosen.
     EnterConfigurationEarly,
+    /// The log store is asked to truncate every slot held, chosen or not, whenever the log
+    /// is truncated: the votes for slots not yet chosen here are lost at the next restart.
+    TruncateUnchosen,
+    /// A replica answers a catch-up fetch with the values it holds past its chosen
+    /// watermark too, as if they were chosen.
+    FetchServesUnchosen,
+    /// Phase 1 re-proposes, for each slot, the lowest-ballot value among the promises
+    /// instead of the highest.
+    TakeoverPicksLowestBallot,
+    /// A candidate's ballot ignores the round floor of its configuration: after a
+    /// configuration change its ballot stays among the earlier configuration's rounds.
+    SkipRoundFloor,
+    /// A control for the durability checker, seeded in the simulated service rather than
+    /// in the replica: a put or delete is acknowledged as soon as the primary queues it, so
+    /// a write the primary then loses (a crash, a step-down) was acknowledged but is never
+    /// chosen.
+    AcknowledgeBeforeChosen,
+    /// The primary answers read-index reads with its chosen slot at once, without waiting
+    /// for a quorum to echo a heartbeat sent after they arrived.
+    ReadIndexWithoutConfirmation,
 }
 
 impl Replica {

@@ -1,11 +1,15 @@
 //! Reconfiguration: the configuration in force and the history of those still needed, a
-//! primary's change of members, and entering a configuration once its value is chosen (or
-//! a checkpoint carries it). A replica never adopts a configuration from hearsay.
+//! primary's change of voters, learners and addresses (with the promotion guard: a learner
+//! becomes a voter only once caught up), and entering a configuration once its value is
+//! chosen (or a checkpoint carries it). A replica never adopts a configuration from hearsay.
 
 use crate::action::ChangeError;
 use crate::config::MEMBERS_MAX;
 use crate::time::Time;
-use crate::types::{Configuration, NodeId, Slot, Value, CONFIGURATION_NUMBER_MAX, CONFIGURATION_ROUND_BITS};
+use crate::types::{
+    Configuration, MemberAddress, NodeId, Slot, Value, ADDRESS_BYTES_MAX, CONFIGURATION_NUMBER_MAX,
+    CONFIGURATION_ROUND_BITS,
+};
 
 use super::log::Log;
 use super::role::KnownPrimary;
@@ -21,6 +25,8 @@ pub(super) struct Membership {
     history: Vec<Configuration>,
     /// This replica's index among the members, if it votes in `configuration`.
     member_index: Option<usize>,
+    /// Whether this replica is a learner in `configuration`.
+    learner: bool,
     /// When this replica last asked a replica in a newer configuration for it.
     pub(super) query_at: Option<Time>,
 }
@@ -39,12 +45,19 @@ impl Membership {
             }
         }
         let member_index = configuration.members.iter().position(|&m| m == node);
-        Membership { configuration, history, member_index, query_at: None }
+        let learner = configuration.is_learner(node);
+        Membership { configuration, history, member_index, learner, query_at: None }
     }
 
     /// Whether this replica votes in the configuration in force.
     pub(super) fn is_member(&self) -> bool {
         self.member_index.is_some()
+    }
+
+    /// Whether this replica is a learner in the configuration in force: it follows the
+    /// primary's accepts and heartbeats, and never votes or campaigns.
+    pub(super) fn is_learner(&self) -> bool {
+        self.learner
     }
 
     /// This replica's index among the members, if it is one.
@@ -55,6 +68,12 @@ impl Membership {
     /// The index of `node` among the members, if it is one.
     pub(super) fn index_of(&self, node: NodeId) -> Option<usize> {
         self.configuration.members.iter().position(|&m| m == node)
+    }
+
+    /// The index of `node` among the followers (the members, then the learners), the order
+    /// of a primary's progress and of its accepts' acknowledgement bits.
+    pub(super) fn follower_index_of(&self, node: NodeId) -> Option<usize> {
+        self.configuration.followers().position(|m| m == node)
     }
 
     /// The highest round a ballot of the configuration in force may have.
@@ -80,6 +99,7 @@ impl Membership {
     fn enter(&mut self, configuration: Configuration, node: NodeId) {
         self.history.push(configuration.clone());
         self.member_index = configuration.members.iter().position(|&m| m == node);
+        self.learner = configuration.is_learner(node);
         self.configuration = configuration;
     }
 
@@ -88,7 +108,7 @@ impl Membership {
         let mut nodes: Vec<NodeId> = self
             .history
             .iter()
-            .flat_map(|c| c.members.iter().copied())
+            .flat_map(|c| c.followers())
             .chain(contacts.iter().copied())
             .filter(|&n| n != me)
             .collect();
@@ -100,85 +120,213 @@ impl Membership {
 
 /// What makes a configuration from a peer unusable, if anything.
 pub(super) fn configuration_problem(configuration: &Configuration) -> Option<String> {
-    if configuration.members.is_empty() || configuration.members.len() > MEMBERS_MAX {
+    let number = configuration.number;
+    let (members, learners) = (&configuration.members, &configuration.learners);
+    if members.is_empty() || members.len() + learners.len() > MEMBERS_MAX {
         return Some(format!(
-            "configuration {} has {} members",
-            configuration.number,
-            configuration.members.len()
+            "configuration {number} has {} members and {} learners (1..={MEMBERS_MAX} nodes, at least one voter)",
+            members.len(),
+            learners.len()
         ));
     }
-    if configuration.members.contains(&NodeId(0)) {
-        return Some(format!("configuration {} names node 0", configuration.number));
+    if !is_strictly_increasing(members) || !is_strictly_increasing(learners) {
+        return Some(format!("configuration {number}'s members or learners are not sorted and distinct"));
     }
-    if configuration.number == 0 || configuration.number >= CONFIGURATION_NUMBER_MAX {
-        return Some(format!("configuration number {} out of range", configuration.number));
+    if members.contains(&NodeId(0)) || learners.contains(&NodeId(0)) {
+        return Some(format!("configuration {number} names node 0"));
+    }
+    if let Some(both) = learners.iter().find(|&&node| configuration.contains(node)) {
+        return Some(format!("configuration {number} names {both} both a member and a learner"));
+    }
+    if let Some(problem) = addresses_problem(configuration) {
+        return Some(format!("configuration {number}: {problem}"));
+    }
+    if number == 0 || number >= CONFIGURATION_NUMBER_MAX {
+        return Some(format!("configuration number {number} out of range"));
     }
     if configuration.first_slot == Slot::ZERO {
-        return Some(format!("configuration {} starts at slot 0", configuration.number));
+        return Some(format!("configuration {number} starts at slot 0"));
     }
     None
 }
 
+fn is_strictly_increasing(nodes: &[NodeId]) -> bool {
+    nodes.windows(2).all(|pair| pair[0] < pair[1])
+}
+
+/// What is wrong with a configuration's addresses, if anything: they must be sorted by
+/// node, one per node, for nodes of the configuration, each at most `ADDRESS_BYTES_MAX`
+/// bytes, and a replica endpoint is never empty.
+fn addresses_problem(configuration: &Configuration) -> Option<String> {
+    let addresses = &configuration.addresses;
+    if addresses.windows(2).any(|pair| pair[0].node >= pair[1].node) {
+        return Some("addresses are not sorted by node with one per node".into());
+    }
+    for address in addresses {
+        let MemberAddress { node, replica, client } = address;
+        if !configuration.includes(*node) {
+            return Some(format!("an address for {node}, which is neither a member nor a learner"));
+        }
+        if replica.is_empty() {
+            return Some(format!("{node}'s replica address is empty"));
+        }
+        if replica.len() > ADDRESS_BYTES_MAX || client.len() > ADDRESS_BYTES_MAX {
+            return Some(format!("{node}'s address is longer than {ADDRESS_BYTES_MAX} bytes"));
+        }
+    }
+    None
+}
+
+/// A change of a ring's members, asked of the primary with
+/// [`Replica::handle_change_configuration`]: the voters and learners of the next
+/// configuration, and addresses for any of them. The next configuration keeps the current
+/// addresses of the nodes it keeps, replaced by those given here.
+///
+/// A bare list of nodes (`Vec<NodeId>` converts) asks for those voters and no learners.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// The voters of the next configuration.
+    pub members: Vec<NodeId>,
+    /// Its learners: they follow the log without voting. A learner of the current
+    /// configuration named among `members` is promoted, once caught up (see
+    /// `Config::learner_promotion_lag_slots_max`).
+    pub learners: Vec<NodeId>,
+    /// Addresses for nodes of the next configuration (new ones, or changed ones).
+    pub addresses: Vec<MemberAddress>,
+}
+
+impl MembershipChange {
+    /// A change to `members` voting and `learners` following, with no new addresses.
+    pub fn new(members: Vec<NodeId>, learners: Vec<NodeId>) -> MembershipChange {
+        MembershipChange { members, learners, addresses: Vec::new() }
+    }
+
+    /// The same change with `addresses`.
+    #[must_use]
+    pub fn with_addresses(mut self, addresses: Vec<MemberAddress>) -> MembershipChange {
+        self.addresses = addresses;
+        self
+    }
+}
+
+impl From<Vec<NodeId>> for MembershipChange {
+    fn from(members: Vec<NodeId>) -> MembershipChange {
+        MembershipChange::new(members, Vec::new())
+    }
+}
+
 impl Replica {
-    /// Changes the ring's members (add, remove, replace, grow, shrink) by proposing a
-    /// configuration value at the next slot `s`: the new configuration (number + 1) governs
-    /// slots from `s + 1`, and no slot beyond `s` is opened under the current one, so the
-    /// pipeline drains at the boundary. The outcome is the `Apply` of the configuration
-    /// value (chosen), or `ConfigurationChangeInterrupted` if this replica stops being
-    /// primary first. Only the primary accepts, one change at a time.
+    /// Changes the ring's members (add, remove, replace, grow, shrink; add, promote or drop
+    /// learners; change addresses) by proposing a configuration value at the next slot `s`:
+    /// the new configuration (number + 1) governs slots from `s + 1`, and no slot beyond `s`
+    /// is opened under the current one, so the pipeline drains at the boundary. The outcome
+    /// is the `Apply` of the configuration value (chosen), or
+    /// `ConfigurationChangeInterrupted` if this replica stops being primary first. Only the
+    /// primary accepts, one change at a time. A change that makes a learner of the current
+    /// configuration a voter is refused with [`ChangeError::LearnerBehind`] while that
+    /// learner holds the log more than `learner_promotion_lag_slots_max` slots behind this
+    /// primary's chosen slot (as far as this primary knows from what the learner
+    /// acknowledged); nothing is proposed, and the caller may ask again later.
     pub fn handle_change_configuration(
         &mut self,
         now: Time,
-        members: Vec<NodeId>,
+        change: impl Into<MembershipChange>,
     ) -> Result<(), ChangeError> {
         self.advance_clock(now);
+        let result = self.accept_change(change.into());
+        if result.is_ok() {
+            self.propose_queued();
+        }
+        postcondition!(
+            result.is_err()
+                || self.role.primary().is_none_or(|p| p.pending_change.is_some() || p.change_slot.is_some()),
+            "an accepted change waits for room or is in flight"
+        );
+        self.finish();
+        result
+    }
+
+    /// Checks `change` and, when it is acceptable, makes it the primary's pending change.
+    fn accept_change(&mut self, change: MembershipChange) -> Result<(), ChangeError> {
         let hint = self.primary_hint();
-        let number = self.membership.configuration.number;
+        let current = &self.membership.configuration;
+        let number = current.number;
         let Some(primary) = self.role.primary() else {
             return Err(ChangeError::NotPrimary { hint });
         };
         if let Some(target) = primary.relinquish_to {
             return Err(ChangeError::Relinquishing { target });
         }
+        let members = change.members.clone();
         if let Some(last_slot) = self.last_slot {
             let reason = format!("the ring is closed: its last request was chosen at slot {last_slot}");
             return Err(ChangeError::Invalid { members, reason });
         }
         if let Some(pending) = &primary.pending_change {
-            return Err(ChangeError::InProgress { members: pending.clone() });
+            return Err(ChangeError::InProgress { members: pending.members.clone() });
         }
         if let Some(slot) = primary.change_slot {
             let members = self.log.configuration_members(slot).unwrap_or_default();
             return Err(ChangeError::InProgress { members });
         }
         let invalid = |reason: String| Err(ChangeError::Invalid { members: members.clone(), reason });
-        let mut sorted = members.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != members.len() {
+        let sorted = |nodes: &[NodeId]| {
+            let mut sorted = nodes.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            sorted
+        };
+        let (voters, learners) = (sorted(&change.members), sorted(&change.learners));
+        if voters.len() != change.members.len() || learners.len() != change.learners.len() {
             return invalid("a node is named twice".into());
         }
-        if sorted.is_empty() || sorted.len() > MEMBERS_MAX {
-            return invalid(format!("need 1..={MEMBERS_MAX} members"));
+        if let Some(both) = learners.iter().find(|node| voters.contains(node)) {
+            return invalid(format!("{both} is named both a member and a learner"));
         }
-        if sorted.contains(&NodeId(0)) {
+        if voters.is_empty() || voters.len() + learners.len() > MEMBERS_MAX {
+            return invalid(format!("need 1..={MEMBERS_MAX} nodes, at least one of them a member"));
+        }
+        if voters.contains(&NodeId(0)) || learners.contains(&NodeId(0)) {
             return invalid("node 0 is reserved".into());
         }
-        if sorted == self.membership.configuration.members {
-            return invalid(format!("configuration {number} already has exactly these members"));
+        // The current addresses of the nodes kept, replaced by the ones given.
+        let addresses = current.addresses.iter().cloned().chain(change.addresses).collect();
+        let next =
+            Configuration::new(number + 1, voters, Slot(1)).with_learners(learners).with_addresses(addresses);
+        if let Some(problem) = addresses_problem(&next) {
+            return invalid(problem);
+        }
+        if next.members == current.members
+            && next.learners == current.learners
+            && next.addresses == current.addresses
+        {
+            return invalid(format!("configuration {number} already has exactly these members and learners"));
         }
         if number + 1 >= CONFIGURATION_NUMBER_MAX {
             return invalid(format!("configuration numbers are exhausted at {number}"));
         }
+        self.promotion_guard(&next)?;
         if let Some(primary) = self.role.primary_mut() {
-            primary.pending_change = Some(sorted);
+            primary.pending_change = Some(next);
         }
-        self.propose_queued();
-        postcondition!(
-            self.role.primary().is_none_or(|p| p.pending_change.is_some() || p.change_slot.is_some()),
-            "an accepted change waits for room or is in flight"
-        );
-        self.finish();
+        Ok(())
+    }
+
+    /// Refuses `next` if it makes a learner of the current configuration a voter while the
+    /// learner is further behind this primary's chosen slot than
+    /// `learner_promotion_lag_slots_max` (a learner never heard from holds nothing).
+    fn promotion_guard(&self, next: &Configuration) -> Result<(), ChangeError> {
+        let current = &self.membership.configuration;
+        let Some(primary) = self.role.primary() else { return Ok(()) };
+        let chosen = self.log.chosen();
+        let lag_slots_max = self.config.learner_promotion_lag_slots_max;
+        for node in next.members.iter().copied().filter(|&node| current.is_learner(node)) {
+            let Some(index) = self.membership.follower_index_of(node) else { continue };
+            let holds = primary.progress.member(index).holds.unwrap_or(Slot::ZERO);
+            if chosen.0.saturating_sub(holds.0) > lag_slots_max {
+                return Err(ChangeError::LearnerBehind { node, holds, chosen, lag_slots_max });
+            }
+        }
         Ok(())
     }
 

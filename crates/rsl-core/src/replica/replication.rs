@@ -6,7 +6,7 @@
 use crate::action::{ProposeError, ReadError};
 use crate::message::MessageBody;
 use crate::time::{Micros, Time};
-use crate::types::{Ballot, Configuration, NodeId, Proposal, Request, Slot, Value};
+use crate::types::{Ballot, NodeId, Proposal, Request, Slot, Value};
 
 use super::large::large_value_bytes;
 use super::mutation::Mutation;
@@ -150,10 +150,11 @@ impl Replica {
                 if primary.small_in_flight() >= depth {
                     return;
                 }
-                let members = primary.pending_change.take().unwrap_or_default();
+                let Some(mut next) = primary.pending_change.take() else { return };
                 let slot = primary.next_slot;
                 primary.change_slot = Some(slot);
-                let next = Configuration::new(number + 1, members, slot.next());
+                precondition!(next.number == number + 1, "a pending change is for the next configuration");
+                next.first_slot = slot.next();
                 self.stats.configuration_changes_proposed += 1;
                 self.propose_value(Value::Configuration(next.clone()));
                 if enter_early {
@@ -220,11 +221,12 @@ impl Replica {
         primary.next_slot = slot.next();
         self.stats.slots_proposed += 1;
         let chosen = self.log.chosen();
-        self.broadcast(MessageBody::Accept { ballot, slot, value, chosen });
+        self.broadcast_followers(MessageBody::Accept { ballot, slot, value, chosen });
     }
 
+    /// A member's vote, or a learner's acknowledgement (recorded, never counted), for `slot`.
     pub(super) fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot) {
-        let Some(index) = self.membership.index_of(from) else { return };
+        let Some(index) = self.membership.follower_index_of(from) else { return };
         let now = self.now;
         let chosen = self.log.chosen();
         let Some(primary) = self.role.primary_mut() else { return };
@@ -238,7 +240,7 @@ impl Replica {
         self.advance_primary_chosen();
     }
 
-    /// Primary: marks slots with a durable quorum chosen, in order.
+    /// Primary: marks slots with a durable quorum of voters chosen, in order.
     pub(super) fn advance_primary_chosen(&mut self) {
         let quorum = self.membership.configuration.quorum();
         let before = self.log.chosen();
@@ -247,10 +249,11 @@ impl Replica {
         let Some(primary) = self.role.primary_mut() else { return };
         // Members that hold the old watermark were caught up until now.
         primary.progress.caught_up(before, now);
+        let voters = primary.progress.voter_mask();
         while let Some((&slot, flight)) = primary.in_flight.first_key_value() {
             // Chosen here means chosen by a quorum and durable here: we apply it next.
             let durable_here = self.persistence.is_durable(flight.self_ticket) || premature;
-            if (flight.votes.count_ones() as usize) < quorum || !durable_here {
+            if ((flight.votes & voters).count_ones() as usize) < quorum || !durable_here {
                 break;
             }
             invariant!(slot == self.log.chosen().next(), "in-flight slots start right after chosen");
@@ -267,7 +270,7 @@ impl Replica {
                 // Tell the old configuration the change is chosen before leaving it: its
                 // members learn it from the watermark and follow into the new one.
                 let chosen = self.log.chosen();
-                self.broadcast(MessageBody::Heartbeat { ballot, chosen, sent_at: Time(0) });
+                self.broadcast_followers(MessageBody::Heartbeat { ballot, chosen, sent_at: Time(0) });
                 self.absorb_chosen_configurations(before);
             }
             self.emit_applies();
@@ -276,15 +279,15 @@ impl Replica {
         }
     }
 
-    /// Primary: heartbeats every member and retransmits accepts that live members have not
-    /// answered within a heartbeat interval (a large value's within a longer, growing wait:
+    /// Primary: heartbeats every member and learner, and retransmits accepts that live ones
+    /// have not answered within a heartbeat interval (a large value's within a longer, growing wait:
     /// `large.rs`).
     pub(super) fn on_heartbeat_timer(&mut self) {
         let Some(primary) = self.role.primary() else { return };
         let ballot = primary.ballot;
         let now = self.now;
         let chosen = self.log.chosen();
-        self.broadcast(MessageBody::Heartbeat { ballot, chosen, sent_at: now });
+        self.broadcast_heartbeat();
         let interval = self.config.heartbeat_interval();
         let live_since = now.minus(self.config.election_delay_min());
         let Some(primary) = self.role.primary() else { return };
@@ -294,7 +297,7 @@ impl Replica {
             .filter(|(_, flight)| self.resend_due(flight, now))
             .map(|(slot, _)| *slot)
             .collect();
-        let members = &self.membership.configuration.members;
+        let followers: Vec<NodeId> = self.membership.configuration.followers().collect();
         let mut resend: Vec<(NodeId, MessageBody)> = Vec::new();
         let Some(primary) = self.role.primary_mut() else { return };
         let me = primary.progress.me();
@@ -303,7 +306,7 @@ impl Replica {
             flight.sent_at = now;
             flight.resends = flight.resends.saturating_add(1);
             let Some(entry) = self.log.get(*slot) else { continue };
-            for (i, &member) in members.iter().enumerate() {
+            for (i, &member) in followers.iter().enumerate() {
                 if i != me && flight.votes & (1 << i) == 0 && primary.progress.is_live(i, live_since) {
                     let value = entry.proposal.value.clone();
                     resend.push((member, MessageBody::Accept { ballot, slot: *slot, value, chosen }));
@@ -318,7 +321,7 @@ impl Replica {
     }
 
     pub(super) fn on_heartbeat_reply(&mut self, from: NodeId, ballot: Ballot, sent_at: Time, chosen: Slot) {
-        let Some(index) = self.membership.index_of(from) else { return };
+        let Some(index) = self.membership.follower_index_of(from) else { return };
         let now = self.now;
         let primary_chosen = self.log.chosen();
         let Some(primary) = self.role.primary_mut() else { return };

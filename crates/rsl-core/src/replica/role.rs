@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::action::Role;
 use crate::time::{Micros, Time};
-use crate::types::{Ballot, NodeId, Proposal, Request, RequestId, Slot};
+use crate::types::{Ballot, Configuration, NodeId, Proposal, Request, RequestId, Slot};
 
 use super::exclusive::ExclusiveQueue;
 use super::large::{LargeQueue, LargeWindow};
 use super::progress::Progress;
+use super::read_index::Confirming;
 
 /// The role and its state.
 #[derive(Debug)]
@@ -134,17 +135,20 @@ pub(super) struct PrimaryState {
     pub(super) recovery_end: Slot,
     /// Requests waiting for a slot.
     pub(super) queue: ProposalQueue,
-    /// What the primary knows of each member.
+    /// What the primary knows of each member and learner.
     pub(super) progress: Progress,
     /// Relinquishing to this member.
     pub(super) relinquish_to: Option<NodeId>,
-    /// A configuration change accepted but not yet proposed (waits for pipeline room).
-    pub(super) pending_change: Option<Vec<NodeId>>,
+    /// A configuration change accepted but not yet proposed (waits for pipeline room); its
+    /// first slot is set when it is proposed.
+    pub(super) pending_change: Option<Configuration>,
     /// The slot of the configuration value in flight: no slot beyond it is opened under
     /// this configuration.
     pub(super) change_slot: Option<Slot>,
     /// Requests waiting for a slot of their own, and a last request in flight.
     pub(super) exclusive: ExclusiveQueue,
+    /// Read-index reads waiting for a round of heartbeats to confirm this primacy.
+    pub(super) reads: Confirming,
 }
 
 /// Votes for one in-flight slot at the primary.

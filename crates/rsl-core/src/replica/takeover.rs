@@ -30,13 +30,20 @@ pub(super) struct Takeover {
 }
 
 /// Plans the takeover of a candidate that won with the promises it collected.
-pub(super) fn plan(candidate: &CandidateState, log: &Log, membership: &Membership) -> Takeover {
+/// `lowest_ballot` is a seeded bug (`Mutation::TakeoverPicksLowestBallot`): the merge keeps
+/// the lowest-ballot proposal of each slot instead of the highest.
+pub(super) fn plan(
+    candidate: &CandidateState,
+    log: &Log,
+    membership: &Membership,
+    lowest_ballot: bool,
+) -> Takeover {
     let configuration = &membership.configuration;
     // Merge: for each slot, the proposal with the highest ballot among the quorum.
     let mut merged: BTreeMap<Slot, Proposal> = BTreeMap::new();
     for proposal in candidate.promises.iter().flatten().flatten() {
         match merged.get(&proposal.slot) {
-            Some(existing) if existing.ballot >= proposal.ballot => {}
+            Some(existing) if (existing.ballot >= proposal.ballot) != lowest_ballot => {}
             _ => {
                 merged.insert(proposal.slot, proposal.clone());
             }

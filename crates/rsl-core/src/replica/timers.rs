@@ -22,11 +22,14 @@ pub enum Timer {
     Relinquish = 5,
     /// A checkpoint may be due by time, or a failed one may be tried again.
     Checkpoint = 6,
+    /// Read index: a primary's round waits for a heartbeat time of its own; a secondary's
+    /// forwarded reads expire unanswered.
+    ReadIndex = 7,
 }
 
 impl Timer {
     /// Every timer, in the order due timers fire.
-    pub const ALL: [Timer; 7] = [
+    pub const ALL: [Timer; 8] = [
         Timer::Heartbeat,
         Timer::Election,
         Timer::CheckQuorum,
@@ -34,11 +37,12 @@ impl Timer {
         Timer::CatchUp,
         Timer::Relinquish,
         Timer::Checkpoint,
+        Timer::ReadIndex,
     ];
 }
 
 const TIMER_COUNT: usize = Timer::ALL.len();
-const _: () = assert!(Timer::Checkpoint as usize == TIMER_COUNT - 1, "the table is indexed by the enum");
+const _: () = assert!(Timer::ReadIndex as usize == TIMER_COUNT - 1, "the table is indexed by the enum");
 
 /// One optional deadline per timer.
 #[derive(Clone, Debug, Default)]

@@ -41,7 +41,16 @@ impl Replica {
                     found: message.configuration,
                 });
             }
-            if !configuration.contains(message.from) {
+            // A learner only answers what a primary replicates to it: its acknowledgements
+            // are recorded, never counted as votes.
+            let from_learner = configuration.is_learner(message.from)
+                && matches!(
+                    message.body,
+                    MessageBody::Accepted { .. }
+                        | MessageBody::HeartbeatReply { .. }
+                        | MessageBody::Reject { .. }
+                );
+            if !configuration.contains(message.from) && !from_learner {
                 return Err(MessageError::NotAMember {
                     from: message.from,
                     configuration: configuration.number,
@@ -57,6 +66,7 @@ impl Replica {
             | MessageBody::Accept { ballot, .. }
             | MessageBody::Heartbeat { ballot, .. }
             | MessageBody::TimeoutNow { ballot }
+            | MessageBody::ReadIndexReply { ballot, .. }
                 if ballot.node != message.from =>
             {
                 malformed(format!("ballot {ballot} is not owned by the sender"))

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use rsl_kv::load::{LoadCounters, LoadOptions, Protocol};
 use rsl_kv::{Client, ClientOptions, ClientSecurity, ClientTls, Token};
 
@@ -71,6 +71,27 @@ struct Cli {
     command: Command,
 }
 
+/// `--consistency` of `get`: [`rsl::ReadConsistency`] on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Consistency {
+    /// The primary's lease where it holds, else a read index on the primary
+    LeaseOrReadIndex,
+    /// Only under the primary's lease
+    Lease,
+    /// A read index, on whichever server answers (a secondary too)
+    ReadIndex,
+}
+
+impl From<Consistency> for rsl::ReadConsistency {
+    fn from(consistency: Consistency) -> rsl::ReadConsistency {
+        match consistency {
+            Consistency::LeaseOrReadIndex => rsl::ReadConsistency::LeaseOrReadIndex,
+            Consistency::Lease => rsl::ReadConsistency::Lease,
+            Consistency::ReadIndex => rsl::ReadConsistency::ReadIndex,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Set KEY to VALUE; prints the slot of the write
@@ -94,6 +115,12 @@ enum Command {
         /// With --fast: the slot the replica must have applied
         #[arg(long, default_value_t = 0, requires = "fast")]
         min_slot: u64,
+        /// How a linearizable read makes sure it sees every acknowledged write: the
+        /// primary's lease, a read index (confirmed by a round of heartbeats; served by the
+        /// first server of --servers that is up, a secondary included), or the lease with
+        /// the read index as fallback
+        #[arg(long, value_enum, default_value_t = Consistency::LeaseOrReadIndex, conflicts_with = "fast")]
+        consistency: Consistency,
     },
     /// Remove KEY (exit code 1 if it was absent)
     Delete { key: String },
@@ -124,11 +151,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Change the ring's members (node ids, comma-separated); waits until the change is
-    /// chosen and prints the new configuration. Start new members with --join first.
+    /// Change the ring's members (node ids, comma-separated): new replicas are added as
+    /// learners first, then promoted once caught up; prints each step and the new
+    /// configuration. Start new members with --join first.
     Reconfigure {
         #[arg(value_delimiter = ',', required = true, value_name = "ID,...")]
         members: Vec<u64>,
+        /// The client address of a new replica the servers' address books lack: its node
+        /// id and replica address are asked of it and chosen with the configuration
+        #[arg(long = "new", value_name = "HOST:PORT")]
+        new_replicas: Vec<String>,
+        /// How long to keep asking to promote a learner that is still catching up
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        promotion_wait_secs: u64,
     },
     /// Back up the ring's state, check a backup, or start a new ring from one (etcd's
     /// `snapshot save` / `snapshot restore`)
@@ -381,9 +416,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 out!("OK slot {slot}");
             }
         }
-        Command::Get { key, fast, min_slot } => {
-            let value =
-                if fast { client.get_fast(&key, Some(min_slot)).await? } else { client.get(&key).await? };
+        Command::Get { key, fast, min_slot, consistency } => {
+            let value = if fast {
+                client.get_fast(&key, Some(min_slot)).await?
+            } else {
+                client.get_with(&key, consistency.into()).await?
+            };
             match value {
                 Some(value) => {
                     let mut stdout = std::io::stdout().lock();
@@ -421,14 +459,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { json } => return status(&mut client, json).await,
         Command::Members { json } => return members(&mut client, json).await,
-        Command::Reconfigure { members } => {
-            let configuration = client.reconfigure(&members).await?;
-            out!(
-                "configuration {} with members {:?} governs slots from {}",
-                configuration.configuration,
-                configuration.members,
-                configuration.first_slot
-            );
+        Command::Reconfigure { members, new_replicas, promotion_wait_secs } => {
+            let wait = Duration::from_secs(promotion_wait_secs);
+            let mut report = |line: String| println!("{line}");
+            rsl_kv::grow::reconfigure_through_learners(
+                &mut client,
+                &members,
+                &new_replicas,
+                wait,
+                &mut report,
+            )
+            .await?;
         }
         Command::Promote { node } => {
             let server = client_address(&mut client, node).await?;
@@ -651,12 +692,13 @@ async fn status(client: &mut Client, json: bool) -> Result<ExitCode> {
                     "digest_slot": status.digest_slot,
                     "checkpoints_installed": status.checkpoints_installed,
                     "last_slot": status.last_slot,
+                    "configuration_learners": status.configuration_learners, "learner": status.learner,
                     "timing_ms": [status.heartbeat_interval_ms, status.election_delay_min_ms, status.election_delay_max_ms],
                     "replicas": status.replicas.iter().map(|r| serde_json::json!({
                         "node": r.node, "is_self": r.is_self, "is_primary": r.is_primary,
                         "measured_by_primary": r.measured_by_primary, "acknowledged": r.acknowledged,
                         "holds": r.holds, "lag_slots": r.lag_slots, "lag_ms": r.lag_ms,
-                        "last_heard_ms": r.last_heard_ms, "connected": r.connected,
+                        "last_heard_ms": r.last_heard_ms, "connected": r.connected, "is_learner": r.is_learner,
                     })).collect::<Vec<_>>(),
                     "members": status.members.iter().map(|m| serde_json::json!({
                         "node": m.node, "replica_address": m.replica_address, "client_address": m.client_address,
@@ -783,5 +825,26 @@ mod tests {
         assert!(parse("rsl-kv --cert c.pem get k").is_err(), "a certificate needs its key and a CA");
         assert!(parse("rsl-kv --token t --token-file f get k").is_err());
         assert!(matches!(parse("rsl-kv hash-token").unwrap().command, Command::HashToken));
+    }
+
+    #[test]
+    fn get_takes_a_read_consistency_unless_fast() {
+        let consistency = |line: &str| match parse(line).map(|cli| cli.command) {
+            Ok(Command::Get { consistency, .. }) => Ok(consistency),
+            Ok(other) => panic!("{line}: parsed as {other:?}"),
+            Err(error) => Err(error.kind()),
+        };
+        assert_eq!(consistency("rsl-kv get k"), Ok(Consistency::LeaseOrReadIndex));
+        assert_eq!(consistency("rsl-kv get k --consistency lease"), Ok(Consistency::Lease));
+        assert_eq!(consistency("rsl-kv get k --consistency read-index"), Ok(Consistency::ReadIndex));
+        assert_eq!(
+            consistency("rsl-kv get k --consistency sometimes"),
+            Err(clap::error::ErrorKind::InvalidValue)
+        );
+        assert_eq!(
+            consistency("rsl-kv get k --fast --consistency read-index"),
+            Err(clap::error::ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(rsl::ReadConsistency::from(Consistency::ReadIndex), rsl::ReadConsistency::ReadIndex);
     }
 }

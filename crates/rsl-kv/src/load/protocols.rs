@@ -180,7 +180,12 @@ async fn sleep_until(wake: Option<Instant>) {
 
 fn stream_op(op: &Op) -> pb::Op {
     let kind = if op.read {
-        pb::op::Op::Get(pb::GetRequest { key: op.key.clone(), fast: false, min_slot: 0 })
+        pb::op::Op::Get(pb::GetRequest {
+            key: op.key.clone(),
+            fast: false,
+            min_slot: 0,
+            ..Default::default()
+        })
     } else {
         pb::op::Op::Put(pb::PutRequest {
             id: Some(pb::WriteId { client: op.session, sequence: op.sequence }),
@@ -268,7 +273,7 @@ async fn unary_call(
             rsl.put(request).await.map(drop).map_err(status)
         }
         (_, true) => {
-            let request = pb::GetRequest { key: op.key, fast: false, min_slot: 0 };
+            let request = pb::GetRequest { key: op.key, fast: false, min_slot: 0, ..Default::default() };
             rsl.get(request).await.map(drop).map_err(status)
         }
     }

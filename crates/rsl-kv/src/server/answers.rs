@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rsl::core::ChangeError;
-use rsl::{ChangeConfigurationError, FastReadError, NodeId, ReadError, ReplicateError};
+use rsl::{ChangeConfigurationError, FastReadError, NodeId, ReadConsistency, ReadError, ReplicateError};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
@@ -107,6 +107,12 @@ impl Redirects {
             ChangeConfigurationError::Refused(error @ ChangeError::Invalid { .. }) => {
                 Status::invalid_argument(error.to_string())
             }
+            // OUT_OF_RANGE: the learner is further behind than the bound (FAILED_PRECONDITION
+            // is a redirect to the primary for clients).
+            ChangeConfigurationError::Refused(error @ ChangeError::LearnerBehind { .. }) => {
+                Status::out_of_range(error.to_string())
+            }
+            error @ ChangeConfigurationError::LearnerBehind { .. } => Status::out_of_range(error.to_string()),
             error @ (ChangeConfigurationError::Interrupted { .. }
             | ChangeConfigurationError::Shutdown { .. }) => Status::unavailable(error.to_string()),
             error @ ChangeConfigurationError::Timeout { .. } => Status::deadline_exceeded(error.to_string()),
@@ -115,6 +121,16 @@ impl Redirects {
 }
 
 /// The status of a fast read this replica could not serve.
+/// The ring's read consistency a get asks for; an unknown value is refused.
+pub(super) fn read_consistency(value: i32) -> Result<ReadConsistency, Status> {
+    match pb::ReadConsistency::try_from(value) {
+        Ok(pb::ReadConsistency::LeaseOrReadIndex) => Ok(ReadConsistency::LeaseOrReadIndex),
+        Ok(pb::ReadConsistency::Lease) => Ok(ReadConsistency::Lease),
+        Ok(pb::ReadConsistency::ReadIndex) => Ok(ReadConsistency::ReadIndex),
+        Err(_) => Err(Status::invalid_argument(format!("get: unknown read consistency {value}"))),
+    }
+}
+
 pub(super) fn fast_read_error(error: FastReadError) -> Status {
     match error {
         FastReadError::NotApplied { .. } | FastReadError::Shutdown { .. } => {

@@ -135,7 +135,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ReconfigureRequest>,
     ) -> Result<Response<pb::ReconfigureResponse>, Status> {
-        KvService::reconfigure(self, request.into_inner().members).await.map(Response::new)
+        KvService::reconfigure(self, request.into_inner()).await.map(Response::new)
     }
 
     type SnapshotStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::SnapshotChunk, Status>>>;

@@ -95,5 +95,6 @@ fn health_to_proto(replica: &ReplicaHealth) -> pb::ReplicaHealth {
         lag_ms: replica.lag.map(millis),
         last_heard_ms: replica.last_heard.map(millis),
         connected: replica.connected,
+        is_learner: replica.is_learner,
     }
 }

@@ -41,6 +41,9 @@ use service::KvService;
 
 /// How long the client API and the transport get to finish in-flight calls at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a promotion waits for its learner to catch up before it is refused: less than
+/// a client's attempt (3 s by default).
+const LEARNER_PROMOTION_WAIT: Duration = Duration::from_secs(2);
 /// Smallest bound on a client API message; the bound is `tuning.request_bytes_max` plus
 /// 1 MiB when that is more (a stream frame of many small operations needs this much).
 const CLIENT_MESSAGE_BYTES_MIN: usize = 4 << 20;
@@ -65,6 +68,14 @@ pub enum ServerError {
         path: PathBuf,
         /// The operating system's error.
         source: std::io::Error,
+    },
+    /// Joining through a contact (`join_via`), the contact did not give its address book.
+    #[error("cannot join through {contact}: {problem}")]
+    Contact {
+        /// The contact's client API address.
+        contact: String,
+        /// What went wrong.
+        problem: String,
     },
     /// The replica transport refused to start.
     #[error("replica transport: {0}")]
@@ -151,17 +162,24 @@ impl Server {
     /// Binds the configured addresses and starts.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let listeners = Listeners::bind(&config).await?;
-        Server::start_on(config, listeners, RingOptions::default()).await
+        // A promotion waits for its learner less than a client's attempt lasts, so the
+        // client hears the refusal (and `rsl-kv reconfigure` asks again) rather than a timeout.
+        let options =
+            RingOptions { learner_promotion_wait: LEARNER_PROMOTION_WAIT, ..RingOptions::default() };
+        Server::start_on(config, listeners, options).await
     }
 
     /// Starts on listeners already bound (their addresses override the configured
     /// `client_listen` and `replica_listen`), with the given runtime options per ring.
     pub async fn start_on(
-        config: ServerConfig,
+        mut config: ServerConfig,
         listeners: Listeners,
         ring_options: RingOptions,
     ) -> Result<Server, ServerError> {
         let node = config.node;
+        if let Some(contact) = config.join_via.clone() {
+            learn_address_book(&mut config, &contact).await?;
+        }
         if config.log != LogBackend::Memory {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
@@ -272,6 +290,40 @@ impl Drop for Server {
     }
 }
 
+/// Completes `config`'s address book (replica and client addresses) with the one `contact`
+/// (a replica's client API) reports, which includes the addresses its configuration
+/// carries: a node joining through one contact learns every member. This node's own
+/// entries stay as configured.
+async fn learn_address_book(config: &mut ServerConfig, contact: &str) -> Result<(), ServerError> {
+    let failed = |problem: String| ServerError::Contact { contact: contact.to_owned(), problem };
+    let options = crate::ClientOptions::default();
+    let mut client =
+        crate::Client::new(vec![contact.to_owned()], options).map_err(|e| failed(e.to_string()))?;
+    let status = client.status_of(contact).await.map_err(|e| failed(e.to_string()))?;
+    let mut learned = 0;
+    for member in status.members {
+        let node = NodeId(member.node);
+        if node == config.node || member.replica_address.is_empty() {
+            continue;
+        }
+        config.members.insert(node, member.replica_address);
+        if !member.client_address.is_empty() {
+            config.clients.insert(node, member.client_address);
+        }
+        learned += 1;
+    }
+    if learned == 0 {
+        return Err(failed("its address book names no other replica".into()));
+    }
+    tracing::info!(
+        node = config.node.0,
+        contact,
+        replicas = learned,
+        "address book learned from the contact"
+    );
+    Ok(())
+}
+
 /// Decides from the data directory whether this replica bootstraps the ring or joins it,
 /// opens its storage and starts the ring on `runtime`.
 async fn start_ring(
@@ -294,7 +346,7 @@ async fn start_ring(
     };
     let storage = storage::open_storage(config).await?;
     let ring = rsl::Ring::builder(ring_config)
-        .state_machine(crate::KvStateMachine::new())
+        .state_machine(crate::SharedKvStateMachine::default())
         .storage(storage)
         .runtime(runtime)
         .options(options)

@@ -129,11 +129,20 @@ impl KvService {
         }
     }
 
-    /// Serves a get: linearizable, or fast at the slot it names.
+    /// Serves a get: linearizable (with the consistency it asks for), or fast at the slot it
+    /// names.
     pub(super) async fn get(&self, request: pb::GetRequest) -> Result<pb::GetResponse, Status> {
         command::check_key(&request.key).map_err(answers::invalid)?;
-        let fast = request.fast.then_some(Slot(request.min_slot));
-        let answer = self.ring_read(Read::Get { key: request.key }.encode(), fast).await?;
+        let consistency = answers::read_consistency(request.consistency)?;
+        let read = Read::Get { key: request.key }.encode();
+        let answer = match request.fast {
+            false => self
+                .ring
+                .read_with(read, consistency)
+                .await
+                .map_err(|error| self.redirects.read_error(error))?,
+            true => self.ring_read(read, Some(Slot(request.min_slot))).await?,
+        };
         match ReadOutcome::decode(&answer) {
             Ok(outcome) => answers::get_response(outcome),
             Err(error) => Err(answers::undecodable(error)),
@@ -160,15 +169,7 @@ impl KvService {
                 },
                 Err(error) => return Err(Status::unavailable(format!("digest: {error}"))),
             };
-        let members = self
-            .members
-            .iter()
-            .map(|(node, address)| pb::Member {
-                node: node.0,
-                replica_address: address.clone(),
-                client_address: self.clients.get(node).cloned().unwrap_or_default(),
-            })
-            .collect();
+        let members = self.address_book(&status.configuration).into_values().collect();
         let primary = status.primary.map_or(0, |p| p.0);
         let checkpoints_installed =
             self.ring.statistics().await.map_or(0, |statistics| statistics.runtime.checkpoints_installed);
@@ -178,7 +179,10 @@ impl KvService {
             node: self.node.0,
             role: role_name(status.role).to_owned(),
             primary,
-            primary_address: status.primary.and_then(|p| self.clients.get(&p).cloned()).unwrap_or_default(),
+            primary_address: status
+                .primary
+                .and_then(|p| self.client_address(p, &status.configuration))
+                .unwrap_or_default(),
             ballot_round: status.promised.round,
             ballot_node: status.promised.node.0,
             chosen: status.chosen.0,
@@ -199,7 +203,33 @@ impl KvService {
             heartbeat_interval_ms,
             election_delay_min_ms,
             election_delay_max_ms,
+            configuration_learners: status.configuration.learners.iter().map(|n| n.0).collect(),
+            learner: status.configuration.is_learner(status.node),
+            configuration_addresses: status.configuration.addresses.iter().map(member_to_proto).collect(),
         })
+    }
+
+    /// Every node this server knows an address for: its own address book (`--members`,
+    /// `--clients`), completed by the addresses `configuration` carries.
+    fn address_book(&self, configuration: &rsl::Configuration) -> BTreeMap<NodeId, pb::Member> {
+        let mut book: BTreeMap<NodeId, pb::Member> =
+            configuration.addresses.iter().map(|a| (a.node, member_to_proto(a))).collect();
+        for (node, address) in self.members.iter() {
+            let member =
+                book.entry(*node).or_insert_with(|| pb::Member { node: node.0, ..Default::default() });
+            member.replica_address.clone_from(address);
+            if let Some(client) = self.clients.get(node) {
+                member.client_address.clone_from(client);
+            }
+        }
+        book
+    }
+
+    /// Where `node` serves clients: this server's `--clients` entry, or the address the
+    /// configuration carries.
+    fn client_address(&self, node: NodeId, configuration: &rsl::Configuration) -> Option<String> {
+        let carried = configuration.address(node).map(|a| a.client.clone()).filter(|c| !c.is_empty());
+        self.clients.get(&node).cloned().or(carried)
     }
 
     /// A backup: the state machine's checkpoint read linearizably (so it holds every write
@@ -235,25 +265,59 @@ impl KvService {
         Ok(crate::snapshot::encode(&info, &data))
     }
 
-    /// Changes the ring's members to `members`; asking for the members already in force
-    /// is answered at once (so retries are safe).
-    pub(super) async fn reconfigure(&self, members: Vec<u64>) -> Result<pb::ReconfigureResponse, Status> {
-        let mut members: Vec<NodeId> = members.into_iter().map(NodeId).collect();
-        members.sort_unstable();
+    /// Changes the ring's members to `members` and its learners to `learners`, with
+    /// `addresses` for any of them; asking for the configuration already in force is
+    /// answered at once (so retries are safe). Every node needs an address: given here,
+    /// carried by the current configuration, or in this server's address book (which is
+    /// then chosen with the configuration, so replicas that never had it learn it).
+    pub(super) async fn reconfigure(
+        &self,
+        request: pb::ReconfigureRequest,
+    ) -> Result<pb::ReconfigureResponse, Status> {
+        let sorted = |nodes: &[u64]| {
+            let mut nodes: Vec<NodeId> = nodes.iter().copied().map(NodeId).collect();
+            nodes.sort_unstable();
+            nodes
+        };
+        let (members, learners) = (sorted(&request.members), sorted(&request.learners));
         let current = self.ring.status().borrow().configuration.clone();
-        if current.members == members && self.ring.status().borrow().role == Role::Primary {
+        let is_primary = self.ring.status().borrow().role == Role::Primary;
+        if current.members == members && current.learners == learners && is_primary {
             return Ok(configuration_response(&current));
         }
-        if let Some(stranger) = members.iter().find(|n| !self.members.contains_key(n)) {
-            return Err(Status::invalid_argument(format!(
-                "node {} has no replica address in this server's address book (--members)",
-                stranger.0
-            )));
+        let given: BTreeMap<NodeId, pb::Member> =
+            request.addresses.into_iter().map(|m| (NodeId(m.node), m)).collect();
+        let book = self.address_book(&current);
+        let mut addresses = Vec::new();
+        for &node in members.iter().chain(&learners) {
+            let Some(member) = given.get(&node).or_else(|| book.get(&node)) else {
+                return Err(Status::invalid_argument(format!(
+                    "node {} has no replica address: give one in the request, or in the primary's address book (--members)",
+                    node.0
+                )));
+            };
+            if member.replica_address.is_empty() {
+                return Err(Status::invalid_argument(format!("node {}'s replica address is empty", node.0)));
+            }
+            addresses.push(rsl::MemberAddress {
+                node,
+                replica: member.replica_address.clone(),
+                client: member.client_address.clone(),
+            });
         }
-        match self.ring.change_configuration(members).await {
+        let change = rsl::MembershipChange::new(members, learners).with_addresses(addresses);
+        match self.ring.change_configuration(change).await {
             Ok(configuration) => Ok(configuration_response(&configuration)),
             Err(error) => Err(self.redirects.change_error(error)),
         }
+    }
+}
+
+fn member_to_proto(address: &rsl::MemberAddress) -> pb::Member {
+    pb::Member {
+        node: address.node.0,
+        replica_address: address.replica.clone(),
+        client_address: address.client.clone(),
     }
 }
 
@@ -262,6 +326,8 @@ fn configuration_response(configuration: &rsl::Configuration) -> pb::Reconfigure
         configuration: configuration.number,
         members: configuration.members.iter().map(|n| n.0).collect(),
         first_slot: configuration.first_slot.0,
+        learners: configuration.learners.iter().map(|n| n.0).collect(),
+        addresses: configuration.addresses.iter().map(member_to_proto).collect(),
     }
 }
 

@@ -21,13 +21,23 @@ pub(super) async fn open_storage(config: &ServerConfig) -> Result<Storage, Serve
                         .capacity_bytes
                         .max(2 * config.ring_config().request_bytes_max + (4 << 20)),
                 ),
-                dax: false,
+                flush: config.tuning.pmem_flush.unwrap_or_default(),
                 log_id: u128::from(config.ring.0),
             };
+            let path = config.pmem_path();
             let opened = tokio::task::spawn_blocking(move || {
-                let (log, durable, report) =
-                    PmemLog::open(dir.join("pmem.log"), &options, RecoveryPolicy::TruncateTornTail)
-                        .map_err(|error| ServerError::Storage(format!("persistent-memory log: {error}")))?;
+                let (log, durable, report) = PmemLog::open(&path, &options, RecoveryPolicy::TruncateTornTail)
+                    .map_err(|error| {
+                        ServerError::Storage(format!("persistent-memory log {}: {error}", path.display()))
+                    })?;
+                // Say how stores are persisted: the figure of a benchmark depends on it, and an
+                // operator should see that a tmpfs file is not durable.
+                tracing::info!(
+                    path = %path.display(),
+                    flush = ?log.persistence(),
+                    requested = %options.flush,
+                    "pmem log opened"
+                );
                 if let Some(cut) = &report.torn_tail {
                     tracing::warn!(
                         offset = cut.offset,

@@ -102,7 +102,8 @@ pub(crate) struct Plan {
     /// The linearizable gets as one ring read, and their operation ids in order.
     pub(crate) reads: ReadBatch,
     pub(crate) read_ids: Vec<u64>,
-    /// The fast gets (each names its own slot), served one by one.
+    /// The fast gets (each names its own slot) and the gets that ask for a read
+    /// consistency other than the default, served one by one.
     pub(crate) fast_reads: Vec<(u64, pb::GetRequest)>,
 }
 
@@ -122,7 +123,8 @@ pub(crate) fn plan(batch: pb::OpBatch) -> Plan {
                 let expected = cas.expected_present.then_some(cas.expected);
                 (Write::Cas { id: wid, key: cas.key, expected, value: cas.value }, WriteKind::Cas)
             }),
-            Some(pb::op::Op::Get(get)) if get.fast => {
+            // Fast gets, and gets asking for a consistency of their own, go one by one.
+            Some(pb::op::Op::Get(get)) if get.fast || get.consistency != 0 => {
                 plan.fast_reads.push((id, get));
                 continue;
             }

@@ -14,7 +14,8 @@
 //! staged entries then commit in as many runs as the free space needs.
 //!
 //! Files: `layout` holds the bytes (metadata, entry frames), `area` the log area and its
-//! commit, `region` the memory it lives in ([`PersistentMemory`], [`MappedFile`]);
+//! commit, `region` the memory it lives in ([`PersistentMemory`], [`MappedFile`]), `flush`
+//! how a mapped file is made persistent ([`PmemFlush`]: cache lines or `msync`);
 //! this file the log itself: opening, recovery and the write path. Staging, tickets and
 //! the [`LogStore`](crate::LogStore) operations are shared with the file journal
 //! (`crate::staging`).
@@ -37,10 +38,12 @@ use crate::sys;
 use crate::vfs::{open_read_write, TEMPORARY_SUFFIX};
 
 mod area;
+mod flush;
 mod inspect;
 mod layout;
 mod region;
 
+pub use flush::PmemFlush;
 pub use inspect::{scan, EntryRecord, RegionScan};
 pub use layout::{
     COMMIT_WORD, COMMIT_WORD_POS, ENTRY_ALIGNMENT, ENTRY_HEADER_BYTES, GLOBAL_METADATA_POS,
@@ -59,17 +62,18 @@ use layout::{
 pub struct PmemOptions {
     /// Size of the region (file) when it is created, metadata included. Default 64 MiB.
     pub capacity_bytes: u64,
-    /// The file is on a DAX file system (its mapping is persistent memory): persist with
-    /// cache-line write-back and a fence instead of `msync`. Setting this for a file that
-    /// is not DAX loses durability. Default false.
-    pub dax: bool,
+    /// How stores are made persistent: cache-line write-back and a fence on a DAX file
+    /// or tmpfs, `msync` on a page-cache file system. Default [`PmemFlush::Auto`], which
+    /// picks from the file system; [`PmemFlush::CacheLines`] on a page-cache file system
+    /// is refused with [`LogError::InvalidOption`] (it would not be durable).
+    pub flush: PmemFlush,
     /// An identifier stored in the region metadata when the region is created.
     pub log_id: u128,
 }
 
 impl Default for PmemOptions {
     fn default() -> Self {
-        PmemOptions { capacity_bytes: 64 << 20, dax: false, log_id: 0 }
+        PmemOptions { capacity_bytes: 64 << 20, flush: PmemFlush::Auto, log_id: 0 }
     }
 }
 
@@ -90,6 +94,8 @@ pub struct PmemLog {
     /// Virtual positions of the committed entries, oldest first.
     entries: VecDeque<u64>,
     staging: Staging<EntryPosition>,
+    /// How the mapped file persists stores (`None` for a region that is not a mapped file).
+    persistence: Option<Persistence>,
 }
 
 impl fmt::Debug for PmemLog {
@@ -108,7 +114,8 @@ impl fmt::Debug for PmemLog {
 impl PmemLog {
     /// Opens the log in file `path`, creating and formatting it (`options.capacity_bytes`)
     /// if it does not exist, and recovers it under `policy`. The file is locked (`flock`)
-    /// while open.
+    /// while open. `options.flush` decides how stores are persisted ([`PmemFlush`]); a
+    /// choice the file's file system cannot honour is [`LogError::InvalidOption`].
     pub fn open(
         path: impl AsRef<Path>,
         options: &PmemOptions,
@@ -131,8 +138,10 @@ impl PmemLog {
                 format!("file of {len} bytes is too short for a log region"),
             ));
         }
-        let region = MappedFile::map(path, file, options.dax).map_err(|e| LogError::io(path, e))?;
-        let (log, state, mut report) = PmemLog::recover(Box::new(region), policy)?;
+        let persistence = options.flush.resolve(path, &file)?;
+        let region = MappedFile::map(path, file, persistence).map_err(|e| LogError::io(path, e))?;
+        let (mut log, state, mut report) = PmemLog::recover(Box::new(region), policy)?;
+        log.persistence = Some(persistence);
         report.created = created;
         Ok((log, state, report))
     }
@@ -157,17 +166,28 @@ impl PmemLog {
         if !sys::try_lock_exclusive(&file).map_err(io)? {
             return Err(LogError::Locked { dir: temporary.clone() });
         }
+        let persistence = match options.flush.resolve(path, &file) {
+            Ok(persistence) => persistence,
+            Err(refused) => {
+                // Nothing was formatted: leave no half-made file behind a refused option.
+                let _ = std::fs::remove_file(&temporary);
+                return Err(refused);
+            }
+        };
         // Allocate every block now: a DAX mapping must not fault in new blocks later
         // (their allocation would need an fsync the log never issues).
         if !sys::allocate(&file, options.capacity_bytes).map_err(io)? {
             file.set_len(options.capacity_bytes).map_err(io)?;
         }
         let sync_file = file.try_clone().map_err(io)?;
-        let mut region = MappedFile::map(&temporary, file, options.dax).map_err(io)?;
+        let mut region = MappedFile::map(&temporary, file, persistence).map_err(io)?;
         PmemLog::format(&mut region, options.log_id)?;
         drop(region);
         sync_file.sync_all().map_err(io)?;
         std::fs::rename(&temporary, path).map_err(|e| LogError::io(path, e))?;
+        // Unlock explicitly: the open that follows must find the file free even if a child
+        // forked elsewhere in the process still holds a copy of this descriptor.
+        sys::unlock(&sync_file).map_err(|e| LogError::io(path, e))?;
         let parent = match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
@@ -235,6 +255,7 @@ impl PmemLog {
             log_id: metadata.log_id,
             entries: VecDeque::new(),
             staging: Staging::new(framing(metadata.area_len)),
+            persistence: None,
         };
         let mut report = RecoveryReport { files: 1, ..RecoveryReport::default() };
         let replay = log.replay_entries(policy, &mut report)?;
@@ -375,6 +396,12 @@ impl PmemLog {
     /// Bytes the committed log occupies.
     pub fn used_bytes(&self) -> u64 {
         self.area.length
+    }
+
+    /// How the mapped file persists stores, as [`PmemOptions::flush`] resolved for its file
+    /// system when it was opened; `None` for a region given to [`PmemLog::recover`].
+    pub fn persistence(&self) -> Option<Persistence> {
+        self.persistence
     }
 
     /// The region, for inspection.

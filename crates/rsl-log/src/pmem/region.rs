@@ -70,14 +70,10 @@ impl fmt::Debug for MappedFile {
 }
 
 impl MappedFile {
-    /// Maps `file` (already locked by the caller) at `path`. With `dax`, persistence is
-    /// cache-line write-back where the CPU has it; otherwise (and off x86_64) `msync`.
-    pub(super) fn map(path: &Path, file: File, dax: bool) -> io::Result<MappedFile> {
+    /// Maps `file` (already locked by the caller) at `path`, persisting with
+    /// `persistence` (which the caller chose for this file: `PmemFlush`).
+    pub(super) fn map(path: &Path, file: File, persistence: Persistence) -> io::Result<MappedFile> {
         let map = sys::map_file(&file)?;
-        let persistence = match (dax, sys::detect_cache_line_flush()) {
-            (true, Some(method)) => Persistence::CacheLines(method),
-            _ => Persistence::Msync,
-        };
         Ok(MappedFile { path: path.to_path_buf(), _file: file, map, persistence, dirty: None })
     }
 

@@ -12,8 +12,8 @@ use rsl_core::{
 };
 use rsl_log::sim::{CrashModel, SimDisk, SimPmem};
 use rsl_log::{
-    FileJournal, JournalOptions, LogStore, MemoryDisk, MemoryLog, PmemLog, PmemOptions, RecoveryPolicy,
-    RecoveryReport,
+    FileJournal, JournalOptions, LogStore, MemoryDisk, MemoryLog, PmemFlush, PmemLog, PmemOptions,
+    RecoveryPolicy, RecoveryReport,
 };
 
 /// A temporary directory on tmpfs where there is one (these tests are not about fsync).
@@ -329,14 +329,26 @@ pub struct PmemBackend {
 }
 
 impl PmemBackend {
+    /// Persisted with `msync`, as on a page-cache file system.
     pub fn new() -> PmemBackend {
-        PmemBackend::with_capacity(1 << 20)
+        PmemBackend::with_flush(PmemFlush::Msync)
     }
-    /// Cache-line write-back and fences instead of msync: exercises the DAX path (tmpfs is
-    /// not persistent memory, so this checks behaviour, not durability).
-    pub fn dax() -> PmemBackend {
+
+    /// Persisted with cache-line write-back and fences where the CPU has them (x86_64), on
+    /// the tmpfs scratch directory; `msync` elsewhere.
+    pub fn cache_lines() -> PmemBackend {
+        let flush = match rsl_log::detect_cache_line_flush() {
+            Some(_) => PmemFlush::CacheLines,
+            None => PmemFlush::Msync,
+        };
+        PmemBackend::with_flush(flush)
+    }
+    /// The log persisted with `flush`. The scratch directory is on tmpfs where there is one,
+    /// so `CacheLines` exercises the DAX path there (tmpfs is not persistent memory: this
+    /// checks behaviour, not durability).
+    pub fn with_flush(flush: PmemFlush) -> PmemBackend {
         let mut backend = PmemBackend::with_capacity(1 << 20);
-        backend.options.dax = true;
+        backend.options.flush = flush;
         backend
     }
 

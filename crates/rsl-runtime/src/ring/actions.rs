@@ -61,6 +61,8 @@ impl RingTask {
                     self.apply.send(Job::Role(RoleChange { role, ballot, primary }))?;
                 }
                 Action::RequestsDropped { ids, primary } => self.requests.dropped(ids, primary),
+                Action::ReadIndexReady { id, index } => self.read_index_ready(id, index),
+                Action::ReadIndexFailed { id, error } => self.read_index_failed(id, error),
             }
         }
         Ok(())

@@ -36,7 +36,7 @@ pub(crate) enum Job {
     /// Load the published checkpoint at this slot, fetched from a peer to re-seed the state
     /// machine (`reseed.rs`): even when it is older than what was applied.
     Reseed(Slot),
-    /// A lease read: serve once everything up to `index` is applied.
+    /// A linearizable read: serve once everything up to `index` is applied.
     Read { index: Slot, request: Bytes, reply: oneshot::Sender<Result<Bytes, ReadError>> },
     /// A fast read: serve once `min_slot` is applied (the caller bounds the wait).
     FastRead { min_slot: Slot, request: Bytes, reply: oneshot::Sender<Result<Bytes, FastReadError>> },
@@ -264,6 +264,9 @@ impl ApplyThread {
     pub(super) fn set_applied(&mut self, slot: Slot) {
         self.applied = slot;
         self.shared.applied.store(slot.0, Ordering::Release);
+        if self.shared.reader.is_some() {
+            self.shared.applied_changed.send_replace(slot);
+        }
     }
 
     fn checkpoint(&mut self, slot: Slot, configuration: &Configuration) {
@@ -394,9 +397,7 @@ impl ApplyThread {
             }
             match read {
                 Waiting::Lease { request, reply, .. } => {
-                    let response = self.state_machine.read(&request);
-                    RingCounters::bump(&self.shared.counters.reads_lease);
-                    let _ = reply.send(Ok(response));
+                    let _ = reply.send(Ok(self.state_machine.read(&request)));
                 }
                 Waiting::Fast { request, reply, .. } => {
                     let response = self.state_machine.read(&request);

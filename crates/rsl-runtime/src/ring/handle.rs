@@ -8,17 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rsl_core::{Configuration, NodeId, RingId, Slot, Status};
+use rsl_core::{ChangeError, Configuration, MembershipChange, NodeId, RingId, Slot, Status};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::Job;
 use super::checkpoints::CheckpointNowReply;
 use super::controls::Control;
+use super::reads::{self, IndexReply};
 use super::{Recovery, RingShared};
 use crate::error::{
     ChangeConfigurationError, CheckpointNowError, FastReadError, PurgeLogError, ReadError, RelinquishError,
     ReplicateError,
 };
+use crate::reads::ReadConsistency;
 use crate::stats::{RingCounters, RingStatistics};
 
 /// Where the outcome of a configuration change goes.
@@ -26,14 +28,38 @@ pub(super) type ChangeReply = oneshot::Sender<Result<Configuration, ChangeConfig
 
 /// What a [`Ring`] asks of its task.
 pub(super) enum Command {
-    Replicate { payload: Bytes, reply: oneshot::Sender<Result<Bytes, ReplicateError>> },
-    ReplicateMany { payloads: Vec<Bytes>, reply: oneshot::Sender<Vec<Result<Bytes, ReplicateError>>> },
-    Read { request: Bytes, reply: oneshot::Sender<Result<Bytes, ReadError>> },
-    Relinquish { target: Option<NodeId>, reply: oneshot::Sender<Result<NodeId, RelinquishError>> },
-    ChangeConfiguration { members: Vec<NodeId>, reply: ChangeReply },
-    Statistics { reply: oneshot::Sender<RingStatistics> },
-    CheckpointNow { reply: CheckpointNowReply },
-    PurgeLog { below: Slot, reply: oneshot::Sender<Result<Slot, PurgeLogError>> },
+    /// The ring task answers [`ReplicateError::Timeout`] itself once `deadline` passes.
+    Replicate {
+        payload: Bytes,
+        reply: oneshot::Sender<Result<Bytes, ReplicateError>>,
+        deadline: tokio::time::Instant,
+    },
+    ReplicateMany {
+        payloads: Vec<Bytes>,
+        reply: oneshot::Sender<Vec<Result<Bytes, ReplicateError>>>,
+    },
+    Read {
+        consistency: ReadConsistency,
+        reply: IndexReply,
+    },
+    Relinquish {
+        target: Option<NodeId>,
+        reply: oneshot::Sender<Result<NodeId, RelinquishError>>,
+    },
+    ChangeConfiguration {
+        change: MembershipChange,
+        reply: ChangeReply,
+    },
+    Statistics {
+        reply: oneshot::Sender<RingStatistics>,
+    },
+    CheckpointNow {
+        reply: CheckpointNowReply,
+    },
+    PurgeLog {
+        below: Slot,
+        reply: oneshot::Sender<Result<Slot, PurgeLogError>>,
+    },
     Control(Control),
     Shutdown,
 }
@@ -221,7 +247,32 @@ impl Ring {
     /// [`RingOptions::request_timeout`](crate::RingOptions::request_timeout).
     pub async fn replicate(&self, request: impl Into<Bytes>) -> Result<Bytes, ReplicateError> {
         let payload = request.into();
-        self.replicate_through(|reply| Command::Replicate { payload, reply }).await
+        let started = Instant::now();
+        let timeout = self.shared.options.request_timeout;
+        // The ring task keeps the deadline (one timer per ring, not one per call); the
+        // caller needs a timer only while it waits for room in a full command queue.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Replicate { payload, reply, deadline };
+        let sent = match self.commands.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Unanswered::Stopped(self.shared.stop_reason())),
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                match tokio::time::timeout_at(deadline, self.commands.send(command)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(Unanswered::Stopped(self.shared.stop_reason())),
+                    Err(_) => Err(Unanswered::TimedOut { after_ms: timeout.as_millis() as u64 }),
+                }
+            }
+        };
+        let result = match sent {
+            Ok(()) => {
+                answer.await.unwrap_or_else(|_| Err(Unanswered::Stopped(self.shared.stop_reason()).into()))
+            }
+            Err(unanswered) => Err(unanswered.into()),
+        };
+        self.count_replicated(started, &result);
+        result
     }
 
     /// Replicates through the command `command` builds, within the request timeout,
@@ -232,14 +283,19 @@ impl Ring {
     ) -> Result<Bytes, ReplicateError> {
         let started = Instant::now();
         let result = self.ask(self.shared.options.request_timeout, command).await;
-        match &result {
+        self.count_replicated(started, &result);
+        result
+    }
+
+    /// Counts a replicated request's outcome, and its latency from `started` if it succeeded.
+    fn count_replicated(&self, started: Instant, result: &Result<Bytes, ReplicateError>) {
+        match result {
             Ok(_) => {
                 RingCounters::bump(&self.shared.counters.requests_replicated);
                 self.shared.latencies.replicate.record(started.elapsed());
             }
             Err(_) => RingCounters::bump(&self.shared.counters.requests_failed),
         }
-        result
     }
 
     /// Replicates many requests submitted together: the primary queues them all before it
@@ -268,13 +324,40 @@ impl Ring {
         results
     }
 
-    /// A linearizable read without a slot: the primary checks its lease, and the state
-    /// machine serves the read once it applied every slot chosen before the call. Gives up
-    /// after [`RingOptions::read_timeout`](crate::RingOptions::read_timeout).
+    /// A linearizable read without a slot, on the primary: under its lease where it holds,
+    /// through a read index otherwise ([`ReadConsistency::LeaseOrReadIndex`]); see
+    /// [`Ring::read_with`].
     pub async fn read(&self, request: impl Into<Bytes>) -> Result<Bytes, ReadError> {
+        self.read_with(request, ReadConsistency::LeaseOrReadIndex).await
+    }
+
+    /// A linearizable read without a slot [RSL's fast read on the primary]: it sees every
+    /// write acknowledged before the call. `consistency` says how the ring makes sure of
+    /// it (the lease, a read index confirmed by a round of heartbeats, or the lease with
+    /// the read index as fallback); with [`ReadConsistency::ReadIndex`] a secondary asks
+    /// the primary for the index and serves the read itself. The state machine serves the
+    /// read once it applied the slot found. Gives up after
+    /// [`RingOptions::read_timeout`](crate::RingOptions::read_timeout) with
+    /// [`ReadError::Timeout`]; a replica that cannot confirm (not primary, no primary
+    /// known, cut off from its quorum) answers [`ReadError::NotPrimary`] or times out, and
+    /// never serves a stale read.
+    pub async fn read_with(
+        &self,
+        request: impl Into<Bytes>,
+        consistency: ReadConsistency,
+    ) -> Result<Bytes, ReadError> {
         let request = request.into();
-        let result =
-            self.ask(self.shared.options.read_timeout, |reply| Command::Read { request, reply }).await;
+        let timeout = self.shared.options.read_timeout;
+        let read = async {
+            let index = self
+                .call(|reply| Command::Read { consistency, reply })
+                .await
+                .map_err(|Stopped(reason)| ReadError::Shutdown { reason })??;
+            reads::serve(&self.shared, &self.jobs, index, request).await
+        };
+        let result = tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or(Err(ReadError::Timeout { after_ms: timeout.as_millis() as u64 }));
         if result.is_err() {
             RingCounters::bump(&self.shared.counters.reads_failed);
         }
@@ -297,8 +380,15 @@ impl Ring {
         min_slot: Slot,
         wait: Duration,
     ) -> Result<Bytes, FastReadError> {
+        let request = request.into();
+        if let Some(result) = reads::serve_fast_concurrently(&self.shared, min_slot, &request, wait).await {
+            if result.is_err() {
+                RingCounters::bump(&self.shared.counters.reads_failed);
+            }
+            return result;
+        }
         let (reply, answer) = oneshot::channel();
-        let job = Job::FastRead { min_slot, request: request.into(), reply };
+        let job = Job::FastRead { min_slot, request, reply };
         if self.jobs.send(job).is_err() {
             RingCounters::bump(&self.shared.counters.reads_failed);
             return Err(FastReadError::Shutdown { reason: self.shared.stop_reason() });
@@ -318,7 +408,11 @@ impl Ring {
         result
     }
 
-    /// Every slot up to here has been executed by this replica's state machine.
+    /// Every slot up to here has been executed by this replica's state machine. It is raised
+    /// before the answers of those slots leave the state machine's thread, so once this
+    /// replica answered a request it covers the request's slot; [`Ring::status`]'s
+    /// `applied` is published after the answers and may still lag. It goes back only when
+    /// [`Ring::reseed_from`] loads an older checkpoint.
     pub fn applied(&self) -> Slot {
         Slot(self.shared.applied.load(Ordering::Acquire))
     }
@@ -333,19 +427,55 @@ impl Ring {
     }
 
     /// Changes the ring's members [RSL's ChangeConfiguration]: add, remove, replace, grow or
-    /// shrink. The primary proposes a configuration value at the next slot `s`, and the new
-    /// configuration governs every slot from `s + 1`; the state machine hears of it through
+    /// shrink; add, promote or drop learners; change members' addresses. A bare
+    /// `Vec<NodeId>` asks for those voters and no learners; a [`MembershipChange`] names
+    /// both (and addresses). The primary proposes a configuration value at the next slot
+    /// `s`, and the new configuration governs every slot from `s + 1`; the state machine
+    /// hears of it through
     /// [`StateMachine::configuration_changed`](crate::StateMachine::configuration_changed).
     /// Returns the new configuration once the change is chosen. Only the primary accepts,
     /// one change at a time; [`ChangeConfigurationError::Interrupted`] if it stops being
     /// primary first. New members catch up by themselves (a checkpoint, then slots): start
-    /// them first, with [`rsl_core::Config::joining`] set.
+    /// them first, with [`rsl_core::Config::joining`] set; the safe way in is as a learner
+    /// first, then a promotion. A change that promotes a learner still too far behind waits
+    /// for it up to [`RingOptions::learner_promotion_wait`](crate::RingOptions::learner_promotion_wait),
+    /// asking again every heartbeat interval, then fails with
+    /// [`ChangeConfigurationError::LearnerBehind`].
     pub async fn change_configuration(
         &self,
-        members: Vec<NodeId>,
+        change: impl Into<MembershipChange>,
     ) -> Result<Configuration, ChangeConfigurationError> {
+        let change = change.into();
         let timeout = self.shared.options.request_timeout;
-        self.ask(timeout, |reply| Command::ChangeConfiguration { members, reply }).await
+        let wait = self.shared.options.learner_promotion_wait;
+        let started = Instant::now();
+        loop {
+            let command = |reply| Command::ChangeConfiguration { change: change.clone(), reply };
+            match self.ask(timeout, command).await {
+                Err(ChangeConfigurationError::Refused(ChangeError::LearnerBehind {
+                    node,
+                    holds,
+                    chosen,
+                    lag_slots_max,
+                })) => {
+                    let waited = started.elapsed();
+                    if waited >= wait {
+                        let waited_ms = waited.as_millis() as u64;
+                        return Err(ChangeConfigurationError::LearnerBehind {
+                            node,
+                            holds,
+                            chosen,
+                            lag_slots_max,
+                            waited_ms,
+                        });
+                    }
+                    tracing::info!(%node, %holds, %chosen, lag_slots_max, "waiting for a learner to catch up before promoting it");
+                    let retry = Duration::from_millis(self.shared.timing.lock().heartbeat_interval_ms);
+                    tokio::time::sleep(retry.min(wait - waited)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The replica's status (role, ballot, chosen and applied slots, configuration), kept

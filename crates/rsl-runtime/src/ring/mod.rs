@@ -26,6 +26,7 @@
 //! - `checkpointing`: save outcomes, fetched and copied checkpoints, `checkpoint_now` and
 //!   `purge_log`.
 //! - `requests`: client requests waiting for their outcome, and where each is answered.
+//! - `reads`: linearizable reads (the lease or a read index) and where they are served.
 //! - `apply`: the apply thread that owns the state machine, and the task's queue to it.
 //! - `handle`: [`Ring`], the public handle, and the commands it sends to the task.
 //! - `stop`: stopping in an order that loses nothing durable.
@@ -41,6 +42,7 @@ pub(crate) mod controls;
 mod handle;
 mod network;
 mod persist;
+mod reads;
 mod requests;
 mod reseed;
 mod start;
@@ -118,6 +120,11 @@ pub struct RingOptions {
     pub checkpoint_transfer_timeout: Duration,
     /// Log a statistics line (at `info`) this often; `None` never.
     pub statistics_log_interval: Option<Duration>,
+    /// How long `change_configuration` waits for a learner it would promote to catch up
+    /// (to within `Config::learner_promotion_lag_slots_max`) before it gives up with
+    /// [`ChangeConfigurationError::LearnerBehind`](crate::ChangeConfigurationError::LearnerBehind).
+    /// Zero refuses at once.
+    pub learner_promotion_wait: Duration,
 }
 
 impl Default for RingOptions {
@@ -132,6 +139,7 @@ impl Default for RingOptions {
             group_commit: GroupCommitOptions { queue_depth_max: 65_536, ..GroupCommitOptions::default() },
             checkpoint_transfer_timeout: Duration::from_secs(10),
             statistics_log_interval: Some(Duration::from_secs(60)),
+            learner_promotion_wait: Duration::from_secs(30),
         }
     }
 }
@@ -168,6 +176,11 @@ struct RingShared {
     /// Every slot up to here has been executed by the state machine (set by the apply
     /// thread).
     applied: AtomicU64,
+    /// The same, for callers that wait for a slot to be applied (published only when the
+    /// state machine has a concurrent reader, the only such callers).
+    applied_changed: watch::Sender<Slot>,
+    /// The state machine's concurrent reader, if it has one.
+    reader: Option<reads::SharedReader>,
     /// Why the ring stopped, once it is stopping.
     stop_reason: Mutex<Option<String>>,
     /// Turns true once the ring stopped and released its storage.

@@ -1,5 +1,7 @@
 //! Where the replica's messages leave: collected per peer during a wake-up and sent as one
-//! batch each at its end; and which nodes the transport admits for this ring.
+//! batch each at its end; which nodes the transport admits for this ring; and where the
+//! transport reaches them, as the configuration in force says (its members' addresses are
+//! chosen in the log with it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,16 +26,42 @@ pub(super) struct Network {
 }
 
 impl Network {
-    /// `admitted`, for configuration `admitted_for`, is what the runtime told the transport
-    /// to admit when it started the ring.
+    /// `admitted`, for the recovered `configuration`, is what the runtime told the
+    /// transport to admit when it started the ring; the transport learns the addresses
+    /// `configuration` carries.
     pub(super) fn new(
         ring: RingId,
         node: NodeId,
         transport: Arc<dyn Transport>,
         admitted: BTreeSet<NodeId>,
-        admitted_for: u64,
+        configuration: &Configuration,
     ) -> Network {
-        Network { ring, node, transport, outbox: BTreeMap::new(), admitted, admitted_for }
+        let admitted_for = configuration.number;
+        let network = Network { ring, node, transport, outbox: BTreeMap::new(), admitted, admitted_for };
+        network.learn_addresses(configuration);
+        network
+    }
+
+    /// Tells the transport where each peer `configuration` carries an address for listens
+    /// (when that changed). An address the transport refuses is logged; the peer stays
+    /// where it was known to be.
+    fn learn_addresses(&self, configuration: &Configuration) {
+        for address in configuration.addresses.iter().filter(|a| a.node != self.node) {
+            let known = self.transport.peer_address(address.node);
+            if known.as_ref().is_some_and(|known| known.as_str() == address.replica) {
+                continue;
+            }
+            match self.transport.set_peer_address(address.node, address.replica.as_str().into()) {
+                Ok(()) => tracing::info!(
+                    ring = self.ring.0, node = %self.node, peer = %address.node, address = %address.replica,
+                    "peer address from configuration {}", configuration.number
+                ),
+                Err(error) => tracing::warn!(
+                    ring = self.ring.0, node = %self.node, peer = %address.node, address = %address.replica,
+                    %error, "configuration {} names an address the transport refuses", configuration.number
+                ),
+            }
+        }
     }
 
     /// Queues a message for the end of the wake-up.
@@ -73,11 +101,13 @@ impl Network {
         self.transport.peer_connected(node)
     }
 
-    /// Admits the members of `configuration` once it is in force (the earlier ones stay).
+    /// Admits the members and learners of `configuration` once it is in force (the earlier
+    /// ones stay).
     pub(super) fn admit(&mut self, configuration: &Configuration) {
         if configuration.number != self.admitted_for {
             self.admitted_for = configuration.number;
-            self.admitted.extend(configuration.members.iter().copied());
+            self.admitted.extend(configuration.followers());
+            self.learn_addresses(configuration);
             self.transport.membership().set_members(self.ring, self.admitted.iter().copied());
         }
     }

@@ -1,15 +1,17 @@
 //! Where a client request is answered: this replica's `replicate` requests from the moment
 //! they reach the ring task until their outcome (the state machine's response, or the error
 //! that says whether the request took effect), and the configuration change waiting to be
-//! chosen.
+//! chosen. The ring task also keeps the `replicate` callers' deadlines here, so one timer per
+//! ring answers [`ReplicateError::Timeout`] instead of a timer per call.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 use rsl_core::{
     Configuration, NodeId, PersistRequest, ProposeError, Replica, Request, RequestId, Slot, Time, Value,
 };
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::handle::ChangeReply;
 use crate::error::{ChangeConfigurationError, ReplicateError};
@@ -42,27 +44,35 @@ pub(super) struct Requests {
     /// thread by request id).
     local_client: u64,
     next_sequence: u64,
-    /// Requests received in this burst of inputs, proposed together at its end.
-    proposals: Vec<(Bytes, Reply)>,
+    /// Requests received in this burst of inputs, proposed together at its end, each with
+    /// the deadline its caller waits until (`replicate` calls).
+    proposals: Vec<(Bytes, Reply, Option<Instant>)>,
     pending: HashMap<RequestId, Pending>,
+    /// Deadlines of pending `replicate` calls, earliest first; entries of requests already
+    /// answered are skipped (and dropped when they outnumber the pending requests).
+    deadlines: VecDeque<(Instant, RequestId)>,
+    /// What a caller whose deadline passed is told it waited.
+    timeout_ms: u64,
     /// The requests proposed in each slot, to tell when a slot applied without them.
     assigned: BTreeMap<Slot, Vec<RequestId>>,
     groups: HashMap<u64, Group>,
     next_group: u64,
     /// The configuration change this replica is waiting for, as primary.
-    change: Option<(Vec<NodeId>, ChangeReply)>,
+    change: Option<(Vec<NodeId>, Vec<NodeId>, ChangeReply)>,
     /// The slot of the ring's last request, once chosen: requests that lose their slot or
     /// are dropped after it hear that the ring is closed.
     pub(super) last_slot: Option<Slot>,
 }
 
 impl Requests {
-    pub(super) fn new(local_client: u64) -> Requests {
+    pub(super) fn new(local_client: u64, timeout_ms: u64) -> Requests {
         Requests {
             local_client,
             next_sequence: 0,
             proposals: Vec::new(),
             pending: HashMap::new(),
+            deadlines: VecDeque::new(),
+            timeout_ms,
             assigned: BTreeMap::new(),
             groups: HashMap::new(),
             next_group: 0,
@@ -77,9 +87,16 @@ impl Requests {
     }
 
     /// Queues a `replicate` call's request until the end of the burst (see
-    /// [`Requests::propose`]), so concurrent callers share slots.
-    pub(super) fn queue(&mut self, payload: Bytes, reply: oneshot::Sender<Result<Bytes, ReplicateError>>) {
-        self.proposals.push((payload, Reply::One(reply)));
+    /// [`Requests::propose`]), so concurrent callers share slots. Its caller is answered
+    /// [`ReplicateError::Timeout`] once `deadline` passes without an outcome (see
+    /// [`Requests::expire`]).
+    pub(super) fn queue(
+        &mut self,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<Bytes, ReplicateError>>,
+        deadline: Instant,
+    ) {
+        self.proposals.push((payload, Reply::One(reply), Some(deadline)));
     }
 
     /// Queues the requests of a `replicate_many` call, answered together once each has its
@@ -99,7 +116,7 @@ impl Requests {
         self.groups
             .insert(group, Group { results: (0..count).map(|_| None).collect(), missing: count, reply });
         for (index, payload) in payloads.into_iter().enumerate() {
-            self.proposals.push((payload, Reply::Group { group, index: index as u32 }));
+            self.proposals.push((payload, Reply::Group { group, index: index as u32 }, None));
         }
     }
 
@@ -116,21 +133,66 @@ impl Requests {
         let first = self.next_sequence + 1;
         self.next_sequence += proposals.len() as u64;
         let mut replies = Vec::with_capacity(proposals.len());
-        let requests = proposals.into_iter().enumerate().map(|(index, (payload, reply))| {
-            replies.push(reply);
+        let requests = proposals.into_iter().enumerate().map(|(index, (payload, reply, deadline))| {
+            replies.push((reply, deadline));
             Request { id: RequestId { client, sequence: first + index as u64 }, payload }
         });
         let outcomes = replica.handle_propose_many(now, requests);
-        for (index, (outcome, reply)) in outcomes.into_iter().zip(replies).enumerate() {
+        for (index, (outcome, (reply, deadline))) in outcomes.into_iter().zip(replies).enumerate() {
             match outcome {
                 Ok(()) => {
                     let id = RequestId { client, sequence: first + index as u64 };
                     self.pending.insert(id, Pending { reply, slot: None });
+                    if let Some(deadline) = deadline {
+                        self.add_deadline(deadline, id);
+                    }
                 }
                 Err(error) => self.complete(reply, Err(propose_error(error))),
             }
         }
         true
+    }
+
+    /// Keeps `deadlines` in deadline order: callers stamp their deadline before they queue,
+    /// so one that waited for room in the command queue may arrive after later deadlines.
+    fn add_deadline(&mut self, deadline: Instant, id: RequestId) {
+        if self.deadlines.back().is_none_or(|(last, _)| *last <= deadline) {
+            self.deadlines.push_back((deadline, id));
+        } else {
+            let at = self.deadlines.partition_point(|(other, _)| *other <= deadline);
+            self.deadlines.insert(at, (deadline, id));
+        }
+        // Answered requests leave their entries behind; drop them once they are the many.
+        if self.deadlines.len() > 2 * self.pending.len() + DEADLINES_SLACK {
+            let pending = &self.pending;
+            self.deadlines.retain(|(_, id)| pending.contains_key(id));
+        }
+    }
+
+    /// The earliest deadline of a request still waiting, for the ring task's timer.
+    pub(super) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some((deadline, id)) = self.deadlines.front() {
+            if self.pending.contains_key(id) {
+                return Some(*deadline);
+            }
+            self.deadlines.pop_front();
+        }
+        None
+    }
+
+    /// Answers [`ReplicateError::Timeout`] to every caller whose deadline is `now` or
+    /// earlier; a later outcome of its request is dropped.
+    pub(super) fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, id)) = self.deadlines.front() {
+            if deadline > now && self.pending.contains_key(&id) {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some(pending) = self.pending.remove(&id) {
+                let after_ms = self.timeout_ms;
+                self.complete(pending.reply, Err(ReplicateError::Timeout { after_ms }));
+            }
+        }
     }
 
     /// Learns which slot each of this replica's requests went to, to tell later whether a
@@ -236,7 +298,8 @@ impl Requests {
         for (_, pending) in std::mem::take(&mut self.pending) {
             self.complete(pending.reply, Err(ReplicateError::Shutdown { reason: reason.to_string() }));
         }
-        for (_, reply) in std::mem::take(&mut self.proposals) {
+        self.deadlines.clear();
+        for (_, reply, _) in std::mem::take(&mut self.proposals) {
             self.complete(reply, Err(ReplicateError::Shutdown { reason: reason.to_string() }));
         }
     }
@@ -260,30 +323,45 @@ impl Requests {
         }
     }
 
-    /// The replica accepted a change to `members` (sorted): answer `reply` once it is
-    /// chosen. A change still waiting is interrupted (`primary` is the primary as now known).
-    pub(super) fn await_change(&mut self, members: Vec<NodeId>, reply: ChangeReply, primary: Option<NodeId>) {
-        if let Some((_, earlier)) = self.change.replace((members, reply)) {
+    /// The replica accepted a change to `members` and `learners` (both sorted): answer
+    /// `reply` once it is chosen. A change still waiting is interrupted (`primary` is the
+    /// primary as now known).
+    pub(super) fn await_change(
+        &mut self,
+        members: Vec<NodeId>,
+        learners: Vec<NodeId>,
+        reply: ChangeReply,
+        primary: Option<NodeId>,
+    ) {
+        if let Some((_, _, earlier)) = self.change.replace((members, learners, reply)) {
             let _ = earlier.send(Err(ChangeConfigurationError::Interrupted { primary }));
         }
     }
 
-    /// `configuration` was chosen: answers the change that asked for its members.
+    /// `configuration` was chosen: answers the change that asked for its members and
+    /// learners.
     pub(super) fn change_chosen(&mut self, configuration: &Configuration) {
-        if self.change.as_ref().is_some_and(|(members, _)| *members == configuration.members) {
-            let (_, reply) = self.change.take().expect("checked");
+        let asked = |(members, learners, _): &(Vec<NodeId>, Vec<NodeId>, ChangeReply)| {
+            *members == configuration.members && *learners == configuration.learners
+        };
+        if self.change.as_ref().is_some_and(asked) {
+            let (_, _, reply) = self.change.take().expect("checked");
             let _ = reply.send(Ok(configuration.clone()));
         }
     }
 
     /// The change to `members` will not be chosen by this replica as primary.
     pub(super) fn change_interrupted(&mut self, members: &[NodeId], primary: Option<NodeId>) {
-        if self.change.as_ref().is_some_and(|(m, _)| *m == members) {
-            let (_, reply) = self.change.take().expect("checked");
+        if self.change.as_ref().is_some_and(|(m, _, _)| *m == members) {
+            let (_, _, reply) = self.change.take().expect("checked");
             let _ = reply.send(Err(ChangeConfigurationError::Interrupted { primary }));
         }
     }
 }
+
+/// Entries of answered requests `Requests::deadlines` may hold beyond twice the pending ones
+/// before it is compacted.
+const DEADLINES_SLACK: usize = 1024;
 
 fn propose_error(error: ProposeError) -> ReplicateError {
     match error {

@@ -17,6 +17,7 @@ use super::apply::ApplyThread;
 use super::checkpoints::{Checkpoints, OldestCheckpoint};
 use super::network::Network;
 use super::persist::Persist;
+use super::reads::{ReadIndexes, SharedReader};
 use super::requests::Requests;
 use super::task::{Inbox, RingTask};
 use super::{Clock, Recovery, Ring, RingShared, RingSpec};
@@ -88,8 +89,9 @@ impl RingTask {
             replica.on_last_slot_known(last_slot);
         }
         let applied = replica.applied();
+        let reader = state_machine.reader().map(SharedReader);
         let recovered = replica.status().configuration;
-        let admitted: BTreeSet<NodeId> = members.iter().chain(recovered.members.iter()).copied().collect();
+        let admitted: BTreeSet<NodeId> = members.iter().copied().chain(recovered.followers()).collect();
 
         let persist = Persist::spawn(log, &options.group_commit, flush_inline);
         let oldest_checkpoint = OldestCheckpoint::default();
@@ -107,6 +109,8 @@ impl RingTask {
             counters: Arc::default(),
             latencies: RingLatencies::default(),
             applied: AtomicU64::new(applied.0),
+            applied_changed: watch::Sender::new(applied),
+            reader,
             stop_reason: Mutex::new(None),
             finished,
             options,
@@ -141,8 +145,9 @@ impl RingTask {
             persist,
             apply,
             checkpoints: Checkpoints::new(store.clone(), oldest_checkpoint, fetcher),
-            requests: Requests::new(local_client),
-            network: Network::new(ring, node, transport, admitted.clone(), recovered.number),
+            requests: Requests::new(local_client, shared.options.request_timeout.as_millis() as u64),
+            reads: ReadIndexes::default(),
+            network: Network::new(ring, node, transport, admitted.clone(), &recovered),
             status: status_sender,
             finished: finished_sender,
             controls: Default::default(),

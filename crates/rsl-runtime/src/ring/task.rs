@@ -9,16 +9,17 @@ use rsl_core::{Message, Replica, Status};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::apply::{ApplyQueue, Event, Job};
+use super::apply::{ApplyQueue, Event};
 use super::checkpoints::Checkpoints;
 use super::controls::Controls;
 use super::handle::Command;
 use super::network::Network;
 use super::persist::Persist;
+use super::reads::ReadIndexes;
 use super::requests::Requests;
 use super::stop::{Stop, Stopping};
 use super::{Clock, RingShared};
-use crate::error::{ChangeConfigurationError, ReadError, RelinquishError, RingFailure};
+use crate::error::{ChangeConfigurationError, RelinquishError, RingFailure};
 use crate::stats::{RingCounters, RingStatistics};
 
 /// Inputs a ring task handles per wake-up before it flushes sends (bounds latency).
@@ -59,6 +60,7 @@ pub(crate) struct RingTask {
     pub(super) apply: ApplyQueue,
     pub(super) checkpoints: Checkpoints,
     pub(super) requests: Requests,
+    pub(super) reads: ReadIndexes,
     pub(super) network: Network,
     pub(super) status: watch::Sender<Status>,
     pub(super) finished: watch::Sender<bool>,
@@ -80,8 +82,18 @@ impl RingTask {
         if let Err(stop) = self.drain().and_then(|()| self.flush()) {
             return self.stopping(stop);
         }
+        // One timer for the ring: the replica's next timeout and the earliest `replicate`
+        // deadline. It is moved only when something is due earlier than it is set for; one
+        // that fires early finds nothing due and is set again.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         let stop = loop {
-            let deadline = self.replica.poll_timeout().map(|time| self.clock.instant(time));
+            let due = self.next_due();
+            if let Some(due) = due.filter(|due| armed.is_none_or(|armed| *due < armed)) {
+                timer.as_mut().reset(due);
+                armed = Some(due);
+            }
             let far = Instant::now() + Duration::from_secs(3600);
             let step: Result<(), Stop> = tokio::select! {
                 biased;
@@ -106,10 +118,10 @@ impl RingTask {
                     }
                     None => Err(Stop::Requested("the runtime stopped routing messages")),
                 },
-                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
-                    let now = self.clock.now();
-                    self.replica.handle_timeout(now);
-                    self.drain()
+                // What is due is handled below, with the timers that came due meanwhile.
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    Ok(())
                 }
                 _ = tokio::time::sleep_until(next_statistics_log.unwrap_or(far)), if next_statistics_log.is_some() => {
                     self.log_statistics();
@@ -152,12 +164,25 @@ impl RingTask {
         Ok(())
     }
 
+    /// When the ring's timer must fire next: the replica's next timeout or the earliest
+    /// deadline of a waiting `replicate` call.
+    fn next_due(&mut self) -> Option<Instant> {
+        let replica = self.replica.poll_timeout().map(|time| self.clock.instant(time));
+        match (replica, self.requests.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires the replica's timers that are due and answers the `replicate` calls whose
+    /// deadline passed.
     fn fire_due_timers(&mut self) -> Result<(), Stop> {
         let now = self.clock.now();
         if self.replica.poll_timeout().is_some_and(|deadline| deadline <= now) {
             self.replica.handle_timeout(now);
             self.drain()?;
         }
+        self.requests.expire(Instant::now());
         Ok(())
     }
 
@@ -225,18 +250,10 @@ impl RingTask {
         match command {
             // Requests wait until the burst of inputs is taken, then go to the replica
             // together (see `propose`), so concurrent callers share slots.
-            Command::Replicate { payload, reply } => self.requests.queue(payload, reply),
+            Command::Replicate { payload, reply, deadline } => self.requests.queue(payload, reply, deadline),
             Command::ReplicateMany { payloads, reply } => self.requests.queue_group(payloads, reply),
-            Command::Read { request, reply } => match self.replica.handle_read(now) {
-                Ok(index) => {
-                    self.apply.flush()?;
-                    self.apply.send(Job::Read { index, request, reply })?;
-                }
-                Err(reason) => {
-                    let hint = self.replica.primary_hint();
-                    let _ = reply.send(Err(ReadError::NotPrimary { reason, hint }));
-                }
-            },
+            // Read indexes, like requests, go to the replica at the end of the burst.
+            Command::Read { consistency, reply } => self.on_read(consistency, reply),
             Command::Relinquish { target, reply } => {
                 let result = self.replica.handle_relinquish(now, target).map_err(RelinquishError::from);
                 if let Ok(target) = &result {
@@ -244,12 +261,14 @@ impl RingTask {
                 }
                 let _ = reply.send(result);
             }
-            Command::ChangeConfiguration { mut members, reply } => {
-                match self.replica.handle_change_configuration(now, members.clone()) {
+            Command::ChangeConfiguration { change, reply } => {
+                match self.replica.handle_change_configuration(now, change.clone()) {
                     Ok(()) => {
+                        let (mut members, mut learners) = (change.members, change.learners);
                         members.sort_unstable();
-                        tracing::info!(ring, %node, ?members, "configuration change accepted");
-                        self.requests.await_change(members, reply, self.replica.primary_hint());
+                        learners.sort_unstable();
+                        tracing::info!(ring, %node, ?members, ?learners, "configuration change accepted");
+                        self.requests.await_change(members, learners, reply, self.replica.primary_hint());
                     }
                     Err(error) => {
                         let _ = reply.send(Err(ChangeConfigurationError::from(error)));
@@ -270,7 +289,8 @@ impl RingTask {
     /// Hands the requests of this burst to the replica together.
     fn propose(&mut self) -> Result<(), Stop> {
         let now = self.clock.now();
-        if self.requests.propose(&mut self.replica, now) {
+        let proposed = self.requests.propose(&mut self.replica, now);
+        if self.reads.start(&mut self.replica, now) || proposed {
             self.drain()
         } else {
             Ok(())

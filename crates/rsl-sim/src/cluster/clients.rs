@@ -1,9 +1,9 @@
 //! Simulated clients: each runs one operation at a time (put, get, delete, compare-and-set;
-//! reads through the log or under the primary's lease), follows redirects, retries after
-//! timeouts, gives up after a deadline, and records what it saw for the linearizability
-//! checker.
+//! reads through the log, under the primary's lease, or through a read index on the
+//! primary or on a secondary), follows redirects, retries after timeouts, gives up after a
+//! deadline, and records what it saw for the linearizability checker.
 
-use rsl_core::{NodeId, ProposeError, ReadError, Request, RequestId, Time};
+use rsl_core::{Mutation, NodeId, ProposeError, ReadError, ReadId, Request, RequestId, Slot, Time};
 
 use super::{node_index, Event, Simulation, ATTEMPT_TIMEOUT_US, OP_TIMEOUT_US, QUIET_US, SETTLE_US};
 use crate::checkers::Failure;
@@ -15,6 +15,18 @@ use rsl_check as linearizability;
 pub(super) enum ClientRequest {
     Write(Request),
     LeaseRead { key: u8 },
+    ReadIndexRead { key: u8 },
+}
+
+/// How a get is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReadPath {
+    /// Not a read without a slot: a write, or a get through the log.
+    Log,
+    /// Under the primary's lease.
+    Lease,
+    /// Through a read index (the primary confirms with a round of heartbeats).
+    ReadIndex,
 }
 
 #[derive(Clone, Debug)]
@@ -27,7 +39,7 @@ pub(super) enum ClientReply {
 #[derive(Debug)]
 pub(super) struct PendingOp {
     pub(super) op: KvOp,
-    pub(super) lease_read: bool,
+    pub(super) read: ReadPath,
     pub(super) request: Request,
     pub(super) invoked_at: u64,
     pub(super) attempt: u64,
@@ -52,31 +64,43 @@ impl Simulation {
         let sequence = self.clients[client].next_sequence;
         self.clients[client].next_sequence += 1;
         let id = RequestId { client: client as u64 + 1, sequence };
-        let (op, lease_read) = if self.rng.chance(self.options.read_fraction) {
-            (KvOp::Get { key }, !self.rng.chance(self.options.log_read_fraction))
+        let (op, read) = if self.rng.chance(self.options.read_fraction) {
+            let read = if self.rng.chance(self.options.log_read_fraction) {
+                ReadPath::Log
+            } else if self.rng.chance(self.options.read_index_fraction) {
+                ReadPath::ReadIndex
+            } else {
+                ReadPath::Lease
+            };
+            (KvOp::Get { key }, read)
         } else if self.rng.chance(0.1) {
-            (KvOp::Delete { key }, false)
+            (KvOp::Delete { key }, ReadPath::Log)
         } else {
             // Unique values make every read point at one write.
             let value = (client as i64 + 1) * 1_000_000_000 + sequence as i64;
             if self.rng.chance(self.options.cas_fraction) {
                 let expected = self.last_written_guess(key);
-                (KvOp::Cas { key, expected, new: value }, false)
+                (KvOp::Cas { key, expected, new: value }, ReadPath::Log)
             } else {
-                (KvOp::Put { key, value }, false)
+                (KvOp::Put { key, value }, ReadPath::Log)
             }
         };
         let request = Request { id, payload: op.encode() };
-        if !lease_read {
+        if read == ReadPath::Log {
             self.issued.insert(id, request.clone());
         }
-        let target = self.clients[client].hint;
+        let target = if read == ReadPath::ReadIndex && self.rng.chance(0.5) {
+            // Any replica: a secondary asks the primary for the index and reads locally.
+            self.rng.index(self.nodes.len())
+        } else {
+            self.clients[client].hint
+        };
         // Attempt numbers never repeat within a client, so a late reply to an earlier
         // operation cannot be taken for this one's.
         let attempt = self.clients[client].attempts;
         self.clients[client].pending = Some(PendingOp {
             op,
-            lease_read,
+            read,
             request,
             invoked_at: self.now,
             attempt,
@@ -113,10 +137,10 @@ impl Simulation {
         state.attempts += 1;
         op.attempt = state.attempts;
         let (attempt, target) = (op.attempt, op.target);
-        let request = if op.lease_read {
-            ClientRequest::LeaseRead { key: op.op.key() }
-        } else {
-            ClientRequest::Write(op.request.clone())
+        let request = match op.read {
+            ReadPath::Lease => ClientRequest::LeaseRead { key: op.op.key() },
+            ReadPath::ReadIndex => ClientRequest::ReadIndexRead { key: op.op.key() },
+            ReadPath::Log => ClientRequest::Write(op.request.clone()),
         };
         let delay = self.rng.between(self.options.delay_min_us, self.options.delay_max_us);
         if self.healed || !self.rng.chance(self.options.drop_probability) {
@@ -148,7 +172,9 @@ impl Simulation {
         match request {
             ClientRequest::Write(request) => {
                 let id = request.id;
+                let early = acknowledged_when_queued(self.options.mutation, &request);
                 match replica.handle_propose(now, request) {
+                    Ok(()) if early => self.reply(client, attempt, ClientReply::Ok(KvResult::Done)),
                     Ok(()) => {
                         self.nodes[index].waiting_writes.insert(id, (client, attempt));
                     }
@@ -176,15 +202,52 @@ impl Simulation {
                         self.nodes[index].waiting_reads.push((read_index, key, client, attempt));
                     }
                 }
-                Err(ReadError::NotPrimary { hint }) => {
-                    self.reply(client, attempt, ClientReply::Redirect(hint))
-                }
-                Err(ReadError::LeaseExpired | ReadError::Recovering { .. }) => {
-                    self.reply(client, attempt, ClientReply::Retry)
-                }
+                Err(error) => self.refuse_read(client, attempt, error),
             },
+            ClientRequest::ReadIndexRead { key } => {
+                // Unique per replica: attempt numbers never repeat within a client.
+                let id = ReadId(((client as u64) << 40) | attempt);
+                match replica.handle_read_index(now, id) {
+                    Ok(()) => {
+                        self.nodes[index].read_indexes.insert(id, (key, client, attempt));
+                    }
+                    Err(error) => self.refuse_read(client, attempt, error),
+                }
+            }
         }
         self.drain(index);
+    }
+
+    /// Tells a client why its read was not served: where to go, or to try again.
+    fn refuse_read(&mut self, client: usize, attempt: u64, error: ReadError) {
+        match error {
+            ReadError::NotPrimary { hint } => self.reply(client, attempt, ClientReply::Redirect(hint)),
+            // The primary this replica follows did not answer: try another replica.
+            ReadError::NoAnswer { .. } => self.reply(client, attempt, ClientReply::Redirect(None)),
+            ReadError::LeaseExpired | ReadError::Recovering { .. } | ReadError::Busy { .. } => {
+                self.reply(client, attempt, ClientReply::Retry)
+            }
+        }
+    }
+
+    /// Replica `index` confirmed read `id`: the read is served once `read_index` is applied.
+    pub(super) fn read_index_ready(&mut self, index: usize, id: ReadId, read_index: Slot) {
+        let Some((key, client, attempt)) = self.nodes[index].read_indexes.remove(&id) else { return };
+        self.stats.read_index_reads += 1;
+        let node = &mut self.nodes[index];
+        if node.replica.as_ref().is_some_and(|replica| replica.applied() >= read_index) {
+            let value = node.kv.get(key);
+            self.reply(client, attempt, ClientReply::Ok(KvResult::Value(value)));
+        } else {
+            node.waiting_reads.push((read_index, key, client, attempt));
+        }
+    }
+
+    /// Replica `index` could not confirm read `id`.
+    pub(super) fn read_index_failed(&mut self, index: usize, id: ReadId, error: ReadError) {
+        if let Some((_, client, attempt)) = self.nodes[index].read_indexes.remove(&id) {
+            self.refuse_read(client, attempt, error);
+        }
     }
 
     pub(super) fn on_client_reply(&mut self, client: usize, attempt: u64, reply: ClientReply) {
@@ -263,7 +326,7 @@ impl Simulation {
         };
         if result.is_some() {
             self.stats.ops_ok += 1;
-            if !op.lease_read {
+            if op.read == ReadPath::Log {
                 self.acknowledged.insert(op.request.id);
             }
         } else {
@@ -287,4 +350,11 @@ impl Simulation {
         let think = self.rng.between(0, 20_000);
         self.schedule(self.now + think, Event::ClientNextOp { client });
     }
+}
+
+/// The seeded control `AcknowledgeBeforeChosen`: a put or delete is acknowledged as soon as
+/// the primary queues it (a compare-and-set's answer depends on the state it is applied to).
+fn acknowledged_when_queued(mutation: Option<Mutation>, request: &Request) -> bool {
+    mutation == Some(Mutation::AcknowledgeBeforeChosen)
+        && matches!(KvOp::decode(&request.payload), Some(KvOp::Put { .. } | KvOp::Delete { .. }))
 }

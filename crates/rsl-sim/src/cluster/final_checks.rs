@@ -1,6 +1,8 @@
-//! The checks at the end of a run: liveness (every operation invoked after healing
-//! completed, the members converged, a primary exists), durability (every acknowledged
-//! write is in the chosen log) and linearizability of the clients' history.
+//! The checks at the end of a run, safety first (a safety violation often stalls the run
+//! too, and must not hide behind the stall): agreement of every value a replica's disk
+//! holds as chosen, configuration safety, durability (every acknowledged write is in the
+//! chosen log) and linearizability of the clients' history; then liveness (every operation
+//! invoked after healing completed, the members converged, a primary exists).
 
 use rsl_core::{NodeId, RequestId, Role, Slot, Time};
 
@@ -41,6 +43,55 @@ impl Simulation {
     }
 
     pub(super) fn final_checks(&mut self) {
+        // Agreement: every value a disk holds as chosen (slots up to its durable chosen
+        // watermark) is the value applied there, or the same as every other disk's.
+        for (index, node) in self.nodes.iter().enumerate() {
+            for (slot, proposal) in node.disk.proposals.range(..=node.disk.chosen) {
+                if let Err(failure) =
+                    self.agreement.on_chosen_held(self.now, node_id(index), *slot, &proposal.value)
+                {
+                    self.fail(failure);
+                    return;
+                }
+            }
+        }
+        if let Err(failure) = self.configurations.check(self.now, &self.agreement) {
+            self.fail(failure);
+            return;
+        }
+        // Durability: every acknowledged write is in the chosen log.
+        let chosen_ids = self.agreement.request_ids();
+        let mut lost: Vec<&RequestId> =
+            self.acknowledged.iter().filter(|id| !chosen_ids.contains(id)).collect();
+        lost.sort();
+        if let Some(first) = lost.first() {
+            let detail =
+                format!("{} acknowledged writes missing from the chosen log; first {first:?}", lost.len());
+            self.fail(Failure::new("durability", self.now, detail));
+            return;
+        }
+        // Linearizability of the client history.
+        match linearizability::check(&self.history, linearizability::CheckBudget::default()) {
+            linearizability::CheckResult::Linearizable => {}
+            linearizability::CheckResult::NotLinearizable { key, witness } => {
+                let budget = linearizability::CheckBudget::default();
+                let witness = linearizability::minimize(&self.history, &key, &witness, budget);
+                let ops: Vec<String> =
+                    witness.operations.iter().map(|&i| format!("{:?}", self.history[i])).collect();
+                let detail = format!(
+                    "key {key}: cannot order {} (with the key's {} other writes of unknown outcome)",
+                    ops.join("; "),
+                    witness.relaxed_writes
+                );
+                self.fail(Failure::new("linearizability", self.now, detail));
+                return;
+            }
+            linearizability::CheckResult::Unknown { key, reason } => {
+                let detail = format!("key {key}: checker gave up: {reason}");
+                self.fail(Failure::new("linearizability", self.now, detail));
+                return;
+            }
+        }
         // Liveness: every operation invoked after the cluster settled completed, and the
         // replicas converged on one applied slot.
         for (client, state) in self.clients.iter().enumerate() {
@@ -85,38 +136,6 @@ impl Simulation {
         }
         if !self.nodes.iter().filter_map(|n| n.replica.as_ref()).any(|r| r.role() == Role::Primary) {
             self.fail(Failure::new("liveness", self.now, "no primary at the end of the healed phase".into()));
-            return;
-        }
-        // Durability: every acknowledged write is in the chosen log.
-        let chosen_ids = self.agreement.request_ids();
-        let mut lost: Vec<&RequestId> =
-            self.acknowledged.iter().filter(|id| !chosen_ids.contains(id)).collect();
-        lost.sort();
-        if let Some(first) = lost.first() {
-            let detail =
-                format!("{} acknowledged writes missing from the chosen log; first {first:?}", lost.len());
-            self.fail(Failure::new("durability", self.now, detail));
-            return;
-        }
-        // Linearizability of the client history.
-        match linearizability::check(&self.history, linearizability::CheckBudget::default()) {
-            linearizability::CheckResult::Linearizable => {}
-            linearizability::CheckResult::NotLinearizable { key, witness } => {
-                let budget = linearizability::CheckBudget::default();
-                let witness = linearizability::minimize(&self.history, &key, &witness, budget);
-                let ops: Vec<String> =
-                    witness.operations.iter().map(|&i| format!("{:?}", self.history[i])).collect();
-                let detail = format!(
-                    "key {key}: cannot order {} (with the key's {} other writes of unknown outcome)",
-                    ops.join("; "),
-                    witness.relaxed_writes
-                );
-                self.fail(Failure::new("linearizability", self.now, detail));
-            }
-            linearizability::CheckResult::Unknown { key, reason } => {
-                let detail = format!("key {key}: checker gave up: {reason}");
-                self.fail(Failure::new("linearizability", self.now, detail));
-            }
         }
     }
 }

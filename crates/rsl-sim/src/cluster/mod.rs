@@ -24,10 +24,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use rsl_core::{
-    Action, Config, Configuration, Message, NodeId, Replica, Request, RequestId, RingId, Role, Slot, Time,
+    Action, Config, Configuration, Message, NodeId, ReadId, Replica, Request, RequestId, RingId, Role, Slot,
+    Time,
 };
 
-use crate::checkers::{Agreement, Failure};
+use crate::checkers::{Agreement, Configurations, Failure};
 use crate::kv::Kv;
 use crate::options::Options;
 use crate::rng::Rng;
@@ -61,6 +62,8 @@ pub struct RunStats {
     pub checkpoint_installs: u64,
     /// Checkpoints a primary copied from a secondary.
     pub checkpoint_copies: u64,
+    /// Read-index reads answered (on the primary or a secondary), all in the checked history.
+    pub read_index_reads: u64,
     /// Pauses injected.
     pub pauses: u64,
     /// Configuration changes a primary accepted.
@@ -123,8 +126,10 @@ struct Node {
     kv: Kv,
     /// Writes proposed here, waiting for their apply.
     waiting_writes: HashMap<RequestId, (usize, u64)>,
-    /// Lease reads waiting for the applied watermark.
+    /// Lease and read-index reads waiting for the applied watermark.
     waiting_reads: Vec<(Slot, u8, usize, u64)>,
+    /// Read-index reads started here and not yet confirmed, by the id given to the replica.
+    read_indexes: HashMap<ReadId, (u8, usize, u64)>,
     /// The next slot this replica's state machine expects.
     apply_position: Slot,
     crashed_at: Option<u64>,
@@ -158,6 +163,8 @@ pub struct Simulation {
     fault_end: u64,
     run_end: u64,
     agreement: Agreement,
+    /// Configurations led by a primary (configuration safety).
+    configurations: Configurations,
     /// Every request a client issued, by id (validity).
     issued: HashMap<RequestId, Request>,
     /// Writes acknowledged to a client (durability).
@@ -214,6 +221,7 @@ impl Simulation {
             fault_end: options.fault_phase_us,
             run_end: options.fault_phase_us + options.liveness_phase_us,
             agreement: Agreement::default(),
+            configurations: Configurations::default(),
             issued: HashMap::new(),
             acknowledged: HashSet::new(),
             changes_requested: HashSet::new(),
@@ -232,6 +240,7 @@ impl Simulation {
                 kv: Kv::default(),
                 waiting_writes: HashMap::new(),
                 waiting_reads: Vec::new(),
+                read_indexes: HashMap::new(),
                 apply_position: Slot(1),
                 crashed_at: None,
                 paused_until: 0,
@@ -546,9 +555,18 @@ impl Simulation {
                 Action::RoleChanged { role, .. } => {
                     if role == Role::Primary {
                         self.stats.elections_won += 1;
+                        let replica = self.nodes[index].replica.as_ref().expect("alive");
+                        self.configurations.on_primary(replica.node(), replica.configuration());
+                        if let Err(failure) = self.configurations.check(self.now, &self.agreement) {
+                            self.fail(failure);
+                        }
                     }
                 }
                 Action::ConfigurationChangeInterrupted { .. } | Action::PrimaryRecovered { .. } => {}
+                Action::ReadIndexReady { id, index: read_index } => {
+                    self.read_index_ready(index, id, read_index)
+                }
+                Action::ReadIndexFailed { id, error } => self.read_index_failed(index, id, error),
                 Action::RequestsDropped { ids, primary } => {
                     for id in ids {
                         if let Some((client, attempt)) = self.nodes[index].waiting_writes.remove(&id) {

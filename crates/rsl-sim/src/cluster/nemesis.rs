@@ -64,6 +64,7 @@ impl Simulation {
         node.disk.last_completion = 0;
         node.waiting_writes.clear();
         node.waiting_reads.clear();
+        node.read_indexes.clear();
         node.crashed_at = Some(self.now);
         node.paused_until = 0;
         let down = self.rng.between(50_000, 3_000_000);

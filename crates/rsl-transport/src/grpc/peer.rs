@@ -2,7 +2,9 @@
 
 use super::server::VERSION_MAX_METADATA;
 use super::GrpcConfig;
-use crate::codec::{batch_header_len, PROTOCOL_VERSION_MIN};
+use crate::codec::{
+    batch_header_len, message_version, CHUNKS_VERSION, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
+};
 use crate::proto as pb;
 use crate::proto::replication_client::ReplicationClient;
 use crate::queue::PeerQueue;
@@ -145,7 +147,13 @@ impl PeerLink {
         let header = batch_header_len(local, peer);
         let state = (Arc::clone(&self.queue), Arc::clone(&self.stats));
         futures_util::stream::unfold(state, move |(queue, stats)| async move {
-            let taken = queue.next_batch().await?;
+            let mut taken = queue.next_batch().await?;
+            if version < PROTOCOL_VERSION {
+                let dropped = leave_out_newer(&mut taken.messages, &mut taken.chunks, version, &stats);
+                if dropped > 0 {
+                    tracing::warn!(%local, %peer, version, dropped, "messages the peer's protocol version cannot carry not sent");
+                }
+            }
             TransportStats::bump(&stats.frames_sent);
             TransportStats::add(&stats.messages_sent, taken.messages.len() as u64);
             TransportStats::add(&stats.chunks_sent, taken.chunks.len() as u64);
@@ -160,6 +168,26 @@ impl PeerLink {
             Some((batch, (queue, stats)))
         })
     }
+}
+
+/// Takes out of a frame in `version` what that version does not have (a newer message, or
+/// chunks), counted in `dropped_for_version`: the peer could not decode it, so it is
+/// lost to that peer as a message the network dropped would be.
+fn leave_out_newer(
+    messages: &mut Vec<pb::Message>,
+    chunks: &mut Vec<pb::Chunk>,
+    version: u32,
+    stats: &TransportStats,
+) -> u64 {
+    let before = messages.len();
+    messages.retain(|message| message_version(message) <= version);
+    let mut left_out = (before - messages.len()) as u64;
+    if version < CHUNKS_VERSION {
+        left_out += chunks.len() as u64;
+        chunks.clear();
+    }
+    TransportStats::add(&stats.dropped_for_version, left_out);
+    left_out
 }
 
 /// The highest protocol version a peer that refused a stream for its version speaks, when

@@ -20,9 +20,11 @@ use bytes::Bytes;
 use rkyv::rancor;
 use rkyv::with::InlineAsBox;
 use rsl_core::{
-    Ballot, Configuration, Message, MessageBody, NodeId, Proposal, RejectReason, Request, RequestId, RingId,
-    Slot, Time, Value, MEMBERS_MAX,
+    Ballot, Configuration, MemberAddress, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal,
+    RejectReason, Request, RequestId, RingId, Slot, Time, Value, MEMBERS_MAX,
 };
+
+use crate::codec::{checked_configuration, DecodeError};
 
 /// A frame: the messages of one send, from one node to another.
 #[derive(Debug, rkyv::Archive, rkyv::Serialize)]
@@ -68,6 +70,14 @@ pub enum WireReject {
     Behind { chosen: u64 },
 }
 
+/// Mirrors `rsl_core::ReadIndexRefusal`.
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize)]
+#[allow(missing_docs)]
+pub enum WireReadIndexRefusal {
+    NotPrimary { hint: Option<u64> },
+    Busy,
+}
+
 /// Mirrors `rsl_core::Request`; the payload is borrowed when serializing.
 #[derive(Debug, rkyv::Archive, rkyv::Serialize)]
 pub struct WireRequest<'a> {
@@ -86,8 +96,23 @@ pub struct WireRequest<'a> {
 pub enum WireValue<'a> {
     Noop,
     Batch(Vec<WireRequest<'a>>),
-    Configuration { number: u64, members: Vec<u64>, first_slot: u64 },
+    Configuration {
+        number: u64,
+        members: Vec<u64>,
+        first_slot: u64,
+        learners: Vec<u64>,
+        addresses: Vec<WireAddress>,
+    },
     Last(WireRequest<'a>),
+}
+
+/// Mirrors `rsl_core::MemberAddress`.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize)]
+#[allow(missing_docs)]
+pub struct WireAddress {
+    pub node: u64,
+    pub replica: String,
+    pub client: String,
 }
 
 /// Mirrors `rsl_core::Proposal`.
@@ -119,6 +144,9 @@ pub enum WireBody<'a> {
     FetchTruncated { checkpoint: u64 },
     TimeoutNow { ballot: WireBallot },
     PromotionRequest { ballot: WireBallot },
+    ReadIndexRequest { id: u64 },
+    ReadIndexReply { id: u64, ballot: WireBallot, index: u64 },
+    ReadIndexRefused { id: u64, reason: WireReadIndexRefusal },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -141,6 +169,12 @@ fn value(value: &Value) -> WireValue<'_> {
             number: configuration.number,
             members: configuration.members.iter().map(|node| node.0).collect(),
             first_slot: configuration.first_slot.0,
+            learners: configuration.learners.iter().map(|node| node.0).collect(),
+            addresses: configuration
+                .addresses
+                .iter()
+                .map(|a| WireAddress { node: a.node.0, replica: a.replica.clone(), client: a.client.clone() })
+                .collect(),
         },
     }
 }
@@ -201,6 +235,19 @@ impl<'a> WireMessage<'a> {
             B::FetchTruncated { checkpoint } => WireBody::FetchTruncated { checkpoint: checkpoint.0 },
             B::TimeoutNow { ballot: b } => WireBody::TimeoutNow { ballot: ballot(*b) },
             B::PromotionRequest { ballot: b } => WireBody::PromotionRequest { ballot: ballot(*b) },
+            B::ReadIndexRequest { id } => WireBody::ReadIndexRequest { id: id.0 },
+            B::ReadIndexReply { id, ballot: b, index } => {
+                WireBody::ReadIndexReply { id: id.0, ballot: ballot(*b), index: index.0 }
+            }
+            B::ReadIndexRefused { id, reason } => WireBody::ReadIndexRefused {
+                id: id.0,
+                reason: match reason {
+                    ReadIndexRefusal::NotPrimary { hint } => {
+                        WireReadIndexRefusal::NotPrimary { hint: hint.map(|node| node.0) }
+                    }
+                    ReadIndexRefusal::Busy => WireReadIndexRefusal::Busy,
+                },
+            },
         };
         WireMessage {
             ring: message.ring.0,
@@ -298,30 +345,34 @@ fn value_from(value: &ArchivedWireValue<'_>, field: &str) -> Result<Value, Archi
         ArchivedWireValue::Noop => Value::Noop,
         ArchivedWireValue::Batch(requests) => Value::Batch(requests.iter().map(request_from).collect()),
         ArchivedWireValue::Last(request) => Value::Last(request_from(request)),
-        ArchivedWireValue::Configuration { number, members, first_slot } => {
-            if members.len() > MEMBERS_MAX {
-                return Err(ArchiveError::Field {
-                    field: format!("{field}.configuration.members"),
-                    problem: format!("at most {MEMBERS_MAX} members allowed, found {}", members.len()),
-                });
+        ArchivedWireValue::Configuration { number, members, first_slot, learners, addresses } => {
+            let nodes = |list: &rkyv::vec::ArchivedVec<rkyv::rend::u64_le>| {
+                list.iter().map(|node| node.to_native()).collect::<Vec<u64>>()
+            };
+            let addresses = addresses
+                .iter()
+                .map(|a| MemberAddress {
+                    node: NodeId(a.node.to_native()),
+                    replica: a.replica.as_str().to_owned(),
+                    client: a.client.as_str().to_owned(),
+                })
+                .collect();
+            let (number, first_slot) = (number.to_native(), Slot(first_slot.to_native()));
+            match checked_configuration(number, nodes(members), nodes(learners), addresses, first_slot) {
+                Ok(configuration) => Value::Configuration(configuration),
+                Err(DecodeError::Invalid { field: inner, problem }) => {
+                    return Err(ArchiveError::Field {
+                        field: format!("{field}.configuration.{inner}"),
+                        problem,
+                    })
+                }
+                Err(other) => {
+                    return Err(ArchiveError::Field {
+                        field: format!("{field}.configuration"),
+                        problem: other.to_string(),
+                    })
+                }
             }
-            let members: Vec<NodeId> = members.iter().map(|node| NodeId(node.to_native())).collect();
-            if let Some(index) = members.windows(2).position(|pair| pair[0] >= pair[1]) {
-                return Err(ArchiveError::Field {
-                    field: format!("{field}.configuration.members"),
-                    problem: format!(
-                        "must be strictly increasing, found {} then {} at positions {index} and {}",
-                        members[index],
-                        members[index + 1],
-                        index + 1
-                    ),
-                });
-            }
-            Value::Configuration(Configuration {
-                number: number.to_native(),
-                members,
-                first_slot: Slot(first_slot.to_native()),
-            })
         }
     })
 }
@@ -402,6 +453,21 @@ pub fn message_from_archived(message: &ArchivedWireMessage<'_>) -> Result<Messag
         W::FetchTruncated { checkpoint } => MessageBody::FetchTruncated { checkpoint: slot(checkpoint) },
         W::TimeoutNow { ballot } => MessageBody::TimeoutNow { ballot: ballot_from(ballot) },
         W::PromotionRequest { ballot } => MessageBody::PromotionRequest { ballot: ballot_from(ballot) },
+        W::ReadIndexRequest { id } => MessageBody::ReadIndexRequest { id: ReadId(id.to_native()) },
+        W::ReadIndexReply { id, ballot, index } => MessageBody::ReadIndexReply {
+            id: ReadId(id.to_native()),
+            ballot: ballot_from(ballot),
+            index: slot(index),
+        },
+        W::ReadIndexRefused { id, reason } => MessageBody::ReadIndexRefused {
+            id: ReadId(id.to_native()),
+            reason: match reason {
+                ArchivedWireReadIndexRefusal::NotPrimary { hint } => {
+                    ReadIndexRefusal::NotPrimary { hint: hint.as_ref().map(|node| NodeId(node.to_native())) }
+                }
+                ArchivedWireReadIndexRefusal::Busy => ReadIndexRefusal::Busy,
+            },
+        },
     };
     Ok(Message {
         ring: RingId(message.ring.to_native()),

@@ -20,7 +20,8 @@ use crate::rdma::verbs::{QpEndpoint, RemoteRegion};
 use rsl_core::{NodeId, RingId, Slot};
 use std::io::{Read, Write};
 
-const MAGIC: [u8; 8] = *b"RSLRDMA2";
+/// The handshake magic and version: 3 since configurations carry learners and addresses.
+const MAGIC: [u8; 8] = *b"RSLRDMA3";
 /// The largest handshake record.
 pub(crate) const MESSAGE_BYTES_MAX: usize = 4096;
 /// Kinds of opening record.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rsl::{
     Bytes, Config, FileStorage, LocalCheckpointNetwork, MemoryNetwork, MemoryStorage, NodeId, ReplicateError,
-    Ring, RingId, Role, Runtime, RuntimeOptions, Slot, StateMachine, Storage,
+    Ring, RingId, RingOptions, Role, Runtime, RuntimeOptions, Slot, StateMachine, Storage,
 };
 
 /// How long any awaited condition may take before the test fails.
@@ -118,6 +118,8 @@ pub struct Cluster {
     pub rings: BTreeMap<(RingId, NodeId), Ring>,
     pub disks: BTreeMap<(RingId, NodeId), Disk>,
     pub configs: BTreeMap<(RingId, NodeId), Config>,
+    /// The options every ring (re)started from now on gets.
+    pub options: RingOptions,
 }
 
 impl Cluster {
@@ -141,6 +143,7 @@ impl Cluster {
             rings: BTreeMap::new(),
             disks: BTreeMap::new(),
             configs: BTreeMap::new(),
+            options: RingOptions::default(),
         }
     }
 
@@ -231,6 +234,7 @@ impl Cluster {
             .state_machine(state_machine)
             .storage(storage)
             .runtime(&self.runtimes[&node])
+            .options(self.options.clone())
             .start()
             .await?;
         self.rings.insert((ring, node), started);
@@ -316,6 +320,14 @@ impl Cluster {
             replica.node(),
             replica.status().borrow().applied
         );
+    }
+
+    /// The newest slot any live replica of `ring` has executed. Once a request was answered
+    /// it covers the request's slot: a replica's [`Ring::applied`] is raised before the
+    /// answer leaves its apply thread, while its `status().applied` is published only at the
+    /// end of the ring task's wake-up, after the answer (so it may still lag).
+    pub fn newest_applied(&self, ring: RingId) -> Slot {
+        self.replicas(ring).iter().map(|replica| replica.applied()).max().expect("a live replica")
     }
 
     /// The state of every live replica of `ring` once it applied `slot`.
