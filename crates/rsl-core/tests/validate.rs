@@ -127,7 +127,7 @@ fn an_accepted_configuration_naming_node_zero_is_malformed() {
 
 #[test]
 fn an_accepted_configuration_without_members_is_malformed() {
-    let next = Configuration { number: 2, members: Vec::new(), first_slot: Slot(6) };
+    let next = Configuration::new(2, Vec::new(), Slot(6));
     let reason = malformed(accept(ballot(1, 1), 5, Value::Configuration(next)), "accept", 1);
     assert!(reason.contains("has 0 members"), "{reason}");
 }

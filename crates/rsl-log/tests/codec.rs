@@ -201,7 +201,7 @@ fn a_snapshot_record_round_trips_and_names_each_cut_field() {
 
 #[test]
 fn a_configuration_value_round_trips_and_names_its_cut_fields() {
-    let configuration = Configuration { number: 4, members: vec![NodeId(1), NodeId(5)], first_slot: Slot(9) };
+    let configuration = Configuration::new(4, vec![NodeId(1), NodeId(5)], Slot(9));
     let record = Record::Persist {
         promise: None,
         chosen: None,
