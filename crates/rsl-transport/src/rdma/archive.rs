@@ -20,8 +20,8 @@ use bytes::Bytes;
 use rkyv::rancor;
 use rkyv::with::InlineAsBox;
 use rsl_core::{
-    Ballot, Configuration, MemberAddress, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal,
-    RejectReason, Request, RequestId, RingId, Slot, Time, Value, MEMBERS_MAX,
+    Ballot, MemberAddress, Message, MessageBody, NodeId, Proposal, ReadId, ReadIndexRefusal, RejectReason,
+    Request, RequestId, RingId, Slot, Time, Value,
 };
 
 use crate::codec::{checked_configuration, DecodeError};
