@@ -342,6 +342,13 @@ pub enum RingFailure {
     /// The state machine's thread ended (it panicked).
     #[error("the state machine thread stopped (did the state machine panic?)")]
     StateMachineStopped,
+    /// The state machine panicked; the ring stops at once, without waiting for the panic
+    /// hook to finish and the thread to unwind.
+    #[error("the state machine panicked: {message}")]
+    StateMachinePanicked {
+        /// The panic's message and where it was raised.
+        message: String,
+    },
     /// The state machine failed part-way through loading a fetched checkpoint, so its
     /// state is undefined.
     #[error("the state machine failed to load the fetched checkpoint at slot {slot}: {reason}")]

@@ -70,6 +70,8 @@ pub(crate) enum Event {
     Reseeded { slot: Slot, record: RingRecord },
     /// The re-seed's checkpoint could not be used; nothing was loaded.
     ReseedFailed(String),
+    /// The state machine panicked (the panic's message): the thread is ending.
+    Panicked(String),
 }
 
 /// Why a checkpoint was not saved.
@@ -175,6 +177,7 @@ impl ApplyThread {
     }
 
     fn run(mut self, jobs: Receiver<Job>) {
+        super::panicked::report_to(self.events.clone());
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut can_become_primary = None;
         let mut polled_at = Instant::now() - self.veto_poll_interval;

@@ -27,7 +27,8 @@
 //!   `purge_log`.
 //! - `requests`: client requests waiting for their outcome, and where each is answered.
 //! - `reads`: linearizable reads (the lease or a read index) and where they are served.
-//! - `apply`: the apply thread that owns the state machine, and the task's queue to it.
+//! - `apply`: the apply thread that owns the state machine, and the task's queue to it;
+//!   `panicked`: a state machine's panic reported to the task before the panic hook runs.
 //! - `handle`: [`Ring`], the public handle, and the commands it sends to the task.
 //! - `stop`: stopping in an order that loses nothing durable.
 //! - `controls` (and `reseed`, the apply thread's part): operator controls and health
@@ -41,6 +42,7 @@ mod checkpoints;
 pub(crate) mod controls;
 mod handle;
 mod network;
+mod panicked;
 mod persist;
 mod reads;
 mod requests;
