@@ -100,7 +100,7 @@ fn a_member_named_twice_is_refused() {
 fn an_empty_member_list_is_refused() {
     let error = refused(&[]);
     assert!(matches!(&error, ChangeError::Invalid { members, .. } if members.is_empty()), "{error:?}");
-    assert!(reason(error).contains("members"));
+    assert!(reason(error).contains("at least one of them a member"), "the reason says what is missing");
 }
 
 #[test]
