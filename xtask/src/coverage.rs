@@ -85,7 +85,7 @@ pub struct CrateCoverage {
 pub fn run(args: &CoverageArgs) -> Result<()> {
     install_tools()?;
     let root = workspace_root();
-    let summary = root.join("target").join("llvm-cov-summary.json");
+    let summary = summary_path(&root)?;
     // A summary left by an earlier run must not pass for this one's.
     let _ = std::fs::remove_file(&summary);
     let report = ["--json", "--summary-only", "--output-path"];
@@ -132,6 +132,15 @@ pub fn run(args: &CoverageArgs) -> Result<()> {
     }
     check_floors(&crates, &args.floors)?;
     tests
+}
+
+/// Where the report goes: cargo's target directory (`CARGO_TARGET_DIR`, relative to the
+/// workspace, or `target`), created when it does not exist yet.
+fn summary_path(root: &Path) -> Result<PathBuf> {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    Ok(target.join("llvm-cov-summary.json"))
 }
 
 /// cargo-llvm-cov and the LLVM tools it drives, each installed when missing.
