@@ -85,21 +85,40 @@ pub struct CrateCoverage {
 pub fn run(args: &CoverageArgs) -> Result<()> {
     install_tools()?;
     let root = workspace_root();
-    let summary = root.join("target").join("llvm-cov-summary.json");
-    let mut command =
-        Cmd::cargo().args(["llvm-cov", "--json", "--summary-only", "--output-path"]).arg(&summary);
+    let summary = summary_path(&root)?;
+    // A summary left by an earlier run must not pass for this one's.
+    let _ = std::fs::remove_file(&summary);
+    let report = ["--json", "--summary-only", "--output-path"];
+    let mut command = Cmd::cargo().arg("llvm-cov").args(report).arg(&summary);
     // Only the process-level tests (rsl-tests) start the server.
     if args.packages.is_empty() || args.packages.iter().any(|package| package == "rsl-tests") {
         command = command.env(SERVER_ENV, build::shipped_server()?);
     }
+    let mut selection: Vec<&str> = Vec::new();
     if args.packages.is_empty() {
-        command = command.arg("--workspace");
+        selection.push("--workspace");
     } else {
         for package in &args.packages {
-            command = command.args(["-p", package]);
+            selection.extend(["-p", package.as_str()]);
         }
     }
-    command.arg("--all-targets").run().context("the tests under cargo-llvm-cov")?;
+    // Every test runs even when one fails, and the figures are reported either way (a
+    // failed run writes no report: it is made from the profiles the tests left); a
+    // failure still fails the run, after the table.
+    let tests = command
+        .args(&selection)
+        .args(["--all-targets", "--no-fail-fast"])
+        .run()
+        .context("the tests under cargo-llvm-cov");
+    if tests.is_err() && !summary.is_file() {
+        Cmd::cargo()
+            .args(["llvm-cov", "report"])
+            .args(report)
+            .arg(&summary)
+            .args(&selection)
+            .run()
+            .context("the report of the profiles the tests left")?;
+    }
     let text = std::fs::read_to_string(&summary).with_context(|| format!("reading {}", summary.display()))?;
     let export: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", summary.display()))?;
@@ -111,7 +130,17 @@ pub fn run(args: &CoverageArgs) -> Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, to_json(&crates)).with_context(|| format!("writing {}", path.display()))?;
     }
-    check_floors(&crates, &args.floors)
+    check_floors(&crates, &args.floors)?;
+    tests
+}
+
+/// Where the report goes: cargo's target directory (`CARGO_TARGET_DIR`, relative to the
+/// workspace, or `target`), created when it does not exist yet.
+fn summary_path(root: &Path) -> Result<PathBuf> {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    Ok(target.join("llvm-cov-summary.json"))
 }
 
 /// cargo-llvm-cov and the LLVM tools it drives, each installed when missing.

@@ -612,7 +612,14 @@ async fn the_load_generator_follows_a_failover_without_failing_operations() {
     };
     let counters = Arc::new(LoadCounters::default());
     let run = tokio::spawn(load::run(options, counters.clone()));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Fail over once the load is under way: a counter the clients bump, polled.
+    tokio::time::timeout(WAIT, async {
+        while counters.ops.load(Ordering::Relaxed) < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the load reached 200 operations");
     cluster.servers.remove(&primary).unwrap().shutdown().await;
     let at_failover = counters.ops.load(Ordering::Relaxed);
     let report = run.await.unwrap().unwrap();

@@ -339,10 +339,17 @@ pub enum RingFailure {
     /// The group committer stopped unexpectedly.
     #[error("group committer: {0}")]
     Commit(#[from] rsl_log::CommitError),
-    /// The state machine stopped: its thread ended, or, on the ring task
-    /// ([`ApplyOn::RingTask`](crate::ApplyOn::RingTask)), a call into it panicked.
+    /// The state machine stopped: its thread ended without a panic reported first.
     #[error("the state machine stopped (did it panic?)")]
     StateMachineStopped,
+    /// The state machine panicked (on its thread, or on the ring task with
+    /// [`ApplyOn::RingTask`](crate::ApplyOn::RingTask)); the ring stops at once, without
+    /// waiting for the panic hook to finish and the thread to unwind.
+    #[error("the state machine panicked: {message}")]
+    StateMachinePanicked {
+        /// The panic's message and where it was raised.
+        message: String,
+    },
     /// The state machine failed part-way through loading a fetched checkpoint, so its
     /// state is undefined.
     #[error("the state machine failed to load the fetched checkpoint at slot {slot}: {reason}")]

@@ -361,3 +361,43 @@ async fn the_newest_applied_slot_covers_every_answered_request() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_state_machine_fails_waiting_and_later_requests_as_shut_down() {
+    let mut cluster = Cluster::new(3);
+    // Far shorter than the time a panic hook may take to print a backtrace on a loaded
+    // machine: the answer must come from the panic's report, not from this timer.
+    cluster.options.request_timeout = Duration::from_secs(1);
+    cluster.start_ring(RING, |_| {}).await;
+    assert_eq!(cluster.replicate(RING, 7).await, Tally::of([7]));
+    let primary = cluster.primary(RING).await;
+    // Tally's `execute` panics on anything but an 8-byte request. Good requests go in
+    // with the bad one; those executed before it succeed, every other one is refused.
+    let (eight, bad, nine) = tokio::join!(
+        primary.replicate(8u64.to_le_bytes().to_vec()),
+        primary.replicate(&b"bad"[..]),
+        primary.replicate(9u64.to_le_bytes().to_vec()),
+    );
+    let results = [eight, bad, nine];
+    let bad = results[1].as_ref().expect_err("the state machine panicked");
+    for result in &results {
+        match result {
+            Ok(response) => assert_eq!(Tally::decode(response).count, 2, "only 8 runs before the panic"),
+            Err(ReplicateError::Shutdown { reason }) => {
+                assert!(
+                    reason.contains("state machine panicked") && reason.contains("8-byte request"),
+                    "{reason}"
+                );
+            }
+            Err(other) => panic!("expected Shutdown, got {other:?} (first error {bad:?})"),
+        }
+    }
+    let later = primary.replicate(10u64.to_le_bytes().to_vec()).await.expect_err("the ring stopped");
+    assert!(
+        matches!(&later, ReplicateError::Shutdown { reason } if reason.contains("state machine panicked")),
+        "{later:?}"
+    );
+    let reason = primary.stop_reason().expect("the ring says why it stopped");
+    assert!(reason.contains("8-byte request"), "{reason}");
+    cluster.shutdown().await;
+}

@@ -197,3 +197,189 @@ pub(super) fn get_response(outcome: ReadOutcome) -> Result<pb::GetResponse, Stat
         other => Err(Status::internal(format!("unexpected answer to a get: {other:?}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every ring error a client can receive, mapped to the gRPC code its client library
+    //! acts on (redirect, retry elsewhere, back off, give up), one test per error.
+
+    use super::*;
+    use rsl::Slot;
+
+    fn redirects() -> Redirects {
+        let clients = BTreeMap::from([(NodeId(2), "10.0.0.2:7101".to_owned())]);
+        Redirects::new(NodeId(1), Arc::new(clients))
+    }
+
+    fn metadata(status: &Status, key: &str) -> Option<String> {
+        status.metadata().get(key).map(|value| value.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn not_primary_with_a_known_primary_names_it_and_its_address() {
+        let status = redirects().replicate_error(ReplicateError::NotPrimary { hint: Some(NodeId(2)) });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(metadata(&status, PRIMARY_NODE_METADATA).as_deref(), Some("2"));
+        assert_eq!(metadata(&status, PRIMARY_ADDRESS_METADATA).as_deref(), Some("10.0.0.2:7101"));
+        assert!(status.message().contains("node 2 at 10.0.0.2:7101"), "{}", status.message());
+    }
+
+    #[test]
+    fn not_primary_with_a_primary_without_an_address_names_only_the_node() {
+        let status = redirects().not_primary(Some(NodeId(3)), "write refused");
+        assert_eq!(metadata(&status, PRIMARY_NODE_METADATA).as_deref(), Some("3"));
+        assert_eq!(metadata(&status, PRIMARY_ADDRESS_METADATA), None);
+        assert!(status.message().contains("no client address configured"));
+    }
+
+    #[test]
+    fn not_primary_without_a_hint_says_none_is_known() {
+        let status = redirects().not_primary(None, "write refused");
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(metadata(&status, PRIMARY_NODE_METADATA), None);
+    }
+
+    #[test]
+    fn a_primary_not_ready_yet_asks_for_a_retry_here() {
+        let status = redirects().not_primary(Some(NodeId(1)), "write refused");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("retry"));
+    }
+
+    #[test]
+    fn a_request_too_large_is_an_invalid_argument() {
+        let status = redirects().replicate_error(ReplicateError::TooLarge { bytes: 9, max: 8 });
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn a_busy_primary_is_resource_exhausted() {
+        let busy = redirects().replicate_error(ReplicateError::Busy { queued: 4, max: 4 });
+        assert_eq!(busy.code(), Code::ResourceExhausted);
+        let large = redirects().replicate_error(ReplicateError::LargeBusy { queued_bytes: 4, max: 4 });
+        assert_eq!(large.code(), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn a_write_timeout_is_deadline_exceeded() {
+        let status = redirects().replicate_error(ReplicateError::Timeout { after_ms: 5 });
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+    }
+
+    #[test]
+    fn an_unknown_outcome_and_a_stopped_ring_are_unavailable() {
+        let unknown = redirects().replicate_error(ReplicateError::OutcomeUnknown { slot: Slot(3) });
+        assert_eq!(unknown.code(), Code::Unavailable);
+        let stopped = redirects().replicate_error(ReplicateError::Shutdown { reason: "x".into() });
+        assert_eq!(stopped.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn a_closed_ring_names_its_last_slot() {
+        let status = redirects().replicate_error(ReplicateError::RingClosed { last_slot: Slot(12) });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(metadata(&status, RING_CLOSED_METADATA).as_deref(), Some("12"));
+    }
+
+    #[test]
+    fn read_errors_map_to_redirect_back_off_deadline_and_unavailable() {
+        let redirects = redirects();
+        let reason = rsl::core::ReadError::LeaseExpired;
+        let not_primary =
+            redirects.read_error(ReadError::NotPrimary { reason: reason.clone(), hint: Some(NodeId(2)) });
+        assert_eq!(not_primary.code(), Code::FailedPrecondition);
+        assert_eq!(metadata(&not_primary, PRIMARY_NODE_METADATA).as_deref(), Some("2"), "a redirect");
+        let here = redirects.read_error(ReadError::NotPrimary { reason, hint: Some(NodeId(1)) });
+        assert!(here.message().contains("lease expired"), "{}", here.message());
+        assert_eq!(redirects.read_error(ReadError::Busy { max: 1 }).code(), Code::ResourceExhausted);
+        assert_eq!(redirects.read_error(ReadError::Timeout { after_ms: 1 }).code(), Code::DeadlineExceeded);
+        assert_eq!(
+            redirects.read_error(ReadError::Shutdown { reason: "x".into() }).code(),
+            Code::Unavailable
+        );
+    }
+
+    #[test]
+    fn change_refusals_map_by_their_reason() {
+        let redirects = redirects();
+        let refused = |error| redirects.change_error(ChangeConfigurationError::Refused(error));
+        assert_eq!(
+            refused(ChangeError::NotPrimary { hint: Some(NodeId(2)) }).code(),
+            Code::FailedPrecondition
+        );
+        let relinquishing = refused(ChangeError::Relinquishing { target: NodeId(2) });
+        assert_eq!(metadata(&relinquishing, PRIMARY_NODE_METADATA).as_deref(), Some("2"));
+        assert_eq!(refused(ChangeError::InProgress { members: vec![NodeId(1)] }).code(), Code::Aborted);
+        let invalid = refused(ChangeError::Invalid { members: Vec::new(), reason: "empty".into() });
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn unfinished_changes_are_unavailable_or_past_their_deadline() {
+        let redirects = redirects();
+        let interrupted = ChangeConfigurationError::Interrupted { primary: None };
+        assert_eq!(redirects.change_error(interrupted).code(), Code::Unavailable);
+        let stopped = ChangeConfigurationError::Shutdown { reason: "x".into() };
+        assert_eq!(redirects.change_error(stopped).code(), Code::Unavailable);
+        let timeout = ChangeConfigurationError::Timeout { after_ms: 1 };
+        assert_eq!(redirects.change_error(timeout).code(), Code::DeadlineExceeded);
+    }
+
+    #[test]
+    fn fast_read_errors_map_to_unavailable_or_resource_exhausted() {
+        let not_applied = FastReadError::NotApplied { min_slot: Slot(9), applied: Slot(1), after_ms: 5 };
+        assert_eq!(fast_read_error(not_applied).code(), Code::Unavailable);
+        assert_eq!(fast_read_error(FastReadError::Busy { max: 1 }).code(), Code::ResourceExhausted);
+        assert_eq!(fast_read_error(FastReadError::Shutdown { reason: "x".into() }).code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn a_write_without_an_id_is_an_invalid_argument() {
+        assert_eq!(write_id(None).unwrap_err().code(), Code::InvalidArgument);
+        let id = write_id(Some(pb::WriteId { client: 3, sequence: 4 })).unwrap();
+        assert_eq!(id, WriteId { client: 3, sequence: 4 });
+    }
+
+    #[test]
+    fn a_stale_write_is_aborted_naming_the_newest() {
+        let id = WriteId { client: 0x2a, sequence: 3 };
+        let stale = WriteResponse { slot: 8, outcome: WriteOutcome::Stale { newest: 5 } };
+        let status = write_outcome(id, stale).unwrap_err();
+        assert_eq!(status.code(), Code::Aborted);
+        assert!(status.message().contains("write 3 of client 0x2a is older than its newest write 5"));
+    }
+
+    #[test]
+    fn a_malformed_write_is_an_invalid_argument() {
+        let id = WriteId { client: 1, sequence: 1 };
+        let malformed =
+            WriteResponse { slot: 8, outcome: WriteOutcome::Malformed { reason: "bad key".into() } };
+        let status = write_outcome(id, malformed).unwrap_err();
+        assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "bad key"));
+    }
+
+    #[test]
+    fn answers_of_the_wrong_kind_are_internal_errors() {
+        let put = WriteResponse { slot: 1, outcome: WriteOutcome::Put };
+        assert_eq!(cas_response(put).unwrap_err().code(), Code::Internal);
+        let digest = ReadOutcome::Digest(crate::command::Digest::default());
+        assert_eq!(get_response(digest).unwrap_err().code(), Code::Internal);
+        assert_eq!(
+            get_response(ReadOutcome::Malformed { reason: "x".into() }).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn gets_deletes_and_cas_answers_carry_their_outcome() {
+        let found = get_response(ReadOutcome::Value(Some(Bytes::from_static(b"v")))).unwrap();
+        assert!(found.found && found.value == Bytes::from_static(b"v"));
+        assert!(!get_response(ReadOutcome::Value(None)).unwrap().found);
+        let deleted =
+            delete_response(&WriteResponse { slot: 4, outcome: WriteOutcome::Deleted { existed: true } });
+        assert_eq!((deleted.slot, deleted.existed), (4, true));
+        let cas = WriteResponse { slot: 5, outcome: WriteOutcome::Cas { swapped: false, current: None } };
+        let answer = cas_response(cas).unwrap();
+        assert_eq!((answer.slot, answer.swapped, answer.present), (5, false, false));
+    }
+}

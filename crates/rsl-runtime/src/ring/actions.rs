@@ -87,8 +87,13 @@ impl RingTask {
         }
         self.network.flush(&self.shared.counters);
         self.network.admit(self.replica.configuration());
+        self.publish_status();
+        Ok(())
+    }
+
+    /// Publishes the replica's status to the handles' watchers (when it changed).
+    pub(super) fn publish_status(&mut self) {
         let replica = &self.replica;
         self.status.send_if_modified(|status| replica.update_status(status));
-        Ok(())
     }
 }

@@ -77,6 +77,8 @@ pub(crate) enum Event {
     Reseeded { slot: Slot, record: RingRecord },
     /// The re-seed's checkpoint could not be used; nothing was loaded.
     ReseedFailed(String),
+    /// The state machine panicked (the panic's message): the thread is ending.
+    Panicked(String),
 }
 
 /// Why a checkpoint was not saved.
@@ -207,7 +209,7 @@ impl ApplyQueue {
     }
 
     /// Runs `work` on the inline state machine, catching a panic: the state machine is then
-    /// dropped and the ring fails with [`RingFailure::StateMachineStopped`], as when the
+    /// dropped and the ring fails with [`RingFailure::StateMachinePanicked`], as when the
     /// apply thread panics. `work` returning false (a `Stop`) drops it too.
     fn guarded(
         inline: &mut Option<Box<Inline>>,
@@ -220,15 +222,20 @@ impl ApplyQueue {
                 inline.take();
                 Ok(())
             }
-            Err(_) => {
+            Err(payload) => {
                 let ring = state.applier.shared.ring.0;
-                tracing::error!(ring, "the state machine panicked on the ring task; stopping the ring");
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                tracing::error!(ring, %message, "the state machine panicked on the ring task; stopping the ring");
                 if let Some(state) = inline.take() {
                     // Its state may be broken half-way: dropping it must not take the ring
                     // task down with it.
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(state)));
                 }
-                Err(RingFailure::StateMachineStopped)
+                Err(RingFailure::StateMachinePanicked { message })
             }
         }
     }
@@ -313,6 +320,9 @@ impl ApplyThread {
     }
 
     fn run(mut self, jobs: Receiver<Job>) {
+        if let Events::Channel(events) = &self.events {
+            super::panicked::report_to(events.clone());
+        }
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut can_become_primary = None;
         let mut polled_at = Instant::now() - self.veto_poll_interval;

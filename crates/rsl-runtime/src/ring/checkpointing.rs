@@ -84,6 +84,8 @@ impl RingTask {
     /// The apply thread saved the checkpoint at `slot`.
     pub(super) fn on_checkpoint_saved(&mut self, slot: Slot) {
         self.replica.on_checkpoint_saved(slot);
+        // Before the answer, so a caller of `checkpoint_now` finds the slot in the status.
+        self.publish_status();
         self.checkpoints.saved(slot);
     }
 

@@ -28,7 +28,8 @@
 //! - `requests`: client requests waiting for their outcome, and where each is answered.
 //! - `reads`: linearizable reads (the lease or a read index) and where they are served.
 //! - `apply`: the apply thread that owns the state machine, and the task's queue to it
-//!   (which, with [`ApplyOn::RingTask`], runs the state machine on the task instead).
+//!   (which, with [`ApplyOn::RingTask`], runs the state machine on the task instead);
+//!   `panicked`: a state machine's panic reported to the task before the panic hook runs.
 //! - `handle`: [`Ring`], the public handle, and the commands it sends to the task.
 //! - `stop`: stopping in an order that loses nothing durable.
 //! - `controls` (and `reseed`, the apply thread's part): operator controls and health
@@ -42,6 +43,7 @@ mod checkpoints;
 pub(crate) mod controls;
 mod handle;
 mod network;
+mod panicked;
 mod persist;
 mod reads;
 mod requests;
@@ -145,7 +147,7 @@ pub struct RingOptions {
 /// is short (microseconds, no blocking I/O): an in-memory map, a counter.
 ///
 /// Either way the state machine sees the same calls in the same order, and a panic in it
-/// stops the ring with [`RingFailure::StateMachineStopped`](crate::RingFailure::StateMachineStopped).
+/// stops the ring with [`RingFailure::StateMachinePanicked`](crate::RingFailure::StateMachinePanicked).
 /// With [`ApplyOn::RingTask`], [`StateMachine::can_become_primary`] is polled when the ring
 /// task wakes (at least once per heartbeat interval while the ring is active) instead of on
 /// the thread's own clock.

@@ -240,6 +240,7 @@ impl RingTask {
             Event::Closed(last_slot) => self.replica.on_last_slot_known(last_slot),
             Event::Reseeded { slot, record } => self.on_reseeded(slot, record)?,
             Event::ReseedFailed(reason) => self.on_reseed_unusable(reason),
+            Event::Panicked(message) => return Err(RingFailure::StateMachinePanicked { message }.into()),
         }
         self.drain()
     }
