@@ -18,7 +18,14 @@ fn ballot(round: u64, node: u64) -> Ballot {
 
 /// Node `node` of a ring of `count`, booted at time zero, its boot actions drained.
 fn lone(node: u64, count: u64) -> Replica {
-    let mut replica = Replica::new(config(node, count), DurableState::default(), Time(0)).unwrap();
+    lone_with(node, count, |_| {})
+}
+
+/// Like [`lone`], with `tweak` applied to the configuration.
+fn lone_with(node: u64, count: u64, tweak: impl FnOnce(&mut Config)) -> Replica {
+    let mut config = config(node, count);
+    tweak(&mut config);
+    let mut replica = Replica::new(config, DurableState::default(), Time(0)).unwrap();
     drain(&mut replica);
     replica
 }
@@ -872,4 +879,156 @@ fn a_status_reply_watermark_does_not_choose_a_value_accepted_at_an_older_ballot(
         })
         .collect();
     assert_eq!(applied, vec![(Slot(1), vec!["fresh".to_string()])]);
+}
+
+// ----- Phase 1 refusals and stale answers -----
+
+/// Node 2 of three restarted from a checkpoint at slot 10 and nothing above it: its log
+/// starts at slot 11.
+fn restarted_at_checkpoint_ten() -> Replica {
+    let durable = DurableState { checkpoint: Slot(10), chosen: Slot(10), ..DurableState::default() };
+    let mut replica = Replica::new(config(2, 3), durable, Time(0)).unwrap();
+    drain(&mut replica);
+    replica
+}
+
+#[test]
+fn a_prepare_from_below_the_log_start_is_rejected_as_behind() {
+    let mut replica = restarted_at_checkpoint_ten();
+    let actions = deliver(&mut replica, AFTER_BOOT, prepare(3, 2, ballot(1, 3), 5));
+    assert!(persists(&actions).is_empty(), "a refused prepare promises nothing");
+    assert_eq!(
+        only_send(&actions).body,
+        MessageBody::Reject {
+            ballot: ballot(1, 3),
+            promised: Ballot::ZERO,
+            reason: RejectReason::Behind { chosen: Slot(10) }
+        }
+    );
+    assert_eq!(replica.status().promised, Ballot::ZERO);
+    // From the log start on, it promises.
+    let actions = deliver(&mut replica, AFTER_BOOT, prepare(3, 2, ballot(1, 3), 11));
+    assert_eq!(persists(&actions)[0].promise, Some(ballot(1, 3)));
+}
+
+#[test]
+fn a_prepare_whose_promise_would_carry_too_many_slots_is_rejected_as_behind() {
+    let mut replica = lone_with(2, 3, |c| {
+        c.pipeline_depth = 1;
+        c.promise_slots_max = 2;
+    });
+    for slot in 1..=3 {
+        let actions = deliver(&mut replica, AFTER_BOOT, accept(1, 2, ballot(1, 1), slot, batch(&["v"])));
+        persist(&mut replica, AFTER_BOOT, &actions);
+    }
+    // Once the primary that sent them has been silent for an election delay:
+    let later = AFTER_BOOT.plus_ms(500);
+    let actions = deliver(&mut replica, later, prepare(3, 2, ballot(2, 3), 1));
+    assert_eq!(
+        only_send(&actions).body,
+        MessageBody::Reject {
+            ballot: ballot(2, 3),
+            promised: ballot(1, 1),
+            reason: RejectReason::Behind { chosen: Slot::ZERO }
+        }
+    );
+    // A candidate that already has slot 1 gets the two others in its promise.
+    let actions = deliver(&mut replica, later, prepare(3, 2, ballot(2, 3), 2));
+    let released = persist(&mut replica, later, &actions);
+    assert!(
+        matches!(&only_send(&released).body, MessageBody::Promise { accepted, .. } if accepted.len() == 2),
+        "{released:?}"
+    );
+}
+
+#[test]
+fn a_prepare_handing_over_from_the_followed_primary_passes_the_lease_guard() {
+    let mut replica = lone(2, 3);
+    let primary = ballot(1, 1);
+    let heartbeat = MessageBody::Heartbeat { ballot: primary, chosen: Slot::ZERO, sent_at: AFTER_BOOT };
+    deliver(&mut replica, AFTER_BOOT, message(1, 2, heartbeat));
+    let candidate = ballot(2, 3);
+    let handover = |transfer_from| {
+        message(3, 2, MessageBody::Prepare { ballot: candidate, first_unchosen: Slot(1), transfer_from })
+    };
+    // Naming a primary it does not follow is no handover: the primary it heard is alive.
+    let actions = deliver(&mut replica, AFTER_BOOT, handover(Some(ballot(1, 3))));
+    assert!(matches!(
+        only_send(&actions).body,
+        MessageBody::Reject { reason: RejectReason::PrimaryAlive, .. }
+    ));
+    let actions = deliver(&mut replica, AFTER_BOOT, handover(Some(primary)));
+    let released = persist(&mut replica, AFTER_BOOT, &actions);
+    assert!(matches!(only_send(&released).body, MessageBody::Promise { ballot, .. } if ballot == candidate));
+    assert_eq!(replica.status().promised, candidate);
+}
+
+/// A lone node 1 of three that campaigned and started phase 1 with node 2's pre-vote;
+/// returns the time and its ballot.
+fn in_phase_one(replica: &mut Replica) -> (Time, Ballot) {
+    let (now, b) = campaign(replica);
+    let actions = deliver(replica, now, message(2, 1, MessageBody::PreVoteGranted { ballot: b }));
+    persist(replica, now, &actions);
+    assert_eq!(replica.role(), Role::Candidate);
+    (now, b)
+}
+
+#[test]
+fn a_promise_carrying_slots_below_the_candidates_first_unchosen_is_ignored() {
+    let mut replica = Replica::new(config(1, 3), recovered(), Time(0)).unwrap();
+    drain(&mut replica);
+    let (now, b) = in_phase_one(&mut replica);
+    // The candidate asked from slot 5 (it knows 4 chosen); slot 3 is below that.
+    let early = vec![proposal(ballot(7, 1), 3, batch(&["s3"])), proposal(ballot(7, 1), 5, batch(&["s5"]))];
+    deliver(&mut replica, now, message(2, 1, MessageBody::Promise { ballot: b, accepted: early }));
+    assert_eq!(replica.role(), Role::Candidate, "the malformed promise did not count");
+    let actions =
+        deliver(&mut replica, now, message(3, 1, MessageBody::Promise { ballot: b, accepted: vec![] }));
+    assert_eq!(replica.role(), Role::Primary);
+    let written: Vec<Slot> =
+        persists(&actions).iter().flat_map(|p| p.proposals.iter().map(|p| p.slot)).collect();
+    assert_eq!(written, vec![Slot(5)], "only its own unchosen slot 5 is re-proposed");
+}
+
+#[test]
+fn a_candidate_told_it_is_behind_steps_down_and_fetches_from_the_acceptor() {
+    let mut replica = Replica::new(config(1, 3), DurableState::default(), Time(0)).unwrap();
+    drain(&mut replica);
+    let (now, b) = in_phase_one(&mut replica);
+    let behind = MessageBody::Reject {
+        ballot: b,
+        promised: Ballot::ZERO,
+        reason: RejectReason::Behind { chosen: Slot(8) },
+    };
+    let actions = deliver(&mut replica, now, message(3, 1, behind));
+    assert_eq!(replica.role(), Role::Secondary);
+    let fetches: Vec<(NodeId, Slot)> = sends(&actions)
+        .into_iter()
+        .filter_map(|m| match m.body {
+            MessageBody::Fetch { from, .. } => Some((m.to, from)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fetches.first(),
+        Some(&(NodeId(3), Slot(1))),
+        "it fetches what it lacks from the acceptor: {actions:?}"
+    );
+    assert!(actions.iter().any(|a| matches!(a, Action::RoleChanged { role: Role::Secondary, .. })));
+}
+
+#[test]
+fn a_behind_reject_for_another_ballot_changes_nothing() {
+    let mut replica = Replica::new(config(1, 3), DurableState::default(), Time(0)).unwrap();
+    drain(&mut replica);
+    let (now, b) = in_phase_one(&mut replica);
+    let other = Ballot::new(b.round + 1, NodeId(1));
+    let behind = MessageBody::Reject {
+        ballot: other,
+        promised: Ballot::ZERO,
+        reason: RejectReason::Behind { chosen: Slot(8) },
+    };
+    let actions = deliver(&mut replica, now, message(3, 1, behind));
+    assert_eq!(replica.role(), Role::Candidate);
+    assert!(sends(&actions).is_empty(), "{actions:?}");
 }

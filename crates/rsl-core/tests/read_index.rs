@@ -255,3 +255,123 @@ fn a_replica_removed_from_the_configuration_refuses_rather_than_forwards() {
         Err(ReadError::NotPrimary { hint: Some(NodeId(primary)) })
     );
 }
+
+/// A primary with one request in flight that was asked to hand over to `target`: it stays
+/// relinquishing until that slot is chosen (nothing is delivered yet).
+fn relinquishing(cluster: &mut Cluster, primary: u64, target: u64) {
+    cluster.propose(primary, request(8_000, "in flight")).expect("proposed");
+    let now = cluster.now;
+    cluster.replica_mut(primary).handle_relinquish(now, Some(NodeId(target))).expect("relinquish");
+    cluster.drain((primary - 1) as usize);
+}
+
+#[test]
+fn a_relinquishing_primary_refuses_reads_naming_its_successor() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let primary = cluster.elect();
+    let [target, asker] = others(&cluster, primary)[..] else { panic!("two secondaries") };
+    // The secondary's request is queued ahead of everything the handover sends.
+    read_index(&mut cluster, asker, 4).unwrap();
+    relinquishing(&mut cluster, primary, target);
+    assert_eq!(
+        read_index(&mut cluster, primary, 1),
+        Err(ReadError::NotPrimary { hint: Some(NodeId(target)) })
+    );
+    let since = cluster.now;
+    cluster.settle();
+    assert!(cluster.sent_since(since, "read_index_refused").iter().any(|m| m.to == NodeId(asker)));
+    assert_eq!(
+        outcomes(&cluster, asker, ReadId(4)),
+        vec![Err(ReadError::NotPrimary { hint: Some(NodeId(target)) })]
+    );
+    assert_eq!(cluster.replica(asker).pending_read_indexes(), 0);
+}
+
+/// A primary whose heartbeats go unanswered, so its reads stay pending.
+fn unconfirmed_primary(cluster: &mut Cluster) -> u64 {
+    let primary = cluster.elect();
+    cluster.set_drop(|m| matches!(m.body, MessageBody::HeartbeatReply { .. }));
+    primary
+}
+
+#[test]
+fn a_primary_at_its_pending_maximum_refuses_a_forwarded_read_as_busy() {
+    let mut cluster = Cluster::new(3, |c| c.read_index_pending_max = 1);
+    let primary = unconfirmed_primary(&mut cluster);
+    read_index(&mut cluster, primary, 1).unwrap();
+    let secondary = others(&cluster, primary)[0];
+    read_index(&mut cluster, secondary, 2).unwrap();
+    cluster.settle();
+    assert_eq!(outcomes(&cluster, secondary, ReadId(2)), vec![Err(ReadError::Busy { pending: 1, max: 1 })]);
+    assert_eq!(cluster.replica(primary).pending_read_indexes(), 1, "only its own read waits");
+}
+
+#[test]
+fn a_secondary_at_its_pending_maximum_refuses_before_forwarding() {
+    let mut cluster = Cluster::new(3, |c| c.read_index_pending_max = 2);
+    let primary = cluster.elect();
+    let secondary = others(&cluster, primary)[0];
+    cluster.set_drop(|m| matches!(m.body, MessageBody::ReadIndexRequest { .. }));
+    let since = cluster.now;
+    read_index(&mut cluster, secondary, 1).unwrap();
+    read_index(&mut cluster, secondary, 2).unwrap();
+    assert_eq!(read_index(&mut cluster, secondary, 3), Err(ReadError::Busy { pending: 2, max: 2 }));
+    assert_eq!(cluster.sent_since(since, "read_index_request").len(), 2, "the third was not forwarded");
+    assert_eq!(cluster.replica(secondary).pending_read_indexes(), 2);
+}
+
+#[test]
+fn answers_from_a_replica_the_read_was_not_asked_of_are_ignored() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let primary = unconfirmed_primary(&mut cluster);
+    let [secondary, other] = others(&cluster, primary)[..] else { panic!("two secondaries") };
+    read_index(&mut cluster, secondary, 5).unwrap();
+    cluster.settle();
+    let refusal = MessageBody::ReadIndexRefused { id: ReadId(5), reason: rsl_core::ReadIndexRefusal::Busy };
+    cluster.inject(rsl_testkit::message(other, secondary, refusal)).expect("a valid message");
+    assert_eq!(outcomes(&cluster, secondary, ReadId(5)), vec![], "the read is still the primary's to answer");
+    assert_eq!(cluster.replica(secondary).pending_read_indexes(), 1);
+    // The primary's own refusal does end it.
+    let refusal = MessageBody::ReadIndexRefused {
+        id: ReadId(5),
+        reason: rsl_core::ReadIndexRefusal::NotPrimary { hint: Some(NodeId(other)) },
+    };
+    cluster.inject(rsl_testkit::message(primary, secondary, refusal)).expect("a valid message");
+    assert_eq!(
+        outcomes(&cluster, secondary, ReadId(5)),
+        vec![Err(ReadError::NotPrimary { hint: Some(NodeId(other)) })]
+    );
+}
+
+#[test]
+fn a_primary_that_steps_down_refuses_the_reads_secondaries_forwarded() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let primary = unconfirmed_primary(&mut cluster);
+    let secondary = others(&cluster, primary)[0];
+    read_index(&mut cluster, secondary, 6).unwrap();
+    cluster.settle();
+    assert_eq!(cluster.replica(primary).pending_read_indexes(), 1);
+    // No heartbeat reply ever arrives: check-quorum steps it down.
+    let since = cluster.now;
+    for _ in 0..300 {
+        cluster.advance_ms(10);
+        if cluster.replica(primary).role() != Role::Primary {
+            break;
+        }
+    }
+    assert_ne!(cluster.replica(primary).role(), Role::Primary);
+    let refused = cluster.sent_since(since, "read_index_refused");
+    assert!(
+        refused.iter().any(|m| m.from == NodeId(primary)
+            && m.to == NodeId(secondary)
+            && matches!(
+                m.body,
+                MessageBody::ReadIndexRefused {
+                    id: ReadId(6),
+                    reason: rsl_core::ReadIndexRefusal::NotPrimary { .. }
+                }
+            )),
+        "{refused:?}"
+    );
+    assert_eq!(cluster.replica(primary).pending_read_indexes(), 0);
+}
