@@ -3,7 +3,9 @@
 //! member, a joining replica that enters the configuration naming it, a removed primary,
 //! and a restart that recovers the configuration from the log.
 
-use rsl_core::{Action, ChangeError, Configuration, NodeId, Role, Slot, Value};
+use rsl_core::{
+    Action, ChangeError, Configuration, MemberAddress, MembershipChange, NodeId, Role, Slot, Value,
+};
 use rsl_testkit::{request, Cluster};
 
 fn nodes(ids: &[u64]) -> Vec<NodeId> {
@@ -239,4 +241,145 @@ fn a_closed_ring_refuses_a_change_as_invalid() {
     let now = cluster.now;
     let error = cluster.replica_mut(primary).handle_change_configuration(now, nodes(&[1, 2])).unwrap_err();
     assert!(reason(error).contains("closed"));
+}
+
+/// What node `id` was told of changes its primacy interrupted.
+fn interruptions(cluster: &Cluster, id: u64) -> Vec<(Vec<NodeId>, Option<NodeId>)> {
+    cluster
+        .node(id)
+        .actions
+        .iter()
+        .filter_map(|(_, action)| match action {
+            Action::ConfigurationChangeInterrupted { members, primary } => Some((members.clone(), *primary)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs until `old` is no longer primary and another node is; returns the new primary.
+fn run_until_deposed(cluster: &mut Cluster, old: u64) -> u64 {
+    for _ in 0..500 {
+        cluster.advance_ms(10);
+        if cluster.replica(old).role() != Role::Primary {
+            if let Some(new) = cluster.primaries().into_iter().find(|&p| p != old) {
+                return new;
+            }
+        }
+    }
+    panic!("node {old} was never deposed");
+}
+
+#[test]
+fn a_change_waiting_for_pipeline_room_is_refused_again_and_interrupted_when_the_primary_steps_down() {
+    let mut cluster = Cluster::new(3, |c| c.pipeline_depth = 1);
+    let primary = cluster.elect();
+    // The one pipeline slot stays in flight: the change waits for room.
+    cluster.set_drop(move |m| {
+        m.to == NodeId(primary) && matches!(m.body, rsl_core::MessageBody::Accepted { .. })
+    });
+    cluster.propose(primary, request(1, "in flight")).expect("proposed");
+    let now = cluster.now;
+    let replica = cluster.replica_mut(primary);
+    replica.handle_change_configuration(now, nodes(&[1, 2])).expect("taken, waiting");
+    let error = replica.handle_change_configuration(now, nodes(&[2, 3])).unwrap_err();
+    assert_eq!(error, ChangeError::InProgress { members: nodes(&[1, 2]) });
+    cluster.drain((primary - 1) as usize);
+    // Cut off, the primary steps down on check-quorum, knowing no successor.
+    cluster.isolate(primary);
+    cluster.advance_ms(3_000);
+    assert_ne!(cluster.replica(primary).role(), Role::Primary);
+    assert_eq!(interruptions(&cluster, primary), vec![(nodes(&[1, 2]), None)]);
+    assert_eq!(cluster.replica(primary).status().configuration.number, 1, "the change was never proposed");
+}
+
+#[test]
+fn a_proposed_change_is_reported_interrupted_naming_the_new_primary() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let old = cluster.elect();
+    // Nothing the old primary sends arrives: its change is proposed but never chosen.
+    cluster.set_drop(move |m| m.from == NodeId(old));
+    let now = cluster.now;
+    cluster.replica_mut(old).handle_change_configuration(now, nodes(&[1, 2])).expect("taken");
+    cluster.drain((old - 1) as usize);
+    let new = run_until_deposed(&mut cluster, old);
+    // Once it hears the new primary, it steps down following it.
+    cluster.clear_drop();
+    for _ in 0..100 {
+        cluster.advance_ms(10);
+        if !interruptions(&cluster, old).is_empty() {
+            break;
+        }
+    }
+    let told = interruptions(&cluster, old);
+    assert!(matches!(&told[..], [(members, _)] if *members == nodes(&[1, 2])), "{told:?}");
+    assert_ne!(cluster.replica(old).role(), Role::Primary);
+    assert_eq!(cluster.replica(old).primary_hint(), Some(NodeId(new)));
+}
+
+fn address(node: u64, replica: &str) -> MemberAddress {
+    MemberAddress { node: NodeId(node), replica: replica.into(), client: format!("{replica}/client") }
+}
+
+#[test]
+fn a_change_of_addresses_alone_is_chosen_and_carried_by_the_configuration() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let primary = cluster.elect();
+    let now = cluster.now;
+    let change = MembershipChange::new(nodes(&[1, 2, 3]), Vec::new())
+        .with_addresses(vec![address(2, "http://two"), address(3, "http://three")]);
+    cluster.replica_mut(primary).handle_change_configuration(now, change).expect("a new address is a change");
+    cluster.drain((primary - 1) as usize);
+    cluster.advance_ms(100);
+    for id in cluster.ids() {
+        let configuration = cluster.replica(id).status().configuration;
+        assert_eq!(configuration.number, 2, "node {id}");
+        assert_eq!(configuration.address(NodeId(2)), Some(&address(2, "http://two")));
+        assert_eq!(configuration.address(NodeId(1)), None);
+    }
+    // The same addresses again are no change.
+    let now = cluster.now;
+    let again =
+        MembershipChange::new(nodes(&[1, 2, 3]), Vec::new()).with_addresses(vec![address(3, "http://three")]);
+    let error = cluster.replica_mut(primary).handle_change_configuration(now, again).unwrap_err();
+    assert!(reason(error).contains("already has exactly these"));
+}
+
+#[test]
+fn a_change_with_an_unusable_address_is_refused_naming_the_node() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let primary = cluster.elect();
+    let now = cluster.now;
+    let empty = MembershipChange::from(nodes(&[1, 2, 3])).with_addresses(vec![address(2, "")]);
+    let error = cluster.replica_mut(primary).handle_change_configuration(now, empty).unwrap_err();
+    assert!(matches!(&error, ChangeError::Invalid { members, .. } if *members == nodes(&[1, 2, 3])));
+    assert!(reason(error).contains("n2's replica address is empty"));
+    let long = MembershipChange::from(nodes(&[1, 2])).with_addresses(vec![address(1, &"x".repeat(300))]);
+    let error = cluster.replica_mut(primary).handle_change_configuration(now, long).unwrap_err();
+    assert!(reason(error).contains("n1's address is longer than"));
+}
+
+#[test]
+fn a_ring_at_the_last_configuration_number_refuses_any_change() {
+    let last = rsl_core::CONFIGURATION_NUMBER_MAX - 1;
+    let durable = rsl_core::DurableState {
+        configuration: Some(Configuration::new(last, nodes(&[1]), Slot(1))),
+        ..rsl_core::DurableState::default()
+    };
+    let mut replica = rsl_core::Replica::new(rsl_testkit::config(1, 1), durable, rsl_core::Time(0)).unwrap();
+    // Alone, it elects itself once its timers fire and its promise is durable.
+    let mut now = rsl_core::Time(0);
+    for _ in 0..100 {
+        if replica.role() == Role::Primary {
+            break;
+        }
+        now = replica.poll_timeout().expect("a timer is armed");
+        replica.handle_timeout(now);
+        for write in rsl_testkit::persists(&rsl_testkit::drain(&mut replica)) {
+            replica.on_persisted(now, write.ticket);
+        }
+    }
+    assert_eq!(replica.role(), Role::Primary);
+    assert!(replica.status().promised.round > Configuration::new(last, nodes(&[1]), Slot(1)).round_floor());
+    let error = replica.handle_change_configuration(now, nodes(&[1, 2])).unwrap_err();
+    assert_eq!(reason(error), format!("configuration numbers are exhausted at {last}"));
 }

@@ -399,3 +399,94 @@ impl Replica {
         postcondition!(!self.role.is_primary(), "no primary carries over into a new configuration");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(ids: &[u64]) -> Vec<NodeId> {
+        ids.iter().copied().map(NodeId).collect()
+    }
+
+    fn address(node: u64, replica: &str) -> MemberAddress {
+        MemberAddress { node: NodeId(node), replica: replica.into(), client: String::new() }
+    }
+
+    /// Configuration 2 over voters 1..=3 and learner 4, addressed, from slot 5: valid.
+    fn valid() -> Configuration {
+        Configuration::new(2, nodes(&[1, 2, 3]), Slot(5))
+            .with_learners(nodes(&[4]))
+            .with_addresses(vec![address(1, "http://a"), address(4, "http://d")])
+    }
+
+    #[test]
+    fn a_well_formed_configuration_has_no_problem() {
+        assert_eq!(configuration_problem(&valid()), None);
+    }
+
+    #[test]
+    fn each_malformed_configuration_from_a_peer_names_its_problem() {
+        // The fields are set directly, as a decoder would, bypassing the sorting builders.
+        let long = "x".repeat(ADDRESS_BYTES_MAX + 1);
+        let cases: Vec<(&str, Box<dyn Fn(&mut Configuration)>, &str)> = vec![
+            ("no voter", Box::new(|c| c.members.clear()), "has 0 members and 1 learners"),
+            ("unsorted voters", Box::new(|c| c.members = nodes(&[2, 1, 3])), "not sorted and distinct"),
+            ("repeated learners", Box::new(|c| c.learners = nodes(&[4, 4])), "not sorted and distinct"),
+            ("node 0", Box::new(|c| c.members = nodes(&[0, 1, 2])), "names node 0"),
+            (
+                "voter and learner",
+                Box::new(|c| c.learners = nodes(&[3])),
+                "names n3 both a member and a learner",
+            ),
+            ("unsorted addresses", Box::new(|c| c.addresses.reverse()), "addresses are not sorted by node"),
+            (
+                "address of a stranger",
+                Box::new(|c| c.addresses.push(address(9, "http://i"))),
+                "an address for n9, which is neither",
+            ),
+            (
+                "empty replica address",
+                Box::new(|c| c.addresses[0].replica.clear()),
+                "n1's replica address is empty",
+            ),
+            (
+                "long client address",
+                Box::new(move |c| c.addresses[1].client = long.clone()),
+                "n4's address is longer than 256 bytes",
+            ),
+            ("number 0", Box::new(|c| c.number = 0), "configuration number 0 out of range"),
+            ("number too high", Box::new(|c| c.number = CONFIGURATION_NUMBER_MAX), "out of range"),
+            ("slot 0", Box::new(|c| c.first_slot = Slot::ZERO), "starts at slot 0"),
+        ];
+        for (name, breaks, expected) in cases {
+            let mut configuration = valid();
+            breaks(&mut configuration);
+            let problem = configuration_problem(&configuration).unwrap_or_else(|| panic!("{name}: accepted"));
+            assert!(problem.contains(expected), "{name}: {problem:?} does not say {expected:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_nodes_counting_learners_is_a_problem() {
+        let mut configuration = valid();
+        configuration.addresses.clear();
+        configuration.learners = (4..=MEMBERS_MAX as u64 + 1).map(NodeId).collect();
+        let problem = configuration_problem(&configuration).expect("one node too many");
+        assert!(problem.contains(&format!("1..={MEMBERS_MAX} nodes")), "{problem}");
+    }
+
+    #[test]
+    fn the_history_answers_which_configuration_governs_a_slot_and_prunes_ended_ones() {
+        let log = Log::recover(Vec::new(), Slot::ZERO, Slot::ZERO).unwrap().log;
+        let first = Configuration::new(1, nodes(&[1, 2, 3]), Slot(1));
+        let mut membership = Membership::recover(first.clone(), &log, NodeId(4));
+        assert!(!membership.is_member() && !membership.is_learner());
+        membership.enter(valid(), NodeId(4));
+        assert!(membership.is_learner() && membership.member_index().is_none());
+        assert_eq!(membership.configuration_at(Slot(4)), first);
+        assert_eq!(membership.configuration_at(Slot(5)), valid());
+        membership.prune(Slot(6));
+        assert_eq!(membership.configuration_at(Slot(9)), valid());
+        assert_eq!(membership.history, vec![valid()], "configuration 1 ended before slot 6");
+    }
+}
