@@ -3,8 +3,8 @@
 //! status reply and one from a newer configuration with a query (at most once per
 //! heartbeat), and a failed checkpoint fetch that is asked for again.
 
-use rsl_core::{Action, Ballot, DurableState, Message, MessageBody, NodeId, Replica, Slot, Time};
-use rsl_testkit::{config, drain, message, sends, Cluster};
+use rsl_core::{Action, Ballot, DurableState, Message, MessageBody, NodeId, Proposal, Replica, Slot, Time};
+use rsl_testkit::{batch, config, drain, message, persists, sends, Cluster};
 
 fn replica(node: u64) -> Replica {
     let mut replica = Replica::new(config(node, 3), DurableState::default(), Time(0)).unwrap();
@@ -130,4 +130,96 @@ fn a_failed_checkpoint_fetch_is_asked_for_again() {
         cluster.advance_ms(5);
     }
     assert!(fetches(&cluster) > first, "asked again after the failure");
+}
+
+/// Node 2 of three restarted from a checkpoint at `slot` with nothing above it.
+fn at_checkpoint(slot: u64) -> Replica {
+    let durable = DurableState { checkpoint: Slot(slot), chosen: Slot(slot), ..DurableState::default() };
+    let mut replica = Replica::new(config(2, 3), durable, Time(0)).unwrap();
+    drain(&mut replica);
+    replica
+}
+
+fn fetches(actions: &[Action]) -> Vec<(NodeId, Slot, Slot)> {
+    sends(actions)
+        .into_iter()
+        .filter_map(|m| match m.body {
+            MessageBody::Fetch { from, to } => Some((m.to, from, to)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn chosen_proposal(slot: u64, payload: &str) -> Proposal {
+    Proposal { ballot: Ballot::new(1, NodeId(1)), slot: Slot(slot), value: batch(&[payload]) }
+}
+
+#[test]
+fn a_fetch_truncated_asks_for_the_checkpoint_once_and_only_when_it_is_newer() {
+    let mut replica = at_checkpoint(10);
+    let truncated = |checkpoint| message(3, 2, MessageBody::FetchTruncated { checkpoint: Slot(checkpoint) });
+    replica.handle_message(Time(1_000), truncated(8)).unwrap();
+    assert!(drain(&mut replica).is_empty(), "an older checkpoint than the one installed is no use");
+    replica.handle_message(Time(1_000), truncated(20)).unwrap();
+    let actions = drain(&mut replica);
+    assert!(actions.contains(&Action::FetchCheckpoint { from: NodeId(3), slot: Slot(20) }), "{actions:?}");
+    replica
+        .handle_message(Time(1_001), message(1, 2, MessageBody::FetchTruncated { checkpoint: Slot(30) }))
+        .unwrap();
+    let actions = drain(&mut replica);
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::FetchCheckpoint { .. })),
+        "one checkpoint fetch at a time: {actions:?}"
+    );
+}
+
+#[test]
+fn a_checkpoint_installed_below_what_was_applied_changes_nothing() {
+    let mut replica = at_checkpoint(10);
+    let before = replica.status();
+    let configuration = before.configuration.clone();
+    replica.on_checkpoint_installed(Time(1_000), Slot(6), configuration.clone());
+    assert!(drain(&mut replica).iter().all(|a| !matches!(a, Action::TruncateLog { .. })));
+    assert_eq!(replica.status(), before);
+    // A newer one moves the checkpoint and the applied slot.
+    replica.on_checkpoint_installed(Time(1_000), Slot(12), configuration);
+    let status = replica.status();
+    assert_eq!((status.checkpoint, status.applied, status.chosen), (Slot(12), Slot(12), Slot(12)));
+}
+
+#[test]
+fn a_partial_fetch_reply_is_followed_by_a_fetch_of_the_gap_from_the_replica_that_reported() {
+    let mut replica = replica(2);
+    let status = MessageBody::StatusReply { promised: Ballot::new(1, NodeId(1)), chosen: Slot(5) };
+    replica.handle_message(Time(1_000), message(3, 2, status)).unwrap();
+    assert_eq!(fetches(&drain(&mut replica)), vec![(NodeId(3), Slot(1), Slot(5))]);
+    let reply =
+        MessageBody::FetchReply { chosen_values: vec![chosen_proposal(1, "a"), chosen_proposal(2, "b")] };
+    replica.handle_message(Time(1_001), message(3, 2, reply)).unwrap();
+    let actions = drain(&mut replica);
+    assert_eq!(
+        fetches(&actions),
+        vec![(NodeId(3), Slot(3), Slot(5))],
+        "no primary is known: ask the reporter"
+    );
+    let written: Vec<Slot> =
+        persists(&actions).iter().flat_map(|p| p.proposals.iter().map(|p| p.slot)).collect();
+    assert_eq!(written, vec![Slot(1), Slot(2)]);
+}
+
+#[test]
+fn a_primary_ignores_fetch_replies_and_status_replies() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let primary = cluster.elect();
+    let other = cluster.ids().find(|&id| id != primary).unwrap();
+    let before = cluster.replica(primary).status();
+    let since = cluster.now;
+    let reply = MessageBody::FetchReply { chosen_values: vec![chosen_proposal(1, "stale")] };
+    cluster.inject(message(other, primary, reply)).expect("a valid message");
+    let status = MessageBody::StatusReply { promised: before.promised, chosen: Slot(9) };
+    cluster.inject(message(other, primary, status)).expect("a valid message");
+    assert_eq!(cluster.replica(primary).status(), before);
+    assert!(cluster.sent_since(since, "fetch").is_empty());
+    let node = cluster.node(primary);
+    assert!(!node.actions.iter().any(|(at, a)| *at >= since && matches!(a, Action::Persist(_))));
 }
