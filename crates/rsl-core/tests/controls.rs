@@ -283,3 +283,70 @@ fn the_primary_sees_a_cut_off_member_fall_behind_and_catch_up() {
     assert_eq!((member.lag_slots, member.lag), (Some(0), Some(Micros::ZERO)), "caught up: {member:?}");
     assert!(cluster.node(behind).actions.iter().any(|(_, a)| matches!(a, Action::Apply { .. })));
 }
+
+#[test]
+fn a_reseed_from_a_newer_checkpoint_moves_forward_like_a_catch_up_install() {
+    let mut cluster = Cluster::new(3, |c| {
+        c.checkpoint_interval_slots = 4;
+        c.log_retain_slots = 100;
+    });
+    let primary = cluster.elect();
+    let [target, peer] = secondaries(&cluster, primary)[..] else { panic!("two secondaries") };
+    cluster.isolate(target);
+    for i in 0..40 {
+        if cluster.node(peer).disk.checkpoint > Slot::ZERO {
+            break;
+        }
+        cluster.propose(primary, request(i, &format!("r{i}"))).expect("proposed");
+        cluster.advance_ms(5);
+    }
+    assert!(cluster.node(peer).disk.checkpoint > Slot::ZERO, "the peer saved a checkpoint");
+    let now = cluster.now;
+    assert_eq!(cluster.replica(target).applied(), Slot::ZERO, "cut off, it applied nothing");
+    cluster.replica_mut(target).handle_reseed(now, rsl_core::NodeId(peer)).unwrap();
+    let checkpoint = cluster.node(peer).disk.checkpoint;
+    let state = cluster.node(peer).disk.checkpoint_state.clone();
+    let configuration = cluster.replica(peer).status().configuration;
+    let target_node = cluster.node_mut(target);
+    target_node.load_state(state);
+    target_node.replica.on_checkpoint_reseeded(now, checkpoint, configuration).unwrap();
+    let status = cluster.replica(target).status();
+    assert_eq!((status.applied, status.checkpoint, status.chosen), (checkpoint, checkpoint, checkpoint));
+    // Reconnected, it catches up from there to the others.
+    cluster.clear_drop();
+    cluster.advance_ms(500);
+    assert_eq!(cluster.replica(target).applied(), cluster.replica(primary).applied());
+    cluster.assert_agreement();
+}
+
+#[test]
+fn a_promotion_is_refused_after_hearing_of_a_ballot_of_a_later_configuration() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let primary = cluster.elect();
+    let secondary = secondaries(&cluster, primary)[0];
+    let later = rsl_core::Configuration::new(2, vec![rsl_core::NodeId(1)], Slot(9)).round_floor() + 1;
+    let reply = rsl_core::MessageBody::StatusReply {
+        promised: rsl_core::Ballot::new(later, rsl_core::NodeId(primary)),
+        chosen: Slot::ZERO,
+    };
+    cluster.inject(rsl_testkit::message(primary, secondary, reply)).expect("a valid message");
+    let now = cluster.now;
+    assert_eq!(
+        cluster.replica_mut(secondary).handle_attempt_promotion(now),
+        Err(PromotionError::NewerConfiguration { configuration: 1 })
+    );
+}
+
+#[test]
+fn a_promotion_is_refused_while_behind_the_configurations_first_slot() {
+    let durable = rsl_core::DurableState {
+        configuration: Some(rsl_core::Configuration::new(2, rsl_testkit::members(3), Slot(8))),
+        ..rsl_core::DurableState::default()
+    };
+    let mut replica = rsl_core::Replica::new(rsl_testkit::config(2, 3), durable, rsl_core::Time(0)).unwrap();
+    assert_eq!(
+        replica.handle_attempt_promotion(rsl_core::Time(1_000)),
+        Err(PromotionError::Behind { chosen: Slot::ZERO, first_slot: Slot(8) })
+    );
+    assert_eq!(replica.role(), Role::Secondary);
+}
