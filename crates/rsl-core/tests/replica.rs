@@ -920,3 +920,21 @@ fn random_schedules_with_lost_and_duplicated_messages_never_diverge() {
         assert!(applied.iter().all(|a| *a == applied[0]), "seed {seed}: applied sequences differ");
     }
 }
+
+#[test]
+fn relinquish_without_a_target_is_refused_when_no_member_is_live() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let primary = cluster.elect();
+    cluster.isolate(primary);
+    cluster.advance_ms(300);
+    // Setting the timing re-arms check-quorum an election delay (500 ms) from now, so the
+    // primary is still in office once every member has been silent for that long.
+    let (now, timing) = (cluster.now, cluster.replica(primary).timing());
+    cluster.replica_mut(primary).handle_change_timing(now, timing).unwrap();
+    cluster.advance_ms(300);
+    assert_eq!(cluster.replica(primary).role(), Role::Primary, "check-quorum has not stepped it down yet");
+    let now = cluster.now;
+    assert_eq!(cluster.replica_mut(primary).handle_relinquish(now, None), Err(RelinquishError::NoLiveTarget));
+    // Nothing changed: it still takes requests.
+    assert_eq!(cluster.propose(primary, request(1, "still primary")), Ok(()));
+}

@@ -4,8 +4,10 @@
 
 use proptest::prelude::*;
 use rsl_core::{
-    mix64, Ballot, Configuration, Micros, NodeId, Slot, SplitMix64, Time, CONFIGURATION_ROUND_BITS,
+    mix64, Ballot, Batch, Configuration, MemberAddress, Micros, NodeId, ReadId, Slot, SplitMix64, Time,
+    CONFIGURATION_ROUND_BITS,
 };
+use rsl_testkit::request;
 
 #[test]
 fn a_slot_steps_forward_and_back_saturating_at_zero() {
@@ -44,6 +46,68 @@ fn a_configuration_sorts_and_deduplicates_its_members() {
     assert_eq!(configuration.members, vec![NodeId(1), NodeId(3)]);
     assert!(configuration.contains(NodeId(3)));
     assert!(!configuration.contains(NodeId(2)));
+}
+
+fn address(node: u64, replica: &str) -> MemberAddress {
+    MemberAddress { node: NodeId(node), replica: replica.into(), client: String::new() }
+}
+
+#[test]
+fn learners_are_included_but_do_not_vote() {
+    let configuration = Configuration::new(1, vec![NodeId(1), NodeId(2)], Slot(1)).with_learners(vec![
+        NodeId(4),
+        NodeId(2),
+        NodeId(4),
+    ]);
+    assert_eq!(configuration.learners, vec![NodeId(4)], "sorted, once, and never a voter");
+    assert!(configuration.includes(NodeId(4)) && configuration.includes(NodeId(1)));
+    assert!(!configuration.includes(NodeId(3)));
+    assert!(configuration.is_learner(NodeId(4)) && !configuration.contains(NodeId(4)));
+    assert_eq!(configuration.followers().collect::<Vec<_>>(), vec![NodeId(1), NodeId(2), NodeId(4)]);
+    assert_eq!(configuration.quorum(), 2, "learners never count");
+}
+
+#[test]
+fn addresses_are_sorted_the_last_given_wins_and_strangers_are_dropped() {
+    let configuration = Configuration::new(1, vec![NodeId(1), NodeId(2)], Slot(1))
+        .with_learners(vec![NodeId(3)])
+        .with_addresses(vec![
+            address(3, "http://c"),
+            address(1, "http://old"),
+            address(9, "http://i"),
+            address(1, "http://a"),
+        ]);
+    assert_eq!(configuration.addresses, vec![address(1, "http://a"), address(3, "http://c")]);
+    assert_eq!(configuration.address(NodeId(1)), Some(&address(1, "http://a")));
+    assert_eq!(configuration.address(NodeId(2)), None);
+    assert_eq!(configuration.address(NodeId(9)), None);
+    let bare = Configuration::new(1, vec![NodeId(1)], Slot(1)).size_bytes();
+    assert_eq!(
+        Configuration::new(1, vec![NodeId(1)], Slot(1))
+            .with_addresses(vec![address(1, "http://a")])
+            .size_bytes(),
+        bare + 16 + 8,
+        "an address counts its strings and a fixed overhead"
+    );
+}
+
+#[test]
+fn a_batch_is_shared_on_clone_and_copied_only_when_shared() {
+    let batch: Batch = (0..3).map(|i| request(i, "p")).collect();
+    let clone = batch.clone();
+    assert!(batch.shares(&clone), "a clone shares the requests");
+    let equal = Batch::new(batch.to_vec());
+    assert_eq!(equal, batch);
+    assert!(!equal.shares(&batch), "equal is not shared");
+    assert_eq!((&batch).into_iter().map(|r| r.id.sequence).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(format!("{batch:?}"), format!("{:?}", batch.to_vec()), "debug shows the requests");
+    drop(clone);
+    assert_eq!(batch.into_vec(), equal.to_vec());
+}
+
+#[test]
+fn a_read_id_displays_as_a_read() {
+    assert_eq!(ReadId(42).to_string(), "read 42");
 }
 
 #[test]
