@@ -200,6 +200,57 @@ fn string_values_compare_as_json() {
     assert_eq!(parsed.describe(2), r#"get -> "2""#);
 }
 
+#[test]
+fn info_cas_may_swap_late_or_never() {
+    let timed_out_cas = || [put(1, "x", "1", 0), op(2, "info", "cas", "x", "[1,2]", "[1,2]", 20)].concat();
+    let mut late = timed_out_cas();
+    late.extend([get(3, "x", "1", 40), get(3, "x", "2", 60)].concat());
+    assert_linearizable("info cas that swapped after a read", &late);
+    let mut never = timed_out_cas();
+    never.extend([get(3, "x", "1", 40), get(3, "x", "1", 60)].concat());
+    assert_linearizable("info cas that never swapped", &never);
+    // Once it swapped it cannot swap again after 1 is written back.
+    let mut twice = timed_out_cas();
+    twice.extend([get(3, "x", "2", 40), put(1, "x", "1", 60), get(3, "x", "2", 80)].concat());
+    assert_witness("info cas used twice", &twice, "x", &[5, 7, 9]);
+}
+
+#[test]
+fn info_cas_cannot_swap_from_a_value_never_held() {
+    let history =
+        [put(1, "x", "1", 0), op(2, "info", "cas", "x", "[5,2]", "[5,2]", 20), get(3, "x", "2", 40)].concat();
+    assert_witness("info cas from a value never held", &history, "x", &[5]);
+}
+
+#[test]
+fn a_cas_that_reports_a_failed_comparison_must_not_have_matched() {
+    let refused = |expected: &str| {
+        [put(1, "x", "1", 0), op(2, "ok", "cas", "x", &format!("[{expected},2]"), "false", 20)].concat()
+    };
+    assert_linearizable("cas refused on a value the key did not hold", &refused("7"));
+    assert_witness("cas refused although the key held its expected value", &refused("1"), "x", &[1, 3]);
+    // Expecting absence: refused only once the key exists.
+    let absent = [op(2, "ok", "cas", "x", "[null,2]", "false", 0)].concat();
+    assert_witness("cas expecting absence refused on an absent key", &absent, "x", &[1]);
+}
+
+#[test]
+fn a_delete_makes_the_key_absent() {
+    let deleted = |read: &str| {
+        [put(1, "x", "1", 0), op(1, "ok", "delete", "x", "null", "null", 20), get(2, "x", read, 40)].concat()
+    };
+    assert_linearizable("absent after a delete", &deleted("null"));
+    assert_witness("the deleted value read again", &deleted("1"), "x", &[1, 3, 5]);
+    // A cas expecting absence succeeds after the delete.
+    let recreated = [
+        deleted("null"),
+        op(3, "ok", "cas", "x", "[null,5]", "true", 60).to_vec(),
+        get(2, "x", "5", 80).to_vec(),
+    ]
+    .concat();
+    assert_linearizable("recreated by a cas from absent", &recreated);
+}
+
 /// What a malformed line's error must say.
 type Expectation = fn(&ParseError) -> bool;
 
