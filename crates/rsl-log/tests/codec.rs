@@ -4,7 +4,10 @@
 //! errors (with file and frame offset added), so this is what an operator reads.
 
 use bytes::Bytes;
-use rsl_core::{Ballot, Configuration, NodeId, Proposal, Request, RequestId, Slot, Value};
+use rsl_core::{
+    Ballot, Configuration, MemberAddress, NodeId, Proposal, Request, RequestId, Slot, Value,
+    ADDRESS_BYTES_MAX,
+};
 use rsl_log::codec::{DecodeError, Record, RECORD_PERSIST, RECORD_SNAPSHOT, RECORD_TRUNCATE};
 
 fn ballot(round: u64, node: u64) -> Ballot {
@@ -252,4 +255,77 @@ fn every_cut_of_a_persist_record_is_refused_and_never_panics() {
         let error = decode(RECORD_PERSIST, &bytes[..len]).expect_err("a cut");
         assert!(error.offset <= len as u64, "{len}: {error}");
     }
+}
+
+/// A persist record of one configuration value over member 1 and the addresses given:
+/// flags (1), count (4), ballot (16), slot (8), tag (1), number (8), first slot (8),
+/// member count and member (12), learner count (4), address count (4): the first
+/// address's node is at byte 66 and its replica length at 74.
+fn addressed(addresses: Vec<MemberAddress>) -> (Record, Vec<u8>) {
+    let configuration = Configuration { addresses, ..Configuration::new(2, vec![NodeId(1)], Slot(3)) };
+    let record = Record::Persist {
+        promise: None,
+        chosen: None,
+        proposals: vec![Proposal {
+            ballot: ballot(1, 1),
+            slot: Slot(2),
+            value: Value::Configuration(configuration),
+        }],
+    };
+    let bytes = encoded(&record);
+    (record, bytes)
+}
+
+fn address(replica: &str, client: &str) -> MemberAddress {
+    MemberAddress { node: NodeId(1), replica: replica.into(), client: client.into() }
+}
+
+#[test]
+fn a_configuration_with_addresses_round_trips_and_names_its_cut_fields() {
+    let (record, bytes) = addressed(vec![address("http://a:1", "http://a:2")]);
+    assert_eq!(decode(RECORD_PERSIST, &bytes).unwrap(), record);
+    let field = |len: usize| decode(RECORD_PERSIST, &bytes[..len]).unwrap_err();
+    let error = field(60);
+    assert_eq!(error.offset, 58);
+    assert!(error.reason.contains("of learner count"), "{error}");
+    assert!(field(64).reason.contains("of address count"), "{}", field(64));
+    assert!(field(70).reason.contains("address count 1 needs at least 16 bytes"), "{}", field(70));
+    let error = field(84);
+    assert_eq!(error.offset, 74, "{error}");
+    assert!(
+        error.reason.contains("replica address length 10 needs at least 10 bytes, only 6 remain"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_address_longer_than_the_maximum_is_refused_at_its_length() {
+    let long = "x".repeat(ADDRESS_BYTES_MAX + 1);
+    let (_, bytes) = addressed(vec![address(&long, "")]);
+    let error = decode(RECORD_PERSIST, &bytes).unwrap_err();
+    assert_eq!(error.offset, 74, "{error}");
+    assert_eq!(error.reason, format!("replica address of 257 bytes, more than {ADDRESS_BYTES_MAX}"));
+    let (_, bytes) = addressed(vec![address("http://a:1", &long)]);
+    let error = decode(RECORD_PERSIST, &bytes).unwrap_err();
+    assert_eq!(error.offset, 74 + 4 + 10, "{error}");
+    assert!(error.reason.starts_with("client address of 257 bytes"), "{error}");
+}
+
+#[test]
+fn an_address_that_is_not_utf8_is_refused() {
+    let (_, mut bytes) = addressed(vec![address("http://a:1", "")]);
+    bytes[78] = 0xFF;
+    let error = decode(RECORD_PERSIST, &bytes).unwrap_err();
+    assert_eq!((error.offset, error.reason.as_str()), (78, "replica address is not UTF-8"));
+}
+
+#[test]
+fn a_membership_tag_without_learners_or_addresses_is_refused_at_the_tag() {
+    let (_, mut bytes) = addressed(vec![address("http://a:1", "")]);
+    // Address count 0, and the address itself cut off: tag 4 with neither.
+    bytes[62..66].copy_from_slice(&0u32.to_le_bytes());
+    bytes.truncate(66);
+    let error = decode(RECORD_PERSIST, &bytes).unwrap_err();
+    assert_eq!(error.offset, 29, "{error}");
+    assert!(error.reason.contains("has neither"), "{error}");
 }
