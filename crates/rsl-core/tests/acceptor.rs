@@ -1032,3 +1032,38 @@ fn a_behind_reject_for_another_ballot_changes_nothing() {
     assert_eq!(replica.role(), Role::Candidate);
     assert!(sends(&actions).is_empty(), "{actions:?}");
 }
+
+#[test]
+fn an_accept_of_another_value_for_a_slot_chosen_here_is_refused_and_the_same_value_is_answered() {
+    let mut replica = lone(2, 3);
+    let first = deliver(&mut replica, AFTER_BOOT, accept(1, 2, ballot(1, 1), 1, batch(&["a"])));
+    persist(&mut replica, AFTER_BOOT, &first);
+    let heartbeat = MessageBody::Heartbeat { ballot: ballot(1, 1), chosen: Slot(1), sent_at: AFTER_BOOT };
+    deliver(&mut replica, AFTER_BOOT, message(1, 2, heartbeat));
+    assert_eq!(replica.chosen(), Slot(1));
+    // A later primary re-proposing slot 1 can only carry the chosen value.
+    let later = AFTER_BOOT.plus_ms(600);
+    let actions = deliver(&mut replica, later, accept(3, 2, ballot(2, 3), 1, batch(&["b"])));
+    assert!(accepted_sends(&actions).is_empty() && persists(&actions).is_empty(), "{actions:?}");
+    assert_eq!(replica.statistics().accepts_refused, 1);
+    let actions = deliver(&mut replica, later, accept(3, 2, ballot(2, 3), 1, batch(&["a"])));
+    assert_eq!(accepted_sends(&actions), vec![(ballot(2, 3), Slot(1))]);
+    assert!(persists(&actions).is_empty(), "the chosen value is not written again");
+    assert_eq!(replica.statistics().accepts_refused, 1);
+}
+
+#[test]
+fn a_write_completing_during_pre_vote_does_not_start_phase_one() {
+    let mut replica = lone(1, 3);
+    let write = deliver(&mut replica, AFTER_BOOT, accept(2, 1, ballot(1, 2), 1, batch(&["x"])));
+    let (now, b) = campaign_after(&mut replica, AFTER_BOOT);
+    assert_eq!(replica.role(), Role::Candidate);
+    let released = persist(&mut replica, now, &write);
+    assert_eq!(accepted_sends(&released), vec![(ballot(1, 2), Slot(1))], "the accept is answered");
+    assert!(
+        !sends(&released).iter().any(|m| matches!(m.body, MessageBody::Prepare { .. })),
+        "no prepare before a quorum granted the pre-vote: {released:?}"
+    );
+    assert_eq!(replica.role(), Role::Candidate);
+    assert!(replica.status().promised < b, "nothing promised at the pre-vote ballot");
+}
