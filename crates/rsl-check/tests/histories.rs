@@ -251,6 +251,55 @@ fn a_delete_makes_the_key_absent() {
     assert_linearizable("recreated by a cas from absent", &recreated);
 }
 
+#[test]
+fn an_overlapping_invocation_names_its_line_and_the_pending_one() {
+    let text = [e(4, "invoke", "put", "x", "1", 0), e(4, "invoke", "get", "x", "null", 5)].join("\n");
+    let error = parse_history(&text).unwrap_err();
+    assert_eq!(error.line(), 2);
+    assert!(
+        error.message().starts_with("process 4 invoked an operation while its invocation on line 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn operations_describe_their_outcome() {
+    let history = parse(
+        &[
+            op(1, "ok", "cas", "x", "[1,2]", "false", 0),
+            op(2, "info", "put", "x", "3", "3", 20),
+            op(3, "ok", "delete", "x", "null", "null", 40),
+        ]
+        .concat(),
+    );
+    assert_eq!(history.describe(0), "cas [1, 2] -> ok (not swapped)");
+    assert_eq!(history.describe(1), "put 3 -> unknown");
+    assert_eq!(history.describe(2), "delete -> ok");
+    assert_eq!(history.describe(3), "no operation 3");
+}
+
+/// A stale read (the operations invoked on lines 1, 3 and 5 are its witness).
+fn stale() -> History {
+    parse(&[put(1, "x", "1", 0), put(2, "x", "2", 20), get(3, "x", "1", 40)].concat())
+}
+
+#[test]
+fn minimize_without_a_hint_still_finds_the_minimal_witness() {
+    let history = stale();
+    let minimal = minimize(&history.ops, "x", &[], CheckBudget::default());
+    assert!(minimal.minimal, "{minimal:?}");
+    assert_eq!(minimal.operations, vec![0, 1, 2]);
+}
+
+#[test]
+fn minimize_out_of_time_returns_every_completed_operation_unconfirmed() {
+    let history = stale();
+    let expired = CheckBudget { deadline: Some(std::time::Instant::now()), ..CheckBudget::default() };
+    let witness = minimize(&history.ops, "x", &[2], expired);
+    assert!(!witness.minimal, "nothing could be confirmed: {witness:?}");
+    assert_eq!(witness.operations, vec![0, 1, 2]);
+}
+
 /// What a malformed line's error must say.
 type Expectation = fn(&ParseError) -> bool;
 
