@@ -234,6 +234,32 @@ pub(super) fn torn_tail_plausible(bytes: &[u8], hole: u64, sequence: u64) -> boo
 mod tests {
     use super::*;
 
+    /// A truncation frame carrying `payload` sealed for `offset` of segment `sequence`,
+    /// in a batch that started at `batch_start` (header, payload, no padding).
+    fn frame(payload: &[u8], offset: u64, batch_start: u64, sequence: u64) -> Vec<u8> {
+        let mut frame = vec![0u8; RECORD_HEADER_BYTES as usize];
+        frame.extend_from_slice(payload);
+        seal_frame(
+            &mut frame,
+            crate::codec::RECORD_TRUNCATE,
+            payload.len() as u32,
+            offset,
+            batch_start,
+            sequence,
+        );
+        frame
+    }
+
+    /// `frame`s laid at their offsets from 64 on, each padded to the record alignment.
+    fn segment(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut bytes = vec![0u8; 64];
+        for frame in frames {
+            bytes.extend_from_slice(frame);
+            bytes.resize(FRAMING.aligned(bytes.len() as u64) as usize, 0);
+        }
+        bytes
+    }
+
     #[test]
     fn segment_names_round_trip_and_reject_near_misses() {
         let name = segment_name(Slot(42), 7);
@@ -274,12 +300,8 @@ mod tests {
 
     #[test]
     fn frames_verify_only_at_their_offset_and_in_their_segment() {
-        let mut bytes = vec![0u8; 64];
-        let payload = b"payload!";
-        let mut frame = vec![0u8; 32];
-        frame.extend_from_slice(payload);
-        seal_frame(&mut frame, crate::codec::RECORD_TRUNCATE, 8, 64, 64, 5);
-        bytes.extend_from_slice(&frame);
+        let frame = frame(b"payload!", 64, 64, 5);
+        let bytes = segment(std::slice::from_ref(&frame));
         let parsed = parse_frame(&bytes, 64, 5).unwrap();
         assert_eq!((parsed.kind, parsed.payload_bytes, parsed.end), (crate::codec::RECORD_TRUNCATE, 8, 104));
         assert!(parse_frame(&bytes, 64, 6).unwrap_err().reason().contains("CRC"));
@@ -299,5 +321,57 @@ mod tests {
         );
         bytes[64 + 12] ^= 1;
         assert!(matches!(parse_frame(&bytes, 64, 5).unwrap_err(), Refusal::Damaged { offset: 64, .. }));
+    }
+
+    #[test]
+    fn a_file_shorter_than_a_segment_header_is_damaged_at_offset_zero() {
+        let refusal = SegmentHeader::decode(&[0u8; 10]).unwrap_err();
+        assert_eq!(refusal, Refusal::damaged(0, "file of 10 bytes is shorter than a segment header"));
+    }
+
+    #[test]
+    fn a_frame_that_does_not_fit_its_file_is_damaged_saying_how() {
+        let five = frame(b"12345", 64, 64, 5);
+        // The file ends right after the payload: the padding to 8 bytes is missing.
+        let mut unpadded = vec![0u8; 64];
+        unpadded.extend_from_slice(&five);
+        let reason = parse_frame(&unpadded, 64, 5).unwrap_err().reason();
+        assert_eq!(reason, "record padding runs past the end of the file (101 bytes)");
+        let cut = &unpadded[..unpadded.len() - 2];
+        let reason = parse_frame(cut, 64, 5).unwrap_err().reason();
+        assert_eq!(reason, "record of 5 bytes runs past the end of the file (99 bytes)");
+        let mut huge = segment(&[five]);
+        let length = RECORD_PAYLOAD_BYTES_MAX as u32 + 1;
+        huge[64 + 8..64 + 12].copy_from_slice(&length.to_le_bytes());
+        let reason = parse_frame(&huge, 64, 5).unwrap_err().reason();
+        assert_eq!(reason, format!("record length {length} exceeds {RECORD_PAYLOAD_BYTES_MAX}"));
+        let reason = parse_frame(&huge[..80], 64, 5).unwrap_err().reason();
+        assert_eq!(reason, "16 bytes left, a record header needs 32");
+    }
+
+    #[test]
+    fn a_frame_read_back_verifies_its_offset_and_checksum() {
+        let frame = frame(b"abc", 128, 128, 2);
+        assert_eq!(verify_read_frame(&frame, 128, 2), Ok((crate::codec::RECORD_TRUNCATE, &b"abc"[..])));
+        assert_eq!(
+            verify_read_frame(&frame, 136, 2),
+            Err("record states offset 128, read at 136".to_owned())
+        );
+        assert!(verify_read_frame(&frame, 128, 3).unwrap_err().starts_with("record CRC"), "another segment");
+        let mut flipped = frame.clone();
+        flipped[RECORD_HEADER_BYTES as usize] ^= 1;
+        assert!(verify_read_frame(&flipped, 128, 2).unwrap_err().ends_with("on read"));
+    }
+
+    #[test]
+    fn damage_is_a_plausible_torn_tail_only_if_no_later_batch_follows_it() {
+        // Frames of 40 bytes: two of the batch that started at 64, then one of a batch
+        // that started at 144.
+        let frames = [frame(b"a", 64, 64, 5), frame(b"b", 104, 64, 5), frame(b"c", 144, 144, 5)];
+        assert!(torn_tail_plausible(&segment(&frames[..2]), 64, 5), "the rest of the same unsynced batch");
+        let bytes = segment(&frames);
+        assert!(!torn_tail_plausible(&bytes, 64, 5), "a batch started after the hole was synced after it");
+        assert!(!torn_tail_plausible(&bytes, 104, 5));
+        assert!(torn_tail_plausible(&bytes, 144, 5), "nothing follows the last frame");
     }
 }
