@@ -1067,3 +1067,19 @@ fn a_write_completing_during_pre_vote_does_not_start_phase_one() {
     assert_eq!(replica.role(), Role::Candidate);
     assert!(replica.status().promised < b, "nothing promised at the pre-vote ballot");
 }
+
+#[test]
+fn a_heartbeat_from_a_deposed_primary_is_rejected_and_teaches_nothing() {
+    let mut replica = lone(2, 3);
+    let promise = deliver(&mut replica, AFTER_BOOT, prepare(3, 2, ballot(5, 3), 1));
+    persist(&mut replica, AFTER_BOOT, &promise);
+    let stale = MessageBody::Heartbeat { ballot: ballot(2, 1), chosen: Slot(7), sent_at: AFTER_BOOT };
+    let actions = deliver(&mut replica, AFTER_BOOT, message(1, 2, stale));
+    assert_eq!(
+        only_send(&actions).body,
+        MessageBody::Reject { ballot: ballot(2, 1), promised: ballot(5, 3), reason: RejectReason::Promised }
+    );
+    assert_ne!(replica.primary_hint(), Some(NodeId(1)), "it does not follow the deposed primary");
+    assert_eq!(replica.chosen(), Slot::ZERO);
+    assert_eq!(replica.status().promised, ballot(5, 3));
+}

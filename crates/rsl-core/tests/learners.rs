@@ -3,7 +3,10 @@
 //! lease, the quorum check), never campaign, and become voters only through a change that
 //! the promotion guard lets through once they caught up.
 
-use rsl_core::{ChangeError, Configuration, MembershipChange, MessageBody, NodeId, Role, Slot};
+use rsl_core::{
+    ChangeError, Configuration, MembershipChange, MessageBody, NodeId, ReadError, ReadId, RelinquishError,
+    Role, Slot,
+};
 use rsl_testkit::{request, Cluster};
 
 const VOTERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
@@ -225,4 +228,23 @@ fn changes_naming_a_node_both_ways_or_twice_are_invalid() {
             .handle_change_configuration(now, MembershipChange::new(members.clone(), learners.clone()));
         assert!(matches!(result, Err(ChangeError::Invalid { .. })), "{members:?} + {learners:?}: {result:?}");
     }
+}
+
+#[test]
+fn a_learner_cannot_be_handed_primacy_and_its_read_index_reads_are_refused_naming_the_primary() {
+    let (mut cluster, primary) = ring_with_a_joiner(1_000);
+    let (configuration, primary) =
+        change(&mut cluster, primary, MembershipChange::new(VOTERS.to_vec(), vec![LEARNER]));
+    // A heartbeat of the new primary reaches the learner.
+    cluster.advance_ms(100);
+    let now = cluster.now;
+    assert_eq!(
+        cluster.replica_mut(primary).handle_relinquish(now, Some(LEARNER)),
+        Err(RelinquishError::NotAMember { target: LEARNER, configuration: configuration.number })
+    );
+    assert_eq!(cluster.replica(LEARNER.0).primary_hint(), Some(NodeId(primary)));
+    // It is no member: the primary would not take its request.
+    let refused = cluster.replica_mut(LEARNER.0).handle_read_index(now, ReadId(1));
+    assert_eq!(refused, Err(ReadError::NotPrimary { hint: Some(NodeId(primary)) }));
+    assert_eq!(cluster.replica(LEARNER.0).pending_read_indexes(), 0);
 }

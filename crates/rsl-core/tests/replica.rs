@@ -938,3 +938,31 @@ fn relinquish_without_a_target_is_refused_when_no_member_is_live() {
     // Nothing changed: it still takes requests.
     assert_eq!(cluster.propose(primary, request(1, "still primary")), Ok(()));
 }
+
+/// Cuts `primary` off from `cut` (both directions); the others still reach it.
+fn cut_off_from(cluster: &mut Cluster, primary: u64, cut: Vec<u64>) {
+    let p = NodeId(primary);
+    let cut: Vec<NodeId> = cut.into_iter().map(NodeId).collect();
+    cluster.set_drop(move |m| (m.from == p && cut.contains(&m.to)) || (m.to == p && cut.contains(&m.from)));
+}
+
+#[test]
+fn check_quorum_counts_the_primary_and_the_members_it_hears_against_a_majority() {
+    // Five members: hearing two secondaries (three with itself) keeps it in office.
+    let mut cluster = Cluster::new(5, |_| {});
+    let primary = cluster.elect();
+    let others = other_than(&cluster, &[primary]);
+    cut_off_from(&mut cluster, primary, others[..2].to_vec());
+    cluster.advance_ms(3_000);
+    assert_eq!(cluster.replica(primary).role(), Role::Primary);
+    assert_eq!(cluster.replica(primary).statistics().primary_step_downs, 0);
+    propose_numbered(&mut cluster, primary, "with three of five", 0, 1);
+    cluster.advance_ms(50);
+    assert_eq!(cluster.replica(primary).chosen(), Slot(1), "three of five choose");
+
+    // Hearing only one (two of five) it steps down.
+    cut_off_from(&mut cluster, primary, others[..3].to_vec());
+    cluster.advance_ms(1_100);
+    assert_ne!(cluster.replica(primary).role(), Role::Primary);
+    assert_eq!(cluster.replica(primary).statistics().primary_step_downs, 1);
+}
