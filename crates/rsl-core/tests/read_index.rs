@@ -375,3 +375,29 @@ fn a_primary_that_steps_down_refuses_the_reads_secondaries_forwarded() {
     );
     assert_eq!(cluster.replica(primary).pending_read_indexes(), 0);
 }
+
+#[test]
+fn many_reads_at_a_secondary_are_forwarded_up_to_the_maximum_and_all_answered() {
+    let mut cluster = Cluster::new(3, |c| c.read_index_pending_max = 3);
+    let primary = cluster.elect();
+    write(&mut cluster, 2);
+    let secondary = others(&cluster, primary)[0];
+    let now = cluster.now;
+    let results = cluster.replica_mut(secondary).handle_read_index_many(now, (1..=4).map(ReadId));
+    assert_eq!(results, vec![Ok(()), Ok(()), Ok(()), Err(ReadError::Busy { pending: 3, max: 3 })]);
+    cluster.drain((secondary - 1) as usize);
+    let rounds_before = cluster.replica(primary).statistics().read_index_rounds_confirmed;
+    // The requests reach the primary one by one: the first gets a round at once, the two
+    // that arrive while it is in flight share the next one.
+    cluster.advance_ms(1);
+    let chosen = cluster.replica(primary).chosen();
+    for read in 1..=3 {
+        assert_eq!(outcomes(&cluster, secondary, ReadId(read)), vec![Ok(chosen)], "read {read}");
+    }
+    assert_eq!(outcomes(&cluster, secondary, ReadId(4)), vec![], "the refused read was never started");
+    assert_eq!(
+        cluster.replica(primary).statistics().read_index_rounds_confirmed,
+        rounds_before + 2,
+        "two rounds for three reads"
+    );
+}

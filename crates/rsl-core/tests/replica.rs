@@ -966,3 +966,25 @@ fn check_quorum_counts_the_primary_and_the_members_it_hears_against_a_majority()
     assert_ne!(cluster.replica(primary).role(), Role::Primary);
     assert_eq!(cluster.replica(primary).statistics().primary_step_downs, 1);
 }
+
+#[test]
+fn acknowledgements_for_an_older_ballot_do_not_choose_a_slot() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let primary = cluster.elect();
+    let ballot = cluster.replica(primary).status().promised;
+    cluster.set_drop(|m| matches!(m.body, MessageBody::Accepted { .. }));
+    propose_numbered(&mut cluster, primary, "in flight", 0, 1);
+    cluster.settle();
+    assert_eq!(cluster.replica(primary).chosen(), Slot::ZERO);
+    let older = Ballot::new(ballot.round - 1, NodeId(primary));
+    for from in other_than(&cluster, &[primary]) {
+        let stale = MessageBody::Accepted { ballot: older, slot: Slot(1) };
+        cluster.inject(rsl_testkit::message(from, primary, stale)).expect("a well-formed message");
+    }
+    assert_eq!(cluster.replica(primary).chosen(), Slot::ZERO, "votes for another ballot do not count");
+    let from = other_than(&cluster, &[primary])[0];
+    cluster
+        .inject(rsl_testkit::message(from, primary, MessageBody::Accepted { ballot, slot: Slot(1) }))
+        .unwrap();
+    assert_eq!(cluster.replica(primary).chosen(), Slot(1), "one current vote and its own make a quorum");
+}
