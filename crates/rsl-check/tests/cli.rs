@@ -167,3 +167,52 @@ fn run_json_with(file: &Path, extra: &[&str], code: i32) -> Value {
     assert_eq!(json["file"], file.to_str().unwrap());
     json
 }
+
+#[test]
+fn help_prints_the_usage_and_exits_0() {
+    let (_dir, file) = history_file("good.jsonl", PUT_1);
+    let run = run_exits(&file, &["--help"], 0);
+    assert!(run.stdout.starts_with("usage: rsl-check-history FILE"), "{}", run.stdout);
+}
+
+#[test]
+fn a_history_on_standard_input_is_checked() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rsl-check-history"))
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let text = format!("{PUT_1}\n{PUT_2}\n{GET_1}\n");
+    child.stdin.take().expect("a pipe").write_all(text.as_bytes()).expect("written");
+    let output = child.wait_with_output().expect("it exits");
+    assert_eq!(output.status.code(), Some(1));
+    let out = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(out.contains("NOT linearizable: key \"x\""), "{out}");
+}
+
+#[test]
+fn a_read_of_a_value_nothing_wrote_says_so() {
+    let (_dir, file) = history_file("unwritten.jsonl", &format!("{PUT_1}\n{GET_2}\n"));
+    let out = run_exits(&file, &[], 1).stdout;
+    assert!(out.contains("key \"x\": this operation cannot be linearized"), "{out}");
+    assert!(out.contains("(no operation that did not fail writes 2 to this key)"), "{out}");
+}
+
+#[test]
+fn a_read_of_a_value_written_only_later_names_the_writer() {
+    // The read of 2 returns before the put of 2 is invoked (whose outcome is unknown).
+    let early = r#"{"process":3,"type":"invoke","f":"get","key":"x","time":10}
+{"process":3,"type":"ok","f":"get","key":"x","value":2,"time":20}"#;
+    let late = r#"{"process":2,"type":"invoke","f":"put","key":"x","value":2,"time":300}
+{"process":2,"type":"info","f":"put","key":"x","value":2,"time":400}"#;
+    let (_dir, file) = history_file("early.jsonl", &format!("{early}\n{late}\n"));
+    let out = run_exits(&file, &[], 1).stdout;
+    assert!(
+        out.contains(
+            "(2 is written only by the invocation on line 3 (process 2, invoked at 300 ns, outcome unknown))"
+        ),
+        "{out}"
+    );
+}
