@@ -424,11 +424,14 @@ mod tests {
         assert_eq!(configuration_problem(&valid()), None);
     }
 
+    /// A way to break a valid configuration.
+    type Breakage = Box<dyn Fn(&mut Configuration)>;
+
     #[test]
     fn each_malformed_configuration_from_a_peer_names_its_problem() {
         // The fields are set directly, as a decoder would, bypassing the sorting builders.
         let long = "x".repeat(ADDRESS_BYTES_MAX + 1);
-        let cases: Vec<(&str, Box<dyn Fn(&mut Configuration)>, &str)> = vec![
+        let cases: Vec<(&str, Breakage, &str)> = vec![
             ("no voter", Box::new(|c| c.members.clear()), "has 0 members and 1 learners"),
             ("unsorted voters", Box::new(|c| c.members = nodes(&[2, 1, 3])), "not sorted and distinct"),
             ("repeated learners", Box::new(|c| c.learners = nodes(&[4, 4])), "not sorted and distinct"),
