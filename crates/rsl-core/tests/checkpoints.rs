@@ -266,3 +266,41 @@ fn the_primary_asks_a_live_secondary_before_one_it_has_not_heard_from() {
     assert!(!asked.is_empty(), "a due checkpoint");
     assert_eq!(asked[0].0, NodeId(live), "the live secondary first: {asked:?}");
 }
+
+#[test]
+fn a_checkpoint_installed_on_a_primary_retires_the_in_flight_slots_it_covers() {
+    let mut cluster = Cluster::new(3, |_| {});
+    let primary = cluster.elect();
+    // Nothing is acknowledged: three slots stay in flight.
+    cluster.set_drop(|m| matches!(m.body, rsl_core::MessageBody::Accepted { .. }));
+    propose_each(&mut cluster, primary, 0, 3, 8);
+    assert_eq!(cluster.replica(primary).in_flight_slots(), 3);
+    // As if a checkpoint at slot 2 fetched before the election completed now: the state
+    // machine holds slots 1 and 2 (the values proposed there, as the checkpoint would).
+    let proposed: Vec<(Slot, rsl_core::Value)> = cluster
+        .node(primary)
+        .actions
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Persist(write) => Some(write.proposals.iter().map(|p| (p.slot, p.value.clone()))),
+            _ => None,
+        })
+        .flatten()
+        .filter(|(slot, _)| *slot <= Slot(2))
+        .collect();
+    assert_eq!(proposed.len(), 2);
+    let configuration = cluster.replica(primary).status().configuration;
+    let now = cluster.now;
+    let node = cluster.node_mut(primary);
+    node.load_state(proposed);
+    node.replica.on_checkpoint_installed(now, Slot(2), configuration);
+    let status = cluster.replica(primary).status();
+    assert_eq!((status.applied, status.checkpoint), (Slot(2), Slot(2)));
+    assert_eq!(cluster.replica(primary).in_flight_slots(), 1, "only slot 3 is still in flight");
+    // Slot 3 is still chosen the usual way, and new requests go after it.
+    cluster.clear_drop();
+    propose_each(&mut cluster, primary, 10, 1, 8);
+    cluster.advance_ms(500);
+    assert_eq!(cluster.replica(primary).chosen(), Slot(4));
+    assert_eq!(cluster.replica(primary).in_flight_slots(), 0);
+}

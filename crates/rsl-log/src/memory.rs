@@ -205,3 +205,73 @@ impl LogStore for MemoryLog {
         self.statistics
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rsl_core::{Ballot, NodeId, Value};
+
+    use super::*;
+
+    /// A request with `ticket` writing a no-op at each of `slots` at ballot 1.1.
+    fn request(ticket: u64, slots: &[u64]) -> PersistRequest {
+        let ballot = Ballot::new(1, NodeId(1));
+        PersistRequest {
+            ticket,
+            promise: None,
+            proposals: slots
+                .iter()
+                .map(|&slot| Proposal { ballot, slot: Slot(slot), value: Value::Noop })
+                .collect(),
+            chosen: None,
+        }
+    }
+
+    fn slots(proposals: &[Proposal]) -> Vec<u64> {
+        proposals.iter().map(|p| p.slot.0).collect()
+    }
+
+    #[test]
+    fn tickets_are_durable_only_once_flushed_and_reads_see_what_is_buffered() {
+        let mut log = MemoryLog::default();
+        log.append(&request(1, &[1, 2])).unwrap();
+        log.append(&request(2, &[3])).unwrap();
+        assert_eq!((log.appended_ticket(), log.durable_ticket()), (2, 0));
+        assert!(log.needs_flush());
+        assert_eq!(slots(&log.read_range(Slot(2), Slot(9), u64::MAX).unwrap()), vec![2, 3]);
+        assert_eq!(log.last_slot(), Slot(3));
+        assert!(log.disk().inner.lock().proposals.is_empty(), "nothing reached the disk yet");
+        assert_eq!(log.flush().unwrap(), 2);
+        assert_eq!(log.durable_ticket(), 2);
+        assert!(!log.needs_flush());
+        assert_eq!(log.disk().inner.lock().proposals.len(), 3);
+        assert_eq!(log.record_bytes_max(), u64::MAX, "memory takes a record of any size");
+    }
+
+    #[test]
+    fn reads_of_an_empty_range_or_past_the_budget_stop_early() {
+        let mut log = MemoryLog::new();
+        log.append(&request(1, &[1, 2, 3])).unwrap();
+        assert!(log.read_range(Slot(3), Slot(2), u64::MAX).unwrap().is_empty());
+        assert_eq!(slots(&log.read_range(Slot(1), Slot(3), 1).unwrap()), vec![1], "at least one is served");
+    }
+
+    #[test]
+    fn truncation_moves_the_log_start_and_survives_a_reopen_once_flushed() {
+        let disk = MemoryDisk::new();
+        let (mut log, _, _) = MemoryLog::open(&disk, RecoveryPolicy::Strict).unwrap();
+        log.append(&request(1, &[1, 2, 3, 4])).unwrap();
+        log.truncate_below(Slot(3)).unwrap();
+        assert_eq!(log.log_start(), Slot(3));
+        log.truncate_below(Slot(2)).unwrap();
+        assert_eq!(log.log_start(), Slot(3), "a truncation never goes back");
+        assert_eq!(slots(&log.read_range(Slot(1), Slot(9), u64::MAX).unwrap()), vec![3, 4]);
+        // A proposal below the start, arriving late, is not kept.
+        log.append(&request(2, &[2])).unwrap();
+        assert_eq!(slots(&log.read_range(Slot(1), Slot(9), u64::MAX).unwrap()), vec![3, 4]);
+        log.flush().unwrap();
+        drop(log);
+        let (log, state, _) = MemoryLog::open(&disk, RecoveryPolicy::Strict).unwrap();
+        assert_eq!(log.log_start(), Slot(3));
+        assert_eq!(slots(&state.proposals), vec![3, 4]);
+    }
+}
