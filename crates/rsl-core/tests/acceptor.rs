@@ -990,17 +990,16 @@ fn a_promise_carrying_slots_below_the_candidates_first_unchosen_is_ignored() {
     assert_eq!(written, vec![Slot(5)], "only its own unchosen slot 5 is re-proposed");
 }
 
+/// An acceptor's refusal of `ballot`: it has chosen up to slot 8, beyond the candidate.
+fn behind_at_eight(ballot: Ballot) -> MessageBody {
+    MessageBody::Reject { ballot, promised: Ballot::ZERO, reason: RejectReason::Behind { chosen: Slot(8) } }
+}
+
 #[test]
 fn a_candidate_told_it_is_behind_steps_down_and_fetches_from_the_acceptor() {
-    let mut replica = Replica::new(config(1, 3), DurableState::default(), Time(0)).unwrap();
-    drain(&mut replica);
+    let mut replica = lone(1, 3);
     let (now, b) = in_phase_one(&mut replica);
-    let behind = MessageBody::Reject {
-        ballot: b,
-        promised: Ballot::ZERO,
-        reason: RejectReason::Behind { chosen: Slot(8) },
-    };
-    let actions = deliver(&mut replica, now, message(3, 1, behind));
+    let actions = deliver(&mut replica, now, message(3, 1, behind_at_eight(b)));
     assert_eq!(replica.role(), Role::Secondary);
     let fetches: Vec<(NodeId, Slot)> = sends(&actions)
         .into_iter()
@@ -1019,16 +1018,10 @@ fn a_candidate_told_it_is_behind_steps_down_and_fetches_from_the_acceptor() {
 
 #[test]
 fn a_behind_reject_for_another_ballot_changes_nothing() {
-    let mut replica = Replica::new(config(1, 3), DurableState::default(), Time(0)).unwrap();
-    drain(&mut replica);
+    let mut replica = lone(1, 3);
     let (now, b) = in_phase_one(&mut replica);
     let other = Ballot::new(b.round + 1, NodeId(1));
-    let behind = MessageBody::Reject {
-        ballot: other,
-        promised: Ballot::ZERO,
-        reason: RejectReason::Behind { chosen: Slot(8) },
-    };
-    let actions = deliver(&mut replica, now, message(3, 1, behind));
+    let actions = deliver(&mut replica, now, message(3, 1, behind_at_eight(other)));
     assert_eq!(replica.role(), Role::Candidate);
     assert!(sends(&actions).is_empty(), "{actions:?}");
 }

@@ -22,6 +22,15 @@ fn slots_of(cluster: &Cluster, id: u64) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Three replicas that save a checkpoint every four slots and keep `log_retain_slots`
+/// slots of log below it.
+fn checkpointing_every_four_slots(log_retain_slots: u64) -> Cluster {
+    Cluster::new(3, move |c| {
+        c.checkpoint_interval_slots = 4;
+        c.log_retain_slots = log_retain_slots;
+    })
+}
+
 fn secondaries(cluster: &Cluster, primary: u64) -> Vec<u64> {
     cluster.ids().filter(|&id| id != primary).collect()
 }
@@ -165,10 +174,7 @@ fn timing_changes_are_validated_and_rearm_the_timers() {
 
 #[test]
 fn a_reseed_replays_the_log_from_a_peers_older_checkpoint() {
-    let mut cluster = Cluster::new(3, |c| {
-        c.checkpoint_interval_slots = 4;
-        c.log_retain_slots = 100;
-    });
+    let mut cluster = checkpointing_every_four_slots(100);
     let primary = cluster.elect();
     let (target, peer) = {
         let others = secondaries(&cluster, primary);
@@ -215,10 +221,7 @@ fn a_reseed_replays_the_log_from_a_peers_older_checkpoint() {
 
 #[test]
 fn a_reseed_refuses_a_checkpoint_the_log_cannot_replay_from() {
-    let mut cluster = Cluster::new(3, |c| {
-        c.checkpoint_interval_slots = 4;
-        c.log_retain_slots = 1;
-    });
+    let mut cluster = checkpointing_every_four_slots(1);
     let primary = cluster.elect();
     let target = secondaries(&cluster, primary)[0];
     for i in 0..13 {
@@ -286,10 +289,7 @@ fn the_primary_sees_a_cut_off_member_fall_behind_and_catch_up() {
 
 #[test]
 fn a_reseed_from_a_newer_checkpoint_moves_forward_like_a_catch_up_install() {
-    let mut cluster = Cluster::new(3, |c| {
-        c.checkpoint_interval_slots = 4;
-        c.log_retain_slots = 100;
-    });
+    let mut cluster = checkpointing_every_four_slots(100);
     let primary = cluster.elect();
     let [target, peer] = secondaries(&cluster, primary)[..] else { panic!("two secondaries") };
     cluster.isolate(target);
