@@ -856,5 +856,9 @@ async fn a_replica_knowing_one_contact_grows_the_ring_through_a_learner() {
     let mut at_four =
         Client::new([client_address], ClientOptions { deadline: WAIT, ..ClientOptions::default() }).unwrap();
     assert_eq!(at_four.get_fast("key-39", None).await.unwrap().as_deref(), Some(&b"value"[..]));
+    // With node 4 primary, the others send clients there by the address the configuration
+    // carries (none of them has it in its own `--clients`).
+    cluster.servers[&4].ring().attempt_promotion().await.expect("node 4 takes over");
+    client.put("at-the-new-primary", "1").await.expect("redirected to node 4");
     cluster.shutdown().await;
 }

@@ -16,16 +16,33 @@ use crate::proto as pb;
 use crate::{PRIMARY_ADDRESS_METADATA, PRIMARY_NODE_METADATA, RING_CLOSED_METADATA};
 
 /// Where this replica sends clients it cannot serve: itself, and the client address of
-/// every member.
+/// every member (this server's `--clients` entry, or the address the configuration in
+/// force carries, as for a member that joined through a contact).
 #[derive(Debug, Clone)]
 pub(super) struct Redirects {
     node: NodeId,
     clients: Arc<BTreeMap<NodeId, String>>,
+    /// The ring whose configuration carries members' addresses.
+    ring: Option<rsl::Ring>,
 }
 
 impl Redirects {
     pub(super) fn new(node: NodeId, clients: Arc<BTreeMap<NodeId, String>>) -> Redirects {
-        Redirects { node, clients }
+        Redirects { node, clients, ring: None }
+    }
+
+    /// Looks up the addresses the configuration in force carries too.
+    pub(super) fn with_ring(self, ring: rsl::Ring) -> Redirects {
+        Redirects { ring: Some(ring), ..self }
+    }
+
+    /// Where `node` serves clients, if known.
+    fn client_address(&self, node: NodeId) -> Option<String> {
+        self.clients.get(&node).cloned().or_else(|| {
+            let status = self.ring.as_ref()?.status();
+            let status = status.borrow();
+            status.configuration.address(node).map(|a| a.client.clone()).filter(|c| !c.is_empty())
+        })
     }
 
     /// The refusal of a replica that is not the primary, naming the primary if known.
@@ -39,8 +56,8 @@ impl Redirects {
             Some(primary) => {
                 let mut metadata = MetadataMap::new();
                 metadata.insert(PRIMARY_NODE_METADATA, MetadataValue::from(primary.0));
-                let address = self.clients.get(&primary);
-                if let Some(value) = address.and_then(|a| MetadataValue::try_from(a.as_str()).ok()) {
+                let address = self.client_address(primary);
+                if let Some(value) = address.as_ref().and_then(|a| MetadataValue::try_from(a.as_str()).ok()) {
                     metadata.insert(PRIMARY_ADDRESS_METADATA, value);
                 }
                 let message = match address {

@@ -38,13 +38,8 @@ impl KvService {
         clients: BTreeMap<NodeId, String>,
     ) -> KvService {
         let clients = Arc::new(clients);
-        KvService {
-            node,
-            ring,
-            members: Arc::new(members),
-            redirects: Redirects::new(node, clients.clone()),
-            clients,
-        }
+        let redirects = Redirects::new(node, clients.clone()).with_ring(ring.clone());
+        KvService { node, ring, members: Arc::new(members), redirects, clients }
     }
 
     /// This replica.
