@@ -248,3 +248,31 @@ fn a_learner_cannot_be_handed_primacy_and_its_read_index_reads_are_refused_namin
     assert_eq!(refused, Err(ReadError::NotPrimary { hint: Some(NodeId(primary)) }));
     assert_eq!(cluster.replica(LEARNER.0).pending_read_indexes(), 0);
 }
+
+#[test]
+fn a_learner_made_the_only_voter_learns_the_change_though_its_primary_was_removed() {
+    let (mut cluster, primary) = ring_with_a_joiner(1_000);
+    let (_, primary) = change(&mut cluster, primary, MembershipChange::new(VOTERS.to_vec(), vec![LEARNER]));
+    replicate(&mut cluster, primary, 0, 3);
+    // Shrink to the primary alone, the learner still following.
+    let (_, primary) =
+        change(&mut cluster, primary, MembershipChange::new(vec![NodeId(primary)], vec![LEARNER]));
+    replicate(&mut cluster, primary, 5, 3);
+    // The primary hands the ring to the learner alone. It chooses the change by itself, is
+    // removed by it and steps down at once, so it sends the learner nothing more; and
+    // what it sent about the change is lost here. The learner must notice that its primary
+    // went silent and ask (only the answers to its questions get through).
+    let old_primary = NodeId(primary);
+    cluster.set_drop(move |m| {
+        m.from == old_primary
+            && m.to == LEARNER
+            && !matches!(m.body, MessageBody::StatusReply { .. } | MessageBody::FetchReply { .. })
+    });
+    let (configuration, primary) =
+        change(&mut cluster, primary, MembershipChange::new(vec![LEARNER], vec![]));
+    assert_eq!(configuration.members, vec![LEARNER]);
+    assert_eq!(primary, LEARNER.0, "the former learner leads the ring it now forms alone");
+    cluster.clear_drop();
+    replicate(&mut cluster, primary, 10, 3);
+    cluster.assert_agreement();
+}

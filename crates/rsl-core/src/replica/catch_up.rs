@@ -131,11 +131,21 @@ impl Replica {
             for node in self.membership.known_nodes(&self.config.members, self.config.node) {
                 self.send(node, MessageBody::StatusQuery);
             }
-        } else if self.primary.is_none() && !self.role.is_primary() {
+        } else if !self.role.is_primary() && !self.hears_its_primary() {
+            // No primary known, or the one known went silent: ask the configuration. A
+            // member would campaign too, but a learner only follows: when its primary was
+            // removed by a change that named the learner, nobody else will tell it.
             self.broadcast(MessageBody::StatusQuery);
         }
         self.request_fetch_if_behind();
         self.timers.set(Timer::CatchUp, self.now.plus_ms(self.config.heartbeat_interval_ms * 4));
+    }
+
+    /// Whether a primary other than this replica is known and was heard within the
+    /// election delay.
+    fn hears_its_primary(&self) -> bool {
+        let window = self.config.election_delay_min();
+        self.primary.is_some() && self.primary_heard_at.is_some_and(|t| self.now.since(t) < window)
     }
 
     pub(super) fn on_status_query(&mut self, from: NodeId) {
