@@ -1,6 +1,7 @@
 //! The fault-injection runner against real processes: a short run on loopback with the
 //! faults that need no privileges, and (as root) the network namespaces' cuts and cleanup.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -122,6 +123,19 @@ fn namespaces_cut_links_one_way_and_are_removed_at_the_end() {
     let address: SocketAddr = layouts[&2].replica_address.parse().unwrap();
     let _listener = in_namespace(Some(network.namespace(2)), move || TcpListener::bind(address)).unwrap();
     assert!(reachable(&network, 1, address) && reachable(&network, 3, address));
+    // Every replica names a peer by the same address (its own proxy for that link), so an
+    // address a configuration carries works in every namespace.
+    for to in 1..=3u64 {
+        let named: BTreeSet<&String> = layouts
+            .iter()
+            .filter(|(from, _)| **from != to)
+            .map(|(_, layout)| &layout.peer_addresses[&to])
+            .collect();
+        assert_eq!(named.len(), 1, "replica {to} is named {named:?}");
+    }
+    // Through replica 1's proxy for 2 (the address any replica gives for 2), data reaches 2.
+    let via_proxy: SocketAddr = layouts[&1].peer_addresses[&2].parse().unwrap();
+    assert!(reachable(&network, 1, via_proxy), "1 reaches its proxy for 2");
     let mut network = network;
 
     network.set_cuts(&[(1, 2)].into_iter().collect()).unwrap();

@@ -43,6 +43,11 @@ static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0)
 const REPLICA_PORT: u16 = 7001;
 /// Client API port inside a namespace.
 const CLIENT_PORT: u16 = 7101;
+/// In namespace mode the proxy of link `from -> to` listens on `127.0.0.1` at this port
+/// plus `to`, in `from`'s namespace: every replica names replica `to` by the same address,
+/// so an address a configuration carries (a primary fills it from its own address book,
+/// `--members`) leads each replica to its own proxy for that link.
+const PROXY_PORT_BASE: u16 = 7200;
 /// Size of each replica's tmpfs: a 64 MiB preallocated log segment, the next one during
 /// rotation, and checkpoints.
 pub const DISK_BYTES: u64 = 256 << 20;
@@ -337,7 +342,10 @@ impl Network {
     }
 
     /// A proxy per directed link `from -> to`, listening (and connecting) in `from`'s
-    /// namespace; `from`'s layout names it as `to`'s address.
+    /// namespace; `from`'s layout names it as `to`'s address. In namespace mode that
+    /// address is the same in every namespace ([`PROXY_PORT_BASE`]); on loopback each link
+    /// has a port of its own, so a replica that learns a peer's address from a
+    /// configuration reaches it through the proposer's proxy for that peer.
     fn create_proxies(&mut self, seed: u64) -> Result<(), String> {
         for from in self.ids.clone() {
             for to in self.ids.clone() {
@@ -345,7 +353,14 @@ impl Network {
                     continue;
                 }
                 let ns = (self.mode == Mode::Namespaces).then(|| self.namespace(from));
-                let listener = in_namespace(ns.clone(), || TcpListener::bind("127.0.0.1:0"))
+                let port = match ns {
+                    Some(_) => u16::try_from(to)
+                        .ok()
+                        .and_then(|to| PROXY_PORT_BASE.checked_add(to))
+                        .ok_or_else(|| format!("replica id {to} is too large for a proxy port"))?,
+                    None => 0,
+                };
+                let listener = in_namespace(ns.clone(), move || TcpListener::bind(("127.0.0.1", port)))
                     .map_err(|error| format!("binding the proxy of link {from}->{to}: {error}"))?;
                 let target: SocketAddr = self.layouts[&to]
                     .replica_address
