@@ -231,11 +231,27 @@ pub struct Configurations {
 }
 
 impl Configurations {
-    /// `node` became primary in `configuration`.
-    pub fn on_primary(&mut self, node: NodeId, configuration: &Configuration) {
+    /// `node` became primary in `configuration`. A primary's own vote counts towards its
+    /// quorums, so it must be a voter of that configuration: a learner (or a node outside
+    /// it) that leads is a failure at once.
+    pub fn on_primary(
+        &mut self,
+        time: u64,
+        node: NodeId,
+        configuration: &Configuration,
+    ) -> Result<(), Failure> {
+        if !configuration.contains(node) {
+            let what = if configuration.is_learner(node) { "a learner" } else { "not a member" };
+            let detail = format!(
+                "{node} became primary in configuration {} (voters {:?}, learners {:?}) where it is {what}",
+                configuration.number, configuration.members, configuration.learners
+            );
+            return Err(Failure::new("configuration", time, detail));
+        }
         if configuration.number > 1 {
             self.led.entry(configuration.clone()).or_insert(node);
         }
+        Ok(())
     }
 
     /// Checks every configuration led whose slot before its first is chosen.
@@ -306,8 +322,8 @@ mod tests {
     fn configuration_catches_a_configuration_led_but_not_chosen() {
         let next = Configuration::new(2, vec![NodeId(1), NodeId(4)], Slot(8));
         let mut configurations = Configurations::default();
-        configurations.on_primary(NodeId(1), &Configuration::new(1, vec![NodeId(1)], Slot(1)));
-        configurations.on_primary(NodeId(1), &next);
+        configurations.on_primary(0, NodeId(1), &Configuration::new(1, vec![NodeId(1)], Slot(1))).unwrap();
+        configurations.on_primary(0, NodeId(1), &next).unwrap();
         let mut agreement = Agreement::default();
         configurations.check(0, &agreement).expect("slot 7 not known chosen yet");
         agreement.on_apply(0, NodeId(2), Slot(7), Slot(7), &Value::Configuration(next.clone())).unwrap();
@@ -317,6 +333,20 @@ mod tests {
         let failure = configurations.check(0, &agreement).unwrap_err();
         assert_eq!(failure.checker, "configuration");
         assert!(failure.detail.contains("slot 7 chose no-op"), "{failure}");
+    }
+
+    #[test]
+    fn configuration_catches_a_learner_or_outsider_that_leads() {
+        let with_learner = Configuration::new(2, vec![NodeId(1), NodeId(2), NodeId(3)], Slot(8))
+            .with_learners(vec![NodeId(4)]);
+        let mut configurations = Configurations::default();
+        configurations.on_primary(0, NodeId(2), &with_learner).expect("a voter leads");
+        let failure = configurations.on_primary(5, NodeId(4), &with_learner).unwrap_err();
+        assert_eq!(failure.checker, "configuration");
+        assert!(failure.detail.contains("n4") || failure.detail.contains("4"), "{failure}");
+        assert!(failure.detail.contains("a learner"), "{failure}");
+        let failure = configurations.on_primary(5, NodeId(9), &with_learner).unwrap_err();
+        assert!(failure.detail.contains("not a member"), "{failure}");
     }
 
     fn put(client: u64, sequence: u64, key: u8, value: i64) -> Value {

@@ -30,7 +30,7 @@ const fn bug(mutation: Mutation, name: &'static str, checker: &'static str) -> S
 }
 
 /// Every seeded bug, in the order `--mutation all` runs them.
-pub const SEEDED_BUGS: [SeededBug; 15] = [
+pub const SEEDED_BUGS: [SeededBug; 16] = [
     bug(Mutation::AcceptBelowPromise, "accept-below-promise", "agreement"),
     bug(Mutation::CountVoteBeforePersist, "count-vote-before-persist", "agreement"),
     bug(Mutation::ApplyOutOfOrder, "apply-out-of-order", "agreement"),
@@ -46,6 +46,7 @@ pub const SEEDED_BUGS: [SeededBug; 15] = [
     bug(Mutation::FastReadIgnoresMinSlot, "fast-read-ignores-min-slot", "fast-read-staleness"),
     bug(Mutation::CheckpointWrongSlot, "checkpoint-wrong-slot", "state-digest"),
     bug(Mutation::ReadIndexWithoutConfirmation, "read-index-without-confirmation", "linearizability"),
+    bug(Mutation::LearnerVotes, "learner-votes", "agreement"),
 ];
 
 /// Every mutation, for the command line and the mutation test.

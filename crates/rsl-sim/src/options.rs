@@ -16,6 +16,9 @@ pub struct Options {
     /// Configuration changes: mean time between change requests to the primary,
     /// microseconds (0: none). Each names a random non-empty subset of all replicas.
     pub reconfigure_every_us: u64,
+    /// Probability that a configuration change also names learners: some of the replicas
+    /// it leaves out of the voters, each with probability one half.
+    pub learner_probability: f64,
     /// Concurrent clients.
     pub clients: usize,
     /// Keys the clients touch.
@@ -166,6 +169,7 @@ impl Options {
             mutation,
             spares: 0,
             reconfigure_every_us: 0,
+            learner_probability: 0.5,
             clock_drift_max_ppm: DRIFT_BOUND_DEFAULT_PPM,
             clock_rate_max_ppm: DRIFT_BOUND_DEFAULT_PPM / 2,
             drift_every_us: 0,
@@ -227,6 +231,13 @@ impl Options {
                 options.read_index_fraction = 1.0;
             }
             Some(Mutation::TakeoverPicksLowestBallot) => options.press_takeovers(&mut rng),
+            Some(Mutation::LearnerVotes) => {
+                // Learners must be there while a partition cuts the primary off with them.
+                options.spares = 2;
+                options.reconfigure_every_us = options.reconfigure_every_us.clamp(500_000, 1_500_000);
+                options.learner_probability = 1.0;
+                options.partition_every_us = options.partition_every_us.clamp(300_000, 1_500_000);
+            }
             _ if lease_pressed => options.press_the_lease(&mut rng),
             _ => {}
         }

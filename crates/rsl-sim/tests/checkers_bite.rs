@@ -4,7 +4,8 @@
 //! caught by the checker named for it, with 3 and with 5 replicas; fast reads and
 //! checkpoint installs that crash half way happen in ordinary runs and keep every
 //! property; the takeover nemesis brings a stale primary back to take over slots a later
-//! primary chose, which the correct phase 1 survives and the lowest-ballot pick does not.
+//! primary chose, which the correct phase 1 survives and the lowest-ballot pick does not;
+//! configuration changes add, promote and drop learners.
 
 use rsl_core::Mutation;
 use rsl_sim::options::Options;
@@ -120,4 +121,23 @@ fn a_takeover_that_picks_the_lowest_ballot_is_caught_by_agreement_in_many_seeds(
             replay_command(0, replicas, Some(mutation))
         );
     }
+}
+
+#[test]
+fn configuration_changes_add_promote_and_drop_learners_and_keep_every_property() {
+    let (mut with_learners, mut promoted) = (0, 0);
+    for seed in 0..20 {
+        let outcome = run_seed(seed, Options::from_seed(seed, 3, None));
+        assert!(
+            outcome.failure.is_none(),
+            "seed {seed}: {:?}; replay: {}",
+            outcome.failure,
+            replay_command(seed, 3, None)
+        );
+        with_learners += outcome.stats.configurations_with_learners;
+        promoted += outcome.stats.learners_promoted;
+    }
+    // Learners were there to follow the log, and some were made voters later.
+    assert!(with_learners >= 3, "{with_learners} configurations with learners chosen");
+    assert!(promoted >= 2, "{promoted} learners promoted");
 }

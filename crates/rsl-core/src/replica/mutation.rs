@@ -50,6 +50,9 @@ pub enum Mutation {
     /// The primary answers read-index reads with its chosen slot at once, without waiting
     /// for a quorum to echo a heartbeat sent after they arrived.
     ReadIndexWithoutConfirmation,
+    /// The primary counts its learners' acknowledgements as votes, so a slot can be chosen
+    /// by a "quorum" that is no majority of the voters. Caught by agreement.
+    LearnerVotes,
 }
 
 impl Replica {

@@ -251,11 +251,12 @@ impl Replica {
         let quorum = self.membership.configuration.quorum();
         let before = self.log.chosen();
         let premature = self.mutated(Mutation::CountVoteBeforePersist);
+        let learners_vote = self.mutated(Mutation::LearnerVotes);
         let now = self.now;
         let Some(primary) = self.role.primary_mut() else { return };
         // Members that hold the old watermark were caught up until now.
         primary.progress.caught_up(before, now);
-        let voters = primary.progress.voter_mask();
+        let voters = if learners_vote { u64::MAX } else { primary.progress.voter_mask() };
         while let Some((&slot, flight)) = primary.in_flight.first_key_value() {
             // Chosen here means chosen by a quorum and durable here: we apply it next.
             let durable_here = self.persistence.is_durable(flight.self_ticket) || premature;

@@ -3,7 +3,7 @@
 //! executed (and chained into the state's digest), and writes, lease reads and fast reads
 //! waiting for it are answered.
 
-use rsl_core::{Slot, Value};
+use rsl_core::{Configuration, Slot, Value};
 
 use super::clients::ClientReply;
 use super::{node_id, Simulation};
@@ -37,7 +37,10 @@ impl Simulation {
                 }
             }
         } else if let Value::Configuration(configuration) = &value {
-            if !self.changes_requested.contains(&configuration.members) {
+            if !self
+                .changes_requested
+                .contains(&(configuration.members.clone(), configuration.learners.clone()))
+            {
                 let detail =
                     format!("slot {slot} holds configuration {configuration:?} that nobody asked for");
                 self.fail(Failure::new("validity", self.now, detail));
@@ -50,6 +53,7 @@ impl Simulation {
             }
             self.stats.configurations_chosen =
                 self.stats.configurations_chosen.max(configuration.number.saturating_sub(1));
+            self.count_learners(configuration);
         }
         let node = &mut self.nodes[index];
         let replica = node.replica.as_mut().expect("alive");
@@ -70,5 +74,22 @@ impl Simulation {
             self.reply(client, attempt, ClientReply::Ok { result, slot: applied });
         }
         self.serve_fast_reads(index);
+    }
+
+    /// Counts a chosen configuration with learners, and the learners of the one before it
+    /// that it makes voters (the first replica to apply a configuration counts it).
+    fn count_learners(&mut self, configuration: &Configuration) {
+        let previous = self.newest_chosen_configuration.as_ref();
+        if previous.is_some_and(|p| p.number >= configuration.number) {
+            return;
+        }
+        if !configuration.learners.is_empty() {
+            self.stats.configurations_with_learners += 1;
+        }
+        if let Some(previous) = previous.filter(|p| p.number + 1 == configuration.number) {
+            let promoted = configuration.members.iter().filter(|node| previous.is_learner(**node)).count();
+            self.stats.learners_promoted += promoted as u64;
+        }
+        self.newest_chosen_configuration = Some(configuration.clone());
     }
 }

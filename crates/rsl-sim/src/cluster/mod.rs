@@ -82,6 +82,10 @@ pub struct RunStats {
     pub reconfigurations: u64,
     /// Configuration changes chosen (the highest configuration number reached, minus one).
     pub configurations_chosen: u64,
+    /// Configurations chosen that have learners.
+    pub configurations_with_learners: u64,
+    /// Learners promoted to voters by a chosen configuration.
+    pub learners_promoted: u64,
     /// Fast reads answered (each checked for staleness).
     pub fast_reads: u64,
     /// Crashes of a replica in the middle of a checkpoint install.
@@ -249,7 +253,9 @@ pub struct Simulation {
     /// Writes acknowledged to a client (durability).
     acknowledged: HashSet<RequestId>,
     /// Member lists of every configuration change requested (validity).
-    changes_requested: HashSet<Vec<NodeId>>,
+    changes_requested: HashSet<(Vec<NodeId>, Vec<NodeId>)>,
+    /// The newest configuration seen chosen (for counting learners and promotions).
+    newest_chosen_configuration: Option<Configuration>,
     history: Vec<linearizability::Operation>,
     /// Every fast read answered, for the staleness checker.
     fast_reads: Vec<FastReadAnswer>,
@@ -291,6 +297,7 @@ impl Simulation {
             issued: HashMap::new(),
             acknowledged: HashSet::new(),
             changes_requested: HashSet::new(),
+            newest_chosen_configuration: None,
             history: Vec::new(),
             fast_reads: Vec::new(),
             liveness_misses: Vec::new(),
@@ -624,8 +631,11 @@ impl Simulation {
                     if role == Role::Primary {
                         self.stats.elections_won += 1;
                         let replica = self.nodes[index].replica.as_ref().expect("alive");
-                        self.configurations.on_primary(replica.node(), replica.configuration());
-                        if let Err(failure) = self.configurations.check(self.now, &self.agreement) {
+                        let led =
+                            self.configurations.on_primary(self.now, replica.node(), replica.configuration());
+                        if let Err(failure) =
+                            led.and_then(|()| self.configurations.check(self.now, &self.agreement))
+                        {
                             self.fail(failure);
                         }
                     }

@@ -7,7 +7,7 @@
 //! while the others' lease guards end as early as it lets them. The takeover nemesis,
 //! which spans several steps, is in `takeover`.
 
-use rsl_core::NodeId;
+use rsl_core::{MembershipChange, NodeId};
 
 use super::{node_id, Event, Simulation};
 
@@ -216,7 +216,10 @@ impl Simulation {
     }
 
     /// Asks the primary to change the members to a random non-empty subset of every
-    /// replica: grows, shrinks, replacements, and down to one member and back.
+    /// replica: grows, shrinks, replacements, and down to one member and back. In some of
+    /// the changes (`learner_probability`) some of the other replicas become (or stay) learners, which follow the
+    /// log without voting; a learner named among the members of a later change is
+    /// promoted (refused while it lags, as the core's rule says), one left out is dropped.
     pub(super) fn reconfigure(&mut self) {
         if self.healed {
             return;
@@ -231,13 +234,21 @@ impl Simulation {
             members.swap_remove(drop);
         }
         members.sort_unstable();
-        self.changes_requested.insert(members.clone());
+        let mut learners = Vec::new();
+        if self.rng.chance(self.options.learner_probability) {
+            for node in (0..n).map(node_id).filter(|node| !members.contains(node)) {
+                if self.rng.chance(0.5) {
+                    learners.push(node);
+                }
+            }
+        }
+        self.changes_requested.insert((members.clone(), learners.clone()));
         let now = self.local_time(index);
         if self.nodes[index]
             .replica
             .as_mut()
             .expect("alive")
-            .handle_change_configuration(now, members)
+            .handle_change_configuration(now, MembershipChange::new(members, learners))
             .is_ok()
         {
             self.stats.reconfigurations += 1;
