@@ -218,6 +218,12 @@ impl Options {
                 options.fast_read_fraction = 1.0;
                 options.crash_every_us = options.crash_every_us.max(1_000_000);
             }
+            Some(Mutation::TruncateUnchosen) => {
+                // Lost votes show only when the log is truncated often and replicas restart.
+                options.checkpoint_interval_slots = 10;
+                options.log_retain_slots = 0;
+                options.crash_every_us = options.crash_every_us.max(1_000_000);
+            }
             Some(Mutation::CheckpointWrongSlot) => {
                 // Only a replica restarted or installed from a checkpoint shows it.
                 options.checkpoint_interval_slots = 10;
