@@ -269,9 +269,9 @@ fn kv_stream_frame() -> Vec<(String, Vec<u8>)> {
     ];
     let mut seeds: Vec<(String, Vec<u8>)> = ops
         .iter()
-        .map(|op| (format!("op_{}", op.id), pb::OpBatch { ops: vec![op.clone()] }.encode_to_vec()))
+        .map(|op| (format!("op_{}", op.id), pb::OpBatch { ops: vec![op.clone()], ..Default::default() }.encode_to_vec()))
         .collect();
-    seeds.push(("all".to_owned(), pb::OpBatch { ops }.encode_to_vec()));
+    seeds.push(("all".to_owned(), pb::OpBatch { ops, ..Default::default() }.encode_to_vec()));
     seeds
 }
 

@@ -92,7 +92,7 @@ pub mod etcd_proto {
     tonic::include_proto!("etcdserverpb");
 }
 
-pub use client::{CasResult, Client, ClientError, ClientOptions};
+pub use client::{BatchWrite, CasResult, Client, ClientError, ClientOptions, Wire};
 pub use config::{ConfigError, ConfigFile, LogBackend, ServerConfig};
 pub use connection::{ClientSecurity, ClientTls, Token};
 pub use machine::{CheckpointFormatError, KvStateMachine};

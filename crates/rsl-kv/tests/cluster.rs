@@ -421,7 +421,7 @@ async fn stream_batch(address: &str, ops: Vec<pb::Op>) -> BTreeMap<u64, pb::op_r
     let mut raw = pb::kv_client::KvClient::connect(format!("http://{address}")).await.unwrap();
     let expected = ops.len();
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    sender.send(pb::OpBatch { ops }).await.unwrap();
+    sender.send(pb::OpBatch { ops, ..Default::default() }).await.unwrap();
     let mut answers =
         raw.stream(tokio_stream::wrappers::ReceiverStream::new(receiver)).await.unwrap().into_inner();
     let mut results = BTreeMap::new();
