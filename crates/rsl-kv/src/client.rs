@@ -367,13 +367,12 @@ impl Client {
                 write.with_id(WriteId { client: *client, sequence: *sequence })
             })
             .collect();
+        // Checked here whichever the wire, so that a bad write refuses its batch before
+        // anything of it is sent.
+        let encoded =
+            encode_write_batch(&writes).map_err(|error| ClientError::InvalidArgument(error.to_string()))?;
         let message = match self.options.wire {
-            Wire::Batch => pb::OpBatch {
-                write_batch: encode_write_batch(&writes)
-                    .map_err(|error| ClientError::InvalidArgument(error.to_string()))?,
-                write_batch_id: 1,
-                ..pb::OpBatch::default()
-            },
+            Wire::Batch => pb::OpBatch { write_batch: encoded, write_batch_id: 1, ..pb::OpBatch::default() },
             Wire::PerOp => {
                 pb::OpBatch { ops: writes.iter().zip(0..).map(per_op).collect(), ..pb::OpBatch::default() }
             }

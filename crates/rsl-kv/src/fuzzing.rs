@@ -33,15 +33,22 @@ pub struct StreamPlan {
     /// The write batch the client encoded whole (`OpBatch.write_batch`), if any: its id,
     /// and the request the ring would replicate (the frame's own bytes) with its writes'
     /// count, or the status refusing the whole batch.
-    pub encoded_write_batch: Option<(u64, Result<(Bytes, usize), Status>)>,
+    pub encoded_write_batch: Option<(u64, Result<EncodedWriteBatch, Status>)>,
 }
+
+/// A write batch sent whole and accepted: the request the ring replicates and the number
+/// of writes in it.
+pub type EncodedWriteBatch = (Bytes, usize);
 
 /// Decodes `frame` as the server's gRPC codec does (a protobuf `OpBatch`; a frame that
 /// does not decode ends the stream with `INTERNAL`, as tonic's codec answers) and runs the
 /// server's checks on it: `Err` is the status the stream ends with, `Ok` the plan.
 /// The transport's bound on a message's size (tonic's) is not applied here.
 pub fn plan_stream_frame(frame: &[u8]) -> Result<StreamPlan, Status> {
-    let batch = pb::OpBatch::decode(frame).map_err(|error| Status::internal(error.to_string()))?;
+    // Into one buffer first, as tonic receives a frame, so that `bytes` fields decode as
+    // slices of it, as they do in a server.
+    let batch = pb::OpBatch::decode(Bytes::copy_from_slice(frame))
+        .map_err(|error| Status::internal(error.to_string()))?;
     stream::check_batch_len(&batch)?;
     let plan = stream::plan(batch);
     let write_batches = plan
