@@ -49,6 +49,7 @@ fn stream_frame(c: &mut Criterion) {
                 })),
             })
             .collect(),
+        ..Default::default()
     };
     group.bench_function("encode_256_puts", |b| b.iter(|| black_box(&batch).encode_to_vec()));
     let encoded = Bytes::from(batch.encode_to_vec());
@@ -66,6 +67,7 @@ fn stream_frame(c: &mut Criterion) {
                 result: Some(pb::op_result::Result::Put(pb::PutResponse { slot: 1_000_000 + i as u64 })),
             })
             .collect(),
+        ..Default::default()
     };
     group.bench_function("encode_256_results", |b| b.iter(|| black_box(&results).encode_to_vec()));
     group.finish();
