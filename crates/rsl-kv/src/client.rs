@@ -705,7 +705,7 @@ pub fn connect_lazy(server: &str, options: &ClientOptions) -> Result<KvClient<Kv
 }
 
 /// A write of a batch as a stream operation, tagged with its position.
-fn per_op((write, id): (&Write, u64)) -> pb::Op {
+pub(crate) fn per_op((write, id): (&Write, u64)) -> pb::Op {
     let write_id = Some(pb::WriteId { client: write.id().client, sequence: write.id().sequence });
     let op = match write.clone() {
         Write::Put { key, value, .. } => pb::op::Op::Put(pb::PutRequest { id: write_id, key, value }),

@@ -533,27 +533,7 @@ mod tests {
         };
         let batch_outcomes = encoded_outcomes(&serve_batch(&batched.service, message).await, 1);
 
-        let ops = script()
-            .into_iter()
-            .zip(0..)
-            .map(|(write, op_id)| {
-                let write_id = Some(pb::WriteId { client: write.id().client, sequence: write.id().sequence });
-                let op = match write {
-                    Write::Put { key, value, .. } => {
-                        pb::op::Op::Put(pb::PutRequest { id: write_id, key, value })
-                    }
-                    Write::Delete { key, .. } => pb::op::Op::Delete(pb::DeleteRequest { id: write_id, key }),
-                    Write::Cas { key, expected, value, .. } => pb::op::Op::Cas(pb::CasRequest {
-                        id: write_id,
-                        key,
-                        expected_present: expected.is_some(),
-                        expected: expected.unwrap_or_default(),
-                        value,
-                    }),
-                };
-                pb::Op { id: op_id, op: Some(op) }
-            })
-            .collect();
+        let ops = script().iter().zip(0..).map(crate::client::per_op).collect();
         let mut results =
             serve_batch(&per_op.service, pb::OpBatch { ops, ..Default::default() }).await.results;
         results.sort_by_key(|result| result.id);
