@@ -4,6 +4,9 @@
 //! machine (decode, map insert, session de-duplication, encoded answer) — the latter on
 //! every replica.
 //!
+//! The server's own handling of a stream frame of writes (decode, check, pack) is measured
+//! both ways a client may send them: per operation, or encoded whole as one write batch.
+//!
 //! Run with `cargo bench -p rsl-benches --bench kv -- --warm-up-time 1 --measurement-time 5`.
 
 use std::hint::black_box;
@@ -11,7 +14,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prost::Message;
-use rsl_kv::command::{Write, WriteBatch, WriteId, WriteResponse};
+use rsl_kv::command::{encode_write_batch, Write, WriteBatch, WriteId, WriteResponse};
 use rsl_kv::proto as pb;
 use rsl_kv::KvStateMachine;
 
@@ -46,6 +49,7 @@ fn stream_frame(c: &mut Criterion) {
                 })),
             })
             .collect(),
+        ..Default::default()
     };
     group.bench_function("encode_256_puts", |b| b.iter(|| black_box(&batch).encode_to_vec()));
     let encoded = Bytes::from(batch.encode_to_vec());
@@ -63,6 +67,7 @@ fn stream_frame(c: &mut Criterion) {
                 result: Some(pb::op_result::Result::Put(pb::PutResponse { slot: 1_000_000 + i as u64 })),
             })
             .collect(),
+        ..Default::default()
     };
     group.bench_function("encode_256_results", |b| b.iter(|| black_box(&results).encode_to_vec()));
     group.finish();
@@ -123,5 +128,40 @@ fn execute(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, stream_frame, execute);
+/// What a server does with one stream frame of 256 puts before the ring: decode the
+/// protobuf message and check and pack its writes, per operation (`OpBatch.ops`) or sent
+/// whole (`OpBatch.write_batch`, checked in place and passed on as it is).
+fn stream_plan(c: &mut Criterion) {
+    let mut group = c.benchmark_group("kv_stream_plan");
+    group.throughput(Throughput::Elements(OPS as u64));
+    let writes: Vec<Write> = (0..OPS).map(|i| put(i, 7)).collect();
+    let per_op = pb::OpBatch {
+        ops: writes
+            .iter()
+            .zip(0..)
+            .map(|(write, id)| {
+                let Write::Put { id: write_id, key, value } = write.clone() else { unreachable!("puts") };
+                let write_id = Some(pb::WriteId { client: write_id.client, sequence: write_id.sequence });
+                pb::Op { id, op: Some(pb::op::Op::Put(pb::PutRequest { id: write_id, key, value })) }
+            })
+            .collect(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let whole = pb::OpBatch {
+        write_batch: encode_write_batch(&writes).expect("valid writes"),
+        write_batch_id: 1,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    group.bench_function("per_op_256_puts", |b| {
+        b.iter(|| rsl_kv::fuzzing::plan_stream_frame(black_box(&per_op)).expect("a valid frame"))
+    });
+    group.bench_function("write_batch_256_puts", |b| {
+        b.iter(|| rsl_kv::fuzzing::plan_stream_frame(black_box(&whole)).expect("a valid frame"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stream_frame, execute, stream_plan);
 criterion_main!(benches);

@@ -242,6 +242,17 @@ pub fn kv_stream_frame(data: &[u8]) {
         assert_eq!(outcomes.len(), read_ids.len(), "one answer per planned read");
         assert!(outcomes.iter().all(|o| !matches!(o, ReadOutcome::Malformed { .. })), "{outcomes:?}");
     }
+    // A write batch sent whole: what the server accepts is the frame's own bytes, and the
+    // state machine executes every write of it.
+    if let Some((_, Ok((bytes, count)))) = &plan.encoded_write_batch {
+        let sent = pb::OpBatch::decode(data).expect("a planned frame decodes").write_batch;
+        assert_eq!(bytes, &sent, "the request is the batch as sent");
+        let responses = machines.write(bytes);
+        assert_eq!(responses.len(), *count, "one answer per write of the batch");
+        for response in responses {
+            assert!(!matches!(response.outcome, WriteOutcome::Malformed { .. }), "{response:?}");
+        }
+    }
     machines.check();
 }
 

@@ -269,9 +269,19 @@ fn kv_stream_frame() -> Vec<(String, Vec<u8>)> {
     ];
     let mut seeds: Vec<(String, Vec<u8>)> = ops
         .iter()
-        .map(|op| (format!("op_{}", op.id), pb::OpBatch { ops: vec![op.clone()] }.encode_to_vec()))
+        .map(|op| {
+            (
+                format!("op_{}", op.id),
+                pb::OpBatch { ops: vec![op.clone()], ..Default::default() }.encode_to_vec(),
+            )
+        })
         .collect();
-    seeds.push(("all".to_owned(), pb::OpBatch { ops }.encode_to_vec()));
+    seeds.push(("all".to_owned(), pb::OpBatch { ops: ops.clone(), ..Default::default() }.encode_to_vec()));
+    // Writes sent whole, alone and beside operations.
+    let write_batch = rsl_kv::command::encode_write_batch(&writes()).expect("valid writes");
+    let whole = pb::OpBatch { write_batch, write_batch_id: 1, ..Default::default() };
+    seeds.push(("write_batch".to_owned(), whole.encode_to_vec()));
+    seeds.push(("ops_and_write_batch".to_owned(), pb::OpBatch { ops, ..whole }.encode_to_vec()));
     seeds
 }
 

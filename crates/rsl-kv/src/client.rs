@@ -4,9 +4,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
+use crate::command::{encode_write_batch, Write, WriteId, WriteOutcome, WriteResponse, WriteResponseRef};
 use crate::connection::{self, ClientSecurity, KvChannel};
 use crate::proto as pb;
 use crate::proto::kv_client::KvClient;
@@ -30,6 +32,41 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// TLS and the bearer token (default: plaintext, no token).
     pub security: ClientSecurity,
+    /// How [`Client::write_batch`] (and the load generator's stream) sends a batch of
+    /// writes (default: [`Wire::Batch`], the batch encoded whole).
+    pub wire: Wire,
+}
+
+/// How writes sent together travel on the `Stream` RPC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Wire {
+    /// One encoded [`WriteBatch`](crate::command::WriteBatch) per message
+    /// (`OpBatch.write_batch`): the server checks it in place and replicates that very
+    /// buffer; the answers come back as one encoded list, read in place.
+    #[default]
+    Batch,
+    /// One protobuf operation per write (`OpBatch.ops`), which the server decodes, checks
+    /// and packs into write batches itself; one protobuf result per write. What servers
+    /// before the encoded batch understood.
+    PerOp,
+}
+
+impl std::str::FromStr for Wire {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Wire, String> {
+        crate::config::parse_choice("wire", text, &[Wire::Batch, Wire::PerOp])
+    }
+}
+
+impl std::fmt::Display for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Wire::Batch => "batch",
+            Wire::PerOp => "per-op",
+        })
+    }
 }
 
 impl Default for ClientOptions {
@@ -42,6 +79,7 @@ impl Default for ClientOptions {
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
             security: ClientSecurity::default(),
+            wire: Wire::default(),
         }
     }
 }
@@ -112,6 +150,45 @@ pub struct CasResult {
     pub current: Option<Bytes>,
 }
 
+/// One write of a batch sent with [`Client::write_batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchWrite {
+    /// Sets `key` to `value`.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Bytes,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Sets `key` to `value` if it holds `expected` (`None`: if it is absent).
+    Cas {
+        /// The key.
+        key: String,
+        /// The value the key must hold.
+        expected: Option<Bytes>,
+        /// The new value.
+        value: Bytes,
+    },
+}
+
+impl BatchWrite {
+    /// The write with its de-duplication id.
+    fn with_id(&self, id: WriteId) -> Write {
+        match self {
+            BatchWrite::Put { key, value } => Write::Put { id, key: key.clone(), value: value.clone() },
+            BatchWrite::Delete { key } => Write::Delete { id, key: key.clone() },
+            BatchWrite::Cas { key, expected, value } => {
+                Write::Cas { id, key: key.clone(), expected: expected.clone(), value: value.clone() }
+            }
+        }
+    }
+}
+
 /// A client session of a key-value ring.
 ///
 /// Give it some (or all) servers' client addresses; it finds the primary by following the
@@ -136,6 +213,10 @@ pub struct Client {
     sequence: u64,
     /// The highest slot this session wrote or read at: its fast reads wait for it.
     last_slot: u64,
+    /// The write sessions of [`Client::write_batch`]: the `i`th write of a batch is the
+    /// next write of session `i` (client id, last sequence), so every write of a batch
+    /// keeps one write in flight per session and a retried batch executes each at most once.
+    lanes: Vec<(u64, u64)>,
     options: ClientOptions,
 }
 
@@ -170,6 +251,7 @@ impl Client {
             client_id: rsl::runtime::entropy() | 1,
             sequence: 0,
             last_slot: 0,
+            lanes: Vec::new(),
             options,
         };
         for server in servers {
@@ -258,6 +340,68 @@ impl Client {
             swapped: response.swapped,
             current: response.present.then_some(response.current),
         })
+    }
+
+    /// Sends `writes` together on the `Stream` RPC, the way [`ClientOptions::wire`] says,
+    /// and returns their answers in order. With [`Wire::Batch`] they travel as one encoded
+    /// write batch that the servers replicate as it is and execute in order in one slot,
+    /// and the answers come back as one encoded list, read in place; with
+    /// [`Wire::PerOp`], as one protobuf operation each (in order, in one slot as long as
+    /// they fit one consensus batch). The `i`th write of every batch belongs to a write
+    /// session of its own, so a batch retried after a lost answer executes each write at
+    /// most once. A write refused as malformed fails the whole batch before anything
+    /// executes ([`ClientError::InvalidArgument`], naming the write); a stale one fails
+    /// the call with [`ClientError::Stale`].
+    pub async fn write_batch(&mut self, writes: &[BatchWrite]) -> Result<Vec<WriteResponse>, ClientError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        while self.lanes.len() < writes.len() {
+            self.lanes.push((rsl::runtime::entropy() | 1, 0));
+        }
+        let writes: Vec<Write> = writes
+            .iter()
+            .zip(&mut self.lanes)
+            .map(|(write, (client, sequence))| {
+                *sequence += 1;
+                write.with_id(WriteId { client: *client, sequence: *sequence })
+            })
+            .collect();
+        // Checked here whichever the wire, so that a bad write refuses its batch before
+        // anything of it is sent.
+        let encoded =
+            encode_write_batch(&writes).map_err(|error| ClientError::InvalidArgument(error.to_string()))?;
+        let message = match self.options.wire {
+            Wire::Batch => pb::OpBatch { write_batch: encoded, write_batch_id: 1, ..pb::OpBatch::default() },
+            Wire::PerOp => {
+                pb::OpBatch { ops: writes.iter().zip(0..).map(per_op).collect(), ..pb::OpBatch::default() }
+            }
+        };
+        let count = writes.len();
+        let responses = self
+            .call(Target::Primary, message, move |mut client, message| async move {
+                let mut answers = client.stream(futures_util::stream::iter([message])).await?.into_inner();
+                let answer = answers
+                    .message()
+                    .await?
+                    .ok_or_else(|| Status::unavailable("the server closed the stream without an answer"))?;
+                batch_answers(answer, count).map(tonic::Response::new)
+            })
+            .await?;
+        for (index, response) in responses.iter().enumerate() {
+            match &response.outcome {
+                WriteOutcome::Stale { newest } => {
+                    return Err(ClientError::Stale(format!(
+                        "write {index} of the batch is older than its session's newest write {newest}"
+                    )))
+                }
+                WriteOutcome::Malformed { reason } => {
+                    return Err(ClientError::InvalidArgument(format!("write {index} of the batch: {reason}")))
+                }
+                _ => self.saw_slot(response.slot),
+            }
+        }
+        Ok(responses)
     }
 
     /// The value of `key`, linearizably, on the primary (under its lease, or through a
@@ -560,6 +704,84 @@ pub fn connect_lazy(server: &str, options: &ClientOptions) -> Result<KvClient<Kv
     Ok(connection::kv_client(endpoint(server, options)?.connect_lazy(), &options.security))
 }
 
+/// A write of a batch as a stream operation, tagged with its position.
+pub(crate) fn per_op((write, id): (&Write, u64)) -> pb::Op {
+    let write_id = Some(pb::WriteId { client: write.id().client, sequence: write.id().sequence });
+    let op = match write.clone() {
+        Write::Put { key, value, .. } => pb::op::Op::Put(pb::PutRequest { id: write_id, key, value }),
+        Write::Delete { key, .. } => pb::op::Op::Delete(pb::DeleteRequest { id: write_id, key }),
+        Write::Cas { key, expected, value, .. } => pb::op::Op::Cas(pb::CasRequest {
+            id: write_id,
+            key,
+            expected_present: expected.is_some(),
+            expected: expected.unwrap_or_default(),
+            value,
+        }),
+    };
+    pb::Op { id, op: Some(op) }
+}
+
+/// The answers to a batch of `count` writes, from the stream's answer: the encoded list,
+/// read in place, or the per-operation results in order. A failure of the whole batch
+/// (or of any of its operations) is its status, so the caller redirects or retries the
+/// batch as for a unary write.
+fn batch_answers(answer: pb::ResultBatch, count: usize) -> Result<Vec<WriteResponse>, Status> {
+    if let Some(error) = answer.write_batch_error {
+        return Err(op_status(error));
+    }
+    if !answer.write_answers.is_empty() {
+        let responses = WriteResponseRef::decode_batch(&answer.write_answers)
+            .map_err(|error| Status::internal(format!("undecodable answer list: {error}")))?;
+        if responses.len() != count {
+            return Err(Status::internal(format!(
+                "{} answers to a batch of {count} writes",
+                responses.len()
+            )));
+        }
+        return Ok(responses.iter().map(WriteResponseRef::to_response).collect());
+    }
+    let mut results = answer.results;
+    results.sort_by_key(|result| result.id);
+    if results.len() != count || results.iter().zip(0..).any(|(result, id)| result.id != id) {
+        return Err(Status::internal(format!("{} results to a batch of {count} writes", results.len())));
+    }
+    results
+        .into_iter()
+        .map(|result| {
+            let (slot, outcome) = match result.result {
+                Some(pb::op_result::Result::Put(put)) => (put.slot, WriteOutcome::Put),
+                Some(pb::op_result::Result::Delete(delete)) => {
+                    (delete.slot, WriteOutcome::Deleted { existed: delete.existed })
+                }
+                Some(pb::op_result::Result::Cas(cas)) => {
+                    let current = cas.present.then_some(cas.current);
+                    (cas.slot, WriteOutcome::Cas { swapped: cas.swapped, current })
+                }
+                Some(pb::op_result::Result::Error(error)) => return Err(op_status(error)),
+                Some(pb::op_result::Result::Get(_)) | None => {
+                    return Err(Status::internal("a write answered with no write result"))
+                }
+            };
+            Ok(WriteResponse { slot, outcome })
+        })
+        .collect()
+}
+
+/// The status a stream's error stands for, with the primary it names as metadata (as the
+/// unary calls carry it).
+fn op_status(error: pb::OpError) -> Status {
+    let mut metadata = MetadataMap::new();
+    if error.primary_node != 0 {
+        metadata.insert(PRIMARY_NODE_METADATA, MetadataValue::from(error.primary_node));
+    }
+    if let Ok(address) = MetadataValue::try_from(error.primary_address.as_str()) {
+        if !error.primary_address.is_empty() {
+            metadata.insert(PRIMARY_ADDRESS_METADATA, address);
+        }
+    }
+    Status::with_metadata(Code::from(error.code as i32), error.message, metadata)
+}
+
 /// The last slot of a closed ring, from a write's refusal.
 fn ring_closed(status: &Status) -> Option<u64> {
     status.metadata().get(RING_CLOSED_METADATA)?.to_str().ok()?.parse().ok()
@@ -575,7 +797,6 @@ fn redirect(status: &Status) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::metadata::{MetadataMap, MetadataValue};
 
     #[test]
     fn addresses_are_checked_up_front() {

@@ -16,7 +16,8 @@ use crate::proto as pb;
 use crate::server::stream;
 
 /// What a server makes of one `Stream` frame before the ring sees it. Every operation of
-/// the frame is in exactly one of `refused`, `write_batches`, `read_batch` or `fast_reads`.
+/// the frame is in exactly one of `refused`, `write_batches`, `read_batch` or `fast_reads`;
+/// the write batch the frame carries whole, if any, is in `encoded_write_batch`.
 #[derive(Debug)]
 pub struct StreamPlan {
     /// Results of the operations refused on the spot, in order.
@@ -29,14 +30,25 @@ pub struct StreamPlan {
     pub read_batch: (Bytes, Vec<u64>),
     /// The fast gets with their operation ids, served one by one.
     pub fast_reads: Vec<(u64, pb::GetRequest)>,
+    /// The write batch the client encoded whole (`OpBatch.write_batch`), if any: its id,
+    /// and the request the ring would replicate (the frame's own bytes) with its writes'
+    /// count, or the status refusing the whole batch.
+    pub encoded_write_batch: Option<(u64, Result<EncodedWriteBatch, Status>)>,
 }
+
+/// A write batch sent whole and accepted: the request the ring replicates and the number
+/// of writes in it.
+pub type EncodedWriteBatch = (Bytes, usize);
 
 /// Decodes `frame` as the server's gRPC codec does (a protobuf `OpBatch`; a frame that
 /// does not decode ends the stream with `INTERNAL`, as tonic's codec answers) and runs the
 /// server's checks on it: `Err` is the status the stream ends with, `Ok` the plan.
 /// The transport's bound on a message's size (tonic's) is not applied here.
 pub fn plan_stream_frame(frame: &[u8]) -> Result<StreamPlan, Status> {
-    let batch = pb::OpBatch::decode(frame).map_err(|error| Status::internal(error.to_string()))?;
+    // Into one buffer first, as tonic receives a frame, so that `bytes` fields decode as
+    // slices of it, as they do in a server.
+    let batch = pb::OpBatch::decode(Bytes::copy_from_slice(frame))
+        .map_err(|error| Status::internal(error.to_string()))?;
     stream::check_batch_len(&batch)?;
     let plan = stream::plan(batch);
     let write_batches = plan
@@ -52,6 +64,9 @@ pub fn plan_stream_frame(frame: &[u8]) -> Result<StreamPlan, Status> {
         write_batches,
         read_batch: (plan.reads.finish(), plan.read_ids),
         fast_reads: plan.fast_reads,
+        encoded_write_batch: plan
+            .write_batch
+            .map(|(id, checked)| (id, checked.map(|checked| (checked.bytes().clone(), checked.len())))),
     })
 }
 
@@ -68,6 +83,8 @@ mod tests {
     fn a_frame_is_planned_as_the_server_serves_it() {
         let wid = |sequence| Some(pb::WriteId { client: 9, sequence });
         let frame = pb::OpBatch {
+            write_batch_id: 0,
+            write_batch: Bytes::new(),
             ops: vec![
                 op(1, pb::op::Op::Put(pb::PutRequest { id: wid(1), key: "a".into(), value: "x".into() })),
                 op(
@@ -120,8 +137,8 @@ mod tests {
         let status = plan_stream_frame(&[0x0a, 0x05, 0x08]).expect_err("a truncated frame");
         assert_eq!(status.code(), tonic::Code::Internal);
         let ops = (0..=65_536u64).map(|id| pb::Op { id, op: None }).collect();
-        let status =
-            plan_stream_frame(&pb::OpBatch { ops }.encode_to_vec()).expect_err("too many operations");
+        let status = plan_stream_frame(&pb::OpBatch { ops, ..Default::default() }.encode_to_vec())
+            .expect_err("too many operations");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().contains("at most 65536"), "{}", status.message());
     }

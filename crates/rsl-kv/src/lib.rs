@@ -21,7 +21,12 @@
 //!   with `[client_tls]` the client port speaks TLS (cargo feature `tls`, on by default).
 //!   docs/SECURITY.md says what is protected and how to set it up.
 //! - [`Client`] follows those redirects and retries transient failures within bounds; it
-//!   connects as [`connection`] says (TLS, a bearer token).
+//!   connects as [`connection`] says (TLS, a bearer token). [`Client::write_batch`] sends
+//!   writes together on the `Stream` RPC, by default encoded whole ([`Wire::Batch`]): one
+//!   [`command::WriteBatch`] that the server checks in place ([`command::CheckedWriteBatch`])
+//!   and replicates as the very buffer received, which the state machine executes in place
+//!   ([`command::WriteRef`]); the answers come back as one encoded list, read in place
+//!   ([`command::WriteResponseRef`]).
 //! - [`load`] is the closed-loop workload behind `rsl-kv load`.
 //!
 //! Two binaries: `rsl-kv-server` (flags and a TOML file, see [`config`]) and the CLI
@@ -92,7 +97,7 @@ pub mod etcd_proto {
     tonic::include_proto!("etcdserverpb");
 }
 
-pub use client::{CasResult, Client, ClientError, ClientOptions};
+pub use client::{BatchWrite, CasResult, Client, ClientError, ClientOptions, Wire};
 pub use config::{ConfigError, ConfigFile, LogBackend, ServerConfig};
 pub use connection::{ClientSecurity, ClientTls, Token};
 pub use machine::{CheckpointFormatError, KvStateMachine};

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rsl::{Ballot, NodeId, Slot, StateMachine};
 
 use crate::command::{
-    Digest, Read, ReadBatch, ReadOutcome, Reader, Write, WriteBatch, WriteId, WriteOutcome, WriteResponse,
+    Digest, Read, ReadBatch, ReadOutcome, Reader, WriteBatch, WriteId, WriteOutcome, WriteRef, WriteResponse,
     KEY_BYTES_MAX, VALUE_BYTES_MAX,
 };
 
@@ -40,7 +40,7 @@ struct Session {
 
 /// The replicated key-value map: string keys, byte values.
 ///
-/// - [`Write`]s (put, delete, compare-and-set) come through `execute`, in slot order, on
+/// - [`Write`](crate::command::Write)s (put, delete, compare-and-set) come through `execute`, in slot order, on
 ///   every replica. Each carries a [`WriteId`]: the machine remembers the newest sequence
 ///   number and answer per client, so a retried write (the client did not hear the answer:
 ///   a timeout, a failover) is answered again without executing twice, and an older one is
@@ -240,9 +240,11 @@ impl KvStateMachine {
         Digest { crc, keys: self.map.len() as u64 }
     }
 
-    /// Executes an encoded [`Write`] or [`WriteBatch`] chosen in `slot` and returns the
-    /// encoded [`WriteResponse`] (for a batch, the list of its writes' answers; a batch
-    /// that does not decode as a whole changes nothing and gets one `Malformed` answer).
+    /// Executes an encoded [`Write`](crate::command::Write) or [`WriteBatch`] chosen in
+    /// `slot` and returns the encoded [`WriteResponse`] (for a batch, the list of its
+    /// writes' answers; a batch that does not decode as a whole changes nothing and gets
+    /// one `Malformed` answer). Each write is read in place ([`WriteRef`]): only what the
+    /// map keeps (a new key, a value) is copied out of `request`.
     pub fn execute_write(&mut self, slot: u64, request: &[u8]) -> Bytes {
         self.applied = self.applied.max(slot);
         if !WriteBatch::is_batch(request) {
@@ -266,8 +268,10 @@ impl KvStateMachine {
         self.sessions_max
     }
 
+    /// Executes one encoded write, read in place ([`WriteRef`]): nothing of it is copied
+    /// but what the map keeps.
     fn execute_one(&mut self, slot: u64, request: &[u8]) -> WriteResponse {
-        let write = match Write::decode(request) {
+        let write = match WriteRef::decode(request) {
             Ok(write) => write,
             Err(error) => {
                 return WriteResponse { slot, outcome: WriteOutcome::Malformed { reason: error.to_string() } }
@@ -318,21 +322,32 @@ impl KvStateMachine {
         }
     }
 
-    fn apply(&mut self, write: Write) -> WriteOutcome {
+    fn apply(&mut self, write: WriteRef<'_>) -> WriteOutcome {
         match write {
-            Write::Put { key, value, .. } => {
-                self.map.insert(key, value);
+            WriteRef::Put { key, value, .. } => {
+                self.store(key, Bytes::copy_from_slice(value));
                 WriteOutcome::Put
             }
-            Write::Delete { key, .. } => WriteOutcome::Deleted { existed: self.map.remove(&key).is_some() },
-            Write::Cas { key, expected, value, .. } => {
-                let current = self.map.get(&key);
-                if current == expected.as_ref() {
-                    self.map.insert(key, value.clone());
+            WriteRef::Delete { key, .. } => WriteOutcome::Deleted { existed: self.map.remove(key).is_some() },
+            WriteRef::Cas { key, expected, value, .. } => {
+                let current = self.map.get(key);
+                if current.map(|current| &current[..]) == expected {
+                    let value = Bytes::copy_from_slice(value);
+                    self.store(key, value.clone());
                     WriteOutcome::Cas { swapped: true, current: Some(value) }
                 } else {
                     WriteOutcome::Cas { swapped: false, current: current.cloned() }
                 }
+            }
+        }
+    }
+
+    /// Sets `key` to `value`, allocating the key only when it is new.
+    fn store(&mut self, key: &str, value: Bytes) {
+        match self.map.get_mut(key) {
+            Some(stored) => *stored = value,
+            None => {
+                self.map.insert(key.to_owned(), value);
             }
         }
     }
@@ -582,6 +597,7 @@ const _: () = assert!(KEY_BYTES_MAX <= RESPONSE_BYTES_MAX && RESPONSE_BYTES_MAX 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::Write;
 
     fn put(client: u64, sequence: u64, key: &str, value: &str) -> Bytes {
         Write::Put {

@@ -45,10 +45,12 @@ enum Call {
     Reconfigure,
     StreamRead,
     StreamWrite,
+    /// A stream message carrying a get and a write batch encoded whole.
+    StreamWriteBatch,
     Snapshot,
 }
 
-const CALLS: [Call; 9] = [
+const CALLS: [Call; 10] = [
     Call::Put,
     Call::Get,
     Call::Delete,
@@ -57,12 +59,13 @@ const CALLS: [Call; 9] = [
     Call::Reconfigure,
     Call::StreamRead,
     Call::StreamWrite,
+    Call::StreamWriteBatch,
     Call::Snapshot,
 ];
 
 impl Call {
     fn writes(self) -> bool {
-        matches!(self, Call::Put | Call::Delete | Call::Cas | Call::StreamWrite)
+        matches!(self, Call::Put | Call::Delete | Call::Cas | Call::StreamWrite | Call::StreamWriteBatch)
     }
 }
 
@@ -188,36 +191,52 @@ async fn make(
             }
             Err(status) => Err(status),
         },
-        Call::StreamRead | Call::StreamWrite => {
-            let mut ops = vec![pb::Op { id: 1, op: Some(pb::op::Op::Get(get)) }];
+        Call::StreamRead | Call::StreamWrite | Call::StreamWriteBatch => {
+            let mut message = pb::OpBatch {
+                ops: vec![pb::Op { id: 1, op: Some(pb::op::Op::Get(get)) }],
+                ..Default::default()
+            };
             if call == Call::StreamWrite {
                 let put = pb::PutRequest { id: write_id(sequence), key: key.to_owned(), value };
-                ops.push(pb::Op { id: 2, op: Some(pb::op::Op::Put(put)) });
+                message.ops.push(pb::Op { id: 2, op: Some(pb::op::Op::Put(put)) });
+            } else if call == Call::StreamWriteBatch {
+                let id = rsl_kv::command::WriteId { client: 77, sequence };
+                let put = rsl_kv::command::Write::Put { id, key: key.to_owned(), value };
+                message.write_batch = rsl_kv::command::encode_write_batch(&[put]).unwrap();
+                message.write_batch_id = 5;
             }
-            return stream_batch(client, ops).await;
+            return stream_batch(client, message).await;
         }
     };
     outcome.map_err(|status| status.code())
 }
 
-/// Sends `ops` as one batch on a new stream; `Err` if the stream was refused or every
-/// operation failed (with the first operation's code).
-async fn stream_batch(client: &mut KvClient<KvChannel>, ops: Vec<pb::Op>) -> Result<(), Code> {
-    let count = ops.len();
-    let batches = tokio_stream::iter([pb::OpBatch { ops }]);
-    let mut answers = client.stream(batches).await.map_err(|status| status.code())?.into_inner();
+/// Sends `message` on a new stream; `Err` if the stream was refused or every operation
+/// (and its encoded write batch, if any) failed (with the first one's code).
+async fn stream_batch(client: &mut KvClient<KvChannel>, message: pb::OpBatch) -> Result<(), Code> {
+    let (count, batch_id) = (message.ops.len(), message.write_batch_id);
+    let has_write_batch = !message.write_batch.is_empty();
+    let mut answers =
+        client.stream(tokio_stream::iter([message])).await.map_err(|status| status.code())?.into_inner();
     let mut results = Vec::new();
-    while results.len() < count {
+    let mut batch_answer = None;
+    while results.len() < count || (has_write_batch && batch_answer.is_none()) {
         let batch = answers.message().await.map_err(|status| status.code())?.expect("a result per operation");
         results.extend(batch.results);
+        if batch.write_batch_id == batch_id
+            && (batch.write_batch_error.is_some() || !batch.write_answers.is_empty())
+        {
+            batch_answer = Some(batch.write_batch_error.map(|error| Code::from(error.code as i32)));
+        }
     }
-    let codes: Vec<Option<Code>> = results
+    let mut codes: Vec<Option<Code>> = results
         .iter()
         .map(|result| match &result.result {
             Some(pb::op_result::Result::Error(error)) => Some(Code::from(error.code as i32)),
             _ => None,
         })
         .collect();
+    codes.extend(batch_answer);
     match codes.as_slice() {
         codes if codes.iter().all(Option::is_none) => Ok(()),
         [Some(first), rest @ ..] if rest.iter().all(|code| code == &Some(*first)) => Err(*first),

@@ -11,7 +11,9 @@ use std::time::Duration;
 use rsl::{RingOptions, Role};
 use rsl_kv::config::Tuning;
 use rsl_kv::proto as pb;
-use rsl_kv::{Client, ClientOptions, ConfigFile, Listeners, LogBackend, Server, ServerConfig};
+use rsl_kv::{
+    BatchWrite, Client, ClientOptions, ConfigFile, Listeners, LogBackend, Server, ServerConfig, Wire,
+};
 use tokio::net::TcpListener;
 
 /// How long any awaited condition may take.
@@ -421,7 +423,7 @@ async fn stream_batch(address: &str, ops: Vec<pb::Op>) -> BTreeMap<u64, pb::op_r
     let mut raw = pb::kv_client::KvClient::connect(format!("http://{address}")).await.unwrap();
     let expected = ops.len();
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    sender.send(pb::OpBatch { ops }).await.unwrap();
+    sender.send(pb::OpBatch { ops, ..Default::default() }).await.unwrap();
     let mut answers =
         raw.stream(tokio_stream::wrappers::ReceiverStream::new(receiver)).await.unwrap().into_inner();
     let mut results = BTreeMap::new();
@@ -561,10 +563,13 @@ async fn the_load_generator_measures_streams_and_unary_calls() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(dir.path(), fast_tuning()).await;
     cluster.primary().await;
-    for protocol in [Protocol::Stream, Protocol::Unary] {
+    let wires =
+        [(Protocol::Stream, Wire::Batch), (Protocol::Stream, Wire::PerOp), (Protocol::Unary, Wire::Batch)];
+    for (protocol, wire) in wires {
         let options = LoadOptions {
             servers: cluster.client_addresses(),
             protocol,
+            client: ClientOptions { wire, ..ClientOptions::default() },
             clients: 4,
             in_flight: 8,
             connections: 2,
@@ -575,7 +580,8 @@ async fn the_load_generator_measures_streams_and_unary_calls() {
         };
         let counters = Arc::new(LoadCounters::default());
         let report = load::run(options, counters.clone()).await.unwrap();
-        assert_eq!(report.errors, 0, "{protocol:?}: {:?}", report.error_samples);
+        assert_eq!(report.errors, 0, "{protocol:?} {wire:?}: {:?}", report.error_samples);
+        assert_eq!(report.wire, (protocol == Protocol::Stream).then_some(wire));
         assert!(report.writes > 0 && report.reads > 0, "{protocol:?}: {report:?}");
         assert_eq!(report.ops, report.writes + report.reads);
         assert!(counters.ops.load(std::sync::atomic::Ordering::Relaxed) >= report.ops);
@@ -588,6 +594,55 @@ async fn the_load_generator_measures_streams_and_unary_calls() {
     let statuses = cluster.converged(&mut client).await;
     assert!(statuses.windows(2).all(|w| w[0].digest == w[1].digest && w[0].keys == w[1].keys));
     cluster.shutdown().await;
+}
+
+/// The same batches of writes through [`Client::write_batch`] on either wire, each on a
+/// ring of its own: the same outcomes, the same state on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_batches_answer_alike_on_both_wires() {
+    let value = |text: &'static str| bytes::Bytes::from_static(text.as_bytes());
+    let batches = vec![
+        vec![
+            BatchWrite::Put { key: "a".into(), value: value("1") },
+            BatchWrite::Put { key: "b".into(), value: value("2") },
+            BatchWrite::Cas { key: "a".into(), expected: Some(value("1")), value: value("one") },
+        ],
+        vec![
+            BatchWrite::Cas { key: "b".into(), expected: None, value: value("x") },
+            BatchWrite::Delete { key: "b".into() },
+            BatchWrite::Delete { key: "absent".into() },
+            BatchWrite::Put { key: "ключ".into(), value: value("значение") },
+        ],
+    ];
+    let mut seen = Vec::new();
+    for wire in [Wire::Batch, Wire::PerOp] {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::start(dir.path(), fast_tuning()).await;
+        cluster.primary().await;
+        let options = ClientOptions { deadline: WAIT, wire, ..ClientOptions::default() };
+        let mut client = Client::new(cluster.client_addresses(), options).unwrap();
+        let mut outcomes = Vec::new();
+        for batch in &batches {
+            let answers = client.write_batch(batch).await.unwrap();
+            assert_eq!(answers.len(), batch.len());
+            assert!(answers.windows(2).all(|w| w[0].slot <= w[1].slot), "{answers:?}");
+            outcomes.extend(answers.into_iter().map(|answer| answer.outcome));
+        }
+        // A bad write refuses its whole batch, which changes nothing.
+        let bad = [
+            BatchWrite::Put { key: "c".into(), value: value("3") },
+            BatchWrite::Delete { key: String::new() },
+        ];
+        let refused = client.write_batch(&bad).await.unwrap_err();
+        assert!(refused.to_string().contains("write 1"), "{wire:?}: {refused}");
+        assert_eq!(client.get("c").await.unwrap(), None, "{wire:?}");
+        let statuses = cluster.converged(&mut client).await;
+        assert!(statuses.windows(2).all(|w| (w[0].digest, w[0].keys) == (w[1].digest, w[1].keys)));
+        seen.push((outcomes, statuses[0].digest, statuses[0].keys));
+        cluster.shutdown().await;
+    }
+    assert_eq!(seen[0], seen[1], "both wires answer alike and leave the same state");
+    assert_eq!(seen[0].2, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

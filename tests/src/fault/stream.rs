@@ -105,7 +105,7 @@ async fn run(servers: Vec<String>, security: ClientSecurity, mut queue: mpsc::Re
                             pending.insert(next_id, (Instant::now(), reply));
                             ops.push(pb::Op { id: next_id, op: Some(op) });
                         }
-                        if sender.send(pb::OpBatch { ops }).await.is_err() {
+                        if sender.send(pb::OpBatch { ops, ..Default::default() }).await.is_err() {
                             break None;
                         }
                     }

@@ -209,6 +209,11 @@ enum Command {
         /// per operation) or etcd (etcd v3 KV calls; --servers are etcd client endpoints)
         #[arg(long, default_value = "stream")]
         protocol: Protocol,
+        /// With the stream protocol, how writes travel: batch (encoded whole, one write
+        /// batch per message, answered by one encoded list) or per-op (one protobuf
+        /// operation per write, as servers before encoded batches took them)
+        #[arg(long, env = "RSL_KV_WIRE", default_value = "batch")]
+        wire: rsl_kv::Wire,
         /// Concurrent client sessions
         #[arg(long, default_value_t = 16)]
         clients: u32,
@@ -521,6 +526,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshot(_) => unreachable!("handled without a server"),
         Command::Load {
             protocol,
+            wire,
             clients,
             in_flight,
             connections,
@@ -562,7 +568,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 keys,
                 value_bytes,
                 read_percent,
-                client: options,
+                client: ClientOptions { wire, ..options },
             };
             let counters = Arc::new(LoadCounters::default());
             let progress = (progress_ms > 0).then(|| {

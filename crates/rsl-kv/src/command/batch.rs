@@ -6,7 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codec::{Reader, KIND_BATCH, KIND_READ_BATCH};
 use super::{
-    DecodeError, Read, Write, FORMAT_VERSION, KEY_BYTES_MAX, WRITE_ANSWER_BYTES_MAX, WRITE_BYTES_MAX,
+    DecodeError, Read, Write, WriteRef, FORMAT_VERSION, KEY_BYTES_MAX, WRITE_ANSWER_BYTES_MAX,
+    WRITE_BYTES_MAX,
 };
 
 /// Several writes that execute in one slot, in order, each with its own [`WriteId`](super::WriteId) and
@@ -43,6 +44,11 @@ impl WriteBatch {
 
     /// Appends a write (the caller validated it).
     pub fn push(&mut self, write: &Write) {
+        self.push_view(write.as_view());
+    }
+
+    /// Appends a write given as a view of its fields (the caller validated it).
+    pub fn push_view(&mut self, write: WriteRef<'_>) {
         self.0.push_with(|out| write.encode_into(out));
     }
 
@@ -198,6 +204,15 @@ fn is_framed(bytes: &[u8], kind: u8) -> bool {
     bytes.len() >= 2 && bytes[0] == FORMAT_VERSION && bytes[1] == kind
 }
 
+/// The count a framed list of kind `kind` announces, read from its header alone (`None`:
+/// not such a list).
+pub(super) fn framed_count(bytes: &[u8], kind: u8) -> Option<usize> {
+    if !is_framed(bytes, kind) || bytes.len() < FRAMED_HEADER_BYTES {
+        return None;
+    }
+    Some(u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]) as usize)
+}
+
 /// Splits a framed list into its parts, each at most `part_max` bytes. A count beyond what
 /// the bytes can hold is refused before anything is allocated for it.
 fn split_framed<'a>(
@@ -245,11 +260,11 @@ pub(super) fn encode_answers<T>(
 /// Parses the answer to a batch: a framed list of kind `kind` whose parts (each at most
 /// [`WRITE_ANSWER_BYTES_MAX`]) `decode` parses. A batch that did not decode at all is
 /// answered with a single answer, returned as a list of one.
-pub(super) fn decode_answers<T>(
-    bytes: &[u8],
+pub(super) fn decode_answers<'a, T>(
+    bytes: &'a [u8],
     kind: u8,
     fields: &FramedFields,
-    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+    decode: impl Fn(&'a [u8]) -> Result<T, DecodeError>,
 ) -> Result<Vec<T>, DecodeError> {
     if !is_framed(bytes, kind) {
         return decode(bytes).map(|answer| vec![answer]);

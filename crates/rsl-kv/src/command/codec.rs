@@ -153,17 +153,26 @@ impl<'a> Reader<'a> {
         self.take(field, len)
     }
 
-    pub(crate) fn key(&mut self) -> Result<String, DecodeError> {
+    /// A key read in place: valid UTF-8, non-empty and within [`KEY_BYTES_MAX`].
+    pub(crate) fn key_ref(&mut self) -> Result<&'a str, DecodeError> {
         let bytes = self.bytes("key", KEY_BYTES_MAX)?;
         let key = std::str::from_utf8(bytes)
-            .map_err(|error| DecodeError::new("key", format!("not UTF-8: {error}")))?
-            .to_owned();
-        check_key(&key)?;
+            .map_err(|error| DecodeError::new("key", format!("not UTF-8: {error}")))?;
+        check_key(key)?;
         Ok(key)
     }
 
+    pub(crate) fn key(&mut self) -> Result<String, DecodeError> {
+        self.key_ref().map(str::to_owned)
+    }
+
+    /// A value read in place, within [`VALUE_BYTES_MAX`].
+    pub(crate) fn value_ref(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        self.bytes(field, VALUE_BYTES_MAX)
+    }
+
     pub(crate) fn value(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
-        Ok(Bytes::copy_from_slice(self.bytes(field, VALUE_BYTES_MAX)?))
+        Ok(Bytes::copy_from_slice(self.value_ref(field)?))
     }
 
     pub(crate) fn remaining(&self) -> usize {

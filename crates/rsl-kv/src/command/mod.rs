@@ -10,12 +10,16 @@
 mod batch;
 mod codec;
 mod read;
+mod view;
 mod write;
 
 pub use batch::{ReadBatch, WriteBatch};
 pub(crate) use codec::Reader;
 pub use codec::{check_key, check_value, DecodeError};
 pub use read::{Digest, Read, ReadOutcome};
+pub use view::{
+    encode_write_batch, BatchError, CheckedWriteBatch, WriteKind, WriteOutcomeRef, WriteRef, WriteResponseRef,
+};
 pub use write::{Write, WriteId, WriteOutcome, WriteResponse};
 
 /// Version byte that starts every encoded command and answer.

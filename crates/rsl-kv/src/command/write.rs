@@ -6,10 +6,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::batch;
 use super::codec::{
-    encode_with, put_bytes, put_option, Reader, KIND_CAS, KIND_DELETE, KIND_PUT, OUTCOME_BATCH, OUTCOME_CAS,
-    OUTCOME_DELETED, OUTCOME_MALFORMED, OUTCOME_PUT, OUTCOME_STALE,
+    encode_with, put_bytes, put_option, OUTCOME_BATCH, OUTCOME_CAS, OUTCOME_DELETED, OUTCOME_MALFORMED,
+    OUTCOME_PUT, OUTCOME_STALE,
 };
-use super::{check_key, check_value, DecodeError, FORMAT_VERSION, KEY_BYTES_MAX};
+use super::view::{WriteRef, WriteResponseRef};
+use super::{check_key, check_value, DecodeError, FORMAT_VERSION};
 
 /// Identifies a write for de-duplication: a client session and its sequence number.
 ///
@@ -100,67 +101,28 @@ impl Write {
 
     /// Appends the wire form to `out`.
     pub fn encode_into(&self, out: &mut BytesMut) {
-        out.put_u8(FORMAT_VERSION);
-        let (kind, id) = match self {
-            Write::Put { id, .. } => (KIND_PUT, id),
-            Write::Delete { id, .. } => (KIND_DELETE, id),
-            Write::Cas { id, .. } => (KIND_CAS, id),
-        };
-        out.put_u8(kind);
-        out.put_u64_le(id.client);
-        out.put_u64_le(id.sequence);
-        put_bytes(out, self.key().as_bytes());
-        match self {
-            Write::Put { value, .. } => put_bytes(out, value),
-            Write::Delete { .. } => {}
-            Write::Cas { expected, value, .. } => {
-                put_option(out, expected.as_deref());
-                put_bytes(out, value);
-            }
-        }
+        self.as_view().encode_into(out);
     }
 
     /// Bytes of the wire form.
     pub fn encoded_len(&self) -> usize {
-        let values = match self {
-            Write::Put { value, .. } => 4 + value.len(),
-            Write::Delete { .. } => 0,
-            Write::Cas { expected, value, .. } => {
-                1 + expected.as_ref().map_or(0, |e| 4 + e.len()) + 4 + value.len()
-            }
-        };
-        2 + 16 + 4 + self.key().len() + values
+        self.as_view().encoded_len()
     }
 
-    /// Parses the wire form.
+    /// The write as a view of its own fields.
+    pub fn as_view(&self) -> WriteRef<'_> {
+        match self {
+            Write::Put { id, key, value } => WriteRef::Put { id: *id, key, value },
+            Write::Delete { id, key } => WriteRef::Delete { id: *id, key },
+            Write::Cas { id, key, expected, value } => {
+                WriteRef::Cas { id: *id, key, expected: expected.as_deref(), value }
+            }
+        }
+    }
+
+    /// Parses the wire form (through [`WriteRef::decode`], which reads it in place).
     pub fn decode(bytes: &[u8]) -> Result<Write, DecodeError> {
-        let mut reader = Reader::new(bytes);
-        reader.version("write")?;
-        let kind = reader.u8("write.kind")?;
-        let id =
-            WriteId { client: reader.u64("write.id.client")?, sequence: reader.u64("write.id.sequence")? };
-        let write = match kind {
-            KIND_PUT => {
-                let key = reader.key()?;
-                let value = reader.value("put.value")?;
-                Write::Put { id, key, value }
-            }
-            KIND_DELETE => Write::Delete { id, key: reader.key()? },
-            KIND_CAS => {
-                let key = reader.key()?;
-                let expected = if reader.flag("cas.expected.present")? {
-                    Some(reader.value("cas.expected")?)
-                } else {
-                    None
-                };
-                let value = reader.value("cas.value")?;
-                Write::Cas { id, key, expected, value }
-            }
-            other => return Err(DecodeError::new("write.kind", format!("unknown kind {other}"))),
-        };
-        reader.end("write")?;
-        write.validate()?;
-        Ok(write)
+        WriteRef::decode(bytes).map(|write| write.to_write())
     }
 }
 
@@ -245,36 +207,16 @@ impl WriteResponse {
         batch::decode_answers(bytes, OUTCOME_BATCH, &batch::WRITE_ANSWERS_FIELDS, WriteResponse::decode)
     }
 
-    /// Parses the wire form.
+    /// Parses the wire form (through [`WriteResponseRef::decode`]).
     pub fn decode(bytes: &[u8]) -> Result<WriteResponse, DecodeError> {
-        let mut reader = Reader::new(bytes);
-        reader.version("write response")?;
-        let kind = reader.u8("write_response.kind")?;
-        let slot = reader.u64("write_response.slot")?;
-        let outcome = match kind {
-            OUTCOME_PUT => WriteOutcome::Put,
-            OUTCOME_DELETED => WriteOutcome::Deleted { existed: reader.flag("deleted.existed")? },
-            OUTCOME_CAS => {
-                let swapped = reader.flag("cas.swapped")?;
-                let current =
-                    if reader.flag("cas.present")? { Some(reader.value("cas.current")?) } else { None };
-                WriteOutcome::Cas { swapped, current }
-            }
-            OUTCOME_STALE => WriteOutcome::Stale { newest: reader.u64("stale.newest")? },
-            OUTCOME_MALFORMED => {
-                let reason = reader.bytes("malformed.reason", KEY_BYTES_MAX * 4)?;
-                WriteOutcome::Malformed { reason: String::from_utf8_lossy(reason).into_owned() }
-            }
-            other => return Err(DecodeError::new("write_response.kind", format!("unknown kind {other}"))),
-        };
-        reader.end("write response")?;
-        Ok(WriteResponse { slot, outcome })
+        WriteResponseRef::decode(bytes).map(|response| response.to_response())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::codec::KIND_DELETE;
     use crate::command::VALUE_BYTES_MAX;
 
     fn id() -> WriteId {

@@ -5,7 +5,10 @@
 //!
 //! Three ways to reach the servers ([`Protocol`]):
 //! - [`Protocol::Stream`]: rsl-kv's `Stream` RPC, one bidirectional stream per client;
-//!   every operation ready at once leaves in one message, answers are matched by id.
+//!   every operation ready at once leaves in one message, answers are matched by id. The
+//!   writes travel as [`ClientOptions::wire`] says: by default encoded whole into write
+//!   batches (one per message, answered by one encoded list), or one protobuf operation
+//!   each ([`Wire::PerOp`], the path of servers before encoded batches).
 //! - [`Protocol::Unary`]: one rsl-kv unary call (`Put`, `Get`) per operation.
 //! - [`Protocol::Etcd`]: one etcd v3 unary call (`KV/Put`, `KV/Range`) per operation, to
 //!   run the same workload against an etcd cluster.
@@ -37,7 +40,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::client::{Client, ClientOptions};
+use crate::client::{Client, ClientOptions, Wire};
 use crate::config::parse_choice;
 use session::{Session, Window};
 
@@ -170,6 +173,8 @@ impl Latency {
 pub struct LoadReport {
     /// How the servers were reached.
     pub protocol: Option<Protocol>,
+    /// How the stream's writes travelled (the stream protocol only).
+    pub wire: Option<Wire>,
     /// Sessions.
     pub clients: u32,
     /// Operations outstanding per session at most.
@@ -282,6 +287,7 @@ pub async fn run(options: LoadOptions, counters: Arc<LoadCounters>) -> Result<Lo
     let ops = all.len();
     Ok(LoadReport {
         protocol: Some(options.protocol),
+        wire: (options.protocol == Protocol::Stream).then_some(options.client.wire),
         clients: options.clients,
         in_flight: options.in_flight,
         connections: channels.len() as u32,

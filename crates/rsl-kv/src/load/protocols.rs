@@ -3,6 +3,7 @@
 //! (rsl-kv's or etcd's). Both move to another server when theirs fails or refuses as not
 //! primary, and send the outstanding operations again.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,6 +15,10 @@ use tonic::Code;
 
 use super::session::{Op, Session, SessionOutcome};
 use super::{LoadOptions, Protocol};
+use crate::client::Wire;
+use crate::command::{
+    WriteBatch, WriteId, WriteOutcomeRef, WriteRef, WriteResponseRef, WRITE_BATCH_BYTES_MAX,
+};
 use crate::connection::{kv_client, ClientSecurity, KvChannel};
 use crate::etcd_proto;
 use crate::proto as pb;
@@ -26,7 +31,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
 impl Session {
     pub(super) async fn run(self, channel: Channel, options: LoadOptions) -> SessionOutcome {
         match options.protocol {
-            Protocol::Stream => self.run_stream(channel, &options.client.security).await,
+            Protocol::Stream => self.run_stream(channel, &options.client.security, options.client.wire).await,
             Protocol::Unary | Protocol::Etcd => self.run_unary(channel, options).await,
         }
     }
@@ -35,13 +40,15 @@ impl Session {
     /// When the stream fails or the server says it is not the primary, the session moves
     /// to the primary it names (or the next server) and sends its outstanding operations
     /// again (a write keeps its session and sequence, so it executes at most once).
-    async fn run_stream(mut self, channel: Channel, security: &ClientSecurity) -> SessionOutcome {
+    async fn run_stream(mut self, channel: Channel, security: &ClientSecurity, wire: Wire) -> SessionOutcome {
         let mut client = kv_client(channel, security);
         let mut again: Vec<Op> = Vec::new();
+        let mut batches = WriteBatches::default();
         'connect: while !self.ended(Instant::now()) || (self.busy() > 0 && !again.is_empty()) {
             if self.drain_over(Instant::now()) {
                 break;
             }
+            batches.in_flight.clear();
             let (sender, receiver) = mpsc::channel::<pb::OpBatch>(64);
             let mut answers = match client.stream(ReceiverStream::new(receiver)).await {
                 Ok(response) => response.into_inner(),
@@ -57,8 +64,7 @@ impl Session {
             loop {
                 let mut ops = std::mem::take(&mut again);
                 ops.extend(self.ready(Instant::now()));
-                for chunk in ops.chunks(STREAM_BATCH_OPS_MAX) {
-                    let batch = pb::OpBatch { ops: chunk.iter().map(stream_op).collect() };
+                for batch in batches.messages(wire, &ops) {
                     if sender.send(batch).await.is_err() {
                         again = self.resend("the stream closed");
                         continue 'connect;
@@ -71,7 +77,7 @@ impl Session {
                 let failed = tokio::select! {
                     message = answers.message() => match message {
                         Ok(Some(batch)) => {
-                            let mut redirect = None;
+                            let mut redirect = self.write_batch_answered(&mut batches, &batch);
                             for result in batch.results {
                                 match result.result {
                                     // Not the primary, or not ready: did not take effect.
@@ -175,6 +181,100 @@ async fn sleep_until(wake: Option<Instant>) {
     match wake {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The write batches a stream session has in flight ([`Wire::Batch`]).
+#[derive(Debug, Default)]
+struct WriteBatches {
+    next_id: u64,
+    /// The lanes of each batch's writes, in order, by batch id.
+    in_flight: HashMap<u64, Vec<usize>>,
+}
+
+impl WriteBatches {
+    /// The stream messages that carry `ops`: per operation, or with the writes encoded
+    /// whole, one write batch (no larger than a consensus batch) per message.
+    fn messages(&mut self, wire: Wire, ops: &[Op]) -> Vec<pb::OpBatch> {
+        let (writes, per_op): (Vec<&Op>, Vec<&Op>) = match wire {
+            Wire::Batch => ops.iter().partition(|op| !op.read),
+            Wire::PerOp => (Vec::new(), ops.iter().collect()),
+        };
+        let mut messages: Vec<pb::OpBatch> = per_op
+            .chunks(STREAM_BATCH_OPS_MAX)
+            .map(|chunk| pb::OpBatch {
+                ops: chunk.iter().map(|op| stream_op(op)).collect(),
+                ..Default::default()
+            })
+            .collect();
+        let mut batch = WriteBatch::new();
+        let mut lanes = Vec::new();
+        for op in writes {
+            let write = WriteRef::Put {
+                id: WriteId { client: op.session, sequence: op.sequence },
+                key: &op.key,
+                value: &op.value,
+            };
+            let added = WriteBatch::PER_WRITE_BYTES + write.encoded_len();
+            if !batch.is_empty() && batch.encoded_len() + added > WRITE_BATCH_BYTES_MAX {
+                messages.push(self.message(std::mem::take(&mut batch), std::mem::take(&mut lanes)));
+            }
+            batch.push_view(write);
+            lanes.push(op.lane);
+        }
+        if !batch.is_empty() {
+            messages.push(self.message(batch, lanes));
+        }
+        messages
+    }
+
+    fn message(&mut self, batch: WriteBatch, lanes: Vec<usize>) -> pb::OpBatch {
+        self.next_id += 1;
+        self.in_flight.insert(self.next_id, lanes);
+        pb::OpBatch { write_batch: batch.finish(), write_batch_id: self.next_id, ..Default::default() }
+    }
+}
+
+impl Session {
+    /// Records the answer to a write batch that `answer` carries, if any; returns the
+    /// primary to move to when the server refused it as not primary (or not ready).
+    fn write_batch_answered(
+        &mut self,
+        batches: &mut WriteBatches,
+        answer: &pb::ResultBatch,
+    ) -> Option<String> {
+        let lanes = batches.in_flight.remove(&answer.write_batch_id)?;
+        if let Some(error) = &answer.write_batch_error {
+            if error.code == Code::FailedPrecondition as u32 || error.code == Code::Unavailable as u32 {
+                return Some(error.primary_address.clone());
+            }
+            let failure = format!("{:?}: {}", Code::from(error.code as i32), error.message);
+            for lane in lanes {
+                self.finish(lane, Err(failure.clone()));
+            }
+            return None;
+        }
+        match WriteResponseRef::decode_batch(&answer.write_answers) {
+            Ok(responses) if responses.len() == lanes.len() => {
+                for (lane, response) in lanes.into_iter().zip(responses) {
+                    let result = match response.outcome {
+                        WriteOutcomeRef::Stale { newest } => Err(format!("stale: newest write {newest}")),
+                        WriteOutcomeRef::Malformed { reason } => {
+                            Err(format!("malformed: {}", String::from_utf8_lossy(reason)))
+                        }
+                        _ => Ok(()),
+                    };
+                    self.finish(lane, result);
+                }
+            }
+            other => {
+                let failure = format!("an unusable answer list: {other:?}");
+                for lane in lanes {
+                    self.finish(lane, Err(failure.clone()));
+                }
+            }
+        }
+        None
     }
 }
 

@@ -12,7 +12,7 @@ use rsl::{NodeId, ReplicateError, Role, Slot};
 use tonic::Status;
 
 use super::answers::{self, Redirects};
-use crate::command::{self, Read, ReadBatch, ReadOutcome, Write, WriteBatch, WriteOutcome, WriteResponse};
+use crate::command::{self, Read, ReadBatch, ReadOutcome, Write, WriteOutcome, WriteResponse};
 use crate::proto as pb;
 
 /// How long a status call waits for the state machine's digest.
@@ -69,20 +69,9 @@ impl KvService {
         answers::write_outcome(write.id(), response)
     }
 
-    /// Replicates write batches, each of `count` writes, concurrently; answers each with
-    /// its writes' responses in order (still to be checked by [`answers::write_outcome`]).
-    pub(super) async fn write_batches(
-        &self,
-        batches: Vec<(WriteBatch, usize)>,
-    ) -> Vec<Result<Vec<WriteResponse>, Status>> {
-        let (payloads, counts): (Vec<Bytes>, Vec<usize>) =
-            batches.into_iter().map(|(batch, count)| (batch.finish(), count)).unzip();
-        let answers = self.ring.replicate_many(payloads).await;
-        counts.into_iter().zip(answers).map(|(count, answer)| self.batch_answer(count, answer)).collect()
-    }
-
-    /// Decodes the ring's answer to a [`WriteBatch`] of `writes` writes: one answer each.
-    fn batch_answer(
+    /// Decodes the ring's answer to a [`WriteBatch`](command::WriteBatch) of `writes` writes: one answer each
+    /// (still to be checked by [`answers::write_outcome`]).
+    pub(super) fn batch_answer(
         &self,
         writes: usize,
         answer: Result<Bytes, ReplicateError>,

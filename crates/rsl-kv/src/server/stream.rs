@@ -6,9 +6,17 @@
 //! finishes (flow control pushes back on the client). Checking a batch's operations and
 //! packing them ([`plan`]) needs no ring, so the fuzz targets run it on arbitrary frames.
 //!
+//! A message may also carry a write batch the client encoded whole (`write_batch`): it is
+//! checked in place ([`CheckedWriteBatch`]: every write, every field, the limits) and the
+//! very buffer (a slice of the received frame) becomes the ring's request, replicated with
+//! the packed batches; the state machine's answer list goes back as it came
+//! (`write_answers`), not as one result per write.
+//!
 //! Authorization is per batch: a batch carrying any operation the caller's role may not
 //! do is refused as a whole (every operation of it answered `PERMISSION_DENIED`, none
-//! served), and the stream stays open for the next batch.
+//! served; an encoded write batch gets `write_batch_error`), and the stream stays open
+//! for the next batch. Every kind of write (put, delete, compare-and-set) needs the
+//! `write` operation.
 
 use std::sync::Arc;
 
@@ -22,15 +30,17 @@ use super::guard::{refusal, Rpc};
 use super::service::KvService;
 use crate::auth::{Access, Operation};
 use crate::command::{
-    self, Read, ReadBatch, Write, WriteBatch, WriteId, WriteResponse, WRITE_BATCH_BYTES_MAX,
+    self, CheckedWriteBatch, Read, ReadBatch, Write, WriteBatch, WriteId, WriteResponse, WriteResponseRef,
+    WRITE_BATCH_BYTES_MAX,
 };
 use crate::proto as pb;
 use crate::{PRIMARY_ADDRESS_METADATA, PRIMARY_NODE_METADATA};
 
 /// Operation batches of one client stream being served at once.
 const STREAM_BATCHES_IN_FLIGHT_MAX: usize = 64;
-/// Operations in one batch of a client stream.
-const STREAM_BATCH_OPS_MAX: usize = 65_536;
+/// Operations in one batch of a client stream, and writes in the write batch it may carry
+/// besides.
+pub(crate) const STREAM_BATCH_OPS_MAX: usize = 65_536;
 
 /// The results of a stream.
 pub(super) type ResultStream = ReceiverStream<Result<pb::ResultBatch, Status>>;
@@ -59,9 +69,7 @@ pub(super) fn serve(
                 break;
             }
             if let Err(error) = access.authorize(batch_operation(&batch), Rpc::Stream.name()) {
-                let status = refusal(error);
-                let results = batch.ops.iter().map(|op| op_failed(op.id, status.clone())).collect();
-                if sender.send(Ok(pb::ResultBatch { results })).await.is_err() {
+                if sender.send(Ok(refused_whole(&batch, &refusal(error)))).await.is_err() {
                     break;
                 }
                 continue;
@@ -70,7 +78,7 @@ pub(super) fn serve(
             let (service, sender) = (service.clone(), sender.clone());
             tokio::spawn(async move {
                 let results = serve_batch(&service, batch).await;
-                let _ = sender.send(Ok(pb::ResultBatch { results })).await;
+                let _ = sender.send(Ok(results)).await;
                 drop(permit);
             });
         }
@@ -105,12 +113,20 @@ pub(crate) struct Plan {
     /// The fast gets (each names its own slot) and the gets that ask for a read
     /// consistency other than the default, served one by one.
     pub(crate) fast_reads: Vec<(u64, pb::GetRequest)>,
+    /// The write batch the client encoded whole, if the message carries one: its id, and
+    /// the batch checked or the status refusing it.
+    pub(crate) write_batch: Option<(u64, Result<CheckedWriteBatch, Status>)>,
 }
 
 /// Checks every operation of `batch` and sorts it into a [`Plan`]. Runs without the ring,
 /// so the fuzz targets run exactly what a server does with a client's frame.
 pub(crate) fn plan(batch: pb::OpBatch) -> Plan {
     let mut plan = Plan::default();
+    if !batch.write_batch.is_empty() {
+        let checked = CheckedWriteBatch::check(batch.write_batch, STREAM_BATCH_OPS_MAX)
+            .map_err(|error| Status::invalid_argument(error.to_string()));
+        plan.write_batch = Some((batch.write_batch_id, checked));
+    }
     for op in batch.ops {
         let id = op.id;
         let write = match op.op {
@@ -152,12 +168,14 @@ pub(crate) fn plan(batch: pb::OpBatch) -> Plan {
     plan
 }
 
-/// What a batch asks to do: write if any of its operations writes, else read.
+/// What a batch asks to do: write if any of its operations writes or it carries a write
+/// batch, else read.
 fn batch_operation(batch: &pb::OpBatch) -> Operation {
-    let writes = batch
-        .ops
-        .iter()
-        .any(|op| matches!(op.op, Some(pb::op::Op::Put(_) | pb::op::Op::Delete(_) | pb::op::Op::Cas(_))));
+    let writes = !batch.write_batch.is_empty()
+        || batch
+            .ops
+            .iter()
+            .any(|op| matches!(op.op, Some(pb::op::Op::Put(_) | pb::op::Op::Delete(_) | pb::op::Op::Cas(_))));
     if writes {
         Operation::Write
     } else {
@@ -165,22 +183,57 @@ fn batch_operation(batch: &pb::OpBatch) -> Operation {
     }
 }
 
-/// Serves one batch of a client stream: every operation gets a result.
-async fn serve_batch(service: &KvService, batch: pb::OpBatch) -> Vec<pb::OpResult> {
-    let Plan { refused: mut results, packed, reads, read_ids, fast_reads } = plan(batch);
+/// The answer to a batch refused as a whole with `status`: every operation, and the
+/// encoded write batch if any, fails with it.
+fn refused_whole(batch: &pb::OpBatch, status: &Status) -> pb::ResultBatch {
+    let results = batch.ops.iter().map(|op| op_failed(op.id, status.clone())).collect();
+    let mut answer = pb::ResultBatch { results, ..Default::default() };
+    if !batch.write_batch.is_empty() {
+        answer.write_batch_id = batch.write_batch_id;
+        answer.write_batch_error = Some(op_error(status));
+    }
+    answer
+}
+
+/// Serves one batch of a client stream: every operation gets a result, and an encoded
+/// write batch its answer list or error.
+async fn serve_batch(service: &KvService, batch: pb::OpBatch) -> pb::ResultBatch {
+    let Plan { refused: mut results, packed, reads, read_ids, fast_reads, write_batch } = plan(batch);
     let fast_results = join_all(fast_reads.into_iter().map(|(id, get)| async move {
         match service.get(get).await {
             Ok(response) => pb::OpResult { id, result: Some(pb::op_result::Result::Get(response)) },
             Err(status) => op_failed(id, status),
         }
     }));
-    let (batches, writes): (Vec<_>, Vec<_>) =
-        packed.batches.into_iter().map(|(batch, ids)| ((batch, ids.len()), ids)).unzip();
-    let (written, fast_results, read_results) =
-        tokio::join!(service.write_batches(batches), fast_results, read_batch(service, reads, read_ids));
+    // The packed batches and the client's own go to the ring together (they share slots);
+    // the client's is the buffer it sent, not a copy.
+    let (mut payloads, writes): (Vec<_>, Vec<_>) =
+        packed.batches.into_iter().map(|(batch, ids)| (batch.finish(), ids)).unzip();
+    let (encoded_id, encoded) = match write_batch {
+        Some((id, Ok(checked))) => {
+            let count = checked.len();
+            payloads.push(checked.into_bytes());
+            (id, Some(Ok(count)))
+        }
+        Some((id, Err(status))) => (id, Some(Err(status))),
+        None => (0, None),
+    };
+    let (mut written, fast_results, read_results) = tokio::join!(
+        service.ring().replicate_many(payloads),
+        fast_results,
+        read_batch(service, reads, read_ids)
+    );
+    let encoded_answer = match encoded {
+        Some(Ok(count)) => Some(written.pop().map_or_else(
+            || Err(Status::internal("the ring answered no write batch")),
+            |answer| encoded_answer(service, count, answer),
+        )),
+        Some(Err(status)) => Some(Err(status)),
+        None => None,
+    };
     results.extend(fast_results);
     for (ids, answer) in writes.into_iter().zip(written) {
-        match answer {
+        match service.batch_answer(ids.len(), answer) {
             Ok(responses) => {
                 for ((id, write_id, kind), response) in ids.into_iter().zip(responses) {
                     let result =
@@ -195,7 +248,35 @@ async fn serve_batch(service: &KvService, batch: pb::OpBatch) -> Vec<pb::OpResul
         }
     }
     results.extend(read_results);
-    results
+    let mut answer = pb::ResultBatch { results, ..Default::default() };
+    match encoded_answer {
+        Some(Ok(bytes)) => (answer.write_batch_id, answer.write_answers) = (encoded_id, bytes),
+        Some(Err(status)) => {
+            (answer.write_batch_id, answer.write_batch_error) = (encoded_id, Some(op_error(&status)))
+        }
+        None => {}
+    }
+    answer
+}
+
+/// The ring's answer to a client's encoded batch of `count` writes: the state machine's
+/// answer list, forwarded as it is once its header says it answers every write.
+fn encoded_answer(
+    service: &KvService,
+    count: usize,
+    answer: Result<bytes::Bytes, rsl::ReplicateError>,
+) -> Result<bytes::Bytes, Status> {
+    let answer = answer.map_err(|error| service.redirects().replicate_error(error))?;
+    match WriteResponseRef::batch_len(&answer) {
+        Some(answered) if answered == count => Ok(answer),
+        Some(answered) => Err(Status::internal(format!(
+            "the state machine answered {answered} writes of a batch of {count}"
+        ))),
+        None => Err(Status::internal(match WriteResponseRef::decode(&answer) {
+            Ok(response) => format!("the state machine refused a write batch: {:?}", response.outcome),
+            Err(error) => format!("undecodable state machine answer: {error}"),
+        })),
+    }
 }
 
 /// Serves a stream message's linearizable gets (operations `ids`) with one ring read;
@@ -264,6 +345,11 @@ impl WriteKind {
 
 /// The result of a stream operation that failed with `status`.
 fn op_failed(id: u64, status: Status) -> pb::OpResult {
+    pb::OpResult { id, result: Some(pb::op_result::Result::Error(op_error(&status))) }
+}
+
+/// How a stream answers `status`: its code and message, and the primary it names.
+fn op_error(status: &Status) -> pb::OpError {
     let metadata = status.metadata();
     let primary_node = metadata
         .get(PRIMARY_NODE_METADATA)
@@ -275,11 +361,278 @@ fn op_failed(id: u64, status: Status) -> pb::OpResult {
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let error = pb::OpError {
+    pb::OpError {
         code: status.code() as u32,
         message: status.message().to_owned(),
         primary_node,
         primary_address,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The stream's two ways of writing, served by one replica's ring in process: the
+    //! encoded batch reaches the state machine as the very bytes the client sent, answers
+    //! like the per-operation path, and a bad one is refused whole with nothing executed.
+
+    use std::collections::BTreeMap;
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use prost::Message as _;
+    use rsl::{
+        Config, MemoryNetwork, MemoryStorage, NodeId, RingId, Runtime, RuntimeOptions, Slot, StateMachine,
     };
-    pb::OpResult { id, result: Some(pb::op_result::Result::Error(error)) }
+    use tonic::Code;
+
+    use super::*;
+    use crate::command::{encode_write_batch, ReadOutcome, WriteOutcome};
+    use crate::KvStateMachine;
+
+    /// The key-value machine, keeping a copy of every request it executes.
+    struct Recording {
+        machine: KvStateMachine,
+        requests: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl StateMachine for Recording {
+        fn execute(&mut self, slot: Slot, request: &[u8]) -> Bytes {
+            self.requests.lock().unwrap().push(request.to_vec());
+            self.machine.execute(slot, request)
+        }
+
+        fn read(&self, request: &[u8]) -> Bytes {
+            self.machine.execute_read(request)
+        }
+
+        fn save_checkpoint(&self, slot: Slot, writer: &mut dyn io::Write) -> io::Result<()> {
+            self.machine.save_checkpoint(slot, writer)
+        }
+
+        fn load_checkpoint(&mut self, slot: Slot, reader: &mut dyn io::Read) -> io::Result<()> {
+            self.machine.load_checkpoint(slot, reader)
+        }
+    }
+
+    /// A one-replica ring (memory log and network) and its client API, once primary.
+    struct OneReplica {
+        service: KvService,
+        requests: Arc<Mutex<Vec<Vec<u8>>>>,
+        runtime: Runtime,
+    }
+
+    impl OneReplica {
+        async fn start() -> OneReplica {
+            let network = MemoryNetwork::new(7);
+            let (endpoint, inbound) = network.endpoint(NodeId(1)).unwrap();
+            let runtime = Runtime::new(Arc::new(endpoint), inbound, RuntimeOptions::default()).unwrap();
+            let mut config = Config::new(RingId(1), NodeId(1), vec![NodeId(1)]);
+            config.heartbeat_interval_ms = 10;
+            config.election_delay_min_ms = 20;
+            config.election_delay_max_ms = 40;
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let machine = Recording { machine: KvStateMachine::new(), requests: requests.clone() };
+            let ring = rsl::Ring::builder(config)
+                .state_machine(machine)
+                .storage(MemoryStorage::new())
+                .runtime(&runtime)
+                .start()
+                .await
+                .unwrap();
+            let mut status = ring.status();
+            let primary = status.wait_for(|status| status.role == rsl::Role::Primary);
+            tokio::time::timeout(std::time::Duration::from_secs(20), primary).await.unwrap().unwrap();
+            let service = KvService::new(NodeId(1), ring, BTreeMap::new(), BTreeMap::new());
+            OneReplica { service, requests, runtime }
+        }
+
+        async fn digest(&self) -> command::Digest {
+            let answer = self.service.ring().read(Read::Digest.encode()).await.unwrap();
+            match ReadOutcome::decode(&answer).unwrap() {
+                ReadOutcome::Digest(digest) => digest,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// The requests executed so far, taken.
+        fn executed(&self) -> Vec<Vec<u8>> {
+            std::mem::take(&mut *self.requests.lock().unwrap())
+        }
+    }
+
+    fn id(client: u64, sequence: u64) -> WriteId {
+        WriteId { client, sequence }
+    }
+
+    /// Writes of every kind, some of which change nothing (a failed compare-and-set, a
+    /// delete of an absent key, a retry, a stale write).
+    fn script() -> Vec<Write> {
+        let value = |text: &'static str| Bytes::from_static(text.as_bytes());
+        vec![
+            Write::Put { id: id(1, 1), key: "a".into(), value: value("1") },
+            Write::Put { id: id(2, 1), key: "ключ".into(), value: value("значение") },
+            Write::Cas { id: id(3, 1), key: "a".into(), expected: Some(value("1")), value: value("2") },
+            Write::Cas { id: id(4, 1), key: "a".into(), expected: None, value: value("x") },
+            Write::Delete { id: id(5, 1), key: "nothing".into() },
+            Write::Delete { id: id(2, 2), key: "ключ".into() },
+            Write::Put { id: id(1, 1), key: "a".into(), value: value("1") },
+            Write::Put { id: id(2, 1), key: "b".into(), value: value("stale") },
+        ]
+    }
+
+    /// The outcomes of `answer` to a message with an encoded write batch `id`.
+    fn encoded_outcomes(answer: &pb::ResultBatch, id: u64) -> Vec<WriteOutcome> {
+        assert_eq!(answer.write_batch_id, id);
+        assert_eq!(answer.write_batch_error, None);
+        assert!(answer.results.is_empty(), "no per-operation results: {:?}", answer.results);
+        let responses = WriteResponseRef::decode_batch(&answer.write_answers).unwrap();
+        responses.iter().map(|response| response.to_response().outcome).collect()
+    }
+
+    fn frame(message: &pb::OpBatch) -> Bytes {
+        Bytes::from(message.encode_to_vec())
+    }
+
+    #[tokio::test]
+    async fn an_encoded_batch_reaches_the_state_machine_as_the_bytes_the_client_sent() {
+        let replica = OneReplica::start().await;
+        let encoded = encode_write_batch(&script()).unwrap();
+        let message = pb::OpBatch { write_batch: encoded.clone(), write_batch_id: 9, ..Default::default() };
+        // As tonic does: the message decodes from the received frame's buffer, and the
+        // batch is a slice of that buffer, not a copy.
+        let frame = frame(&message);
+        let received = pb::OpBatch::decode(frame.clone()).unwrap();
+        let within = frame.as_ptr_range();
+        assert!(within.contains(&received.write_batch.as_ptr()), "the field shares the frame's buffer");
+        // The request the ring gets is that same slice.
+        let Some((9, Ok(checked))) = plan(received.clone()).write_batch else { panic!("a checked batch") };
+        assert_eq!(checked.bytes().as_ptr(), received.write_batch.as_ptr());
+        assert_eq!((checked.len(), checked.kinds().len()), (8, 3));
+
+        let answer = serve_batch(&replica.service, received).await;
+        let outcomes = encoded_outcomes(&answer, 9);
+        assert_eq!(outcomes.len(), 8);
+        assert_eq!(
+            outcomes[3],
+            WriteOutcome::Cas { swapped: false, current: Some(Bytes::from_static(b"2")) }
+        );
+        assert_eq!(outcomes[7], WriteOutcome::Stale { newest: 2 });
+        let executed = replica.executed();
+        assert_eq!(executed, vec![encoded.to_vec()], "one request, byte for byte the client's batch");
+        replica.runtime.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn both_wires_answer_alike_and_leave_equal_states() {
+        let (batched, per_op) = (OneReplica::start().await, OneReplica::start().await);
+        let message = pb::OpBatch {
+            write_batch: encode_write_batch(&script()).unwrap(),
+            write_batch_id: 1,
+            ..Default::default()
+        };
+        let batch_outcomes = encoded_outcomes(&serve_batch(&batched.service, message).await, 1);
+
+        let ops = script().iter().zip(0..).map(crate::client::per_op).collect();
+        let mut results =
+            serve_batch(&per_op.service, pb::OpBatch { ops, ..Default::default() }).await.results;
+        results.sort_by_key(|result| result.id);
+        let per_op_outcomes: Vec<Option<WriteOutcome>> = results
+            .into_iter()
+            .map(|result| match result.result {
+                Some(pb::op_result::Result::Put(_)) => Some(WriteOutcome::Put),
+                Some(pb::op_result::Result::Delete(delete)) => {
+                    Some(WriteOutcome::Deleted { existed: delete.existed })
+                }
+                Some(pb::op_result::Result::Cas(cas)) => Some(WriteOutcome::Cas {
+                    swapped: cas.swapped,
+                    current: cas.present.then_some(cas.current),
+                }),
+                // The per-operation path answers a stale write with ABORTED.
+                Some(pb::op_result::Result::Error(error)) if error.code == Code::Aborted as u32 => None,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let expected: Vec<Option<WriteOutcome>> = batch_outcomes
+            .iter()
+            .map(|outcome| (!matches!(outcome, WriteOutcome::Stale { .. })).then(|| outcome.clone()))
+            .collect();
+        assert_eq!(per_op_outcomes, expected);
+        assert_eq!(batched.digest().await, per_op.digest().await);
+        assert_eq!(batched.digest().await.keys, 1);
+        batched.runtime.shutdown().await;
+        per_op.runtime.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_batch_is_refused_whole_naming_the_write_and_nothing_executes() {
+        let replica = OneReplica::start().await;
+        let good = encode_write_batch(&script()).unwrap().to_vec();
+        let mut bad_kind = good.clone();
+        // The second write's kind byte: header, first write's length and encoding, the
+        // second's length, its version.
+        let first_len = u32::from_le_bytes(good[6..10].try_into().unwrap()) as usize;
+        bad_kind[6 + 4 + first_len + 4 + 1] = 99;
+        let mut bad_key =
+            encode_write_batch(&[Write::Delete { id: id(1, 1), key: "é".into() }]).unwrap().to_vec();
+        let end = bad_key.len();
+        bad_key[end - 1] = 0xff;
+        let big = Bytes::from(vec![0u8; 100 << 10]);
+        let oversize = encode_write_batch(&[
+            Write::Put { id: id(1, 1), key: "a".into(), value: big.clone() },
+            Write::Put { id: id(2, 1), key: "b".into(), value: big },
+        ])
+        .unwrap()
+        .to_vec();
+        let empty = encode_write_batch(&[]).unwrap().to_vec();
+        let too_many = encode_write_batch(
+            &(1..=STREAM_BATCH_OPS_MAX as u64 + 1)
+                .map(|client| Write::Delete { id: id(client, 1), key: "k".into() })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .to_vec();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (good[..good.len() - 1].to_vec(), "write batch: malformed write_batch.write"),
+            (good[..3].to_vec(), "write batch: malformed write_batch.count"),
+            (bad_kind, "write batch, write 1: malformed write.kind: unknown kind 99"),
+            (bad_key, "write batch, write 0: malformed key: not UTF-8"),
+            (oversize, "write batch: 204868 bytes for 2 writes, at most 132362"),
+            (empty, "write batch: holds no write"),
+            (too_many, "write batch: 65537 writes, at most 65536"),
+        ];
+        for (bytes, expected) in cases {
+            let message =
+                pb::OpBatch { write_batch: Bytes::from(bytes), write_batch_id: 4, ..Default::default() };
+            let answer = serve_batch(&replica.service, message).await;
+            assert_eq!(answer.write_batch_id, 4);
+            assert!(answer.write_answers.is_empty());
+            let error = answer.write_batch_error.expect("refused");
+            assert_eq!(error.code, Code::InvalidArgument as u32, "{error:?}");
+            assert!(
+                error.message.starts_with(expected),
+                "{:?} does not start with {expected:?}",
+                error.message
+            );
+        }
+        assert!(replica.executed().is_empty(), "nothing reached the state machine");
+        assert_eq!(replica.digest().await.keys, 0);
+        replica.runtime.shutdown().await;
+    }
+
+    #[test]
+    fn a_batch_refused_by_role_answers_every_operation_and_the_write_batch() {
+        let message = pb::OpBatch {
+            ops: vec![pb::Op { id: 3, op: None }],
+            write_batch: encode_write_batch(&script()).unwrap(),
+            write_batch_id: 8,
+        };
+        assert_eq!(batch_operation(&message), Operation::Write);
+        let reads_only = pb::OpBatch { ops: message.ops.clone(), ..Default::default() };
+        assert_eq!(batch_operation(&reads_only), Operation::Read);
+        let answer = refused_whole(&message, &Status::permission_denied("no"));
+        assert_eq!(answer.results.len(), 1);
+        assert_eq!(answer.write_batch_id, 8);
+        assert_eq!(answer.write_batch_error.map(|e| e.code), Some(Code::PermissionDenied as u32));
+    }
 }
