@@ -146,7 +146,7 @@ impl From<Unanswered> for ChangeConfigurationError {
 pub struct Ring {
     commands: mpsc::Sender<Command>,
     /// The apply thread's queue; `None` when the ring task runs the state machine.
-    jobs: Option<crossbeam_channel::Sender<Job>>,
+    jobs: Option<rsl_log::handoff::Sender<Job>>,
     pub(super) status: watch::Receiver<Status>,
     pub(super) shared: Arc<RingShared>,
 }
@@ -156,7 +156,7 @@ pub struct Ring {
 #[derive(Debug)]
 pub(crate) struct WeakRing {
     commands: mpsc::WeakSender<Command>,
-    jobs: Option<crossbeam_channel::Sender<Job>>,
+    jobs: Option<rsl_log::handoff::Sender<Job>>,
     status: watch::Receiver<Status>,
     shared: Arc<RingShared>,
 }
@@ -176,7 +176,7 @@ impl WeakRing {
 impl Ring {
     pub(super) fn new(
         commands: mpsc::Sender<Command>,
-        jobs: Option<crossbeam_channel::Sender<Job>>,
+        jobs: Option<rsl_log::handoff::Sender<Job>>,
         status: watch::Receiver<Status>,
         shared: Arc<RingShared>,
     ) -> Ring {
