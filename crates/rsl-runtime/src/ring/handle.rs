@@ -15,7 +15,7 @@ use super::apply::Job;
 use super::checkpoints::CheckpointNowReply;
 use super::controls::Control;
 use super::reads::{self, IndexReply};
-use super::{Recovery, RingShared};
+use super::{Recovery, RingOptions, RingShared};
 use crate::error::{
     ChangeConfigurationError, CheckpointNowError, FastReadError, PurgeLogError, ReadError, RelinquishError,
     ReplicateError,
@@ -215,6 +215,11 @@ impl Ring {
     /// This replica's node.
     pub fn node(&self) -> NodeId {
         self.shared.node
+    }
+
+    /// The runtime options this ring was started with (where it applies, its timeouts).
+    pub fn options(&self) -> &RingOptions {
+        &self.shared.options
     }
 
     /// Sends the command `command` builds around its reply channel and waits for the answer;
