@@ -117,6 +117,10 @@ pub struct BenchArgs {
     /// With --peer openraft: requests per run, shared by the client tasks (--quick: at most 20,000)
     #[arg(long, default_value_t = 200_000)]
     pub requests: u64,
+    /// Where rsl's state machine runs: thread (the default) or ring-task (the servers'
+    /// `--apply-on ring-task`; with --peer openraft, the harness's `--rsl-apply-on ring-task`)
+    #[arg(long, value_name = "WHERE", value_parser = ["thread", "ring-task"])]
+    pub apply_on: Option<String>,
     /// With --peer openraft: more arguments for the harness, after `--` (for example
     /// `-- --server-workers 2 --client-workers 1`; see `rsl-bench-openraft --help`)
     #[arg(last = true)]
@@ -515,6 +519,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if let Some(pmem) = pmem {
             cluster.server_args = pmem.server_args.clone();
         }
+        if let Some(apply_on) = &args.apply_on {
+            cluster.server_args.extend(["--apply-on".to_owned(), apply_on.clone()]);
+        }
         let system = match transport {
             "grpc" => runner.system().to_owned(),
             _ => {
@@ -551,6 +558,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "machine": machine_description(),
             "load_average_at_start": load_average,
             "replicas": 3,
+            "apply_on": args.apply_on.as_deref().unwrap_or("thread"),
             "transport": match args.transport.as_deref() {
                 None => "gRPC over 127.0.0.1".to_owned(),
                 Some(other) => format!("gRPC over 127.0.0.1, and {other} (rsl-{other} points)"),

@@ -47,6 +47,9 @@ fn harness_args(args: &BenchArgs, json: &Path) -> Result<Vec<OsString>> {
         .map(OsString::from)
         .collect();
     line.push(json.as_os_str().to_owned());
+    if let Some(apply_on) = &args.apply_on {
+        line.extend(["--rsl-apply-on", apply_on].map(OsString::from));
+    }
     line.extend(args.peer_args.iter().map(OsString::from));
     Ok(line)
 }
@@ -131,6 +134,9 @@ mod tests {
         let explicit = line(&["--peer", "openraft", "--requests", "5000", "--runs", "2"]).unwrap();
         assert_eq!(explicit[3], "5000");
         assert_eq!(explicit[5], "2");
+        let ring_task =
+            line(&["--peer", "openraft", "--apply-on", "ring-task", "--", "--server-workers", "2"]);
+        assert_eq!(ring_task.unwrap()[8..], ["--rsl-apply-on", "ring-task", "--server-workers", "2"]);
     }
 
     #[test]

@@ -59,6 +59,7 @@
 //! batch_linger_us = 0
 //! protocol_version = 2          # the newest replica protocol to speak (rolling upgrades)
 //! request_bytes_max = 67174400     # largest write: a 64 MiB value and its framing
+//! apply_on = "thread"           # thread | ring-task: where the state machine runs
 //! ```
 //!
 //! Every problem is reported with the key it concerns and what was expected.
@@ -69,7 +70,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use rsl::log::PmemFlush;
-use rsl::{NodeId, RingId};
+use rsl::{ApplyOn, NodeId, RingId};
 use serde::{Deserialize, Deserializer};
 
 pub use crate::auth::{AuthConfig, AuthFile};
@@ -127,8 +128,13 @@ pub(crate) fn parse_choice<T: Copy + fmt::Display>(
     Err(format!("unknown {what} {text:?}; expected {expected}"))
 }
 
-/// `tuning.pmem_flush`: one of [`PmemFlush::NAMES`].
-fn deserialize_pmem_flush<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PmemFlush>, D::Error> {
+/// A setting written as one of its names (`tuning.pmem_flush`: [`PmemFlush::NAMES`];
+/// `tuning.apply_on`: [`ApplyOn::NAMES`]), parsed by its `FromStr`.
+fn deserialize_named<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr<Err = String>,
+{
     let text = Option::<String>::deserialize(deserializer)?;
     text.map(|text| text.parse().map_err(serde::de::Error::custom)).transpose()
 }
@@ -277,7 +283,7 @@ pub struct Tuning {
     /// How the persistent-memory log persists its stores: `auto` (default: cache-line
     /// flushes and a fence on a DAX mount or tmpfs, `msync` elsewhere), `msync`, or
     /// `cache-lines` (refused at start unless the file is on a DAX mount or tmpfs).
-    #[serde(default, deserialize_with = "deserialize_pmem_flush")]
+    #[serde(default, deserialize_with = "deserialize_named")]
     pub pmem_flush: Option<PmemFlush>,
     /// Directory of the persistent-memory log file (a DAX mount, say), where it is named
     /// `ring-<ring>-node-<node>.pmem` so replicas can share one; default
@@ -294,6 +300,12 @@ pub struct Tuning {
     /// Largest encoded write the ring takes ([`REQUEST_BYTES_MAX_DEFAULT`] by default); a
     /// larger one is refused naming this key. Also bounds client API messages.
     pub request_bytes_max: Option<u64>,
+    /// Where the key-value state machine runs: `thread` (default: a thread of its own) or
+    /// `ring-task` (on the ring's task: two thread hand-offs fewer per round, but a
+    /// checkpoint save or load, or a slow write, stalls consensus meanwhile; see
+    /// [`ApplyOn`] and docs/OPERATIONS.md).
+    #[serde(default, deserialize_with = "deserialize_named")]
+    pub apply_on: Option<ApplyOn>,
 }
 
 /// The configuration as written in a file or given as flags: every field optional.
@@ -477,6 +489,7 @@ impl ConfigFile {
                 batch_linger_us: top.batch_linger_us.or(base.batch_linger_us),
                 protocol_version: top.protocol_version.or(base.protocol_version),
                 request_bytes_max: top.request_bytes_max.or(base.request_bytes_max),
+                apply_on: top.apply_on.or(base.apply_on),
             }),
             (base, top) => top.or(base),
         };
@@ -1094,6 +1107,24 @@ batch_linger_us = 100
         assert!(message.contains("pmem_flush"), "{message}");
         assert!(
             message.contains(r#"unknown pmem flush mode "dax"; expected auto, msync or cache-lines"#),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn apply_on_parses_by_name_defaults_to_unset_and_names_the_key_when_wrong() {
+        assert_eq!(parse(GOOD).unwrap().tuning.apply_on, None, "unset: the library's default (thread)");
+        for apply_on in [ApplyOn::Thread, ApplyOn::RingTask] {
+            let config = parse(&format!("{GOOD}apply_on = \"{apply_on}\"\n")).unwrap();
+            assert_eq!(config.tuning.apply_on, Some(apply_on));
+        }
+        let message = match parse(&format!("{GOOD}apply_on = \"elsewhere\"\n")) {
+            Err(ConfigError::Parse { message, .. }) => message,
+            other => panic!("expected a parse error, got {other:?}"),
+        };
+        assert!(message.contains("apply_on"), "{message}");
+        assert!(
+            message.contains(r#"unknown place to apply "elsewhere"; expected thread or ring-task"#),
             "{message}"
         );
     }

@@ -18,6 +18,7 @@ use crate::connection::Token;
 use crate::{ConfigFile, LogBackend, Server};
 use clap::Parser;
 use rsl::log::PmemFlush;
+use rsl::ApplyOn;
 
 /// One replica of the rsl-kv replicated key-value service.
 #[derive(Debug, Parser)]
@@ -163,6 +164,10 @@ struct Args {
     /// Largest encoded write the ring takes (and client API message bound)
     #[arg(long, value_name = "BYTES")]
     request_bytes_max: Option<u64>,
+    /// Where the state machine runs: thread (its own) or ring-task (fewer hand-offs; a
+    /// checkpoint save or load stalls consensus meanwhile) [default: thread]
+    #[arg(long, value_name = "WHERE")]
+    apply_on: Option<ApplyOn>,
 }
 
 impl Args {
@@ -193,6 +198,7 @@ impl Args {
             batch_linger_us: self.batch_linger_us,
             protocol_version: self.protocol_version,
             request_bytes_max: self.request_bytes_max,
+            apply_on: self.apply_on,
         };
         let join_credentials = JoinCredentialsFile {
             token: self.join_token.clone(),

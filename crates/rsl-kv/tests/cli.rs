@@ -200,6 +200,11 @@ fn the_server_refuses_an_unknown_log_backend() {
 }
 
 #[test]
+fn the_server_refuses_an_unknown_place_to_apply() {
+    usage_error(&server(&["--node", "1", "--apply-on", "sideways"]), &["--apply-on", "thread or ring-task"]);
+}
+
+#[test]
 fn the_server_refuses_join_with_bootstrap() {
     usage_error(&server(&["--node", "1", "--join", "--bootstrap"]), &["--bootstrap"]);
 }

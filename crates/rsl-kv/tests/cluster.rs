@@ -2,7 +2,8 @@
 //! API, redirects from secondaries, de-duplication of a retried write, failover after the
 //! primary stops, a stopped replica catching up from a checkpoint fetched over the
 //! replica transport (never the client port), and the `rsl-kv` command line's operator
-//! controls (status with replica health, promote, timing, reseed, the last write).
+//! controls (status with replica health, promote, timing, reseed, the last write), and the
+//! state machine on the ring task (`tuning.apply_on`) serving, saving and installing checkpoints.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -310,6 +311,46 @@ async fn a_restarted_replica_catches_up_from_a_checkpoint_fetched_over_the_repli
     let mut one =
         Client::new([cluster.servers[&lagging].client_addr().to_string()], ClientOptions::default()).unwrap();
     assert_eq!(one.get_fast("k40", Some(client.last_slot())).await.unwrap().as_deref(), Some(&b"v40"[..]));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_with_the_state_machine_on_the_ring_task_serve_and_checkpoint() {
+    // `tuning.apply_on = "ring-task"`, as written in a config file.
+    let written: ConfigFile = toml::from_str("[tuning]\napply_on = \"ring-task\"").unwrap();
+    let apply_on = written.tuning.and_then(|tuning| tuning.apply_on);
+    assert_eq!(apply_on, Some(rsl::ApplyOn::RingTask));
+    let dir = tempfile::tempdir().unwrap();
+    let tuning =
+        Tuning { checkpoint_interval_slots: Some(5), log_retain_slots: Some(2), apply_on, ..fast_tuning() };
+    let mut cluster = Cluster::start(dir.path(), tuning).await;
+    for server in cluster.servers.values() {
+        assert_eq!(server.ring().options().apply_on, rsl::ApplyOn::RingTask, "the key reached the ring");
+    }
+    let mut client = client(&cluster);
+    client.put("k0", "v").await.unwrap();
+    let primary = cluster.primary().await;
+    let lagging = *cluster.servers.keys().rev().find(|&&n| n != primary).unwrap();
+    cluster.servers.remove(&lagging).unwrap().shutdown().await;
+    // Writes and linearizable reads, while the remaining secondary saves checkpoints on its
+    // ring task (every five slots).
+    for i in 1..=40 {
+        client.put(&format!("k{i}"), format!("v{i}")).await.unwrap();
+        assert_eq!(client.get(&format!("k{i}")).await.unwrap().as_deref(), Some(format!("v{i}").as_bytes()));
+    }
+    let mut saved = 0;
+    for server in cluster.servers.values() {
+        saved += server.ring().statistics().await.unwrap().runtime.checkpoints_saved;
+    }
+    assert!(saved >= 1, "a checkpoint was saved on a ring task");
+    // The stopped replica comes back behind the log's start: it loads a fetched checkpoint,
+    // on its ring task too.
+    cluster.restart(lagging).await;
+    let statuses = cluster.converged(&mut client).await;
+    assert!(statuses.iter().all(|s| s.digest == statuses[0].digest && s.keys == 41), "{statuses:?}");
+    let statistics = cluster.servers[&lagging].ring().statistics().await.unwrap();
+    assert!(statistics.runtime.checkpoints_installed >= 1, "installed a fetched checkpoint: {statistics:?}");
+    assert_eq!(cluster.servers[&lagging].ring().options().apply_on, rsl::ApplyOn::RingTask);
     cluster.shutdown().await;
 }
 

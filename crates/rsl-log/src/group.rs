@@ -8,17 +8,21 @@
 //! Durability is reported three ways: [`GroupCommitter::durable_ticket`] (a read),
 //! [`GroupCommitter::wait_durable`] (blocks), and an optional callback run on the
 //! committer thread after every flush, before waiters wake (to wake an async runtime).
+//!
+//! The queue is a [`handoff`] queue: an idle committer sleeps at once, without spinning or
+//! yielding, and the first request of a round wakes it with one futex wake; it takes
+//! everything queued in one lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use rsl_core::{Ballot, PersistRequest, Proposal, Slot};
 
 use crate::error::{CommitError, LogError};
+use crate::handoff::{self, Receiver, Sender};
 use crate::store::{LogStatistics, LogStore};
 
 /// Options of a [`GroupCommitter`].
@@ -113,7 +117,7 @@ impl GroupCommitter {
         options: &GroupCommitOptions,
         on_durable: Option<DurableCallback>,
     ) -> GroupCommitter {
-        let (sender, receiver) = crossbeam_channel::bounded(options.queue_depth_max.max(1));
+        let (sender, receiver) = handoff::bounded(options.queue_depth_max);
         let shared = Arc::new(Shared::default());
         let submitted = store.appended_ticket();
         {
@@ -177,7 +181,7 @@ impl GroupCommitter {
     /// Reads proposals (see [`LogStore::read_range`]) on the committer thread, after
     /// everything queued before.
     pub fn read_range(&self, first: Slot, last: Slot, bytes_max: u64) -> Result<Vec<Proposal>, CommitError> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, mut answer) = handoff::bounded(1);
         self.sender
             .send(Command::Read { first, last, bytes_max, reply })
             .map_err(|_| CommitError::Stopped)?;
@@ -259,7 +263,7 @@ impl Drop for GroupCommitter {
 
 fn run(
     mut store: Box<dyn LogStore>,
-    receiver: Receiver<Command>,
+    mut receiver: Receiver<Command>,
     shared: Arc<Shared>,
     (requests_max, bytes_max): (usize, u64),
     on_durable: Option<DurableCallback>,

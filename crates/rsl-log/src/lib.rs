@@ -13,7 +13,8 @@
 //!   (nothing survives the process: tests, examples and in-memory rings). Opening a store recovers it under an explicit [`RecoveryPolicy`] and returns
 //!   the [`rsl_core::DurableState`] to rebuild the replica from, plus a [`RecoveryReport`].
 //! - [`GroupCommitter`], a thread that owns a store and turns appends from many producers
-//!   into one sync per round.
+//!   into one sync per round, fed through [`handoff`], a queue whose receiving thread
+//!   sleeps at once when idle (no spinning or yielding) and is woken once per hand-off.
 //! - [`CheckpointStore`], block-checksummed state-machine checkpoints published atomically,
 //!   loaded newest-valid-first, streamable in chunks.
 //! - [`vfs`], the file operations the journal and the checkpoints need, on the operating
@@ -69,6 +70,7 @@ pub mod checkpoint;
 pub mod codec;
 mod error;
 mod group;
+pub mod handoff;
 pub mod journal;
 mod memory;
 pub mod pmem;

@@ -170,13 +170,16 @@ impl Server {
     }
 
     /// Starts on listeners already bound (their addresses override the configured
-    /// `client_listen` and `replica_listen`), with the given runtime options per ring.
+    /// `client_listen` and `replica_listen`), with the given runtime options per ring
+    /// (`tuning.apply_on`, when set, replaces their `apply_on`).
     pub async fn start_on(
         mut config: ServerConfig,
         listeners: Listeners,
-        ring_options: RingOptions,
+        mut ring_options: RingOptions,
     ) -> Result<Server, ServerError> {
         let node = config.node;
+        // `tuning.apply_on`, when set, decides where the state machine runs.
+        ring_options.apply_on = config.tuning.apply_on.unwrap_or(ring_options.apply_on);
         if let Some(contact) = config.join_via.clone() {
             crate::join::learn_address_book(&mut config, &contact).await?;
         }

@@ -15,7 +15,7 @@ use super::apply::Job;
 use super::checkpoints::CheckpointNowReply;
 use super::controls::Control;
 use super::reads::{self, IndexReply};
-use super::{Recovery, RingShared};
+use super::{Recovery, RingOptions, RingShared};
 use crate::error::{
     ChangeConfigurationError, CheckpointNowError, FastReadError, PurgeLogError, ReadError, RelinquishError,
     ReplicateError,
@@ -146,7 +146,7 @@ impl From<Unanswered> for ChangeConfigurationError {
 pub struct Ring {
     commands: mpsc::Sender<Command>,
     /// The apply thread's queue; `None` when the ring task runs the state machine.
-    jobs: Option<crossbeam_channel::Sender<Job>>,
+    jobs: Option<rsl_log::handoff::Sender<Job>>,
     pub(super) status: watch::Receiver<Status>,
     pub(super) shared: Arc<RingShared>,
 }
@@ -156,7 +156,7 @@ pub struct Ring {
 #[derive(Debug)]
 pub(crate) struct WeakRing {
     commands: mpsc::WeakSender<Command>,
-    jobs: Option<crossbeam_channel::Sender<Job>>,
+    jobs: Option<rsl_log::handoff::Sender<Job>>,
     status: watch::Receiver<Status>,
     shared: Arc<RingShared>,
 }
@@ -176,7 +176,7 @@ impl WeakRing {
 impl Ring {
     pub(super) fn new(
         commands: mpsc::Sender<Command>,
-        jobs: Option<crossbeam_channel::Sender<Job>>,
+        jobs: Option<rsl_log::handoff::Sender<Job>>,
         status: watch::Receiver<Status>,
         shared: Arc<RingShared>,
     ) -> Ring {
@@ -215,6 +215,11 @@ impl Ring {
     /// This replica's node.
     pub fn node(&self) -> NodeId {
         self.shared.node
+    }
+
+    /// The runtime options this ring was started with (where it applies, its timeouts).
+    pub fn options(&self) -> &RingOptions {
+        &self.shared.options
     }
 
     /// Sends the command `command` builds around its reply channel and waits for the answer;

@@ -161,6 +161,36 @@ pub enum ApplyOn {
     RingTask,
 }
 
+impl ApplyOn {
+    /// The names [`ApplyOn`] displays as and parses from (config files, flags):
+    /// `thread` and `ring-task`.
+    pub const NAMES: [&'static str; 2] = ["thread", "ring-task"];
+
+    fn name(self) -> &'static str {
+        match self {
+            ApplyOn::Thread => Self::NAMES[0],
+            ApplyOn::RingTask => Self::NAMES[1],
+        }
+    }
+}
+
+impl std::fmt::Display for ApplyOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ApplyOn {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ApplyOn, String> {
+        [ApplyOn::Thread, ApplyOn::RingTask]
+            .into_iter()
+            .find(|choice| choice.name() == text)
+            .ok_or_else(|| format!("unknown place to apply {text:?}; expected thread or ring-task"))
+    }
+}
+
 impl Default for RingOptions {
     fn default() -> Self {
         RingOptions {
