@@ -263,16 +263,23 @@ async fn gets_choose_their_read_consistency_and_read_indexes_serve_on_secondarie
     cluster.shutdown().await;
 }
 
+/// Writes `k0`, then shuts down a secondary (the highest-numbered one): returns the primary
+/// and the stopped replica, which misses everything written next.
+async fn write_then_stop_a_secondary(cluster: &mut Cluster, client: &mut Client) -> (u64, u64) {
+    client.put("k0", "v").await.unwrap();
+    let primary = cluster.primary().await;
+    let lagging = *cluster.servers.keys().rev().find(|&&n| n != primary).unwrap();
+    cluster.servers.remove(&lagging).unwrap().shutdown().await;
+    (primary, lagging)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_replica_catches_up_from_a_checkpoint_fetched_over_the_replica_port() {
     let dir = tempfile::tempdir().unwrap();
     let tuning = Tuning { checkpoint_interval_slots: Some(5), log_retain_slots: Some(2), ..fast_tuning() };
     let mut cluster = Cluster::start(dir.path(), tuning).await;
     let mut client = client(&cluster);
-    client.put("k0", "v").await.unwrap();
-    let primary = cluster.primary().await;
-    let lagging = *cluster.servers.keys().rev().find(|&&n| n != primary).unwrap();
-    cluster.servers.remove(&lagging).unwrap().shutdown().await;
+    let (primary, lagging) = write_then_stop_a_secondary(&mut cluster, &mut client).await;
 
     for i in 1..=40 {
         client.put(&format!("k{i}"), format!("v{i}")).await.unwrap();
@@ -328,10 +335,7 @@ async fn servers_with_the_state_machine_on_the_ring_task_serve_and_checkpoint() 
         assert_eq!(server.ring().options().apply_on, rsl::ApplyOn::RingTask, "the key reached the ring");
     }
     let mut client = client(&cluster);
-    client.put("k0", "v").await.unwrap();
-    let primary = cluster.primary().await;
-    let lagging = *cluster.servers.keys().rev().find(|&&n| n != primary).unwrap();
-    cluster.servers.remove(&lagging).unwrap().shutdown().await;
+    let (_, lagging) = write_then_stop_a_secondary(&mut cluster, &mut client).await;
     // Writes and linearizable reads, while the remaining secondary saves checkpoints on its
     // ring task (every five slots).
     for i in 1..=40 {
