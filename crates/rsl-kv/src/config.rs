@@ -1097,13 +1097,18 @@ batch_linger_us = 100
         assert_eq!(merged.tuning.pmem_dir, Some(PathBuf::from("/dev/shm/kv")));
     }
 
+    /// The message of the parse error `text` must give.
+    fn parse_message(text: &str) -> String {
+        match parse(text) {
+            Err(ConfigError::Parse { message, .. }) => message,
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_wrong_pmem_flush_names_the_key_and_the_choices() {
         let text = format!("{GOOD}pmem_flush = \"dax\"\n");
-        let message = match parse(&text) {
-            Err(ConfigError::Parse { message, .. }) => message,
-            other => panic!("expected a parse error, got {other:?}"),
-        };
+        let message = parse_message(&text);
         assert!(message.contains("pmem_flush"), "{message}");
         assert!(
             message.contains(r#"unknown pmem flush mode "dax"; expected auto, msync or cache-lines"#),
@@ -1118,10 +1123,7 @@ batch_linger_us = 100
             let config = parse(&format!("{GOOD}apply_on = \"{apply_on}\"\n")).unwrap();
             assert_eq!(config.tuning.apply_on, Some(apply_on));
         }
-        let message = match parse(&format!("{GOOD}apply_on = \"elsewhere\"\n")) {
-            Err(ConfigError::Parse { message, .. }) => message,
-            other => panic!("expected a parse error, got {other:?}"),
-        };
+        let message = parse_message(&format!("{GOOD}apply_on = \"elsewhere\"\n"));
         assert!(message.contains("apply_on"), "{message}");
         assert!(
             message.contains(r#"unknown place to apply "elsewhere"; expected thread or ring-task"#),
