@@ -38,6 +38,9 @@ struct Session {
     stamp: u64,
 }
 
+/// The hasher of the sessions table.
+type SessionHasher = foldhash::fast::RandomState;
+
 /// The replicated key-value map: string keys, byte values.
 ///
 /// - [`Write`](crate::command::Write)s (put, delete, compare-and-set) come through `execute`, in slot order, on
@@ -57,7 +60,10 @@ struct Session {
 #[derive(Clone, Debug)]
 pub struct KvStateMachine {
     map: BTreeMap<String, Bytes>,
-    sessions: HashMap<u64, Session>,
+    /// Client id → its session. Every write looks its client up and remembers it, so the
+    /// table hashes with foldhash (seeded per process), not SipHash; iteration order is
+    /// never used (`session_order` is the order).
+    sessions: HashMap<u64, Session, SessionHasher>,
     /// The eviction order: (stamp, client) for every write remembered, least recent first.
     /// An entry whose stamp is no longer its session's is stale and skipped; the queue is
     /// compacted when stale entries outnumber live ones three to one. Sessions are forgotten in the
@@ -189,7 +195,7 @@ impl KvStateMachine {
     pub fn with_sessions_max(sessions_max: usize) -> KvStateMachine {
         KvStateMachine {
             map: BTreeMap::new(),
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             session_order: VecDeque::new(),
             stamp: 0,
             sessions_max: sessions_max.max(1),
