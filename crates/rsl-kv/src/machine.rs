@@ -1,6 +1,7 @@
 //! [`KvStateMachine`]: the replicated map, with per-client de-duplication and checkpoints,
 //! and [`MachineEvents`], what the ring told it about checkpoints and primacy.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read as _, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +37,37 @@ struct Session {
     /// When it was last written, in writes remembered by this machine: its place in the
     /// eviction order (not part of the replicated state; see `session_order`).
     stamp: u64,
+}
+
+/// Executes `write` on `map`.
+fn apply(map: &mut BTreeMap<String, Bytes>, write: WriteRef<'_>) -> WriteOutcome {
+    match write {
+        WriteRef::Put { key, value, .. } => {
+            store(map, key, Bytes::copy_from_slice(value));
+            WriteOutcome::Put
+        }
+        WriteRef::Delete { key, .. } => WriteOutcome::Deleted { existed: map.remove(key).is_some() },
+        WriteRef::Cas { key, expected, value, .. } => {
+            let current = map.get(key);
+            if current.map(|current| &current[..]) == expected {
+                let value = Bytes::copy_from_slice(value);
+                store(map, key, value.clone());
+                WriteOutcome::Cas { swapped: true, current: Some(value) }
+            } else {
+                WriteOutcome::Cas { swapped: false, current: current.cloned() }
+            }
+        }
+    }
+}
+
+/// Sets `key` to `value`, allocating the key only when it is new.
+fn store(map: &mut BTreeMap<String, Bytes>, key: &str, value: Bytes) {
+    match map.get_mut(key) {
+        Some(stored) => *stored = value,
+        None => {
+            map.insert(key.to_owned(), value);
+        }
+    }
 }
 
 /// The hasher of the sessions table.
@@ -275,7 +307,8 @@ impl KvStateMachine {
     }
 
     /// Executes one encoded write, read in place ([`WriteRef`]): nothing of it is copied
-    /// but what the map keeps.
+    /// but what the map keeps. The client's session is looked up once: a retry or an older
+    /// write is answered from it, a new write updates it in place.
     fn execute_one(&mut self, slot: u64, request: &[u8]) -> WriteResponse {
         let write = match WriteRef::decode(request) {
             Ok(write) => write,
@@ -284,16 +317,27 @@ impl KvStateMachine {
             }
         };
         let WriteId { client, sequence } = write.id();
-        if let Some(session) = self.sessions.get(&client) {
-            if sequence == session.sequence {
-                return session.response.clone();
+        let stamp = self.stamp + 1;
+        let response = match self.sessions.entry(client) {
+            Entry::Occupied(mut entry) => {
+                let session = entry.get_mut();
+                if sequence == session.sequence {
+                    return session.response.clone();
+                }
+                if sequence < session.sequence {
+                    return WriteResponse { slot, outcome: WriteOutcome::Stale { newest: session.sequence } };
+                }
+                let response = WriteResponse { slot, outcome: apply(&mut self.map, write) };
+                *session = Session { sequence, response: response.clone(), stamp };
+                response
             }
-            if sequence < session.sequence {
-                return WriteResponse { slot, outcome: WriteOutcome::Stale { newest: session.sequence } };
+            Entry::Vacant(entry) => {
+                let response = WriteResponse { slot, outcome: apply(&mut self.map, write) };
+                entry.insert(Session { sequence, response: response.clone(), stamp });
+                response
             }
-        }
-        let response = WriteResponse { slot, outcome: self.apply(write) };
-        self.remember(client, sequence, response.clone());
+        };
+        self.remembered(client, stamp);
         response
     }
 
@@ -328,40 +372,11 @@ impl KvStateMachine {
         }
     }
 
-    fn apply(&mut self, write: WriteRef<'_>) -> WriteOutcome {
-        match write {
-            WriteRef::Put { key, value, .. } => {
-                self.store(key, Bytes::copy_from_slice(value));
-                WriteOutcome::Put
-            }
-            WriteRef::Delete { key, .. } => WriteOutcome::Deleted { existed: self.map.remove(key).is_some() },
-            WriteRef::Cas { key, expected, value, .. } => {
-                let current = self.map.get(key);
-                if current.map(|current| &current[..]) == expected {
-                    let value = Bytes::copy_from_slice(value);
-                    self.store(key, value.clone());
-                    WriteOutcome::Cas { swapped: true, current: Some(value) }
-                } else {
-                    WriteOutcome::Cas { swapped: false, current: current.cloned() }
-                }
-            }
-        }
-    }
-
-    /// Sets `key` to `value`, allocating the key only when it is new.
-    fn store(&mut self, key: &str, value: Bytes) {
-        match self.map.get_mut(key) {
-            Some(stored) => *stored = value,
-            None => {
-                self.map.insert(key.to_owned(), value);
-            }
-        }
-    }
-
-    fn remember(&mut self, client: u64, sequence: u64, response: WriteResponse) {
-        self.stamp += 1;
-        let stamp = self.stamp;
-        self.sessions.insert(client, Session { sequence, response, stamp });
+    /// The session of `client` was just written with `stamp`: it goes to the back of the
+    /// eviction order, and the least recently written sessions past `sessions_max` are
+    /// forgotten.
+    fn remembered(&mut self, client: u64, stamp: u64) {
+        self.stamp = stamp;
         self.session_order.push_back((stamp, client));
         while self.sessions.len() > self.sessions_max {
             let Some((stamp, oldest)) = self.session_order.pop_front() else { break };
@@ -523,7 +538,9 @@ impl KvStateMachine {
         body.end("checkpoint body")?;
         loaded.sort_by_key(|(_, _, response)| response.slot);
         for (client, sequence, response) in loaded {
-            machine.remember(client, sequence, response);
+            let stamp = machine.stamp + 1;
+            machine.sessions.insert(client, Session { sequence, response, stamp });
+            machine.remembered(client, stamp);
         }
         machine.applied = slot;
         Ok((slot, machine))
